@@ -1,0 +1,276 @@
+"""The op table's machinery: :class:`OpDef`, attribute schemas, the registry.
+
+An op is defined once, and everything about it sits beside that definition::
+
+    add = define("add", operands=("lhs", "rhs"), kind=ELEMENTWISE,
+                 infer=broadcast_rule, doc=...)
+
+    @add.def_reference
+    def _(lhs, rhs): return np.add(lhs, rhs)
+
+    @add.def_vjp
+    def _(b, op, ct): ...          # dl ops, through a Builder
+
+    @add.def_emit
+    def _(e, lhs, rhs): return e.add(lhs, rhs)   # codegen, elementwise ops
+
+A test walks :data:`OPS` and fails if any op lacks a rule it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..ir.types import Dim, DType, TensorType
+
+ELEMENTWISE = "elementwise"   # result[i] = f(operands[i]) with numpy broadcasting
+REDUCTION = "reduction"       # reduces over `axes`
+LAYOUT = "layout"             # moves or views data: reshape, transpose, broadcast_to
+CONTRACTION = "contraction"   # matmul
+COMPOSITE = "composite"       # defined by a decomposition into simpler dl ops
+SOURCE = "source"             # no operands: constants, iota
+OTHER = "other"
+
+KINDS = (ELEMENTWISE, REDUCTION, LAYOUT, CONTRACTION, COMPOSITE, SOURCE, OTHER)
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; the builder adds the op name and source location."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttrSpec:
+    """Schema of one attribute.
+
+    kinds: ``int``, ``float``, ``bool``, ``str``, ``ints`` (tuple of int),
+    ``dims`` (tuple of int or symbol), ``dtype``, ``scalar`` (int, float or
+    bool), ``dense`` (numpy array), ``optional_ints`` (tuple of int or None).
+    """
+
+    kind: str
+    default: Any = None
+    required: bool = False
+    choices: tuple[str, ...] | None = None
+
+
+def attr(kind: str, default: Any = None, *, choices: tuple[str, ...] | None = None) -> AttrSpec:
+    return AttrSpec(kind, default, required=False, choices=choices)
+
+
+def required(kind: str, *, choices: tuple[str, ...] | None = None) -> AttrSpec:
+    return AttrSpec(kind, None, required=True, choices=choices)
+
+
+@dataclass(eq=False)
+class OpDef:
+    """Everything about one op.  See the module docstring."""
+
+    name: str
+    operands: tuple[str, ...]
+    kind: str
+    infer: Callable[..., TensorType | list[TensorType]]
+    attrs: dict[str, AttrSpec] = field(default_factory=dict)
+    doc: str = ""
+    differentiable: bool = True
+    num_results: int = 1
+    variadic: bool = False      # operands: one or more of the last named operand
+    reference: Callable[..., Any] | None = None
+    vjp: Callable[..., list[Any]] | None = None
+    emit: Callable[..., Any] | None = None        # elementwise scalar/vector emitter
+    lower: Callable[..., Any] | None = None       # codegen kernel for non-elementwise ops
+    decompose: Callable[..., Any] | None = None   # expansion into simpler dl ops
+
+    @property
+    def ir_name(self) -> str:
+        return f"dl.{self.name}"
+
+    # Decorators that attach a rule to this op, keeping it beside the definition.
+    def def_reference(self, fn: Callable) -> Callable:
+        self.reference = fn
+        return fn
+
+    def def_vjp(self, fn: Callable) -> Callable:
+        assert self.differentiable, f"{self.name} is declared non-differentiable"
+        self.vjp = fn
+        return fn
+
+    def def_emit(self, fn: Callable) -> Callable:
+        self.emit = fn
+        return fn
+
+    def def_lower(self, fn: Callable) -> Callable:
+        self.lower = fn
+        return fn
+
+    def def_decompose(self, fn: Callable) -> Callable:
+        self.decompose = fn
+        return fn
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def define(name: str, *, operands: tuple[str, ...], kind: str, infer: Callable,
+           attrs: dict[str, AttrSpec] | None = None, doc: str = "",
+           differentiable: bool = True, num_results: int = 1, variadic: bool = False) -> OpDef:
+    """Create an op definition and enter it in :data:`OPS`."""
+    assert name not in OPS, f"op {name} defined twice"
+    assert kind in KINDS, kind
+    op = OpDef(name=name, operands=operands, kind=kind, infer=infer, attrs=dict(attrs or {}),
+               doc=doc, differentiable=differentiable, num_results=num_results, variadic=variadic)
+    OPS[name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef | None:
+    """The definition for ``name`` (with or without the ``dl.`` prefix), or None."""
+    return OPS.get(name.removeprefix("dl."))
+
+
+# ---------------------------------------------------------------------------
+# Attribute normalisation (used by the builder and the IR parser)
+
+def normalize_attrs(op: OpDef, given: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check every attribute against the op's schema.
+
+    Raises :class:`ShapeError` with a user-readable message on a mismatch.
+    """
+    unknown = sorted(set(given) - set(op.attrs))
+    if unknown:
+        allowed = ", ".join(op.attrs) or "none"
+        raise ShapeError(f"unknown attribute '{unknown[0]}' (allowed: {allowed})")
+    out: dict[str, Any] = {}
+    for key, spec in op.attrs.items():
+        if key in given and given[key] is not None:
+            out[key] = _coerce(key, spec, given[key])
+        elif spec.required:
+            raise ShapeError(f"missing required attribute '{key}'")
+        else:
+            out[key] = spec.default
+    return out
+
+
+def _coerce(key: str, spec: AttrSpec, value: Any) -> Any:
+    kind = spec.kind
+
+    def bad(expected: str) -> ShapeError:
+        return ShapeError(f"attribute '{key}' expects {expected}, got {value!r}")
+
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise bad("an integer")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise bad("a number")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad("true or false")
+        return bool(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        if spec.choices and value not in spec.choices:
+            raise ShapeError(f"attribute '{key}' must be one of {', '.join(spec.choices)}, got '{value}'")
+        return value
+    if kind == "scalar":
+        if not isinstance(value, (bool, int, float, np.number, np.bool_)):
+            raise bad("a number")
+        return value.item() if isinstance(value, np.generic) else value
+    if kind == "dtype":
+        if isinstance(value, DType):
+            return value
+        if isinstance(value, str):
+            try:
+                return DType.from_name(value)
+            except ValueError:
+                raise bad("a dtype (f32, f64, i32, i64, bool)") from None
+        raise bad("a dtype")
+    if kind in ("ints", "optional_ints"):
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return (int(value),)
+        if isinstance(value, (tuple, list)) and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+            return tuple(int(v) for v in value)
+        raise bad("a list of integers")
+    if kind == "dims":
+        if isinstance(value, (tuple, list)) and all(
+                (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or isinstance(v, str)
+                for v in value):
+            return tuple(v if isinstance(v, str) else int(v) for v in value)
+        raise bad("a list of dims")
+    if kind == "dense":
+        return np.asarray(value)
+    raise AssertionError(f"unknown attribute kind {kind}")
+
+
+# ---------------------------------------------------------------------------
+# Shape helpers shared by the shape rules
+
+def dim_str(d: Dim) -> str:
+    return str(d)
+
+
+def shape_str(shape: tuple[Dim, ...]) -> str:
+    return "[" + ", ".join(dim_str(d) for d in shape) + "]"
+
+
+def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """numpy broadcasting over static and symbolic dims.
+
+    Dims agree when equal, or when one is the static 1.  A symbol never agrees
+    with a different symbol or a static dim other than 1: ``N`` vs ``M`` and
+    ``N`` vs ``5`` are errors, since nothing proves them equal.
+    """
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for i in range(rank):
+        dim: Dim = 1
+        for s in shapes:
+            j = i - (rank - len(s))
+            if j < 0:
+                continue
+            d = s[j]
+            if d == 1 or d == dim:
+                continue
+            if dim == 1:
+                dim = d
+                continue
+            raise ShapeError(
+                "shapes " + " and ".join(shape_str(s) for s in shapes)
+                + f" do not broadcast: dim {dim_str(dim)} vs {dim_str(d)}")
+        out.append(dim)
+    return tuple(out)
+
+
+def normalize_axes(axes: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
+    """Axes as sorted non-negative ints; ``None`` means all axes."""
+    if axes is None:
+        return tuple(range(rank))
+    out = []
+    for a in axes:
+        if not -rank <= a < max(rank, 1):
+            raise ShapeError(f"axis {a} is out of range for rank {rank}")
+        a = a % rank if rank else 0
+        if a in out:
+            raise ShapeError(f"axis {a} repeated")
+        out.append(a)
+    return tuple(sorted(out))
+
+
+def same_dtype(types: list[TensorType], what: str = "operands") -> TensorType:
+    first = types[0]
+    for t in types[1:]:
+        if t.dtype != first.dtype:
+            raise ShapeError(f"{what} have different dtypes: {first.dtype.dsl_name} and {t.dtype.dsl_name}")
+    return first
+
+
+def broadcast_rule(*types: TensorType, **_attrs: Any) -> TensorType:
+    """Shape rule of a binary elementwise op: same dtype, numpy broadcasting."""
+    t = same_dtype(list(types))
+    return TensorType(t.dtype, broadcast_shapes(*(x.shape for x in types)))

@@ -1,0 +1,33 @@
+"""Ops with no operands: constants."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.types import DType, TensorType
+from .base import SOURCE, ShapeError, attr, define, required
+
+
+def _constant_rule(*, value, dtype: DType, shape) -> TensorType:
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        if tuple(value.shape) != tuple(shape):
+            raise ShapeError(f"dense value of shape {list(value.shape)} does not match shape {list(shape)}")
+    return TensorType(dtype, tuple(shape))
+
+
+constant = define(
+    "constant", operands=(), kind=SOURCE, differentiable=False,
+    attrs={"value": required("dense"), "dtype": required("dtype"), "shape": attr("dims", ())},
+    infer=_constant_rule,
+    doc="""A constant tensor: a scalar ``value`` splatted over ``shape``, or a dense array.
+
+    %0 = "dl.constant"() {dtype = f32, shape = [], value = 1.0} : () -> tensor<f32>
+    %1 = "dl.constant"() {dtype = f32, shape = [2], value = dense<[1.0, 2.0]> : tensor<2xf32>} : () -> tensor<2xf32>
+    """)
+
+
+@constant.def_reference
+def _(*, value, dtype: DType, shape):
+    # `shape` arrives concrete: the interpreter binds symbols in "dims" attributes.
+    value = np.asarray(value, dtype=dtype.np)
+    return value.copy() if value.ndim > 0 else np.full(shape, value, dtype=dtype.np)
