@@ -1,0 +1,193 @@
+"""Weight initializers, as Keras defines them, drawn from a seeded numpy Generator.
+
+A model's parameter declares its initializer by name with keyword arguments,
+e.g. ``{"name": "glorot_uniform"}`` or ``{"name": "normal", "std": 0.1}``;
+:func:`initialize` turns that into an array of the parameter's shape and dtype.
+
+Fans follow Keras (``keras.src.initializers.random_initializers.compute_fans``):
+
+- rank 0: ``fan_in = fan_out = 1``
+- rank 1: ``fan_in = fan_out = shape[0]``
+- rank 2: ``fan_in = shape[0]``, ``fan_out = shape[1]`` (a dense kernel ``[in, out]``)
+- rank k > 2: the leading ``k-2`` dims form the receptive field,
+  ``fan_in = shape[-2] * field``, ``fan_out = shape[-1] * field``
+
+The ``*_normal`` variance-scaling initializers draw from a normal truncated at
+two standard deviations, with the standard deviation divided by
+``0.87962566103423978`` (the std of a unit normal truncated to [-2, 2]) so the
+drawn values keep the intended variance -- exactly as Keras does.
+
+Reproducibility: the same Generator state gives bit-identical arrays; a model
+seeds one ``numpy.random.Generator(PCG64(seed))`` and initializes its
+parameters in declaration order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+# std of a standard normal truncated to [-2, 2]
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+Shape = tuple[int, ...]
+
+
+class InitializerError(ValueError):
+    """An unknown initializer or a bad argument; callers turn it into a DlError."""
+
+
+@dataclass(frozen=True)
+class InitializerDef:
+    """One initializer: its defaults (Keras's) and its sampling function."""
+
+    name: str
+    defaults: dict[str, float]
+    sample: Callable[..., np.ndarray]
+    doc: str = ""
+
+
+INITIALIZERS: dict[str, InitializerDef] = {}
+
+
+def _define(name: str, defaults: dict[str, float], doc: str) -> Callable:
+    def register(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        INITIALIZERS[name] = InitializerDef(name, defaults, fn, doc)
+        return fn
+    return register
+
+
+def compute_fans(shape: Shape) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight of ``shape``, as Keras computes them."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    field = math.prod(shape[:-2])
+    return shape[-2] * field, shape[-1] * field
+
+
+def truncated_normal(rng: np.random.Generator, shape: Shape, mean: float, std: float) -> np.ndarray:
+    """Normal samples redrawn until they lie within two ``std`` of ``mean``."""
+    out = rng.standard_normal(shape)
+    bad = np.abs(out) > 2.0
+    while bad.any():
+        out[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(out) > 2.0
+    return mean + std * out
+
+
+@_define("zeros", {}, "All zeros (Keras ``Zeros``); the usual bias initializer.")
+def _zeros(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    return np.zeros(shape)
+
+
+@_define("ones", {}, "All ones (Keras ``Ones``).")
+def _ones(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    return np.ones(shape)
+
+
+@_define("constant", {"value": 0.0}, "Every element ``value`` (Keras ``Constant``).")
+def _constant(rng: np.random.Generator, shape: Shape, value: float) -> np.ndarray:
+    return np.full(shape, float(value))
+
+
+@_define("normal", {"mean": 0.0, "std": 0.05},
+         "Normal(mean, std), untruncated (Keras ``RandomNormal``; defaults 0, 0.05).")
+def _normal(rng: np.random.Generator, shape: Shape, mean: float, std: float) -> np.ndarray:
+    if std < 0:
+        raise InitializerError(f"normal: std must be >= 0, got {std}")
+    return rng.normal(mean, std, shape) if std > 0 else np.full(shape, float(mean))
+
+
+@_define("uniform", {"low": -0.05, "high": 0.05},
+         "Uniform on [low, high) (Keras ``RandomUniform``; defaults -0.05, 0.05).")
+def _uniform(rng: np.random.Generator, shape: Shape, low: float, high: float) -> np.ndarray:
+    if high < low:
+        raise InitializerError(f"uniform: high ({high}) must be >= low ({low})")
+    return rng.uniform(low, high, shape)
+
+
+@_define("glorot_uniform", {},
+         "Uniform on [-l, l], l = sqrt(6 / (fan_in + fan_out)) (Keras ``GlorotUniform``).")
+def _glorot_uniform(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    fan_in, fan_out = compute_fans(shape)
+    limit = math.sqrt(3.0 / max(1.0, (fan_in + fan_out) / 2.0))
+    return rng.uniform(-limit, limit, shape)
+
+
+@_define("glorot_normal", {},
+         "Truncated normal, std = sqrt(2 / (fan_in + fan_out)) / 0.8796 (Keras ``GlorotNormal``).")
+def _glorot_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    fan_in, fan_out = compute_fans(shape)
+    std = math.sqrt(1.0 / max(1.0, (fan_in + fan_out) / 2.0)) / TRUNCATED_NORMAL_STD
+    return truncated_normal(rng, shape, 0.0, std)
+
+
+@_define("he_normal", {},
+         "Truncated normal, std = sqrt(2 / fan_in) / 0.8796 (Keras ``HeNormal``).")
+def _he_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    fan_in, _ = compute_fans(shape)
+    std = math.sqrt(2.0 / max(1.0, fan_in)) / TRUNCATED_NORMAL_STD
+    return truncated_normal(rng, shape, 0.0, std)
+
+
+@_define("he_uniform", {},
+         "Uniform on [-l, l], l = sqrt(6 / fan_in) (Keras ``HeUniform``).")
+def _he_uniform(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    fan_in, _ = compute_fans(shape)
+    limit = math.sqrt(6.0 / max(1.0, fan_in))
+    return rng.uniform(-limit, limit, shape)
+
+
+# Keras spellings accepted as aliases.
+ALIASES = {
+    "random_normal": "normal", "random_uniform": "uniform",
+    "glorotuniform": "glorot_uniform", "glorotnormal": "glorot_normal",
+    "henormal": "he_normal", "heuniform": "he_uniform",
+}
+ARG_ALIASES = {"stddev": "std", "minval": "low", "maxval": "high"}
+
+
+def resolve(spec: dict[str, Any] | str) -> tuple[InitializerDef, dict[str, float]]:
+    """The initializer named by ``spec`` and its arguments with defaults filled.
+
+    Raises :class:`InitializerError` for an unknown name or argument.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    name = str(spec.pop("name", "")).lower()
+    name = ALIASES.get(name, name)
+    init = INITIALIZERS.get(name)
+    if init is None:
+        known = ", ".join(sorted(INITIALIZERS))
+        raise InitializerError(f"unknown initializer '{name}' (known: {known})")
+    args = dict(init.defaults)
+    for key, value in spec.items():
+        key = ARG_ALIASES.get(key, key)
+        if key not in init.defaults:
+            allowed = ", ".join(init.defaults) or "none"
+            raise InitializerError(f"initializer '{name}' has no argument '{key}' (allowed: {allowed})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InitializerError(f"initializer '{name}': argument '{key}' must be a number, got {value!r}")
+        args[key] = float(value)
+    return init, args
+
+
+def initialize(spec: dict[str, Any] | str, shape: Shape, dtype: np.dtype | type,
+               rng: np.random.Generator) -> np.ndarray:
+    """A fresh C-contiguous array of ``shape`` and ``dtype`` drawn as ``spec`` says.
+
+    Sampling is done in float64 and rounded once to ``dtype``, so the result
+    depends only on the generator's state, not on the target dtype's precision.
+    """
+    init, args = resolve(spec)
+    shape = tuple(int(d) for d in shape)
+    values = init.sample(rng, shape, **args)
+    return np.ascontiguousarray(np.asarray(values, dtype=np.float64).astype(dtype))

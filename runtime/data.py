@@ -1,0 +1,575 @@
+"""Datasets for training: MNIST (shipped), IDX directories, .npz, CSV, synthetic sets.
+
+Everything here returns a :class:`Dataset` of numpy arrays; checking them
+against a model's signature (shapes, dtypes, label range, NaN/inf) is
+:func:`prepare_inputs` / :func:`prepare_targets`, which the Model API runs
+once per ``fit``/``evaluate``/``predict`` before any compiled code sees the data.
+
+Where data comes from (``dlc train --data SPEC``, or :func:`load_data`):
+
+========================  =====================================================
+``mnist``                 the copy shipped in ``examples/data/mnist`` (checked
+                          against its ``SHA256SUMS``)
+a directory               IDX files ``train-images*``, ``train-labels*`` and
+                          optionally ``t10k-images*``/``test-images*`` and
+                          labels, gzip-compressed or raw
+``file.npz``              arrays ``x``, ``y`` and optionally ``x_test``,
+                          ``y_test`` (read without pickle)
+``file.csv``              a header row, numeric columns; ``label_column`` names
+                          the target column, every other column is a feature
+a synthetic name          ``linear_regression``, ``xor``, ``student_pass``,
+                          ``student_grade``, ``sigmoid_chain`` (seeded)
+nothing                   the synthetic set named like the model, else MNIST
+                          for a model with a 784-wide input and 10 classes
+========================  =====================================================
+
+Every failure is a :class:`~compiler.diagnostics.DlRuntimeError` whose message
+names the file, array, row or column at fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from compiler.diagnostics import DlRuntimeError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = REPO_ROOT / "examples" / "data" / "mnist"
+
+MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+@dataclass
+class Dataset:
+    """Training arrays and, when the source has them, held-out test arrays."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    description: str = ""
+
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None and self.y_test is not None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or target: its name, numpy dtype and shape (dim 0 = batch)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str, ...]
+
+    def dsl_str(self) -> str:
+        from compiler.ir.types import DType
+        return f"{DType.from_numpy(self.dtype).dsl_name}[{', '.join(str(d) for d in self.shape)}]"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model expects of its data (built by the Model API from the module)."""
+
+    model_name: str
+    inputs: tuple[TensorSpec, ...]
+    targets: tuple[TensorSpec, ...]
+    num_classes: int | None = None      # width of the output the labels index
+    loss: str = ""                      # the loss op's name, for label checks
+    outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------------
+# IDX
+
+IDX_DTYPES = {
+    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DlRuntimeError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DlRuntimeError(f"{path}: cannot read: {e.strerror or e}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DlRuntimeError(f"{path}: corrupt gzip data ({e})") from None
+    return raw
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw) into an array of native byte order.
+
+    The header is validated: two zero bytes, a known type byte, a dimension
+    count, and a data section whose size matches the dims exactly.
+    """
+    path = Path(path)
+    raw = _read_maybe_gzip(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DlRuntimeError(f"{path}: not an IDX file (bad magic number)")
+    dtype = IDX_DTYPES.get(raw[2])
+    if dtype is None:
+        raise DlRuntimeError(f"{path}: not an IDX file (unknown data type byte 0x{raw[2]:02x})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DlRuntimeError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = math.prod(dims) * dtype.itemsize
+    actual = len(raw) - header
+    if actual != expected:
+        shape = "x".join(str(d) for d in dims)
+        raise DlRuntimeError(f"{path}: IDX header says {shape} {dtype.name} ({expected} bytes) "
+                             f"but the file holds {actual} bytes of data")
+    data = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=header)
+    return data.reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | Path, array: np.ndarray, *, compress: bool = False) -> None:
+    """Write ``array`` as an IDX file (used by tests and to export data)."""
+    array = np.asarray(array)
+    code = next((c for c, d in IDX_DTYPES.items() if d.kind == array.dtype.kind
+                 and d.itemsize == array.dtype.itemsize), None)
+    if code is None:
+        raise DlRuntimeError(f"IDX cannot hold dtype {array.dtype}")
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    body = array.astype(IDX_DTYPES[code]).tobytes()
+    data = header + body
+    Path(path).write_bytes(gzip.compress(data, mtime=0) if compress else data)
+
+
+def _images_and_labels(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images -> float32 in [0, 1] flattened per sample; labels -> int32."""
+    if images.shape[0] != labels.shape[0]:
+        raise DlRuntimeError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.ndim != 1:
+        raise DlRuntimeError(f"{where}: labels must be one number per sample, got shape {labels.shape}")
+    x = images.reshape(images.shape[0], -1)
+    x = x.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else x.astype(np.float32)
+    return np.ascontiguousarray(x), labels.astype(np.int32)
+
+
+def verify_checksums(directory: Path, names: Sequence[str]) -> None:
+    """Check ``names`` in ``directory`` against its ``SHA256SUMS`` file."""
+    sums_path = directory / "SHA256SUMS"
+    try:
+        lines = sums_path.read_text().splitlines()
+    except OSError:
+        raise DlRuntimeError(f"{sums_path}: no such file (needed to verify the dataset)") from None
+    expected: dict[str, str] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2:
+            expected[parts[1].lstrip("*")] = parts[0].lower()
+    for name in names:
+        if name not in expected:
+            raise DlRuntimeError(f"{sums_path}: no checksum listed for {name}")
+        path = directory / name
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            raise DlRuntimeError(f"{path}: no such file") from None
+        if digest != expected[name]:
+            raise DlRuntimeError(f"{path}: checksum mismatch (the file is corrupt or was modified; "
+                                 f"expected sha256 {expected[name][:16]}..., got {digest[:16]}...)")
+
+
+def load_mnist(directory: str | Path | None = None, *, verify: bool = True) -> Dataset:
+    """MNIST: 60000 training and 10000 test images as float32 [N, 784] in [0, 1], int32 labels.
+
+    Reads the copy shipped with dlc (``examples/data/mnist`` in the source
+    tree) unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
+    """
+    directory = Path(directory) if directory is not None else MNIST_DIR
+    if not directory.is_dir():
+        raise DlRuntimeError(f"{directory}: MNIST directory not found (dlc looks for the copy it "
+                             "ships in examples/data/mnist of its source tree; pass --data DIR)")
+    if verify:
+        verify_checksums(directory, list(MNIST_FILES.values()))
+    arrays = {key: read_idx(directory / name) for key, name in MNIST_FILES.items()}
+    x_train, y_train = _images_and_labels(arrays["x_train"], arrays["y_train"], str(directory))
+    x_test, y_test = _images_and_labels(arrays["x_test"], arrays["y_test"], str(directory))
+    return Dataset("mnist", x_train, y_train, x_test, y_test,
+                   "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)")
+
+
+def _find_one(directory: Path, prefixes: Sequence[str]) -> Path | None:
+    for prefix in prefixes:
+        found = sorted(p for p in directory.iterdir() if p.name.startswith(prefix) and p.is_file())
+        if found:
+            return found[0]
+    return None
+
+
+def load_idx_dir(directory: str | Path) -> Dataset:
+    """A directory of IDX files in MNIST's naming (``train-images*``, ``t10k-labels*``, ...)."""
+    directory = Path(directory)
+    train_x = _find_one(directory, ["train-images"])
+    train_y = _find_one(directory, ["train-labels"])
+    if train_x is None or train_y is None:
+        missing = "train-images*" if train_x is None else "train-labels*"
+        raise DlRuntimeError(f"{directory}: no {missing} file (an IDX data directory needs "
+                             "train-images* and train-labels*, optionally t10k-images*/t10k-labels*)")
+    x_train, y_train = _images_and_labels(read_idx(train_x), read_idx(train_y), str(directory))
+    test_x = _find_one(directory, ["t10k-images", "test-images"])
+    test_y = _find_one(directory, ["t10k-labels", "test-labels"])
+    x_test = y_test = None
+    if test_x is not None and test_y is not None:
+        x_test, y_test = _images_and_labels(read_idx(test_x), read_idx(test_y), str(directory))
+    return Dataset(directory.name, x_train, y_train, x_test, y_test, f"IDX files in {directory}")
+
+
+# ---------------------------------------------------------------------------
+# npz and CSV
+
+def load_npz(path: str | Path) -> Dataset:
+    """Arrays ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``) from a .npz file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise DlRuntimeError(f"{path}: no such file") from None
+    except ValueError as e:
+        raise DlRuntimeError(f"{path}: cannot read arrays without pickle ({e})") from None
+    except (OSError, zlib.error, EOFError) as e:
+        raise DlRuntimeError(f"{path}: not a valid .npz file ({e})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            found = ", ".join(sorted(arrays)) or "none"
+            raise DlRuntimeError(f"{path}: missing array '{key}' (a data .npz holds x and y, "
+                                 f"optionally x_test and y_test; found: {found})")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DlRuntimeError(f"{path}: x_test and y_test must come together")
+    return Dataset(path.stem, arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"),
+                   f"arrays from {path}")
+
+
+def load_csv(path: str | Path, label_column: str) -> Dataset:
+    """A CSV with a header row; ``label_column`` is the target, the other columns are features."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise DlRuntimeError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DlRuntimeError(f"{path}: cannot read: {e}") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if len(rows) < 2:
+        raise DlRuntimeError(f"{path}: needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if label_column not in header:
+        raise DlRuntimeError(f"{path}: no column named '{label_column}' (columns: {', '.join(header)})")
+    values = np.empty((len(rows) - 1, len(header)), dtype=np.float64)
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DlRuntimeError(f"{path}:{i}: expected {len(header)} columns, got {len(row)}")
+        for j, cell in enumerate(row):
+            try:
+                values[i - 2, j] = float(cell)
+            except ValueError:
+                raise DlRuntimeError(f"{path}:{i}: column '{header[j]}' holds '{cell.strip()}', "
+                                     "not a number") from None
+    label = header.index(label_column)
+    features = [j for j in range(len(header)) if j != label]
+    if not features:
+        raise DlRuntimeError(f"{path}: no feature columns besides '{label_column}'")
+    return Dataset(path.stem, values[:, features], values[:, label], description=f"rows of {path}")
+
+
+# ---------------------------------------------------------------------------
+# Synthetic data sets, one per small example, chosen by the model's name
+
+SYNTHETIC: dict[str, Callable[[np.random.Generator, DataSpec | None], Dataset]] = {}
+
+
+def _synthetic(name: str) -> Callable:
+    def register(fn: Callable[[np.random.Generator, DataSpec | None], Dataset]) -> Callable:
+        SYNTHETIC[name] = fn
+        return fn
+    return register
+
+
+@_synthetic("linear_regression")
+def linear_regression(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """x ~ U(-1, 1), y = 2x + 3 + N(0, 0.1²); 1000 training and 200 test points."""
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.uniform(-1.0, 1.0, (n, 1))
+        return x.astype(np.float32), (2.0 * x + 3.0 + rng.normal(0.0, 0.1, (n, 1))).astype(np.float32)
+    x, y = draw(1000)
+    xt, yt = draw(200)
+    return Dataset("linear_regression", x, y, xt, yt, "y = 2x + 3 + noise")
+
+
+@_synthetic("xor")
+def xor(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """The four points of XOR; the test set is the same four points."""
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+    y = np.array([[0], [1], [1], [0]], dtype=np.float32)
+    return Dataset("xor", x, y, x.copy(), y.copy(), "the XOR truth table")
+
+
+def _students(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    lectures = rng.integers(0, 31, n).astype(np.float64)           # attended, of 30
+    homework = np.round(rng.uniform(0.0, 20.0, n), 1)               # hours
+    drops = rng.integers(0, 11, n).astype(np.float64)               # connection drops
+    x = np.stack([lectures, homework, drops], axis=1)
+    return x, rng.normal(0.0, 1.0, n)
+
+
+def student_score(x: np.ndarray) -> np.ndarray:
+    """The noiseless rule behind both student sets: a preparedness score, mean ~0."""
+    return 0.15 * x[:, 0] + 0.25 * x[:, 1] - 0.4 * x[:, 2] - 2.5
+
+
+@_synthetic("student_pass")
+def student_pass(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """Pass (1) or fail (0) from lectures attended (0-30), homework hours (0-20), connection drops (0-10).
+
+    pass = 0.15·lectures + 0.25·homework − 0.4·drops − 2.5 + N(0, 1) > 0
+    (about 55 % pass; the noise caps the best accuracy near 85-90 %).
+    """
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, noise = _students(rng, n)
+        y = (student_score(x) + noise > 0).astype(np.float32)[:, None]
+        return x.astype(np.float32), y
+    x, y = draw(1000)
+    xt, yt = draw(200)
+    return Dataset("student_pass", x, y, xt, yt, "pass/fail from attendance, homework, connection drops")
+
+
+@_synthetic("student_grade")
+def student_grade(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """A grade in [0, 100] from the same three features.
+
+    grade = clip(50 + 8·score + N(0, 4²), 0, 100) with score as in ``student_pass``.
+    """
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, noise = _students(rng, n)
+        y = np.clip(50.0 + 8.0 * student_score(x) + 4.0 * noise, 0.0, 100.0)
+        return x.astype(np.float32), y.astype(np.float32)[:, None]
+    x, y = draw(1000)
+    xt, yt = draw(200)
+    return Dataset("student_grade", x, y, xt, yt, "grade from attendance, homework, connection drops")
+
+
+@_synthetic("sigmoid_chain")
+def sigmoid_chain(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """x ~ U(-1, 1), y = sigmoid(x·v) for a fixed random teacher v (sized to the model)."""
+    in_width = _feature_width(spec.inputs[0]) if spec and spec.inputs else 1
+    out_width = _feature_width(spec.targets[0]) if spec and spec.targets else 1
+    teacher = rng.normal(0.0, 2.0, (in_width, out_width))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.uniform(-1.0, 1.0, (n, in_width))
+        y = 1.0 / (1.0 + np.exp(-(x @ teacher)))
+        return x.astype(np.float32), y.astype(np.float32)
+    x, y = draw(512)
+    xt, yt = draw(128)
+    return Dataset("sigmoid_chain", x, y, xt, yt, "targets from a sigmoid teacher")
+
+
+def _feature_width(spec: TensorSpec) -> int:
+    dims = spec.shape[1:]
+    if not all(isinstance(d, int) for d in dims):
+        raise DlRuntimeError(f"cannot size synthetic data for {spec.name}: {spec.dsl_str()} "
+                             "has a symbolic feature dim")
+    return math.prod(dims)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# Choosing a source
+
+def default_data_name(spec: DataSpec) -> str | None:
+    """The data set a model trains on when ``--data`` is not given, or None."""
+    if spec.model_name in SYNTHETIC:
+        return spec.model_name
+    if (len(spec.inputs) == 1 and spec.inputs[0].shape[1:] == (784,) and spec.num_classes == 10):
+        return "mnist"
+    return None
+
+
+def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: int = 0,
+              label_column: str | None = None) -> Dataset:
+    """Resolve ``source`` (see the module docstring) to a :class:`Dataset`."""
+    if source is None:
+        if spec is None or (source := default_data_name(spec)) is None:
+            name = spec.model_name if spec else "this model"
+            raise DlRuntimeError(f"no default data set for model '{name}': pass --data "
+                                 "(mnist, a synthetic set name, an IDX directory, a .npz or a .csv file)")
+    text = str(source)
+    if text == "mnist":
+        return load_mnist()
+    if text in SYNTHETIC:
+        return SYNTHETIC[text](np.random.default_rng(seed), spec)
+    path = Path(text)
+    if path.is_dir():
+        return load_idx_dir(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return load_npz(path)
+    if suffix == ".csv":
+        if not label_column:
+            raise DlRuntimeError(f"{path}: a CSV data file needs --label-column NAME")
+        return load_csv(path, label_column)
+    if not path.exists():
+        known = ", ".join(["mnist", *SYNTHETIC])
+        raise DlRuntimeError(f"{text}: no such file or directory, and not a known data set ({known})")
+    raise DlRuntimeError(f"{path}: unknown data format (expected a directory of IDX files, .npz or .csv)")
+
+
+# ---------------------------------------------------------------------------
+# Checking arrays against a model's signature
+
+def _as_list(value: np.ndarray | Sequence[np.ndarray] | dict, specs: Sequence[TensorSpec],
+             what: str) -> list[np.ndarray]:
+    if isinstance(value, dict):
+        missing = [s.name for s in specs if s.name not in value]
+        if missing:
+            raise DlRuntimeError(f"{what}: no array for '{missing[0]}'")
+        extra = sorted(set(value) - {s.name for s in specs})
+        if extra:
+            raise DlRuntimeError(f"{what}: unknown name '{extra[0]}' (expected {', '.join(s.name for s in specs)})")
+        return [value[s.name] for s in specs]
+    if isinstance(value, (list, tuple)) and len(specs) > 1:
+        if len(value) != len(specs):
+            raise DlRuntimeError(f"{what}: expected {len(specs)} arrays "
+                                 f"({', '.join(s.name for s in specs)}), got {len(value)}")
+        return list(value)
+    if len(specs) != 1:
+        raise DlRuntimeError(f"{what}: the model takes {len(specs)} arrays "
+                             f"({', '.join(s.name for s in specs)}); pass a list or a dict")
+    return [value]  # type: ignore[list-item]
+
+
+def _conform(array: object, spec: TensorSpec, what: str) -> np.ndarray:
+    """``array`` as a C-contiguous array of ``spec``'s dtype and per-sample shape.
+
+    Accepted: any real numeric dtype castable to the spec's (checked for
+    integer-valuedness when the spec is an integer type), and per-sample shapes
+    with the same element count (``[N]`` for ``[N, 1]``, ``[N, 28, 28]`` for
+    ``[N, 784]``).
+    """
+    try:
+        arr = np.asarray(array)
+    except (ValueError, TypeError) as e:
+        raise DlRuntimeError(f"{what} '{spec.name}': not a numeric array ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise DlRuntimeError(f"{what} '{spec.name}': dtype {arr.dtype} is not numeric")
+    if arr.ndim == 0:
+        raise DlRuntimeError(f"{what} '{spec.name}': expected {spec.dsl_str()}, got a scalar")
+    sample = tuple(spec.shape[1:])
+    static = all(isinstance(d, int) for d in sample)
+    if tuple(arr.shape[1:]) != sample and static:
+        if math.prod(arr.shape[1:]) != math.prod(sample):  # type: ignore[arg-type]
+            raise DlRuntimeError(f"{what} '{spec.name}': expected shape {spec.dsl_str()}, "
+                                 f"got {list(arr.shape)}")
+        arr = arr.reshape((arr.shape[0], *sample))  # type: ignore[arg-type]
+    elif not static and arr.ndim != len(spec.shape):
+        raise DlRuntimeError(f"{what} '{spec.name}': expected rank {len(spec.shape)} "
+                             f"({spec.dsl_str()}), got shape {list(arr.shape)}")
+    if arr.dtype.kind == "f":
+        _check_finite(arr, spec, what)
+    if spec.dtype.kind in "iu" and arr.dtype.kind == "f":
+        if not np.all(arr == np.round(arr)):
+            row = int(np.argwhere(arr != np.round(arr))[0][0])
+            raise DlRuntimeError(f"{what} '{spec.name}': row {row} holds {arr.reshape(len(arr), -1)[row].tolist()}, "
+                                 f"not an integer label")
+    return np.ascontiguousarray(arr, dtype=spec.dtype)
+
+
+def _check_finite(arr: np.ndarray, spec: TensorSpec, what: str) -> None:
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        value = arr[tuple(bad)]
+        kind = "NaN" if np.isnan(value) else "inf"
+        raise DlRuntimeError(f"{what} '{spec.name}' contains {kind} (first at row {int(bad[0])}, "
+                             f"index {tuple(int(i) for i in bad)})")
+
+
+def prepare_inputs(x: object, spec: DataSpec, what: str = "input") -> list[np.ndarray]:
+    """The model inputs in ``x`` checked and converted (one array per model input)."""
+    arrays = [_conform(a, s, what) for a, s in zip(_as_list(x, spec.inputs, what), spec.inputs)]
+    _same_length(arrays, [s.name for s in spec.inputs], what)
+    return arrays
+
+
+def prepare_targets(y: object, spec: DataSpec, n: int, what: str = "target") -> list[np.ndarray]:
+    """The targets in ``y`` checked against the model: shapes, dtypes, label range, NaN/inf.
+
+    Integer class labels given for a float one-hot target (categorical
+    cross-entropy) are expanded to one-hot rows.
+    """
+    raw = _as_list(y, spec.targets, what)
+    out = []
+    for array, tspec in zip(raw, spec.targets):
+        array = _maybe_one_hot(array, tspec, spec)
+        arr = _conform(array, tspec, what)
+        _check_label_range(arr, tspec, spec, what)
+        out.append(arr)
+    _same_length(out, [s.name for s in spec.targets], what)
+    if out and len(out[0]) != n:
+        raise DlRuntimeError(f"{what}: {len(out[0])} targets for {n} inputs")
+    return out
+
+
+def _same_length(arrays: list[np.ndarray], names: list[str], what: str) -> None:
+    for a, name in zip(arrays[1:], names[1:]):
+        if len(a) != len(arrays[0]):
+            raise DlRuntimeError(f"{what} '{name}' has {len(a)} rows, '{names[0]}' has {len(arrays[0])}")
+
+
+def _maybe_one_hot(array: object, tspec: TensorSpec, spec: DataSpec) -> object:
+    arr = np.asarray(array)
+    wants_one_hot = (tspec.dtype.kind == "f" and len(tspec.shape) == 2
+                     and isinstance(tspec.shape[1], int) and tspec.shape[1] > 1)
+    if wants_one_hot and arr.ndim == 1 and arr.dtype.kind in "iu":
+        depth = int(tspec.shape[1])  # type: ignore[arg-type]
+        labels = arr.astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= depth):
+            row = int(np.argmax((labels < 0) | (labels >= depth)))
+            raise DlRuntimeError(f"target '{tspec.name}': label {int(labels[row])} at row {row} "
+                                 f"is out of range [0, {depth})")
+        return np.eye(depth, dtype=tspec.dtype)[labels]
+    return array
+
+
+def _check_label_range(arr: np.ndarray, tspec: TensorSpec, spec: DataSpec, what: str) -> None:
+    if arr.size == 0:
+        return
+    if tspec.dtype.kind in "iu" and spec.num_classes is not None:
+        bad = (arr < 0) | (arr >= spec.num_classes)
+        if bad.any():
+            index = np.argwhere(bad)[0]
+            raise DlRuntimeError(f"{what} '{tspec.name}': label {int(arr[tuple(index)])} at row "
+                                 f"{int(index[0])} is out of range [0, {spec.num_classes})")
+    if tspec.dtype.kind == "f" and spec.loss in ("binary_crossentropy", "categorical_crossentropy"):
+        bad = (arr < 0) | (arr > 1)
+        if bad.any():
+            index = np.argwhere(bad)[0]
+            raise DlRuntimeError(f"{what} '{tspec.name}': value {float(arr[tuple(index)])} at row "
+                                 f"{int(index[0])} is out of range [0, 1] for {spec.loss}")
