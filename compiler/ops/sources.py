@@ -31,3 +31,32 @@ def _(*, value, dtype: DType, shape):
     # `shape` arrives concrete: the interpreter binds symbols in "dims" attributes.
     value = np.asarray(value, dtype=dtype.np)
     return value.copy() if value.ndim > 0 else np.full(shape, value, dtype=dtype.np)
+
+
+def _iota_rule(*, dtype: DType, shape, axis: int) -> TensorType:
+    rank = len(shape)
+    if not -rank <= axis < rank:
+        raise ShapeError(f"axis {axis} is out of range for rank {rank}")
+    if dtype is DType.bool:
+        raise ShapeError("iota needs a numeric dtype, got bool")
+    return TensorType(dtype, tuple(shape))
+
+
+iota = define(
+    "iota", operands=(), kind=SOURCE, differentiable=False,
+    attrs={"dtype": required("dtype"), "shape": required("dims"), "axis": attr("int", 0)},
+    infer=_iota_rule,
+    doc="""The index along ``axis``, broadcast over ``shape``: ``out[i0, .., ik] = i_axis``.
+
+    %0 = "dl.iota"() {axis = 1, dtype = i64, shape = [4, 10]} : () -> tensor<4x10xi64>
+    """)
+
+
+@iota.def_reference
+def _(*, dtype: DType, shape, axis: int):
+    rank = len(shape)
+    axis = axis % rank
+    index = np.arange(shape[axis], dtype=dtype.np)
+    view = [1] * rank
+    view[axis] = shape[axis]
+    return np.broadcast_to(index.reshape(view), tuple(shape)).copy()

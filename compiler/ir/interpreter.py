@@ -1,0 +1,162 @@
+"""The reference interpreter: runs dl IR with numpy, one op's ``reference`` at a time.
+
+It is the oracle for autodiff (finite differences) and for codegen
+(differential tests), so it checks everything it can: the arguments against
+the signature (count, dtype, rank, each dim, symbols bound consistently), and
+every op's result against its (bound) inferred type.
+
+    outputs = interpret(func, [x, w])            # positional
+    outputs = interpret(func, {"x": x, "w": w})  # by parameter name
+
+Floating-point exceptions follow IEEE (``log(0) = -inf``, ``0/0 = nan``) with
+numpy's warnings silenced, as native code behaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..diagnostics import DlRuntimeError
+from .core import Function, Module, Op, Value
+from .types import DType, TensorType
+
+Args = Sequence[Any] | Mapping[str, Any]
+
+
+def interpret(func: Function, args: Args) -> list[np.ndarray]:
+    """Evaluate ``func`` on numpy arrays; returns one array per output.
+
+    Raises :class:`DlRuntimeError` naming the argument when an argument does
+    not fit the signature.
+    """
+    arrays = _bind_params(func, args)
+    bindings: dict[str, int] = {}
+    env: dict[Value, np.ndarray] = {}
+    for param, array in zip(func.params, arrays):
+        env[param] = _check_arg(func, param, array, bindings)
+    with np.errstate(all="ignore"):
+        for op in func.ops:
+            _run_op(op, env, bindings)
+    return [env[v] for v in func.outputs]
+
+
+def interpret_module(module: Module, fn_name: str, args: Args) -> list[np.ndarray]:
+    """Evaluate function ``fn_name`` of ``module``."""
+    if fn_name not in module:
+        names = ", ".join(f.name for f in module.functions) or "none"
+        raise DlRuntimeError(f"no function named '{fn_name}' in the module (functions: {names})")
+    return interpret(module.get(fn_name), args)
+
+
+# ---------------------------------------------------------------------------
+# Arguments
+
+
+def _bind_params(func: Function, args: Args) -> list[Any]:
+    """Arguments in parameter order, from a list or a name -> array mapping."""
+    names = [p.name or f"#{i}" for i, p in enumerate(func.params)]
+    if isinstance(args, Mapping):
+        missing = [n for n in names if n not in args]
+        extra = sorted(set(args) - set(names))
+        if missing:
+            raise DlRuntimeError(f"@{func.name}: missing argument '{missing[0]}'")
+        if extra:
+            raise DlRuntimeError(f"@{func.name}: unknown argument '{extra[0]}' "
+                                 f"(parameters: {', '.join(names) or 'none'})")
+        return [args[n] for n in names]
+    args = list(args)
+    if len(args) != len(func.params):
+        raise DlRuntimeError(f"@{func.name} takes {len(func.params)} argument(s) "
+                             f"({', '.join(names)}), got {len(args)}")
+    return args
+
+
+def _as_array(value: Any, t: TensorType) -> Any:
+    """numpy scalars as 0-d arrays; a Python number as a 0-d array of ``t``'s dtype
+    when it fits that dtype's kind (bool for bool, int for ints, int or float for floats)."""
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    if t.dtype is DType.bool:
+        fits = isinstance(value, bool)
+    elif t.dtype.is_int:
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return np.asarray(value, dtype=t.dtype.np) if fits else value
+
+
+def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int]) -> np.ndarray:
+    """Check one argument against its parameter type, binding symbolic dims."""
+    t = param.type
+    where = f"@{func.name}: argument '{param.name}'"
+    array = _as_array(array, t)
+    if not isinstance(array, np.ndarray):
+        raise DlRuntimeError(f"{where} must be a numpy array of {t.dsl_str()}, "
+                             f"got {type(array).__name__}")
+    if array.dtype != t.dtype.np:
+        raise DlRuntimeError(f"{where} has dtype {array.dtype}, expected {t.dtype.np} ({t.dsl_str()})")
+    if array.ndim != t.rank:
+        raise DlRuntimeError(f"{where} has rank {array.ndim} (shape {list(array.shape)}), "
+                             f"expected rank {t.rank} ({t.dsl_str()})")
+    for axis, (dim, size) in enumerate(zip(t.shape, array.shape)):
+        if isinstance(dim, int):
+            if size != dim:
+                raise DlRuntimeError(f"{where} has shape {list(array.shape)}, expected {t.dsl_str()}: "
+                                     f"dim {axis} is {size}, not {dim}")
+        elif dim not in bindings:
+            bindings[dim] = size
+        elif bindings[dim] != size:
+            raise DlRuntimeError(f"{where} has shape {list(array.shape)}, expected {t.dsl_str()}: "
+                                 f"dim {axis} ({dim}) is {size}, but {dim} = {bindings[dim]} "
+                                 "from an earlier argument")
+    return array
+
+
+# ---------------------------------------------------------------------------
+# Ops
+
+
+def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int]) -> None:
+    from ..ops.base import get_op
+
+    opdef = get_op(op.name)
+    if opdef is None or opdef.reference is None:
+        raise DlRuntimeError(f"the interpreter has no reference semantics for dl.{op.name}", op.loc)
+    attrs = {k: _bind_attr(op, k, v, bindings) for k, v in op.attrs.items()}
+    operands = [env[v] for v in op.operands]
+    out = opdef.reference(*operands, **attrs)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    if len(outs) != len(op.results):
+        raise DlRuntimeError(f"dl.{op.name} gave {len(outs)} result(s), expected {len(op.results)}",
+                             op.loc)
+    for value, array in zip(op.results, outs):
+        env[value] = _check_result(op, value.type, np.asarray(array), bindings)
+
+
+def _bind_attr(op: Op, key: str, value: Any, bindings: dict[str, int]) -> Any:
+    """A ``dims`` attribute with its symbols replaced by their bound sizes."""
+    from ..ops.base import get_op
+
+    spec = get_op(op.name).attrs.get(key)
+    if spec is None or spec.kind != "dims" or value is None:
+        return value
+    out = []
+    for d in value:
+        if isinstance(d, str):
+            if d not in bindings:
+                raise DlRuntimeError(f"dl.{op.name}: symbolic dim '{d}' in attribute '{key}' "
+                                     "is not bound by any argument", op.loc)
+            d = bindings[d]
+        out.append(d)
+    return tuple(out)
+
+
+def _check_result(op: Op, t: TensorType, array: np.ndarray, bindings: dict[str, int]) -> np.ndarray:
+    """The result cast to its dtype, its shape checked against the bound type."""
+    expected = tuple(bindings.get(d, -1) if isinstance(d, str) else d for d in t.shape)
+    if array.shape != expected:
+        raise DlRuntimeError(f"dl.{op.name} produced shape {list(array.shape)}, but its type "
+                             f"{t.dsl_str()} means {list(expected)}", op.loc)
+    return np.asarray(array, dtype=t.dtype.np)

@@ -1,0 +1,312 @@
+"""Loss ops, with Keras semantics: a scalar (the pred dtype), the mean over the batch.
+
+Each loss is a composite: its ``decompose`` spells it in primitive dl ops,
+and its own VJP is the direct, numerically stable gradient (softmax minus
+one-hot, not the chain rule through log and softmax).  ``n`` below is the
+number of elements averaged over, read at run time (``dim_size``) where the
+batch is symbolic; ``eps = 1e-7`` (Keras' ``epsilon()``), and
+``clip(p) = min(max(p, eps), 1 - eps)``.
+
+=================================  ============================================================
+``mse(p, t)``                      ``sum((p - t)^2) / n``, n = all elements
+``mae(p, t)``                      ``sum(|p - t|) / n``
+``binary_crossentropy(p, t)``      ``-sum(t log clip(p) + (1 - t) log(1 - clip(p))) / n``
+``  from_logits``                  ``sum(max(x, 0) - x t + log(1 + exp(-|x|))) / n``
+``sparse_categorical_crossentropy`` ``-sum(log clip(p)[.., label]) / n``, n = elements of labels
+``  from_logits``                  ``-sum(log_softmax(x)[.., label]) / n``
+``categorical_crossentropy(p, t)`` ``-sum(t log clip(p)) / n``, n = elements of ``p.shape[:-1]``
+``  from_logits``                  ``-sum(t log_softmax(x)) / n``
+=================================  ============================================================
+
+Unlike Keras, the probability forms do not first renormalize ``p`` to sum to
+1 along the class axis (identical for softmax outputs); a label outside
+``[0, C)`` contributes 0.  Gradients through the clip are zero where ``p``
+lies outside ``[eps, 1 - eps]``, as in Keras.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.core import Value
+from ..ir.types import TensorType
+from .base import COMPOSITE, OpDef, ShapeError, attr, define, shape_str
+from .nn import stable_log_softmax
+from .rules import element_count, label_mask
+
+EPSILON = 1e-7
+
+
+# ---------------------------------------------------------------------------
+# Shape rules
+
+
+def _float(t: TensorType, what: str) -> None:
+    if not t.dtype.is_float:
+        raise ShapeError(f"{what} must be f32 or f64, got {t.dsl_str()}")
+
+
+def _pair_rule(pred: TensorType, target: TensorType, **_attrs) -> TensorType:
+    """pred and target: one float dtype, one shape; the loss is a scalar."""
+    _float(pred, "predictions")
+    if target.dtype != pred.dtype:
+        raise ShapeError(f"targets {target.dsl_str()} and predictions {pred.dsl_str()} "
+                         "have different dtypes")
+    if target.shape != pred.shape:
+        raise ShapeError(f"targets {target.dsl_str()} do not match predictions {pred.dsl_str()}")
+    return TensorType(pred.dtype, ())
+
+
+def _categorical_rule(pred: TensorType, target: TensorType, **attrs) -> TensorType:
+    if pred.rank == 0:
+        raise ShapeError("predictions need a class axis (rank >= 1)")
+    return _pair_rule(pred, target, **attrs)
+
+
+def _sparse_rule(pred: TensorType, labels: TensorType, **_attrs) -> TensorType:
+    """pred [.., C] float, labels [..] int; the loss is a scalar."""
+    _float(pred, "predictions")
+    if pred.rank == 0:
+        raise ShapeError("predictions need a class axis (rank >= 1)")
+    if not labels.dtype.is_int:
+        raise ShapeError(f"labels must be i32 or i64, got {labels.dsl_str()}")
+    if labels.shape != pred.shape[:-1]:
+        raise ShapeError(f"labels {labels.dsl_str()} do not match predictions {pred.dsl_str()}: "
+                         f"expected labels of shape {shape_str(pred.shape[:-1])}")
+    return TensorType(pred.dtype, ())
+
+
+def _loss(name: str, operands: tuple[str, str], infer, doc: str, logits: bool) -> OpDef:
+    attrs = {"from_logits": attr("bool", False)} if logits else {}
+    return define(name, operands=operands, kind=COMPOSITE, infer=infer, attrs=attrs, doc=doc)
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by references, decompositions and VJPs
+
+
+def _np_clip(p: np.ndarray) -> np.ndarray:
+    return np.clip(p, EPSILON, 1.0 - EPSILON)
+
+
+def _clip(b, p: Value) -> Value:
+    """``min(max(p, eps), 1 - eps)``."""
+    return b.maximum(b.minimum(p, b.scalar_like(1.0 - EPSILON, p)), b.scalar_like(EPSILON, p))
+
+
+def _inside_clip(b, p: Value) -> Value:
+    """Where the clip passes ``p`` through (the clip's gradient is 1 there, 0 elsewhere)."""
+    return b.logical_and(b.ge(p, b.scalar_like(EPSILON, p)), b.le(p, b.scalar_like(1.0 - EPSILON, p)))
+
+
+def _scale(b, ct: Value, pred: Value, sample_axes_only: bool) -> Value:
+    """``ct / n``: n counts all of pred's elements, or those of ``pred.shape[:-1]``."""
+    axes = tuple(range(pred.type.rank - 1)) if sample_axes_only else None
+    return b.div(ct, element_count(b, pred, axes, pred.type.dtype))
+
+
+def _zero(b, like: Value) -> Value:
+    return b.scalar_like(0.0, like)
+
+
+def _one(b, like: Value) -> Value:
+    return b.scalar_like(1.0, like)
+
+
+# ---------------------------------------------------------------------------
+# mse, mae
+
+mse = _loss("mse", ("pred", "target"), _pair_rule, """Mean squared error ``mean((pred - target)^2)``.
+
+    %2 = "dl.mse"(%0, %1) : (tensor<?x1xf32, "N">, tensor<?x1xf32, "N">) -> tensor<f32>
+    """, logits=False)
+
+mae = _loss("mae", ("pred", "target"), _pair_rule, """Mean absolute error ``mean(|pred - target|)``.
+
+    %2 = "dl.mae"(%0, %1) : (tensor<?x1xf32, "N">, tensor<?x1xf32, "N">) -> tensor<f32>
+    """, logits=False)
+
+
+@mse.def_reference
+def _(pred, target):
+    return np.asarray(np.mean(np.square(pred - target)), dtype=pred.dtype)
+
+
+@mae.def_reference
+def _(pred, target):
+    return np.asarray(np.mean(np.abs(pred - target)), dtype=pred.dtype)
+
+
+@mse.def_decompose
+def _(b, op):
+    pred, target = op.operands
+    return [b.mean(b.square(b.sub(pred, target)))]
+
+
+@mae.def_decompose
+def _(b, op):
+    pred, target = op.operands
+    return [b.mean(b.abs(b.sub(pred, target)))]
+
+
+@mse.def_vjp
+def _(b, op, ct):
+    # d/dp = 2 (p - t) / n,  d/dt = -d/dp
+    pred, target = op.operands
+    scale = b.mul(_scale(b, ct, pred, False), b.scalar_like(2.0, pred))
+    dp = b.mul(scale, b.sub(pred, target))
+    return [dp, b.neg(dp)]
+
+
+@mae.def_vjp
+def _(b, op, ct):
+    # d/dp = sign(p - t) / n,  d/dt = -d/dp
+    pred, target = op.operands
+    dp = b.mul(_scale(b, ct, pred, False), b.sign(b.sub(pred, target)))
+    return [dp, b.neg(dp)]
+
+
+# ---------------------------------------------------------------------------
+# binary_crossentropy
+
+binary_crossentropy = _loss(
+    "binary_crossentropy", ("pred", "target"), _pair_rule,
+    """Binary cross-entropy, mean over all elements.  Probabilities are clipped to
+    ``[eps, 1 - eps]``: ``-mean(t log p + (1 - t) log(1 - p))``; with ``from_logits``
+    the stable form ``mean(max(x, 0) - x t + log(1 + exp(-|x|)))``.
+
+    %2 = "dl.binary_crossentropy"(%0, %1) {from_logits = true} : (tensor<?x1xf32, "N">, tensor<?x1xf32, "N">) -> tensor<f32>
+    """, logits=True)
+
+
+@binary_crossentropy.def_reference
+def _(pred, target, *, from_logits: bool):
+    if from_logits:
+        x = pred
+        loss = np.mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x))))
+    else:
+        p = _np_clip(pred)
+        loss = -np.mean(target * np.log(p) + (1 - target) * np.log(1 - p))
+    return np.asarray(loss, dtype=pred.dtype)
+
+
+@binary_crossentropy.def_decompose
+def _(b, op):
+    x, t = op.operands
+    one = _one(b, x)
+    if op.attrs["from_logits"]:
+        softplus = b.log(b.add(one, b.exp(b.neg(b.abs(x)))))
+        return [b.mean(b.add(b.sub(b.relu(x), b.mul(x, t)), softplus))]
+    p = _clip(b, x)
+    per_elem = b.add(b.mul(t, b.log(p)), b.mul(b.sub(one, t), b.log(b.sub(one, p))))
+    return [b.neg(b.mean(per_elem))]
+
+
+@binary_crossentropy.def_vjp
+def _(b, op, ct):
+    x, t = op.operands
+    scale = _scale(b, ct, x, False)
+    if op.attrs["from_logits"]:
+        # d/dx = (sigmoid(x) - t) / n,  d/dt = -x / n
+        return [b.mul(scale, b.sub(b.sigmoid(x), t)), b.mul(scale, b.neg(x))]
+    # p = clip(x):  d/dx = (p - t) / (p (1 - p) n) inside the clip, 0 outside;
+    #               d/dt = (log(1 - p) - log(p)) / n
+    one = _one(b, x)
+    p = _clip(b, x)
+    grad = b.div(b.sub(p, t), b.mul(p, b.sub(one, p)))
+    dx = b.select(_inside_clip(b, x), b.mul(scale, grad), _zero(b, x))
+    dt = b.mul(scale, b.sub(b.log(b.sub(one, p)), b.log(p)))
+    return [dx, dt]
+
+
+# ---------------------------------------------------------------------------
+# sparse_categorical_crossentropy
+
+sparse_categorical_crossentropy = _loss(
+    "sparse_categorical_crossentropy", ("pred", "labels"), _sparse_rule,
+    """Cross-entropy of class probabilities (or logits) ``pred [.., C]`` against integer
+    ``labels [..]``: ``-mean(log clip(p)[.., label])``; with ``from_logits``
+    ``-mean(log_softmax(x)[.., label])``.
+
+    %2 = "dl.sparse_categorical_crossentropy"(%0, %1) {from_logits = true} : (tensor<?x10xf32, "N">, tensor<?xi64, "N">) -> tensor<f32>
+    """, logits=True)
+
+
+def _np_log_probs(pred: np.ndarray, from_logits: bool) -> np.ndarray:
+    return stable_log_softmax(pred, -1) if from_logits else np.log(_np_clip(pred))
+
+
+def _log_probs(b, pred: Value, from_logits: bool) -> Value:
+    return b.log_softmax(pred, axis=-1) if from_logits else b.log(_clip(b, pred))
+
+
+@sparse_categorical_crossentropy.def_reference
+def _(pred, labels, *, from_logits: bool):
+    mask = labels[..., None] == np.arange(pred.shape[-1])
+    picked = np.sum(np.where(mask, _np_log_probs(pred, from_logits), 0), axis=-1)
+    return np.asarray(-np.mean(picked), dtype=pred.dtype)
+
+
+@sparse_categorical_crossentropy.def_decompose
+def _(b, op):
+    pred, labels = op.operands
+    log_p = _log_probs(b, pred, op.attrs["from_logits"])
+    mask = label_mask(b, labels, pred.type.shape)
+    picked = b.sum(b.select(mask, log_p, _zero(b, pred)), axes=(-1,))
+    return [b.neg(b.mean(picked))]
+
+
+@sparse_categorical_crossentropy.def_vjp
+def _(b, op, ct):
+    pred, labels = op.operands
+    scale = _scale(b, ct, pred, True)
+    mask = label_mask(b, labels, pred.type.shape)
+    if op.attrs["from_logits"]:
+        # d/dx = (softmax(x) - one_hot(label)) / n
+        one_hot = b.cast(mask, dtype=pred.type.dtype)
+        return [b.mul(scale, b.sub(b.softmax(pred, axis=-1), one_hot)), None]
+    # d/dp = -1 / (clip(p) n) at the label, inside the clip; 0 elsewhere
+    hit = b.logical_and(mask, _inside_clip(b, pred))
+    grad = b.neg(b.div(scale, _clip(b, pred)))
+    return [b.select(hit, grad, _zero(b, pred)), None]
+
+
+# ---------------------------------------------------------------------------
+# categorical_crossentropy
+
+categorical_crossentropy = _loss(
+    "categorical_crossentropy", ("pred", "target"), _categorical_rule,
+    """Cross-entropy of class probabilities (or logits) ``pred [.., C]`` against a target
+    distribution (e.g. one-hot) of the same shape: ``-mean(sum(t log clip(p), -1))``; with
+    ``from_logits`` ``-mean(sum(t log_softmax(x), -1))``.
+
+    %2 = "dl.categorical_crossentropy"(%0, %1) : (tensor<?x10xf32, "N">, tensor<?x10xf32, "N">) -> tensor<f32>
+    """, logits=True)
+
+
+@categorical_crossentropy.def_reference
+def _(pred, target, *, from_logits: bool):
+    loss = -np.mean(np.sum(target * _np_log_probs(pred, from_logits), axis=-1))
+    return np.asarray(loss, dtype=pred.dtype)
+
+
+@categorical_crossentropy.def_decompose
+def _(b, op):
+    pred, target = op.operands
+    log_p = _log_probs(b, pred, op.attrs["from_logits"])
+    return [b.neg(b.mean(b.sum(b.mul(target, log_p), axes=(-1,))))]
+
+
+@categorical_crossentropy.def_vjp
+def _(b, op, ct):
+    pred, target = op.operands
+    scale = _scale(b, ct, pred, True)
+    dt = b.mul(scale, b.neg(_log_probs(b, pred, op.attrs["from_logits"])))
+    if op.attrs["from_logits"]:
+        # d/dx = (softmax(x) sum(t) - t) / n,  d/dt = -log_softmax(x) / n
+        mass = b.sum(target, axes=(-1,), keepdims=True)
+        dx = b.mul(scale, b.sub(b.mul(b.softmax(pred, axis=-1), mass), target))
+        return [dx, dt]
+    # d/dp = -t / (clip(p) n) inside the clip, 0 outside;  d/dt = -log(clip(p)) / n
+    grad = b.neg(b.div(b.mul(scale, target), _clip(b, pred)))
+    return [b.select(_inside_clip(b, pred), grad, _zero(b, pred)), dt]

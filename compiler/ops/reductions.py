@@ -1,0 +1,135 @@
+"""Reductions over ``axes`` (None: every axis) with ``keepdims``: sum, mean, max, min, argmax.
+
+``mean`` is a primitive reduction: its lowering divides by the runtime
+element count, so it stays exact for a symbolic batch.  It also has a
+``decompose`` (``sum / count``, the count from ``dim_size``) for anything that
+prefers primitives.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..ir.types import Dim, DType, TensorType
+from .base import REDUCTION, OpDef, ShapeError, attr, define, normalize_axes
+from .rules import element_count, expand_reduced
+
+_REDUCE_ATTRS = {"axes": attr("optional_ints", None), "keepdims": attr("bool", False)}
+
+
+def reduced_shape(shape: tuple[Dim, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[Dim, ...]:
+    """``shape`` with ``axes`` (normalized) removed, or set to 1 when ``keepdims``."""
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _reduce_rule(x: TensorType, *, axes: tuple[int, ...] | None, keepdims: bool) -> TensorType:
+    if x.dtype is DType.bool:
+        raise ShapeError("expects a numeric operand, got bool")
+    return x.with_shape(reduced_shape(x.shape, normalize_axes(axes, x.rank), keepdims))
+
+
+def _mean_rule(x: TensorType, *, axes: tuple[int, ...] | None, keepdims: bool) -> TensorType:
+    if not x.dtype.is_float:
+        raise ShapeError(f"expects a float operand (f32 or f64), got {x.dsl_str()}; cast it first")
+    return _reduce_rule(x, axes=axes, keepdims=keepdims)
+
+
+def _reduction(name: str, doc: str, fn: Callable, infer: Callable = _reduce_rule) -> OpDef:
+    """Define a reduction whose reference is the numpy reduction ``fn``."""
+    op = define(name, operands=("x",), kind=REDUCTION, infer=infer, attrs=dict(_REDUCE_ATTRS),
+                doc=doc)
+
+    @op.def_reference
+    def _(x, *, axes, keepdims):
+        axis = normalize_axes(axes, x.ndim)
+        return np.asarray(fn(x, axis=axis, keepdims=keepdims)).astype(x.dtype, copy=False)
+
+    return op
+
+
+sum_ = _reduction("sum", """Sum over ``axes`` (default: all), dropping them unless ``keepdims``.
+
+    %1 = "dl.sum"(%0) {axes = [0], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<10xf32>
+    """, np.sum)
+
+mean = _reduction("mean", """Arithmetic mean over ``axes`` (default: all); float only.
+
+    %1 = "dl.mean"(%0) {axes = [0], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<10xf32>
+    """, np.mean, infer=_mean_rule)
+
+max_ = _reduction("max", """Maximum over ``axes`` (default: all); the gradient is shared among ties.
+
+    %1 = "dl.max"(%0) {axes = [1], keepdims = true} : (tensor<?x10xf32, "N">) -> tensor<?x1xf32, "N">
+    """, np.max)
+
+min_ = _reduction("min", """Minimum over ``axes`` (default: all); the gradient is shared among ties.
+
+    %1 = "dl.min"(%0) {axes = [1], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<?xf32, "N">
+    """, np.min)
+
+
+@sum_.def_vjp
+def _(b, op, ct):
+    # d sum(x) = broadcast of the cotangent over the reduced axes
+    x = op.operands[0]
+    return [expand_reduced(b, ct, x.type, op.attrs["axes"], op.attrs["keepdims"])]
+
+
+@mean.def_vjp
+def _(b, op, ct):
+    # d mean(x) = broadcast of (cotangent / count) over the reduced axes
+    x = op.operands[0]
+    axes = op.attrs["axes"]
+    scaled = b.div(ct, element_count(b, x, axes, x.type.dtype))
+    return [expand_reduced(b, scaled, x.type, axes, op.attrs["keepdims"])]
+
+
+@mean.def_decompose
+def _(b, op):
+    # mean(x) = sum(x) / count, the count read at run time for symbolic dims
+    x = op.operands[0]
+    axes, keepdims = op.attrs["axes"], op.attrs["keepdims"]
+    total = b.sum(x, axes=axes, keepdims=keepdims)
+    return [b.div(total, element_count(b, x, axes, x.type.dtype))]
+
+
+def _extremum_vjp(b, op, ct):
+    # d max(x) = cotangent spread evenly over the positions equal to the maximum
+    x, y = op.operands[0], op.result
+    axes, keepdims = op.attrs["axes"], op.attrs["keepdims"]
+    hits = b.cast(b.eq(x, expand_reduced(b, y, x.type, axes, keepdims)), dtype=x.type.dtype)
+    share = b.div(hits, b.sum(hits, axes=axes, keepdims=True))
+    return [b.mul(expand_reduced(b, ct, x.type, axes, keepdims), share)]
+
+
+max_.def_vjp(_extremum_vjp)
+min_.def_vjp(_extremum_vjp)
+
+
+# ---------------------------------------------------------------------------
+# argmax
+
+
+def _argmax_rule(x: TensorType, *, axis: int, keepdims: bool) -> TensorType:
+    if x.rank == 0:
+        raise ShapeError("argmax needs an operand of rank >= 1")
+    axes = normalize_axes((axis,), x.rank)
+    return TensorType(DType.i64, reduced_shape(x.shape, axes, keepdims))
+
+
+argmax = define(
+    "argmax", operands=("x",), kind=REDUCTION, infer=_argmax_rule, differentiable=False,
+    attrs={"axis": attr("int", -1), "keepdims": attr("bool", False)},
+    doc="""Index (i64) of the first maximum along ``axis`` (default -1); not differentiable.
+
+    %1 = "dl.argmax"(%0) {axis = -1, keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<?xi64, "N">
+    """)
+
+
+@argmax.def_reference
+def _(x, *, axis: int, keepdims: bool):
+    return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64)
