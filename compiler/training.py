@@ -1,0 +1,257 @@
+"""The compiled training step: forward, backward and optimizer update as one dl function.
+
+:func:`build_train_step` adds to a model module (see ``docs/architecture.md``,
+"Model blocks in IR")::
+
+    train_step(params..., opt_state..., inputs..., targets..., lr: f32[])
+        -> (loss, new_params..., new_state..., metrics...)
+
+It is built from ``grad(loss, wrt=params, with_value=True)`` (the autodiff
+pass) inlined, followed by the optimizer's update rule for each parameter
+(``compiler/optimizers.py``), followed by the model's metrics taken from
+``evaluate``.  Ops are value-numbered while they are inlined, so the forward
+pass ``evaluate`` shares with the loss is computed once.  ``attrs["inplace"]``
+pairs every new parameter and state output with the parameter it replaces,
+so the runtime updates weights and optimizer state in their own buffers.
+
+:func:`train_signature` describes the layout (names, types, which state slot
+belongs to which parameter) without building anything; the runtime uses it
+to allocate optimizer state and to read the outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .diagnostics import DlError, Location
+from .ir.builder import Builder, new_function
+from .ir.core import Function, Module, Op, Value
+from .ir.types import DType, TensorType
+from .optimizers import OPTIMIZERS, OptimizerDef
+
+TRAIN_STEP = "train_step"
+LR_NAME = "lr"
+
+
+class TrainingError(DlError):
+    """A model that cannot be trained as declared (bad optimizer, missing functions)."""
+
+
+@dataclass(frozen=True)
+class StateSlot:
+    """One optimizer state tensor: its name, type, and the parameter it belongs to."""
+
+    name: str
+    type: TensorType
+    slot: str                 # "velocity", "momentum", "iterations", ...
+    param: str | None         # None for shared state (Adam's step count)
+
+
+@dataclass(frozen=True)
+class TrainSignature:
+    """The layout of ``train_step``'s arguments and results for one model."""
+
+    model_name: str
+    optimizer: OptimizerDef
+    hyperparams: dict[str, float | bool]
+    params: tuple[tuple[str, TensorType], ...]
+    state: tuple[StateSlot, ...]
+    inputs: tuple[tuple[str, TensorType], ...]
+    targets: tuple[tuple[str, TensorType], ...]
+    metrics: tuple[str, ...]
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.hyperparams["learning_rate"])
+
+    @property
+    def arg_names(self) -> list[str]:
+        return ([n for n, _ in self.params] + [s.name for s in self.state]
+                + [n for n, _ in self.inputs] + [n for n, _ in self.targets] + [LR_NAME])
+
+    @property
+    def output_names(self) -> list[str]:
+        return (["loss"] + [f"new.{n}" for n, _ in self.params]
+                + [f"new.{s.name}" for s in self.state] + list(self.metrics))
+
+    def initial_state(self) -> dict[str, np.ndarray]:
+        """Every optimizer state tensor at its starting value (zeros), C-contiguous."""
+        return {s.name: np.zeros(s.type.concrete_shape({}), dtype=s.type.dtype.np) for s in self.state}
+
+
+def model_info(module: Module, loc: Location | None = None) -> dict[str, Any]:
+    """The module's ``attrs["model"]``, or a :class:`TrainingError` if it has none."""
+    info = module.attrs.get("model")
+    if not isinstance(info, dict):
+        raise TrainingError("this module has no model block to train", loc)
+    for fn in ("loss", "predict", "evaluate"):
+        if fn not in module:
+            raise TrainingError(f"model '{info.get('name')}' has no @{fn} function", loc)
+    return info
+
+
+def optimizer_of(info: dict[str, Any], loc: Location | None = None) -> tuple[OptimizerDef, dict[str, float | bool]]:
+    """The model's optimizer definition and its hyperparameters (defaults filled)."""
+    spec = dict(info.get("optimizer") or {"name": "rmsprop"})
+    name = str(spec.pop("name", "rmsprop"))
+    opt = OPTIMIZERS.get(name)
+    if opt is None:
+        raise TrainingError(f"unknown optimizer '{name}' (known: {', '.join(OPTIMIZERS)})", loc)
+    try:
+        return opt, opt.resolve(spec)
+    except KeyError as e:
+        raise TrainingError(f"optimizer '{name}' has no hyperparameter '{e.args[0]}'", loc) from None
+
+
+def train_signature(module: Module) -> TrainSignature:
+    """Names and types of ``train_step``'s arguments and results for ``module``'s model."""
+    loss = module.get("loss") if "loss" in module else None
+    info = model_info(module, loss.loc if loss else None)
+    loss = module.get("loss")
+    opt, hp = optimizer_of(info, loss.loc)
+    param_names = [p["name"] for p in info["params"]]
+    by_name = {p.name: p.type for p in loss.params}
+    params = tuple((n, by_name[n]) for n in param_names)
+    state: list[StateSlot] = []
+    for slot in opt.slots(hp):
+        state += [StateSlot(opt.slot_name(slot, n), t, slot, n) for n, t in params]
+    state += [StateSlot(opt.slot_name(slot), t, slot, None) for slot, t in opt.shared_slots.items()]
+    inputs = tuple((n, by_name[n]) for n in info["inputs"])
+    targets = tuple((n, by_name[n]) for n in info["targets"])
+    evaluate = module.get("evaluate")
+    metrics = tuple(name or f"metric_{i}" for i, name in enumerate(evaluate.output_names[1:], 1)) \
+        if evaluate.output_names else tuple(info.get("metrics", []))
+    return TrainSignature(str(info["name"]), opt, hp, params, tuple(state), inputs, targets, metrics)
+
+
+def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = True) -> Function:
+    """Add ``train_step`` to ``module`` and return it (replacing an older one of that name).
+
+    ``metrics=False`` leaves the model's metrics out (outputs end after the
+    new optimizer state).
+    """
+    from .passes.autodiff import grad
+    from .passes.dce import dce_function
+
+    sig = train_signature(module)
+    loss = module.get("loss")
+    if not metrics:
+        sig = TrainSignature(sig.model_name, sig.optimizer, sig.hyperparams, sig.params, sig.state,
+                             sig.inputs, sig.targets, ())
+    grad_name = _fresh_name(module, f"{name}.grad")
+    grad_fn = grad(module, "loss", [n for n, _ in sig.params], new_name=grad_name, with_value=True,
+                   loc=loss.loc)
+    module.functions.remove(grad_fn)
+
+    arg_types = ([t for _, t in sig.params] + [s.type for s in sig.state]
+                 + [t for _, t in sig.inputs] + [t for _, t in sig.targets] + [TensorType(DType.f32, ())])
+    func, b = new_function(name, list(zip(sig.arg_names, arg_types)), loc=loss.loc)
+    args = {p.name: p for p in func.params}
+    model_args = [args[n] for n, _ in (*sig.params, *sig.inputs, *sig.targets)]
+
+    inliner = _ValueNumbering(b)
+    results = inliner.inline(grad_fn, model_args)
+    loss_value, grads = results[0], results[-len(sig.params):]
+
+    new_params, new_state = _apply_optimizer(b, sig, args, grads, loss.loc)
+    metric_values: list[Value] = []
+    if sig.metrics:
+        metric_values = inliner.inline(module.get("evaluate"), model_args, outputs=range(1, 1 + len(sig.metrics)))
+
+    func.outputs = [loss_value, *new_params, *new_state, *metric_values]
+    func.output_names = sig.output_names
+    n_params = len(sig.params)
+    func.attrs["inplace"] = tuple(
+        [(1 + i, n) for i, (n, _) in enumerate(sig.params)]
+        + [(1 + n_params + j, s.name) for j, s in enumerate(sig.state)])
+    dce_function(func)
+    module.replace(func)
+    return func
+
+
+def _fresh_name(module: Module, base: str) -> str:
+    name, i = base, 1
+    while name in module:
+        name, i = f"{base}{i}", i + 1
+    return name
+
+
+def _apply_optimizer(b: Builder, sig: TrainSignature, args: dict[str, Value], grads: list[Value],
+                     loc: Location) -> tuple[list[Value], list[Value]]:
+    """Emit the optimizer's update for every parameter; new params and new state in signature order."""
+    opt, hp = sig.optimizer, sig.hyperparams
+    lr = args[LR_NAME]
+    shared = {s.slot: args[s.name] for s in sig.state if s.param is None}
+    with b.at(loc):
+        new_shared, aux = opt.prepare(b, hp, lr, shared) if opt.prepare else ({}, {})
+        new_slots: dict[str, Value] = {}
+        new_params = []
+        for (pname, _), g in zip(sig.params, grads):
+            slots = {s.slot: args[s.name] for s in sig.state if s.param == pname}
+            assert opt.update is not None, f"optimizer {opt.name} has no update rule"
+            p_new, s_new = opt.update(b, hp, lr, aux, args[pname], g, slots)
+            new_params.append(p_new)
+            new_slots.update({opt.slot_name(slot, pname): v for slot, v in s_new.items()})
+        new_slots.update({opt.slot_name(slot): v for slot, v in new_shared.items()})
+    return new_params, [new_slots[s.name] for s in sig.state]
+
+
+class _ValueNumbering:
+    """Inlines functions into one body, reusing an earlier identical op instead of a copy.
+
+    Every dl op is pure, so two ops with the same name, the same (already
+    numbered) operands and equal attributes compute the same value.  This is
+    how the metrics taken from ``evaluate`` share the forward pass that the
+    gradient function already computes.
+    """
+
+    def __init__(self, b: Builder):
+        self.b = b
+        self.table: dict[tuple, Op] = {}
+
+    def inline(self, func: Function, args: list[Value], outputs: Any = None) -> list[Value]:
+        """Copy the ops of ``func`` that ``outputs`` (indices; default all) need; return those outputs."""
+        wanted = [func.outputs[i] for i in (outputs if outputs is not None else range(len(func.outputs)))]
+        live = _live_ops(func, wanted)
+        env: dict[Value, Value] = dict(zip(func.params, args))
+        for op in func.ops:
+            if op not in live:
+                continue
+            operands = [env[v] for v in op.operands]
+            key = (op.name, tuple(id(v) for v in operands), _attrs_key(op.attrs))
+            copy = self.table.get(key)
+            if copy is None:
+                copy = Builder.make(op.name, operands, dict(op.attrs), op.loc)
+                self.b.func.ops.append(copy)
+                self.table[key] = copy
+            env.update(zip(op.results, copy.results))
+        return [env[v] for v in wanted]
+
+
+def _live_ops(func: Function, wanted: list[Value]) -> set[Op]:
+    live_values = set(wanted)
+    live: set[Op] = set()
+    for op in reversed(func.ops):
+        if any(r in live_values for r in op.results):
+            live.add(op)
+            live_values.update(op.operands)
+    return live
+
+
+def _attrs_key(attrs: dict[str, Any]) -> tuple:
+    return tuple((k, _freeze(v)) for k, v in sorted(attrs.items()))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in sorted(value.items()))
+    if isinstance(value, float):
+        return ("float", value.hex())
+    return (type(value).__name__, value)
