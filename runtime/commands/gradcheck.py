@@ -35,10 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the gradcheck table; 0 when every argument is within tolerance, else 1."""
-    module = load_module(args.file)
+    dims = _parse_dims(args.dim)
     wrt = [w.strip() for w in args.wrt.split(",") if w.strip()] if args.wrt else None
+    module = load_module(args.file)
     report = gradcheck(module, args.fn, wrt, seed=args.seed, eps=args.eps, tol=args.tol,
-                       bindings=_parse_dims(args.dim))
+                       bindings=dims)
     print(report.format())
     return 0 if report.passed else 1
 
