@@ -276,9 +276,9 @@ select.def_emit(lambda e, cond, on_true, on_false: e.select(cond, on_true, on_fa
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function, keeping the dtype."""
-    one = x.dtype.type(1)
-    pos = one / (one + np.exp(-np.abs(x)))
-    return np.where(x >= 0, pos, one - pos).astype(x.dtype)
+    z = np.exp(-np.abs(x))                      # in (0, 1]: never overflows
+    denom = x.dtype.type(1) + z
+    return np.where(x >= 0, 1 / denom, z / denom).astype(x.dtype)
 
 
 neg = _unary("neg", """Elementwise negation ``-x``.
