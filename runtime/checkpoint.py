@@ -1,0 +1,160 @@
+"""Checkpoints: a model's weights, optimizer state, step count and signature in one .npz.
+
+Layout of the file (a plain ``numpy.savez`` archive, read without pickle)::
+
+    param/<name>     one array per model parameter (e.g. param/dense_1.kernel)
+    state/<name>     one array per optimizer state tensor (e.g. state/rmsprop.velocity.dense_1.kernel)
+    __meta__         a 0-d unicode array holding JSON: format, version, model name,
+                     optimizer, step, epoch, and every tensor's name, shape and dtype
+
+Writes are atomic: the archive goes to a temporary file in the target's
+directory, is flushed and fsynced, then ``os.replace``-d over the target, so
+a crash leaves either the old checkpoint or the new one, never half of one.
+
+Loading checks the file against the model it goes into and names the first
+tensor that does not fit, with both shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.diagnostics import DlRuntimeError
+
+FORMAT = "dlc-checkpoint"
+VERSION = 1
+META_KEY = "__meta__"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, in memory."""
+
+    model_name: str
+    params: dict[str, np.ndarray]
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    optimizer: str | None = None
+    step: int = 0
+    epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tensor_meta(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    return [{"name": n, "shape": list(a.shape), "dtype": a.dtype.name} for n, a in arrays.items()]
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` to ``path`` atomically; returns the path written."""
+    path = Path(path)
+    meta = {
+        "format": FORMAT, "version": VERSION, "model": ckpt.model_name,
+        "optimizer": ckpt.optimizer, "step": int(ckpt.step), "epoch": int(ckpt.epoch),
+        "params": _tensor_meta(ckpt.params), "state": _tensor_meta(ckpt.state), "extra": ckpt.extra,
+    }
+    arrays: dict[str, np.ndarray] = {META_KEY: np.array(json.dumps(meta))}
+    arrays.update({f"param/{n}": np.asarray(a) for n, a in ckpt.params.items()})
+    arrays.update({f"state/{n}": np.asarray(a) for n, a in ckpt.state.items()})
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise DlRuntimeError(f"{path}: cannot save, directory {directory} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint, checking that it is complete and consistent with its own metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlRuntimeError(f"{path}: no such checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as e:
+        raise DlRuntimeError(f"{path}: corrupt or not a dlc checkpoint ({e})") from None
+    if META_KEY not in arrays:
+        raise DlRuntimeError(f"{path}: not a dlc checkpoint (no {META_KEY} record)")
+    try:
+        meta = json.loads(str(arrays.pop(META_KEY)))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise DlRuntimeError(f"{path}: corrupt checkpoint metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DlRuntimeError(f"{path}: not a dlc checkpoint (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
+    if meta.get("version") != VERSION:
+        raise DlRuntimeError(f"{path}: checkpoint version {meta.get('version')} is not supported "
+                             f"(this dlc reads version {VERSION})")
+    params = _section(path, arrays, meta, "param", "params")
+    state = _section(path, arrays, meta, "state", "state")
+    return Checkpoint(str(meta.get("model")), params, state, meta.get("optimizer"),
+                      int(meta.get("step", 0)), int(meta.get("epoch", 0)), dict(meta.get("extra") or {}))
+
+
+def _section(path: Path, arrays: dict[str, np.ndarray], meta: dict, prefix: str, key: str) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for entry in meta.get(key, []):
+        name = entry["name"]
+        array = arrays.get(f"{prefix}/{name}")
+        if array is None:
+            raise DlRuntimeError(f"{path}: corrupt checkpoint: tensor '{name}' is listed but missing")
+        if list(array.shape) != list(entry["shape"]) or array.dtype.name != entry["dtype"]:
+            raise DlRuntimeError(f"{path}: corrupt checkpoint: tensor '{name}' is {array.dtype.name} "
+                                 f"{list(array.shape)}, its record says {entry['dtype']} {entry['shape']}")
+        out[name] = array
+    return out
+
+
+def check_fits(path: str | Path, ckpt: Checkpoint, model_name: str,
+               expected: dict[str, tuple[tuple[int, ...], np.dtype]], what: str = "parameter") -> None:
+    """Raise a :class:`DlRuntimeError` unless ``ckpt`` holds exactly the tensors ``expected``.
+
+    The message names the tensor and both shapes (or what is missing/extra),
+    and both model names when they differ.
+    """
+    other = f" (the checkpoint is of model '{ckpt.model_name}')" if ckpt.model_name != model_name else ""
+    for name, (shape, dtype) in expected.items():
+        array = ckpt.params.get(name) if what == "parameter" else ckpt.state.get(name)
+        if array is None:
+            raise DlRuntimeError(f"{path}: checkpoint has no {what} '{name}' that model "
+                                 f"'{model_name}' needs{other}")
+        if tuple(array.shape) != tuple(shape):
+            raise DlRuntimeError(f"{path}: {what} '{name}' has shape {list(array.shape)} in the "
+                                 f"checkpoint but {list(shape)} in model '{model_name}'{other}")
+        if array.dtype != np.dtype(dtype):
+            raise DlRuntimeError(f"{path}: {what} '{name}' is {array.dtype.name} in the checkpoint "
+                                 f"but {np.dtype(dtype).name} in model '{model_name}'{other}")
+    held = ckpt.params if what == "parameter" else ckpt.state
+    extra = [n for n in held if n not in expected]
+    if extra:
+        raise DlRuntimeError(f"{path}: checkpoint holds {what} '{extra[0]}' which model "
+                             f"'{model_name}' does not have{other}")

@@ -1,0 +1,535 @@
+"""The Keras-like Model API over a compiled model module.
+
+::
+
+    model = runtime.load_model("examples/mnist_mlp.dl", seed=0)
+    history = model.fit(x, y, epochs=5, batch_size=128, validation_data=(xv, yv))
+    model.evaluate(xv, yv)          # {"loss": ..., "accuracy": ...}
+    model.predict(xv)               # probabilities, [N, 10]
+    model.save("weights.npz")
+
+A :class:`Model` holds the model module (with its compiled ``train_step``,
+see ``compiler/training.py``), the weights and optimizer state as numpy
+arrays, and a :class:`Backend` that runs the module's functions:
+
+- ``"native"``: native code from ``runtime.compile``; one native call per
+  training step, weights and optimizer state updated in place;
+- ``"interp"``: the reference interpreter (slow; for tests and tiny models);
+- ``"auto"`` (default): native when ``runtime.compile`` is available.
+
+Data is checked once per ``fit``/``evaluate``/``predict`` (shapes, dtypes,
+label range, NaN/inf; see ``runtime/data.py``) before any batch is run.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from compiler.diagnostics import DlError, DlRuntimeError
+from compiler.initializers import InitializerError, initialize
+from compiler.ir.core import Module
+from compiler.training import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
+
+from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
+from .data import DataSpec, TensorSpec, prepare_inputs, prepare_targets
+
+BACKENDS = ("auto", "native", "interp")
+
+
+# ---------------------------------------------------------------------------
+# Backends: who runs the module's functions
+
+
+class Backend(Protocol):
+    """Runs functions of one model module on numpy arrays."""
+
+    name: str
+    compile_seconds: float
+    calls: int            # native (or interpreted) function calls so far
+
+    def call(self, fn: str, args: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``fn`` with checked arguments; one array per output."""
+
+    def train_step(self, args: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``train_step`` on arguments the caller has already validated.
+
+        The native backend writes new weights and state into the argument
+        buffers (the function's ``inplace`` pairs) and returns them among its
+        outputs; the interpreter returns new arrays and leaves its arguments
+        untouched.  Either way the outputs hold the new tensors.
+        """
+
+
+class InterpBackend:
+    """The reference interpreter (``compiler.ir.interpreter``): exact, slow."""
+
+    name = "interp"
+
+    def __init__(self, module: Module):
+        from compiler.ir.interpreter import interpret
+
+        self._interpret = interpret
+        self.module = module
+        self.compile_seconds = 0.0
+        self.calls = 0
+
+    def call(self, fn: str, args: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        return self._interpret(self.module.get(fn), args)
+
+    def train_step(self, args: list[np.ndarray]) -> list[np.ndarray]:
+        return self.call(TRAIN_STEP, args)
+
+
+class NativeBackend:
+    """Native code through ``runtime.compile``: one call per function invocation."""
+
+    name = "native"
+
+    def __init__(self, module: Module):
+        compile_module = native_compiler()
+        if compile_module is None:
+            raise DlRuntimeError("the native backend is not available (runtime.compile is missing); "
+                                 "use backend='interp'")
+        start = time.perf_counter()
+        self.compiled = compile_module(module)
+        self.compile_seconds = time.perf_counter() - start
+        self.calls = 0
+        self._step = self.compiled[TRAIN_STEP]
+        # A call path without per-call argument checks, when the runtime offers one:
+        # fit validates every batch's layout once up front.
+        self._fast_step = _fast_path(self._step)
+
+    def call(self, fn: str, args: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        return _as_list(self.compiled[fn](*args))
+
+    def train_step(self, args: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        return _as_list(self._fast_step(*args))
+
+
+def native_compiler() -> Callable[[Module], Any] | None:
+    """``runtime.compile`` if the native code generator is installed, else None."""
+    try:
+        from . import compiled
+    except ImportError:
+        return None
+    return getattr(compiled, "compile", None)
+
+
+def _fast_path(fn: Any) -> Callable[..., Any]:
+    for attr in ("call_unchecked", "unchecked", "fast"):
+        fast = getattr(fn, attr, None)
+        if callable(fast):
+            return fast
+    return fn
+
+
+def _as_list(result: Any) -> list[np.ndarray]:
+    if isinstance(result, (tuple, list)):
+        return list(result)
+    return [result]
+
+
+def make_backend(module: Module, backend: str) -> Backend:
+    """The backend named ``backend`` (one of :data:`BACKENDS`) for ``module``."""
+    if backend not in BACKENDS:
+        raise DlRuntimeError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+    if backend == "interp" or (backend == "auto" and native_compiler() is None):
+        return InterpBackend(module)
+    return NativeBackend(module)
+
+
+# ---------------------------------------------------------------------------
+# History and interrupts
+
+
+@dataclass
+class History:
+    """What ``fit`` returns, as in Keras: ``history["loss"][epoch]`` and friends.
+
+    Besides the per-epoch metrics (``loss``, each metric, ``val_loss``,
+    ``val_<metric>``) it records timings: seconds per epoch, samples per
+    second and backend calls per epoch.
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: list[int] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    samples_per_second: list[float] = field(default_factory=list)
+    calls_per_epoch: list[int] = field(default_factory=list)
+
+    def record(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+
+
+class _DeferredInterrupt:
+    """Turns Ctrl-C during ``fit`` into a KeyboardInterrupt between two steps.
+
+    A step is then either applied or not: the weights are never half updated.
+    A second Ctrl-C raises at once.  Only the main thread can install signal
+    handlers; elsewhere this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._old: Any = None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+# ---------------------------------------------------------------------------
+# The model
+
+
+class Model:
+    """A trainable model: module + weights + optimizer state + backend."""
+
+    def __init__(self, module: Module, *, seed: int = 0, backend: str = "auto", source: str | None = None):
+        self.module = module
+        self.source = source
+        info = model_info(module)
+        if TRAIN_STEP not in module:
+            build_train_step(module)
+        self.info = info
+        self.signature: TrainSignature = train_signature(module)
+        self.name = self.signature.model_name
+        self.data_spec = _data_spec(module, self.signature, info)
+        self.seed = seed
+        self.learning_rate = self.signature.learning_rate
+        self.step = 0
+        self.epochs_trained = 0
+        self.history: History | None = None
+        self._shuffle_rng = np.random.default_rng([seed, 1])
+        self._tensors = self._initial_tensors(seed)
+        self.backend: Backend = make_backend(module, backend)
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def param_names(self) -> list[str]:
+        return [n for n, _ in self.signature.params]
+
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.signature.state]
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter, by name, in declaration order."""
+        return {n: a.copy() for n, a in zip(self.param_names, self._tensors)}
+
+    @property
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """A copy of every optimizer state tensor, by name."""
+        k = len(self.param_names)
+        return {n: a.copy() for n, a in zip(self.state_names, self._tensors[k:])}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Replace parameters by name (shapes and dtypes must match); others keep their values."""
+        tensors = list(self._tensors)
+        for name, value in weights.items():
+            if name not in self.param_names:
+                raise DlRuntimeError(f"model '{self.name}' has no parameter '{name}' "
+                                     f"(parameters: {', '.join(self.param_names)})")
+            i = self.param_names.index(name)
+            array = np.asarray(value)
+            if array.shape != tensors[i].shape:
+                raise DlRuntimeError(f"parameter '{name}' has shape {list(tensors[i].shape)}, "
+                                     f"got {list(array.shape)}")
+            tensors[i] = np.ascontiguousarray(array, dtype=tensors[i].dtype).copy()
+        self._tensors = tensors
+
+    def reset_optimizer(self) -> None:
+        """Zero the optimizer state (and Adam's step count)."""
+        k = len(self.param_names)
+        init = self.signature.initial_state()
+        self._tensors = self._tensors[:k] + [init[n] for n in self.state_names]
+
+    def _initial_tensors(self, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        tensors = []
+        inits = {p["name"]: p.get("init") or {"name": "zeros"} for p in self.info["params"]}
+        for name, t in self.signature.params:
+            if not t.is_static:
+                raise DlRuntimeError(f"parameter '{name}' has symbolic shape {t.dsl_str()}; "
+                                     "parameters need static shapes")
+            try:
+                tensors.append(initialize(inits[name], t.concrete_shape({}), t.dtype.np, rng))
+            except InitializerError as e:
+                raise DlRuntimeError(f"parameter '{name}': {e}") from None
+        init = self.signature.initial_state()
+        return tensors + [init[n] for n in self.state_names]
+
+    # -- training ----------------------------------------------------------------
+
+    def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, verbose: int = 1,
+            learning_rate: float | None = None,
+            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> History:
+        """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
+
+        The last, partial batch of each epoch is trained too.  Shuffling uses a
+        generator seeded by the model's seed, so two runs with the same seed
+        are bit-identical.  ``verbose``: 0 silent, 1 a progress bar per epoch,
+        2 one line per epoch.  Ctrl-C stops between two steps (KeyboardInterrupt).
+        """
+        _check_positive(epochs=epochs, batch_size=batch_size)
+        xs = prepare_inputs(x, self.data_spec, "training input")
+        n = len(xs[0])
+        ys = prepare_targets(y, self.data_spec, n, "training target")
+        if n == 0:
+            raise DlRuntimeError("fit: the training data is empty")
+        val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise DlRuntimeError("validation_data must be a pair (x, y)")
+            vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
+            val = (vx, prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target"))
+        if learning_rate is not None:
+            self.learning_rate = float(learning_rate)
+        history = History()
+        self.history = history
+        with _DeferredInterrupt() as interrupt:
+            for _ in range(epochs):
+                epoch = self.epochs_trained
+                logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, verbose,
+                                                         epochs, interrupt)
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate(*val, batch_size=max(batch_size, 256)).items()})
+                history.record(epoch, logs)
+                history.epoch_seconds.append(seconds)
+                history.samples_per_second.append(n / seconds if seconds > 0 else float("inf"))
+                history.calls_per_epoch.append(calls)
+                self.epochs_trained += 1
+                if verbose == 2 or (verbose == 1 and val is not None):
+                    print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s)", flush=True)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, logs)
+                interrupt.check()
+        return history
+
+    def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
+                     verbose: int, epochs: int, interrupt: _DeferredInterrupt) -> tuple[dict[str, float], float, int]:
+        n = len(xs[0])
+        if shuffle:
+            order = self._shuffle_rng.permutation(n)
+            xs, ys = [a[order] for a in xs], [a[order] for a in ys]
+        metric_names = ["loss", *self.signature.metrics]
+        sums = np.zeros(len(metric_names))
+        k = len(self._tensors)
+        lr = np.array(self.learning_rate, dtype=np.float32)
+        steps = math.ceil(n / batch_size)
+        bar = _progress(verbose, steps, n, self.epochs_trained, epochs)
+        calls_before = self.backend.calls
+        start = time.perf_counter()
+        seen = 0
+        try:
+            for i in range(steps):
+                lo, hi = i * batch_size, min((i + 1) * batch_size, n)
+                args = [*self._tensors, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys), lr]
+                out = self.backend.train_step(args)
+                self._tensors = out[1:1 + k]
+                self.step += 1
+                batch_metrics = [float(out[0]), *(float(v) for v in out[1 + k:])]
+                sums += np.array(batch_metrics) * (hi - lo)
+                seen += hi - lo
+                if bar is not None:
+                    bar.update(hi - lo)
+                    if i % 10 == 0 or i == steps - 1:
+                        bar.set_postfix_str(_format_logs(dict(zip(metric_names, sums / seen))), refresh=False)
+                interrupt.check()
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+        logs = dict(zip(metric_names, (float(v) for v in sums / max(seen, 1))))
+        return logs, seconds, self.backend.calls - calls_before
+
+    # -- inference ---------------------------------------------------------------
+
+    def evaluate(self, x: Any, y: Any, *, batch_size: int = 256) -> dict[str, float]:
+        """Loss and metrics over ``(x, y)`` (means over all samples), e.g. ``{"loss", "accuracy"}``."""
+        _check_positive(batch_size=batch_size)
+        xs = prepare_inputs(x, self.data_spec, "evaluation input")
+        ys = prepare_targets(y, self.data_spec, len(xs[0]), "evaluation target")
+        if len(xs[0]) == 0:
+            raise DlRuntimeError("evaluate: the data is empty")
+        return self._evaluate(xs, ys, batch_size=batch_size)
+
+    def _evaluate(self, xs: list[np.ndarray], ys: list[np.ndarray], *, batch_size: int) -> dict[str, float]:
+        n = len(xs[0])
+        params = self._tensors[:len(self.param_names)]
+        names = ["loss", *self.signature.metrics]
+        sums = np.zeros(len(names))
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            out = self.backend.call("evaluate", [*params, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys)])
+            sums += np.array([float(v) for v in out[:len(names)]]) * (hi - lo)
+        return dict(zip(names, (float(v) for v in sums / n)))
+
+    def predict(self, x: Any, *, batch_size: int = 256) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The model's outputs for ``x`` (one array, or a tuple for several outputs)."""
+        _check_positive(batch_size=batch_size)
+        xs = prepare_inputs(x, self.data_spec, "prediction input")
+        n = len(xs[0])
+        params = self._tensors[:len(self.param_names)]
+        chunks: list[list[np.ndarray]] = []
+        for lo in range(0, max(n, 1), batch_size):
+            hi = min(lo + batch_size, n)
+            chunks.append(self.backend.call("predict", [*params, *(a[lo:hi] for a in xs)]))
+        outputs = tuple(np.concatenate([c[j] for c in chunks]) if len(chunks) > 1 else chunks[0][j]
+                        for j in range(len(chunks[0])))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    # -- persistence -------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights, optimizer state, step count and signature to an .npz checkpoint."""
+        k = len(self.param_names)
+        ckpt = Checkpoint(self.name, dict(zip(self.param_names, self._tensors[:k])),
+                          dict(zip(self.state_names, self._tensors[k:])),
+                          self.signature.optimizer.name, self.step, self.epochs_trained,
+                          {"learning_rate": self.learning_rate})
+        return save_checkpoint(path, ckpt)
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a checkpoint written by :meth:`save` (of this model).
+
+        Parameters must match by name, shape and dtype.  Optimizer state and
+        step count are restored when the checkpoint was written with the same
+        optimizer; otherwise the optimizer starts fresh.
+        """
+        ckpt = load_checkpoint(path)
+        k = len(self.param_names)
+        expected = {n: (a.shape, a.dtype) for n, a in zip(self.param_names, self._tensors[:k])}
+        check_fits(path, ckpt, self.name, expected, "parameter")
+        params = [np.ascontiguousarray(ckpt.params[n]).copy() for n in self.param_names]
+        state_expected = {n: (a.shape, a.dtype) for n, a in zip(self.state_names, self._tensors[k:])}
+        if ckpt.optimizer == self.signature.optimizer.name and set(ckpt.state) == set(state_expected):
+            check_fits(path, ckpt, self.name, state_expected, "optimizer state")
+            state = [np.ascontiguousarray(ckpt.state[n]).copy() for n in self.state_names]
+            self.step, self.epochs_trained = ckpt.step, ckpt.epoch
+        else:
+            init = self.signature.initial_state()
+            state = [init[n] for n in self.state_names]
+            self.step, self.epochs_trained = 0, 0
+        self._tensors = params + state
+
+    # -- description -------------------------------------------------------------
+
+    def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
+        """A table of parameters with shapes and counts, plus loss, optimizer and metrics."""
+        rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
+        width = max([len("parameter")] + [len(r[0]) for r in rows]) + 2
+        swidth = max([len("shape")] + [len(r[1]) for r in rows]) + 2
+        lines = [f'Model "{self.name}"', "-" * (width + swidth + 12),
+                 f"{'parameter':<{width}}{'shape':<{swidth}}{'count':>12}", "-" * (width + swidth + 12)]
+        lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in rows]
+        total = sum(c for *_, c in rows)
+        hp = ", ".join(f"{k}={v}" for k, v in self.signature.hyperparams.items())
+        loss = self.info.get("loss") or {}
+        lines += ["-" * (width + swidth + 12), f"total parameters: {total:,}",
+                  f"inputs: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.inputs)}",
+                  f"targets: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.targets)}",
+                  f"loss: {loss.get('name', '?')}",
+                  f"optimizer: {self.signature.optimizer.name}({hp})",
+                  f"metrics: {', '.join(self.signature.metrics) or 'none'}",
+                  f"backend: {self.backend.name}"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+def _data_spec(module: Module, sig: TrainSignature, info: dict[str, Any]) -> DataSpec:
+    predict = module.get("predict")
+    outputs = tuple(TensorSpec(name or f"output_{i}", v.type.dtype.np, v.type.shape)
+                    for i, (name, v) in enumerate(zip(predict.output_names or [None] * len(predict.outputs),
+                                                      predict.outputs)))
+    num_classes = None
+    if outputs and len(outputs[0].shape) >= 2 and isinstance(outputs[0].shape[-1], int):
+        if any(t.dtype.is_int for _, t in sig.targets) or (info.get("loss") or {}).get("name") == "categorical_crossentropy":
+            num_classes = int(outputs[0].shape[-1])
+    return DataSpec(
+        model_name=sig.model_name,
+        inputs=tuple(TensorSpec(n, t.dtype.np, t.shape) for n, t in sig.inputs),
+        targets=tuple(TensorSpec(n, t.dtype.np, t.shape) for n, t in sig.targets),
+        num_classes=num_classes,
+        loss=str((info.get("loss") or {}).get("name", "")),
+        outputs=outputs,
+    )
+
+
+def _check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise DlRuntimeError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _format_logs(logs: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in logs.items())
+
+
+def _progress(verbose: int, steps: int, n: int, epoch: int, epochs: int) -> Any:
+    if verbose != 1:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=n, desc=f"epoch {epoch + 1}", unit=" samples", leave=True, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "auto",
+               weights: str | Path | None = None) -> Model:
+    """A :class:`Model` from a ``.dl`` file (or an already lowered module).
+
+    ``seed`` fixes the initial weights and the shuffling order; ``weights``
+    loads a checkpoint written by :meth:`Model.save`.
+    """
+    if isinstance(source, Module):
+        module, name = source, None
+    else:
+        from frontend_dsl.api import compile_file
+
+        module, name = compile_file(str(source)), str(source)
+    if "model" not in module.attrs:
+        raise DlRuntimeError(f"{name or 'the module'}: no model block to load "
+                             "(a model is declared with `model NAME { ... }`)")
+    model = Model(module, seed=seed, backend=backend, source=name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+__all__ = ["Model", "History", "load_model", "Backend", "InterpBackend", "NativeBackend", "BACKENDS", "DlError"]
