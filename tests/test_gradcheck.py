@@ -11,7 +11,7 @@ import pytest
 from compiler.diagnostics import AutodiffError, DlError
 from compiler.gradcheck import GradcheckError, _int_range, gradcheck, to_float64
 from compiler.ir.builder import new_function
-from compiler.ir.core import Function, Module
+from compiler.ir.core import Module
 from compiler.ir.interpreter import interpret
 from compiler.ir.printer import print_module
 from compiler.ir.types import DType, TensorType
