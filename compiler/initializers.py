@@ -190,4 +190,4 @@ def initialize(spec: dict[str, Any] | str, shape: Shape, dtype: np.dtype | type,
     init, args = resolve(spec)
     shape = tuple(int(d) for d in shape)
     values = init.sample(rng, shape, **args)
-    return np.ascontiguousarray(np.asarray(values, dtype=np.float64).astype(dtype))
+    return np.array(np.asarray(values, dtype=np.float64), dtype=dtype, order="C")

@@ -142,18 +142,19 @@ def check_fits(path: str | Path, ckpt: Checkpoint, model_name: str,
     and both model names when they differ.
     """
     other = f" (the checkpoint is of model '{ckpt.model_name}')" if ckpt.model_name != model_name else ""
+    held = ckpt.params if what == "parameter" else ckpt.state
+    missing = [n for n in expected if n not in held]
+    if missing:
+        raise DlRuntimeError(f"{path}: checkpoint has no {what} '{missing[0]}' that model "
+                             f"'{model_name}' needs{other}")
     for name, (shape, dtype) in expected.items():
-        array = ckpt.params.get(name) if what == "parameter" else ckpt.state.get(name)
-        if array is None:
-            raise DlRuntimeError(f"{path}: checkpoint has no {what} '{name}' that model "
-                                 f"'{model_name}' needs{other}")
+        array = held[name]
         if tuple(array.shape) != tuple(shape):
             raise DlRuntimeError(f"{path}: {what} '{name}' has shape {list(array.shape)} in the "
                                  f"checkpoint but {list(shape)} in model '{model_name}'{other}")
         if array.dtype != np.dtype(dtype):
             raise DlRuntimeError(f"{path}: {what} '{name}' is {array.dtype.name} in the checkpoint "
                                  f"but {np.dtype(dtype).name} in model '{model_name}'{other}")
-    held = ckpt.params if what == "parameter" else ckpt.state
     extra = [n for n in held if n not in expected]
     if extra:
         raise DlRuntimeError(f"{path}: checkpoint holds {what} '{extra[0]}' which model "

@@ -34,6 +34,7 @@ import gzip
 import hashlib
 import math
 import struct
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,7 +255,7 @@ def load_npz(path: str | Path) -> Dataset:
         raise DlRuntimeError(f"{path}: no such file") from None
     except ValueError as e:
         raise DlRuntimeError(f"{path}: cannot read arrays without pickle ({e})") from None
-    except (OSError, zlib.error, EOFError) as e:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
         raise DlRuntimeError(f"{path}: not a valid .npz file ({e})") from None
     for key in ("x", "y"):
         if key not in arrays:

@@ -264,7 +264,7 @@ class Model:
             if array.shape != tensors[i].shape:
                 raise DlRuntimeError(f"parameter '{name}' has shape {list(tensors[i].shape)}, "
                                      f"got {list(array.shape)}")
-            tensors[i] = np.ascontiguousarray(array, dtype=tensors[i].dtype).copy()
+            tensors[i] = np.array(array, dtype=tensors[i].dtype, order="C")
         self._tensors = tensors
 
     def reset_optimizer(self) -> None:
@@ -431,11 +431,11 @@ class Model:
         k = len(self.param_names)
         expected = {n: (a.shape, a.dtype) for n, a in zip(self.param_names, self._tensors[:k])}
         check_fits(path, ckpt, self.name, expected, "parameter")
-        params = [np.ascontiguousarray(ckpt.params[n]).copy() for n in self.param_names]
+        params = [np.array(ckpt.params[n], order="C") for n in self.param_names]
         state_expected = {n: (a.shape, a.dtype) for n, a in zip(self.state_names, self._tensors[k:])}
         if ckpt.optimizer == self.signature.optimizer.name and set(ckpt.state) == set(state_expected):
             check_fits(path, ckpt, self.name, state_expected, "optimizer state")
-            state = [np.ascontiguousarray(ckpt.state[n]).copy() for n in self.state_names]
+            state = [np.array(ckpt.state[n], order="C") for n in self.state_names]
             self.step, self.epochs_trained = ckpt.step, ckpt.epoch
         else:
             init = self.signature.initial_state()
