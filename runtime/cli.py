@@ -22,6 +22,9 @@ COMMANDS = [
     "check",
     "ir",
     "run",
+    "train",
+    "evaluate",
+    "predict",
 ]
 
 EXIT_USER_ERROR = 1

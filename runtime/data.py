@@ -65,6 +65,8 @@ class Dataset:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     description: str = ""
+    epochs: int | None = None        # what `dlc train` uses when --epochs is not given
+    batch_size: int | None = None    # likewise for --batch-size
 
     @property
     def has_test(self) -> bool:
@@ -213,7 +215,7 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True) -> D
     x_train, y_train = _images_and_labels(arrays["x_train"], arrays["y_train"], str(directory))
     x_test, y_test = _images_and_labels(arrays["x_test"], arrays["y_test"], str(directory))
     return Dataset("mnist", x_train, y_train, x_test, y_test,
-                   "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)")
+                   "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)", epochs=5, batch_size=128)
 
 
 def _find_one(directory: Path, prefixes: Sequence[str]) -> Path | None:
@@ -322,7 +324,7 @@ def linear_regression(rng: np.random.Generator, spec: DataSpec | None = None) ->
         return x.astype(np.float32), (2.0 * x + 3.0 + rng.normal(0.0, 0.1, (n, 1))).astype(np.float32)
     x, y = draw(1000)
     xt, yt = draw(200)
-    return Dataset("linear_regression", x, y, xt, yt, "y = 2x + 3 + noise")
+    return Dataset("linear_regression", x, y, xt, yt, "y = 2x + 3 + noise", epochs=20, batch_size=32)
 
 
 @_synthetic("xor")
@@ -330,7 +332,7 @@ def xor(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
     """The four points of XOR; the test set is the same four points."""
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
     y = np.array([[0], [1], [1], [0]], dtype=np.float32)
-    return Dataset("xor", x, y, x.copy(), y.copy(), "the XOR truth table")
+    return Dataset("xor", x, y, x.copy(), y.copy(), "the XOR truth table", epochs=500, batch_size=4)
 
 
 def _students(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -359,7 +361,8 @@ def student_pass(rng: np.random.Generator, spec: DataSpec | None = None) -> Data
         return x.astype(np.float32), y
     x, y = draw(1000)
     xt, yt = draw(200)
-    return Dataset("student_pass", x, y, xt, yt, "pass/fail from attendance, homework, connection drops")
+    return Dataset("student_pass", x, y, xt, yt, "pass/fail from attendance, homework, connection drops",
+                   epochs=50, batch_size=32)
 
 
 @_synthetic("student_grade")
@@ -374,23 +377,31 @@ def student_grade(rng: np.random.Generator, spec: DataSpec | None = None) -> Dat
         return x.astype(np.float32), y.astype(np.float32)[:, None]
     x, y = draw(1000)
     xt, yt = draw(200)
-    return Dataset("student_grade", x, y, xt, yt, "grade from attendance, homework, connection drops")
+    return Dataset("student_grade", x, y, xt, yt, "grade from attendance, homework, connection drops",
+                   epochs=100, batch_size=32)
 
 
 @_synthetic("sigmoid_chain")
 def sigmoid_chain(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
-    """x ~ U(-1, 1), y = sigmoid(x·v) for a fixed random teacher v (sized to the model)."""
+    """Targets from the example's own chain with teacher weights 2, 3, 4.
+
+    x ~ U(-2, 2) (sized to the model's input), s = the mean of x's features,
+    y = sigmoid(4·sigmoid(3·sigmoid(2·s))) repeated to the target's width.
+    """
     in_width = _feature_width(spec.inputs[0]) if spec and spec.inputs else 1
     out_width = _feature_width(spec.targets[0]) if spec and spec.targets else 1
-    teacher = rng.normal(0.0, 2.0, (in_width, out_width))
+
+    def sigmoid(z: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-z))
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
-        x = rng.uniform(-1.0, 1.0, (n, in_width))
-        y = 1.0 / (1.0 + np.exp(-(x @ teacher)))
-        return x.astype(np.float32), y.astype(np.float32)
+        x = rng.uniform(-2.0, 2.0, (n, in_width))
+        y = sigmoid(4.0 * sigmoid(3.0 * sigmoid(2.0 * x.mean(axis=1, keepdims=True))))
+        return x.astype(np.float32), np.repeat(y, out_width, axis=1).astype(np.float32)
     x, y = draw(512)
     xt, yt = draw(128)
-    return Dataset("sigmoid_chain", x, y, xt, yt, "targets from a sigmoid teacher")
+    return Dataset("sigmoid_chain", x, y, xt, yt, "targets from a sigmoid chain with weights 2, 3, 4",
+                   epochs=50, batch_size=32)
 
 
 def _feature_width(spec: TensorSpec) -> int:

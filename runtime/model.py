@@ -320,16 +320,23 @@ class Model:
         with _DeferredInterrupt() as interrupt:
             for _ in range(epochs):
                 epoch = self.epochs_trained
-                logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, verbose,
-                                                         epochs, interrupt)
-                if val is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate(*val, batch_size=max(batch_size, 256)).items()})
+                bar = _progress(verbose, n, epoch)
+                try:
+                    logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt)
+                    if val is not None:
+                        val_logs = self._evaluate(*val, batch_size=max(batch_size, 256))
+                        logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                    if bar is not None:
+                        bar.set_postfix_str(_format_logs(logs), refresh=True)
+                finally:
+                    if bar is not None:
+                        bar.close()
                 history.record(epoch, logs)
                 history.epoch_seconds.append(seconds)
                 history.samples_per_second.append(n / seconds if seconds > 0 else float("inf"))
                 history.calls_per_epoch.append(calls)
                 self.epochs_trained += 1
-                if verbose == 2 or (verbose == 1 and val is not None):
+                if verbose == 2:
                     print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s)", flush=True)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, logs)
@@ -337,7 +344,8 @@ class Model:
         return history
 
     def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
-                     verbose: int, epochs: int, interrupt: _DeferredInterrupt) -> tuple[dict[str, float], float, int]:
+                     bar: Any, interrupt: _DeferredInterrupt) -> tuple[dict[str, float], float, int]:
+        """One pass over the data, one backend call per batch; the epoch's mean loss and metrics."""
         n = len(xs[0])
         if shuffle:
             order = self._shuffle_rng.permutation(n)
@@ -347,28 +355,22 @@ class Model:
         k = len(self._tensors)
         lr = np.array(self.learning_rate, dtype=np.float32)
         steps = math.ceil(n / batch_size)
-        bar = _progress(verbose, steps, n, self.epochs_trained, epochs)
         calls_before = self.backend.calls
         start = time.perf_counter()
         seen = 0
-        try:
-            for i in range(steps):
-                lo, hi = i * batch_size, min((i + 1) * batch_size, n)
-                args = [*self._tensors, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys), lr]
-                out = self.backend.train_step(args)
-                self._tensors = out[1:1 + k]
-                self.step += 1
-                batch_metrics = [float(out[0]), *(float(v) for v in out[1 + k:])]
-                sums += np.array(batch_metrics) * (hi - lo)
-                seen += hi - lo
-                if bar is not None:
-                    bar.update(hi - lo)
-                    if i % 10 == 0 or i == steps - 1:
-                        bar.set_postfix_str(_format_logs(dict(zip(metric_names, sums / seen))), refresh=False)
-                interrupt.check()
-        finally:
+        for i in range(steps):
+            lo, hi = i * batch_size, min((i + 1) * batch_size, n)
+            args = [*self._tensors, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys), lr]
+            out = self.backend.train_step(args)
+            self._tensors = out[1:1 + k]
+            self.step += 1
+            sums += np.array([float(out[0]), *(float(v) for v in out[1 + k:])]) * (hi - lo)
+            seen += hi - lo
             if bar is not None:
-                bar.close()
+                bar.update(hi - lo)
+                if i % 20 == 0:
+                    bar.set_postfix_str(_format_logs(dict(zip(metric_names, sums / seen))), refresh=False)
+            interrupt.check()
         seconds = time.perf_counter() - start
         logs = dict(zip(metric_names, (float(v) for v in sums / max(seen, 1))))
         return logs, seconds, self.backend.calls - calls_before
@@ -498,7 +500,8 @@ def _format_logs(logs: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in logs.items())
 
 
-def _progress(verbose: int, steps: int, n: int, epoch: int, epochs: int) -> Any:
+def _progress(verbose: int, n: int, epoch: int) -> Any:
+    """A tqdm bar over the samples of one epoch (verbose=1), else None."""
     if verbose != 1:
         return None
     from tqdm import tqdm

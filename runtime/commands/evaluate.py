@@ -1,0 +1,44 @@
+"""``dlc evaluate FILE --weights W``: loss and metrics of trained weights on a data set.
+
+Evaluates the data set's test split when it has one (MNIST's 10000 test
+images), else its training data, and says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..data import load_data
+from ..model import load_model
+from .train import add_data_arguments, add_model_arguments
+
+NAME = "evaluate"
+HELP = "evaluate a trained model (loss and metrics) on a data set"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dlc evaluate``."""
+    add_model_arguments(parser)
+    parser.add_argument("--weights", required=True, metavar="PATH", help="a checkpoint written by dlc train --save")
+    add_data_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=256, help="samples per call (default 256)")
+    parser.add_argument("--metrics-out", default=None, metavar="PATH", help="also write the results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print ``split: loss=... metric=...``."""
+    model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights)
+    data = load_data(args.data, model.data_spec, seed=args.seed, label_column=args.label_column)
+    if data.has_test:
+        split, x, y = "test", data.x_test, data.y_test
+    else:
+        split, x, y = "train", data.x_train, data.y_train
+    results = model.evaluate(x, y, batch_size=args.batch_size)
+    print(f"{model.name} on {data.name} ({split}, {len(x)} samples): "
+          + "  ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    if args.metrics_out:
+        report = {"model": model.name, "data": data.name, "split": split, "samples": len(x), **results}
+        Path(args.metrics_out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
