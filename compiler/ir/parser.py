@@ -43,7 +43,7 @@ from .core import Function, Module, Op, Value
 from .printer import DENSE_ELEMENT_TYPES, MODULE_ATTR_PREFIX, OUTPUT_NAME_ATTR
 from .types import Dim, DType, TensorType
 
-MAX_ERRORS = 20
+MAX_ERRORS = 100
 MAX_NESTING = 64
 MAX_DENSE_ELEMENTS = 1 << 28   # a splat may not ask for more elements than this
 
@@ -173,12 +173,18 @@ class _Parser:
                notes: list[str] | None = None) -> None:
         self.errors.append(ParseError(message, self.location(start, end), notes))
 
-    def expected(self, what: str) -> NoReturn:
-        """Fail with "expected X, found Y"; at the line's end when the line ends too early."""
+    def expected(self, what: str, within_line: bool = True) -> NoReturn:
+        """Fail with "expected X, found Y".
+
+        ``within_line``: X belongs on the line of what came before (inside an op
+        or a header), so a line that ends early is reported at its end.
+        """
         found = self.found()
         prev = self._code_end_before(self.pos)
-        if prev is not None and "\n" in self.text[prev:self.pos]:
-            self.fail(f"expected {what}, found end of line", prev, prev + 1)
+        at_end = self.pos >= len(self.text)
+        if prev is not None and "\n" in self.text[prev:self.pos] and (within_line or at_end):
+            ending = "end of input" if at_end else "end of line"
+            self.fail(f"expected {what}, found {ending}", prev, prev + 1)
         self.fail(f"expected {what}, found {found}")
 
     def _code_end_before(self, pos: int) -> int | None:
@@ -316,7 +322,7 @@ class _Parser:
             else:
                 self.functions(module, inside_module=False)
             if not self.at_end():
-                self.expected("end of input")
+                self.expected("end of input", within_line=False)
         except _Fail:
             pass
         if self.errors:
@@ -347,18 +353,17 @@ class _Parser:
                 return
             if not self.peek_word("func.func"):
                 try:
-                    self.expected("'func.func'" + (" or '}'" if inside_module else ""))
+                    self.expected("'func.func'" + (" or '}'" if inside_module else ""),
+                                  within_line=False)
                 except _Fail:
                     self.recover_to(_FUNC_START)
                     continue
-            start = self.pos
             try:
                 func = self.function(seen)
             except _Fail:
                 self.recover_to(_FUNC_START)
                 continue
             if func is not None:
-                seen[func.name] = start
                 module.functions.append(func)
 
     def function(self, seen: dict[str, int]) -> Function | None:
@@ -368,10 +373,13 @@ class _Parser:
         self.skip_ws()
         name_pos = self.pos
         name = self.symbol()
-        if name in seen:
+        duplicate = name in seen
+        if duplicate:
             prev = self.location(seen[name])
             self.record(f"redefinition of function @{name}", name_pos, self.pos,
                         [f"previous definition at {prev}"])
+        else:
+            seen[name] = start
         scope: dict[str, _Binding] = {}
         params = self.params(scope)
         result_types, output_names = self.results()
@@ -386,7 +394,7 @@ class _Parser:
         loc = self.optional_location()
         if loc is not None:
             func.loc = loc
-        if not ok or len(self.errors) > errors_before or name in seen:
+        if not ok or len(self.errors) > errors_before or duplicate:
             return None
         return func
 
@@ -459,7 +467,7 @@ class _Parser:
                     self.record("expected 'func.return' before '}'", self.pos - 1, self.pos)
                 return True
             if self.at_end() or self.peek_word("func.func"):
-                self.expected(f"'}}' to close function @{func.name}")
+                self.expected(f"'}}' to close function @{func.name}", within_line=False)
             stmt_start = self.pos
             try:
                 if self.peek_word("func.return") or self.peek_word("return"):
@@ -519,7 +527,7 @@ class _Parser:
         self.skip_ws()
         name_pos = self.pos
         if not self.peek('"'):
-            self.expected("an op name in quotes, like '\"dl.add\"'")
+            self.expected("an op name in quotes, like '\"dl.add\"'", within_line=bool(defs))
         full_name = self.string()
         name_end = self.pos
         opdef = base.get_op(full_name) if full_name.startswith("dl.") else None
