@@ -1,1 +1,3 @@
 """The dlc runtime: compiled modules, the Model API, datasets and the ``dlc`` CLI."""
+
+from .model import load_model  # noqa: E402,F401  (the Model API, runtime/model.py)
