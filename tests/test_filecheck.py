@@ -170,7 +170,7 @@ def run_lines(path: Path) -> list[str]:
             continue
         command = pending + command.strip()
         if command.endswith("\\"):
-            pending = command[:-1] + " "
+            pending = command[:-1].rstrip() + " "
             continue
         pending = ""
         commands.append(command)
