@@ -1,0 +1,189 @@
+"""The benchmark cases: what is measured, in which unit, and the issue's targets.
+
+A case is timed in a worker process (see :mod:`bench.worker`); its figure is
+the median of interleaved repetitions after warm-up.  Cases that are not
+timed in a worker (compile time, peak memory) are run by :mod:`bench.run`
+through their own subprocesses.
+
+Case ids: ``sgemm-<size>`` / ``sgemm-<mlp shape>``, ``step-<batch>``,
+``epoch``, ``infer-<batch>``, ``vmath-<fn>``, ``compile-cold``,
+``compile-warm``, ``memory``.  Groups (``--cases sgemm,step``) select every
+case whose id starts with the group name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Implementations.  A worker "family" serves one or more of them.
+DLC = "dlc"
+NUMPY = "numpy"
+TORCH = "torch"
+TORCH_COMPILE = "torch.compile"
+JAX = "jax"
+IMPLS = (DLC, NUMPY, TORCH, TORCH_COMPILE, JAX)
+PEERS = (NUMPY, TORCH, TORCH_COMPILE, JAX)
+FAMILY = {DLC: "dlc", NUMPY: "numpy", TORCH: "torch", TORCH_COMPILE: "torch", JAX: "jax"}
+
+# The MNIST MLP of FACTS.md: 784-512(relu)-10, softmax cross-entropy, SGD.
+MLP_IN, MLP_HIDDEN, MLP_OUT = 784, 512, 10
+MLP_LR = 0.1
+EPOCH_SAMPLES = 60000
+EPOCH_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Target:
+    """An issue target: ``ratio <= bound`` (``lower_is_better``) or ``ratio >= bound``.
+
+    ``versus`` names the reference: an implementation, ``"fastest peer"``,
+    or ``"absolute"`` (then the bound is compared with dlc's own figure).
+    """
+
+    bound: float
+    versus: str
+    lower_is_better: bool
+
+    def holds(self, ratio: float) -> bool:
+        """Whether a measured ratio (or absolute figure) meets the target."""
+        return ratio <= self.bound if self.lower_is_better else ratio >= self.bound
+
+    def describe(self) -> str:
+        """Short text for the table, e.g. ``<=0.75x fastest peer``."""
+        op = "<=" if self.lower_is_better else ">="
+        if self.versus == "absolute":
+            return f"{op}{self.bound:g}"
+        return f"{op}{self.bound:g}x {self.versus}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured quantity.
+
+    ``unit`` is ``GFLOP/s`` or ``Gelem/s`` (higher is better; the worker
+    measures seconds per call and :func:`figure` converts) or a time unit.
+    ``impls`` are the implementations that take part; ``params`` is what the
+    workers need to build the runnable (shapes, batch size, function name).
+    """
+
+    id: str
+    label: str
+    unit: str
+    impls: tuple[str, ...]
+    params: dict = field(default_factory=dict)
+    targets: dict[int, Target] = field(default_factory=dict)   # threads -> target
+    threads: tuple[int, ...] | None = None   # None: every requested thread count
+    quick: bool = True                      # part of --quick
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.unit in ("GFLOP/s", "Gelem/s")
+
+    def figure(self, seconds: float) -> float:
+        """Convert seconds per call into this case's unit."""
+        if self.unit == "GFLOP/s":
+            return self.params["flop"] / seconds / 1e9
+        if self.unit == "Gelem/s":
+            return self.params["elements"] / seconds / 1e9
+        return seconds * TIME_SCALE[self.unit]
+
+
+TIME_SCALE = {"s": 1.0, "ms": 1e3, "us": 1e6}
+
+
+def _every_thread_count(target: Target) -> dict[int, Target]:
+    return {1: target, 2: target}
+
+
+def _sgemm(id_: str, m: int, k: int, n: int, bound: float | None, quick: bool) -> Case:
+    targets = _every_thread_count(Target(bound, NUMPY, False)) if bound else {}
+    return Case(id_, f"sgemm {m}x{k} . {k}x{n}", "GFLOP/s", (DLC, NUMPY, TORCH, JAX),
+                {"m": m, "k": k, "n": n, "flop": 2.0 * m * k * n}, targets, quick=quick)
+
+
+def _sgemm_cases() -> list[Case]:
+    square = [_sgemm(f"sgemm-{s}", s, s, s, 0.9 if s >= 512 else None, s in (512, 1024))
+              for s in (256, 512, 1024, 2048)]
+    mlp = [
+        _sgemm("sgemm-fwd1", 128, 784, 512, 1.0, True),     # x . W1
+        _sgemm("sgemm-fwd2", 128, 512, 10, 1.0, False),     # h . W2
+        _sgemm("sgemm-dw1", 784, 128, 512, 1.0, True),      # x^T . dh
+        _sgemm("sgemm-dw2", 512, 128, 10, 1.0, False),      # h^T . dlogits
+        _sgemm("sgemm-dh", 128, 10, 512, 1.0, False),       # dlogits . W2^T
+    ]
+    return square + mlp
+
+
+def _step_cases() -> list[Case]:
+    bounds = {1: 0.5, 32: 0.75, 128: 0.75}
+    cases = []
+    for batch in (1, 32, 128, 512):
+        bound = bounds.get(batch)
+        targets = _every_thread_count(Target(bound, "fastest peer", True)) if bound else {}
+        cases.append(Case(f"step-{batch}", f"MLP train step, batch {batch}", "us", IMPLS,
+                          {"batch": batch}, targets, quick=batch in (1, 128)))
+    return cases
+
+
+def _infer_cases() -> list[Case]:
+    return [Case(f"infer-{batch}", f"MLP inference, batch {batch}", "us", IMPLS,
+                 {"batch": batch}, _every_thread_count(Target(bound, "fastest peer", True)))
+            for batch, bound in ((1, 0.5), (128, 0.8))]
+
+
+def _epoch_case() -> Case:
+    return Case("epoch", f"MNIST epoch ({EPOCH_SAMPLES} samples, batch {EPOCH_BATCH})", "ms",
+                IMPLS, {"batch": EPOCH_BATCH},
+                _every_thread_count(Target(0.75, "fastest peer", True)), quick=False)
+
+
+VMATH_ELEMENTS = 1 << 20
+
+
+def _vmath_cases() -> list[Case]:
+    return [Case(f"vmath-{fn}", f"{fn} on {VMATH_ELEMENTS} f32", "Gelem/s", (DLC, NUMPY),
+                 {"fn": fn, "elements": VMATH_ELEMENTS},
+                 _every_thread_count(Target(1.0, NUMPY, False)), quick=fn in ("exp", "tanh"))
+            for fn in ("exp", "log", "tanh", "sigmoid")]
+
+
+# Cases run by bench.run itself (subprocesses), not timed in a worker.
+COMPILE_COLD = Case("compile-cold", "dlc compile, cold cache (MLP model)", "s", (DLC,),
+                    targets={0: Target(1.0, "absolute", True)}, threads=(0,))
+COMPILE_WARM = Case("compile-warm", "dlc compile, warm cache (MLP model)", "ms", (DLC,),
+                    targets={0: Target(50.0, "absolute", True)}, threads=(0,))
+MEMORY = Case("memory", "peak RSS, one MNIST training epoch", "MB",
+              (DLC, NUMPY, TORCH, JAX), threads=(0,))
+SPEEDUP = Case("sgemm-1024-speedup", "sgemm 1024, 2-thread speedup", "x", (DLC, NUMPY, TORCH, JAX),
+               targets={0: Target(1.8, "absolute", False)}, threads=(0,))
+
+WORKER_CASES: list[Case] = (_sgemm_cases() + _step_cases() + _infer_cases() + _vmath_cases()
+                            + [_epoch_case()])
+PROCESS_CASES: list[Case] = [COMPILE_COLD, COMPILE_WARM, MEMORY]
+ALL_CASES: list[Case] = WORKER_CASES + PROCESS_CASES
+BY_ID: dict[str, Case] = {c.id: c for c in ALL_CASES + [SPEEDUP]}
+GROUPS = ("sgemm", "step", "infer", "vmath", "epoch", "compile", "memory")
+
+
+class UnknownCase(ValueError):
+    """A ``--cases`` entry that names no case or group."""
+
+
+def select(names: list[str] | None, quick: bool) -> list[Case]:
+    """The cases to run, in table order.
+
+    ``names`` are case ids or group names (a group selects every case whose
+    id starts with it).  ``None`` means every case, or the quick subset.
+    Raises :class:`UnknownCase` for a name that matches nothing.
+    """
+    if names is None:
+        return [c for c in ALL_CASES if c.quick or not quick]
+    chosen: set[str] = set()
+    for name in names:
+        matched = [c.id for c in ALL_CASES if c.id == name or c.id.startswith(name + "-")
+                   or (name in GROUPS and c.id == name)]
+        if not matched:
+            known = ", ".join(GROUPS + tuple(c.id for c in ALL_CASES))
+            raise UnknownCase(f"unknown case {name!r}; known: {known}")
+        chosen.update(matched)
+    return [c for c in ALL_CASES if c.id in chosen]

@@ -1,0 +1,135 @@
+"""Results, the issue's targets (PASS / MISS), the table and the JSON file."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cases import DLC, IMPLS, Case
+
+
+@dataclass
+class Result:
+    """One row: a case at one thread count (0: not per thread count).
+
+    ``figures`` are in the case's unit (medians); ``na`` gives the reason an
+    implementation has no figure; ``samples`` keeps each repetition's raw
+    figure; ``extras`` holds what else was learnt (first-call times, ...).
+    """
+
+    case: Case
+    threads: int
+    figures: dict[str, float] = field(default_factory=dict)
+    na: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def add_samples(self, impl: str, values: list[float]) -> None:
+        """Record repetitions of ``impl`` (in the case's unit) and their median."""
+        self.samples[impl] = values
+        self.figures[impl] = statistics.median(values)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """dlc against the reference: the ratio, what it was taken against, PASS/MISS/n/a/-."""
+
+    ratio: float | None
+    versus: str | None
+    status: str
+
+
+def _reference(result: Result, versus: str) -> tuple[str, float] | None:
+    """The reference implementation and figure: a named one, or the fastest peer."""
+    peers = {k: v for k, v in result.figures.items() if k != DLC}
+    if versus in peers:
+        return versus, peers[versus]
+    if versus != "fastest peer" or not peers:
+        return None
+    best = max(peers, key=peers.get) if result.case.higher_is_better else min(peers, key=peers.get)
+    return best, peers[best]
+
+
+def verdict(result: Result) -> Verdict:
+    """Judge a row against its target (if it has one for this thread count)."""
+    target = result.case.targets.get(result.threads)
+    dlc = result.figures.get(DLC)
+    if target is not None and target.versus == "absolute":
+        if dlc is None:
+            return Verdict(None, None, "n/a")
+        return Verdict(None, None, "PASS" if target.holds(dlc) else "MISS")
+    default = "numpy" if result.case.higher_is_better and "numpy" in result.figures else "fastest peer"
+    ref = _reference(result, target.versus if target else default)
+    if dlc is None or ref is None:
+        return Verdict(None, ref[0] if ref else None, "n/a" if target else "-")
+    ratio = dlc / ref[1]
+    if target is None:
+        return Verdict(ratio, ref[0], "-")
+    return Verdict(ratio, ref[0], "PASS" if target.holds(ratio) else "MISS")
+
+
+def format_figure(value: float) -> str:
+    """Three significant figures or so, without scientific notation."""
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def table(results: list[Result], impls: tuple[str, ...] = IMPLS) -> str:
+    """A markdown table of every row, then numbered notes for the n/a reasons."""
+    header = ["case", "thr", "unit", *impls, "dlc / ref", "target", "status"]
+    rows, notes = [], []
+    for r in results:
+        cells = [r.case.label, str(r.threads) if r.threads else "-", r.case.unit]
+        for impl in impls:
+            if impl in r.figures:
+                cells.append(format_figure(r.figures[impl]))
+            elif impl in r.na:
+                if r.na[impl] not in notes:
+                    notes.append(r.na[impl])
+                cells.append(f"n/a [{notes.index(r.na[impl]) + 1}]")
+            else:
+                cells.append("-")
+        v = verdict(r)
+        target = r.case.targets.get(r.threads)
+        cells.append(f"{v.ratio:.2f} ({v.versus})" if v.ratio is not None else "-")
+        cells.append(target.describe() if target else "-")
+        cells.append(v.status)
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in rows]
+    if notes:
+        out.append("")
+        out += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
+    return "\n".join(out)
+
+
+def summary(results: list[Result]) -> dict[str, int]:
+    """How many targets passed, missed, or could not be judged."""
+    counts = {"PASS": 0, "MISS": 0, "n/a": 0}
+    for r in results:
+        status = verdict(r).status
+        if status in counts:
+            counts[status] += 1
+    return counts
+
+
+def to_json(result: Result) -> dict[str, Any]:
+    """A row as plain JSON data (with its verdict)."""
+    v = verdict(result)
+    target = result.case.targets.get(result.threads)
+    return {"case": result.case.id, "label": result.case.label, "unit": result.case.unit,
+            "threads": result.threads or None, "figures": result.figures, "na": result.na,
+            "samples": result.samples, "extras": result.extras,
+            "ratio": v.ratio, "versus": v.versus, "status": v.status,
+            "target": target.describe() if target else None}

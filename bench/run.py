@@ -1,0 +1,404 @@
+"""Benchmark dlc against numpy, PyTorch (eager and torch.compile) and JAX.
+
+    python bench/run.py --setup      # first time: create bench/.venv with the peers
+    python bench/run.py              # every case, 1 and 2 threads (~10 min)
+    python bench/run.py --quick      # fewer cases and repetitions (< 2 min)
+
+Each figure is the median of repeated measurements after warm-up.  All
+implementations of a case are measured in the same run, interleaved: every
+repetition times each implementation once, in rotating order, each in its
+own long-lived worker process (one per library and thread count; see
+bench/worker.py).  Prints a markdown table with the issue's targets
+(PASS/MISS) and writes every number, sample and setting to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):          # run as a script: python bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from bench import cases as C                                   # noqa: E402
+from bench.client import REPO_ROOT, WorkerClient, WorkerFailed   # noqa: E402
+from bench.report import Result, summary, table, to_json        # noqa: E402
+from bench.setup_env import VENV_DIR, setup, venv_python        # noqa: E402
+from bench.worker import worker_env                             # noqa: E402
+
+DEFAULT_JSON = REPO_ROOT / "bench" / "out" / "results.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Repetitions and durations of one run."""
+
+    reps: int              # interleaved repetitions per case (median taken)
+    target_s: float        # about how long one measurement lasts
+    warmup_s: float        # warm-up time after the first call
+    epoch_reps: int        # repetitions of the (long) epoch case
+    compile_reps: int      # cold + warm compile measurements
+    prepare_timeout_s: float = 900.0
+
+
+DEFAULT_SETTINGS = Settings(reps=7, target_s=0.1, warmup_s=0.2, epoch_reps=3, compile_reps=3)
+QUICK_SETTINGS = Settings(reps=3, target_s=0.03, warmup_s=0.05, epoch_reps=2, compile_reps=1)
+
+PEER_CHOICES = ("numpy", "torch", "torch.eager", "torch.compile", "jax")
+
+
+class UsageError(Exception):
+    """A bad command-line value; printed as ``error: ...``."""
+
+
+def parse_peers(text: str | None, quick: bool) -> tuple[str, ...]:
+    """``--peers`` to implementation names, in table order.
+
+    ``torch`` means eager and torch.compile, except under ``--quick``, where
+    torch.compile (tens of seconds of compiling) runs only if named.
+    """
+    names = [n.strip() for n in (text or "numpy,torch,jax").split(",") if n.strip()]
+    chosen: set[str] = set()
+    for name in names:
+        if name not in PEER_CHOICES:
+            raise UsageError(f"unknown peer {name!r}; choose from {', '.join(PEER_CHOICES)}")
+        if name == "torch":
+            chosen.add(C.TORCH)
+            if not quick:
+                chosen.add(C.TORCH_COMPILE)
+        elif name == "torch.eager":
+            chosen.add(C.TORCH)
+        else:
+            chosen.add(name)
+    return tuple(p for p in C.PEERS if p in chosen)
+
+
+def parse_threads(text: str) -> tuple[int, ...]:
+    """``--threads 1,2`` to a sorted tuple of positive ints."""
+    try:
+        counts = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise UsageError(f"--threads takes a comma-separated list of integers, got {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise UsageError("--threads needs at least one positive thread count")
+    return tuple(counts)
+
+
+def log(message: str) -> None:
+    """Progress, on stderr so the table on stdout stays clean."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Worker cases: interleaved repetitions across the worker processes
+
+
+class Session:
+    """The worker processes of one thread count, started on first use."""
+
+    def __init__(self, python: str, threads: int, env: dict[str, str]) -> None:
+        self.python, self.threads, self.env = python, threads, env
+        self.clients: dict[str, WorkerClient] = {}
+
+    def client(self, family: str) -> WorkerClient:
+        if family not in self.clients:
+            self.clients[family] = WorkerClient(self.python, family, self.threads, self.env)
+        return self.clients[family]
+
+    def describe(self, families: list[str]) -> dict[str, Any]:
+        out = {}
+        for family in families:
+            try:
+                out[family] = self.client(family).request({"cmd": "describe"}, 300)["info"]
+            except WorkerFailed as e:
+                out[family] = {"error": str(e)}
+        return out
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Settings) -> Result:
+    """Prepare every implementation, then time them interleaved; medians into a Result."""
+    result = Result(case, session.threads)
+    is_epoch = case.id == "epoch"
+    reps = settings.epoch_reps if is_epoch else settings.reps
+    ready: dict[str, int] = {}
+    for impl in impls:
+        if impl not in case.impls:
+            continue
+        reply = _ask(session, impl, {"cmd": "prepare", "impl": impl, "case": case.id,
+                                     "target_s": 0.0 if is_epoch else settings.target_s,
+                                     "warmup_s": 0.0 if is_epoch else settings.warmup_s,
+                                     "warmup_calls": 1 if is_epoch else 2},
+                     settings.prepare_timeout_s, result)
+        if reply is not None:
+            ready[impl] = reply["n"]
+            result.extras[impl] = {k: reply[k] for k in ("build_s", "first_call_s", "per_call_s", "n")}
+    seconds: dict[str, list[float]] = {impl: [] for impl in ready}
+    order = list(ready)
+    for rep in range(reps):
+        for impl in rotated(order, rep):
+            if impl in result.na:
+                continue
+            expected = result.extras[impl]["per_call_s"] * ready[impl]
+            reply = _ask(session, impl, {"cmd": "time", "impl": impl, "case": case.id},
+                         max(120.0, 20 * expected), result)
+            if reply is not None:
+                seconds[impl].append(reply["seconds"])
+    for impl in ready:
+        if impl not in result.na and seconds[impl]:
+            result.add_samples(impl, [case.figure(s) for s in seconds[impl]])
+        _ask(session, impl, {"cmd": "release", "impl": impl, "case": case.id}, 60, result, quiet=True)
+    return result
+
+
+def rotated(items: list[str], shift: int) -> list[str]:
+    """``items`` rotated left by ``shift``: who goes first changes every repetition."""
+    if not items:
+        return []
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
+def _ask(session: Session, impl: str, request: dict[str, Any], timeout_s: float, result: Result,
+         quiet: bool = False) -> dict[str, Any] | None:
+    """Send a request; on failure record the reason as this implementation's n/a."""
+    try:
+        reply = session.client(C.FAMILY[impl]).request(request, timeout_s)
+    except WorkerFailed as e:
+        reply = {"ok": False, "reason": str(e)}
+    if reply.get("ok"):
+        return reply
+    if not quiet:
+        result.na.setdefault(impl, reply.get("reason", "failed"))
+        result.figures.pop(impl, None)
+    return None
+
+
+def describe_result(result: Result) -> str:
+    """One progress line: figures and n/a reasons."""
+    parts = [f"{impl} {value:.4g}" for impl, value in result.figures.items()]
+    parts += [f"{impl} n/a ({reason})" for impl, reason in result.na.items()]
+    threads = f"[{result.threads} thr] " if result.threads else ""
+    return f"{threads}{result.case.id} ({result.case.unit}): " + ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Process cases: compile time, peak memory
+
+
+def run_json(command: list[str], env: dict[str, str], timeout_s: float = 900) -> dict[str, Any]:
+    """Run a ``bench.oneshot`` command; its last stdout line is JSON."""
+    try:
+        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "reason": f"timed out after {timeout_s:g} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "reason": f"exit code {proc.returncode}: {tail}"}
+
+
+def measure_compile(python: str, env: dict[str, str], settings: Settings) -> list[Result]:
+    """dlc's ``load_model`` of the bench MLP in fresh processes: cold cache, then warm."""
+    cold, warm = Result(C.COMPILE_COLD, 0), Result(C.COMPILE_WARM, 0)
+    samples: dict[str, list[float]] = {"cold": [], "warm": []}
+    extras: dict[str, list[dict]] = {"cold": [], "warm": []}
+    for _ in range(settings.compile_reps):
+        with tempfile.TemporaryDirectory(prefix="dlc-bench-cache-") as cache:
+            run_env = {**env, "DLC_CACHE_DIR": cache}
+            for kind in ("cold", "warm"):
+                reply = run_json([python, "-m", "bench.oneshot", "compile"], run_env)
+                if not reply.get("ok"):
+                    (cold if kind == "cold" else warm).na[C.DLC] = reply.get("reason", "failed")
+                    continue
+                samples[kind].append(reply["seconds"])
+                extras[kind].append({k: v for k, v in reply.items() if k != "ok"})
+    for result, kind in ((cold, "cold"), (warm, "warm")):
+        if samples[kind] and C.DLC not in result.na:
+            result.add_samples(C.DLC, [result.case.figure(s) for s in samples[kind]])
+            result.extras[C.DLC] = extras[kind]
+    return [cold, warm]
+
+
+def measure_memory(python: str, impls: tuple[str, ...], threads: int,
+                   env: dict[str, str]) -> Result:
+    """Peak RSS of one training epoch per implementation, each in its own process."""
+    result = Result(C.MEMORY, 0)
+    for impl in impls:
+        if impl not in C.MEMORY.impls:
+            continue
+        child = [python, "-m", "bench.oneshot", "train", "--impl", impl, "--threads", str(threads)]
+        reply = run_json([python, "-m", "bench.oneshot", "peak-rss", "--", *child],
+                         worker_env(C.FAMILY[impl], threads, env))
+        child_reply = reply.get("child") or {}
+        if reply.get("ok") and child_reply.get("ok"):
+            result.add_samples(impl, [reply["peak_rss_mb"]])
+            result.extras[impl] = {"epoch_s": child_reply.get("seconds"), "threads": threads}
+        else:
+            result.na[impl] = child_reply.get("reason") or reply.get("reason") or \
+                f"training process failed (exit code {reply.get('returncode')})"
+    return result
+
+
+def speedup(results: list[Result]) -> Result | None:
+    """The 2-thread / 1-thread ratio of sgemm 1024 for every implementation measured at both."""
+    by_threads = {r.threads: r for r in results if r.case.id == "sgemm-1024"}
+    if 1 not in by_threads or 2 not in by_threads:
+        return None
+    row = Result(C.SPEEDUP, 0)
+    for impl in C.SPEEDUP.impls:
+        one, two = by_threads[1].figures.get(impl), by_threads[2].figures.get(impl)
+        if one and two:
+            row.figures[impl] = two / one
+        elif impl in by_threads[1].na or impl in by_threads[2].na:
+            row.na[impl] = by_threads[1].na.get(impl) or by_threads[2].na[impl]
+    return row
+
+
+# ---------------------------------------------------------------------------
+# The run
+
+
+def system_info() -> dict[str, Any]:
+    """CPU, cores, OS, Python, commit, load and the BLAS-tuning variables as set here."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": sys.version.split()[0], "commit": commit or None,
+            "loadavg": list(os.getloadavg()),
+            "env": {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                    "DLC_NUM_THREADS", "XLA_FLAGS")}}
+
+
+def order_results(results: list[Result]) -> list[Result]:
+    """Table order: cases as in bench/cases.py, each case's thread counts ascending."""
+    index = {c.id: i for i, c in enumerate(C.ALL_CASES)}
+    index[C.SPEEDUP.id] = index["sgemm-dh"] + 0.5
+    return sorted(results, key=lambda r: (index[r.case.id], r.threads))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the selected cases; returns the report as JSON-ready data."""
+    settings = QUICK_SETTINGS if args.quick else DEFAULT_SETTINGS
+    if args.reps:
+        settings = Settings(**{**asdict(settings), "reps": args.reps, "epoch_reps": args.reps})
+    selected = C.select(args.cases.split(",") if args.cases else None, args.quick)
+    threads = parse_threads(args.threads)
+    impls = (C.DLC, *parse_peers(args.peers, args.quick))
+    python = args.python or (str(venv_python()) if venv_python().exists() else sys.executable)
+    env = dict(os.environ)
+    log(f"interpreter {python}; implementations {', '.join(impls)}; threads {threads}; "
+        f"{len(selected)} cases")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    info = system_info()
+    results: list[Result] = []
+    workers: dict[int, Any] = {}
+    worker_cases = [c for c in selected if c in C.WORKER_CASES]
+    families = sorted({C.FAMILY[i] for i in impls})
+    for n in threads if worker_cases else ():
+        session = Session(python, n, env)
+        try:
+            workers[n] = session.describe(families)
+            for case in worker_cases:
+                result = measure(session, case, impls, settings)
+                log(describe_result(result))
+                results.append(result)
+        finally:
+            session.close()
+    extra = speedup(results)
+    if extra is not None:
+        results.append(extra)
+    base = worker_env("dlc", max(threads), env)
+    if C.COMPILE_COLD in selected or C.COMPILE_WARM in selected:
+        for result in measure_compile(python, base, settings):
+            if result.case in selected:
+                log(describe_result(result))
+                results.append(result)
+    if C.MEMORY in selected:
+        result = measure_memory(python, impls, max(threads), env)
+        log(describe_result(result))
+        results.append(result)
+    results = order_results(results)
+    info["loadavg_end"] = list(os.getloadavg())
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "seconds": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
+        "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
+        "interpreter": python, "system": info, "settings": asdict(settings),
+        "threads": list(threads), "implementations": list(impls), "workers": workers,
+        "summary": summary(results), "results": [to_json(r) for r in results],
+        "table": table(results, impls),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"case groups: {', '.join(C.GROUPS)}; case ids: "
+               + ", ".join(c.id for c in C.ALL_CASES))
+    parser.add_argument("--setup", action="store_true",
+                        help=f"create or refresh the bench venv ({VENV_DIR.relative_to(REPO_ROOT)}) first")
+    parser.add_argument("--setup-only", action="store_true", help="set up the venv, then stop")
+    parser.add_argument("--quick", action="store_true", help="fewer cases and repetitions (< 2 min)")
+    parser.add_argument("--cases", help="comma-separated case ids or groups (default: all)")
+    parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    parser.add_argument("--peers", help=f"comma-separated, from {', '.join(PEER_CHOICES)} "
+                                        "(default numpy,torch,jax)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                        help=f"where to write the JSON report (default {DEFAULT_JSON.relative_to(REPO_ROOT)})")
+    parser.add_argument("--reps", type=int, help="repetitions per case (overrides the default)")
+    parser.add_argument("--python", help="interpreter for the workers (default: the bench venv's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse options, optionally set up the venv, run, print, write JSON."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.setup or args.setup_only:
+            setup()
+            if args.setup_only:
+                return 0
+        report = run(args)
+    except (UsageError, C.UnknownCase) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:
+        print(f"error: {' '.join(map(str, e.cmd))} failed with exit code {e.returncode}", file=sys.stderr)
+        return 1
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(report["table"])
+    counts = report["summary"]
+    print(f"\ntargets: {counts['PASS']} PASS, {counts['MISS']} MISS, {counts['n/a']} n/a; "
+          f"{report['seconds']:.0f} s; JSON in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
