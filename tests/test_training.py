@@ -227,3 +227,14 @@ def test_module_without_model_is_a_training_error() -> None:
 
     with pytest.raises(DlError, match="no model block"):
         build_train_step(Module())
+
+
+def test_train_step_prints_and_parses_back() -> None:
+    from compiler.ir.parser import parse_module
+    from compiler.ir.printer import print_module
+
+    module = linear_module({"name": "adamw"})
+    build_train_step(module)
+    text = print_module(module)
+    assert '%adamw.momentum.dense_1.kernel: tensor<3x2xf32>' in text and "inplace = [[1, " in text
+    assert print_module(parse_module(text, "step.mlir")) == text
