@@ -1,0 +1,542 @@
+"""dl IR -> loop IR: composite expansion, fusion, bufferization, scheduling.
+
+The steps, in order (:func:`lower_function`):
+
+1. **Expand composites** with their op-table ``decompose`` rule, recursively,
+   so only primitives remain.
+2. **Walk the ops**, giving each value either an *expression* (a virtual value:
+   elementwise ops, broadcasts, transposes, squeezes, iota, scalar
+   constants -- nothing is computed yet) or a *buffer* (a materialized value).
+   An elementwise value is materialized when it has several uses (so it is
+   computed once), when it is a function output, or when a consumer needs
+   memory (matmul operands, reshapes that are not squeezes).  A single-use
+   chain therefore fuses into its consumer: one loop nest, or the input of a
+   reduction.  Loads of buffers, constants and iotas are *cheap* and are
+   inlined into every consumer.
+3. **Matmul epilogues**: an elementwise kernel that is the only reader of a
+   matmul's result, at the same shape, becomes that matmul's epilogue.
+4. **In-place outputs** (``Function.attrs["inplace"]``): the kernel writing
+   such an output writes straight into its parameter's memory when that is
+   safe -- it reads the parameter only element-for-element and every other
+   reader of the parameter can be scheduled before it; otherwise the result
+   goes to a temporary copied into place at the very end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from ..diagnostics import LoweringError
+from ..ir.builder import Builder, new_function
+from ..ir.core import Function, Op, Value
+from ..ir.types import DType, TensorType
+from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
+from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
+                    Elementwise, Expr, Iota, Kernel, Load, Matmul, Program, Reduce,
+                    identity_index, loads, remap, replace_loads)
+
+# ---------------------------------------------------------------------------
+# 1. Composite expansion
+
+
+def expand_composites(func: Function) -> Function:
+    """A copy of ``func`` with every composite op replaced by its decomposition."""
+    new, b = new_function(func.name, [(p.name or f"arg{i}", p.type) for i, p in enumerate(func.params)],
+                          loc=func.loc)
+    vmap: dict[Value, Value] = dict(zip(func.params, new.params))
+    for op in func.ops:
+        results = _emit_expanded(b, op, [vmap[v] for v in op.operands])
+        vmap.update(zip(op.results, results))
+    new.outputs = [vmap[v] for v in func.outputs]
+    new.output_names = list(func.output_names)
+    new.attrs = dict(func.attrs)
+    return new
+
+
+def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
+    opdef = get_op(op.name)
+    if opdef is None:
+        raise LoweringError(f"unknown op dl.{op.name}", op.loc)
+    if opdef.kind != COMPOSITE:
+        new_op = Builder.make(op.name, operands, dict(op.attrs), op.loc)
+        b.func.ops.append(new_op)
+        return list(new_op.results)
+    if opdef.decompose is None:
+        raise LoweringError(f"composite op dl.{op.name} has no decompose rule", op.loc)
+    scratch, sb = new_function("decompose", [(f"a{i}", v.type) for i, v in enumerate(operands)],
+                               loc=op.loc)
+    stand_in = Op(op.name, list(scratch.params), list(op.results), dict(op.attrs), op.loc)
+    with sb.at(op.loc):
+        outs = opdef.decompose(sb, stand_in)
+    smap: dict[Value, Value] = dict(zip(scratch.params, operands))
+    for sop in scratch.ops:
+        smap.update(zip(sop.results, _emit_expanded(b, sop, [smap[v] for v in sop.operands])))
+    return [smap[v] for v in outs]
+
+
+# ---------------------------------------------------------------------------
+# 2. Bufferization and fusion
+
+
+def _is_cheap(expr: Expr) -> bool:
+    """Leaves cost a load or less: inline them into every consumer."""
+    return isinstance(expr, (Load, Const, Iota, DimValue))
+
+
+def broadcast_map(src: tuple, dst: tuple) -> list[int | None]:
+    """numpy broadcasting of shape ``src`` into ``dst`` as an axis map."""
+    off = len(dst) - len(src)
+    return [None if (d == 1 and dst[j + off] != 1) else j + off for j, d in enumerate(src)]
+
+
+def squeeze_map(src: tuple, dst: tuple) -> list[int | None] | None:
+    """The axis map of a reshape that only adds or drops 1s, else None."""
+    src_big = [i for i, d in enumerate(src) if d != 1]
+    dst_big = [i for i, d in enumerate(dst) if d != 1]
+    if [src[i] for i in src_big] != [dst[i] for i in dst_big]:
+        return None
+    amap: list[int | None] = [None] * len(src)
+    for s, d in zip(src_big, dst_big):
+        amap[s] = d
+    return amap
+
+
+def compute_dtype(types: list[TensorType]) -> DType:
+    """An elementwise op's operand dtype: that of its non-bool operands (else bool)."""
+    for t in reversed(types):
+        if t.dtype is not DType.bool:
+            return t.dtype
+    return DType.bool
+
+
+class Lowering:
+    """Turns one (composite-free) function into a :class:`Program`.
+
+    Non-elementwise ops are lowered by the handlers in :data:`LOWERINGS`, or by
+    an op-table ``lower(L, op)`` rule, which may use :meth:`expr`,
+    :meth:`buffer`, :meth:`define`, :meth:`new_buffer` and :meth:`add_kernel`.
+    """
+
+    def __init__(self, func: Function, fuse: bool = True):
+        self.func = func
+        self.fuse = fuse
+        self.uses: Counter[Value] = Counter(v for op in func.ops for v in op.operands)
+        self.uses.update(func.outputs)
+        self.exprs: dict[Value, Expr] = {}
+        self.buffers: dict[Value, Buffer] = {}
+        self.kernels: list[Kernel] = []
+        self.extra: list[Buffer] = []
+        self.outputs: list[Buffer] = [
+            Buffer(f"%out{i}", v.type.dtype, v.type.shape, OUTPUT, i) for i, v in enumerate(func.outputs)]
+        self._claimed: set[int] = set()
+        self._counter = Counter[str]()
+        self.params = [Buffer(f"%{p.name or f'arg{i}'}", p.type.dtype, p.type.shape, PARAM, i)
+                       for i, p in enumerate(func.params)]
+        self.buffers.update(zip(func.params, self.params))
+
+    # -- the API lowering rules use ------------------------------------------------------
+
+    def expr(self, v: Value) -> Expr:
+        """``v`` as an expression over its own axes (a load if it is materialized)."""
+        if v in self.buffers:
+            buf = self.buffers[v]
+            return Load(buf, identity_index(buf.rank))
+        return self.exprs[v]
+
+    def operand_expr(self, v: Value, shape: tuple) -> Expr:
+        """``v`` broadcast (numpy rules) to ``shape``, as an expression over its axes."""
+        return remap(self.expr(v), broadcast_map(v.type.shape, shape))
+
+    def define(self, v: Value, expr: Expr) -> None:
+        """Give ``v`` an expression; materialize it now if it is used more than once."""
+        self.exprs[v] = expr
+        if not _is_cheap(expr) and (self.uses[v] > 1 or not self.fuse):
+            self.buffer(v)
+
+    def buffer(self, v: Value) -> Buffer:
+        """``v``'s buffer, materializing its expression with an elementwise kernel."""
+        if v not in self.buffers:
+            expr = self.exprs[v]
+            out = self.new_buffer(v)
+            self.add_kernel(Elementwise(out, v.type.shape, expr))
+            self.buffers[v] = out
+        return self.buffers[v]
+
+    def new_buffer(self, v: Value, shape: tuple | None = None) -> Buffer:
+        """A buffer for ``v``: the output buffer if ``v`` is a not-yet-written output."""
+        for i, out in enumerate(self.func.outputs):
+            if out is v and i not in self._claimed and shape is None:
+                self._claimed.add(i)
+                return self.outputs[i]
+        return self.temp(v.type.dtype, shape if shape is not None else v.type.shape)
+
+    def temp(self, dtype: DType, shape: tuple) -> Buffer:
+        buf = Buffer(self._name("t"), dtype, tuple(shape), TEMP)
+        self.extra.append(buf)
+        return buf
+
+    def view(self, base: Buffer, shape: tuple) -> Buffer:
+        """``base``'s memory seen with another shape (a reshape without a copy)."""
+        buf = Buffer(self._name("v"), base.dtype, tuple(shape), VIEW, base=base)
+        self.extra.append(buf)
+        return buf
+
+    def add_kernel(self, k: Kernel) -> None:
+        self.kernels.append(k)
+
+    def _name(self, prefix: str) -> str:
+        n = self._counter[prefix]
+        self._counter[prefix] += 1
+        return f"%{prefix}{n}"
+
+    # -- driver -----------------------------------------------------------------------------
+
+    def run(self) -> Program:
+        for op in self.func.ops:
+            if all(self.uses[r] == 0 for r in op.results):
+                continue                        # dead code
+            self._lower_op(op)
+        self._write_outputs()
+        prog = Program(self.func.name, self.func.symbols, self.params, self.outputs,
+                       self.extra, self.kernels)
+        if self.fuse:
+            fuse_epilogues(prog)
+        apply_inplace(prog, self.func)
+        _drop_unused(prog)
+        return prog
+
+    def _lower_op(self, op: Op) -> None:
+        opdef = get_op(op.name)
+        assert opdef is not None
+        if opdef.lower is not None:
+            opdef.lower(self, op)
+        elif opdef.kind == ELEMENTWISE:
+            self._elementwise(op)
+        elif op.name in LOWERINGS:
+            LOWERINGS[op.name](self, op)
+        else:
+            raise LoweringError(f"no lowering to native code for dl.{op.name}", op.loc)
+
+    def _elementwise(self, op: Op) -> None:
+        opdef = get_op(op.name)
+        if opdef.emit is None:
+            raise LoweringError(f"elementwise op dl.{op.name} has no emit rule", op.loc)
+        v = op.result
+        args = tuple(self.operand_expr(u, v.type.shape) for u in op.operands)
+        in_dtype = compute_dtype([u.type for u in op.operands])
+        self.define(v, Apply(op.name, args, v.type.dtype, in_dtype))
+
+    def _write_outputs(self) -> None:
+        for i, v in enumerate(self.func.outputs):
+            if i in self._claimed:
+                continue
+            if v not in self.buffers and v in self.exprs and not _is_cheap(self.exprs[v]):
+                buf = self.buffer(v)            # claims output i
+                if buf is self.outputs[i]:
+                    continue
+            out = self.outputs[i]
+            self._claimed.add(i)
+            self.add_kernel(Elementwise(out, v.type.shape, self.expr(v)))
+
+
+# -- built-in lowerings of non-elementwise ops -------------------------------------------------
+
+
+def _lower_constant(L: Lowering, op: Op) -> None:
+    v = op.result
+    value = op.attrs["value"]
+    dtype = op.attrs["dtype"]
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        buf = Buffer(L._name("c"), dtype, v.type.shape, CONST, data=np.ascontiguousarray(value, dtype.np))
+        L.extra.append(buf)
+        L.buffers[v] = buf
+        return
+    scalar = np.asarray(value, dtype=dtype.np).item()
+    L.define(v, Const(scalar, dtype))
+
+
+def _lower_iota(L: Lowering, op: Op) -> None:
+    v = op.result
+    L.define(v, Iota(op.attrs["axis"] % v.type.rank, v.type.dtype))
+
+
+def _lower_dim_size(L: Lowering, op: Op) -> None:
+    x = op.operands[0]
+    dim = x.type.shape[op.attrs["axis"] % x.type.rank]
+    dtype = op.attrs["dtype"]
+    L.define(op.result, Const(dim, dtype) if isinstance(dim, int) else DimValue(dim, dtype))
+
+
+def _lower_broadcast_to(L: Lowering, op: Op) -> None:
+    v = op.result
+    L.define(v, L.operand_expr(op.operands[0], v.type.shape))
+
+
+def _lower_transpose(L: Lowering, op: Op) -> None:
+    from ..ops.layout import resolve_perm
+
+    x, v = op.operands[0], op.result
+    perm = resolve_perm(op.attrs["perm"], x.type.rank)
+    amap: list[int | None] = [0] * x.type.rank
+    for i, p in enumerate(perm):
+        amap[p] = i
+    L.define(v, remap(L.expr(x), amap))
+
+
+def _lower_reshape(L: Lowering, op: Op) -> None:
+    x, v = op.operands[0], op.result
+    amap = squeeze_map(x.type.shape, v.type.shape)
+    if amap is not None:
+        L.define(v, remap(L.expr(x), amap))
+        return
+    L.buffers[v] = L.view(L.buffer(x), v.type.shape)
+
+
+def _lower_reduction(L: Lowering, op: Op) -> None:
+    x, v = op.operands[0], op.result
+    if op.name == "argmax":
+        axes = normalize_axes((op.attrs["axis"],), x.type.rank)
+    else:
+        axes = normalize_axes(op.attrs["axes"], x.type.rank)
+    out = L.new_buffer(v)
+    L.add_kernel(Reduce(out, op.name, x.type.shape, axes, L.expr(x)))
+    L.buffers[v] = out
+
+
+def _lower_matmul(L: Lowering, op: Op) -> None:
+    lhs, rhs = op.operands
+    v = op.result
+    # rank-1 operands act as [1, K] and [K, 1] (numpy); views, no copies
+    a, ta = _matmul_side(L, lhs, vector_shape=(1, lhs.type.shape[0]) if lhs.type.rank == 1 else None)
+    b, tb = _matmul_side(L, rhs, vector_shape=(rhs.type.shape[0], 1) if rhs.type.rank == 1 else None)
+    a_shape = a.shape if not ta else (*a.shape[:-2], a.shape[-1], a.shape[-2])
+    b_shape = b.shape if not tb else (*b.shape[:-2], b.shape[-1], b.shape[-2])
+    m, k = a_shape[-2], a_shape[-1]
+    n = b_shape[-1]
+    dropped = (lhs.type.rank == 1) + (rhs.type.rank == 1)     # axes numpy drops from the result
+    batch = v.type.shape[:v.type.rank - (2 - dropped)]
+    full = (*batch, m, n)
+    out = L.new_buffer(v)
+    target = out if tuple(out.shape) == full else L.view(out, full)
+    L.add_kernel(Matmul(target, a, b, ta, tb, m, n, k, tuple(batch),
+                        tuple(broadcast_map(a.shape[:-2], batch)),
+                        tuple(broadcast_map(b.shape[:-2], batch))))
+    L.buffers[v] = out
+
+
+def _matmul_side(L: Lowering, x: Value, vector_shape: tuple | None) -> tuple[Buffer, bool]:
+    if vector_shape is not None:
+        return L.view(L.buffer(x), vector_shape), False
+    expr = L.expr(x)
+    rank = x.type.rank
+    if isinstance(expr, Load) and expr.buffer.rank == rank:
+        batch = tuple(range(rank - 2))
+        if expr.index == identity_index(rank):
+            return expr.buffer, False
+        if expr.index == (*batch, rank - 1, rank - 2):
+            return expr.buffer, True
+    return L.buffer(x), False
+
+
+LOWERINGS: dict[str, Callable[[Lowering, Op], None]] = {
+    "constant": _lower_constant,
+    "iota": _lower_iota,
+    "dim_size": _lower_dim_size,
+    "broadcast_to": _lower_broadcast_to,
+    "transpose": _lower_transpose,
+    "reshape": _lower_reshape,
+    "sum": _lower_reduction,
+    "mean": _lower_reduction,
+    "max": _lower_reduction,
+    "min": _lower_reduction,
+    "argmax": _lower_reduction,
+    "matmul": _lower_matmul,
+}
+
+
+def has_lowering(name: str) -> bool:
+    """Whether codegen can lower op ``name`` (directly, by emit, decompose or lower rule)."""
+    opdef = get_op(name)
+    if opdef is None:
+        return False
+    if opdef.lower is not None or name in LOWERINGS:
+        return True
+    if opdef.kind == ELEMENTWISE:
+        return opdef.emit is not None
+    return opdef.kind == COMPOSITE and opdef.decompose is not None
+
+
+# ---------------------------------------------------------------------------
+# 3. Matmul epilogues
+
+
+def _producers(prog: Program) -> dict[Buffer, Kernel]:
+    return {k.out.root: k for k in prog.kernels}
+
+
+def _readers(prog: Program) -> dict[Buffer, list[Kernel]]:
+    out: dict[Buffer, list[Kernel]] = {}
+    for k in prog.kernels:
+        for b in k.reads():
+            out.setdefault(b.root, []).append(k)
+    return out
+
+
+def fuse_epilogues(prog: Program) -> None:
+    """Fold an elementwise kernel into the matmul whose temp result it alone reads."""
+    producers = _producers(prog)
+    readers = _readers(prog)
+    for ew in list(prog.kernels):
+        if not isinstance(ew, Elementwise):
+            continue
+        for ld in loads(ew.expr):
+            mm = producers.get(ld.buffer)
+            if not (isinstance(mm, Matmul) and mm.epilogue is None and mm.out is ld.buffer
+                    and ld.buffer.role == TEMP and readers.get(ld.buffer) == [ew]
+                    and len([x for x in loads(ew.expr) if x.buffer is ld.buffer]) == 1
+                    and ld.index == identity_index(ld.buffer.rank)
+                    and tuple(ew.shape) == tuple(ld.buffer.shape)
+                    and ew.out.dtype is not DType.bool):
+                continue
+            mm.epilogue = replace_loads(ew.expr, lambda x, t=ld.buffer: Acc(x.dtype) if x.buffer is t else x)
+            mm.out = ew.out
+            prog.kernels.remove(mm)
+            prog.kernels[prog.kernels.index(ew)] = mm
+            producers[ew.out.root] = mm
+            break
+
+
+# ---------------------------------------------------------------------------
+# 4. In-place outputs and scheduling
+
+
+def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
+    """Whether ``k`` reads ``param`` only at the element it writes."""
+    if isinstance(k, Reduce):
+        return param not in [b.storage for b in k.reads()]
+    if isinstance(k, Matmul):
+        if param in (k.a.storage, k.b.storage):
+            return False
+        expr = k.epilogue
+        shape = (*k.batch, k.m, k.n)
+    else:
+        expr, shape = k.expr, k.shape
+    if expr is None:
+        return True
+    for ld in loads(expr):
+        if ld.buffer.storage is not param:
+            continue
+        if not (ld.buffer.shape == shape and k.out.shape == shape
+                and ld.index == identity_index(len(shape))):
+            return False
+    return True
+
+
+def _schedule(kernels: list[Kernel], extra_edges: list[tuple[Kernel, Kernel]]) -> list[Kernel] | None:
+    """Kernels in an order respecting data dependences and ``extra_edges``
+    (stable: keeps the given order where free); None if there is a cycle."""
+    producer = {k.out.root: k for k in kernels}
+    deps: dict[Kernel, set[Kernel]] = {k: set() for k in kernels}
+    for k in kernels:
+        for b in k.reads():
+            p = producer.get(b.root)
+            if p is not None and p is not k:
+                deps[k].add(p)
+    for before, after in extra_edges:
+        if before is not after:
+            deps[after].add(before)
+    order: list[Kernel] = []
+    done: set[Kernel] = set()
+    pending = list(kernels)
+    while pending:
+        for k in pending:
+            if deps[k] <= done:
+                order.append(k)
+                done.add(k)
+                pending.remove(k)
+                break
+        else:
+            return None
+    return order
+
+
+def apply_inplace(prog: Program, func: Function) -> None:
+    """Honour ``func.attrs["inplace"]``: write outputs into their parameter's memory."""
+    pairs = func.attrs.get("inplace") or ()
+    names = {p.name: i for i, p in enumerate(func.params)}
+    seen_out: set[int] = set()
+    seen_param: set[str] = set()
+    edges: list[tuple[Kernel, Kernel]] = []
+    copies: list[Kernel] = []
+    for out_index, param_name in pairs:
+        if param_name not in names or not 0 <= out_index < len(prog.outputs):
+            raise LoweringError(f"@{func.name}: inplace pair ({out_index}, '{param_name}') "
+                                "names no such output or parameter", func.loc)
+        if out_index in seen_out or param_name in seen_param:
+            raise LoweringError(f"@{func.name}: output {out_index} or parameter '{param_name}' "
+                                "appears in two inplace pairs", func.loc)
+        seen_out.add(out_index)
+        seen_param.add(param_name)
+        out, param = prog.outputs[out_index], prog.params[names[param_name]]
+        if out.dtype != param.dtype or tuple(out.shape) != tuple(param.shape):
+            raise LoweringError(f"@{func.name}: inplace output {out_index} ({out.type_str()}) does not "
+                                f"match parameter '{param_name}' ({param.type_str()})", func.loc)
+        out.inplace_of = param
+        writer = next(k for k in prog.kernels if k.out.root is out)
+        others = [k for k in prog.kernels if k is not writer
+                  and any(b.root is param for b in k.reads())]
+        trial = edges + [(r, writer) for r in others]
+        if _reads_identity_only(writer, param) and _schedule(prog.kernels, trial) is not None:
+            edges = trial
+            continue
+        # Not safe in place: compute into a temporary, copy into the parameter at the end.
+        tmp = Buffer(f"%t{len(prog.temps)}_{out.name[1:]}", out.dtype, out.shape, TEMP)
+        prog.buffers.append(tmp)
+        _retarget(prog, out, tmp)
+        copies.append(Elementwise(out, out.shape, Load(tmp, identity_index(out.rank))))
+    order = _schedule(prog.kernels, edges)
+    assert order is not None
+    prog.kernels = order + copies
+
+
+def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
+    """Make the kernel writing ``old`` write ``new``, and its readers read ``new``."""
+    def swap(ld: Load) -> Load:
+        return Load(new, ld.index) if ld.buffer is old else ld
+
+    for b in prog.buffers:
+        if b.base is old:
+            b.base = new
+    for k in prog.kernels:
+        if k.out is old:
+            k.out = new
+        if isinstance(k, (Elementwise, Reduce)):
+            k.expr = replace_loads(k.expr, swap)
+        else:
+            k.a = new if k.a is old else k.a
+            k.b = new if k.b is old else k.b
+            if k.epilogue is not None:
+                k.epilogue = replace_loads(k.epilogue, swap)
+
+
+def _drop_unused(prog: Program) -> None:
+    """Forget temps, views and consts no kernel touches (e.g. fused-away matmul results)."""
+    needed: set[Buffer] = set()
+    for k in prog.kernels:
+        for buf in (k.out, *k.reads()):
+            while buf is not None:
+                needed.add(buf)
+                buf = buf.base
+    prog.buffers = [b for b in prog.buffers if b in needed]
+
+
+def lower_function(func: Function, fuse: bool = True) -> Program:
+    """Lower one dl function to loop IR (see the module docstring)."""
+    return Lowering(expand_composites(func), fuse=fuse).run()
+
+
+__all__ = ["lower_function", "expand_composites", "Lowering", "LOWERINGS", "has_lowering",
+           "fuse_epilogues", "apply_inplace"]

@@ -1,0 +1,145 @@
+"""The codegen driver: dl module -> loop IR -> LLVM IR -> optimized -> object code.
+
+Every stage can be looked at (``dlc ir FILE --stage loops|llvm|llvm-opt|asm``)::
+
+    programs = lower_module(module)                 # loop IR
+    ir_mod   = emit_module(programs, options)       # llvmlite.ir, unoptimized
+    ref      = optimize(ir_mod, options)            # verified, then O3 (new pass manager)
+    obj      = object_code(ref, options)            # ELF bytes
+
+:func:`compile_to_object` does all of it and returns the object code and the
+:class:`FunctionInfo` of each entry point (what the runtime needs to call it,
+also written to an AOT manifest).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from ..diagnostics import LoweringError
+from ..ir.core import Function, Module
+from ..ir.types import DType, TensorType
+from .bufferize import lower_function
+from .llvm import emit_module, entry_symbol
+from .loops import Program, print_program
+from .target import CodegenOptions, ensure_llvm, target_machine
+
+STAGES = ("loops", "llvm", "llvm-opt", "asm")
+
+# LLVM's target machines and pass builders are not safe to share between threads.
+_LLVM_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """The signature and ABI facts of one compiled entry point."""
+
+    name: str
+    symbol: str
+    params: tuple[tuple[str, TensorType], ...]
+    outputs: tuple[tuple[str | None, TensorType], ...]
+    symbols: tuple[str, ...]
+    inplace: tuple[tuple[int, int], ...]      # (output index, parameter index)
+
+    @staticmethod
+    def of(func: Function) -> FunctionInfo:
+        names = [p.name or f"arg{i}" for i, p in enumerate(func.params)]
+        index = {n: i for i, n in enumerate(names)}
+        out_names = list(func.output_names) + [None] * (len(func.outputs) - len(func.output_names))
+        inplace = tuple((int(o), index[p]) for o, p in func.attrs.get("inplace", ()) or ())
+        return FunctionInfo(func.name, entry_symbol(func.name),
+                            tuple(zip(names, (p.type for p in func.params))),
+                            tuple(zip(out_names, (v.type for v in func.outputs))),
+                            tuple(func.symbols), inplace)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "symbol": self.symbol,
+                "params": [{"name": n, **_type_json(t)} for n, t in self.params],
+                "outputs": [{"name": n, **_type_json(t)} for n, t in self.outputs],
+                "symbols": list(self.symbols), "inplace": [list(p) for p in self.inplace]}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> FunctionInfo:
+        return FunctionInfo(d["name"], d["symbol"],
+                            tuple((p["name"], _type_from_json(p)) for p in d["params"]),
+                            tuple((o["name"], _type_from_json(o)) for o in d["outputs"]),
+                            tuple(d["symbols"]), tuple((int(a), int(b)) for a, b in d["inplace"]))
+
+
+def _type_json(t: TensorType) -> dict[str, Any]:
+    return {"dtype": t.dtype.value, "shape": list(t.shape)}
+
+
+def _type_from_json(d: dict[str, Any]) -> TensorType:
+    return TensorType(DType(d["dtype"]), tuple(d["shape"]))
+
+
+def lower_module(module: Module, options: CodegenOptions | None = None) -> list[Program]:
+    """Loop IR for every function of ``module``."""
+    options = options or CodegenOptions()
+    return [lower_function(f, fuse=options.fuse) for f in module.functions]
+
+
+def llvm_module(module: Module, options: CodegenOptions | None = None) -> ir.Module:
+    """Unoptimized LLVM IR for ``module``."""
+    options = options or CodegenOptions()
+    return emit_module(lower_module(module, options), options)
+
+
+def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
+    """Parse and verify ``mod``, then run LLVM's O3 pipeline (loop and SLP vectorizers on)."""
+    ensure_llvm()
+    with _LLVM_LOCK:
+        ref = llvm.parse_assembly(str(mod))
+        try:
+            ref.verify()
+        except RuntimeError as e:      # a codegen bug, never a user error
+            raise LoweringError(f"internal error: generated LLVM IR does not verify: {e}") from None
+        tm = target_machine(options)
+        ref.triple = options.target.triple
+        ref.data_layout = str(tm.target_data)
+        pto = llvm.create_pipeline_tuning_options(speed_level=min(options.opt_level, 3))
+        pto.loop_vectorization = options.opt_level >= 2
+        pto.slp_vectorization = options.opt_level >= 2
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(ref, pb)
+    return ref
+
+
+def object_code(ref: llvm.ModuleRef, options: CodegenOptions) -> bytes:
+    with _LLVM_LOCK:
+        return bytes(target_machine(options).emit_object(ref))
+
+
+def assembly(ref: llvm.ModuleRef, options: CodegenOptions) -> str:
+    with _LLVM_LOCK:
+        return target_machine(options).emit_assembly(ref)
+
+
+def compile_to_object(module: Module, options: CodegenOptions | None = None
+                      ) -> tuple[bytes, list[FunctionInfo]]:
+    """Object code for every function of ``module``, and each entry point's facts."""
+    options = options or CodegenOptions()
+    ref = optimize(llvm_module(module, options), options)
+    return object_code(ref, options), [FunctionInfo.of(f) for f in module.functions]
+
+
+def stage_text(module: Module, stage: str, options: CodegenOptions | None = None) -> str:
+    """The text of one codegen stage: ``loops``, ``llvm``, ``llvm-opt`` or ``asm``."""
+    options = options or CodegenOptions()
+    if stage == "loops":
+        return "\n\n".join(print_program(p) for p in lower_module(module, options)) + "\n"
+    mod = llvm_module(module, options)
+    if stage == "llvm":
+        return str(mod)
+    ref = optimize(mod, options)
+    if stage == "llvm-opt":
+        return str(ref)
+    if stage == "asm":
+        return assembly(ref, options)
+    raise ValueError(f"unknown codegen stage '{stage}' (choose from {', '.join(STAGES)})")

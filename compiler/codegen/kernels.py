@@ -1,0 +1,570 @@
+"""LLVM code for the elementwise and reduction kernels of loop IR.
+
+Each kernel becomes an internal LLVM function.  Loop nests are written so the
+innermost loop runs over contiguous memory, ``W`` lanes at a time (explicit
+``<W x T>`` vectors, W from the target: 16 f32 lanes on AVX-512), with one
+masked iteration for the tail, so every shape is handled and nothing is left
+to the auto-vectoriser.
+
+*Axis collapsing*: adjacent loop axes that every load walks contiguously (or
+broadcasts over entirely) merge into one, so ``[N, 512] + [N, 512]`` is one
+flat loop and a bias add ``[N, 10] + [10]`` keeps two.
+
+*Loads* per vector iteration are: a vector load (the innermost axis walks the
+buffer's last dim), a scalar load splat to all lanes (the buffer does not
+depend on the innermost axis; LLVM hoists it), or -- when the innermost axis
+strides through memory (a transpose) -- the whole kernel runs scalar.
+
+*Reductions* keep several vector accumulators: with the innermost axis
+reduced, 4 x W partial results per output element, combined by a shuffle
+tree at the end; with it kept, a block of 4 x W outputs accumulates in
+registers while the reduced axes are walked.  ``argmax`` runs scalar.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from llvmlite import ir
+
+from ..ir.types import Dim, DType
+from ..ops.base import get_op
+from .emitter import Emitter, from_memory, to_memory
+from .llvmutil import I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
+from .loops import (Acc, Apply, Buffer, Const, DimValue, Elementwise, Expr, Iota, Load, Reduce,
+                    loads, walk)
+
+UNROLL = 4          # vector accumulators per reduction
+
+
+# ---------------------------------------------------------------------------
+# Kernel context: pointers, dims, strides
+
+
+class KernelContext:
+    """What kernel code needs from its LLVM function: buffer pointers and dim values."""
+
+    def __init__(self, b: ir.IRBuilder, storage: dict[Buffer, ir.Value], symbols: dict[str, ir.Value],
+                 lanes: int, scratch: ir.Value | None = None):
+        self.b = b
+        self.storage = storage
+        self.symbols = symbols
+        self.lanes = lanes
+        self.scratch = scratch
+        self.entry = b.block        # cached values are built here, so they dominate every use
+        self._ptrs: dict[Buffer, ir.Value] = {}
+        self._strides: dict[Buffer, list[ir.Value]] = {}
+
+    def dim(self, d: Dim) -> ir.Value:
+        return ir.Constant(I64, d) if isinstance(d, int) else self.symbols[d]
+
+    def product(self, dims) -> ir.Value:
+        """The product of ``dims`` (static factors folded)."""
+        static = math.prod(d for d in dims if isinstance(d, int))
+        out: ir.Value = ir.Constant(I64, static)
+        for d in dims:
+            if not isinstance(d, int):
+                out = self.symbols[d] if (isinstance(out, ir.Constant) and out.constant == 1) \
+                    else self.b.mul(out, self.symbols[d], flags=["nsw"])
+        return out
+
+    def pointer(self, buf: Buffer) -> ir.Value:
+        """``buf``'s first element, typed."""
+        if buf not in self._ptrs:
+            raw = self.storage[buf.storage]
+            with self.b.goto_block(self.entry):
+                self._ptrs[buf] = self.b.bitcast(raw, memory_type(buf.dtype).as_pointer())
+        return self._ptrs[buf]
+
+    def strides(self, buf: Buffer) -> list[ir.Value]:
+        """Element strides of ``buf``'s dims (row-major)."""
+        if buf not in self._strides:
+            with self.b.goto_block(self.entry):
+                self._strides[buf] = [self.product(buf.shape[k + 1:]) for k in range(buf.rank)]
+        return self._strides[buf]
+
+
+def unit_stride(buf: Buffer, k: int) -> bool:
+    """Whether dim ``k`` of ``buf`` has stride 1 (every later dim is a static 1)."""
+    return all(d == 1 for d in buf.shape[k + 1:])
+
+
+def lane_mask(b: ir.IRBuilder, width: int, remaining: ir.Value) -> ir.Value:
+    """``<0, 1, .., W-1> < remaining``: the live lanes of a tail iteration."""
+    rem = b.trunc(remaining, I32)
+    return b.icmp_signed("<", ir.Constant(ir.VectorType(I32, width), list(range(width))),
+                         splat(b, rem, width))
+
+
+def load_vector(b: ir.IRBuilder, ptr: ir.Value, width: int, mask: ir.Value | None) -> ir.Value:
+    """``width`` consecutive elements from ``ptr`` (masked lanes read as 0, never touched)."""
+    elem = ptr.type.pointee
+    vty = ir.VectorType(elem, width)
+    vptr = b.bitcast(ptr, vty.as_pointer())
+    align = max(elem.width // 8, 1) if isinstance(elem, ir.IntType) else (4 if elem == ir.FloatType() else 8)
+    if mask is None:
+        return b.load(vptr, align=align)
+    fn = intrinsic(b.module, f"llvm.masked.load.{type_suffix(vty)}.p0", vty,
+                   [vptr.type, I32, mask.type, vty])
+    return b.call(fn, [vptr, ir.Constant(I32, align), mask, const(vty, 0)])
+
+
+def store_vector(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+    vty = value.type
+    elem = vty.element
+    vptr = b.bitcast(ptr, vty.as_pointer())
+    align = max(elem.width // 8, 1) if isinstance(elem, ir.IntType) else (4 if elem == ir.FloatType() else 8)
+    if mask is None:
+        b.store(value, vptr, align=align)
+        return
+    fn = intrinsic(b.module, f"llvm.masked.store.{type_suffix(vty)}.p0", ir.VoidType(),
+                   [vty, vptr.type, I32, mask.type])
+    b.call(fn, [value, vptr, ir.Constant(I32, align), mask])
+
+
+# ---------------------------------------------------------------------------
+# Loop spaces and expression emission
+
+
+@dataclass
+class Space:
+    """Loop axes after collapsing: group ``g`` walks original axes ``groups[g]`` as one index."""
+
+    groups: list[list[int]]
+    dims: list[list[Dim]] = field(default_factory=list)
+
+    @property
+    def group_of(self) -> dict[int, int]:
+        return {a: g for g, axes in enumerate(self.groups) for a in axes}
+
+    @staticmethod
+    def plain(shape: tuple[Dim, ...]) -> Space:
+        return Space([[a] for a in range(len(shape))], [[d] for d in shape])
+
+
+def collapse(shape: tuple[Dim, ...], exprs: list[Expr], reduced: tuple[int, ...] = ()) -> Space:
+    """Merge adjacent axes that all loads walk contiguously (see the module docstring)."""
+    groups: list[list[int]] = []
+    lds = [ld for e in exprs for ld in loads(e)]
+    iotas = {n.axis for e in exprs for n in walk(e) if isinstance(n, Iota)}
+    for a in range(len(shape)):
+        if groups and _mergeable(a - 1, a, lds, iotas, reduced):
+            groups[-1].append(a)
+        else:
+            groups.append([a])
+    return Space(groups, [[shape[a] for a in g] for g in groups])
+
+
+def _mergeable(a: int, b: int, lds: list[Load], iotas: set[int], reduced: tuple[int, ...]) -> bool:
+    if a in iotas or b in iotas or ((a in reduced) != (b in reduced)):
+        return False
+    for ld in lds:
+        pa = [k for k, x in enumerate(ld.index) if x == a]
+        pb = [k for k, x in enumerate(ld.index) if x == b]
+        if len(pa) > 1 or len(pb) > 1:
+            return False
+        if not pa and not pb:
+            continue
+        if not (pa and pb and pb[0] == pa[0] + 1):
+            return False
+    return True
+
+
+class ExprEmitter:
+    """Emits loop-IR expressions at a loop position, scalar or ``width`` lanes wide."""
+
+    def __init__(self, kc: KernelContext, space: Space, vec_group: int | None):
+        self.kc = kc
+        self.space = space
+        self.vec_group = vec_group
+        self.group_of = space.group_of
+        self._terms: dict[int, list[tuple[int, ir.Value, bool]]] = {}
+
+    def terms(self, ld: Load) -> list[tuple[int, ir.Value, bool]]:
+        """(group, stride, unit) for each group the load's address depends on."""
+        key = id(ld)
+        if key not in self._terms:
+            strides = self.kc.strides(ld.buffer)
+            out = []
+            for k, a in enumerate(ld.index):
+                if a is None:
+                    continue
+                g = self.group_of[a]
+                if a == self.space.groups[g][-1]:
+                    out.append((g, strides[k], unit_stride(ld.buffer, k)))
+            self._terms[key] = out
+        return self._terms[key]
+
+    def vectorizable(self, exprs: list[Expr]) -> bool:
+        """Whether every load is contiguous or invariant along the vector group."""
+        for e in exprs:
+            for ld in loads(e):
+                for g, _, unit in self.terms(ld):
+                    if g == self.vec_group and not unit:
+                        return False
+        return True
+
+    def address(self, ld: Load, index: list[ir.Value]) -> ir.Value:
+        b = self.kc.b
+        offset: ir.Value | None = None
+        for g, stride, unit in self.terms(ld):
+            term = index[g] if unit else b.mul(index[g], stride, flags=["nsw"])
+            offset = term if offset is None else b.add(offset, term, flags=["nsw"])
+        base = self.kc.pointer(ld.buffer)
+        return base if offset is None else b.gep(base, [offset], inbounds=True)
+
+    def emit(self, expr: Expr, index: list[ir.Value], width: int,
+             mask: ir.Value | None = None, acc: ir.Value | None = None) -> ir.Value:
+        """``expr`` at loop position ``index`` (the vector group's entry is the first lane)."""
+        b = self.kc.b
+        memo: dict[int, ir.Value] = {}
+
+        def go(e: Expr) -> ir.Value:
+            if id(e) in memo:
+                return memo[id(e)]
+            if isinstance(e, Load):
+                ptr = self.address(e, index)
+                along = any(g == self.vec_group for g, _, _ in self.terms(e))
+                if width > 1 and along:
+                    v = load_vector(b, ptr, width, mask)
+                else:
+                    v = splat(b, b.load(ptr), width)
+                out = from_memory(b, v, e.dtype)
+            elif isinstance(e, Const):
+                out = const(value_type(e.dtype, width), e.value)
+            elif isinstance(e, DimValue):
+                out = Emitter(b, width, DType.i64).cast(splat(b, self.kc.dim(e.dim), width), e.dtype)
+            elif isinstance(e, Iota):
+                g = self.group_of[e.axis]
+                i = splat(b, index[g], width)
+                if width > 1 and g == self.vec_group:
+                    i = b.add(i, ir.Constant(ir.VectorType(I64, width), list(range(width))))
+                out = Emitter(b, width, DType.i64).cast(i, e.dtype)
+            elif isinstance(e, Acc):
+                assert acc is not None
+                out = acc
+            else:
+                assert isinstance(e, Apply)
+                args = [go(a) for a in e.args]
+                opdef = get_op(e.op)
+                out = opdef.emit(Emitter(b, width, e.in_dtype, e.dtype), *args)
+            memo[id(e)] = out
+            return out
+
+        return go(expr)
+
+
+# ---------------------------------------------------------------------------
+# Elementwise kernels
+
+
+def emit_elementwise(kc: KernelContext, k: Elementwise) -> None:
+    """``out[i] = expr(i)`` over ``k.shape``, vectorised along the innermost axis."""
+    b = kc.b
+    out_load = Load(k.out, tuple(range(len(k.shape))))
+    space = collapse(k.shape, [k.expr, out_load])
+    if not space.groups:
+        ee = ExprEmitter(kc, space, None)
+        value = ee.emit(k.expr, [], 1)
+        b.store(to_memory(b, value), kc.pointer(k.out))
+        return
+    vec = len(space.groups) - 1
+    ee = ExprEmitter(kc, space, vec)
+    width = kc.lanes if ee.vectorizable([k.expr]) and kc.lanes > 1 else 1
+    extents = [kc.product(d) for d in space.dims]
+
+    def body(index: list[ir.Value], w: int, mask: ir.Value | None) -> None:
+        value = ee.emit(k.expr, index, w, mask)
+        ptr = ee.address(out_load, index)
+        if w == 1:
+            b.store(to_memory(b, value), ptr)
+        else:
+            store_vector(b, to_memory(b, value), ptr, mask)
+
+    _nest(kc, extents, vec, width, body)
+
+
+def _nest(kc: KernelContext, extents: list[ir.Value], vec: int, width: int, body) -> None:
+    """Loops over ``extents``; the last runs ``width`` lanes at a time with a masked tail."""
+    b = kc.b
+    index: list[ir.Value] = []
+
+    def level(g: int) -> None:
+        if g < vec:
+            with for_range(b, 0, extents[g], name=f"g{g}") as i:
+                index.append(i)
+                level(g + 1)
+                index.pop()
+            return
+        n = extents[g]
+        if width == 1:
+            with for_range(b, 0, n, name=f"g{g}") as i:
+                body([*index, i], 1, None)
+            return
+        main = b.and_(n, ir.Constant(I64, -width))
+        with for_range(b, 0, main, width, name=f"v{g}") as i:
+            body([*index, i], width, None)
+        with b.if_then(b.icmp_signed("<", main, n)):
+            body([*index, main], width, lane_mask(b, width, b.sub(n, main)))
+
+    level(0)
+
+
+# ---------------------------------------------------------------------------
+# Reductions
+
+def _identity(kind: str, dtype: DType) -> float | int:
+    if kind in ("sum", "mean"):
+        return 0
+    big = math.inf if dtype.is_float else (2 ** 31 - 1 if dtype is DType.i32 else 2 ** 63 - 1)
+    if kind == "min":
+        return big
+    return -big if dtype.is_float else -big - 1
+
+
+def _combine(e: Emitter, kind: str, a: ir.Value, x: ir.Value) -> ir.Value:
+    if kind in ("sum", "mean"):
+        return e.add(a, x)
+    if kind == "max":
+        return e.max(a, x)
+    return e.min(a, x)
+
+
+def _horizontal(e: Emitter, kind: str, v: ir.Value) -> ir.Value:
+    """Combine the lanes of ``v`` by halving (a shuffle tree)."""
+    b = e.b
+    width = v.type.count if isinstance(v.type, ir.VectorType) else 1
+    while width > 1:
+        half = width // 2
+        lo = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, half), list(range(half))))
+        hi = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, half), list(range(half, width))))
+        v = _combine(e, kind, lo, hi)
+        width = half
+    return b.extract_element(v, ir.Constant(I32, 0)) if isinstance(v.type, ir.VectorType) else v
+
+
+def emit_reduce(kc: KernelContext, k: Reduce) -> None:
+    """``out = kind over axes of expr`` (see the module docstring)."""
+    if k.kind == "argmax":
+        _emit_argmax(kc, k)
+        return
+    b = kc.b
+    space = collapse(k.shape, [k.expr], k.axes)
+    dtype = k.out.dtype
+    red = [g for g, axes in enumerate(space.groups) if axes[0] in k.axes]
+    kept = [g for g, axes in enumerate(space.groups) if axes[0] not in k.axes]
+    extents = [kc.product(d) for d in space.dims]
+    count = kc.product([d for a, d in enumerate(k.shape) if a in k.axes])
+    out_strides = _out_strides(kc, [extents[g] for g in kept])
+    inner = len(space.groups) - 1 if space.groups else None
+    ee = ExprEmitter(kc, space, inner)
+    lanes = kc.lanes if (inner is not None and ee.vectorizable([k.expr]) and kc.lanes > 1) else 1
+    index: list[ir.Value | None] = [None] * len(space.groups)
+
+    def out_ptr(w_index: list[ir.Value | None]) -> ir.Value:
+        offset: ir.Value = ir.Constant(I64, 0)
+        for g, stride in zip(kept, out_strides):
+            offset = b.add(offset, b.mul(w_index[g], stride))
+        return b.gep(kc.pointer(k.out), [offset], inbounds=True)
+
+    def finish(value: ir.Value) -> ir.Value:
+        if k.kind != "mean":
+            return value
+        e = Emitter(b, value.type.count if isinstance(value.type, ir.VectorType) else 1, dtype)
+        return e.div(value, e.cast(splat(b, count, e.width), dtype))
+
+    def walk_reduced(fn, level: int = 0) -> None:
+        """Loops over the reduced groups (all of them, or all but the innermost)."""
+        groups = [g for g in red if g != inner] if inner in red else red
+        if level == len(groups):
+            fn()
+            return
+        g = groups[level]
+        with for_range(b, 0, extents[g], name=f"r{g}") as i:
+            index[g] = i
+            walk_reduced(fn, level + 1)
+
+    def over_kept(fn, level: int = 0) -> None:
+        groups = [g for g in kept if g != inner] if inner in kept else kept
+        if level == len(groups):
+            fn()
+            return
+        g = groups[level]
+        with for_range(b, 0, extents[g], name=f"k{g}") as i:
+            index[g] = i
+            over_kept(fn, level + 1)
+
+    if inner is None or inner in red:
+        over_kept(lambda: _reduce_row(kc, k, ee, index, inner, extents, lanes, walk_reduced,
+                                      finish, out_ptr))
+    else:
+        over_kept(lambda: _reduce_columns(kc, k, ee, index, inner, extents[inner], lanes,
+                                          walk_reduced, finish, out_ptr))
+
+
+def _out_strides(kc: KernelContext, kept_extents: list[ir.Value]) -> list[ir.Value]:
+    out = []
+    for i in range(len(kept_extents)):
+        s: ir.Value = ir.Constant(I64, 1)
+        for x in kept_extents[i + 1:]:
+            s = kc.b.mul(s, x)
+        out.append(s)
+    return out
+
+
+def _reduce_row(kc, k: Reduce, ee: ExprEmitter, index, inner, extents, lanes, walk_reduced,
+                finish, out_ptr) -> None:
+    """The innermost axis is reduced: vector partial results, one output element."""
+    b = kc.b
+    dtype = k.out.dtype
+    unroll = UNROLL if lanes > 1 else 1
+    vty = value_type(dtype, lanes)
+    accs = [_alloca(b, vty) for _ in range(unroll)]
+    ident = const(vty, _identity(k.kind, dtype))
+    for a in accs:
+        b.store(ident, a)
+    e = Emitter(b, lanes, dtype)
+
+    def accumulate() -> None:
+        if inner is None:
+            b.store(_combine(e, k.kind, b.load(accs[0]), ee.emit(k.expr, index, 1)), accs[0])
+            return
+        n = extents[inner]
+        step = lanes * unroll
+        main = b.and_(n, ir.Constant(I64, -step))
+        with for_range(b, 0, main, step, name="red") as j:
+            for u in range(unroll):
+                pos = b.add(j, ir.Constant(I64, u * lanes))
+                x = ee.emit(k.expr, _at(index, inner, pos), lanes)
+                b.store(_combine(e, k.kind, b.load(accs[u]), x), accs[u])
+        if lanes == 1:
+            return
+        rest = b.and_(n, ir.Constant(I64, -lanes))
+        with for_range(b, main, rest, lanes, name="red1") as j:
+            x = ee.emit(k.expr, _at(index, inner, j), lanes)
+            b.store(_combine(e, k.kind, b.load(accs[0]), x), accs[0])
+        with b.if_then(b.icmp_signed("<", rest, n)):
+            mask = lane_mask(b, lanes, b.sub(n, rest))
+            x = ee.emit(k.expr, _at(index, inner, rest), lanes, mask)
+            x = b.select(mask, x, ident)
+            b.store(_combine(e, k.kind, b.load(accs[1 % unroll]), x), accs[1 % unroll])
+
+    walk_reduced(accumulate)
+    total = b.load(accs[0])
+    for a in accs[1:]:
+        total = _combine(e, k.kind, total, b.load(a))
+    scalar = _horizontal(e, k.kind, total)
+    b.store(to_memory(b, finish(scalar)), out_ptr(index))
+
+
+def _reduce_columns(kc, k: Reduce, ee: ExprEmitter, index, inner, n, lanes, walk_reduced,
+                    finish, out_ptr) -> None:
+    """The innermost axis is kept: blocks of outputs accumulate in registers."""
+    b = kc.b
+    dtype = k.out.dtype
+    vty = value_type(dtype, lanes)
+    ident = const(vty, _identity(k.kind, dtype))
+    e = Emitter(b, lanes, dtype)
+
+    def block(j: ir.Value, count: int, mask: ir.Value | None) -> None:
+        accs = [_alloca(b, vty) for _ in range(count)]
+        for a in accs:
+            b.store(ident, a)
+
+        def accumulate() -> None:
+            for u, a in enumerate(accs):
+                pos = b.add(j, ir.Constant(I64, u * lanes))
+                x = ee.emit(k.expr, _at(index, inner, pos), lanes, mask)
+                b.store(_combine(e, k.kind, b.load(a), x), a)
+
+        walk_reduced(accumulate)
+        for u, a in enumerate(accs):
+            pos = b.add(j, ir.Constant(I64, u * lanes))
+            value = to_memory(b, finish(b.load(a)))
+            ptr = out_ptr(_at(index, inner, pos))
+            if lanes == 1:
+                b.store(value, ptr)
+            else:
+                store_vector(b, value, ptr, mask)
+
+    unroll = UNROLL if lanes > 1 else 1
+    step = lanes * unroll
+    main = b.and_(n, ir.Constant(I64, -step))
+    with for_range(b, 0, main, step, name="col") as j:
+        block(j, unroll, None)
+    if lanes == 1:
+        return
+    rest = b.and_(n, ir.Constant(I64, -lanes))
+    with for_range(b, main, rest, lanes, name="col1") as j:
+        block(j, 1, None)
+    with b.if_then(b.icmp_signed("<", rest, n)):
+        block(rest, 1, lane_mask(b, lanes, b.sub(n, rest)))
+
+
+def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
+    """Index of the first maximum (NaN counts as the maximum, as numpy), scalar loops."""
+    b = kc.b
+    space = Space.plain(k.shape)
+    ee = ExprEmitter(kc, space, None)
+    (axis,) = k.axes
+    src = k.expr
+    src_dtype = src.dtype
+    kept = [a for a in range(len(k.shape)) if a != axis]
+    extents = [kc.dim(d) for d in k.shape]
+    out_strides = _out_strides(kc, [extents[a] for a in kept])
+    index: list[ir.Value | None] = [None] * len(k.shape)
+    e = Emitter(b, 1, src_dtype)
+
+    def per_output() -> None:
+        best = _alloca(b, value_type(src_dtype, 1))
+        where = _alloca(b, I64)
+        b.store(const(best.type.pointee, _identity("max", src_dtype)), best)
+        b.store(ir.Constant(I64, 0), where)
+        with for_range(b, 0, extents[axis], name="am") as i:
+            index[axis] = i
+            x = ee.emit(src, index, 1)
+            cur = b.load(best)
+            better = e.cmp("gt", x, cur)
+            if src_dtype.is_float:
+                first_nan = b.and_(e.cmp("ne", x, x), e.cmp("eq", cur, cur))
+                better = b.or_(better, first_nan)
+            with b.if_then(better):
+                b.store(x, best)
+                b.store(i, where)
+        offset: ir.Value = ir.Constant(I64, 0)
+        for a, stride in zip(kept, out_strides):
+            offset = b.add(offset, b.mul(index[a], stride))
+        result = Emitter(b, 1, DType.i64).cast(b.load(where), k.out.dtype)
+        b.store(to_memory(b, result), b.gep(kc.pointer(k.out), [offset], inbounds=True))
+
+    def over(level: int) -> None:
+        if level == len(kept):
+            per_output()
+            return
+        a = kept[level]
+        with for_range(b, 0, extents[a], name=f"k{a}") as i:
+            index[a] = i
+            over(level + 1)
+
+    over(0)
+
+
+def _at(index: list, g: int, value: ir.Value) -> list:
+    out = list(index)
+    out[g] = value
+    return out
+
+
+def _alloca(b: ir.IRBuilder, ty: ir.Type) -> ir.Value:
+    """A stack slot in the entry block (so mem2reg turns it into registers)."""
+    fn = b.function
+    entry = fn.entry_basic_block
+    with b.goto_block(entry):
+        if entry.instructions:
+            b.position_before(entry.instructions[0])
+        return b.alloca(ty)
+
+
+__all__ = ["KernelContext", "ExprEmitter", "Space", "collapse", "emit_elementwise", "emit_reduce",
+           "load_vector", "store_vector", "lane_mask", "unit_stride"]

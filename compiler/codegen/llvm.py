@@ -1,0 +1,177 @@
+"""Loop IR -> LLVM IR, through ``llvmlite.ir.IRBuilder`` only.
+
+Each :class:`~compiler.codegen.loops.Program` becomes one external entry
+point with a fixed C ABI that is cheap to call::
+
+    int32_t dlc_<fn>(void **buffers, const int64_t *dims);
+
+``buffers`` holds the parameters' data pointers, then the outputs' (for an
+in-place output, its parameter's pointer); ``dims`` the values of the
+function's symbolic dims in ``Function.symbols`` order.  The result is 0, or
+1 when the workspace could not be allocated.
+
+The prologue computes every temporary's byte offset from the dims and
+allocates one 64-byte-aligned workspace (``aligned_alloc``) for all of them
+and for the GEMM packing panels; the epilogue frees it.  Each kernel is an
+internal function taking one ``noalias`` pointer per distinct memory it
+touches (an in-place parameter and its output are one pointer) and the dim
+values; LLVM inlines them into the entry point.
+"""
+
+from __future__ import annotations
+
+import re
+
+from llvmlite import ir
+
+from .gemm import emit_matmul, scratch_elements
+from .kernels import KernelContext, emit_elementwise, emit_reduce
+from .llvmutil import I8, I8P, I32, I64, intrinsic
+from .loops import CONST, OUTPUT, PARAM, TEMP, Buffer, Elementwise, Kernel, Matmul, Program, Reduce
+from .target import CodegenOptions
+
+ALIGN = 64
+
+
+def entry_symbol(name: str) -> str:
+    """The C symbol of function ``name``'s entry point: ``dlc_`` + an identifier."""
+    return "dlc_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def emit_module(programs: list[Program], options: CodegenOptions, name: str = "dlc") -> ir.Module:
+    """One LLVM module holding an entry point per program."""
+    mod = ir.Module(name=name)
+    mod.triple = options.target.triple
+    for prog in programs:
+        _ProgramEmitter(mod, prog, options).emit()
+    return mod
+
+
+def _storages(k: Kernel) -> list[Buffer]:
+    """The distinct memories a kernel touches, output first."""
+    seen: list[Buffer] = []
+    for buf in (k.out, *k.reads()):
+        s = buf.storage
+        if s not in seen:
+            seen.append(s)
+    return seen
+
+
+class _ProgramEmitter:
+    def __init__(self, mod: ir.Module, prog: Program, options: CodegenOptions):
+        self.mod = mod
+        self.prog = prog
+        self.options = options
+        self.lanes = options.lanes
+        self.symbol = entry_symbol(prog.name)
+
+    def emit(self) -> ir.Function:
+        prog = self.prog
+        fnty = ir.FunctionType(I32, [I8P.as_pointer(), I64.as_pointer()])
+        fn = ir.Function(self.mod, fnty, self.symbol)
+        fn.attributes.add("nounwind")
+        bufs_arg, dims_arg = fn.args
+        bufs_arg.name, dims_arg.name = "buffers", "dims"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+        symbols = {s: b.load(b.gep(dims_arg, [ir.Constant(I64, i)]), name=s)
+                   for i, s in enumerate(prog.symbols)}
+        storage: dict[Buffer, ir.Value] = {}
+        for p in prog.params:
+            storage[p] = b.load(b.gep(bufs_arg, [ir.Constant(I64, p.index)]), name=p.name[1:])
+        for o in prog.outputs:
+            if o.inplace_of is None:
+                slot = len(prog.params) + o.index
+                storage[o] = b.load(b.gep(bufs_arg, [ir.Constant(I64, slot)]), name=o.name[1:])
+        for c in prog.consts:
+            storage[c] = b.bitcast(self._global(c), I8P)
+
+        ctx = KernelContext(b, storage, symbols, self.lanes)
+        scratch_of: dict[Kernel, ir.Value] = {}
+        regions: list[tuple[object, ir.Value]] = []
+        for t in prog.temps:
+            regions.append((t, b.mul(ctx.product(t.shape), ir.Constant(I64, t.dtype.itemsize))))
+        for k in prog.kernels:
+            if isinstance(k, Matmul):
+                rows, cols = scratch_elements(k, self.lanes)
+                size = b.mul(ctx.product((rows,)), ir.Constant(I64, cols * k.dtype.itemsize))
+                regions.append((k, size))
+
+        workspace = None
+        if regions:
+            offsets, total = [], ir.Constant(I64, 0)
+            for _, size in regions:
+                offsets.append(total)
+                total = b.add(total, _align_up(b, size))
+            alloc = intrinsic(self.mod, "aligned_alloc", I8P, [I64, I64])
+            workspace = b.call(alloc, [ir.Constant(I64, ALIGN), b.add(total, ir.Constant(I64, ALIGN))],
+                               name="workspace")
+            with b.if_then(b.icmp_unsigned("==", workspace, ir.Constant(I8P, None)), likely=False):
+                b.ret(ir.Constant(I32, 1))
+            for (owner, _), off in zip(regions, offsets):
+                ptr = b.gep(workspace, [off], inbounds=True)
+                if isinstance(owner, Buffer):
+                    storage[owner] = ptr
+                else:
+                    scratch_of[owner] = ptr
+
+        for i, k in enumerate(prog.kernels):
+            kfn = self._kernel_function(i, k)
+            args = [storage[s] for s in _storages(k)] + [symbols[s] for s in prog.symbols]
+            if isinstance(k, Matmul):
+                args.append(scratch_of[k])
+            b.call(kfn, args)
+
+        if workspace is not None:
+            b.call(intrinsic(self.mod, "free", ir.VoidType(), [I8P]), [workspace])
+        b.ret(ir.Constant(I32, 0))
+        return fn
+
+    def _global(self, buf: Buffer) -> ir.GlobalVariable:
+        data = bytearray(buf.data.tobytes()) if buf.data is not None else bytearray()
+        ty = ir.ArrayType(I8, max(len(data), 1))
+        g = ir.GlobalVariable(self.mod, ty, name=f"{self.symbol}.{buf.name[1:]}")
+        g.global_constant = True
+        g.linkage = "internal"
+        g.align = ALIGN
+        g.initializer = ir.Constant(ty, data or bytearray(1))
+        return g
+
+    def _kernel_function(self, i: int, k: Kernel) -> ir.Function:
+        prog = self.prog
+        storages = _storages(k)
+        argtys = [I8P] * len(storages) + [I64] * len(prog.symbols)
+        if isinstance(k, Matmul):
+            argtys.append(I8P)
+        fn = ir.Function(self.mod, ir.FunctionType(ir.VoidType(), argtys), f"{self.symbol}.k{i}")
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        for j, s in enumerate(storages):
+            arg = fn.args[j]
+            arg.name = s.name[1:]
+            arg.add_attribute("noalias")
+        symbols = {}
+        for j, s in enumerate(prog.symbols):
+            arg = fn.args[len(storages) + j]
+            arg.name = s
+            symbols[s] = arg
+        scratch = fn.args[-1] if isinstance(k, Matmul) else None
+        if scratch is not None:
+            scratch.add_attribute("noalias")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ctx = KernelContext(b, dict(zip(storages, fn.args)), symbols, self.lanes, scratch)
+        if isinstance(k, Elementwise):
+            emit_elementwise(ctx, k)
+        elif isinstance(k, Reduce):
+            emit_reduce(ctx, k)
+        else:
+            emit_matmul(ctx, k)
+        b.ret_void()
+        return fn
+
+
+def _align_up(b: ir.IRBuilder, size: ir.Value) -> ir.Value:
+    return b.and_(b.add(size, ir.Constant(I64, ALIGN - 1)), ir.Constant(I64, -ALIGN))
+
+
+__all__ = ["emit_module", "entry_symbol", "ALIGN", "PARAM", "OUTPUT", "TEMP", "CONST"]

@@ -1,0 +1,182 @@
+"""Small helpers over ``llvmlite.ir`` shared by the emitters.
+
+LLVM types for dl dtypes (in registers and in memory), splats, lane-wise
+constants, and intrinsic declarations.  ``Module.declare_intrinsic`` cannot
+declare vector overloads, so intrinsics are declared by their mangled name
+(``llvm.fma.v16f32``) once per module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from llvmlite import ir
+
+from ..ir.types import DType
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+F32 = ir.FloatType()
+F64 = ir.DoubleType()
+VOID = ir.VoidType()
+I8P = I8.as_pointer()
+
+_SCALAR = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1}
+
+
+def scalar_type(dtype: DType) -> ir.Type:
+    """The register type of one element (bool is ``i1``)."""
+    return _SCALAR[dtype]
+
+
+def memory_type(dtype: DType) -> ir.Type:
+    """The in-memory element type (bool is stored as one byte, as numpy does)."""
+    return I8 if dtype is DType.bool else _SCALAR[dtype]
+
+
+def value_type(dtype: DType, width: int) -> ir.Type:
+    """Scalar type for ``width == 1``, else a vector of ``width`` lanes."""
+    t = scalar_type(dtype)
+    return t if width == 1 else ir.VectorType(t, width)
+
+
+def dtype_of(ty: ir.Type) -> DType:
+    """The dl dtype of a scalar or vector LLVM type."""
+    if isinstance(ty, ir.VectorType):
+        ty = ty.element
+    for d, t in _SCALAR.items():
+        if t == ty:
+            return d
+    raise TypeError(f"no dl dtype for LLVM type {ty}")
+
+
+def width_of(ty: ir.Type) -> int:
+    return ty.count if isinstance(ty, ir.VectorType) else 1
+
+
+def element(ty: ir.Type) -> ir.Type:
+    return ty.element if isinstance(ty, ir.VectorType) else ty
+
+
+def with_element(ty: ir.Type, elem: ir.Type) -> ir.Type:
+    """``ty``'s shape (scalar or vector of the same width) with element ``elem``."""
+    return ir.VectorType(elem, ty.count) if isinstance(ty, ir.VectorType) else elem
+
+
+def const(ty: ir.Type, value: Any) -> ir.Constant:
+    """A constant of scalar or vector type ``ty`` (splat for vectors)."""
+    elem = element(ty)
+    if isinstance(elem, ir.IntType):
+        value = int(value) if elem.width > 1 else int(bool(value))
+    else:
+        value = float(value)
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [value] * ty.count)
+    return ir.Constant(ty, value)
+
+
+def lane_indices(ty: ir.Type) -> ir.Constant:
+    """``<0, 1, ..., w-1>`` of integer vector type ``ty``."""
+    return ir.Constant(ty, list(range(ty.count)))
+
+
+def splat(b: ir.IRBuilder, value: ir.Value, width: int) -> ir.Value:
+    """Broadcast a scalar to ``width`` lanes (the value itself for width 1)."""
+    if width == 1:
+        return value
+    if isinstance(value, ir.Constant) and not isinstance(value.type, ir.VectorType):
+        return ir.Constant(ir.VectorType(value.type, width), [value.constant] * width)
+    vty = ir.VectorType(value.type, width)
+    one = b.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(I32, 0))
+    return b.shuffle_vector(one, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, width), [0] * width))
+
+
+def constant_value(v: ir.Value) -> Any | None:
+    """The Python value of a scalar constant or of a splat vector constant, else None."""
+    if not isinstance(v, ir.Constant):
+        return None
+    c = v.constant
+    if isinstance(v.type, ir.VectorType):
+        if not isinstance(c, (list, tuple)) or not c:
+            return None
+        vals = [x.constant if isinstance(x, ir.Constant) else x for x in c]
+        return vals[0] if all(x == vals[0] for x in vals) else None
+    return c if isinstance(c, (int, float)) else None
+
+
+def type_suffix(ty: ir.Type) -> str:
+    """LLVM's overload suffix: ``f32``, ``v16f32``, ``i64``, ``v8i1`` ..."""
+    elem = element(ty)
+    if isinstance(elem, ir.IntType):
+        s = f"i{elem.width}"
+    elif isinstance(elem, ir.DoubleType):
+        s = "f64"
+    elif isinstance(elem, ir.FloatType):
+        s = "f32"
+    else:
+        raise TypeError(f"no intrinsic suffix for {ty}")
+    return f"v{ty.count}{s}" if isinstance(ty, ir.VectorType) else s
+
+
+def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
+    """Declare (once) and return the intrinsic or C function ``name``."""
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    return ir.Function(module, ir.FunctionType(ret, list(args)), name)
+
+
+def call_overloaded(b: ir.IRBuilder, base: str, args: Sequence[ir.Value],
+                    ret: ir.Type | None = None) -> ir.Value:
+    """Call ``llvm.<base>.<suffix of args[0]>``, e.g. ``llvm.fma.v16f32``."""
+    ty = args[0].type
+    fn = intrinsic(b.module, f"llvm.{base}.{type_suffix(ty)}", ret or ty, [a.type for a in args])
+    return b.call(fn, list(args))
+
+
+class for_range:
+    """``with for_range(b, start, stop, step) as i:`` -- a counted loop (``i < stop``).
+
+    The body may create blocks of its own; the loop's latch is wherever the
+    builder stands when the ``with`` block ends.  ``start``, ``stop`` and
+    ``step`` are i64 values or Python ints.
+    """
+
+    def __init__(self, b: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
+                 step: ir.Value | int = 1, name: str = "i"):
+        self.b = b
+        self.start = start if isinstance(start, ir.Value) else ir.Constant(I64, start)
+        self.stop = stop if isinstance(stop, ir.Value) else ir.Constant(I64, stop)
+        self.step = step if isinstance(step, ir.Value) else ir.Constant(I64, step)
+        self.name = name
+
+    def __enter__(self) -> ir.Value:
+        b = self.b
+        fn = b.function
+        pre = b.block
+        self.header = fn.append_basic_block(f"{self.name}.head")
+        body = fn.append_basic_block(f"{self.name}.body")
+        self.exit = fn.append_basic_block(f"{self.name}.exit")
+        b.branch(self.header)
+        b.position_at_end(self.header)
+        self.index = b.phi(I64, name=self.name)
+        self.index.add_incoming(self.start, pre)
+        b.cbranch(b.icmp_signed("<", self.index, self.stop), body, self.exit)
+        b.position_at_end(body)
+        return self.index
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            return
+        b = self.b
+        nxt = b.add(self.index, self.step, flags=["nsw"])
+        self.index.add_incoming(nxt, b.block)
+        b.branch(self.header)
+        b.position_at_end(self.exit)
+
+
+def if_then(b: ir.IRBuilder, cond: ir.Value):
+    """``with if_then(b, cond):`` -- llvmlite's ``IRBuilder.if_then``, re-exported for clarity."""
+    return b.if_then(cond)

@@ -1,0 +1,125 @@
+"""The target machine: host CPU detection, vector width, LLVM initialisation.
+
+Native code is built for the CPU it runs on: the target machine is created
+from the host's CPU name and feature string, so LLVM may use AVX-512, AVX2 or
+plain SSE2 as the machine allows.  Codegen chooses its explicit vector width
+from the same features (:attr:`Target.vector_bits`); a :class:`Target` can
+also be made by hand (``Target.generic()``) to check that code built for a
+narrower machine is still correct.
+
+Everything that changes the generated object code is in
+:class:`CodegenOptions`, whose :meth:`~CodegenOptions.key` enters the object
+cache key.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+
+import llvmlite
+import llvmlite.binding as llvm
+
+from ..ir.types import DType
+
+_INIT_LOCK = threading.Lock()
+_INITIALIZED = False
+
+
+def ensure_llvm() -> None:
+    """Initialise LLVM's native target and asm printer, once per process.
+
+    (``llvm.initialize()`` raises in llvmlite >= 0.45; this is the current way.)
+    """
+    global _INITIALIZED
+    with _INIT_LOCK:
+        if not _INITIALIZED:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            _INITIALIZED = True
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A CPU to generate code for: triple, CPU name and LLVM feature string."""
+
+    triple: str
+    cpu: str
+    features: str
+
+    @property
+    def vector_bits(self) -> int:
+        """Width of the widest SIMD register codegen will use explicitly."""
+        feats = set(self.features.split(","))
+        if "+avx512f" in feats:
+            return 512
+        if "+avx2" in feats or "+avx" in feats:
+            return 256
+        return 128
+
+    @property
+    def has_fma(self) -> bool:
+        feats = set(self.features.split(","))
+        return "+fma" in feats or "+avx512f" in feats
+
+    def lanes(self, dtype: DType = DType.f32) -> int:
+        """Vector lanes for ``dtype`` (bool and narrow types use the f32 count)."""
+        size = max(dtype.itemsize, 4)
+        return self.vector_bits // (8 * size)
+
+    @staticmethod
+    def generic() -> Target:
+        """Baseline x86-64 (SSE2 only): a portability check for codegen."""
+        ensure_llvm()
+        return Target(llvm.get_process_triple(), "generic", "")
+
+    def describe(self) -> str:
+        return f"{self.triple} cpu={self.cpu} vector={self.vector_bits}-bit"
+
+
+@functools.cache
+def host_target() -> Target:
+    """The machine this process runs on."""
+    ensure_llvm()
+    features = llvm.get_host_cpu_features().flatten()
+    return Target(llvm.get_process_triple(), llvm.get_host_cpu_name(), features)
+
+
+@dataclass(frozen=True, slots=True)
+class CodegenOptions:
+    """Every knob that changes generated code (and so the cache key).
+
+    ``vector_lanes`` overrides the f32 lane count (``None``: from the target);
+    ``fuse`` enables elementwise fusion and matmul epilogues.
+    """
+
+    target: Target = field(default_factory=host_target)
+    opt_level: int = 3
+    fuse: bool = True
+    vector_lanes: int | None = None
+
+    @property
+    def lanes(self) -> int:
+        return self.vector_lanes or self.target.lanes(DType.f32)
+
+    def key(self) -> str:
+        """A stable text naming everything that determines the object code."""
+        t = self.target
+        return "|".join([t.triple, t.cpu, t.features, f"O{self.opt_level}",
+                         f"fuse={self.fuse}", f"lanes={self.lanes}",
+                         f"llvmlite={llvmlite.__version__}",
+                         f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])
+
+
+@functools.cache
+def _target_machine(target: Target, opt_level: int) -> llvm.TargetMachine:
+    ensure_llvm()
+    tgt = llvm.Target.from_triple(target.triple)
+    return tgt.create_target_machine(cpu=target.cpu, features=target.features,
+                                     opt=min(opt_level, 3), reloc="pic", codemodel="default")
+
+
+def target_machine(options: CodegenOptions) -> llvm.TargetMachine:
+    """The (cached) LLVM target machine for ``options``."""
+    return _target_machine(options.target, options.opt_level)

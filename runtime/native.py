@@ -1,0 +1,49 @@
+"""Loading object code into the process: MCJIT links an ELF object in memory.
+
+The same path serves a fresh compile, a disk-cache hit and an AOT directory:
+object bytes -> ``ExecutionEngine.add_object_file`` -> symbol addresses.  No
+linker or compiler runs, and LLVM's optimizer does not run on load.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import llvmlite.binding as llvm
+
+from compiler.codegen.target import ensure_llvm, host_target
+from compiler.diagnostics import DlRuntimeError
+
+_LOCK = threading.Lock()
+
+
+class NativeLibrary:
+    """Object code loaded and linked into this process.
+
+    Keep the library alive as long as any address from it may be called.
+    """
+
+    def __init__(self, obj: bytes):
+        ensure_llvm()
+        target = host_target()
+        with _LOCK:
+            # The execution engine takes ownership of its target machine: make a fresh one.
+            tm = llvm.Target.from_triple(target.triple).create_target_machine(
+                cpu=target.cpu, features=target.features, reloc="pic", codemodel="default")
+            empty = llvm.parse_assembly("")
+            empty.triple = target.triple
+            self._engine = llvm.create_mcjit_compiler(empty, tm)
+            try:
+                self._object = llvm.ObjectFileRef.from_data(obj)
+                self._engine.add_object_file(self._object)
+                self._engine.finalize_object()
+            except RuntimeError as e:
+                raise DlRuntimeError(f"cannot load compiled object code: {e}") from None
+
+    def address(self, symbol: str) -> int:
+        """The address of ``symbol``; a :class:`DlRuntimeError` if the object lacks it."""
+        with _LOCK:
+            addr = self._engine.get_function_address(symbol)
+        if not addr:
+            raise DlRuntimeError(f"compiled code has no symbol '{symbol}'")
+        return addr
