@@ -29,7 +29,7 @@ def compile_once() -> dict[str, Any]:
     start = time.perf_counter()
     from .peers import Unavailable, dlc_impl
     try:
-        dlc_impl.runtime_module()
+        dlc_impl.runtime_module("compile", "load_model")
         imported = time.perf_counter()
         result: dict[str, Any] = dlc_impl.time_load_model()
     except Unavailable as e:

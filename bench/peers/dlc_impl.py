@@ -47,7 +47,7 @@ def describe(threads: int) -> dict:
     except Exception as e:   # describe never fails: it only reports
         info["llvmlite"] = f"unavailable: {e}"
     try:
-        rt = runtime_module()
+        rt = runtime_module("compile", "load_model")
         info["runtime"] = "ok"
         info["runtime_file"] = getattr(rt, "__file__", None)
     except Unavailable as e:
@@ -55,13 +55,13 @@ def describe(threads: int) -> dict:
     return info
 
 
-def runtime_module() -> Any:
-    """The ``runtime`` package with ``compile`` and ``load_model``, else :class:`Unavailable`."""
+def runtime_module(*needed: str) -> Any:
+    """The ``runtime`` package, if it has the ``needed`` entry points; else :class:`Unavailable`."""
     try:
         import runtime
     except Exception as e:
         raise Unavailable(f"import runtime failed: {type(e).__name__}: {e}") from None
-    missing = [n for n in ("compile", "load_model") if not callable(getattr(runtime, n, None))]
+    missing = [n for n in needed if not callable(getattr(runtime, n, None))]
     if missing:
         raise Unavailable(f"runtime.{' and runtime.'.join(missing)} not there yet")
     return runtime
@@ -80,15 +80,20 @@ def _dlc_call(what: str, fn: Callable[[], Any]) -> Any:
 
 def compile_function(source: str, name: str) -> Callable[..., Any]:
     """Compile ``source`` with ``runtime.compile`` and return its function ``name``."""
-    rt = runtime_module()
+    rt = runtime_module("compile")
     module = _dlc_call("runtime.compile", lambda: rt.compile(source))
     return _dlc_call(f"looking up {name!r}", lambda: module[name])
 
 
-def load_mlp(params: data.MlpParams | None = None) -> Any:
-    """``bench/mlp_sgd.dl`` as a native Model, optionally with the given weights."""
-    rt = runtime_module()
-    model = _dlc_call("load_model", lambda: rt.load_model(MODEL_PATH, seed=0, backend="native"))
+def load_mlp(params: data.MlpParams | None = None, backend: str = "native") -> Any:
+    """``bench/mlp_sgd.dl`` as a Model (native code unless told), optionally with given weights.
+
+    The bench always times ``native``; the tests check this adapter on ``interp``.
+    """
+    rt = runtime_module("load_model")
+    if backend == "native":
+        runtime_module("compile")     # without it load_model would quietly interpret
+    model = _dlc_call("load_model", lambda: rt.load_model(MODEL_PATH, seed=0, backend=backend))
     if params is not None:
         _dlc_call("set_weights", lambda: model.set_weights(_by_name(model, params)))
     return model
@@ -132,10 +137,10 @@ def _sgemm(case: Case) -> Callable[[], object]:
     return lambda: mm(a, b)
 
 
-def _step(case: Case) -> Callable[[], object]:
+def _step(case: Case, backend: str = "native") -> Callable[[], object]:
     x, y = data.batch(case.params["batch"])
     params = data.mlp_params()
-    model = load_mlp(params)
+    model = load_mlp(params, backend)
     if abs(model.learning_rate - MLP_LR) > 1e-9:
         raise Unavailable(f"mlp_sgd.dl has learning rate {model.learning_rate}, bench uses {MLP_LR}")
     step = DlcStep(model)
@@ -145,19 +150,19 @@ def _step(case: Case) -> Callable[[], object]:
     return lambda: step(x, y)
 
 
-def _infer(case: Case) -> Callable[[], object]:
+def _infer(case: Case, backend: str = "native") -> Callable[[], object]:
     x, _ = data.batch(case.params["batch"])
     params = data.mlp_params()
-    model = load_mlp(params)
+    model = load_mlp(params, backend)
     want = data.reference_logits(params, x)
     got = _dlc_call("predict", lambda: model.predict(x))
     check_close("logits", got, want, max(1.0, float(np.abs(want).max())), 1e-4)
     return lambda: model.predict(x)
 
 
-def _epoch(case: Case) -> Callable[[], object]:
+def _epoch(case: Case, backend: str = "native") -> Callable[[], object]:
     mnist = data.mnist_train()
-    model = load_mlp()
+    model = load_mlp(backend=backend)
     size = case.params["batch"]
 
     def epoch() -> Any:

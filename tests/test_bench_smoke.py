@@ -1,0 +1,277 @@
+"""The benchmark suite's own logic, without torch or JAX and without timing anything.
+
+Checks the case selection, the targets and the table, the workers'
+environments, the numpy peer and the float64 oracle it is checked against,
+the worker protocol end to end, the peak-RSS wrapper, and the dlc adapter on
+the reference interpreter.  No assertion here depends on how fast anything is.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench import cases as C  # noqa: E402
+from bench import data  # noqa: E402
+from bench.client import WorkerClient  # noqa: E402
+from bench.peers import Unavailable, check_sgemm  # noqa: E402
+from bench.peers.numpy_impl import NumpyMlp  # noqa: E402
+from bench.report import Result, table, verdict  # noqa: E402
+from bench.run import UsageError, main, parse_peers, parse_threads, rotated  # noqa: E402
+from bench.worker import worker_env  # noqa: E402
+
+
+# -- cases and options ----------------------------------------------------------
+
+
+def test_select_groups_ids_and_quick_subset():
+    everything = C.select(None, quick=False)
+    quick = C.select(None, quick=True)
+    assert {c.id for c in quick} < {c.id for c in everything}
+    sgemm = C.select(["sgemm"], quick=False)
+    assert [c.id for c in sgemm] == ["sgemm-256", "sgemm-512", "sgemm-1024", "sgemm-2048",
+                                     "sgemm-fwd1", "sgemm-fwd2", "sgemm-dw1", "sgemm-dw2", "sgemm-dh"]
+    assert [c.id for c in C.select(["step-32", "compile"], quick=False)] == \
+        ["step-32", "compile-cold", "compile-warm"]
+    with pytest.raises(C.UnknownCase, match="'sgem'"):
+        C.select(["sgem"], quick=False)
+
+
+def test_every_issue_target_is_declared():
+    targets = {(c.id, t): c.targets[t] for c in C.ALL_CASES + [C.SPEEDUP] for t in c.targets}
+    for size in (512, 1024, 2048):
+        for t in (1, 2):
+            assert targets[(f"sgemm-{size}", t)] == C.Target(0.9, C.NUMPY, False)
+    assert targets[("sgemm-fwd1", 2)] == C.Target(1.0, C.NUMPY, False)
+    assert targets[("step-1", 1)].bound == 0.5 and targets[("step-128", 2)].bound == 0.75
+    assert targets[("infer-1", 2)].bound == 0.5 and targets[("infer-128", 1)].bound == 0.8
+    assert targets[("epoch", 1)].bound == 0.75
+    assert targets[("compile-cold", 0)] == C.Target(1.0, "absolute", True)
+    assert targets[("compile-warm", 0)] == C.Target(50.0, "absolute", True)
+    assert targets[("sgemm-1024-speedup", 0)] == C.Target(1.8, "absolute", False)
+    assert all(targets[(f"vmath-{f}", 1)].versus == C.NUMPY for f in ("exp", "log", "tanh", "sigmoid"))
+
+
+def test_case_figures_convert_seconds():
+    sgemm = C.BY_ID["sgemm-1024"]
+    assert sgemm.figure(2 * 1024**3 / 100e9) == pytest.approx(100.0)
+    assert C.BY_ID["step-128"].figure(0.0015) == pytest.approx(1500.0)
+    assert C.BY_ID["vmath-exp"].figure(C.VMATH_ELEMENTS / 2e9) == pytest.approx(2.0)
+
+
+def test_parse_peers_and_threads():
+    assert parse_peers(None, quick=False) == (C.NUMPY, C.TORCH, C.TORCH_COMPILE, C.JAX)
+    assert parse_peers("torch,numpy", quick=True) == (C.NUMPY, C.TORCH)
+    assert parse_peers("torch.compile", quick=True) == (C.TORCH_COMPILE,)
+    with pytest.raises(UsageError, match="tensorflow"):
+        parse_peers("tensorflow", quick=False)
+    assert parse_threads("2,1,2") == (1, 2)
+    with pytest.raises(UsageError):
+        parse_threads("0")
+    with pytest.raises(UsageError):
+        parse_threads("one")
+
+
+def test_rotation_changes_who_goes_first():
+    order = ["dlc", "numpy", "jax"]
+    assert [rotated(order, r)[0] for r in range(4)] == ["dlc", "numpy", "jax", "dlc"]
+    assert sorted(rotated(order, 5)) == sorted(order)
+    assert rotated([], 3) == []
+
+
+# -- targets and the table --------------------------------------------------------
+
+
+def _row(case_id: str, threads: int, **figures: float) -> Result:
+    r = Result(C.BY_ID[case_id], threads)
+    r.figures.update({k.replace("_", "."): v for k, v in figures.items()})
+    return r
+
+
+def test_verdict_against_the_fastest_peer():
+    r = _row("step-128", 2, dlc=500.0, numpy=800.0, jax=700.0, torch=1400.0)
+    v = verdict(r)
+    assert v.versus == "jax" and v.ratio == pytest.approx(500 / 700) and v.status == "PASS"
+    r.figures["dlc"] = 600.0
+    assert verdict(r).status == "MISS"          # 600/700 > 0.75
+
+
+def test_verdict_against_numpy_throughput_and_absolute():
+    r = _row("sgemm-1024", 1, dlc=190.0, numpy=200.0, torch=250.0)
+    v = verdict(r)
+    assert v.versus == "numpy" and v.ratio == pytest.approx(0.95) and v.status == "PASS"
+    r.figures["dlc"] = 170.0
+    assert verdict(r).status == "MISS"
+    cold = Result(C.COMPILE_COLD, 0, figures={"dlc": 0.8})
+    assert verdict(cold).status == "PASS"
+    assert verdict(Result(C.COMPILE_WARM, 0, figures={"dlc": 51.0})).status == "MISS"
+
+
+def test_verdict_without_dlc_or_peers_or_target():
+    missing = _row("step-1", 1, numpy=100.0)
+    missing.na["dlc"] = "not built"
+    assert verdict(missing).status == "n/a"
+    assert verdict(_row("step-1", 1, dlc=10.0)).status == "n/a"     # no peer to compare with
+    untargeted = verdict(_row("step-512", 2, dlc=10.0, numpy=20.0))
+    assert untargeted.status == "-" and untargeted.ratio == pytest.approx(0.5)
+
+
+def test_table_numbers_reasons_once():
+    a = _row("step-1", 1, numpy=100.0)
+    a.na["dlc"] = "runtime.compile missing"
+    b = _row("step-1", 2, numpy=90.0)
+    b.na["dlc"] = "runtime.compile missing"
+    b.na["jax"] = "jax not importable"
+    text = table([a, b], ("dlc", "numpy", "jax"))
+    lines = text.splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:4]] == ["case", "thr", "unit"]
+    assert "n/a [1]" in lines[2] and "n/a [1]" in lines[3] and "n/a [2]" in lines[3]
+    assert "| -" in lines[2]                        # jax not run at 1 thread: a dash, not n/a
+    assert lines[-2:] == ["[1] runtime.compile missing", "[2] jax not importable"]
+
+
+# -- worker environments ------------------------------------------------------------
+
+
+def test_worker_env_unsets_openblas_tuning_for_numpy_only():
+    base = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "PATH": "/bin"}
+    numpy_env = worker_env("numpy", 2, base)
+    assert "OPENBLAS_CORETYPE" not in numpy_env and "OPENBLAS_L2_SIZE" not in numpy_env
+    for family in ("dlc", "torch", "jax"):
+        env = worker_env(family, 2, base)
+        assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_L2_SIZE"] == "1048576"
+    assert worker_env("dlc", 1, base)["DLC_NUM_THREADS"] == "1"
+    assert "intra_op_parallelism_threads=1" in worker_env("jax", 1, base)["XLA_FLAGS"]
+    assert "intra_op" not in worker_env("jax", 2, base)["XLA_FLAGS"]
+    assert base == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "PATH": "/bin"}
+
+
+# -- the numpy peer and the oracle ---------------------------------------------------
+
+
+def test_reference_step_gradient_matches_finite_differences():
+    p = data.mlp_params(3)
+    p = data.MlpParams(*(np.asarray(a, np.float64) for a in (p.w1, p.b1, p.w2, p.b2)))
+    p.b1 += 0.05                     # keep ReLU inputs away from the kink
+    x, y = data.batch(3)
+    lr = 1.0
+    new, loss = data.reference_step(p, x, y, lr)
+    assert loss == pytest.approx(data.reference_loss(p, x, y))
+    eps = 1e-6
+    for name, index in (("w1", (5, 7)), ("b1", (11,)), ("w2", (3, 4)), ("b2", (9,))):
+        plus, minus = p.copy(), p.copy()
+        getattr(plus, name)[index] += eps
+        getattr(minus, name)[index] -= eps
+        numeric = (data.reference_loss(plus, x, y) - data.reference_loss(minus, x, y)) / (2 * eps)
+        analytic = (getattr(p, name)[index] - getattr(new, name)[index]) / lr
+        assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-8), name
+
+
+def test_numpy_mlp_step_matches_reference():
+    params = data.mlp_params()
+    x, y = data.batch(16)
+    mlp = NumpyMlp(params)
+    want, loss = data.reference_step(params, x, y, C.MLP_LR)
+    assert mlp.step(x, y) == pytest.approx(loss, rel=1e-5)
+    assert data.params_close(mlp.p, want) is None
+    assert data.params_close(params, want) is not None      # the step did change the weights
+    np.testing.assert_allclose(mlp.logits(x), data.reference_logits(mlp.p, x), rtol=1e-4, atol=1e-4)
+
+
+def test_sgemm_check_rejects_a_wrong_product():
+    a, b = data.matrices(8, 16, 4)
+    check_sgemm(a @ b, a, b)
+    wrong = a @ b
+    wrong[2, 3] += 1.0
+    with pytest.raises(Unavailable, match="wrong result"):
+        check_sgemm(wrong, a, b)
+
+
+def test_read_idx_round_trip_and_rejection(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 3, 4) + images.tobytes()))
+    np.testing.assert_array_equal(data.read_idx(path), images)
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x00\x00\x0d\x01" + struct.pack(">I", 1) + b"\x00\x00\x00\x00")
+    with pytest.raises(ValueError, match="not an IDX"):
+        data.read_idx(bad)
+
+
+# -- processes ---------------------------------------------------------------------
+
+
+def test_worker_protocol_end_to_end():
+    client = WorkerClient(sys.executable, "numpy", 1, worker_env("numpy", 1, {**__import__("os").environ}))
+    try:
+        info = client.request({"cmd": "describe"}, 60)["info"]
+        assert info["family"] == "numpy" and info["threads"] == 1 and len(info["cpus"]) == 1
+        prep = client.request({"cmd": "prepare", "impl": "numpy", "case": "sgemm-256",
+                               "target_s": 0.001, "warmup_s": 0.0, "warmup_calls": 1}, 60)
+        assert prep["ok"] and prep["n"] >= 1 and prep["per_call_s"] > 0
+        timed = client.request({"cmd": "time", "impl": "numpy", "case": "sgemm-256"}, 60)
+        assert timed["ok"] and timed["seconds"] > 0 and timed["n"] == prep["n"]
+        assert client.request({"cmd": "release", "impl": "numpy", "case": "sgemm-256"}, 60)["ok"]
+        gone = client.request({"cmd": "time", "impl": "numpy", "case": "sgemm-256"}, 60)
+        assert not gone["ok"] and "not prepared" in gone["reason"]
+        assert "unknown command" in client.request({"cmd": "bogus"}, 60)["reason"]
+        client.proc.kill()                          # a dead worker is restarted on the next request
+        client.proc.wait()
+        assert client.request({"cmd": "describe"}, 60)["ok"]
+    finally:
+        client.close()
+
+
+def test_peak_rss_wrapper_sees_the_childs_memory():
+    child = [sys.executable, "-c", "import numpy as np; a = np.ones(300 * 2**20 // 8); print(a.sum() > 0)"]
+    out = subprocess.run([sys.executable, "-m", "bench.oneshot", "peak-rss", "--", *child],
+                         cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["ok"] and report["returncode"] == 0
+    assert 300 <= report["peak_rss_mb"] < 2000
+
+
+def test_run_end_to_end_with_numpy(tmp_path):
+    out = tmp_path / "r.json"
+    code = main(["--quick", "--cases", "sgemm-512,vmath-exp", "--threads", "1", "--peers", "numpy",
+                 "--reps", "1", "--python", sys.executable, "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    rows = {r["case"]: r for r in report["results"]}
+    assert set(rows) == {"sgemm-512", "vmath-exp"}
+    for row in rows.values():
+        assert row["figures"]["numpy"] > 0 and len(row["samples"]["numpy"]) == 1
+        assert ("dlc" in row["figures"]) != ("dlc" in row["na"])     # a figure or a reason
+    assert report["workers"]["1"]["numpy"]["threads"] == 1
+    assert "| sgemm 512x512 . 512x512" in report["table"]
+
+
+def test_unknown_case_is_a_usage_error(capsys):
+    assert main(["--cases", "nope", "--json", "/dev/null"]) == 2
+    assert "unknown case 'nope'" in capsys.readouterr().err
+
+
+# -- the dlc adapter, on the reference interpreter -------------------------------------
+
+
+def test_dlc_adapter_trains_and_predicts_like_the_reference():
+    from bench.peers import dlc_impl
+    try:
+        dlc_impl.runtime_module("load_model")
+    except Unavailable as e:
+        pytest.fail(f"runtime.load_model is part of dlc's contract: {e}")
+    step = dlc_impl._step(C.Case("step-4", "", "us", (), {"batch": 4}), backend="interp")
+    assert np.isfinite(float(step()))
+    infer = dlc_impl._infer(C.Case("infer-3", "", "us", (), {"batch": 3}), backend="interp")
+    assert infer().shape == (3, 10)
