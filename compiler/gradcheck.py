@@ -142,12 +142,15 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
               eps: float = 1e-6, tol: float = 1e-4, bindings: dict[str, int] | None = None,
               int_ranges: dict[str, int] | None = None,
               inputs: dict[str, np.ndarray] | None = None,
-              max_elements: int = 64) -> GradcheckReport:
+              max_elements: int = 64, grad_fn: str | None = None) -> GradcheckReport:
     """Compare autodiff's gradient of ``@fn_name`` with central finite differences.
 
     ``wrt`` defaults to every float parameter.  ``inputs`` fixes the values of
     some arguments (others are random); ``int_ranges`` gives the exclusive
-    upper bound of integer arguments.  Returns a :class:`GradcheckReport`;
+    upper bound of integer arguments.  ``grad_fn`` names an existing gradient
+    function of the module to check (same parameters as ``@fn_name``, the
+    gradients for ``wrt`` as its last outputs, as the ``autodiff`` pass builds
+    them) instead of building one.  Returns a :class:`GradcheckReport`;
     ``report.passed`` tells whether every argument is within ``tol``.
     """
     from .ir.interpreter import interpret
@@ -159,8 +162,12 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
     func64 = to_float64(module.get(fn_name))
     if wrt is None:
         wrt = [p.name for p in func64.params if p.type.dtype.is_float]
-    work = Module([func64])
-    dfunc = grad(work, fn_name, wrt, new_name=f"{fn_name}__grad", loc=func64.loc)
+    if grad_fn is None:
+        dfunc = grad(Module([func64]), fn_name, wrt, new_name=f"{fn_name}__grad", loc=func64.loc)
+    elif grad_fn in module:
+        dfunc = to_float64(module.get(grad_fn))
+    else:
+        raise GradcheckError(f"no gradient function named '{grad_fn}'")
 
     sizes = _bind_symbols(func64, bindings or {})
     rng = np.random.default_rng(seed)
@@ -170,11 +177,26 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
         return float(interpret(func64, [values[p.name] for p in func64.params])[0])
 
     report = GradcheckReport(fn_name, eps, tol, seed, sizes, value=f(args))
-    analytic = interpret(dfunc, [args[p.name] for p in func64.params])
+    analytic = interpret(dfunc, [args[p.name] for p in func64.params])[-len(wrt):]
     for name, g in zip(wrt, analytic):
         report.args.append(_check_argument(f, args, name, np.asarray(g, dtype=np.float64),
                                            eps, tol, max_elements, rng))
     return report
+
+
+def random_inputs(func: Function, *, seed: int = 0, bindings: dict[str, int] | None = None,
+                  int_ranges: dict[str, int] | None = None
+                  ) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """Random arguments for ``func`` drawn as :func:`gradcheck` draws them.
+
+    Returns the sizes of the symbolic dims (``bindings``, else 3 each) and
+    one array per parameter by name: floats standard normal, bools fair
+    coins, integers in ``[0, C)`` with ``C`` read from their use (labels
+    below the class count) or from ``int_ranges``.
+    """
+    sizes = _bind_symbols(func, bindings or {})
+    rng = np.random.default_rng(seed)
+    return sizes, _random_args(func, sizes, rng, int_ranges or {}, {})
 
 
 def _bind_symbols(func: Function, given: dict[str, int]) -> dict[str, int]:

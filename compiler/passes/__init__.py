@@ -8,7 +8,7 @@ from .manager import (  # noqa: F401
     PASSES, PIPELINES, PassContext, PassInfo, PassRecord, PassVerifyError, PipelineError,
     PipelineReport, count_ops, parse_pipeline, register_pass, run_pipeline,
 )
-from . import dce, autodiff  # noqa: F401  (each module registers its passes)
+from . import dce, autodiff, canonicalize, cse  # noqa: F401  (each module registers its passes)
 from .autodiff import grad, inline_function  # noqa: F401
 from .dce import dce_function  # noqa: F401
 

@@ -51,12 +51,12 @@ class PassInfo:
 
 PASSES: dict[str, PassInfo] = {}
 
-# Named pipelines, in one place.  Later passes (canonicalize, cse, fuse) are
-# added here by the engineers who write them.
+# Named pipelines, in one place.  Later passes (fuse) are added here by the
+# engineers who write them.  ``dlc passes`` lists them.
 PIPELINES: dict[str, str] = {
-    "default": "autodiff,dce",
-    "train": "autodiff,dce",
-    "inference": "dce",
+    "default": "autodiff,canonicalize,cse,dce",
+    "train": "autodiff,canonicalize,cse,dce",
+    "inference": "canonicalize,cse,dce",
 }
 
 
@@ -199,7 +199,8 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
                  stats: bool = False,
                  out: TextIO | None = None,
                  options: dict[str, dict[str, Any]] | None = None,
-                 report: PipelineReport | None = None) -> Module:
+                 report: PipelineReport | None = None,
+                 check_each_pass: bool = False) -> Module:
     """Run the passes of ``pipeline`` over ``module`` and return the result.
 
     - ``verify_each``: verify the input and the IR after every pass (when the
@@ -214,6 +215,11 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
     - ``time_passes`` / ``stats``: print the timing and statistics reports to
       ``out`` at the end.  ``report``, if given, is filled with both.
     - ``options``: per-pass options, ``{"pass-name": {"key": value}}``.
+    - ``check_each_pass``: run every function through the reference
+      interpreter on random inputs before the first pass and after each,
+      and raise ``PassCheckError`` naming the first pass that changes a
+      result (gradient functions a pass builds are checked by finite
+      differences); see :mod:`compiler.passes.checker`.
     """
     names = parse_pipeline(pipeline)
     out = out if out is not None else sys.stderr
@@ -225,6 +231,7 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
 
     if verify is not None:
         report.input_verify_seconds = _verify(verify, module, None)
+    checker = _checker(module) if check_each_pass else None
     for name in names:
         if before(name):
             _dump(out, f"Before {name}", _print(module))
@@ -239,6 +246,8 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
         verify_seconds = _verify(verify, module, name) if verify is not None else 0.0
         report.records.append(PassRecord(name, seconds, verify_seconds, ops_before,
                                          count_ops(module), dict(ctx.counters)))
+        if checker is not None:
+            checker.after_pass(name, module)
         if after(name):
             text = _print(module)
             if text_before is None or text != text_before:
@@ -273,6 +282,13 @@ def _print(module: Module) -> str:
     from ..ir.printer import print_module
 
     return print_module(module)
+
+
+def _checker(module: Module) -> Any:
+    """A :class:`~compiler.passes.checker.PassChecker` holding ``module``'s results before any pass."""
+    from .checker import PassChecker
+
+    return PassChecker(module)
 
 
 def _verifier() -> Callable[[Module], Any] | None:
