@@ -216,8 +216,7 @@ class Model:
         self.module = module
         self.source = source
         info = model_info(module)
-        if TRAIN_STEP not in module:
-            build_train_step(module)
+        build_train_step(module)          # (re)built, so it always matches this signature
         self.info = info
         self.signature: TrainSignature = train_signature(module)
         self.name = self.signature.model_name
