@@ -144,7 +144,7 @@ class Scope:
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> list[str]:
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.7)
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.5)
     return [f"did you mean '{close[0]}'?"] if close else []
 
 
@@ -181,8 +181,11 @@ class _Lowerer:
             if isinstance(item, ast.ModelDef):
                 if item is self.model:
                     self._guarded(self._model, item)
-            else:
-                self.function(item.name.id)
+            elif item.name.id in self.defs:
+                try:
+                    self.function(item.name.id)
+                except _Poisoned:
+                    pass  # its errors are collected
         _raise_all(self.errors)
         self.module.functions.sort(key=lambda f: self.order.get(f.name, (1 << 30, 0)))
         if defer_grads:
@@ -273,22 +276,16 @@ class _Lowerer:
 
     def _fn(self, fn: ast.FnDef) -> Function:
         errors: list[DlError] = []
-        params = self._params(fn.params, errors)
+        params, broken = self._params(fn.params, errors)
         symbols = {s for _, t in params for s in t.symbols}
-        returns = None
-        if fn.returns is not None:
-            returns = []
-            for t in fn.returns:
-                try:
-                    returns.append(resolve_type(t, symbols, what="return type"))
-                except DlError as e:
-                    _collect(errors, e)
-        _raise_all(errors)
+        returns = self._return_types(fn, symbols, errors)
 
+        # Lower the body even after a signature error, so its own errors show too.
         func, b = new_function(fn.name.id, params, loc=fn.name.span)
         scope = Scope()
-        for p, value in zip(fn.params, func.params):
-            scope.define(p.name, value)
+        for value in func.params:
+            scope.names[value.name or ""] = _Binding(value, fn.name.span)
+        scope.poison(broken)
         body = _Body(self, b, scope, symbols)
         failed = False
         returned: ast.Return | None = None
@@ -318,8 +315,24 @@ class _Lowerer:
         self.module.add(func)
         return func
 
-    def _params(self, params: tuple[ast.Param, ...], errors: list[DlError]) -> list[tuple[str, TensorType]]:
+    def _return_types(self, fn: ast.FnDef, symbols: set[str],
+                      errors: list[DlError]) -> list[TensorType] | None:
+        """The declared return types; None when omitted or when one does not resolve."""
+        if fn.returns is None:
+            return None
+        out: list[TensorType] = []
+        for t in fn.returns:
+            try:
+                out.append(resolve_type(t, symbols, what="return type"))
+            except DlError as e:
+                _collect(errors, e)
+        return out if len(out) == len(fn.returns) else None
+
+    def _params(self, params: tuple[ast.Param, ...],
+                errors: list[DlError]) -> tuple[list[tuple[str, TensorType]], list[ast.Name]]:
+        """The parameters that resolve, and the names of those that do not."""
         out: list[tuple[str, TensorType]] = []
+        broken: list[ast.Name] = []
         seen: dict[str, Location] = {}
         for p in params:
             if p.name.id in seen:
@@ -331,7 +344,8 @@ class _Lowerer:
                 out.append((p.name.id, resolve_type(p.type, None)))
             except DlError as e:
                 _collect(errors, e)
-        return out
+                broken.append(p.name)
+        return out, broken
 
     def _grad(self, g: ast.GradDef) -> Function:
         """``fn g = grad(f, wrt=[...])``: the autodiff pass builds the function."""

@@ -163,6 +163,9 @@ def _hint(token: Token, expected: set[str]) -> str:
         return " (statements start with 'let' or 'return')"
     if token.value == "=" and "==" in texts:
         return " (use '==' to compare)"
+    comparisons = {"==", "!=", "<", "<=", ">", ">="}
+    if token.value in comparisons and not comparisons & texts:
+        return " (comparisons cannot be chained: use logical_and(a < b, b < c))"
     return ""
 
 
