@@ -204,7 +204,13 @@ def _coerce(key: str, spec: AttrSpec, value: Any) -> Any:
             return tuple(v if isinstance(v, str) else int(v) for v in value)
         raise bad("a list of dims")
     if kind == "dense":
-        return np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except ValueError:      # a ragged nesting of lists
+            raise bad("a number or a dense array") from None
+        if array.dtype.kind not in "biuf":
+            raise bad("a number or a dense array")
+        return array
     raise AssertionError(f"unknown attribute kind {kind}")
 
 
