@@ -643,7 +643,8 @@ class _Parser:
         keyword_end = self.pos
         operands: list[tuple[Value | None, int, int]] = []
         types: list[TensorType] = []
-        if self.peek("%"):
+        # Without operands, a '%' on a later line starts an (out of place) op.
+        if self.peek("%") and "\n" not in self.text[keyword_end:self.pos]:
             while True:
                 operands.append(self.use(scope))
                 if not self.accept(","):
@@ -947,6 +948,8 @@ class _Parser:
         found = self.nested_shape(body)
         if found is None:
             self.fail("dense literal is ragged: its sublists have different shapes", start, self.pos)
+        if size == 0 and 0 in found:
+            return np.zeros(shape, dtype)
         if found != shape:
             self.fail(f"dense literal has shape {found} but its type is {type_text}", start, self.pos)
         flat: list[_Element] = []

@@ -255,12 +255,18 @@ def format_string(s: str) -> str:
 
 
 def format_dense(array: np.ndarray) -> str:
-    """``dense<[[1.0, 2.0]]> : tensor<1x2xf32>``; a splat when every element is the same."""
+    """``dense<[[1.0, 2.0]]> : tensor<1x2xf32>``; a splat when every element is the same.
+
+    An array without elements prints as ``dense<>`` (as MLIR does), since a
+    nested list cannot show the dims after a zero.
+    """
     name = _ELEMENT_TYPE_NAMES.get(array.dtype.newbyteorder("="))
     if name is None:
         raise TypeError(f"the IR text form has no element type for numpy dtype {array.dtype}")
     flat = np.ascontiguousarray(array.ravel(), dtype=array.dtype.newbyteorder("="))
     shape = "".join(f"{d}x" for d in array.shape)
+    if array.size == 0:
+        return f"dense<> : tensor<{shape}{name}>"
     if array.ndim == 0 or (array.size > 1 and _is_splat(flat)):
         body = _format_element(flat[0], flat.dtype)
     else:

@@ -42,7 +42,7 @@ module attributes {
   // CHECK-SAME:  e_i1 = dense<[true, false, true]> : tensor<3xi1>
   // CHECK-SAME:  f_splat = dense<0.0> : tensor<4x5xf32>
   // CHECK-SAME:  g_scalar = dense<7> : tensor<i64>
-  // CHECK-SAME:  h_empty = dense<[[], []]> : tensor<2x0xf32>
+  // CHECK-SAME:  h_empty = dense<> : tensor<2x0xf32>
   // CHECK-SAME:  i_nonfinite = dense<[0x7F800000, 0xFF800000, 0x7FC00000, 1.0]> : tensor<4xf32>
   // CHECK-SAME:  j_hex_bytes = dense<[1.0, 2.0]> : tensor<2xf32>
   // CHECK-SAME:  k_f16 = dense<[0.1, 6.55e+04]> : tensor<2xf16>
