@@ -1,3 +1,4 @@
 """The dlc runtime: compiled modules, the Model API, datasets and the ``dlc`` CLI."""
 
 from .model import load_model  # noqa: E402,F401  (the Model API, runtime/model.py)
+from .compiled import compile, load_compiled  # noqa: E402,F401,A001  (native code, runtime/compiled.py)

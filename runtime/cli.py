@@ -25,6 +25,12 @@ COMMANDS = [
     "train",
     "evaluate",
     "predict",
+    "compile",
+    "cache",
+    "opt",
+    "passes",
+    "graph",
+    "stats",
 ]
 
 EXIT_USER_ERROR = 1

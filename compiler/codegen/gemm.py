@@ -30,7 +30,7 @@ from llvmlite import ir
 
 from ..ir.types import Dim
 from .emitter import Emitter, to_memory
-from .kernels import ExprEmitter, KernelContext, Space, lane_mask, load_vector, store_vector
+from .kernels import ExprEmitter, KernelContext, Space, alloca as _alloca, lane_mask, load_vector, store_vector
 from .llvmutil import I64, const, for_range, splat, value_type
 from .loops import Matmul
 
@@ -172,7 +172,6 @@ def _micro(kc: KernelContext, k: Matmul, e: Emitter, epi: ExprEmitter | None, a,
     b = kc.b
     vty = value_type(k.dtype, lanes)
     zero = const(vty, 0)
-    from .kernels import _alloca
     accs = [[_alloca(b, vty) for _ in range(nv)] for _ in range(rows)]
     for row in accs:
         for slot in row:
@@ -185,14 +184,22 @@ def _micro(kc: KernelContext, k: Matmul, e: Emitter, epi: ExprEmitter | None, a,
             av = splat(b, b.load(b.gep(arows[r], [b.mul(p, sa_k)])), lanes)
             for v in range(nv):
                 b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
+    # Spill the tile to the stack, then store it row by row through the epilogue: one copy
+    # of the epilogue code per micro-kernel, and the output (which the epilogue may read,
+    # for in-place updates) is untouched until its element's final value is known.
+    tile = _alloca(b, ir.ArrayType(vty, rows * nv))
     for r in range(rows):
-        i = b.add(i0, ir.Constant(I64, r))
-        crow = b.gep(c, [b.mul(i, n)])
         for v in range(nv):
-            col = b.add(j0, ir.Constant(I64, v * lanes))
+            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, 0), ir.Constant(I64, r * nv + v)]))
+    with for_range(b, 0, rows, name="r") as r:
+        i = b.add(i0, r)
+        crow = b.gep(c, [b.mul(i, n)])
+        with for_range(b, 0, nv, name="v") as v:
+            col = b.add(j0, b.mul(v, ir.Constant(I64, lanes)))
             left = _clamp(b, b.sub(n, col), lanes)
             mask = lane_mask(b, lanes, left) if lanes > 1 else None
-            value = b.load(accs[r][v])
+            slot = b.add(b.mul(r, ir.Constant(I64, nv)), v)
+            value = b.load(b.gep(tile, [ir.Constant(I64, 0), slot]))
             if epi is not None:
                 value = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
             ptr = b.gep(crow, [col])

@@ -418,9 +418,9 @@ def _reduce_row(kc, k: Reduce, ee: ExprEmitter, index, inner, extents, lanes, wa
     """The innermost axis is reduced: vector partial results, one output element."""
     b = kc.b
     dtype = k.out.dtype
-    unroll = UNROLL if lanes > 1 else 1
+    unroll = _unroll(k.expr, lanes)
     vty = value_type(dtype, lanes)
-    accs = [_alloca(b, vty) for _ in range(unroll)]
+    accs = [alloca(b, vty) for _ in range(unroll)]
     ident = const(vty, _identity(k.kind, dtype))
     for a in accs:
         b.store(ident, a)
@@ -468,7 +468,7 @@ def _reduce_columns(kc, k: Reduce, ee: ExprEmitter, index, inner, n, lanes, walk
     e = Emitter(b, lanes, dtype)
 
     def block(j: ir.Value, count: int, mask: ir.Value | None) -> None:
-        accs = [_alloca(b, vty) for _ in range(count)]
+        accs = [alloca(b, vty) for _ in range(count)]
         for a in accs:
             b.store(ident, a)
 
@@ -488,7 +488,7 @@ def _reduce_columns(kc, k: Reduce, ee: ExprEmitter, index, inner, n, lanes, walk
             else:
                 store_vector(b, value, ptr, mask)
 
-    unroll = UNROLL if lanes > 1 else 1
+    unroll = _unroll(k.expr, lanes)
     step = lanes * unroll
     main = b.and_(n, ir.Constant(I64, -step))
     with for_range(b, 0, main, step, name="col") as j:
@@ -517,8 +517,8 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
     e = Emitter(b, 1, src_dtype)
 
     def per_output() -> None:
-        best = _alloca(b, value_type(src_dtype, 1))
-        where = _alloca(b, I64)
+        best = alloca(b, value_type(src_dtype, 1))
+        where = alloca(b, I64)
         b.store(const(best.type.pointee, _identity("max", src_dtype)), best)
         b.store(ir.Constant(I64, 0), where)
         with for_range(b, 0, extents[axis], name="am") as i:
@@ -550,13 +550,19 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
     over(0)
 
 
+def _unroll(expr: Expr, lanes: int) -> int:
+    """Accumulators per reduction: several hide the add latency of a cheap input;
+    an expensive input (exp, log ...) is throughput-bound and is emitted once."""
+    return UNROLL if lanes > 1 and isinstance(expr, Load) else 1
+
+
 def _at(index: list, g: int, value: ir.Value) -> list:
     out = list(index)
     out[g] = value
     return out
 
 
-def _alloca(b: ir.IRBuilder, ty: ir.Type) -> ir.Value:
+def alloca(b: ir.IRBuilder, ty: ir.Type) -> ir.Value:
     """A stack slot in the entry block (so mem2reg turns it into registers)."""
     fn = b.function
     entry = fn.entry_basic_block
@@ -567,4 +573,4 @@ def _alloca(b: ir.IRBuilder, ty: ir.Type) -> ir.Value:
 
 
 __all__ = ["KernelContext", "ExprEmitter", "Space", "collapse", "emit_elementwise", "emit_reduce",
-           "load_vector", "store_vector", "lane_mask", "unit_stride"]
+           "load_vector", "store_vector", "lane_mask", "unit_stride", "alloca"]

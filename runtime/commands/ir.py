@@ -13,7 +13,8 @@ from typing import Callable
 
 from compiler.ir.core import Module
 
-from . import load_module, pick_function
+from . import pick_function
+from ._pipeline import add_pass_arguments, load_for_passes, run_passes
 
 NAME = "ir"
 HELP = "print the dl IR of a .dl file or of IR text"
@@ -35,6 +36,25 @@ STAGES: dict[str, Callable[[Module, argparse.Namespace], str]] = {
 }
 
 
+def _codegen_stage(stage: str) -> Callable[[Module, argparse.Namespace], str]:
+    """A renderer for a codegen stage (``compiler/codegen/driver.py``): the module as
+    ``runtime.compile`` would build it, after the default pass pipeline."""
+
+    def render(module: Module, args: argparse.Namespace) -> str:
+        from compiler.codegen.driver import stage_text
+        from compiler.passes import run_pipeline
+
+        if args.fn is not None:
+            module = Module([pick_function(module, args.fn, args.file)])
+        return stage_text(run_pipeline(module, "default"), stage)
+
+    return render
+
+
+for _stage in ("loops", "llvm", "llvm-opt", "asm"):      # loop IR, LLVM IR, optimized, assembly
+    STAGES[_stage] = _codegen_stage(_stage)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dlc ir``."""
     parser.add_argument("file", help="a .dl source file or dl IR text (.mlir)")
@@ -43,16 +63,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="end every op with its source location, loc(\"file.dl\":line:col)")
     parser.add_argument("--stage", choices=list(STAGES), default="dl",
                         help="what to print (default: dl, the tensor-level IR)")
+    add_pass_arguments(parser, after=True)
 
 
 def transform(module: Module, args: argparse.Namespace) -> Module:
-    """The module after the passes the arguments ask for (none yet)."""
-    return module
+    """The module after the passes the arguments ask for (``--passes``, ``--after``)."""
+    return run_passes(module, args)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the module (or one function) at the requested stage."""
-    module = transform(load_module(args.file), args)
+    module = transform(load_for_passes(args.file, args), args)
     text = STAGES[args.stage](module, args)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0

@@ -21,10 +21,11 @@ import numpy as np
 from compiler.diagnostics import DlError
 from compiler.ir.core import Function, Module, Value
 
-from . import load_module, pick_function
+from . import pick_function
+from ._pipeline import add_pass_arguments, load_for_passes, run_passes
 
 NAME = "run"
-HELP = "run a function of a .dl file (or IR text) on inputs through the reference interpreter"
+HELP = "run a function of a .dl file (or IR text) on inputs: native code, or --interp"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,21 +36,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE",
                         help="an argument: NAME=file.npy, NAME=file.npz, NAME=1.5 or NAME=[[1,2],[3,4]]; "
                              "repeat for each parameter")
+    parser.add_argument("--interp", action="store_true",
+                        help="run the reference interpreter instead of compiled native code")
     parser.add_argument("--output", "-o", metavar="PATH",
                         help="save the results to PATH (.npz, or .npy for one result) instead of printing")
+    add_pass_arguments(parser)
 
 
 def execute(module: Module, func: Function, inputs: dict[str, np.ndarray],
             args: argparse.Namespace) -> list[np.ndarray]:
-    """Evaluate ``func`` on ``inputs`` (the reference interpreter)."""
-    from compiler.ir.interpreter import interpret
+    """Evaluate ``func`` on ``inputs``: native code (runtime.compile), or the
+    reference interpreter with ``--interp``."""
+    if getattr(args, "interp", False):
+        from compiler.ir.interpreter import interpret
 
-    return interpret(func, inputs)
+        return interpret(func, inputs)
+    from runtime.compiled import compile as compile_module
+
+    compiled = compile_module(Module([func], dict(module.attrs)))
+    result = compiled[func.name](**inputs)
+    return list(result) if isinstance(result, tuple) else [result]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the function and print or save its results."""
-    module = load_module(args.file)
+    module = run_passes(load_for_passes(args.file, args), args)
     func = pick_function(module, args.fn, args.file)
     inputs = parse_inputs(func, args.input)
     results = execute(module, func, inputs, args)

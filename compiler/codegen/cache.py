@@ -1,0 +1,46 @@
+"""Object-cache keys: what compiled code depends on, hashed.
+
+A key is the sha256 of
+
+* the dl IR text of the module (the printer's generic form, which includes
+  function attributes such as ``inplace`` and dense constants),
+* the codegen options (:meth:`CodegenOptions.key`: triple, CPU name,
+  features, opt level, vector width, llvmlite and LLVM versions),
+* the dlc version, and a fingerprint of the source of the code generator
+  and of the op table (whose ``emit`` rules are part of the generated code),
+  so editing the compiler never loads stale code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+from .target import CodegenOptions
+
+FORMAT = "dlc-object-1"
+
+
+@functools.cache
+def source_fingerprint() -> str:
+    """sha256 over the source files of ``compiler/codegen`` and ``compiler/ops``."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for folder in ("codegen", "ops"):
+        for path in sorted((root / folder).glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(module_text: str, options: CodegenOptions) -> str:
+    """The object-cache key of a module's IR text compiled with ``options``."""
+    from .. import __version__
+
+    h = hashlib.sha256()
+    for part in (FORMAT, __version__, source_fingerprint(), options.key(), module_text):
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()

@@ -1,0 +1,41 @@
+"""``dlc compile FILE -o DIR``: ahead-of-time native code in a directory.
+
+The directory holds ``module.o`` (object code for this CPU), ``manifest.json``
+(every function's signature, symbolic dims and in-place pairs, the target and
+a checksum) and, when a C compiler is installed, ``libdlc_module.so`` with a C
+header ``dlc_module.h``.  ``runtime.load_compiled(DIR)`` loads it without the
+frontend or LLVM's optimizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import load_module
+
+NAME = "compile"
+HELP = "compile a .dl file (or dl IR text) to native code in a directory (AOT)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dlc compile``."""
+    parser.add_argument("file", help="a .dl source file or dl IR text (.mlir)")
+    parser.add_argument("--output", "-o", metavar="DIR", required=True,
+                        help="the directory to write (created if missing)")
+    parser.add_argument("--passes", metavar="PIPELINE", default=None,
+                        help="pass pipeline to run before codegen (default: the 'default' pipeline)")
+    parser.add_argument("--no-cache", action="store_true", help="do not use the object cache")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compile every function of the module and write the AOT directory."""
+    from runtime.compiled import compile as compile_module
+
+    module = load_module(args.file)
+    compiled = compile_module(module, passes=args.passes, cache=not args.no_cache)
+    out = compiled.save(args.output)
+    for fn in compiled.functions.values():
+        print(f"  {fn.info.symbol}: {fn.signature}")
+    extra = " (+ shared library and C header)" if (out / "libdlc_module.so").exists() else ""
+    print(f"wrote {out}/manifest.json and module.o{extra}")
+    return 0

@@ -1,0 +1,458 @@
+"""Compiled modules: ``runtime.compile(...)`` and checked calls into native code.
+
+::
+
+    import numpy as np, runtime
+    mod = runtime.compile("examples/mnist_mlp.dl")     # a path, .dl source, IR text or a Module
+    probs = mod.predict(w1, b1, w2, b2, x)             # numpy in, numpy out
+    probs = mod["predict"](x=x, w1=w1, b1=b1, w2=w2, b2=b2)
+
+Every call checks every argument before native code runs; a bad argument
+raises :class:`ArgumentTypeError` (a ``TypeError``) or
+:class:`ArgumentValueError` (a ``ValueError``), both :class:`DlRuntimeError`,
+naming the argument with the expected and actual type.  The policy:
+
+* **count and names** must match the signature (positional, then by name);
+* **dtype** exact, or a *safe* numpy cast (``np.can_cast(..., "safe")``:
+  i32 -> i64, f32 -> f64, bool -> f32 ...) which costs a converted copy;
+  anything lossy (f64 -> f32, float -> int) is an error.  Python numbers are
+  accepted for rank-0 parameters when they fit the dtype's kind;
+* **rank** and every **static dim** must match; each **symbolic dim** takes
+  its value from the first argument that has it and must agree everywhere;
+* **layout**: non-contiguous (or misaligned) inputs are copied to a
+  contiguous array;
+* **in-place parameters** (the training step's weights and optimizer state,
+  ``Function.attrs["inplace"]``) are updated in the caller's array: it must
+  have the exact dtype, be C-contiguous, aligned and writeable, and share no
+  memory with any other argument.  The call returns that same array object
+  for the corresponding output.
+
+Outputs are fresh arrays, 64-byte aligned.  Native code is re-entrant: one
+compiled function may be called from several threads at once (ctypes
+releases the GIL during the call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from compiler import __version__
+from compiler.codegen.cache import cache_key
+from compiler.codegen.driver import FunctionInfo, compile_to_object
+from compiler.codegen.target import CodegenOptions, Target, host_target
+from compiler.diagnostics import DlRuntimeError
+from compiler.ir.core import Module
+from compiler.ir.types import TensorType
+
+from .cache import ObjectCache
+from .native import NativeLibrary
+
+ALIGNMENT = 64
+AOT_FORMAT = "dlc-aot-1"
+ENTRY_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class ArgumentTypeError(DlRuntimeError, TypeError):
+    """A wrong argument count or name, or an argument of the wrong dtype."""
+
+
+class ArgumentValueError(DlRuntimeError, ValueError):
+    """An argument of the wrong rank, shape or memory layout."""
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data is 64-byte aligned."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _actual(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _kind_fits(value: Any, t: TensorType) -> bool:
+    if t.dtype.dsl_name == "bool":
+        return isinstance(value, (bool, np.bool_))
+    if t.dtype.is_int:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+class _Param:
+    """One parameter's checks, precomputed."""
+
+    __slots__ = ("name", "type", "dtype", "shape", "rank", "inplace", "where")
+
+    def __init__(self, fn_name: str, name: str, t: TensorType, inplace: bool):
+        self.name = name
+        self.type = t
+        self.dtype = t.dtype.np
+        self.shape = t.shape
+        self.rank = t.rank
+        self.inplace = inplace
+        self.where = f"@{fn_name}: argument '{name}'"
+
+    def check(self, value: Any, bindings: dict[str, int]) -> np.ndarray:
+        """The argument as an array native code may read (and write, if in place)."""
+        if not isinstance(value, np.ndarray):
+            if self.rank == 0 and not self.inplace and _kind_fits(value, self.type):
+                value = np.asarray(value, dtype=self.dtype)
+            else:
+                raise ArgumentTypeError(f"{self.where} must be a numpy array of {self.type.dsl_str()}, "
+                                        f"got {_actual(value)}")
+        if value.dtype != self.dtype:
+            if self.inplace:
+                raise ArgumentTypeError(f"{self.where} is updated in place and must have dtype exactly "
+                                        f"{self.dtype} ({self.type.dsl_str()}), got {_actual(value)}")
+            if not np.can_cast(value.dtype, self.dtype, "safe"):
+                raise ArgumentTypeError(f"{self.where} expects {self.type.dsl_str()}, got {_actual(value)}: "
+                                        f"{value.dtype} does not convert to {self.dtype} without loss")
+            value = value.astype(self.dtype)
+        if value.ndim != self.rank:
+            raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()} (rank {self.rank}), "
+                                     f"got {_actual(value)}")
+        for axis, (dim, size) in enumerate(zip(self.shape, value.shape)):
+            if dim == size:
+                continue
+            if isinstance(dim, int):
+                raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()}, got {_actual(value)}: "
+                                         f"dim {axis} is {size}, not {dim}")
+            bound = bindings.setdefault(dim, size)
+            if bound != size:
+                raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()}, got {_actual(value)}: "
+                                         f"dim {axis} ({dim}) is {size}, but {dim} = {bound} from an "
+                                         "earlier argument")
+        flags = value.flags
+        if not (flags.c_contiguous and flags.aligned):
+            if self.inplace:
+                raise ArgumentValueError(f"{self.where} is updated in place and must be C-contiguous "
+                                         "and aligned; pass np.ascontiguousarray(...) and use the result")
+            value = np.ascontiguousarray(value)
+            if not value.flags.aligned:
+                value = value.copy()
+        if self.inplace and not flags.writeable:
+            raise ArgumentValueError(f"{self.where} is updated in place but the array is read-only")
+        return value
+
+
+class CompiledFunction:
+    """A native entry point behind argument checks (see the module docstring).
+
+    ``signature`` is the human-readable signature, ``entry_address`` and
+    ``ctypes_signature`` the raw C entry point for embedding:
+    ``int32_t f(void **buffers, const int64_t *dims)`` -- buffers: parameters
+    then outputs (an in-place output's slot holds its parameter's pointer),
+    dims: the symbolic dims in ``info.symbols`` order; it returns 0, or 1
+    when its workspace could not be allocated.
+    """
+
+    def __init__(self, info: FunctionInfo, library: NativeLibrary):
+        self.info = info
+        self._library = library                  # keeps the code alive
+        self.entry_address = library.address(info.symbol)
+        self.ctypes_signature = ENTRY_SIGNATURE
+        self._entry = ENTRY_SIGNATURE(self.entry_address)
+        inplace_params = {p: o for o, p in info.inplace}
+        self._params = [_Param(info.name, n, t, i in inplace_params)
+                        for i, (n, t) in enumerate(info.params)]
+        self._index = {n: i for i, (n, _) in enumerate(info.params)}
+        self._inplace_out = {o: p for o, p in info.inplace}
+        self._outputs = [t for _, t in info.outputs]
+        self._out_dtypes = [t.dtype.np for t in self._outputs]
+        self._has_inplace = bool(info.inplace)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def signature(self) -> str:
+        """``name(x: f32[N, 784], ...) -> (f32[N, 10])``."""
+        params = ", ".join(f"{n}: {t.dsl_str()}" for n, t in self.info.params)
+        outs = ", ".join(f"{n}: {t.dsl_str()}" if n else t.dsl_str() for n, t in self.info.outputs)
+        return f"{self.info.name}({params}) -> ({outs})"
+
+    def __repr__(self) -> str:
+        return f"<CompiledFunction {self.signature}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Check the arguments, run native code, return the output(s)."""
+        values = self._bind(args, kwargs)
+        bindings: dict[str, int] = {}
+        arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
+        if self._has_inplace:
+            self._check_overlap(arrays)
+        outs: list[np.ndarray] = []
+        for i, t in enumerate(self._outputs):
+            p = self._inplace_out.get(i)
+            if p is not None:
+                outs.append(arrays[p])
+            else:
+                shape = tuple(d if isinstance(d, int) else bindings[d] for d in t.shape)
+                outs.append(aligned_empty(shape, self._out_dtypes[i]))
+        ptrs = np.array([a.ctypes.data for a in arrays] + [o.ctypes.data for o in outs], dtype=np.uintp)
+        dims = np.array([bindings[s] for s in self.info.symbols] or [0], dtype=np.int64)
+        status = self._entry(ptrs.ctypes.data, dims.ctypes.data)
+        if status != 0:
+            raise DlRuntimeError(f"@{self.name}: native code could not allocate its workspace "
+                                 f"(status {status})")
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _bind(self, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
+        n = len(self._params)
+        if not kwargs:
+            if len(args) != n:
+                raise ArgumentTypeError(f"@{self.name} takes {n} argument(s) "
+                                        f"({', '.join(p.name for p in self._params)}), got {len(args)}")
+            return list(args)
+        if len(args) > n:
+            raise ArgumentTypeError(f"@{self.name} takes {n} argument(s), got {len(args)} positional")
+        values: list[Any] = list(args) + [_MISSING] * (n - len(args))
+        for name, value in kwargs.items():
+            i = self._index.get(name)
+            if i is None:
+                raise ArgumentTypeError(f"@{self.name} has no parameter '{name}' "
+                                        f"(parameters: {', '.join(p.name for p in self._params)})")
+            if values[i] is not _MISSING:
+                raise ArgumentTypeError(f"@{self.name}: argument '{name}' given twice")
+            values[i] = value
+        missing = [p.name for p, v in zip(self._params, values) if v is _MISSING]
+        if missing:
+            raise ArgumentTypeError(f"@{self.name}: missing argument '{missing[0]}'")
+        return values
+
+    def _check_overlap(self, arrays: list[np.ndarray]) -> None:
+        for _, p in self.info.inplace:
+            for i, other in enumerate(arrays):
+                if i != p and np.may_share_memory(arrays[p], other):
+                    raise ArgumentValueError(
+                        f"@{self.name}: argument '{self._params[p].name}' is updated in place and "
+                        f"shares memory with argument '{self._params[i].name}'")
+
+
+_MISSING = object()
+
+
+class CompiledModule:
+    """Native code for a module's functions: ``mod.fn(...)``, ``mod["fn"]``, ``mod.functions``."""
+
+    def __init__(self, library: NativeLibrary, infos: list[FunctionInfo], object_code: bytes,
+                 target: Target, module: Module | None = None, cache_path: Path | None = None):
+        self._library = library
+        self.object_code = object_code
+        self.target = target
+        self.module = module
+        self.cache_path = cache_path
+        self.functions: dict[str, CompiledFunction] = {
+            info.name: CompiledFunction(info, library) for info in infos}
+
+    def __getitem__(self, name: str) -> CompiledFunction:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise KeyError(f"no compiled function '{name}' (functions: "
+                           f"{', '.join(self.functions) or 'none'})") from None
+
+    def __getattr__(self, name: str) -> CompiledFunction:
+        functions = self.__dict__.get("functions", {})
+        if name in functions:
+            return functions[name]
+        raise AttributeError(f"compiled module has no function '{name}' "
+                             f"(functions: {', '.join(functions) or 'none'})")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.functions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.functions)
+
+    def __repr__(self) -> str:
+        return f"<CompiledModule {', '.join(self.functions)}>"
+
+    def save(self, directory: str | Path) -> Path:
+        """Write an AOT directory: object code, ``manifest.json`` (and, with a C compiler,
+        a shared library and a C header).  :func:`load_compiled` reads it back."""
+        return save_compiled(self, directory)
+
+
+# ---------------------------------------------------------------------------
+# compile
+
+
+_COMPILE_LOCK = threading.Lock()
+
+
+def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCache = True,
+            passes: str | list[str] | None = None,
+            options: CodegenOptions | None = None) -> CompiledModule:
+    """Compile a ``.dl`` file, ``.dl`` source text, dl IR text or a :class:`Module` to native code.
+
+    ``passes``: the pass pipeline run first (default ``"default"``; ``""`` for
+    none); a Module argument is copied first, never changed.  ``cache``:
+    ``True`` for the default object cache, ``False`` for none, or a folder
+    or :class:`ObjectCache`.  ``options``: codegen options (default: the host
+    CPU at O3).
+    """
+    from compiler.ir.printer import print_module
+
+    module = _prepare(source, passes)
+    options = options or CodegenOptions()
+    text = print_module(module)
+    store = _cache_of(cache)
+    key = cache_key(text, options)
+    with _COMPILE_LOCK:
+        entry = store.load(key) if store is not None else None
+        if entry is not None:
+            obj = entry.object_code
+            infos = [FunctionInfo.from_json(f) for f in entry.header["functions"]]
+        else:
+            obj, infos = compile_to_object(module, options)
+            if store is not None:
+                store.store(key, obj, {"functions": [i.to_json() for i in infos],
+                                       "target": _target_json(options.target)})
+    library = NativeLibrary(obj)
+    return CompiledModule(library, infos, obj, options.target, module,
+                          store.path(key) if store is not None else None)
+
+
+def _cache_of(cache: bool | str | Path | ObjectCache) -> ObjectCache | None:
+    if cache is True:
+        return ObjectCache()
+    if cache is False or cache is None:
+        return None
+    if isinstance(cache, ObjectCache):
+        return cache
+    return ObjectCache(cache)
+
+
+def _prepare(source: str | Path | Module, passes: str | list[str] | None) -> Module:
+    """The module to compile: loaded or parsed, copied, with the pipeline applied."""
+    from compiler.ir.parser import parse_module
+    from compiler.ir.printer import print_module
+
+    if isinstance(source, Module):
+        module = parse_module(print_module(source), "<module>")
+    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
+                                      and source.rstrip().endswith((".dl", ".mlir"))):
+        from runtime.commands import load_module
+
+        path = Path(source)
+        if not path.is_file():
+            raise DlRuntimeError(f"no such file: {path}")
+        module = load_module(str(path))
+    elif isinstance(source, str):
+        if source.lstrip().startswith("module"):
+            module = parse_module(source, "<string>")
+        else:
+            from frontend_dsl.api import compile_source
+
+            module = compile_source(source, "<string>")
+    else:
+        raise TypeError(f"runtime.compile takes a path, source text or a Module, got "
+                        f"{type(source).__name__}")
+    pipeline = "default" if passes is None else passes
+    if pipeline:
+        from compiler.passes import run_pipeline
+
+        module = run_pipeline(module, pipeline)
+    return module
+
+
+def _target_json(t: Target) -> dict[str, str]:
+    return {"triple": t.triple, "cpu": t.cpu, "features": t.features}
+
+
+# ---------------------------------------------------------------------------
+# AOT directories
+
+
+def save_compiled(compiled: CompiledModule, directory: str | Path) -> Path:
+    """See :meth:`CompiledModule.save`."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    obj_path = out / "module.o"
+    obj_path.write_bytes(compiled.object_code)
+    infos = [f.info for f in compiled.functions.values()]
+    manifest = {
+        "format": AOT_FORMAT, "dlc_version": __version__, "target": _target_json(compiled.target),
+        "object": obj_path.name, "sha256": hashlib.sha256(compiled.object_code).hexdigest(),
+        "functions": [i.to_json() for i in infos],
+    }
+    cc = shutil.which("cc")
+    if cc is not None:
+        (out / "dlc_module.h").write_text(c_header(infos))
+        result = subprocess.run([cc, "-shared", "-o", str(out / "libdlc_module.so"), str(obj_path), "-lm"],
+                                capture_output=True, text=True)
+        if result.returncode == 0:
+            manifest["shared_library"] = "libdlc_module.so"
+            manifest["header"] = "dlc_module.h"
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def c_header(infos: list[FunctionInfo]) -> str:
+    """A C header declaring every entry point, with its buffer and dims layout."""
+    lines = ["/* Generated by dlc: native entry points.  Each returns 0, or 1 when its",
+             " * workspace cannot be allocated.  buffers: the parameters' data, then the",
+             " * outputs' (row-major, caller-allocated); dims: the symbolic dims' values. */",
+             "#pragma once", "#include <stdint.h>", ""]
+    for info in infos:
+        params = ", ".join(f"{n}: {t.dsl_str()}" for n, t in info.params)
+        outs = ", ".join(t.dsl_str() for _, t in info.outputs)
+        lines.append(f"/* {info.name}({params}) -> ({outs})")
+        lines.append(f" * dims: [{', '.join(info.symbols)}]"
+                     + (f"; in place (output, param): {list(info.inplace)}" if info.inplace else "")
+                     + " */")
+        lines.append(f"int32_t {info.symbol}(void **buffers, const int64_t *dims);")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def load_compiled(directory: str | Path) -> CompiledModule:
+    """Load an AOT directory written by ``dlc compile`` / :meth:`CompiledModule.save`.
+
+    Needs neither the frontend nor LLVM's optimizer.  Refuses object code
+    built for features this CPU lacks, and a manifest or object that does
+    not match its checksum.
+    """
+    folder = Path(directory)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DlRuntimeError(f"{folder}: not a dlc compiled directory ({e})") from None
+    if manifest.get("format") != AOT_FORMAT:
+        raise DlRuntimeError(f"{folder}: unknown format {manifest.get('format')!r}, expected {AOT_FORMAT}")
+    obj = (folder / manifest["object"]).read_bytes()
+    if hashlib.sha256(obj).hexdigest() != manifest.get("sha256"):
+        raise DlRuntimeError(f"{folder}: object code does not match the manifest's checksum")
+    t = manifest["target"]
+    target = Target(t["triple"], t["cpu"], t["features"])
+    _check_target(target, folder)
+    infos = [FunctionInfo.from_json(f) for f in manifest["functions"]]
+    return CompiledModule(NativeLibrary(obj), infos, obj, target)
+
+
+def _check_target(target: Target, folder: Path) -> None:
+    host = host_target()
+    if target.triple.split("-")[0] != host.triple.split("-")[0]:
+        raise DlRuntimeError(f"{folder}: compiled for {target.triple}, this machine is {host.triple}")
+    have = {f[1:] for f in host.features.split(",") if f.startswith("+")}
+    need = {f[1:] for f in target.features.split(",") if f.startswith("+")}
+    missing = sorted(need - have)
+    if missing:
+        raise DlRuntimeError(f"{folder}: compiled for CPU {target.cpu} with features this machine "
+                             f"lacks: {', '.join(missing[:8])}")
