@@ -68,6 +68,7 @@ class _FunctionVerifier:
         self.errors: list[VerifyError] = []
         self.defined: set[Value] = set()        # values available at the current op
         self.later: set[Value] = set()          # results of ops further down
+        self.malformed: set[Value] = set()      # values whose type is not a valid tensor type
         for op in func.ops:
             self.later.update(op.results)
 
@@ -112,6 +113,7 @@ class _FunctionVerifier:
             problem = type_problem(p.type)
             if problem:
                 self.func_error(f"parameter {label} has {problem}")
+                self.malformed.add(p)
             self.defined.add(p)
 
     # -- ops -------------------------------------------------------------------------
@@ -143,11 +145,8 @@ class _FunctionVerifier:
                 else:
                     self.op_error(op, f"operand {i} is defined outside @{self.func.name} "
                                       f"(by dl.{v.owner.name} at {v.owner.loc})")
-            else:
-                problem = type_problem(v.type)
-                if problem:
-                    self.op_error(op, f"operand {i} ({self.describe(v)}) has {problem}")
-                    ok = False
+            elif v in self.malformed:
+                ok = False      # reported where it is defined
         return ok
 
     def check_results(self, op: Op) -> bool:
@@ -163,6 +162,7 @@ class _FunctionVerifier:
             problem = type_problem(r.type)
             if problem:
                 self.op_error(op, f"result {i} ({name}) has {problem}")
+                self.malformed.add(r)
                 ok = False
             self.defined.add(r)
             self.later.discard(r)
