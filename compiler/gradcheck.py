@@ -15,7 +15,9 @@ interpreter:
   cross-entropy, or a ``depth`` attribute), or given in ``int_ranges``;
 - for each argument, up to ``max_elements`` entries are perturbed one at a
   time, plus one random direction over the whole tensor; the error is
-  ``max |analytic - numeric| / max(max |analytic|, max |numeric|, 1e-6)``.
+  ``max |analytic - numeric| / max(max |analytic|, max |numeric|, 1e-3 |f|, 1e-6)``.
+  The floor ``1e-3 |f|`` keeps finite-difference rounding noise (about
+  ``|f| 2^-52 / eps``) from failing gradients that are zero or nearly so.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from .ops.base import get_op
 from .passes.autodiff import grad, inline_function
 
 DEFAULT_DIM = 3
-_FLOOR = 1e-6
+_FLOOR = 1e-6           # smallest gradient scale an error is measured against
+_VALUE_FRACTION = 1e-3  # ... and, relative to |f|, below which FD noise dominates
 
 
 class GradcheckError(DlError):
@@ -178,9 +181,10 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
 
     report = GradcheckReport(fn_name, eps, tol, seed, sizes, value=f(args))
     analytic = interpret(dfunc, [args[p.name] for p in func64.params])[-len(wrt):]
+    floor = max(_FLOOR, _VALUE_FRACTION * abs(report.value))
     for name, g in zip(wrt, analytic):
         report.args.append(_check_argument(f, args, name, np.asarray(g, dtype=np.float64),
-                                           eps, tol, max_elements, rng))
+                                           eps, tol, max_elements, rng, floor))
     return report
 
 
@@ -244,7 +248,7 @@ def _int_range(func: Function, param: Value, sizes: dict[str, int]) -> int:
 
 def _check_argument(f: Callable[[dict[str, np.ndarray]], float], args: dict[str, np.ndarray],
                     name: str, g: np.ndarray, eps: float, tol: float, max_elements: int,
-                    rng: np.random.Generator) -> ArgCheck:
+                    rng: np.random.Generator, floor: float) -> ArgCheck:
     x = args[name]
     total = x.size
     flat = list(range(total)) if total <= max_elements else sorted(
@@ -263,7 +267,7 @@ def _check_argument(f: Callable[[dict[str, np.ndarray]], float], args: dict[str,
     a = np.asarray(analytic)
     n = np.asarray(numeric)
     abs_err = float(np.max(np.abs(a - n))) if a.size else 0.0
-    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(n), initial=0.0)), _FLOOR)
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(n), initial=0.0)), floor)
     rel = abs_err / scale if np.isfinite(abs_err) else float("inf")
     ok = bool(np.isfinite(rel) and rel <= tol)
     return ArgCheck(name, tuple(x.shape), len(flat), total, abs_err, rel, ok)

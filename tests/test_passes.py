@@ -20,9 +20,9 @@ from compiler.passes import (
 F32 = TensorType(DType.f32, (3,))
 
 
-def dead_code_function() -> Function:
+def dead_code_function(name: str = "f") -> Function:
     """f(x) = x + x, with two dead ops (a tanh and an exp of it)."""
-    f, b = new_function("f", [("x", F32)], loc=Location("m.dl", 1, 1))
+    f, b = new_function(name, [("x", F32)], loc=Location("m.dl", 1, 1))
     x = f.params[0]
     dead = b.tanh(x)
     b.exp(dead)
@@ -117,7 +117,8 @@ def test_dce_keeps_ops_feeding_outputs_through_chains():
 
 def test_dce_pass_counts_removed_ops():
     report = PipelineReport()
-    m = run_pipeline(Module([dead_code_function(), dead_code_function()]), "dce", report=report)
+    m = run_pipeline(Module([dead_code_function("f"), dead_code_function("g")]), "dce",
+                     report=report)
     assert count_ops(m) == 2
     (record,) = report.records
     assert (record.name, record.ops_before, record.ops_after) == ("dce", 6, 2)
