@@ -100,7 +100,7 @@ class Scope:
         return None
 
     def define(self, name: ast.Name, value: Bound) -> None:
-        """Bind ``name``; a second definition in the same scope is an error."""
+        """Bind ``name``; defining a name visible here again (no shadowing) is an error."""
         previous = self.lookup(name.id)
         if previous is not None:
             raise NameResolutionError(f"'{name.id}' is already defined", name.span,
@@ -108,6 +108,7 @@ class Scope:
         self.names[name.id] = Binding(value, name.span)
 
     def poison(self, names: Iterable[ast.Name]) -> None:
+        """Mark names whose definition failed, so later uses stay quiet."""
         for n in names:
             if n.id not in self.names:
                 self.names[n.id] = Binding(POISON, n.span)
@@ -120,15 +121,18 @@ class Scope:
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> list[str]:
+    """A note suggesting the closest candidate, if any is close."""
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.5)
     return [f"did you mean '{close[0]}'?"] if close else []
 
 
 def collect_errors(errors: list[DlError], e: DlError) -> None:
+    """Append ``e`` (or each error of a ``DlErrors``) to ``errors``."""
     errors.extend(e.errors if isinstance(e, DlErrors) else [e])
 
 
 def raise_all(errors: list[DlError]) -> None:
+    """Raise the collected errors together, if there are any."""
     if errors:
         raise DlErrors(errors)
 

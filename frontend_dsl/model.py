@@ -80,6 +80,7 @@ class ModelLowering:
         self.body = Body(lowerer, b, Scope(), set(), model=self)
 
     def run(self) -> None:
+        """Lower every statement (collecting errors), then add the three functions."""
         errors: list[DlError] = []
         failed = False
         for stmt in self.m.body:
@@ -101,6 +102,7 @@ class ModelLowering:
     # -- statements --------------------------------------------------------
 
     def statement(self, stmt: ast.ModelStmt) -> None:
+        """Lower one model statement, recording what it declares."""
         s = self.state
         self.attempted.add(type(stmt))
         if isinstance(stmt, ast.Let):
@@ -118,8 +120,9 @@ class ModelLowering:
                 raise DlTypeError(f"parameter '{stmt.name.id}' needs a static shape, got {t.dsl_str()}",
                                   stmt.type.span)
             init = self.initializer(stmt.init, default=None if stmt.init else _default_init(t))
-            value = self.new_param(stmt.name, t, init)
+            value = Value(t, None, 0, stmt.name.id)
             self.body.scope.define(stmt.name, value)
+            self.add_param(stmt.name, value, init)
         elif isinstance(stmt, ast.OutputDecl):
             value = self.body.value(stmt.value)
             self.body.scope.define(stmt.name, value)
@@ -150,13 +153,18 @@ class ModelLowering:
         self.declared[what] = stmt.span
 
     def new_param(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value:
+        """A new parameter (of a layer) that no name in the model's scope refers to."""
+        value = Value(t, None, 0, name.id)
+        self.add_param(name, value, init)
+        return value
+
+    def add_param(self, name: ast.Name, value: Value, init: dict[str, Any]) -> None:
+        """Enter a parameter in declaration order; parameter names are unique."""
         for p in self.state.params:
             if p.name == name.id:
                 raise NameResolutionError(f"parameter '{name.id}' is already defined", name.span,
                                           notes=[f"previous definition at {p.span}"])
-        value = Value(t, None, 0, name.id)
         self.state.params.append(_Declared(name.id, value, name.span, init))
-        return value
 
     def check_complete(self, errors: list[DlError]) -> None:
         """Missing statements (a statement that is there but failed was reported already)."""
