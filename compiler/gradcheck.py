@@ -32,7 +32,7 @@ from .ir.builder import new_function
 from .ir.core import Function, Module, Op, Value
 from .ir.types import DType, TensorType
 from .ops.base import get_op
-from .passes.autodiff import grad, inline_function
+from .passes.autodiff import check_request, grad, inline_function
 
 DEFAULT_DIM = 3
 _FLOOR = 1e-6           # smallest gradient scale an error is measured against
@@ -162,9 +162,11 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
         known = ", ".join(f.name for f in module.functions) or "none"
         raise GradcheckError(f"no function named '{fn_name}'",
                              notes=[f"functions in this module: {known}"])
-    func64 = to_float64(module.get(fn_name))
+    original = module.get(fn_name)
     if wrt is None:
-        wrt = [p.name for p in func64.params if p.type.dtype.is_float]
+        wrt = [p.name for p in original.params if p.type.dtype.is_float]
+    check_request(original, wrt, original.loc)  # errors name the user's types, not f64 ones
+    func64 = to_float64(original)
     if grad_fn is None:
         dfunc = grad(Module([func64]), fn_name, wrt, new_name=f"{fn_name}__grad", loc=func64.loc)
     elif grad_fn in module:

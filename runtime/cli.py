@@ -31,6 +31,7 @@ COMMANDS = [
     "passes",
     "graph",
     "stats",
+    "gradcheck",
 ]
 
 EXIT_USER_ERROR = 1

@@ -172,6 +172,27 @@ def test_command_missing_file(tmp_path):
         run_command([str(tmp_path / "absent.mlir"), "--fn", "loss"])
 
 
+def test_dlc_gradcheck_through_the_cli(capsys):
+    from runtime.cli import main
+
+    path = str(EXAMPLES / "sigmoid_chain.dl")
+    assert main(["gradcheck", path, "--fn", "chain_loss", "--wrt", "w1,w2,w3", "--dim", "N=4"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()[3:6]] == ["w1", "w2", "w3"]
+    assert out.splitlines()[-1].startswith("PASSED")
+
+
+def test_dlc_gradcheck_reports_user_errors_at_the_source_line(capsys):
+    from runtime.cli import main
+
+    path = str(EXAMPLES / "mnist_mlp.dl")
+    assert main(["gradcheck", path, "--fn", "predict"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:")
+    assert "error: grad needs a scalar float output, but 'predict' returns f32[N, 10]" in err
+    assert "Traceback" not in err
+
+
 # ---------------------------------------------------------------------------
 # Every example's loss
 

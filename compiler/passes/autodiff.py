@@ -64,7 +64,7 @@ def grad(module: Module, fn_name: str, wrt: list[str], *, new_name: str,
     func = _lookup(module, fn_name, where)
     if new_name in module:
         raise AutodiffError(f"a function named '{new_name}' already exists", where)
-    _check_request(func, wrt, where)
+    check_request(func, wrt, where)
 
     new, b = new_function(new_name, [(p.name, p.type) for p in func.params], loc=where)
     env = inline_function(b, func, new.params)
@@ -135,8 +135,12 @@ def _param_index(func: Function, name: str) -> int:
     return next(i for i, p in enumerate(func.params) if p.name == name)
 
 
-def _check_request(func: Function, wrt: list[str], where: Location | None) -> None:
-    """All problems with the function's outputs and the ``wrt`` list, at once."""
+def check_request(func: Function, wrt: list[str], where: Location | None) -> None:
+    """Raise every problem with differentiating ``func`` with respect to ``wrt``, at once.
+
+    Checks the ``wrt`` names (known, float, not repeated, at least one) and
+    the first output (a float scalar); errors point at ``where``.
+    """
     errors: list[DlError] = []
     if not wrt:
         errors.append(AutodiffError("grad needs at least one parameter in 'wrt'", where))

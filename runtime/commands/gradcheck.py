@@ -8,11 +8,11 @@ prints its table and exits 1 when an argument's relative error exceeds
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from compiler.diagnostics import DlError, DlRuntimeError
+from compiler.diagnostics import DlError
 from compiler.gradcheck import gradcheck
-from compiler.ir.core import Module
+
+from . import load_module
 
 NAME = "gradcheck"
 HELP = "check autodiff gradients against central finite differences (float64, interpreter)"
@@ -42,20 +42,6 @@ def run(args: argparse.Namespace) -> int:
                        bindings=dims)
     print(report.format())
     return 0 if report.passed else 1
-
-
-def load_module(path: str) -> Module:
-    """A module from a ``.dl`` file (through the frontend) or from IR text."""
-    file = Path(path)
-    if file.suffix == ".dl":
-        from frontend_dsl.api import compile_file
-
-        return compile_file(path)
-    if not file.is_file():
-        raise DlRuntimeError(f"no such file: {path}")
-    from compiler.ir.parser import parse_module
-
-    return parse_module(file.read_text(), path)
 
 
 def _parse_dims(items: list[str]) -> dict[str, int]:
