@@ -175,3 +175,10 @@ def test_ctrl_c_saves_the_last_completed_step(tmp_path: Path, monkeypatch, capsy
                "--save", str(weights)])
     err = capsys.readouterr().err
     assert rc == 130 and "interrupted after 7 steps" in err and weights.exists()
+
+
+def test_a_file_without_a_model_block(tmp_path: Path, capsys) -> None:
+    source = tmp_path / "f.dl"
+    source.write_text("fn f(x: f32[N]) -> f32[N] {\n    return x * 2.0\n}\n")
+    assert main(["train", str(source), "--backend", "interp"]) == 1
+    assert "f.dl: no model block to load" in capsys.readouterr().err
