@@ -108,8 +108,7 @@ def optimizer_of(info: dict[str, Any], loc: Location | None = None) -> tuple[Opt
 
 def train_signature(module: Module) -> TrainSignature:
     """Names and types of ``train_step``'s arguments and results for ``module``'s model."""
-    loss = module.get("loss") if "loss" in module else None
-    info = model_info(module, loss.loc if loss else None)
+    info = model_info(module, module.get("loss").loc if "loss" in module else None)
     loss = module.get("loss")
     opt, hp = optimizer_of(info, loss.loc)
     param_names = [p["name"] for p in info["params"]]
@@ -121,10 +120,17 @@ def train_signature(module: Module) -> TrainSignature:
     state += [StateSlot(opt.slot_name(slot), t, slot, None) for slot, t in opt.shared_slots.items()]
     inputs = tuple((n, by_name[n]) for n in info["inputs"])
     targets = tuple((n, by_name[n]) for n in info["targets"])
-    evaluate = module.get("evaluate")
-    metrics = tuple(name or f"metric_{i}" for i, name in enumerate(evaluate.output_names[1:], 1)) \
-        if evaluate.output_names else tuple(info.get("metrics", []))
+    metrics = _metric_names(module.get("evaluate"), info)
     return TrainSignature(str(info["name"]), opt, hp, params, tuple(state), inputs, targets, metrics)
+
+
+def _metric_names(evaluate: Function, info: dict[str, Any]) -> tuple[str, ...]:
+    """The names of ``evaluate``'s outputs after the loss (its output names, else the model's)."""
+    count = len(evaluate.outputs) - 1
+    names = list(evaluate.output_names[1:]) if len(evaluate.output_names) == count + 1 else []
+    if not names:
+        names = list(info.get("metrics", []))[:count]
+    return tuple(name or f"metric_{i}" for i, name in enumerate(names + [None] * (count - len(names)), 1))
 
 
 def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = True) -> Function:
