@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -615,3 +616,41 @@ def test_mutated_text_gives_a_module_or_a_located_error(text: str) -> None:
         return
     printed = print_module(module, debug_locations=True)
     assert print_module(parse_module(printed, "again.mlir"), debug_locations=True) == printed
+
+
+# ---------------------------------------------------------------------------
+# Every example model, as the compiler builds it (training step included)
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.dl"))
+
+
+def _as_tuples(value):
+    """The attribute normalisation of the text form: lists come back as tuples."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_tuples(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_modules_round_trip_and_train_from_text(path: Path) -> None:
+    from compiler.training import build_train_step
+    from frontend_dsl.api import compile_file
+
+    module = compile_file(path)
+    if "model" in module.attrs:
+        build_train_step(module)
+    module.attrs = _as_tuples(module.attrs)
+    for f in module.functions:
+        f.attrs = _as_tuples(f.attrs)
+    text = check_round_trip(module)
+    if "model" in module.attrs:
+        again = parse_module(text, "example.mlir")
+        again.functions = [f for f in again.functions if f.name != "train_step"]
+        step = build_train_step(again)
+        assert print_function(step) == print_function(module.get("train_step"))
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 3

@@ -200,7 +200,7 @@ def format_attr(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (int, np.integer)):
-        return str(int(value))
+        return format_int(int(value))
     if isinstance(value, (float, np.floating)):
         return format_float(float(value))
     if isinstance(value, str):
@@ -216,6 +216,14 @@ def format_attr(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return format_dense(value)
     raise TypeError(f"the IR text form has no syntax for attribute value {value!r}")
+
+
+def format_int(n: int) -> str:
+    """``3``; beyond i64 with a wide enough type (``2 ** 100`` -> ``... : i128``), as MLIR needs."""
+    if -2 ** 63 <= n < 2 ** 63:
+        return str(n)
+    bits = -(-(n.bit_length() + 1) // 64) * 64
+    return f"{n} : i{bits}"
 
 
 def format_float(x: float) -> str:
