@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -118,6 +119,16 @@ class Scope:
         if self.parent is not None:
             out += self.parent.all_names()
         return out
+
+
+@contextmanager
+def nesting_limit(span: Location) -> Iterator[None]:
+    """Report an expression too deep for Python's stack as an error at ``span``."""
+    try:
+        yield
+    except RecursionError:
+        raise DlTypeError("this expression is nested too deeply to compile; split it with 'let'",
+                          span) from None
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> list[str]:
@@ -329,7 +340,16 @@ class Body:
         return self.emit(e.op, [v], {}, e.span, display="-")
 
     def binary(self, e: ast.Binary) -> Value | Lit:
-        lhs, rhs = self.single(e.lhs), self.single(e.rhs)
+        """A binary operator; a left-leaning chain ``a + b + c + ...`` is walked in a loop."""
+        spine = [e]
+        while isinstance(spine[-1].lhs, ast.Binary):
+            spine.append(spine[-1].lhs)
+        acc = self.single(spine[-1].lhs)
+        for node in reversed(spine):
+            acc = self.apply_binary(node, acc, self.single(node.rhs))
+        return acc
+
+    def apply_binary(self, e: ast.Binary, lhs: Value | Lit, rhs: Value | Lit) -> Value | Lit:
         if isinstance(lhs, Lit) and isinstance(rhs, Lit):
             return _fold(e.op, lhs, rhs, e.span)
         operands = self.materialize_all([lhs, rhs])

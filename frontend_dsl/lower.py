@@ -21,7 +21,7 @@ from compiler.ir.types import TensorType
 
 from . import ast
 from .body import (GRAD_TRANSFORMS, Binding, Body, Poisoned, Scope, collect_errors, did_you_mean,
-                   raise_all, resolve_type)
+                   nesting_limit, raise_all, resolve_type)
 from .model import MODEL_FUNCTIONS, ModelLowering
 
 
@@ -174,11 +174,12 @@ class _Lowerer:
                 errors.append(NameResolutionError("unreachable statement after 'return'", stmt.span))
                 break
             try:
-                if isinstance(stmt, ast.Let):
-                    body.let(stmt)
-                else:
-                    returned = stmt
-                    func.outputs, func.output_names = body.returns(stmt, returns, fn.name.id)
+                with nesting_limit(stmt.span):
+                    if isinstance(stmt, ast.Let):
+                        body.let(stmt)
+                    else:
+                        returned = stmt
+                        func.outputs, func.output_names = body.returns(stmt, returns, fn.name.id)
             except Poisoned:
                 failed = True
                 if isinstance(stmt, ast.Let):

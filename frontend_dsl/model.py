@@ -20,8 +20,8 @@ from compiler.metrics import METRICS
 from compiler.optimizers import OPTIMIZERS
 
 from . import ast
-from .body import Body, Lit, Poisoned, Scope, Word, collect_errors, convert_attr, did_you_mean, raise_all, \
-    resolve_type
+from .body import (Body, Lit, Poisoned, Scope, Word, collect_errors, convert_attr, did_you_mean,
+                   nesting_limit, raise_all, resolve_type)
 
 if TYPE_CHECKING:
     from .lower import _Lowerer
@@ -85,7 +85,8 @@ class ModelLowering:
         failed = False
         for stmt in self.m.body:
             try:
-                self.statement(stmt)
+                with nesting_limit(stmt.span):
+                    self.statement(stmt)
             except Poisoned:
                 failed = True
                 self.body.scope.poison(_defined_names(stmt))

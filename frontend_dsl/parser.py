@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from compiler.diagnostics import DlError, Location, ParseError, register_source
@@ -189,8 +190,12 @@ def _binary(op: str):
 
 
 @v_args(meta=True, inline=True)
-class ToAst(Transformer):
-    """Lark parse tree -> :mod:`frontend_dsl.ast`.  One method per rule alias."""
+class ToAst(Transformer_NonRecursive):
+    """Lark parse tree -> :mod:`frontend_dsl.ast`.  One method per rule alias.
+
+    Non-recursive, so a long chain like ``a + a + ... + a`` cannot exhaust
+    Python's stack.
+    """
 
     def __init__(self, file: str):
         super().__init__()

@@ -178,3 +178,15 @@ def test_cli_never_prints_a_traceback(example: Path, seed: int, steps: int) -> N
     assert "internal error" not in err
     if code == 1:
         assert "error:" in err
+
+
+def test_long_chains_compile_and_deep_nesting_is_a_diagnostic() -> None:
+    chain = "fn f(x: f32[N]) -> f32[N] { return x" + " + x" * 3000 + " }"
+    assert len(compile_source(chain, "chain.dl").get("f").ops) == 3000
+    parens = "fn f(x: f32[N]) -> f32[N] { return " + "(" * 3000 + "x" + ")" * 3000 + " }"
+    assert compile_source(parens, "parens.dl").get("f").ops == []
+    tower = "fn f(x: f32[N]) -> f32[N] {\n    return x" + " ** x" * 3000 + "\n}"
+    with pytest.raises(DlError) as info:
+        compile_source(tower, "tower.dl")
+    assert "nested too deeply" in info.value.message
+    assert (info.value.loc.line, info.value.loc.col) == (2, 5)
