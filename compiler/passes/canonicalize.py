@@ -7,20 +7,24 @@ exact type of what they replace: where dropping ``+ 0`` would shrink a
 broadcast result, ``x`` is broadcast instead (``add(x, zeros[N, 3]) ->
 broadcast_to(x)``).
 
-Floating point.  Identities that hold exactly in IEEE arithmetic always
-apply (``x * 1``, ``x / 1``, ``x - 0``, ``neg(neg x)``, ...).  ``x + 0 -> x``
-differs only for ``x = -0.0`` (``-0.0 + 0.0 = +0.0``), which compares equal,
-as LLVM's ``nsz`` flag allows.  ``log(exp x) -> x`` is exact in real
-arithmetic and *more* accurate than the original where ``exp`` would
-overflow or underflow.  Three rewrites are wrong for NaN or infinite
-values and apply only with the pass option ``finite-math`` (like
-``-ffinite-math-only``: no float value is ever NaN or ±inf):
+Floating point.  By default a float rewrite must give bit-identical
+results in IEEE arithmetic, signed zeros, infinities and NaNs included:
+``x * 1``, ``x / 1``, ``x * -1 -> neg(x)``, ``neg(neg x)``, ``x + (-0.0)``
+and ``x - (+0.0)`` always apply.  The pass option ``finite-math`` (like
+``-ffinite-math-only -fno-signed-zeros``: no float value is NaN or ±inf,
+and the sign of a zero does not matter) enables the rest:
 
+- ``x + 0.0 -> x`` and ``x - (-0.0) -> x`` (``-0.0 + 0.0 = +0.0``, and
+  ``1 / -0.0 = -inf`` makes the sign visible);
 - ``x * 0 -> 0`` (``nan * 0 = nan``, ``inf * 0 = nan``, ``-1 * 0 = -0``);
 - ``x - x -> 0`` (``inf - inf = nan``);
+- ``log(exp x) -> x`` (``exp`` overflows to inf for x > 88 in f32; the
+  rewrite is also not bit-exact);
 - ``exp(log x) -> x`` (``log`` of a negative number is NaN).
 
-For integer operands the first two always apply.
+For integer operands the zero rules always apply.  Two rewrites change
+float results by design, within rounding, and are on by default: the loss
+fusion and ``argmax(softmax z)`` (below).
 
 Loss fusion.  ``sparse_categorical_crossentropy(softmax(z), y)`` becomes
 ``sparse_categorical_crossentropy(z, y, from_logits=true)``, and likewise
@@ -51,6 +55,7 @@ Statistics: one counter per pattern applied, and ``dead-ops-erased``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -74,6 +79,18 @@ pattern = CANONICAL.pattern
 
 def _finite_math(rw: Rewriter) -> bool:
     return bool(rw.option("finite-math", False))
+
+
+def _leaves_unchanged(zero: Value, rw: Rewriter, exact_sign: float) -> bool:
+    """Whether ``zero`` is a zero constant that, added (``exact_sign = -1``: ``x + -0.0``)
+    or subtracted (``exact_sign = 1``: ``x - +0.0``), leaves every float bit of ``x``
+    unchanged -- or any zero when the dtype is an integer or with finite-math."""
+    value = splat_value(zero)
+    if value is None or isinstance(value, bool) or value != 0:
+        return False
+    if not zero.type.dtype.is_float or _finite_math(rw):
+        return True
+    return math.copysign(1.0, value) == exact_sign
 
 
 def _zeros(rw: Rewriter, t: TensorType) -> Value:
@@ -150,17 +167,17 @@ def dim_size_static(op: Op, rw: Rewriter) -> Replacement:
 
 @pattern("add-zero", "add")
 def add_zero(op: Op, rw: Rewriter) -> Replacement:
-    # x + 0 -> x,  0 + x -> x
+    # x + 0 -> x,  0 + x -> x   (floats: -0.0 only, unless finite-math)
     for i in (1, 0):
-        if is_splat(op.operands[i], 0):
+        if _leaves_unchanged(op.operands[i], rw, exact_sign=-1.0):
             return rw.like(_other(op, i), op.result.type)
     return None
 
 
 @pattern("sub-zero", "sub")
 def sub_zero(op: Op, rw: Rewriter) -> Replacement:
-    # x - 0 -> x
-    if is_splat(op.operands[1], 0):
+    # x - 0 -> x   (floats: +0.0 only, unless finite-math)
+    if _leaves_unchanged(op.operands[1], rw, exact_sign=1.0):
         return rw.like(op.operands[0], op.result.type)
     return None
 
@@ -219,9 +236,11 @@ def neg_neg(op: Op, rw: Rewriter) -> Replacement:
 
 @pattern("log-exp", "log")
 def log_exp(op: Op, rw: Rewriter) -> Replacement:
-    # log(exp(x)) -> x   (exact in real arithmetic; avoids exp's overflow)
+    # log(exp(x)) -> x   (finite-math only: exp(100) = inf in f32)
     inner = defining_op(op.operands[0], "exp")
-    return inner.operands[0] if inner is not None else None
+    if inner is None or not _finite_math(rw):
+        return None
+    return inner.operands[0]
 
 
 @pattern("exp-log", "exp")

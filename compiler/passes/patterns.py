@@ -43,7 +43,7 @@ PatternFn = Callable[[Op, "Rewriter"], Replacement]
 
 ANY_OP = "*"
 MAX_SWEEPS = 16
-MAX_REWRITES_PER_SWEEP = 100_000
+REWRITES_PER_OP = 50     # a sweep rewriting more than this per op is looping
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +146,17 @@ def constant_array(v: Value) -> np.ndarray | None:
 
 
 def splat_value(v: Value) -> Any | None:
-    """The one element of a constant whose elements are all equal (a Python scalar), else None."""
+    """The one element of a constant whose elements are all identical (a Python scalar), else None.
+
+    Identical means the same bits: ``[0.0, -0.0]`` is not a splat.
+    """
     array = constant_array(v)
     if array is None or array.size == 0:
         return None
-    first = array.reshape(-1)[0]
-    if array.ndim > 0 and not np.all(array == first):
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.tobytes() != flat[:1].tobytes() * flat.size:
         return None
-    return first.item()
+    return flat[0].item()
 
 
 def is_splat(v: Value, number: float) -> bool:
@@ -196,6 +199,7 @@ def _sweep(func: Function, patterns: PatternSet, options: dict[str, Any],
     worklist: deque[Op] = deque(func.ops)
     kept: list[Op] = []
     applied = 0
+    limit = REWRITES_PER_OP * (len(func.ops) + 1)
     while worklist:
         op = worklist.popleft()
         op.operands = [_resolve(replaced, v) for v in op.operands]
@@ -205,7 +209,7 @@ def _sweep(func: Function, patterns: PatternSet, options: dict[str, Any],
             continue
         name, new_values, new_ops = rewrite
         applied += 1
-        assert applied <= MAX_REWRITES_PER_SWEEP, f"runaway rewriting in @{func.name} ({name})"
+        assert applied <= limit, f"runaway rewriting in @{func.name} ({name})"
         if counts is not None:
             counts[name] = counts.get(name, 0) + 1
         replaced.update(zip(op.results, new_values))

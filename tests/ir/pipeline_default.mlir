@@ -2,7 +2,7 @@
 // RUN: dlc opt %s --passes autodiff --debug-locations | filecheck %s --check-prefix=RAW
 
 // The default pipeline (autodiff, canonicalize, cse, dce) over a function and
-// a gradient placeholder.  The `+ 0.0` goes, and the gradient of sum(y * y)
+// a gradient placeholder.  The `- 0.0` goes, and the gradient of sum(y * y)
 // -- seeded with a broadcast 1 -- shrinks to y + y; gradient ops keep the
 // location of the forward op they come from, marked "backward".
 // --check-each-pass compares @f before and after each pass and checks @df
@@ -27,7 +27,7 @@ module {
   func.func @f(%x: tensor<?x3xf32, "N">, %w: tensor<3xf32>) -> (tensor<f32>) {
     %0 = "dl.mul"(%x, %w) : (tensor<?x3xf32, "N">, tensor<3xf32>) -> tensor<?x3xf32, "N"> loc("g.dl":2:13 to 2:18)
     %1 = "dl.constant"() {dtype = f32, shape = [], value = dense<0.0> : tensor<f64>} : () -> tensor<f32> loc("g.dl":2:21 to 2:24)
-    %2 = "dl.add"(%0, %1) : (tensor<?x3xf32, "N">, tensor<f32>) -> tensor<?x3xf32, "N"> loc("g.dl":2:13 to 2:24)
+    %2 = "dl.sub"(%0, %1) : (tensor<?x3xf32, "N">, tensor<f32>) -> tensor<?x3xf32, "N"> loc("g.dl":2:13 to 2:24)
     %3 = "dl.mul"(%2, %2) : (tensor<?x3xf32, "N">, tensor<?x3xf32, "N">) -> tensor<?x3xf32, "N"> loc("g.dl":3:16 to 3:21)
     %4 = "dl.sum"(%3) {axes = unit, keepdims = false} : (tensor<?x3xf32, "N">) -> tensor<f32> loc("g.dl":3:12 to 3:22)
     func.return %4 : tensor<f32>
