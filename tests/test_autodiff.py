@@ -16,6 +16,7 @@ from compiler.gradcheck import gradcheck
 from compiler.ir.builder import Builder, new_function
 from compiler.ir.core import Function, Module, Value
 from compiler.ir.interpreter import interpret
+from compiler.ir.verifier import verify_function
 from compiler.ir.types import DType, TensorType
 from compiler.ops import OPS
 from compiler.passes import PASSES, grad, inline_function, run_pipeline
@@ -42,6 +43,8 @@ def build(name: str, params: list[tuple[str, TensorType]], body, module: Module 
 
 
 def run(func: Function, *args: np.ndarray) -> list[np.ndarray]:
+    """Verify ``func`` (gradient code must be valid IR), then interpret it."""
+    verify_function(func)
     return interpret(func, list(args))
 
 
@@ -81,6 +84,13 @@ def test_grad_function_has_same_params_and_named_outputs():
     assert value == pytest.approx(np.sum(w * x + bias))
     np.testing.assert_allclose(dw, x)
     assert db == pytest.approx(3.0)
+
+
+def test_output_that_is_a_parameter():
+    m = Module()
+    build("f", [("x", T()), ("y", T())], lambda b, x, y: x, m)
+    g = grad(m, "f", ["x", "y"], new_name="df", with_value=True)
+    assert [float(v) for v in run(g, np.array(2.5), np.array(1.0))] == [2.5, 1.0, 0.0]
 
 
 def test_without_value_returns_only_gradients():
