@@ -60,8 +60,8 @@ def grad(module: Module, fn_name: str, wrt: list[str], *, new_name: str,
     (the ``grad(...)`` call; default: the function's location) for a bad
     request, and at each op's own location for ops without a VJP rule.
     """
-    where = loc if loc is not None else _function_loc(module, fn_name)
-    func = _lookup(module, fn_name, where)
+    func = _lookup(module, fn_name, loc)
+    where = loc if loc is not None else func.loc
     if new_name in module:
         raise AutodiffError(f"a function named '{new_name}' already exists", where)
     check_request(func, wrt, where)
@@ -117,10 +117,6 @@ def inline_function(b: Builder, func: Function, args: list[Value], *,
 
 # ---------------------------------------------------------------------------
 # Checking the request
-
-
-def _function_loc(module: Module, fn_name: str) -> Location | None:
-    return module.get(fn_name).loc if fn_name in module else None
 
 
 def _lookup(module: Module, fn_name: str, where: Location | None) -> Function:
