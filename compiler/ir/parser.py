@@ -42,6 +42,7 @@ from ..diagnostics import UNKNOWN, DlErrors, Location, ParseError, register_sour
 from .core import Function, Module, Op, Value
 from .printer import DENSE_ELEMENT_TYPES, MODULE_ATTR_PREFIX, OUTPUT_NAME_ATTR
 from .types import Dim, DType, TensorType
+from .verifier import op_table, verify_module
 
 MAX_ERRORS = 100
 MAX_NESTING = 64
@@ -80,8 +81,6 @@ def parse_module(text: str, file: str = "<ir>", *, verify: bool = True) -> Modul
     register_source(file, text)
     module = _Parser(text, file).module()
     if verify:
-        from .verifier import verify_module
-
         verify_module(module)
     return module
 
@@ -118,14 +117,6 @@ class _Element:
     value: Any
     pos: int
     text: str
-
-
-def _ops() -> Any:
-    """The op table, imported on first use (``compiler.ops`` imports this package)."""
-    from .. import ops
-    from ..ops import base
-
-    return ops, base
 
 
 class _Parser:
@@ -523,7 +514,7 @@ class _Parser:
 
     def op(self, func: Function, scope: dict[str, _Binding],
            defs: list[tuple[str, int, int, int]], start: int) -> None:
-        _, base = _ops()
+        base = op_table()
         self.skip_ws()
         name_pos = self.pos
         if not self.peek('"'):
