@@ -446,6 +446,7 @@ class Body:
             else:
                 raise DlTypeError(f"too many arguments to '{op.name}': it takes at most "
                                   f"{len(operand_names) + len(attr_names)} ({_signature(op)})", arg.span)
+        spelled: dict[str, str] = {}   # attribute -> the keyword as written (axis= for axes)
         for kw in c.kwargs:
             key = kw.name
             if key == "axis" and "axis" not in op.attrs and "axes" in op.attrs:
@@ -462,6 +463,7 @@ class Body:
             if key in target:
                 raise DlTypeError(f"argument '{key}' of '{op.name}' given twice", kw.span)
             target[key] = kw.value
+            spelled[key] = kw.name
         missing = [n for n in operand_names if n not in tensors] if not op.variadic else []
         if missing or (op.variadic and not extra):
             got = len(tensors) + len(extra)
@@ -472,14 +474,14 @@ class Body:
         values = [self.single(tensors[n]) for n in operand_names if n in tensors]
         values += [self.single(e) for e in extra]
         operands = self.materialize_all(values)
-        attr_values = {k: self.attr(op, k, e) for k, e in attrs.items()}
+        attr_values = {k: self.attr(op, k, e, spelled.get(k, k)) for k, e in attrs.items()}
         return self.emit(op.name, operands, attr_values, c.span)
 
-    def attr(self, op: OpDef, key: str, expr: ast.Expr) -> Any:
+    def attr(self, op: OpDef, key: str, expr: ast.Expr, written: str) -> Any:
         """A compile-time attribute value, converted by the attribute's kind."""
         kind = op.attrs[key].kind
         value = self.const(expr)
-        where = f"argument '{key}' of '{op.name}'"
+        where = f"argument '{written}' of '{op.name}'"
         return convert_attr(value, kind, where, expr.span, self.symbols)
 
     def const(self, expr: ast.Expr) -> Any:

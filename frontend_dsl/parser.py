@@ -164,6 +164,8 @@ def _hint(token: Token, expected: set[str]) -> str:
         return " (statements start with 'let' or 'return')"
     if token.value == "=" and "==" in texts:
         return " (use '==' to compare)"
+    if texts == {"["}:
+        return " (a type is written like f32[N, 3]; a scalar is f32[])"
     comparisons = {"==", "!=", "<", "<=", ">", ">="}
     if token.value in comparisons and not comparisons & texts:
         return " (comparisons cannot be chained: use logical_and(a < b, b < c))"
