@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,11 +49,14 @@ class Settings:
     warmup_s: float        # warm-up time after the first call
     epoch_reps: int        # repetitions of the (long) epoch case
     compile_reps: int      # cold + warm compile measurements
+    settle_s: float        # pause before timing another worker (multi-threaded runs)
     prepare_timeout_s: float = 900.0
 
 
-DEFAULT_SETTINGS = Settings(reps=7, target_s=0.1, warmup_s=0.2, epoch_reps=3, compile_reps=3)
-QUICK_SETTINGS = Settings(reps=3, target_s=0.03, warmup_s=0.05, epoch_reps=2, compile_reps=1)
+DEFAULT_SETTINGS = Settings(reps=7, target_s=0.1, warmup_s=0.2, epoch_reps=3, compile_reps=3,
+                            settle_s=0.1)
+QUICK_SETTINGS = Settings(reps=3, target_s=0.03, warmup_s=0.05, epoch_reps=2, compile_reps=1,
+                          settle_s=0.05)
 
 PEER_CHOICES = ("numpy", "torch", "torch.eager", "torch.compile", "jax")
 
@@ -132,27 +136,18 @@ class Session:
 def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Settings) -> Result:
     """Prepare every implementation, then time them interleaved; medians into a Result."""
     result = Result(case, session.threads)
-    is_epoch = case.id == "epoch"
-    reps = settings.epoch_reps if is_epoch else settings.reps
-    ready: dict[str, int] = {}
-    for impl in impls:
-        if impl not in case.impls:
-            continue
-        reply = _ask(session, impl, {"cmd": "prepare", "impl": impl, "case": case.id,
-                                     "target_s": 0.0 if is_epoch else settings.target_s,
-                                     "warmup_s": 0.0 if is_epoch else settings.warmup_s,
-                                     "warmup_calls": 1 if is_epoch else 2},
-                     settings.prepare_timeout_s, result)
-        if reply is not None:
-            ready[impl] = reply["n"]
-            result.extras[impl] = {k: reply[k] for k in ("build_s", "first_call_s", "per_call_s", "n")}
+    ready = prepare_all(session, case, impls, settings, result)
+    reps = settings.epoch_reps if case.id == "epoch" else settings.reps
     seconds: dict[str, list[float]] = {impl: [] for impl in ready}
-    order = list(ready)
+    previous = None
     for rep in range(reps):
-        for impl in rotated(order, rep):
+        for impl in rotated(list(ready), rep):
             if impl in result.na:
                 continue
-            expected = result.extras[impl]["per_call_s"] * ready[impl]
+            if session.threads > 1 and C.FAMILY[impl] != previous:
+                time.sleep(settings.settle_s)    # let the last worker's spinning threads sleep
+            previous = C.FAMILY[impl]
+            expected = ready[impl]["per_call_s"] * ready[impl]["n"]
             reply = _ask(session, impl, {"cmd": "time", "impl": impl, "case": case.id},
                          max(120.0, 20 * expected), result)
             if reply is not None:
@@ -162,6 +157,28 @@ def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Se
             result.add_samples(impl, [case.figure(s) for s in seconds[impl]])
         _ask(session, impl, {"cmd": "release", "impl": impl, "case": case.id}, 60, result, quiet=True)
     return result
+
+
+def prepare_all(session: Session, case: C.Case, impls: tuple[str, ...], settings: Settings,
+                result: Result) -> dict[str, dict[str, Any]]:
+    """Build, check and warm up each implementation of ``case``; the prepared ones' replies.
+
+    An epoch is warmed up by one call and timed one call at a time.
+    """
+    is_epoch = case.id == "epoch"
+    ready = {}
+    for impl in impls:
+        if impl not in case.impls:
+            continue
+        reply = _ask(session, impl, {"cmd": "prepare", "impl": impl, "case": case.id,
+                                     "target_s": 0.0 if is_epoch else settings.target_s,
+                                     "warmup_s": 0.0 if is_epoch else settings.warmup_s,
+                                     "warmup_calls": 1 if is_epoch else 2},
+                     settings.prepare_timeout_s, result)
+        if reply is not None:
+            ready[impl] = reply
+            result.extras[impl] = {k: reply[k] for k in ("build_s", "first_call_s", "per_call_s", "n")}
+    return ready
 
 
 def rotated(items: list[str], shift: int) -> list[str]:
@@ -175,15 +192,21 @@ def rotated(items: list[str], shift: int) -> list[str]:
 def _ask(session: Session, impl: str, request: dict[str, Any], timeout_s: float, result: Result,
          quiet: bool = False) -> dict[str, Any] | None:
     """Send a request; on failure record the reason as this implementation's n/a."""
+    family = C.FAMILY[impl]
     try:
-        reply = session.client(C.FAMILY[impl]).request(request, timeout_s)
+        reply = session.client(family).request(request, timeout_s)
     except WorkerFailed as e:
-        reply = {"ok": False, "reason": str(e)}
+        if quiet:
+            return None
+        # The worker is gone, and with it whatever it had prepared for this case.
+        for other in C.IMPLS:
+            if C.FAMILY[other] == family and (other == impl or other in result.extras):
+                result.na.setdefault(other, str(e))
+        return None
     if reply.get("ok"):
         return reply
     if not quiet:
         result.na.setdefault(impl, reply.get("reason", "failed"))
-        result.figures.pop(impl, None)
     return None
 
 
@@ -355,6 +378,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+README = REPO_ROOT / "bench" / "README.md"
+README_HEADING = "## Last measured"
+
+
+def _versions(report: dict[str, Any]) -> str:
+    """Peer versions, BLAS kernel and LLVM CPU from the workers' descriptions."""
+    parts = []
+    for threads, families in sorted(report["workers"].items()):
+        dlc, numpy_, torch_, jax_ = (families.get(f, {}) for f in ("dlc", "numpy", "torch", "jax"))
+        blas = [b for b in numpy_.get("blas", []) if b.get("internal_api") == "openblas"]
+        if blas:
+            parts.append(f"numpy {numpy_.get('numpy')} with OpenBLAS {blas[0].get('version')}, "
+                         f"{blas[0].get('architecture')} kernel")
+        if "torch" in torch_:
+            parts.append(f"torch {torch_['torch']} ({torch_.get('cpu_capability')})")
+        if "jax" in jax_:
+            parts.append(f"jax {jax_['jax']}")
+        if "llvm_host_cpu" in dlc:
+            parts.append(f"LLVM host CPU {dlc['llvm_host_cpu']}")
+        break   # the same at every thread count
+    return "; ".join(parts)
+
+
+def readme_section(report: dict[str, Any]) -> str:
+    """The "Last measured" section: when, where, how, and the table."""
+    system = report["system"]
+    load = f"{system['loadavg'][0]:.1f} at the start, {system['loadavg_end'][0]:.1f} at the end"
+    blas_env = ", ".join(f"{k}={v}" for k, v in system["env"].items()
+                         if k.startswith("OPENBLAS") and v) or "not set"
+    counts = report["summary"]
+    return "\n".join([
+        README_HEADING, "",
+        f"- date: {report['date']} (UTC), commit {system['commit']}, {report['seconds'] / 60:.1f} minutes",
+        f"- CPU: {system['cpu']}, {system['cores']} cores; {_versions(report)}",
+        f"- command: `{report['command']}`; threads {', '.join(map(str, report['threads']))}",
+        f"- load average (1 min): {load}; OPENBLAS tuning variables in the environment: {blas_env}",
+        "", report["table"], "",
+        f"Targets: {counts['PASS']} PASS, {counts['MISS']} MISS, {counts['n/a']} n/a.", ""])
+
+
+def update_readme(report: dict[str, Any], path: Path = README) -> None:
+    """Replace everything from the "Last measured" heading on with this run's section."""
+    text = path.read_text()
+    head = text.split(README_HEADING)[0].rstrip("\n")
+    path.write_text(head + "\n\n" + readme_section(report))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python bench/run.py", description=__doc__.split("\n\n")[0],
@@ -373,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"where to write the JSON report (default {DEFAULT_JSON.relative_to(REPO_ROOT)})")
     parser.add_argument("--reps", type=int, help="repetitions per case (overrides the default)")
     parser.add_argument("--python", help="interpreter for the workers (default: the bench venv's)")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="write this run into the 'Last measured' section of bench/README.md")
     return parser
 
 
@@ -393,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.update_readme:
+        update_readme(report)
     print(report["table"])
     counts = report["summary"]
     print(f"\ntargets: {counts['PASS']} PASS, {counts['MISS']} MISS, {counts['n/a']} n/a; "

@@ -275,3 +275,26 @@ def test_dlc_adapter_trains_and_predicts_like_the_reference():
     assert np.isfinite(float(step()))
     infer = dlc_impl._infer(C.Case("infer-3", "", "us", (), {"batch": 3}), backend="interp")
     assert infer().shape == (3, 10)
+
+
+def test_update_readme_replaces_only_the_last_measured_section(tmp_path):
+    from bench.run import readme_section, update_readme
+    report = {
+        "date": "2026-11-22T12:00:00+00:00", "seconds": 540.0, "command": "python bench/run.py",
+        "threads": [1, 2], "summary": {"PASS": 3, "MISS": 2, "n/a": 1}, "table": "| case |\n|---|",
+        "system": {"cpu": "AMD EPYC", "cores": 2, "commit": "abc1234", "loadavg": [1.0, 0, 0],
+                   "loadavg_end": [1.5, 0, 0], "env": {"OPENBLAS_CORETYPE": "Haswell"}},
+        "workers": {"1": {"numpy": {"numpy": "2.4", "blas": [{"internal_api": "openblas",
+                                                               "version": "0.3.31",
+                                                               "architecture": "SkylakeX"}]}}},
+    }
+    section = readme_section(report)
+    assert "SkylakeX kernel" in section and "OPENBLAS_CORETYPE=Haswell" in section
+    assert "Targets: 3 PASS, 2 MISS, 1 n/a." in section and "| case |" in section
+    readme = tmp_path / "README.md"
+    readme.write_text("# Bench\n\nintro\n\n## Last measured\n\nold table\n")
+    update_readme(report, readme)
+    update_readme(report, readme)                  # idempotent: one section, not two
+    text = readme.read_text()
+    assert text.startswith("# Bench\n\nintro\n\n## Last measured\n")
+    assert "old table" not in text and text.count("## Last measured") == 1

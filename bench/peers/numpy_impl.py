@@ -77,11 +77,17 @@ class NumpyMlp:
         z *= np.float32(1.0 / n)          # dL/dlogits
         dh = z @ p.w2.T
         dh *= h > 0
-        p.w2 -= self.lr * (h.T @ z)
-        p.b2 -= self.lr * z.sum(axis=0)
-        p.w1 -= self.lr * (x.T @ dh)
-        p.b1 -= self.lr * dh.sum(axis=0)
+        _sgd(p.w2, h.T @ z, self.lr)
+        _sgd(p.b2, z.sum(axis=0), self.lr)
+        _sgd(p.w1, x.T @ dh, self.lr)
+        _sgd(p.b1, dh.sum(axis=0), self.lr)
         return loss
+
+
+def _sgd(weight: np.ndarray, grad: np.ndarray, lr: np.float32) -> None:
+    """``weight -= lr * grad`` in place, reusing ``grad``'s buffer for the product."""
+    grad *= lr
+    weight -= grad
 
 
 def _sgemm(case: Case) -> Callable[[], object]:
