@@ -63,6 +63,8 @@ _TOKEN = re.compile(r'%[A-Za-z0-9_$.\-]+|@[A-Za-z0-9_$.\-]+|"(?:[^"\\\n]|\\.)*"?
 _STATEMENT_START = re.compile(r'%|"|(?:func\.return|return|func\.func)(?![A-Za-z0-9_$.])|}')
 _ESCAPES = {'"': b'"', "\\": b"\\", "n": b"\n", "t": b"\t"}
 _WORD_END = r"(?![A-Za-z0-9_$.])"
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$.") - {""}
+_WS_START = frozenset(" \t\r\n\f\v/")
 
 
 class ParseErrors(DlErrors, ParseError):
@@ -203,7 +205,9 @@ class _Parser:
     # -- scanning --------------------------------------------------------------
 
     def skip_ws(self) -> None:
-        self.pos = _WS.match(self.text, self.pos).end()
+        c = self.text[self.pos:self.pos + 1]
+        if c in _WS_START or c > "~":
+            self.pos = _WS.match(self.text, self.pos).end()
 
     def at_end(self) -> bool:
         self.skip_ws()
@@ -214,8 +218,10 @@ class _Parser:
         return self.text.startswith(literal, self.pos)
 
     def peek_word(self, word: str) -> bool:
+        """Is ``word`` next, as a whole word (``func.func`` but not ``func.funcs``)?"""
         self.skip_ws()
-        return re.compile(re.escape(word) + _WORD_END).match(self.text, self.pos) is not None
+        end = self.pos + len(word)
+        return self.text.startswith(word, self.pos) and self.text[end:end + 1] not in _ID_CHARS
 
     def accept(self, literal: str) -> bool:
         if self.peek(literal):
