@@ -125,16 +125,16 @@ class Emitter:
         return call_overloaded(self.b, "sqrt", [self._val(a)])
 
     def exp(self, a: Val) -> ir.Value:
-        return vmath.exp(self.b, self._val(a))
+        return vmath.call(self.b, "exp", self._val(a))
 
     def log(self, a: Val) -> ir.Value:
-        return vmath.log(self.b, self._val(a))
+        return vmath.call(self.b, "log", self._val(a))
 
     def tanh(self, a: Val) -> ir.Value:
-        return vmath.tanh(self.b, self._val(a))
+        return vmath.call(self.b, "tanh", self._val(a))
 
     def sigmoid(self, a: Val) -> ir.Value:
-        return vmath.sigmoid(self.b, self._val(a))
+        return vmath.call(self.b, "sigmoid", self._val(a))
 
     def abs(self, a: Val) -> ir.Value:
         a = self._val(a)

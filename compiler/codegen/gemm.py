@@ -15,10 +15,16 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
 * **A** is read in place in either layout (``trans_a`` swaps its strides):
   A is the broadcast operand, one scalar per row and k.
 * **Tails**: M rows beyond the last full tile run a one-row micro-kernel;
-  N columns beyond N are masked on store (and zero in the packed panel).
+  columns beyond N are masked on store (and zero in the packed panel).
 * **Epilogue**: the fused elementwise consumer, evaluated on each
   accumulator vector at its (batch.., i, j) position before the store.
 * **Batch** axes (numpy broadcasting between A and B) loop outside.
+* **Shared code.**  The micro-kernels (one per row count) and the packing
+  routines are out-of-line functions of the LLVM module, one per dtype and
+  width, shared by every matmul kernel; a kernel itself is the panel and
+  tile loops, the calls, and its epilogue.  One call per micro-tile (a
+  whole K loop of work) costs nothing measurable and keeps compile time
+  proportional to the number of matmuls, not to their unrolled bodies.
 
 The interface a faster implementation must keep: :func:`emit_matmul` and
 :func:`scratch_elements` (workspace it needs, in elements of the result dtype).
@@ -28,10 +34,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..ir.types import Dim
+from ..ir.types import Dim, DType
 from .emitter import Emitter, to_memory
-from .kernels import ExprEmitter, KernelContext, Space, alloca as _alloca, lane_mask, load_vector, store_vector
-from .llvmutil import I64, const, for_range, splat, value_type
+from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
+from .llvmutil import I1, I64, const, for_range, memory_type, splat, type_suffix, value_type
 from .loops import Matmul
 
 
@@ -87,74 +93,61 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
     nr = nv * lanes
     m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
     dtype = k.dtype
-    elem_ptr = kc.pointer(k.out)
     a = b.gep(kc.pointer(k.a), [_batch_offset(kc, k.a, k.a_batch, batch_index)])
     bmat = b.gep(kc.pointer(k.b), [_batch_offset(kc, k.b, k.b_batch, batch_index)])
-    nb_out = len(k.batch)
-    out_bmap = list(range(nb_out))
-    c = b.gep(elem_ptr, [_batch_offset(kc, k.out, out_bmap, batch_index)])
+    c = b.gep(kc.pointer(k.out), [_batch_offset(kc, k.out, range(len(k.batch)), batch_index)])
     one = ir.Constant(I64, 1)
     sa_i, sa_k = (one, m) if k.trans_a else (kk, one)
-    scratch = b.bitcast(kc.scratch, elem_ptr.type) if kc.scratch is not None else None
-    e = Emitter(b, lanes, dtype)
-
-    space = Space.plain(tuple(k.out.shape))
-    epi = ExprEmitter(kc, space, len(k.out.shape) - 1) if k.epilogue is not None else None
+    scratch = b.bitcast(kc.scratch, a.type)
+    epi = ExprEmitter(kc, Space.plain(tuple(k.out.shape)), len(k.out.shape) - 1) \
+        if k.epilogue is not None else None
+    vty = value_type(dtype, lanes)
+    tile = alloca(b, ir.ArrayType(vty, mr * nv))
+    tile_ptr = b.bitcast(tile, vty.as_pointer())
+    pack = _pack_function(b.module, dtype, lanes, nv, k.trans_b)
+    micro_full = _micro_function(b.module, dtype, lanes, mr, nv)
+    micro_row = _micro_function(b.module, dtype, lanes, 1, nv)
 
     with for_range(b, 0, n, nr, name="j0") as j0:
         width = b.sub(n, j0)
-        full = b.icmp_signed(">=", width, ir.Constant(I64, nr))
-        if not k.trans_b:
-            full_direct = full
+        if k.trans_b:
+            direct = ir.Constant(I1, 0)
         else:
-            full_direct = ir.Constant(ir.IntType(1), 0)
-        with b.if_then(b.not_(full_direct)):
-            _pack_panel(kc, k, bmat, scratch, j0, width, kk, n, nr, lanes)
-        direct = b.gep(bmat, [j0])
-        bsrc = b.select(full_direct, direct, scratch)
-        bstride = b.select(full_direct, n, ir.Constant(I64, nr))
-
+            direct = b.icmp_signed(">=", width, ir.Constant(I64, nr))
+        with b.if_then(b.not_(direct)):
+            b.call(pack, [bmat, n, kk, j0, width, scratch])
+        bsrc = b.select(direct, b.gep(bmat, [j0]), scratch)
+        bstride = b.select(direct, n, ir.Constant(I64, nr))
         tiles = b.mul(b.sdiv(m, ir.Constant(I64, mr)), ir.Constant(I64, mr))
-        with for_range(b, 0, tiles, mr, name="i0") as i0:
-            _micro(kc, k, e, epi, a, sa_i, sa_k, bsrc, bstride, c, i0, j0, mr, nv, lanes, m, n, kk,
-                   batch_index)
-        with for_range(b, tiles, m, name="itail") as i0:
-            _micro(kc, k, e, epi, a, sa_i, sa_k, bsrc, bstride, c, i0, j0, 1, nv, lanes, m, n, kk,
-                   batch_index)
+        for start, stop, rows, micro in ((0, tiles, mr, micro_full), (tiles, m, 1, micro_row)):
+            with for_range(b, start, stop, rows, name="i0") as i0:
+                arow = b.gep(a, [b.mul(i0, sa_i)])
+                b.call(micro, [arow, sa_i, sa_k, bsrc, bstride, kk, tile_ptr])
+                _store_tile(kc, k, epi, tile_ptr, c, i0, j0, rows, nv, lanes, n, batch_index)
 
 
-def _pack_panel(kc: KernelContext, k: Matmul, bmat, scratch, j0, width, kk, n, nr: int,
-                lanes: int) -> None:
-    """Copy B[:, j0:j0+NR] into the zero-padded K x NR scratch panel."""
+def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, i0, j0, rows: int,
+                nv: int, lanes: int, n, batch_index) -> None:
+    """Write a finished tile through the epilogue: its code is emitted once per row count,
+    and the output (which the epilogue may read, for in-place updates) is only written
+    once its element's final value is known."""
     b = kc.b
-    if not k.trans_b:
-        with for_range(b, 0, kk, name="pk") as p:
-            row = b.gep(bmat, [b.add(b.mul(p, n), j0)])
-            dst = b.gep(scratch, [b.mul(p, ir.Constant(I64, nr))])
-            for v in range(nr // lanes):
-                left = b.sub(width, ir.Constant(I64, v * lanes))
-                clamped = _clamp(b, left, lanes)
-                mask = lane_mask(b, lanes, clamped) if lanes > 1 else None
-                src = b.gep(row, [ir.Constant(I64, v * lanes)])
-                if lanes == 1:
-                    val = b.select(b.icmp_signed(">", left, ir.Constant(I64, 0)),
-                                   b.load(src), const(src.type.pointee, 0))
-                    b.store(val, b.gep(dst, [ir.Constant(I64, v)]))
-                else:
-                    store_vector(b, load_vector(b, src, lanes, mask),
-                                 b.gep(dst, [ir.Constant(I64, v * lanes)]), None)
-        return
-    # B stored transposed ([N, K]): B[p, j] = Bt[j, p]
-    with for_range(b, 0, ir.Constant(I64, nr), name="pj") as jj:
-        live = b.icmp_signed("<", jj, width)
-        col = b.mul(b.add(j0, jj), kk)
-        with for_range(b, 0, kk, name="pk") as p:
-            dst = b.gep(scratch, [b.add(b.mul(p, ir.Constant(I64, nr)), jj)])
-            with b.if_else(live) as (then, otherwise):
-                with then:
-                    b.store(b.load(b.gep(bmat, [b.add(col, p)])), dst)
-                with otherwise:
-                    b.store(const(dst.type.pointee, 0), dst)
+    with for_range(b, 0, rows, name="r") as r:
+        i = b.add(i0, r)
+        crow = b.gep(c, [b.mul(i, n)])
+        with for_range(b, 0, nv, name="v") as v:
+            col = b.add(j0, b.mul(v, ir.Constant(I64, lanes)))
+            left = _clamp(b, b.sub(n, col), lanes)
+            value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)), v)]))
+            ptr = b.gep(crow, [col])
+            mask = lane_mask(b, lanes, left) if lanes > 1 else None
+            if epi is not None:
+                value = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
+            if lanes > 1:
+                store_vector(b, to_memory(b, value), ptr, mask)
+            else:
+                with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
+                    b.store(to_memory(b, value), ptr)
 
 
 def _clamp(b: ir.IRBuilder, x: ir.Value, hi: int) -> ir.Value:
@@ -165,18 +158,40 @@ def _clamp(b: ir.IRBuilder, x: ir.Value, hi: int) -> ir.Value:
     return b.select(b.icmp_signed(">", x, top), top, x)
 
 
-def _micro(kc: KernelContext, k: Matmul, e: Emitter, epi: ExprEmitter | None, a, sa_i, sa_k,
-           bsrc, bstride, c, i0, j0, rows: int, nv: int, lanes: int, m, n, kk,
-           batch_index) -> None:
-    """One micro-tile: ``rows`` x ``nv*lanes`` accumulated over all of K, then stored."""
-    b = kc.b
-    vty = value_type(k.dtype, lanes)
-    zero = const(vty, 0)
-    accs = [[_alloca(b, vty) for _ in range(nv)] for _ in range(rows)]
+def _shared(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> tuple[ir.Function, bool]:
+    """An internal helper function of the module: (function, whether it still needs a body)."""
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn, False
+    fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")
+    return fn, True
+
+
+def _micro_function(module: ir.Module, dtype: DType, lanes: int, rows: int, nv: int) -> ir.Function:
+    """``tile[r*nv + v] = sum_p A[r*sa_i + p*sa_k] * B[p*bstride + v*W : +W]`` for one micro-tile.
+
+    Signature: ``(T* a, i64 sa_i, i64 sa_k, T* b, i64 bstride, i64 k, <W x T>* tile)``.
+    """
+    ety = memory_type(dtype)
+    vty = value_type(dtype, lanes)
+    name = f"dlc.gemm.tile{rows}x{nv * lanes}.{type_suffix(value_type(dtype, 1))}"
+    fn, fresh = _shared(module, name, ir.VoidType(),
+                        [ety.as_pointer(), I64, I64, ety.as_pointer(), I64, I64, vty.as_pointer()])
+    if not fresh:
+        return fn
+    a, sa_i, sa_k, bsrc, bstride, kk, tile = fn.args
+    for arg in (a, bsrc, tile):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    e = Emitter(b, lanes, dtype)
+    accs = [[alloca(b, vty) for _ in range(nv)] for _ in range(rows)]
     for row in accs:
         for slot in row:
-            b.store(zero, slot)
-    arows = [b.gep(a, [b.mul(b.add(i0, ir.Constant(I64, r)), sa_i)]) for r in range(rows)]
+            b.store(const(vty, 0), slot)
+    arows = [b.gep(a, [b.mul(ir.Constant(I64, r), sa_i)]) for r in range(rows)]
     with for_range(b, 0, kk, name="k") as p:
         brow = b.gep(bsrc, [b.mul(p, bstride)])
         bvec = [_load_lanes(b, b.gep(brow, [ir.Constant(I64, v * lanes)]), lanes) for v in range(nv)]
@@ -184,30 +199,58 @@ def _micro(kc: KernelContext, k: Matmul, e: Emitter, epi: ExprEmitter | None, a,
             av = splat(b, b.load(b.gep(arows[r], [b.mul(p, sa_k)])), lanes)
             for v in range(nv):
                 b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
-    # Spill the tile to the stack, then store it row by row through the epilogue: one copy
-    # of the epilogue code per micro-kernel, and the output (which the epilogue may read,
-    # for in-place updates) is untouched until its element's final value is known.
-    tile = _alloca(b, ir.ArrayType(vty, rows * nv))
     for r in range(rows):
         for v in range(nv):
-            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, 0), ir.Constant(I64, r * nv + v)]))
-    with for_range(b, 0, rows, name="r") as r:
-        i = b.add(i0, r)
-        crow = b.gep(c, [b.mul(i, n)])
-        with for_range(b, 0, nv, name="v") as v:
-            col = b.add(j0, b.mul(v, ir.Constant(I64, lanes)))
-            left = _clamp(b, b.sub(n, col), lanes)
-            mask = lane_mask(b, lanes, left) if lanes > 1 else None
-            slot = b.add(b.mul(r, ir.Constant(I64, nv)), v)
-            value = b.load(b.gep(tile, [ir.Constant(I64, 0), slot]))
-            if epi is not None:
-                value = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
-            ptr = b.gep(crow, [col])
-            if lanes == 1:
-                with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
-                    b.store(to_memory(b, value), ptr)
-            else:
-                store_vector(b, to_memory(b, value), ptr, mask)
+            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, r * nv + v)]))
+    b.ret_void()
+    return fn
+
+
+def _pack_function(module: ir.Module, dtype: DType, lanes: int, nv: int, transposed: bool) -> ir.Function:
+    """Copy ``B[:, j0:j0+width]`` into a zero-padded ``K x NR`` panel.
+
+    Signature: ``(T* b, i64 n, i64 k, i64 j0, i64 width, T* panel)``; ``b`` is
+    ``[K, N]`` row-major, or ``[N, K]`` when ``transposed``.
+    """
+    ety = memory_type(dtype)
+    nr = nv * lanes
+    name = f"dlc.gemm.pack{'T' if transposed else ''}{nr}.{type_suffix(value_type(dtype, 1))}"
+    fn, fresh = _shared(module, name, ir.VoidType(),
+                        [ety.as_pointer(), I64, I64, I64, I64, ety.as_pointer()])
+    if not fresh:
+        return fn
+    bmat, n, kk, j0, width, panel = fn.args
+    bmat.add_attribute("noalias")
+    panel.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if not transposed:
+        with for_range(b, 0, kk, name="pk") as p:
+            row = b.gep(bmat, [b.add(b.mul(p, n), j0)])
+            dst = b.gep(panel, [b.mul(p, ir.Constant(I64, nr))])
+            for v in range(nv):
+                left = _clamp(b, b.sub(width, ir.Constant(I64, v * lanes)), lanes)
+                src = b.gep(row, [ir.Constant(I64, v * lanes)])
+                out = b.gep(dst, [ir.Constant(I64, v * lanes)])
+                if lanes == 1:
+                    live = b.icmp_signed(">", left, ir.Constant(I64, 0))
+                    with b.if_else(live) as (then, otherwise):
+                        with then:
+                            b.store(b.load(src), out)
+                        with otherwise:
+                            b.store(const(ety, 0), out)
+                else:
+                    store_vector(b, load_vector(b, src, lanes, lane_mask(b, lanes, left)), out, None)
+    else:
+        # B[p, j] = Bt[j, p]: read rows of Bt (contiguous in p), write columns of the panel
+        with for_range(b, 0, ir.Constant(I64, nr), name="pj") as jj:
+            live = b.icmp_signed("<", jj, width)
+            row = b.select(live, b.add(j0, jj), ir.Constant(I64, 0))      # never read past N
+            src_row = b.gep(bmat, [b.mul(row, kk)])
+            with for_range(b, 0, kk, name="pk") as p:
+                dst = b.gep(panel, [b.add(b.mul(p, ir.Constant(I64, nr)), jj)])
+                b.store(b.select(live, b.load(b.gep(src_row, [p])), const(ety, 0)), dst)
+    b.ret_void()
+    return fn
 
 
 def _load_lanes(b: ir.IRBuilder, ptr: ir.Value, lanes: int) -> ir.Value:

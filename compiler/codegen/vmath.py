@@ -240,4 +240,22 @@ def sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 FUNCTIONS = {"exp": exp, "log": log, "tanh": tanh, "sigmoid": sigmoid}
 
-__all__ = ["exp", "log", "tanh", "sigmoid", "FUNCTIONS", "ULP_BOUNDS", "F32", "F64"]
+
+def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
+    """``name(x)`` through one out-of-line function per module, function and type
+    (``dlc.vmath.exp.v16f32``): each is compiled once however many kernels use it,
+    which keeps LLVM's work (and compile time) proportional to the program."""
+    from .llvmutil import type_suffix
+
+    symbol = f"dlc.vmath.{name}.{type_suffix(x.type)}"
+    fn = b.module.globals.get(symbol)
+    if fn is None:
+        fn = ir.Function(b.module, ir.FunctionType(x.type, [x.type]), symbol)
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        fn.attributes.add("noinline")
+        body = ir.IRBuilder(fn.append_basic_block("entry"))
+        body.ret(FUNCTIONS[name](body, fn.args[0]))
+    return b.call(fn, [x])
+
+__all__ = ["exp", "log", "tanh", "sigmoid", "call", "FUNCTIONS", "ULP_BOUNDS", "F32", "F64"]
