@@ -1,0 +1,79 @@
+"""The codegen side of the CLI: ``dlc ir --stage``, ``dlc compile``, ``dlc cache``,
+and ``dlc run`` on native code (``--interp`` for the interpreter)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.cli import main
+from runtime.compiled import load_compiled
+
+XOR = str(Path(__file__).resolve().parents[1] / "examples" / "xor.dl")
+INPUTS = ["--input", "x=[[0,0],[0,1],[1,0],[1,1]]", "--input", "hidden.kernel=[[1,-1],[1,-1]]",
+          "--input", "hidden.bias=[-0.5,1.5]", "--input", "out.kernel=[[2],[2]]", "--input", "out.bias=[-3]"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("stage,marker", [
+    ("loops", "loops @predict(N)"),
+    ("llvm", "define i32 @\"dlc_predict\"(i8** %\"buffers\", i64* %\"dims\")"),
+    ("llvm-opt", "@dlc_predict("),
+    ("asm", "dlc_predict:"),
+])
+def test_ir_codegen_stages(capsys, stage, marker):
+    status, out, err = run(capsys, "ir", XOR, "--fn", "predict", "--stage", stage)
+    assert status == 0, err
+    assert marker in out
+    if stage == "loops":
+        assert "epilogue: sigmoid(add(acc, %hidden.bias[i1]))" in out
+
+
+def test_run_native_matches_interp(capsys, tmp_path):
+    native, interp = tmp_path / "native.npy", tmp_path / "interp.npy"
+    assert run(capsys, "run", XOR, *INPUTS, "--output", str(native))[0] == 0
+    assert run(capsys, "run", XOR, *INPUTS, "--interp", "--output", str(interp))[0] == 0
+    np.testing.assert_allclose(np.load(native), np.load(interp), rtol=1e-6)
+    assert np.load(native).shape == (4, 1)
+
+
+def test_compile_writes_an_aot_directory(capsys, tmp_path):
+    status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot"))
+    assert status == 0, err
+    assert "dlc_predict: predict(" in out
+    manifest = json.loads((tmp_path / "aot" / "manifest.json").read_text())
+    assert {f["name"] for f in manifest["functions"]} == {"predict", "loss", "evaluate"}
+    mod = load_compiled(tmp_path / "aot")
+    p = mod.predict(np.eye(2, dtype=np.float32), np.zeros(2, np.float32), np.ones((2, 1), np.float32),
+                    np.zeros(1, np.float32), np.zeros((3, 2), np.float32))
+    np.testing.assert_allclose(p, np.full((3, 1), 1 / (1 + np.exp(-1.0))), rtol=1e-6)
+
+
+def test_cache_info_and_clear(capsys, tmp_path):
+    run(capsys, "ir", XOR, "--stage", "loops")
+    assert run(capsys, "run", XOR, *INPUTS)[0] == 0
+    status, out, _ = run(capsys, "cache", "info")
+    assert status == 0 and str(tmp_path / "cache") in out and "entries:   1" in out
+    status, out, _ = run(capsys, "cache", "clear")
+    assert status == 0 and "removed 1 entry" in out
+    assert "entries:   0" in run(capsys, "cache", "info")[1]
+
+
+def test_bad_native_input_is_a_clean_error(capsys):
+    bad = [a if not a.startswith("x=") else "x=[[0,0,0]]" for a in INPUTS]
+    status, out, err = run(capsys, "run", XOR, *bad)
+    assert status == 1
+    assert "argument 'x'" in err and "Traceback" not in err
