@@ -10,7 +10,8 @@ The cost model, per op (``n`` = elements of the result, symbols kept):
   costs tens of FLOPs;
 - reductions (``sum mean max min argmax``): one FLOP per element reduced;
 - composites (softmax, losses, one_hot): the cost of their decomposition
-  into primitive ops, from the op table's ``decompose`` rule;
+  into primitive ops, from the op table's ``decompose`` rule, with common
+  subexpressions counted once (softmax's rule spells ``exp(z)`` twice);
 - layout ops, constants, iota, dim_size: nothing (data movement).
 
 Symbolic dims stay symbolic: ``cost.flops`` is a :class:`Poly` such as
@@ -137,13 +138,16 @@ def op_cost(op: Op) -> Cost:
 
 
 def decomposition(op: Op) -> list[Op]:
-    """The primitive-ish ops a composite ``op`` expands to (its ``decompose`` rule)."""
+    """The ops a composite ``op`` expands to (its ``decompose`` rule), duplicates merged."""
+    from ..passes.cse import cse_function
+
     opdef = get_op(op.name)
     assert opdef is not None and opdef.decompose is not None, f"dl.{op.name} has no decomposition"
     params = [(f"arg{i}", v.type) for i, v in enumerate(op.operands)]
     scratch, b = new_function(f"decompose.{op.name}", params, loc=op.loc)
     copy = Builder.make(op.name, list(scratch.params), dict(op.attrs), op.loc)
-    opdef.decompose(b, copy)
+    scratch.outputs = list(opdef.decompose(b, copy))
+    cse_function(scratch)
     return scratch.ops
 
 

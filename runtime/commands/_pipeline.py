@@ -130,6 +130,7 @@ def run_passes(module: Module, args: argparse.Namespace, out: TextIO | None = No
     from compiler.passes import run_pipeline
 
     names = selected_passes(args)
+    options = pass_options(args.pass_option)
     if not names:
         return module
     return run_pipeline(
@@ -141,6 +142,6 @@ def run_passes(module: Module, args: argparse.Namespace, out: TextIO | None = No
         time_passes=args.time_passes,
         stats=args.pass_stats,
         out=out if out is not None else sys.stderr,
-        options=pass_options(args.pass_option),
+        options=options,
         check_each_pass=args.check_each_pass,
     )
