@@ -9,16 +9,13 @@ import json
 import os
 import re
 import stat
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from compiler.analysis.flops import Cost, Poly, function_cost, op_cost
 from compiler.analysis.graph import GraphOutputError, to_dot, write_graph
-from compiler.analysis.stats import (
-    bindings_for, function_stats, model_stats, peak_live_bytes, with_train_step,
-)
+from compiler.analysis.stats import function_stats, model_stats, peak_live_bytes, with_train_step
 from compiler.ir.builder import new_function
 from compiler.ir.types import DType, TensorType
 
