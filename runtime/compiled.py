@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import threading
@@ -72,10 +73,15 @@ class ArgumentValueError(DlRuntimeError, ValueError):
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data is 64-byte aligned."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
-    start = (-raw.ctypes.data) % ALIGNMENT
+    start = (-_data(raw)) % ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _data(a: np.ndarray) -> int:
+    """The address of an array's first element."""
+    return a.__array_interface__["data"][0]
 
 
 def _actual(value: Any) -> str:
@@ -95,7 +101,7 @@ def _kind_fits(value: Any, t: TensorType) -> bool:
 class _Param:
     """One parameter's checks, precomputed."""
 
-    __slots__ = ("name", "type", "dtype", "shape", "rank", "inplace", "where")
+    __slots__ = ("name", "type", "dtype", "shape", "rank", "inplace", "where", "static", "symbolic")
 
     def __init__(self, fn_name: str, name: str, t: TensorType, inplace: bool):
         self.name = name
@@ -105,9 +111,26 @@ class _Param:
         self.rank = t.rank
         self.inplace = inplace
         self.where = f"@{fn_name}: argument '{name}'"
+        self.static = [(a, d) for a, d in enumerate(t.shape) if isinstance(d, int)]
+        self.symbolic = [(a, d) for a, d in enumerate(t.shape) if isinstance(d, str)]
 
     def check(self, value: Any, bindings: dict[str, int]) -> np.ndarray:
         """The argument as an array native code may read (and write, if in place)."""
+        # Fast path: an array that is already exactly right (no conversion, no message).
+        if type(value) is np.ndarray and value.dtype == self.dtype and value.ndim == self.rank:
+            shape = value.shape
+            ok = all(shape[a] == d for a, d in self.static)
+            if ok:
+                for a, sym in self.symbolic:
+                    if bindings.setdefault(sym, shape[a]) != shape[a]:
+                        ok = False
+                        break
+            flags = value.flags
+            if ok and flags.c_contiguous and flags.aligned and (flags.writeable or not self.inplace):
+                return value
+        return self._check_slowly(value, bindings)
+
+    def _check_slowly(self, value: Any, bindings: dict[str, int]) -> np.ndarray:
         if not isinstance(value, np.ndarray):
             if self.rank == 0 and not self.inplace and _kind_fits(value, self.type):
                 value = np.asarray(value, dtype=self.dtype)
@@ -174,10 +197,31 @@ class CompiledFunction:
         self._outputs = [t for _, t in info.outputs]
         self._out_dtypes = [t.dtype.np for t in self._outputs]
         self._has_inplace = bool(info.inplace)
+        self._fresh_outputs = [i for i in range(len(self._outputs)) if i not in self._inplace_out]
+        # (array, data pointer) of the last array seen per parameter: a training loop passes
+        # the same weight arrays every call, and asking numpy for a pointer is not free.
+        self._last_pointer: list[tuple[np.ndarray, int] | None] = [None] * len(self._params)
+        self._slots = ctypes.c_void_p * (len(self._params) + len(self._outputs))
+        self._dims = ctypes.c_int64 * max(len(info.symbols), 1)
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    def kernel_profile(self, reset: bool = False) -> list[tuple[str, int]] | None:
+        """CPU cycles spent in each kernel over all calls so far, with the kernel's loop IR
+        line -- for code compiled with ``CodegenOptions(profile=True)``, else None.
+        (Counters are per process and not synchronised between threads.)"""
+        from compiler.codegen.llvm import profile_symbol
+
+        addr = self._library.global_address(profile_symbol(self.name))
+        if addr is None or not self.info.kernels:
+            return None
+        counters = np.ctypeslib.as_array((ctypes.c_int64 * len(self.info.kernels)).from_address(addr))
+        result = list(zip(self.info.kernels, (int(c) for c in counters)))
+        if reset:
+            counters[:] = 0
+        return result
 
     @property
     def signature(self) -> str:
@@ -196,21 +240,54 @@ class CompiledFunction:
         arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
         if self._has_inplace:
             self._check_overlap(arrays)
-        outs: list[np.ndarray] = []
-        for i, t in enumerate(self._outputs):
-            p = self._inplace_out.get(i)
-            if p is not None:
-                outs.append(arrays[p])
-            else:
-                shape = tuple(d if isinstance(d, int) else bindings[d] for d in t.shape)
-                outs.append(aligned_empty(shape, self._out_dtypes[i]))
-        ptrs = np.array([a.ctypes.data for a in arrays] + [o.ctypes.data for o in outs], dtype=np.uintp)
-        dims = np.array([bindings[s] for s in self.info.symbols] or [0], dtype=np.int64)
-        status = self._entry(ptrs.ctypes.data, dims.ctypes.data)
+        outs: list[np.ndarray] = [None] * len(self._outputs)  # type: ignore[list-item]
+        for o, p in self._inplace_out.items():
+            outs[o] = arrays[p]
+        out_pointers = self._allocate_outputs(outs, bindings)
+        slots = self._slots(*self._pointers(arrays), *[out_pointers.get(i) or _data(outs[i])
+                                                       for i in range(len(outs))])
+        dims = self._dims(*[bindings[s] for s in self.info.symbols])
+        status = self._entry(slots, dims)
         if status != 0:
             raise DlRuntimeError(f"@{self.name}: native code could not allocate its workspace "
                                  f"(status {status})")
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _pointers(self, arrays: list[np.ndarray]) -> list[int]:
+        out = []
+        cache = self._last_pointer
+        for i, a in enumerate(arrays):
+            last = cache[i]
+            if last is not None and last[0] is a:
+                out.append(last[1])
+            else:
+                ptr = _data(a)
+                cache[i] = (a, ptr)
+                out.append(ptr)
+        return out
+
+    def _allocate_outputs(self, outs: list[np.ndarray], bindings: dict[str, int]) -> dict[int, int]:
+        """Fresh outputs carved from one allocation, each 64-byte aligned; their pointers."""
+        shapes, sizes = [], []
+        for i in self._fresh_outputs:
+            shape = tuple(d if isinstance(d, int) else bindings[d] for d in self._outputs[i].shape)
+            shapes.append(shape)
+            sizes.append(math.prod(shape) * self._out_dtypes[i].itemsize)
+        if not shapes:
+            return {}
+        offsets, total = [], 0
+        for size in sizes:
+            offsets.append(total)
+            total += -(-size // ALIGNMENT) * ALIGNMENT
+        raw = np.empty(total + ALIGNMENT, dtype=np.uint8)
+        base = _data(raw)
+        start = (-base) % ALIGNMENT
+        pointers = {}
+        for i, shape, size, off in zip(self._fresh_outputs, shapes, sizes, offsets):
+            lo = start + off
+            outs[i] = raw[lo:lo + size].view(self._out_dtypes[i]).reshape(shape)
+            pointers[i] = base + lo
+        return pointers
 
     def _bind(self, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
         n = len(self._params)

@@ -47,3 +47,9 @@ class NativeLibrary:
         if not addr:
             raise DlRuntimeError(f"compiled code has no symbol '{symbol}'")
         return addr
+
+    def global_address(self, symbol: str) -> int | None:
+        """The address of global variable ``symbol``, or None if the object has none."""
+        with _LOCK:
+            addr = self._engine.get_global_value_address(symbol)
+        return addr or None

@@ -26,7 +26,7 @@ from ..ir.core import Function, Module
 from ..ir.types import DType, TensorType
 from .bufferize import lower_function
 from .llvm import emit_module, entry_symbol
-from .loops import Program, print_program
+from .loops import Program, kernel_str, print_program
 from .target import CodegenOptions, ensure_llvm, target_machine
 
 STAGES = ("loops", "llvm", "llvm-opt", "asm")
@@ -45,30 +45,34 @@ class FunctionInfo:
     outputs: tuple[tuple[str | None, TensorType], ...]
     symbols: tuple[str, ...]
     inplace: tuple[tuple[int, int], ...]      # (output index, parameter index)
+    kernels: tuple[str, ...] = ()             # one line of loop IR per kernel, in order
 
     @staticmethod
-    def of(func: Function) -> FunctionInfo:
+    def of(func: Function, program: Program | None = None) -> FunctionInfo:
         names = [p.name or f"arg{i}" for i, p in enumerate(func.params)]
         index = {n: i for i, n in enumerate(names)}
         out_names = list(func.output_names) + [None] * (len(func.outputs) - len(func.output_names))
         inplace = tuple((int(o), index[p]) for o, p in func.attrs.get("inplace", ()) or ())
+        kernels = tuple(kernel_str(k).splitlines()[0] for k in program.kernels) if program else ()
         return FunctionInfo(func.name, entry_symbol(func.name),
                             tuple(zip(names, (p.type for p in func.params))),
                             tuple(zip(out_names, (v.type for v in func.outputs))),
-                            tuple(func.symbols), inplace)
+                            tuple(func.symbols), inplace, kernels)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "symbol": self.symbol,
                 "params": [{"name": n, **_type_json(t)} for n, t in self.params],
                 "outputs": [{"name": n, **_type_json(t)} for n, t in self.outputs],
-                "symbols": list(self.symbols), "inplace": [list(p) for p in self.inplace]}
+                "symbols": list(self.symbols), "inplace": [list(p) for p in self.inplace],
+                "kernels": list(self.kernels)}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> FunctionInfo:
         return FunctionInfo(d["name"], d["symbol"],
                             tuple((p["name"], _type_from_json(p)) for p in d["params"]),
                             tuple((o["name"], _type_from_json(o)) for o in d["outputs"]),
-                            tuple(d["symbols"]), tuple((int(a), int(b)) for a, b in d["inplace"]))
+                            tuple(d["symbols"]), tuple((int(a), int(b)) for a, b in d["inplace"]),
+                            tuple(d.get("kernels", ())))
 
 
 def _type_json(t: TensorType) -> dict[str, Any]:
@@ -125,8 +129,10 @@ def compile_to_object(module: Module, options: CodegenOptions | None = None
                       ) -> tuple[bytes, list[FunctionInfo]]:
     """Object code for every function of ``module``, and each entry point's facts."""
     options = options or CodegenOptions()
-    ref = optimize(llvm_module(module, options), options)
-    return object_code(ref, options), [FunctionInfo.of(f) for f in module.functions]
+    programs = lower_module(module, options)
+    ref = optimize(emit_module(programs, options), options)
+    infos = [FunctionInfo.of(f, p) for f, p in zip(module.functions, programs)]
+    return object_code(ref, options), infos
 
 
 def stage_text(module: Module, stage: str, options: CodegenOptions | None = None) -> str:

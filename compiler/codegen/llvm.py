@@ -27,7 +27,7 @@ from llvmlite import ir
 from .gemm import emit_matmul, scratch_elements
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .llvmutil import I8, I8P, I32, I64, intrinsic
-from .loops import CONST, OUTPUT, PARAM, TEMP, Buffer, Elementwise, Kernel, Matmul, Program, Reduce
+from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
 from .target import CodegenOptions
 
 ALIGN = 64
@@ -36,6 +36,11 @@ ALIGN = 64
 def entry_symbol(name: str) -> str:
     """The C symbol of function ``name``'s entry point: ``dlc_`` + an identifier."""
     return "dlc_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def profile_symbol(name: str) -> str:
+    """The global holding function ``name``'s per-kernel cycle counters, when profiling."""
+    return entry_symbol(name) + "_profile"
 
 
 def emit_module(programs: list[Program], options: CodegenOptions, name: str = "dlc") -> ir.Module:
@@ -115,17 +120,32 @@ class _ProgramEmitter:
                 else:
                     scratch_of[owner] = ptr
 
+        counters = self._profile_counters() if self.options.profile else None
         for i, k in enumerate(prog.kernels):
             kfn = self._kernel_function(i, k)
             args = [storage[s] for s in _storages(k)] + [symbols[s] for s in prog.symbols]
             if isinstance(k, Matmul):
                 args.append(scratch_of[k])
+            if counters is None:
+                b.call(kfn, args)
+                continue
+            clock = intrinsic(self.mod, "llvm.readcyclecounter", I64, [])
+            start = b.call(clock, [])
             b.call(kfn, args)
+            slot = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, i)])
+            b.store(b.add(b.load(slot), b.sub(b.call(clock, []), start)), slot)
 
         if workspace is not None:
             b.call(intrinsic(self.mod, "free", ir.VoidType(), [I8P]), [workspace])
         b.ret(ir.Constant(I32, 0))
         return fn
+
+    def _profile_counters(self) -> ir.GlobalVariable:
+        """``<symbol>.profile``: one i64 cycle counter per kernel (CodegenOptions.profile)."""
+        ty = ir.ArrayType(I64, max(len(self.prog.kernels), 1))
+        g = ir.GlobalVariable(self.mod, ty, name=profile_symbol(self.prog.name))
+        g.initializer = ir.Constant(ty, None)
+        return g
 
     def _global(self, buf: Buffer) -> ir.GlobalVariable:
         data = bytearray(buf.data.tobytes()) if buf.data is not None else bytearray()
@@ -174,4 +194,4 @@ def _align_up(b: ir.IRBuilder, size: ir.Value) -> ir.Value:
     return b.and_(b.add(size, ir.Constant(I64, ALIGN - 1)), ir.Constant(I64, -ALIGN))
 
 
-__all__ = ["emit_module", "entry_symbol", "ALIGN", "PARAM", "OUTPUT", "TEMP", "CONST"]
+__all__ = ["emit_module", "entry_symbol", "profile_symbol", "ALIGN"]

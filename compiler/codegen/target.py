@@ -91,13 +91,16 @@ class CodegenOptions:
     """Every knob that changes generated code (and so the cache key).
 
     ``vector_lanes`` overrides the f32 lane count (``None``: from the target);
-    ``fuse`` enables elementwise fusion and matmul epilogues.
+    ``fuse`` enables elementwise fusion and matmul epilogues; ``profile``
+    makes each entry point count the CPU cycles spent in each of its kernels
+    (``CompiledFunction.kernel_profile()``).
     """
 
     target: Target = field(default_factory=host_target)
     opt_level: int = 3
     fuse: bool = True
     vector_lanes: int | None = None
+    profile: bool = False
 
     @property
     def lanes(self) -> int:
@@ -107,7 +110,7 @@ class CodegenOptions:
         """A stable text naming everything that determines the object code."""
         t = self.target
         return "|".join([t.triple, t.cpu, t.features, f"O{self.opt_level}",
-                         f"fuse={self.fuse}", f"lanes={self.lanes}",
+                         f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}",
                          f"llvmlite={llvmlite.__version__}",
                          f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])
 
