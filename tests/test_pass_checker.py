@@ -25,19 +25,11 @@ def T(*shape, dtype: DType = F32) -> TensorType:
 
 
 # ---------------------------------------------------------------------------
-# Deliberately broken passes, registered for these tests only
+# Deliberately broken passes, registered while this module's tests run
 
 
-def _register(name: str, description: str):
-    def decorate(fn):
-        if name not in PASSES:
-            register_pass(name, description)(fn)
-        return fn
-    return decorate
-
-
-@_register("test-perturb-constant", "test only: multiply the first float constant by 1.5")
 def perturb_constant(module: Module, ctx: PassContext) -> Module:
+    """Test only: multiply the first float constant of every function by 1.5."""
     for func in module.functions:
         for op in func.ops:
             if op.name == "constant" and op.result.type.dtype.is_float:
@@ -46,8 +38,8 @@ def perturb_constant(module: Module, ctx: PassContext) -> Module:
     return module
 
 
-@_register("test-wrong-autodiff", "test only: autodiff, then double every gradient")
 def wrong_autodiff(module: Module, ctx: PassContext) -> Module:
+    """Test only: the autodiff pass, then every gradient it built doubled."""
     built = [f.name for f in module.functions if "grad_of" in f.attrs]
     module = autodiff(module, ctx)
     for name in built:
@@ -57,10 +49,10 @@ def wrong_autodiff(module: Module, ctx: PassContext) -> Module:
     return module
 
 
-@_register("test-argmax-to-argmin", "test only: argmax(x) -> argmax(-x)")
 def argmax_to_argmin(module: Module, ctx: PassContext) -> Module:
+    """Test only: argmax(x) -> argmax(-x)."""
     for func in module.functions:
-        for i, op in enumerate(list(func.ops)):
+        for op in list(func.ops):
             if op.name == "argmax":
                 neg = Builder.make("neg", [op.operands[0]], {}, op.loc)
                 func.ops.insert(func.ops.index(op), neg)
@@ -68,11 +60,29 @@ def argmax_to_argmin(module: Module, ctx: PassContext) -> Module:
     return module
 
 
-@_register("test-drop-param", "test only: remove the last parameter of every function")
 def drop_param(module: Module, ctx: PassContext) -> Module:
+    """Test only: remove the last parameter of every function."""
     for func in module.functions:
         func.params = func.params[:-1]
     return module
+
+
+BROKEN_PASSES = {
+    "test-perturb-constant": (perturb_constant, "test only: multiply the first float constant by 1.5"),
+    "test-wrong-autodiff": (wrong_autodiff, "test only: autodiff, then double every gradient"),
+    "test-argmax-to-argmin": (argmax_to_argmin, "test only: argmax(x) -> argmax(-x)"),
+    "test-drop-param": (drop_param, "test only: remove the last parameter of every function"),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def broken_passes():
+    """Register the broken passes for this module only, so other tests see the real registry."""
+    for name, (fn, description) in BROKEN_PASSES.items():
+        register_pass(name, description)(fn)
+    yield
+    for name in BROKEN_PASSES:
+        del PASSES[name]
 
 
 def _load(path, defer_grads: bool = False) -> Module:
