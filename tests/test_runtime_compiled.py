@@ -298,3 +298,32 @@ def test_every_example_function_matches_the_interpreter(examples):
             got = list(got) if isinstance(got, tuple) else [got]
             for i, (g, w) in enumerate(zip(got, want)):
                 np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5, err_msg=f"{name} output {i} N={n}")
+
+
+# ---------------------------------------------------------------------------
+# Documentation and profiling
+
+
+def test_the_examples_in_docs_runtime_md_run(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    text = (Path(__file__).resolve().parents[1] / "docs" / "runtime.md").read_text()
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        exec(block, namespace)                  # the blocks assert their own results
+    assert namespace["y"].shape == (4, 2)
+
+
+def test_kernel_profile_counts_cycles_per_kernel():
+    from compiler.codegen.target import CodegenOptions
+
+    profiled = runtime.compile(small_module(), cache=False, passes="", options=CodegenOptions(profile=True))
+    x, w, b = arrays(64)
+    for _ in range(3):
+        profiled.dense(x, w, b)
+    profile = profiled.dense.kernel_profile(reset=True)
+    assert [line.split(":")[0] for line, _ in profile] == ["matmul [M=N, N=3, K=784]"]
+    assert all(cycles > 0 for _, cycles in profile)
+    assert profiled.dense.kernel_profile()[0][1] == 0
+    assert runtime.compile(small_module(), cache=False, passes="").dense.kernel_profile() is None
