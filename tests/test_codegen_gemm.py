@@ -136,3 +136,19 @@ def test_batched_broadcast():
     a = rng.standard_normal((2, 1, 9, 21)).astype(np.float32)
     bb = rng.standard_normal((3, 21, 19)).astype(np.float32)
     np.testing.assert_allclose(mod.bmm(a, bb), a @ bb, rtol=1e-4, atol=1e-4)
+
+
+def test_epilogue_with_a_transposed_read_is_not_fused():
+    """c + t^T cannot be a vectorised epilogue (t^T strides through memory): kept apart, right."""
+    from compiler.codegen.driver import lower_module
+
+    f, b = new_function("mmt", [("a", TensorType(F32, (5, 7))), ("b", TensorType(F32, (7, 19))),
+                                ("t", TensorType(F32, (19, 5)))])
+    a, bm, t = f.params
+    f.outputs = [b.add(b.matmul(a, bm), b.transpose(t, perm=(1, 0)))]
+    (prog,) = lower_module(Module([f]))
+    assert prog.kernels[0].epilogue is None and len(prog.kernels) == 2
+    mod = runtime.compile(Module([f]), cache=False, passes="")
+    rng = np.random.default_rng(6)
+    av, bv, tv = (rng.standard_normal(s).astype(np.float32) for s in ((5, 7), (7, 19), (19, 5)))
+    np.testing.assert_allclose(mod.mmt(av, bv, tv), av @ bv + tv.T, rtol=1e-5, atol=1e-5)

@@ -385,6 +385,18 @@ def _readers(prog: Program) -> dict[Buffer, list[Kernel]]:
     return out
 
 
+def _contiguous_along_last_axis(expr: Expr, rank: int) -> bool:
+    """Whether every load reads consecutive elements as the last loop axis advances
+    (or does not depend on it): what a vectorised matmul epilogue can do."""
+    last = rank - 1
+    for ld in loads(expr):
+        if last in ld.index:
+            k = ld.index.index(last)
+            if any(d != 1 for d in ld.buffer.shape[k + 1:]):
+                return False
+    return True
+
+
 def fuse_epilogues(prog: Program) -> None:
     """Fold an elementwise kernel into the matmul whose temp result it alone reads."""
     producers = _producers(prog)
@@ -399,7 +411,8 @@ def fuse_epilogues(prog: Program) -> None:
                     and len([x for x in loads(ew.expr) if x.buffer is ld.buffer]) == 1
                     and ld.index == identity_index(ld.buffer.rank)
                     and tuple(ew.shape) == tuple(ld.buffer.shape)
-                    and ew.out.dtype is not DType.bool):
+                    and ew.out.dtype is not DType.bool
+                    and _contiguous_along_last_axis(ew.expr, len(ew.shape))):
                 continue
             mm.epilogue = replace_loads(ew.expr, lambda x, t=ld.buffer: Acc(x.dtype) if x.buffer is t else x)
             mm.out = ew.out

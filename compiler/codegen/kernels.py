@@ -97,12 +97,19 @@ def lane_mask(b: ir.IRBuilder, width: int, remaining: ir.Value) -> ir.Value:
                          splat(b, rem, width))
 
 
+def _align(elem: ir.Type) -> int:
+    """The natural alignment of one element (vector accesses promise no more)."""
+    if isinstance(elem, ir.IntType):
+        return max(elem.width // 8, 1)
+    return 4 if isinstance(elem, ir.FloatType) else 8
+
+
 def load_vector(b: ir.IRBuilder, ptr: ir.Value, width: int, mask: ir.Value | None) -> ir.Value:
     """``width`` consecutive elements from ``ptr`` (masked lanes read as 0, never touched)."""
     elem = ptr.type.pointee
     vty = ir.VectorType(elem, width)
     vptr = b.bitcast(ptr, vty.as_pointer())
-    align = max(elem.width // 8, 1) if isinstance(elem, ir.IntType) else (4 if elem == ir.FloatType() else 8)
+    align = _align(elem)
     if mask is None:
         return b.load(vptr, align=align)
     fn = intrinsic(b.module, f"llvm.masked.load.{type_suffix(vty)}.p0", vty,
@@ -111,10 +118,11 @@ def load_vector(b: ir.IRBuilder, ptr: ir.Value, width: int, mask: ir.Value | Non
 
 
 def store_vector(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, mask: ir.Value | None) -> None:
+    """Store ``value``'s lanes at ``ptr`` (masked lanes leave memory untouched)."""
     vty = value.type
     elem = vty.element
     vptr = b.bitcast(ptr, vty.as_pointer())
-    align = max(elem.width // 8, 1) if isinstance(elem, ir.IntType) else (4 if elem == ir.FloatType() else 8)
+    align = _align(elem)
     if mask is None:
         b.store(value, vptr, align=align)
         return
@@ -225,8 +233,9 @@ class ExprEmitter:
                 return memo[id(e)]
             if isinstance(e, Load):
                 ptr = self.address(e, index)
-                along = any(g == self.vec_group for g, _, _ in self.terms(e))
+                along = [unit for g, _, unit in self.terms(e) if g == self.vec_group]
                 if width > 1 and along:
+                    assert along[0], "a strided load in a vectorised loop (see vectorizable)"
                     v = load_vector(b, ptr, width, mask)
                 else:
                     v = splat(b, b.load(ptr), width)
@@ -314,6 +323,7 @@ def _nest(kc: KernelContext, extents: list[ir.Value], vec: int, width: int, body
 # ---------------------------------------------------------------------------
 # Reductions
 
+
 def _identity(kind: str, dtype: DType) -> float | int:
     if kind in ("sum", "mean"):
         return 0
@@ -348,171 +358,162 @@ def emit_reduce(kc: KernelContext, k: Reduce) -> None:
     """``out = kind over axes of expr`` (see the module docstring)."""
     if k.kind == "argmax":
         _emit_argmax(kc, k)
-        return
-    b = kc.b
-    space = collapse(k.shape, [k.expr], k.axes)
-    dtype = k.out.dtype
-    red = [g for g, axes in enumerate(space.groups) if axes[0] in k.axes]
-    kept = [g for g, axes in enumerate(space.groups) if axes[0] not in k.axes]
-    extents = [kc.product(d) for d in space.dims]
-    count = kc.product([d for a, d in enumerate(k.shape) if a in k.axes])
-    out_strides = _out_strides(kc, [extents[g] for g in kept])
-    inner = len(space.groups) - 1 if space.groups else None
-    ee = ExprEmitter(kc, space, inner)
-    lanes = kc.lanes if (inner is not None and ee.vectorizable([k.expr]) and kc.lanes > 1) else 1
-    index: list[ir.Value | None] = [None] * len(space.groups)
-
-    def out_ptr(w_index: list[ir.Value | None]) -> ir.Value:
-        offset: ir.Value = ir.Constant(I64, 0)
-        for g, stride in zip(kept, out_strides):
-            offset = b.add(offset, b.mul(w_index[g], stride))
-        return b.gep(kc.pointer(k.out), [offset], inbounds=True)
-
-    def finish(value: ir.Value) -> ir.Value:
-        if k.kind != "mean":
-            return value
-        e = Emitter(b, value.type.count if isinstance(value.type, ir.VectorType) else 1, dtype)
-        return e.div(value, e.cast(splat(b, count, e.width), dtype))
-
-    def walk_reduced(fn, level: int = 0) -> None:
-        """Loops over the reduced groups (all of them, or all but the innermost)."""
-        groups = [g for g in red if g != inner] if inner in red else red
-        if level == len(groups):
-            fn()
-            return
-        g = groups[level]
-        with for_range(b, 0, extents[g], name=f"r{g}") as i:
-            index[g] = i
-            walk_reduced(fn, level + 1)
-
-    def over_kept(fn, level: int = 0) -> None:
-        groups = [g for g in kept if g != inner] if inner in kept else kept
-        if level == len(groups):
-            fn()
-            return
-        g = groups[level]
-        with for_range(b, 0, extents[g], name=f"k{g}") as i:
-            index[g] = i
-            over_kept(fn, level + 1)
-
-    if inner is None or inner in red:
-        over_kept(lambda: _reduce_row(kc, k, ee, index, inner, extents, lanes, walk_reduced,
-                                      finish, out_ptr))
     else:
-        over_kept(lambda: _reduce_columns(kc, k, ee, index, inner, extents[inner], lanes,
-                                          walk_reduced, finish, out_ptr))
+        _Reduction(kc, k).emit()
 
 
-def _out_strides(kc: KernelContext, kept_extents: list[ir.Value]) -> list[ir.Value]:
-    out = []
-    for i in range(len(kept_extents)):
-        s: ir.Value = ir.Constant(I64, 1)
-        for x in kept_extents[i + 1:]:
-            s = kc.b.mul(s, x)
-        out.append(s)
-    return out
+class _Reduction:
+    """A sum/mean/max/min kernel: loop groups after collapsing, split into kept and reduced."""
 
+    def __init__(self, kc: KernelContext, k: Reduce):
+        self.kc, self.k, self.b = kc, k, kc.b
+        self.dtype = k.out.dtype
+        space = collapse(k.shape, [k.expr], k.axes)
+        self.reduced = [g for g, axes in enumerate(space.groups) if axes[0] in k.axes]
+        self.kept = [g for g, axes in enumerate(space.groups) if axes[0] not in k.axes]
+        self.extents = [kc.product(d) for d in space.dims]
+        self.inner = len(space.groups) - 1 if space.groups else None
+        self.ee = ExprEmitter(kc, space, self.inner)
+        vector = self.inner is not None and kc.lanes > 1 and self.ee.vectorizable([k.expr])
+        self.lanes = kc.lanes if vector else 1
+        # Several accumulators hide the add latency of a cheap input; an expensive input
+        # (exp, log ...) is throughput-bound and its code is emitted once.
+        self.unroll = UNROLL if self.lanes > 1 and isinstance(k.expr, Load) else 1
+        self.ident = const(value_type(self.dtype, self.lanes), _identity(k.kind, self.dtype))
+        self.e = Emitter(self.b, self.lanes, self.dtype)
+        self.index: list[ir.Value | None] = [None] * len(space.groups)
+        self.out_strides = _row_major_strides(self.b, [self.extents[g] for g in self.kept])
 
-def _reduce_row(kc, k: Reduce, ee: ExprEmitter, index, inner, extents, lanes, walk_reduced,
-                finish, out_ptr) -> None:
-    """The innermost axis is reduced: vector partial results, one output element."""
-    b = kc.b
-    dtype = k.out.dtype
-    unroll = _unroll(k.expr, lanes)
-    vty = value_type(dtype, lanes)
-    accs = [alloca(b, vty) for _ in range(unroll)]
-    ident = const(vty, _identity(k.kind, dtype))
-    for a in accs:
-        b.store(ident, a)
-    e = Emitter(b, lanes, dtype)
+    def emit(self) -> None:
+        if self.inner is None or self.inner in self.reduced:
+            self._loops(self.kept, "k", self._row)
+        else:
+            self._loops([g for g in self.kept if g != self.inner], "k", self._columns)
 
-    def accumulate() -> None:
-        if inner is None:
-            b.store(_combine(e, k.kind, b.load(accs[0]), ee.emit(k.expr, index, 1)), accs[0])
+    def _loops(self, groups: list[int], name: str, body) -> None:
+        if not groups:
+            body()
             return
-        n = extents[inner]
-        step = lanes * unroll
+        with for_range(self.b, 0, self.extents[groups[0]], name=f"{name}{groups[0]}") as i:
+            self.index[groups[0]] = i
+            self._loops(groups[1:], name, body)
+
+    def _over_reduced(self, body) -> None:
+        """Loops over the reduced groups other than the innermost (vectorised) one."""
+        self._loops([g for g in self.reduced if g != self.inner], "r", body)
+
+    def _at(self, value: ir.Value) -> list:
+        index = list(self.index)
+        index[self.inner] = value
+        return index
+
+    def _accumulate(self, acc: ir.Value, position: ir.Value | None, mask: ir.Value | None = None) -> None:
+        """``acc = combine(acc, expr at position)`` (masked lanes contribute the identity)."""
+        b = self.b
+        index = self.index if position is None else self._at(position)
+        x = self.ee.emit(self.k.expr, index, self.lanes, mask)
+        if mask is not None:
+            x = b.select(mask, x, self.ident)
+        b.store(_combine(self.e, self.k.kind, b.load(acc), x), acc)
+
+    def _finish(self, value: ir.Value) -> ir.Value:
+        if self.k.kind != "mean":
+            return value
+        width = value.type.count if isinstance(value.type, ir.VectorType) else 1
+        e = Emitter(self.b, width, self.dtype)
+        count = self.kc.product([d for a, d in enumerate(self.k.shape) if a in self.k.axes])
+        return e.div(value, e.cast(splat(self.b, count, width), self.dtype))
+
+    def _out_ptr(self, index: list) -> ir.Value:
+        b = self.b
+        offset: ir.Value = ir.Constant(I64, 0)
+        for g, stride in zip(self.kept, self.out_strides):
+            offset = b.add(offset, b.mul(index[g], stride))
+        return b.gep(self.kc.pointer(self.k.out), [offset], inbounds=True)
+
+    def _row(self) -> None:
+        """The innermost axis is reduced: vector partial sums, then one output element."""
+        b, lanes = self.b, self.lanes
+        accs = [alloca(b, self.ident.type) for _ in range(self.unroll)]
+        for a in accs:
+            b.store(self.ident, a)
+
+        def accumulate() -> None:
+            if self.inner is None:                         # rank 0: one element
+                self._accumulate(accs[0], None)
+                return
+            n = self.extents[self.inner]
+            step = lanes * self.unroll
+            main = b.and_(n, ir.Constant(I64, -step))
+            with for_range(b, 0, main, step, name="red") as j:
+                for u, acc in enumerate(accs):
+                    self._accumulate(acc, b.add(j, ir.Constant(I64, u * lanes)))
+            if lanes == 1:
+                return
+            rest = b.and_(n, ir.Constant(I64, -lanes))
+            with for_range(b, main, rest, lanes, name="red1") as j:
+                self._accumulate(accs[0], j)
+            with b.if_then(b.icmp_signed("<", rest, n)):
+                self._accumulate(accs[-1], rest, lane_mask(b, lanes, b.sub(n, rest)))
+
+        self._over_reduced(accumulate)
+        total = b.load(accs[0])
+        for a in accs[1:]:
+            total = _combine(self.e, self.k.kind, total, b.load(a))
+        scalar = _horizontal(self.e, self.k.kind, total)
+        b.store(to_memory(b, self._finish(scalar)), self._out_ptr(self.index))
+
+    def _columns(self) -> None:
+        """The innermost axis is kept: blocks of outputs accumulate in registers."""
+        b, lanes = self.b, self.lanes
+        n = self.extents[self.inner]
+
+        def block(j: ir.Value, count: int, mask: ir.Value | None) -> None:
+            accs = [alloca(b, self.ident.type) for _ in range(count)]
+            for a in accs:
+                b.store(self.ident, a)
+            positions = [b.add(j, ir.Constant(I64, u * lanes)) for u in range(count)]
+            self._over_reduced(lambda: [self._accumulate(a, p, mask) for a, p in zip(accs, positions)])
+            for a, p in zip(accs, positions):
+                value = to_memory(b, self._finish(b.load(a)))
+                ptr = self._out_ptr(self._at(p))
+                if lanes == 1:
+                    b.store(value, ptr)
+                else:
+                    store_vector(b, value, ptr, mask)
+
+        step = lanes * self.unroll
         main = b.and_(n, ir.Constant(I64, -step))
-        with for_range(b, 0, main, step, name="red") as j:
-            for u in range(unroll):
-                pos = b.add(j, ir.Constant(I64, u * lanes))
-                x = ee.emit(k.expr, _at(index, inner, pos), lanes)
-                b.store(_combine(e, k.kind, b.load(accs[u]), x), accs[u])
+        with for_range(b, 0, main, step, name="col") as j:
+            block(j, self.unroll, None)
         if lanes == 1:
             return
         rest = b.and_(n, ir.Constant(I64, -lanes))
-        with for_range(b, main, rest, lanes, name="red1") as j:
-            x = ee.emit(k.expr, _at(index, inner, j), lanes)
-            b.store(_combine(e, k.kind, b.load(accs[0]), x), accs[0])
+        with for_range(b, main, rest, lanes, name="col1") as j:
+            block(j, 1, None)
         with b.if_then(b.icmp_signed("<", rest, n)):
-            mask = lane_mask(b, lanes, b.sub(n, rest))
-            x = ee.emit(k.expr, _at(index, inner, rest), lanes, mask)
-            x = b.select(mask, x, ident)
-            b.store(_combine(e, k.kind, b.load(accs[1 % unroll]), x), accs[1 % unroll])
-
-    walk_reduced(accumulate)
-    total = b.load(accs[0])
-    for a in accs[1:]:
-        total = _combine(e, k.kind, total, b.load(a))
-    scalar = _horizontal(e, k.kind, total)
-    b.store(to_memory(b, finish(scalar)), out_ptr(index))
+            block(rest, 1, lane_mask(b, lanes, b.sub(n, rest)))
 
 
-def _reduce_columns(kc, k: Reduce, ee: ExprEmitter, index, inner, n, lanes, walk_reduced,
-                    finish, out_ptr) -> None:
-    """The innermost axis is kept: blocks of outputs accumulate in registers."""
-    b = kc.b
-    dtype = k.out.dtype
-    vty = value_type(dtype, lanes)
-    ident = const(vty, _identity(k.kind, dtype))
-    e = Emitter(b, lanes, dtype)
-
-    def block(j: ir.Value, count: int, mask: ir.Value | None) -> None:
-        accs = [alloca(b, vty) for _ in range(count)]
-        for a in accs:
-            b.store(ident, a)
-
-        def accumulate() -> None:
-            for u, a in enumerate(accs):
-                pos = b.add(j, ir.Constant(I64, u * lanes))
-                x = ee.emit(k.expr, _at(index, inner, pos), lanes, mask)
-                b.store(_combine(e, k.kind, b.load(a), x), a)
-
-        walk_reduced(accumulate)
-        for u, a in enumerate(accs):
-            pos = b.add(j, ir.Constant(I64, u * lanes))
-            value = to_memory(b, finish(b.load(a)))
-            ptr = out_ptr(_at(index, inner, pos))
-            if lanes == 1:
-                b.store(value, ptr)
-            else:
-                store_vector(b, value, ptr, mask)
-
-    unroll = _unroll(k.expr, lanes)
-    step = lanes * unroll
-    main = b.and_(n, ir.Constant(I64, -step))
-    with for_range(b, 0, main, step, name="col") as j:
-        block(j, unroll, None)
-    if lanes == 1:
-        return
-    rest = b.and_(n, ir.Constant(I64, -lanes))
-    with for_range(b, main, rest, lanes, name="col1") as j:
-        block(j, 1, None)
-    with b.if_then(b.icmp_signed("<", rest, n)):
-        block(rest, 1, lane_mask(b, lanes, b.sub(n, rest)))
+def _row_major_strides(b: ir.IRBuilder, extents: list[ir.Value]) -> list[ir.Value]:
+    out = []
+    for i in range(len(extents)):
+        s: ir.Value = ir.Constant(I64, 1)
+        for x in extents[i + 1:]:
+            s = b.mul(s, x)
+        out.append(s)
+    return out
 
 
 def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
     """Index of the first maximum (NaN counts as the maximum, as numpy), scalar loops."""
     b = kc.b
-    space = Space.plain(k.shape)
-    ee = ExprEmitter(kc, space, None)
+    ee = ExprEmitter(kc, Space.plain(k.shape), None)
     (axis,) = k.axes
-    src = k.expr
-    src_dtype = src.dtype
+    src_dtype = k.expr.dtype
     kept = [a for a in range(len(k.shape)) if a != axis]
     extents = [kc.dim(d) for d in k.shape]
-    out_strides = _out_strides(kc, [extents[a] for a in kept])
+    out_strides = _row_major_strides(b, [extents[a] for a in kept])
     index: list[ir.Value | None] = [None] * len(k.shape)
     e = Emitter(b, 1, src_dtype)
 
@@ -523,7 +524,7 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
         b.store(ir.Constant(I64, 0), where)
         with for_range(b, 0, extents[axis], name="am") as i:
             index[axis] = i
-            x = ee.emit(src, index, 1)
+            x = ee.emit(k.expr, index, 1)
             cur = b.load(best)
             better = e.cmp("gt", x, cur)
             if src_dtype.is_float:
@@ -542,24 +543,11 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
         if level == len(kept):
             per_output()
             return
-        a = kept[level]
-        with for_range(b, 0, extents[a], name=f"k{a}") as i:
-            index[a] = i
+        with for_range(b, 0, extents[kept[level]], name=f"k{kept[level]}") as i:
+            index[kept[level]] = i
             over(level + 1)
 
     over(0)
-
-
-def _unroll(expr: Expr, lanes: int) -> int:
-    """Accumulators per reduction: several hide the add latency of a cheap input;
-    an expensive input (exp, log ...) is throughput-bound and is emitted once."""
-    return UNROLL if lanes > 1 and isinstance(expr, Load) else 1
-
-
-def _at(index: list, g: int, value: ir.Value) -> list:
-    out = list(index)
-    out[g] = value
-    return out
 
 
 def alloca(b: ir.IRBuilder, ty: ir.Type) -> ir.Value:
