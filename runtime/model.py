@@ -29,11 +29,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from compiler.diagnostics import DlError, DlRuntimeError
+from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Module
 from compiler.training import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
@@ -534,4 +534,4 @@ def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "au
     return model
 
 
-__all__ = ["Model", "History", "load_model", "Backend", "InterpBackend", "NativeBackend", "BACKENDS", "DlError"]
+__all__ = ["Model", "History", "load_model", "Backend", "InterpBackend", "NativeBackend", "BACKENDS"]
