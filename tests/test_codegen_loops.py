@@ -241,3 +241,16 @@ def test_random_programs_match_the_interpreter(prog, n):
     got = list(got) if isinstance(got, tuple) else [got]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_functions_whose_c_symbols_clash_are_an_error():
+    from compiler.codegen.driver import llvm_module
+    from compiler.diagnostics import LoweringError
+
+    fns = []
+    for name in ("a.b", "a_b"):
+        f, b = new_function(name, [("x", T(3))])
+        f.outputs = [b.neg(f.params[0])]
+        fns.append(f)
+    with pytest.raises(LoweringError, match="both be the C symbol dlc_a_b"):
+        llvm_module(Module(fns))

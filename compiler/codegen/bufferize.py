@@ -165,13 +165,13 @@ class Lowering:
             self.buffers[v] = out
         return self.buffers[v]
 
-    def new_buffer(self, v: Value, shape: tuple | None = None) -> Buffer:
+    def new_buffer(self, v: Value) -> Buffer:
         """A buffer for ``v``: the output buffer if ``v`` is a not-yet-written output."""
         for i, out in enumerate(self.func.outputs):
-            if out is v and i not in self._claimed and shape is None:
+            if out is v and i not in self._claimed:
                 self._claimed.add(i)
                 return self.outputs[i]
-        return self.temp(v.type.dtype, shape if shape is not None else v.type.shape)
+        return self.temp(v.type.dtype, v.type.shape)
 
     def temp(self, dtype: DType, shape: tuple) -> Buffer:
         buf = Buffer(self._name("t"), dtype, tuple(shape), TEMP)

@@ -24,6 +24,8 @@ import re
 
 from llvmlite import ir
 
+from ..diagnostics import LoweringError
+
 from .gemm import emit_matmul, scratch_elements
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .llvmutil import I8, I8P, I32, I64, intrinsic
@@ -40,13 +42,19 @@ def entry_symbol(name: str) -> str:
 
 def profile_symbol(name: str) -> str:
     """The global holding function ``name``'s per-kernel cycle counters, when profiling."""
-    return entry_symbol(name) + "_profile"
+    return entry_symbol(name) + ".profile"
 
 
 def emit_module(programs: list[Program], options: CodegenOptions, name: str = "dlc") -> ir.Module:
     """One LLVM module holding an entry point per program."""
     mod = ir.Module(name=name)
     mod.triple = options.target.triple
+    symbols: dict[str, str] = {}
+    for prog in programs:
+        clash = symbols.setdefault(entry_symbol(prog.name), prog.name)
+        if clash != prog.name:
+            raise LoweringError(f"functions '{clash}' and '{prog.name}' would both be the C symbol "
+                                f"{entry_symbol(prog.name)}; rename one")
     for prog in programs:
         _ProgramEmitter(mod, prog, options).emit()
     return mod
