@@ -131,6 +131,8 @@ class _Param:
         return self._check_slowly(value, bindings)
 
     def _check_slowly(self, value: Any, bindings: dict[str, int]) -> np.ndarray:
+        if isinstance(value, np.generic):             # a numpy scalar keeps its dtype
+            value = np.asarray(value)
         if not isinstance(value, np.ndarray):
             if self.rank == 0 and not self.inplace and _kind_fits(value, self.type):
                 value = np.asarray(value, dtype=self.dtype)

@@ -111,6 +111,8 @@ def test_raw_entry_point_with_ctypes(mod):
      "'w' is updated in place and shares memory with argument 'grad'"),
     (lambda m, x, w, b: m.step(np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32), "0.1"),
      ArgumentTypeError, "argument 'lr' must be a numpy array of f32[]"),
+    (lambda m, x, w, b: m.step(np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32), np.float64(0.1)),
+     ArgumentTypeError, "argument 'lr' expects f32[], got float64 ()"),
 ])
 def test_bad_arguments_never_reach_native_code(mod, call, error, message):
     x, w, b = arrays()
@@ -139,6 +141,13 @@ def test_safe_casts_scalars_and_non_contiguous_inputs(mod):
     new, total = mod.step(w2, np.full((2, 4), 2.0, np.float32), 0.25)           # Python float for f32[]
     assert new is w2 and total == 16.0
     np.testing.assert_array_equal(w2, np.full((2, 4), 0.5))
+
+
+def test_empty_batches(mod):
+    x, w, b = arrays(0)
+    assert mod.dense(x, w, b).shape == (0, 3)
+    new, total = mod.step(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), 1.0)
+    assert new.shape == (0, 4) and total == 0.0
 
 
 def test_concurrent_calls_from_two_threads(mod):
