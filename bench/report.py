@@ -15,7 +15,9 @@ class Result:
 
     ``figures`` are in the case's unit (medians); ``na`` gives the reason an
     implementation has no figure; ``samples`` keeps each repetition's raw
-    figure; ``extras`` holds what else was learnt (first-call times, ...).
+    figure; ``extras`` holds what else was learnt (first-call times, ...);
+    ``background`` is, per measurement, how many cores other processes kept
+    busy meanwhile (a noisy machine shows here, not only in the figures).
     """
 
     case: Case
@@ -24,6 +26,12 @@ class Result:
     na: dict[str, str] = field(default_factory=dict)
     samples: dict[str, list[float]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    background: list[float] = field(default_factory=list)
+
+    @property
+    def load(self) -> float | None:
+        """Median number of cores busy with other work while this row was timed."""
+        return statistics.median(self.background) if self.background else None
 
     def add_samples(self, impl: str, values: list[float]) -> None:
         """Record repetitions of ``impl`` (in the case's unit) and their median."""
@@ -82,7 +90,7 @@ def format_figure(value: float) -> str:
 
 def table(results: list[Result], impls: tuple[str, ...] = IMPLS) -> str:
     """A markdown table of every row, then numbered notes for the n/a reasons."""
-    header = ["case", "thr", "unit", *impls, "dlc / ref", "target", "status"]
+    header = ["case", "thr", "unit", *impls, "dlc / ref", "target", "status", "load"]
     rows, notes = [], []
     for r in results:
         cells = [r.case.label, str(r.threads) if r.threads else "-", r.case.unit]
@@ -100,6 +108,7 @@ def table(results: list[Result], impls: tuple[str, ...] = IMPLS) -> str:
         cells.append(f"{v.ratio:.2f} ({v.versus})" if v.ratio is not None else "-")
         cells.append(target.describe() if target else "-")
         cells.append(v.status)
+        cells.append(f"{r.load:.2f}" if r.load is not None else "-")
         rows.append(cells)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
@@ -131,5 +140,6 @@ def to_json(result: Result) -> dict[str, Any]:
     return {"case": result.case.id, "label": result.case.label, "unit": result.case.unit,
             "threads": result.threads or None, "figures": result.figures, "na": result.na,
             "samples": result.samples, "extras": result.extras,
+            "background_cores": result.background, "load": result.load,
             "ratio": v.ratio, "versus": v.versus, "status": v.status,
             "target": target.describe() if target else None}

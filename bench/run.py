@@ -148,10 +148,13 @@ def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Se
                 time.sleep(settings.settle_s)    # let the last worker's spinning threads sleep
             previous = C.FAMILY[impl]
             expected = ready[impl]["per_call_s"] * ready[impl]["n"]
+            busy_before, start = machine_busy_seconds(), time.perf_counter()
             reply = _ask(session, impl, {"cmd": "time", "impl": impl, "case": case.id},
                          max(120.0, 20 * expected), result)
             if reply is not None:
                 seconds[impl].append(reply["seconds"])
+                others = machine_busy_seconds() - busy_before - reply["cpu_s"]
+                result.background.append(max(0.0, others) / (time.perf_counter() - start))
     for impl in ready:
         if impl not in result.na and seconds[impl]:
             result.add_samples(impl, [case.figure(s) for s in seconds[impl]])
@@ -179,6 +182,17 @@ def prepare_all(session: Session, case: C.Case, impls: tuple[str, ...], settings
             ready[impl] = reply
             result.extras[impl] = {k: reply[k] for k in ("build_s", "first_call_s", "per_call_s", "n")}
     return ready
+
+
+def machine_busy_seconds() -> float:
+    """CPU-seconds all CPUs have spent busy since boot (``/proc/stat``; 0 where unreadable)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def rotated(items: list[str], shift: int) -> list[str]:

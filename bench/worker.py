@@ -13,7 +13,9 @@ print goes to stderr).  Requests:
     calls per measurement so that one lasts about ``T`` seconds.
 ``{"cmd": "time", "impl": I, "case": C}``
     one measurement: an untimed call (short calls only), then ``n`` timed
-    calls; replies with seconds per call.
+    calls; replies with seconds per call and the CPU time this process used
+    (``cpu_s``, all threads), from which the orchestrator tells how busy the
+    machine was with other work meanwhile.
 ``{"cmd": "release", "impl": I, "case": C}`` and ``{"cmd": "quit"}``.
 
 Failures reply ``{"ok": false, "reason": ...}``; the worker keeps serving.
@@ -156,6 +158,7 @@ class Worker:
         if key not in self.runnables:
             return {"ok": False, "reason": f"{key} was not prepared"}
         run, n, per_call = self.runnables[key]
+        cpu_start = time.process_time()
         gc.collect()
         gc.disable()
         try:
@@ -167,7 +170,7 @@ class Worker:
             seconds = (time.perf_counter() - start) / n
         finally:
             gc.enable()
-        return {"ok": True, "seconds": seconds, "n": n}
+        return {"ok": True, "seconds": seconds, "n": n, "cpu_s": time.process_time() - cpu_start}
 
 
 def serve(worker: Worker, requests: IO[str], replies: IO[str]) -> None:
