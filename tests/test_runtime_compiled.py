@@ -234,8 +234,15 @@ def test_aot_directory_round_trip(mod, tmp_path):
     loaded = load_compiled(out)
     x, w, b = arrays()
     np.testing.assert_array_equal(loaded.dense(x, w, b), mod.dense(x, w, b))
-    if "header" in manifest:
+    if "header" in manifest:                     # a C compiler was there: the shared library works too
+        import ctypes
+
         assert "int32_t dlc_dense(void **buffers, const int64_t *dims);" in (out / manifest["header"]).read_text()
+        lib = ctypes.CDLL(str(out / manifest["shared_library"]))
+        result = np.empty((3, 3), np.float32)
+        buffers = (ctypes.c_void_p * 4)(x.ctypes.data, w.ctypes.data, b.ctypes.data, result.ctypes.data)
+        assert lib.dlc_dense(buffers, (ctypes.c_int64 * 1)(3)) == 0
+        np.testing.assert_array_equal(result, mod.dense(x, w, b))
 
 
 def test_aot_refuses_tampered_or_foreign_code(mod, tmp_path):
