@@ -101,7 +101,8 @@ def _kind_fits(value: Any, t: TensorType) -> bool:
 class _Param:
     """One parameter's checks, precomputed."""
 
-    __slots__ = ("name", "type", "dtype", "shape", "rank", "inplace", "where", "static", "symbolic")
+    __slots__ = ("name", "type", "dtype", "shape", "rank", "inplace", "where", "static", "symbolic",
+                 "static_shape")
 
     def __init__(self, fn_name: str, name: str, t: TensorType, inplace: bool):
         self.name = name
@@ -113,18 +114,22 @@ class _Param:
         self.where = f"@{fn_name}: argument '{name}'"
         self.static = [(a, d) for a, d in enumerate(t.shape) if isinstance(d, int)]
         self.symbolic = [(a, d) for a, d in enumerate(t.shape) if isinstance(d, str)]
+        self.static_shape = t.shape if not self.symbolic else None
 
     def check(self, value: Any, bindings: dict[str, int]) -> np.ndarray:
         """The argument as an array native code may read (and write, if in place)."""
         # Fast path: an array that is already exactly right (no conversion, no message).
         if type(value) is np.ndarray and value.dtype == self.dtype and value.ndim == self.rank:
             shape = value.shape
-            ok = all(shape[a] == d for a, d in self.static)
-            if ok:
+            ok = shape == self.static_shape
+            if not ok and self.symbolic:
+                ok = True
+                for a, d in self.static:
+                    if shape[a] != d:
+                        ok = False
                 for a, sym in self.symbolic:
                     if bindings.setdefault(sym, shape[a]) != shape[a]:
                         ok = False
-                        break
             flags = value.flags
             if ok and flags.c_contiguous and flags.aligned and (flags.writeable or not self.inplace):
                 return value
@@ -199,6 +204,7 @@ class CompiledFunction:
         self._outputs = [t for _, t in info.outputs]
         self._out_dtypes = [t.dtype.np for t in self._outputs]
         self._has_inplace = bool(info.inplace)
+        self._inplace_params = frozenset(p for _, p in info.inplace)
         self._fresh_outputs = [i for i in range(len(self._outputs)) if i not in self._inplace_out]
         # (array, data pointer) of the last array seen per parameter: a training loop passes
         # the same weight arrays every call, and asking numpy for a pointer is not free.
@@ -240,14 +246,15 @@ class CompiledFunction:
         values = self._bind(args, kwargs)
         bindings: dict[str, int] = {}
         arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
+        pointers = self._pointers(arrays)
         if self._has_inplace:
-            self._check_overlap(arrays)
+            self._check_overlap(arrays, pointers)
         outs: list[np.ndarray] = [None] * len(self._outputs)  # type: ignore[list-item]
+        out_pointers = self._allocate_outputs(outs, bindings)
         for o, p in self._inplace_out.items():
             outs[o] = arrays[p]
-        out_pointers = self._allocate_outputs(outs, bindings)
-        slots = self._slots(*self._pointers(arrays), *[out_pointers.get(i) or _data(outs[i])
-                                                       for i in range(len(outs))])
+            out_pointers[o] = pointers[p]
+        slots = self._slots(*pointers, *[out_pointers[i] for i in range(len(outs))])
         dims = self._dims(*[bindings[s] for s in self.info.symbols])
         status = self._entry(slots, dims)
         if status != 0:
@@ -314,10 +321,29 @@ class CompiledFunction:
             raise ArgumentTypeError(f"@{self.name}: missing argument '{missing[0]}'")
         return values
 
-    def _check_overlap(self, arrays: list[np.ndarray]) -> None:
-        for _, p in self.info.inplace:
-            for i, other in enumerate(arrays):
-                if i != p and np.may_share_memory(arrays[p], other):
+    def _check_overlap(self, arrays: list[np.ndarray], pointers: list[int]) -> None:
+        """No in-place argument may share memory with another argument.  All are contiguous
+        by now, each occupying [pointer, pointer + nbytes): sweep the sorted spans, and look
+        closer only when a run of overlapping spans holds an in-place argument."""
+        spans = sorted((ptr, ptr + a.nbytes, i) for i, (ptr, a) in enumerate(zip(pointers, arrays))
+                       if a.nbytes)
+        inplace = self._inplace_params
+        run_end, run = -1, []
+        for start, end, i in spans + [(1 << 64, 1 << 64, -1)]:
+            if start >= run_end:
+                if len(run) > 1 and any(j in inplace for j in run):
+                    self._report_overlap(run, pointers, arrays)
+                run, run_end = [], end
+            run.append(i)
+            run_end = max(run_end, end)
+
+    def _report_overlap(self, run: list[int], pointers: list[int], arrays: list[np.ndarray]) -> None:
+        for p in run:
+            if p not in self._inplace_params:
+                continue
+            for i in run:
+                if i != p and pointers[i] < pointers[p] + arrays[p].nbytes \
+                        and pointers[p] < pointers[i] + arrays[i].nbytes:
                     raise ArgumentValueError(
                         f"@{self.name}: argument '{self._params[p].name}' is updated in place and "
                         f"shares memory with argument '{self._params[i].name}'")

@@ -343,3 +343,11 @@ def test_kernel_profile_counts_cycles_per_kernel():
     assert all(cycles > 0 for _, cycles in profile)
     assert profiled.dense.kernel_profile()[0][1] == 0
     assert runtime.compile(small_module(), cache=False, passes="").dense.kernel_profile() is None
+
+
+def test_in_place_overlap_is_judged_by_the_bytes_touched(mod):
+    buf = np.zeros((6, 4), np.float32)
+    new, _ = mod.step(buf[:2], buf[2:4], 1.0)             # neighbours in one buffer: fine
+    assert new.base is buf
+    with pytest.raises(ArgumentValueError, match="'w' is updated in place and shares memory with argument 'grad'"):
+        mod.step(buf[1:3], buf[2:4], 1.0)                 # one row in common
