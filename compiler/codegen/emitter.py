@@ -287,4 +287,4 @@ def from_memory(b: ir.IRBuilder, v: ir.Value, dtype: DType) -> ir.Value:
     return v
 
 
-__all__ = ["Emitter", "PREDICATES", "to_memory", "from_memory", "F32", "F64"]
+__all__ = ["Emitter", "PREDICATES", "to_memory", "from_memory"]

@@ -20,7 +20,6 @@ I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 F32 = ir.FloatType()
 F64 = ir.DoubleType()
-VOID = ir.VoidType()
 I8P = I8.as_pointer()
 
 _SCALAR = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1}
@@ -52,10 +51,6 @@ def dtype_of(ty: ir.Type) -> DType:
     raise TypeError(f"no dl dtype for LLVM type {ty}")
 
 
-def width_of(ty: ir.Type) -> int:
-    return ty.count if isinstance(ty, ir.VectorType) else 1
-
-
 def element(ty: ir.Type) -> ir.Type:
     return ty.element if isinstance(ty, ir.VectorType) else ty
 
@@ -75,11 +70,6 @@ def const(ty: ir.Type, value: Any) -> ir.Constant:
     if isinstance(ty, ir.VectorType):
         return ir.Constant(ty, [value] * ty.count)
     return ir.Constant(ty, value)
-
-
-def lane_indices(ty: ir.Type) -> ir.Constant:
-    """``<0, 1, ..., w-1>`` of integer vector type ``ty``."""
-    return ir.Constant(ty, list(range(ty.count)))
 
 
 def splat(b: ir.IRBuilder, value: ir.Value, width: int) -> ir.Value:
@@ -175,8 +165,3 @@ class for_range:
         self.index.add_incoming(nxt, b.block)
         b.branch(self.header)
         b.position_at_end(self.exit)
-
-
-def if_then(b: ir.IRBuilder, cond: ir.Value):
-    """``with if_then(b, cond):`` -- llvmlite's ``IRBuilder.if_then``, re-exported for clarity."""
-    return b.if_then(cond)

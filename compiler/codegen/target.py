@@ -58,11 +58,6 @@ class Target:
             return 256
         return 128
 
-    @property
-    def has_fma(self) -> bool:
-        feats = set(self.features.split(","))
-        return "+fma" in feats or "+avx512f" in feats
-
     def lanes(self, dtype: DType = DType.f32) -> int:
         """Vector lanes for ``dtype`` (bool and narrow types use the f32 count)."""
         size = max(dtype.itemsize, 4)

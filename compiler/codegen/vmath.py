@@ -36,7 +36,7 @@ from functools import cache
 import numpy as np
 from llvmlite import ir
 
-from .llvmutil import F32, F64, I32, I64, call_overloaded, const, element, with_element
+from .llvmutil import I32, I64, call_overloaded, const, element, with_element
 
 # Maximum error in units in the last place, per function and dtype, that the
 # test suite asserts (against correctly rounded references where available).
@@ -258,4 +258,4 @@ def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
         body.ret(FUNCTIONS[name](body, fn.args[0]))
     return b.call(fn, [x])
 
-__all__ = ["exp", "log", "tanh", "sigmoid", "call", "FUNCTIONS", "ULP_BOUNDS", "F32", "F64"]
+__all__ = ["exp", "log", "tanh", "sigmoid", "call", "FUNCTIONS", "ULP_BOUNDS"]
