@@ -54,6 +54,23 @@ def test_multi_use_value_is_materialized_once():
     assert text.count("exp(") == 1 and len(prog.temps) == 1
 
 
+def test_cheap_values_are_recomputed_not_stored():
+    f, b = new_function("f", [("x", T("N", 8)), ("y", T("N", 8))])
+    x, y = f.params
+    mask = b.gt(x, b.constant(0.0, F32))            # one cheap op of leaves, used twice
+    f.outputs = [b.select(mask, y, x), b.sum(b.select(mask, x, y), axes=(1,))]
+    prog = program(f)
+    assert prog.temps == [] and print_program(prog).count("gt(%x[i0, i1], 0.0:f32)") == 2
+
+
+def test_decomposed_duplicates_are_merged():
+    f, b = new_function("f", [("x", T("N", 10))])
+    x = f.params[0]
+    f.outputs = [b.softmax(x), b.log_softmax(x)]       # both expand to max / sub / exp / sum
+    text = print_program(program(f))
+    assert text.count("reduce.max") == 1 and text.count("reduce.sum") == 1
+
+
 def test_producer_chain_fuses_into_reduction_and_epilogue_into_matmul():
     f, b = new_function("f", [("x", T("N", 16)), ("w", T(16, 8)), ("bias", T(8))])
     x, w, bias = f.params

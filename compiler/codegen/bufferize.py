@@ -3,7 +3,8 @@
 The steps, in order (:func:`lower_function`):
 
 1. **Expand composites** with their op-table ``decompose`` rule, recursively,
-   so only primitives remain.
+   so only primitives remain; then merge duplicates (``cse``): a loss and
+   the softmax of its gradient decompose into the same max/exp/sum.
 2. **Walk the ops**, giving each value either an *expression* (a virtual value:
    elementwise ops, broadcasts, transposes, squeezes, iota, scalar
    constants -- nothing is computed yet) or a *buffer* (a materialized value).
@@ -81,9 +82,20 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
 # 2. Bufferization and fusion
 
 
-def _is_cheap(expr: Expr) -> bool:
-    """Leaves cost a load or less: inline them into every consumer."""
+# Elementwise ops worth computing once and storing, rather than again in every consumer.
+_COSTLY = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div", "reciprocal"})
+
+
+def _is_leaf(expr: Expr) -> bool:
     return isinstance(expr, (Load, Const, Iota, DimValue))
+
+
+def _is_cheap(expr: Expr) -> bool:
+    """Recomputing beats a buffer: a leaf (a load or less), or one inexpensive op of leaves
+    (``x > 0``, ``iota == label``, ``a - b``).  Cheap values inline into every consumer."""
+    if _is_leaf(expr):
+        return True
+    return isinstance(expr, Apply) and expr.op not in _COSTLY and all(_is_leaf(a) for a in expr.args)
 
 
 def broadcast_map(src: tuple, dst: tuple) -> list[int | None]:
@@ -548,7 +560,11 @@ def _drop_unused(prog: Program) -> None:
 
 def lower_function(func: Function, fuse: bool = True) -> Program:
     """Lower one dl function to loop IR (see the module docstring)."""
-    return Lowering(expand_composites(func), fuse=fuse).run()
+    from ..passes.cse import cse_function
+
+    primitives = expand_composites(func)
+    cse_function(primitives)        # decompositions repeat work (a loss and its gradient's softmax)
+    return Lowering(primitives, fuse=fuse).run()
 
 
 __all__ = ["lower_function", "expand_composites", "Lowering", "LOWERINGS", "has_lowering",
