@@ -14,8 +14,9 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   scratch buffer first (from the call's workspace).
 * **A** is read in place in either layout (``trans_a`` swaps its strides):
   A is the broadcast operand, one scalar per row and k.
-* **Tails**: M rows beyond the last full tile run a one-row micro-kernel;
-  columns beyond N are masked on store (and zero in the packed panel).
+* **Tails**: the M % MR rows after the last full tile run the micro-kernel
+  of exactly that many rows (one pass over the B panel); columns beyond N are
+  masked on store (and zero in the packed panel).
 * **Epilogue**: the fused elementwise consumer, evaluated on each
   accumulator vector at its (batch.., i, j) position before the store.
 * **Batch** axes (numpy broadcasting between A and B) loop outside.
@@ -105,8 +106,7 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
     tile = alloca(b, ir.ArrayType(vty, mr * nv))
     tile_ptr = b.bitcast(tile, vty.as_pointer())
     pack = _pack_function(b.module, dtype, lanes, nv, k.trans_b)
-    micro_full = _micro_function(b.module, dtype, lanes, mr, nv)
-    micro_row = _micro_function(b.module, dtype, lanes, 1, nv)
+    micro = {rows: _micro_function(b.module, dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
 
     with for_range(b, 0, n, nr, name="j0") as j0:
         width = b.sub(n, j0)
@@ -119,14 +119,27 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
         bsrc = b.select(direct, b.gep(bmat, [j0]), scratch)
         bstride = b.select(direct, n, ir.Constant(I64, nr))
         tiles = b.mul(b.sdiv(m, ir.Constant(I64, mr)), ir.Constant(I64, mr))
-        for start, stop, rows, micro in ((0, tiles, mr, micro_full), (tiles, m, 1, micro_row)):
-            with for_range(b, start, stop, rows, name="i0") as i0:
-                arow = b.gep(a, [b.mul(i0, sa_i)])
-                b.call(micro, [arow, sa_i, sa_k, bsrc, bstride, kk, tile_ptr])
-                _store_tile(kc, k, epi, tile_ptr, c, i0, j0, rows, nv, lanes, n, batch_index)
+        args = [sa_i, sa_k, bsrc, bstride, kk, tile_ptr]
+        with for_range(b, 0, tiles, mr, name="i0") as i0:
+            b.call(micro[mr], [b.gep(a, [b.mul(i0, sa_i)]), *args])
+            _store_tile(kc, k, epi, tile_ptr, c, i0, j0, mr, nv, lanes, n, batch_index)
+        # The last M % MR rows: one call of the micro-kernel of exactly that many rows.
+        left = b.sub(m, tiles)
+        with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
+            arow = b.gep(a, [b.mul(tiles, sa_i)])
+            done = b.append_basic_block("tail.done")
+            switch = b.switch(left, done)
+            for rows in range(1, mr):
+                case = b.append_basic_block(f"tail{rows}")
+                switch.add_case(ir.Constant(I64, rows), case)
+                b.position_at_end(case)
+                b.call(micro[rows], [arow, *args])
+                b.branch(done)
+            b.position_at_end(done)
+            _store_tile(kc, k, epi, tile_ptr, c, tiles, j0, left, nv, lanes, n, batch_index)
 
 
-def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, i0, j0, rows: int,
+def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, i0, j0, rows,
                 nv: int, lanes: int, n, batch_index) -> None:
     """Write a finished tile through the epilogue: its code is emitted once per row count,
     and the output (which the epilogue may read, for in-place updates) is only written
