@@ -13,7 +13,8 @@ from compiler.ir.core import Module
 from compiler.ir.types import DType, TensorType
 
 F32, F64 = DType.f32, DType.f64
-SIZES = [(1, 1, 1), (3, 17, 5), (17, 33, 31), (8, 16, 32), (33, 7, 65), (9, 100, 47), (64, 48, 16)]
+SIZES = [(1, 1, 1), (3, 17, 5), (17, 33, 31), (8, 16, 32), (33, 7, 65), (9, 100, 47), (64, 48, 16),
+         (1, 70, 300), (1, 9, 512)]   # one row: the wide blocks, then panels
 
 
 def matmul_function(name: str, dtype: DType, trans_a: bool, trans_b: bool, epilogue: bool = False):
@@ -72,7 +73,7 @@ def test_transposed_operands_are_not_copied(f32_module):
 
 def test_epilogue_bias_relu(f32_module):
     rng = np.random.default_rng(2)
-    for m, k, n in [(5, 9, 40), (128, 20, 10), (1, 3, 1)]:
+    for m, k, n in [(5, 9, 40), (128, 20, 10), (1, 3, 1), (1, 5, 270)]:
         a, b, want = operands(rng, m, k, n, False, False, np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
         got = f32_module.mm_epilogue(a, b, bias)

@@ -14,6 +14,8 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   scratch buffer first (from the call's workspace).
 * **A** is read in place in either layout (``trans_a`` swaps its strides):
   A is the broadcast operand, one scalar per row and k.
+* **One row** (batch 1): blocks of 256 columns (16 vectors) read each row
+  of B contiguously, one pass over B instead of one per panel.
 * **Tails**: the M % MR rows after the last full tile run the micro-kernel
   of exactly that many rows (one pass over the B panel); columns beyond N are
   masked on store (and zero in the packed panel).
@@ -108,7 +110,11 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
     pack = _pack_function(b.module, dtype, lanes, nv, k.trans_b)
     micro = {rows: _micro_function(b.module, dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
 
-    with for_range(b, 0, n, nr, name="j0") as j0:
+    start: ir.Value = ir.Constant(I64, 0)
+    if not k.trans_b:
+        start = _single_row(kc, k, epi, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, batch_index)
+
+    with for_range(b, start, n, nr, name="j0") as j0:
         width = b.sub(n, j0)
         if k.trans_b:
             direct = ir.Constant(I1, 0)
@@ -137,6 +143,26 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
                 b.branch(done)
             b.position_at_end(done)
             _store_tile(kc, k, epi, tile_ptr, c, tiles, j0, left, nv, lanes, n, batch_index)
+
+
+def _single_row(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, a, sa_i, sa_k, bmat, c,
+                m, n, kk, lanes: int, batch_index) -> ir.Value:
+    """One row of A (batch 1): blocks of ``WIDE`` columns, each reading B's rows contiguously
+    in one pass (the panel loop would stride through B once per NR columns).  Returns the
+    first column the panel loop still has to do (0 unless M is 1)."""
+    b = kc.b
+    wide_nv = 16 if lanes >= 16 else 8
+    wide = wide_nv * lanes
+    vty = value_type(k.dtype, lanes)
+    tile = b.bitcast(alloca(b, ir.ArrayType(vty, wide_nv)), vty.as_pointer())
+    micro = _micro_function(b.module, k.dtype, lanes, 1, wide_nv)
+    blocks_end = b.select(b.icmp_signed("==", m, ir.Constant(I64, 1)),
+                          b.mul(b.sdiv(n, ir.Constant(I64, wide)), ir.Constant(I64, wide)),
+                          ir.Constant(I64, 0))
+    with for_range(b, 0, blocks_end, wide, name="jw") as j0:
+        b.call(micro, [a, sa_i, sa_k, b.gep(bmat, [j0]), n, kk, tile])
+        _store_tile(kc, k, epi, tile, c, ir.Constant(I64, 0), j0, 1, wide_nv, lanes, n, batch_index)
+    return blocks_end
 
 
 def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, i0, j0, rows,
