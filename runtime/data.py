@@ -46,6 +46,20 @@ from compiler.diagnostics import DlRuntimeError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO_ROOT / "examples" / "data" / "mnist"
+SHIPPED_MNIST = Path("examples") / "data" / "mnist"
+
+
+def shipped_mnist_dir() -> Path:
+    """Where the MNIST copy that ships with dlc lies.
+
+    In a source tree or an editable install it is beside the package; after
+    ``pip install .`` the package lives in site-packages, so the clone's
+    ``examples/data/mnist`` under the working directory is used instead.
+    """
+    for candidate in (MNIST_DIR, Path.cwd() / SHIPPED_MNIST):
+        if candidate.is_dir():
+            return candidate
+    return MNIST_DIR
 
 MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -205,10 +219,11 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True) -> D
     Reads the copy shipped with dlc (``examples/data/mnist`` in the source
     tree) unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
     """
-    directory = Path(directory) if directory is not None else MNIST_DIR
+    directory = Path(directory) if directory is not None else shipped_mnist_dir()
     if not directory.is_dir():
         raise DlRuntimeError(f"{directory}: MNIST directory not found (dlc looks for the copy it "
-                             "ships in examples/data/mnist of its source tree; pass --data DIR)")
+                             "ships in examples/data/mnist of its source tree, and under the "
+                             "working directory; pass --data DIR)")
     if verify:
         verify_checksums(directory, list(MNIST_FILES.values()))
     arrays = {key: read_idx(directory / name) for key, name in MNIST_FILES.items()}
