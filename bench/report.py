@@ -77,6 +77,9 @@ def verdict(result: Result) -> Verdict:
     return Verdict(ratio, ref[0], "PASS" if target.holds(ratio) else "MISS")
 
 
+BUSY_LOAD = 0.5   # a row timed while other work kept this many cores busy is marked
+
+
 def format_figure(value: float) -> str:
     """Three significant figures or so, without scientific notation."""
     if value >= 100:
@@ -107,7 +110,8 @@ def table(results: list[Result], impls: tuple[str, ...] = IMPLS) -> str:
         target = r.case.targets.get(r.threads)
         cells.append(f"{v.ratio:.2f} ({v.versus})" if v.ratio is not None else "-")
         cells.append(target.describe() if target else "-")
-        cells.append(v.status)
+        busy = r.load is not None and r.load >= BUSY_LOAD
+        cells.append(v.status + ("*" if busy and v.status in ("PASS", "MISS") else ""))
         cells.append(f"{r.load:.2f}" if r.load is not None else "-")
         rows.append(cells)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -117,6 +121,9 @@ def table(results: list[Result], impls: tuple[str, ...] = IMPLS) -> str:
 
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in rows]
+    if any(row[-2].endswith("*") for row in rows):
+        out += ["", f"\\* timed while other processes kept {BUSY_LOAD:g} cores or more busy "
+                    "(load column): a noisy comparison, run again on a quiet machine"]
     if notes:
         out.append("")
         out += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]

@@ -10,6 +10,9 @@ repetition times each implementation once, in rotating order, each in its
 own long-lived worker process (one per library and thread count; see
 bench/worker.py).  Prints a markdown table with the issue's targets
 (PASS/MISS) and writes every number, sample and setting to a JSON file.
+
+This orchestrator needs only the standard library; the workers run in the
+bench venv (``--setup``) or the interpreter given with ``--python``.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):          # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    __package__ = "bench"
 
 from bench import cases as C                                   # noqa: E402
 from bench.client import REPO_ROOT, WorkerClient, WorkerFailed   # noqa: E402
@@ -49,14 +51,17 @@ class Settings:
     warmup_s: float        # warm-up time after the first call
     epoch_reps: int        # repetitions of the (long) epoch case
     compile_reps: int      # cold + warm compile measurements
-    settle_s: float        # pause before timing another worker (multi-threaded runs)
+    quiet_wait_s: float    # how long to wait for a quiet machine before each measurement
+    quiet_cores: float = 0.25   # "quiet": other work keeps at most this many cores busy
+    quiet_window_s: float = 0.05
     prepare_timeout_s: float = 900.0
 
 
 DEFAULT_SETTINGS = Settings(reps=7, target_s=0.1, warmup_s=0.2, epoch_reps=3, compile_reps=3,
-                            settle_s=0.1)
+                            quiet_wait_s=1.0)
 QUICK_SETTINGS = Settings(reps=3, target_s=0.03, warmup_s=0.05, epoch_reps=2, compile_reps=1,
-                          settle_s=0.05)
+                          quiet_wait_s=0.3)
+GIVE_UP_AFTER = 3   # consecutive waits in vain: the machine is busy, stop waiting this case
 
 PEER_CHOICES = ("numpy", "torch", "torch.eager", "torch.compile", "jax")
 
@@ -139,14 +144,15 @@ def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Se
     ready = prepare_all(session, case, impls, settings, result)
     reps = settings.epoch_reps if case.id == "epoch" else settings.reps
     seconds: dict[str, list[float]] = {impl: [] for impl in ready}
-    previous = None
+    in_vain = 0
     for rep in range(reps):
         for impl in rotated(list(ready), rep):
             if impl in result.na:
                 continue
-            if session.threads > 1 and C.FAMILY[impl] != previous:
-                time.sleep(settings.settle_s)    # let the last worker's spinning threads sleep
-            previous = C.FAMILY[impl]
+            if wait_for_quiet(settings, settings.quiet_wait_s if in_vain < GIVE_UP_AFTER else 0.0):
+                in_vain = 0
+            else:
+                in_vain += 1
             expected = ready[impl]["per_call_s"] * ready[impl]["n"]
             busy_before, start = machine_busy_seconds(), time.perf_counter()
             reply = _ask(session, impl, {"cmd": "time", "impl": impl, "case": case.id},
@@ -193,6 +199,24 @@ def machine_busy_seconds() -> float:
         return 0.0
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(settings: Settings, max_wait_s: float) -> bool:
+    """Wait until other work keeps at most ``settings.quiet_cores`` cores busy.
+
+    Samples ``/proc/stat`` over windows of ``quiet_window_s`` (at least one,
+    which also lets the last worker's spinning threads go to sleep: OpenBLAS
+    spins about 0.1 s after a call).  Returns whether it got quiet within
+    ``max_wait_s``.
+    """
+    deadline = time.perf_counter() + max_wait_s
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(settings.quiet_window_s)
+        if (machine_busy_seconds() - before) / settings.quiet_window_s <= settings.quiet_cores:
+            return True
+        if time.perf_counter() >= deadline:
+            return False
 
 
 def rotated(items: list[str], shift: int) -> list[str]:

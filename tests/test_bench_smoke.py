@@ -298,3 +298,29 @@ def test_update_readme_replaces_only_the_last_measured_section(tmp_path):
     text = readme.read_text()
     assert text.startswith("# Bench\n\nintro\n\n## Last measured\n")
     assert "old table" not in text and text.count("## Last measured") == 1
+
+
+def test_speedup_row_from_the_two_thread_counts():
+    from bench.run import speedup
+    one = _row("sgemm-1024", 1, dlc=100.0, numpy=200.0)
+    two = _row("sgemm-1024", 2, dlc=190.0, numpy=390.0)
+    two.na["jax"] = "jax not importable"
+    row = speedup([one, two, _row("sgemm-512", 2, dlc=1.0)])
+    assert row.figures == {"dlc": pytest.approx(1.9), "numpy": pytest.approx(1.95)}
+    assert row.na == {"jax": "jax not importable"}
+    assert verdict(row).status == "PASS"
+    assert speedup([one]) is None
+
+
+def test_load_is_the_median_background():
+    from bench.run import machine_busy_seconds
+    r = _row("step-1", 1, dlc=1.0, numpy=2.0)
+    assert r.load is None
+    assert table([r], ("dlc", "numpy")).splitlines()[2].rstrip().endswith("| -    |")
+    r.background += [0.1, 1.2, 0.3]
+    assert r.load == pytest.approx(0.3)
+    assert table([r], ("dlc", "numpy")).splitlines()[2].rstrip().endswith("| 0.30 |")
+    r.background += [0.9, 1.0]                     # median 0.9: a busy machine is flagged
+    busy = table([r], ("dlc", "numpy")).splitlines()
+    assert "| PASS*" in busy[2] and busy[-1].startswith("\\* timed while other processes")
+    assert machine_busy_seconds() > 0
