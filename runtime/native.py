@@ -12,6 +12,7 @@ import threading
 import llvmlite.binding as llvm
 
 from compiler.codegen.target import ensure_llvm, host_target
+from compiler.codegen.threads import start_threads
 from compiler.diagnostics import DlRuntimeError
 
 _LOCK = threading.Lock()
@@ -39,6 +40,13 @@ class NativeLibrary:
                 self._engine.finalize_object()
             except RuntimeError as e:
                 raise DlRuntimeError(f"cannot load compiled object code: {e}") from None
+            self._stop_threads = start_threads(self._engine)
+
+    def __del__(self) -> None:
+        # the pool's workers run this library's code: stop them before the code is freed
+        stop = getattr(self, "_stop_threads", None)
+        if stop is not None:
+            stop()
 
     def address(self, symbol: str) -> int:
         """The address of ``symbol``; a :class:`DlRuntimeError` if the object lacks it."""

@@ -29,8 +29,27 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   whole K loop of work) costs nothing measurable and keeps compile time
   proportional to the number of matmuls, not to their unrolled bodies.
 
+* **Packed, cache-blocked path** (``M >= PACK_MIN_M``): the BLIS loop nest.
+  For each ``NC``-column block and ``KC``-deep slice of K, the B block is
+  packed into ``NR``-wide panels (contiguous ``kc x NR``); for each
+  ``MC``-row block of A, A is packed into ``MR``-row panels (contiguous
+  ``kc x MR``); the micro-kernel then reads both sequentially (two aligned
+  vector loads and ``MR`` broadcasts per k step).  With several K slices,
+  partial sums go through C (the first slice stores, the next ones add) and
+  the epilogue runs once, on the last slice, on the full sum.  A kernel whose
+  epilogue reads its own output (an in-place update) is never K-blocked, so it
+  never sees a partial sum.  Padding rows of an A panel repeat a real row and
+  are never stored; padding columns of a B panel are zero.
+* **Threads**: a kernel context may carry a task ``(t, ntasks)``; the task
+  computes its share of C, a whole number of ``NR`` panels of columns when
+  ``N >= M`` (each thread packs only its part of the bigger B) or of ``MR``
+  rows otherwise, with its own packing buffers.  Every element's sum is
+  formed in the same order whatever the split, so results are bit-identical
+  across thread counts.
+
 The interface a faster implementation must keep: :func:`emit_matmul` and
-:func:`scratch_elements` (workspace it needs, in elements of the result dtype).
+:func:`scratch_elements` (workspace it needs per task, in elements of the
+result dtype).
 """
 
 from __future__ import annotations
@@ -38,10 +57,17 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir.types import Dim, DType
-from .emitter import Emitter, to_memory
+from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .llvmutil import I1, I64, const, for_range, memory_type, splat, type_suffix, value_type
-from .loops import Matmul
+from .loops import Matmul, loads
+from .threads import split
+
+PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay for itself)
+KC = 384                 # K slice: a kc x NR panel of B stays in L1/L2
+MC = 128                 # rows of A packed at once (kc x MC in L2)
+NC = 4096                # columns of B packed at once (kc x NC in L2/L3)
+MIN_TASK_WORK = 1 << 17  # multiply-adds below which a matmul runs on one thread
 
 
 def tile_shape(lanes: int) -> tuple[int, int]:
@@ -57,9 +83,53 @@ def panel_width(lanes: int) -> int:
     return tile_shape(lanes)[1] * lanes
 
 
+def reads_output(k: Matmul) -> bool:
+    """Whether the epilogue reads the memory the kernel writes (an in-place update)."""
+    return k.epilogue is not None and any(ld.buffer.storage is k.out.storage for ld in loads(k.epilogue))
+
+
 def scratch_elements(k: Matmul, lanes: int) -> tuple[Dim, int]:
-    """The packed-B scratch a matmul kernel needs: ``K x NR`` elements."""
-    return k.k, panel_width(lanes)
+    """Packing buffers of one task, ``rows x cols`` elements: the small path's ``K x NR``
+    panel, or packed A (``kc x MC``) and B (``kc x NC``) blocks (``kc = K`` when the
+    kernel may not be K-blocked)."""
+    mr, nv = tile_shape(lanes)
+    nr = nv * lanes
+    width = _round_up(NC, nr) + _round_up(MC, mr)
+    if reads_output(k):
+        return k.k, width
+    return 1, KC * width
+
+
+def task_count(kc: KernelContext, k: Matmul, threads: ir.Value) -> ir.Value:
+    """How many tasks to split the kernel into: ``threads``, or fewer for small products."""
+    b = kc.b
+    lanes = max(kc.lanes, 1)
+    mr, nv = tile_shape(lanes)
+    m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
+    work = b.mul(b.mul(b.mul(m, n), kk), kc.product(k.batch))
+    blocks_n = _ceil_div(b, n, nv * lanes)
+    blocks_m = _ceil_div(b, m, mr)
+    small = b.icmp_signed("<", m, ir.Constant(I64, PACK_MIN_M))
+    blocks = b.select(small, blocks_n, _max(b, blocks_n, blocks_m))
+    by_work = b.sdiv(work, ir.Constant(I64, MIN_TASK_WORK))
+    out = _min(b, _min(b, threads, blocks), by_work)
+    return _max(b, out, ir.Constant(I64, 1))
+
+
+def _round_up(x: int, to: int) -> int:
+    return -(-x // to) * to
+
+
+def _ceil_div(b: ir.IRBuilder, x: ir.Value, d: int) -> ir.Value:
+    return b.sdiv(b.add(x, ir.Constant(I64, d - 1)), ir.Constant(I64, d))
+
+
+def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed(">", x, y), x, y)
 
 
 def emit_matmul(kc: KernelContext, k: Matmul) -> None:
@@ -95,81 +165,169 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
     mr, nv = tile_shape(lanes)
     nr = nv * lanes
     m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
-    dtype = k.dtype
     a = b.gep(kc.pointer(k.a), [_batch_offset(kc, k.a, k.a_batch, batch_index)])
     bmat = b.gep(kc.pointer(k.b), [_batch_offset(kc, k.b, k.b_batch, batch_index)])
     c = b.gep(kc.pointer(k.out), [_batch_offset(kc, k.out, range(len(k.batch)), batch_index)])
     one = ir.Constant(I64, 1)
+    zero = ir.Constant(I64, 0)
     sa_i, sa_k = (one, m) if k.trans_a else (kk, one)
-    scratch = b.bitcast(kc.scratch, a.type)
     epi = ExprEmitter(kc, Space.plain(tuple(k.out.shape)), len(k.out.shape) - 1) \
         if k.epilogue is not None else None
-    vty = value_type(dtype, lanes)
+    vty = value_type(k.dtype, lanes)
     tile = alloca(b, ir.ArrayType(vty, mr * nv))
     tile_ptr = b.bitcast(tile, vty.as_pointer())
-    pack = _pack_function(b.module, dtype, lanes, nv, k.trans_b)
-    micro = {rows: _micro_function(b.module, dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
+    t, ntasks = kc.task if kc.task is not None else (zero, one)
+    g = _Gemm(kc, k, epi, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, batch_index, tile_ptr)
 
-    start: ir.Value = ir.Constant(I64, 0)
-    if not k.trans_b:
-        start = _single_row(kc, k, epi, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, batch_index)
+    packed = b.icmp_signed(">=", m, ir.Constant(I64, PACK_MIN_M))
+    with b.if_else(packed) as (then, otherwise):
+        with then:
+            by_cols = b.icmp_signed(">=", n, m)
+            jlo, jhi = split(b, n, t, ntasks, nr)
+            ilo, ihi = split(b, m, t, ntasks, mr)
+            g.packed(b.select(by_cols, zero, ilo), b.select(by_cols, m, ihi),
+                     b.select(by_cols, jlo, zero), b.select(by_cols, jhi, n))
+        with otherwise:
+            jlo, jhi = split(b, n, t, ntasks, nr)
+            g.small(jlo, jhi)
 
-    with for_range(b, start, n, nr, name="j0") as j0:
-        width = b.sub(n, j0)
-        if k.trans_b:
-            direct = ir.Constant(I1, 0)
+
+class _Gemm:
+    """One matmul (one batch element) over a share of C: the small and the packed paths."""
+
+    def __init__(self, kc: KernelContext, k: Matmul, epi, a, sa_i, sa_k, bmat, c, m, n, kk,
+                 lanes: int, batch_index, tile):
+        self.kc, self.k, self.b, self.epi = kc, k, kc.b, epi
+        self.a, self.sa_i, self.sa_k, self.bmat, self.c = a, sa_i, sa_k, bmat, c
+        self.m, self.n, self.kk, self.lanes = m, n, kk, lanes
+        self.batch_index, self.tile = batch_index, tile
+        self.mr, self.nv = tile_shape(lanes)
+        self.nr = self.nv * lanes
+        self.scratch = self.b.bitcast(kc.scratch, a.type)
+
+    def store(self, i0, j0, rows, add_prev: ir.Value | None = None, epilogue: bool = True) -> None:
+        _store_tile(self.kc, self.k, self.epi if epilogue else None, self.tile, self.c, i0, j0, rows,
+                    self.nv, self.lanes, self.n, self.batch_index, add_prev)
+
+    def small(self, jlo: ir.Value, jhi: ir.Value) -> None:
+        """Few rows: B panels read in place (packed only when partial or transposed),
+        A read in place, one micro-kernel call per MR rows and NR columns."""
+        kc, k, b = self.kc, self.k, self.b
+        mr, nv, nr, lanes = self.mr, self.nv, self.nr, self.lanes
+        m, n, kk = self.m, self.n, self.kk
+        pack = _pack_function(b.module, k.dtype, lanes, nv, k.trans_b)
+        micro = {rows: _micro_function(b.module, k.dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
+        start = jlo
+        if not k.trans_b:
+            start = _single_row(kc, k, self.epi, self.a, self.sa_i, self.sa_k, self.bmat, self.c,
+                                m, n, kk, lanes, self.batch_index, jlo, jhi)
+        with for_range(b, start, jhi, nr, name="j0") as j0:
+            width = b.sub(n, j0)
+            if k.trans_b:
+                direct = ir.Constant(I1, 0)
+            else:
+                direct = b.icmp_signed(">=", width, ir.Constant(I64, nr))
+            with b.if_then(b.not_(direct)):
+                b.call(pack, [self.bmat, n, kk, j0, width, self.scratch])
+            bsrc = b.select(direct, b.gep(self.bmat, [j0]), self.scratch)
+            bstride = b.select(direct, n, ir.Constant(I64, nr))
+            tiles = b.mul(b.sdiv(m, ir.Constant(I64, mr)), ir.Constant(I64, mr))
+            args = [self.sa_i, self.sa_k, bsrc, bstride, kk, self.tile]
+            with for_range(b, 0, tiles, mr, name="i0") as i0:
+                b.call(micro[mr], [b.gep(self.a, [b.mul(i0, self.sa_i)]), *args])
+                self.store(i0, j0, mr)
+            # The last M % MR rows: one call of the micro-kernel of exactly that many rows.
+            left = b.sub(m, tiles)
+            with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
+                arow = b.gep(self.a, [b.mul(tiles, self.sa_i)])
+                done = b.append_basic_block("tail.done")
+                switch = b.switch(left, done)
+                for rows in range(1, mr):
+                    case = b.append_basic_block(f"tail{rows}")
+                    switch.add_case(ir.Constant(I64, rows), case)
+                    b.position_at_end(case)
+                    b.call(micro[rows], [arow, *args])
+                    b.branch(done)
+                b.position_at_end(done)
+                self.store(tiles, j0, left)
+
+    def packed(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value) -> None:
+        """C[ilo:ihi, jlo:jhi] by the packed, cache-blocked loop nest (module docstring)."""
+        k, b = self.k, self.b
+        mr, nr, lanes = self.mr, self.nr, self.lanes
+        kk = self.kk
+        one = ir.Constant(I64, 1)
+        if reads_output(k):
+            depth = kk                                        # one K slice: no partial sums in C
         else:
-            direct = b.icmp_signed(">=", width, ir.Constant(I64, nr))
-        with b.if_then(b.not_(direct)):
-            b.call(pack, [bmat, n, kk, j0, width, scratch])
-        bsrc = b.select(direct, b.gep(bmat, [j0]), scratch)
-        bstride = b.select(direct, n, ir.Constant(I64, nr))
-        tiles = b.mul(b.sdiv(m, ir.Constant(I64, mr)), ir.Constant(I64, mr))
-        args = [sa_i, sa_k, bsrc, bstride, kk, tile_ptr]
-        with for_range(b, 0, tiles, mr, name="i0") as i0:
-            b.call(micro[mr], [b.gep(a, [b.mul(i0, sa_i)]), *args])
-            _store_tile(kc, k, epi, tile_ptr, c, i0, j0, mr, nv, lanes, n, batch_index)
-        # The last M % MR rows: one call of the micro-kernel of exactly that many rows.
-        left = b.sub(m, tiles)
-        with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
-            arow = b.gep(a, [b.mul(tiles, sa_i)])
-            done = b.append_basic_block("tail.done")
-            switch = b.switch(left, done)
-            for rows in range(1, mr):
-                case = b.append_basic_block(f"tail{rows}")
-                switch.add_case(ir.Constant(I64, rows), case)
-                b.position_at_end(case)
-                b.call(micro[rows], [arow, *args])
-                b.branch(done)
-            b.position_at_end(done)
-            _store_tile(kc, k, epi, tile_ptr, c, tiles, j0, left, nv, lanes, n, batch_index)
+            slices = _ceil_div(b, kk, KC)
+            depth = b.sdiv(b.add(kk, b.sub(slices, one)), slices)   # balanced slices <= KC
+            depth = _max(b, depth, one)
+        pack_a = _pack_a_function(b.module, k.dtype, mr)
+        pack_b = _pack_b_function(b.module, k.dtype, lanes, self.nv, k.trans_b)
+        micro = _packed_micro_function(b.module, k.dtype, lanes, mr, self.nv)
+        bpack = self.scratch
+        apack = b.gep(self.scratch, [b.mul(depth, ir.Constant(I64, _round_up(NC, nr)))])
+        with for_range(b, jlo, jhi, NC, name="jc") as jc:
+            ncur = _min(b, ir.Constant(I64, NC), b.sub(jhi, jc))
+            with for_range(b, 0, kk, depth, name="pc") as pc:
+                kcur = _min(b, depth, b.sub(kk, pc))
+                first = b.icmp_signed("==", pc, ir.Constant(I64, 0))
+                last = b.icmp_signed(">=", b.add(pc, kcur), kk)
+                b.call(pack_b, [self.bmat, self.n, kk, pc, kcur, jc, ncur, bpack])
+                with for_range(b, ilo, ihi, MC, name="ic") as ic:
+                    mcur = _min(b, ir.Constant(I64, MC), b.sub(ihi, ic))
+                    b.call(pack_a, [self.a, self.sa_i, self.sa_k, ic, mcur, pc, kcur, apack])
+                    with for_range(b, 0, ncur, nr, name="jr") as jr:
+                        bpanel = b.gep(bpack, [b.mul(jr, kcur)])
+                        with for_range(b, 0, mcur, mr, name="ir") as ir_:
+                            b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile])
+                            rows = _min(b, ir.Constant(I64, mr), b.sub(mcur, ir_))
+                            i0, j0 = b.add(ic, ir_), b.add(jc, jr)
+                            self._store_slice(i0, j0, rows, first, last)
+
+    def _store_slice(self, i0, j0, rows, first: ir.Value, last: ir.Value) -> None:
+        """Store a tile of one K slice: the epilogue on the last slice only; every slice but
+        the first adds what the earlier ones left in C."""
+        b = self.b
+        with b.if_else(last) as (then, otherwise):
+            with then:
+                with b.if_else(first) as (only, final):
+                    with only:
+                        self.store(i0, j0, rows)
+                    with final:
+                        self.store(i0, j0, rows, add_prev=ir.Constant(I1, 1))
+            with otherwise:
+                self.store(i0, j0, rows, add_prev=b.not_(first), epilogue=False)
 
 
 def _single_row(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, a, sa_i, sa_k, bmat, c,
-                m, n, kk, lanes: int, batch_index) -> ir.Value:
+                m, n, kk, lanes: int, batch_index, jlo: ir.Value, jhi: ir.Value) -> ir.Value:
     """One row of A (batch 1): blocks of ``WIDE`` columns, each reading B's rows contiguously
     in one pass (the panel loop would stride through B once per NR columns).  Returns the
-    first column the panel loop still has to do (0 unless M is 1)."""
+    first column of ``[jlo, jhi)`` the panel loop still has to do (``jlo`` unless M is 1)."""
     b = kc.b
     wide_nv = 16 if lanes >= 16 else 8
     wide = wide_nv * lanes
     vty = value_type(k.dtype, lanes)
     tile = b.bitcast(alloca(b, ir.ArrayType(vty, wide_nv)), vty.as_pointer())
     micro = _micro_function(b.module, k.dtype, lanes, 1, wide_nv)
+    span = b.sub(jhi, jlo)
     blocks_end = b.select(b.icmp_signed("==", m, ir.Constant(I64, 1)),
-                          b.mul(b.sdiv(n, ir.Constant(I64, wide)), ir.Constant(I64, wide)),
-                          ir.Constant(I64, 0))
-    with for_range(b, 0, blocks_end, wide, name="jw") as j0:
+                          b.add(jlo, b.mul(b.sdiv(span, ir.Constant(I64, wide)), ir.Constant(I64, wide))),
+                          jlo)
+    with for_range(b, jlo, blocks_end, wide, name="jw") as j0:
         b.call(micro, [a, sa_i, sa_k, b.gep(bmat, [j0]), n, kk, tile])
         _store_tile(kc, k, epi, tile, c, ir.Constant(I64, 0), j0, 1, wide_nv, lanes, n, batch_index)
     return blocks_end
 
 
 def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, i0, j0, rows,
-                nv: int, lanes: int, n, batch_index) -> None:
+                nv: int, lanes: int, n, batch_index, add_prev: ir.Value | None = None) -> None:
     """Write a finished tile through the epilogue: its code is emitted once per row count,
     and the output (which the epilogue may read, for in-place updates) is only written
-    once its element's final value is known."""
+    once its element's final value is known.  ``add_prev`` (i1): add C's current
+    contents first (the partial sum of earlier K slices)."""
     b = kc.b
     with for_range(b, 0, rows, name="r") as r:
         i = b.add(i0, r)
@@ -180,6 +338,8 @@ def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, 
             value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)), v)]))
             ptr = b.gep(crow, [col])
             mask = lane_mask(b, lanes, left) if lanes > 1 else None
+            if add_prev is not None:
+                value = _add_previous(b, k, value, ptr, mask, left, lanes, add_prev)
             if epi is not None:
                 value = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
             if lanes > 1:
@@ -187,6 +347,21 @@ def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, 
             else:
                 with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
                     b.store(to_memory(b, value), ptr)
+
+
+def _add_previous(b: ir.IRBuilder, k: Matmul, value, ptr, mask, left, lanes: int, add_prev) -> ir.Value:
+    """``value + C`` when ``add_prev`` holds (C read only then), else ``value``."""
+    if lanes == 1:                      # a column past N is neither read nor written
+        add_prev = b.and_(add_prev, b.icmp_signed(">", left, ir.Constant(I64, 0)))
+    pre = b.block
+    with b.if_then(add_prev):
+        old = load_vector(b, ptr, lanes, mask) if lanes > 1 else b.load(ptr)
+        summed = Emitter(b, lanes, k.dtype).add(value, from_memory(b, old, k.dtype))
+        body = b.block
+    merged = b.phi(value.type)
+    merged.add_incoming(value, pre)
+    merged.add_incoming(summed, body)
+    return merged
 
 
 def _clamp(b: ir.IRBuilder, x: ir.Value, hi: int) -> ir.Value:
@@ -288,6 +463,139 @@ def _pack_function(module: ir.Module, dtype: DType, lanes: int, nv: int, transpo
             with for_range(b, 0, kk, name="pk") as p:
                 dst = b.gep(panel, [b.add(b.mul(p, ir.Constant(I64, nr)), jj)])
                 b.store(b.select(live, b.load(b.gep(src_row, [p])), const(ety, 0)), dst)
+    b.ret_void()
+    return fn
+
+
+def _packed_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: int, nv: int) -> ir.Function:
+    """``tile[r*nv + v] = sum_p ap[p*MR + r] * bp[p*NR + v*W : +W]`` over packed panels.
+
+    Signature: ``(T* ap, T* bp, i64 k, <W x T>* tile)``; both panels are contiguous and
+    64-byte aligned, so each k step is ``nv`` aligned vector loads and ``rows`` broadcasts.
+    """
+    ety = memory_type(dtype)
+    vty = value_type(dtype, lanes)
+    nr = nv * lanes
+    name = f"dlc.gemm.packed{rows}x{nr}.{type_suffix(value_type(dtype, 1))}"
+    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), ety.as_pointer(), I64, vty.as_pointer()])
+    if not fresh:
+        return fn
+    ap, bp, kk, tile = fn.args
+    for arg in (ap, bp, tile):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    e = Emitter(b, lanes, dtype)
+    accs = [[alloca(b, vty) for _ in range(nv)] for _ in range(rows)]
+    for row in accs:
+        for slot in row:
+            b.store(const(vty, 0), slot)
+    align = 64 if lanes * dtype.itemsize >= 64 else dtype.itemsize
+    with for_range(b, 0, kk, name="k") as p:
+        brow = b.gep(bp, [b.mul(p, ir.Constant(I64, nr))])
+        arow = b.gep(ap, [b.mul(p, ir.Constant(I64, rows))])
+        if lanes == 1:
+            bvec = [b.load(b.gep(brow, [ir.Constant(I64, v)])) for v in range(nv)]
+        else:
+            bvec = [b.load(b.bitcast(b.gep(brow, [ir.Constant(I64, v * lanes)]), vty.as_pointer()),
+                           align=align) for v in range(nv)]
+        for r in range(rows):
+            av = splat(b, b.load(b.gep(arow, [ir.Constant(I64, r)])), lanes)
+            for v in range(nv):
+                b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
+    for r in range(rows):
+        for v in range(nv):
+            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, r * nv + v)]))
+    b.ret_void()
+    return fn
+
+
+def _pack_a_function(module: ir.Module, dtype: DType, mr: int) -> ir.Function:
+    """Pack ``A[i0:i0+mc, p0:p0+kc]`` into ``MR``-row panels, ``ap[ip*kc + p*MR + r]``.
+
+    Signature: ``(T* a, i64 sa_i, i64 sa_k, i64 i0, i64 mc, i64 p0, i64 kc, T* ap)``
+    (strides make both layouts one routine).  Rows past ``mc`` repeat row ``mc - 1``:
+    real numbers whose results are never stored.
+    """
+    ety = memory_type(dtype)
+    name = f"dlc.gemm.packA{mr}.{type_suffix(value_type(dtype, 1))}"
+    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), I64, I64, I64, I64, I64, I64,
+                                                      ety.as_pointer()])
+    if not fresh:
+        return fn
+    a, sa_i, sa_k, i0, mc, p0, kc, ap = fn.args
+    a.add_attribute("noalias")
+    ap.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    last = b.sub(mc, ir.Constant(I64, 1))
+    with for_range(b, 0, mc, mr, name="ip") as ip:
+        dst = b.gep(ap, [b.mul(ip, kc)])
+        srcs = []
+        for r in range(mr):
+            row = b.add(ip, ir.Constant(I64, r))
+            row = b.select(b.icmp_signed(">", row, last), last, row)
+            srcs.append(b.gep(a, [b.add(b.mul(b.add(i0, row), sa_i), b.mul(p0, sa_k))]))
+        with for_range(b, 0, kc, name="p") as p:
+            off = b.mul(p, sa_k)
+            out = b.gep(dst, [b.mul(p, ir.Constant(I64, mr))])
+            for r in range(mr):
+                b.store(b.load(b.gep(srcs[r], [off])), b.gep(out, [ir.Constant(I64, r)]))
+    b.ret_void()
+    return fn
+
+
+def _pack_b_function(module: ir.Module, dtype: DType, lanes: int, nv: int, transposed: bool) -> ir.Function:
+    """Pack ``B[p0:p0+kc, j0:j0+nc]`` into ``NR``-column panels, ``bp[jp*kc + p*NR + j]``.
+
+    Signature: ``(T* b, i64 n, i64 k, i64 p0, i64 kc, i64 j0, i64 nc, T* bp)``; ``b`` is
+    ``[K, N]`` row-major, or ``[N, K]`` when ``transposed``.  Columns past ``nc`` are zero
+    (row-major, masked loads) or repeat column ``nc - 1`` (transposed); never stored.
+    """
+    ety = memory_type(dtype)
+    nr = nv * lanes
+    name = f"dlc.gemm.packB{'T' if transposed else ''}{nr}.{type_suffix(value_type(dtype, 1))}"
+    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), I64, I64, I64, I64, I64, I64,
+                                                      ety.as_pointer()])
+    if not fresh:
+        return fn
+    bmat, n, kk, p0, kc, j0, nc, bp = fn.args
+    bmat.add_attribute("noalias")
+    bp.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    with for_range(b, 0, nc, nr, name="jp") as jp:
+        dst = b.gep(bp, [b.mul(jp, kc)])
+        width = b.sub(nc, jp)
+        if not transposed:
+            masks = [lane_mask(b, lanes, _clamp(b, b.sub(width, ir.Constant(I64, v * lanes)), lanes))
+                     if lanes > 1 else None for v in range(nv)]
+            full = b.icmp_signed(">=", width, ir.Constant(I64, nr))
+            base = b.gep(bmat, [b.add(b.mul(p0, n), b.add(j0, jp))])
+            with for_range(b, 0, kc, name="p") as p:
+                row = b.gep(base, [b.mul(p, n)])
+                out = b.gep(dst, [b.mul(p, ir.Constant(I64, nr))])
+                for v in range(nv):
+                    src = b.gep(row, [ir.Constant(I64, v * lanes)])
+                    to = b.gep(out, [ir.Constant(I64, v * lanes)])
+                    if lanes == 1:
+                        live = b.icmp_signed(">", width, ir.Constant(I64, v))
+                        with b.if_else(live) as (then, otherwise):
+                            with then:
+                                b.store(b.load(src), to)
+                            with otherwise:
+                                b.store(const(ety, 0), to)
+                    else:
+                        with b.if_else(full) as (then, otherwise):
+                            with then:
+                                store_vector(b, load_vector(b, src, lanes, None), to, None)
+                            with otherwise:
+                                store_vector(b, load_vector(b, src, lanes, masks[v]), to, None)
+        else:
+            lastcol = b.sub(width, ir.Constant(I64, 1))
+            with for_range(b, 0, ir.Constant(I64, nr), name="jj") as jj:
+                col = b.select(b.icmp_signed(">", jj, lastcol), lastcol, jj)
+                src = b.gep(bmat, [b.add(b.mul(b.add(b.add(j0, jp), col), kk), p0)])
+                with for_range(b, 0, kc, name="p") as p:
+                    out = b.gep(dst, [b.add(b.mul(p, ir.Constant(I64, nr)), jj)])
+                    b.store(b.load(b.gep(src, [p])), out)
     b.ret_void()
     return fn
 

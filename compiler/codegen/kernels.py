@@ -52,6 +52,8 @@ class KernelContext:
         self.symbols = symbols
         self.lanes = lanes
         self.scratch = scratch
+        # (t, ntasks) when the kernel body is one task of a parallel kernel (see threads.py)
+        self.task: tuple[ir.Value, ir.Value] | None = None
         self.entry = b.block        # cached values are built here, so they dominate every use
         self._ptrs: dict[Buffer, ir.Value] = {}
         self._strides: dict[Buffer, list[ir.Value]] = {}

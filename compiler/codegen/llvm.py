@@ -26,8 +26,9 @@ from llvmlite import ir
 
 from ..diagnostics import LoweringError
 
-from .gemm import emit_matmul, scratch_elements
+from .gemm import emit_matmul, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
+from .threads import parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
 from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
 from .target import CodegenOptions
@@ -55,6 +56,7 @@ def emit_module(programs: list[Program], options: CodegenOptions, name: str = "d
         if clash != prog.name:
             raise LoweringError(f"functions '{clash}' and '{prog.name}' would both be the C symbol "
                                 f"{entry_symbol(prog.name)}; rename one")
+    pool(mod)                      # the thread pool and its exported controls, in every module
     for prog in programs:
         _ProgramEmitter(mod, prog, options).emit()
     return mod
@@ -100,15 +102,15 @@ class _ProgramEmitter:
             storage[c] = b.bitcast(self._global(c), I8P)
 
         ctx = KernelContext(b, storage, symbols, self.lanes)
+        threads = b.call(pool(self.mod).size, [], name="threads")
         scratch_of: dict[Kernel, ir.Value] = {}
         regions: list[tuple[object, ir.Value]] = []
         for t in prog.temps:
             regions.append((t, b.mul(ctx.product(t.shape), ir.Constant(I64, t.dtype.itemsize))))
         for k in prog.kernels:
             if isinstance(k, Matmul):
-                rows, cols = scratch_elements(k, self.lanes)
-                size = b.mul(ctx.product((rows,)), ir.Constant(I64, cols * k.dtype.itemsize))
-                regions.append((k, size))
+                # one packing region per task, and at most one task per thread
+                regions.append((k, b.mul(_scratch_bytes(b, ctx, k, self.lanes), threads)))
 
         workspace = None
         if regions:
@@ -133,7 +135,7 @@ class _ProgramEmitter:
             kfn = self._kernel_function(i, k)
             args = [storage[s] for s in _storages(k)] + [symbols[s] for s in prog.symbols]
             if isinstance(k, Matmul):
-                args.append(scratch_of[k])
+                args += [scratch_of[k], threads]
             if counters is None:
                 b.call(kfn, args)
                 continue
@@ -166,12 +168,35 @@ class _ProgramEmitter:
         return g
 
     def _kernel_function(self, i: int, k: Kernel) -> ir.Function:
+        """The kernel's function; a matmul's splits its work into tasks on the thread pool:
+        ``k<i>(buffers.., dims.., scratch, threads)`` calls ``k<i>.part(.., scratch, t, ntasks)``
+        once per task, each task with its own packing region of the scratch."""
+        if not isinstance(k, Matmul):
+            return self._kernel_body(f"{self.symbol}.k{i}", k)
+        part = self._kernel_body(f"{self.symbol}.k{i}.part", k, tasked=True)
+        nfixed = len(part.args) - 2
+        argtys = [a.type for a in part.args[:nfixed]] + [I64]
+        fn = ir.Function(self.mod, ir.FunctionType(ir.VoidType(), argtys), f"{self.symbol}.k{i}")
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        nsym = len(self.prog.symbols)
+        dims = fn.args[nfixed - 1 - nsym:nfixed - 1]
+        ctx = KernelContext(b, {}, dict(zip(self.prog.symbols, dims)), self.lanes)
+        ntasks = task_count(ctx, k, fn.args[-1])
+        parallel_call(b, part, list(fn.args[:nfixed]), ntasks)
+        b.ret_void()
+        return fn
+
+    def _kernel_body(self, name: str, k: Kernel, tasked: bool = False) -> ir.Function:
         prog = self.prog
         storages = _storages(k)
         argtys = [I8P] * len(storages) + [I64] * len(prog.symbols)
         if isinstance(k, Matmul):
             argtys.append(I8P)
-        fn = ir.Function(self.mod, ir.FunctionType(ir.VoidType(), argtys), f"{self.symbol}.k{i}")
+        if tasked:
+            argtys += [I64, I64]
+        fn = ir.Function(self.mod, ir.FunctionType(ir.VoidType(), argtys), name)
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
         for j, s in enumerate(storages):
@@ -183,11 +208,17 @@ class _ProgramEmitter:
             arg = fn.args[len(storages) + j]
             arg.name = s
             symbols[s] = arg
-        scratch = fn.args[-1] if isinstance(k, Matmul) else None
-        if scratch is not None:
-            scratch.add_attribute("noalias")
+        scratch = fn.args[len(storages) + len(prog.symbols)] if isinstance(k, Matmul) else None
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ctx = KernelContext(b, dict(zip(storages, fn.args)), symbols, self.lanes, scratch)
+        if scratch is not None:
+            scratch.add_attribute("noalias")
+        if tasked:
+            t, ntasks = fn.args[-2], fn.args[-1]
+            t.name, ntasks.name = "task", "ntasks"
+            ctx.task = (t, ntasks)
+            if scratch is not None:
+                ctx.scratch = b.gep(scratch, [b.mul(t, _scratch_bytes(b, ctx, k, self.lanes))])
         if isinstance(k, Elementwise):
             emit_elementwise(ctx, k)
         elif isinstance(k, Reduce):
@@ -196,6 +227,12 @@ class _ProgramEmitter:
             emit_matmul(ctx, k)
         b.ret_void()
         return fn
+
+
+def _scratch_bytes(b: ir.IRBuilder, ctx: KernelContext, k: Matmul, lanes: int) -> ir.Value:
+    """Bytes of one task's packing region of matmul ``k`` (a multiple of ALIGN)."""
+    rows, cols = scratch_elements(k, lanes)
+    return _align_up(b, b.mul(ctx.product((rows,)), ir.Constant(I64, cols * k.dtype.itemsize)))
 
 
 def _align_up(b: ir.IRBuilder, size: ir.Value) -> ir.Value:
