@@ -88,16 +88,17 @@ def reads_output(k: Matmul) -> bool:
     return k.epilogue is not None and any(ld.buffer.storage is k.out.storage for ld in loads(k.epilogue))
 
 
-def scratch_elements(k: Matmul, lanes: int) -> tuple[Dim, int]:
-    """Packing buffers of one task, ``rows x cols`` elements: the small path's ``K x NR``
-    panel, or packed A (``kc x MC``) and B (``kc x NC``) blocks (``kc = K`` when the
-    kernel may not be K-blocked)."""
+def scratch_elements(k: Matmul, lanes: int) -> list[tuple[Dim, int]]:
+    """Packing buffers of one task, a sum of ``rows x cols`` element counts: the small
+    path's ``K x NR`` panel, then packed A (``kc x MC``) and B (``kc x NC``) blocks
+    (``kc = K`` when the kernel may not be K-blocked)."""
     mr, nv = tile_shape(lanes)
     nr = nv * lanes
     width = _round_up(NC, nr) + _round_up(MC, mr)
+    panel = (k.k, nr)
     if reads_output(k):
-        return k.k, width
-    return 1, KC * width
+        return [panel, (k.k, width)]
+    return [panel, (1, KC * width)]
 
 
 def task_count(kc: KernelContext, k: Matmul, threads: ir.Value) -> ir.Value:
@@ -180,16 +181,26 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
     g = _Gemm(kc, k, epi, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, batch_index, tile_ptr)
 
     packed = b.icmp_signed(">=", m, ir.Constant(I64, PACK_MIN_M))
+    if lanes >= 8:
+        # at most one vector of columns (a classifier's 10 outputs): A in place, a tall tile
+        narrow = b.icmp_signed("<=", n, ir.Constant(I64, lanes))
+        packed = b.and_(packed, b.not_(narrow))
+        with b.if_then(narrow):
+            ilo, ihi = split(b, m, t, ntasks, mr * nv)
+            g.small(ilo, ihi, zero, n, mr * nv, 1)
+    else:
+        narrow = ir.Constant(I1, 0)
     with b.if_else(packed) as (then, otherwise):
         with then:
             by_cols = b.icmp_signed(">=", n, m)
             jlo, jhi = split(b, n, t, ntasks, nr)
             ilo, ihi = split(b, m, t, ntasks, mr)
             g.packed(b.select(by_cols, zero, ilo), b.select(by_cols, m, ihi),
-                     b.select(by_cols, jlo, zero), b.select(by_cols, jhi, n))
+                     b.select(by_cols, jlo, zero), b.select(by_cols, jhi, n), mr, nv)
         with otherwise:
-            jlo, jhi = split(b, n, t, ntasks, nr)
-            g.small(jlo, jhi)
+            with b.if_then(b.not_(narrow)):
+                jlo, jhi = split(b, n, t, ntasks, nr)
+                g.small(zero, m, jlo, jhi, mr, nv)
 
 
 class _Gemm:
@@ -205,15 +216,18 @@ class _Gemm:
         self.nr = self.nv * lanes
         self.scratch = self.b.bitcast(kc.scratch, a.type)
 
-    def store(self, i0, j0, rows, add_prev: ir.Value | None = None, epilogue: bool = True) -> None:
+    def store(self, i0, j0, rows, add_prev: ir.Value | None = None, epilogue: bool = True,
+              nv: int | None = None) -> None:
         _store_tile(self.kc, self.k, self.epi if epilogue else None, self.tile, self.c, i0, j0, rows,
-                    self.nv, self.lanes, self.n, self.batch_index, add_prev)
+                    nv or self.nv, self.lanes, self.n, self.batch_index, add_prev)
 
-    def small(self, jlo: ir.Value, jhi: ir.Value) -> None:
-        """Few rows: B panels read in place (packed only when partial or transposed),
-        A read in place, one micro-kernel call per MR rows and NR columns."""
+    def small(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value, mr: int, nv: int) -> None:
+        """C[ilo:ihi, jlo:jhi] for few rows or columns: B panels read in place (packed only
+        when partial or transposed), A read in place, one ``mr x nv``-vector micro-kernel
+        call per tile."""
         kc, k, b = self.kc, self.k, self.b
-        mr, nv, nr, lanes = self.mr, self.nv, self.nr, self.lanes
+        lanes = self.lanes
+        nr = nv * lanes
         m, n, kk = self.m, self.n, self.kk
         pack = _pack_function(b.module, k.dtype, lanes, nv, k.trans_b)
         micro = {rows: _micro_function(b.module, k.dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
@@ -231,13 +245,13 @@ class _Gemm:
                 b.call(pack, [self.bmat, n, kk, j0, width, self.scratch])
             bsrc = b.select(direct, b.gep(self.bmat, [j0]), self.scratch)
             bstride = b.select(direct, n, ir.Constant(I64, nr))
-            tiles = b.mul(b.sdiv(m, ir.Constant(I64, mr)), ir.Constant(I64, mr))
+            tiles = b.add(ilo, b.mul(b.sdiv(b.sub(ihi, ilo), ir.Constant(I64, mr)), ir.Constant(I64, mr)))
             args = [self.sa_i, self.sa_k, bsrc, bstride, kk, self.tile]
-            with for_range(b, 0, tiles, mr, name="i0") as i0:
+            with for_range(b, ilo, tiles, mr, name="i0") as i0:
                 b.call(micro[mr], [b.gep(self.a, [b.mul(i0, self.sa_i)]), *args])
-                self.store(i0, j0, mr)
-            # The last M % MR rows: one call of the micro-kernel of exactly that many rows.
-            left = b.sub(m, tiles)
+                self.store(i0, j0, mr, nv=nv)
+            # The last rows: one call of the micro-kernel of exactly that many rows.
+            left = b.sub(ihi, tiles)
             with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
                 arow = b.gep(self.a, [b.mul(tiles, self.sa_i)])
                 done = b.append_basic_block("tail.done")
@@ -249,12 +263,14 @@ class _Gemm:
                     b.call(micro[rows], [arow, *args])
                     b.branch(done)
                 b.position_at_end(done)
-                self.store(tiles, j0, left)
+                self.store(tiles, j0, left, nv=nv)
 
-    def packed(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value) -> None:
-        """C[ilo:ihi, jlo:jhi] by the packed, cache-blocked loop nest (module docstring)."""
+    def packed(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value, mr: int, nv: int) -> None:
+        """C[ilo:ihi, jlo:jhi] by the packed, cache-blocked loop nest (module docstring), with
+        ``mr x nv`` vector tiles (``mr * nv`` must not exceed the tile buffer)."""
         k, b = self.k, self.b
-        mr, nr, lanes = self.mr, self.nr, self.lanes
+        lanes = self.lanes
+        nr = nv * lanes
         kk = self.kk
         one = ir.Constant(I64, 1)
         if reads_output(k):
@@ -264,8 +280,8 @@ class _Gemm:
             depth = b.sdiv(b.add(kk, b.sub(slices, one)), slices)   # balanced slices <= KC
             depth = _max(b, depth, one)
         pack_a = _pack_a_function(b.module, k.dtype, mr)
-        pack_b = _pack_b_function(b.module, k.dtype, lanes, self.nv, k.trans_b)
-        micro = _packed_micro_function(b.module, k.dtype, lanes, mr, self.nv)
+        pack_b = _pack_b_function(b.module, k.dtype, lanes, nv, k.trans_b)
+        micro = _packed_micro_function(b.module, k.dtype, lanes, mr, nv)
         bpack = self.scratch
         apack = b.gep(self.scratch, [b.mul(depth, ir.Constant(I64, _round_up(NC, nr)))])
         with for_range(b, jlo, jhi, NC, name="jc") as jc:
@@ -284,9 +300,9 @@ class _Gemm:
                             b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile])
                             rows = _min(b, ir.Constant(I64, mr), b.sub(mcur, ir_))
                             i0, j0 = b.add(ic, ir_), b.add(jc, jr)
-                            self._store_slice(i0, j0, rows, first, last)
+                            self._store_slice(i0, j0, rows, first, last, nv)
 
-    def _store_slice(self, i0, j0, rows, first: ir.Value, last: ir.Value) -> None:
+    def _store_slice(self, i0, j0, rows, first: ir.Value, last: ir.Value, nv: int) -> None:
         """Store a tile of one K slice: the epilogue on the last slice only; every slice but
         the first adds what the earlier ones left in C."""
         b = self.b
@@ -294,11 +310,11 @@ class _Gemm:
             with then:
                 with b.if_else(first) as (only, final):
                     with only:
-                        self.store(i0, j0, rows)
+                        self.store(i0, j0, rows, nv=nv)
                     with final:
-                        self.store(i0, j0, rows, add_prev=ir.Constant(I1, 1))
+                        self.store(i0, j0, rows, add_prev=ir.Constant(I1, 1), nv=nv)
             with otherwise:
-                self.store(i0, j0, rows, add_prev=b.not_(first), epilogue=False)
+                self.store(i0, j0, rows, add_prev=b.not_(first), epilogue=False, nv=nv)
 
 
 def _single_row(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, a, sa_i, sa_k, bmat, c,

@@ -231,8 +231,10 @@ class _ProgramEmitter:
 
 def _scratch_bytes(b: ir.IRBuilder, ctx: KernelContext, k: Matmul, lanes: int) -> ir.Value:
     """Bytes of one task's packing region of matmul ``k`` (a multiple of ALIGN)."""
-    rows, cols = scratch_elements(k, lanes)
-    return _align_up(b, b.mul(ctx.product((rows,)), ir.Constant(I64, cols * k.dtype.itemsize)))
+    total: ir.Value = ir.Constant(I64, 0)
+    for rows, cols in scratch_elements(k, lanes):
+        total = b.add(total, b.mul(ctx.product((rows,)), ir.Constant(I64, cols * k.dtype.itemsize)))
+    return _align_up(b, total)
 
 
 def _align_up(b: ir.IRBuilder, size: ir.Value) -> ir.Value:
