@@ -211,6 +211,7 @@ class CompiledFunction:
         self._last_pointer: list[tuple[np.ndarray, int] | None] = [None] * len(self._params)
         self._slots = ctypes.c_void_p * (len(self._params) + len(self._outputs))
         self._dims = ctypes.c_int64 * max(len(info.symbols), 1)
+        self._local = threading.local()          # call_unchecked's BoundCall, per thread
 
     @property
     def name(self) -> str:
@@ -243,12 +244,7 @@ class CompiledFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Check the arguments, run native code, return the output(s)."""
-        values = self._bind(args, kwargs)
-        bindings: dict[str, int] = {}
-        arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
-        pointers = self._pointers(arrays)
-        if self._has_inplace:
-            self._check_overlap(arrays, pointers)
+        arrays, bindings, pointers = self._prepare_call(self._bind(args, kwargs))
         outs: list[np.ndarray] = [None] * len(self._outputs)  # type: ignore[list-item]
         out_pointers = self._allocate_outputs(outs, bindings)
         for o, p in self._inplace_out.items():
@@ -261,6 +257,39 @@ class CompiledFunction:
             raise DlRuntimeError(f"@{self.name}: native code could not allocate its workspace "
                                  f"(status {status})")
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def bind(self, *args: Any, reuse_outputs: bool = False) -> BoundCall:
+        """A :class:`BoundCall` for repeated calls with arguments like ``args`` (checked now)."""
+        return BoundCall(self, args, reuse_outputs)
+
+    def call_unchecked(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The call path of a training loop: positional arguments, checks done once.
+
+        Each thread keeps a :class:`BoundCall` (with reused outputs) that
+        re-validates only what changed since its last call: an argument that is
+        the very array object it saw before, with the same shape and dtype, is
+        trusted; any other argument is checked as :meth:`__call__` checks it.
+        Bad arguments still raise the same errors -- only the cost differs.
+
+        Contract: the outputs that are not in place are **reused** by the next
+        ``call_unchecked`` of this function on the same thread (copy them to
+        keep them); arrays passed in must not be resized with
+        ``ndarray.resize(refcheck=False)`` between calls.
+        """
+        bound = getattr(self._local, "bound", None)
+        if bound is None:
+            bound = self._local.bound = BoundCall(self, args, reuse_outputs=True)
+            return bound.result()
+        return bound(*args)
+
+    def _prepare_call(self, values: list[Any]) -> tuple[list[np.ndarray], dict[str, int], list[int]]:
+        """Checked arrays, symbol bindings and data pointers for ``values`` (positional)."""
+        bindings: dict[str, int] = {}
+        arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
+        pointers = self._pointers(arrays)
+        if self._has_inplace:
+            self._check_overlap(arrays, pointers)
+        return arrays, bindings, pointers
 
     def _pointers(self, arrays: list[np.ndarray]) -> list[int]:
         out = []
@@ -347,6 +376,143 @@ class CompiledFunction:
                     raise ArgumentValueError(
                         f"@{self.name}: argument '{self._params[p].name}' is updated in place and "
                         f"shares memory with argument '{self._params[i].name}'")
+
+
+class BoundCall:
+    """Repeated calls of one compiled function at a few microseconds of overhead.
+
+    Created from example arguments, which are checked in full
+    (:meth:`CompiledFunction.bind`).  A later call re-validates only what
+    changed: an argument that is the same object as in the last call -- with
+    the same shape and dtype, and not converted on the way (a converted copy
+    could be stale) -- keeps its checked array and data pointer; every other
+    argument goes through the full check (:class:`_Param`), symbolic dims are
+    re-bound, and in-place arguments are checked again for shared memory.
+    The ctypes buffer and dims arrays persist between calls; only changed
+    slots are rewritten.  With ``reuse_outputs`` the fresh outputs are
+    allocated once per set of dim values and overwritten by every call (the
+    caller copies what it keeps).
+
+    Not thread-safe: use one per thread (``call_unchecked`` does).
+    """
+
+    def __init__(self, fn: CompiledFunction, args: tuple, reuse_outputs: bool = False):
+        self._fn = fn
+        self._n = len(fn._params)
+        self._reuse = reuse_outputs
+        self._symbolic = [i for i, p in enumerate(fn._params) if p.symbolic]
+        self._slots = fn._slots()
+        self._dims = fn._dims()
+        self._bindings: dict[str, int] | None = None
+        self._outs: list[np.ndarray] | None = None
+        self._result: Any = None
+        values = fn._bind(args, {})
+        self._accept(values, *fn._prepare_call(values))
+
+    def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Call with positional arguments (the function's count and order)."""
+        if len(args) != self._n:
+            self._fn._bind(args, {})                    # raises the count error
+        originals, layouts, immutable = self._originals, self._layouts, self._immutable
+        changed: list[int] | None = None
+        for i, a in enumerate(args):
+            if a is originals[i]:
+                layout = layouts[i]
+                if layout is None:
+                    if immutable[i]:                    # the same Python or numpy scalar
+                        continue
+                elif a.shape == layout[0] and a.dtype is layout[1]:
+                    continue
+            if changed is None:
+                changed = [i]
+            else:
+                changed.append(i)
+        if changed is not None:
+            self._update(args, changed)
+        return self.result()
+
+    def result(self) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run native code on the current buffers; the output(s)."""
+        fn = self._fn
+        if not self._reuse:
+            self._new_outputs(self._bindings or {})
+        status = fn._entry(self._slots, self._dims)
+        if status != 0:
+            raise DlRuntimeError(f"@{fn.name}: native code could not allocate its workspace "
+                                 f"(status {status})")
+        return self._result
+
+    def _update(self, args: tuple, changed: list[int]) -> None:
+        """Check the changed arguments, re-bind the dims, rewrite what moved."""
+        fn = self._fn
+        params = fn._params
+        old_arrays = self._arrays
+        arrays = list(old_arrays)
+        pointers = list(self._pointers)
+        bindings: dict[str, int] = {}
+        todo = set(changed)
+        for i in sorted(todo.union(self._symbolic)):       # in order: the first use binds a dim
+            if i in todo:
+                a = arrays[i] = params[i].check(args[i], bindings)
+                if a is not old_arrays[i]:
+                    pointers[i] = _data(a)
+                continue
+            shape = arrays[i].shape
+            for axis, sym in params[i].symbolic:
+                if bindings.setdefault(sym, shape[axis]) != shape[axis]:
+                    # an unchanged argument disagrees with a changed one: the full check
+                    # reports it as a plain call would
+                    values = list(args)
+                    self._accept(values, *fn._prepare_call(values))
+                    return
+        if fn._has_inplace:
+            fn._check_overlap(arrays, pointers)
+        values = list(self._originals)
+        for i in changed:
+            values[i] = args[i]
+        self._accept(values, arrays, bindings, pointers, changed)
+
+    def _accept(self, values: list[Any], arrays: list[np.ndarray], bindings: dict[str, int],
+                pointers: list[int], changed: list[int] | None = None) -> None:
+        """Take checked arguments as the current state and write their slots."""
+        fn = self._fn
+        if changed is None:
+            changed = list(range(self._n))
+            self._layouts: list[tuple | None] = [None] * self._n
+            self._immutable: list[bool] = [False] * self._n
+        self._originals = values
+        self._arrays = arrays
+        self._pointers = pointers
+        slots = self._slots
+        for i in changed:
+            v, a = values[i], arrays[i]
+            self._layouts[i] = (a.shape, a.dtype) if v is a else None
+            self._immutable[i] = isinstance(v, (int, float, np.generic))
+            slots[i] = pointers[i]
+        for o, p in fn._inplace_out.items():
+            slots[self._n + o] = pointers[p]
+        if bindings != self._bindings:
+            for j, sym in enumerate(fn.info.symbols):
+                self._dims[j] = bindings[sym]
+            self._bindings = bindings
+            if self._reuse:
+                self._new_outputs(bindings)
+        if self._outs is not None:
+            self._set_results()
+
+    def _new_outputs(self, bindings: dict[str, int]) -> None:
+        fn = self._fn
+        outs: list[np.ndarray] = [None] * len(fn._outputs)  # type: ignore[list-item]
+        for o, ptr in fn._allocate_outputs(outs, bindings).items():
+            self._slots[self._n + o] = ptr
+        self._outs = outs
+        self._set_results()
+
+    def _set_results(self) -> None:
+        outs = self._outs
+        for o, p in self._fn._inplace_out.items():
+            outs[o] = self._arrays[p]
+        self._result = outs[0] if len(outs) == 1 else tuple(outs)
 
 
 _MISSING = object()

@@ -36,21 +36,29 @@ from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
-                    Elementwise, Expr, Iota, Kernel, Load, Matmul, Program, Reduce,
+                    Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Program, Reduce,
                     identity_index, loads, remap, replace_loads)
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
 
 
-def expand_composites(func: Function) -> Function:
-    """A copy of ``func`` with every composite op replaced by its decomposition."""
+def expand_composites(func: Function, origin: dict[Op, set[Op]] | None = None) -> Function:
+    """A copy of ``func`` with every composite op replaced by its decomposition.
+
+    ``origin``, when given, receives for each op of the copy the set holding
+    the op of ``func`` it comes from.
+    """
     new, b = new_function(func.name, [(p.name or f"arg{i}", p.type) for i, p in enumerate(func.params)],
                           loc=func.loc)
     vmap: dict[Value, Value] = dict(zip(func.params, new.params))
     for op in func.ops:
+        first = len(new.ops)
         results = _emit_expanded(b, op, [vmap[v] for v in op.operands])
         vmap.update(zip(op.results, results))
+        if origin is not None:
+            for emitted in new.ops[first:]:
+                origin[emitted] = {op}
     new.outputs = [vmap[v] for v in func.outputs]
     new.output_names = list(func.output_names)
     new.attrs = dict(func.attrs)
@@ -145,6 +153,9 @@ class Lowering:
             Buffer(f"%out{i}", v.type.dtype, v.type.shape, OUTPUT, i) for i, v in enumerate(func.outputs)]
         self._claimed: set[int] = set()
         self._counter = Counter[str]()
+        self._op: Op | None = None                   # the op being lowered
+        self.contrib: dict[Value, set[Op]] = {}      # the ops a virtual value's expression holds
+        self.kernel_ops: dict[Kernel, set[Op]] = {}
         self.params = [Buffer(f"%{p.name or f'arg{i}'}", p.type.dtype, p.type.shape, PARAM, i)
                        for i, p in enumerate(func.params)]
         self.buffers.update(zip(func.params, self.params))
@@ -165,6 +176,7 @@ class Lowering:
     def define(self, v: Value, expr: Expr) -> None:
         """Give ``v`` an expression; materialize it now if it is used more than once."""
         self.exprs[v] = expr
+        self.contrib[v] = self._current_ops()
         if not _is_cheap(expr) and (self.uses[v] > 1 or not self.fuse):
             self.buffer(v)
 
@@ -173,7 +185,7 @@ class Lowering:
         if v not in self.buffers:
             expr = self.exprs[v]
             out = self.new_buffer(v)
-            self.add_kernel(Elementwise(out, v.type.shape, expr))
+            self.add_kernel(Elementwise(out, v.type.shape, expr), self.contrib.get(v, set()))
             self.buffers[v] = out
         return self.buffers[v]
 
@@ -196,8 +208,22 @@ class Lowering:
         self.extra.append(buf)
         return buf
 
-    def add_kernel(self, k: Kernel) -> None:
+    def add_kernel(self, k: Kernel, ops: set[Op] | None = None) -> None:
+        """Append kernel ``k``; it computes ``ops`` (default: the op being lowered and
+        the virtual operands fused into it)."""
         self.kernels.append(k)
+        self.kernel_ops[k] = set(ops) if ops is not None else self._current_ops()
+
+    def _current_ops(self) -> set[Op]:
+        """The op being lowered and the ops of its operands' expressions (fused into it)."""
+        op = self._op
+        if op is None:
+            return set()
+        ops = {op}
+        for u in op.operands:
+            if u not in self.buffers:
+                ops |= self.contrib.get(u, set())
+        return ops
 
     def _name(self, prefix: str) -> str:
         n = self._counter[prefix]
@@ -210,10 +236,13 @@ class Lowering:
         for op in self.func.ops:
             if all(self.uses[r] == 0 for r in op.results):
                 continue                        # dead code
+            self._op = op
             self._lower_op(op)
+        self._op = None
         self._write_outputs()
         prog = Program(self.func.name, self.func.symbols, self.params, self.outputs,
                        self.extra, self.kernels)
+        prog.kernel_ops = {k: list(ops) for k, ops in self.kernel_ops.items()}
         if self.fuse:
             fuse_epilogues(prog)
         apply_inplace(prog, self.func)
@@ -251,7 +280,8 @@ class Lowering:
                     continue
             out = self.outputs[i]
             self._claimed.add(i)
-            self.add_kernel(Elementwise(out, v.type.shape, self.expr(v)))
+            ops = self.contrib.get(v, set()) if v not in self.buffers else set()
+            self.add_kernel(Elementwise(out, v.type.shape, self.expr(v)), ops)
 
 
 # -- built-in lowerings of non-elementwise ops -------------------------------------------------
@@ -428,6 +458,8 @@ def fuse_epilogues(prog: Program) -> None:
                 continue
             mm.epilogue = replace_loads(ew.expr, lambda x, t=ld.buffer: Acc(x.dtype) if x.buffer is t else x)
             mm.out = ew.out
+            merged = prog.kernel_ops.get(mm, []) + prog.kernel_ops.pop(ew, [])
+            prog.kernel_ops[mm] = list(dict.fromkeys(merged))
             prog.kernels.remove(mm)
             prog.kernels[prog.kernels.index(ew)] = mm
             producers[ew.out.root] = mm
@@ -558,14 +590,145 @@ def _drop_unused(prog: Program) -> None:
     prog.buffers = [b for b in prog.buffers if b in needed]
 
 
-def lower_function(func: Function, fuse: bool = True) -> Program:
-    """Lower one dl function to loop IR (see the module docstring)."""
-    from ..passes.cse import cse_function
+def lower_function(func: Function, fuse: bool = True, plan: bool = True) -> Program:
+    """Lower one dl function to loop IR (see the module docstring).
 
-    primitives = expand_composites(func)
+    ``prog.kernel_ops`` names, per kernel, the ops of ``func`` it computes
+    (:func:`fusion_groups` turns it around); ``plan`` shares the workspace
+    between temporaries whose lifetimes do not overlap (:func:`plan_memory`).
+    """
+    from ..passes.cse import cse_function, op_key
+
+    origin: dict[Op, set[Op]] = {}
+    primitives = expand_composites(func, origin)
+    before = list(primitives.ops)
     cse_function(primitives)        # decompositions repeat work (a loss and its gradient's softmax)
-    return Lowering(primitives, fuse=fuse).run()
+    if len(primitives.ops) != len(before):
+        survivor = {op_key(op): op for op in primitives.ops}
+        kept = set(primitives.ops)
+        for op in before:
+            if op not in kept:
+                origin.setdefault(survivor[op_key(op)], set()).update(origin.get(op, ()))
+    prog = Lowering(primitives, fuse=fuse).run()
+    prog.kernel_ops = {k: sorted({o for p in ops for o in origin.get(p, ())}, key=func.ops.index)
+                       for k, ops in prog.kernel_ops.items()}
+    if plan:
+        plan_memory(prog)
+    return prog
+
+
+def fusion_groups(prog: Program) -> dict[Op, list[int]]:
+    """Each dl op -> the indices of the kernels that compute it (several when a cheap
+    value is recomputed in each consumer, or a composite spans kernels)."""
+    groups: dict[Op, list[int]] = {}
+    for i, k in enumerate(prog.kernels):
+        for op in prog.kernel_ops.get(k, ()):
+            groups.setdefault(op, []).append(i)
+    return groups
+
+
+# ---------------------------------------------------------------------------
+# 5. Memory planning
+
+
+def liveness(prog: Program) -> dict[Buffer, tuple[int, int]]:
+    """Each temporary's memory (a root buffer) -> (first, last) index of the kernels
+    touching it, through any view."""
+    live: dict[Buffer, tuple[int, int]] = {}
+    for i, k in enumerate(prog.kernels):
+        for buf in (k.out, *k.reads()):
+            root = buf.root
+            if root.role == TEMP:
+                first, _ = live.get(root, (i, i))
+                live[root] = (first, i)
+    return live
+
+
+def _size_class(buf: Buffer) -> tuple[tuple[str, ...], int]:
+    """(symbolic dims, sorted; bytes per unit of their product): two buffers of one
+    class compare the same way for every value of the dims."""
+    coeff = buf.dtype.itemsize
+    for d in buf.shape:
+        if isinstance(d, int):
+            coeff *= d
+    return tuple(sorted(d for d in buf.shape if isinstance(d, str))), coeff
+
+
+def _writes_over(k: Kernel, operand: Buffer) -> bool:
+    """Whether elementwise kernel ``k`` may store its result over ``operand``'s memory:
+    it reads that memory only at the element it writes, at the same dtype and shape."""
+    if not isinstance(k, Elementwise) or k.out.base is not None or k.out.role != TEMP:
+        return False
+    if operand.dtype != k.out.dtype or tuple(operand.shape) != tuple(k.out.shape):
+        return False
+    if tuple(k.shape) != tuple(k.out.shape):
+        return False
+    identity = identity_index(len(k.shape))
+    return all(ld.buffer is operand and ld.index == identity
+               for ld in loads(k.expr) if ld.buffer.root is operand)
+
+
+def plan_memory(prog: Program) -> None:
+    """Share the workspace between temporaries whose lifetimes do not overlap.
+
+    1. In place: an elementwise kernel writes its temporary result over a
+       temporary operand whose last use it is (same dtype and shape, read only
+       at the element written); the result becomes a view of the operand.
+    2. Greedy best fit, by first use: a temporary goes into a free slot of its
+       size class (same symbolic dims, so sizes compare the same for every
+       batch size): the smallest one at least as large, else the largest (which
+       grows); else a new slot.  A slot's largest member stays a temporary; the
+       others become views of it (another dtype and shape over the same memory).
+
+    Records a :class:`~.loops.MemoryPlan` in ``prog.memory``.
+    """
+    before = [b for b in prog.buffers if b.role == TEMP]
+    live = liveness(prog)
+    inplace: list[tuple[Buffer, Buffer]] = []
+    for i, k in enumerate(prog.kernels):
+        out = k.out
+        if out.root is not out or out.role != TEMP or live.get(out, (-1, -1))[0] != i:
+            continue
+        for ld in loads(k.expr) if isinstance(k, Elementwise) else ():
+            operand = ld.buffer
+            if operand.role == TEMP and operand.base is None and live[operand][1] == i \
+                    and _writes_over(k, operand):
+                out.role, out.base = VIEW, operand
+                live[operand] = (live[operand][0], live.pop(out)[1])
+                inplace.append((out, operand))
+                break
+    slots: list[list[Buffer]] = []
+    slot_end: list[int] = []
+    for buf in sorted(live, key=lambda b: live[b][0]):
+        cls, size = _size_class(buf)
+        free = [j for j, members in enumerate(slots)
+                if slot_end[j] < live[buf][0] and _size_class(members[0])[0] == cls]
+        if free:
+            sizes = {j: max(_size_class(m)[1] for m in slots[j]) for j in free}
+            fits = [j for j in free if sizes[j] >= size]
+            j = min(fits, key=lambda j: sizes[j]) if fits else max(free, key=lambda j: sizes[j])
+            slots[j].append(buf)
+            slot_end[j] = live[buf][1]
+        else:
+            slots.append([buf])
+            slot_end.append(live[buf][1])
+    for members in slots:
+        members.sort(key=lambda m: -_size_class(m)[1])      # the largest owns the memory
+        owner = members[0]
+        for m in members[1:]:
+            m.role, m.base = VIEW, owner
+    # views after the buffers they view, so the printed program reads top-down
+    order = {b: i for i, b in enumerate(prog.buffers)}
+    prog.buffers.sort(key=lambda b: (_depth(b), order[b]))
+    prog.memory = MemoryPlan(before, slots, live, inplace)
+
+
+def _depth(buf: Buffer) -> int:
+    depth = 0
+    while buf.base is not None:
+        buf, depth = buf.base, depth + 1
+    return depth
 
 
 __all__ = ["lower_function", "expand_composites", "Lowering", "LOWERINGS", "has_lowering",
-           "fuse_epilogues", "apply_inplace"]
+           "fuse_epilogues", "apply_inplace", "fusion_groups", "liveness", "plan_memory"]

@@ -26,7 +26,7 @@ from ..ir.core import Function, Module
 from ..ir.types import DType, TensorType
 from .bufferize import lower_function
 from .llvm import emit_module, entry_symbol
-from .loops import Program, kernel_str, print_program
+from .loops import Program, kernel_str, nbytes, print_program, size_formula
 from .target import CodegenOptions, ensure_llvm, target_machine
 
 STAGES = ("loops", "llvm", "llvm-opt", "asm")
@@ -86,7 +86,26 @@ def _type_from_json(d: dict[str, Any]) -> TensorType:
 def lower_module(module: Module, options: CodegenOptions | None = None) -> list[Program]:
     """Loop IR for every function of ``module``."""
     options = options or CodegenOptions()
-    return [lower_function(f, fuse=options.fuse) for f in module.functions]
+    return [lower_function(f, fuse=options.fuse, plan=options.plan_memory) for f in module.functions]
+
+
+def memory_report(programs: list[Program], bindings: dict[str, int]) -> str:
+    """Per program: kernels, and the peak temporary bytes before and after memory planning
+    (the workspace, GEMM packing panels aside), as formulas and at ``bindings``."""
+    lines = []
+    for prog in programs:
+        plan = prog.memory
+        before = plan.before if plan is not None else prog.temps
+        after = [slot[0] for slot in plan.slots] if plan is not None else prog.temps
+        where = ", ".join(f"{s}={bindings[s]}" for s in prog.symbols)
+        lines.append(f"@{prog.name}: {len(prog.kernels)} kernels, {len(before)} temporaries "
+                     f"in {len(after)} workspace slots"
+                     + (f", {len(plan.inplace)} written in place over an operand" if plan else ""))
+        for label, bufs in (("before planning", before), ("after planning", after)):
+            total = sum(nbytes(b, bindings) for b in bufs)
+            lines.append(f"  peak temporary bytes {label}: {size_formula(bufs)} = {total}"
+                         + (f" at {where}" if where else ""))
+    return "\n".join(lines) + "\n"
 
 
 def llvm_module(module: Module, options: CodegenOptions | None = None) -> ir.Module:

@@ -255,6 +255,10 @@ class Program:
     outputs: list[Buffer]
     buffers: list[Buffer] = field(default_factory=list)    # temps, consts, views
     kernels: list[Kernel] = field(default_factory=list)
+    # the dl ops (of the function lowered, before composite expansion) each kernel computes
+    kernel_ops: dict[Kernel, list[Any]] = field(default_factory=dict)
+    # the workspace plan (bufferize.plan_memory), None when memory was not planned
+    memory: MemoryPlan | None = None
 
     @property
     def temps(self) -> list[Buffer]:
@@ -267,6 +271,50 @@ class Program:
     @property
     def views(self) -> list[Buffer]:
         return [b for b in self.buffers if b.role == VIEW]
+
+
+@dataclass(eq=False)
+class MemoryPlan:
+    """How temporaries share the workspace (``bufferize.plan_memory``).
+
+    ``before``: the temporaries as bufferization made them, each its own
+    region; ``slots``: the regions after planning, each a list of buffers
+    whose lifetimes (kernel index ranges ``live``) are disjoint, the first
+    being the slot's own temporary (the largest) and the others views of it;
+    ``inplace``: (buffer, operand) pairs where an elementwise kernel writes
+    over an operand at its last use.
+    """
+
+    before: list[Buffer]
+    slots: list[list[Buffer]]
+    live: dict[Buffer, tuple[int, int]]
+    inplace: list[tuple[Buffer, Buffer]] = field(default_factory=list)
+
+
+def nbytes(buf: Buffer, bindings: dict[str, int]) -> int:
+    """``buf``'s size in bytes with symbolic dims bound by ``bindings``."""
+    size = buf.dtype.itemsize
+    for d in buf.shape:
+        size *= d if isinstance(d, int) else bindings[d]
+    return size
+
+
+def size_formula(buffers: list[Buffer]) -> str:
+    """The total bytes of ``buffers`` as a formula in their symbolic dims: ``2096*N + 2088``."""
+    terms: dict[tuple[str, ...], int] = {}
+    for b in buffers:
+        coeff = b.dtype.itemsize
+        syms: list[str] = []
+        for d in b.shape:
+            if isinstance(d, int):
+                coeff *= d
+            else:
+                syms.append(d)
+        key = tuple(sorted(syms))
+        terms[key] = terms.get(key, 0) + coeff
+    parts = [("*".join([str(c), *k]) if k else str(c)) if c != 1 or not k else "*".join(k)
+             for k, c in sorted(terms.items(), key=lambda kc: (-len(kc[0]), kc[0]))]
+    return " + ".join(parts) if parts else "0"
 
 
 # -- printing ----------------------------------------------------------------------------------

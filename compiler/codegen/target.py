@@ -86,7 +86,8 @@ class CodegenOptions:
     """Every knob that changes generated code (and so the cache key).
 
     ``vector_lanes`` overrides the f32 lane count (``None``: from the target);
-    ``fuse`` enables elementwise fusion and matmul epilogues; ``profile``
+    ``fuse`` enables elementwise fusion and matmul epilogues; ``plan_memory``
+    lets temporaries share workspace memory (``bufferize.plan_memory``); ``profile``
     makes each entry point count the CPU cycles spent in each of its kernels
     (``CompiledFunction.kernel_profile()``).
     """
@@ -96,6 +97,7 @@ class CodegenOptions:
     fuse: bool = True
     vector_lanes: int | None = None
     profile: bool = False
+    plan_memory: bool = True
 
     @property
     def lanes(self) -> int:
@@ -105,7 +107,7 @@ class CodegenOptions:
         """A stable text naming everything that determines the object code."""
         t = self.target
         return "|".join([t.triple, t.cpu, t.features, f"O{self.opt_level}",
-                         f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}",
+                         f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}", f"plan={self.plan_memory}",
                          f"llvmlite={llvmlite.__version__}",
                          f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])
 

@@ -41,12 +41,21 @@ def _codegen_stage(stage: str) -> Callable[[Module, argparse.Namespace], str]:
     ``runtime.compile`` would build it, after the default pass pipeline."""
 
     def render(module: Module, args: argparse.Namespace) -> str:
-        from compiler.codegen.driver import stage_text
+        from compiler.codegen.driver import lower_module, memory_report, stage_text
         from compiler.passes import run_pipeline
 
         if args.fn is not None:
+            if args.fn == "train_step":
+                from compiler.analysis.stats import with_train_step
+
+                module, _ = with_train_step(module)
             module = Module([pick_function(module, args.fn, args.file)])
-        return stage_text(run_pipeline(module, "default"), stage)
+        module = run_pipeline(module, "default")
+        if getattr(args, "memory", False):
+            programs = lower_module(module)
+            symbols = {s for p in programs for s in p.symbols}
+            return memory_report(programs, {s: args.batch for s in symbols})
+        return stage_text(module, stage)
 
     return render
 
@@ -63,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="end every op with its source location, loc(\"file.dl\":line:col)")
     parser.add_argument("--stage", choices=list(STAGES), default="dl",
                         help="what to print (default: dl, the tensor-level IR)")
+    parser.add_argument("--memory", action="store_true",
+                        help="with --stage loops: kernels and peak temporary bytes before and after "
+                             "memory planning, instead of the loop IR")
+    parser.add_argument("--batch", type=int, default=128, metavar="N",
+                        help="size of every symbolic dim in --memory figures (default 128)")
     add_pass_arguments(parser, after=True)
 
 
