@@ -9,8 +9,9 @@ library carries its own):
 * **Workers** are created on first use with ``pthread_create`` (resolved by
   MCJIT from the process, or by the dynamic linker for an AOT library), at
   most ``MAX_THREADS - 1`` of them, and never more than a call asks for.
-  Worker ``w`` runs exactly task ``w`` of each job (a static assignment:
-  nothing is shared between jobs, so no worker can see a stale job).
+  Tasks are claimed dynamically (one compare-and-swap on a word holding the
+  job generation and the next task), the caller included: when a worker is
+  descheduled (a busy machine) the caller simply does its task too.
 * **Parking**: a worker waits for the next job by spinning ``SPIN`` rounds of
   ``pause`` on the job generation counter, then sleeps in ``futex(WAIT)``
   on it, so an idle pool burns no CPU.  The caller only issues
@@ -79,12 +80,13 @@ class Pool:
         self.started = g("started", I32, 0)         # workers created
         self.lock = g("lock", I32, 0)               # 1 while a job runs
         self.gen = g("gen", I32, 0)                 # job generation (futex word of the workers)
-        self.pending = g("pending", I32, 0)         # workers still running the job (caller's futex)
+        self.pending = g("pending", I32, 0)         # tasks not finished yet (the caller's futex word)
         self.sleepers = g("sleepers", I32, 0)       # workers in futex wait
         self.stop = g("stop", I32, 0)
         self.task = g("task", TASK_TYPE.as_pointer(), None)
         self.ctx = g("ctx", I8P, None)
         self.ntasks = g("ntasks", I64, 0)
+        self.claim = g("claim", I64, 0)             # generation << 32 | next unclaimed task
         tids_ty = ir.ArrayType(I64, MAX_THREADS)
         self.tids = g("tids", tids_ty, None)
         self.worker = self._worker()
@@ -160,13 +162,11 @@ class Pool:
     # -- the worker ------------------------------------------------------------------
 
     def _worker(self) -> ir.Function:
-        """``void *worker(void *arg)``, ``arg = index << 32 | generation seen at creation``."""
+        """``void *worker(void *arg)``, ``arg`` = the job generation seen at creation."""
         fn = self._function("dlc.pool.worker", ir.FunctionType(I8P, [I8P]))
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         self._block_signals(b)
-        arg = b.ptrtoint(fn.args[0], I64)
-        index = b.lshr(arg, ir.Constant(I64, 32))
-        first = b.trunc(arg, I32)
+        first = b.trunc(b.ptrtoint(fn.args[0], I64), I32)
         entry = b.block
         loop = fn.append_basic_block("loop")
         b.branch(loop)
@@ -177,14 +177,36 @@ class Pool:
         stopped = b.icmp_unsigned("!=", self._load(b, self.stop), ir.Constant(I32, 0))
         with b.if_then(stopped):
             b.ret(ir.Constant(I8P, None))
-        with b.if_then(b.icmp_signed("<", index, b.load(self.ntasks))):
-            b.call(b.load(self.task), [b.load(self.ctx), index])
-        left = b.atomic_rmw("sub", self.pending, ir.Constant(I32, 1), "acq_rel")
-        with b.if_then(b.icmp_unsigned("==", left, ir.Constant(I32, 1))):
-            self._futex(b, self.pending, FUTEX_WAKE_PRIVATE, ir.Constant(I32, 1))
+        self._claim_tasks(b, gen, wake=True)
         seen.add_incoming(gen, b.block)
         b.branch(loop)
         return fn
+
+    def _claim_tasks(self, b: ir.IRBuilder, gen: ir.Value, wake: bool) -> None:
+        """Run tasks of job ``gen`` until none is left: each is claimed by a compare-and-swap
+        of ``claim`` that also checks the generation, so a late thread never takes a task
+        of another job; job fields are read only after a successful claim."""
+        fn = b.function
+        head = fn.append_basic_block("claim")
+        body = fn.append_basic_block("claim.try")
+        done = fn.append_basic_block("claim.done")
+        b.branch(head)
+        b.position_at_end(head)
+        word = self._load(b, self.claim)
+        same = b.icmp_unsigned("==", b.trunc(b.lshr(word, ir.Constant(I64, 32)), I32), gen)
+        index = b.and_(word, ir.Constant(I64, 0xFFFFFFFF))
+        left = b.icmp_signed("<", index, b.load(self.ntasks))
+        b.cbranch(b.and_(same, left), body, done)
+        b.position_at_end(body)
+        got = b.cmpxchg(self.claim, word, b.add(word, ir.Constant(I64, 1)), "acq_rel", "monotonic")
+        with b.if_then(b.extract_value(got, 1)):
+            b.call(b.load(self.task), [b.load(self.ctx), index])
+            remaining = b.atomic_rmw("sub", self.pending, ir.Constant(I32, 1), "acq_rel")
+            if wake:
+                with b.if_then(b.icmp_unsigned("==", remaining, ir.Constant(I32, 1))):
+                    self._futex(b, self.pending, FUTEX_WAKE_PRIVATE, ir.Constant(I32, 1))
+        b.branch(head)
+        b.position_at_end(done)
 
     def _block_signals(self, b: ir.IRBuilder) -> None:
         """``pthread_sigmask(SIG_BLOCK, all, NULL)`` (a sigset_t is 128 bytes)."""
@@ -209,8 +231,7 @@ class Pool:
         b.cbranch(b.icmp_signed("<", have, want), body, done)
         b.position_at_end(body)
         slot = b.gep(self.tids, [ir.Constant(I64, 0), have])
-        arg = b.or_(b.shl(b.add(have, ir.Constant(I64, 1)), ir.Constant(I64, 32)),
-                    b.zext(b.load(self.gen), I64))
+        arg = b.zext(b.load(self.gen), I64)
         rc = b.call(create, [slot, ir.Constant(I8P, None), b.bitcast(self.worker, I8P),
                              b.inttoptr(arg, I8P)])
         ok = b.icmp_signed("==", rc, ir.Constant(I32, 0))
@@ -247,21 +268,18 @@ class Pool:
         want = b.sub(ntasks, one)
         cap = ir.Constant(I64, MAX_THREADS - 1)
         want = b.select(b.icmp_signed("<", want, cap), want, cap)
-        workers = self._start_workers(b, want)
-        with b.if_then(b.icmp_signed("==", workers, ir.Constant(I64, 0))):
-            self._store(b, ir.Constant(I32, 0), self.lock)
-            run_serially(ir.Constant(I64, 0))
-            b.ret_void()
+        self._start_workers(b, want)
         b.store(task, self.task)
         b.store(ctx, self.ctx)
         b.store(ntasks, self.ntasks)
-        self._store(b, b.trunc(workers, I32), self.pending, "seq_cst")
-        b.atomic_rmw("add", self.gen, ir.Constant(I32, 1), "seq_cst")
+        self._store(b, b.trunc(ntasks, I32), self.pending, "seq_cst")
+        gen = b.add(b.load(self.gen), ir.Constant(I32, 1))
+        self._store(b, b.shl(b.zext(gen, I64), ir.Constant(I64, 32)), self.claim, "seq_cst")
+        self._store(b, gen, self.gen, "seq_cst")
         asleep = self._load(b, self.sleepers, "seq_cst")
         with b.if_then(b.icmp_unsigned("!=", asleep, ir.Constant(I32, 0))):
             self._futex(b, self.gen, FUTEX_WAKE_PRIVATE, ir.Constant(I32, 2 ** 31 - 1))
-        b.call(task, [ctx, ir.Constant(I64, 0)])
-        run_serially(b.add(workers, one))          # tasks with no worker of their own
+        self._claim_tasks(b, gen, wake=False)      # with no worker awake, the caller does it all
         self._wait_zero(b, self.pending)
         self._store(b, ir.Constant(I32, 0), self.lock)
         b.ret_void()
@@ -386,7 +404,14 @@ def split(b: ir.IRBuilder, total: ir.Value, t: ir.Value, ntasks: ir.Value, grain
 
 
 __all__ = ["MAX_THREADS", "num_threads", "pool", "parallel_call", "split", "Pool",
-           "SET_THREADS_SYMBOL", "SHUTDOWN_SYMBOL"]
+           "SET_THREADS_SYMBOL", "SHUTDOWN_SYMBOL", "set_num_threads", "start_threads"]
+
+
+def set_num_threads(library, n: int) -> None:
+    """Let code loaded as ``library`` (a ``runtime.native.NativeLibrary``) split kernels
+    into up to ``n`` threads from its next call on."""
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_int32)(library.address(SET_THREADS_SYMBOL))
+    fn(max(1, min(int(n), MAX_THREADS)))
 
 
 def start_threads(engine) -> Callable[[], None] | None:
