@@ -8,6 +8,10 @@ entry, ``<key>.dlco``::
     header             JSON: key, object size and sha256, the functions' signatures
     object             ELF bytes
 
+Beside them, ``<key>.dlcsrc`` files map the key of an *input* (source
+text, pass pipeline, options, compiler source) to the key of its object, so
+a warm ``runtime.compile`` skips the frontend and the passes.
+
 Writes are atomic (a temporary file in the same folder, then ``os.replace``),
 so a reader never sees half an entry.  An entry that is truncated, garbled,
 has the wrong magic, a different key or a bad checksum is reported with a
@@ -27,6 +31,7 @@ from typing import Any
 
 MAGIC = b"DLCOBJ\x01\n"
 SUFFIX = ".dlco"
+ALIAS_SUFFIX = ".dlcsrc"     # input key -> object key (runtime.compile's warm path)
 
 
 class CacheWarning(UserWarning):
@@ -96,6 +101,32 @@ class ObjectCache:
             raise
         return path
 
+    def store_alias(self, key: str, object_key: str) -> None:
+        """Record that input ``key`` (source text, passes, options) compiles to the object
+        stored under ``object_key`` (a small ``<key>.dlcsrc`` file, written atomically)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ALIAS_SUFFIX, dir=self.directory)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"key": key, "object_key": object_key}, f)
+            os.replace(tmp, self.directory / f"{key}{ALIAS_SUFFIX}")
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def load_alias(self, key: str) -> str | None:
+        """The object key input ``key`` compiled to, or None (missing or unusable)."""
+        try:
+            data = json.loads((self.directory / f"{key}{ALIAS_SUFFIX}").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("object_key"), str):
+            return None
+        return data["object_key"]
+
     def entries(self) -> list[Path]:
         if not self.directory.is_dir():
             return []
@@ -112,6 +143,11 @@ class ObjectCache:
         if not self.directory.is_dir():
             return 0
         removed = 0
+        for p in self.directory.glob(f"*{ALIAS_SUFFIX}"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
         for p in self.directory.glob(f"*{SUFFIX}"):
             try:
                 p.unlink()

@@ -526,10 +526,22 @@ class CompiledModule:
         self._library = library
         self.object_code = object_code
         self.target = target
-        self.module = module
+        self._module = module
+        self._origin: Any = None              # a cache hit by source: what to rebuild module from
         self.cache_path = cache_path
         self.functions: dict[str, CompiledFunction] = {
             info.name: CompiledFunction(info, library) for info in infos}
+
+    @property
+    def module(self) -> Module | None:
+        """The dl IR compiled (after the pass pipeline), when built from source; on a cache
+        hit by source it is rebuilt on first access."""
+        if self._module is None and self._origin is not None:
+            origin, self._origin = self._origin, None
+            self._module = _prepare(origin, self._passes)
+        return self._module
+
+    _passes: str | list[str] | None = None
 
     def __getitem__(self, name: str) -> CompiledFunction:
         try:
@@ -580,10 +592,15 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
     """
     from compiler.ir.printer import print_module
 
-    module = _prepare(source, passes)
     options = options or CodegenOptions()
-    text = print_module(module)
     store = _cache_of(cache)
+    early = _source_key(source, passes, options) if store is not None else None
+    if early is not None:
+        hit = _load_by_source(store, *early, options, passes)
+        if hit is not None:
+            return hit
+    module = _prepare(source, passes)
+    text = print_module(module)
     key = cache_key(text, options)
     with _COMPILE_LOCK:
         entry = store.load(key) if store is not None else None
@@ -595,9 +612,53 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
             if store is not None:
                 store.store(key, obj, {"functions": [i.to_json() for i in infos],
                                        "target": _target_json(options.target)})
+        if early is not None:
+            store.store_alias(early[0], key)
     library = NativeLibrary(obj)
     return CompiledModule(library, infos, obj, options.target, module,
                           store.path(key) if store is not None else None)
+
+
+def _source_key(source: str | Path | Module, passes: str | list[str] | None,
+                options: CodegenOptions) -> tuple[str, Any] | None:
+    """(key of the input as given, what to prepare from lazily), or None when the
+    input cannot be keyed (a path that does not exist: the slow path reports it)."""
+    from compiler.codegen.cache import source_key
+    from compiler.ir.printer import print_module
+
+    pipeline = "default" if passes is None else passes
+    spec = pipeline if isinstance(pipeline, str) else ",".join(pipeline)
+    if isinstance(source, Module):
+        text = print_module(source)
+        return source_key("ir", text, spec, options), text
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
+                                    and source.rstrip().endswith((".dl", ".mlir"))):
+        path = Path(source)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return source_key(f"file:{path.suffix}", text, spec, options), path
+    if isinstance(source, str):
+        return source_key("text", source, spec, options), source
+    return None
+
+
+def _load_by_source(store: ObjectCache, key: str, origin: Any, options: CodegenOptions,
+                    passes: str | list[str] | None) -> CompiledModule | None:
+    """A compiled module straight from the cache, or None on a miss; its ``module``
+    (the dl IR compiled) is rebuilt from ``origin`` only if someone asks for it."""
+    object_key = store.load_alias(key)
+    if object_key is None:
+        return None
+    entry = store.load(object_key)
+    if entry is None:
+        return None
+    infos = [FunctionInfo.from_json(f) for f in entry.header["functions"]]
+    compiled = CompiledModule(NativeLibrary(entry.object_code), infos, entry.object_code,
+                              options.target, None, store.path(object_key))
+    compiled._origin, compiled._passes = origin, passes
+    return compiled
 
 
 def _cache_of(cache: bool | str | Path | ObjectCache) -> ObjectCache | None:

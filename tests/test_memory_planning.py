@@ -208,3 +208,15 @@ def test_fusion_groups_name_the_kernel_of_every_op():
     assert any(relu_kernel in ks for ks in by_name["add"])
     last_matmul = [i for i, k in enumerate(prog.kernels) if type(k).__name__ == "Matmul"]
     assert any(set(ks) & set(last_matmul) for ks in by_name["sub"])
+
+
+def test_dlc_graph_draws_fused_kernels_as_clusters():
+    from compiler.analysis.graph import to_dot
+    from compiler.codegen.bufferize import kernel_clusters
+
+    module = run_pipeline(load_module(str(ROOT / "examples" / "xor.dl")), "default")
+    func = module.get("predict")
+    groups = kernel_clusters(func)
+    dot = to_dot(module, [func], groups=groups)
+    assert 'label="k0"' in dot and 'label="k1"' in dot
+    assert {op.name for op, k in groups.items() if k == "k0"} == {"matmul", "add", "sigmoid"}

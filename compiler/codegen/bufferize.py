@@ -627,6 +627,13 @@ def fusion_groups(prog: Program) -> dict[Op, list[int]]:
     return groups
 
 
+def kernel_clusters(func: Function, fuse: bool = True) -> dict[Op, str]:
+    """``func``'s ops -> the name of the native kernel(s) computing them (``k3``, or
+    ``k3, k7`` for a value recomputed in several), for ``dlc graph --kernels``."""
+    prog = lower_function(func, fuse=fuse, plan=False)
+    return {op: ", ".join(f"k{i}" for i in ks) for op, ks in fusion_groups(prog).items()}
+
+
 # ---------------------------------------------------------------------------
 # 5. Memory planning
 
@@ -731,4 +738,4 @@ def _depth(buf: Buffer) -> int:
 
 
 __all__ = ["lower_function", "expand_composites", "Lowering", "LOWERINGS", "has_lowering",
-           "fuse_epilogues", "apply_inplace", "fusion_groups", "liveness", "plan_memory"]
+           "fuse_epilogues", "apply_inplace", "fusion_groups", "kernel_clusters", "liveness", "plan_memory"]

@@ -34,6 +34,25 @@ def source_fingerprint() -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def compiler_fingerprint() -> str:
+    """sha256 over every source file of ``compiler`` and ``frontend_dsl``: what turns
+    source text into a module ready for codegen (frontend, passes, training)."""
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for package in ("compiler", "frontend_dsl"):
+        for path in sorted((root / package).rglob("*.py")) + sorted((root / package).rglob("*.lark")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def source_key(kind: str, text: str, passes: str, options: CodegenOptions) -> str:
+    """The cache key of *input* text (``kind``: dl source, IR text) compiled with the pass
+    pipeline ``passes`` and ``options``: a warm load skips the frontend and the passes."""
+    return cache_key("\0".join(["source", kind, passes, compiler_fingerprint(), text]), options)
+
+
 def cache_key(module_text: str, options: CodegenOptions) -> str:
     """The object-cache key of a module's IR text compiled with ``options``."""
     from .. import __version__

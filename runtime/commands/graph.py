@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="draw only this function (repeatable; default: all)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write .dot/.gv, or .svg/.png through Graphviz (default: DOT to stdout)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="cluster ops by the fused native kernel that computes them "
+                             "(as runtime.compile builds it) instead of by source line")
     add_pass_arguments(parser, after=True)
 
 
@@ -35,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
     module = run_passes(load_for_passes(args.file, args), args)
     functions = [pick_function(module, name, args.file) for name in args.fn] if args.fn else None
-    text = to_dot(module, functions)
+    groups = None
+    if args.kernels:
+        from compiler.codegen.bufferize import kernel_clusters
+
+        groups = {}
+        for func in functions or module.functions:
+            groups.update(kernel_clusters(func))
+    text = to_dot(module, functions, groups=groups)
     if args.output:
         write_graph(text, args.output)
         print(f"wrote {args.output}")
