@@ -34,6 +34,7 @@ hyperparameter is a constant in the IR.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -77,6 +78,22 @@ class OptimizerDef:
             out[key] = value
         return out
 
+    def check(self, key: str, value: float | bool) -> str | None:
+        """Why ``value`` is not a valid setting of hyperparameter ``key``, or None if it is.
+
+        ``key`` may be an alias (``lr``).  Ranges: :data:`HYPERPARAM_RANGES`.
+        """
+        key = self.aliases.get(key, key)
+        if isinstance(self.hyperparams.get(key), bool):
+            return None if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key} must be a number, got {value!r}"
+        rule = HYPERPARAM_RANGES.get(key)
+        if rule is None:
+            return None
+        accepts, wanted = rule
+        return None if math.isfinite(value) and accepts(float(value)) else f"{key} must be {wanted}, got {value:g}"
+
     def def_update(self, fn: UpdateRule) -> UpdateRule:
         self.update = fn
         return fn
@@ -89,6 +106,19 @@ class OptimizerDef:
         """The name of a state tensor: ``rmsprop.velocity.dense_1.kernel`` or ``adam.iterations``."""
         return f"{self.name}.{slot}" if param is None else f"{self.name}.{slot}.{param}"
 
+
+# Valid values of each numeric hyperparameter: (test, what the message asks for).
+# A decay rate of 1 would never update its average (and divides by zero in
+# Adam's bias correction), so betas and rho stay below 1.
+HYPERPARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "learning_rate": (lambda v: v > 0, "a positive number"),
+    "momentum": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "rho": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta_1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta_2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "epsilon": (lambda v: v >= 0, "a number >= 0"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+}
 
 OPTIMIZERS: dict[str, OptimizerDef] = {
     o.name: o for o in [

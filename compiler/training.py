@@ -101,9 +101,14 @@ def optimizer_of(info: dict[str, Any], loc: Location | None = None) -> tuple[Opt
     if opt is None:
         raise TrainingError(f"unknown optimizer '{name}' (known: {', '.join(OPTIMIZERS)})", loc)
     try:
-        return opt, opt.resolve(spec)
+        hyperparams = opt.resolve(spec)
     except KeyError as e:
         raise TrainingError(f"optimizer '{name}' has no hyperparameter '{e.args[0]}'", loc) from None
+    for key, value in hyperparams.items():
+        problem = opt.check(key, value)
+        if problem is not None:
+            raise TrainingError(f"optimizer '{name}': {problem}", loc)
+    return opt, hyperparams
 
 
 def train_signature(module: Module) -> TrainSignature:

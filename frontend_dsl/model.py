@@ -235,6 +235,9 @@ class ModelLowering:
             kind = "bool" if isinstance(opt.hyperparams[key], bool) else "float"
             given[kw.name] = convert_attr(self.body.const(kw.value), kind,
                                           f"hyperparameter '{kw.name}' of '{name}'", kw.value.span, set())
+            problem = opt.check(kw.name, given[kw.name])
+            if problem is not None:
+                raise DlTypeError(f"optimizer '{name}': {problem}", kw.value.span)
         return {"name": name, **opt.resolve(given)}
 
     def loss_spec(self, expr: ast.Expr) -> dict[str, Any]:

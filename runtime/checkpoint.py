@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import zipfile
 import zlib
@@ -63,21 +64,49 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     arrays: dict[str, np.ndarray] = {META_KEY: np.array(json.dumps(meta))}
     arrays.update({f"param/{n}": np.asarray(a) for n, a in ckpt.params.items()})
     arrays.update({f"state/{n}": np.asarray(a) for n, a in ckpt.state.items()})
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise DlRuntimeError(f"{path}: cannot save, directory {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    directory = check_writable(path)
+    tmp_name = str(directory / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # O_EXCL like mkstemp, but mode 0666 less the umask (mkstemp's 0600 would stick to the checkpoint)
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise DlRuntimeError(f"{path}: cannot save ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise DlRuntimeError(f"{path}: cannot save ({e.strerror or e})") from None
         raise
     _fsync_dir(directory)
     return path
+
+
+def check_writable(path: str | Path) -> Path:
+    """The directory ``path`` would be written in, after checking a file can be created there.
+
+    Raises a :class:`DlRuntimeError` when ``path`` is a directory, its directory
+    does not exist, or a file cannot be created in it (permissions, a read-only
+    file system).  Commands call it before long work, so a bad ``--save`` path
+    fails before training rather than after.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise DlRuntimeError(f"{path}: is a directory, not a file")
+    if not directory.is_dir():
+        raise DlRuntimeError(f"{path}: directory {directory} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise DlRuntimeError(f"{path}: cannot create files in {directory} "
+                             f"({e.strerror or e})") from None
+    return directory
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -96,8 +125,12 @@ def _fsync_dir(directory: Path) -> None:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint, checking that it is complete and consistent with its own metadata."""
     path = Path(path)
+    if path.is_dir():
+        raise DlRuntimeError(f"{path}: is a directory, not a checkpoint file")
     if not path.is_file():
         raise DlRuntimeError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        raise DlRuntimeError(f"{path}: corrupt or not a dlc checkpoint (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

@@ -4,7 +4,8 @@ Commands are modules of :mod:`runtime.commands` listed in :data:`COMMANDS`;
 adding one is adding its name there (see ``runtime/commands/__init__.py``
 for what a command module defines).  :func:`main` turns every
 :class:`~compiler.diagnostics.DlError` into ``file:line:col: error: ...`` on
-stderr and exit status 1; no Python traceback reaches a user.
+stderr and exit status 1 (an ``OSError`` from the file system too, as
+``error: path: reason``); no Python traceback reaches a user.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from types import ModuleType
+from typing import TextIO
 
 from compiler import __version__
 from compiler.diagnostics import DlError
@@ -66,9 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:       # --help, --version, or a usage error (already printed)
         return e.code if isinstance(e.code, int) else 0
     try:
-        return int(args.handler(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.handler(args))
     except DlError as e:
         print(e.render(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:          # the file system said no (a read-only cache folder, a full disk): not a bug
+        if args.traceback:
+            raise
+        print(f"error: {_os_error_text(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("dlc: interrupted", file=sys.stderr)
@@ -82,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlc: internal error: {type(e).__name__}: {e}\n"
               "(this is a bug in dlc; run with --traceback for details)", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings (a discarded cache entry) as one ``warning: ...`` line, not Python's file:line form."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
+def _os_error_text(e: OSError) -> str:
+    """``path: reason`` for an OSError, naming both paths of a failed rename."""
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    reason = e.strerror or str(e)
+    return f"{paths}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

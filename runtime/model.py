@@ -313,7 +313,7 @@ class Model:
             vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
             val = (vx, prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target"))
         if learning_rate is not None:
-            self.learning_rate = float(learning_rate)
+            self.learning_rate = _check_learning_rate(learning_rate)
         history = History()
         self.history = history
         with _DeferredInterrupt() as interrupt:
@@ -493,6 +493,17 @@ def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise DlRuntimeError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _check_learning_rate(value: Any) -> float:
+    """``value`` as a float if it is a finite, positive number; else a :class:`DlRuntimeError`."""
+    try:
+        lr = float(value)
+    except (TypeError, ValueError):
+        raise DlRuntimeError(f"learning_rate must be a positive number, got {value!r}") from None
+    if not (math.isfinite(lr) and lr > 0):
+        raise DlRuntimeError(f"learning_rate must be a positive number, got {value!r}")
+    return lr
 
 
 def _format_logs(logs: dict[str, float]) -> str:

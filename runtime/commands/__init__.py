@@ -12,14 +12,16 @@ user mistake by raising a :class:`~compiler.diagnostics.DlError`; ``dlc``
 prints it and exits 1.
 
 Helpers shared by commands live here: :func:`load_module` reads ``.dl``
-source or dl IR text, :func:`pick_function` chooses a function by name.
+source or dl IR text, :func:`pick_function` chooses a function by name,
+:func:`check_output` and :func:`write_output_file` guard files a command writes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO, Callable
 
-from compiler.diagnostics import DlError
+from compiler.diagnostics import DlError, DlRuntimeError
 from compiler.ir.core import Function, Module
 
 SOURCE_SUFFIX = ".dl"
@@ -63,3 +65,27 @@ def model_param_count(module: Module) -> int | None:
         return None
     params = module.get("predict").params[:len(model.get("params", []))]
     return sum(p.type.num_elements() for p in params)
+
+
+def check_output(path: str | Path, option: str) -> None:
+    """Fail now, naming ``option``, if a file cannot be written at ``path`` later.
+
+    Commands call it before long work (training), so a directory, a missing
+    folder or a read-only location is reported before the work, not after it.
+    """
+    from ..checkpoint import check_writable
+
+    try:
+        check_writable(path)
+    except DlRuntimeError as e:
+        raise DlRuntimeError(f"{option} {e.message}") from None
+
+
+def write_output_file(path: str | Path, write: Callable[[BinaryIO], None], option: str) -> None:
+    """Create ``path`` (exactly that name) and fill it with ``write(file)``; OS errors become DlErrors."""
+    check_output(path, option)
+    try:
+        with open(path, "wb") as f:
+            write(f)
+    except OSError as e:
+        raise DlRuntimeError(f"{option} {path}: cannot write ({e.strerror or e})") from None

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..data import load_data
 from ..model import load_model
+from . import check_output, write_output_file
 from .train import add_data_arguments, add_model_arguments
 
 NAME = "evaluate"
@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print ``split: loss=... metric=...``."""
+    if args.metrics_out:
+        check_output(args.metrics_out, "--metrics-out")
     model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights)
     data = load_data(args.data, model.data_spec, seed=args.seed, label_column=args.label_column)
     if data.has_test:
@@ -40,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
           + "  ".join(f"{k}={v:.4f}" for k, v in results.items()))
     if args.metrics_out:
         report = {"model": model.name, "data": data.name, "split": split, "samples": len(x), **results}
-        Path(args.metrics_out).write_text(json.dumps(report, indent=2) + "\n")
+        text = json.dumps(report, indent=2) + "\n"
+        write_output_file(args.metrics_out, lambda f: f.write(text.encode()), "--metrics-out")
     return 0

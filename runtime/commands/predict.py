@@ -18,6 +18,7 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 
 from ..model import load_model
+from . import check_output, write_output_file
 from .train import add_model_arguments
 
 NAME = "predict"
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and print or save the outputs."""
+    if args.output:
+        check_output(args.output, "--output")
     model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights)
     x = read_input(Path(args.input))
     outputs = model.predict(x, batch_size=args.batch_size)
@@ -56,6 +59,10 @@ def read_input(path: Path) -> Any:
     """The model input(s) from a .npy file, or a dict of arrays from a .npz file."""
     if not path.is_file():
         raise DlRuntimeError(f"{path}: no such input file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not (magic == b"\x93NUMPY" or zipfile.is_zipfile(path)):
+        raise DlRuntimeError(f"{path}: not a .npy or .npz array file")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -67,10 +74,8 @@ def read_input(path: Path) -> Any:
 
 
 def write_output(path: Path, named: dict[str, np.ndarray]) -> None:
-    """One output as .npy; several as .npz by output name."""
-    if not path.resolve().parent.is_dir():
-        raise DlRuntimeError(f"--output {path}: directory {path.resolve().parent} does not exist")
+    """One output as .npy; several as .npz by output name (to ``path`` exactly: no suffix is added)."""
     if len(named) == 1 and path.suffix != ".npz":
-        np.save(path, next(iter(named.values())))
+        write_output_file(path, lambda f: np.save(f, next(iter(named.values()))), "--output")
     else:
-        np.savez(path, **named)
+        write_output_file(path, lambda f: np.savez(f, **named), "--output")

@@ -27,6 +27,7 @@ from compiler.diagnostics import DlRuntimeError
 
 from ..data import Dataset, load_data
 from ..model import BACKENDS, History, Model, load_model
+from . import check_output, write_output_file
 
 NAME = "train"
 HELP = "train a model (compiled training step) and report loss and metrics"
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         model.save(args.save)
         print(f"saved checkpoint to {args.save}")
     if args.metrics_out:
-        Path(args.metrics_out).write_text(json.dumps(report, indent=2) + "\n")
+        text = json.dumps(report, indent=2) + "\n"
+        write_output_file(args.metrics_out, lambda f: f.write(text.encode()), "--metrics-out")
         print(f"wrote metrics to {args.metrics_out}")
     if args.plot:
         plot_history(history, args.plot, model.name)
@@ -120,9 +122,8 @@ def _check_options(args: argparse.Namespace) -> None:
         require_matplotlib()
     for option in ("save", "metrics_out", "plot"):
         path = getattr(args, option)
-        if path and not Path(path).resolve().parent.is_dir():
-            raise DlRuntimeError(f"--{option.replace('_', '-')} {path}: directory "
-                                 f"{Path(path).resolve().parent} does not exist")
+        if path:
+            check_output(path, f"--{option.replace('_', '-')}")
 
 
 def _printer(quiet: bool) -> Any:
