@@ -448,6 +448,8 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
             raise DlRuntimeError(f"no default data set for model '{name}': pass --data "
                                  "(mnist, a synthetic set name, an IDX directory, a .npz or a .csv file)")
     text = str(source)
+    if label_column and Path(text).suffix.lower() != ".csv":
+        raise DlRuntimeError(f"--label-column applies to a .csv data file, not to {text}")
     if text == "mnist":
         return load_mnist()
     if text in SYNTHETIC:

@@ -153,3 +153,9 @@ def test_warnings_print_as_one_line(monkeypatch, capsys) -> None:
     monkeypatch.setattr(check_command, "run", warn)
     assert main(["check", XOR]) == 0
     assert capsys.readouterr().err == "warning: dlc cache: discarding abc.dlco: truncated header; recompiling\n"
+
+
+def test_label_column_without_a_csv_is_an_error(capsys) -> None:
+    rc = main(["train", XOR, "--backend", "interp", "--quiet", "--label-column", "y"])
+    assert rc == 1
+    assert "error: --label-column applies to a .csv data file, not to xor" in capsys.readouterr().err
