@@ -29,6 +29,7 @@ import numpy as np
 
 from .diagnostics import DlError
 from .ir.builder import new_function
+from .initializers import model_param_values
 from .ir.core import Function, Module, Op, Value
 from .ir.types import DType, TensorType
 from .ops.base import get_op
@@ -54,6 +55,7 @@ class ArgCheck:
     max_abs_error: float  # over the checked elements and the random direction
     rel_error: float      # max_abs_error relative to the gradient's magnitude
     ok: bool
+    max_grad: float = 0.0  # largest |autodiff derivative| compared: 0 means nothing was tested
 
 
 @dataclass(slots=True)
@@ -148,7 +150,8 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
               max_elements: int = 64, grad_fn: str | None = None) -> GradcheckReport:
     """Compare autodiff's gradient of ``@fn_name`` with central finite differences.
 
-    ``wrt`` defaults to every float parameter.  ``inputs`` fixes the values of
+    ``wrt`` defaults to every float parameter.  A model's parameters are drawn from their declared initializers (so a
+    softmax is not saturated and its gradient not trivially zero). ``inputs`` fixes the values of
     some arguments (others are random); ``int_ranges`` gives the exclusive
     upper bound of integer arguments.  ``grad_fn`` names an existing gradient
     function of the module to check (same parameters as ``@fn_name``, the
@@ -176,7 +179,8 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
 
     sizes = _bind_symbols(func64, bindings or {})
     rng = np.random.default_rng(seed)
-    args = _random_args(func64, sizes, rng, int_ranges or {}, inputs or {})
+    fixed = {**model_param_values(module, original, seed), **(inputs or {})}
+    args = _random_args(func64, sizes, rng, int_ranges or {}, fixed)
 
     def f(values: dict[str, np.ndarray]) -> float:
         return float(interpret(func64, [values[p.name] for p in func64.params])[0])
@@ -272,7 +276,8 @@ def _check_argument(f: Callable[[dict[str, np.ndarray]], float], args: dict[str,
     scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(n), initial=0.0)), floor)
     rel = abs_err / scale if np.isfinite(abs_err) else float("inf")
     ok = bool(np.isfinite(rel) and rel <= tol)
-    return ArgCheck(name, tuple(x.shape), len(flat), total, abs_err, rel, ok)
+    max_grad = float(np.max(np.abs(a), initial=0.0))
+    return ArgCheck(name, tuple(x.shape), len(flat), total, abs_err, rel, ok, max_grad)
 
 
 def _directional(f: Callable[[dict[str, np.ndarray]], float], args: dict[str, np.ndarray],

@@ -191,3 +191,28 @@ def initialize(spec: dict[str, Any] | str, shape: Shape, dtype: np.dtype | type,
     shape = tuple(int(d) for d in shape)
     values = init.sample(rng, shape, **args)
     return np.array(np.asarray(values, dtype=np.float64), dtype=dtype, order="C")
+
+
+def model_param_values(module, func, seed: int) -> dict[str, np.ndarray]:
+    """Values for the model parameters among ``func``'s parameters, drawn from
+    their declared initializers (static float parameters only).
+
+    Checkers that run a model's functions on random arguments use these, so a
+    softmax is not saturated by standard-normal weights and its gradient is
+    not trivially zero.
+    """
+    info = module.attrs.get("model")
+    if not isinstance(info, dict):
+        return {}
+    types = {p.name: p.type for p in func.params}
+    rng = np.random.default_rng(seed)
+    values: dict[str, np.ndarray] = {}
+    for spec in info.get("params", []):
+        name, t = spec.get("name"), types.get(spec.get("name"))
+        if t is None or not t.is_static or not t.dtype.is_float:
+            continue
+        try:
+            values[name] = initialize(spec.get("init", "zeros"), t.concrete_shape({}), t.dtype.np, rng)
+        except InitializerError:
+            continue
+    return values

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnostics import DlError
+from ..initializers import model_param_values
 from ..ir.core import Function, Module
 from ..ir.types import TensorType
 
@@ -101,7 +102,7 @@ class PassChecker:
         from ..gradcheck import random_inputs
 
         _, args = random_inputs(func, seed=self.seed, bindings=self.bindings)
-        initialized = _model_params(module, func, self.seed)
+        initialized = model_param_values(module, func, self.seed)
         return [initialized.get(p.name, args[p.name]) for p in func.params]  # type: ignore[index]
 
     # -- checking ------------------------------------------------------------------
@@ -192,27 +193,6 @@ def _run(func: Function, inputs: list[np.ndarray]) -> list[np.ndarray]:
     from ..ir.interpreter import interpret
 
     return [np.asarray(a) for a in interpret(func, [a.copy() for a in inputs])]
-
-
-def _model_params(module: Module, func: Function, seed: int) -> dict[str, np.ndarray]:
-    """Values for the model parameters among ``func``'s parameters, from their initializers."""
-    from ..initializers import InitializerError, initialize
-
-    info = module.attrs.get("model")
-    if not isinstance(info, dict):
-        return {}
-    types = {p.name: p.type for p in func.params}
-    rng = np.random.default_rng(seed)
-    values: dict[str, np.ndarray] = {}
-    for spec in info.get("params", []):
-        name, t = spec.get("name"), types.get(spec.get("name"))
-        if t is None or not t.is_static or not t.dtype.is_float:
-            continue
-        try:
-            values[name] = initialize(spec.get("init", "zeros"), t.concrete_shape({}), t.dtype.np, rng)
-        except InitializerError:
-            continue
-    return values
 
 
 def _output_label(func: Function, i: int) -> str:
