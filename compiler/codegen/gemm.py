@@ -67,7 +67,8 @@ PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay
 KC = 384                 # K slice: a kc x NR panel of B stays in L1/L2
 MC = 128                 # rows of A packed at once (kc x MC in L2)
 NC = 4096                # columns of B packed at once (kc x NC in L2/L3)
-MIN_TASK_WORK = 1 << 17  # multiply-adds below which a matmul runs on one thread
+MIN_TASK_WORK = 1 << 20  # multiply-adds per task at least (fewer: fewer tasks, down to one)
+TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
 
 
 def tile_shape(lanes: int) -> tuple[int, int]:
@@ -88,17 +89,37 @@ def reads_output(k: Matmul) -> bool:
     return k.epilogue is not None and any(ld.buffer.storage is k.out.storage for ld in loads(k.epilogue))
 
 
-def scratch_elements(k: Matmul, lanes: int) -> list[tuple[Dim, int]]:
-    """Packing buffers of one task, a sum of ``rows x cols`` element counts: the small
-    path's ``K x NR`` panel, then packed A (``kc x MC``) and B (``kc x NC``) blocks
-    (``kc = K`` when the kernel may not be K-blocked)."""
+def scratch_elements(kc: KernelContext, k: Matmul) -> ir.Value:
+    """Elements (of the result dtype) of one task's packing region, from the dims: the
+    larger of the small path's ``K x NR`` panel and the packed path's B and A blocks,
+    ``kc x min(N, NC)`` and ``kc x min(M, MC)`` with ``kc = min(K, KC)`` (``K`` when the
+    kernel may not be K-blocked).  Sized to the product, not to the blocking constants:
+    a workspace far bigger than the data is mapped and faulted in again on every call."""
+    b = kc.b
+    lanes = max(kc.lanes, 1)
     mr, nv = tile_shape(lanes)
     nr = nv * lanes
-    width = _round_up(NC, nr) + _round_up(MC, mr)
-    panel = (k.k, nr)
-    if reads_output(k):
-        return [panel, (k.k, width)]
-    return [panel, (1, KC * width)]
+    m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
+    panel = b.mul(kk, ir.Constant(I64, nr))
+    depth = kk if reads_output(k) else _min(b, kk, ir.Constant(I64, KC))
+    rows = _round_up_value(b, _min(b, m, ir.Constant(I64, MC)), mr)
+    blocks = b.mul(depth, b.add(_b_block_columns(b, n, nr), rows))
+    return _max(b, panel, blocks)
+
+
+def _b_block_columns(b: ir.IRBuilder, n: ir.Value, nr: int) -> ir.Value:
+    """Columns of a packed B block: ``min(N, NC)`` rounded up to whole panels."""
+    return _min(b, _round_up_value(b, n, nr), ir.Constant(I64, _round_up(NC, nr)))
+
+
+def _round_up_value(b: ir.IRBuilder, x: ir.Value, to: int) -> ir.Value:
+    return b.mul(_ceil_div(b, x, to), ir.Constant(I64, to))
+
+
+def max_tasks(b: ir.IRBuilder, threads: ir.Value) -> ir.Value:
+    """The most tasks :func:`task_count` splits a kernel into for ``threads`` threads
+    (each task gets its own packing region)."""
+    return b.mul(threads, ir.Constant(I64, TASKS_PER_THREAD))
 
 
 def task_count(kc: KernelContext, k: Matmul, threads: ir.Value) -> ir.Value:
@@ -113,7 +134,7 @@ def task_count(kc: KernelContext, k: Matmul, threads: ir.Value) -> ir.Value:
     small = b.icmp_signed("<", m, ir.Constant(I64, PACK_MIN_M))
     blocks = b.select(small, blocks_n, _max(b, blocks_n, blocks_m))
     by_work = b.sdiv(work, ir.Constant(I64, MIN_TASK_WORK))
-    out = _min(b, _min(b, threads, blocks), by_work)
+    out = _min(b, _min(b, max_tasks(b, threads), blocks), by_work)
     return _max(b, out, ir.Constant(I64, 1))
 
 
@@ -283,7 +304,7 @@ class _Gemm:
         pack_b = _pack_b_function(b.module, k.dtype, lanes, nv, k.trans_b)
         micro = _packed_micro_function(b.module, k.dtype, lanes, mr, nv)
         bpack = self.scratch
-        apack = b.gep(self.scratch, [b.mul(depth, ir.Constant(I64, _round_up(NC, nr)))])
+        apack = b.gep(self.scratch, [b.mul(depth, _b_block_columns(b, self.n, nr))])
         with for_range(b, jlo, jhi, NC, name="jc") as jc:
             ncur = _min(b, ir.Constant(I64, NC), b.sub(jhi, jc))
             with for_range(b, 0, kk, depth, name="pc") as pc:

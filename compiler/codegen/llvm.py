@@ -26,7 +26,7 @@ from llvmlite import ir
 
 from ..diagnostics import LoweringError
 
-from .gemm import emit_matmul, scratch_elements, task_count
+from .gemm import emit_matmul, max_tasks, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
@@ -109,8 +109,8 @@ class _ProgramEmitter:
             regions.append((t, b.mul(ctx.product(t.shape), ir.Constant(I64, t.dtype.itemsize))))
         for k in prog.kernels:
             if isinstance(k, Matmul):
-                # one packing region per task, and at most one task per thread
-                regions.append((k, b.mul(_scratch_bytes(b, ctx, k, self.lanes), threads)))
+                # one packing region per task
+                regions.append((k, b.mul(_scratch_bytes(b, ctx, k, self.lanes), max_tasks(b, threads))))
 
         workspace = None
         if regions:
@@ -231,10 +231,7 @@ class _ProgramEmitter:
 
 def _scratch_bytes(b: ir.IRBuilder, ctx: KernelContext, k: Matmul, lanes: int) -> ir.Value:
     """Bytes of one task's packing region of matmul ``k`` (a multiple of ALIGN)."""
-    total: ir.Value = ir.Constant(I64, 0)
-    for rows, cols in scratch_elements(k, lanes):
-        total = b.add(total, b.mul(ctx.product((rows,)), ir.Constant(I64, cols * k.dtype.itemsize)))
-    return _align_up(b, total)
+    return _align_up(b, b.mul(scratch_elements(ctx, k), ir.Constant(I64, k.dtype.itemsize)))
 
 
 def _align_up(b: ir.IRBuilder, size: ir.Value) -> ir.Value:

@@ -12,9 +12,12 @@ library carries its own):
   Tasks are claimed dynamically (one compare-and-swap on a word holding the
   job generation and the next task), the caller included: when a worker is
   descheduled (a busy machine) the caller simply does its task too.
-* **Parking**: a worker waits for the next job by spinning ``SPIN`` rounds of
-  ``pause`` on the job generation counter, then sleeps in ``futex(WAIT)``
-  on it, so an idle pool burns no CPU.  The caller only issues
+* **Parking**: a worker waits for the next job by spinning ``SPIN_PAUSE``
+  rounds of ``pause`` on the job generation counter (tens of microseconds:
+  the next parallel kernel of a step is usually that close), then a few
+  hundred rounds of ``sched_yield`` (on a busy machine the core goes to
+  whoever needs it, often the thread being waited for), then sleeps in
+  ``futex(WAIT)`` on it, so an idle pool burns no CPU.  The caller only issues
   ``futex(WAKE)`` when some worker sleeps (a ``sleepers`` count, updated and
   read with sequentially consistent atomics on both sides).  The caller
   waits for the last worker the same way (spin, then futex).
@@ -43,7 +46,8 @@ from llvmlite import ir
 from .llvmutil import I8, I8P, I32, I64, for_range, intrinsic
 
 MAX_THREADS = 64
-SPIN = 20000                  # pause rounds before a worker or the caller sleeps (~0.5 ms)
+SPIN_PAUSE = 2000             # rounds of ``pause`` while waiting (~50 us) ...
+SPIN = 2400                   # ... then rounds of ``sched_yield`` up to here, then futex sleep
 SYS_FUTEX = 202               # x86-64 Linux
 FUTEX_WAIT_PRIVATE = 128
 FUTEX_WAKE_PRIVATE = 129
@@ -146,7 +150,11 @@ class Pool:
         b.position_at_end(spin_body)
         self._pause(b)
         nxt = b.add(rounds, ir.Constant(I64, 1))
-        rounds.add_incoming(nxt, spin_body)
+        with b.if_then(b.icmp_unsigned(">", nxt, ir.Constant(I64, SPIN_PAUSE))):
+            # on a busy machine, give the core to whoever waits for it (often the thread
+            # this one waits for); on an idle one this returns at once
+            b.call(intrinsic(self.module, "sched_yield", I32, []), [])
+        rounds.add_incoming(nxt, b.block)
         b.cbranch(b.icmp_unsigned("<", nxt, ir.Constant(I64, SPIN)), spin, sleep)
         b.position_at_end(sleep)
         if sleepers:
