@@ -80,42 +80,45 @@ class ObjectCache:
             pass
         return None
 
-    def store(self, key: str, object_code: bytes, header: dict[str, Any]) -> Path:
-        """Write an entry atomically; returns its path."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def store(self, key: str, object_code: bytes, header: dict[str, Any]) -> Path | None:
+        """Write an entry atomically; returns its path, or None if the folder is unusable."""
         full = dict(header, key=key, size=len(object_code),
                     sha256=hashlib.sha256(object_code).hexdigest())
         head = json.dumps(full, sort_keys=True).encode()
         blob = MAGIC + len(head).to_bytes(4, "little") + head + object_code
-        path = self.path(key)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return path
+        return self._write_atomic(self.path(key), blob)
 
     def store_alias(self, key: str, object_key: str) -> None:
         """Record that input ``key`` (source text, passes, options) compiles to the object
         stored under ``object_key`` (a small ``<key>.dlcsrc`` file, written atomically)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ALIAS_SUFFIX, dir=self.directory)
+        data = json.dumps({"key": key, "object_key": object_key}).encode()
+        self._write_atomic(self.directory / f"{key}{ALIAS_SUFFIX}", data)
+
+    def _write_atomic(self, path: Path, data: bytes) -> Path | None:
+        """Write through a temporary file in the same folder and ``os.replace``.
+
+        A folder that cannot be created or written (``$DLC_CACHE_DIR`` naming a
+        file, a read-only disk) costs the cache, never the compilation: it is
+        reported with a :class:`CacheWarning` and the entry is skipped.
+        """
+        tmp = None
         try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": key, "object_key": object_key}, f)
-            os.replace(tmp, self.directory / f"{key}{ALIAS_SUFFIX}")
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=self.directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            return path
+        except OSError as e:
+            warnings.warn(f"dlc cache: cannot write {path}: {e.strerror or e}; "
+                          "continuing without caching", CacheWarning, stacklevel=3)
+            return None
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
     def load_alias(self, key: str) -> str | None:
         """The object key input ``key`` compiled to, or None (missing or unusable)."""

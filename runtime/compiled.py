@@ -683,6 +683,8 @@ def _prepare(source: str | Path | Module, passes: str | list[str] | None) -> Mod
         from runtime.commands import load_module
 
         path = Path(source)
+        if path.is_dir():
+            raise DlRuntimeError(f"{path}: is a directory, not a .dl or .mlir file")
         if not path.is_file():
             raise DlRuntimeError(f"no such file: {path}")
         module = load_module(str(path))

@@ -159,3 +159,33 @@ def test_label_column_without_a_csv_is_an_error(capsys) -> None:
     rc = main(["train", XOR, "--backend", "interp", "--quiet", "--label-column", "y"])
     assert rc == 1
     assert "error: --label-column applies to a .csv data file, not to xor" in capsys.readouterr().err
+
+
+def test_an_unusable_cache_folder_costs_the_cache_not_the_compilation(tmp_path, monkeypatch):
+    import warnings
+
+    import numpy as np
+
+    import runtime
+    from runtime.cache import CacheWarning
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("DLC_CACHE_DIR", str(not_a_dir))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mod = runtime.compile("fn f(x: f32[3]) -> f32[3] { return x * 2.0 }")
+    assert any(issubclass(w.category, CacheWarning) and "cannot write" in str(w.message) for w in caught)
+    np.testing.assert_array_equal(mod.f(np.ones(3, np.float32)), np.full(3, 2.0, np.float32))
+
+
+def test_compiling_a_directory_says_so(tmp_path):
+    import pytest
+
+    import runtime
+    from compiler.diagnostics import DlError
+
+    folder = tmp_path / "model.dl"
+    folder.mkdir()
+    with pytest.raises(DlError, match="is a directory"):
+        runtime.compile(str(folder))
