@@ -59,7 +59,7 @@ from llvmlite import ir
 from ..ir.types import Dim, DType
 from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
-from .llvmutil import I1, I64, const, for_range, memory_type, splat, type_suffix, value_type
+from .llvmutil import I1, I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
 from .loops import Matmul, loads
 from .threads import split
 
@@ -154,14 +154,27 @@ def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed(">", x, y), x, y)
 
 
+ADD_PREVIOUS = 1            # store flags: add C's current contents (an earlier K slice's sum)
+EPILOGUE = 2                # ... and apply the epilogue (the sum is final)
+
+
 def emit_matmul(kc: KernelContext, k: Matmul) -> None:
-    """Code for one :class:`Matmul` kernel into the current function."""
+    """Code for one :class:`Matmul` kernel into the current function: per batch element,
+    one call of the module's shared GEMM driver, which stores finished tiles through
+    this kernel's store function (its epilogue)."""
     b = kc.b
     batch_index: list[ir.Value] = []
+    store, words = _store_function(kc, k)
+    ctx = None
+    if words:
+        slots = ir.ArrayType(I64, len(words) + len(k.batch))
+        ctx = alloca(b, slots)
+        for i, w in enumerate(words):
+            b.store(w, b.gep(ctx, [ir.Constant(I64, 0), ir.Constant(I64, i)]))
 
     def over_batch(level: int) -> None:
         if level == len(k.batch):
-            _gemm(kc, k, batch_index)
+            _gemm(kc, k, batch_index, store, ctx, len(words))
             return
         with for_range(b, 0, kc.dim(k.batch[level]), name=f"batch{level}") as i:
             batch_index.append(i)
@@ -181,11 +194,10 @@ def _batch_offset(kc: KernelContext, buf, bmap, batch_index) -> ir.Value:
     return offset
 
 
-def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
+def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value], store: ir.Function,
+          ctx: ir.Value | None, nwords: int) -> None:
     b = kc.b
     lanes = max(kc.lanes, 1)
-    mr, nv = tile_shape(lanes)
-    nr = nv * lanes
     m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
     a = b.gep(kc.pointer(k.a), [_batch_offset(kc, k.a, k.a_batch, batch_index)])
     bmat = b.gep(kc.pointer(k.b), [_batch_offset(kc, k.b, k.b_batch, batch_index)])
@@ -193,13 +205,51 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
     one = ir.Constant(I64, 1)
     zero = ir.Constant(I64, 0)
     sa_i, sa_k = (one, m) if k.trans_a else (kk, one)
-    epi = ExprEmitter(kc, Space.plain(tuple(k.out.shape)), len(k.out.shape) - 1) \
-        if k.epilogue is not None else None
-    vty = value_type(k.dtype, lanes)
-    tile = alloca(b, ir.ArrayType(vty, mr * nv))
-    tile_ptr = b.bitcast(tile, vty.as_pointer())
     t, ntasks = kc.task if kc.task is not None else (zero, one)
-    g = _Gemm(kc, k, epi, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, batch_index, tile_ptr)
+    if ctx is None:
+        raw_ctx = ir.Constant(I8P, None)
+    else:
+        for level, i in enumerate(batch_index):
+            b.store(i, b.gep(ctx, [ir.Constant(I64, 0), ir.Constant(I64, nwords + level)]))
+        raw_ctx = b.bitcast(ctx, I8P)
+    driver = _driver_function(b.module, k.dtype, lanes, k.trans_b)
+    scratch = b.bitcast(kc.scratch, a.type)
+    b.call(driver, [a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks,
+                    ir.Constant(I1, int(reads_output(k))), store, raw_ctx])
+
+
+def _store_type(dtype: DType) -> ir.FunctionType:
+    ety = memory_type(dtype)
+    return ir.FunctionType(ir.VoidType(), [I8P, I8P, ety.as_pointer(), I64, I64, I64, I64, I64, I64])
+
+
+def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool) -> ir.Function:
+    """The whole GEMM for one (batch element of a) matmul, shared by every matmul kernel of
+    the module with this dtype and B layout: ``C[share of task t] = A @ B`` by the narrow,
+    packed or small path, each finished tile handed to ``store(ctx, tile, ...)``.
+
+    Signature: ``(T* a, i64 sa_i, i64 sa_k, T* b, T* c, i64 m, i64 n, i64 k, T* scratch,
+    i64 t, i64 ntasks, i1 one_slice, store*, i8* ctx)``; ``one_slice``: never split K (the
+    store's epilogue reads C, so C may not hold partial sums)."""
+    ety = memory_type(dtype)
+    name = f"dlc.gemm.driver{'T' if trans_b else ''}.{type_suffix(value_type(dtype, lanes))}"
+    fn, fresh = _shared(module, name, ir.VoidType(),
+                        [ety.as_pointer(), I64, I64, ety.as_pointer(), ety.as_pointer(), I64, I64, I64,
+                         ety.as_pointer(), I64, I64, I1, _store_type(dtype).as_pointer(), I8P])
+    if not fresh:
+        return fn
+    a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks, one_slice, store, ctx = fn.args
+    for arg in (a, bmat, c, scratch):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    mr, nv = tile_shape(lanes)
+    nr = nv * lanes
+    zero = ir.Constant(I64, 0)
+    vty = value_type(dtype, lanes)
+    tile = alloca(b, ir.ArrayType(vty, max(mr * nv, _wide_vectors(lanes))))
+    tile_ptr = b.bitcast(tile, vty.as_pointer())
+    g = _Gemm(b, dtype, trans_b, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, tile_ptr, scratch,
+              one_slice, store, ctx)
 
     packed = b.icmp_signed(">=", m, ir.Constant(I64, PACK_MIN_M))
     if lanes >= 8:
@@ -222,43 +272,55 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value]) -> None:
             with b.if_then(b.not_(narrow)):
                 jlo, jhi = split(b, n, t, ntasks, nr)
                 g.small(zero, m, jlo, jhi, mr, nv)
+    b.ret_void()
+    return fn
+
+
+def _wide_vectors(lanes: int) -> int:
+    """Vectors of the one-row path's column block."""
+    return 16 if lanes >= 16 else 8
 
 
 class _Gemm:
-    """One matmul (one batch element) over a share of C: the small and the packed paths."""
+    """One matmul (one batch element) over a share of C: the small and the packed paths,
+    emitted into the shared driver function."""
 
-    def __init__(self, kc: KernelContext, k: Matmul, epi, a, sa_i, sa_k, bmat, c, m, n, kk,
-                 lanes: int, batch_index, tile):
-        self.kc, self.k, self.b, self.epi = kc, k, kc.b, epi
+    def __init__(self, b: ir.IRBuilder, dtype: DType, trans_b: bool, a, sa_i, sa_k, bmat, c, m, n, kk,
+                 lanes: int, tile, scratch, one_slice, store_fn, ctx):
+        self.b, self.dtype, self.trans_b = b, dtype, trans_b
         self.a, self.sa_i, self.sa_k, self.bmat, self.c = a, sa_i, sa_k, bmat, c
         self.m, self.n, self.kk, self.lanes = m, n, kk, lanes
-        self.batch_index, self.tile = batch_index, tile
+        self.tile, self.scratch, self.one_slice = tile, scratch, one_slice
+        self.store_fn, self.ctx = store_fn, ctx
         self.mr, self.nv = tile_shape(lanes)
         self.nr = self.nv * lanes
-        self.scratch = self.b.bitcast(kc.scratch, a.type)
 
     def store(self, i0, j0, rows, add_prev: ir.Value | None = None, epilogue: bool = True,
               nv: int | None = None) -> None:
-        _store_tile(self.kc, self.k, self.epi if epilogue else None, self.tile, self.c, i0, j0, rows,
-                    nv or self.nv, self.lanes, self.n, self.batch_index, add_prev)
+        """Hand the finished tile to the kernel's store function."""
+        b = self.b
+        flags: ir.Value = ir.Constant(I64, EPILOGUE if epilogue else 0)
+        if add_prev is not None:
+            flags = b.or_(flags, b.zext(add_prev, I64))
+        b.call(self.store_fn, [self.ctx, b.bitcast(self.tile, I8P), self.c, self.n, i0, j0, rows,
+                               ir.Constant(I64, nv or self.nv), flags])
 
     def small(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value, mr: int, nv: int) -> None:
         """C[ilo:ihi, jlo:jhi] for few rows or columns: B panels read in place (packed only
         when partial or transposed), A read in place, one ``mr x nv``-vector micro-kernel
         call per tile."""
-        kc, k, b = self.kc, self.k, self.b
+        b = self.b
         lanes = self.lanes
         nr = nv * lanes
         m, n, kk = self.m, self.n, self.kk
-        pack = _pack_function(b.module, k.dtype, lanes, nv, k.trans_b)
-        micro = {rows: _micro_function(b.module, k.dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
+        pack = _pack_function(b.module, self.dtype, lanes, nv, self.trans_b)
+        micro = {rows: _micro_function(b.module, self.dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
         start = jlo
-        if not k.trans_b:
-            start = _single_row(kc, k, self.epi, self.a, self.sa_i, self.sa_k, self.bmat, self.c,
-                                m, n, kk, lanes, self.batch_index, jlo, jhi)
+        if not self.trans_b:
+            start = self.single_row(jlo, jhi)
         with for_range(b, start, jhi, nr, name="j0") as j0:
             width = b.sub(n, j0)
-            if k.trans_b:
+            if self.trans_b:
                 direct = ir.Constant(I1, 0)
             else:
                 direct = b.icmp_signed(">=", width, ir.Constant(I64, nr))
@@ -270,7 +332,7 @@ class _Gemm:
             args = [self.sa_i, self.sa_k, bsrc, bstride, kk, self.tile]
             with for_range(b, ilo, tiles, mr, name="i0") as i0:
                 b.call(micro[mr], [b.gep(self.a, [b.mul(i0, self.sa_i)]), *args])
-                self.store(i0, j0, mr, nv=nv)
+                self.store(i0, j0, ir.Constant(I64, mr), nv=nv)
             # The last rows: one call of the micro-kernel of exactly that many rows.
             left = b.sub(ihi, tiles)
             with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
@@ -286,23 +348,38 @@ class _Gemm:
                 b.position_at_end(done)
                 self.store(tiles, j0, left, nv=nv)
 
+    def single_row(self, jlo: ir.Value, jhi: ir.Value) -> ir.Value:
+        """One row of A (batch 1): blocks of ``WIDE`` columns, each reading B's rows
+        contiguously in one pass (the panel loop would stride through B once per NR
+        columns).  Returns the first column of ``[jlo, jhi)`` the panel loop still has to
+        do (``jlo`` unless M is 1)."""
+        b = self.b
+        wide_nv = _wide_vectors(self.lanes)
+        wide = wide_nv * self.lanes
+        micro = _micro_function(b.module, self.dtype, self.lanes, 1, wide_nv)
+        span = b.sub(jhi, jlo)
+        blocks_end = b.select(b.icmp_signed("==", self.m, ir.Constant(I64, 1)),
+                              b.add(jlo, b.mul(b.sdiv(span, ir.Constant(I64, wide)), ir.Constant(I64, wide))),
+                              jlo)
+        with for_range(b, jlo, blocks_end, wide, name="jw") as j0:
+            b.call(micro, [self.a, self.sa_i, self.sa_k, b.gep(self.bmat, [j0]), self.n, self.kk, self.tile])
+            self.store(ir.Constant(I64, 0), j0, ir.Constant(I64, 1), nv=wide_nv)
+        return blocks_end
+
     def packed(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value, mr: int, nv: int) -> None:
         """C[ilo:ihi, jlo:jhi] by the packed, cache-blocked loop nest (module docstring), with
         ``mr x nv`` vector tiles (``mr * nv`` must not exceed the tile buffer)."""
-        k, b = self.k, self.b
+        b = self.b
         lanes = self.lanes
         nr = nv * lanes
         kk = self.kk
         one = ir.Constant(I64, 1)
-        if reads_output(k):
-            depth = kk                                        # one K slice: no partial sums in C
-        else:
-            slices = _ceil_div(b, kk, KC)
-            depth = b.sdiv(b.add(kk, b.sub(slices, one)), slices)   # balanced slices <= KC
-            depth = _max(b, depth, one)
-        pack_a = _pack_a_function(b.module, k.dtype, mr)
-        pack_b = _pack_b_function(b.module, k.dtype, lanes, nv, k.trans_b)
-        micro = _packed_micro_function(b.module, k.dtype, lanes, mr, nv)
+        slices = _ceil_div(b, kk, KC)
+        depth = b.sdiv(b.add(kk, b.sub(slices, one)), slices)        # balanced slices <= KC
+        depth = b.select(self.one_slice, kk, _max(b, depth, one))    # one slice: no partial sums in C
+        pack_a = _pack_a_function(b.module, self.dtype, mr)
+        pack_b = _pack_b_function(b.module, self.dtype, lanes, nv, self.trans_b)
+        micro = _packed_micro_function(b.module, self.dtype, lanes, mr, nv)
         bpack = self.scratch
         apack = b.gep(self.scratch, [b.mul(depth, _b_block_columns(b, self.n, nr))])
         with for_range(b, jlo, jhi, NC, name="jc") as jc:
@@ -321,69 +398,90 @@ class _Gemm:
                             b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile])
                             rows = _min(b, ir.Constant(I64, mr), b.sub(mcur, ir_))
                             i0, j0 = b.add(ic, ir_), b.add(jc, jr)
-                            self._store_slice(i0, j0, rows, first, last, nv)
-
-    def _store_slice(self, i0, j0, rows, first: ir.Value, last: ir.Value, nv: int) -> None:
-        """Store a tile of one K slice: the epilogue on the last slice only; every slice but
-        the first adds what the earlier ones left in C."""
-        b = self.b
-        with b.if_else(last) as (then, otherwise):
-            with then:
-                with b.if_else(first) as (only, final):
-                    with only:
-                        self.store(i0, j0, rows, nv=nv)
-                    with final:
-                        self.store(i0, j0, rows, add_prev=ir.Constant(I1, 1), nv=nv)
-            with otherwise:
-                self.store(i0, j0, rows, add_prev=b.not_(first), epilogue=False, nv=nv)
+                            # the epilogue on the last slice only; every slice but the first
+                            # adds what the earlier ones left in C
+                            flags = b.or_(b.zext(b.not_(first), I64),
+                                          b.select(last, ir.Constant(I64, EPILOGUE), ir.Constant(I64, 0)))
+                            b.call(self.store_fn, [self.ctx, b.bitcast(self.tile, I8P), self.c, self.n,
+                                                   i0, j0, rows, ir.Constant(I64, nv), flags])
 
 
-def _single_row(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, a, sa_i, sa_k, bmat, c,
-                m, n, kk, lanes: int, batch_index, jlo: ir.Value, jhi: ir.Value) -> ir.Value:
-    """One row of A (batch 1): blocks of ``WIDE`` columns, each reading B's rows contiguously
-    in one pass (the panel loop would stride through B once per NR columns).  Returns the
-    first column of ``[jlo, jhi)`` the panel loop still has to do (``jlo`` unless M is 1)."""
+def _store_function(kc: KernelContext, k: Matmul) -> tuple[ir.Function, list[ir.Value]]:
+    """The function storing a finished tile of ``k`` (through its epilogue), and the words
+    (buffer pointers, dim values) its context array holds before the batch indices.
+
+    Without an epilogue the store is one shared function per dtype and width (no context).
+    Signature: ``(i8* ctx, i8* tile, T* c, i64 n, i64 i0, i64 j0, i64 rows, i64 nv,
+    i64 flags)``; the tile holds ``rows x nv`` vectors, row-major; ``flags``:
+    ``ADD_PREVIOUS | EPILOGUE``."""
     b = kc.b
-    wide_nv = 16 if lanes >= 16 else 8
-    wide = wide_nv * lanes
+    lanes = max(kc.lanes, 1)
+    if k.epilogue is None:
+        name = f"dlc.gemm.store.{type_suffix(value_type(k.dtype, lanes))}"
+        fn, fresh = _shared(b.module, name, ir.VoidType(), _store_type(k.dtype).args)
+        if fresh:
+            _store_body(fn, k, None, lanes)
+        return fn, []
+    name = f"{b.function.name}.store"
+    fn, fresh = _shared(b.module, name, ir.VoidType(), _store_type(k.dtype).args)
+    buffers = list(kc.storage.items())
+    symbols = list(kc.symbols.items())
+    if fresh:
+        _store_body(fn, k, (buffers, symbols), lanes)
+    words = [b.ptrtoint(v, I64) for _, v in buffers] + [v if v.type == I64 else b.sext(v, I64)
+                                                         for _, v in symbols]
+    return fn, words
+
+
+def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
+    """Body of a store function: for each row and vector of the tile, C's previous
+    contents added (``ADD_PREVIOUS``), the epilogue applied (``EPILOGUE``), stored masked
+    to the columns below N.  ``context``: (buffers, symbols) of the kernel, in the order
+    of its context words, or None (no epilogue)."""
+    ctx, tile_raw, c, n, i0, j0, rows, nv, flags = fn.args
+    c.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
     vty = value_type(k.dtype, lanes)
-    tile = b.bitcast(alloca(b, ir.ArrayType(vty, wide_nv)), vty.as_pointer())
-    micro = _micro_function(b.module, k.dtype, lanes, 1, wide_nv)
-    span = b.sub(jhi, jlo)
-    blocks_end = b.select(b.icmp_signed("==", m, ir.Constant(I64, 1)),
-                          b.add(jlo, b.mul(b.sdiv(span, ir.Constant(I64, wide)), ir.Constant(I64, wide))),
-                          jlo)
-    with for_range(b, jlo, blocks_end, wide, name="jw") as j0:
-        b.call(micro, [a, sa_i, sa_k, b.gep(bmat, [j0]), n, kk, tile])
-        _store_tile(kc, k, epi, tile, c, ir.Constant(I64, 0), j0, 1, wide_nv, lanes, n, batch_index)
-    return blocks_end
-
-
-def _store_tile(kc: KernelContext, k: Matmul, epi: ExprEmitter | None, tile, c, i0, j0, rows,
-                nv: int, lanes: int, n, batch_index, add_prev: ir.Value | None = None) -> None:
-    """Write a finished tile through the epilogue: its code is emitted once per row count,
-    and the output (which the epilogue may read, for in-place updates) is only written
-    once its element's final value is known.  ``add_prev`` (i1): add C's current
-    contents first (the partial sum of earlier K slices)."""
-    b = kc.b
+    tile = b.bitcast(tile_raw, vty.as_pointer())
+    add_prev = b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I64, ADD_PREVIOUS)), ir.Constant(I64, 0))
+    epi = batch_index = None
+    if context is not None:
+        buffers, symbols = context
+        words = b.bitcast(ctx, I64.as_pointer())
+        loaded = [b.load(b.gep(words, [ir.Constant(I64, i)]))
+                  for i in range(len(buffers) + len(symbols) + len(k.batch))]
+        storage = {buf: b.inttoptr(w, v.type) for (buf, v), w in zip(buffers, loaded)}
+        dims = {s: (w if v.type == I64 else b.trunc(w, v.type))
+                for (s, v), w in zip(symbols, loaded[len(buffers):])}
+        batch_index = loaded[len(buffers) + len(symbols):]
+        ekc = KernelContext(b, storage, dims, lanes)
+        epi = ExprEmitter(ekc, Space.plain(tuple(k.out.shape)), len(k.out.shape) - 1)
+        apply = b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I64, EPILOGUE)), ir.Constant(I64, 0))
     with for_range(b, 0, rows, name="r") as r:
         i = b.add(i0, r)
         crow = b.gep(c, [b.mul(i, n)])
         with for_range(b, 0, nv, name="v") as v:
             col = b.add(j0, b.mul(v, ir.Constant(I64, lanes)))
             left = _clamp(b, b.sub(n, col), lanes)
-            value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)), v)]))
+            value = b.load(b.gep(tile, [b.add(b.mul(r, nv), v)]))
             ptr = b.gep(crow, [col])
             mask = lane_mask(b, lanes, left) if lanes > 1 else None
-            if add_prev is not None:
-                value = _add_previous(b, k, value, ptr, mask, left, lanes, add_prev)
+            value = _add_previous(b, k, value, ptr, mask, left, lanes, add_prev)
             if epi is not None:
-                value = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
+                pre = b.block
+                with b.if_then(apply):
+                    done = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
+                    body = b.block
+                merged = b.phi(value.type)
+                merged.add_incoming(value, pre)
+                merged.add_incoming(done, body)
+                value = merged
             if lanes > 1:
                 store_vector(b, to_memory(b, value), ptr, mask)
             else:
                 with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
                     b.store(to_memory(b, value), ptr)
+    b.ret_void()
 
 
 def _add_previous(b: ir.IRBuilder, k: Matmul, value, ptr, mask, left, lanes: int, add_prev) -> ir.Value:
