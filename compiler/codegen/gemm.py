@@ -16,9 +16,10 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   A is the broadcast operand, one scalar per row and k.
 * **One row** (batch 1): blocks of 256 columns (16 vectors) read each row
   of B contiguously, one pass over B instead of one per panel.
-* **Tails**: the M % MR rows after the last full tile run the micro-kernel
-  of exactly that many rows (one pass over the B panel); columns beyond N are
-  masked on store (and zero in the packed panel).
+* **Tails**: the M % MR rows after the last full tile run the micro-kernels
+  of 8, 4, 2 and 1 rows that the bits of the count select (at most four
+  passes over the B panel, five shared variants instead of MR); columns
+  beyond N are masked on store (and zero in the packed panel).
 * **Epilogue**: the fused elementwise consumer, evaluated on each
   accumulator vector at its (batch.., i, j) position before the store.
 * **Batch** axes (numpy broadcasting between A and B) loop outside.
@@ -276,6 +277,12 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     return fn
 
 
+def _tail_rows(mr: int) -> list[int]:
+    """Row counts of the micro-kernels that cover a tail of fewer than ``mr`` rows: the
+    powers of two below ``mr``, largest first."""
+    return [rows for rows in (8, 4, 2, 1) if rows < mr]
+
+
 def _wide_vectors(lanes: int) -> int:
     """Vectors of the one-row path's column block."""
     return 16 if lanes >= 16 else 8
@@ -314,7 +321,8 @@ class _Gemm:
         nr = nv * lanes
         m, n, kk = self.m, self.n, self.kk
         pack = _pack_function(b.module, self.dtype, lanes, nv, self.trans_b)
-        micro = {rows: _micro_function(b.module, self.dtype, lanes, rows, nv) for rows in range(1, mr + 1)}
+        micro = {rows: _micro_function(b.module, self.dtype, lanes, rows, nv) for rows in _tail_rows(mr)}
+        micro[mr] = _micro_function(b.module, self.dtype, lanes, mr, nv)
         start = jlo
         if not self.trans_b:
             start = self.single_row(jlo, jhi)
@@ -333,19 +341,17 @@ class _Gemm:
             with for_range(b, ilo, tiles, mr, name="i0") as i0:
                 b.call(micro[mr], [b.gep(self.a, [b.mul(i0, self.sa_i)]), *args])
                 self.store(i0, j0, ir.Constant(I64, mr), nv=nv)
-            # The last rows: one call of the micro-kernel of exactly that many rows.
+            # The last rows (fewer than mr): micro-kernels of 8, 4, 2, 1 rows as the bits of
+            # the count say, filling consecutive rows of the tile (few shared variants).
             left = b.sub(ihi, tiles)
             with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
-                arow = b.gep(self.a, [b.mul(tiles, self.sa_i)])
-                done = b.append_basic_block("tail.done")
-                switch = b.switch(left, done)
-                for rows in range(1, mr):
-                    case = b.append_basic_block(f"tail{rows}")
-                    switch.add_case(ir.Constant(I64, rows), case)
-                    b.position_at_end(case)
-                    b.call(micro[rows], [arow, *args])
-                    b.branch(done)
-                b.position_at_end(done)
+                for rows in _tail_rows(mr):
+                    with b.if_then(b.icmp_unsigned("!=", b.and_(left, ir.Constant(I64, rows)),
+                                                   ir.Constant(I64, 0))):
+                        done = b.and_(left, ir.Constant(I64, -2 * rows))      # rows of larger parts
+                        arow = b.gep(self.a, [b.mul(b.add(tiles, done), self.sa_i)])
+                        part = b.gep(self.tile, [b.mul(done, ir.Constant(I64, nv))])
+                        b.call(micro[rows], [arow, *args[:-1], part])
                 self.store(tiles, j0, left, nv=nv)
 
     def single_row(self, jlo: ir.Value, jhi: ir.Value) -> ir.Value:
