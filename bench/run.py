@@ -322,7 +322,7 @@ def speedup(results: list[Result]) -> Result | None:
     by_threads = {r.threads: r for r in results if r.case.id == "sgemm-1024"}
     if 1 not in by_threads or 2 not in by_threads:
         return None
-    row = Result(C.SPEEDUP, 0)
+    row = Result(C.SPEEDUP, 0, background=by_threads[1].background + by_threads[2].background)
     for impl in C.SPEEDUP.impls:
         one, two = by_threads[1].figures.get(impl), by_threads[2].figures.get(impl)
         if one and two:
