@@ -153,3 +153,64 @@ def test_epilogue_with_a_transposed_read_is_not_fused():
     rng = np.random.default_rng(6)
     av, bv, tv = (rng.standard_normal(s).astype(np.float32) for s in ((5, 7), (7, 19), (19, 5)))
     np.testing.assert_allclose(mod.mmt(av, bv, tv), av @ bv + tv.T, rtol=1e-5, atol=1e-5)
+
+
+def _scratch_elements(k, lanes: int, **dims: int) -> int:
+    """gemm.scratch_elements of matmul ``k`` at these dim values, run as native code."""
+    import ctypes
+
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    from compiler.codegen import gemm
+    from compiler.codegen.kernels import KernelContext
+    from compiler.codegen.llvmutil import I64
+    from compiler.codegen.target import ensure_llvm
+
+    mod = ir.Module("scratch")
+    fn = ir.Function(mod, ir.FunctionType(I64, [I64] * len(dims)), "scratch")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b.ret(gemm.scratch_elements(KernelContext(b, {}, dict(zip(dims, fn.args)), lanes), k))
+    ensure_llvm()
+    ref = llvm.parse_assembly(str(mod))
+    engine = llvm.create_mcjit_compiler(ref, llvm.Target.from_default_triple().create_target_machine())
+    engine.finalize_object()
+    call = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(dims))(engine.get_function_address("scratch"))
+    return call(*dims.values())
+
+
+def test_packing_scratch_is_sized_to_the_product():
+    # The packing region of one task is what the product needs (a kc x min(N, NC) block of B,
+    # kc x min(M, MC) of A), not the blocking constants' worst case: a workspace of tens of
+    # MB is mapped and faulted in again on every call.
+    from compiler.codegen import gemm
+    from compiler.codegen.loops import Buffer, Load, Matmul
+
+    a = Buffer("%a", F32, ("M", "K"), "param")
+    bm = Buffer("%b", F32, ("K", "N"), "param")
+    out = Buffer("%c", F32, ("M", "N"), "output")
+    plain = Matmul(out, a, bm, False, False, "M", "N", "K")
+    kc = min(784, gemm.KC)
+    assert _scratch_elements(plain, 16, M=128, N=512, K=784) == kc * (512 + 128)     # the MLP forward
+    assert _scratch_elements(plain, 16, M=128, N=10, K=512) == max(512 * 32, gemm.KC * (32 + 128))
+    assert _scratch_elements(plain, 16, M=4, N=40, K=9) == 9 * (64 + 8)
+    big = _scratch_elements(plain, 16, M=4096, N=8192, K=4096)
+    assert big == gemm.KC * (gemm.NC + gemm.MC)                                       # capped by the blocks
+    # an epilogue reading the output (W -= lr * g) keeps all of K in one slice
+    w = Buffer("%w", F32, ("M", "N"), "param")
+    update = Matmul(Buffer("%c", F32, ("M", "N"), "output", inplace_of=w), a, bm, False, False,
+                    "M", "N", "K", epilogue=Load(w, (0, 1)))
+    assert _scratch_elements(update, 16, M=784, N=512, K=1000) == 1000 * (512 + 128)
+
+
+def test_one_gemm_driver_per_module():
+    # every matmul kernel of a module shares the driver of its dtype and B layout; a kernel
+    # adds only its batch loop and a store function holding its epilogue
+    from compiler.codegen.driver import llvm_module
+    from compiler.codegen.target import CodegenOptions
+
+    text = str(llvm_module(layouts_module(F32), CodegenOptions()))
+    drivers = [line for line in text.splitlines() if line.startswith("define") and "dlc.gemm.driver" in line]
+    assert len(drivers) == 2, drivers                                   # B row-major, B transposed
+    stores = [line for line in text.splitlines() if line.startswith("define") and ".store\"(" in line]
+    assert len(stores) == 1, stores                                     # mm_epilogue's bias + relu

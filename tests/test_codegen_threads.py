@@ -134,3 +134,25 @@ def test_idle_pool_uses_no_cpu(lib):
     start = time.process_time()
     time.sleep(0.3)
     assert time.process_time() - start < 0.05
+
+
+def _task_threads() -> set[str]:
+    return {p.name for p in Path("/proc/self/task").iterdir()}
+
+
+def test_small_products_stay_on_the_calling_thread():
+    # a batch-1 dense layer (1 x 784 @ 784 x 512, 0.4M multiply-adds) is not worth waking a
+    # worker for: it never starts one, however many threads the library may use
+    mod = runtime.compile(MATMULS, cache=False)
+    with_threads(mod, 4)
+    before = _task_threads()
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((1, 784)).astype(np.float32), rng.standard_normal((784, 512)).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_allclose(mod.mm(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    assert _task_threads() == before
+    big = rng.standard_normal((256, 784)).astype(np.float32)
+    mod.mm(big, b)                       # 100M multiply-adds: split, so workers start
+    assert len(_task_threads() - before) >= 1
+    del mod
+    gc.collect()

@@ -23,12 +23,14 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
 * **Epilogue**: the fused elementwise consumer, evaluated on each
   accumulator vector at its (batch.., i, j) position before the store.
 * **Batch** axes (numpy broadcasting between A and B) loop outside.
-* **Shared code.**  The micro-kernels (one per row count) and the packing
-  routines are out-of-line functions of the LLVM module, one per dtype and
-  width, shared by every matmul kernel; a kernel itself is the panel and
-  tile loops, the calls, and its epilogue.  One call per micro-tile (a
-  whole K loop of work) costs nothing measurable and keeps compile time
-  proportional to the number of matmuls, not to their unrolled bodies.
+* **Shared code.**  The loop nests of all paths are one driver function per
+  module, dtype and B layout (``dlc.gemm.driver.v16f32``); the micro-kernels
+  and packing routines are out-of-line functions too.  A matmul kernel is its
+  batch loop, a context array (buffer pointers, dims, batch indices) and a
+  driver call; the driver passes every finished tile to the kernel's store
+  function, which holds the epilogue.  One call per micro-tile (a whole K
+  loop of work) costs nothing measurable and keeps compile time close to
+  constant in the number of matmuls.
 
 * **Packed, cache-blocked path** (``M >= PACK_MIN_M``): the BLIS loop nest.
   For each ``NC``-column block and ``KC``-deep slice of K, the B block is
@@ -48,9 +50,9 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   formed in the same order whatever the split, so results are bit-identical
   across thread counts.
 
-The interface a faster implementation must keep: :func:`emit_matmul` and
-:func:`scratch_elements` (workspace it needs per task, in elements of the
-result dtype).
+The interface a faster implementation must keep: :func:`emit_matmul`,
+:func:`scratch_elements` (workspace one task needs, in elements of the result
+dtype, computed from the dims), :func:`task_count` and :func:`max_tasks`.
 """
 
 from __future__ import annotations
