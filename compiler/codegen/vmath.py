@@ -44,7 +44,7 @@ ULP_BOUNDS: dict[tuple[str, str], int] = {
     ("exp", "f32"): 2, ("exp", "f64"): 2,
     ("log", "f32"): 2, ("log", "f64"): 2,
     ("tanh", "f32"): 2, ("tanh", "f64"): 3,
-    ("sigmoid", "f32"): 3, ("sigmoid", "f64"): 3,
+    ("sigmoid", "f32"): 2, ("sigmoid", "f64"): 3,
 }
 
 getcontext().prec = 60
