@@ -186,7 +186,8 @@ def prepare_all(session: Session, case: C.Case, impls: tuple[str, ...], settings
                      settings.prepare_timeout_s, result)
         if reply is not None:
             ready[impl] = reply
-            result.extras[impl] = {k: reply[k] for k in ("build_s", "first_call_s", "per_call_s", "n")}
+            result.extras[impl] = {k: reply[k] for k in ("build_s", "first_call_s", "per_call_s", "n",
+                                                         "os_threads")}
     return ready
 
 

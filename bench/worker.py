@@ -74,6 +74,14 @@ def pin_to_cpus(threads: int) -> list[int]:
     return chosen
 
 
+def os_thread_count() -> int | None:
+    """Threads this process has now (``/proc/self/task``): evidence of what the thread settings did."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
 class Worker:
     """Holds prepared runnables of one family and answers requests."""
 
@@ -151,7 +159,7 @@ class Worker:
         n = max(1, round(target_s / per_call))
         self.runnables[key] = (run, n, per_call)
         return {"ok": True, "n": n, "build_s": built - start, "first_call_s": first - built,
-                "per_call_s": per_call}
+                "per_call_s": per_call, "os_threads": os_thread_count()}
 
     def time(self, key: tuple[str, str]) -> dict[str, Any]:
         """One measurement: seconds per call over ``n`` calls, garbage collector off."""

@@ -47,6 +47,11 @@ def describe(threads: int) -> dict:
     except Exception as e:   # describe never fails: it only reports
         info["llvmlite"] = f"unavailable: {e}"
     try:
+        from compiler.codegen.threads import num_threads
+        info["dlc_num_threads"] = num_threads()
+    except Exception as e:   # the thread pool may not exist in this version of dlc
+        info["dlc_num_threads"] = f"unknown: {type(e).__name__}: {e}"
+    try:
         rt = runtime_module("compile", "load_model")
         info["runtime"] = "ok"
         info["runtime_file"] = getattr(rt, "__file__", None)
