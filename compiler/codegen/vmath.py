@@ -110,6 +110,22 @@ def log_coefficients(terms: int) -> list[Fraction]:
     return [Fraction(2, 2 * k + 1) for k in range(1, terms + 1)]
 
 
+# Minimax coefficients for the f32 fast paths (float32 values, as hex), fitted in
+# float64 by Lawson's iteratively reweighted least squares on 20001 points,
+# minimising the relative error of the whole result; the fitted bound is noted.
+
+# (log1p(f) - f) / f² on f in [sqrt(1/2) - 1, sqrt(2) - 1]: log1p error 2^-27.8.
+_LOG1P_F32 = [float.fromhex(h) for h in (
+    "-0x1.fffff8p-2", "0x1.55555p-2", "-0x1.000426p-2", "0x1.99a3f4p-3", "-0x1.542768p-3",
+    "0x1.227186p-3", "-0x1.0f377cp-3", "0x1.0848f6p-3", "-0x1.383116p-4")]
+# (tanh x - x) / x³ as a polynomial in z = x², |x| <= 0.625: tanh error 2^-27.7.
+_TANH_SMALL_F32 = [float.fromhex(h) for h in (
+    "-0x1.555532p-2", "0x1.110726p-3", "-0x1.b83c58p-5", "0x1.52268ap-6", "-0x1.75e17ap-8")]
+# (e^r - 1 - r) / r² on |r| <= ln2/2: e^r error 2^-28.2.
+_EXPM1_F32 = [float.fromhex(h) for h in (
+    "0x1.fffffcp-2", "0x1.55549p-3", "0x1.5558f4p-5", "0x1.123a6ap-7", "0x1.6a233cp-10")]
+
+
 # -- building blocks -----------------------------------------------------------------
 
 def _fmuladd(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
@@ -174,6 +190,8 @@ def log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """Natural logarithm for float scalars or vectors."""
     ty = x.type
     fmt = _Format(element(ty))
+    if fmt.is_f32:
+        return _log_f32(b, x)
     ity = with_element(ty, fmt.ity)
     terms = 4 if fmt.is_f32 else 9
     ln2_hi, ln2_lo = fmt.split(_LN2, 16 if fmt.is_f32 else 40)
@@ -214,6 +232,15 @@ def tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """Hyperbolic tangent for float scalars or vectors."""
     ty = x.type
     fmt = _Format(element(ty))
+    if not fmt.is_f32:
+        return _tanh_f64(b, x)
+    return _tanh_f32(b, x)
+
+
+def _tanh_f64(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """tanh for f64: odd Taylor series below 0.625, else ``1 - 2/(e^{2|x|} + 1)``."""
+    ty = x.type
+    fmt = _Format(element(ty))
     terms = 11 if fmt.is_f32 else 22
     a = call_overloaded(b, "fabs", [x])
 
@@ -226,6 +253,69 @@ def tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     large = b.fsub(const(ty, 1.0), b.fdiv(const(ty, 2.0), b.fadd(e, const(ty, 1.0))))
     large = call_overloaded(b, "copysign", [large, x])
     return _select(b, b.fcmp_ordered("<", a, const(ty, 0.625)), small, large)
+
+
+def _log_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """log for f32, division-free.
+
+    ``x = 2^k m`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` by integer operations on
+    the bit pattern (subtracting the bits of ``sqrt(1/2)`` moves the mantissa
+    boundary there), ``f = m - 1`` (exact), ``log1p(f) = f + f² q(f)`` with the
+    minimax ``q`` of ``_LOG1P_F32`` and ``k ln2`` added by two FMAs.
+    """
+    ty = x.type
+    ity = with_element(ty, I32)
+    ln2_hi = float(np.float32(float(_LN2)))
+    ln2_lo = float(np.float32(float(_LN2 - Decimal(ln2_hi))))
+
+    small = b.fcmp_ordered("<", x, const(ty, 2.0 ** -126))     # subnormal (or <= 0)
+    xs = _select(b, small, b.fmul(x, const(ty, 2.0 ** 23)), x)
+    bits = b.bitcast(xs, ity)
+    tmp = b.sub(bits, const(ity, 0x3F3504F3))                  # bits of sqrt(1/2)
+    k = b.ashr(tmp, const(ity, 23))
+    m = b.bitcast(b.sub(bits, b.and_(tmp, const(ity, -(1 << 23)))), ty)
+    kf = b.fsub(b.sitofp(k, ty), _select(b, small, const(ty, 23.0), const(ty, 0.0)))
+
+    f = b.fsub(m, const(ty, 1.0))
+    p = _fmuladd(b, b.fmul(f, f), _horner(b, f, _LOG1P_F32), f)
+    res = _fmuladd(b, kf, const(ty, ln2_hi), _fmuladd(b, kf, const(ty, ln2_lo), p))
+
+    res = _select(b, b.fcmp_unordered("uge", x, const(ty, math.inf)), x, res)   # +inf, NaN
+    res = _select(b, b.fcmp_ordered("==", x, const(ty, 0.0)), const(ty, -math.inf), res)
+    return _select(b, b.fcmp_ordered("<", x, const(ty, 0.0)), const(ty, math.nan), res)
+
+
+def _tanh_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """tanh for f32 on ``a = |x|``, sign restored at the end (so ``tanh(-0) = -0``).
+
+    ``a < 0.625``: ``a + a³ P(a²)`` (minimax, ``_TANH_SMALL_F32``); otherwise
+    ``1 - 2 / (e^{2a} + 1)`` with ``a`` clamped to 10 (``tanh`` is 1 in f32
+    from 9.1 on) and an inlined ``e^{2a}`` that needs no overflow or subnormal
+    handling there: ``2a = n ln2 + r``, ``e^r = 1 + r + r² Q(r)`` (minimax,
+    ``_EXPM1_F32``), ``2^n`` added to the exponent bits.
+    """
+    ty = x.type
+    ity = with_element(ty, I32)
+    a = call_overloaded(b, "fabs", [x])
+
+    z = b.fmul(a, a)
+    small = _fmuladd(b, b.fmul(a, z), _horner(b, z, _TANH_SMALL_F32), a)
+
+    ac = _select(b, b.fcmp_ordered(">", a, const(ty, 10.0)), const(ty, 10.0), a)   # keeps NaN
+    y = b.fadd(ac, ac)
+    magic = const(ty, 1.5 * 2.0 ** 23)
+    shifted = b.fadd(b.fmul(y, const(ty, float(np.float32(float(_LOG2E))))), magic)
+    n = b.fsub(shifted, magic)                                   # round(y / ln2)
+    ln2_hi, ln2_lo = _Format(element(ty)).split(_LN2, 11)
+    r = _fmuladd(b, n, const(ty, -ln2_hi), y)
+    r = _fmuladd(b, n, const(ty, -ln2_lo), r)
+    er = b.fadd(_fmuladd(b, b.fmul(r, r), _horner(b, r, _EXPM1_F32), r), const(ty, 1.0))
+    nbits = b.shl(b.bitcast(shifted, ity), const(ity, 23))       # n in the low bits of shifted
+    e = b.bitcast(b.add(b.bitcast(er, ity), nbits), ty)          # e^r 2^n
+    large = b.fsub(const(ty, 1.0), b.fdiv(const(ty, 2.0), b.fadd(e, const(ty, 1.0))))
+
+    res = _select(b, b.fcmp_ordered("<", a, const(ty, 0.625)), small, large)
+    return call_overloaded(b, "copysign", [res, x])
 
 
 def sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
