@@ -37,7 +37,7 @@ from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
                     Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Program, Reduce,
-                    identity_index, loads, remap, replace_loads)
+                    fuse_row_softmax, identity_index, loads, remap, replace_loads)
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
@@ -244,6 +244,7 @@ class Lowering:
                        self.extra, self.kernels)
         prog.kernel_ops = {k: list(ops) for k, ops in self.kernel_ops.items()}
         if self.fuse:
+            fuse_row_softmax(prog)
             fuse_epilogues(prog)
         apply_inplace(prog, self.func)
         _drop_unused(prog)

@@ -360,6 +360,8 @@ def emit_reduce(kc: KernelContext, k: Reduce) -> None:
     """``out = kind over axes of expr`` (see the module docstring)."""
     if k.kind == "argmax":
         _emit_argmax(kc, k)
+    elif k.kind == "logsumexp":
+        _emit_logsumexp(kc, k)
     else:
         _Reduction(kc, k).emit()
 
@@ -547,6 +549,82 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
             return
         with for_range(b, 0, extents[kept[level]], name=f"k{kept[level]}") as i:
             index[kept[level]] = i
+            over(level + 1)
+
+    over(0)
+
+
+def _emit_logsumexp(kc: KernelContext, k: Reduce) -> None:
+    """``log(sum(exp(x)))`` over the last axis in one pass: the *online* log-sum-exp.
+
+    Each lane keeps a running maximum ``m`` and a sum ``s`` of ``exp(x - m)``;
+    a new element ``x`` gives ``m' = max(m, x)`` and ``s' = s * exp(m - m') +
+    exp(x - m')``, so no element is read twice and ``exp`` never overflows.
+    The lanes then combine the same way (``s = sum_l s_l * exp(m_l - m)``)
+    and the row's result is ``m + log(s)``.  ``exp(m - m')`` is taken as 1
+    when ``m == m'`` and ``exp(x - m')`` as 1 when ``x == m'``, so rows of
+    ``-inf`` (and the masked lanes of the tail, read as ``-inf``) never form
+    ``-inf - -inf``; a row holding ``+inf`` gives nan, as the unfused
+    ``x - max(x)`` does.  ``fuse_row_softmax`` (loops.py) makes these kernels.
+    """
+    b = kc.b
+    dtype = k.out.dtype
+    rank = len(k.shape)
+    assert k.axes == (rank - 1,), "logsumexp reduces the last axis only"
+    space = Space([[a] for a in range(rank - 1)] + [[rank - 1]], [[d] for d in k.shape])
+    inner = rank - 1
+    ee = ExprEmitter(kc, space, inner)
+    lanes = kc.lanes if kc.lanes > 1 and ee.vectorizable([k.expr]) else 1
+    e = Emitter(b, lanes, dtype)
+    vty = value_type(dtype, lanes)
+    minus_inf = const(vty, -math.inf)
+    one, zero = const(vty, 1.0), const(vty, 0.0)
+    extents = [kc.dim(d) for d in k.shape]
+    out_strides = _row_major_strides(b, extents[:-1])
+    index: list[ir.Value | None] = [None] * rank
+
+    def step(m_slot: ir.Value, s_slot: ir.Value, x: ir.Value) -> None:
+        m, s = b.load(m_slot), b.load(s_slot)
+        new_m = e.max(m, x)
+        scale = e.select(e.cmp("eq", m, new_m), one, e.exp(e.sub(m, new_m)))
+        term = e.exp(e.select(e.cmp("eq", x, new_m), zero, e.sub(x, new_m)))
+        b.store(new_m, m_slot)
+        b.store(e.fma(s, scale, term), s_slot)
+
+    def per_row() -> None:
+        m_slot, s_slot = alloca(b, vty), alloca(b, vty)
+        b.store(minus_inf, m_slot)
+        b.store(zero, s_slot)
+        n = extents[inner]
+        main = b.and_(n, ir.Constant(I64, -lanes))
+        with for_range(b, 0, main, lanes, name="lse") as j:
+            index[inner] = j
+            step(m_slot, s_slot, ee.emit(k.expr, index, lanes))
+        if lanes > 1:
+            with b.if_then(b.icmp_signed("<", main, n)):
+                index[inner] = main
+                mask = lane_mask(b, lanes, b.sub(n, main))
+                step(m_slot, s_slot, b.select(mask, ee.emit(k.expr, index, lanes, mask), minus_inf))
+        m_vec, s_vec = b.load(m_slot), b.load(s_slot)
+        m = _horizontal(e, "max", m_vec)
+        m_all = splat(b, m, lanes)
+        scale = e.select(e.cmp("eq", m_vec, m_all), one, e.exp(e.sub(m_vec, m_all)))
+        s = _horizontal(e, "sum", e.mul(s_vec, scale))
+        e1 = Emitter(b, 1, dtype)
+        # a +inf logit makes the whole row nan (``inf - inf`` in the unfused ``x - max``)
+        result = e1.select(e1.cmp("eq", m, const(m.type, math.inf)), const(m.type, math.nan),
+                           e1.add(m, e1.log(s)))
+        offset: ir.Value = ir.Constant(I64, 0)
+        for a, stride in enumerate(out_strides):
+            offset = b.add(offset, b.mul(index[a], stride))
+        b.store(to_memory(b, result), b.gep(kc.pointer(k.out), [offset], inbounds=True))
+
+    def over(level: int) -> None:
+        if level == inner:
+            per_row()
+            return
+        with for_range(b, 0, extents[level], name=f"k{level}") as i:
+            index[level] = i
             over(level + 1)
 
     over(0)

@@ -381,3 +381,259 @@ def print_program(p: Program) -> str:
         lines.append(f"  k{i}: {kernel_str(k)}")
     lines.append("}")
     return "\n".join(lines)
+
+
+# -- row softmax fusion ------------------------------------------------------------------------
+#
+# A softmax over the last axis expands (``softmax``'s ``decompose`` rule) to
+#
+#     M = max(E) over the row;  T = E - M;  S = sum(exp(T)) over the row;
+#     probs = exp(T) / S;  log_probs = T - log(S)
+#
+# -- four kernels and three passes over the row before any consumer.  When
+# every use of ``M`` and ``S`` is one of those two forms, only the row's
+# log-sum-exp ``L = M + log(S)`` matters: ``probs = exp(E - L)`` and
+# ``log_probs = E - L``.  :func:`fuse_row_softmax` turns the ``max`` reduction
+# into a ``logsumexp`` reduction (one pass, *online*: see
+# ``kernels._emit_logsumexp``), deletes the ``sum`` reduction, reads ``S`` as
+# 1 (``x / 1`` and ``log(1)`` fold away), and inlines the elementwise
+# temporaries between ``L`` and its consumers into them, so the normalized
+# output, the loss and the gradient are each computed in the pass that
+# consumes them.
+
+EXPENSIVE = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div"})
+
+
+def same_expr(a: Expr, b: Expr) -> bool:
+    """Structural equality of two expressions (same loads, constants and ops)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Load):
+        return a.buffer is b.buffer and a.index == b.index
+    if isinstance(a, Const):
+        return a.value == b.value and a.dtype is b.dtype
+    if isinstance(a, Iota):
+        return a.axis == b.axis and a.dtype is b.dtype
+    if isinstance(a, DimValue):
+        return a.dim == b.dim and a.dtype is b.dtype
+    if isinstance(a, Apply):
+        return (a.op == b.op and a.dtype is b.dtype and len(a.args) == len(b.args)
+                and all(same_expr(x, y) for x, y in zip(a.args, b.args)))
+    return True
+
+
+def _inlinable_producers(prog: Program) -> dict[Buffer, Elementwise]:
+    """Temporaries written whole by an elementwise kernel of their own shape (no views)."""
+    viewed = {b.base for b in prog.buffers if b.base is not None}
+    return {k.out: k for k in prog.kernels
+            if isinstance(k, Elementwise) and k.out.role == TEMP and k.out.base is None
+            and k.out not in viewed and tuple(k.shape) == tuple(k.out.shape)}
+
+
+def _expand(expr: Expr, shape: tuple[Dim, ...], producers: dict[Buffer, Elementwise]) -> Expr:
+    """``expr`` with identity loads of inlinable temporaries replaced by their definitions."""
+    ident = identity_index(len(shape))
+
+    def sub(ld: Load) -> Expr:
+        k = producers.get(ld.buffer)
+        if k is None or ld.index != ident or tuple(k.shape) != tuple(shape):
+            return ld
+        return _expand(k.expr, shape, producers)
+
+    return replace_loads(expr, sub)
+
+
+def _is_apply(e: Expr, op: str) -> bool:
+    return isinstance(e, Apply) and e.op == op
+
+
+def _shifted(e: Expr, row: Expr, m_load: Load) -> bool:
+    """Whether ``e`` is ``row - M``."""
+    return (_is_apply(e, "sub") and same_expr(e.args[0], row)
+            and isinstance(e.args[1], Load) and e.args[1].buffer is m_load.buffer
+            and e.args[1].index == m_load.index)
+
+
+def _uses_ok(e: Expr, row: Expr, m_load: Load, s: Buffer) -> bool:
+    """Every use of ``M`` and ``S`` in ``e`` is ``exp(row - M) / S`` or ``(row - M) - log(S)``."""
+    if isinstance(e, Load):
+        return e.buffer is not m_load.buffer and e.buffer is not s
+    if not isinstance(e, Apply):
+        return True
+    a = e.args
+    if (e.op == "div" and _is_apply(a[0], "exp") and _shifted(a[0].args[0], row, m_load)
+            and isinstance(a[1], Load) and a[1].buffer is s):
+        return True
+    if (e.op == "sub" and _shifted(a[0], row, m_load) and _is_apply(a[1], "log")
+            and isinstance(a[1].args[0], Load) and a[1].args[0].buffer is s):
+        return True
+    return all(_uses_ok(x, row, m_load, s) for x in a)
+
+
+def _touches(e: Expr, bufs: set[Buffer]) -> bool:
+    return any(ld.buffer in bufs for ld in loads(e))
+
+
+def _kernel_exprs(k: Kernel) -> list[Expr]:
+    if isinstance(k, Matmul):
+        return [k.epilogue] if k.epilogue is not None else []
+    return [k.expr]
+
+
+def _softmax_match(prog: Program, mx: Reduce) -> Reduce | None:
+    """The ``sum(exp(E - M))`` reduction pairing with ``max`` reduction ``mx``, if every use fits."""
+    m = mx.out
+    rank = len(mx.shape)
+    if (mx.kind != "max" or not m.dtype.is_float or mx.axes != (rank - 1,) or rank == 0
+            or m.role != TEMP or m.base is not None):
+        return None
+    if any(b.base is m for b in prog.buffers):
+        return None
+    producers = _inlinable_producers(prog)
+    row = _expand(mx.expr, mx.shape, producers)
+    m_load = Load(m, (*range(rank - 1), None) if m.rank == rank else tuple(range(rank - 1)))
+    for k in prog.kernels:
+        if not (isinstance(k, Reduce) and k.kind == "sum" and k.axes == mx.axes
+                and tuple(k.shape) == tuple(mx.shape) and k.out.role == TEMP and k.out.base is None
+                and tuple(k.out.shape) == tuple(m.shape)):
+            continue
+        e = _expand(k.expr, k.shape, producers)
+        if not (_is_apply(e, "exp") and _shifted(e.args[0], row, m_load)):
+            continue
+        if any(b.base is k.out for b in prog.buffers):
+            continue
+        if _all_uses_ok(prog, mx, k, row, m_load, producers):
+            return k
+    return None
+
+
+def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load: Load,
+                 producers: dict[Buffer, Elementwise]) -> bool:
+    """Whether every kernel reading ``M`` or ``S`` (through inlinable temporaries) fits the forms."""
+    s = s_kernel.out
+    watched = {mx.out, s}
+    readers: dict[Buffer, list[Kernel]] = {}
+    for k in prog.kernels:
+        for buf in dict.fromkeys(k.reads()):
+            readers.setdefault(buf, []).append(k)
+
+    def valid(k: Kernel) -> bool:
+        if k is s_kernel or k is mx:
+            return True
+        if isinstance(k, Matmul):
+            return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
+                k.a not in watched and k.b not in watched
+        e = _expand(k.expr, k.shape, producers)
+        if _uses_ok(e, row, m_load, s):
+            return True
+        # an intermediate (``E - M`` alone): fine when every reader inlines it and fits
+        if k.out not in producers:
+            return False
+        ident = identity_index(len(k.shape))
+        for r in readers.get(k.out, []):
+            if isinstance(r, Matmul) or tuple(r.shape) != tuple(k.shape):
+                return False
+            if any(ld.index != ident for ld in loads(r.expr) if ld.buffer is k.out):
+                return False
+            if not valid(r):
+                return False
+        return True
+
+    suspects = {k for b in watched for k in readers.get(b, [])}
+    return all(valid(k) for k in suspects)
+
+
+def _simplify(e: Expr) -> Expr:
+    """Fold ``x / 1``, ``log(1)`` and ``x - 0`` (left by reading ``S`` as 1)."""
+    if not isinstance(e, Apply):
+        return e
+    args = tuple(_simplify(a) for a in e.args)
+    one = [isinstance(a, Const) and a.value == 1.0 for a in args]
+    zero = [isinstance(a, Const) and a.value == 0.0 for a in args]
+    if e.op == "div" and one[1] and args[0].dtype is e.dtype:
+        return args[0]
+    if e.op == "log" and one[0]:
+        return Const(0.0, e.dtype)
+    if e.op == "sub" and zero[1] and args[0].dtype is e.dtype:
+        return args[0]
+    return Apply(e.op, args, e.dtype, e.in_dtype)
+
+
+def _set_exprs(k: Kernel, fn) -> None:
+    if isinstance(k, Matmul):
+        if k.epilogue is not None:
+            k.epilogue = fn(k.epilogue)
+    else:
+        k.expr = fn(k.expr)
+
+
+def _merge_ops(prog: Program, into: Kernel, gone: Kernel) -> None:
+    merged = list(prog.kernel_ops.get(into, [])) + list(prog.kernel_ops.pop(gone, []))
+    prog.kernel_ops[into] = list(dict.fromkeys(merged))
+
+
+def _cheap(e: Expr) -> bool:
+    ops = [n for n in walk(e) if isinstance(n, Apply)]
+    return len(ops) <= 3 and not any(n.op in EXPENSIVE for n in ops)
+
+
+def _inline_from(prog: Program, seeds: set[Buffer]) -> None:
+    """Inline the elementwise temporaries computed from ``seeds`` into their readers.
+
+    A temporary is inlined when all its readers are elementwise or reduction
+    kernels over its shape reading it at the element they compute, and it is
+    either cheap or read by one kernel only (so no work is duplicated beyond
+    a few adds).
+    """
+    family = set(seeds)
+    changed = True
+    while changed:
+        changed = False
+        producers = _inlinable_producers(prog)
+        for k in list(prog.kernels):
+            if not isinstance(k, (Elementwise, Reduce)) or not _touches(k.expr, family):
+                continue
+            family.add(k.out)
+            if k.out not in producers:
+                continue
+            readers = [r for r in prog.kernels if r is not k and k.out in r.reads()]
+            ident = identity_index(len(k.shape))
+            if not readers or not all(
+                    isinstance(r, (Elementwise, Reduce)) and tuple(r.shape) == tuple(k.shape)
+                    and all(ld.index == ident for ld in loads(r.expr) if ld.buffer is k.out)
+                    for r in readers):
+                continue
+            if len(readers) > 1 and not _cheap(k.expr):
+                continue
+            for r in readers:
+                r.expr = _simplify(replace_loads(r.expr, lambda ld: k.expr if ld.buffer is k.out else ld))
+                merged = list(prog.kernel_ops.get(r, [])) + list(prog.kernel_ops.get(k, []))
+                prog.kernel_ops[r] = list(dict.fromkeys(merged))
+            prog.kernel_ops.pop(k, None)
+            prog.kernels.remove(k)
+            changed = True
+            break
+
+
+def fuse_row_softmax(prog: Program) -> int:
+    """Rewrite each last-axis softmax / log-softmax (see above) as a logsumexp pass; returns how many."""
+    count = 0
+    seeds: set[Buffer] = set()
+    for mx in list(prog.kernels):
+        if not isinstance(mx, Reduce) or mx not in prog.kernels:
+            continue
+        sk = _softmax_match(prog, mx)
+        if sk is None:
+            continue
+        s = sk.out
+        mx.kind = "logsumexp"
+        prog.kernels.remove(sk)
+        _merge_ops(prog, mx, sk)
+        for k in prog.kernels:
+            _set_exprs(k, lambda e: _simplify(replace_loads(
+                e, lambda ld: Const(1.0, s.dtype) if ld.buffer is s else ld)))
+        seeds.add(mx.out)
+        count += 1
+    if seeds:
+        _inline_from(prog, seeds)
+    return count
