@@ -70,6 +70,7 @@ PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay
 KC = 384                 # K slice: a kc x NR panel of B stays in L1/L2
 MC = 128                 # rows of A packed at once (kc x MC in L2)
 NC = 4096                # columns of B packed at once (kc x NC in L2/L3)
+MR_AVX512 = 8
 MIN_TASK_WORK = 1 << 20  # multiply-adds per task at least (fewer: fewer tasks, down to one)
 TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
 
@@ -77,10 +78,17 @@ TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a deschedule
 def tile_shape(lanes: int) -> tuple[int, int]:
     """(MR rows, NV vectors) of the micro-tile for ``lanes``-wide vectors."""
     if lanes >= 16:
-        return 8, 2          # 16 accumulators + 2 B vectors + 1 broadcast of 32 zmm
+        return MR_AVX512, 2  # 2 * MR accumulators + 2 B vectors + broadcasts of 32 zmm
     if lanes >= 8:
         return 6, 2          # 12 of 16 ymm
     return 4, 2
+
+
+def _narrow_rows(lanes: int) -> int:
+    """Rows of the narrow path's one-vector tile: 16 (its tails run 8, 4, 2 and 1 rows)
+    with AVX-512, the micro-tile's accumulator count otherwise."""
+    mr, nv = tile_shape(lanes)
+    return 16 if lanes >= 16 else mr * nv
 
 
 def panel_width(lanes: int) -> int:
@@ -160,6 +168,10 @@ def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 ADD_PREVIOUS = 1            # store flags: add C's current contents (an earlier K slice's sum)
 EPILOGUE = 2                # ... and apply the epilogue (the sum is final)
 
+TO_TILE = 0                 # packed micro-kernel modes: accumulators into the stack tile,
+TO_C = 1                    # ... straight into C (a whole tile needing no epilogue),
+ADD_TO_C = 2                # ... added to C (a later K slice of such a tile)
+
 
 def emit_matmul(kc: KernelContext, k: Matmul) -> None:
     """Code for one :class:`Matmul` kernel into the current function: per batch element,
@@ -218,7 +230,8 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value], store: ir.F
     driver = _driver_function(b.module, k.dtype, lanes, k.trans_b)
     scratch = b.bitcast(kc.scratch, a.type)
     b.call(driver, [a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks,
-                    ir.Constant(I1, int(reads_output(k))), store, raw_ctx])
+                    ir.Constant(I1, int(reads_output(k))), ir.Constant(I1, int(k.epilogue is None)), store,
+                    raw_ctx])
 
 
 def _store_type(dtype: DType) -> ir.FunctionType:
@@ -232,16 +245,17 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     packed or small path, each finished tile handed to ``store(ctx, tile, ...)``.
 
     Signature: ``(T* a, i64 sa_i, i64 sa_k, T* b, T* c, i64 m, i64 n, i64 k, T* scratch,
-    i64 t, i64 ntasks, i1 one_slice, store*, i8* ctx)``; ``one_slice``: never split K (the
-    store's epilogue reads C, so C may not hold partial sums)."""
+    i64 t, i64 ntasks, i1 one_slice, i1 plain, store*, i8* ctx)``; ``one_slice``: never split
+    K (the store's epilogue reads C, so C may not hold partial sums); ``plain``: the kernel has
+    no epilogue (the packed path writes whole tiles straight to C)."""
     ety = memory_type(dtype)
     name = f"dlc.gemm.driver{'T' if trans_b else ''}.{type_suffix(value_type(dtype, lanes))}"
     fn, fresh = _shared(module, name, ir.VoidType(),
                         [ety.as_pointer(), I64, I64, ety.as_pointer(), ety.as_pointer(), I64, I64, I64,
-                         ety.as_pointer(), I64, I64, I1, _store_type(dtype).as_pointer(), I8P])
+                         ety.as_pointer(), I64, I64, I1, I1, _store_type(dtype).as_pointer(), I8P])
     if not fresh:
         return fn
-    a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks, one_slice, store, ctx = fn.args
+    a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks, one_slice, plain, store, ctx = fn.args
     for arg in (a, bmat, c, scratch):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -249,10 +263,10 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     nr = nv * lanes
     zero = ir.Constant(I64, 0)
     vty = value_type(dtype, lanes)
-    tile = alloca(b, ir.ArrayType(vty, max(mr * nv, _wide_vectors(lanes))))
+    tile = alloca(b, ir.ArrayType(vty, max(mr * nv, _narrow_rows(lanes), _wide_vectors(lanes))))
     tile_ptr = b.bitcast(tile, vty.as_pointer())
     g = _Gemm(b, dtype, trans_b, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, tile_ptr, scratch,
-              one_slice, store, ctx)
+              one_slice, plain, store, ctx)
 
     packed = b.icmp_signed(">=", m, ir.Constant(I64, PACK_MIN_M))
     if lanes >= 8:
@@ -260,8 +274,9 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
         narrow = b.icmp_signed("<=", n, ir.Constant(I64, lanes))
         packed = b.and_(packed, b.not_(narrow))
         with b.if_then(narrow):
-            ilo, ihi = split(b, m, t, ntasks, mr * nv)
-            g.small(ilo, ihi, zero, n, mr * nv, 1)
+            rows = _narrow_rows(lanes)
+            ilo, ihi = split(b, m, t, ntasks, rows)
+            g.small(ilo, ihi, zero, n, rows, 1)
     else:
         narrow = ir.Constant(I1, 0)
     with b.if_else(packed) as (then, otherwise):
@@ -295,11 +310,11 @@ class _Gemm:
     emitted into the shared driver function."""
 
     def __init__(self, b: ir.IRBuilder, dtype: DType, trans_b: bool, a, sa_i, sa_k, bmat, c, m, n, kk,
-                 lanes: int, tile, scratch, one_slice, store_fn, ctx):
+                 lanes: int, tile, scratch, one_slice, plain, store_fn, ctx):
         self.b, self.dtype, self.trans_b = b, dtype, trans_b
         self.a, self.sa_i, self.sa_k, self.bmat, self.c = a, sa_i, sa_k, bmat, c
         self.m, self.n, self.kk, self.lanes = m, n, kk, lanes
-        self.tile, self.scratch, self.one_slice = tile, scratch, one_slice
+        self.tile, self.scratch, self.one_slice, self.plain = tile, scratch, one_slice, plain
         self.store_fn, self.ctx = store_fn, ctx
         self.mr, self.nv = tile_shape(lanes)
         self.nr = self.nv * lanes
@@ -402,16 +417,27 @@ class _Gemm:
                     b.call(pack_a, [self.a, self.sa_i, self.sa_k, ic, mcur, pc, kcur, apack])
                     with for_range(b, 0, ncur, nr, name="jr") as jr:
                         bpanel = b.gep(bpack, [b.mul(jr, kcur)])
+                        j0 = b.add(jc, jr)
+                        full_cols = b.icmp_signed("<=", b.add(j0, ir.Constant(I64, nr)), self.n)
                         with for_range(b, 0, mcur, mr, name="ir") as ir_:
-                            b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile])
                             rows = _min(b, ir.Constant(I64, mr), b.sub(mcur, ir_))
-                            i0, j0 = b.add(ic, ir_), b.add(jc, jr)
-                            # the epilogue on the last slice only; every slice but the first
-                            # adds what the earlier ones left in C
-                            flags = b.or_(b.zext(b.not_(first), I64),
-                                          b.select(last, ir.Constant(I64, EPILOGUE), ir.Constant(I64, 0)))
-                            b.call(self.store_fn, [self.ctx, b.bitcast(self.tile, I8P), self.c, self.n,
-                                                   i0, j0, rows, ir.Constant(I64, nv), flags])
+                            i0 = b.add(ic, ir_)
+                            # a whole tile that needs no epilogue (a plain kernel, or not the
+                            # last slice) goes straight from the registers to C
+                            full = b.and_(full_cols, b.icmp_signed("==", rows, ir.Constant(I64, mr)))
+                            direct = b.and_(full, b.or_(self.plain, b.not_(last)))
+                            mode = b.select(direct, b.select(first, ir.Constant(I64, TO_C), ir.Constant(I64, ADD_TO_C)),
+                                            ir.Constant(I64, TO_TILE))
+                            cptr = b.gep(self.c, [b.add(b.mul(i0, self.n), j0)])
+                            b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile,
+                                           cptr, self.n, mode])
+                            with b.if_then(b.not_(direct)):
+                                # the epilogue on the last slice only; every slice but the
+                                # first adds what the earlier ones left in C
+                                flags = b.or_(b.zext(b.not_(first), I64),
+                                              b.select(last, ir.Constant(I64, EPILOGUE), ir.Constant(I64, 0)))
+                                b.call(self.store_fn, [self.ctx, b.bitcast(self.tile, I8P), self.c, self.n,
+                                                       i0, j0, rows, ir.Constant(I64, nv), flags])
 
 
 def _store_function(kc: KernelContext, k: Matmul) -> tuple[ir.Function, list[ir.Value]]:
@@ -620,11 +646,12 @@ def _packed_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: in
     vty = value_type(dtype, lanes)
     nr = nv * lanes
     name = f"dlc.gemm.packed{rows}x{nr}.{type_suffix(value_type(dtype, 1))}"
-    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), ety.as_pointer(), I64, vty.as_pointer()])
+    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), ety.as_pointer(), I64, vty.as_pointer(),
+                                                      ety.as_pointer(), I64, I64])
     if not fresh:
         return fn
-    ap, bp, kk, tile = fn.args
-    for arg in (ap, bp, tile):
+    ap, bp, kk, tile, c, ldc, mode = fn.args
+    for arg in (ap, bp, tile, c):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     e = Emitter(b, lanes, dtype)
@@ -645,11 +672,43 @@ def _packed_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: in
             av = splat(b, b.load(b.gep(arow, [ir.Constant(I64, r)])), lanes)
             for v in range(nv):
                 b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
-    for r in range(rows):
-        for v in range(nv):
-            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, r * nv + v)]))
+    _write_accumulators(b, e, accs, tile, c, ldc, mode, lanes)
     b.ret_void()
     return fn
+
+
+def _write_accumulators(b: ir.IRBuilder, e: Emitter, accs, tile, c, ldc, mode, lanes: int) -> None:
+    """The packed micro-kernel's result: into the stack tile (``TO_TILE``, for the store
+    function), or straight into C's ``rows x NR`` block at ``c`` (row stride ``ldc``),
+    replacing (``TO_C``) or adding to (``ADD_TO_C``) what an earlier K slice left there."""
+    nv = len(accs[0])
+    values = [[b.load(slot) for slot in row] for row in accs]
+    with b.if_else(b.icmp_signed("==", mode, ir.Constant(I64, TO_TILE))) as (to_tile, to_c):
+        with to_tile:
+            for r, row in enumerate(values):
+                for v, value in enumerate(row):
+                    b.store(value, b.gep(tile, [ir.Constant(I64, r * nv + v)]))
+        with to_c:
+            add = b.icmp_signed("==", mode, ir.Constant(I64, ADD_TO_C))
+            with b.if_else(add) as (adding, replacing):
+                for block, summed in ((adding, True), (replacing, False)):
+                    with block:
+                        _write_to_c(b, e, values, c, ldc, lanes, summed)
+
+
+def _write_to_c(b: ir.IRBuilder, e: Emitter, values, c, ldc, lanes: int, add: bool) -> None:
+    """Store the accumulator rows at ``c`` (row stride ``ldc``), plus C's contents if ``add``."""
+    for r, row in enumerate(values):
+        crow = b.gep(c, [b.mul(ir.Constant(I64, r), ldc)])
+        for v, value in enumerate(row):
+            ptr = b.gep(crow, [ir.Constant(I64, v * lanes)])
+            if add:
+                value = e.add(value, from_memory(b, _load_lanes(b, ptr, lanes), e.dtype))
+            value = to_memory(b, value)
+            if lanes == 1:
+                b.store(value, ptr)
+            else:
+                store_vector(b, value, ptr, None)
 
 
 def _pack_a_function(module: ir.Module, dtype: DType, mr: int) -> ir.Function:
@@ -704,43 +763,61 @@ def _pack_b_function(module: ir.Module, dtype: DType, lanes: int, nv: int, trans
     bmat.add_attribute("noalias")
     bp.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if not transposed:
+        _pack_b_rows(b, dtype, lanes, nv, bmat, n, p0, kc, j0, nc, bp)
+        b.ret_void()
+        return fn
     with for_range(b, 0, nc, nr, name="jp") as jp:
         dst = b.gep(bp, [b.mul(jp, kc)])
-        width = b.sub(nc, jp)
-        if not transposed:
-            masks = [lane_mask(b, lanes, _clamp(b, b.sub(width, ir.Constant(I64, v * lanes)), lanes))
-                     if lanes > 1 else None for v in range(nv)]
-            full = b.icmp_signed(">=", width, ir.Constant(I64, nr))
-            base = b.gep(bmat, [b.add(b.mul(p0, n), b.add(j0, jp))])
+        lastcol = b.sub(b.sub(nc, jp), ir.Constant(I64, 1))
+        with for_range(b, 0, ir.Constant(I64, nr), name="jj") as jj:
+            col = b.select(b.icmp_signed(">", jj, lastcol), lastcol, jj)
+            src = b.gep(bmat, [b.add(b.mul(b.add(b.add(j0, jp), col), kk), p0)])
             with for_range(b, 0, kc, name="p") as p:
-                row = b.gep(base, [b.mul(p, n)])
-                out = b.gep(dst, [b.mul(p, ir.Constant(I64, nr))])
-                for v in range(nv):
-                    src = b.gep(row, [ir.Constant(I64, v * lanes)])
-                    to = b.gep(out, [ir.Constant(I64, v * lanes)])
-                    if lanes == 1:
-                        live = b.icmp_signed(">", width, ir.Constant(I64, v))
-                        with b.if_else(live) as (then, otherwise):
-                            with then:
-                                b.store(b.load(src), to)
-                            with otherwise:
-                                b.store(const(ety, 0), to)
-                    else:
-                        with b.if_else(full) as (then, otherwise):
-                            with then:
-                                store_vector(b, load_vector(b, src, lanes, None), to, None)
-                            with otherwise:
-                                store_vector(b, load_vector(b, src, lanes, masks[v]), to, None)
-        else:
-            lastcol = b.sub(width, ir.Constant(I64, 1))
-            with for_range(b, 0, ir.Constant(I64, nr), name="jj") as jj:
-                col = b.select(b.icmp_signed(">", jj, lastcol), lastcol, jj)
-                src = b.gep(bmat, [b.add(b.mul(b.add(b.add(j0, jp), col), kk), p0)])
-                with for_range(b, 0, kc, name="p") as p:
-                    out = b.gep(dst, [b.add(b.mul(p, ir.Constant(I64, nr)), jj)])
-                    b.store(b.load(b.gep(src, [p])), out)
+                out = b.gep(dst, [b.add(b.mul(p, ir.Constant(I64, nr)), jj)])
+                b.store(b.load(b.gep(src, [p])), out)
     b.ret_void()
     return fn
+
+
+def _pack_b_rows(b: ir.IRBuilder, dtype: DType, lanes: int, nv: int, bmat, n, p0, kc, j0, nc, bp) -> None:
+    """The row-major case of :func:`_pack_b_function`: B's rows are read front to back
+    (one sequential stream, which the hardware prefetcher follows; a panel at a time
+    would read ``NR`` columns from each of ``kc`` rows, one cache line per row), each
+    row's ``NR``-wide pieces written to their panels; the last, partial panel masked and
+    zero-padded."""
+    ety = memory_type(dtype)
+    nr = nv * lanes
+    full_end = b.mul(b.sdiv(nc, ir.Constant(I64, nr)), ir.Constant(I64, nr))
+    tail = b.sub(nc, full_end)
+    with for_range(b, 0, kc, name="p") as p:
+        row = b.gep(bmat, [b.add(b.mul(b.add(p0, p), n), j0)])
+        out = b.gep(bp, [b.mul(p, ir.Constant(I64, nr))])
+        with for_range(b, 0, full_end, nr, name="jp") as jp:
+            src = b.gep(row, [jp])
+            to = b.gep(out, [b.mul(jp, kc)])
+            for v in range(nv):
+                off = ir.Constant(I64, v * lanes)
+                if lanes == 1:
+                    b.store(b.load(b.gep(src, [off])), b.gep(to, [off]))
+                else:
+                    store_vector(b, load_vector(b, b.gep(src, [off]), lanes, None), b.gep(to, [off]), None)
+        with b.if_then(b.icmp_signed(">", tail, ir.Constant(I64, 0))):
+            src = b.gep(row, [full_end])
+            to = b.gep(out, [b.mul(full_end, kc)])
+            for v in range(nv):
+                left = _clamp(b, b.sub(tail, ir.Constant(I64, v * lanes)), lanes)
+                off = ir.Constant(I64, v * lanes)
+                if lanes == 1:
+                    live = b.icmp_signed(">", left, ir.Constant(I64, 0))
+                    with b.if_else(live) as (then, otherwise):
+                        with then:
+                            b.store(b.load(b.gep(src, [off])), b.gep(to, [off]))
+                        with otherwise:
+                            b.store(const(ety, 0), b.gep(to, [off]))
+                else:
+                    value = load_vector(b, b.gep(src, [off]), lanes, lane_mask(b, lanes, left))
+                    store_vector(b, value, b.gep(to, [off]), None)
 
 
 def _load_lanes(b: ir.IRBuilder, ptr: ir.Value, lanes: int) -> ir.Value:
