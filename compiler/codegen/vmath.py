@@ -114,13 +114,12 @@ def log_coefficients(terms: int) -> list[Fraction]:
 # float64 by Lawson's iteratively reweighted least squares on 20001 points,
 # minimising the relative error of the whole result; the fitted bound is noted.
 
-# (log1p(f) - f) / f² on f in [sqrt(1/2) - 1, sqrt(2) - 1]: log1p error 2^-27.8.
+# (log1p(f) - f) / f² on f in [sqrt(1/2) - 1, sqrt(2) - 1]: log1p error 2^-25.0.
 _LOG1P_F32 = [float.fromhex(h) for h in (
-    "-0x1.fffff8p-2", "0x1.55555p-2", "-0x1.000426p-2", "0x1.99a3f4p-3", "-0x1.542768p-3",
-    "0x1.227186p-3", "-0x1.0f377cp-3", "0x1.0848f6p-3", "-0x1.383116p-4")]
-# (tanh x - x) / x³ as a polynomial in z = x², |x| <= 0.625: tanh error 2^-27.7.
-_TANH_SMALL_F32 = [float.fromhex(h) for h in (
-    "-0x1.555532p-2", "0x1.110726p-3", "-0x1.b83c58p-5", "0x1.52268ap-6", "-0x1.75e17ap-8")]
+    "-0x1.fffffap-2", "0x1.5556f4p-2", "-0x1.00049ap-2", "0x1.98d2bep-3", "-0x1.535d26p-3",
+    "0x1.318536p-3", "-0x1.2504f0p-3", "0x1.65c7e4p-4")]
+# (tanh x - x) / x³ as a polynomial in z = x², |x| <= 0.3: tanh error 2^-26.3.
+_TANH_SMALL_F32 = [float.fromhex(h) for h in ("-0x1.55549ep-2", "0x1.10b012p-3", "-0x1.9c99c6p-5")]
 # (e^r - 1 - r) / r² on |r| <= ln2/2: e^r error 2^-28.2.
 _EXPM1_F32 = [float.fromhex(h) for h in (
     "0x1.fffffcp-2", "0x1.55549p-3", "0x1.5558f4p-5", "0x1.123a6ap-7", "0x1.6a233cp-10")]
@@ -261,12 +260,11 @@ def _log_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     ``x = 2^k m`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` by integer operations on
     the bit pattern (subtracting the bits of ``sqrt(1/2)`` moves the mantissa
     boundary there), ``f = m - 1`` (exact), ``log1p(f) = f + f² q(f)`` with the
-    minimax ``q`` of ``_LOG1P_F32`` and ``k ln2`` added by two FMAs.
+    minimax ``q`` of ``_LOG1P_F32`` and ``k ln2`` added by one FMA.
     """
     ty = x.type
     ity = with_element(ty, I32)
-    ln2_hi = float(np.float32(float(_LN2)))
-    ln2_lo = float(np.float32(float(_LN2 - Decimal(ln2_hi))))
+    ln2 = float(np.float32(float(_LN2)))
 
     small = b.fcmp_ordered("<", x, const(ty, 2.0 ** -126))     # subnormal (or <= 0)
     xs = _select(b, small, b.fmul(x, const(ty, 2.0 ** 23)), x)
@@ -278,7 +276,8 @@ def _log_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
     f = b.fsub(m, const(ty, 1.0))
     p = _fmuladd(b, b.fmul(f, f), _horner(b, f, _LOG1P_F32), f)
-    res = _fmuladd(b, kf, const(ty, ln2_hi), _fmuladd(b, kf, const(ty, ln2_lo), p))
+    # k ln2 with ln2 rounded to f32: its error (k 1.9e-9) is < 0.1 ULP of the result
+    res = _fmuladd(b, kf, const(ty, ln2), p)
 
     res = _select(b, b.fcmp_unordered("uge", x, const(ty, math.inf)), x, res)   # +inf, NaN
     res = _select(b, b.fcmp_ordered("==", x, const(ty, 0.0)), const(ty, -math.inf), res)
@@ -286,35 +285,38 @@ def _log_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def _tanh_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """tanh for f32 on ``a = |x|``, sign restored at the end (so ``tanh(-0) = -0``).
+    """tanh for f32 on ``a = |x|``, sign restored at the end (so ``tanh(-0) = -0``):
+    ``a < 0.3``: ``a + a³ P(a²)`` (minimax ``_TANH_SMALL_F32``); otherwise
+    ``m / (m + 2)`` with ``m = expm1(2a)`` (below 0.3 its three roundings reach
+    3 ULP where the result sits at the bottom of a binade).
 
-    ``a < 0.625``: ``a + a³ P(a²)`` (minimax, ``_TANH_SMALL_F32``); otherwise
-    ``1 - 2 / (e^{2a} + 1)`` with ``a`` clamped to 10 (``tanh`` is 1 in f32
-    from 9.1 on) and an inlined ``e^{2a}`` that needs no overflow or subnormal
-    handling there: ``2a = n ln2 + r``, ``e^r = 1 + r + r² Q(r)`` (minimax,
-    ``_EXPM1_F32``), ``2^n`` added to the exponent bits.
+    ``|x|`` is clamped to 10 (``tanh`` is 1 in f32 from 9.1 on), so the inlined
+    ``expm1`` needs no overflow or subnormal handling: ``2|x| = n ln2 + r``
+    (one FMA), ``p = e^r - 1 = r + r² Q(r)`` (minimax ``_EXPM1_F32``), and
+    ``m = 2^n p + (2^n - 1)`` (exact for ``n = 0``, so tiny ``x`` keep full
+    relative accuracy).
     """
     ty = x.type
     ity = with_element(ty, I32)
     a = call_overloaded(b, "fabs", [x])
+    ac = _select(b, b.fcmp_ordered(">", a, const(ty, 10.0)), const(ty, 10.0), a)   # keeps NaN
+    y = b.fadd(ac, ac)
+    # n = round(y / ln2) by adding and subtracting 1.5 2^23 + 127: the low bits of
+    # the sum hold n + 127, the biased exponent of 2^n.
+    magic = const(ty, 1.5 * 2.0 ** 23 + 127)
+    shifted = b.fadd(b.fmul(y, const(ty, float(np.float32(float(_LOG2E))))), magic)
+    n = b.fsub(shifted, magic)                                   # 0..29
+    # One FMA with ln2 rounded to f32: its error (n 1.9e-9) moves the result by
+    # < 0.05 ULP, as tanh's sensitivity to e^{2a} falls with e^{-2a}.
+    r = _fmuladd(b, n, const(ty, -float(np.float32(float(_LN2)))), y)
+    p = _fmuladd(b, b.fmul(r, r), _horner(b, r, _EXPM1_F32), r)
+    scale = b.bitcast(b.shl(b.bitcast(shifted, ity), const(ity, 23)), ty)   # 2^n
+    m = _fmuladd(b, scale, p, b.fsub(scale, const(ty, 1.0)))
+    large = b.fdiv(m, b.fadd(m, const(ty, 2.0)))
 
     z = b.fmul(a, a)
     small = _fmuladd(b, b.fmul(a, z), _horner(b, z, _TANH_SMALL_F32), a)
-
-    ac = _select(b, b.fcmp_ordered(">", a, const(ty, 10.0)), const(ty, 10.0), a)   # keeps NaN
-    y = b.fadd(ac, ac)
-    magic = const(ty, 1.5 * 2.0 ** 23)
-    shifted = b.fadd(b.fmul(y, const(ty, float(np.float32(float(_LOG2E))))), magic)
-    n = b.fsub(shifted, magic)                                   # round(y / ln2)
-    ln2_hi, ln2_lo = _Format(element(ty)).split(_LN2, 11)
-    r = _fmuladd(b, n, const(ty, -ln2_hi), y)
-    r = _fmuladd(b, n, const(ty, -ln2_lo), r)
-    er = b.fadd(_fmuladd(b, b.fmul(r, r), _horner(b, r, _EXPM1_F32), r), const(ty, 1.0))
-    nbits = b.shl(b.bitcast(shifted, ity), const(ity, 23))       # n in the low bits of shifted
-    e = b.bitcast(b.add(b.bitcast(er, ity), nbits), ty)          # e^r 2^n
-    large = b.fsub(const(ty, 1.0), b.fdiv(const(ty, 2.0), b.fadd(e, const(ty, 1.0))))
-
-    res = _select(b, b.fcmp_ordered("<", a, const(ty, 0.625)), small, large)
+    res = _select(b, b.fcmp_ordered("<", a, const(ty, 0.3)), small, large)
     return call_overloaded(b, "copysign", [res, x])
 
 
