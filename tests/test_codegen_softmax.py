@@ -106,14 +106,15 @@ def test_matches_the_interpreter(compiled):
                 np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6, err_msg=f"{name} N={n} C={c}")
 
 
-def test_infinite_logits_follow_the_interpreter():
-    mod = runtime.compile(softmax_module(17), cache=False, passes="")
-    x = np.zeros((5, 17), np.float32)
+@pytest.mark.parametrize("c", [17, 40])      # one row per lane / W elements of a row per step
+def test_infinite_logits_follow_the_interpreter(c):
+    mod = runtime.compile(softmax_module(c), cache=False, passes="")
+    x = np.zeros((5, c), np.float32)
     x[0, 3] = -np.inf                       # a masked class
     x[1, :] = -np.inf                       # nothing left: nan, as numpy
     x[2, 5] = np.inf
-    x[3, :16] = -np.inf                     # the only finite class is in the tail lanes
-    x[4] = np.linspace(-30, 30, 17)
+    x[3, :c - 1] = -np.inf                  # the only finite class is in the tail lanes
+    x[4] = np.linspace(-30, 30, c)
     for name in ("softmax", "log_softmax"):
         want = interpret(mod.module.get(name), [x])[0]
         got = mod[name](x)

@@ -554,66 +554,117 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
     over(0)
 
 
+LSE_ACROSS_ROWS = 2     # rows of at most this many vectors run one row per lane
+
+
 def _emit_logsumexp(kc: KernelContext, k: Reduce) -> None:
     """``log(sum(exp(x)))`` over the last axis in one pass: the *online* log-sum-exp.
 
-    Each lane keeps a running maximum ``m`` and a sum ``s`` of ``exp(x - m)``;
-    a new element ``x`` gives ``m' = max(m, x)`` and ``s' = s * exp(m - m') +
-    exp(x - m')``, so no element is read twice and ``exp`` never overflows.
-    The lanes then combine the same way (``s = sum_l s_l * exp(m_l - m)``)
-    and the row's result is ``m + log(s)``.  ``exp(m - m')`` is taken as 1
-    when ``m == m'`` and ``exp(x - m')`` as 1 when ``x == m'``, so rows of
-    ``-inf`` (and the masked lanes of the tail, read as ``-inf``) never form
-    ``-inf - -inf``; a row holding ``+inf`` gives nan, as the unfused
-    ``x - max(x)`` does.  ``fuse_row_softmax`` (loops.py) makes these kernels.
+    A running maximum ``m`` and sum ``s`` of ``exp(x - m)`` take each element
+    ``x`` once: when ``x > m``, ``s' = s * exp(m - x) + 1`` and ``m' = x``;
+    otherwise ``s' = s + exp(x - m)`` -- one ``exp(-|x - m|)`` per element,
+    and ``exp`` never overflows.  ``x == m`` counts as ``exp(0)`` so that
+    ``-inf`` entries never form ``-inf - -inf``; the result is ``m + log(s)``,
+    and a row holding ``+inf`` gives nan, as the unfused ``x - max(x)`` does.
+
+    Two layouts: a matrix whose (static) rows span at most
+    ``LSE_ACROSS_ROWS`` vectors runs one row per lane (W rows at a time, the
+    row's elements read lane by lane), so a 10-class row costs no horizontal
+    work; longer rows run W elements of one row at a time, each lane its own
+    ``(m, s)``, combined at the end as ``s = sum_l s_l * exp(m_l - m)``.
+    ``fuse_row_softmax`` (loops.py) makes these kernels.
     """
+    rank = len(k.shape)
+    assert k.axes == (rank - 1,), "logsumexp reduces the last axis only"
+    width = k.shape[-1]
+    if (rank == 2 and kc.lanes > 1 and isinstance(width, int)
+            and width <= LSE_ACROSS_ROWS * kc.lanes):
+        _logsumexp_across_rows(kc, k)
+    else:
+        _logsumexp_along_rows(kc, k)
+
+
+def _lse_update(e: Emitter, m_slot: ir.Value, s_slot: ir.Value, x: ir.Value) -> None:
+    """One online log-sum-exp step: fold ``x`` into the running ``(m, s)`` (see above)."""
+    b = e.b
+    m, s = b.load(m_slot), b.load(s_slot)
+    ty = m.type
+    above = e.cmp("gt", x, m)
+    diff = e.select(e.cmp("eq", x, m), const(ty, 0.0), e.sub(x, m))
+    d = e.exp(e.neg(e.abs(diff)))
+    b.store(e.select(above, e.fma(s, d, const(ty, 1.0)), e.add(s, d)), s_slot)
+    b.store(e.max(m, x), m_slot)
+
+
+def _lse_result(e: Emitter, m: ir.Value, s: ir.Value) -> ir.Value:
+    """``m + log(s)``, nan where ``m`` is +inf."""
+    ty = m.type
+    return e.select(e.cmp("eq", m, const(ty, math.inf)), const(ty, math.nan), e.add(m, e.log(s)))
+
+
+def _logsumexp_across_rows(kc: KernelContext, k: Reduce) -> None:
+    """Rank 2, narrow rows: lane ``l`` reduces row ``r + l``; W rows per iteration."""
+    b, lanes = kc.b, kc.lanes
+    dtype = k.out.dtype
+    rows, cols = kc.dim(k.shape[0]), kc.dim(k.shape[1])
+    ee = ExprEmitter(kc, Space.plain(k.shape), None)
+    e = Emitter(b, lanes, dtype)
+    vty = value_type(dtype, lanes)
+    last = b.sub(rows, ir.Constant(I64, 1))
+    with for_range(b, 0, rows, lanes, name="lse_rows") as r:
+        m_slot, s_slot = alloca(b, vty), alloca(b, vty)
+        b.store(const(vty, -math.inf), m_slot)
+        b.store(const(vty, 0.0), s_slot)
+        # lanes past the last row recompute the last row; their results are not stored
+        row_of = [b.select(b.icmp_signed("<", b.add(r, ir.Constant(I64, l)), rows),
+                           b.add(r, ir.Constant(I64, l)), last) for l in range(lanes)]
+        with for_range(b, 0, cols, name="lse_col") as c:
+            x: ir.Value = ir.Constant(vty, ir.Undefined)
+            for l, row in enumerate(row_of):
+                x = b.insert_element(x, ee.emit(k.expr, [row, c], 1), ir.Constant(I32, l))
+            _lse_update(e, m_slot, s_slot, x)
+        result = to_memory(b, _lse_result(e, b.load(m_slot), b.load(s_slot)))
+        ptr = b.gep(kc.pointer(k.out), [r], inbounds=True)
+        store_vector(b, result, ptr, lane_mask(b, lanes, b.sub(rows, r)))
+
+
+def _logsumexp_along_rows(kc: KernelContext, k: Reduce) -> None:
+    """Any rank: one row at a time, W elements per step, lanes combined per row."""
     b = kc.b
     dtype = k.out.dtype
     rank = len(k.shape)
-    assert k.axes == (rank - 1,), "logsumexp reduces the last axis only"
-    space = Space([[a] for a in range(rank - 1)] + [[rank - 1]], [[d] for d in k.shape])
     inner = rank - 1
+    space = Space([[a] for a in range(rank)], [[d] for d in k.shape])
     ee = ExprEmitter(kc, space, inner)
     lanes = kc.lanes if kc.lanes > 1 and ee.vectorizable([k.expr]) else 1
     e = Emitter(b, lanes, dtype)
     vty = value_type(dtype, lanes)
     minus_inf = const(vty, -math.inf)
-    one, zero = const(vty, 1.0), const(vty, 0.0)
     extents = [kc.dim(d) for d in k.shape]
     out_strides = _row_major_strides(b, extents[:-1])
     index: list[ir.Value | None] = [None] * rank
 
-    def step(m_slot: ir.Value, s_slot: ir.Value, x: ir.Value) -> None:
-        m, s = b.load(m_slot), b.load(s_slot)
-        new_m = e.max(m, x)
-        scale = e.select(e.cmp("eq", m, new_m), one, e.exp(e.sub(m, new_m)))
-        term = e.exp(e.select(e.cmp("eq", x, new_m), zero, e.sub(x, new_m)))
-        b.store(new_m, m_slot)
-        b.store(e.fma(s, scale, term), s_slot)
-
     def per_row() -> None:
         m_slot, s_slot = alloca(b, vty), alloca(b, vty)
         b.store(minus_inf, m_slot)
-        b.store(zero, s_slot)
+        b.store(const(vty, 0.0), s_slot)
         n = extents[inner]
         main = b.and_(n, ir.Constant(I64, -lanes))
         with for_range(b, 0, main, lanes, name="lse") as j:
             index[inner] = j
-            step(m_slot, s_slot, ee.emit(k.expr, index, lanes))
+            _lse_update(e, m_slot, s_slot, ee.emit(k.expr, index, lanes))
         if lanes > 1:
             with b.if_then(b.icmp_signed("<", main, n)):
                 index[inner] = main
                 mask = lane_mask(b, lanes, b.sub(n, main))
-                step(m_slot, s_slot, b.select(mask, ee.emit(k.expr, index, lanes, mask), minus_inf))
+                _lse_update(e, m_slot, s_slot,
+                            b.select(mask, ee.emit(k.expr, index, lanes, mask), minus_inf))
         m_vec, s_vec = b.load(m_slot), b.load(s_slot)
         m = _horizontal(e, "max", m_vec)
         m_all = splat(b, m, lanes)
-        scale = e.select(e.cmp("eq", m_vec, m_all), one, e.exp(e.sub(m_vec, m_all)))
+        scale = e.select(e.cmp("eq", m_vec, m_all), const(vty, 1.0), e.exp(e.sub(m_vec, m_all)))
         s = _horizontal(e, "sum", e.mul(s_vec, scale))
-        e1 = Emitter(b, 1, dtype)
-        # a +inf logit makes the whole row nan (``inf - inf`` in the unfused ``x - max``)
-        result = e1.select(e1.cmp("eq", m, const(m.type, math.inf)), const(m.type, math.nan),
-                           e1.add(m, e1.log(s)))
+        result = _lse_result(Emitter(b, 1, dtype), m, s)
         offset: ir.Value = ir.Constant(I64, 0)
         for a, stride in enumerate(out_strides):
             offset = b.add(offset, b.mul(index[a], stride))
