@@ -67,6 +67,9 @@ class Backend(Protocol):
         untouched.  Either way the outputs hold the new tensors.
         """
 
+    def predict(self, args: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run ``predict`` on one batch of validated arguments; fresh output array(s)."""
+
 
 class InterpBackend:
     """The reference interpreter (``compiler.ir.interpreter``): exact, slow."""
@@ -88,6 +91,10 @@ class InterpBackend:
     def train_step(self, args: list[np.ndarray]) -> list[np.ndarray]:
         return self.call(TRAIN_STEP, args)
 
+    def predict(self, args: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
+        outs = self.call("predict", args)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
 
 class NativeBackend:
     """Native code through ``runtime.compile``: one call per function invocation."""
@@ -107,6 +114,7 @@ class NativeBackend:
         # A call path without per-call argument checks, when the runtime offers one:
         # fit validates every batch's layout once up front.
         self._fast_step = _fast_path(self._step)
+        self._fast_predict: Callable[..., Any] | None = None
 
     def call(self, fn: str, args: list[np.ndarray]) -> list[np.ndarray]:
         self.calls += 1
@@ -115,6 +123,17 @@ class NativeBackend:
     def train_step(self, args: list[np.ndarray]) -> list[np.ndarray]:
         self.calls += 1
         return _as_list(self._fast_step(*args))
+
+    def predict(self, args: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
+        """``predict`` on one batch through the re-validating call path (the weights are the
+        same arrays every call, so only the input is checked); fresh output arrays."""
+        self.calls += 1
+        if self._fast_predict is None:
+            self._fast_predict = _fast_path(self.compiled["predict"])
+        result = self._fast_predict(*args)
+        if isinstance(result, tuple):
+            return tuple(np.array(r) for r in result)
+        return np.array(result)
 
 
 def native_compiler() -> Callable[[Module], Any] | None:
@@ -229,6 +248,12 @@ class Model:
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
         self.backend: Backend = make_backend(module, backend)
+        self._n_params = len(self.signature.params)
+        # (dtype, rank, per-sample shape) of a model with one input and static sample dims:
+        # what predict's fast path accepts as is (a rank that never matches disables it).
+        spec = self.data_spec.inputs[0] if len(self.data_spec.inputs) == 1 else None
+        self._single_input = (spec.dtype, len(spec.shape), tuple(spec.shape[1:])) \
+            if spec is not None and all(isinstance(d, int) for d in spec.shape[1:]) else (None, -1, ())
 
     # -- state -------------------------------------------------------------------
 
@@ -399,6 +424,8 @@ class Model:
     def predict(self, x: Any, *, batch_size: int = 256) -> np.ndarray | tuple[np.ndarray, ...]:
         """The model's outputs for ``x`` (one array, or a tuple for several outputs)."""
         _check_positive(batch_size=batch_size)
+        if type(x) is np.ndarray and self._ready_input(x, batch_size):
+            return self.backend.predict([*self._tensors[:self._n_params], x])
         xs = prepare_inputs(x, self.data_spec, "prediction input")
         n = len(xs[0])
         params = self._tensors[:len(self.param_names)]
@@ -409,6 +436,22 @@ class Model:
         outputs = tuple(np.concatenate([c[j] for c in chunks]) if len(chunks) > 1 else chunks[0][j]
                         for j in range(len(chunks[0])))
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def _ready_input(self, x: np.ndarray, batch_size: int) -> bool:
+        """Whether ``x`` is already exactly what :func:`prepare_inputs` would make of it, in
+        one batch: the input's dtype and per-sample shape, C-contiguous, finite.  Anything
+        else (including a failing check) takes the full path, which converts or reports it."""
+        dtype, rank, sample = self._single_input
+        if not (x.dtype == dtype and x.ndim == rank and 0 < len(x) <= batch_size
+                and x.shape[1:] == sample and x.flags.c_contiguous):
+            return False
+        if x.dtype.kind != "f":
+            return True
+        if x.dtype.itemsize > 4:
+            return bool(np.isfinite(x).all())
+        # Every value is finite iff their sum is: NaN and inf propagate through addition
+        # (inf + -inf is NaN), and a sum of f32 values in f64 cannot overflow.
+        return math.isfinite(np.add.reduce(x, axis=None, dtype=np.float64))
 
     # -- persistence -------------------------------------------------------------
 

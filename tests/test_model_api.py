@@ -263,3 +263,26 @@ def test_ctrl_c_stops_between_steps_and_leaves_the_model_usable(data) -> None:
     model.backend.train_step = real
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert model.step == 2 + 6 and math.isfinite(model.evaluate(x, y)["loss"])
+
+
+def test_predict_fast_path_agrees_with_the_full_path_and_keeps_its_checks(data) -> None:
+    """A ready input (exact dtype, C-contiguous, finite, one batch) skips prepare_inputs;
+    every other input still takes the full path with its conversions and errors."""
+    x, _ = data
+    model = clf()
+    ready = np.ascontiguousarray(x[:5], dtype=np.float32)
+    want = model.predict(ready.astype(np.float64))          # converted: the full path
+    first = model.predict(ready)
+    np.testing.assert_array_equal(first, want)
+    kept = first.copy()
+    second = model.predict(ready[::-1].copy())
+    np.testing.assert_array_equal(first, kept)              # fresh outputs, never reused
+    np.testing.assert_array_equal(second, want[::-1])
+    np.testing.assert_array_equal(model.predict(np.asfortranarray(ready)), want)
+    for bad, message in [(np.where(np.arange(4) == 2, np.nan, ready[:1]).astype(np.float32), "contains NaN"),
+                         (np.full((1, 4), np.inf, np.float32), "contains inf"),
+                         (np.ones((1, 5), np.float32), "expected shape")]:
+        with pytest.raises(DlRuntimeError, match=message):
+            model.predict(bad)
+    huge = np.full((2, 4), 3e38, np.float32)                # finite, but its f32 sum overflows
+    np.testing.assert_array_equal(model.predict(huge), model.predict(huge.astype(np.float64)))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import runtime
+from compiler.diagnostics import DlRuntimeError
 from runtime.compiled import ArgumentTypeError, ArgumentValueError
 
 SOURCE = """
@@ -156,3 +157,78 @@ def test_warm_compile_skips_frontend_and_passes_but_rebuilds_module_on_demand(tm
     runtime.compile(SOURCE, cache=store, passes="")    # another pipeline: another input key
     assert len(list(tmp_path.glob("*.dlcsrc"))) == 2
     assert store.clear() >= 1 and not list(tmp_path.glob("*.dlcsrc"))
+
+
+def test_checked_calls_return_fresh_aligned_outputs_per_shape(step):
+    """The per-shape call plan: outputs are new arrays every call, 64-byte aligned, with the
+    right shape for each N, and never alias an earlier call's result."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    lr = np.float32(0.25)                                   # a numpy scalar of the exact dtype
+    results = []
+    for n in (1, 7, 1, 33, 7):
+        x = rng.standard_normal((n, 4)).astype(np.float32)
+        y, w2 = step(w, x, lr)
+        assert y.shape == (n, 3) and w2.shape == (4, 3)
+        assert y.ctypes.data % 64 == 0 and w2.ctypes.data % 64 == 0
+        np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(w2, w - np.float32(0.25) * w)
+        results.append((x, y.copy(), y))
+    for x, kept, y in results:                              # later calls did not write into them
+        np.testing.assert_array_equal(y, kept)
+    assert len({id(y) for _, _, y in results}) == len(results)
+
+
+def test_numpy_scalar_fast_path_keeps_the_dtype_rules(step):
+    w = np.ones((4, 3), np.float32)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(step(w, x, np.float32(0.5))[1], np.full((4, 3), 0.5, np.float32))
+    np.testing.assert_array_equal(step(w, x, 0.5)[1], np.full((4, 3), 0.5, np.float32))
+    with pytest.raises(ArgumentTypeError, match="'lr'"):
+        step(w, x, np.float64(0.5))                         # lossy: still refused
+    with pytest.raises(ArgumentValueError, match="'lr'"):
+        step(w, x, np.ones(1, np.float32))                  # rank 1 for a rank-0 parameter
+
+
+def test_data_pointer_reader_agrees_with_numpy():
+    from runtime.compiled import _data, _data_slowly
+
+    base = np.arange(100, dtype=np.float64)
+    for a in (base, base[7:], base[::3], base.reshape(10, 10)[3:, 2:], np.float32(2.0), np.empty(0)):
+        a = np.asarray(a)
+        assert _data(a) == _data_slowly(a)
+
+
+def test_overlap_between_plain_arguments_is_allowed_but_not_with_in_place_ones():
+    from test_runtime_compiled import small_module
+
+    step = runtime.compile(small_module(), cache=False, passes="").step   # w is updated in place
+    grad = np.arange(1, 9, dtype=np.float32).reshape(2, 4)
+    lr = grad.reshape(-1)[2:3].reshape(())               # shares memory with grad only: fine
+    w = np.ones((2, 4), np.float32)
+    new_w, _ = step(w, grad, lr)
+    assert new_w is w
+    np.testing.assert_allclose(w, 1 - 3 * np.arange(1, 9, dtype=np.float32).reshape(2, 4))
+    big = np.zeros(12, np.float32)
+    with pytest.raises(ArgumentValueError, match="'w' is updated in place and shares memory with argument 'grad'"):
+        step(big[:8].reshape(2, 4), big[4:].reshape(2, 4), np.float32(0.1))   # partial overlap
+
+
+def test_native_predict_fast_path_matches_checked_calls():
+    """Model.predict on the native backend: the bound call path, fresh outputs, same numbers."""
+    from test_training_models import blobs, classifier_module
+
+    from runtime.model import Model
+
+    model = Model(classifier_module({"name": "sgd", "learning_rate": 0.1}), seed=2, backend="native")
+    x, _ = blobs(12)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    params = model._tensors[:len(model.param_names)]
+    want = model.backend.compiled["predict"](*params, x[:3])
+    first = model.predict(x[:3])
+    np.testing.assert_array_equal(first, want)
+    kept = first.copy()
+    np.testing.assert_array_equal(model.predict(x[3:9]), model.backend.compiled["predict"](*params, x[3:9]))
+    np.testing.assert_array_equal(first, kept)
+    with pytest.raises(DlRuntimeError, match="NaN"):
+        model.predict(np.full_like(x[:2], np.nan))
