@@ -168,6 +168,8 @@ def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 ADD_PREVIOUS = 1            # store flags: add C's current contents (an earlier K slice's sum)
 EPILOGUE = 2                # ... and apply the epilogue (the sum is final)
 
+TRANSPOSE_BLOCK = 8         # A panels of this many rows are packed from a row-major A by block transposes
+
 TO_TILE = 0                 # packed micro-kernel modes: accumulators into the stack tile,
 TO_C = 1                    # ... straight into C (a whole tile needing no epilogue),
 ADD_TO_C = 2                # ... added to C (a later K slice of such a tile)
@@ -736,13 +738,55 @@ def _pack_a_function(module: ir.Module, dtype: DType, mr: int) -> ir.Function:
             row = b.add(ip, ir.Constant(I64, r))
             row = b.select(b.icmp_signed(">", row, last), last, row)
             srcs.append(b.gep(a, [b.add(b.mul(b.add(i0, row), sa_i), b.mul(p0, sa_k))]))
-        with for_range(b, 0, kc, name="p") as p:
-            off = b.mul(p, sa_k)
-            out = b.gep(dst, [b.mul(p, ir.Constant(I64, mr))])
-            for r in range(mr):
-                b.store(b.load(b.gep(srcs[r], [off])), b.gep(out, [ir.Constant(I64, r)]))
+        whole = b.icmp_signed("<=", b.add(ip, ir.Constant(I64, mr)), mc)
+        unit = ir.Constant(I64, 1)
+        columns = b.and_(whole, b.icmp_signed("==", sa_i, unit))
+        blocks = ir.Constant(I64, 0)
+        if mr == TRANSPOSE_BLOCK:
+            rowwise = b.and_(whole, b.icmp_signed("==", sa_k, unit))
+            blocks = b.select(rowwise, b.mul(b.sdiv(kc, ir.Constant(I64, mr)), ir.Constant(I64, mr)), blocks)
+        with b.if_else(columns) as (then, otherwise):
+            with then:
+                # A transposed (x^T @ dz): the panel's rows are consecutive in memory
+                with for_range(b, 0, kc, name="pv") as p:
+                    out = b.gep(dst, [b.mul(p, ir.Constant(I64, mr))])
+                    store_vector(b, load_vector(b, b.gep(srcs[0], [b.mul(p, sa_k)]), mr, None), out, None)
+            with otherwise:
+                if mr == TRANSPOSE_BLOCK:
+                    with for_range(b, 0, blocks, mr, name="pt") as p:
+                        _transpose_block(b, [b.gep(src, [p]) for src in srcs],
+                                         b.gep(dst, [b.mul(p, ir.Constant(I64, mr))]))
+                with for_range(b, blocks, kc, name="p") as p:
+                    off = b.mul(p, sa_k)
+                    out = b.gep(dst, [b.mul(p, ir.Constant(I64, mr))])
+                    for r in range(mr):
+                        b.store(b.load(b.gep(srcs[r], [off])), b.gep(out, [ir.Constant(I64, r)]))
     b.ret_void()
     return fn
+
+
+def _transpose_block(b: ir.IRBuilder, rows: list[ir.Value], out: ir.Value) -> None:
+    """Copy the ``n x n`` block whose row ``r`` starts at ``rows[r]`` into ``out`` transposed
+    (``out[p*n + r] = rows[r][p]``): ``n`` vector loads, ``n log2 n`` two-vector shuffles
+    (each stage swaps the off-diagonal ``h x h`` sub-blocks of every ``2h x 2h`` block),
+    ``n`` vector stores, instead of ``n^2`` scalar loads and stores."""
+    n = len(rows)
+    vecs = [load_vector(b, row, n, None) for row in rows]
+    h = n // 2
+    while h:
+        nxt = list(vecs)
+        for i in range(n):
+            if i & h:
+                continue
+            x, y = vecs[i], vecs[i + h]
+            upper = [j if not j & h else n + j - h for j in range(n)]
+            lower = [j + h if not j & h else n + j for j in range(n)]
+            nxt[i] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n), upper))
+            nxt[i + h] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n), lower))
+        vecs = nxt
+        h //= 2
+    for p, vec in enumerate(vecs):
+        store_vector(b, vec, b.gep(out, [ir.Constant(I64, p * n)]), None)
 
 
 def _pack_b_function(module: ir.Module, dtype: DType, lanes: int, nv: int, transposed: bool) -> ir.Function:
