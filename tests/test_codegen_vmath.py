@@ -81,7 +81,8 @@ def dense_samples(name: str) -> np.ndarray:
         tiny = np.array([1e-45, 3e-42, 1.17e-38, 1.0, 1.0000001, 0.99999994])
         return np.concatenate([wide, rng.uniform(0, 4, 20_000), tiny])
     near = rng.uniform(-12, 12, 30_000)
-    edge = np.array([0.0, -0.0, 0.625, -0.625, 0.62499994, 88.7, 88.8, -87.3, -103.9, -104.5, 89.5])
+    edge = np.array([0.0, -0.0, 0.625, -0.625, 0.62499994, 88.7, 88.8, -87.3, -103.9, -104.5, 89.5,
+                     0.3, -0.3, 0.29999998, 0.30000001, 9.0, 9.1, 10.0, 10.000001, -10.5, 1e-20, 2e-45])
     return np.concatenate([near, wide * rng.choice([-1, 1], wide.size), edge])
 
 
@@ -126,3 +127,27 @@ def test_tanh_series_is_exact():
     from fractions import Fraction
     assert tanh_coefficients(5) == [Fraction(1), Fraction(-1, 3), Fraction(2, 15), Fraction(-17, 315),
                                     Fraction(62, 2835)]
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_f32_bit_pattern_sweep(compiled, name):
+    # every 2039th f32 bit pattern of both signs (2.1M inputs): all binades,
+    # subnormals and the range-reduction boundaries of every branch
+    bits = np.arange(0, 0x7F800000, 2039, dtype=np.uint32)
+    x = np.concatenate([bits, bits | np.uint32(1 << 31)]).view(np.float32)
+    with np.errstate(all="ignore"):
+        want = REFS[name](x.astype(np.float64)).astype(np.float32)
+    got = compiled[f"{name}_f32"](x)
+    worst = ulp_distance(got, want)
+    assert worst.max() <= ULP_BOUNDS[(name, "f32")], (x[worst.argmax()], got[worst.argmax()])
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_signed_zero_and_saturation(compiled, dtype):
+    ftype = np.float32 if dtype == "f32" else np.float64
+    x = np.array([0.0, -0.0, 20.0, -20.0, 1e30, -np.inf], dtype=ftype)
+    got = compiled[f"tanh_{dtype}"](x)
+    np.testing.assert_array_equal(got, [0.0, -0.0, 1.0, -1.0, 1.0, -1.0])
+    assert not np.signbit(got[0]) and np.signbit(got[1])
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(compiled[f"log_{dtype}"](x[:2]), [-np.inf, -np.inf])

@@ -6,20 +6,27 @@ scalar or any vector width.  Every function is straight-line code (selects,
 no branches), built with ``llvmlite.ir.IRBuilder``; special values (NaN, ±inf,
 ±0, subnormals) are handled by selects.
 
-Methods (all polynomial coefficients are exact rationals, computed below with
-:class:`fractions.Fraction`, then rounded once to the working precision):
+Methods (series coefficients are exact rationals, computed below with
+:class:`fractions.Fraction`, then rounded once to the working precision; the
+f32 ``log``/``tanh`` use minimax polynomials whose float32 coefficients are
+tabled below with how they were fitted):
 
 * ``exp``: ``x = n ln2 + r`` with ``|r| <= ln2/2`` (Cody-Waite, ln2 split in
   a short high part and a low part so ``n * ln2_hi`` is exact), Taylor
   polynomial of degree 7 (f32) / 13 (f64) for ``e^r``, scaling by ``2^n`` in
   two steps so subnormal results and overflow to inf come out right.
-* ``log``: ``x = m 2^e`` with ``m`` in ``[sqrt(1/2), sqrt(2))``; with
-  ``f = m - 1`` and ``s = f / (2 + f)``, ``log(1 + f) = f - f²/2 + s (f²/2 + R)``
-  and ``R`` the atanh series in ``s²`` (fdlibm's arrangement, Taylor
-  coefficients ``2/(2k+1)``); subnormal inputs are scaled by ``2^23``/``2^52``.
-* ``tanh``: ``|x| < 0.625``: the odd Taylor series (Bernoulli numbers),
-  11 (f32) / 22 (f64) terms; otherwise ``1 - 2 / (exp(2|x|) + 1)`` with the
-  sign restored.
+* ``log``: ``x = m 2^k`` with ``m`` in ``[sqrt(1/2), sqrt(2))``, ``f = m - 1``.
+  f32 (division-free): ``k`` and ``m`` by integer operations on the bit
+  pattern, ``log1p(f) = f + f² q(f)`` with a degree-7 minimax ``q``, plus
+  ``k ln2`` by one FMA.  f64: ``s = f / (2 + f)``,
+  ``log(1 + f) = f - f²/2 + s (f²/2 + R)`` and ``R`` the atanh series in ``s²``
+  (fdlibm's arrangement, Taylor coefficients ``2/(2k+1)``).  Subnormal inputs
+  are scaled by ``2^23``/``2^52``.
+* ``tanh`` (on ``|x|``, sign restored at the end, so ``tanh(-0) = -0``): f32:
+  ``|x| < 0.3``: a minimax odd polynomial to ``x^7``; otherwise
+  ``m / (m + 2)`` with ``m = expm1(2|x|)`` inlined (``|x|`` clamped to 10, one
+  division).  f64: ``|x| < 0.625``: the odd Taylor series (Bernoulli numbers,
+  22 terms); otherwise ``1 - 2 / (exp(2|x|) + 1)``.
 * ``sigmoid``: ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|x|)``.
 
 Measured error bounds (tests/test_codegen_vmath.py checks them on numpy's
@@ -187,13 +194,18 @@ def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """Natural logarithm for float scalars or vectors."""
+    if _Format(element(x.type)).is_f32:
+        return _log_f32(b, x)
+    return _log_f64(b, x)
+
+
+def _log_f64(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """log for f64: fdlibm's ``s = f / (2 + f)`` arrangement with the atanh series."""
     ty = x.type
     fmt = _Format(element(ty))
-    if fmt.is_f32:
-        return _log_f32(b, x)
     ity = with_element(ty, fmt.ity)
-    terms = 4 if fmt.is_f32 else 9
-    ln2_hi, ln2_lo = fmt.split(_LN2, 16 if fmt.is_f32 else 40)
+    terms = 9
+    ln2_hi, ln2_lo = fmt.split(_LN2, 40)
 
     # Subnormal inputs: scale into the normal range first.
     min_normal = const(ty, 2.0 ** (1 - fmt.bias))
@@ -229,29 +241,27 @@ def log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """Hyperbolic tangent for float scalars or vectors."""
-    ty = x.type
-    fmt = _Format(element(ty))
-    if not fmt.is_f32:
-        return _tanh_f64(b, x)
-    return _tanh_f32(b, x)
+    if _Format(element(x.type)).is_f32:
+        return _tanh_f32(b, x)
+    return _tanh_f64(b, x)
 
 
 def _tanh_f64(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """tanh for f64: odd Taylor series below 0.625, else ``1 - 2/(e^{2|x|} + 1)``."""
+    """tanh for f64 on ``a = |x|``, sign restored at the end (so ``tanh(-0) = -0``):
+    odd Taylor series (22 terms) below 0.625, else ``1 - 2/(e^{2a} + 1)``."""
     ty = x.type
     fmt = _Format(element(ty))
-    terms = 11 if fmt.is_f32 else 22
     a = call_overloaded(b, "fabs", [x])
 
-    coeffs = [fmt.round(c) for c in tanh_coefficients(terms)]
-    z = b.fmul(x, x)
-    q = _horner(b, z, coeffs[1:])                             # (tanh x - x) / x³
-    small = _fmuladd(b, b.fmul(x, z), q, x)
+    coeffs = [fmt.round(c) for c in tanh_coefficients(22)]
+    z = b.fmul(a, a)
+    q = _horner(b, z, coeffs[1:])                             # (tanh a - a) / a³
+    small = _fmuladd(b, b.fmul(a, z), q, a)
 
     e = exp(b, b.fadd(a, a))
     large = b.fsub(const(ty, 1.0), b.fdiv(const(ty, 2.0), b.fadd(e, const(ty, 1.0))))
-    large = call_overloaded(b, "copysign", [large, x])
-    return _select(b, b.fcmp_ordered("<", a, const(ty, 0.625)), small, large)
+    res = _select(b, b.fcmp_ordered("<", a, const(ty, 0.625)), small, large)
+    return call_overloaded(b, "copysign", [res, x])
 
 
 def _log_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
