@@ -37,7 +37,9 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   packed into ``NR``-wide panels (contiguous ``kc x NR``); for each
   ``MC``-row block of A, A is packed into ``MR``-row panels (contiguous
   ``kc x MR``); the micro-kernel then reads both sequentially (two aligned
-  vector loads and ``MR`` broadcasts per k step).  With several K slices,
+  vector loads and ``MR`` broadcasts per k step) and writes a whole tile that
+  needs no epilogue straight from its registers into C (added to C after the
+  first K slice); other tiles go through the store function.  With several K slices,
   partial sums go through C (the first slice stores, the next ones add) and
   the epilogue runs once, on the last slice, on the full sum.  A kernel whose
   epilogue reads its own output (an in-place update) is never K-blocked, so it
@@ -70,7 +72,7 @@ PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay
 KC = 384                 # K slice: a kc x NR panel of B stays in L1/L2
 MC = 128                 # rows of A packed at once (kc x MC in L2)
 NC = 4096                # columns of B packed at once (kc x NC in L2/L3)
-MR_AVX512 = 8
+MR_AVX512 = 8            # micro-tile rows with AVX-512 (12 and 14 measured slower, docs/codegen.md)
 MIN_TASK_WORK = 1 << 20  # multiply-adds per task at least (fewer: fewer tasks, down to one)
 TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
 
