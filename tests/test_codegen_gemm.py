@@ -233,3 +233,5 @@ def test_k_slices_direct_and_epilogue_tiles_agree(f32_module, m, n):
     np.testing.assert_array_equal(f32_module.mm_epilogue(a, b, bias), np.maximum(plain + bias, 0))
     at = np.ascontiguousarray(a.T)
     np.testing.assert_array_equal(f32_module.mm_10(at, b), plain)      # A packed from its transpose
+    bt = np.ascontiguousarray(b.T)
+    np.testing.assert_array_equal(f32_module.mm_01(a, bt), plain)      # B packed from its transpose
