@@ -168,3 +168,26 @@ def test_training_gradient_is_bit_identical_across_thread_counts():
     want = interpret(module.get("step"), [xv, wv, yv])
     for g, w_ in zip(results[0], want):
         np.testing.assert_allclose(g, w_, rtol=2e-5, atol=2e-6)
+
+
+def test_f64_and_rank_3_rows_match_the_interpreter():
+    fns = []
+    for c in (10, 40):                      # one row per lane / W elements of a row per step
+        f, b = new_function(f"f64_{c}", [("x", T("N", c, dtype=DType.f64))])
+        f.outputs = [b.softmax(f.params[0], axis=-1), b.log_softmax(f.params[0], axis=-1)]
+        fns.append(f)
+    f, b = new_function("rank3", [("x", T("N", 3, 12))])
+    f.outputs = [b.softmax(f.params[0], axis=-1)]
+    fns.append(f)
+    module = Module(fns)
+    assert all("reduce.logsumexp" in print_program(p) for p in lower_module(module))
+    mod = runtime.compile(module, cache=False, passes="")
+    rng = np.random.default_rng(6)
+    for f in fns:
+        t = f.params[0].type
+        x = (rng.standard_normal((7, *t.shape[1:])) * 30).astype(t.dtype.np)
+        got = mod[f.name](x)
+        got = got if isinstance(got, tuple) else (got,)
+        tol = 1e-12 if t.dtype is DType.f64 else 2e-5
+        for g, w in zip(got, interpret(f, [x])):
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol, err_msg=f.name)

@@ -124,7 +124,7 @@ def test_mnist_train_step_reuses_memory():
     after = sum(nbytes(slot[0], n) for slot in plan.slots)
     assert after < before and len(plan.slots) < len(plan.before) and plan.inplace
     report = memory_report([prog], n)
-    assert f"before planning: 6408*N + 1628204 = {before} at N=128" in report
+    assert f"before planning: 6324*N + 1628204 = {before} at N=128" in report
     assert f"after planning: " in report and f"= {after} at N=128" in report
 
 
