@@ -238,3 +238,17 @@ def test_train_step_prints_and_parses_back() -> None:
     text = print_module(module)
     assert '%adamw.momentum.dense_1.kernel: tensor<3x2xf32>' in text and "inplace = [[1, " in text
     assert print_module(parse_module(text, "step.mlir")) == text
+
+
+def test_softmax_cross_entropy_is_differentiated_from_logits() -> None:
+    """The gradient of CE(softmax(z)) is built from the stable from-logits form:
+    no clip, no division by probabilities -- (softmax - one_hot) / N."""
+    from frontend_dsl.api import compile_file
+
+    module = compile_file("examples/mnist_mlp.dl")
+    step = build_train_step(module)
+    losses = [op for op in step.ops if op.name == "sparse_categorical_crossentropy"]
+    assert losses and all(op.attrs["from_logits"] for op in losses)
+    # The backward is softmax - one_hot: one softmax, and nothing clips or divides by probabilities.
+    assert [op.loc.backward for op in step.ops if op.name == "softmax"] == [True]
+    assert not any(op.name in ("maximum", "minimum", "log") for op in step.ops)
