@@ -31,6 +31,7 @@ from .ir.builder import Builder, new_function
 from .ir.core import Function, Module, Op, Value
 from .ir.types import DType, TensorType
 from .optimizers import OPTIMIZERS, OptimizerDef
+from .passes.cse import attr_key
 
 TRAIN_STEP = "train_step"
 LR_NAME = "lr"
@@ -240,7 +241,8 @@ class _ValueNumbering:
             if op not in live:
                 continue
             operands = [env[v] for v in op.operands]
-            key = (op.name, tuple(id(v) for v in operands), _attrs_key(op.attrs))
+            key = (op.name, tuple(id(v) for v in operands),
+                   tuple((k, attr_key(a)) for k, a in sorted(op.attrs.items())))
             copy = self.table.get(key)
             if copy is None:
                 copy = Builder.make(op.name, operands, dict(op.attrs), op.loc)
@@ -258,19 +260,3 @@ def _live_ops(func: Function, wanted: list[Value]) -> set[Op]:
             live.add(op)
             live_values.update(op.operands)
     return live
-
-
-def _attrs_key(attrs: dict[str, Any]) -> tuple:
-    return tuple((k, _freeze(v)) for k, v in sorted(attrs.items()))
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple((k, _freeze(v)) for k, v in sorted(value.items()))
-    if isinstance(value, float):
-        return ("float", value.hex())
-    return (type(value).__name__, value)
