@@ -62,6 +62,16 @@ def test_compile_writes_an_aot_directory(capsys, tmp_path):
     np.testing.assert_allclose(p, np.full((3, 1), 1 / (1 + np.exp(-1.0))), rtol=1e-6)
 
 
+def test_compile_takes_the_pass_flags(capsys, tmp_path):
+    status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot"), "--time-passes",
+                           "--print-ir-after", "canonicalize")
+    assert status == 0, err
+    assert "canonicalize" in err and "Total" in err
+    assert "IR Dump After canonicalize" in err
+    status, _, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot2"), "--passes", "no-such-pass")
+    assert status == 1 and "no-such-pass" in err
+
+
 def test_cache_info_and_clear(capsys, tmp_path):
     run(capsys, "ir", XOR, "--stage", "loops")
     assert run(capsys, "run", XOR, *INPUTS)[0] == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import load_module
+from ._pipeline import DEFAULT_PIPELINE, add_pass_arguments, load_for_passes, run_passes
 
 NAME = "compile"
 HELP = "compile a .dl file (or dl IR text) to native code in a directory (AOT)"
@@ -22,8 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a .dl source file or dl IR text (.mlir)")
     parser.add_argument("--output", "-o", metavar="DIR", required=True,
                         help="the directory to write (created if missing)")
-    parser.add_argument("--passes", metavar="PIPELINE", default=None,
-                        help="pass pipeline to run before codegen (default: the 'default' pipeline)")
+    add_pass_arguments(parser, default=DEFAULT_PIPELINE)
     parser.add_argument("--no-cache", action="store_true", help="do not use the object cache")
 
 
@@ -31,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     """Compile every function of the module and write the AOT directory."""
     from runtime.compiled import compile as compile_module
 
-    module = load_module(args.file)
-    compiled = compile_module(module, passes=args.passes, cache=not args.no_cache)
+    module = run_passes(load_for_passes(args.file, args), args)
+    compiled = compile_module(module, passes="", cache=not args.no_cache)
     out = compiled.save(args.output)
     for fn in compiled.functions.values():
         print(f"  {fn.info.symbol}: {fn.signature}")
