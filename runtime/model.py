@@ -96,18 +96,26 @@ class InterpBackend:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
+Passes = str | Callable[[Module], Module] | None
+"""The passes run before native codegen: None (the ``default`` pipeline), a
+pipeline string, or a function from module to module (the CLI's pass flags)."""
+
+
 class NativeBackend:
     """Native code through ``runtime.compile``: one call per function invocation."""
 
     name = "native"
 
-    def __init__(self, module: Module):
+    def __init__(self, module: Module, passes: Passes = None):
         compile_module = native_compiler()
         if compile_module is None:
             raise DlRuntimeError("the native backend is not available (runtime.compile is missing); "
                                  "use backend='interp'")
         start = time.perf_counter()
-        self.compiled = compile_module(module)
+        if callable(passes):
+            self.compiled = compile_module(passes(module), passes="")
+        else:
+            self.compiled = compile_module(module, passes=passes)
         self.compile_seconds = time.perf_counter() - start
         self.calls = 0
         self._step = self.compiled[TRAIN_STEP]
@@ -159,13 +167,14 @@ def _as_list(result: Any) -> list[np.ndarray]:
     return [result]
 
 
-def make_backend(module: Module, backend: str) -> Backend:
-    """The backend named ``backend`` (one of :data:`BACKENDS`) for ``module``."""
+def make_backend(module: Module, backend: str, passes: Passes = None) -> Backend:
+    """The backend named ``backend`` (one of :data:`BACKENDS`) for ``module``;
+    ``passes`` applies to native code (the interpreter runs the IR as built)."""
     if backend not in BACKENDS:
         raise DlRuntimeError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
     if backend == "interp" or (backend == "auto" and native_compiler() is None):
         return InterpBackend(module)
-    return NativeBackend(module)
+    return NativeBackend(module, passes)
 
 
 # ---------------------------------------------------------------------------
@@ -231,7 +240,8 @@ class _DeferredInterrupt:
 class Model:
     """A trainable model: module + weights + optimizer state + backend."""
 
-    def __init__(self, module: Module, *, seed: int = 0, backend: str = "auto", source: str | None = None):
+    def __init__(self, module: Module, *, seed: int = 0, backend: str = "auto", source: str | None = None,
+                 passes: Passes = None):
         self.module = module
         self.source = source
         info = model_info(module)
@@ -247,7 +257,7 @@ class Model:
         self.history: History | None = None
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
-        self.backend: Backend = make_backend(module, backend)
+        self.backend: Backend = make_backend(module, backend, passes)
         self._n_params = len(self.signature.params)
         # (dtype, rank, per-sample shape) of a model with one input and static sample dims:
         # what predict's fast path accepts as is (a rank that never matches disables it).
@@ -567,11 +577,12 @@ def _progress(verbose: int, n: int, epoch: int) -> Any:
 
 
 def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "auto",
-               weights: str | Path | None = None) -> Model:
+               weights: str | Path | None = None, passes: Passes = None) -> Model:
     """A :class:`Model` from a ``.dl`` file (or an already lowered module).
 
     ``seed`` fixes the initial weights and the shuffling order; ``weights``
-    loads a checkpoint written by :meth:`Model.save`.
+    loads a checkpoint written by :meth:`Model.save`; ``passes`` chooses the
+    passes run before native code generation (see :data:`Passes`).
     """
     if isinstance(source, Module):
         module, name = source, None
@@ -582,7 +593,7 @@ def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "au
     if "model" not in module.attrs:
         raise DlRuntimeError(f"{name or 'the module'}: no model block to load "
                              "(a model is declared with `model NAME { ... }`)")
-    model = Model(module, seed=seed, backend=backend, source=name)
+    model = Model(module, seed=seed, backend=backend, source=name, passes=passes)
     if weights is not None:
         model.load_weights(weights)
     return model

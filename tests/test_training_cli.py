@@ -182,3 +182,22 @@ def test_a_file_without_a_model_block(tmp_path: Path, capsys) -> None:
     source.write_text("fn f(x: f32[N]) -> f32[N] {\n    return x * 2.0\n}\n")
     assert main(["train", str(source), "--backend", "interp"]) == 1
     assert "f.dl: no model block to load" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_take_the_pass_flags(tmp_path: Path, capsys) -> None:
+    """Training compiles, so it takes the pass flags like every compiling command."""
+    xor = str(EXAMPLES / "xor.dl")
+    assert main(["train", xor, "--epochs", "1", "--quiet", "--time-passes", "--pass-stats",
+                 "--save", str(tmp_path / "w.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "canonicalize" in err and "Total" in err and "ops-before" in err
+    assert main(["evaluate", xor, "--weights", str(tmp_path / "w.npz"), "--passes", "no-such-pass"]) == 1
+    assert "no-such-pass" in capsys.readouterr().err
+
+
+def test_load_model_takes_a_pipeline() -> None:
+    """``passes=`` picks what runs before native codegen; no passes still trains."""
+    model = load_model(EXAMPLES / "xor.dl", seed=0, backend="native", passes="")
+    data = load_data("xor", seed=0)
+    history = model.fit(data.x_train, data.y_train, epochs=2, batch_size=4, verbose=0)
+    assert len(history.history["loss"]) == 2

@@ -12,7 +12,7 @@ import json
 from ..data import load_data
 from ..model import load_model
 from . import check_output, write_output_file
-from .train import add_data_arguments, add_model_arguments
+from .train import add_data_arguments, add_model_arguments, model_passes
 
 NAME = "evaluate"
 HELP = "evaluate a trained model (loss and metrics) on a data set"
@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     """Print ``split: loss=... metric=...``."""
     if args.metrics_out:
         check_output(args.metrics_out, "--metrics-out")
-    model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights)
+    model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
+                       passes=model_passes(args))
     data = load_data(args.data, model.data_spec, seed=args.seed, label_column=args.label_column)
     if data.has_test:
         split, x, y = "test", data.x_test, data.y_test

@@ -19,7 +19,7 @@ from compiler.diagnostics import DlRuntimeError
 
 from ..model import load_model
 from . import check_output, write_output_file
-from .train import add_model_arguments
+from .train import add_model_arguments, model_passes
 
 NAME = "predict"
 HELP = "run a trained model on inputs from a .npy file"
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     """Predict and print or save the outputs."""
     if args.output:
         check_output(args.output, "--output")
-    model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights)
+    model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
+                       passes=model_passes(args))
     x = read_input(Path(args.input))
     outputs = model.predict(x, batch_size=args.batch_size)
     named = dict(zip([s.name for s in model.data_spec.outputs],

@@ -19,15 +19,17 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
+from compiler.ir.core import Module
 
 from ..data import Dataset, load_data
 from ..model import BACKENDS, History, Model, load_model
 from . import check_output, write_output_file
+from ._pipeline import DEFAULT_PIPELINE, add_pass_arguments, run_passes
 
 NAME = "train"
 HELP = "train a model (compiled training step) and report loss and metrics"
@@ -53,6 +55,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="native code (default when available) or the reference interpreter")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the initial weights, shuffling and synthetic data (default 0)")
+    add_pass_arguments(parser, default=DEFAULT_PIPELINE)
+
+
+def model_passes(args: argparse.Namespace) -> Callable[[Module], Module]:
+    """The passes the pass flags select, as ``load_model(passes=...)`` takes them."""
+    return lambda module: run_passes(module, args)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, print the summary, write the requested files; 130 after Ctrl-C."""
     _check_options(args)
     start = time.perf_counter()
-    model = load_model(args.file, seed=args.seed, backend=args.backend)
+    model = load_model(args.file, seed=args.seed, backend=args.backend, passes=model_passes(args))
     load_seconds = time.perf_counter() - start
     data = load_data(args.data, model.data_spec, seed=args.seed, label_column=args.label_column)
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
