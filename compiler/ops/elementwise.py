@@ -165,24 +165,24 @@ def _(b, op, ct):
     return [unbroadcast(b, dx, x.type), unbroadcast(b, dy, y.type)]
 
 
+def _route_to_winner(b, op, ct, x_wins):
+    """The cotangent goes to ``x`` where ``x_wins``, to ``y`` elsewhere."""
+    x, y = op.operands
+    zero = b.scalar_like(0.0, ct)
+    return [unbroadcast(b, b.select(x_wins, ct, zero), x.type),
+            unbroadcast(b, b.select(x_wins, zero, ct), y.type)]
+
+
 @maximum.def_vjp
 def _(b, op, ct):
     # d max(x, y) = dx where x >= y, dy elsewhere (ties go to x)
-    x, y = op.operands
-    zero = b.scalar_like(0.0, ct)
-    x_wins = b.ge(x, y)
-    return [unbroadcast(b, b.select(x_wins, ct, zero), x.type),
-            unbroadcast(b, b.select(x_wins, zero, ct), y.type)]
+    return _route_to_winner(b, op, ct, b.ge(*op.operands))
 
 
 @minimum.def_vjp
 def _(b, op, ct):
     # d min(x, y) = dx where x <= y, dy elsewhere (ties go to x)
-    x, y = op.operands
-    zero = b.scalar_like(0.0, ct)
-    x_wins = b.le(x, y)
-    return [unbroadcast(b, b.select(x_wins, ct, zero), x.type),
-            unbroadcast(b, b.select(x_wins, zero, ct), y.type)]
+    return _route_to_winner(b, op, ct, b.le(*op.operands))
 
 
 sub.def_emit(lambda e, lhs, rhs: e.sub(lhs, rhs))
