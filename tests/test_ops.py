@@ -114,6 +114,8 @@ def test_op_definition_is_complete(name: str):
         assert op.emit is not None, "elementwise but no emit rule"
     if op.kind == COMPOSITE:
         assert op.decompose is not None, "composite but no decompose rule"
+    if op.kind not in (ELEMENTWISE, COMPOSITE):
+        assert op.lower is not None, "no lower rule naming the kernel that computes it"
 
 
 def _bound_attrs(name: str, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -135,8 +135,9 @@ def compute_dtype(types: list[TensorType]) -> DType:
 class Lowering:
     """Turns one (composite-free) function into a :class:`Program`.
 
-    Non-elementwise ops are lowered by the handlers in :data:`LOWERINGS`, or by
-    an op-table ``lower(L, op)`` rule, which may use :meth:`expr`,
+    Non-elementwise ops are lowered by their op-table ``lower(L, op)`` rule,
+    which names a kernel family (``L.kernel("reduction", op)``, see
+    :data:`KERNEL_FAMILIES`) or builds kernels itself with :meth:`expr`,
     :meth:`buffer`, :meth:`define`, :meth:`new_buffer` and :meth:`add_kernel`.
     """
 
@@ -250,6 +251,10 @@ class Lowering:
         _drop_unused(prog)
         return prog
 
+    def kernel(self, family: str, op: Op) -> None:
+        """Lower ``op`` with the kernel family its op definition names (see KERNEL_FAMILIES)."""
+        KERNEL_FAMILIES[family](self, op)
+
     def _lower_op(self, op: Op) -> None:
         opdef = get_op(op.name)
         assert opdef is not None
@@ -257,8 +262,6 @@ class Lowering:
             opdef.lower(self, op)
         elif opdef.kind == ELEMENTWISE:
             self._elementwise(op)
-        elif op.name in LOWERINGS:
-            LOWERINGS[op.name](self, op)
         else:
             raise LoweringError(f"no lowering to native code for dl.{op.name}", op.loc)
 
@@ -384,18 +387,16 @@ def _matmul_side(L: Lowering, x: Value, vector_shape: tuple | None) -> tuple[Buf
     return L.buffer(x), False
 
 
-LOWERINGS: dict[str, Callable[[Lowering, Op], None]] = {
+# The kernel families a non-elementwise op names in its ``lower`` rule
+# (``compiler/ops``): the op says *which* kernel computes it, codegen says how.
+KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "constant": _lower_constant,
     "iota": _lower_iota,
     "dim_size": _lower_dim_size,
-    "broadcast_to": _lower_broadcast_to,
+    "broadcast": _lower_broadcast_to,
     "transpose": _lower_transpose,
-    "reshape": _lower_reshape,
-    "sum": _lower_reduction,
-    "mean": _lower_reduction,
-    "max": _lower_reduction,
-    "min": _lower_reduction,
-    "argmax": _lower_reduction,
+    "view": _lower_reshape,
+    "reduction": _lower_reduction,
     "matmul": _lower_matmul,
 }
 
@@ -405,7 +406,7 @@ def has_lowering(name: str) -> bool:
     opdef = get_op(name)
     if opdef is None:
         return False
-    if opdef.lower is not None or name in LOWERINGS:
+    if opdef.lower is not None:
         return True
     if opdef.kind == ELEMENTWISE:
         return opdef.emit is not None
@@ -738,5 +739,5 @@ def _depth(buf: Buffer) -> int:
     return depth
 
 
-__all__ = ["lower_function", "expand_composites", "Lowering", "LOWERINGS", "has_lowering",
+__all__ = ["lower_function", "expand_composites", "Lowering", "KERNEL_FAMILIES", "has_lowering",
            "fuse_epilogues", "apply_inplace", "fusion_groups", "kernel_clusters", "liveness", "plan_memory"]

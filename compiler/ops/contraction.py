@@ -79,3 +79,8 @@ def _(b, op, ct):
     if dm.type.shape != rhs.type.shape:
         dm = b.reshape(dm, shape=rhs.type.shape)
     return [da, dm]
+
+
+@matmul.def_lower
+def _(lowering, op):
+    lowering.kernel("matmul", op)

@@ -171,3 +171,23 @@ dim_size = define(
 @dim_size.def_reference
 def _(x, *, axis: int, dtype: DType):
     return np.array(x.shape[axis], dtype=dtype.np)
+
+
+@broadcast_to.def_lower
+def _(lowering, op):
+    lowering.kernel("broadcast", op)
+
+
+@reshape.def_lower
+def _(lowering, op):
+    lowering.kernel("view", op)
+
+
+@transpose.def_lower
+def _(lowering, op):
+    lowering.kernel("transpose", op)
+
+
+@dim_size.def_lower
+def _(lowering, op):
+    lowering.kernel("dim_size", op)

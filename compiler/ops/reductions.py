@@ -48,6 +48,10 @@ def _reduction(name: str, doc: str, fn: Callable, infer: Callable = _reduce_rule
         axis = normalize_axes(axes, x.ndim)
         return np.asarray(fn(x, axis=axis, keepdims=keepdims)).astype(x.dtype, copy=False)
 
+    @op.def_lower
+    def _(lowering, op_):
+        lowering.kernel("reduction", op_)
+
     return op
 
 
@@ -133,3 +137,8 @@ argmax = define(
 @argmax.def_reference
 def _(x, *, axis: int, keepdims: bool):
     return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64)
+
+
+@argmax.def_lower
+def _(lowering, op):
+    lowering.kernel("reduction", op)

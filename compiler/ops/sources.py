@@ -60,3 +60,13 @@ def _(*, dtype: DType, shape, axis: int):
     view = [1] * rank
     view[axis] = shape[axis]
     return np.broadcast_to(index.reshape(view), tuple(shape)).copy()
+
+
+@constant.def_lower
+def _(lowering, op):
+    lowering.kernel("constant", op)
+
+
+@iota.def_lower
+def _(lowering, op):
+    lowering.kernel("iota", op)
