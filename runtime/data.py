@@ -530,9 +530,19 @@ def _conform(array: object, spec: TensorSpec, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=spec.dtype)
 
 
+def all_finite(arr: np.ndarray) -> bool:
+    """Whether every value of the float array ``arr`` is finite (no NaN, no inf)."""
+    # Fast path: NaN and inf propagate through a sum (inf + -inf is NaN), so a finite sum
+    # proves every value finite.  A non-finite sum may also be an overflow of finite values:
+    # only then does the exact (slower, memory-hungry) element-wise check run.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(arr, axis=None)
+    return math.isfinite(total) or bool(np.isfinite(arr).all())
+
+
 def _check_finite(arr: np.ndarray, spec: TensorSpec, what: str) -> None:
-    finite = np.isfinite(arr)
-    if not finite.all():
+    if not all_finite(arr):
+        finite = np.isfinite(arr)
         bad = np.argwhere(~finite)[0]
         value = arr[tuple(bad)]
         kind = "NaN" if np.isnan(value) else "inf"

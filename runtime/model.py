@@ -39,7 +39,7 @@ from compiler.ir.core import Module
 from compiler.training import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
 
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
-from .data import DataSpec, TensorSpec, prepare_inputs, prepare_targets
+from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 
 BACKENDS = ("auto", "native", "interp")
 
@@ -178,7 +178,37 @@ def make_backend(module: Module, backend: str, passes: Passes = None) -> Backend
 
 
 # ---------------------------------------------------------------------------
-# History and interrupts
+# Batches, history and interrupts
+
+
+class _Batches:
+    """The rows ``lo:hi`` of several equally long arrays, in a shuffled order or as they are.
+
+    Unshuffled batches are slices (no copy).  Shuffled batches are gathered
+    row by row into buffers allocated once per epoch and reused by every
+    batch: a batch is copied while it is small enough to stay in cache for
+    the step that reads it, the data set is never copied whole, and the step
+    sees the same argument arrays every time (so their layout is checked once).
+    """
+
+    def __init__(self, arrays: list[np.ndarray], batch_size: int, order: np.ndarray | None):
+        self._arrays = arrays
+        self._order = order
+        self._buffers = None if order is None else [
+            np.empty((min(batch_size, len(a)), *a.shape[1:]), a.dtype) for a in arrays]
+
+    def get(self, lo: int, hi: int) -> list[np.ndarray]:
+        if self._order is None:
+            return [a[lo:hi] for a in self._arrays]
+        rows = self._order[lo:hi]
+        out = []
+        for a, buffer in zip(self._arrays, self._buffers):
+            view = buffer if hi - lo == len(buffer) else buffer[:hi - lo]
+            # mode="clip": the indices come from a permutation, so they are in range, and
+            # numpy only writes straight into ``out`` (without a temporary) when not raising
+            np.take(a, rows, axis=0, out=view, mode="clip")
+            out.append(view)
+        return out
 
 
 @dataclass
@@ -381,9 +411,8 @@ class Model:
                      bar: Any, interrupt: _DeferredInterrupt) -> tuple[dict[str, float], float, int]:
         """One pass over the data, one backend call per batch; the epoch's mean loss and metrics."""
         n = len(xs[0])
-        if shuffle:
-            order = self._shuffle_rng.permutation(n)
-            xs, ys = [a[order] for a in xs], [a[order] for a in ys]
+        batches = _Batches([*xs, *ys], batch_size,
+                           self._shuffle_rng.permutation(n) if shuffle else None)
         metric_names = ["loss", *self.signature.metrics]
         sums = np.zeros(len(metric_names))
         k = len(self._tensors)
@@ -394,7 +423,7 @@ class Model:
         seen = 0
         for i in range(steps):
             lo, hi = i * batch_size, min((i + 1) * batch_size, n)
-            args = [*self._tensors, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys), lr]
+            args = [*self._tensors, *batches.get(lo, hi), lr]
             out = self.backend.train_step(args)
             self._tensors = out[1:1 + k]
             self.step += 1
@@ -455,13 +484,7 @@ class Model:
         if not (x.dtype == dtype and x.ndim == rank and 0 < len(x) <= batch_size
                 and x.shape[1:] == sample and x.flags.c_contiguous):
             return False
-        if x.dtype.kind != "f":
-            return True
-        if x.dtype.itemsize > 4:
-            return bool(np.isfinite(x).all())
-        # Every value is finite iff their sum is: NaN and inf propagate through addition
-        # (inf + -inf is NaN), and a sum of f32 values in f64 cannot overflow.
-        return math.isfinite(np.add.reduce(x, axis=None, dtype=np.float64))
+        return x.dtype.kind != "f" or all_finite(x)
 
     # -- persistence -------------------------------------------------------------
 

@@ -58,6 +58,29 @@ def test_partial_last_batch_is_trained() -> None:
     assert model.step == 3
 
 
+def test_shuffled_epochs_see_every_sample_once_with_its_own_target() -> None:
+    x, y = blobs(10)
+    model = clf({"name": "sgd", "learning_rate": 0.1})
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    run = model.backend.train_step
+
+    def spy(args: list[np.ndarray]) -> list[np.ndarray]:
+        seen.append((args[-3].copy(), args[-2].copy()))    # the batch buffers are reused
+        return run(args)
+
+    model.backend.train_step = spy
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert [len(bx) for bx, _ in seen] == [4, 4, 2] * 2
+    row_of = {row.tobytes(): i for i, row in enumerate(x)}
+    epochs = []
+    for batches in (seen[:3], seen[3:]):
+        rows = [row_of[r.tobytes()] for bx, _ in batches for r in bx]
+        assert sorted(rows) == list(range(10))
+        assert np.array_equal(np.concatenate([by for _, by in batches]), y[rows])
+        epochs.append(rows)
+    assert epochs[0] != epochs[1] and epochs[0] != list(range(10))
+
+
 def test_same_seed_is_bit_identical_and_seeds_differ(data) -> None:
     x, y = data
     runs = []
