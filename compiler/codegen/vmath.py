@@ -344,9 +344,14 @@ FUNCTIONS = {"exp": exp, "log": log, "tanh": tanh, "sigmoid": sigmoid}
 
 
 def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
-    """``name(x)`` through one out-of-line function per module, function and type
-    (``dlc.vmath.exp.v16f32``): each is compiled once however many kernels use it,
-    which keeps LLVM's work (and compile time) proportional to the program."""
+    """``name(x)`` through one internal function per module, function and type
+    (``dlc.vmath.exp.v16f32``), built once and marked ``alwaysinline``.
+
+    Inlined, the loop keeps the function's constants in registers and LLVM
+    interleaves neighbouring vectors: ``tanh`` on a v16f32 loop ran 1.3x as fast
+    as through a call per vector (exp 1.12x, sigmoid 1.09x, log 1.07x).  The
+    price is LLVM's time for one copy per call site (about 1.5 ms each; a kernel
+    has two: the vector body and the masked tail)."""
     from .llvmutil import type_suffix
 
     symbol = f"dlc.vmath.{name}.{type_suffix(x.type)}"
@@ -355,7 +360,7 @@ def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
         fn = ir.Function(b.module, ir.FunctionType(x.type, [x.type]), symbol)
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
-        fn.attributes.add("noinline")
+        fn.attributes.add("alwaysinline")
         body = ir.IRBuilder(fn.append_basic_block("entry"))
         body.ret(FUNCTIONS[name](body, fn.args[0]))
     return b.call(fn, [x])
