@@ -19,12 +19,18 @@ strides through memory (a transpose) -- the whole kernel runs scalar.
 reduced, 4 x W partial results per output element, combined by a shuffle
 tree at the end; with it kept, a block of 4 x W outputs accumulates in
 registers while the reduced axes are walked.  ``argmax`` runs scalar.
+
+*Tasks* (:func:`run_split`): a kernel with enough work runs as tasks on the
+module's thread pool (threads.py), split over its outermost loop -- for a
+reduction, over output elements only, so each output is reduced whole by one
+task in the serial order and results do not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 from llvmlite import ir
 
@@ -32,8 +38,9 @@ from ..ir.types import Dim, DType
 from ..ops.base import get_op
 from .emitter import Emitter, from_memory, to_memory
 from .llvmutil import I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
-from .loops import (Acc, Apply, Buffer, Const, DimValue, Elementwise, Expr, Iota, Load, Reduce,
+from .loops import (EXPENSIVE, Acc, Apply, Buffer, Const, DimValue, Elementwise, Expr, Iota, Load, Reduce,
                     loads, walk)
+from .threads import parallel_call, pool, split as split_range
 
 UNROLL = 4          # vector accumulators per reduction
 
@@ -267,11 +274,106 @@ class ExprEmitter:
 
 
 # ---------------------------------------------------------------------------
+# Parallel kernels
+
+MIN_TASK_WORK = 1 << 16     # cost units (see element_cost) per task at least; less work, fewer tasks
+EXPENSIVE_COST = 8          # an exp, log, div ... costs this many loads, stores or cheap ops
+FLAT_GRAIN = 64             # elements: where a split of a contiguous axis may cut (whole vectors
+                            # of any lane count, whole cache lines of any dtype)
+
+Bounds = tuple[ir.Value, ir.Value]
+
+
+def element_cost(expr: Expr) -> int:
+    """Rough work per loop iteration: 1 per load, cheap op and the store, EXPENSIVE_COST per
+    ``exp log tanh sigmoid pow sqrt div`` (each shared subexpression counted once)."""
+    nodes = {id(e): e for e in walk(expr) if isinstance(e, (Load, Apply))}
+    return 1 + sum(EXPENSIVE_COST if isinstance(e, Apply) and e.op in EXPENSIVE else 1
+                   for e in nodes.values())
+
+
+@dataclass
+class Split:
+    """How a kernel divides into tasks: loop level ``[0, prod(dims))`` cut at multiples of
+    ``grain``.  The level never reduces, so every output element is computed by one task,
+    in the same order whatever the split: results do not depend on the thread count."""
+
+    dims: list[Dim]
+    grain: int
+
+
+def run_split(kc: KernelContext, iterations: list[Dim], cost: int, split: Split | None,
+              body: Callable[[KernelContext, Bounds | None], None]) -> None:
+    """Emit a kernel whose loop nest ``body(kc, bounds)`` may run as tasks on the thread pool.
+
+    ``body`` emits the nest with the split level restricted to ``bounds = (lo, hi)`` (None:
+    the whole level).  With ``iterations x cost`` statically below two tasks' work, or no
+    split, the nest is emitted inline.  Otherwise it goes into ``<kernel>.part(args.., t,
+    ntasks)`` and the kernel picks ``ntasks = min(threads, work / MIN_TASK_WORK, blocks)`` at
+    run time: one task calls the part directly on this thread (a small symbolic-size kernel
+    never wakes a worker), more run through ``dlc.pool.run``.
+    """
+    if split is None or kc.task is not None:
+        body(kc, None)
+        return
+    b = kc.b
+    iters = kc.product(iterations)
+    if isinstance(iters, ir.Constant) and iters.constant * cost < 2 * MIN_TASK_WORK:
+        body(kc, None)
+        return
+    if all(isinstance(d, int) for d in split.dims) and math.prod(split.dims) <= split.grain:
+        body(kc, None)
+        return
+    part, pkc = _part_function(kc)
+    t, ntasks = part.args[-2], part.args[-1]
+    pkc.task = (t, ntasks)
+    body(pkc, split_range(pkc.b, pkc.product(split.dims), t, ntasks, split.grain))
+    pkc.b.ret_void()
+
+    grain = ir.Constant(I64, split.grain)
+    blocks = b.sdiv(b.add(kc.product(split.dims), ir.Constant(I64, split.grain - 1)), grain)
+    by_work = b.sdiv(b.mul(iters, ir.Constant(I64, cost)), ir.Constant(I64, MIN_TASK_WORK))
+    n = _min(b, _min(b, b.call(pool(b.module).size, []), by_work), blocks)
+    args = list(b.function.args)
+    with b.if_else(b.icmp_signed(">", n, ir.Constant(I64, 1))) as (parallel, serial):
+        with parallel:
+            parallel_call(b, part, args, n)
+        with serial:
+            b.call(part, [*args, ir.Constant(I64, 0), ir.Constant(I64, 1)])
+
+
+def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _part_function(kc: KernelContext) -> tuple[ir.Function, KernelContext]:
+    """``<kernel>.part``: the kernel function's arguments plus ``(t, ntasks)``, with a context
+    whose buffers and dims are its arguments."""
+    fn = kc.b.function
+    fnty = ir.FunctionType(ir.VoidType(), [a.type for a in fn.args] + [I64, I64])
+    part = ir.Function(kc.b.module, fnty, f"{fn.name}.part")
+    part.linkage = "internal"
+    part.attributes.add("nounwind")
+    part.attributes.add("alwaysinline")     # into the serial call and the pool's trampoline
+    for src, arg in zip(fn.args, part.args):
+        arg.name = src.name
+        if isinstance(arg.type, ir.PointerType):
+            arg.add_attribute("noalias")
+    part.args[-2].name, part.args[-1].name = "task", "ntasks"
+    position = {id(a): i for i, a in enumerate(fn.args)}
+    storage = {buf: part.args[position[id(v)]] for buf, v in kc.storage.items()}
+    symbols = {s: part.args[position[id(v)]] for s, v in kc.symbols.items()}
+    b = ir.IRBuilder(part.append_basic_block("entry"))
+    return part, KernelContext(b, storage, symbols, kc.lanes, kc.scratch)
+
+
+# ---------------------------------------------------------------------------
 # Elementwise kernels
 
 
 def emit_elementwise(kc: KernelContext, k: Elementwise) -> None:
-    """``out[i] = expr(i)`` over ``k.shape``, vectorised along the innermost axis."""
+    """``out[i] = expr(i)`` over ``k.shape``, vectorised along the innermost axis; a large
+    one split into tasks over its outermost loop (a flat loop: in FLAT_GRAIN chunks)."""
     b = kc.b
     out_load = Load(k.out, tuple(range(len(k.shape))))
     space = collapse(k.shape, [k.expr, out_load])
@@ -280,6 +382,14 @@ def emit_elementwise(kc: KernelContext, k: Elementwise) -> None:
         value = ee.emit(k.expr, [], 1)
         b.store(to_memory(b, value), kc.pointer(k.out))
         return
+    split = Split(space.dims[0], FLAT_GRAIN if len(space.groups) == 1 else 1)
+    run_split(kc, list(k.shape), element_cost(k.expr), split,
+              lambda c, bounds: _elementwise_nest(c, k, space, out_load, bounds))
+
+
+def _elementwise_nest(kc: KernelContext, k: Elementwise, space: Space, out_load: Load,
+                      bounds: Bounds | None) -> None:
+    b = kc.b
     vec = len(space.groups) - 1
     ee = ExprEmitter(kc, space, vec)
     width = kc.lanes if ee.vectorizable([k.expr]) and kc.lanes > 1 else 1
@@ -293,31 +403,33 @@ def emit_elementwise(kc: KernelContext, k: Elementwise) -> None:
         else:
             store_vector(b, to_memory(b, value), ptr, mask)
 
-    _nest(kc, extents, vec, width, body)
+    _nest(kc, extents, vec, width, body, bounds)
 
 
-def _nest(kc: KernelContext, extents: list[ir.Value], vec: int, width: int, body) -> None:
-    """Loops over ``extents``; the last runs ``width`` lanes at a time with a masked tail."""
+def _nest(kc: KernelContext, extents: list[ir.Value], vec: int, width: int, body,
+          bounds: Bounds | None = None) -> None:
+    """Loops over ``extents`` (the first over ``bounds`` when given); the last runs ``width``
+    lanes at a time with a masked tail."""
     b = kc.b
     index: list[ir.Value] = []
 
     def level(g: int) -> None:
+        lo, hi = bounds if bounds is not None and g == 0 else (ir.Constant(I64, 0), extents[g])
         if g < vec:
-            with for_range(b, 0, extents[g], name=f"g{g}") as i:
+            with for_range(b, lo, hi, name=f"g{g}") as i:
                 index.append(i)
                 level(g + 1)
                 index.pop()
             return
-        n = extents[g]
         if width == 1:
-            with for_range(b, 0, n, name=f"g{g}") as i:
+            with for_range(b, lo, hi, name=f"g{g}") as i:
                 body([*index, i], 1, None)
             return
-        main = b.and_(n, ir.Constant(I64, -width))
-        with for_range(b, 0, main, width, name=f"v{g}") as i:
+        main = b.add(lo, b.and_(b.sub(hi, lo), ir.Constant(I64, -width)))
+        with for_range(b, lo, main, width, name=f"v{g}") as i:
             body([*index, i], width, None)
-        with b.if_then(b.icmp_signed("<", main, n)):
-            body([*index, main], width, lane_mask(b, width, b.sub(n, main)))
+        with b.if_then(b.icmp_signed("<", main, hi)):
+            body([*index, main], width, lane_mask(b, width, b.sub(hi, main)))
 
     level(0)
 
@@ -357,22 +469,49 @@ def _horizontal(e: Emitter, kind: str, v: ir.Value) -> ir.Value:
 
 
 def emit_reduce(kc: KernelContext, k: Reduce) -> None:
-    """``out = kind over axes of expr`` (see the module docstring)."""
+    """``out = kind over axes of expr`` (see the module docstring).  A large one is split
+    into tasks over its output elements only (a kept axis), so each output is reduced by one
+    task in the same order as on one thread; a reduction to one element runs on one thread."""
+    cost = element_cost(k.expr)
     if k.kind == "argmax":
-        _emit_argmax(kc, k)
+        kept = [a for a in range(len(k.shape)) if a not in k.axes]
+        split = Split([k.shape[kept[0]]], 1) if kept else None
+        run_split(kc, list(k.shape), cost, split, lambda c, bounds: _emit_argmax(c, k, bounds))
     elif k.kind == "logsumexp":
-        _emit_logsumexp(kc, k)
+        rank = len(k.shape)
+        across = _lse_across_rows(kc, k)
+        split = Split([k.shape[0]], kc.lanes if across else 1) if rank >= 2 else None
+        run_split(kc, list(k.shape), cost + 2 * EXPENSIVE_COST, split,
+                  lambda c, bounds: _emit_logsumexp(c, k, across, bounds))
     else:
-        _Reduction(kc, k).emit()
+        space = collapse(k.shape, [k.expr], k.axes)
+        how = _reduction_split(space, k.axes)
+        group, split = how if how is not None else (None, None)
+        run_split(kc, list(k.shape), cost, split,
+                  lambda c, bounds: _Reduction(c, k, space, {} if bounds is None else {group: bounds}).emit())
+
+
+def _reduction_split(space: Space, axes: tuple[int, ...]) -> tuple[int, Split] | None:
+    """The loop group a reduction splits over and how: the outermost kept group outside the
+    innermost one (whole output rows), else the innermost group itself when it is kept, in
+    FLAT_GRAIN chunks (whole blocks of output vectors).  None: a reduction to one element."""
+    kept = [g for g, group in enumerate(space.groups) if group[0] not in axes]
+    inner = len(space.groups) - 1
+    outer = [g for g in kept if g != inner]
+    if outer:
+        return outer[0], Split(space.dims[outer[0]], 1)
+    if kept:
+        return inner, Split(space.dims[inner], FLAT_GRAIN)
+    return None
 
 
 class _Reduction:
     """A sum/mean/max/min kernel: loop groups after collapsing, split into kept and reduced."""
 
-    def __init__(self, kc: KernelContext, k: Reduce):
+    def __init__(self, kc: KernelContext, k: Reduce, space: Space, bounds: dict[int, Bounds]):
         self.kc, self.k, self.b = kc, k, kc.b
         self.dtype = k.out.dtype
-        space = collapse(k.shape, [k.expr], k.axes)
+        self.bounds = bounds            # a kept group's share of a task (run_split)
         self.reduced = [g for g, axes in enumerate(space.groups) if axes[0] in k.axes]
         self.kept = [g for g, axes in enumerate(space.groups) if axes[0] not in k.axes]
         self.extents = [kc.product(d) for d in space.dims]
@@ -398,9 +537,13 @@ class _Reduction:
         if not groups:
             body()
             return
-        with for_range(self.b, 0, self.extents[groups[0]], name=f"{name}{groups[0]}") as i:
+        lo, hi = self._range(groups[0])
+        with for_range(self.b, lo, hi, name=f"{name}{groups[0]}") as i:
             self.index[groups[0]] = i
             self._loops(groups[1:], name, body)
+
+    def _range(self, g: int) -> Bounds:
+        return self.bounds.get(g, (ir.Constant(I64, 0), self.extents[g]))
 
     def _over_reduced(self, body) -> None:
         """Loops over the reduced groups other than the innermost (vectorised) one."""
@@ -470,7 +613,7 @@ class _Reduction:
     def _columns(self) -> None:
         """The innermost axis is kept: blocks of outputs accumulate in registers."""
         b, lanes = self.b, self.lanes
-        n = self.extents[self.inner]
+        lo, n = self._range(self.inner)
 
         def block(j: ir.Value, count: int, mask: ir.Value | None) -> None:
             accs = [alloca(b, self.ident.type) for _ in range(count)]
@@ -487,12 +630,12 @@ class _Reduction:
                     store_vector(b, value, ptr, mask)
 
         step = lanes * self.unroll
-        main = b.and_(n, ir.Constant(I64, -step))
-        with for_range(b, 0, main, step, name="col") as j:
+        main = b.add(lo, b.and_(b.sub(n, lo), ir.Constant(I64, -step)))
+        with for_range(b, lo, main, step, name="col") as j:
             block(j, self.unroll, None)
         if lanes == 1:
             return
-        rest = b.and_(n, ir.Constant(I64, -lanes))
+        rest = b.add(main, b.and_(b.sub(n, main), ir.Constant(I64, -lanes)))
         with for_range(b, main, rest, lanes, name="col1") as j:
             block(j, 1, None)
         with b.if_then(b.icmp_signed("<", rest, n)):
@@ -509,8 +652,9 @@ def _row_major_strides(b: ir.IRBuilder, extents: list[ir.Value]) -> list[ir.Valu
     return out
 
 
-def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
-    """Index of the first maximum (NaN counts as the maximum, as numpy), scalar loops."""
+def _emit_argmax(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
+    """Index of the first maximum (NaN counts as the maximum, as numpy), scalar loops; the
+    first kept axis over ``bounds`` when given."""
     b = kc.b
     ee = ExprEmitter(kc, Space.plain(k.shape), None)
     (axis,) = k.axes
@@ -547,7 +691,8 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
         if level == len(kept):
             per_output()
             return
-        with for_range(b, 0, extents[kept[level]], name=f"k{kept[level]}") as i:
+        lo, hi = bounds if bounds is not None and level == 0 else (ir.Constant(I64, 0), extents[kept[level]])
+        with for_range(b, lo, hi, name=f"k{kept[level]}") as i:
             index[kept[level]] = i
             over(level + 1)
 
@@ -557,7 +702,7 @@ def _emit_argmax(kc: KernelContext, k: Reduce) -> None:
 LSE_ACROSS_ROWS = 2     # rows of at most this many vectors run one row per lane
 
 
-def _emit_logsumexp(kc: KernelContext, k: Reduce) -> None:
+def _emit_logsumexp(kc: KernelContext, k: Reduce, across: bool, bounds: Bounds | None) -> None:
     """``log(sum(exp(x)))`` over the last axis in one pass: the *online* log-sum-exp.
 
     A running maximum ``m`` and sum ``s`` of ``exp(x - m)`` take each element
@@ -572,16 +717,21 @@ def _emit_logsumexp(kc: KernelContext, k: Reduce) -> None:
     row's elements read lane by lane), so a 10-class row costs no horizontal
     work; longer rows run W elements of one row at a time, each lane its own
     ``(m, s)``, combined at the end as ``s = sum_l s_l * exp(m_l - m)``.
-    ``fuse_row_softmax`` (loops.py) makes these kernels.
+    ``fuse_row_softmax`` (loops.py) makes these kernels.  ``bounds``: the rows (first axis)
+    of one task, in whole multiples of W rows when ``across``.
     """
-    rank = len(k.shape)
-    assert k.axes == (rank - 1,), "logsumexp reduces the last axis only"
-    width = k.shape[-1]
-    if (rank == 2 and kc.lanes > 1 and isinstance(width, int)
-            and width <= LSE_ACROSS_ROWS * kc.lanes):
-        _logsumexp_across_rows(kc, k)
+    assert k.axes == (len(k.shape) - 1,), "logsumexp reduces the last axis only"
+    if across:
+        _logsumexp_across_rows(kc, k, bounds)
     else:
-        _logsumexp_along_rows(kc, k)
+        _logsumexp_along_rows(kc, k, bounds)
+
+
+def _lse_across_rows(kc: KernelContext, k: Reduce) -> bool:
+    """Whether a logsumexp kernel runs one row per lane (narrow static rows of a matrix)."""
+    width = k.shape[-1]
+    return (len(k.shape) == 2 and kc.lanes > 1 and isinstance(width, int)
+            and width <= LSE_ACROSS_ROWS * kc.lanes)
 
 
 def _lse_update(e: Emitter, m_slot: ir.Value, s_slot: ir.Value, x: ir.Value) -> None:
@@ -602,7 +752,7 @@ def _lse_result(e: Emitter, m: ir.Value, s: ir.Value) -> ir.Value:
     return e.select(e.cmp("eq", m, const(ty, math.inf)), const(ty, math.nan), e.add(m, e.log(s)))
 
 
-def _logsumexp_across_rows(kc: KernelContext, k: Reduce) -> None:
+def _logsumexp_across_rows(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
     """Rank 2, narrow rows: lane ``l`` reduces row ``r + l``; W rows per iteration."""
     b, lanes = kc.b, kc.lanes
     dtype = k.out.dtype
@@ -611,7 +761,8 @@ def _logsumexp_across_rows(kc: KernelContext, k: Reduce) -> None:
     e = Emitter(b, lanes, dtype)
     vty = value_type(dtype, lanes)
     last = b.sub(rows, ir.Constant(I64, 1))
-    with for_range(b, 0, rows, lanes, name="lse_rows") as r:
+    lo, hi = bounds if bounds is not None else (ir.Constant(I64, 0), rows)
+    with for_range(b, lo, hi, lanes, name="lse_rows") as r:
         m_slot, s_slot = alloca(b, vty), alloca(b, vty)
         b.store(const(vty, -math.inf), m_slot)
         b.store(const(vty, 0.0), s_slot)
@@ -628,7 +779,7 @@ def _logsumexp_across_rows(kc: KernelContext, k: Reduce) -> None:
         store_vector(b, result, ptr, lane_mask(b, lanes, b.sub(rows, r)))
 
 
-def _logsumexp_along_rows(kc: KernelContext, k: Reduce) -> None:
+def _logsumexp_along_rows(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
     """Any rank: one row at a time, W elements per step, lanes combined per row."""
     b = kc.b
     dtype = k.out.dtype
@@ -674,7 +825,8 @@ def _logsumexp_along_rows(kc: KernelContext, k: Reduce) -> None:
         if level == inner:
             per_row()
             return
-        with for_range(b, 0, extents[level], name=f"k{level}") as i:
+        lo, hi = bounds if bounds is not None and level == 0 else (ir.Constant(I64, 0), extents[level])
+        with for_range(b, lo, hi, name=f"k{level}") as i:
             index[level] = i
             over(level + 1)
 
