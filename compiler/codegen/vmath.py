@@ -25,7 +25,7 @@ tabled below with how they were fitted):
 * ``tanh`` (on ``|x|``, sign restored at the end, so ``tanh(-0) = -0``): f32:
   ``|x| < 0.3``: a minimax odd polynomial to ``x^7``; otherwise
   ``m / (m + 2)`` with ``m = expm1(2|x|)`` inlined (``|x|`` clamped to 10, one
-  division).  f64: ``|x| < 0.625``: the odd Taylor series (Bernoulli numbers,
+  division; computed on halves to save two operations, see ``_tanh_f32``).  f64: ``|x| < 0.625``: the odd Taylor series (Bernoulli numbers,
   22 terms); otherwise ``1 - 2 / (exp(2|x|) + 1)``.
 * ``sigmoid``: ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|x|)``.
 
@@ -301,27 +301,32 @@ def _tanh_f32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     3 ULP where the result sits at the bottom of a binade).
 
     ``|x|`` is clamped to 10 (``tanh`` is 1 in f32 from 9.1 on), so the inlined
-    ``expm1`` needs no overflow or subnormal handling: ``2|x| = n ln2 + r``
-    (one FMA), ``p = e^r - 1 = r + r² Q(r)`` (minimax ``_EXPM1_F32``), and
-    ``m = 2^n p + (2^n - 1)`` (exact for ``n = 0``, so tiny ``x`` keep full
-    relative accuracy).
+    ``expm1`` needs no overflow or subnormal handling.  It works on halves, to
+    save the doubling and a multiply: ``n = round(a 2/ln2)`` by one FMA with a
+    magic number, ``h = a - n ln2/2 = r/2`` where ``2a = n ln2 + r`` (one FMA),
+    ``p/2 = h + h² Q'(h)`` with ``Q'(h) = 2 Q(2h)`` (``Q`` the minimax
+    ``_EXPM1_F32``: ``e^r - 1 = p = r + r² Q(r)``; the coefficients scale by
+    powers of two, so this is ``p/2`` exactly as ``p`` would round), and
+    ``m = 2^(n+1) (p/2) + (2^n - 1)`` (exact for ``n = 0``, so tiny ``x`` keep
+    full relative accuracy).
     """
     ty = x.type
     ity = with_element(ty, I32)
+    ln2 = float(np.float32(float(_LN2)))
     a = call_overloaded(b, "fabs", [x])
     ac = _select(b, b.fcmp_ordered(">", a, const(ty, 10.0)), const(ty, 10.0), a)   # keeps NaN
-    y = b.fadd(ac, ac)
-    # n = round(y / ln2) by adding and subtracting 1.5 2^23 + 127: the low bits of
-    # the sum hold n + 127, the biased exponent of 2^n.
-    magic = const(ty, 1.5 * 2.0 ** 23 + 127)
-    shifted = b.fadd(b.fmul(y, const(ty, float(np.float32(float(_LOG2E))))), magic)
+    # n = round(a 2/ln2) by adding and subtracting 1.5 2^23 + 128: the low bits of
+    # the sum hold n + 128, the biased exponent of 2^(n+1).
+    magic = const(ty, 1.5 * 2.0 ** 23 + 128)
+    shifted = _fmuladd(b, ac, const(ty, 2 * float(np.float32(float(_LOG2E)))), magic)
     n = b.fsub(shifted, magic)                                   # 0..29
     # One FMA with ln2 rounded to f32: its error (n 1.9e-9) moves the result by
     # < 0.05 ULP, as tanh's sensitivity to e^{2a} falls with e^{-2a}.
-    r = _fmuladd(b, n, const(ty, -float(np.float32(float(_LN2)))), y)
-    p = _fmuladd(b, b.fmul(r, r), _horner(b, r, _EXPM1_F32), r)
-    scale = b.bitcast(b.shl(b.bitcast(shifted, ity), const(ity, 23)), ty)   # 2^n
-    m = _fmuladd(b, scale, p, b.fsub(scale, const(ty, 1.0)))
+    h = _fmuladd(b, n, const(ty, -ln2 / 2), ac)
+    q = _horner(b, h, [c * 2.0 ** (k + 1) for k, c in enumerate(_EXPM1_F32)])
+    p_half = _fmuladd(b, b.fmul(h, h), q, h)
+    scale2 = b.bitcast(b.shl(b.bitcast(shifted, ity), const(ity, 23)), ty)   # 2^(n+1)
+    m = _fmuladd(b, scale2, p_half, _fmuladd(b, scale2, const(ty, 0.5), const(ty, -1.0)))
     large = b.fdiv(m, b.fadd(m, const(ty, 2.0)))
 
     z = b.fmul(a, a)
