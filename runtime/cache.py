@@ -10,7 +10,12 @@ entry, ``<key>.dlco``::
 
 Beside them, ``<key>.dlcsrc`` files map the key of an *input* (source
 text, pass pipeline, options, compiler source) to the key of its object, so
-a warm ``runtime.compile`` skips the frontend and the passes.
+a warm ``runtime.compile`` skips the frontend and the passes; and
+``<key>.dlcmod`` files hold the frontend's output for a ``.dl`` file (dl IR
+text with source locations, see ``runtime/model_cache.py``), so a warm
+``load_model`` does not even import the frontend.  They are framed like
+object entries, with the magic ``b"DLCMOD\x01\n"`` and UTF-8 IR text in place
+of the object.
 
 Writes are atomic (a temporary file in the same folder, then ``os.replace``),
 so a reader never sees half an entry.  An entry that is truncated, garbled,
@@ -32,6 +37,8 @@ from typing import Any
 MAGIC = b"DLCOBJ\x01\n"
 SUFFIX = ".dlco"
 ALIAS_SUFFIX = ".dlcsrc"     # input key -> object key (runtime.compile's warm path)
+MODULE_MAGIC = b"DLCMOD\x01\n"
+MODULE_SUFFIX = ".dlcmod"    # source key -> the frontend's dl IR (load_model's warm path)
 
 
 class CacheWarning(UserWarning):
@@ -61,19 +68,21 @@ class ObjectCache:
 
     def load(self, key: str) -> CacheEntry | None:
         """The entry for ``key``, or None (missing, or unusable and now discarded)."""
-        path = self.path(key)
+        return self._load(self.path(key), key, MAGIC)
+
+    def _load(self, path: Path, key: str, magic: bytes) -> CacheEntry | None:
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):   # no entry (or no folder: store() says so)
             return None
         except OSError as e:
-            warnings.warn(f"dlc cache: cannot read {path}: {e}", CacheWarning, stacklevel=2)
+            warnings.warn(f"dlc cache: cannot read {path}: {e}", CacheWarning, stacklevel=3)
             return None
-        problem, entry = _parse(key, data)
+        problem, entry = _parse(key, data, magic)
         if problem is None:
             return entry
         warnings.warn(f"dlc cache: discarding {path.name}: {problem}; recompiling", CacheWarning,
-                      stacklevel=2)
+                      stacklevel=3)
         try:
             path.unlink()
         except OSError:
@@ -82,11 +91,36 @@ class ObjectCache:
 
     def store(self, key: str, object_code: bytes, header: dict[str, Any]) -> Path | None:
         """Write an entry atomically; returns its path, or None if the folder is unusable."""
-        full = dict(header, key=key, size=len(object_code),
-                    sha256=hashlib.sha256(object_code).hexdigest())
-        head = json.dumps(full, sort_keys=True).encode()
-        blob = MAGIC + len(head).to_bytes(4, "little") + head + object_code
-        return self._write_atomic(self.path(key), blob)
+        return self._write_atomic(self.path(key), _frame(MAGIC, key, object_code, header))
+
+    def module_path(self, key: str) -> Path:
+        return self.directory / f"{key}{MODULE_SUFFIX}"
+
+    def store_module(self, key: str, text: str, header: dict[str, Any]) -> Path | None:
+        """Write dl IR ``text`` under source key ``key`` (atomically, checksummed)."""
+        return self._write_atomic(self.module_path(key), _frame(MODULE_MAGIC, key, text.encode(), header))
+
+    def load_module(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        """(dl IR text, header) stored under ``key``, or None (missing, or unusable and
+        now discarded with a :class:`CacheWarning`)."""
+        entry = self._load(self.module_path(key), key, MODULE_MAGIC)
+        if entry is None:
+            return None
+        try:
+            return entry.object_code.decode(), entry.header
+        except UnicodeDecodeError:            # checksummed, so only a foreign writer gets here
+            self.discard_module(key, "not UTF-8 text")
+            return None
+
+    def discard_module(self, key: str, problem: str) -> None:
+        """Report a module entry its reader could not use (:class:`CacheWarning`), delete it."""
+        path = self.module_path(key)
+        warnings.warn(f"dlc cache: discarding {path.name}: {problem}; recompiling", CacheWarning,
+                      stacklevel=3)
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
     def store_alias(self, key: str, object_key: str) -> None:
         """Record that input ``key`` (source text, passes, options) compiles to the object
@@ -131,9 +165,11 @@ class ObjectCache:
         return data["object_key"]
 
     def entries(self) -> list[Path]:
+        """Object and module entries (not the small input-key aliases)."""
         if not self.directory.is_dir():
             return []
-        return sorted(p for p in self.directory.glob(f"*{SUFFIX}") if not p.name.startswith(".tmp-"))
+        return sorted(p for suffix in (SUFFIX, MODULE_SUFFIX) for p in self.directory.glob(f"*{suffix}")
+                      if not p.name.startswith(".tmp-"))
 
     def info(self) -> dict[str, Any]:
         """Folder, number of entries and their total size in bytes."""
@@ -151,20 +187,29 @@ class ObjectCache:
                 p.unlink()
             except OSError:
                 pass
-        for p in self.directory.glob(f"*{SUFFIX}"):
-            try:
-                p.unlink()
-                removed += not p.name.startswith(".tmp-")
-            except OSError:
-                pass
+        for suffix in (SUFFIX, MODULE_SUFFIX):
+            for p in self.directory.glob(f"*{suffix}"):
+                try:
+                    p.unlink()
+                    removed += not p.name.startswith(".tmp-")
+                except OSError:
+                    pass
         return removed
 
 
-def _parse(key: str, data: bytes) -> tuple[str | None, CacheEntry | None]:
+def _frame(magic: bytes, key: str, payload: bytes, header: dict[str, Any]) -> bytes:
+    """magic, header length, JSON header (with key, payload size and sha256), payload."""
+    full = dict(header, key=key, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    head = json.dumps(full, sort_keys=True).encode()
+    return magic + len(head).to_bytes(4, "little") + head + payload
+
+
+def _parse(key: str, data: bytes, magic: bytes = MAGIC) -> tuple[str | None, CacheEntry | None]:
     """(problem, None) or (None, entry)."""
-    if not data.startswith(MAGIC):
-        return "not a dlc object file (bad magic)", None
-    pos = len(MAGIC)
+    if not data.startswith(magic):
+        kind = "object" if magic == MAGIC else "module"
+        return f"not a dlc {kind} file (bad magic)", None
+    pos = len(magic)
     if len(data) < pos + 4:
         return "truncated header", None
     size = int.from_bytes(data[pos:pos + 4], "little")

@@ -610,9 +610,9 @@ def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "au
     if isinstance(source, Module):
         module, name = source, None
     else:
-        from frontend_dsl.api import compile_file
+        from .model_cache import load_source      # the frontend, or its cached output
 
-        module, name = compile_file(str(source)), str(source)
+        module, name = load_source(source), str(source)
     if "model" not in module.attrs:
         raise DlRuntimeError(f"{name or 'the module'}: no model block to load "
                              "(a model is declared with `model NAME { ... }`)")

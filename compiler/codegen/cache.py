@@ -9,6 +9,11 @@ A key is the sha256 of
 * the dlc version, and a fingerprint of the source of the code generator
   and of the op table (whose ``emit`` rules are part of the generated code),
   so editing the compiler never loads stale code.
+
+Two more keys name *inputs* rather than modules: :func:`source_key` (text
+given to ``runtime.compile``, with its pass pipeline and options) and
+:func:`frontend_key` (a ``.dl`` file given to ``load_model``, whose frontend
+output is cached as IR text); both include :func:`compiler_fingerprint`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from .target import CodegenOptions
 
 FORMAT = "dlc-object-1"
+FRONTEND_FORMAT = "dlc-frontend-1"
 
 
 @functools.cache
@@ -51,6 +57,19 @@ def source_key(kind: str, text: str, passes: str, options: CodegenOptions) -> st
     """The cache key of *input* text (``kind``: dl source, IR text) compiled with the pass
     pipeline ``passes`` and ``options``: a warm load skips the frontend and the passes."""
     return cache_key("\0".join(["source", kind, passes, compiler_fingerprint(), text]), options)
+
+
+def frontend_key(file: str, text: str) -> str:
+    """The cache key of the frontend's output for ``.dl`` source ``text`` read from ``file``
+    (the name enters the source locations): independent of passes and codegen options."""
+    from .. import __version__
+
+    h = hashlib.sha256()
+    for part in (FRONTEND_FORMAT, __version__, compiler_fingerprint(), file, text):
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
 
 
 def cache_key(module_text: str, options: CodegenOptions) -> str:
