@@ -66,6 +66,7 @@ from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .llvmutil import I1, I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
 from .loops import Matmul, loads
+from .sparse_gemm import skip_zeros_enabled, sparse_function
 from .threads import split
 
 PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay for itself)
@@ -271,6 +272,15 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     tile_ptr = b.bitcast(tile, vty.as_pointer())
     g = _Gemm(b, dtype, trans_b, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, tile_ptr, scratch,
               one_slice, plain, store, ctx)
+    if not trans_b and lanes >= 4 and dtype in (DType.f32, DType.f64) and skip_zeros_enabled(module):
+        # mostly-zero A (image inputs): skip the zeros when the data says so (sparse_gemm.py)
+        done = b.call(sparse_function(module, dtype, lanes, EPILOGUE),
+                      [a, sa_i, sa_k, bmat, c, m, n, kk, t, ntasks, store, ctx])
+        finished, dense = fn.append_basic_block("sparse.done"), fn.append_basic_block("dense")
+        b.cbranch(done, finished, dense)
+        with b.goto_block(finished):
+            b.ret_void()
+        b.position_at_end(dense)
 
     packed = b.icmp_signed(">=", m, ir.Constant(I64, PACK_MIN_M))
     if lanes >= 8:

@@ -31,6 +31,7 @@ from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
 from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
+from .sparse_gemm import enable_skip_zeros
 from .target import CodegenOptions
 
 ALIGN = 64
@@ -50,6 +51,7 @@ def emit_module(programs: list[Program], options: CodegenOptions, name: str = "d
     """One LLVM module holding an entry point per program."""
     mod = ir.Module(name=name)
     mod.triple = options.target.triple
+    enable_skip_zeros(mod, options.skip_zeros)
     symbols: dict[str, str] = {}
     for prog in programs:
         clash = symbols.setdefault(entry_symbol(prog.name), prog.name)

@@ -89,7 +89,8 @@ class CodegenOptions:
     ``fuse`` enables elementwise fusion and matmul epilogues; ``plan_memory``
     lets temporaries share workspace memory (``bufferize.plan_memory``); ``profile``
     makes each entry point count the CPU cycles spent in each of its kernels
-    (``CompiledFunction.kernel_profile()``).
+    (``CompiledFunction.kernel_profile()``); ``skip_zeros`` lets a GEMM whose A operand is
+    mostly zeros at run time skip them (``sparse_gemm.py``; off: always the dense kernel).
     """
 
     target: Target = field(default_factory=host_target)
@@ -98,6 +99,7 @@ class CodegenOptions:
     vector_lanes: int | None = None
     profile: bool = False
     plan_memory: bool = True
+    skip_zeros: bool = True
 
     @property
     def lanes(self) -> int:
@@ -108,6 +110,7 @@ class CodegenOptions:
         t = self.target
         return "|".join([t.triple, t.cpu, t.features, f"O{self.opt_level}",
                          f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}", f"plan={self.plan_memory}",
+                         f"skip_zeros={self.skip_zeros}",
                          f"llvmlite={llvmlite.__version__}",
                          f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])
 

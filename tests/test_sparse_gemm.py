@@ -1,0 +1,148 @@
+"""The zero-skipping GEMM path (compiler/codegen/sparse_gemm.py): it must agree with the
+dense kernel and with numpy on every shape and layout it takes, keep numpy's NaN
+semantics (0 * inf), and give bit-identical results across thread counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler.codegen import sparse_gemm, threads
+from compiler.codegen.target import CodegenOptions
+from runtime.model import load_model
+
+from test_codegen_gemm import F32, layouts_module
+from test_codegen_threads import with_threads
+
+ROOT = Path(__file__).resolve().parent.parent
+# around the group size (4 rows), the column-chunk width (16), the block width (64) and MAX_K
+SHAPES = [(128, 784, 512), (5, 9, 64), (33, 100, 130), (7, 17, 64), (70, 40, 200), (4, 1, 64),
+          (3, 4096, 65), (1, 31, 96), (130, 128, 512), (9, 4097, 64)]
+
+
+@pytest.fixture(scope="module")
+def modules():
+    on = runtime.compile(layouts_module(F32), cache=False, passes="")
+    off = runtime.compile(layouts_module(F32), cache=False, passes="",
+                          options=CodegenOptions(skip_zeros=False))
+    return on, off
+
+
+def sparse(rng, shape, density=0.2):
+    a = rng.random(shape, dtype=np.float32)
+    a[rng.random(shape) >= density] = 0
+    return a
+
+
+@pytest.mark.parametrize("ta", [False, True])
+def test_agrees_with_numpy_and_the_dense_kernel(modules, ta):
+    on, off = modules
+    rng = np.random.default_rng(0)
+    name = f"mm_{int(ta)}0"
+    for m, k, n in SHAPES:
+        a = sparse(rng, (k, m) if ta else (m, k))
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        want = (a.T if ta else a).astype(np.float64) @ b
+        got, dense = on[name](a, b), off[name](a, b)
+        tol = 1e-4 * np.sqrt(k)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=tol, err_msg=str((m, k, n)))
+        np.testing.assert_allclose(got, dense, rtol=1e-4, atol=tol, err_msg=str((m, k, n)))
+
+
+def test_the_option_decides_whether_the_path_exists():
+    from compiler.codegen.driver import llvm_module
+
+    assert "dlc.gemm.sparse" in str(llvm_module(layouts_module(F32), CodegenOptions()))
+    assert "dlc.gemm.sparse" not in str(llvm_module(layouts_module(F32), CodegenOptions(skip_zeros=False)))
+    assert CodegenOptions().key() != CodegenOptions(skip_zeros=False).key()
+
+
+def test_zero_times_inf_is_still_nan(modules):
+    """A non-finite B sends the product to the dense kernel: 0 * inf = NaN, as numpy says."""
+    on, _ = modules
+    rng = np.random.default_rng(1)
+    a = sparse(rng, (16, 64))
+    a[:, 5] = 0                                     # a column of A that is all zeros ...
+    b = rng.standard_normal((64, 128)).astype(np.float32)
+    b[5, 7] = np.inf                                # ... meets an inf in B
+    b[9, 3] = np.nan
+    with np.errstate(invalid="ignore"):
+        want = a @ b
+    got = on.mm_00(a, b)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[:, 7]).all()
+
+
+def test_nan_in_a_propagates(modules):
+    on, _ = modules
+    rng = np.random.default_rng(2)
+    a = sparse(rng, (12, 80))
+    a[3, 10] = np.nan
+    b = rng.standard_normal((80, 64)).astype(np.float32)
+    got = on.mm_00(a, b)
+    assert np.isnan(got[3]).all() and not np.isnan(np.delete(got, 3, axis=0)).any()
+
+
+def test_epilogue_on_the_skipping_path(modules):
+    on, _ = modules
+    rng = np.random.default_rng(3)
+    for m, k, n in [(128, 784, 512), (6, 50, 70)]:
+        a = sparse(rng, (m, k))
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        want = np.maximum(a.astype(np.float64) @ b + bias, 0)
+        np.testing.assert_allclose(on.mm_epilogue(a, b, bias), want, rtol=1e-4, atol=1e-3)
+
+
+def test_identical_across_thread_counts(modules):
+    on, _ = modules
+    lib = on
+    rng = np.random.default_rng(4)
+    cases = [(on.mm_00, sparse(rng, (130, 300)), rng.standard_normal((300, 200)).astype(np.float32)),
+             (on.mm_10, sparse(rng, (128, 783)), rng.standard_normal((128, 512)).astype(np.float32))]
+    results = []
+    for t in (1, 2, 3):
+        with_threads(lib, t)
+        results.append([fn(a, b) for fn, a, b in cases])
+    with_threads(lib, threads.num_threads())
+    for other in results[1:]:
+        for got, first in zip(other, results[0]):
+            assert np.array_equal(got, first)
+
+
+def test_training_on_mostly_zero_images(monkeypatch):
+    """The MNIST step's forward (x @ W1) and weight gradient (x^T @ dh, fused with the SGD
+    update in place) on image-like data: a float64 numpy step's weights, and
+    bit-identical across thread counts."""
+    rng = np.random.default_rng(5)
+    x = sparse(rng, (128, 784), density=0.19)
+    y = rng.integers(0, 10, 128).astype(np.int32)
+    results = []
+    for t in (1, 2):
+        monkeypatch.setenv("DLC_NUM_THREADS", str(t))
+        threads.num_threads.cache_clear()
+        model = load_model(ROOT / "bench" / "mlp_sgd.dl", seed=0, backend="native")
+        start = {k: v.astype(np.float64) for k, v in model.weights.items()}
+        model.fit(x, y, epochs=1, batch_size=128, shuffle=False, verbose=0)
+        results.append(model.weights)
+    threads.num_threads.cache_clear()
+    for name, value in results[0].items():
+        assert np.array_equal(results[1][name], value), name
+    w1, b1, w2, b2 = (start[f"dense_{i}.{p}"] for i in (1, 2) for p in ("kernel", "bias"))
+    pre = x @ w1 + b1
+    h = np.maximum(pre, 0)
+    z = h @ w2 + b2
+    probs = np.exp(z - z.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    dz = probs
+    dz[np.arange(128), y] -= 1
+    dz /= 128
+    dh = (dz @ w2.T) * (pre > 0)
+    lr = model.learning_rate
+    want = {"dense_1.kernel": w1 - lr * (x.T @ dh), "dense_1.bias": b1 - lr * dh.sum(axis=0),
+            "dense_2.kernel": w2 - lr * (h.T @ dz), "dense_2.bias": b2 - lr * dz.sum(axis=0)}
+    for name, value in want.items():
+        np.testing.assert_allclose(results[0][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
