@@ -181,6 +181,22 @@ def test_small_kernels_stay_on_the_calling_thread():
     gc.collect()
 
 
+def test_workers_never_outnumber_the_thread_count():
+    # a 2^20-element exp is TASKS_PER_THREAD tasks per thread: on one thread the caller runs
+    # it alone, on two it is helped by exactly one worker
+    mod = runtime.compile(ELEMENTWISE, cache=False)
+    x = np.random.default_rng(6).standard_normal(1 << 20).astype(np.float32)
+    before = _task_threads()
+    threads.set_num_threads(mod._library, 1)
+    want = mod.flat(x)
+    assert _task_threads() == before
+    threads.set_num_threads(mod._library, 2)
+    assert np.array_equal(mod.flat(x), want)
+    assert len(_task_threads() - before) == 1
+    del mod
+    gc.collect()
+
+
 def test_statically_small_kernels_have_no_task_function():
     f, b = new_function("small", [("x", TensorType(F32, (64, 100))), ("y", TensorType(F32, (100,)))])
     f.outputs = [b.relu(b.add(f.params[0], f.params[1])), b.sum(f.params[0], axes=(1,))]

@@ -276,7 +276,8 @@ class ExprEmitter:
 # ---------------------------------------------------------------------------
 # Parallel kernels
 
-MIN_TASK_WORK = 1 << 16     # cost units (see element_cost) per task at least; less work, fewer tasks
+MIN_TASK_WORK = 1 << 17     # cost units (see element_cost) per task at least; less work, fewer tasks
+TASKS_PER_THREAD = 4        # tasks per thread at most: a descheduled thread holds less up
 EXPENSIVE_COST = 8          # an exp, log, div ... costs this many loads, stores or cheap ops
 FLAT_GRAIN = 64             # elements: where a split of a contiguous axis may cut (whole vectors
                             # of any lane count, whole cache lines of any dtype)
@@ -309,9 +310,10 @@ def run_split(kc: KernelContext, iterations: list[Dim], cost: int, split: Split 
     ``body`` emits the nest with the split level restricted to ``bounds = (lo, hi)`` (None:
     the whole level).  With ``iterations x cost`` statically below two tasks' work, or no
     split, the nest is emitted inline.  Otherwise it goes into ``<kernel>.part(args.., t,
-    ntasks)`` and the kernel picks ``ntasks = min(threads, work / MIN_TASK_WORK, blocks)`` at
-    run time: one task calls the part directly on this thread (a small symbolic-size kernel
-    never wakes a worker), more run through ``dlc.pool.run``.
+    ntasks)`` (inlined into its two callers) and the kernel picks ``ntasks = min(threads x
+    TASKS_PER_THREAD, work / MIN_TASK_WORK, blocks)`` at run time: with one task or one
+    thread it calls the part directly (a small symbolic-size kernel never wakes a worker);
+    otherwise the tasks run through ``dlc.pool.run``, claimed dynamically.
     """
     if split is None or kc.task is not None:
         body(kc, None)
@@ -333,9 +335,11 @@ def run_split(kc: KernelContext, iterations: list[Dim], cost: int, split: Split 
     grain = ir.Constant(I64, split.grain)
     blocks = b.sdiv(b.add(kc.product(split.dims), ir.Constant(I64, split.grain - 1)), grain)
     by_work = b.sdiv(b.mul(iters, ir.Constant(I64, cost)), ir.Constant(I64, MIN_TASK_WORK))
-    n = _min(b, _min(b, b.call(pool(b.module).size, []), by_work), blocks)
+    size = b.call(pool(b.module).size, [])
+    n = _min(b, _min(b, b.mul(size, ir.Constant(I64, TASKS_PER_THREAD)), by_work), blocks)
+    one = ir.Constant(I64, 1)
     args = list(b.function.args)
-    with b.if_else(b.icmp_signed(">", n, ir.Constant(I64, 1))) as (parallel, serial):
+    with b.if_else(b.and_(b.icmp_signed(">", size, one), b.icmp_signed(">", n, one))) as (parallel, serial):
         with parallel:
             parallel_call(b, part, args, n)
         with serial:

@@ -8,7 +8,9 @@ library carries its own):
 
 * **Workers** are created on first use with ``pthread_create`` (resolved by
   MCJIT from the process, or by the dynamic linker for an AOT library), at
-  most ``MAX_THREADS - 1`` of them, and never more than a call asks for.
+  most ``MAX_THREADS - 1`` of them, and never more than a call asks for (its
+  tasks, less one) or ``dlc_set_num_threads`` allows, less one (a call may
+  have more tasks than threads).
   Tasks are claimed dynamically (one compare-and-swap on a word holding the
   job generation and the next task), the caller included: when a worker is
   descheduled (a busy machine) the caller simply does its task too.
@@ -94,8 +96,8 @@ class Pool:
         tids_ty = ir.ArrayType(I64, MAX_THREADS)
         self.tids = g("tids", tids_ty, None)
         self.worker = self._worker()
-        self.run = self._run()
         self.size = self._size()
+        self.run = self._run()
         self._exports()
 
     # -- helpers ---------------------------------------------------------------------
@@ -273,8 +275,9 @@ class Pool:
         b.ret_void()
 
         b.position_at_end(locked)
+        # workers: one fewer than the tasks or than the threads asked for, whichever is less
         want = b.sub(ntasks, one)
-        cap = ir.Constant(I64, MAX_THREADS - 1)
+        cap = b.sub(b.call(self.size, []), one)
         want = b.select(b.icmp_signed("<", want, cap), want, cap)
         self._start_workers(b, want)
         b.store(task, self.task)
