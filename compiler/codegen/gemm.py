@@ -59,6 +59,8 @@ dtype, computed from the dims), :func:`task_count` and :func:`max_tasks`.
 
 from __future__ import annotations
 
+import contextlib
+
 from llvmlite import ir
 
 from ..ir.types import Dim, DType
@@ -73,6 +75,12 @@ PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay
 KC = 384                 # K slice: a kc x NR panel of B stays in L1/L2
 MC = 128                 # rows of A packed at once (kc x MC in L2)
 NC = 4096                # columns of B packed at once (kc x NC in L2/L3)
+DOT_MAX_N = 12           # narrow products (N <= W) at most this wide, rows of A contiguous and
+DOT_MIN_K = 80           # ... at least this deep (or DOT_MIN_K_FEW for at most DOT_FEW_N columns):
+DOT_MIN_K_FEW, DOT_FEW_N = 32, 4  # dot products over k (measured crossovers on Zen 4; >= W - 1 for scratch)
+DOT_ROWS = 2             # rows per dot micro-kernel (2 x 8 accumulators)
+SHALLOW_K = 64           # K at most this (and M >= PACK_MIN_M): the shallow path, C row by row
+SHALLOW_R, SHALLOW_V = 4, 4  # rows and vectors of C per step of the shallow path (in registers)
 MR_AVX512 = 8            # micro-tile rows with AVX-512 (12 and 14 measured slower, docs/codegen.md)
 MIN_TASK_WORK = 1 << 20  # multiply-adds per task at least (fewer: fewer tasks, down to one)
 TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
@@ -118,7 +126,13 @@ def scratch_elements(kc: KernelContext, k: Matmul) -> ir.Value:
     depth = kk if reads_output(k) else _min(b, kk, ir.Constant(I64, KC))
     rows = _round_up_value(b, _min(b, m, ir.Constant(I64, MC)), mr)
     blocks = b.mul(depth, b.add(_b_block_columns(b, n, nr), rows))
-    return _max(b, panel, blocks)
+    out = _max(b, panel, blocks)
+    # the shallow path's B block: K x min(N, NC) in panels of WIDE columns
+    wide = SHALLOW_V * lanes
+    shallow = b.and_(b.icmp_signed(">=", m, ir.Constant(I64, PACK_MIN_M)),
+                     b.icmp_signed("<=", kk, ir.Constant(I64, SHALLOW_K)))
+    wide_block = b.mul(kk, _min(b, _round_up_value(b, n, wide), ir.Constant(I64, _round_up(NC, wide))))
+    return b.select(shallow, _max(b, out, wide_block), out)
 
 
 def _b_block_columns(b: ir.IRBuilder, n: ir.Value, nr: int) -> ir.Value:
@@ -185,6 +199,7 @@ def emit_matmul(kc: KernelContext, k: Matmul) -> None:
     b = kc.b
     batch_index: list[ir.Value] = []
     store, words = _store_function(kc, k)
+    shallow = _shallow_function(kc, k)
     ctx = None
     if words:
         slots = ir.ArrayType(I64, len(words) + len(k.batch))
@@ -194,7 +209,7 @@ def emit_matmul(kc: KernelContext, k: Matmul) -> None:
 
     def over_batch(level: int) -> None:
         if level == len(k.batch):
-            _gemm(kc, k, batch_index, store, ctx, len(words))
+            _gemm(kc, k, batch_index, store, shallow, ctx, len(words))
             return
         with for_range(b, 0, kc.dim(k.batch[level]), name=f"batch{level}") as i:
             batch_index.append(i)
@@ -215,7 +230,7 @@ def _batch_offset(kc: KernelContext, buf, bmap, batch_index) -> ir.Value:
 
 
 def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value], store: ir.Function,
-          ctx: ir.Value | None, nwords: int) -> None:
+          shallow: ir.Function | None, ctx: ir.Value | None, nwords: int) -> None:
     b = kc.b
     lanes = max(kc.lanes, 1)
     m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
@@ -234,14 +249,20 @@ def _gemm(kc: KernelContext, k: Matmul, batch_index: list[ir.Value], store: ir.F
         raw_ctx = b.bitcast(ctx, I8P)
     driver = _driver_function(b.module, k.dtype, lanes, k.trans_b)
     scratch = b.bitcast(kc.scratch, a.type)
+    shallow_ptr = ir.Constant(_shallow_type(k.dtype).as_pointer(), None) if shallow is None else shallow
     b.call(driver, [a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks,
                     ir.Constant(I1, int(reads_output(k))), ir.Constant(I1, int(k.epilogue is None)), store,
-                    raw_ctx])
+                    shallow_ptr, raw_ctx])
 
 
 def _store_type(dtype: DType) -> ir.FunctionType:
     ety = memory_type(dtype)
     return ir.FunctionType(ir.VoidType(), [I8P, I8P, ety.as_pointer(), I64, I64, I64, I64, I64, I64])
+
+
+def _shallow_type(dtype: DType) -> ir.FunctionType:
+    ptr = memory_type(dtype).as_pointer()
+    return ir.FunctionType(ir.VoidType(), [I8P, ptr, I64, I64, ptr, I64, ptr, I64, I64, I64, I64, I64])
 
 
 def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool) -> ir.Function:
@@ -250,17 +271,18 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     packed or small path, each finished tile handed to ``store(ctx, tile, ...)``.
 
     Signature: ``(T* a, i64 sa_i, i64 sa_k, T* b, T* c, i64 m, i64 n, i64 k, T* scratch,
-    i64 t, i64 ntasks, i1 one_slice, i1 plain, store*, i8* ctx)``; ``one_slice``: never split
+    i64 t, i64 ntasks, i1 one_slice, i1 plain, store*, shallow*, i8* ctx)``; ``one_slice``: never split
     K (the store's epilogue reads C, so C may not hold partial sums); ``plain``: the kernel has
     no epilogue (the packed path writes whole tiles straight to C)."""
     ety = memory_type(dtype)
     name = f"dlc.gemm.driver{'T' if trans_b else ''}.{type_suffix(value_type(dtype, lanes))}"
     fn, fresh = _shared(module, name, ir.VoidType(),
                         [ety.as_pointer(), I64, I64, ety.as_pointer(), ety.as_pointer(), I64, I64, I64,
-                         ety.as_pointer(), I64, I64, I1, I1, _store_type(dtype).as_pointer(), I8P])
+                         ety.as_pointer(), I64, I64, I1, I1, _store_type(dtype).as_pointer(),
+                         _shallow_type(dtype).as_pointer(), I8P])
     if not fresh:
         return fn
-    a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks, one_slice, plain, store, ctx = fn.args
+    a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks, one_slice, plain, store, shallow_fn, ctx = fn.args
     for arg in (a, bmat, c, scratch):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -290,9 +312,28 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
         with b.if_then(narrow):
             rows = _narrow_rows(lanes)
             ilo, ihi = split(b, m, t, ntasks, rows)
-            g.small(ilo, ihi, zero, n, rows, 1)
+            if dtype == DType.f32:
+                # rows of A contiguous in k and deep enough: dot products, all lanes busy
+                deep = b.or_(b.icmp_signed(">=", kk, ir.Constant(I64, DOT_MIN_K)),
+                             b.and_(b.icmp_signed(">=", kk, ir.Constant(I64, DOT_MIN_K_FEW)),
+                                    b.icmp_signed("<=", n, ir.Constant(I64, DOT_FEW_N))))
+                dot = b.and_(b.and_(b.icmp_signed("==", sa_k, ir.Constant(I64, 1)), deep),
+                             b.icmp_signed("<=", n, ir.Constant(I64, DOT_MAX_N)))
+                with b.if_else(dot) as (then, otherwise):
+                    with then:
+                        g.dot(ilo, ihi, rows)
+                    with otherwise:
+                        g.small(ilo, ihi, zero, n, rows, 1)
+            else:
+                g.small(ilo, ihi, zero, n, rows, 1)
     else:
         narrow = ir.Constant(I1, 0)
+    shallow = b.and_(b.and_(packed, b.icmp_signed("<=", kk, ir.Constant(I64, SHALLOW_K))),
+                     b.icmp_unsigned("!=", b.ptrtoint(shallow_fn, I64), ir.Constant(I64, 0)))
+    packed = b.and_(packed, b.not_(shallow))
+    with b.if_then(shallow):
+        ilo, ihi = split(b, m, t, ntasks, mr)
+        g.shallow(ilo, ihi, shallow_fn)
     with b.if_else(packed) as (then, otherwise):
         with then:
             by_cols = b.icmp_signed(">=", n, m)
@@ -301,11 +342,149 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
             g.packed(b.select(by_cols, zero, ilo), b.select(by_cols, m, ihi),
                      b.select(by_cols, jlo, zero), b.select(by_cols, jhi, n), mr, nv)
         with otherwise:
-            with b.if_then(b.not_(narrow)):
+            with b.if_then(b.not_(b.or_(narrow, shallow))):
                 jlo, jhi = split(b, n, t, ntasks, nr)
                 g.small(zero, m, jlo, jhi, mr, nv)
     b.ret_void()
     return fn
+
+
+def _pack_bt_function(module: ir.Module, dtype: DType, lanes: int, transposed: bool) -> ir.Function:
+    """``Bt[j, p] = B[p, j]`` for ``j < N <= W``, rows of ``kp`` (``K`` rounded up to whole
+    vectors) with zeros past ``K``.
+
+    Signature: ``(T* b, i64 n, i64 k, i64 kp, T* bt)``; ``b`` is ``[K, N]`` row-major (read
+    ``W`` rows at a time with masked loads and transposed in registers), or ``[N, K]`` when
+    ``transposed`` (copied row by row)."""
+    ety = memory_type(dtype)
+    name = f"dlc.gemm.packBt{'T' if transposed else ''}.{type_suffix(value_type(dtype, lanes))}"
+    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), I64, I64, I64, ety.as_pointer()])
+    if not fresh:
+        return fn
+    bmat, n, kk, kp, bt = fn.args
+    bmat.add_attribute("noalias")
+    bt.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vty = value_type(dtype, lanes)
+    zero = ir.Constant(I64, 0)
+    if transposed:
+        with for_range(b, 0, n, name="j") as j:
+            src = b.gep(bmat, [b.mul(j, kk)])
+            dst = b.gep(bt, [b.mul(j, kp)])
+            with for_range(b, 0, kp, lanes, name="p") as p:
+                mask = lane_mask(b, lanes, _clamp(b, b.sub(kk, p), lanes))
+                store_vector(b, load_vector(b, b.gep(src, [p]), lanes, mask), b.gep(dst, [p]), None)
+    else:
+        cols = lane_mask(b, lanes, n)
+        with for_range(b, 0, kp, lanes, name="p") as p:
+            vecs = []
+            for q in range(lanes):
+                row = b.add(p, ir.Constant(I64, q))
+                live = b.icmp_signed("<", row, kk)
+                safe = b.select(live, row, zero)                    # never read past K
+                v = load_vector(b, b.gep(bmat, [b.mul(safe, n)]), lanes, b.and_(cols, splat(b, live, lanes)))
+                vecs.append(v)
+            vecs = _transpose_vectors(b, vecs)
+            for j, v in enumerate(vecs):
+                with b.if_then(b.icmp_signed("<", ir.Constant(I64, j), n)):
+                    store_vector(b, v, b.gep(bt, [b.add(b.mul(ir.Constant(I64, j), kp), p)]), None)
+    b.ret_void()
+    del vty
+    return fn
+
+
+def _transpose_vectors(b: ir.IRBuilder, vecs: list[ir.Value]) -> list[ir.Value]:
+    """The ``n x n`` transpose of ``n`` vectors of ``n`` lanes (``out[p][r] = vecs[r][p]``)
+    by ``n log2 n`` two-vector shuffles."""
+    n = len(vecs)
+    h = n // 2
+    while h:
+        nxt = list(vecs)
+        for i in range(n):
+            if i & h:
+                continue
+            x, y = vecs[i], vecs[i + h]
+            upper = [j if not j & h else n + j - h for j in range(n)]
+            lower = [j + h if not j & h else n + j for j in range(n)]
+            nxt[i] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n), upper))
+            nxt[i + h] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n), lower))
+        vecs = nxt
+        h //= 2
+    return vecs
+
+
+def _dot_function(module: ir.Module, dtype: DType, lanes: int, rows: int, cols: int) -> ir.Function:
+    """``out[r*ostride + c] = sum_p A_r[p] * bt[c*kp + p]`` for ``rows`` rows and ``cols``
+    columns: ``rows x cols`` vector accumulators over ``p`` (the last, partial vector of A
+    masked; ``bt``'s padding is zero), then one shuffle tree per row.
+
+    Signature: ``(T* a_0, .., T* a_rows-1, T* bt, i64 k, i64 kp, i64 ostride, T* out)``."""
+    ety = memory_type(dtype)
+    vty = value_type(dtype, lanes)
+    name = f"dlc.gemm.dot{rows}x{cols}.{type_suffix(vty)}"
+    fn, fresh = _shared(module, name, ir.VoidType(),
+                        [ety.as_pointer()] * rows + [ety.as_pointer(), I64, I64, I64, ety.as_pointer()])
+    if not fresh:
+        return fn
+    args = list(fn.args)
+    arows, (bt, kk, kp, ostride, out) = args[:rows], args[rows:]
+    for arg in (bt, out):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    e = Emitter(b, lanes, dtype)
+    accs = [[alloca(b, vty) for _ in range(cols)] for _ in range(rows)]
+    for row in accs:
+        for slot in row:
+            b.store(const(vty, 0), slot)
+    bts = [b.gep(bt, [b.mul(ir.Constant(I64, c), kp)]) for c in range(cols)]
+
+    def step(p: ir.Value, mask: ir.Value | None) -> None:
+        avs = [load_vector(b, b.gep(arow, [p]), lanes, mask) for arow in arows]
+        for c in range(cols):
+            bv = load_vector(b, b.gep(bts[c], [p]), lanes, None)
+            for r in range(rows):
+                b.store(e.fma(avs[r], bv, b.load(accs[r][c])), accs[r][c])
+
+    whole = b.mul(b.sdiv(kk, ir.Constant(I64, lanes)), ir.Constant(I64, lanes))
+    with for_range(b, 0, whole, lanes, name="p") as p:
+        step(p, None)
+    with b.if_then(b.icmp_signed("<", whole, kk)):
+        step(whole, lane_mask(b, lanes, b.sub(kk, whole)))
+    for r in range(rows):
+        sums = _sum_lanes_tree(b, [b.load(slot) for slot in accs[r]], lanes)
+        store_vector(b, sums, b.gep(out, [b.mul(ir.Constant(I64, r), ostride)]), None)
+    b.ret_void()
+    return fn
+
+
+def _sum_lanes_tree(b: ir.IRBuilder, vecs: list[ir.Value], lanes: int) -> ir.Value:
+    """A vector of ``len(vecs)`` lanes (a power of two, at most ``lanes``): lane ``c`` the sum
+    of the lanes of ``vecs[c]``, always added in the same order.  Pairs are merged so that
+    a vector holding ``s`` columns keeps column ``l mod s`` in lane ``l``; then halves are
+    folded until one lane per column is left."""
+    i32v = lambda idx: ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), idx)  # noqa: E731
+    s = 1
+    while len(vecs) > 1:
+        merged = []
+        for x, y in zip(vecs[0::2], vecs[1::2]):
+            lo, hi = [], []
+            half = lanes // (2 * s)
+            for l in range(lanes):
+                q, blk = l % (2 * s), l // (2 * s)
+                base = 0 if q < s else lanes
+                col = q if q < s else q - s
+                lo.append(base + blk * s + col)
+                hi.append(base + (blk + half) * s + col)
+            merged.append(b.fadd(b.shuffle_vector(x, y, i32v(lo)), b.shuffle_vector(x, y, i32v(hi))))
+        vecs = merged
+        s *= 2
+    v = vecs[0]
+    width = lanes
+    while width > s:
+        width //= 2
+        v = b.fadd(b.shuffle_vector(v, v, i32v(list(range(width)))),
+                   b.shuffle_vector(v, v, i32v(list(range(width, 2 * width)))))
+    return v
 
 
 def _tail_rows(mr: int) -> list[int]:
@@ -403,6 +582,57 @@ class _Gemm:
             self.store(ir.Constant(I64, 0), j0, ir.Constant(I64, 1), nv=wide_nv)
         return blocks_end
 
+    def dot(self, ilo: ir.Value, ihi: ir.Value, block: int) -> None:
+        """C[ilo:ihi, :N] for N of at most one vector and rows of A contiguous in k: each
+        element a dot product of an A row and a B column, vectorised over k (every lane
+        busy, where broadcasting A over one vector of N columns would leave W - N idle).
+        B is packed transposed (``Bt[j, p]``, rows of ``round_up(K, W)``, zero-padded); the
+        micro-kernels take 2 rows by 8, 4, 2 or 1 columns (the bits of N; 8 at a time up to
+        N), reduce each row's vectors across lanes by one shuffle tree and write the sums
+        into the tile, which goes to the store function ``block`` rows at a time."""
+        b = self.b
+        lanes = self.lanes
+        n, kk = self.n, self.kk
+        kp = _round_up_value(b, kk, lanes)
+        b.call(_pack_bt_function(b.module, self.dtype, lanes, self.trans_b), [self.bmat, n, kk, kp, self.scratch])
+        micro = {cols: _dot_function(b.module, self.dtype, lanes, DOT_ROWS, cols) for cols in (8, 4, 2, 1)}
+        eight = b.mul(b.sdiv(n, ir.Constant(I64, 8)), ir.Constant(I64, 8))
+        rest = b.sub(n, eight)
+        tile = b.bitcast(self.tile, self.a.type)
+        last = b.sub(ihi, ir.Constant(I64, 1))
+        with for_range(b, ilo, ihi, block, name="i0") as i0:
+            rows = _min(b, ir.Constant(I64, block), b.sub(ihi, i0))
+            with for_range(b, 0, rows, DOT_ROWS, name="r") as r:
+                # a last row past ihi repeats row ihi - 1: computed into the tile, never stored
+                arows = []
+                for q in range(DOT_ROWS):
+                    row = b.add(b.add(i0, r), ir.Constant(I64, q))
+                    row = b.select(b.icmp_signed(">", row, last), last, row)
+                    arows.append(b.gep(self.a, [b.mul(row, self.sa_i)]))
+                out = b.gep(tile, [b.mul(r, ir.Constant(I64, lanes))])
+                args = [kk, kp, ir.Constant(I64, lanes)]
+                with for_range(b, 0, eight, 8, name="c0") as c0:
+                    b.call(micro[8], [*arows, b.gep(self.scratch, [b.mul(c0, kp)]), *args, b.gep(out, [c0])])
+                for cols in (4, 2, 1):
+                    with b.if_then(b.icmp_signed("!=", b.and_(rest, ir.Constant(I64, cols)), ir.Constant(I64, 0))):
+                        c0 = b.add(eight, b.and_(rest, ir.Constant(I64, -2 * cols)))
+                        b.call(micro[cols], [*arows, b.gep(self.scratch, [b.mul(c0, kp)]), *args, b.gep(out, [c0])])
+            self.store(i0, ir.Constant(I64, 0), rows, nv=1)
+
+    def shallow(self, ilo: ir.Value, ihi: ir.Value, fn: ir.Value) -> None:
+        """C[ilo:ihi, :] for a shallow K (``K <= SHALLOW_K``): little arithmetic per element of
+        C, so C (and what the epilogue reads) should stream.  B's ``K x NC`` block is packed
+        once (both layouts) into panels of ``SHALLOW_V`` vectors, then the kernel's shallow
+        function computes C row by row, left to right (see :func:`_shallow_function`)."""
+        b = self.b
+        n, kk = self.n, self.kk
+        pack = _pack_b_function(b.module, self.dtype, self.lanes, SHALLOW_V, self.trans_b)
+        zero = ir.Constant(I64, 0)
+        with for_range(b, 0, n, NC, name="jc") as jc:
+            ncur = _min(b, ir.Constant(I64, NC), b.sub(n, jc))
+            b.call(pack, [self.bmat, n, kk, zero, kk, jc, ncur, self.scratch])
+            b.call(fn, [self.ctx, self.a, self.sa_i, self.sa_k, self.scratch, kk, self.c, n, ilo, ihi, jc, ncur])
+
     def packed(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value, mr: int, nv: int) -> None:
         """C[ilo:ihi, jlo:jhi] by the packed, cache-blocked loop nest (module docstring), with
         ``mr x nv`` vector tiles (``mr * nv`` must not exceed the tile buffer)."""
@@ -429,6 +659,7 @@ class _Gemm:
                 with for_range(b, ilo, ihi, MC, name="ic") as ic:
                     mcur = _min(b, ir.Constant(I64, MC), b.sub(ihi, ic))
                     b.call(pack_a, [self.a, self.sa_i, self.sa_k, ic, mcur, pc, kcur, apack])
+
                     with for_range(b, 0, ncur, nr, name="jr") as jr:
                         bpanel = b.gep(bpack, [b.mul(jr, kcur)])
                         j0 = b.add(jc, jr)
@@ -494,16 +725,7 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
     add_prev = b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I64, ADD_PREVIOUS)), ir.Constant(I64, 0))
     epi = batch_index = None
     if context is not None:
-        buffers, symbols = context
-        words = b.bitcast(ctx, I64.as_pointer())
-        loaded = [b.load(b.gep(words, [ir.Constant(I64, i)]))
-                  for i in range(len(buffers) + len(symbols) + len(k.batch))]
-        storage = {buf: b.inttoptr(w, v.type) for (buf, v), w in zip(buffers, loaded)}
-        dims = {s: (w if v.type == I64 else b.trunc(w, v.type))
-                for (s, v), w in zip(symbols, loaded[len(buffers):])}
-        batch_index = loaded[len(buffers) + len(symbols):]
-        ekc = KernelContext(b, storage, dims, lanes)
-        epi = ExprEmitter(ekc, Space.plain(tuple(k.out.shape)), len(k.out.shape) - 1)
+        epi, batch_index = _epilogue_emitter(b, k, ctx, context, lanes)
         apply = b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I64, EPILOGUE)), ir.Constant(I64, 0))
     with for_range(b, 0, rows, name="r") as r:
         i = b.add(i0, r)
@@ -530,6 +752,115 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
                 with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
                     b.store(to_memory(b, value), ptr)
     b.ret_void()
+
+
+def _epilogue_emitter(b: ir.IRBuilder, k: Matmul, ctx: ir.Value, context, lanes: int):
+    """The epilogue's expression emitter inside a store or shallow function, from the
+    kernel's context array (buffer pointers, dims, batch indices); and the batch indices."""
+    buffers, symbols = context
+    words = b.bitcast(ctx, I64.as_pointer())
+    loaded = [b.load(b.gep(words, [ir.Constant(I64, i)]))
+              for i in range(len(buffers) + len(symbols) + len(k.batch))]
+    storage = {buf: b.inttoptr(w, v.type) for (buf, v), w in zip(buffers, loaded)}
+    dims = {s: (w if v.type == I64 else b.trunc(w, v.type))
+            for (s, v), w in zip(symbols, loaded[len(buffers):])}
+    ekc = KernelContext(b, storage, dims, lanes)
+    epi = ExprEmitter(ekc, Space.plain(tuple(k.out.shape)), len(k.out.shape) - 1)
+    return epi, loaded[len(buffers) + len(symbols):]
+
+
+def _shallow_function(kc: KernelContext, k: Matmul) -> ir.Function | None:
+    """The kernel's function for a shallow K, or None where that path cannot be taken (a
+    static K over ``SHALLOW_K``, fewer than 4 lanes, a product narrow enough for the
+    narrow path).  Like the store function it holds the epilogue; kernels without one
+    share ``dlc.gemm.shallow.<W x T>``.
+
+    Signature: ``(i8* ctx, T* a, i64 sa_i, i64 sa_k, T* bp, i64 k, T* c, i64 n, i64 i0,
+    i64 i1, i64 j0, i64 ncur)``: rows ``[i0, i1)`` and columns ``[j0, j0 + ncur)`` of C from
+    A in place and ``bp``, B's columns ``[j0, j0 + ncur)`` packed into zero-padded panels of
+    ``V = SHALLOW_V`` vectors (``bp[q*V*W*k + p*V*W + j]``).  Each row walks its columns
+    left to right, ``V`` vectors at a time: the ``V`` sums accumulate in registers over
+    ``p``, in order, then go through the epilogue straight to C -- no tile in memory, no
+    call per tile.  Each element's sum is formed in the same order whatever the rows'
+    split into tasks."""
+    b = kc.b
+    lanes = max(kc.lanes, 1)
+    if lanes < 4 or (isinstance(k.k, int) and k.k > SHALLOW_K) or (isinstance(k.n, int) and k.n <= lanes):
+        return None
+    vty = value_type(k.dtype, lanes)
+    if k.epilogue is None:
+        fn, fresh = _shared(b.module, f"dlc.gemm.shallow.{type_suffix(vty)}", ir.VoidType(),
+                            _shallow_type(k.dtype).args)
+        if fresh:
+            _shallow_body(fn, k, None, lanes)
+        return fn
+    fn, fresh = _shared(b.module, f"{b.function.name}.shallow", ir.VoidType(), _shallow_type(k.dtype).args)
+    if fresh:
+        _shallow_body(fn, k, (list(kc.storage.items()), list(kc.symbols.items())), lanes)
+    return fn
+
+
+def _shallow_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
+    ctx, a, sa_i, sa_k, bp, kk, c, n, i0, i1, j0, ncur = fn.args
+    for arg in (a, bp, c):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vty = value_type(k.dtype, lanes)
+    e = Emitter(b, lanes, k.dtype)
+    epi = batch_index = None
+    if context is not None:
+        epi, batch_index = _epilogue_emitter(b, k, ctx, context, lanes)
+    nr, nv = SHALLOW_R, SHALLOW_V
+    step = nv * lanes
+    one = ir.Constant(I64, 1)
+    accs = [[alloca(b, vty) for _ in range(nv)] for _ in range(nr)]
+    last = b.sub(i1, one)
+    with for_range(b, i0, i1, nr, name="i") as i:
+        # rows past i1 repeat the last row: computed, never stored
+        rows = [b.select(b.icmp_signed(">", b.add(i, ir.Constant(I64, r)), last), last,
+                         b.add(i, ir.Constant(I64, r))) for r in range(nr)]
+        arows = [b.gep(a, [b.mul(row, sa_i)]) for row in rows]
+        with for_range(b, 0, ncur, step, name="jw") as jw:
+            panel = b.gep(bp, [b.mul(jw, kk)])
+            for row in accs:
+                for slot in row:
+                    b.store(const(vty, 0), slot)
+            with for_range(b, 0, kk, name="p") as p:
+                brow = b.gep(panel, [b.mul(p, ir.Constant(I64, step))])
+                bvec = [from_memory(b, load_vector(b, b.gep(brow, [ir.Constant(I64, v * lanes)]), lanes, None),
+                                    k.dtype) for v in range(nv)]
+                for r in range(nr):
+                    av = splat(b, from_memory(b, b.load(b.gep(arows[r], [b.mul(p, sa_k)])), k.dtype), lanes)
+                    for v in range(nv):
+                        b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
+            # through the epilogue to C: whole vectors unmasked (the usual case), the last
+            # block of columns masked, rows past i1 skipped
+            full = b.icmp_signed("<=", b.add(jw, ir.Constant(I64, step)), ncur)
+            with b.if_else(full) as (whole, part):
+                for block, masked in ((whole, False), (part, True)):
+                    with block:
+                        for r in range(nr):
+                            live = b.icmp_signed("<", b.add(i, ir.Constant(I64, r)), i1)
+                            with b.if_then(live) if r else _nothing():
+                                crow = b.gep(c, [b.mul(rows[r], n)])
+                                for v in range(nv):
+                                    off = b.add(jw, ir.Constant(I64, v * lanes))
+                                    col = b.add(j0, off)
+                                    left = _clamp(b, b.sub(ncur, off), lanes)
+                                    some = b.icmp_signed(">", left, ir.Constant(I64, 0))
+                                    with b.if_then(some) if masked and v else _nothing():
+                                        mask = lane_mask(b, lanes, left) if masked else None
+                                        value = b.load(accs[r][v])
+                                        if epi is not None:
+                                            value = epi.emit(k.epilogue, [*batch_index, rows[r], col], lanes,
+                                                             mask, acc=value)
+                                        store_vector(b, to_memory(b, value), b.gep(crow, [col]), mask)
+    b.ret_void()
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
 
 
 def _add_previous(b: ir.IRBuilder, k: Matmul, value, ptr, mask, left, lanes: int, add_prev) -> ir.Value:
