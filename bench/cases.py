@@ -114,21 +114,34 @@ def _sgemm_cases() -> list[Case]:
     return square + mlp
 
 
+STEP_BOUNDS = {1: 0.5, 32: 0.75, 128: 0.75}
+INFER_BOUNDS = {1: 0.5, 128: 0.8}
+
+
 def _step_cases() -> list[Case]:
-    bounds = {1: 0.5, 32: 0.75, 128: 0.75}
+    """Steps on random images (every pixel non-zero), then on real MNIST images (mostly zeros)."""
     cases = []
-    for batch in (1, 32, 128, 512):
-        bound = bounds.get(batch)
-        targets = _every_thread_count(Target(bound, "fastest peer", True)) if bound else {}
-        cases.append(Case(f"step-{batch}", f"MLP train step, batch {batch}", "us", IMPLS,
-                          {"batch": batch}, targets, quick=batch in (1, 128)))
+    for images, batches in (("random", (1, 32, 128, 512)), ("mnist", (1, 32, 128))):
+        for batch in batches:
+            bound = STEP_BOUNDS.get(batch)
+            targets = _every_thread_count(Target(bound, "fastest peer", True)) if bound else {}
+            id_, label = (f"step-{batch}", f"MLP train step, batch {batch}") if images == "random" else \
+                (f"step-mnist-{batch}", f"MLP train step, batch {batch}, MNIST images")
+            cases.append(Case(id_, label, "us", IMPLS, {"batch": batch, "images": images}, targets,
+                              quick=images == "random" and batch in (1, 128)))
     return cases
 
 
 def _infer_cases() -> list[Case]:
-    return [Case(f"infer-{batch}", f"MLP inference, batch {batch}", "us", IMPLS,
-                 {"batch": batch}, _every_thread_count(Target(bound, "fastest peer", True)))
-            for batch, bound in ((1, 0.5), (128, 0.8))]
+    cases = []
+    for images in ("random", "mnist"):
+        for batch, bound in INFER_BOUNDS.items():
+            id_, label = (f"infer-{batch}", f"MLP inference, batch {batch}") if images == "random" else \
+                (f"infer-mnist-{batch}", f"MLP inference, batch {batch}, MNIST images")
+            cases.append(Case(id_, label, "us", IMPLS, {"batch": batch, "images": images},
+                              _every_thread_count(Target(bound, "fastest peer", True)),
+                              quick=images == "random"))
+    return cases
 
 
 def _epoch_case() -> Case:

@@ -74,9 +74,20 @@ def matrices(m: int, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def batch(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded MNIST-shaped batch: images f32 ``[size, 784]``, labels i32 ``[size]``."""
+def batch(size: int, images: str = "random") -> tuple[np.ndarray, np.ndarray]:
+    """A seeded batch: images f32 ``[size, 784]``, labels i32 ``[size]``.
+
+    ``images="random"``: uniform [0, 1) pixels (every pixel non-zero: the dense
+    case); ``"mnist"``: real MNIST training images and labels (a seeded choice;
+    about 81 % of their pixels are exactly zero).
+    """
     rng = np.random.default_rng(size)
+    if images == "mnist":
+        mnist = mnist_train()
+        rows = np.sort(rng.choice(len(mnist.y), size, replace=False))
+        return np.ascontiguousarray(mnist.x[rows]), mnist.y[rows].copy()
+    if images != "random":
+        raise ValueError(f"unknown images {images!r} (random or mnist)")
     x = rng.random((size, MLP_IN), dtype=np.float32)
     y = rng.integers(0, MLP_OUT, size).astype(np.int32)
     return x, y

@@ -143,7 +143,7 @@ def _sgemm(case: Case) -> Callable[[], object]:
 
 
 def _step(case: Case, backend: str = "native") -> Callable[[], object]:
-    x, y = data.batch(case.params["batch"])
+    x, y = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     model = load_mlp(params, backend)
     if abs(model.learning_rate - MLP_LR) > 1e-9:
@@ -156,7 +156,7 @@ def _step(case: Case, backend: str = "native") -> Callable[[], object]:
 
 
 def _infer(case: Case, backend: str = "native") -> Callable[[], object]:
-    x, _ = data.batch(case.params["batch"])
+    x, _ = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     model = load_mlp(params, backend)
     want = data.reference_logits(params, x)

@@ -85,7 +85,7 @@ def _sgemm(case: Case) -> Callable[[], object]:
 
 
 def _step(case: Case) -> Callable[[], object]:
-    x, y = data.batch(case.params["batch"])
+    x, y = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     mlp = JaxMlp(params)
     jx, jy = jnp.asarray(x), jnp.asarray(y)
@@ -96,7 +96,7 @@ def _step(case: Case) -> Callable[[], object]:
 
 
 def _infer(case: Case) -> Callable[[], object]:
-    x, _ = data.batch(case.params["batch"])
+    x, _ = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     jp, jx = _to_jax(params), jnp.asarray(x)
     want = data.reference_logits(params, x)

@@ -97,7 +97,7 @@ def _sgemm(case: Case) -> Callable[[], object]:
 
 
 def _step(case: Case) -> Callable[[], object]:
-    x, y = data.batch(case.params["batch"])
+    x, y = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     mlp = NumpyMlp(params)
     want, loss = data.reference_step(params, x, y, MLP_LR)
@@ -107,7 +107,7 @@ def _step(case: Case) -> Callable[[], object]:
 
 
 def _infer(case: Case) -> Callable[[], object]:
-    x, _ = data.batch(case.params["batch"])
+    x, _ = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     mlp = NumpyMlp(params)
     want = data.reference_logits(params, x)

@@ -81,7 +81,7 @@ def _labels(y: np.ndarray) -> torch.Tensor:
 
 
 def _step(impl: str, case: Case) -> Callable[[], object]:
-    x, y = data.batch(case.params["batch"])
+    x, y = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     mlp = TorchMlp(params, compiled=impl == TORCH_COMPILE)
     tx, ty = torch.from_numpy(x), _labels(y)
@@ -92,7 +92,7 @@ def _step(impl: str, case: Case) -> Callable[[], object]:
 
 
 def _infer(impl: str, case: Case) -> Callable[[], object]:
-    x, _ = data.batch(case.params["batch"])
+    x, _ = data.batch(case.params["batch"], case.params.get("images", "random"))
     params = data.mlp_params()
     mlp = TorchMlp(params, compiled=impl == TORCH_COMPILE)
     tx = torch.from_numpy(x)
