@@ -535,6 +535,8 @@ def all_finite(arr: np.ndarray) -> bool:
     # Fast path: NaN and inf propagate through a sum (inf + -inf is NaN), so a finite sum
     # proves every value finite.  A non-finite sum may also be an overflow of finite values:
     # only then does the exact (slower, memory-hungry) element-wise check run.
+    if arr.size <= 4096:                 # small (a batch to predict): direct, no errstate
+        return bool(np.isfinite(arr).all())
     with np.errstate(over="ignore", invalid="ignore"):
         total = np.add.reduce(arr, axis=None)
     return math.isfinite(total) or bool(np.isfinite(arr).all())

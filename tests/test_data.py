@@ -301,3 +301,16 @@ def test_several_inputs_by_name() -> None:
         D.prepare_inputs([np.ones((3, 1)), np.ones((2, 2))], s)
     with pytest.raises(DlRuntimeError, match="takes 2 arrays \\(a, b\\)"):
         D.prepare_inputs(np.ones((3, 1)), s)
+
+
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_all_finite_is_exact_even_when_a_sum_would_overflow(size) -> None:
+    from runtime.data import all_finite
+
+    big = np.full(size, 3e38, np.float32)            # finite values whose sum overflows
+    assert all_finite(big)
+    for bad in (np.inf, -np.inf, np.nan):
+        spoiled = big.copy()
+        spoiled[size // 2] = bad
+        assert not all_finite(spoiled)
+    assert not all_finite(np.array([np.inf, -np.inf] * (size // 2), np.float32))
