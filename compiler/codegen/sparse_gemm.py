@@ -193,22 +193,35 @@ class _Sparse:
         lo, hi = split(b, self.m, self.t, self.ntasks, rows_per)
         cols = b.bitcast(alloca(b, ir.ArrayType(I32, MAX_K)), I32.as_pointer())
         values = b.bitcast(alloca(b, ir.ArrayType(self.ety, MAX_K * rows_per)), self.ety.as_pointer())
-        tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, rows_per * self.nb)), self.vty.as_pointer())
-        step = self.nb * self.lanes
+        single_nb = 2 * self.nb                                    # one row: wider blocks
+        tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, max(rows_per * self.nb, single_nb))),
+                         self.vty.as_pointer())
         with for_range(b, lo, hi, rows_per, name="g") as g0:
             rows = b.sub(hi, g0)
             rows = b.select(b.icmp_signed("<", rows, ir.Constant(I64, rows_per)), rows,
                             ir.Constant(I64, rows_per))
             count = self._union_list(g0, rows, cols, values)
-            with for_range(b, 0, self.n, step, name="jb") as j0:
-                full = b.icmp_signed("<=", b.add(j0, ir.Constant(I64, step)), self.n)
-                with b.if_else(full) as (whole, part):
-                    with whole:
-                        self._block(j0, cols, values, count, tile, masked=False)
-                    with part:
-                        self._block(j0, cols, values, count, tile, masked=True)
-                b.call(self.store, [self.ctx, b.bitcast(tile, I8P), self.c, self.n, g0, j0, rows,
-                                    ir.Constant(I64, self.nb), ir.Constant(I64, self.epilogue_flag)])
+            # a lone row (batch 1, or the last row of C) gets no FMAs for the absent rows
+            with b.if_else(b.icmp_signed("==", rows, ir.Constant(I64, 1))) as (lone, group):
+                with lone:
+                    self._blocks(g0, rows, cols, values, count, tile, 1, single_nb)
+                with group:
+                    self._blocks(g0, rows, cols, values, count, tile, rows_per, self.nb)
+
+    def _blocks(self, g0: ir.Value, rows: ir.Value, cols: ir.Value, values: ir.Value, count: ir.Value,
+                tile: ir.Value, rows_per: int, nb: int) -> None:
+        """The group's rows of C, ``nb`` vectors of columns at a time, through the store."""
+        b = self.b
+        step = nb * self.lanes
+        with for_range(b, 0, self.n, step, name="jb") as j0:
+            full = b.icmp_signed("<=", b.add(j0, ir.Constant(I64, step)), self.n)
+            with b.if_else(full) as (whole, part):
+                with whole:
+                    self._block(j0, cols, values, count, tile, rows_per, nb, masked=False)
+                with part:
+                    self._block(j0, cols, values, count, tile, rows_per, nb, masked=True)
+            b.call(self.store, [self.ctx, b.bitcast(tile, I8P), self.c, self.n, g0, j0, rows,
+                                ir.Constant(I64, nb), ir.Constant(I64, self.epilogue_flag)])
 
     def _union_list(self, g0: ir.Value, rows: ir.Value, cols: ir.Value, values: ir.Value) -> ir.Value:
         """The columns p where any of the group's rows has ``A[i, p] != 0``, in increasing
@@ -285,10 +298,11 @@ class _Sparse:
             b.position_at_end(done)
 
     def _block(self, j0: ir.Value, cols: ir.Value, values: ir.Value, count: ir.Value, tile: ir.Value,
-               masked: bool) -> None:
+               rows_per: int, nb: int, masked: bool) -> None:
         """``tile[r, v] = sum over listed p of A[g0 + r, p] * B[p, j0 + v*W : +W]`` for the
-        group's ROWS rows and NB vectors of columns (lanes past N masked: never read)."""
-        b, lanes, nb, rows_per = self.b, self.lanes, self.nb, ROWS
+        group's first ``rows_per`` rows and ``nb`` vectors of columns (lanes past N masked:
+        never read)."""
+        b, lanes = self.b, self.lanes
         masks = []
         for v in range(nb):
             if masked:
@@ -307,7 +321,7 @@ class _Sparse:
             brow = b.gep(bcol, [b.mul(p, self.n)])
             bvs = [load_vector(b, b.gep(brow, [ir.Constant(I64, v * lanes)]), lanes, masks[v])
                    for v in range(nb)]
-            slot = b.gep(values, [b.mul(q, ir.Constant(I64, rows_per))])
+            slot = b.gep(values, [b.mul(q, ir.Constant(I64, ROWS))])
             for r in range(rows_per):
                 av = splat(b, b.load(b.gep(slot, [ir.Constant(I64, r)])), lanes)
                 for v in range(nb):
