@@ -143,6 +143,39 @@ def test_reductions_identical_across_thread_counts(red, shape):
     np.testing.assert_allclose(total, x64.sum(), rtol=1e-4, atol=1e-2)
 
 
+FULL = """
+fn s(x: f32[N]) -> f32[] { return sum(x) }
+fn m(x: f32[R, C]) -> f32[] { return mean(exp(x)) }
+fn hi(x: f32[N]) -> f32[] { return max(x) }
+fn lo(x: i64[N]) -> i64[] { return min(x) }
+fn fixed(x: f32[1000, 999]) -> f32[] { return sum(x) }
+"""
+
+
+def test_reductions_to_one_element_identical_across_thread_counts():
+    # above two tasks' work: FULL_CHUNKS partial results in fixed chunks, combined in order
+    lib = runtime.compile(FULL, cache=False)
+    rng = np.random.default_rng(7)
+    for n in (100, 65536 + 13, 1000003):
+        x = rng.standard_normal(n).astype(np.float32)
+        x2 = x[:n - n % 7].reshape(-1, 7)
+        xi = rng.integers(-2 ** 40, 2 ** 40, n)
+        results = per_thread_count(lib, lambda: (lib.s(x), lib.m(x2), lib.hi(x), lib.lo(xi)))
+        assert_identical(results, n)
+        s, m, hi, lo = results[0]
+        np.testing.assert_allclose(s, x.astype(np.float64).sum(), rtol=1e-5, atol=1e-2)
+        np.testing.assert_allclose(m, np.exp(x2.astype(np.float64)).mean(), rtol=1e-5)
+        assert hi == x.max() and lo == xi.min()
+        x[n // 2] = np.nan                      # max propagates NaN from any chunk
+        assert np.isnan(lib.hi(x))
+    big = rng.standard_normal((1000, 999)).astype(np.float32)
+    results = per_thread_count(lib, lambda: (lib.fixed(big),))
+    assert_identical(results, "fixed")
+    np.testing.assert_allclose(results[0][0], big.astype(np.float64).sum(), rtol=1e-5, atol=1e-2)
+    del lib
+    gc.collect()
+
+
 @pytest.mark.parametrize("classes", [10, 1000])
 def test_softmax_rows_identical_across_thread_counts(classes):
     # the online log-sum-exp kernel: 10 classes run one row per lane (split in whole vectors

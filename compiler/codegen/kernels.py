@@ -23,7 +23,9 @@ registers while the reduced axes are walked.  ``argmax`` runs scalar.
 *Tasks* (:func:`run_split`): a kernel with enough work runs as tasks on the
 module's thread pool (threads.py), split over its outermost loop -- for a
 reduction, over output elements only, so each output is reduced whole by one
-task in the serial order and results do not depend on the thread count.
+task in the serial order and results do not depend on the thread count.  A
+large reduction to one element sums fixed chunks (bounds from the size only)
+into slots that are combined in order.
 """
 
 from __future__ import annotations
@@ -334,27 +336,33 @@ def run_split(kc: KernelContext, iterations: list[Dim], cost: int, split: Split 
 
     grain = ir.Constant(I64, split.grain)
     blocks = b.sdiv(b.add(kc.product(split.dims), ir.Constant(I64, split.grain - 1)), grain)
-    by_work = b.sdiv(b.mul(iters, ir.Constant(I64, cost)), ir.Constant(I64, MIN_TASK_WORK))
+    _launch(b, part, list(b.function.args), b.mul(iters, ir.Constant(I64, cost)), blocks)
+
+
+def _launch(b: ir.IRBuilder, part: ir.Function, args: list[ir.Value], work: ir.Value,
+            blocks: ir.Value) -> None:
+    """Call ``part(*args, t, ntasks)`` for ``ntasks = min(threads x TASKS_PER_THREAD, work /
+    MIN_TASK_WORK, blocks)`` tasks: on the pool, or directly with one task or one thread."""
+    by_work = b.sdiv(work, ir.Constant(I64, MIN_TASK_WORK))
     size = b.call(pool(b.module).size, [])
     n = _min(b, _min(b, b.mul(size, ir.Constant(I64, TASKS_PER_THREAD)), by_work), blocks)
     one = ir.Constant(I64, 1)
-    args = list(b.function.args)
     with b.if_else(b.and_(b.icmp_signed(">", size, one), b.icmp_signed(">", n, one))) as (parallel, serial):
         with parallel:
             parallel_call(b, part, args, n)
         with serial:
-            b.call(part, [*args, ir.Constant(I64, 0), ir.Constant(I64, 1)])
+            b.call(part, [*args, ir.Constant(I64, 0), one])
 
 
 def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed("<", x, y), x, y)
 
 
-def _part_function(kc: KernelContext) -> tuple[ir.Function, KernelContext]:
-    """``<kernel>.part``: the kernel function's arguments plus ``(t, ntasks)``, with a context
-    whose buffers and dims are its arguments."""
+def _part_function(kc: KernelContext, extra: tuple[ir.Type, ...] = ()) -> tuple[ir.Function, KernelContext]:
+    """``<kernel>.part``: the kernel function's arguments, ``extra`` ones, then ``(t, ntasks)``,
+    with a context whose buffers and dims are its arguments."""
     fn = kc.b.function
-    fnty = ir.FunctionType(ir.VoidType(), [a.type for a in fn.args] + [I64, I64])
+    fnty = ir.FunctionType(ir.VoidType(), [a.type for a in fn.args] + list(extra) + [I64, I64])
     part = ir.Function(kc.b.module, fnty, f"{fn.name}.part")
     part.linkage = "internal"
     part.attributes.add("nounwind")
@@ -490,6 +498,9 @@ def emit_reduce(kc: KernelContext, k: Reduce) -> None:
     else:
         space = collapse(k.shape, [k.expr], k.axes)
         how = _reduction_split(space, k.axes)
+        if how is None and len(space.groups) == 1:
+            _full_reduction(kc, k, space, cost)
+            return
         group, split = how if how is not None else (None, None)
         run_split(kc, list(k.shape), cost, split,
                   lambda c, bounds: _Reduction(c, k, space, {} if bounds is None else {group: bounds}).emit())
@@ -509,13 +520,67 @@ def _reduction_split(space: Space, axes: tuple[int, ...]) -> tuple[int, Split] |
     return None
 
 
+FULL_CHUNKS = 64    # a large reduction to one element: this many partial results
+
+
+def _full_reduction(kc: KernelContext, k: Reduce, space: Space, cost: int) -> None:
+    """A reduction of one flat loop to one element, in a fixed order whatever the threads.
+
+    Below two tasks' work it is the plain serial loop.  Above, the loop is cut into
+    FULL_CHUNKS chunks (bounds that depend on the size only, in FLAT_GRAIN multiples);
+    each chunk's result goes to its own slot, tasks taking whole chunks, and the slots
+    are combined in chunk order on the calling thread -- the same sums on any number of
+    threads (and a shorter rounding chain than one running sum).
+    """
+    b = kc.b
+    n = kc.product(space.dims[0])
+    least = -(-2 * MIN_TASK_WORK // cost)               # elements of two tasks' work
+    if isinstance(n, ir.Constant) and n.constant < least:
+        _Reduction(kc, k, space, {}).emit()
+        return
+    slots_ty = ir.ArrayType(value_type(k.out.dtype, 1), FULL_CHUNKS)
+    slots = alloca(b, slots_ty)
+    part, pkc = _part_function(kc, (slots_ty.as_pointer(),))
+    pb = pkc.b
+    t, ntasks = part.args[-2], part.args[-1]
+    pkc.task = (t, ntasks)
+    chunks = ir.Constant(I64, FULL_CHUNKS)
+    first, last = split_range(pb, chunks, t, ntasks, 1)
+    with for_range(pb, first, last, name="chunk") as c:
+        lo, hi = split_range(pb, pkc.product(space.dims[0]), c, chunks, FLAT_GRAIN)
+        slot = pb.gep(part.args[-3], [ir.Constant(I64, 0), c], inbounds=True)
+        _Reduction(pkc, k, space, {0: (lo, hi)}, result=slot).emit()
+    pb.ret_void()
+
+    def chunked() -> None:
+        _launch(b, part, [*b.function.args, slots], b.mul(n, ir.Constant(I64, cost)), chunks)
+        e = Emitter(b, 1, k.out.dtype)
+        total = b.load(b.gep(slots, [ir.Constant(I64, 0), ir.Constant(I64, 0)]))
+        for c in range(1, FULL_CHUNKS):
+            total = _combine(e, k.kind, total, b.load(b.gep(slots, [ir.Constant(I64, 0), ir.Constant(I64, c)])))
+        if k.kind == "mean":
+            total = e.div(total, e.cast(n, k.out.dtype))
+        b.store(to_memory(b, total), kc.pointer(k.out))
+
+    if isinstance(n, ir.Constant):
+        chunked()
+        return
+    with b.if_else(b.icmp_signed("<", n, ir.Constant(I64, least))) as (small, large):
+        with small:
+            _Reduction(kc, k, space, {}).emit()
+        with large:
+            chunked()
+
+
 class _Reduction:
     """A sum/mean/max/min kernel: loop groups after collapsing, split into kept and reduced."""
 
-    def __init__(self, kc: KernelContext, k: Reduce, space: Space, bounds: dict[int, Bounds]):
+    def __init__(self, kc: KernelContext, k: Reduce, space: Space, bounds: dict[int, Bounds],
+                 result: ir.Value | None = None):
         self.kc, self.k, self.b = kc, k, kc.b
         self.dtype = k.out.dtype
-        self.bounds = bounds            # a kept group's share of a task (run_split)
+        self.bounds = bounds            # a group's share of a task (run_split, _full_reduction)
+        self.result = result            # a reduction to one element: where its chunk's value goes
         self.reduced = [g for g, axes in enumerate(space.groups) if axes[0] in k.axes]
         self.kept = [g for g, axes in enumerate(space.groups) if axes[0] not in k.axes]
         self.extents = [kc.product(d) for d in space.dims]
@@ -593,15 +658,15 @@ class _Reduction:
             if self.inner is None:                         # rank 0: one element
                 self._accumulate(accs[0], None)
                 return
-            n = self.extents[self.inner]
+            lo, n = self._range(self.inner)
             step = lanes * self.unroll
-            main = b.and_(n, ir.Constant(I64, -step))
-            with for_range(b, 0, main, step, name="red") as j:
+            main = b.add(lo, b.and_(b.sub(n, lo), ir.Constant(I64, -step)))
+            with for_range(b, lo, main, step, name="red") as j:
                 for u, acc in enumerate(accs):
                     self._accumulate(acc, b.add(j, ir.Constant(I64, u * lanes)))
             if lanes == 1:
                 return
-            rest = b.and_(n, ir.Constant(I64, -lanes))
+            rest = b.add(main, b.and_(b.sub(n, main), ir.Constant(I64, -lanes)))
             with for_range(b, main, rest, lanes, name="red1") as j:
                 self._accumulate(accs[0], j)
             with b.if_then(b.icmp_signed("<", rest, n)):
@@ -612,7 +677,10 @@ class _Reduction:
         for a in accs[1:]:
             total = _combine(self.e, self.k.kind, total, b.load(a))
         scalar = _horizontal(self.e, self.k.kind, total)
-        b.store(to_memory(b, self._finish(scalar)), self._out_ptr(self.index))
+        if self.result is not None:
+            b.store(scalar, self.result)
+        else:
+            b.store(to_memory(b, self._finish(scalar)), self._out_ptr(self.index))
 
     def _columns(self) -> None:
         """The innermost axis is kept: blocks of outputs accumulate in registers."""
