@@ -182,3 +182,13 @@ def test_narrow_dot_products(lib):
             for m in (1, 2, 15, 17, 33):
                 _check_all(lib, rng, m, k, n, False, n % 2 == 0)
             _check_all(lib, rng, 1, k, n, True, False)
+
+
+def test_narrow_with_a_transposed(lib):
+    # N <= one vector, A transposed (h^T @ g, the MNIST dW2): C^T tiles, vectors along i,
+    # transposed in registers; M around the 32-row blocks, K around COLUMN_MIN_K
+    rng = np.random.default_rng(17)
+    for k in (gemm.COLUMN_MIN_K - 1, gemm.COLUMN_MIN_K, 40, 129):
+        for n in (1, 2, 3, 5, 8, 10, 13, 16):
+            for m in (2, 16, 31, 32, 33, 70):
+                _check_all(lib, rng, m, k, n, True, n % 3 == 0)

@@ -79,6 +79,8 @@ DOT_MAX_N = 12           # narrow products (N <= W) at most this wide, rows of A
 DOT_MIN_K = 80           # ... at least this deep (or DOT_MIN_K_FEW for at most DOT_FEW_N columns):
 DOT_MIN_K_FEW, DOT_FEW_N = 32, 4  # dot products over k (measured crossovers on Zen 4; >= W - 1 for scratch)
 DOT_ROWS = 2             # rows per dot micro-kernel (2 x 8 accumulators)
+COLUMN_VECTORS = 2       # narrow products with A transposed: C^T tiles of 2 vectors along i
+COLUMN_MIN_K = 16        # ... when K is at least this
 SHALLOW_K = 64           # K at most this (and M >= PACK_MIN_M): the shallow path, C row by row
 SHALLOW_R, SHALLOW_V = 4, 4  # rows and vectors of C per step of the shallow path (in registers)
 MR_AVX512 = 8            # micro-tile rows with AVX-512 (12 and 14 measured slower, docs/codegen.md)
@@ -290,7 +292,8 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     nr = nv * lanes
     zero = ir.Constant(I64, 0)
     vty = value_type(dtype, lanes)
-    tile = alloca(b, ir.ArrayType(vty, max(mr * nv, _narrow_rows(lanes), _wide_vectors(lanes))))
+    tile = alloca(b, ir.ArrayType(vty, max(mr * nv, _narrow_rows(lanes), _wide_vectors(lanes),
+                                           COLUMN_VECTORS * lanes)))
     tile_ptr = b.bitcast(tile, vty.as_pointer())
     g = _Gemm(b, dtype, trans_b, a, sa_i, sa_k, bmat, c, m, n, kk, lanes, tile_ptr, scratch,
               one_slice, plain, store, ctx)
@@ -319,11 +322,19 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
                                     b.icmp_signed("<=", n, ir.Constant(I64, DOT_FEW_N))))
                 dot = b.and_(b.and_(b.icmp_signed("==", sa_k, ir.Constant(I64, 1)), deep),
                              b.icmp_signed("<=", n, ir.Constant(I64, DOT_MAX_N)))
+                # A transposed (columns of A contiguous, h^T @ g): C^T tiles, vectors over i
+                columns = b.and_(b.and_(b.not_(dot), b.icmp_signed("==", sa_i, ir.Constant(I64, 1))),
+                                 b.icmp_signed(">=", kk, ir.Constant(I64, COLUMN_MIN_K)))
                 with b.if_else(dot) as (then, otherwise):
                     with then:
                         g.dot(ilo, ihi, rows)
                     with otherwise:
-                        g.small(ilo, ihi, zero, n, rows, 1)
+                        with b.if_else(columns) as (by_columns, by_rows):
+                            with by_columns:
+                                cilo, cihi = split(b, m, t, ntasks, COLUMN_VECTORS * lanes)
+                                g.columns(cilo, cihi)
+                            with by_rows:
+                                g.small(ilo, ihi, zero, n, rows, 1)
             else:
                 g.small(ilo, ihi, zero, n, rows, 1)
     else:
@@ -618,6 +629,52 @@ class _Gemm:
                         c0 = b.add(eight, b.and_(rest, ir.Constant(I64, -2 * cols)))
                         b.call(micro[cols], [*arows, b.gep(self.scratch, [b.mul(c0, kp)]), *args, b.gep(out, [c0])])
             self.store(i0, ir.Constant(I64, 0), rows, nv=1)
+
+    def columns(self, ilo: ir.Value, ihi: ir.Value) -> None:
+        """C[ilo:ihi, :N] for N of at most one vector and A's columns contiguous (a transposed
+        A: ``h^T @ g``): C^T's tiles, ``N`` rows (chunks of 8, 4, 2, 1: the bits of N) by
+        ``COLUMN_VECTORS`` vectors along i, by the small path's micro-kernels with the operands'
+        roles swapped (B broadcast, A's rows read as vectors; the last partial block of A
+        packed, zero-padded), every lane busy; each ``W x W`` block is transposed in
+        registers into C's orientation and handed to the store function."""
+        b = self.b
+        lanes = self.lanes
+        n, kk = self.n, self.kk
+        nv = COLUMN_VECTORS
+        width = nv * lanes
+        vty = value_type(self.dtype, lanes)
+        ctile = alloca(b, ir.ArrayType(vty, lanes * nv))
+        ctile = b.bitcast(ctile, vty.as_pointer())
+        pack = _pack_function(b.module, self.dtype, lanes, nv, False)
+        micro = {rows: _micro_function(b.module, self.dtype, lanes, rows, nv) for rows in (8, 4, 2, 1)}
+        one = ir.Constant(I64, 1)
+        # B^T as the broadcast operand: element (j, p) at j * sj + p * sp
+        sj, sp = (kk, one) if self.trans_b else (one, n)
+        eight = b.mul(b.sdiv(n, ir.Constant(I64, 8)), ir.Constant(I64, 8))
+        rest = b.sub(n, eight)
+        for j in range(lanes):                     # rows of C^T past N: zeros, never stored
+            for v in range(nv):
+                b.store(const(vty, 0), b.gep(ctile, [ir.Constant(I64, j * nv + v)]))
+        with for_range(b, ilo, ihi, width, name="i0") as i0:
+            left = b.sub(ihi, i0)
+            direct = b.icmp_signed(">=", left, ir.Constant(I64, width))
+            with b.if_then(b.not_(direct)):
+                b.call(pack, [self.a, self.m, kk, i0, left, self.scratch])
+            src = b.select(direct, b.gep(self.a, [i0]), self.scratch)
+            stride = b.select(direct, self.sa_k, ir.Constant(I64, width))
+            with for_range(b, 0, eight, 8, name="c0") as c0:
+                b.call(micro[8], [b.gep(self.bmat, [b.mul(c0, sj)]), sj, sp, src, stride, kk,
+                                  b.gep(ctile, [b.mul(c0, ir.Constant(I64, nv))])])
+            for rows in (4, 2, 1):
+                with b.if_then(b.icmp_signed("!=", b.and_(rest, ir.Constant(I64, rows)), ir.Constant(I64, 0))):
+                    c0 = b.add(eight, b.and_(rest, ir.Constant(I64, -2 * rows)))
+                    b.call(micro[rows], [b.gep(self.bmat, [b.mul(c0, sj)]), sj, sp, src, stride, kk,
+                                         b.gep(ctile, [b.mul(c0, ir.Constant(I64, nv))])])
+            for v in range(nv):
+                block = [b.load(b.gep(ctile, [ir.Constant(I64, j * nv + v)])) for j in range(lanes)]
+                for r, vec in enumerate(_transpose_vectors(b, block)):
+                    b.store(vec, b.gep(self.tile, [ir.Constant(I64, v * lanes + r)]))
+            self.store(i0, ir.Constant(I64, 0), _min(b, left, ir.Constant(I64, width)), nv=1)
 
     def shallow(self, ilo: ir.Value, ihi: ir.Value, fn: ir.Value) -> None:
         """C[ilo:ihi, :] for a shallow K (``K <= SHALLOW_K``): little arithmetic per element of
