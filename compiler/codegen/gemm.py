@@ -45,6 +45,11 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   epilogue reads its own output (an in-place update) is never K-blocked, so it
   never sees a partial sum.  Padding rows of an A panel repeat a real row and
   are never stored; padding columns of a B panel are zero.
+* **Narrow products** (N at most one vector): dot products over k when A's rows are
+  contiguous (B packed transposed, one shuffle tree per row), C^T tiles transposed in
+  registers when A is transposed, else a tall tile broadcasting A over one vector.
+* **Shallow products** (K <= ``SHALLOW_K``): the kernel's shallow function computes C
+  row group by row group with the epilogue applied from registers (B packed once).
 * **Threads**: a kernel context may carry a task ``(t, ntasks)``; the task
   computes its share of C, a whole number of ``NR`` panels of columns when
   ``N >= M`` (each thread packs only its part of the bigger B) or of ``MR``
@@ -780,6 +785,12 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
     vty = value_type(k.dtype, lanes)
     tile = b.bitcast(tile_raw, vty.as_pointer())
     add_prev = b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I64, ADD_PREVIOUS)), ir.Constant(I64, 0))
+    # An epilogue reading C (W -= lr * g in place) loads a row right after the previous row's
+    # masked store: when rows are narrower than a vector the two overlap (a 40-byte row of 10
+    # floats) and the load waits for the store to retire (~30 cycles a row on Zen 4).  Such
+    # kernels compute the whole tile first (into the tile) and store it after, when N < W.
+    two_pass = lanes > 1 and reads_output(k)
+    narrow = b.icmp_signed("<", n, ir.Constant(I64, lanes))
     epi = batch_index = None
     if context is not None:
         epi, batch_index = _epilogue_emitter(b, k, ctx, context, lanes)
@@ -803,11 +814,25 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
                 merged.add_incoming(value, pre)
                 merged.add_incoming(done, body)
                 value = merged
-            if lanes > 1:
+            if two_pass:
+                with b.if_else(narrow) as (later, now):
+                    with later:
+                        b.store(value, b.gep(tile, [b.add(b.mul(r, nv), v)]))
+                    with now:
+                        store_vector(b, to_memory(b, value), ptr, mask)
+            elif lanes > 1:
                 store_vector(b, to_memory(b, value), ptr, mask)
             else:
                 with b.if_then(b.icmp_signed(">", left, ir.Constant(I64, 0))):
                     b.store(to_memory(b, value), ptr)
+    if two_pass:
+        with b.if_then(narrow), for_range(b, 0, rows, name="r") as r:
+            crow = b.gep(c, [b.mul(b.add(i0, r), n)])
+            with for_range(b, 0, nv, name="v") as v:
+                col = b.add(j0, b.mul(v, ir.Constant(I64, lanes)))
+                mask = lane_mask(b, lanes, _clamp(b, b.sub(n, col), lanes))
+                store_vector(b, to_memory(b, b.load(b.gep(tile, [b.add(b.mul(r, nv), v)]))),
+                             b.gep(crow, [col]), mask)
     b.ret_void()
 
 
