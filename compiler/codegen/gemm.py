@@ -1050,6 +1050,8 @@ def _pack_function(module: ir.Module, dtype: DType, lanes: int, nv: int, transpo
                             b.store(const(ety, 0), out)
                 else:
                     store_vector(b, load_vector(b, src, lanes, lane_mask(b, lanes, left)), out, None)
+    elif lanes >= 8:
+        _pack_transposed(b, lanes, bmat, kk, j0, width, ir.Constant(I64, 0), kk, panel, nr)
     else:
         # B[p, j] = Bt[j, p]: read rows of Bt (contiguous in p), write columns of the panel
         with for_range(b, 0, ir.Constant(I64, nr), name="pj") as jj:
@@ -1236,6 +1238,12 @@ def _pack_b_function(module: ir.Module, dtype: DType, lanes: int, nv: int, trans
         _pack_b_rows(b, dtype, lanes, nv, bmat, n, p0, kc, j0, nc, bp)
         b.ret_void()
         return fn
+    if lanes >= 8:
+        with for_range(b, 0, nc, nr, name="jp") as jp:
+            _pack_transposed(b, lanes, bmat, kk, b.add(j0, jp), b.sub(nc, jp), p0, kc,
+                             b.gep(bp, [b.mul(jp, kc)]), nr)
+        b.ret_void()
+        return fn
     with for_range(b, 0, nc, nr, name="jp") as jp:
         dst = b.gep(bp, [b.mul(jp, kc)])
         lastcol = b.sub(b.sub(nc, jp), ir.Constant(I64, 1))
@@ -1247,6 +1255,27 @@ def _pack_b_function(module: ir.Module, dtype: DType, lanes: int, nv: int, trans
                 b.store(b.load(b.gep(src, [p])), out)
     b.ret_void()
     return fn
+
+
+def _pack_transposed(b: ir.IRBuilder, lanes: int, bt, kk, col0, ncols, p0, kc, dst, nr: int) -> None:
+    """``dst[p*nr + j] = B[p0 + p, col0 + j]`` for ``p < kc``, ``j < nr`` from ``bt``, B stored
+    transposed (``[N, K]``, row stride ``kk``): blocks of ``W x W`` read as ``W`` (masked) row
+    vectors of ``bt`` and transposed in registers, instead of one scalar copy per element.
+    Columns at or past ``ncols`` are zero (never stored by the consumers)."""
+    with for_range(b, 0, kc, lanes, name="pb") as pb:
+        depth = lane_mask(b, lanes, _clamp(b, b.sub(kc, pb), lanes))
+        for jg in range(0, nr, lanes):
+            vecs = []
+            for q in range(lanes):
+                live = b.icmp_signed("<", ir.Constant(I64, jg + q), ncols)
+                row = b.select(live, b.add(col0, ir.Constant(I64, jg + q)), col0)   # never past N
+                src = b.gep(bt, [b.add(b.mul(row, kk), b.add(p0, pb))])
+                vecs.append(load_vector(b, src, lanes, b.and_(depth, splat(b, live, lanes))))
+            for r, vec in enumerate(_transpose_vectors(b, vecs)):
+                p = b.add(pb, ir.Constant(I64, r))
+                with b.if_then(b.icmp_signed("<", p, kc)) if r else _nothing():
+                    store_vector(b, vec, b.gep(dst, [b.add(b.mul(p, ir.Constant(I64, nr)), ir.Constant(I64, jg))]),
+                                 None)
 
 
 def _pack_b_rows(b: ir.IRBuilder, dtype: DType, lanes: int, nv: int, bmat, n, p0, kc, j0, nc, bp) -> None:
