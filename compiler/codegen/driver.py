@@ -4,7 +4,7 @@ Every stage can be looked at (``dlc ir FILE --stage loops|llvm|llvm-opt|asm``)::
 
     programs = lower_module(module)                 # loop IR
     ir_mod   = emit_module(programs, options)       # llvmlite.ir, unoptimized
-    ref      = optimize(ir_mod, options)            # verified, then O3 (new pass manager)
+    ref      = optimize(ir_mod, options)            # verified, then O3 without unrolling
     obj      = object_code(ref, options)            # ELF bytes
 
 :func:`compile_to_object` does all of it and returns the object code and the
@@ -14,7 +14,9 @@ also written to an AOT manifest).
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -130,13 +132,21 @@ def llvm_module(module: Module, options: CodegenOptions | None = None) -> ir.Mod
 
 def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
     """Parse and verify ``mod``, merge identical functions, then run LLVM's O3 pipeline
-    (loop and SLP vectorizers on).
+    (loop and SLP vectorizers on, loop unroller off).
 
     Merging first matters for compile time: the functions of one model share
     kernels (``predict``, ``loss``, ``evaluate`` and the training step all
     start with the same forward pass), emitted once per function; LLVM's
     MergeFunctions keeps one copy of each, so O3 and instruction selection
     see ~15% fewer functions on the MNIST model.
+
+    The unroller is off because our loops are vectorised and blocked by hand
+    (a GEMM micro-tile is 8 x 2 vectors of FMAs per step, a reduction keeps 4
+    accumulators): on Zen 4 LLVM partially unrolls nearly every loop anyway,
+    which doubled the optimized module (``bench/mlp_sgd.dl``: 21k
+    instructions with it, 11k without) and with it the time of the later
+    passes and of instruction selection, for no speed difference we could
+    measure (docs/codegen.md, "Compile time").
     """
     ensure_llvm()
     with _LLVM_LOCK:
@@ -151,6 +161,7 @@ def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
         pto = llvm.create_pipeline_tuning_options(speed_level=min(options.opt_level, 3))
         pto.loop_vectorization = options.opt_level >= 2
         pto.slp_vectorization = options.opt_level >= 2
+        pto.loop_unrolling = False
         pb = llvm.create_pass_builder(tm, pto)
         if options.opt_level >= 1:
             merge = llvm.create_new_module_pass_manager()
@@ -161,13 +172,32 @@ def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
 
 
 def object_code(ref: llvm.ModuleRef, options: CodegenOptions) -> bytes:
-    with _LLVM_LOCK:
+    with _LLVM_LOCK, _backend_settings():
         return bytes(target_machine(options).emit_object(ref))
 
 
 def assembly(ref: llvm.ModuleRef, options: CodegenOptions) -> str:
-    with _LLVM_LOCK:
+    with _LLVM_LOCK, _backend_settings():
         return target_machine(options).emit_assembly(ref)
+
+
+@contextlib.contextmanager
+def _backend_settings() -> Iterator[None]:
+    """LLVM's backend without loop strength reduction, for the duration of one emission.
+
+    LSR rewrites the induction variables of every loop for the target's
+    addressing modes; it was the costliest pass of the backend on the MNIST
+    model (~30% of ``emit_object``; ~20% with the unroller off), and turning
+    it off changed no speed we could measure.  It can only be switched off
+    through a process-wide LLVM option, so it is switched off around our own
+    emissions (under ``_LLVM_LOCK``) and back on afterwards, leaving any other
+    user of LLVM in the process (numba) as it found it.
+    """
+    llvm.set_option("dlc", "-disable-lsr=true")
+    try:
+        yield
+    finally:
+        llvm.set_option("dlc", "-disable-lsr=false")
 
 
 def compile_to_object(module: Module, options: CodegenOptions | None = None
