@@ -89,7 +89,8 @@ COLUMN_MIN_K = 16        # ... when K is at least this
 SHALLOW_K = 64           # K at most this (and M >= PACK_MIN_M): the shallow path, C row by row
 SHALLOW_R, SHALLOW_V = 4, 4  # rows and vectors of C per step of the shallow path (in registers)
 MR_AVX512 = 8            # micro-tile rows with AVX-512 (12 and 14 measured slower, docs/codegen.md)
-MIN_TASK_WORK = 1 << 20  # multiply-adds per task at least (fewer: fewer tasks, down to one)
+MIN_TASK_WORK = 1 << 18  # work per task at least (task_count; fewer: fewer tasks, down to one)
+C_COST = 4               # work per element of C besides its K multiply-adds
 TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
 
 
@@ -163,7 +164,9 @@ def task_count(kc: KernelContext, k: Matmul, threads: ir.Value) -> ir.Value:
     lanes = max(kc.lanes, 1)
     mr, nv = tile_shape(lanes)
     m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
-    work = b.mul(b.mul(b.mul(m, n), kk), kc.product(k.batch))
+    # multiply-adds, plus C_COST per element of C (writing C and the epilogue's reads are the
+    # work of a shallow product: the batch-1 outer product x^T @ dh is 1 multiply-add each)
+    work = b.mul(b.mul(b.mul(m, n), b.add(kk, ir.Constant(I64, C_COST))), kc.product(k.batch))
     blocks_n = _ceil_div(b, n, nv * lanes)
     blocks_m = _ceil_div(b, m, mr)
     small = b.icmp_signed("<", m, ir.Constant(I64, PACK_MIN_M))
