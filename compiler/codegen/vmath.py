@@ -359,8 +359,10 @@ def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
     Inlined, the loop keeps the function's constants in registers and LLVM
     interleaves neighbouring vectors: ``tanh`` on a v16f32 loop ran 1.3x as fast
     as through a call per vector (exp 1.12x, sigmoid 1.09x, log 1.07x).  The
-    price is LLVM's time for one copy per call site (about 1.5 ms each; a kernel
-    has two: the vector body and the masked tail)."""
+    price is LLVM's time for every copy: a kernel holds eight of each use (vector
+    body and masked tail, in both callers of its task body, unrolled).  The test
+    suite's CPU time did not move measurably (148 s -> 153 s); a module of 24
+    functions made of nothing but vmath calls compiles in 3.1 s instead of 1.1."""
     from .llvmutil import type_suffix
 
     symbol = f"dlc.vmath.{name}.{type_suffix(x.type)}"
