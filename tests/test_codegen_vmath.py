@@ -155,7 +155,7 @@ def test_signed_zero_and_saturation(compiled, dtype):
 
 @pytest.mark.parametrize("name", FUNCS)
 def test_inlined_into_the_loop(name):
-    # a call per vector cost tanh 30% of its throughput: the optimized module
+    # a call per vector cost tanh ~10% of its throughput: the optimized module
     # must have no call left to the vmath function (nor the function itself)
     from compiler.codegen.driver import stage_text
     f, b = new_function(f"v{name}", [("x", TensorType(DType.f32, ("N",)))])

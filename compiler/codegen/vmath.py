@@ -356,9 +356,9 @@ def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
     """``name(x)`` through one internal function per module, function and type
     (``dlc.vmath.exp.v16f32``), built once and marked ``alwaysinline``.
 
-    Inlined, the loop keeps the function's constants in registers and LLVM
-    interleaves neighbouring vectors: ``tanh`` on a v16f32 loop ran 1.3x as fast
-    as through a call per vector (exp 1.12x, sigmoid 1.09x, log 1.07x).  The
+    Inlined, the loop keeps the function's constants in registers and makes no
+    call: ``tanh`` on 2^20 f32 ran 1.1x as fast as
+    through a call per vector (exp 1.2x, sigmoid 1.1x, log about the same).  The
     price is LLVM's time for every copy: a kernel holds eight of each use (vector
     body and masked tail in each of the four places its task body ends up
     inlined, as the optimized IR of a one-op kernel shows).  The test
