@@ -156,3 +156,26 @@ def test_small_products_stay_on_the_calling_thread():
     assert len(_task_threads() - before) >= 1
     del mod
     gc.collect()
+
+
+def test_back_to_back_jobs_of_different_sizes_stay_exact():
+    """Parallel jobs with different task counts, back to back (a GEMM, an elementwise split,
+    a 64-chunk reduction): a worker still leaving one job while the next is posted must
+    neither take a task of the new job twice nor lose count of them.  (That race once
+    hung the caller or ran a task twice -- wrong results -- about once a minute in three
+    processes calling this function; here it runs for two seconds.)"""
+    mod = runtime.compile("""
+fn f(a: f32[M, K], b: f32[K, N], x: f32[P]) -> (f32[M, N], f32[P], f32[]) {
+    return a @ b, exp(x) * 2.0, sum(x * 3.0)
+}
+""", cache=False)
+    with_threads(mod, 2)
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((128, 128)).astype(np.float32)
+    b = rng.standard_normal((128, 256)).astype(np.float32)
+    x = rng.standard_normal(1 << 18).astype(np.float32)
+    want = mod.f(a, b, x)
+    end = time.perf_counter() + 2.0
+    while time.perf_counter() < end:
+        for got, expected in zip(mod.f(a, b, x), want):
+            assert np.array_equal(got, expected)

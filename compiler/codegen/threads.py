@@ -92,7 +92,7 @@ class Pool:
         self.task = g("task", TASK_TYPE.as_pointer(), None)
         self.ctx = g("ctx", I8P, None)
         self.ntasks = g("ntasks", I64, 0)
-        self.claim = g("claim", I64, 0)             # generation << 32 | next unclaimed task
+        self.claim = g("claim", I64, 0)             # generation << 32 | tasks not yet claimed
         tids_ty = ir.ArrayType(I64, MAX_THREADS)
         self.tids = g("tids", tids_ty, None)
         self.worker = self._worker()
@@ -194,8 +194,13 @@ class Pool:
 
     def _claim_tasks(self, b: ir.IRBuilder, gen: ir.Value, wake: bool) -> None:
         """Run tasks of job ``gen`` until none is left: each is claimed by a compare-and-swap
-        of ``claim`` that also checks the generation, so a late thread never takes a task
-        of another job; job fields are read only after a successful claim."""
+        of ``claim`` (the generation and the count of unclaimed tasks in one word), so a
+        late thread never takes a task of another job.  Nothing but that word is read
+        before a successful claim: the job fields (task, ctx, ntasks) are read after it,
+        when they are known to be this job's.  (Checking the index against ``ntasks``
+        before the claim let a late worker pair the last job's exhausted word with the
+        next job's larger ``ntasks`` and claim a task that did not exist; its extra
+        decrement of ``pending`` then left the caller waiting forever.)"""
         fn = b.function
         head = fn.append_basic_block("claim")
         body = fn.append_basic_block("claim.try")
@@ -204,12 +209,13 @@ class Pool:
         b.position_at_end(head)
         word = self._load(b, self.claim)
         same = b.icmp_unsigned("==", b.trunc(b.lshr(word, ir.Constant(I64, 32)), I32), gen)
-        index = b.and_(word, ir.Constant(I64, 0xFFFFFFFF))
-        left = b.icmp_signed("<", index, b.load(self.ntasks))
+        unclaimed = b.and_(word, ir.Constant(I64, 0xFFFFFFFF))
+        left = b.icmp_unsigned(">", unclaimed, ir.Constant(I64, 0))
         b.cbranch(b.and_(same, left), body, done)
         b.position_at_end(body)
-        got = b.cmpxchg(self.claim, word, b.add(word, ir.Constant(I64, 1)), "acq_rel", "monotonic")
+        got = b.cmpxchg(self.claim, word, b.sub(word, ir.Constant(I64, 1)), "acq_rel", "monotonic")
         with b.if_then(b.extract_value(got, 1)):
+            index = b.sub(b.load(self.ntasks), unclaimed)          # tasks go out in order 0, 1, ..
             b.call(b.load(self.task), [b.load(self.ctx), index])
             remaining = b.atomic_rmw("sub", self.pending, ir.Constant(I32, 1), "acq_rel")
             if wake:
@@ -285,7 +291,7 @@ class Pool:
         b.store(ntasks, self.ntasks)
         self._store(b, b.trunc(ntasks, I32), self.pending, "seq_cst")
         gen = b.add(b.load(self.gen), ir.Constant(I32, 1))
-        self._store(b, b.shl(b.zext(gen, I64), ir.Constant(I64, 32)), self.claim, "seq_cst")
+        self._store(b, b.or_(b.shl(b.zext(gen, I64), ir.Constant(I64, 32)), ntasks), self.claim, "seq_cst")
         self._store(b, gen, self.gen, "seq_cst")
         asleep = self._load(b, self.sleepers, "seq_cst")
         with b.if_then(b.icmp_unsigned("!=", asleep, ir.Constant(I32, 0))):
