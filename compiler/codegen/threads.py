@@ -12,7 +12,7 @@ library carries its own):
   tasks, less one) or ``dlc_set_num_threads`` allows, less one (a call may
   have more tasks than threads).
   Tasks are claimed dynamically (one compare-and-swap on a word holding the
-  job generation and the next task), the caller included: when a worker is
+  job generation and the count of unclaimed tasks), the caller included: when a worker is
   descheduled (a busy machine) the caller simply does its task too.
 * **Parking**: a worker waits for the next job by spinning ``SPIN_PAUSE``
   rounds of ``pause`` on the job generation counter (tens of microseconds:
