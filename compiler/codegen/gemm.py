@@ -292,6 +292,9 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
                          _shallow_type(dtype).as_pointer(), I8P])
     if not fresh:
         return fn
+    # LLVM's function specializer cloned the driver per constant store/shallow pointer (4
+    # copies of ~330 lines in the MNIST module); it skips functions marked noduplicate
+    fn.attributes.add("noduplicate")
     a, sa_i, sa_k, bmat, c, m, n, kk, scratch, t, ntasks, one_slice, plain, store, shallow_fn, ctx = fn.args
     for arg in (a, bmat, c, scratch):
         arg.add_attribute("noalias")
@@ -384,7 +387,6 @@ def _pack_bt_function(module: ir.Module, dtype: DType, lanes: int, transposed: b
     bmat.add_attribute("noalias")
     bt.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    vty = value_type(dtype, lanes)
     zero = ir.Constant(I64, 0)
     if transposed:
         with for_range(b, 0, n, name="j") as j:
@@ -394,21 +396,27 @@ def _pack_bt_function(module: ir.Module, dtype: DType, lanes: int, transposed: b
                 mask = lane_mask(b, lanes, _clamp(b, b.sub(kk, p), lanes))
                 store_vector(b, load_vector(b, b.gep(src, [p]), lanes, mask), b.gep(dst, [p]), None)
     else:
-        cols = lane_mask(b, lanes, n)
-        with for_range(b, 0, kp, lanes, name="p") as p:
-            vecs = []
-            for q in range(lanes):
-                row = b.add(p, ir.Constant(I64, q))
-                live = b.icmp_signed("<", row, kk)
-                safe = b.select(live, row, zero)                    # never read past K
-                v = load_vector(b, b.gep(bmat, [b.mul(safe, n)]), lanes, b.and_(cols, splat(b, live, lanes)))
-                vecs.append(v)
-            vecs = _transpose_vectors(b, vecs)
-            for j, v in enumerate(vecs):
-                with b.if_then(b.icmp_signed("<", ir.Constant(I64, j), n)):
-                    store_vector(b, v, b.gep(bt, [b.add(b.mul(ir.Constant(I64, j), kp), p)]), None)
+        # Bt's rows are B's columns: B read as the transposed operand of the shared packer
+        _pack_transposed(b, lanes, bmat, n, zero, kk, zero, n, bt, kp)
     b.ret_void()
-    del vty
+    return fn
+
+
+def _transpose_function(module: ir.Module, dtype: DType, lanes: int) -> ir.Function:
+    """``dst[r][j] = src[j * stride][r]`` for a ``W x W`` block of vectors (``dst`` contiguous).
+
+    Signature: ``(<W x T>* src, i64 stride, <W x T>* dst)``."""
+    vty = value_type(dtype, lanes)
+    fn, fresh = _shared(module, f"dlc.gemm.transpose.{type_suffix(vty)}", ir.VoidType(),
+                        [vty.as_pointer(), I64, vty.as_pointer()])
+    if not fresh:
+        return fn
+    src, stride, dst = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    block = [b.load(b.gep(src, [b.mul(ir.Constant(I64, j), stride)])) for j in range(lanes)]
+    for r, vec in enumerate(_transpose_vectors(b, block)):
+        b.store(vec, b.gep(dst, [ir.Constant(I64, r)]))
+    b.ret_void()
     return fn
 
 
@@ -678,10 +686,10 @@ class _Gemm:
                     c0 = b.add(eight, b.and_(rest, ir.Constant(I64, -2 * rows)))
                     b.call(micro[rows], [b.gep(self.bmat, [b.mul(c0, sj)]), sj, sp, src, stride, kk,
                                          b.gep(ctile, [b.mul(c0, ir.Constant(I64, nv))])])
-            for v in range(nv):
-                block = [b.load(b.gep(ctile, [ir.Constant(I64, j * nv + v)])) for j in range(lanes)]
-                for r, vec in enumerate(_transpose_vectors(b, block)):
-                    b.store(vec, b.gep(self.tile, [ir.Constant(I64, v * lanes + r)]))
+            transpose = _transpose_function(b.module, self.dtype, lanes)
+            with for_range(b, 0, ir.Constant(I64, nv), name="v") as v:
+                b.call(transpose, [b.gep(ctile, [v]), ir.Constant(I64, nv),
+                                   b.gep(self.tile, [b.mul(v, ir.Constant(I64, lanes))])])
             self.store(i0, ir.Constant(I64, 0), _min(b, left, ir.Constant(I64, width)), nv=1)
 
     def shallow(self, ilo: ir.Value, ihi: ir.Value, fn: ir.Value) -> None:
@@ -899,6 +907,7 @@ def _shallow_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
     step = nv * lanes
     one = ir.Constant(I64, 1)
     accs = [[alloca(b, vty) for _ in range(nv)] for _ in range(nr)]
+    tile = b.bitcast(alloca(b, ir.ArrayType(vty, nr * nv)), vty.as_pointer())
     last = b.sub(i1, one)
     with for_range(b, i0, i1, nr, name="i") as i:
         # rows past i1 repeat the last row: computed, never stored
@@ -918,28 +927,38 @@ def _shallow_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
                     av = splat(b, from_memory(b, b.load(b.gep(arows[r], [b.mul(p, sa_k)])), k.dtype), lanes)
                     for v in range(nv):
                         b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
-            # through the epilogue to C: whole vectors unmasked (the usual case), the last
-            # block of columns masked, rows past i1 skipped
+            # through the epilogue to C: whole vectors unmasked, unrolled (the usual case); the
+            # last block of columns through a stack tile and one masked epilogue in a loop (one
+            # copy of the epilogue instead of R x V); rows past i1 skipped
             full = b.icmp_signed("<=", b.add(jw, ir.Constant(I64, step)), ncur)
             with b.if_else(full) as (whole, part):
-                for block, masked in ((whole, False), (part, True)):
-                    with block:
-                        for r in range(nr):
-                            live = b.icmp_signed("<", b.add(i, ir.Constant(I64, r)), i1)
-                            with b.if_then(live) if r else _nothing():
-                                crow = b.gep(c, [b.mul(rows[r], n)])
-                                for v in range(nv):
-                                    off = b.add(jw, ir.Constant(I64, v * lanes))
-                                    col = b.add(j0, off)
-                                    left = _clamp(b, b.sub(ncur, off), lanes)
-                                    some = b.icmp_signed(">", left, ir.Constant(I64, 0))
-                                    with b.if_then(some) if masked and v else _nothing():
-                                        mask = lane_mask(b, lanes, left) if masked else None
-                                        value = b.load(accs[r][v])
-                                        if epi is not None:
-                                            value = epi.emit(k.epilogue, [*batch_index, rows[r], col], lanes,
-                                                             mask, acc=value)
-                                        store_vector(b, to_memory(b, value), b.gep(crow, [col]), mask)
+                with whole:
+                    for r in range(nr):
+                        live = b.icmp_signed("<", b.add(i, ir.Constant(I64, r)), i1)
+                        with b.if_then(live) if r else _nothing():
+                            crow = b.gep(c, [b.mul(rows[r], n)])
+                            for v in range(nv):
+                                col = b.add(j0, b.add(jw, ir.Constant(I64, v * lanes)))
+                                value = b.load(accs[r][v])
+                                if epi is not None:
+                                    value = epi.emit(k.epilogue, [*batch_index, rows[r], col], lanes, None,
+                                                     acc=value)
+                                store_vector(b, to_memory(b, value), b.gep(crow, [col]), None)
+                with part:
+                    for r in range(nr):
+                        for v in range(nv):
+                            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, r * nv + v)]))
+                    count = _min(b, ir.Constant(I64, nr), b.sub(i1, i))
+                    vectors = _ceil_div(b, b.sub(ncur, jw), lanes)
+                    with for_range(b, 0, count, name="r") as r, for_range(b, 0, vectors, name="v") as v:
+                        row = b.add(i, r)
+                        off = b.add(jw, b.mul(v, ir.Constant(I64, lanes)))
+                        col = b.add(j0, off)
+                        mask = lane_mask(b, lanes, _clamp(b, b.sub(ncur, off), lanes))
+                        value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)), v)]))
+                        if epi is not None:
+                            value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, mask, acc=value)
+                        store_vector(b, to_memory(b, value), b.gep(c, [b.add(b.mul(row, n), col)]), mask)
     b.ret_void()
 
 
@@ -1260,25 +1279,46 @@ def _pack_b_function(module: ir.Module, dtype: DType, lanes: int, nv: int, trans
     return fn
 
 
-def _pack_transposed(b: ir.IRBuilder, lanes: int, bt, kk, col0, ncols, p0, kc, dst, nr: int) -> None:
-    """``dst[p*nr + j] = B[p0 + p, col0 + j]`` for ``p < kc``, ``j < nr`` from ``bt``, B stored
-    transposed (``[N, K]``, row stride ``kk``): blocks of ``W x W`` read as ``W`` (masked) row
-    vectors of ``bt`` and transposed in registers, instead of one scalar copy per element.
-    Columns at or past ``ncols`` are zero (never stored by the consumers)."""
-    with for_range(b, 0, kc, lanes, name="pb") as pb:
+def _pack_transposed(b: ir.IRBuilder, lanes: int, bt, kk, col0, ncols, p0, kc, dst, nr) -> None:
+    """``dst[p*nr + j] = bt[(col0 + j)*kk + p0 + p]`` for ``p < kc`` and ``j < nr`` (``nr`` a
+    multiple of ``W``; ``j`` at or past ``ncols`` gives 0): the rows of a matrix stored
+    transposed, as panel rows.  One shared function per dtype and width
+    (``dlc.gemm.packT``), called by every packing of a transposed operand."""
+    if isinstance(nr, int):
+        nr = ir.Constant(I64, nr)
+    fn = _pack_transposed_function(b.module, bt.type.pointee, lanes)
+    b.call(fn, [bt, kk, col0, ncols, p0, kc, dst, nr])
+
+
+def _pack_transposed_function(module: ir.Module, ety: ir.Type, lanes: int) -> ir.Function:
+    """Signature: ``(T* bt, i64 kk, i64 col0, i64 ncols, i64 p0, i64 kc, T* dst, i64 nr)``:
+    blocks of ``W x W`` read as ``W`` (masked) row vectors of ``bt`` and transposed in
+    registers, instead of one scalar copy per element; never reads past row ``col0 +
+    ncols - 1`` or element ``p0 + kc - 1`` of a row."""
+    name = f"dlc.gemm.packT.{type_suffix(ir.VectorType(ety, lanes))}"
+    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), I64, I64, I64, I64, I64,
+                                                      ety.as_pointer(), I64])
+    if not fresh:
+        return fn
+    bt, kk, col0, ncols, p0, kc, dst, nr = fn.args
+    bt.add_attribute("noalias")
+    dst.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    with for_range(b, 0, kc, lanes, name="pb") as pb, for_range(b, 0, nr, lanes, name="jg") as jg:
         depth = lane_mask(b, lanes, _clamp(b, b.sub(kc, pb), lanes))
-        for jg in range(0, nr, lanes):
-            vecs = []
-            for q in range(lanes):
-                live = b.icmp_signed("<", ir.Constant(I64, jg + q), ncols)
-                row = b.select(live, b.add(col0, ir.Constant(I64, jg + q)), col0)   # never past N
-                src = b.gep(bt, [b.add(b.mul(row, kk), b.add(p0, pb))])
-                vecs.append(load_vector(b, src, lanes, b.and_(depth, splat(b, live, lanes))))
-            for r, vec in enumerate(_transpose_vectors(b, vecs)):
-                p = b.add(pb, ir.Constant(I64, r))
-                with b.if_then(b.icmp_signed("<", p, kc)) if r else _nothing():
-                    store_vector(b, vec, b.gep(dst, [b.add(b.mul(p, ir.Constant(I64, nr)), ir.Constant(I64, jg))]),
-                                 None)
+        vecs = []
+        for q in range(lanes):
+            j = b.add(jg, ir.Constant(I64, q))
+            live = b.icmp_signed("<", j, ncols)
+            row = b.select(live, b.add(col0, j), col0)   # never past the last row
+            src = b.gep(bt, [b.add(b.mul(row, kk), b.add(p0, pb))])
+            vecs.append(load_vector(b, src, lanes, b.and_(depth, splat(b, live, lanes))))
+        for r, vec in enumerate(_transpose_vectors(b, vecs)):
+            p = b.add(pb, ir.Constant(I64, r))
+            with b.if_then(b.icmp_signed("<", p, kc)) if r else _nothing():
+                store_vector(b, vec, b.gep(dst, [b.add(b.mul(p, nr), jg)]), None)
+    b.ret_void()
+    return fn
 
 
 def _pack_b_rows(b: ir.IRBuilder, dtype: DType, lanes: int, nv: int, bmat, n, p0, kc, j0, nc, bp) -> None:
