@@ -182,7 +182,8 @@ def test_softmax_rows_identical_across_thread_counts(classes):
     # of rows), 1000 run along each row
     lib = runtime.compile(f"fn sm(x: f32[N, {classes}]) -> f32[N, {classes}] {{ return softmax(x, axis=1) }}",
                           cache=False)
-    x = np.random.default_rng(4).standard_normal((20011 if classes == 10 else 301, classes)).astype(np.float32) * 8
+    rows = 20011 if classes == 10 else 301
+    x = np.random.default_rng(4).standard_normal((rows, classes)).astype(np.float32) * 8
     results = per_thread_count(lib, lambda: (lib.sm(x),))
     assert_identical(results, classes)
     e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))

@@ -358,7 +358,8 @@ def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed("<", x, y), x, y)
 
 
-def _part_function(kc: KernelContext, extra: tuple[ir.Type, ...] = ()) -> tuple[ir.Function, KernelContext]:
+def _part_function(kc: KernelContext, extra: tuple[ir.Type, ...] = ()
+                   ) -> tuple[ir.Function, KernelContext]:
     """``<kernel>.part``: the kernel function's arguments, ``extra`` ones, then ``(t, ntasks)``,
     with a context whose buffers and dims are its arguments."""
     fn = kc.b.function
@@ -555,9 +556,10 @@ def _full_reduction(kc: KernelContext, k: Reduce, space: Space, cost: int) -> No
     def chunked() -> None:
         _launch(b, part, [*b.function.args, slots], b.mul(n, ir.Constant(I64, cost)), chunks)
         e = Emitter(b, 1, k.out.dtype)
-        total = b.load(b.gep(slots, [ir.Constant(I64, 0), ir.Constant(I64, 0)]))
-        for c in range(1, FULL_CHUNKS):
-            total = _combine(e, k.kind, total, b.load(b.gep(slots, [ir.Constant(I64, 0), ir.Constant(I64, c)])))
+        values = [b.load(b.gep(slots, [ir.Constant(I64, 0), ir.Constant(I64, c)])) for c in range(FULL_CHUNKS)]
+        total = values[0]
+        for v in values[1:]:
+            total = _combine(e, k.kind, total, v)
         if k.kind == "mean":
             total = e.div(total, e.cast(n, k.out.dtype))
         b.store(to_memory(b, total), kc.pointer(k.out))
