@@ -18,9 +18,11 @@ from test_codegen_gemm import F32, layouts_module
 from test_codegen_threads import with_threads
 
 ROOT = Path(__file__).resolve().parent.parent
-# around the group size (4 rows), the column-chunk width (16), the block width (64) and MAX_K
-SHAPES = [(128, 784, 512), (5, 9, 64), (33, 100, 130), (7, 17, 64), (70, 40, 200), (4, 1, 64),
-          (3, 4096, 65), (1, 31, 96), (130, 128, 512), (9, 4097, 64)]
+# around the limits (MIN_M 8, MIN_K 16, MIN_N 64, MAX_K 4096), the group size (4 rows: a
+# last group of 1 row takes the lone-row blocks), the column-chunk width (16) and the block
+# widths (64, 128); some below the limits (the dense kernel)
+SHAPES = [(128, 784, 512), (8, 16, 64), (9, 17, 65), (33, 100, 130), (70, 40, 200), (13, 4096, 65),
+          (129, 128, 512), (10, 4097, 64), (7, 300, 64), (5, 9, 64), (1, 31, 96), (40, 15, 128)]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def test_nan_in_a_propagates(modules):
 def test_epilogue_on_the_skipping_path(modules):
     on, _ = modules
     rng = np.random.default_rng(3)
-    for m, k, n in [(128, 784, 512), (6, 50, 70)]:
+    for m, k, n in [(128, 784, 512), (9, 50, 70)]:
         a = sparse(rng, (m, k))
         b = rng.standard_normal((k, n)).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)

@@ -9,8 +9,10 @@ whether to skip them.
 The driver of every f32/f64 GEMM with a row-major B first calls
 :func:`sparse_function`; it returns 0 (and the dense path runs) unless
 
-* the product is wide enough to pay for the scan (``N >= MIN_N``) and K is
-  small enough for the column lists (``K <= MAX_K``),
+* the product is big enough to pay for the scans: ``N >= MIN_N``; ``M >= MIN_M``
+  (the finiteness check reads all of B, as much as a one-row product does);
+  ``K >= MIN_K`` (the skipped multiply-adds must outweigh the stores of C,
+  which both paths make); and ``K <= MAX_K`` (the column lists' stack room),
 * at most ``MAX_DENSITY`` of A's elements are non-zero (one counting pass over
   A, the same in every task, so every task takes the same path), and
 * every element of B is finite.  Skipping ``0 * b`` changes nothing when b
@@ -45,6 +47,8 @@ from .llvmutil import I1, I8P, I32, I64, const, for_range, memory_type, splat, t
 from .threads import split
 
 MIN_N = 64                 # fewer columns: the scan of A costs more than skipping saves
+MIN_M = 8                  # fewer rows: checking B costs what the dense product does (batch 1)
+MIN_K = 16                 # shallower: C's stores, not multiply-adds, bound both paths
 MAX_K = 4096               # a group's list (K indices, ROWS * K values) lives on the stack
 MAX_DENSITY = (3, 10)      # at most 3/10 of A non-zero
 ROWS = 4                   # rows of A (and C) per group: each loaded vector of B feeds ROWS FMAs
@@ -118,9 +122,9 @@ class _Sparse:
         with b.goto_block(no):
             b.ret(ir.Constant(I1, 0))
         fits = b.and_(b.icmp_signed(">=", self.n, ir.Constant(I64, MIN_N)),
-                      b.and_(b.icmp_signed(">", self.kk, ir.Constant(I64, 0)),
+                      b.and_(b.icmp_signed(">=", self.kk, ir.Constant(I64, MIN_K)),
                              b.icmp_signed("<=", self.kk, ir.Constant(I64, MAX_K))))
-        fits = b.and_(fits, b.icmp_signed(">", self.m, ir.Constant(I64, 0)))
+        fits = b.and_(fits, b.icmp_signed(">=", self.m, ir.Constant(I64, MIN_M)))
         scan = fn.append_basic_block("scan")
         b.cbranch(fits, scan, no)
         b.position_at_end(scan)
@@ -331,4 +335,5 @@ class _Sparse:
                 b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, r * nb + v)]))
 
 
-__all__ = ["sparse_function", "enable_skip_zeros", "skip_zeros_enabled", "MIN_N", "MAX_K", "MAX_DENSITY", "ROWS"]
+__all__ = ["sparse_function", "enable_skip_zeros", "skip_zeros_enabled", "MIN_M", "MIN_N", "MIN_K", "MAX_K",
+           "MAX_DENSITY", "ROWS"]
