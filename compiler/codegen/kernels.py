@@ -312,7 +312,7 @@ def run_split(kc: KernelContext, iterations: list[Dim], cost: int, split: Split 
     ``body`` emits the nest with the split level restricted to ``bounds = (lo, hi)`` (None:
     the whole level).  With ``iterations x cost`` statically below two tasks' work, or no
     split, the nest is emitted inline.  Otherwise it goes into ``<kernel>.part(args.., t,
-    ntasks)`` (inlined into its two callers) and the kernel picks ``ntasks = min(threads x
+    ntasks)`` (one out-of-line copy for both callers: compile time) and the kernel picks ``ntasks = min(threads x
     TASKS_PER_THREAD, work / MIN_TASK_WORK, blocks)`` at run time: with one task or one
     thread it calls the part directly (a small symbolic-size kernel never wakes a worker);
     otherwise the tasks run through ``dlc.pool.run``, claimed dynamically.
@@ -367,7 +367,7 @@ def _part_function(kc: KernelContext, extra: tuple[ir.Type, ...] = ()
     part = ir.Function(kc.b.module, fnty, f"{fn.name}.part")
     part.linkage = "internal"
     part.attributes.add("nounwind")
-    part.attributes.add("alwaysinline")     # into the serial call and the pool's trampoline
+    part.attributes.add("noinline")
     for src, arg in zip(fn.args, part.args):
         arg.name = src.name
         if isinstance(arg.type, ir.PointerType):
