@@ -81,12 +81,7 @@ class ObjectCache:
         problem, entry = _parse(key, data, magic)
         if problem is None:
             return entry
-        warnings.warn(f"dlc cache: discarding {path.name}: {problem}; recompiling", CacheWarning,
-                      stacklevel=3)
-        try:
-            path.unlink()
-        except OSError:
-            pass
+        _discard(path, problem)
         return None
 
     def store(self, key: str, object_code: bytes, header: dict[str, Any]) -> Path | None:
@@ -114,13 +109,7 @@ class ObjectCache:
 
     def discard_module(self, key: str, problem: str) -> None:
         """Report a module entry its reader could not use (:class:`CacheWarning`), delete it."""
-        path = self.module_path(key)
-        warnings.warn(f"dlc cache: discarding {path.name}: {problem}; recompiling", CacheWarning,
-                      stacklevel=3)
-        try:
-            path.unlink()
-        except OSError:
-            pass
+        _discard(self.module_path(key), problem)
 
     def store_alias(self, key: str, object_key: str) -> None:
         """Record that input ``key`` (source text, passes, options) compiles to the object
@@ -230,3 +219,13 @@ def _parse(key: str, data: bytes, magic: bytes = MAGIC) -> tuple[str | None, Cac
     if header.get("sha256") != hashlib.sha256(obj).hexdigest():
         return "object code checksum mismatch", None
     return None, CacheEntry(key, obj, header)
+
+
+def _discard(path: Path, problem: str) -> None:
+    """Warn (:class:`CacheWarning`, pointing at the cache's caller) and delete an entry."""
+    warnings.warn(f"dlc cache: discarding {path.name}: {problem}; recompiling", CacheWarning,
+                  stacklevel=4)
+    try:
+        path.unlink()
+    except OSError:
+        pass

@@ -1231,20 +1231,7 @@ def _transpose_block(b: ir.IRBuilder, rows: list[ir.Value], out: ir.Value) -> No
     (each stage swaps the off-diagonal ``h x h`` sub-blocks of every ``2h x 2h`` block),
     ``n`` vector stores, instead of ``n^2`` scalar loads and stores."""
     n = len(rows)
-    vecs = [load_vector(b, row, n, None) for row in rows]
-    h = n // 2
-    while h:
-        nxt = list(vecs)
-        for i in range(n):
-            if i & h:
-                continue
-            x, y = vecs[i], vecs[i + h]
-            upper = [j if not j & h else n + j - h for j in range(n)]
-            lower = [j + h if not j & h else n + j for j in range(n)]
-            nxt[i] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n), upper))
-            nxt[i + h] = b.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n), lower))
-        vecs = nxt
-        h //= 2
+    vecs = _transpose_vectors(b, [load_vector(b, row, n, None) for row in rows])
     for p, vec in enumerate(vecs):
         store_vector(b, vec, b.gep(out, [ir.Constant(I64, p * n)]), None)
 
