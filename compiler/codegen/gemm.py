@@ -310,7 +310,7 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
               one_slice, plain, store, ctx)
     if not trans_b and lanes >= 4 and dtype in (DType.f32, DType.f64) and skip_zeros_enabled(module):
         # mostly-zero A (image inputs): skip the zeros when the data says so (sparse_gemm.py)
-        done = b.call(sparse_function(module, dtype, lanes, EPILOGUE),
+        done = b.call(sparse_function(module, dtype, lanes, _store_type(dtype), EPILOGUE),
                       [a, sa_i, sa_k, bmat, c, m, n, kk, t, ntasks, store, ctx])
         finished, dense = fn.append_basic_block("sparse.done"), fn.append_basic_block("dense")
         b.cbranch(done, finished, dense)

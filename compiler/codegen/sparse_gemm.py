@@ -71,20 +71,16 @@ def block_vectors(lanes: int) -> int:
     return 4 if lanes >= 16 else 2
 
 
-def store_type(dtype: DType) -> ir.FunctionType:
-    """The kernel's tile store function (``gemm._store_type``)."""
-    ety = memory_type(dtype)
-    return ir.FunctionType(ir.VoidType(), [I8P, I8P, ety.as_pointer(), I64, I64, I64, I64, I64, I64])
-
-
-def sparse_function(module: ir.Module, dtype: DType, lanes: int, epilogue_flag: int) -> ir.Function:
+def sparse_function(module: ir.Module, dtype: DType, lanes: int, store_type: ir.FunctionType,
+                    epilogue_flag: int) -> ir.Function:
     """The module's zero-skipping GEMM for ``dtype`` (shared by all its matmul kernels).
 
     Signature: ``i1 (T* a, i64 sa_i, i64 sa_k, T* b, T* c, i64 m, i64 n, i64 k, i64 t,
     i64 ntasks, store*, i8* ctx)``: computes task ``t``'s share of ``C = A @ B`` and
     returns 1, or returns 0 without touching C when the product is not sparse enough
     (module docstring).  B is row-major ``[K, N]``; A is read through its strides.
-    ``epilogue_flag`` is the store function's flag for "apply the epilogue".
+    ``store_type`` and ``epilogue_flag`` are gemm.py's: the kernels' tile store functions
+    (``store(ctx, tile, c, n, i0, j0, rows, nv, flags)``) and their "apply the epilogue" flag.
     """
     ety = memory_type(dtype)
     name = f"dlc.gemm.sparse.{type_suffix(value_type(dtype, lanes))}"
@@ -93,7 +89,7 @@ def sparse_function(module: ir.Module, dtype: DType, lanes: int, epilogue_flag: 
         return existing
     fn = ir.Function(module, ir.FunctionType(I1, [ety.as_pointer(), I64, I64, ety.as_pointer(),
                                                   ety.as_pointer(), I64, I64, I64, I64, I64,
-                                                  store_type(dtype).as_pointer(), I8P]), name)
+                                                  store_type.as_pointer(), I8P]), name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     fn.attributes.add("noinline")
