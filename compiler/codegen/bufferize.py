@@ -136,7 +136,7 @@ class Lowering:
     """Turns one (composite-free) function into a :class:`Program`.
 
     Non-elementwise ops are lowered by their op-table ``lower(L, op)`` rule,
-    which names a kernel family (``L.kernel("reduction", op)``, see
+    which names a kernel family (``op.lowers_to("reduction")``, see
     :data:`KERNEL_FAMILIES`) or builds kernels itself with :meth:`expr`,
     :meth:`buffer`, :meth:`define`, :meth:`new_buffer` and :meth:`add_kernel`.
     """

@@ -19,6 +19,7 @@ A test walks :data:`OPS` and fails if any op lacks a rule it needs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -105,9 +106,18 @@ class OpDef:
         self.lower = fn
         return fn
 
+    def lowers_to(self, family: str) -> None:
+        """Lower with codegen's kernel family ``family`` (``bufferize.KERNEL_FAMILIES``):
+        the ``lower`` rule of every non-elementwise op that needs no kernel of its own."""
+        self.lower = functools.partial(_lower_with_family, family)
+
     def def_decompose(self, fn: Callable) -> Callable:
         self.decompose = fn
         return fn
+
+
+def _lower_with_family(family: str, lowering: Any, op: Any) -> None:
+    lowering.kernel(family, op)
 
 
 OPS: dict[str, OpDef] = {}

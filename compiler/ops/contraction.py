@@ -81,6 +81,4 @@ def _(b, op, ct):
     return [da, dm]
 
 
-@matmul.def_lower
-def _(lowering, op):
-    lowering.kernel("matmul", op)
+matmul.lowers_to("matmul")

@@ -173,21 +173,7 @@ def _(x, *, axis: int, dtype: DType):
     return np.array(x.shape[axis], dtype=dtype.np)
 
 
-@broadcast_to.def_lower
-def _(lowering, op):
-    lowering.kernel("broadcast", op)
-
-
-@reshape.def_lower
-def _(lowering, op):
-    lowering.kernel("view", op)
-
-
-@transpose.def_lower
-def _(lowering, op):
-    lowering.kernel("transpose", op)
-
-
-@dim_size.def_lower
-def _(lowering, op):
-    lowering.kernel("dim_size", op)
+broadcast_to.lowers_to("broadcast")
+reshape.lowers_to("view")
+transpose.lowers_to("transpose")
+dim_size.lowers_to("dim_size")

@@ -48,9 +48,7 @@ def _reduction(name: str, doc: str, fn: Callable, infer: Callable = _reduce_rule
         axis = normalize_axes(axes, x.ndim)
         return np.asarray(fn(x, axis=axis, keepdims=keepdims)).astype(x.dtype, copy=False)
 
-    @op.def_lower
-    def _(lowering, op_):
-        lowering.kernel("reduction", op_)
+    op.lowers_to("reduction")
 
     return op
 
@@ -139,6 +137,4 @@ def _(x, *, axis: int, keepdims: bool):
     return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64)
 
 
-@argmax.def_lower
-def _(lowering, op):
-    lowering.kernel("reduction", op)
+argmax.lowers_to("reduction")

@@ -62,11 +62,5 @@ def _(*, dtype: DType, shape, axis: int):
     return np.broadcast_to(index.reshape(view), tuple(shape)).copy()
 
 
-@constant.def_lower
-def _(lowering, op):
-    lowering.kernel("constant", op)
-
-
-@iota.def_lower
-def _(lowering, op):
-    lowering.kernel("iota", op)
+constant.lowers_to("constant")
+iota.lowers_to("iota")
