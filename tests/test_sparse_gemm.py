@@ -54,6 +54,22 @@ def test_agrees_with_numpy_and_the_dense_kernel(modules, ta):
         np.testing.assert_allclose(got, dense, rtol=1e-4, atol=tol, err_msg=str((m, k, n)))
 
 
+def test_narrower_vector_targets():
+    """AVX2 (8 lanes: 2-vector blocks) and baseline SSE2 (4 lanes) take the path too."""
+    from compiler.codegen.target import Target
+
+    generic = Target.generic()
+    rng = np.random.default_rng(6)
+    for target in (Target(generic.triple, "haswell", "+avx,+avx2,+fma,+sse4.2"), generic):
+        mod = runtime.compile(layouts_module(F32), cache=False, passes="", options=CodegenOptions(target=target))
+        for m, k, n in [(33, 100, 130), (9, 17, 65)]:
+            for ta in (False, True):
+                a = sparse(rng, (k, m) if ta else (m, k))
+                b = rng.standard_normal((k, n)).astype(np.float32)
+                want = (a.T if ta else a).astype(np.float64) @ b
+                np.testing.assert_allclose(mod[f"mm_{int(ta)}0"](a, b), want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
 def test_the_option_decides_whether_the_path_exists():
     from compiler.codegen.driver import llvm_module
 

@@ -79,6 +79,7 @@ def sparse_function(module: ir.Module, dtype: DType, lanes: int, store_type: ir.
     i64 ntasks, store*, i8* ctx)``: computes task ``t``'s share of ``C = A @ B`` and
     returns 1, or returns 0 without touching C when the product is not sparse enough
     (module docstring).  B is row-major ``[K, N]``; A is read through its strides.
+    ``lanes`` >= 4: the driver calls it on vector targets only.
     ``store_type`` and ``epilogue_flag`` are gemm.py's: the kernels' tile store functions
     (``store(ctx, tile, c, n, i0, j0, rows, nv, flags)``) and their "apply the epilogue" flag.
     """
@@ -143,19 +144,14 @@ class _Sparse:
     def _count_nonzero(self, ptr: ir.Value, count: ir.Value) -> ir.Value:
         """How many of the ``count`` contiguous elements at ``ptr`` are not zero (NaN counts)."""
         b, lanes = self.b, self.lanes
-        ivty = ir.VectorType(I64, lanes) if lanes > 1 else I64
+        ivty = ir.VectorType(I64, lanes)
         acc = alloca(b, ivty)
         b.store(const(ivty, 0), acc)
         with for_range(b, 0, count, lanes, name="nz") as i:
-            left = b.sub(count, i)
-            mask = lane_mask(b, lanes, left) if lanes > 1 else None
-            v = load_vector(b, b.gep(ptr, [i]), lanes, mask) if lanes > 1 else b.load(b.gep(ptr, [i]))
+            v = load_vector(b, b.gep(ptr, [i]), lanes, lane_mask(b, lanes, b.sub(count, i)))
             nz = b.fcmp_unordered("!=", v, const(v.type, 0))      # NaN != 0 too; masked lanes load 0
             b.store(b.add(b.load(acc), b.zext(nz, ivty)), acc)
-        total = b.load(acc)
-        if lanes == 1:
-            return total
-        return self._sum_lanes(total)
+        return self._sum_lanes(b.load(acc))
 
     def _all_finite(self, ptr: ir.Value, count: ir.Value) -> ir.Value:
         """Whether the ``count`` contiguous elements at ``ptr`` hold no inf and no NaN (an
