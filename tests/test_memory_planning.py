@@ -124,8 +124,8 @@ def test_mnist_train_step_reuses_memory():
     after = sum(nbytes(slot[0], n) for slot in plan.slots)
     assert after < before and len(plan.slots) < len(plan.before)
     report = memory_report([prog], n)
-    assert f"before planning: " in report and f"= {before} at N=128" in report
-    assert f"after planning: " in report and f"= {after} at N=128" in report
+    assert "before planning: " in report and f"= {before} at N=128" in report
+    assert "after planning: " in report and f"= {after} at N=128" in report
 
 
 def test_sigmoid_chain_gradient_writes_in_place():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import runtime
-from compiler.codegen import sparse_gemm, threads
+from compiler.codegen import threads
 from compiler.codegen.target import CodegenOptions
 from runtime.model import load_model
 

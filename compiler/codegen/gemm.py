@@ -68,7 +68,7 @@ import contextlib
 
 from llvmlite import ir
 
-from ..ir.types import Dim, DType
+from ..ir.types import DType
 from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .llvmutil import I1, I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
@@ -559,7 +559,7 @@ class _Gemm:
         b = self.b
         lanes = self.lanes
         nr = nv * lanes
-        m, n, kk = self.m, self.n, self.kk
+        n, kk = self.n, self.kk
         pack = _pack_function(b.module, self.dtype, lanes, nv, self.trans_b)
         micro = {rows: _micro_function(b.module, self.dtype, lanes, rows, nv) for rows in _tail_rows(mr)}
         micro[mr] = _micro_function(b.module, self.dtype, lanes, mr, nv)
