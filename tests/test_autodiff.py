@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from compiler.diagnostics import AutodiffError, DlErrors, Location
-from compiler.gradcheck import gradcheck
+from compiler.checking.gradcheck import gradcheck
 from compiler.ir.builder import Builder, new_function
 from compiler.ir.core import Function, Module, Value
 from compiler.ir.interpreter import interpret

@@ -1,4 +1,4 @@
-"""Finite-difference gradient checking (compiler/gradcheck.py) and `dlc gradcheck`."""
+"""Finite-difference gradient checking (compiler/checking/gradcheck.py) and `dlc gradcheck`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compiler.diagnostics import AutodiffError, DlError
-from compiler.gradcheck import GradcheckError, _int_range, gradcheck, to_float64
+from compiler.checking.gradcheck import GradcheckError, _int_range, gradcheck, to_float64
 from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.interpreter import interpret

@@ -14,7 +14,7 @@ from compiler.ir.core import Module
 from compiler.ir.types import DType, TensorType
 from compiler.passes import PASSES, PassContext, register_pass, run_pipeline
 from compiler.passes.autodiff import autodiff
-from compiler.passes.checker import PassChecker, PassCheckError
+from compiler.checking.pass_checker import PassChecker, PassCheckError
 
 EXAMPLES = sorted(Path("examples").glob("*.dl"))
 F32 = DType.f32
@@ -97,7 +97,7 @@ def _load(path, defer_grads: bool = False) -> Module:
 def test_a_pass_that_changes_a_constant_is_named():
     module = _load("examples/student_pass.dl")
     with pytest.raises(PassCheckError) as info:
-        run_pipeline(module, "canonicalize,cse,test-perturb-constant,dce", check_each_pass=True)
+        run_pipeline(module, "canonicalize,cse,test-perturb-constant,dce", instrumentations=[PassChecker(module)])
     err = info.value
     assert err.message.startswith("pass 'test-perturb-constant' changed the results of @")
     assert any("max abs difference" in n for n in err.notes)
@@ -111,7 +111,7 @@ def test_without_the_checker_the_broken_pass_goes_unnoticed():
 def test_a_wrong_gradient_built_by_a_pass_is_caught_by_finite_differences():
     module = _load("examples/sigmoid_chain.dl", defer_grads=True)
     with pytest.raises(PassCheckError) as info:
-        run_pipeline(module, "test-wrong-autodiff,canonicalize", check_each_pass=True)
+        run_pipeline(module, "test-wrong-autodiff,canonicalize", instrumentations=[PassChecker(module)])
     err = info.value
     assert "pass 'test-wrong-autodiff' built a wrong gradient: @dchain_loss" in err.message
     assert any("FAIL" in n for n in err.notes)
@@ -122,7 +122,7 @@ def test_the_real_autodiff_is_gradchecked_and_later_passes_compared():
     checker = PassChecker(module)
     for name in ["autodiff", "canonicalize", "cse", "dce"]:
         module = PASSES[name].run(module, PassContext(name))
-        checker.after_pass(name, module)
+        checker.run_after_pass(name, module)
     report = checker.report
     assert report.gradchecked == {"autodiff": ["dchain_loss"]}
     assert "dchain_loss" in report.compared["canonicalize"]
@@ -134,21 +134,24 @@ def test_integer_outputs_must_match_exactly():
     f, b = new_function("f", [("x", T("N", 5))])
     f.outputs = [b.argmax(f.params[0])]
     with pytest.raises(PassCheckError) as info:
-        run_pipeline(Module([f]), "test-argmax-to-argmin", check_each_pass=True)
+        module = Module([f])
+        run_pipeline(module, "test-argmax-to-argmin", instrumentations=[PassChecker(module)])
     assert any("elements differ (must be equal)" in n for n in info.value.notes)
 
 
 def test_equal_nans_are_not_a_difference():
     f, b = new_function("f", [("x", T(6))])
     f.outputs = [b.log(f.params[0])]      # standard normal inputs: some logs are NaN
-    run_pipeline(Module([f]), "canonicalize,cse,dce", check_each_pass=True)
+    module = Module([f])
+    run_pipeline(module, "canonicalize,cse,dce", instrumentations=[PassChecker(module)])
 
 
 def test_a_changed_signature_is_reported():
     f, b = new_function("f", [("x", T(3)), ("y", T(3))])
     f.outputs = [f.params[0]]
     with pytest.raises(PassCheckError, match="pass 'test-drop-param' changed the signature of @f"):
-        run_pipeline(Module([f]), "test-drop-param", check_each_pass=True, verify_each=False)
+        module = Module([f])
+        run_pipeline(module, "test-drop-param", instrumentations=[PassChecker(module)], verify_each=False)
 
 
 def test_model_parameters_come_from_their_initializers():
@@ -164,7 +167,8 @@ def test_model_parameters_come_from_their_initializers():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_default_pipeline_preserves_every_example(path):
-    run_pipeline(_load(path, defer_grads=True), "default", check_each_pass=True)
+    module = _load(path, defer_grads=True)
+    run_pipeline(module, "default", instrumentations=[PassChecker(module)])
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -173,7 +177,7 @@ def test_optimizing_the_training_step_preserves_it(path):
 
     module = _load(path)
     build_train_step(module)
-    run_pipeline(module, "canonicalize,cse,dce", check_each_pass=True)
+    run_pipeline(module, "canonicalize,cse,dce", instrumentations=[PassChecker(module)])
 
 
 def test_the_command_line_flag_names_the_pass():

@@ -17,6 +17,8 @@ import numpy as np
 from ..diagnostics import UNKNOWN, DlTypeError, Location
 from .core import Function, Op, Value
 from .types import DType, TensorType
+from ..ops import OPS  # noqa: F401  (importing the package fills the table)
+from ..ops.base import ShapeError, get_op, normalize_attrs
 
 
 class Builder:
@@ -43,8 +45,6 @@ class Builder:
     @staticmethod
     def make(name: str, operands: list[Value], attrs: dict[str, Any], loc: Location) -> Op:
         """Create (but do not append) a checked op."""
-        from ..ops.base import ShapeError, get_op, normalize_attrs
-
         opdef = get_op(name)
         if opdef is None:
             raise DlTypeError(f"unknown op '{name}'", loc)
@@ -65,8 +65,6 @@ class Builder:
 
     def __getattr__(self, name: str) -> Any:
         """``b.add(x, y)`` is ``b.emit("add", x, y)`` for every op in the table."""
-        from ..ops.base import get_op
-
         if name.startswith("_") or get_op(name) is None:
             raise AttributeError(f"Builder has no attribute or op named '{name}'")
 

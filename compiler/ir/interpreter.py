@@ -21,6 +21,7 @@ import numpy as np
 from ..diagnostics import DlRuntimeError
 from .core import Function, Module, Op, Value
 from .types import DType, TensorType
+from ..ops import get_op
 
 Args = Sequence[Any] | Mapping[str, Any]
 
@@ -119,8 +120,6 @@ def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int
 
 
 def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int]) -> None:
-    from ..ops.base import get_op
-
     opdef = get_op(op.name)
     if opdef is None or opdef.reference is None:
         raise DlRuntimeError(f"the interpreter has no reference semantics for dl.{op.name}", op.loc)
@@ -137,8 +136,6 @@ def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int]) -> N
 
 def _bind_attr(op: Op, key: str, value: Any, bindings: dict[str, int]) -> Any:
     """A ``dims`` attribute with its symbols replaced by their bound sizes."""
-    from ..ops.base import get_op
-
     spec = get_op(op.name).attrs.get(key)
     if spec is None or spec.kind != "dims" or value is None:
         return value

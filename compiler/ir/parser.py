@@ -42,7 +42,9 @@ from ..diagnostics import UNKNOWN, DlErrors, Location, ParseError, register_sour
 from .core import Function, Module, Op, Value
 from .printer import DENSE_ELEMENT_TYPES, MODULE_ATTR_PREFIX, OUTPUT_NAME_ATTR
 from .types import Dim, DType, TensorType
-from .verifier import op_table, verify_module
+from ..ops import get_op
+from ..ops.base import ShapeError, normalize_attrs
+from .verifier import verify_module
 
 MAX_ERRORS = 100
 MAX_NESTING = 64
@@ -520,14 +522,13 @@ class _Parser:
 
     def op(self, func: Function, scope: dict[str, _Binding],
            defs: list[tuple[str, int, int, int]], start: int) -> None:
-        base = op_table()
         self.skip_ws()
         name_pos = self.pos
         if not self.peek('"'):
             self.expected("an op name in quotes, like '\"dl.add\"'", within_line=bool(defs))
         full_name = self.string()
         name_end = self.pos
-        opdef = base.get_op(full_name) if full_name.startswith("dl.") else None
+        opdef = get_op(full_name) if full_name.startswith("dl.") else None
         if opdef is None:
             self.fail(f"unknown op '{full_name}'", name_pos, name_end)
         self.expect("(", f"to open the operands of '{full_name}'")
@@ -554,8 +555,8 @@ class _Parser:
         if any(value is None for value, _, _ in operands):
             raise _Fail()   # a use of a value whose definition already failed: no new error
         try:
-            attrs = base.normalize_attrs(opdef, attrs)
-        except base.ShapeError:
+            attrs = normalize_attrs(opdef, attrs)
+        except ShapeError:
             pass            # kept as written; the verifier reports the schema violation
         op = Op(opdef.name, [v for v, _, _ in operands], [], attrs, loc)
         op.results = [Value(t, op, i) for i, t in enumerate(result_types)]

@@ -27,20 +27,11 @@ from ..diagnostics import DlErrors, VerifyError
 from .core import Function, Module, Op, Value
 from .printer import value_names
 from .types import DType, TensorType
+from ..ops import get_op
+from ..ops.base import ShapeError, normalize_attrs
 
 _PARAM_NAME = re.compile(r"[A-Za-z_$.\-][A-Za-z0-9_$.\-]*\Z")
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*\Z")
-
-
-def op_table() -> Any:
-    """``compiler.ops.base``, with every op module of the table loaded.
-
-    Imported on first use, since ``compiler.ops`` itself imports this package.
-    """
-    from .. import ops  # noqa: F401  (importing the package fills the table)
-    from ..ops import base
-
-    return base
 
 
 class VerifyErrors(DlErrors, VerifyError):
@@ -132,7 +123,7 @@ class _FunctionVerifier:
     def check_op(self, op: Op) -> None:
         operands_ok = self.check_operands(op)
         results_ok = self.check_results(op)
-        opdef = op_table().get_op(op.name)
+        opdef = get_op(op.name)
         if opdef is None:
             self.op_error(op, f"unknown op 'dl.{op.name}'")
             return
@@ -179,15 +170,14 @@ class _FunctionVerifier:
 
     def check_against_table(self, op: Op, opdef: Any) -> None:
         """Arity, attribute schema and the shape rule, as the builder checks them."""
-        base = op_table()
         n, expected = len(op.operands), len(opdef.operands)
         if (opdef.variadic and n < expected) or (not opdef.variadic and n != expected):
             want = f"at least {expected}" if opdef.variadic else str(expected)
             self.op_error(op, f"takes {want} operand(s), got {n}")
             return
         try:
-            full = base.normalize_attrs(opdef, op.attrs)
-        except base.ShapeError as e:
+            full = normalize_attrs(opdef, op.attrs)
+        except ShapeError as e:
             self.op_error(op, str(e))
             return
         missing = [k for k in full if k not in op.attrs]
@@ -196,7 +186,7 @@ class _FunctionVerifier:
             return
         try:
             inferred = opdef.infer(*(v.type for v in op.operands), **full)
-        except base.ShapeError as e:
+        except ShapeError as e:
             self.op_error(op, str(e))
             return
         types = inferred if isinstance(inferred, list) else [inferred]

@@ -19,6 +19,12 @@ IR after every pass, print it before/after passes
 (``// -----// IR Dump After dce //----- //``), report the wall time of each
 pass (``--time-passes``, laid out like MLIR's ``-mlir-timing`` report) and
 per-pass statistics (ops before/after plus the pass's own counters).
+
+What else watches a pipeline registers from above as a
+:class:`PassInstrumentation` (MLIR's ``PassInstrumentation``, LLVM's
+``PassInstrumentationCallbacks``): the manager calls its hooks before and
+after each pass and knows nothing more of it.  The differential checker
+(:class:`compiler.checking.pass_checker.PassChecker`) is one.
 """
 
 from __future__ import annotations
@@ -185,6 +191,21 @@ def _expand(names: list[str], out: list[str], unknown: list[str], seen: tuple[st
             unknown.append(name)
 
 
+class PassInstrumentation:
+    """Hooks a pipeline run calls around each pass; subclass and override what you need.
+
+    ``run_after_pass`` sees the module the pass returned, already verified
+    when the pipeline verifies each pass.  A hook may raise (a
+    :class:`~compiler.diagnostics.DlError` stops the pipeline with it).
+    """
+
+    def run_before_pass(self, pass_name: str, module: Module) -> None:
+        """Called before pass ``pass_name`` runs on ``module``."""
+
+    def run_after_pass(self, pass_name: str, module: Module) -> None:
+        """Called after pass ``pass_name`` returned ``module``."""
+
+
 def count_ops(module: Module) -> int:
     """Number of ops in all functions of ``module``."""
     return sum(len(f.ops) for f in module.functions)
@@ -200,7 +221,7 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
                  out: TextIO | None = None,
                  options: dict[str, dict[str, Any]] | None = None,
                  report: PipelineReport | None = None,
-                 check_each_pass: bool = False) -> Module:
+                 instrumentations: Iterable[PassInstrumentation] = ()) -> Module:
     """Run the passes of ``pipeline`` over ``module`` and return the result.
 
     - ``verify_each``: verify the input and the IR after every pass (when the
@@ -215,11 +236,9 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
     - ``time_passes`` / ``stats``: print the timing and statistics reports to
       ``out`` at the end.  ``report``, if given, is filled with both.
     - ``options``: per-pass options, ``{"pass-name": {"key": value}}``.
-    - ``check_each_pass``: run every function through the reference
-      interpreter on random inputs before the first pass and after each,
-      and raise ``PassCheckError`` naming the first pass that changes a
-      result (gradient functions a pass builds are checked by finite
-      differences); see :mod:`compiler.passes.checker`.
+    - ``instrumentations``: :class:`PassInstrumentation` objects whose hooks
+      run before and after every pass, in the order given (e.g. the
+      differential checker, :mod:`compiler.checking.pass_checker`).
     """
     names = parse_pipeline(pipeline)
     out = out if out is not None else sys.stderr
@@ -231,12 +250,14 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
 
     if verify is not None:
         report.input_verify_seconds = _verify(verify, module, None)
-    checker = _checker(module) if check_each_pass else None
+    instrumentations = list(instrumentations)
     for name in names:
         if before(name):
             _dump(out, f"Before {name}", _print(module))
         text_before = _print(module) if print_after_change and after(name) else None
         ops_before = count_ops(module)
+        for hook in instrumentations:
+            hook.run_before_pass(name, module)
         ctx = PassContext(name, options.get(name))
         start = time.perf_counter()
         result = PASSES[name].run(module, ctx)
@@ -246,8 +267,8 @@ def run_pipeline(module: Module, pipeline: str | Iterable[str], *,
         verify_seconds = _verify(verify, module, name) if verify is not None else 0.0
         report.records.append(PassRecord(name, seconds, verify_seconds, ops_before,
                                          count_ops(module), dict(ctx.counters)))
-        if checker is not None:
-            checker.after_pass(name, module)
+        for hook in instrumentations:
+            hook.run_after_pass(name, module)
         if after(name):
             text = _print(module)
             if text_before is None or text != text_before:
@@ -282,13 +303,6 @@ def _print(module: Module) -> str:
     from ..ir.printer import print_module
 
     return print_module(module)
-
-
-def _checker(module: Module) -> Any:
-    """A :class:`~compiler.passes.checker.PassChecker` holding ``module``'s results before any pass."""
-    from .checker import PassChecker
-
-    return PassChecker(module)
 
 
 def _verifier() -> Callable[[Module], Any] | None:

@@ -127,6 +127,7 @@ def _option_value(text: str) -> Any:
 
 def run_passes(module: Module, args: argparse.Namespace, out: TextIO | None = None) -> Module:
     """Run the passes the flags select over ``module`` (dumps and reports to ``out``, stderr)."""
+    from compiler.checking.pass_checker import PassChecker
     from compiler.passes import run_pipeline
 
     names = selected_passes(args)
@@ -143,5 +144,5 @@ def run_passes(module: Module, args: argparse.Namespace, out: TextIO | None = No
         stats=args.pass_stats,
         out=out if out is not None else sys.stderr,
         options=options,
-        check_each_pass=args.check_each_pass,
+        instrumentations=[PassChecker(module)] if args.check_each_pass else [],
     )

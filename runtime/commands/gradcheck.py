@@ -1,6 +1,6 @@
 """``dlc gradcheck FILE --fn NAME``: autodiff gradients against finite differences.
 
-Runs :func:`compiler.gradcheck.gradcheck` over a ``.dl`` file or IR text,
+Runs :func:`compiler.checking.gradcheck.gradcheck` over a ``.dl`` file or IR text,
 prints its table and exits 1 when an argument's relative error exceeds
 ``--tol``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from compiler.diagnostics import DlError
-from compiler.gradcheck import gradcheck
+from compiler.checking.gradcheck import gradcheck
 
 from . import load_module
 

@@ -27,13 +27,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .diagnostics import DlError
-from .ir.builder import new_function
-from .initializers import model_param_values
-from .ir.core import Function, Module, Op, Value
-from .ir.types import DType, TensorType
-from .ops.base import get_op
-from .passes.autodiff import check_request, grad, inline_function
+from ..diagnostics import DlError
+from ..ir.builder import new_function
+from ..initializers import model_param_values
+from ..ir.core import Function, Module, Op, Value
+from ..ir.types import DType, TensorType
+from ..ops.base import get_op
+from ..passes.autodiff import check_request, grad, inline_function
 
 DEFAULT_DIM = 3
 _FLOOR = 1e-6           # smallest gradient scale an error is measured against
@@ -159,7 +159,7 @@ def gradcheck(module: Module, fn_name: str, wrt: list[str] | None = None, *, see
     them) instead of building one.  Returns a :class:`GradcheckReport`;
     ``report.passed`` tells whether every argument is within ``tol``.
     """
-    from .ir.interpreter import interpret
+    from ..ir.interpreter import interpret
 
     if fn_name not in module:
         known = ", ".join(f.name for f in module.functions) or "none"

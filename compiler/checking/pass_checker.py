@@ -1,7 +1,7 @@
 """The per-pass differential checker: which pass changed the results?
 
-``run_pipeline(module, pipeline, check_each_pass=True)`` (``--check-each-pass``
-on the command line) runs every function of the module through the
+``run_pipeline(module, pipeline, instrumentations=[PassChecker(module)])``
+(``--check-each-pass`` on the command line) runs every function of the module through the
 reference interpreter on seeded random inputs before the first pass, and
 again after each pass; the first pass after which a function's outputs
 differ beyond tolerance is named in a :class:`PassCheckError`::
@@ -13,7 +13,7 @@ Inputs: symbolic dims are bound to small sizes (3 unless ``bindings`` says
 otherwise); float arguments are standard normal, except the parameters of a
 model, which are drawn from their declared initializers (so a softmax
 classifier is not driven into saturation); integer arguments are labels in
-``[0, C)`` with ``C`` read from their use (see :func:`compiler.gradcheck.random_inputs`).
+``[0, C)`` with ``C`` read from their use (see :func:`compiler.checking.gradcheck.random_inputs`).
 Float outputs compare with ``numpy.allclose(rtol, atol, equal_nan=True)``
 against the outputs before the pass; integer and bool outputs must be equal.
 
@@ -21,7 +21,7 @@ A gradient function a pass builds (a placeholder marked
 ``attrs["grad_of"]`` that has a body after the pass: the ``autodiff``
 pass) has nothing to compare with; it is checked against central finite
 differences of the function it differentiates, in float64, through
-:func:`compiler.gradcheck.gradcheck`.  A function that appears from nowhere
+:func:`compiler.checking.gradcheck.gradcheck`.  A function that appears from nowhere
 is recorded and checked by the passes after.
 """
 
@@ -36,6 +36,8 @@ from ..diagnostics import DlError
 from ..initializers import model_param_values
 from ..ir.core import Function, Module
 from ..ir.types import TensorType
+from ..passes.manager import PassInstrumentation
+from .gradcheck import gradcheck, random_inputs
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -64,8 +66,12 @@ class CheckReport:
     skipped: dict[str, str] = field(default_factory=dict)            # function -> why
 
 
-class PassChecker:
-    """Runs the interpreter before the first pass and after each, comparing outputs."""
+class PassChecker(PassInstrumentation):
+    """Runs the interpreter before the first pass and after each, comparing outputs.
+
+    A pass instrumentation: construct it on the module a pipeline starts from
+    and hand it to :func:`~compiler.passes.manager.run_pipeline`.
+    """
 
     def __init__(self, module: Module, *, seed: int = 0, bindings: dict[str, int] | None = None,
                  rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL,
@@ -99,15 +105,13 @@ class PassChecker:
 
     def _inputs(self, module: Module, func: Function) -> list[np.ndarray]:
         """Seeded random arguments; a model's parameters drawn from their initializers."""
-        from ..gradcheck import random_inputs
-
         _, args = random_inputs(func, seed=self.seed, bindings=self.bindings)
         initialized = model_param_values(module, func, self.seed)
         return [initialized.get(p.name, args[p.name]) for p in func.params]  # type: ignore[index]
 
     # -- checking ------------------------------------------------------------------
 
-    def after_pass(self, pass_name: str, module: Module) -> None:
+    def run_after_pass(self, pass_name: str, module: Module) -> None:
         """Check every function of ``module`` as it stands after ``pass_name``.
 
         Raises :class:`PassCheckError` naming the pass and the function.
@@ -163,8 +167,6 @@ class PassChecker:
 
     def _check_gradient(self, pass_name: str, module: Module, func: Function) -> None:
         """A gradient function built by ``pass_name``, against finite differences."""
-        from ..gradcheck import gradcheck
-
         spec = self._placeholders[func.name]
         fn, wrt = str(spec["fn"]), [str(w) for w in spec["wrt"]]
         report = gradcheck(module, fn, wrt, grad_fn=func.name, seed=self.seed,
