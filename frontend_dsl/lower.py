@@ -1,9 +1,12 @@
 """Lower the typed AST of a whole ``.dl`` file to a dl IR :class:`~compiler.ir.core.Module`.
 
-Functions are lowered on demand (a call may come before the callee's
-definition) and memoized; gradient functions are built by the autodiff pass;
-the model block is lowered by :mod:`frontend_dsl.model`.  Expressions and
-statements are :mod:`frontend_dsl.body`'s job.
+The top floor of the lowering.  Functions are lowered on demand (a call may
+come before the callee's definition) and memoized; gradient functions are
+built by the autodiff pass; the model block is lowered by
+:mod:`frontend_dsl.model`.  Expressions and statements are
+:mod:`frontend_dsl.exprs`'s job, names and error gathering
+:mod:`frontend_dsl.scope`'s, compile-time constants
+:mod:`frontend_dsl.constants`'s.
 
 Errors are collected, not raised one at a time: each function, gradient
 definition and model statement is lowered separately, and everything that
@@ -19,10 +22,13 @@ from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module, Value
 from compiler.ir.types import TensorType
 
+from compiler.passes.autodiff import grad
+
 from . import ast
-from .body import (GRAD_TRANSFORMS, Binding, Body, Poisoned, Scope, collect_errors, did_you_mean,
-                   nesting_limit, raise_all, resolve_type)
+from .constants import resolve_type
+from .exprs import GRAD_TRANSFORMS, Body
 from .model import MODEL_FUNCTIONS, ModelLowering
+from .scope import Binding, Poisoned, Scope, collect_errors, did_you_mean, nesting_limit, raise_all
 
 
 def lower_program(program: ast.Program, *, defer_grads: bool = False) -> Module:
@@ -124,6 +130,9 @@ class _Lowerer:
 
     def is_function(self, name: str) -> bool:
         return name in self.defs
+
+    def names(self) -> list[str]:
+        return list(self.defs)
 
     def function(self, name: str, call_span: Location | None = None) -> Function:
         """The lowered function ``name`` (lowering it now if needed).
@@ -250,8 +259,6 @@ class _Lowerer:
             wrt_expr = kw.value
         target = self.function(target_name.id, target_name.span)
         wrt = self._wrt(target, wrt_expr, call)
-        from compiler.passes.autodiff import grad
-
         with_value = call.func == "value_and_grad"
         func = grad(self.module, target.name, wrt, new_name=g.name.id, with_value=with_value,
                     loc=g.name.span)
@@ -296,4 +303,4 @@ class _Lowerer:
     # -- models ------------------------------------------------------------
 
     def _model(self, m: ast.ModelDef) -> None:
-        ModelLowering(self, m).run()
+        ModelLowering(self.module, self, m).run()

@@ -10,30 +10,21 @@ model (see ``docs/language.md`` for the contract).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError
 from compiler.ir.builder import new_function
-from compiler.ir.core import Function, Op, Value
+from compiler.ir.core import Function, Module, Op, Value
 from compiler.ir.types import TensorType
 from compiler.metrics import METRICS
 from compiler.optimizers import OPTIMIZERS
 
 from . import ast
-from .body import (Body, Lit, Poisoned, Scope, Word, collect_errors, convert_attr, did_you_mean,
-                   nesting_limit, raise_all, resolve_type)
-
-if TYPE_CHECKING:
-    from .lower import _Lowerer
+from .constants import convert_attr, initializer_spec, named_call, resolve_type
+from .exprs import Body, FunctionTable
+from .scope import Poisoned, Scope, collect_errors, did_you_mean, nesting_limit, raise_all
 
 MODEL_FUNCTIONS = ("predict", "loss", "evaluate")
-
-# dense(..., activation=NAME): the op applied after the affine map (None: identity).
-ACTIVATIONS: dict[str, str | None] = {
-    "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
-    "linear": None, "none": None,
-}
-DENSE_ARGS = ("x", "units", "activation", "name", "kernel_init", "bias_init", "use_bias")
 
 
 # ---------------------------------------------------------------------------
@@ -59,7 +50,7 @@ class _ModelState:
     loss: tuple[Value, ast.LossDecl, dict[str, Any]] | None = None
     optimizer: tuple[dict[str, Any], ast.OptimizerDecl] | None = None
     metrics: ast.MetricsDecl | None = None
-    dense_count: int = 0
+    layer_counts: dict[str, int] = field(default_factory=dict)   # layer -> calls so far
 
 
 class ModelLowering:
@@ -70,14 +61,14 @@ class ModelLowering:
     only the ops its outputs need.
     """
 
-    def __init__(self, lowerer: _Lowerer, m: ast.ModelDef):
-        self.lowerer = lowerer
+    def __init__(self, module: Module, functions: FunctionTable, m: ast.ModelDef):
+        self.module = module
         self.m = m
         self.state = _ModelState()
         self.declared: dict[str, Location] = {}
         self.attempted: set[type] = set()   # kinds of statement seen, even if they failed
         self.full, b = new_function(f"{m.name.id}.full", [], loc=m.name.span)
-        self.body = Body(lowerer, b, Scope(), set(), model=self)
+        self.body = Body(functions, b, Scope(), set(), params=self)
 
     def run(self) -> None:
         """Lower every statement (collecting errors), then add the three functions."""
@@ -120,7 +111,7 @@ class ModelLowering:
             if not t.is_static:
                 raise DlTypeError(f"parameter '{stmt.name.id}' needs a static shape, got {t.dsl_str()}",
                                   stmt.type.span)
-            init = self.initializer(stmt.init, default=None if stmt.init else _default_init(t))
+            init = initializer_spec(stmt.init, None if stmt.init else _default_init(t), self.body.const)
             value = Value(t, None, 0, stmt.name.id)
             self.body.scope.define(stmt.name, value)
             self.add_param(stmt.name, value, init)
@@ -152,6 +143,12 @@ class ModelLowering:
             raise NameResolutionError(f"model '{self.m.name.id}' declares '{what}' more than once",
                                       stmt.span, notes=[f"first declared at {first}"])
         self.declared[what] = stmt.span
+
+    def auto_name(self, layer: str) -> str:
+        """The next default name for a ``layer`` call: ``dense_1``, ``dense_2``, ... (as Keras)."""
+        count = self.state.layer_counts.get(layer, 0) + 1
+        self.state.layer_counts[layer] = count
+        return f"{layer}_{count}"
 
     def new_param(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value:
         """A new parameter (of a layer) that no name in the model's scope refers to."""
@@ -185,38 +182,8 @@ class ModelLowering:
 
     # -- initializers, optimizer, loss, metrics ----------------------------------
 
-    def initializer(self, expr: ast.Expr | None, default: dict[str, Any] | None) -> dict[str, Any]:
-        """``zeros`` / ``normal(std=0.1)`` as ``{"name": "normal", "std": 0.1}``."""
-        if expr is None:
-            assert default is not None
-            return default
-        from compiler.initializers import INITIALIZERS
-
-        name, args, kwargs, name_span = _named_call(expr, "an initializer such as zeros or normal(std=0.1)")
-        if name not in INITIALIZERS:
-            raise NameResolutionError(f"unknown initializer '{name}' "
-                                      f"(initializers: {', '.join(sorted(INITIALIZERS))})", name_span,
-                                      notes=did_you_mean(name, INITIALIZERS))
-        allowed = list(INITIALIZERS[name].defaults)
-        spec: dict[str, Any] = {"name": name}
-        if len(args) > len(allowed):
-            raise DlTypeError(f"too many arguments to initializer '{name}' "
-                              f"(it takes: {', '.join(allowed) or 'none'})", args[len(allowed)].span)
-        pairs = list(zip(allowed, args)) + [(kw.name, kw.value) for kw in kwargs]
-        for kw in kwargs:
-            if kw.name not in allowed:
-                raise DlTypeError(f"unknown keyword argument '{kw.name}' for initializer '{name}' "
-                                  f"(allowed: {', '.join(allowed) or 'none'})", kw.span,
-                                  notes=did_you_mean(kw.name, allowed))
-        for key, value_expr in pairs:
-            if key in spec:
-                raise DlTypeError(f"argument '{key}' of '{name}' given twice", value_expr.span)
-            spec[key] = convert_attr(self.body.const(value_expr), "float",
-                                     f"argument '{key}' of '{name}'", value_expr.span, set())
-        return spec
-
     def optimizer(self, expr: ast.Expr) -> dict[str, Any]:
-        name, args, kwargs, name_span = _named_call(expr, "an optimizer such as sgd(lr=0.01)")
+        name, args, kwargs, name_span = named_call(expr, "an optimizer such as sgd(lr=0.01)")
         if name not in OPTIMIZERS:
             raise NameResolutionError(f"unknown optimizer '{name}' "
                                       f"(optimizers: {', '.join(sorted(OPTIMIZERS))})", name_span,
@@ -282,61 +249,6 @@ class ModelLowering:
         raise_all(errors)
         return values
 
-    # -- layers --------------------------------------------------------------------
-
-    def dense(self, body: Body, c: ast.Call) -> Value:
-        """``dense(x, units, activation=relu)``: ``activation(x @ kernel + bias)`` with new params."""
-        given = _bind_args("dense", DENSE_ARGS, c)
-        for key in ("x", "units"):
-            if key not in given:
-                raise DlTypeError("'dense' takes x and units, e.g. dense(x, 512, activation=relu)", c.span)
-        x = body.single(given["x"])
-        if isinstance(x, Lit):
-            raise DlTypeError("dense needs a tensor input", given["x"].span)
-        if not x.type.dtype.is_float or x.type.rank == 0 or not isinstance(x.type.shape[-1], int):
-            raise DlTypeError(f"dense needs a float input of rank >= 1 whose last dim is static, "
-                              f"got {x.type.dsl_str()}", given["x"].span)
-        units = convert_attr(body.const(given["units"]), "int", "argument 'units' of 'dense'",
-                             given["units"].span, set())
-        if units <= 0:
-            raise DlTypeError(f"dense needs a positive number of units, got {units}", given["units"].span)
-        activation = self.activation(body, given.get("activation"))
-        self.state.dense_count += 1
-        layer = f"dense_{self.state.dense_count}"
-        if "name" in given:
-            layer = convert_attr(body.const(given["name"]), "str", "argument 'name' of 'dense'",
-                                 given["name"].span, set())
-        use_bias = True
-        if "use_bias" in given:
-            use_bias = convert_attr(body.const(given["use_bias"]), "bool", "argument 'use_bias' of 'dense'",
-                                    given["use_bias"].span, set())
-        kernel_type = TensorType(x.type.dtype, (x.type.shape[-1], units))
-        kernel_init = self.initializer(given.get("kernel_init"), {"name": "glorot_uniform"})
-        span = c.span
-        kernel = self.new_param(ast.Name(f"{layer}.kernel", span), kernel_type, kernel_init)
-        bias = None
-        if use_bias:
-            bias_init = self.initializer(given.get("bias_init"), {"name": "zeros"})
-            bias = self.new_param(ast.Name(f"{layer}.bias", span), TensorType(x.type.dtype, (units,)),
-                                  bias_init)
-        h = body.emit("matmul", [x, kernel], {}, span)
-        if bias is not None:
-            h = body.emit("add", [h, bias], {}, span)
-        if activation is not None:
-            h = body.emit(activation, [h], {}, span)
-        return h
-
-    def activation(self, body: Body, expr: ast.Expr | None) -> str | None:
-        if expr is None:
-            return None
-        value = body.const(expr)
-        name = value.name if isinstance(value, Word) else value
-        if not isinstance(name, str) or name not in ACTIVATIONS:
-            shown = name if isinstance(name, str) else str(value)
-            raise NameResolutionError(f"unknown activation '{shown}' (activations: {', '.join(ACTIVATIONS)})",
-                                      expr.span, notes=did_you_mean(str(shown), ACTIVATIONS))
-        return ACTIVATIONS[name]
-
     # -- the generated functions -------------------------------------------------
 
     def emit_functions(self, metric_values: list[Value]) -> None:
@@ -347,7 +259,7 @@ class ModelLowering:
         targets = [t.value for t in s.targets]
         self.check_outputs_use_no_target()
         loss_value = s.loss[0]
-        module = self.lowerer.module
+        module = self.module
         module.add(_extract(self.full, "predict", [*params, *inputs], [o.value for o in s.outputs],
                             [o.name for o in s.outputs]))
         module.add(_extract(self.full, "loss", [*params, *inputs, *targets], [loss_value], ["loss"]))
@@ -393,33 +305,6 @@ def _default_init(t: TensorType) -> dict[str, Any]:
 def _hyperparam_names(opt: Any) -> list[str]:
     inverse = {v: k for k, v in opt.aliases.items()}
     return [f"{k} ({inverse[k]})" if k in inverse else k for k in opt.hyperparams]
-
-
-def _named_call(expr: ast.Expr, what: str) -> tuple[str, tuple[ast.Expr, ...], tuple[ast.Keyword, ...], Location]:
-    """``name`` or ``name(args)`` (or ``"name"``) as its parts."""
-    if isinstance(expr, ast.Name):
-        return expr.id, (), (), expr.span
-    if isinstance(expr, ast.String):
-        return expr.value, (), (), expr.span
-    if isinstance(expr, ast.Call):
-        return expr.func, expr.args, expr.kwargs, expr.func_span
-    raise DlTypeError(f"expected {what}", expr.span)
-
-
-def _bind_args(fname: str, names: tuple[str, ...], c: ast.Call) -> dict[str, ast.Expr]:
-    given: dict[str, ast.Expr] = {}
-    if len(c.args) > len(names):
-        raise DlTypeError(f"too many arguments to '{fname}' (it takes {', '.join(names)})", c.args[len(names)].span)
-    for key, arg in zip(names, c.args):
-        given[key] = arg
-    for kw in c.kwargs:
-        if kw.name not in names:
-            raise DlTypeError(f"unknown keyword argument '{kw.name}' for '{fname}' "
-                              f"(allowed: {', '.join(names)})", kw.span, notes=did_you_mean(kw.name, names))
-        if kw.name in given:
-            raise DlTypeError(f"argument '{kw.name}' of '{fname}' given twice", kw.span)
-        given[kw.name] = kw.value
-    return given
 
 
 def _parameters_used(ops: list[Op], value: Value) -> set[Value]:

@@ -3,241 +3,58 @@
 :class:`Body` lowers ``let`` / ``return`` statements and expressions through
 a :class:`~compiler.ir.builder.Builder`, inside ``b.at(span)`` so every op
 carries the source location of the expression it came from.  Names live in
-scoped symbol tables (:class:`Scope`).  Callables are user functions (inlined
-at each call), gradient functions, ``dense`` (in models) and the ops of
+scoped symbol tables (:class:`~.scope.Scope`).  Callables are user functions
+(inlined at each call, found through a :class:`FunctionTable`), gradient
+functions, the layers of :data:`.layers.LAYERS` (in models) and the ops of
 :data:`compiler.ops.OPS` -- the language keeps no op list of its own.
 
-Literals have no dtype of their own (:class:`Lit`): ``x * 2`` takes ``x``'s
-dtype.  An int literal fits any numeric dtype, a float literal only a float
-one (``i * 2.5`` with an ``i32`` tensor is an error: cast first).  Two
+Literals have no dtype of their own (:class:`~.scope.Lit`): ``x * 2`` takes
+``x``'s dtype.  An int literal fits any numeric dtype, a float literal only a
+float one (``i * 2.5`` with an ``i32`` tensor is an error: cast first).  Two
 literals fold at compile time.
-
-A value whose definition failed is *poisoned*: using it raises
-:class:`Poisoned`, which callers swallow, so one mistake is reported once
-rather than at every later use.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Protocol
 
-import numpy as np
-
-from compiler.diagnostics import DlError, DlErrors, DlTypeError, Location, NameResolutionError
+from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
 from compiler.ir.types import Dim, DType, TensorType
 from compiler.ops import OPS, OpDef
+from compiler.passes.autodiff import inline_function
 
 from . import ast
-
-if TYPE_CHECKING:
-    from .lower import _Lowerer
-    from .model import ModelLowering
+from .constants import INT_RANGE, convert_attr, fits, fold
+from .layers import LAYERS
+from .layers.base import ParamHost
+from .scope import POISON, Lit, Poisoned, Scope, Word, collect_errors, did_you_mean, raise_all
 
 GRAD_TRANSFORMS = ("grad", "value_and_grad")
-DTYPE_NAMES = ("f32", "f64", "i32", "i64", "bool")
-
-# ---------------------------------------------------------------------------
-# Values during lowering
 
 
-@dataclass(frozen=True, slots=True)
-class Lit:
-    """A literal not yet given a dtype; it takes the dtype of the tensor it meets."""
+class FunctionTable(Protocol):
+    """The file's functions, as a body calling them sees them (lowered on demand)."""
 
-    value: int | float | bool
-    span: Location
+    def is_function(self, name: str) -> bool: ...
 
-    @property
-    def kind(self) -> str:
-        if isinstance(self.value, bool):
-            return "bool"
-        return "int" if isinstance(self.value, int) else "float"
+    def function(self, name: str, call_span: Location | None = None) -> Function: ...
 
-    def text(self) -> str:
-        if isinstance(self.value, bool):
-            return "true" if self.value else "false"
-        return repr(self.value)
-
-
-class Poison:
-    """Bound to a name whose definition failed (an error was already reported)."""
-
-
-POISON = Poison()
-
-
-class Poisoned(Exception):
-    """An expression used a poisoned name: fail quietly, the cause is reported."""
-
-
-Bound = Value | Lit | Poison
-
-
-@dataclass
-class Binding:
-    value: Bound
-    span: Location
-
-
-class Scope:
-    """A scoped symbol table: names to values, looked up through the parents."""
-
-    def __init__(self, parent: Scope | None = None):
-        self.parent = parent
-        self.names: dict[str, Binding] = {}
-
-    def lookup(self, name: str) -> Binding | None:
-        scope: Scope | None = self
-        while scope is not None:
-            if name in scope.names:
-                return scope.names[name]
-            scope = scope.parent
-        return None
-
-    def define(self, name: ast.Name, value: Bound) -> None:
-        """Bind ``name``; defining a name visible here again (no shadowing) is an error."""
-        previous = self.lookup(name.id)
-        if previous is not None:
-            raise NameResolutionError(f"'{name.id}' is already defined", name.span,
-                                      notes=[f"previous definition at {previous.span}"])
-        self.names[name.id] = Binding(value, name.span)
-
-    def poison(self, names: Iterable[ast.Name]) -> None:
-        """Mark names whose definition failed, so later uses stay quiet."""
-        for n in names:
-            if n.id not in self.names:
-                self.names[n.id] = Binding(POISON, n.span)
-
-    def all_names(self) -> list[str]:
-        out = list(self.names)
-        if self.parent is not None:
-            out += self.parent.all_names()
-        return out
-
-
-@contextmanager
-def nesting_limit(span: Location) -> Iterator[None]:
-    """Report an expression too deep for Python's stack as an error at ``span``."""
-    try:
-        yield
-    except RecursionError:
-        raise DlTypeError("this expression is nested too deeply to compile; split it with 'let'",
-                          span) from None
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> list[str]:
-    """A note suggesting the closest candidate, if any is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.5)
-    return [f"did you mean '{close[0]}'?"] if close else []
-
-
-def collect_errors(errors: list[DlError], e: DlError) -> None:
-    """Append ``e`` (or each error of a ``DlErrors``) to ``errors``."""
-    errors.extend(e.errors if isinstance(e, DlErrors) else [e])
-
-
-def raise_all(errors: list[DlError]) -> None:
-    """Raise the collected errors together, if there are any."""
-    if errors:
-        raise DlErrors(errors)
-
-
-# ---------------------------------------------------------------------------
-# Types
-
-
-def resolve_type(t: ast.TypeExpr, symbols: set[str] | None, *, what: str = "") -> TensorType:
-    """A written type as a :class:`TensorType`.
-
-    ``symbols``, if given, is the set of dims already bound: a return type
-    may only use the symbols its parameters introduced.
-    """
-    if t.dtype not in DTYPE_NAMES:
-        raise DlTypeError(f"unknown dtype '{t.dtype}' (dtypes: {', '.join(DTYPE_NAMES)})", t.span,
-                          notes=did_you_mean(t.dtype, DTYPE_NAMES))
-    for d in t.dims:
-        if isinstance(d, int) and d <= 0:
-            raise DlTypeError(f"dims must be positive, got {d}", t.span)
-        if symbols is not None and isinstance(d, str) and d not in symbols:
-            raise NameResolutionError(
-                f"dim '{d}' in the {what or 'type'} is not bound by any parameter", t.span)
-    return TensorType(DType.from_name(t.dtype), tuple(t.dims))
-
-
-# ---------------------------------------------------------------------------
-# Constant (attribute) values
-
-
-@dataclass(frozen=True)
-class Word:
-    """A bare name used as a constant: a dtype, an activation, a symbol..."""
-
-    name: str
-    span: Location
-
-
-def _fold(op: str, lhs: Lit, rhs: Lit, span: Location) -> Lit:
-    """Two literals combined at compile time."""
-    a, b = lhs.value, rhs.value
-    if isinstance(a, bool) or isinstance(b, bool):
-        if op in ("eq", "ne"):
-            return Lit((a == b) if op == "eq" else (a != b), span)
-        raise DlTypeError("arithmetic on true/false is not allowed", span)
-    try:
-        if op == "add":
-            return Lit(a + b, span)
-        if op == "sub":
-            return Lit(a - b, span)
-        if op == "mul":
-            return Lit(a * b, span)
-        if op == "div":
-            return Lit(a / b, span)
-        if op == "pow":
-            value = a ** b
-            if isinstance(value, complex):
-                raise DlTypeError("constant expression has no real value", span)
-            return Lit(value, span)
-    except ZeroDivisionError:
-        raise DlTypeError("division by zero in a constant expression", span) from None
-    except OverflowError:
-        raise DlTypeError("constant expression overflows", span) from None
-    comparisons = {"eq": a == b, "ne": a != b, "lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}
-    if op in comparisons:
-        return Lit(comparisons[op], span)
-    raise DlTypeError(f"'{ast.OPERATOR_TEXT.get(op, op)}' needs tensor operands, not two numbers", span)
-
-
-def _fits(lit: Lit, dtype: DType) -> bool:
-    if lit.kind == "bool":
-        return dtype is DType.bool
-    if dtype is DType.bool:
-        return False
-    return dtype.is_float or lit.kind == "int"
-
-
-_INT_RANGE = {DType.i32: (-(2 ** 31), 2 ** 31 - 1), DType.i64: (-(2 ** 63), 2 ** 63 - 1)}
-
-
-# ---------------------------------------------------------------------------
-# Bodies: expressions and statements of a function or model
+    def names(self) -> list[str]: ...
 
 
 class Body:
     """Lowers statements and expressions into one function through its builder."""
 
-    def __init__(self, lowerer: _Lowerer, b: Builder, scope: Scope, symbols: set[str],
-                 model: ModelLowering | None = None):
-        self.lowerer = lowerer
+    def __init__(self, functions: FunctionTable, b: Builder, scope: Scope, symbols: set[str],
+                 params: ParamHost | None = None):
+        self.functions = functions
         self.b = b
         self.scope = scope
         self.symbols = symbols
-        self.model = model
+        self.params = params    # the model, inside a model block: layers add parameters to it
 
     # -- statements --------------------------------------------------------
 
@@ -324,7 +141,7 @@ class Body:
                     f"'{e.id}' is a dim, not a value; use dim_size(x, axis=...) for its runtime size",
                     e.span)
             hint = did_you_mean(e.id, self.scope.all_names())
-            if not hint and (e.id in OPS or self.lowerer.is_function(e.id)):
+            if not hint and (e.id in OPS or self.functions.is_function(e.id)):
                 hint = [f"'{e.id}' is a function; call it as {e.id}(...)"]
             raise NameResolutionError(f"unknown name '{e.id}'", e.span, notes=hint)
         if binding.value is POISON:
@@ -351,7 +168,7 @@ class Body:
 
     def apply_binary(self, e: ast.Binary, lhs: Value | Lit, rhs: Value | Lit) -> Value | Lit:
         if isinstance(lhs, Lit) and isinstance(rhs, Lit):
-            return _fold(e.op, lhs, rhs, e.span)
+            return fold(e.op, lhs, rhs, e.span)
         operands = self.materialize_all([lhs, rhs])
         return self.emit(e.op, operands, {}, e.span, display=ast.OPERATOR_TEXT[e.op])
 
@@ -368,14 +185,14 @@ class Body:
         """A literal as a rank-0 constant of ``dtype`` (default: f32, i32 or bool)."""
         if dtype is None:
             dtype = {"bool": DType.bool, "int": DType.i32, "float": DType.f32}[lit.kind]
-        if not _fits(lit, dtype):
+        if not fits(lit, dtype):
             if lit.kind == "float" and dtype.is_int:
                 raise DlTypeError(f"float literal {lit.text()} used with an {dtype.dsl_name} tensor; "
                                   "cast the tensor with cast(x, f32) or write an integer", lit.span)
             raise DlTypeError(f"{lit.kind} literal {lit.text()} used with a {dtype.dsl_name} tensor",
                               lit.span)
-        if dtype in _INT_RANGE:
-            low, high = _INT_RANGE[dtype]
+        if dtype in INT_RANGE:
+            low, high = INT_RANGE[dtype]
             if not low <= lit.value <= high:
                 raise DlTypeError(f"integer literal {lit.text()} is out of range for {dtype.dsl_name}",
                                   lit.span)
@@ -390,7 +207,7 @@ class Body:
         out = []
         for v in operands:
             if isinstance(v, Lit):
-                fitting = [t for t in tensors if _fits(v, t.type.dtype)]
+                fitting = [t for t in tensors if fits(v, t.type.dtype)]
                 chosen = fitting[0] if fitting else (tensors[0] if tensors else None)
                 v = self.materialize(v, chosen.type.dtype if chosen else None)
             out.append(v)
@@ -413,17 +230,21 @@ class Body:
     # -- calls -----------------------------------------------------------------
 
     def call(self, c: ast.Call) -> Value | Lit | tuple[Value, ...]:
-        if self.lowerer.is_function(c.func):
+        if self.functions.is_function(c.func):
             return self.inline(c)
-        if c.func == "dense":
-            return self.dense(c)
+        layer = LAYERS.get(c.func)
+        if layer is not None:
+            if self.params is None:
+                raise DlTypeError(f"{c.func}(...) creates parameters, so it can only be used inside a model",
+                                  c.func_span)
+            return layer.lower(c, self, self.params)
         if c.func in GRAD_TRANSFORMS:
             raise DlTypeError(f"{c.func}(...) defines a function: write 'fn name = {c.func}(f, wrt=[...])' "
                               "at the top level and call it", c.func_span)
         opdef = OPS.get(c.func)
         if opdef is not None:
             return self.op_call(opdef, c)
-        known = [*OPS, *self.lowerer.defs, *(["dense"] if self.model else [])]
+        known = [*OPS, *self.functions.names(), *(LAYERS if self.params else [])]
         raise NameResolutionError(f"unknown function '{c.func}'", c.func_span,
                                   notes=did_you_mean(c.func, known))
 
@@ -510,7 +331,7 @@ class Body:
 
     def inline(self, c: ast.Call) -> Value | tuple[Value, ...]:
         """A call of a user function: check the arguments, then copy its body here."""
-        callee = self.lowerer.function(c.func, c.func_span)
+        callee = self.functions.function(c.func, c.func_span)
         names = [p.name for p in callee.params]
         given: dict[str, ast.Expr] = {}
         if len(c.args) > len(names):
@@ -544,8 +365,6 @@ class Body:
 
     def copy_body(self, callee: Function, args: list[Value], binding: dict[str, Dim],
                   c: ast.Call) -> Value | tuple[Value, ...]:
-        from compiler.passes.autodiff import inline_function
-
         def substitute(op: Op) -> dict[str, Any]:
             return substitute_dims(op, binding)
 
@@ -556,14 +375,6 @@ class Body:
             raise
         outputs = tuple(env[v] for v in callee.outputs)
         return outputs[0] if len(outputs) == 1 else outputs
-
-    # -- layers ------------------------------------------------------------------
-
-    def dense(self, c: ast.Call) -> Value:
-        if self.model is None:
-            raise DlTypeError("dense(...) creates parameters, so it can only be used inside a model",
-                              c.func_span)
-        return self.model.dense(self, c)
 
 
 def _signature(op: OpDef) -> str:
@@ -579,81 +390,6 @@ def _signature(op: OpDef) -> str:
         else:
             parts.append(f"{key}={'none' if default is None else default}")
     return f"{op.name}({', '.join(parts)})"
-
-
-def convert_attr(value: Any, kind: str, where: str, span: Location, symbols: set[str]) -> Any:
-    """A constant as an attribute of ``kind`` (see :class:`compiler.ops.base.AttrSpec`)."""
-
-    def bad(expected: str) -> DlTypeError:
-        return DlTypeError(f"{where} must be {expected}", span)
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if kind == "int":
-        if not is_int(value):
-            raise bad("an integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if kind == "str":
-        if isinstance(value, Word):
-            return value.name
-        if not isinstance(value, str):
-            raise bad("a name or a string")
-        return value
-    if kind == "scalar":
-        if not isinstance(value, (bool, int, float)):
-            raise bad("a number")
-        return value
-    if kind == "dtype":
-        name = value.name if isinstance(value, Word) else value
-        if not isinstance(name, str) or name not in DTYPE_NAMES:
-            raise bad(f"a dtype ({', '.join(DTYPE_NAMES)})")
-        return DType.from_name(name)
-    if kind in ("ints", "optional_ints"):
-        items = value if isinstance(value, list) else [value]
-        if not all(is_int(v) for v in items):
-            raise bad("an integer or a list of integers")
-        return tuple(items)
-    if kind == "dims":
-        if not isinstance(value, list):
-            raise bad("a list of dims, e.g. [N, 784]")
-        dims: list[Dim] = []
-        for v in value:
-            if is_int(v):
-                dims.append(v)
-            elif isinstance(v, Word) and v.name in symbols:
-                dims.append(v.name)
-            elif isinstance(v, Word):
-                raise NameResolutionError(f"unknown dim '{v.name}' in {where}", v.span,
-                                          notes=did_you_mean(v.name, symbols))
-            else:
-                raise bad("a list of dims, e.g. [N, 784]")
-        return tuple(dims)
-    if kind == "dense":
-        if isinstance(value, Word) or _contains_word(value):
-            raise bad("a number or a list of numbers")
-        try:
-            array = np.asarray(value)
-        except ValueError:
-            raise bad("a rectangular list of numbers") from None
-        if array.dtype == object:
-            raise bad("a rectangular list of numbers")
-        return array if array.ndim else value
-    raise AssertionError(f"unknown attribute kind {kind}")
-
-
-def _contains_word(value: Any) -> bool:
-    if isinstance(value, list):
-        return any(_contains_word(v) for v in value)
-    return isinstance(value, (Word, str))
 
 
 def unify_call(callee: Function, args: list[tuple[Value, ast.Expr]]) -> dict[str, Dim]:

@@ -1,0 +1,10 @@
+"""The layers of ``model`` blocks, one definition per layer, found by name in :data:`LAYERS`.
+
+Importing this package fills the table; each module below defines layers
+(see :mod:`.base` for what a definition holds).
+"""
+
+from . import dense  # noqa: F401  (each module defines its layers)
+from .base import ACTIVATIONS, LAYERS, LayerCall, LayerDef, define_layer
+
+__all__ = ["ACTIVATIONS", "LAYERS", "LayerCall", "LayerDef", "define_layer"]

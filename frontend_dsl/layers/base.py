@@ -1,0 +1,170 @@
+"""What a layer is: one definition holding its arguments, parameters and forward.
+
+A layer (``dense`` today; ``conv2d``, ``dropout``, ``batch_norm`` next) is
+sugar inside a ``model`` block that creates parameters and computes with
+them.  Like an op of :mod:`compiler.ops`, a layer is defined once, in one
+file, and found by name through :data:`LAYERS`::
+
+    dense = define_layer("dense", args=("x", "units", "activation", ...),
+                         required=("x", "units"), usage="dense(x, 512, activation=relu)",
+                         doc="...")
+
+    @dense.def_build
+    def _(call: LayerCall) -> Value:
+        x = call.tensor("x")
+        kernel = call.param("kernel", TensorType(...), call.initializer("kernel_init", GLOROT))
+        return call.emit("matmul", x, kernel)
+
+The build function sees a :class:`LayerCall`: the call's arguments, bound
+by position or keyword and checked against ``args``, converters that report
+mistakes at the argument's source span, and the model to create parameters
+in (named ``<layer name>.<param>``, e.g. ``dense_1.kernel``).  The lowering
+supplies the two sides through the :class:`Expressions` and
+:class:`ParamHost` protocols, so this package imports nothing above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from compiler.diagnostics import DlTypeError, Location, NameResolutionError
+from compiler.ir.core import Value
+from compiler.ir.types import TensorType
+
+from .. import ast
+from ..constants import bind_args, convert_attr, initializer_spec
+from ..scope import Lit, Word, did_you_mean
+
+# activation=NAME: the op applied to a layer's output (None: identity).
+ACTIVATIONS: dict[str, str | None] = {
+    "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
+    "linear": None, "none": None,
+}
+
+
+class Expressions(Protocol):
+    """The expression lowering, as a layer sees it."""
+
+    def single(self, e: ast.Expr) -> Value | Lit: ...
+
+    def const(self, expr: ast.Expr) -> Any: ...
+
+    def emit(self, name: str, operands: list[Value], attrs: dict[str, Any], span: Location,
+             display: str | None = None) -> Any: ...
+
+
+class ParamHost(Protocol):
+    """The model a layer adds its parameters to."""
+
+    def new_param(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value: ...
+
+    def auto_name(self, layer: str) -> str: ...
+
+
+@dataclass(eq=False)
+class LayerDef:
+    """Everything about one layer.  See the module docstring."""
+
+    name: str
+    args: tuple[str, ...]
+    required: tuple[str, ...]
+    usage: str
+    doc: str
+    build: Callable[[LayerCall], Value] | None = None
+
+    def def_build(self, fn: Callable[[LayerCall], Value]) -> Callable[[LayerCall], Value]:
+        self.build = fn
+        return fn
+
+    def lower(self, c: ast.Call, exprs: Expressions, host: ParamHost) -> Value:
+        """Lower one call of this layer inside a model."""
+        assert self.build is not None, f"layer {self.name} has no build rule"
+        return self.build(LayerCall(self, c, exprs, host))
+
+
+LAYERS: dict[str, LayerDef] = {}
+
+
+def define_layer(name: str, *, args: tuple[str, ...], required: tuple[str, ...], usage: str,
+                 doc: str) -> LayerDef:
+    """Create a layer definition and enter it in :data:`LAYERS`."""
+    assert name not in LAYERS, f"layer {name} defined twice"
+    assert set(required) <= set(args), required
+    layer = LayerDef(name, args, required, usage, doc)
+    LAYERS[name] = layer
+    return layer
+
+
+class LayerCall:
+    """One call of a layer: its bound arguments, and where its parameters go."""
+
+    def __init__(self, layer: LayerDef, c: ast.Call, exprs: Expressions, host: ParamHost):
+        self.layer = layer
+        self.span = c.span
+        self.exprs = exprs
+        self.host = host
+        self.given = bind_args(layer.name, layer.args, c)
+        missing = [key for key in layer.required if key not in self.given]
+        if missing:
+            raise DlTypeError(f"'{layer.name}' takes {', '.join(layer.required)}, "
+                              f"e.g. {layer.usage}", c.span, notes=[f"missing: {', '.join(missing)}"])
+        default_name = host.auto_name(layer.name)     # counted even when named, as before
+        self.name = self.str("name", None) or default_name
+
+    # -- arguments -------------------------------------------------------------
+
+    def has(self, key: str) -> bool:
+        return key in self.given
+
+    def span_of(self, key: str) -> Location:
+        return self.given[key].span if key in self.given else self.span
+
+    def tensor(self, key: str) -> Value:
+        """A tensor argument."""
+        v = self.exprs.single(self.given[key])
+        if isinstance(v, Lit):
+            raise DlTypeError(f"{self.layer.name} needs a tensor for '{key}'", self.span_of(key))
+        return v
+
+    def _const(self, key: str, kind: str, default: Any) -> Any:
+        if key not in self.given:
+            return default
+        return convert_attr(self.exprs.const(self.given[key]), kind,
+                            f"argument '{key}' of '{self.layer.name}'", self.span_of(key), set())
+
+    def int(self, key: str, default: int | None = None) -> Any:
+        return self._const(key, "int", default)
+
+    def bool(self, key: str, default: bool | None = None) -> Any:
+        return self._const(key, "bool", default)
+
+    def str(self, key: str, default: str | None = None) -> Any:
+        return self._const(key, "str", default)
+
+    def initializer(self, key: str, default: dict[str, Any]) -> dict[str, Any]:
+        """An initializer argument (``kernel_init=normal(std=0.1)``), or ``default``."""
+        return initializer_spec(self.given.get(key), default, self.exprs.const)
+
+    def activation(self, key: str) -> str | None:
+        """An activation argument: the name of the op to apply, or None for identity."""
+        if key not in self.given:
+            return None
+        expr = self.given[key]
+        value = self.exprs.const(expr)
+        name = value.name if isinstance(value, Word) else value
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            shown = name if isinstance(name, str) else str(value)
+            raise NameResolutionError(f"unknown activation '{shown}' (activations: {', '.join(ACTIVATIONS)})",
+                                      expr.span, notes=did_you_mean(str(shown), ACTIVATIONS))
+        return ACTIVATIONS[name]
+
+    # -- building --------------------------------------------------------------
+
+    def param(self, suffix: str, t: TensorType, init: dict[str, Any]) -> Value:
+        """A new model parameter ``<layer name>.<suffix>``."""
+        return self.host.new_param(ast.Name(f"{self.name}.{suffix}", self.span), t, init)
+
+    def emit(self, op: str, *operands: Value, **attrs: Any) -> Value:
+        """Op ``op`` at the layer call's source location."""
+        return self.exprs.emit(op, list(operands), attrs, self.span)
