@@ -3,7 +3,7 @@
 Each :class:`OptimizerDef` carries everything about one optimizer: its
 hyperparameters with Keras's defaults, the state it keeps, and its update rule
 written in dl ops through a :class:`~compiler.ir.builder.Builder`.  The
-training step (``compiler/training.py``) calls the rule once per parameter,
+training step (``compiler/train_step.py``) calls the rule once per parameter,
 so forward, backward and update compile into one native function.
 
 The formulas are Keras 3's (``keras/src/optimizers/*.py``), with ``g`` the

@@ -9,7 +9,7 @@
     model.save("weights.npz")
 
 A :class:`Model` holds the model module (with its compiled ``train_step``,
-see ``compiler/training.py``), the weights and optimizer state as numpy
+see ``compiler/train_step.py``), the weights and optimizer state as numpy
 arrays, and a :class:`Backend` that runs the module's functions:
 
 - ``"native"``: native code from ``runtime.compile``; one native call per
@@ -36,7 +36,7 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Module
-from compiler.training import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
+from compiler.train_step import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
 
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets

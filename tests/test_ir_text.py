@@ -635,7 +635,7 @@ def _as_tuples(value):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_modules_round_trip_and_train_from_text(path: Path) -> None:
-    from compiler.training import build_train_step
+    from compiler.train_step import build_train_step
     from frontend_dsl.api import compile_file
 
     module = compile_file(path)

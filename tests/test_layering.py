@@ -28,7 +28,7 @@ FLOORS: list[tuple[str, int, str]] = [
     ("compiler.metrics", 4, "model-parts"),
     ("compiler.optimizers", 4, "model-parts"),
     ("compiler.checking", 5, "checking"),
-    ("compiler.training", 5, "training"),
+    ("compiler.train_step", 5, "training"),
     ("compiler.analysis", 6, "analysis"),
     ("compiler.codegen", 6, "codegen"),
     ("frontend_dsl", 6, "frontend"),

@@ -173,7 +173,7 @@ def test_default_pipeline_preserves_every_example(path):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_optimizing_the_training_step_preserves_it(path):
-    from compiler.training import build_train_step
+    from compiler.train_step import build_train_step
 
     module = _load(path)
     build_train_step(module)

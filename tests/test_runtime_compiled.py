@@ -266,7 +266,7 @@ def test_aot_refuses_tampered_or_foreign_code(mod, tmp_path):
 
 def example_module() -> Module:
     from compiler.passes import run_pipeline
-    from compiler.training import build_train_step
+    from compiler.train_step import build_train_step
     from frontend_dsl.api import compile_file
 
     merged = Module()

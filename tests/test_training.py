@@ -15,7 +15,7 @@ import pytest
 from compiler.diagnostics import DlError
 from compiler.ir.interpreter import interpret
 from compiler.optimizers import OPTIMIZERS
-from compiler.training import TrainingError, build_train_step, train_signature
+from compiler.train_step import TrainingError, build_train_step, train_signature
 
 from test_training_models import classifier_module, linear_module
 

@@ -8,7 +8,7 @@ buffer reuse) and the peak of live intermediates in program order.
 Per model (:func:`model_stats`): the parameter count (as Keras counts it)
 and the bytes of parameters, of their gradients and of the optimizer state,
 the forward cost (``@predict``) and the cost of one training step
-(``@train_step`` as :func:`compiler.training.build_train_step` builds it;
+(``@train_step`` as :func:`compiler.train_step.build_train_step` builds it;
 :func:`with_train_step` adds it to a copy of the module).
 
 Sizes with symbolic dims are :class:`~.flops.Poly` polynomials; the report
@@ -137,7 +137,7 @@ def model_stats(module: Module, train_step_note: str | None = None) -> ModelStat
 def _optimizer_state(module: Module) -> tuple[str | None, list[tuple[str, TensorType]]]:
     """The optimizer's name and state tensors, from the training signature (None, [] without)."""
     try:
-        from ..training import train_signature
+        from ..train_step import train_signature
 
         sig = train_signature(module)
     except (ImportError, DlError):
@@ -157,11 +157,11 @@ def with_train_step(module: Module) -> tuple[Module, str | None]:
         return module, None
     copy = Module(list(module.functions), dict(module.attrs))
     try:
-        from ..training import build_train_step
+        from ..train_step import build_train_step
 
         build_train_step(copy)
     except ImportError:
-        return module, "compiler.training is not available"
+        return module, "compiler.train_step is not available"
     except DlError as e:
         return module, f"cannot build a training step: {e.message}"
     return copy, None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._pipeline import DEFAULT_PIPELINE, add_pass_arguments, load_for_passes, run_passes
+from .pass_flags import DEFAULT_PIPELINE, add_pass_arguments, load_for_passes, run_passes
 
 NAME = "compile"
 HELP = "compile a .dl file (or dl IR text) to native code in a directory (AOT)"

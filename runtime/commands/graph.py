@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from . import pick_function
-from ._pipeline import add_pass_arguments, load_for_passes, run_passes
+from .pass_flags import add_pass_arguments, load_for_passes, run_passes
 
 NAME = "graph"
 HELP = "draw the dataflow graph of a .dl file or IR text (DOT, or SVG/PNG through Graphviz)"

@@ -14,7 +14,7 @@ from typing import Callable
 from compiler.ir.core import Module
 
 from . import pick_function
-from ._pipeline import add_pass_arguments, load_for_passes, run_passes
+from .pass_flags import add_pass_arguments, load_for_passes, run_passes
 
 NAME = "ir"
 HELP = "print the dl IR of a .dl file or of IR text"

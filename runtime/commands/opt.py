@@ -4,7 +4,7 @@ The ``mlir-opt`` of dlc: reads dl IR text (``.mlir``) or ``.dl`` source,
 runs the pipeline (no passes: parse, verify and print back), and prints the
 module -- to stdout, or to ``-o FILE``.  Every pass flag applies
 (``--print-ir-after``, ``--time-passes``, ``--check-each-pass``, ...; see
-``runtime/commands/_pipeline.py``).
+``runtime/commands/pass_flags.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from compiler.diagnostics import DlError
 from compiler.ir.core import Module
 
 from . import pick_function
-from ._pipeline import add_pass_arguments, load_for_passes, run_passes
+from .pass_flags import add_pass_arguments, load_for_passes, run_passes
 
 NAME = "opt"
 HELP = "run passes over dl IR text (or a .dl file) and print the resulting IR"

@@ -22,7 +22,7 @@ from compiler.diagnostics import DlError
 from compiler.ir.core import Function, Module, Value
 
 from . import pick_function
-from ._pipeline import add_pass_arguments, load_for_passes, run_passes
+from .pass_flags import add_pass_arguments, load_for_passes, run_passes
 
 NAME = "run"
 HELP = "run a function of a .dl file (or IR text) on inputs: native code, or --interp"

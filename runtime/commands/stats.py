@@ -15,7 +15,7 @@ import json
 from compiler.diagnostics import DlError
 
 from . import pick_function
-from ._pipeline import add_pass_arguments, load_for_passes, run_passes
+from .pass_flags import add_pass_arguments, load_for_passes, run_passes
 from .gradcheck import _parse_dims as parse_dims
 
 NAME = "stats"

@@ -29,7 +29,7 @@ from compiler.ir.core import Module
 from ..data import Dataset, load_data
 from ..model import BACKENDS, History, Model, load_model
 from . import check_output, write_output_file
-from ._pipeline import DEFAULT_PIPELINE, add_pass_arguments, run_passes
+from .pass_flags import DEFAULT_PIPELINE, add_pass_arguments, run_passes
 
 NAME = "train"
 HELP = "train a model (compiled training step) and report loss and metrics"
