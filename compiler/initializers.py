@@ -145,11 +145,28 @@ def _he_uniform(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     return rng.uniform(-limit, limit, shape)
 
 
+@_define("lecun_normal", {},
+         "Truncated normal, std = sqrt(1 / fan_in) / 0.8796 (Keras ``LecunNormal``).")
+def _lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    fan_in, _ = compute_fans(shape)
+    std = math.sqrt(1.0 / max(1.0, fan_in)) / TRUNCATED_NORMAL_STD
+    return truncated_normal(rng, shape, 0.0, std)
+
+
+@_define("lecun_uniform", {},
+         "Uniform on [-l, l], l = sqrt(3 / fan_in) (Keras ``LecunUniform``).")
+def _lecun_uniform(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    fan_in, _ = compute_fans(shape)
+    limit = math.sqrt(3.0 / max(1.0, fan_in))
+    return rng.uniform(-limit, limit, shape)
+
+
 # Keras spellings accepted as aliases.
 ALIASES = {
     "random_normal": "normal", "random_uniform": "uniform",
     "glorotuniform": "glorot_uniform", "glorotnormal": "glorot_normal",
     "henormal": "he_normal", "heuniform": "he_uniform",
+    "lecunnormal": "lecun_normal", "lecununiform": "lecun_uniform",
 }
 ARG_ALIASES = {"stddev": "std", "minval": "low", "maxval": "high"}
 

@@ -203,17 +203,23 @@ def named_call(expr: ast.Expr, what: str) -> tuple[str, tuple[ast.Expr, ...], tu
     raise DlTypeError(f"expected {what}", expr.span)
 
 
-def bind_args(fname: str, names: tuple[str, ...], c: ast.Call) -> dict[str, ast.Expr]:
+def bind_args(fname: str, names: tuple[str, ...], c: ast.Call,
+              aliases: dict[str, str] | None = None) -> dict[str, ast.Expr]:
+    """``c``'s arguments by name: positional in the order of ``names``, then keywords
+    (a keyword in ``aliases`` stands for the name it maps to)."""
+    aliases = aliases or {}
     given: dict[str, ast.Expr] = {}
     if len(c.args) > len(names):
         raise DlTypeError(f"too many arguments to '{fname}' (it takes {', '.join(names)})", c.args[len(names)].span)
     for key, arg in zip(names, c.args):
         given[key] = arg
     for kw in c.kwargs:
-        if kw.name not in names:
+        key = aliases.get(kw.name, kw.name)
+        if key not in names:
+            allowed = [*names, *aliases]
             raise DlTypeError(f"unknown keyword argument '{kw.name}' for '{fname}' "
-                              f"(allowed: {', '.join(names)})", kw.span, notes=did_you_mean(kw.name, names))
-        if kw.name in given:
-            raise DlTypeError(f"argument '{kw.name}' of '{fname}' given twice", kw.span)
-        given[kw.name] = kw.value
+                              f"(allowed: {', '.join(names)})", kw.span, notes=did_you_mean(kw.name, allowed))
+        if key in given:
+            raise DlTypeError(f"argument '{key}' of '{fname}' given twice", kw.span)
+        given[key] = kw.value
     return given

@@ -24,6 +24,7 @@ from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
 from compiler.ir.types import Dim, DType, TensorType
 from compiler.ops import OPS, OpDef
+from compiler.ops.base import COMPOSITE, ELEMENTWISE
 from compiler.passes.autodiff import inline_function
 
 from . import ast
@@ -359,19 +360,46 @@ class Body:
             v = self.single(expr)
             if isinstance(v, Lit):
                 v = self.materialize(v, p.type.dtype)
-            args.append((v, expr))
+            args.append((v, expr.span))
         binding = unify_call(callee, args)
-        return self.copy_body(callee, [v for v, _ in args], binding, c)
+        return self.copy_body(callee, [v for v, _ in args], binding, c.span)
+
+    def apply_unary(self, name: str, x: Value, span: Location, what: str) -> Value:
+        """``name(x)``: a function of the file taking and returning one tensor, or an
+        elementwise op (or softmax-like composite) of one operand whose attributes all
+        have defaults.  ``what`` names the use in errors (``activation``)."""
+        if self.functions.is_function(name):
+            callee = self.functions.function(name, span)
+            if len(callee.params) != 1 or len(callee.outputs) != 1:
+                raise DlTypeError(f"function '{name}' takes {len(callee.params)} argument(s) and returns "
+                                  f"{len(callee.outputs)} value(s); as an {what} it must take one tensor "
+                                  "and return one", span)
+            out = self.copy_body(callee, [x], unify_call(callee, [(x, span)]), span)
+            assert isinstance(out, Value)
+        else:
+            opdef = OPS.get(name)
+            if (opdef is None or opdef.kind not in (ELEMENTWISE, COMPOSITE) or len(opdef.operands) != 1
+                    or opdef.variadic or any(spec.required for spec in opdef.attrs.values())):
+                usable = sorted(n for n, d in OPS.items() if d.kind == ELEMENTWISE and len(d.operands) == 1
+                                and not any(spec.required for spec in d.attrs.values()))
+                raise NameResolutionError(f"unknown {what} '{name}': not a function of this file or an "
+                                          "elementwise op of one tensor", span,
+                                          notes=did_you_mean(name, [*usable, *self.functions.names()]))
+            out = self.emit(name, [x], {}, span)
+        if out.type != x.type:
+            raise DlTypeError(f"{what} '{name}' turns {x.type.dsl_str()} into {out.type.dsl_str()}; "
+                              "it must keep the shape and dtype", span)
+        return out
 
     def copy_body(self, callee: Function, args: list[Value], binding: dict[str, Dim],
-                  c: ast.Call) -> Value | tuple[Value, ...]:
+                  span: Location) -> Value | tuple[Value, ...]:
         def substitute(op: Op) -> dict[str, Any]:
             return substitute_dims(op, binding)
 
         try:
             env = inline_function(self.b, callee, args, attrs=substitute)
         except DlError as e:
-            e.notes.append(f"while inlining the call to '{callee.name}' at {c.span}")
+            e.notes.append(f"while inlining the call to '{callee.name}' at {span}")
             raise
         outputs = tuple(env[v] for v in callee.outputs)
         return outputs[0] if len(outputs) == 1 else outputs
@@ -392,22 +420,22 @@ def _signature(op: OpDef) -> str:
     return f"{op.name}({', '.join(parts)})"
 
 
-def unify_call(callee: Function, args: list[tuple[Value, ast.Expr]]) -> dict[str, Dim]:
+def unify_call(callee: Function, args: list[tuple[Value, Location]]) -> dict[str, Dim]:
     """Check arguments against the callee's parameter types; bind its symbolic dims."""
     binding: dict[str, Dim] = {}
-    for p, (v, expr) in zip(callee.params, args):
+    for p, (v, span) in zip(callee.params, args):
         want, got = p.type, v.type
         message = (f"argument '{p.name}' of '{callee.name}' expects {want.dsl_str()}, "
                    f"got {got.dsl_str()}")
         if want.dtype != got.dtype or want.rank != got.rank:
-            raise DlTypeError(message, expr.span)
+            raise DlTypeError(message, span)
         for wd, gd in zip(want.shape, got.shape):
             if isinstance(wd, int):
                 if wd != gd:
-                    raise DlTypeError(message, expr.span)
+                    raise DlTypeError(message, span)
             elif wd in binding and binding[wd] != gd:
                 raise DlTypeError(f"{message}: dim {wd} is {binding[wd]} from an earlier argument "
-                                  f"but {gd} here", expr.span)
+                                  f"but {gd} here", span)
             else:
                 binding[wd] = gd
     return binding

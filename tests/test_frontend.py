@@ -509,7 +509,7 @@ model m {
 @pytest.mark.parametrize("body, message", [
     ("param w: f32[N, 1]", "needs a static shape"),
     ("output p = dense(x, 0)", "positive number of units"),
-    ("output p = dense(x, 2, activation=swish)", "unknown activation 'swish'"),
+    ("output p = dense(x, 2, activation=swoosh)", "unknown activation 'swoosh'"),
     ("output p = dense(x, 2, bias=1)", "unknown keyword argument 'bias' for 'dense'"),
     ("optimizer sgd(0.1)", "given by keyword"),
     ("optimizer sgd(nesterov=0.5)", "must be true or false"),

@@ -5,6 +5,6 @@ Importing this package fills the table; each module below defines layers
 """
 
 from . import dense  # noqa: F401  (each module defines its layers)
-from .base import ACTIVATIONS, LAYERS, LayerCall, LayerDef, define_layer
+from .base import ACTIVATION_ALIASES, LAYERS, LayerCall, LayerDef, define_layer
 
-__all__ = ["ACTIVATIONS", "LAYERS", "LayerCall", "LayerDef", "define_layer"]
+__all__ = ["ACTIVATION_ALIASES", "LAYERS", "LayerCall", "LayerDef", "define_layer"]

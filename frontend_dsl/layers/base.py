@@ -28,19 +28,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from compiler.diagnostics import DlTypeError, Location, NameResolutionError
+from compiler.diagnostics import DlTypeError, Location
 from compiler.ir.core import Value
 from compiler.ir.types import TensorType
 
 from .. import ast
 from ..constants import bind_args, convert_attr, initializer_spec
-from ..scope import Lit, Word, did_you_mean
+from ..scope import Lit, Word
 
-# activation=NAME: the op applied to a layer's output (None: identity).
-ACTIVATIONS: dict[str, str | None] = {
-    "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax",
-    "linear": None, "none": None,
-}
+# activation=NAME: Keras's names that are not op names (None: identity).  Any other name is a
+# function of the file or an elementwise op of one tensor (relu, tanh, softmax, ...).
+ACTIVATION_ALIASES: dict[str, str | None] = {"linear": None, "none": None}
 
 
 class Expressions(Protocol):
@@ -53,6 +51,8 @@ class Expressions(Protocol):
     def emit(self, name: str, operands: list[Value], attrs: dict[str, Any], span: Location,
              display: str | None = None) -> Any: ...
 
+    def apply_unary(self, name: str, x: Value, span: Location, what: str) -> Value: ...
+
 
 class ParamHost(Protocol):
     """The model a layer adds its parameters to."""
@@ -64,13 +64,18 @@ class ParamHost(Protocol):
 
 @dataclass(eq=False)
 class LayerDef:
-    """Everything about one layer.  See the module docstring."""
+    """Everything about one layer.  See the module docstring.
+
+    ``aliases`` maps other keyword spellings (Keras's ``kernel_initializer``)
+    to an argument name.
+    """
 
     name: str
     args: tuple[str, ...]
     required: tuple[str, ...]
     usage: str
     doc: str
+    aliases: dict[str, str]
     build: Callable[[LayerCall], Value] | None = None
 
     def def_build(self, fn: Callable[[LayerCall], Value]) -> Callable[[LayerCall], Value]:
@@ -87,11 +92,12 @@ LAYERS: dict[str, LayerDef] = {}
 
 
 def define_layer(name: str, *, args: tuple[str, ...], required: tuple[str, ...], usage: str,
-                 doc: str) -> LayerDef:
+                 doc: str, aliases: dict[str, str] | None = None) -> LayerDef:
     """Create a layer definition and enter it in :data:`LAYERS`."""
     assert name not in LAYERS, f"layer {name} defined twice"
     assert set(required) <= set(args), required
-    layer = LayerDef(name, args, required, usage, doc)
+    assert set((aliases or {}).values()) <= set(args), aliases
+    layer = LayerDef(name, args, required, usage, doc, dict(aliases or {}))
     LAYERS[name] = layer
     return layer
 
@@ -104,7 +110,7 @@ class LayerCall:
         self.span = c.span
         self.exprs = exprs
         self.host = host
-        self.given = bind_args(layer.name, layer.args, c)
+        self.given = bind_args(layer.name, layer.args, c, layer.aliases)
         missing = [key for key in layer.required if key not in self.given]
         if missing:
             raise DlTypeError(f"'{layer.name}' takes {', '.join(layer.required)}, "
@@ -146,18 +152,22 @@ class LayerCall:
         """An initializer argument (``kernel_init=normal(std=0.1)``), or ``default``."""
         return initializer_spec(self.given.get(key), default, self.exprs.const)
 
-    def activation(self, key: str) -> str | None:
-        """An activation argument: the name of the op to apply, or None for identity."""
+    def activate(self, key: str, x: Value) -> Value:
+        """``x`` through the activation argument ``key``: a function of the file, an
+        elementwise op of one tensor by name, or ``linear``/``none`` (and no argument):
+        identity."""
         if key not in self.given:
-            return None
+            return x
         expr = self.given[key]
         value = self.exprs.const(expr)
         name = value.name if isinstance(value, Word) else value
-        if not isinstance(name, str) or name not in ACTIVATIONS:
-            shown = name if isinstance(name, str) else str(value)
-            raise NameResolutionError(f"unknown activation '{shown}' (activations: {', '.join(ACTIVATIONS)})",
-                                      expr.span, notes=did_you_mean(str(shown), ACTIVATIONS))
-        return ACTIVATIONS[name]
+        if not isinstance(name, str):
+            raise DlTypeError(f"argument '{key}' of '{self.layer.name}' must name an activation "
+                              "(relu, tanh, a function of this file, ...)", expr.span)
+        name = ACTIVATION_ALIASES.get(name, name)
+        if name is None:
+            return x
+        return self.exprs.apply_unary(name, x, expr.span, "activation")
 
     # -- building --------------------------------------------------------------
 

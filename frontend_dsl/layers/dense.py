@@ -11,6 +11,7 @@ from .base import LayerCall, define_layer
 dense = define_layer(
     "dense", args=("x", "units", "activation", "name", "kernel_init", "bias_init", "use_bias"),
     required=("x", "units"), usage="dense(x, 512, activation=relu)",
+    aliases={"kernel_initializer": "kernel_init", "bias_initializer": "bias_init"},
     doc="A fully connected layer: ``activation(x @ kernel + bias)`` over the last axis of ``x``; "
         "kernel ``[in, units]`` (glorot_uniform), bias ``[units]`` (zeros) unless ``use_bias=false``.")
 
@@ -24,7 +25,6 @@ def _(call: LayerCall) -> Value:
     units = call.int("units")
     if units <= 0:
         raise DlTypeError(f"dense needs a positive number of units, got {units}", call.span_of("units"))
-    activation = call.activation("activation")
     use_bias = call.bool("use_bias", True)
     kernel = call.param("kernel", TensorType(x.type.dtype, (x.type.shape[-1], units)),
                         call.initializer("kernel_init", {"name": "glorot_uniform"}))
@@ -33,6 +33,4 @@ def _(call: LayerCall) -> Value:
         bias = call.param("bias", TensorType(x.type.dtype, (units,)),
                           call.initializer("bias_init", {"name": "zeros"}))
         h = call.emit("add", h, bias)
-    if activation is not None:
-        h = call.emit(activation, h)
-    return h
+    return call.activate("activation", h)

@@ -1,0 +1,99 @@
+"""Layers of model blocks: one definition each (frontend_dsl/layers/), found by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.diagnostics import DlError, DlErrors
+from compiler.initializers import INITIALIZERS, compute_fans, initialize
+from compiler.ir.interpreter import interpret
+from frontend_dsl import compile_source
+from frontend_dsl.layers import LAYERS
+
+
+def model(body: str, functions: str = "") -> str:
+    return (f"{functions}\nmodel m {{\n input x: f32[N, 4]\n target y: f32[N, 3]\n {body}\n"
+            " loss mse(p, y)\n optimizer sgd\n}\n")
+
+
+def messages(source: str) -> list[str]:
+    with pytest.raises(DlError) as info:
+        compile_source(source, "m.dl")
+    errors = info.value.errors if isinstance(info.value, DlErrors) else [info.value]
+    return [e.message for e in errors]
+
+
+def predict(module, x: np.ndarray) -> np.ndarray:
+    f = module.get("predict")
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal([int(d) for d in p.type.shape]).astype(np.float32)
+              for p in f.params[:-1]]
+    return params, interpret(f, [*params, x])[0]
+
+
+def test_the_layer_table_holds_dense_with_its_build_rule() -> None:
+    assert "dense" in LAYERS and LAYERS["dense"].build is not None
+    assert LAYERS["dense"].aliases == {"kernel_initializer": "kernel_init", "bias_initializer": "bias_init"}
+
+
+def test_activation_may_be_a_function_of_the_file() -> None:
+    module = compile_source(model("output p = dense(x, 3, activation=mish)",
+                                  "fn mish(t: f32[N, K]) -> f32[N, K] { return t * tanh(t) }"), "m.dl")
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    (w, b), p = predict(module, x)
+    h = x @ w + b
+    np.testing.assert_allclose(p, h * np.tanh(h), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, numpy_fn", [
+    ("sigmoid", lambda h: 1 / (1 + np.exp(-h))),
+    ("log_softmax", lambda h: h - h.max(-1, keepdims=True)
+     - np.log(np.exp(h - h.max(-1, keepdims=True)).sum(-1, keepdims=True))),
+    ("abs", np.abs),
+    ("linear", lambda h: h),
+])
+def test_activation_may_be_any_op_of_one_tensor(name, numpy_fn) -> None:
+    module = compile_source(model(f"output p = dense(x, 3, activation={name})"), "m.dl")
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    (w, b), p = predict(module, x)
+    np.testing.assert_allclose(p, numpy_fn(x @ w + b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation, functions, message", [
+    ("swoosh", "", "unknown activation 'swoosh'"),
+    ("sum", "", "unknown activation 'sum'"),                      # a reduction, not elementwise
+    ("two", "fn two(a: f32[N, K], b: f32[N, K]) -> f32[N, K] { return a + b }",
+     "as an activation it must take one tensor"),
+    ("first", "fn first(a: f32[N, K]) -> f32[N] { return sum(a, axis=1) }",
+     "it must keep the shape and dtype"),
+    ("3", "", "must name an activation"),
+])
+def test_activation_errors(activation: str, functions: str, message: str) -> None:
+    found = messages(model(f"output p = dense(x, 3, activation={activation})", functions))
+    assert any(message in m for m in found), found
+
+
+def test_keras_keyword_names_and_lecun_initializers() -> None:
+    module = compile_source(model(
+        "output p = dense(x, 3, kernel_initializer=lecun_normal, bias_initializer=ones)"), "m.dl")
+    assert module.attrs["model"]["params"] == [
+        {"name": "dense_1.kernel", "init": {"name": "lecun_normal"}},
+        {"name": "dense_1.bias", "init": {"name": "ones"}},
+    ]
+    found = messages(model("output p = dense(x, 3, kernel_init=zeros, kernel_initializer=ones)"))
+    assert any("given twice" in m for m in found), found
+
+
+@pytest.mark.parametrize("name, bound", [("lecun_uniform", "uniform"), ("lecun_normal", "normal")])
+def test_lecun_initializers_have_kerass_scale(name: str, bound: str) -> None:
+    assert name in INITIALIZERS
+    shape = (400, 300)
+    fan_in, _ = compute_fans(shape)
+    w = initialize({"name": name}, shape, np.float64, np.random.default_rng(0))
+    if bound == "uniform":
+        limit = np.sqrt(3.0 / fan_in)
+        assert np.abs(w).max() <= limit and np.abs(w).max() > 0.99 * limit
+        assert np.std(w) == pytest.approx(limit / np.sqrt(3), rel=0.02)
+    else:   # truncated at two std of the untruncated normal, then rescaled to std sqrt(1/fan_in)
+        assert np.std(w) == pytest.approx(np.sqrt(1.0 / fan_in), rel=0.02)
