@@ -419,6 +419,42 @@ def sigmoid_chain(rng: np.random.Generator, spec: DataSpec | None = None) -> Dat
                    epochs=50, batch_size=32)
 
 
+TEXT_VOCAB = 1000       # token ids 1..999; 0 pads
+TEXT_LENGTH = 32
+TEXT_CLASSES = 4
+
+
+@_synthetic("text_classifier")
+def text_classifier(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """Topic classification of token sequences, generated with a seed.
+
+    Four topics, each with 40 keywords of its own out of a 999-word vocabulary.
+    A document has 8 to 32 tokens (then 0-padding to 32); each token is one of
+    its topic's keywords with probability 0.25, else a word drawn from the
+    whole vocabulary by a Zipf-like law (common words everywhere).  The label
+    is the topic (int32).  A bag of words separates the topics; a single token
+    does not.  10000 training and 2000 test documents.
+    """
+    words = np.arange(1, TEXT_VOCAB)
+    keywords = rng.permutation(words)[:TEXT_CLASSES * 40].reshape(TEXT_CLASSES, 40)
+    zipf = 1.0 / np.arange(1, TEXT_VOCAB)
+    zipf /= zipf.sum()
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, TEXT_CLASSES, n)
+        lengths = rng.integers(8, TEXT_LENGTH + 1, n)
+        common = rng.choice(words, size=(n, TEXT_LENGTH), p=zipf)
+        topical = keywords[labels[:, None], rng.integers(0, 40, (n, TEXT_LENGTH))]
+        tokens = np.where(rng.random((n, TEXT_LENGTH)) < 0.25, topical, common)
+        tokens[np.arange(TEXT_LENGTH)[None, :] >= lengths[:, None]] = 0
+        return tokens.astype(np.int32), labels.astype(np.int32)
+    x, y = draw(10000)
+    xt, yt = draw(2000)
+    return Dataset("text_classifier", x, y, xt, yt,
+                   f"topic of {TEXT_LENGTH}-token documents over a {TEXT_VOCAB}-word vocabulary",
+                   epochs=10, batch_size=64)
+
+
 def _feature_width(spec: TensorSpec) -> int:
     dims = spec.shape[1:]
     if not all(isinstance(d, int) for d in dims):
