@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from compiler.diagnostics import DlError, DlErrors, DlTypeError, Location, NameResolutionError
+from compiler.diagnostics import DlError, DlErrors, DlTypeError, Location, NameResolutionError, SizeError
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
+from compiler.ir.sizes import type_problem as size_problem
 from compiler.ir.types import Dim, DType, TensorType
 from compiler.ops import OPS, OpDef
 
@@ -167,7 +168,11 @@ def resolve_type(t: ast.TypeExpr, symbols: set[str] | None, *, what: str = "") -
         if symbols is not None and isinstance(d, str) and d not in symbols:
             raise NameResolutionError(
                 f"dim '{d}' in the {what or 'type'} is not bound by any parameter", t.span)
-    return TensorType(DType.from_name(t.dtype), tuple(t.dims))
+    out = TensorType(DType.from_name(t.dtype), tuple(t.dims))
+    too_large = size_problem(out)
+    if too_large is not None:
+        raise SizeError(f"{out.dsl_str()} {too_large}", t.span)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +247,12 @@ class Body:
     # -- statements --------------------------------------------------------
 
     def let(self, stmt: ast.Let) -> None:
-        value = self.expr(stmt.value)
+        try:
+            value = self.expr(stmt.value)
+        except SizeError as e:
+            if e.loc != stmt.value.span or len(stmt.names) != 1 or not e.problem:
+                raise
+            raise SizeError(f"'{stmt.names[0].id}' ({e.type_text}) {e.problem}", e.loc) from None
         if len(stmt.names) == 1:
             if isinstance(value, tuple):
                 raise DlTypeError(f"this call returns {len(value)} values; bind them with "

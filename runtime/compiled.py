@@ -19,6 +19,9 @@ naming the argument with the expected and actual type.  The policy:
   accepted for rank-0 parameters when they fit the dtype's kind;
 * **rank** and every **static dim** must match; each **symbolic dim** takes
   its value from the first argument that has it and must agree everywhere;
+* **sizes**: the dims bound must keep every tensor, loop nest and the
+  workspace of the function within the size limit (``compiler/ir/sizes.py``,
+  docs/ops.md "Sizes and overflow"), else a ``SizeLimitError``;
 * **layout**: non-contiguous (or misaligned) inputs are copied to a
   contiguous array;
 * **in-place parameters** (the training step's weights and optimizer state,
@@ -50,15 +53,16 @@ from compiler import __version__
 from compiler.codegen.cache import cache_key
 from compiler.codegen.driver import FunctionInfo, compile_to_object
 from compiler.codegen.target import CodegenOptions, Target, host_target
-from compiler.diagnostics import DlRuntimeError
+from compiler.diagnostics import DlRuntimeError, SizeLimitError
 from compiler.ir.core import Module
+from compiler.ir.sizes import MAX_BYTES, call_text, check_call_sizes, extent, power
 from compiler.ir.types import TensorType
 
 from .cache import ObjectCache
 from .native import NativeLibrary
 
 ALIGNMENT = 64
-AOT_FORMAT = "dlc-aot-1"
+AOT_FORMAT = "dlc-aot-2"
 ENTRY_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 
 
@@ -507,6 +511,7 @@ class BoundCall:
                 pointers: list[int], changed: list[int] | None = None) -> None:
         """Take checked arguments as the current state and write their slots."""
         fn = self._fn
+        fn._plan(bindings)                 # the sizes these dims make, checked before any change
         if changed is None:
             changed = list(range(self._n))
             self._layouts: list[tuple | None] = [None] * self._n
@@ -553,12 +558,24 @@ _MAX_PLANS = 64          # call plans kept per function (one per set of dim valu
 class _CallPlan:
     """What a call with one set of dim values needs beyond its arguments, computed once:
     each fresh output's shape, dtype and offset in one shared allocation (64-byte
-    aligned), and the native dims array (read-only to native code, so shared)."""
+    aligned), and the native dims array (read-only to native code, so shared).
+
+    Building it checks the sizes the dims make (``compiler/ir/sizes.py``): every
+    tensor and loop nest of the function within the size limit, and the workspace
+    native code will allocate -- its temporaries and its matmul packing regions'
+    bound -- within the limit too; else a :class:`SizeLimitError` before native
+    code runs."""
 
     __slots__ = ("dims", "inplace", "layout", "total", "n_outputs")
 
     def __init__(self, fn: CompiledFunction, bindings: dict[str, int]):
-        self.dims = fn._dims(*[bindings[s] for s in fn.info.symbols])
+        info = fn.info
+        check_call_sizes(f"@{fn.name}", info.sizes, bindings)
+        workspace = _aligned_sum(info.temps, bindings) + _aligned_sum(info.packing, bindings) + ALIGNMENT
+        if workspace > MAX_BYTES:
+            raise SizeLimitError(f"{call_text(f'@{fn.name}', bindings)}native code's workspace would need "
+                                 f"up to {power(workspace)} bytes; the limit is {power(MAX_BYTES)}")
+        self.dims = fn._dims(*[bindings[s] for s in info.symbols])
         self.inplace = list(fn._inplace_out.items())
         self.n_outputs = len(fn._outputs)
         self.layout: list[tuple[int, tuple[int, ...], np.dtype, int]] = []
@@ -582,6 +599,12 @@ class _CallPlan:
                 outs[i] = np.ndarray(shape, dtype, raw, start + offset)
                 pointers[i] = base + start + offset
         return outs, pointers
+
+
+def _aligned_sum(regions: tuple[tuple[int, tuple], ...], bindings: dict[str, int]) -> int:
+    """Bytes of ``(bytes per element, shape)`` regions laid out one after another, each
+    rounded up to ALIGNMENT (zero dims counted as one: a bound, as sizes.extent)."""
+    return sum(-(-extent(shape, bindings) * size // ALIGNMENT) * ALIGNMENT for size, shape in regions)
 
 
 class CompiledModule:

@@ -18,8 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..diagnostics import DlRuntimeError
+from ..diagnostics import DlRuntimeError, SizeLimitError
 from .core import Function, Module, Op, Value
+from .sizes import call_text, type_problem
 from .types import DType, TensorType
 
 Args = Sequence[Any] | Mapping[str, Any]
@@ -38,7 +39,7 @@ def interpret(func: Function, args: Args) -> list[np.ndarray]:
         env[param] = _check_arg(func, param, array, bindings)
     with np.errstate(all="ignore"):
         for op in func.ops:
-            _run_op(op, env, bindings)
+            _run_op(op, env, bindings, call_text(f"@{func.name}", bindings))
     return [env[v] for v in func.outputs]
 
 
@@ -118,12 +119,18 @@ def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int
 # Ops
 
 
-def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int]) -> None:
+def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int], where: str) -> None:
+    """Run ``op``'s reference; ``where`` (``@f: with N=3, ``) starts a size error's message,
+    which is the one compiled code gives for the same call (``compiler/ir/sizes.py``)."""
     from ..ops.base import get_op
 
     opdef = get_op(op.name)
     if opdef is None or opdef.reference is None:
         raise DlRuntimeError(f"the interpreter has no reference semantics for dl.{op.name}", op.loc)
+    for value in op.results:
+        problem = type_problem(value.type, bindings)
+        if problem is not None:
+            raise SizeLimitError(f"{where}the result of dl.{op.name} at {op.loc} {problem}", op.loc)
     attrs = {k: _bind_attr(op, k, v, bindings) for k, v in op.attrs.items()}
     operands = [env[v] for v in op.operands]
     out = opdef.reference(*operands, **attrs)
