@@ -167,3 +167,7 @@ class SizeError(DlTypeError):
 
 class SizeLimitError(DlRuntimeError, ValueError):
     """A call whose dims make a tensor, loop nest or workspace break the size limit."""
+
+
+class AllocationError(DlRuntimeError, MemoryError):
+    """Memory that cannot be allocated: more than the machine has, or refused."""

@@ -1,7 +1,8 @@
 """Element counts, byte sizes and workspace offsets that would overflow (docs/ops.md,
 "Sizes and overflow"): a located error at compile time for static dims, a
 ``SizeLimitError`` before native code runs for symbolic dims (the interpreter says
-the same), and reductions over more than 2^32 elements that count right."""
+the same), an ``AllocationError`` naming the GiB for memory the machine cannot give,
+and reductions over more than 2^32 elements that count right."""
 
 from __future__ import annotations
 
@@ -16,14 +17,20 @@ import pytest
 
 import runtime
 from compiler.codegen.driver import llvm_module
-from compiler.diagnostics import DlError, SizeError, SizeLimitError, VerifyError
+from compiler.diagnostics import (
+    AllocationError,
+    DlError,
+    SizeError,
+    SizeLimitError,
+    VerifyError,
+)
 from compiler.ir.interpreter import interpret
 from compiler.ir.parser import parse_module
 from compiler.ir.sizes import MAX_BYTES, extent, size_problem
 from compiler.ir.verifier import verify_module
 from frontend_dsl.api import compile_source
 from runtime.cli import main
-from runtime.compiled import CompiledModule
+from runtime.compiled import ArgumentValueError, CompiledModule
 
 BIG = 2 ** 62            # a dim that makes f32[BIG, 4] hold 2^64 elements
 HUGE_VIEW = """\
@@ -166,6 +173,16 @@ def test_a_workspace_beyond_the_limit_is_an_error() -> None:
         mod.mm(empty(2 ** 40, 0), empty(0, 2 ** 20))
 
 
+def test_outputs_the_machine_cannot_hold_are_an_allocation_error() -> None:
+    mod = compiled(PRODUCT)
+    with pytest.raises(AllocationError) as info:
+        mod.mm(empty(2 ** 40, 0), empty(0, 2 ** 20))
+    assert isinstance(info.value, MemoryError)
+    assert re.search(r"@mm: with N=1099511627776, K=0, M=1048576, the outputs needs 4,294,967,296\.0 GiB "
+                     r"\(4611686018427387904 bytes\); this machine has [0-9.]+ GiB of memory",
+                     info.value.message)
+
+
 def test_bound_calls_check_sizes_and_keep_their_state() -> None:
     mod = compiled(MATMUL)
     good = np.ones((3, 2), np.float32), np.ones((2, 4), np.float32)
@@ -183,7 +200,7 @@ def test_bound_calls_check_sizes_and_keep_their_state() -> None:
 
 
 # ---------------------------------------------------------------------------
-# 5. huge static shapes: `dlc check` refuses them
+# 5. huge static shapes: `dlc check` refuses them; what cannot be allocated says so
 
 MODEL = """\
 model big {{
@@ -207,6 +224,15 @@ def test_check_refuses_dims_that_overflow(tmp_path: Path, dims: dict, where: str
     code, out, err = run_cli("check", path)
     assert code == 1 and out == ""
     assert err.startswith(path + where) and "would hold" in err
+
+
+def test_a_parameter_larger_than_memory_is_an_allocation_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "big.dl", MODEL.format(input_dim=4, rows=2 ** 24, cols=2 ** 24))
+    assert run_cli("check", path)[0] == 0                       # within the size limit
+    with pytest.raises(AllocationError, match=r"parameter 'w' .* needs 2,097,152\.0 GiB .* this machine has"):
+        runtime.load_model(path)
+    code, _, err = run_cli("train", path, "--data", "synthetic", "--epochs", "1")
+    assert code == 1 and "error: parameter 'w'" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------
@@ -249,3 +275,46 @@ def test_kernel_loop_counters_are_64_bit(source: str) -> None:
     kernels = "\n".join(body for body in text.split("\ndefine ")[1:] if '@"dlc_' in body.split("(")[0])
     assert len(re.findall(r"= phi\s+i64", kernels)) >= 3          # loops over elements, chunks, tasks
     assert re.findall(r"= phi\s+i32", kernels) == []
+
+
+# ---------------------------------------------------------------------------
+# 13. arguments: zero-stride views and numbers out of range
+
+
+def test_a_zero_stride_view_too_large_to_copy_names_the_argument() -> None:
+    mod = compiled("fn f(x: f32[N]) -> f32[] {\n  return sum(x)\n}\n")
+    view = np.broadcast_to(np.float32(1), (2 ** 50,))
+    with pytest.raises(AllocationError, match=r"@f: argument 'x' \(float32 \(1125899906842624,\), "
+                                              r"strides \(0,\)\) copied to contiguous memory needs "
+                                              r"4,194,304\.0 GiB"):
+        mod.f(view)
+
+
+@pytest.mark.parametrize("fn, value, message", [
+    ("i", 99999999999999999999, "99999999999999999999 is outside the range of i32"),
+    ("i", 2 ** 31, "2147483648 is outside the range of i32"),
+    ("l", 2 ** 63, "9223372036854775808 is outside the range of i64"),
+    ("g", 10 ** 400, "is beyond the range of f32"),
+])
+def test_python_numbers_out_of_range_are_argument_errors(fn: str, value: int, message: str) -> None:
+    src = ("fn i(x: i32[]) -> i32[] {\n  return x + 1\n}\nfn l(x: i64[]) -> i64[] {\n  return x + 1\n}\n"
+           "fn g(x: f32[]) -> f32[] {\n  return x + 1\n}\n")
+    with pytest.raises(ArgumentValueError, match=f"@{fn}: argument 'x' expects .*{message}"):
+        compiled(src)[fn](value)
+    with pytest.raises(DlError, match=f"@{fn}: argument 'x' expects .*{message}"):
+        interpret(compile_source(src, "n.dl").get(fn), [value])
+    assert compiled(src)[fn](7) == 8
+
+
+@pytest.mark.parametrize("value, message", [
+    ("99999999999999999999", "input 'x': 99999999999999999999 is outside the range of i64"),
+    ("9999999999", "input 'x' (i32[]): 9999999999 is outside the range of i32"),
+    ("[1, -9999999999]", "input 'x' (i32[2]): -9999999999 is outside the range of i32"),
+])
+def test_cli_inputs_out_of_range_are_errors(tmp_path: Path, value: str, message: str) -> None:
+    shape = "2" if value.startswith("[") else ""
+    path = write(tmp_path, "i.dl", f"fn f(x: i32[{shape}]) -> i32[{shape}] {{\n  return x + 1\n}}\n")
+    for extra in ([], ["--interp"]):
+        code, out, err = run_cli("run", path, "-i", f"x={value}", *extra)
+        assert (code, out) == (1, "")
+        assert len(err.splitlines()) == 1 and err.startswith(f"error: {message} (")

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..diagnostics import DlRuntimeError, SizeLimitError
 from .core import Function, Module, Op, Value
-from .sizes import call_text, type_problem
-from .types import DType, TensorType
+from .sizes import allocation_error, call_text, extent, type_problem
+from .types import DType, TensorType, number_problem
 
 Args = Sequence[Any] | Mapping[str, Any]
 
@@ -74,9 +74,10 @@ def _bind_params(func: Function, args: Args) -> list[Any]:
     return args
 
 
-def _as_array(value: Any, t: TensorType) -> Any:
+def _as_array(value: Any, t: TensorType, where: str) -> Any:
     """numpy scalars as 0-d arrays; a Python number as a 0-d array of ``t``'s dtype
-    when it fits that dtype's kind (bool for bool, int for ints, int or float for floats)."""
+    when it fits that dtype's kind (bool for bool, int for ints, int or float for floats)
+    -- and its range (else an error naming the argument, ``where``)."""
     if isinstance(value, np.generic):
         return np.asarray(value)
     if t.dtype is DType.bool:
@@ -85,14 +86,19 @@ def _as_array(value: Any, t: TensorType) -> Any:
         fits = isinstance(value, int) and not isinstance(value, bool)
     else:
         fits = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return np.asarray(value, dtype=t.dtype.np) if fits else value
+    if not fits:
+        return value
+    problem = number_problem(value, t.dtype)
+    if problem is not None:
+        raise DlRuntimeError(f"{where} expects {t.dsl_str()}: {problem}")
+    return np.asarray(value, dtype=t.dtype.np)
 
 
 def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int]) -> np.ndarray:
     """Check one argument against its parameter type, binding symbolic dims."""
     t = param.type
     where = f"@{func.name}: argument '{param.name}'"
-    array = _as_array(array, t)
+    array = _as_array(array, t, where)
     if not isinstance(array, np.ndarray):
         raise DlRuntimeError(f"{where} must be a numpy array of {t.dsl_str()}, "
                              f"got {type(array).__name__}")
@@ -133,7 +139,11 @@ def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int], wher
             raise SizeLimitError(f"{where}the result of dl.{op.name} at {op.loc} {problem}", op.loc)
     attrs = {k: _bind_attr(op, k, v, bindings) for k, v in op.attrs.items()}
     operands = [env[v] for v in op.operands]
-    out = opdef.reference(*operands, **attrs)
+    try:
+        out = opdef.reference(*operands, **attrs)
+    except MemoryError:
+        nbytes = sum(extent(v.type.shape, bindings) * v.type.dtype.itemsize for v in op.results)
+        raise allocation_error(f"{where}the result of dl.{op.name} at {op.loc}", nbytes) from None
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     if len(outs) != len(op.results):
         raise DlRuntimeError(f"dl.{op.name} gave {len(outs)} result(s), expected {len(op.results)}",

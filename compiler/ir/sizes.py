@@ -20,14 +20,20 @@ Where it is checked (docs/ops.md, "Sizes and overflow"):
   the plan recorded in ``FunctionInfo``) and the interpreter's op results --
   a :class:`~compiler.diagnostics.SizeLimitError` before native code (or the
   op) runs;
+* an **allocation** that cannot be made (more than the machine's memory, or
+  refused) is an :class:`~compiler.diagnostics.AllocationError` saying how
+  many GiB were asked and how much the machine has.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
-from ..diagnostics import SizeLimitError
+from ..diagnostics import AllocationError, SizeLimitError
 from .types import Dim, TensorType
 
 MAX_BYTES = 1 << 62
@@ -92,4 +98,63 @@ def call_text(where: str, bindings: Bindings) -> str:
     return f"{where}: with {', '.join(f'{k}={v}' for k, v in bindings.items())}, "
 
 
-__all__ = ["MAX_BYTES", "call_text", "check_call_sizes", "extent", "power", "size_problem", "type_problem"]
+# ---------------------------------------------------------------------------
+# Allocations
+
+
+@functools.cache
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def gib(nbytes: int) -> str:
+    """``12.5 GiB``, ``4,096.0 GiB``."""
+    return f"{nbytes / 2 ** 30:,.1f} GiB"
+
+
+def allocation_error(what: str, nbytes: int) -> AllocationError:
+    """The error for an allocation of ``nbytes`` for ``what`` that cannot be made."""
+    memory = physical_memory()
+    has = f"this machine has {gib(memory)} of memory" if memory else "the allocation failed"
+    return AllocationError(f"{what} needs {gib(nbytes)} ({nbytes} bytes); {has}")
+
+
+def check_allocation(what: str, nbytes: int) -> None:
+    """Raise :class:`AllocationError` when ``nbytes`` is more than the machine's memory
+    (an allocation that could only end in the out-of-memory killer, or a refusal)."""
+    memory = physical_memory()
+    if nbytes > MAX_BYTES or (memory and nbytes > memory):
+        raise allocation_error(what, nbytes)
+
+
+@contextmanager
+def allocating(what: str, nbytes: int) -> Iterator[None]:
+    """Around code that allocates ``nbytes`` for ``what``: :func:`check_allocation` first,
+    and a ``MemoryError`` inside becomes an :class:`AllocationError` saying the same."""
+    check_allocation(what, nbytes)
+    try:
+        yield
+    except AllocationError:
+        raise
+    except MemoryError:
+        raise allocation_error(what, nbytes) from None
+
+
+__all__ = [
+    "MAX_BYTES",
+    "allocating",
+    "allocation_error",
+    "call_text",
+    "check_allocation",
+    "check_call_sizes",
+    "extent",
+    "gib",
+    "physical_memory",
+    "power",
+    "size_problem",
+    "type_problem",
+]
