@@ -149,3 +149,25 @@ class LoweringError(DlError):
 
 class DlRuntimeError(DlError):
     """A failure while loading or calling compiled code, or reading data."""
+
+
+class SizeError(DlTypeError):
+    """A tensor whose static dims break the size limit (``compiler/ir/sizes.py``).
+
+    ``type_text`` (``f32[4294967296, 4294967296]``) and ``problem`` (``would hold
+    2^64 elements ...``) let the frontend say it again with the name the user gave
+    the value (``'t' (f32[...]) would hold ...``)."""
+
+    def __init__(self, message: str, loc: Location | None = None, *, type_text: str = "",
+                 problem: str = ""):
+        super().__init__(message, loc)
+        self.type_text = type_text
+        self.problem = problem
+
+
+class SizeLimitError(DlRuntimeError, ValueError):
+    """A call whose dims make a tensor, loop nest or workspace break the size limit."""
+
+
+class AllocationError(DlRuntimeError, MemoryError):
+    """Memory that cannot be allocated: more than the machine has, or refused."""

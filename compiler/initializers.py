@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .ir.sizes import allocating
+
 # std of a standard normal truncated to [-2, 2]
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 
@@ -198,16 +200,18 @@ def resolve(spec: dict[str, Any] | str) -> tuple[InitializerDef, dict[str, float
 
 
 def initialize(spec: dict[str, Any] | str, shape: Shape, dtype: np.dtype | type,
-               rng: np.random.Generator) -> np.ndarray:
+               rng: np.random.Generator, what: str = "an initialized array") -> np.ndarray:
     """A fresh C-contiguous array of ``shape`` and ``dtype`` drawn as ``spec`` says.
 
     Sampling is done in float64 and rounded once to ``dtype``, so the result
     depends only on the generator's state, not on the target dtype's precision.
+    Memory the machine cannot give is an ``AllocationError`` naming ``what``.
     """
     init, args = resolve(spec)
     shape = tuple(int(d) for d in shape)
-    values = init.sample(rng, shape, **args)
-    return np.array(np.asarray(values, dtype=np.float64), dtype=dtype, order="C")
+    with allocating(f"{what} ({np.dtype(dtype)} {shape}, sampled in float64)", math.prod(shape) * 8):
+        values = init.sample(rng, shape, **args)
+        return np.array(np.asarray(values, dtype=np.float64), dtype=dtype, order="C")
 
 
 def model_param_values(module, func, seed: int) -> dict[str, np.ndarray]:
@@ -229,7 +233,8 @@ def model_param_values(module, func, seed: int) -> dict[str, np.ndarray]:
         if t is None or not t.is_static or not t.dtype.is_float:
             continue
         try:
-            values[name] = initialize(spec.get("init", "zeros"), t.concrete_shape({}), t.dtype.np, rng)
+            values[name] = initialize(spec.get("init", "zeros"), t.concrete_shape({}), t.dtype.np, rng,
+                                      f"parameter '{name}'")
         except InitializerError:
             continue
     return values

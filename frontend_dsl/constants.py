@@ -13,8 +13,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from compiler.diagnostics import DlTypeError, Location, NameResolutionError
+from compiler.diagnostics import DlTypeError, Location, NameResolutionError, SizeError
 from compiler.initializers import INITIALIZERS
+from compiler.ir.sizes import type_problem as size_problem
 from compiler.ir.types import Dim, DType, TensorType
 
 from . import ast
@@ -37,7 +38,11 @@ def resolve_type(t: ast.TypeExpr, symbols: set[str] | None, *, what: str = "") -
         if symbols is not None and isinstance(d, str) and d not in symbols:
             raise NameResolutionError(
                 f"dim '{d}' in the {what or 'type'} is not bound by any parameter", t.span)
-    return TensorType(DType.from_name(t.dtype), tuple(t.dims))
+    out = TensorType(DType.from_name(t.dtype), tuple(t.dims))
+    too_large = size_problem(out)
+    if too_large is not None:
+        raise SizeError(f"{out.dsl_str()} {too_large}", t.span)
+    return out
 
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError
+from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError, SizeError
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
 from compiler.ir.types import Dim, DType, TensorType
@@ -60,7 +60,12 @@ class Body:
     # -- statements --------------------------------------------------------
 
     def let(self, stmt: ast.Let) -> None:
-        value = self.expr(stmt.value)
+        try:
+            value = self.expr(stmt.value)
+        except SizeError as e:
+            if e.loc != stmt.value.span or len(stmt.names) != 1 or not e.problem:
+                raise
+            raise SizeError(f"'{stmt.names[0].id}' ({e.type_text}) {e.problem}", e.loc) from None
         if len(stmt.names) == 1:
             if isinstance(value, tuple):
                 raise DlTypeError(f"this call returns {len(value)} values; bind them with "

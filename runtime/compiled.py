@@ -16,9 +16,12 @@ naming the argument with the expected and actual type.  The policy:
 * **dtype** exact, or a *safe* numpy cast (``np.can_cast(..., "safe")``:
   i32 -> i64, f32 -> f64, bool -> f32 ...) which costs a converted copy;
   anything lossy (f64 -> f32, float -> int) is an error.  Python numbers are
-  accepted for rank-0 parameters when they fit the dtype's kind;
+  accepted for rank-0 parameters when they fit the dtype's kind and range;
 * **rank** and every **static dim** must match; each **symbolic dim** takes
   its value from the first argument that has it and must agree everywhere;
+* **sizes**: the dims bound must keep every tensor, loop nest and the
+  workspace of the function within the size limit (``compiler/ir/sizes.py``,
+  docs/ops.md "Sizes and overflow"), else a ``SizeLimitError``;
 * **layout**: non-contiguous (or misaligned) inputs are copied to a
   contiguous array;
 * **in-place parameters** (the training step's weights and optimizer state,
@@ -26,6 +29,9 @@ naming the argument with the expected and actual type.  The policy:
   have the exact dtype, be C-contiguous, aligned and writeable, and share no
   memory with any other argument.  The call returns that same array object
   for the corresponding output.
+
+Memory the machine cannot give (outputs, temporaries, argument copies) is an
+``AllocationError`` (a ``MemoryError``) saying how many GiB were asked.
 
 Outputs are fresh arrays, 64-byte aligned.  Native code is re-entrant: one
 compiled function may be called from several threads at once (ctypes
@@ -50,15 +56,25 @@ from compiler import __version__
 from compiler.codegen.cache import cache_key
 from compiler.codegen.driver import FunctionInfo, compile_to_object
 from compiler.codegen.target import CodegenOptions, Target, host_target
-from compiler.diagnostics import DlRuntimeError
+from compiler.diagnostics import DlRuntimeError, SizeLimitError
 from compiler.ir.core import Module
-from compiler.ir.types import TensorType
+from compiler.ir.sizes import (
+    MAX_BYTES,
+    allocating,
+    allocation_error,
+    call_text,
+    check_allocation,
+    check_call_sizes,
+    extent,
+    power,
+)
+from compiler.ir.types import TensorType, number_problem
 
 from .cache import ObjectCache
 from .native import NativeLibrary
 
 ALIGNMENT = 64
-AOT_FORMAT = "dlc-aot-1"
+AOT_FORMAT = "dlc-aot-2"
 ENTRY_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 
 
@@ -74,7 +90,8 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data is 64-byte aligned."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    with allocating(f"an array of {dtype} {tuple(shape)}", nbytes):
+        raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = (-_data(raw)) % ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
@@ -178,6 +195,9 @@ class _Param:
             value = np.asarray(value)
         if not isinstance(value, np.ndarray):
             if self.rank == 0 and not self.inplace and _kind_fits(value, self.type):
+                problem = number_problem(value, self.type.dtype)
+                if problem is not None:
+                    raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()}: {problem}")
                 value = np.asarray(value, dtype=self.dtype)
             else:
                 raise ArgumentTypeError(f"{self.where} must be a numpy array of {self.type.dsl_str()}, "
@@ -189,7 +209,9 @@ class _Param:
             if not np.can_cast(value.dtype, self.dtype, "safe"):
                 raise ArgumentTypeError(f"{self.where} expects {self.type.dsl_str()}, got {_actual(value)}: "
                                         f"{value.dtype} does not convert to {self.dtype} without loss")
-            value = value.astype(self.dtype)
+            with allocating(f"{self.where} ({_actual(value)}) converted to {self.dtype}",
+                            value.size * self.dtype.itemsize):
+                value = value.astype(self.dtype)
         if value.ndim != self.rank:
             raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()} (rank {self.rank}), "
                                      f"got {_actual(value)}")
@@ -209,9 +231,11 @@ class _Param:
             if self.inplace:
                 raise ArgumentValueError(f"{self.where} is updated in place and must be C-contiguous "
                                          "and aligned; pass np.ascontiguousarray(...) and use the result")
-            value = np.ascontiguousarray(value)
-            if not value.flags.aligned:
-                value = value.copy()
+            with allocating(f"{self.where} ({_actual(value)}, strides {value.strides}) copied to "
+                            "contiguous memory", value.nbytes):
+                value = np.ascontiguousarray(value)
+                if not value.flags.aligned:
+                    value = value.copy()
         if self.inplace and not flags.writeable:
             raise ArgumentValueError(f"{self.where} is updated in place but the array is read-only")
         return value
@@ -293,8 +317,7 @@ class CompiledFunction:
             out_pointers[o] = pointers[p]
         status = self._entry(self._slots(*pointers, *out_pointers), plan.dims)
         if status != 0:
-            raise DlRuntimeError(f"@{self.name}: native code could not allocate its workspace "
-                                 f"(status {status})")
+            raise plan.workspace_error(status)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _plan(self, bindings: dict[str, int]) -> _CallPlan:
@@ -469,8 +492,7 @@ class BoundCall:
             self._new_outputs(self._bindings or {})
         status = fn._entry(self._slots, self._dims)
         if status != 0:
-            raise DlRuntimeError(f"@{fn.name}: native code could not allocate its workspace "
-                                 f"(status {status})")
+            raise fn._plan(self._bindings or {}).workspace_error(status)
         return self._result
 
     def _update(self, args: tuple, changed: list[int]) -> None:
@@ -507,6 +529,7 @@ class BoundCall:
                 pointers: list[int], changed: list[int] | None = None) -> None:
         """Take checked arguments as the current state and write their slots."""
         fn = self._fn
+        fn._plan(bindings)                 # the sizes these dims make, checked before any change
         if changed is None:
             changed = list(range(self._n))
             self._layouts: list[tuple | None] = [None] * self._n
@@ -553,12 +576,28 @@ _MAX_PLANS = 64          # call plans kept per function (one per set of dim valu
 class _CallPlan:
     """What a call with one set of dim values needs beyond its arguments, computed once:
     each fresh output's shape, dtype and offset in one shared allocation (64-byte
-    aligned), and the native dims array (read-only to native code, so shared)."""
+    aligned), and the native dims array (read-only to native code, so shared).
 
-    __slots__ = ("dims", "inplace", "layout", "total", "n_outputs")
+    Building it checks the sizes the dims make (``compiler/ir/sizes.py``): every
+    tensor and loop nest of the function within the size limit, and the workspace
+    native code will allocate -- its temporaries and its matmul packing regions'
+    bound -- within the limit too, the temporaries and outputs within the machine's
+    memory; else a :class:`SizeLimitError` or an ``AllocationError`` before native
+    code runs."""
+
+    __slots__ = ("dims", "inplace", "layout", "total", "n_outputs", "where", "temp_bytes")
 
     def __init__(self, fn: CompiledFunction, bindings: dict[str, int]):
-        self.dims = fn._dims(*[bindings[s] for s in fn.info.symbols])
+        info = fn.info
+        self.where = call_text(f"@{fn.name}", bindings)
+        check_call_sizes(f"@{fn.name}", info.sizes, bindings)
+        self.temp_bytes = _aligned_sum(info.temps, bindings)
+        workspace = self.temp_bytes + _aligned_sum(info.packing, bindings) + ALIGNMENT
+        if workspace > MAX_BYTES:
+            raise SizeLimitError(f"{self.where}native code's workspace would need up to "
+                                 f"{power(workspace)} bytes; the limit is {power(MAX_BYTES)}")
+        check_allocation(f"{self.where}native code's temporaries", self.temp_bytes)
+        self.dims = fn._dims(*[bindings[s] for s in info.symbols])
         self.inplace = list(fn._inplace_out.items())
         self.n_outputs = len(fn._outputs)
         self.layout: list[tuple[int, tuple[int, ...], np.dtype, int]] = []
@@ -569,19 +608,34 @@ class _CallPlan:
             self.layout.append((i, shape, dtype, total))
             total += -(-math.prod(shape) * dtype.itemsize // ALIGNMENT) * ALIGNMENT
         self.total = total
+        check_allocation(f"{self.where}the outputs", total)
 
     def allocate(self) -> tuple[list[Any], list[int]]:
         """Fresh (uninitialised) outputs and their data pointers; in-place slots are None/0."""
         outs: list[Any] = [None] * self.n_outputs
         pointers = [0] * self.n_outputs
         if self.layout:
-            raw = np.empty(self.total + ALIGNMENT, dtype=np.uint8)
+            try:
+                raw = np.empty(self.total + ALIGNMENT, dtype=np.uint8)
+            except MemoryError:                 # within the machine's memory (checked), yet refused
+                raise allocation_error(f"{self.where}the outputs", self.total) from None
             base = _data(raw)
             start = (-base) % ALIGNMENT
             for i, shape, dtype, offset in self.layout:
                 outs[i] = np.ndarray(shape, dtype, raw, start + offset)
                 pointers[i] = base + start + offset
         return outs, pointers
+
+    def workspace_error(self, status: int) -> DlRuntimeError:
+        """The error for native code's status ``status`` (1: its workspace could not be allocated)."""
+        return allocation_error(f"{self.where}native code's workspace (status {status}: not allocated) "
+                                "for its temporaries and matmul packing regions", self.temp_bytes)
+
+
+def _aligned_sum(regions: tuple[tuple[int, tuple], ...], bindings: dict[str, int]) -> int:
+    """Bytes of ``(bytes per element, shape)`` regions laid out one after another, each
+    rounded up to ALIGNMENT (zero dims counted as one: a bound, as sizes.extent)."""
+    return sum(-(-extent(shape, bindings) * size // ALIGNMENT) * ALIGNMENT for size, shape in regions)
 
 
 class CompiledModule:

@@ -346,7 +346,8 @@ class Model:
                 raise DlRuntimeError(f"parameter '{name}' has symbolic shape {t.dsl_str()}; "
                                      "parameters need static shapes")
             try:
-                tensors.append(initialize(inits[name], t.concrete_shape({}), t.dtype.np, rng))
+                tensors.append(initialize(inits[name], t.concrete_shape({}), t.dtype.np, rng,
+                                          f"parameter '{name}'"))
             except InitializerError as e:
                 raise DlRuntimeError(f"parameter '{name}': {e}") from None
         init = self.signature.initial_state()

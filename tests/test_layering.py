@@ -18,15 +18,16 @@ PACKAGES = ("compiler", "frontend_dsl", "runtime")
 FLOORS: list[tuple[str, int, str]] = [
     ("compiler", 0, "base"),                     # the package itself: __version__ only
     ("compiler.diagnostics", 0, "base"),
-    ("compiler.initializers", 0, "base"),
     ("compiler.ir.types", 1, "ir-data"),
     ("compiler.ir.core", 1, "ir-data"),
     ("compiler.ir.printer", 1, "ir-data"),
+    ("compiler.ir.sizes", 1, "ir-data"),
     ("compiler.ops", 2, "ops"),
     ("compiler.ir", 3, "ir-tools"),              # builder, verifier, parser, interpreter
     ("compiler.passes", 4, "passes"),
     ("compiler.metrics", 4, "model-parts"),
     ("compiler.optimizers", 4, "model-parts"),
+    ("compiler.initializers", 4, "model-parts"),
     ("compiler.checking", 5, "checking"),
     ("compiler.train_step", 5, "training"),
     ("compiler.analysis", 6, "analysis"),

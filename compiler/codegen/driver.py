@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import llvmlite.binding as llvm
 
 from ..diagnostics import LoweringError
-from ..ir.types import DType, TensorType
+from ..ir.types import Dim, DType, TensorType
 from .target import CodegenOptions, ensure_llvm, target_machine
 
 if TYPE_CHECKING:
@@ -53,28 +53,39 @@ class FunctionInfo:
     symbols: tuple[str, ...]
     inplace: tuple[tuple[int, int], ...]      # (output index, parameter index)
     kernels: tuple[str, ...] = ()             # one line of loop IR per kernel, in order
+    # The size plan (compiler/ir/sizes.py), checked at each call before native code runs:
+    # (what, bytes per element, shape) of every symbolic-size tensor and loop nest, and
+    # the workspace's regions as (bytes per element, shape): temporaries, packing bounds.
+    sizes: tuple[tuple[str, int, tuple[Dim, ...]], ...] = ()
+    temps: tuple[tuple[int, tuple[Dim, ...]], ...] = ()
+    packing: tuple[tuple[int, tuple[Dim, ...]], ...] = ()
 
     @staticmethod
-    def of(func: Function, program: Program | None = None) -> FunctionInfo:
-        from .llvm import entry_symbol
-        from .loops import kernel_str
+    def of(func: Function, program: Program | None = None, lanes: int = 1) -> FunctionInfo:
+        from .llvm import entry_symbol, workspace_regions
+        from .loops import kernel_str, size_checks
 
         names = [p.name or f"arg{i}" for i, p in enumerate(func.params)]
         index = {n: i for i, n in enumerate(names)}
         out_names = list(func.output_names) + [None] * (len(func.outputs) - len(func.output_names))
         inplace = tuple((int(o), index[p]) for o, p in func.attrs.get("inplace", ()) or ())
         kernels = tuple(kernel_str(k).splitlines()[0] for k in program.kernels) if program else ()
+        temps, packing = workspace_regions(program, lanes) if program else ([], [])
         return FunctionInfo(func.name, entry_symbol(func.name),
                             tuple(zip(names, (p.type for p in func.params))),
                             tuple(zip(out_names, (v.type for v in func.outputs))),
-                            tuple(func.symbols), inplace, kernels)
+                            tuple(func.symbols), inplace, kernels,
+                            tuple(size_checks(program)) if program else (), tuple(temps), tuple(packing))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "symbol": self.symbol,
                 "params": [{"name": n, **_type_json(t)} for n, t in self.params],
                 "outputs": [{"name": n, **_type_json(t)} for n, t in self.outputs],
                 "symbols": list(self.symbols), "inplace": [list(p) for p in self.inplace],
-                "kernels": list(self.kernels)}
+                "kernels": list(self.kernels),
+                "sizes": [[what, size, list(shape)] for what, size, shape in self.sizes],
+                "temps": [[size, list(shape)] for size, shape in self.temps],
+                "packing": [[size, list(shape)] for size, shape in self.packing]}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> FunctionInfo:
@@ -82,7 +93,10 @@ class FunctionInfo:
                             tuple((p["name"], _type_from_json(p)) for p in d["params"]),
                             tuple((o["name"], _type_from_json(o)) for o in d["outputs"]),
                             tuple(d["symbols"]), tuple((int(a), int(b)) for a, b in d["inplace"]),
-                            tuple(d.get("kernels", ())))
+                            tuple(d.get("kernels", ())),
+                            tuple((what, int(size), tuple(shape)) for what, size, shape in d["sizes"]),
+                            tuple((int(size), tuple(shape)) for size, shape in d["temps"]),
+                            tuple((int(size), tuple(shape)) for size, shape in d["packing"]))
 
 
 def _type_json(t: TensorType) -> dict[str, Any]:
@@ -208,7 +222,7 @@ def compile_to_object(module: Module, options: CodegenOptions | None = None
     options = options or CodegenOptions()
     programs = lower_module(module, options)
     ref = optimize(emit_module(programs, options), options)
-    infos = [FunctionInfo.of(f, p) for f, p in zip(module.functions, programs)]
+    infos = [FunctionInfo.of(f, p, options.lanes) for f, p in zip(module.functions, programs)]
     return object_code(ref, options), infos
 
 

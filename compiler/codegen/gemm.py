@@ -143,6 +143,15 @@ def scratch_elements(kc: KernelContext, k: Matmul) -> ir.Value:
     return b.select(shallow, _max(b, out, wide_block), out)
 
 
+def scratch_columns(lanes: int) -> int:
+    """An upper bound of ``scratch_elements / K`` for every M and N: the runtime bounds a
+    call's workspace with it before native code computes the exact size."""
+    lanes = max(lanes, 1)
+    mr, nv = tile_shape(lanes)
+    nr = nv * lanes
+    return max(nr, _round_up(NC, nr) + _round_up(MC, mr), _round_up(NC, SHALLOW_V * lanes))
+
+
 def _b_block_columns(b: ir.IRBuilder, n: ir.Value, nr: int) -> ir.Value:
     """Columns of a packed B block: ``min(N, NC)`` rounded up to whole panels."""
     return _min(b, _round_up_value(b, n, nr), ir.Constant(I64, _round_up(NC, nr)))

@@ -25,16 +25,19 @@ import re
 from llvmlite import ir
 
 from ..diagnostics import LoweringError
+from ..ir.types import Dim
 
-from .gemm import emit_matmul, max_tasks, scratch_elements, task_count
+from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
-from .threads import parallel_call, pool
+from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
 from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
 from .sparse_gemm import enable_skip_zeros
 from .target import CodegenOptions
 
 ALIGN = 64
+
+Region = tuple[int, tuple[Dim, ...]]       # (bytes per element, shape)
 
 
 def entry_symbol(name: str) -> str:
@@ -231,6 +234,18 @@ class _ProgramEmitter:
         return fn
 
 
+def workspace_regions(prog: Program, lanes: int) -> tuple[list[Region], list[Region]]:
+    """The workspace of ``prog`` as ``(bytes per element, shape)`` regions: its temporaries
+    (exact), and for each matmul a bound on its tasks' packing regions (``K x
+    scratch_columns`` elements, plus alignment, for each of at most MAX_THREADS x
+    TASKS_PER_THREAD tasks).  The runtime checks their 64-byte-aligned sum against the
+    size limit before a call, so the prologue's sums and products cannot overflow."""
+    temps = [(t.dtype.itemsize, tuple(t.shape)) for t in prog.temps]
+    packing = [(k.dtype.itemsize, (k.k, scratch_columns(lanes) + ALIGN, MAX_THREADS * TASKS_PER_THREAD))
+               for k in prog.kernels if isinstance(k, Matmul)]
+    return temps, packing
+
+
 def _scratch_bytes(b: ir.IRBuilder, ctx: KernelContext, k: Matmul, lanes: int) -> ir.Value:
     """Bytes of one task's packing region of matmul ``k`` (a multiple of ALIGN)."""
     return _align_up(b, b.mul(scratch_elements(ctx, k), ir.Constant(I64, k.dtype.itemsize)))
@@ -240,4 +255,4 @@ def _align_up(b: ir.IRBuilder, size: ir.Value) -> ir.Value:
     return b.and_(b.add(size, ir.Constant(I64, ALIGN - 1)), ir.Constant(I64, -ALIGN))
 
 
-__all__ = ["emit_module", "entry_symbol", "profile_symbol", "ALIGN"]
+__all__ = ["emit_module", "entry_symbol", "profile_symbol", "workspace_regions", "ALIGN"]

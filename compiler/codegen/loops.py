@@ -299,6 +299,44 @@ def nbytes(buf: Buffer, bindings: dict[str, int]) -> int:
     return size
 
 
+SizeCheck = tuple[str, int, tuple[Dim, ...]]     # (what, bytes per element, shape)
+
+
+def size_checks(prog: Program) -> list[SizeCheck]:
+    """Every tensor and loop nest of ``prog`` whose size depends on a symbolic dim, named by
+    the dl op it belongs to: what the runtime checks against the size limit
+    (``compiler/ir/sizes.py``) once the call binds the dims, before native code runs.
+    (Static ones were checked when their ops were built.)"""
+    checks: dict[tuple[int, tuple[Dim, ...]], str] = {}
+
+    def add(what: str, dtype: DType, shape: tuple[Dim, ...]) -> None:
+        if any(isinstance(d, str) for d in shape):
+            checks.setdefault((dtype.itemsize, tuple(shape)), what)
+
+    for k in prog.kernels:
+        op = _main_op(prog, k)
+        of = f"dl.{op.name} at {op.loc}" if op is not None else f"kernel {prog.kernels.index(k)}"
+        for buf in k.reads():
+            add(f"argument '{buf.name[1:]}'" if buf.role == PARAM else f"an operand of {of}",
+                buf.dtype, buf.shape)
+        if isinstance(k, Reduce):
+            add(f"the operand of {of}", k.expr.dtype, k.shape)
+        elif isinstance(k, Elementwise):
+            add(f"the result of {of}", k.out.dtype, k.shape)
+        add(f"the result of {of}", k.out.dtype, k.out.shape)
+    return [(what, itemsize, shape) for (itemsize, shape), what in checks.items()]
+
+
+def _main_op(prog: Program, k: Kernel) -> Any:
+    """The dl op whose result kernel ``k`` computes: its matmul, else the last op fused in."""
+    ops = prog.kernel_ops.get(k, [])
+    if isinstance(k, Matmul):
+        for op in ops:
+            if op.name == "matmul":
+                return op
+    return ops[-1] if ops else None
+
+
 def size_formula(buffers: list[Buffer]) -> str:
     """The total bytes of ``buffers`` as a formula in their symbolic dims: ``2096*N + 2088``."""
     terms: dict[tuple[str, ...], int] = {}

@@ -4,7 +4,8 @@
 up in the op table, fills and checks its attributes, runs its shape rule and
 appends it.  A shape rule's complaint becomes a :class:`DlTypeError` that
 names the op and points at the builder's current source location, so errors
-found while building gradient code still point at the user's line.
+found while building gradient code still point at the user's line.  A result
+too large for the size limit (``sizes.py``) is a :class:`SizeError` there.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..diagnostics import UNKNOWN, DlTypeError, Location
+from ..diagnostics import UNKNOWN, DlTypeError, Location, SizeError
 from .core import Function, Op, Value
+from .sizes import type_problem
 from .types import DType, TensorType
 from ..ops import OPS  # noqa: F401  (importing the package fills the table)
 from ..ops.base import ShapeError, get_op, normalize_attrs
@@ -59,6 +61,11 @@ class Builder:
         except ShapeError as e:
             raise DlTypeError(f"{opdef.name}: {e}", loc) from None
         types = inferred if isinstance(inferred, list) else [inferred]
+        for t in types:
+            problem = type_problem(t)
+            if problem is not None:
+                raise SizeError(f"{opdef.name}: its result {t.dsl_str()} {problem}", loc,
+                                type_text=t.dsl_str(), problem=problem)
         op = Op(opdef.name, list(operands), [], full, loc)
         op.results = [Value(t, op, i) for i, t in enumerate(types)]
         return op

@@ -18,10 +18,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..diagnostics import DlRuntimeError
+from ..diagnostics import DlRuntimeError, SizeLimitError
 from .core import Function, Module, Op, Value
-from .types import DType, TensorType
 from ..ops import get_op
+from .sizes import allocation_error, call_text, extent, type_problem
+from .types import DType, TensorType, number_problem
 
 Args = Sequence[Any] | Mapping[str, Any]
 
@@ -39,7 +40,7 @@ def interpret(func: Function, args: Args) -> list[np.ndarray]:
         env[param] = _check_arg(func, param, array, bindings)
     with np.errstate(all="ignore"):
         for op in func.ops:
-            _run_op(op, env, bindings)
+            _run_op(op, env, bindings, call_text(f"@{func.name}", bindings))
     return [env[v] for v in func.outputs]
 
 
@@ -74,9 +75,10 @@ def _bind_params(func: Function, args: Args) -> list[Any]:
     return args
 
 
-def _as_array(value: Any, t: TensorType) -> Any:
+def _as_array(value: Any, t: TensorType, where: str) -> Any:
     """numpy scalars as 0-d arrays; a Python number as a 0-d array of ``t``'s dtype
-    when it fits that dtype's kind (bool for bool, int for ints, int or float for floats)."""
+    when it fits that dtype's kind (bool for bool, int for ints, int or float for floats)
+    -- and its range (else an error naming the argument, ``where``)."""
     if isinstance(value, np.generic):
         return np.asarray(value)
     if t.dtype is DType.bool:
@@ -85,14 +87,19 @@ def _as_array(value: Any, t: TensorType) -> Any:
         fits = isinstance(value, int) and not isinstance(value, bool)
     else:
         fits = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return np.asarray(value, dtype=t.dtype.np) if fits else value
+    if not fits:
+        return value
+    problem = number_problem(value, t.dtype)
+    if problem is not None:
+        raise DlRuntimeError(f"{where} expects {t.dsl_str()}: {problem}")
+    return np.asarray(value, dtype=t.dtype.np)
 
 
 def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int]) -> np.ndarray:
     """Check one argument against its parameter type, binding symbolic dims."""
     t = param.type
     where = f"@{func.name}: argument '{param.name}'"
-    array = _as_array(array, t)
+    array = _as_array(array, t, where)
     if not isinstance(array, np.ndarray):
         raise DlRuntimeError(f"{where} must be a numpy array of {t.dsl_str()}, "
                              f"got {type(array).__name__}")
@@ -119,13 +126,23 @@ def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int
 # Ops
 
 
-def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int]) -> None:
+def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int], where: str) -> None:
+    """Run ``op``'s reference; ``where`` (``@f: with N=3, ``) starts a size error's message,
+    which is the one compiled code gives for the same call (``compiler/ir/sizes.py``)."""
     opdef = get_op(op.name)
     if opdef is None or opdef.reference is None:
         raise DlRuntimeError(f"the interpreter has no reference semantics for dl.{op.name}", op.loc)
+    for value in op.results:
+        problem = type_problem(value.type, bindings)
+        if problem is not None:
+            raise SizeLimitError(f"{where}the result of dl.{op.name} at {op.loc} {problem}", op.loc)
     attrs = {k: _bind_attr(op, k, v, bindings) for k, v in op.attrs.items()}
     operands = [env[v] for v in op.operands]
-    out = opdef.reference(*operands, **attrs)
+    try:
+        out = opdef.reference(*operands, **attrs)
+    except MemoryError:
+        nbytes = sum(extent(v.type.shape, bindings) * v.type.dtype.itemsize for v in op.results)
+        raise allocation_error(f"{where}the result of dl.{op.name} at {op.loc}", nbytes) from None
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     if len(outs) != len(op.results):
         raise DlRuntimeError(f"dl.{op.name} gave {len(outs)} result(s), expected {len(op.results)}",

@@ -15,6 +15,7 @@ text stays parsable by ``mlir-opt``)::
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,31 @@ class DType(enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def number_problem(value: float, dtype: DType) -> str | None:
+    """Why the Python number ``value`` has no value of ``dtype`` (an int outside i32's or
+    i64's range; a finite number beyond the float type's range), or None when it has one."""
+    if dtype.is_int:
+        info = np.iinfo(dtype.np)
+        if not info.min <= value <= info.max:
+            return f"{_short(value)} is outside the range of {dtype.dsl_name} ({info.min} .. {info.max})"
+    elif dtype.is_float and (isinstance(value, int) or math.isfinite(value)):
+        try:
+            exact = float(value)
+        except OverflowError:
+            exact = math.inf
+        with np.errstate(over="ignore"):
+            rounded = dtype.np.type(exact)
+        if not np.isfinite(rounded):
+            largest = float(np.finfo(dtype.np).max)
+            return f"{_short(value)} is beyond the range of {dtype.dsl_name} (largest {largest:g})"
+    return None
+
+
+def _short(value: float) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:12]}...({len(text)} digits)"
 
 
 _NP = {

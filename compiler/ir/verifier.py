@@ -7,7 +7,8 @@ Checked per function (all problems are collected, then raised together):
   (dominance in one block); each result defined once and owned by its op;
   the operand count; attributes that satisfy the op's schema and are complete
   (``normalize_attrs``); result types equal to the op's shape rule;
-- types: tensor types with non-negative static dims and identifier symbols;
+- types: tensor types with non-negative static dims and identifier symbols,
+  within the size limit (``sizes.py``; a symbolic dim counts as 1);
 - outputs: defined in the function; ``output_names`` empty or one per output;
 - ``attrs["inplace"]``: ``(output index, parameter name)`` pairs naming an
   existing output and parameter of the same type, each at most once;
@@ -26,6 +27,7 @@ from typing import Any
 from ..diagnostics import DlErrors, VerifyError
 from .core import Function, Module, Op, Value
 from .printer import value_names
+from .sizes import type_problem as size_problem
 from .types import DType, TensorType
 from ..ops import get_op
 from ..ops.base import ShapeError, normalize_attrs
@@ -258,5 +260,8 @@ def type_problem(t: Any) -> str | None:
             return f"a negative dim {d} in {t}"
         if isinstance(d, str) and not _SYMBOL.match(d):
             return f"an invalid symbol name '{d}' in {t}"
+    too_large = size_problem(t)
+    if too_large is not None:
+        return f"type {t.dsl_str()}, which {too_large}"
     return None
 

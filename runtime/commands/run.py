@@ -20,6 +20,7 @@ import numpy as np
 
 from compiler.diagnostics import DlError
 from compiler.ir.core import Function, Module, Value
+from compiler.ir.types import DType, number_problem
 
 from . import pick_function
 from .pass_flags import add_pass_arguments, load_for_passes, run_passes
@@ -113,6 +114,9 @@ def read_value(name: str, text: str) -> np.ndarray:
         array = np.asarray(value)
     except ValueError:
         raise DlError(f"input '{name}': the list is not rectangular") from None
+    if array.dtype == object and all(type(v) is int for v in array.flat):
+        problem = number_problem(max(array.flat, key=abs), DType.i64)
+        raise DlError(f"input '{name}': {problem}")
     if array.dtype == object or array.dtype.kind not in "biuf":
         raise DlError(f"input '{name}': expected numbers, got {text}")
     return array
@@ -146,6 +150,12 @@ def convert_input(array: np.ndarray, param: Value) -> np.ndarray:
     if not ok:
         raise DlError(f"input '{param.name}' must be {param.type.dtype.dsl_name} "
                       f"({param.type.dsl_str()}), got {array.dtype} values")
+    finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+    if finite.size and array.dtype.kind in "iuf":
+        for extreme in (finite.min(), finite.max()):
+            problem = number_problem(extreme.item(), param.type.dtype)
+            if problem is not None:
+                raise DlError(f"input '{param.name}' ({param.type.dsl_str()}): {problem}")
     return np.asarray(array, dtype=want, order="C")  # ascontiguousarray would make 0-d arrays 1-d
 
 
