@@ -83,3 +83,99 @@ def test_module_loads_in_a_fragmented_address_space():
                             env={**os.environ, "DLC_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "loaded and ran" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# the parser's tables: never from a file another user could plant
+
+# Runs `dlc check` with a temp folder of the test's own, after making every way to
+# unpickle fail loudly; then plants a pickle that writes a marker file into each
+# `.lark_cache_*` file left there (Lark's `cache=True` kept its tables in one, which
+# the next run unpickled) and runs `dlc check` again.
+_CHECK_WITHOUT_PICKLE = textwrap.dedent("""
+    import pickle, sys
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something unpickled")
+
+    pickle.load = pickle.loads = refuse
+    pickle.Unpickler = refuse
+    from runtime.cli import main
+    sys.exit(main(["check", "examples/mnist_mlp.dl"]))
+""")
+
+
+class _Planted:
+    """Unpickling this runs ``open(marker, "w")``: code execution from a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_dlc_check_unpickles_nothing_from_the_temp_folder(tmp_path):
+    import pickle
+
+    tmp, marker = tmp_path / "tmp", tmp_path / "marker"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    run = [sys.executable, "-c", _CHECK_WITHOUT_PICKLE]
+    first = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    planted = list(tmp.glob(".lark_cache_*"))
+    for path in planted:    # Lark's cache file: the sha256 of its key (in its name), then pickles
+        key = path.name.split("_")[-2].encode()
+        path.write_bytes(key + b"\n" + pickle.dumps(_Planted(marker)))
+    second = subprocess.run([sys.executable, "-m", "runtime.cli", "check", "examples/mnist_mlp.dl"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert not marker.exists(), "a planted pickle in $TMPDIR ran"
+    assert planted == [], f"the parser wrote {planted} into $TMPDIR"
+
+
+def test_lalr_tables_are_current():
+    from frontend_dsl import tables
+
+    current = tables.read_tables(tables.TABLES_PATH.read_text())
+    assert current["grammar_sha256"] == tables.grammar_digest(), (
+        "frontend_dsl/lalr_tables.json is stale: run `python -m frontend_dsl.tables`")
+
+
+def test_parser_loads_the_committed_tables():
+    import lark
+
+    from frontend_dsl import tables
+
+    built_by = tables.read_tables(tables.TABLES_PATH.read_text())["lark_version"]
+    if built_by != lark.__version__:
+        pytest.skip(f"tables built by Lark {built_by}, Lark {lark.__version__} installed: "
+                    f"the parser is built from the grammar (regenerate the tables to speed it up)")
+    assert tables.load_parser().source_path == "<deserialized>"
+
+
+def test_parser_falls_back_to_the_grammar_when_the_tables_are_stale(monkeypatch):
+    from frontend_dsl import tables
+
+    monkeypatch.setattr(tables, "grammar_digest", lambda: "0" * 64)
+    assert tables.load_parser().source_path != "<deserialized>"
+
+
+def _shape(tree) -> object:
+    """A parse tree as nested tuples, with every token's type and position."""
+    import lark
+
+    if isinstance(tree, lark.Token):
+        return (tree.type, str(tree), tree.line, tree.column, tree.end_line, tree.end_column)
+    meta = tree.meta
+    where = (meta.line, meta.column, meta.end_line, meta.end_column) if not meta.empty else None
+    return (str(tree.data), where, tuple(_shape(c) for c in tree.children))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.dl")), ids=lambda p: p.name)
+def test_committed_tables_parse_like_the_grammar(path):
+    from frontend_dsl import tables
+
+    text = path.read_text()
+    assert _shape(tables.load_parser().parse(text)) == _shape(tables.build_from_grammar().parse(text))
