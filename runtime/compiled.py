@@ -48,7 +48,7 @@ import numpy as np
 
 from compiler import __version__
 from compiler.codegen.cache import cache_key
-from compiler.codegen.driver import FunctionInfo, compile_to_object
+from compiler.codegen.driver import SIGNATURE_SYMBOL, FunctionInfo, compile_to_object, signature_digest
 from compiler.codegen.target import CodegenOptions, Target, host_target
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
@@ -669,18 +669,19 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
     text = print_module(module)
     key = cache_key(text, options)
     with _COMPILE_LOCK:
-        entry = store.load(key) if store is not None else None
-        if entry is not None:
-            obj = entry.object_code
-            infos = [FunctionInfo.from_json(f) for f in entry.header["functions"]]
+        loaded = _load_entry(store, key) if store is not None else None
+        if loaded is not None:
+            library, infos, obj = loaded
         else:
             obj, infos = compile_to_object(module, options)
+            library = None
             if store is not None:
                 store.store(key, obj, {"functions": [i.to_json() for i in infos],
                                        "target": _target_json(options.target)})
         if early is not None:
             store.store_alias(early[0], key)
-    library = NativeLibrary(obj)
+    if library is None:
+        library = NativeLibrary(obj)
     return CompiledModule(library, infos, obj, options.target, module,
                           store.path(key) if store is not None else None)
 
@@ -717,14 +718,55 @@ def _load_by_source(store: ObjectCache, key: str, origin: Any, options: CodegenO
     object_key = store.load_alias(key)
     if object_key is None:
         return None
-    entry = store.load(object_key)
-    if entry is None:
+    loaded = _load_entry(store, object_key)
+    if loaded is None:
         return None
-    infos = [FunctionInfo.from_json(f) for f in entry.header["functions"]]
-    compiled = CompiledModule(NativeLibrary(entry.object_code), infos, entry.object_code,
-                              options.target, None, store.path(object_key))
+    library, infos, obj = loaded
+    compiled = CompiledModule(library, infos, obj, options.target, None, store.path(object_key))
     compiled._origin, compiled._passes = origin, passes
     return compiled
+
+
+def _load_entry(store: ObjectCache, key: str) -> tuple[NativeLibrary, list[FunctionInfo], bytes] | None:
+    """The object stored under ``key``, loaded, with its signatures; or None on a miss.
+
+    An entry whose signatures do not read, whose object does not load, or whose
+    object was compiled for other signatures (:func:`signature_problem`) is
+    reported with a :class:`~runtime.cache.CacheWarning`, deleted and treated as a
+    miss: code is only ever called through the signatures it was compiled for.
+    """
+    entry = store.load(key)
+    if entry is None:
+        return None
+    try:
+        infos = _infos_of(entry.header.get("functions"))
+        library = NativeLibrary(entry.object_code)
+    except (ValueError, DlRuntimeError) as e:
+        store.discard(key, str(e))
+        return None
+    problem = signature_problem(library, infos)
+    if problem is not None:
+        store.discard(key, problem)
+        return None
+    return library, infos, entry.object_code
+
+
+def _infos_of(functions: Any) -> list[FunctionInfo]:
+    """The signatures of a cache header or AOT manifest; a ValueError names a bad field."""
+    if not isinstance(functions, list):
+        raise ValueError(f"field 'functions' is a {type(functions).__name__}, not a list")
+    return [FunctionInfo.from_json(f) for f in functions]
+
+
+def signature_problem(library: NativeLibrary, infos: list[FunctionInfo]) -> str | None:
+    """Why the loaded object is not the code compiled for ``infos`` (the digest the
+    compiler put into it differs), or None when it is."""
+    addr = library.global_address(SIGNATURE_SYMBOL)
+    if addr is None:
+        return "the object code carries no signature digest (older dlc, or not dlc's)"
+    if ctypes.string_at(addr, len(signature_digest(infos))) != signature_digest(infos):
+        return "the object code was not compiled for the function signatures it came with"
+    return None
 
 
 def _cache_of(cache: bool | str | Path | ObjectCache) -> ObjectCache | None:
@@ -830,20 +872,44 @@ def load_compiled(directory: str | Path) -> CompiledModule:
     not match its checksum.
     """
     folder = Path(directory)
+    where = folder / "manifest.json"
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        manifest = json.loads(where.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DlRuntimeError(f"{folder}: not a dlc compiled directory ({e})") from None
+    if not isinstance(manifest, dict):
+        raise DlRuntimeError(f"{where}: not a JSON object")
     if manifest.get("format") != AOT_FORMAT:
         raise DlRuntimeError(f"{folder}: unknown format {manifest.get('format')!r}, expected {AOT_FORMAT}")
-    obj = (folder / manifest["object"]).read_bytes()
+    name = manifest.get("object")
+    if not _is_plain_name(name):
+        raise DlRuntimeError(f"{where}: field 'object' must name a file in {folder}, not {name!r}")
+    try:
+        obj = (folder / name).read_bytes()
+    except OSError as e:
+        raise DlRuntimeError(f"{folder / name}: cannot read the object code ({e.strerror or e})") from None
     if hashlib.sha256(obj).hexdigest() != manifest.get("sha256"):
         raise DlRuntimeError(f"{folder}: object code does not match the manifest's checksum")
-    t = manifest["target"]
+    t = manifest.get("target")
+    if not (isinstance(t, dict) and all(isinstance(t.get(k), str) for k in ("triple", "cpu", "features"))):
+        raise DlRuntimeError(f"{where}: field 'target' must hold the strings 'triple', 'cpu' and 'features'")
     target = Target(t["triple"], t["cpu"], t["features"])
     _check_target(target, folder)
-    infos = [FunctionInfo.from_json(f) for f in manifest["functions"]]
-    return CompiledModule(NativeLibrary(obj), infos, obj, target)
+    try:
+        infos = _infos_of(manifest.get("functions"))
+    except ValueError as e:
+        raise DlRuntimeError(f"{where}: {e}") from None
+    library = NativeLibrary(obj)
+    problem = signature_problem(library, infos)
+    if problem is not None:
+        raise DlRuntimeError(f"{folder}: {problem}; recompile it (dlc compile)")
+    return CompiledModule(library, infos, obj, target)
+
+
+def _is_plain_name(name: Any) -> bool:
+    """Whether ``name`` names a file inside a folder: no separator, not ``..``, no NUL."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in "/\\\0"))
 
 
 def _check_target(target: Target, folder: Path) -> None:

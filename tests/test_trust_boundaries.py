@@ -3,6 +3,7 @@ files on disk (the compile cache, temp folders), names that become paths."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -179,3 +180,142 @@ def test_committed_tables_parse_like_the_grammar(path):
 
     text = path.read_text()
     assert _shape(tables.load_parser().parse(text)) == _shape(tables.build_from_grammar().parse(text))
+
+
+# ---------------------------------------------------------------------------
+# the compile cache: whole entries checksummed, objects bound to their signatures
+
+_TWICE = "fn f(x: f32[N, 2]) -> f32[N, 2] {\n  return x * 2.0\n}\n"
+_PLUS_ONE = "fn f(x: f32[N]) -> f32[N] {\n  return x + 1.0\n}\n"
+
+
+def _x() -> "np.ndarray":
+    import numpy as np
+
+    return np.arange(6, dtype=np.float32).reshape(3, 2)
+
+
+def test_a_bit_flipped_in_a_cache_header_is_caught(tmp_path):
+    import numpy as np
+
+    import runtime
+    from runtime.cache import CacheWarning
+
+    path = runtime.compile(_TWICE, cache=tmp_path).cache_path
+    data = bytearray(path.read_bytes())
+    shape = data.index(b'"shape": ["N", 2]') + len(b'"shape": ["N", ')
+    data[shape] ^= 0x01                     # "2" -> "3": valid JSON, another signature
+    path.write_bytes(bytes(data))
+    with pytest.warns(CacheWarning, match="discarding.*checksum"):
+        again = runtime.compile(_TWICE, cache=tmp_path)
+    np.testing.assert_array_equal(again.f(_x()), _x() * 2)
+
+
+def test_an_object_reframed_under_another_modules_signatures_is_refused(tmp_path):
+    import numpy as np
+
+    import runtime
+    from runtime.cache import CacheWarning, ObjectCache
+
+    twice = runtime.compile(_TWICE, cache=tmp_path)
+    plus_one = runtime.compile(_PLUS_ONE, cache=tmp_path)
+    store = ObjectCache(tmp_path)
+    key = twice.cache_path.name.removesuffix(".dlco")
+    header = store.load(key).header
+    # a well-formed, checksummed entry: _TWICE's signatures, _PLUS_ONE's object
+    store.store(key, plus_one.object_code, {k: header[k] for k in ("functions", "target")})
+    with pytest.warns(CacheWarning, match="discarding.*not compiled for the function signatures"):
+        again = runtime.compile(_TWICE, cache=tmp_path)
+    np.testing.assert_array_equal(again.f(_x()), _x() * 2)
+
+
+def test_a_cache_alias_cannot_reach_outside_the_cache(tmp_path):
+    import numpy as np
+
+    import runtime
+    from runtime.cache import ALIAS_SUFFIX, CacheWarning
+
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.dlco"
+    victim.write_bytes(b"not a cache entry")
+    runtime.compile(_TWICE, cache=cache)
+    (alias,) = cache.glob(f"*{ALIAS_SUFFIX}")
+    alias.write_text(json.dumps({"key": alias.name.removesuffix(ALIAS_SUFFIX),
+                                 "object_key": "../outside/victim"}))
+    with pytest.warns(CacheWarning, match="discarding.*alias"):
+        again = runtime.compile(_TWICE, cache=cache)
+    np.testing.assert_array_equal(again.f(_x()), _x() * 2)
+    assert victim.read_bytes() == b"not a cache entry"
+
+
+@pytest.mark.parametrize("key", ["../escape", "a" * 63 + "/", "A" * 64, "a" * 64 + "\0", "", 7])
+def test_cache_keys_that_are_not_digests_never_become_paths(tmp_path, key):
+    from runtime.cache import CacheKeyError, ObjectCache
+
+    store = ObjectCache(tmp_path / "cache")
+    for use in (store.load, store.load_module, store.load_alias,
+                lambda k: store.store(k, b"x", {}), lambda k: store.store_alias("a" * 64, k)):
+        with pytest.raises(CacheKeyError, match="not a cache key"):
+            use(key)
+    assert not (tmp_path / "cache").exists()
+
+
+# ---------------------------------------------------------------------------
+# AOT directories: the manifest is checked field by field, and against the object
+
+
+def _aot(tmp_path, source: str = _TWICE) -> Path:
+    import runtime
+
+    return runtime.compile(source, cache=False).save(tmp_path / "aot")
+
+
+def _edit_manifest(folder: Path, **fields) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(fields)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("name", ["../module.o", "/etc/hostname", "..", "", 3, None])
+def test_aot_object_must_be_a_file_in_the_folder(tmp_path, name):
+    from compiler.diagnostics import DlRuntimeError
+    from runtime.compiled import load_compiled
+
+    folder = _aot(tmp_path)
+    _edit_manifest(folder, object=name)
+    with pytest.raises(DlRuntimeError, match="field 'object' must name a file in"):
+        load_compiled(folder)
+
+
+@pytest.mark.parametrize("functions, field", [
+    ("f", "'functions' is a str"),
+    ([{"name": "f"}], "missing field 'params'"),
+    ([{"name": 1}], "field 'name'"),
+    ([{"name": "f", "symbol": "dlc_f", "params": [{"name": "x", "dtype": "f16", "shape": []}]}], "'dtype'"),
+    ([{"name": "f", "symbol": "dlc_f", "params": [{"name": "x", "dtype": "f32", "shape": [-1]}]}],
+     "negative dim"),
+    ([{"name": "f", "symbol": "dlc_f", "params": [], "outputs": [], "symbols": [], "inplace": [[0, 5]]}],
+     "'inplace'"),
+])
+def test_aot_manifest_fields_are_type_checked(tmp_path, functions, field):
+    from compiler.diagnostics import DlRuntimeError
+    from runtime.compiled import load_compiled
+
+    folder = _aot(tmp_path)
+    _edit_manifest(folder, functions=functions)
+    with pytest.raises(DlRuntimeError, match=f"manifest.json: .*{field}"):
+        load_compiled(folder)
+
+
+def test_aot_object_must_match_the_manifests_signatures(tmp_path):
+    import runtime
+    from compiler.diagnostics import DlRuntimeError
+    from runtime.compiled import load_compiled
+
+    folder = _aot(tmp_path)
+    other = runtime.compile(_PLUS_ONE, cache=False).save(tmp_path / "other")
+    manifest = json.loads((other / "manifest.json").read_text())
+    _edit_manifest(folder, functions=manifest["functions"])       # sha256 still matches module.o
+    with pytest.raises(DlRuntimeError, match="not compiled for the function signatures"):
+        load_compiled(folder)
