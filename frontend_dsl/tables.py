@@ -55,7 +55,8 @@ def load_parser() -> lark.Lark:
         tables = read_tables(TABLES_PATH.read_text())
     except (OSError, ValueError):
         return build_from_grammar()
-    if tables["grammar_sha256"] != grammar_digest() or tables["lark_version"] != lark.__version__:
+    if (not isinstance(tables, dict) or tables.get("grammar_sha256") != grammar_digest()
+            or tables.get("lark_version") != lark.__version__):
         return build_from_grammar()
     return lark.Lark._load_from_dict(tables["data"], tables["memo"])
 

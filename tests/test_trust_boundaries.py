@@ -319,3 +319,139 @@ def test_aot_object_must_match_the_manifests_signatures(tmp_path):
     _edit_manifest(folder, functions=manifest["functions"])       # sha256 still matches module.o
     with pytest.raises(DlRuntimeError, match="not compiled for the function signatures"):
         load_compiled(folder)
+
+
+# ---------------------------------------------------------------------------
+# loaded files: every field type-checked, errors name the file and the field
+
+
+def _checkpoint(path: Path) -> dict:
+    """A small valid checkpoint at ``path``; returns its arrays (``__meta__`` decoded)."""
+    import numpy as np
+
+    from runtime.checkpoint import Checkpoint, save_checkpoint
+
+    save_checkpoint(path, Checkpoint("m", {"w": np.ones((2, 3), np.float32)},
+                                     {"sgd.v.w": np.zeros((2, 3), np.float32)}, "sgd", 5, 1))
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["__meta__"] = json.loads(str(arrays["__meta__"]))
+    return arrays
+
+
+def _write(path: Path, arrays: dict) -> None:
+    import numpy as np
+
+    out = dict(arrays)
+    if isinstance(out["__meta__"], dict):
+        out["__meta__"] = np.array(json.dumps(out["__meta__"]))
+    np.savez(path, **out)
+
+
+_META_DAMAGE = {
+    "meta is numbers": (lambda a: a.update(__meta__=__import__("numpy").arange(3)),
+                        "__meta__ holds int64 data"),
+    "params is a number": (lambda a: a["__meta__"].update(params=5), "field 'params'"),
+    "a record is a string": (lambda a: a["__meta__"]["params"].__setitem__(0, "w"), r"field 'params\[0\]'"),
+    "a record lacks its name": (lambda a: a["__meta__"]["state"][0].pop("name"), r"field 'state\[0\]'"),
+    "a shape is text": (lambda a: a["__meta__"]["params"][0].update(shape="2x3"), r"field 'params\[0\]'"),
+    "step is text": (lambda a: a["__meta__"].update(step="5"), "field 'step'"),
+    "step is a float": (lambda a: a["__meta__"].update(step=1.5), "field 'step'"),
+    "epoch is negative": (lambda a: a["__meta__"].update(epoch=-1), "field 'epoch'"),
+    "step is true": (lambda a: a["__meta__"].update(step=True), "field 'step'"),
+    "model is a list": (lambda a: a["__meta__"].update(model=["m"]), "field 'model'"),
+    "optimizer is a number": (lambda a: a["__meta__"].update(optimizer=3), "field 'optimizer'"),
+    "extra is a list": (lambda a: a["__meta__"].update(extra=[1]), "field 'extra'"),
+    "a tensor of strings": (lambda a: (a.update({"param/w": __import__("numpy").full((2, 3), "x")}),
+                                       a["__meta__"]["params"][0].update(dtype="str32")),
+                            "tensor 'w' holds str32 values"),
+    "an object tensor": (lambda a: a.update({"param/w": __import__("numpy").array([None], dtype=object)}),
+                         "array 'param/w' cannot be read without pickle"),
+    "an unlisted array": (lambda a: a.update({"param/z": __import__("numpy").ones(1)}),
+                          "array 'param/z' is not listed"),
+    "a tensor listed twice": (lambda a: a["__meta__"]["params"].append(dict(a["__meta__"]["params"][0])),
+                              "tensor 'w' is listed twice"),
+}
+
+
+@pytest.mark.parametrize("damage", list(_META_DAMAGE))
+def test_checkpoint_fields_are_type_checked(tmp_path, damage):
+    from compiler.diagnostics import DlRuntimeError
+    from runtime.checkpoint import load_checkpoint
+
+    path = tmp_path / "c.npz"
+    arrays = _checkpoint(path)
+    edit, message = _META_DAMAGE[damage]
+    edit(arrays)
+    _write(path, arrays)
+    with pytest.raises(DlRuntimeError, match=f"c.npz: .*{message}"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_defaults_are_not_shared(tmp_path):
+    from runtime.checkpoint import load_checkpoint
+
+    path = tmp_path / "c.npz"
+    arrays = _checkpoint(path)
+    del arrays["__meta__"]["extra"]
+    _write(path, arrays)
+    load_checkpoint(path).extra["touched"] = 1
+    assert load_checkpoint(path).extra == {}
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from runtime.cli import main
+
+    status = main(argv)
+    return status, capsys.readouterr().err
+
+
+def test_dlc_predict_with_a_damaged_checkpoint_is_exit_1(tmp_path, capsys):
+    path = tmp_path / "c.npz"
+    arrays = _checkpoint(path)
+    arrays["__meta__"]["params"] = {"w": 1}
+    _write(path, arrays)
+    x = tmp_path / "x.npy"
+    __import__("numpy").save(x, __import__("numpy").zeros((4, 2), "float32"))
+    status, err = _cli(["predict", "examples/xor.dl", "--weights", str(path), "--input", str(x)], capsys)
+    assert status == 1 and "c.npz: corrupt checkpoint: __meta__ field 'params'" in err
+
+
+@pytest.fixture(scope="module")
+def xor_weights(tmp_path_factory) -> Path:
+    import runtime
+
+    path = tmp_path_factory.mktemp("xor") / "xor.npz"
+    runtime.load_model(ROOT / "examples" / "xor.dl").save(path)
+    return path
+
+
+@pytest.mark.parametrize("content, message", [
+    ("object", "array 'x' cannot be read without pickle"),
+    ("strings", "array 'x' holds <U1 values, not numbers"),
+])
+@pytest.mark.parametrize("command", ["predict", "run"])
+def test_input_files_of_objects_or_strings_are_exit_1(tmp_path, capsys, xor_weights, content, message,
+                                                      command):
+    import numpy as np
+
+    path = tmp_path / "in.npz"
+    np.savez(path, x=np.array([None, 1], dtype=object) if content == "object" else np.array(["a", "b"]))
+    argv = (["predict", "examples/xor.dl", "--weights", str(xor_weights), "--input", str(path)]
+            if command == "predict" else
+            ["run", "examples/sigmoid_chain.dl", "--fn", "chain", "--input", f"x={path}",
+             "--input", "w1=1", "--input", "w2=1", "--input", "w3=1"])
+    status, err = _cli(argv, capsys)
+    assert status == 1 and f"in.npz: {message}" in err
+
+
+def test_idx_labels_must_be_integers(tmp_path):
+    import numpy as np
+
+    from compiler.diagnostics import DlRuntimeError
+    from runtime.data import load_idx_dir, write_idx
+
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0.5, 1.5, 2.5], np.float32))
+    with pytest.raises(DlRuntimeError, match="labels must be integers"):
+        load_idx_dir(tmp_path)
