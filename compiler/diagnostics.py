@@ -149,3 +149,11 @@ class LoweringError(DlError):
 
 class DlRuntimeError(DlError):
     """A failure while loading or calling compiled code, or reading data."""
+
+
+class ArgumentTypeError(DlRuntimeError, TypeError):
+    """A Python API argument of the wrong type (or count, name, dtype); the message names it."""
+
+
+class ArgumentValueError(DlRuntimeError, ValueError):
+    """A Python API argument of the right type but a wrong value (range, rank, shape, layout)."""

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.diagnostics import DlRuntimeError
+from compiler.diagnostics import ArgumentTypeError, ArgumentValueError
 
 MAGIC = b"DLCOBJ\x02\n"
 SUFFIX = ".dlco"
@@ -63,7 +63,7 @@ class CacheWarning(UserWarning):
     """A cache entry was unusable and has been discarded."""
 
 
-class CacheKeyError(DlRuntimeError, ValueError):
+class CacheKeyError(ArgumentValueError):
     """A cache key that is not a sha256 in hex (it would become a path)."""
 
 
@@ -94,6 +94,9 @@ class ObjectCache:
     """Object code by key, in a folder (see the module docstring)."""
 
     def __init__(self, directory: str | Path | None = None):
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise ArgumentTypeError(f"ObjectCache: argument 'directory' must be a path, got "
+                                    f"{type(directory).__name__}")
         self.directory = Path(directory) if directory is not None else default_directory()
 
     def path(self, key: str) -> Path:

@@ -38,6 +38,7 @@ import ctypes
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import threading
@@ -54,6 +55,7 @@ from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 from compiler.ir.types import TensorType
 
+from .arguments import ArgumentTypeError, ArgumentValueError, as_path, check_passes
 from .cache import ObjectCache
 from .native import NativeLibrary
 
@@ -62,12 +64,12 @@ AOT_FORMAT = "dlc-aot-1"
 ENTRY_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 
 
-class ArgumentTypeError(DlRuntimeError, TypeError):
-    """A wrong argument count or name, or an argument of the wrong dtype."""
+class UnknownFunctionError(DlRuntimeError, KeyError):
+    """``mod["name"]`` of a function the module does not have."""
 
 
-class ArgumentValueError(DlRuntimeError, ValueError):
-    """An argument of the wrong rank, shape or memory layout."""
+class NoFunctionAttributeError(DlRuntimeError, AttributeError):
+    """``mod.name`` of a function the module does not have."""
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -612,16 +614,16 @@ class CompiledModule:
     def __getitem__(self, name: str) -> CompiledFunction:
         try:
             return self.functions[name]
-        except KeyError:
-            raise KeyError(f"no compiled function '{name}' (functions: "
-                           f"{', '.join(self.functions) or 'none'})") from None
+        except (KeyError, TypeError):
+            raise UnknownFunctionError(f"no compiled function {name!r} (functions: "
+                                       f"{', '.join(self.functions) or 'none'})") from None
 
     def __getattr__(self, name: str) -> CompiledFunction:
         functions = self.__dict__.get("functions", {})
         if name in functions:
             return functions[name]
-        raise AttributeError(f"compiled module has no function '{name}' "
-                             f"(functions: {', '.join(functions) or 'none'})")
+        raise NoFunctionAttributeError(f"compiled module has no function '{name}' "
+                                       f"(functions: {', '.join(functions) or 'none'})")
 
     def __contains__(self, name: str) -> bool:
         return name in self.functions
@@ -658,6 +660,7 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
     """
     from compiler.ir.printer import print_module
 
+    _check_compile_arguments(source, cache, passes, options)
     options = options or CodegenOptions()
     store = _cache_of(cache)
     early = _source_key(source, passes, options) if store is not None else None
@@ -684,6 +687,47 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
         library = NativeLibrary(obj)
     return CompiledModule(library, infos, obj, options.target, module,
                           store.path(key) if store is not None else None)
+
+
+def _check_compile_arguments(source: Any, cache: Any, passes: Any, options: Any) -> None:
+    """:func:`compile`'s arguments, each of a type it takes (an :class:`ArgumentTypeError`
+    or :class:`ArgumentValueError` names the one that is not)."""
+    if not isinstance(source, (str, Path, Module)):
+        raise ArgumentTypeError(f"runtime.compile: argument 'source' must be a path, .dl source text, "
+                                f"IR text or a Module, got {type(source).__name__}")
+    check_passes(passes, "runtime.compile")
+    if isinstance(cache, (str, os.PathLike)):
+        as_path(cache, "runtime.compile: argument 'cache'")
+    elif not (cache is None or isinstance(cache, (bool, ObjectCache))):
+        raise ArgumentTypeError(f"runtime.compile: argument 'cache' must be True, False, a folder or an "
+                                f"ObjectCache, got {type(cache).__name__}")
+    if options is not None:
+        check_options(options, "runtime.compile: argument 'options'")
+
+
+def check_options(options: Any, argument: str) -> None:
+    """A :class:`CodegenOptions` whose every field has a type and range codegen takes."""
+    if not isinstance(options, CodegenOptions):
+        raise ArgumentTypeError(f"{argument} must be a compiler.codegen.target.CodegenOptions, "
+                                f"got {type(options).__name__}")
+    if not isinstance(options.target, Target):
+        raise ArgumentTypeError(f"{argument}: field 'target' must be a Target, "
+                                f"got {type(options.target).__name__}")
+    for name in ("fuse", "profile", "plan_memory", "skip_zeros"):
+        if not isinstance(getattr(options, name), bool):
+            raise ArgumentTypeError(f"{argument}: field '{name}' must be a bool, "
+                                    f"got {getattr(options, name)!r}")
+    level, lanes = options.opt_level, options.vector_lanes
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise ArgumentTypeError(f"{argument}: field 'opt_level' must be an integer, got {level!r}")
+    if lanes is not None and (isinstance(lanes, bool) or not isinstance(lanes, int)):
+        raise ArgumentTypeError(f"{argument}: field 'vector_lanes' must be an integer or None, "
+                                f"got {lanes!r}")
+    if not 0 <= level <= 3:
+        raise ArgumentValueError(f"{argument}: field 'opt_level' must be 0, 1, 2 or 3, got {level}")
+    if lanes is not None and lanes < 1:
+        raise ArgumentValueError(f"{argument}: field 'vector_lanes' must be None or a positive "
+                                 f"integer, got {lanes}")
 
 
 def _source_key(source: str | Path | Module, passes: str | list[str] | None,
@@ -804,8 +848,8 @@ def _prepare(source: str | Path | Module, passes: str | list[str] | None) -> Mod
 
             module = compile_source(source, "<string>")
     else:
-        raise TypeError(f"runtime.compile takes a path, source text or a Module, got "
-                        f"{type(source).__name__}")
+        raise ArgumentTypeError(f"runtime.compile takes a path, source text or a Module, got "
+                                f"{type(source).__name__}")
     pipeline = "default" if passes is None else passes
     if pipeline:
         from compiler.passes import run_pipeline
@@ -824,7 +868,7 @@ def _target_json(t: Target) -> dict[str, str]:
 
 def save_compiled(compiled: CompiledModule, directory: str | Path) -> Path:
     """See :meth:`CompiledModule.save`."""
-    out = Path(directory)
+    out = as_path(directory, "save: argument 'directory'")
     out.mkdir(parents=True, exist_ok=True)
     obj_path = out / "module.o"
     obj_path.write_bytes(compiled.object_code)
@@ -871,7 +915,7 @@ def load_compiled(directory: str | Path) -> CompiledModule:
     built for features this CPU lacks, and a manifest or object that does
     not match its checksum.
     """
-    folder = Path(directory)
+    folder = as_path(directory, "load_compiled: argument 'directory'")
     where = folder / "manifest.json"
     try:
         manifest = json.loads(where.read_text())

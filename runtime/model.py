@@ -27,6 +27,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -38,6 +39,7 @@ from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Module
 from compiler.training import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
 
+from .arguments import ArgumentTypeError, ArgumentValueError, as_path, check_callable, check_passes, check_seed
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 
@@ -171,7 +173,7 @@ def make_backend(module: Module, backend: str, passes: Passes = None) -> Backend
     """The backend named ``backend`` (one of :data:`BACKENDS`) for ``module``;
     ``passes`` applies to native code (the interpreter runs the IR as built)."""
     if backend not in BACKENDS:
-        raise DlRuntimeError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+        raise ArgumentValueError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
     if backend == "interp" or (backend == "auto" and native_compiler() is None):
         return InterpBackend(module)
     return NativeBackend(module, passes)
@@ -272,6 +274,7 @@ class Model:
 
     def __init__(self, module: Module, *, seed: int = 0, backend: str = "auto", source: str | None = None,
                  passes: Passes = None):
+        seed = check_seed(seed, "Model: argument 'seed'")
         self.module = module
         self.source = source
         info = model_info(module)
@@ -317,18 +320,23 @@ class Model:
         return {n: a.copy() for n, a in zip(self.state_names, self._tensors[k:])}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Replace parameters by name (shapes and dtypes must match); others keep their values."""
+        """Replace parameters by name; others keep their values.
+
+        Each value must have the parameter's shape and hold real numbers that are
+        finite once converted to its dtype (a float64 1e300 is inf as f32);
+        anything else is an :class:`ArgumentTypeError` / :class:`ArgumentValueError`
+        naming the parameter, and no parameter changes.
+        """
+        if not isinstance(weights, Mapping):
+            raise ArgumentTypeError(f"set_weights: argument 'weights' must be a dict of arrays by "
+                                    f"parameter name, got {type(weights).__name__}")
         tensors = list(self._tensors)
         for name, value in weights.items():
             if name not in self.param_names:
                 raise DlRuntimeError(f"model '{self.name}' has no parameter '{name}' "
                                      f"(parameters: {', '.join(self.param_names)})")
             i = self.param_names.index(name)
-            array = np.asarray(value)
-            if array.shape != tensors[i].shape:
-                raise DlRuntimeError(f"parameter '{name}' has shape {list(tensors[i].shape)}, "
-                                     f"got {list(array.shape)}")
-            tensors[i] = np.array(array, dtype=tensors[i].dtype, order="C")
+            tensors[i] = _weight(name, value, tensors[i])
         self._tensors = tensors
 
     def reset_optimizer(self) -> None:
@@ -371,10 +379,12 @@ class Model:
         ys = prepare_targets(y, self.data_spec, n, "training target")
         if n == 0:
             raise DlRuntimeError("fit: the training data is empty")
+        check_callable(on_epoch_end, "fit: argument 'on_epoch_end'")
         val = None
         if validation_data is not None:
-            if len(validation_data) != 2:
-                raise DlRuntimeError("validation_data must be a pair (x, y)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
+                                        f"got {type(validation_data).__name__}")
             vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
             val = (vx, prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target"))
         if learning_rate is not None:
@@ -495,7 +505,7 @@ class Model:
                           dict(zip(self.state_names, self._tensors[k:])),
                           self.signature.optimizer.name, self.step, self.epochs_trained,
                           {"learning_rate": self.learning_rate})
-        return save_checkpoint(path, ckpt)
+        return save_checkpoint(as_path(path, "save: argument 'path'"), ckpt)
 
     def load_weights(self, path: str | Path) -> None:
         """Load a checkpoint written by :meth:`save` (of this model).
@@ -504,6 +514,7 @@ class Model:
         step count are restored when the checkpoint was written with the same
         optimizer; otherwise the optimizer starts fresh.
         """
+        path = as_path(path, "load_weights: argument 'path'")
         ckpt = load_checkpoint(path)
         k = len(self.param_names)
         expected = {n: (a.shape, a.dtype) for n, a in zip(self.param_names, self._tensors[:k])}
@@ -524,6 +535,7 @@ class Model:
 
     def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
         """A table of parameters with shapes and counts, plus loss, optimizer and metrics."""
+        check_callable(print_fn, "summary: argument 'print_fn'")
         rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
         width = max([len("parameter")] + [len(r[0]) for r in rows]) + 2
         swidth = max([len("shape")] + [len(r[1]) for r in rows]) + 2
@@ -563,6 +575,26 @@ def _data_spec(module: Module, sig: TrainSignature, info: dict[str, Any]) -> Dat
         loss=str((info.get("loss") or {}).get("name", "")),
         outputs=outputs,
     )
+
+
+def _weight(name: str, value: Any, current: np.ndarray) -> np.ndarray:
+    """``value`` as a new value of parameter ``name`` (now ``current``), checked."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as e:           # ragged lists
+        raise ArgumentValueError(f"set_weights: parameter '{name}': not an array ({e})") from None
+    if array.dtype.kind not in "biuf":
+        raise ArgumentTypeError(f"set_weights: parameter '{name}' must hold real numbers, "
+                                f"got {array.dtype} values")
+    if array.shape != current.shape:
+        raise ArgumentValueError(f"set_weights: parameter '{name}' has shape {list(current.shape)}, "
+                                 f"got {list(array.shape)}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = np.array(array, dtype=current.dtype, order="C")
+    if converted.dtype.kind == "f" and not all_finite(converted):
+        raise ArgumentValueError(f"set_weights: parameter '{name}' holds values that are not finite "
+                                 f"as {current.dtype} (NaN, inf, or too large)")
+    return converted
 
 
 def _check_positive(**values: int) -> None:
@@ -607,12 +639,17 @@ def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "au
     loads a checkpoint written by :meth:`Model.save`; ``passes`` chooses the
     passes run before native code generation (see :data:`Passes`).
     """
+    seed = check_seed(seed, "load_model: argument 'seed'")       # before the frontend runs
+    check_passes(passes, "load_model", allow_callable=True)
+    if weights is not None:
+        weights = as_path(weights, "load_model: argument 'weights'")
     if isinstance(source, Module):
         module, name = source, None
     else:
         from .model_cache import load_source      # the frontend, or its cached output
 
-        module, name = load_source(source), str(source)
+        path = as_path(source, "load_model: argument 'source'")
+        module, name = load_source(path), str(path)
     if "model" not in module.attrs:
         raise DlRuntimeError(f"{name or 'the module'}: no model block to load "
                              "(a model is declared with `model NAME { ... }`)")
