@@ -29,10 +29,11 @@ file naming anything else is discarded, so no name read from the cache can
 reach outside its folder.
 
 Writes are atomic (a temporary file in the same folder, then ``os.replace``),
-so a reader never sees half an entry.  An entry that is truncated, garbled,
-has the wrong magic, a different key or a bad checksum is reported with a
-:class:`CacheWarning` (one line), deleted, and treated as a miss -- it is
-never loaded.
+so a reader never sees half an entry; a temporary file a killed process left
+behind is removed by the next write (``runtime/tempfiles.py``).  An entry
+that is truncated, garbled, has the wrong magic, a different key or a bad
+checksum is reported with a :class:`CacheWarning` (one line), deleted, and
+treated as a miss -- it is never loaded.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compiler.diagnostics import ArgumentTypeError, ArgumentValueError
+
+from .tempfiles import create_temp, is_temp
 
 MAGIC = b"DLCOBJ\x02\n"
 SUFFIX = ".dlco"
@@ -170,7 +172,7 @@ class ObjectCache:
         tmp = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=self.directory)
+            fd, tmp = create_temp(path, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
@@ -203,7 +205,7 @@ class ObjectCache:
         if not self.directory.is_dir():
             return []
         return sorted(p for suffix in (SUFFIX, MODULE_SUFFIX) for p in self.directory.glob(f"*{suffix}")
-                      if not p.name.startswith(".tmp-"))
+                      if not is_temp(p.name))
 
     def info(self) -> dict[str, Any]:
         """Folder, number of entries and their total size in bytes."""
@@ -216,18 +218,15 @@ class ObjectCache:
         if not self.directory.is_dir():
             return 0
         removed = 0
-        for p in self.directory.glob(f"*{ALIAS_SUFFIX}"):
+        for p in self.directory.iterdir():
+            ours = is_temp(p.name) or p.suffix in (SUFFIX, MODULE_SUFFIX, ALIAS_SUFFIX)
+            if not ours or not p.is_file():
+                continue
             try:
                 p.unlink()
+                removed += p.suffix in (SUFFIX, MODULE_SUFFIX) and not is_temp(p.name)
             except OSError:
                 pass
-        for suffix in (SUFFIX, MODULE_SUFFIX):
-            for p in self.directory.glob(f"*{suffix}"):
-                try:
-                    p.unlink()
-                    removed += not p.name.startswith(".tmp-")
-                except OSError:
-                    pass
         return removed
 
 

@@ -10,6 +10,8 @@ Layout of the file (a plain ``numpy.savez`` archive, read without pickle)::
 Writes are atomic: the archive goes to a temporary file in the target's
 directory, is flushed and fsynced, then ``os.replace``-d over the target, so
 a crash leaves either the old checkpoint or the new one, never half of one.
+The temporary file's name says whose it is (``runtime/tempfiles.py``): one a
+killed process left behind is removed by the next save into that folder.
 
 Loading checks the file against the model it goes into and names the first
 tensor that does not fit, with both shapes.
@@ -20,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import secrets
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
+
+from .tempfiles import create_temp
 
 FORMAT = "dlc-checkpoint"
 VERSION = 1
@@ -65,10 +68,9 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     arrays.update({f"param/{n}": np.asarray(a) for n, a in ckpt.params.items()})
     arrays.update({f"state/{n}": np.asarray(a) for n, a in ckpt.state.items()})
     directory = check_writable(path)
-    tmp_name = str(directory / f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         # O_EXCL like mkstemp, but mode 0666 less the umask (mkstemp's 0600 would stick to the checkpoint)
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd, tmp_name = create_temp(directory / path.name, 0o666)
     except OSError as e:
         raise DlRuntimeError(f"{path}: cannot save ({e.strerror or e})") from None
     try:
