@@ -49,7 +49,12 @@ import numpy as np
 
 from compiler import __version__
 from compiler.codegen.cache import cache_key
-from compiler.codegen.driver import SIGNATURE_SYMBOL, FunctionInfo, compile_to_object, signature_digest
+from compiler.codegen.driver import (
+    SIGNATURE_SYMBOL,
+    FunctionInfo,
+    compile_to_object,
+    signature_digest,
+)
 from compiler.codegen.target import CodegenOptions, Target, host_target
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
@@ -785,7 +790,7 @@ def _load_entry(store: ObjectCache, key: str) -> tuple[NativeLibrary, list[Funct
     try:
         infos = _infos_of(entry.header.get("functions"))
         library = NativeLibrary(entry.object_code)
-    except (ValueError, DlRuntimeError) as e:
+    except (TypeError, ValueError, DlRuntimeError) as e:
         store.discard(key, str(e))
         return None
     problem = signature_problem(library, infos)
@@ -796,9 +801,10 @@ def _load_entry(store: ObjectCache, key: str) -> tuple[NativeLibrary, list[Funct
 
 
 def _infos_of(functions: Any) -> list[FunctionInfo]:
-    """The signatures of a cache header or AOT manifest; a ValueError names a bad field."""
+    """The signatures of a cache header or AOT manifest; a TypeError or ValueError names
+    a bad field."""
     if not isinstance(functions, list):
-        raise ValueError(f"field 'functions' is a {type(functions).__name__}, not a list")
+        raise TypeError(f"field 'functions' is a {type(functions).__name__}, not a list")
     return [FunctionInfo.from_json(f) for f in functions]
 
 
@@ -941,7 +947,7 @@ def load_compiled(directory: str | Path) -> CompiledModule:
     _check_target(target, folder)
     try:
         infos = _infos_of(manifest.get("functions"))
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise DlRuntimeError(f"{where}: {e}") from None
     library = NativeLibrary(obj)
     problem = signature_problem(library, infos)

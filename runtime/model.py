@@ -37,9 +37,22 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Function, Module, Op
-from compiler.training import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
+from compiler.training import (
+    TRAIN_STEP,
+    TrainSignature,
+    build_train_step,
+    model_info,
+    train_signature,
+)
 
-from .arguments import ArgumentTypeError, ArgumentValueError, as_path, check_callable, check_passes, check_seed
+from .arguments import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    as_path,
+    check_callable,
+    check_passes,
+    check_seed,
+)
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 
@@ -724,7 +737,7 @@ def model_module(source: str | Path | Module) -> tuple[Module, str | None]:
     if isinstance(source, Module):
         module, name = source, None
     else:
-        from .model_cache import load_source      # the frontend, or its cached output
+        from .model_cache import load_source  # the frontend, or its cached output
 
         path = as_path(source, "load_model: argument 'source'")
         module, name = load_source(path), str(path)

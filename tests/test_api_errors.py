@@ -13,7 +13,12 @@ import pytest
 
 import runtime
 from compiler.codegen.target import CodegenOptions
-from compiler.diagnostics import ArgumentTypeError, ArgumentValueError, DlError, DlRuntimeError
+from compiler.diagnostics import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    DlError,
+    DlRuntimeError,
+)
 from frontend_dsl.api import compile_file, compile_source
 from runtime.cache import ObjectCache
 
@@ -121,7 +126,7 @@ def test_a_missing_compiled_function_is_a_key_and_attribute_error(compiled):
     with pytest.raises(KeyError) as by_key:
         compiled["nope"]
     with pytest.raises(AttributeError) as by_attr:
-        compiled.nope
+        _ = compiled.nope
     assert isinstance(by_key.value, DlError) and "no compiled function 'nope'" in str(by_key.value)
     assert isinstance(by_attr.value, DlError) and "has no function 'nope'" in str(by_attr.value)
     assert not hasattr(compiled, "nope") and hasattr(compiled, "f")

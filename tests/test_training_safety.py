@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,50 +20,36 @@ from runtime.model import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# log of a negative number: NaN in the very first step's forward pass, line 8
-LOG_OF_NEGATIVE = """model logm {
-    input x: f32[N, 1]
-    target y: f32[N, 1]
+def _model(name: str, body: str, lr: str) -> str:
+    """A one-input regression model; ``body`` (params, lets, output) starts on line 5."""
+    return (f"model {name} {{\n    input x: f32[N, 1]\n    target y: f32[N, 1]\n\n"
+            f"{textwrap.indent(textwrap.dedent(body), '    ')}\n"
+            f"    loss mse(pred, y)\n    optimizer sgd(lr={lr})\n}}\n")
 
+
+# log of a negative number: NaN in the very first step's forward pass, line 8
+LOG_OF_NEGATIVE = _model("logm", """\
     param w: f32[1, 1] = normal(mean=-1.0, std=0.1)
 
     let z = x @ w
     output pred = log(z)
-
-    loss mse(pred, y)
-    optimizer sgd(lr=0.01)
-}
-"""
+""", "0.01")
 
 # the weights grow until h * h (line 9) overflows f32, a few steps in
-SQUARE_BLOWS_UP = """model blowup {
-    input x: f32[N, 1]
-    target y: f32[N, 1]
-
+SQUARE_BLOWS_UP = _model("blowup", """\
     param w: f32[1, 1] = normal(std=0.1)
     param b: f32[1] = zeros
 
     let h = x @ w + b
     output pred = h * h
-
-    loss mse(pred, y)
-    optimizer sgd(lr=10.0)
-}
-"""
+""", "10.0")
 
 # the first update overflows: the weights are infinite before step 2
-HUGE_STEP = """model huge {
-    input x: f32[N, 1]
-    target y: f32[N, 1]
-
+HUGE_STEP = _model("huge", """\
     param w: f32[1, 1] = normal(std=0.1)
 
     output pred = x @ w
-
-    loss mse(pred, y)
-    optimizer sgd(lr=1e38)
-}
-"""
+""", "1e38")
 
 
 def _model_file(tmp_path: Path, text: str) -> Path:

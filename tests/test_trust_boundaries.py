@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ _FRAGMENTED_LOAD = textwrap.dedent("""
                     reason="lays out a Linux x86-64 address space by hand")
 def test_module_loads_in_a_fragmented_address_space():
     # in a subprocess: the unfixed loader aborts the whole process
-    result = subprocess.run([sys.executable, "-c", _FRAGMENTED_LOAD], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-c", _FRAGMENTED_LOAD], cwd=ROOT, check=False,
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "DLC_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -123,14 +124,14 @@ def test_dlc_check_unpickles_nothing_from_the_temp_folder(tmp_path):
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
     run = [sys.executable, "-c", _CHECK_WITHOUT_PICKLE]
-    first = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(run, cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr[-2000:]
     planted = list(tmp.glob(".lark_cache_*"))
     for path in planted:    # Lark's cache file: the sha256 of its key (in its name), then pickles
         key = path.name.split("_")[-2].encode()
         path.write_bytes(key + b"\n" + pickle.dumps(_Planted(marker)))
     second = subprocess.run([sys.executable, "-m", "runtime.cli", "check", "examples/mnist_mlp.dl"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, check=False, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr[-2000:]
     assert not marker.exists(), "a planted pickle in $TMPDIR ran"
     assert planted == [], f"the parser wrote {planted} into $TMPDIR"
@@ -189,15 +190,11 @@ _TWICE = "fn f(x: f32[N, 2]) -> f32[N, 2] {\n  return x * 2.0\n}\n"
 _PLUS_ONE = "fn f(x: f32[N]) -> f32[N] {\n  return x + 1.0\n}\n"
 
 
-def _x() -> "np.ndarray":
-    import numpy as np
-
+def _x() -> np.ndarray:
     return np.arange(6, dtype=np.float32).reshape(3, 2)
 
 
 def test_a_bit_flipped_in_a_cache_header_is_caught(tmp_path):
-    import numpy as np
-
     import runtime
     from runtime.cache import CacheWarning
 
@@ -212,8 +209,6 @@ def test_a_bit_flipped_in_a_cache_header_is_caught(tmp_path):
 
 
 def test_an_object_reframed_under_another_modules_signatures_is_refused(tmp_path):
-    import numpy as np
-
     import runtime
     from runtime.cache import CacheWarning, ObjectCache
 
@@ -230,8 +225,6 @@ def test_an_object_reframed_under_another_modules_signatures_is_refused(tmp_path
 
 
 def test_a_cache_alias_cannot_reach_outside_the_cache(tmp_path):
-    import numpy as np
-
     import runtime
     from runtime.cache import ALIAS_SUFFIX, CacheWarning
 
@@ -327,8 +320,6 @@ def test_aot_object_must_match_the_manifests_signatures(tmp_path):
 
 def _checkpoint(path: Path) -> dict:
     """A small valid checkpoint at ``path``; returns its arrays (``__meta__`` decoded)."""
-    import numpy as np
-
     from runtime.checkpoint import Checkpoint, save_checkpoint
 
     save_checkpoint(path, Checkpoint("m", {"w": np.ones((2, 3), np.float32)},
@@ -340,8 +331,6 @@ def _checkpoint(path: Path) -> dict:
 
 
 def _write(path: Path, arrays: dict) -> None:
-    import numpy as np
-
     out = dict(arrays)
     if isinstance(out["__meta__"], dict):
         out["__meta__"] = np.array(json.dumps(out["__meta__"]))
@@ -349,7 +338,7 @@ def _write(path: Path, arrays: dict) -> None:
 
 
 _META_DAMAGE = {
-    "meta is numbers": (lambda a: a.update(__meta__=__import__("numpy").arange(3)),
+    "meta is numbers": (lambda a: a.update(__meta__=np.arange(3)),
                         "__meta__ holds int64 data"),
     "params is a number": (lambda a: a["__meta__"].update(params=5), "field 'params'"),
     "a record is a string": (lambda a: a["__meta__"]["params"].__setitem__(0, "w"), r"field 'params\[0\]'"),
@@ -362,12 +351,12 @@ _META_DAMAGE = {
     "model is a list": (lambda a: a["__meta__"].update(model=["m"]), "field 'model'"),
     "optimizer is a number": (lambda a: a["__meta__"].update(optimizer=3), "field 'optimizer'"),
     "extra is a list": (lambda a: a["__meta__"].update(extra=[1]), "field 'extra'"),
-    "a tensor of strings": (lambda a: (a.update({"param/w": __import__("numpy").full((2, 3), "x")}),
+    "a tensor of strings": (lambda a: (a.update({"param/w": np.full((2, 3), "x")}),
                                        a["__meta__"]["params"][0].update(dtype="str32")),
                             "tensor 'w' holds str32 values"),
-    "an object tensor": (lambda a: a.update({"param/w": __import__("numpy").array([None], dtype=object)}),
+    "an object tensor": (lambda a: a.update({"param/w": np.array([None], dtype=object)}),
                          "array 'param/w' cannot be read without pickle"),
-    "an unlisted array": (lambda a: a.update({"param/z": __import__("numpy").ones(1)}),
+    "an unlisted array": (lambda a: a.update({"param/z": np.ones(1)}),
                           "array 'param/z' is not listed"),
     "a tensor listed twice": (lambda a: a["__meta__"]["params"].append(dict(a["__meta__"]["params"][0])),
                               "tensor 'w' is listed twice"),
@@ -412,7 +401,7 @@ def test_dlc_predict_with_a_damaged_checkpoint_is_exit_1(tmp_path, capsys):
     arrays["__meta__"]["params"] = {"w": 1}
     _write(path, arrays)
     x = tmp_path / "x.npy"
-    __import__("numpy").save(x, __import__("numpy").zeros((4, 2), "float32"))
+    np.save(x, np.zeros((4, 2), "float32"))
     status, err = _cli(["predict", "examples/xor.dl", "--weights", str(path), "--input", str(x)], capsys)
     assert status == 1 and "c.npz: corrupt checkpoint: __meta__ field 'params'" in err
 
@@ -433,8 +422,6 @@ def xor_weights(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("command", ["predict", "run"])
 def test_input_files_of_objects_or_strings_are_exit_1(tmp_path, capsys, xor_weights, content, message,
                                                       command):
-    import numpy as np
-
     path = tmp_path / "in.npz"
     np.savez(path, x=np.array([None, 1], dtype=object) if content == "object" else np.array(["a", "b"]))
     argv = (["predict", "examples/xor.dl", "--weights", str(xor_weights), "--input", str(path)]
@@ -446,8 +433,6 @@ def test_input_files_of_objects_or_strings_are_exit_1(tmp_path, capsys, xor_weig
 
 
 def test_idx_labels_must_be_integers(tmp_path):
-    import numpy as np
-
     from compiler.diagnostics import DlRuntimeError
     from runtime.data import load_idx_dir, write_idx
 

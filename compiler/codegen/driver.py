@@ -81,7 +81,7 @@ class FunctionInfo:
     @staticmethod
     def from_json(d: Any) -> FunctionInfo:
         """The inverse of :meth:`to_json`, for JSON read from a file: every field is
-        type-checked, and a :class:`ValueError` names the one that is wrong."""
+        checked, and a :class:`TypeError` or :class:`ValueError` names the one that is wrong."""
         name = _field(d, "name", str, "function")
         where = f"function {name!r}"
         params = tuple((_field(p, "name", str, f"{where}: a parameter"), _type_from_json(p, where))
@@ -122,7 +122,7 @@ def _type_from_json(d: Any, where: str) -> TensorType:
 
 def _field(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        raise TypeError(f"{where}: expected a JSON object, got {type(d).__name__}")
     if key not in d:
         raise ValueError(f"{where}: missing field '{key}'")
     return _item(d[key], kind, f"{where}: field '{key}'")
@@ -130,7 +130,7 @@ def _field(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
 
 def _item(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, kind):     # JSON true is no int
-        raise ValueError(f"{where} has a {type(value).__name__} ({value!r:.40}) of the wrong type")
+        raise TypeError(f"{where} has a {type(value).__name__} ({value!r:.40}) of the wrong type")
     return value
 
 

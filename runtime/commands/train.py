@@ -26,8 +26,15 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 
-from ..data import DataSpec, Dataset, load_data, prepare_inputs, prepare_targets
-from ..model import BACKENDS, History, Model, NonFiniteLossError, model_data_spec, model_module
+from ..data import Dataset, DataSpec, load_data, prepare_inputs, prepare_targets
+from ..model import (
+    BACKENDS,
+    History,
+    Model,
+    NonFiniteLossError,
+    model_data_spec,
+    model_module,
+)
 from . import check_output, write_output_file
 from ._pipeline import DEFAULT_PIPELINE, add_pass_arguments, run_passes
 
