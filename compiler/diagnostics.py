@@ -171,3 +171,11 @@ class SizeLimitError(DlRuntimeError, ValueError):
 
 class AllocationError(DlRuntimeError, MemoryError):
     """Memory that cannot be allocated: more than the machine has, or refused."""
+
+
+class ArgumentTypeError(DlRuntimeError, TypeError):
+    """A Python API argument of the wrong type (or count, name, dtype); the message names it."""
+
+
+class ArgumentValueError(DlRuntimeError, ValueError):
+    """A Python API argument of the right type but a wrong value (range, rank, shape, layout)."""

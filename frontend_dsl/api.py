@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from compiler.diagnostics import DlError, register_source
+from compiler.diagnostics import ArgumentTypeError, DlError, register_source
 from compiler.ir.core import Module
 
 from .lower import lower_program
@@ -22,6 +23,10 @@ def compile_source(text: str, file: str = "<string>", *, defer_grads: bool = Fal
     functions stay placeholders (``attrs["grad_of"]``) for the ``autodiff``
     pass.  Raises :class:`DlError` (often a ``DlErrors`` holding several).
     """
+    if not isinstance(text, str):
+        raise ArgumentTypeError(f"compile_source: argument 'text' must be a str, got {type(text).__name__}")
+    if not isinstance(file, str):
+        raise ArgumentTypeError(f"compile_source: argument 'file' must be a str, got {type(file).__name__}")
     register_source(file, text)
     program = parse(text, file)
     module = lower_program(program, defer_grads=defer_grads)
@@ -36,6 +41,9 @@ def compile_file(path: str | Path, *, defer_grads: bool = False) -> Module:
 
 def read_source(path: str | Path) -> str:
     """The text of a source file, or a :class:`DlError` saying why it cannot be read."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"argument 'path' must be a path (str or os.PathLike), got "
+                                f"{type(path).__name__}")
     file = Path(path)
     if not file.exists():
         raise DlError(f"no such file: {path}")

@@ -11,7 +11,6 @@ at the offending line and column, with the expected tokens spelled as text
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import lark
@@ -22,8 +21,6 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from compiler.diagnostics import DlError, Location, ParseError, register_source
 
 from . import ast
-
-GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
 # How regex terminals read in a message.  String terminals read as themselves.
 _TERMINAL_WORDS = {
@@ -42,10 +39,11 @@ _OPERATORS = {"+", "-", "*", "/", "@", "**", "==", "!=", "<", "<=", ">", ">="}
 
 @lru_cache(maxsize=1)
 def _lark() -> lark.Lark:
-    # cache=True: Lark keeps the built LALR tables in the temp folder, keyed by a hash of
-    # the grammar, the options and Lark's version (a warm start skips ~50 ms of analysis)
-    return lark.Lark(GRAMMAR_PATH.read_text(), parser="lalr", propagate_positions=True,
-                     maybe_placeholders=False, cache=True)
+    # the LALR tables come from a module of this package, generated from the grammar
+    # (frontend_dsl/tables.py): never from a cache file another user could plant
+    from .tables import load_parser
+
+    return load_parser()
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,8 @@ Layout of the file (a plain ``numpy.savez`` archive, read without pickle)::
 Writes are atomic: the archive goes to a temporary file in the target's
 directory, is flushed and fsynced, then ``os.replace``-d over the target, so
 a crash leaves either the old checkpoint or the new one, never half of one.
+The temporary file's name says whose it is (``runtime/tempfiles.py``): one a
+killed process left behind is removed by the next save into that folder.
 
 Loading checks the file against the model it goes into and names the first
 tensor that does not fit, with both shapes.
@@ -17,12 +19,11 @@ tensor that does not fit, with both shapes.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-import secrets
 import tempfile
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
+
+from .tempfiles import create_temp
 
 FORMAT = "dlc-checkpoint"
 VERSION = 1
@@ -65,10 +68,9 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     arrays.update({f"param/{n}": np.asarray(a) for n, a in ckpt.params.items()})
     arrays.update({f"state/{n}": np.asarray(a) for n, a in ckpt.state.items()})
     directory = check_writable(path)
-    tmp_name = str(directory / f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         # O_EXCL like mkstemp, but mode 0666 less the umask (mkstemp's 0600 would stick to the checkpoint)
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd, tmp_name = create_temp(directory / path.name, 0o666)
     except OSError as e:
         raise DlRuntimeError(f"{path}: cannot save ({e.strerror or e})") from None
     try:
@@ -131,40 +133,94 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise DlRuntimeError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):
         raise DlRuntimeError(f"{path}: corrupt or not a dlc checkpoint (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as e:
-        raise DlRuntimeError(f"{path}: corrupt or not a dlc checkpoint ({e})") from None
-    if META_KEY not in arrays:
+    from .data import read_arrays
+
+    arrays = read_arrays(path, numeric=False)      # names an array that does not read
+    if not isinstance(arrays, dict):
+        raise DlRuntimeError(f"{path}: corrupt or not a dlc checkpoint (a .npy array, not an .npz archive)")
+    meta = _read_meta(path, arrays.pop(META_KEY, None))
+    params = _section(path, arrays, meta, "param", "params")
+    state = _section(path, arrays, meta, "state", "state")
+    unlisted = sorted(arrays)
+    if unlisted:
+        raise DlRuntimeError(f"{path}: corrupt checkpoint: array '{unlisted[0]}' is not listed in "
+                             f"its {META_KEY} record")
+    return Checkpoint(meta["model"], params, state, meta["optimizer"], meta["step"], meta["epoch"],
+                      meta["extra"])
+
+
+# field of the __meta__ record -> (allowed JSON types, what to say, default when absent; ... = required)
+_META_FIELDS: dict[str, tuple[tuple[type, ...], str, Any]] = {
+    "model": ((str,), "a string", ...),
+    "optimizer": ((str, type(None)), "a string or null", None),
+    "step": ((int,), "a non-negative integer", 0),
+    "epoch": ((int,), "a non-negative integer", 0),
+    "params": ((list,), "a list of tensor records", ...),
+    "state": ((list,), "a list of tensor records", []),
+    "extra": ((dict,), "a JSON object", {}),
+}
+
+
+def _read_meta(path: Path, record: np.ndarray | None) -> dict[str, Any]:
+    """The ``__meta__`` record, every field type-checked (an error names the field)."""
+    if record is None:
         raise DlRuntimeError(f"{path}: not a dlc checkpoint (no {META_KEY} record)")
+    if record.ndim != 0 or record.dtype.kind != "U":
+        raise DlRuntimeError(f"{path}: corrupt checkpoint: {META_KEY} holds {record.dtype.name} data of "
+                             f"shape {list(record.shape)}, not a string of JSON")
     try:
-        meta = json.loads(str(arrays.pop(META_KEY)))
-    except (json.JSONDecodeError, TypeError) as e:
+        meta = json.loads(str(record))
+    except json.JSONDecodeError as e:
         raise DlRuntimeError(f"{path}: corrupt checkpoint metadata ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DlRuntimeError(f"{path}: not a dlc checkpoint (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
     if meta.get("version") != VERSION:
         raise DlRuntimeError(f"{path}: checkpoint version {meta.get('version')} is not supported "
                              f"(this dlc reads version {VERSION})")
-    params = _section(path, arrays, meta, "param", "params")
-    state = _section(path, arrays, meta, "state", "state")
-    return Checkpoint(str(meta.get("model")), params, state, meta.get("optimizer"),
-                      int(meta.get("step", 0)), int(meta.get("epoch", 0)), dict(meta.get("extra") or {}))
+    out = dict(meta)
+    for name, (kinds, what, default) in _META_FIELDS.items():
+        if name not in meta and default is not ...:
+            out[name] = copy.deepcopy(default)
+            continue
+        value = meta.get(name)
+        if (name not in meta or isinstance(value, bool) or not isinstance(value, kinds)
+                or (isinstance(value, int) and value < 0)):
+            got = "missing" if name not in meta else f"{json.dumps(value)[:40]}"
+            raise DlRuntimeError(f"{path}: corrupt checkpoint: {META_KEY} field '{name}' should be "
+                                 f"{what}, got {got}")
+    return out
 
 
 def _section(path: Path, arrays: dict[str, np.ndarray], meta: dict, prefix: str, key: str) -> dict[str, np.ndarray]:
+    """The arrays ``<prefix>/<name>`` listed in ``meta[key]``, each checked against its record."""
     out: dict[str, np.ndarray] = {}
-    for entry in meta.get(key, []):
-        name = entry["name"]
-        array = arrays.get(f"{prefix}/{name}")
+    for i, entry in enumerate(meta[key]):
+        name, shape, dtype = _tensor_record(path, entry, f"{key}[{i}]")
+        if name in out:
+            raise DlRuntimeError(f"{path}: corrupt checkpoint: tensor '{name}' is listed twice")
+        array = arrays.pop(f"{prefix}/{name}", None)
         if array is None:
             raise DlRuntimeError(f"{path}: corrupt checkpoint: tensor '{name}' is listed but missing")
-        if list(array.shape) != list(entry["shape"]) or array.dtype.name != entry["dtype"]:
+        if list(array.shape) != shape or array.dtype.name != dtype:
             raise DlRuntimeError(f"{path}: corrupt checkpoint: tensor '{name}' is {array.dtype.name} "
-                                 f"{list(array.shape)}, its record says {entry['dtype']} {entry['shape']}")
+                                 f"{list(array.shape)}, its record says {dtype} {shape}")
+        if array.dtype.kind not in "biuf":
+            raise DlRuntimeError(f"{path}: corrupt checkpoint: tensor '{name}' holds {array.dtype.name} "
+                                 "values, not numbers")
         out[name] = array
     return out
+
+
+def _tensor_record(path: Path, entry: Any, where: str) -> tuple[str, list[int], str]:
+    """(name, shape, dtype) of one tensor record of ``__meta__``, type-checked."""
+    ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+          and isinstance(entry.get("dtype"), str) and isinstance(entry.get("shape"), list)
+          and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in entry["shape"]))
+    if not ok:
+        raise DlRuntimeError(f"{path}: corrupt checkpoint: {META_KEY} field '{where}' should be "
+                             f"{{\"name\": str, \"shape\": [int, ...], \"dtype\": str}}, "
+                             f"got {json.dumps(entry)[:60]}")
+    return entry["name"], entry["shape"], entry["dtype"]
 
 
 def check_fits(path: str | Path, ckpt: Checkpoint, model_name: str,

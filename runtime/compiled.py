@@ -44,6 +44,7 @@ import ctypes
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import threading
@@ -54,7 +55,12 @@ import numpy as np
 
 from compiler import __version__
 from compiler.codegen.cache import cache_key
-from compiler.codegen.driver import FunctionInfo, compile_to_object
+from compiler.codegen.driver import (
+    SIGNATURE_SYMBOL,
+    FunctionInfo,
+    compile_to_object,
+    signature_digest,
+)
 from compiler.codegen.target import CodegenOptions, Target, host_target
 from compiler.diagnostics import DlRuntimeError, SizeLimitError
 from compiler.ir.core import Module
@@ -70,6 +76,7 @@ from compiler.ir.sizes import (
 )
 from compiler.ir.types import TensorType, number_problem
 
+from .arguments import ArgumentTypeError, ArgumentValueError, as_path, check_passes
 from .cache import ObjectCache
 from .native import NativeLibrary
 
@@ -78,12 +85,12 @@ AOT_FORMAT = "dlc-aot-2"
 ENTRY_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 
 
-class ArgumentTypeError(DlRuntimeError, TypeError):
-    """A wrong argument count or name, or an argument of the wrong dtype."""
+class UnknownFunctionError(DlRuntimeError, KeyError):
+    """``mod["name"]`` of a function the module does not have."""
 
 
-class ArgumentValueError(DlRuntimeError, ValueError):
-    """An argument of the wrong rank, shape or memory layout."""
+class NoFunctionAttributeError(DlRuntimeError, AttributeError):
+    """``mod.name`` of a function the module does not have."""
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -666,16 +673,16 @@ class CompiledModule:
     def __getitem__(self, name: str) -> CompiledFunction:
         try:
             return self.functions[name]
-        except KeyError:
-            raise KeyError(f"no compiled function '{name}' (functions: "
-                           f"{', '.join(self.functions) or 'none'})") from None
+        except (KeyError, TypeError):
+            raise UnknownFunctionError(f"no compiled function {name!r} (functions: "
+                                       f"{', '.join(self.functions) or 'none'})") from None
 
     def __getattr__(self, name: str) -> CompiledFunction:
         functions = self.__dict__.get("functions", {})
         if name in functions:
             return functions[name]
-        raise AttributeError(f"compiled module has no function '{name}' "
-                             f"(functions: {', '.join(functions) or 'none'})")
+        raise NoFunctionAttributeError(f"compiled module has no function '{name}' "
+                                       f"(functions: {', '.join(functions) or 'none'})")
 
     def __contains__(self, name: str) -> bool:
         return name in self.functions
@@ -712,6 +719,7 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
     """
     from compiler.ir.printer import print_module
 
+    _check_compile_arguments(source, cache, passes, options)
     options = options or CodegenOptions()
     store = _cache_of(cache)
     early = _source_key(source, passes, options) if store is not None else None
@@ -723,20 +731,62 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
     text = print_module(module)
     key = cache_key(text, options)
     with _COMPILE_LOCK:
-        entry = store.load(key) if store is not None else None
-        if entry is not None:
-            obj = entry.object_code
-            infos = [FunctionInfo.from_json(f) for f in entry.header["functions"]]
+        loaded = _load_entry(store, key) if store is not None else None
+        if loaded is not None:
+            library, infos, obj = loaded
         else:
             obj, infos = compile_to_object(module, options)
+            library = None
             if store is not None:
                 store.store(key, obj, {"functions": [i.to_json() for i in infos],
                                        "target": _target_json(options.target)})
         if early is not None:
             store.store_alias(early[0], key)
-    library = NativeLibrary(obj)
+    if library is None:
+        library = NativeLibrary(obj)
     return CompiledModule(library, infos, obj, options.target, module,
                           store.path(key) if store is not None else None)
+
+
+def _check_compile_arguments(source: Any, cache: Any, passes: Any, options: Any) -> None:
+    """:func:`compile`'s arguments, each of a type it takes (an :class:`ArgumentTypeError`
+    or :class:`ArgumentValueError` names the one that is not)."""
+    if not isinstance(source, (str, Path, Module)):
+        raise ArgumentTypeError(f"runtime.compile: argument 'source' must be a path, .dl source text, "
+                                f"IR text or a Module, got {type(source).__name__}")
+    check_passes(passes, "runtime.compile")
+    if isinstance(cache, (str, os.PathLike)):
+        as_path(cache, "runtime.compile: argument 'cache'")
+    elif not (cache is None or isinstance(cache, (bool, ObjectCache))):
+        raise ArgumentTypeError(f"runtime.compile: argument 'cache' must be True, False, a folder or an "
+                                f"ObjectCache, got {type(cache).__name__}")
+    if options is not None:
+        check_options(options, "runtime.compile: argument 'options'")
+
+
+def check_options(options: Any, argument: str) -> None:
+    """A :class:`CodegenOptions` whose every field has a type and range codegen takes."""
+    if not isinstance(options, CodegenOptions):
+        raise ArgumentTypeError(f"{argument} must be a compiler.codegen.target.CodegenOptions, "
+                                f"got {type(options).__name__}")
+    if not isinstance(options.target, Target):
+        raise ArgumentTypeError(f"{argument}: field 'target' must be a Target, "
+                                f"got {type(options.target).__name__}")
+    for name in ("fuse", "profile", "plan_memory", "skip_zeros"):
+        if not isinstance(getattr(options, name), bool):
+            raise ArgumentTypeError(f"{argument}: field '{name}' must be a bool, "
+                                    f"got {getattr(options, name)!r}")
+    level, lanes = options.opt_level, options.vector_lanes
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise ArgumentTypeError(f"{argument}: field 'opt_level' must be an integer, got {level!r}")
+    if lanes is not None and (isinstance(lanes, bool) or not isinstance(lanes, int)):
+        raise ArgumentTypeError(f"{argument}: field 'vector_lanes' must be an integer or None, "
+                                f"got {lanes!r}")
+    if not 0 <= level <= 3:
+        raise ArgumentValueError(f"{argument}: field 'opt_level' must be 0, 1, 2 or 3, got {level}")
+    if lanes is not None and lanes < 1:
+        raise ArgumentValueError(f"{argument}: field 'vector_lanes' must be None or a positive "
+                                 f"integer, got {lanes}")
 
 
 def _source_key(source: str | Path | Module, passes: str | list[str] | None,
@@ -771,14 +821,56 @@ def _load_by_source(store: ObjectCache, key: str, origin: Any, options: CodegenO
     object_key = store.load_alias(key)
     if object_key is None:
         return None
-    entry = store.load(object_key)
-    if entry is None:
+    loaded = _load_entry(store, object_key)
+    if loaded is None:
         return None
-    infos = [FunctionInfo.from_json(f) for f in entry.header["functions"]]
-    compiled = CompiledModule(NativeLibrary(entry.object_code), infos, entry.object_code,
-                              options.target, None, store.path(object_key))
+    library, infos, obj = loaded
+    compiled = CompiledModule(library, infos, obj, options.target, None, store.path(object_key))
     compiled._origin, compiled._passes = origin, passes
     return compiled
+
+
+def _load_entry(store: ObjectCache, key: str) -> tuple[NativeLibrary, list[FunctionInfo], bytes] | None:
+    """The object stored under ``key``, loaded, with its signatures; or None on a miss.
+
+    An entry whose signatures do not read, whose object does not load, or whose
+    object was compiled for other signatures (:func:`signature_problem`) is
+    reported with a :class:`~runtime.cache.CacheWarning`, deleted and treated as a
+    miss: code is only ever called through the signatures it was compiled for.
+    """
+    entry = store.load(key)
+    if entry is None:
+        return None
+    try:
+        infos = _infos_of(entry.header.get("functions"))
+        library = NativeLibrary(entry.object_code)
+    except (TypeError, ValueError, DlRuntimeError) as e:
+        store.discard(key, str(e))
+        return None
+    problem = signature_problem(library, infos)
+    if problem is not None:
+        store.discard(key, problem)
+        return None
+    return library, infos, entry.object_code
+
+
+def _infos_of(functions: Any) -> list[FunctionInfo]:
+    """The signatures of a cache header or AOT manifest; a TypeError or ValueError names
+    a bad field."""
+    if not isinstance(functions, list):
+        raise TypeError(f"field 'functions' is a {type(functions).__name__}, not a list")
+    return [FunctionInfo.from_json(f) for f in functions]
+
+
+def signature_problem(library: NativeLibrary, infos: list[FunctionInfo]) -> str | None:
+    """Why the loaded object is not the code compiled for ``infos`` (the digest the
+    compiler put into it differs), or None when it is."""
+    addr = library.global_address(SIGNATURE_SYMBOL)
+    if addr is None:
+        return "the object code carries no signature digest (older dlc, or not dlc's)"
+    if ctypes.string_at(addr, len(signature_digest(infos))) != signature_digest(infos):
+        return "the object code was not compiled for the function signatures it came with"
+    return None
 
 
 def _cache_of(cache: bool | str | Path | ObjectCache) -> ObjectCache | None:
@@ -816,8 +908,8 @@ def _prepare(source: str | Path | Module, passes: str | list[str] | None) -> Mod
 
             module = compile_source(source, "<string>")
     else:
-        raise TypeError(f"runtime.compile takes a path, source text or a Module, got "
-                        f"{type(source).__name__}")
+        raise ArgumentTypeError(f"runtime.compile takes a path, source text or a Module, got "
+                                f"{type(source).__name__}")
     pipeline = "default" if passes is None else passes
     if pipeline:
         from compiler.passes import run_pipeline
@@ -836,7 +928,7 @@ def _target_json(t: Target) -> dict[str, str]:
 
 def save_compiled(compiled: CompiledModule, directory: str | Path) -> Path:
     """See :meth:`CompiledModule.save`."""
-    out = Path(directory)
+    out = as_path(directory, "save: argument 'directory'")
     out.mkdir(parents=True, exist_ok=True)
     obj_path = out / "module.o"
     obj_path.write_bytes(compiled.object_code)
@@ -883,21 +975,45 @@ def load_compiled(directory: str | Path) -> CompiledModule:
     built for features this CPU lacks, and a manifest or object that does
     not match its checksum.
     """
-    folder = Path(directory)
+    folder = as_path(directory, "load_compiled: argument 'directory'")
+    where = folder / "manifest.json"
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        manifest = json.loads(where.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DlRuntimeError(f"{folder}: not a dlc compiled directory ({e})") from None
+    if not isinstance(manifest, dict):
+        raise DlRuntimeError(f"{where}: not a JSON object")
     if manifest.get("format") != AOT_FORMAT:
         raise DlRuntimeError(f"{folder}: unknown format {manifest.get('format')!r}, expected {AOT_FORMAT}")
-    obj = (folder / manifest["object"]).read_bytes()
+    name = manifest.get("object")
+    if not _is_plain_name(name):
+        raise DlRuntimeError(f"{where}: field 'object' must name a file in {folder}, not {name!r}")
+    try:
+        obj = (folder / name).read_bytes()
+    except OSError as e:
+        raise DlRuntimeError(f"{folder / name}: cannot read the object code ({e.strerror or e})") from None
     if hashlib.sha256(obj).hexdigest() != manifest.get("sha256"):
         raise DlRuntimeError(f"{folder}: object code does not match the manifest's checksum")
-    t = manifest["target"]
+    t = manifest.get("target")
+    if not (isinstance(t, dict) and all(isinstance(t.get(k), str) for k in ("triple", "cpu", "features"))):
+        raise DlRuntimeError(f"{where}: field 'target' must hold the strings 'triple', 'cpu' and 'features'")
     target = Target(t["triple"], t["cpu"], t["features"])
     _check_target(target, folder)
-    infos = [FunctionInfo.from_json(f) for f in manifest["functions"]]
-    return CompiledModule(NativeLibrary(obj), infos, obj, target)
+    try:
+        infos = _infos_of(manifest.get("functions"))
+    except (TypeError, ValueError) as e:
+        raise DlRuntimeError(f"{where}: {e}") from None
+    library = NativeLibrary(obj)
+    problem = signature_problem(library, infos)
+    if problem is not None:
+        raise DlRuntimeError(f"{folder}: {problem}; recompile it (dlc compile)")
+    return CompiledModule(library, infos, obj, target)
+
+
+def _is_plain_name(name: Any) -> bool:
+    """Whether ``name`` names a file inside a folder: no separator, not ``..``, no NUL."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in "/\\\0"))
 
 
 def _check_target(target: Target, folder: Path) -> None:

@@ -183,6 +183,8 @@ def _images_and_labels(images: np.ndarray, labels: np.ndarray, where: str) -> tu
         raise DlRuntimeError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
     if labels.ndim != 1:
         raise DlRuntimeError(f"{where}: labels must be one number per sample, got shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise DlRuntimeError(f"{where}: labels must be integers (class indices), got {labels.dtype} values")
     x = images.reshape(images.shape[0], -1)
     x = x.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else x.astype(np.float32)
     return np.ascontiguousarray(x), labels.astype(np.int32)
@@ -262,18 +264,56 @@ def load_idx_dir(directory: str | Path) -> Dataset:
 # ---------------------------------------------------------------------------
 # npz and CSV
 
-def load_npz(path: str | Path) -> Dataset:
-    """Arrays ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``) from a .npz file."""
+def read_arrays(path: str | Path, *, numeric: bool = True) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a ``.npy`` file, or the arrays of a ``.npz`` file by name, read
+    without pickle.
+
+    Every array is read here (an ``.npz`` reads lazily), so a damaged one or
+    one that would need pickle (an object array) is a :class:`DlRuntimeError`
+    naming the file and the array; with ``numeric``, so is an array of
+    anything but booleans, integers or floats (strings, dates, records).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DlRuntimeError(f"{path}: is a directory, not a .npy or .npz file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DlRuntimeError(f"{path}: no such file") from None
     except ValueError as e:
         raise DlRuntimeError(f"{path}: cannot read arrays without pickle ({e})") from None
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
-        raise DlRuntimeError(f"{path}: not a valid .npz file ({e})") from None
+        raise DlRuntimeError(f"{path}: not a valid .npy or .npz file ({e})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return _numeric(path, None, loaded) if numeric else loaded
+    arrays = {}
+    with loaded:
+        for name in loaded.files:
+            try:
+                array = loaded[name]
+            except ValueError as e:
+                raise DlRuntimeError(f"{path}: array '{name}' cannot be read without pickle "
+                                     f"({e})") from None
+            except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+                raise DlRuntimeError(f"{path}: array '{name}' is damaged ({e})") from None
+            arrays[name] = _numeric(path, name, array) if numeric else array
+    return arrays
+
+
+def _numeric(path: Path, name: str | None, array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        what = f"array '{name}'" if name is not None else "the array"
+        raise DlRuntimeError(f"{path}: {what} holds {array.dtype} values, not numbers")
+    return array
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Arrays ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``) from a .npz file."""
+    path = Path(path)
+    arrays = read_arrays(path)
+    if not isinstance(arrays, dict):
+        raise DlRuntimeError(f"{path}: a .npy file holds one array; a data file is an .npz "
+                             "holding x and y")
     for key in ("x", "y"):
         if key not in arrays:
             found = ", ".join(sorted(arrays)) or "none"

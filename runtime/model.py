@@ -27,6 +27,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -35,9 +36,23 @@ import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
-from compiler.ir.core import Module
-from compiler.train_step import TRAIN_STEP, TrainSignature, build_train_step, model_info, train_signature
+from compiler.ir.core import Function, Module, Op
+from compiler.train_step import (
+    TRAIN_STEP,
+    TrainSignature,
+    build_train_step,
+    model_info,
+    train_signature,
+)
 
+from .arguments import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    as_path,
+    check_callable,
+    check_passes,
+    check_seed,
+)
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 
@@ -171,7 +186,7 @@ def make_backend(module: Module, backend: str, passes: Passes = None) -> Backend
     """The backend named ``backend`` (one of :data:`BACKENDS`) for ``module``;
     ``passes`` applies to native code (the interpreter runs the IR as built)."""
     if backend not in BACKENDS:
-        raise DlRuntimeError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+        raise ArgumentValueError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
     if backend == "interp" or (backend == "auto" and native_compiler() is None):
         return InterpBackend(module)
     return NativeBackend(module, passes)
@@ -272,6 +287,7 @@ class Model:
 
     def __init__(self, module: Module, *, seed: int = 0, backend: str = "auto", source: str | None = None,
                  passes: Passes = None):
+        seed = check_seed(seed, "Model: argument 'seed'")
         self.module = module
         self.source = source
         info = model_info(module)
@@ -317,18 +333,23 @@ class Model:
         return {n: a.copy() for n, a in zip(self.state_names, self._tensors[k:])}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Replace parameters by name (shapes and dtypes must match); others keep their values."""
+        """Replace parameters by name; others keep their values.
+
+        Each value must have the parameter's shape and hold real numbers that are
+        finite once converted to its dtype (a float64 1e300 is inf as f32);
+        anything else is an :class:`ArgumentTypeError` / :class:`ArgumentValueError`
+        naming the parameter, and no parameter changes.
+        """
+        if not isinstance(weights, Mapping):
+            raise ArgumentTypeError(f"set_weights: argument 'weights' must be a dict of arrays by "
+                                    f"parameter name, got {type(weights).__name__}")
         tensors = list(self._tensors)
         for name, value in weights.items():
             if name not in self.param_names:
                 raise DlRuntimeError(f"model '{self.name}' has no parameter '{name}' "
                                      f"(parameters: {', '.join(self.param_names)})")
             i = self.param_names.index(name)
-            array = np.asarray(value)
-            if array.shape != tensors[i].shape:
-                raise DlRuntimeError(f"parameter '{name}' has shape {list(tensors[i].shape)}, "
-                                     f"got {list(array.shape)}")
-            tensors[i] = np.array(array, dtype=tensors[i].dtype, order="C")
+            tensors[i] = _weight(name, value, tensors[i])
         self._tensors = tensors
 
     def reset_optimizer(self) -> None:
@@ -358,13 +379,19 @@ class Model:
     def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, verbose: int = 1,
             learning_rate: float | None = None,
-            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> History:
+            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+            allow_nonfinite: bool = False) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
 
         The last, partial batch of each epoch is trained too.  Shuffling uses a
         generator seeded by the model's seed, so two runs with the same seed
         are bit-identical.  ``verbose``: 0 silent, 1 a progress bar per epoch,
         2 one line per epoch.  Ctrl-C stops between two steps (KeyboardInterrupt).
+
+        A step whose loss is NaN or infinite stops training with a
+        :class:`NonFiniteLossError` naming the epoch and step and (the NaN trap)
+        the first ``.dl`` line whose value became non-finite; the model keeps
+        the weights from before that step.  ``allow_nonfinite=True`` trains on.
         """
         _check_positive(epochs=epochs, batch_size=batch_size)
         xs = prepare_inputs(x, self.data_spec, "training input")
@@ -372,10 +399,12 @@ class Model:
         ys = prepare_targets(y, self.data_spec, n, "training target")
         if n == 0:
             raise DlRuntimeError("fit: the training data is empty")
+        check_callable(on_epoch_end, "fit: argument 'on_epoch_end'")
         val = None
         if validation_data is not None:
-            if len(validation_data) != 2:
-                raise DlRuntimeError("validation_data must be a pair (x, y)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
+                                        f"got {type(validation_data).__name__}")
             vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
             val = (vx, prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target"))
         if learning_rate is not None:
@@ -387,7 +416,8 @@ class Model:
                 epoch = self.epochs_trained
                 bar = _progress(verbose, n, epoch)
                 try:
-                    logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt)
+                    logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt,
+                                                             allow_nonfinite)
                     if val is not None:
                         val_logs = self._evaluate(*val, batch_size=max(batch_size, 256))
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -409,7 +439,8 @@ class Model:
         return history
 
     def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
-                     bar: Any, interrupt: _DeferredInterrupt) -> tuple[dict[str, float], float, int]:
+                     bar: Any, interrupt: _DeferredInterrupt,
+                     allow_nonfinite: bool = False) -> tuple[dict[str, float], float, int]:
         """One pass over the data, one backend call per batch; the epoch's mean loss and metrics."""
         n = len(xs[0])
         batches = _Batches([*xs, *ys], batch_size,
@@ -419,16 +450,18 @@ class Model:
         k = len(self._tensors)
         lr = np.array(self.learning_rate, dtype=np.float32)
         steps = math.ceil(n / batch_size)
+        # the NaN trap replays this epoch from here to find the weights before a bad step
+        start_of_epoch = None if allow_nonfinite else ([t.copy() for t in self._tensors], self.step)
         calls_before = self.backend.calls
         start = time.perf_counter()
         seen = 0
         for i in range(steps):
             lo, hi = i * batch_size, min((i + 1) * batch_size, n)
-            args = [*self._tensors, *batches.get(lo, hi), lr]
-            out = self.backend.train_step(args)
-            self._tensors = out[1:1 + k]
-            self.step += 1
-            sums += np.array([float(out[0]), *(float(v) for v in out[1 + k:])]) * (hi - lo)
+            out = self._step(batches.get(lo, hi), lr)
+            loss = float(out[0])
+            if start_of_epoch is not None and not math.isfinite(loss):
+                raise self._diverged(start_of_epoch, batches, i, steps, batch_size, n, lr, loss)
+            sums += np.array([loss, *(float(v) for v in out[1 + k:])]) * (hi - lo)
             seen += hi - lo
             if bar is not None:
                 bar.update(hi - lo)
@@ -438,6 +471,56 @@ class Model:
         seconds = time.perf_counter() - start
         logs = dict(zip(metric_names, (float(v) for v in sums / max(seen, 1))))
         return logs, seconds, self.backend.calls - calls_before
+
+    def _step(self, batch: list[np.ndarray], lr: np.ndarray) -> list[np.ndarray]:
+        """One training step on ``batch``: the weights and state move on; ``train_step``'s outputs."""
+        out = self.backend.train_step([*self._tensors, *batch, lr])
+        self._tensors = out[1:1 + len(self._tensors)]
+        self.step += 1
+        return out
+
+    def _diverged(self, start_of_epoch: tuple[list[np.ndarray], int], batches: _Batches, index: int,
+                  steps: int, batch_size: int, n: int, lr: np.ndarray, loss: float) -> NonFiniteLossError:
+        """The error for a non-finite loss at step ``index`` of this epoch, located by the NaN trap.
+
+        The epoch is replayed from its start (native steps update the weights in
+        place) up to the last step whose weights and optimizer state are all
+        finite -- the bad step itself, or an earlier one whose update overflowed --
+        and the reference interpreter runs that step to find the first op whose
+        value is not finite (:func:`first_nonfinite_op`).  The model keeps the
+        weights from before that step.
+        """
+        self._tensors, self.step = start_of_epoch
+        last_finite: tuple[list[np.ndarray], int, int] | None = None
+        for i in range(index + 1):
+            if not all(t.dtype.kind != "f" or all_finite(t) for t in self._tensors):
+                break
+            last_finite = ([t.copy() for t in self._tensors], self.step, i)
+            if i < index:
+                self._step(batches.get(i * batch_size, min((i + 1) * batch_size, n)), lr)
+        what = f"the loss is {loss} at epoch {self.epochs_trained + 1}, step {index + 1} of {steps}"
+        notes = ["to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
+        if last_finite is None:
+            return NonFiniteLossError(f"training diverged: {what}; the weights or optimizer state were "
+                                      "already NaN or infinite when the epoch began", None, notes)
+        self._tensors, self.step, bad = last_finite
+        notes.insert(0, f"the model keeps its weights from before step {bad + 1} of this epoch "
+                        f"(training step {self.step + 1})")
+        batch = batches.get(bad * batch_size, min((bad + 1) * batch_size, n))
+        op = first_nonfinite_op(self.module.get(TRAIN_STEP), [*self._tensors, *batch, lr])
+        if bad != index:
+            what += f"; step {bad + 1}'s update made the weights NaN or infinite"
+            notes.insert(1, "an update that overflows often means a learning rate too large for "
+                            "this model and data")
+        if op is None:
+            return NonFiniteLossError(f"training diverged: {what}; the reference interpreter computes "
+                                      "that step without a NaN or infinity (the native code's rounding "
+                                      "differs)", None, notes)
+        if op.loc.line <= 0:
+            return NonFiniteLossError(f"training diverged: {what}; the first value to become NaN or "
+                                      f"infinite is dl.{op.name}'s (no source location)", None, notes)
+        return NonFiniteLossError(f"training diverged: {what}; the first value to become NaN or "
+                                  f"infinite is computed here (dl.{op.name})", op.loc, notes)
 
     # -- inference ---------------------------------------------------------------
 
@@ -496,7 +579,7 @@ class Model:
                           dict(zip(self.state_names, self._tensors[k:])),
                           self.signature.optimizer.name, self.step, self.epochs_trained,
                           {"learning_rate": self.learning_rate})
-        return save_checkpoint(path, ckpt)
+        return save_checkpoint(as_path(path, "save: argument 'path'"), ckpt)
 
     def load_weights(self, path: str | Path) -> None:
         """Load a checkpoint written by :meth:`save` (of this model).
@@ -505,6 +588,7 @@ class Model:
         step count are restored when the checkpoint was written with the same
         optimizer; otherwise the optimizer starts fresh.
         """
+        path = as_path(path, "load_weights: argument 'path'")
         ckpt = load_checkpoint(path)
         k = len(self.param_names)
         expected = {n: (a.shape, a.dtype) for n, a in zip(self.param_names, self._tensors[:k])}
@@ -525,6 +609,7 @@ class Model:
 
     def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
         """A table of parameters with shapes and counts, plus loss, optimizer and metrics."""
+        check_callable(print_fn, "summary: argument 'print_fn'")
         rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
         width = max([len("parameter")] + [len(r[0]) for r in rows]) + 2
         swidth = max([len("shape")] + [len(r[1]) for r in rows]) + 2
@@ -566,6 +651,53 @@ def _data_spec(module: Module, sig: TrainSignature, info: dict[str, Any]) -> Dat
     )
 
 
+class NonFiniteLossError(DlRuntimeError):
+    """``fit`` stopped: a step's loss was NaN or infinite.  Located (when the NaN trap
+    found it) at the first ``.dl`` line whose value became non-finite."""
+
+
+class _Found(Exception):
+    def __init__(self, op: Op):
+        self.op = op
+
+
+def first_nonfinite_op(func: Function, args: list[np.ndarray]) -> Op | None:
+    """The NaN trap: the first op of ``func`` (in program order: the forward pass first)
+    whose result holds a NaN or infinity when the reference interpreter runs ``func`` on
+    ``args``; None when there is none."""
+    from compiler.ir.interpreter import interpret
+
+    def watch(op: Op, results: list[np.ndarray]) -> None:
+        for r in results:
+            if r.dtype.kind == "f" and not np.isfinite(r).all():
+                raise _Found(op)
+    try:
+        interpret(func, args, on_op=watch)
+    except _Found as found:
+        return found.op
+    return None
+
+
+def _weight(name: str, value: Any, current: np.ndarray) -> np.ndarray:
+    """``value`` as a new value of parameter ``name`` (now ``current``), checked."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as e:           # ragged lists
+        raise ArgumentValueError(f"set_weights: parameter '{name}': not an array ({e})") from None
+    if array.dtype.kind not in "biuf":
+        raise ArgumentTypeError(f"set_weights: parameter '{name}' must hold real numbers, "
+                                f"got {array.dtype} values")
+    if array.shape != current.shape:
+        raise ArgumentValueError(f"set_weights: parameter '{name}' has shape {list(current.shape)}, "
+                                 f"got {list(array.shape)}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = np.array(array, dtype=current.dtype, order="C")
+    if converted.dtype.kind == "f" and not all_finite(converted):
+        raise ArgumentValueError(f"set_weights: parameter '{name}' holds values that are not finite "
+                                 f"as {current.dtype} (NaN, inf, or too large)")
+    return converted
+
+
 def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -600,6 +732,28 @@ def _progress(verbose: int, n: int, epoch: int) -> Any:
 # Loading
 
 
+def model_module(source: str | Path | Module) -> tuple[Module, str | None]:
+    """The module of a ``.dl`` file (from the frontend, or its cached output) or a Module,
+    and the file's name; an error unless it declares a model.  Nothing is compiled."""
+    if isinstance(source, Module):
+        module, name = source, None
+    else:
+        from .model_cache import load_source  # the frontend, or its cached output
+
+        path = as_path(source, "load_model: argument 'source'")
+        module, name = load_source(path), str(path)
+    if "model" not in module.attrs:
+        raise DlRuntimeError(f"{name or 'the module'}: no model block to load "
+                             "(a model is declared with `model NAME { ... }`)")
+    return module, name
+
+
+def model_data_spec(module: Module) -> DataSpec:
+    """What the model of ``module`` expects of its data (:class:`Model.data_spec`), found
+    without building the training step or compiling anything."""
+    return _data_spec(module, train_signature(module), model_info(module))
+
+
 def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "auto",
                weights: str | Path | None = None, passes: Passes = None) -> Model:
     """A :class:`Model` from a ``.dl`` file (or an already lowered module).
@@ -608,19 +762,16 @@ def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "au
     loads a checkpoint written by :meth:`Model.save`; ``passes`` chooses the
     passes run before native code generation (see :data:`Passes`).
     """
-    if isinstance(source, Module):
-        module, name = source, None
-    else:
-        from .model_cache import load_source      # the frontend, or its cached output
-
-        module, name = load_source(source), str(source)
-    if "model" not in module.attrs:
-        raise DlRuntimeError(f"{name or 'the module'}: no model block to load "
-                             "(a model is declared with `model NAME { ... }`)")
+    seed = check_seed(seed, "load_model: argument 'seed'")       # before the frontend runs
+    check_passes(passes, "load_model", allow_callable=True)
+    if weights is not None:
+        weights = as_path(weights, "load_model: argument 'weights'")
+    module, name = model_module(source)
     model = Model(module, seed=seed, backend=backend, source=name, passes=passes)
     if weights is not None:
         model.load_weights(weights)
     return model
 
 
-__all__ = ["Model", "History", "load_model", "Backend", "InterpBackend", "NativeBackend", "BACKENDS"]
+__all__ = ["Model", "History", "load_model", "Backend", "InterpBackend", "NativeBackend", "BACKENDS",
+           "NonFiniteLossError", "first_nonfinite_op", "model_module", "model_data_spec"]

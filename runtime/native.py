@@ -3,6 +3,16 @@
 The same path serves a fresh compile, a disk-cache hit and an AOT directory:
 object bytes -> ``ExecutionEngine.add_object_file`` -> symbol addresses.  No
 linker or compiler runs, and LLVM's optimizer does not run on load.
+
+The engine uses llvmlite's memory manager (``use_lmm=True``), which maps an
+object's code, read-only data and data as one block.  LLVM's default section
+memory manager maps them one by one wherever the kernel finds room; our
+objects (small code model) reach their constant pools with 32-bit
+PC-relative relocations, so in a fragmented address space (a long process
+next to JAX or PyTorch) a section could land more than 2 GiB from the code
+and LLVM would abort the whole process (``RuntimeDyldELF.cpp: Assertion
+isInt<32>(RealOffset) failed``).  ``tests/test_trust_boundaries.py``
+fragments the address space on purpose and loads a module.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ class NativeLibrary:
                 cpu=target.cpu, features=target.features, reloc="pic", codemodel="default")
             empty = llvm.parse_assembly("")
             empty.triple = target.triple
-            self._engine = llvm.create_mcjit_compiler(empty, tm)
+            self._engine = llvm.create_mcjit_compiler(empty, tm, use_lmm=True)
             try:
                 self._object = llvm.ObjectFileRef.from_data(obj)
                 self._engine.add_object_file(self._object)

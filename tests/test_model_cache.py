@@ -158,3 +158,19 @@ def test_unwritable_cache_costs_only_the_cache(tmp_path, monkeypatch):
     with pytest.warns(CacheWarning, match="cannot write"):
         module = load_source(EXAMPLES / "xor.dl")
     assert "model" in module.attrs
+
+
+def test_a_warm_load_model_imports_neither_lark_nor_the_frontend(cache):
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys, runtime\n"
+              f"runtime.load_model({str(EXAMPLES / 'xor.dl')!r}, backend='interp')\n"
+              "print(sorted(m for m in sys.modules if m == 'lark' or m.startswith(('lark.', 'frontend_dsl'))))\n")
+    env = {**os.environ, "DLC_CACHE_DIR": str(cache)}
+    runs = [subprocess.run([sys.executable, "-c", script], cwd=EXAMPLES.parent, env=env, check=False,
+                           capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    assert "'lark'" in runs[0].stdout                   # the cold load ran the frontend
+    assert runs[1].stdout.strip() == "[]"

@@ -216,8 +216,8 @@ def test_corrupt_cache_entries_are_discarded_and_rebuilt(tmp_path, damage):
 def test_cache_info_and_clear(tmp_path):
     store = ObjectCache(tmp_path / "c")
     assert store.info()["entries"] == 0
-    store.store("k" * 64, b"object", {"functions": []})
-    assert store.info()["entries"] == 1 and store.load("k" * 64).object_code == b"object"
+    store.store("ab" * 32, b"object", {"functions": []})
+    assert store.info()["entries"] == 1 and store.load("ab" * 32).object_code == b"object"
     assert store.clear() == 1 and store.info()["entries"] == 0
 
 

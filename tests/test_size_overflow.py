@@ -231,7 +231,9 @@ def test_a_parameter_larger_than_memory_is_an_allocation_error(tmp_path: Path) -
     assert run_cli("check", path)[0] == 0                       # within the size limit
     with pytest.raises(AllocationError, match=r"parameter 'w' .* needs 2,097,152\.0 GiB .* this machine has"):
         runtime.load_model(path)
-    code, _, err = run_cli("train", path, "--data", "synthetic", "--epochs", "1")
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.zeros((4, 4), np.float32), y=np.zeros((4, 1), np.float32))
+    code, _, err = run_cli("train", path, "--data", str(data), "--epochs", "1")
     assert code == 1 and "error: parameter 'w'" in err and "Traceback" not in err
 
 

@@ -15,6 +15,8 @@ also written to an AOT manifest).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,23 +90,95 @@ class FunctionInfo:
                 "packing": [[size, list(shape)] for size, shape in self.packing]}
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> FunctionInfo:
-        return FunctionInfo(d["name"], d["symbol"],
-                            tuple((p["name"], _type_from_json(p)) for p in d["params"]),
-                            tuple((o["name"], _type_from_json(o)) for o in d["outputs"]),
-                            tuple(d["symbols"]), tuple((int(a), int(b)) for a, b in d["inplace"]),
-                            tuple(d.get("kernels", ())),
-                            tuple((what, int(size), tuple(shape)) for what, size, shape in d["sizes"]),
-                            tuple((int(size), tuple(shape)) for size, shape in d["temps"]),
-                            tuple((int(size), tuple(shape)) for size, shape in d["packing"]))
+    def from_json(d: Any) -> FunctionInfo:
+        """The inverse of :meth:`to_json`, for JSON read from a file: every field is
+        checked, and a :class:`TypeError` or :class:`ValueError` names the one that is wrong."""
+        name = _field(d, "name", str, "function")
+        where = f"function {name!r}"
+        params = tuple((_field(p, "name", str, f"{where}: a parameter"), _type_from_json(p, where))
+                       for p in _list(d, "params", where))
+        outputs = tuple((_field(o, "name", (str, type(None)), f"{where}: an output"), _type_from_json(o, where))
+                        for o in _list(d, "outputs", where))
+        symbols = tuple(_item(s, str, f"{where}: field 'symbols'") for s in _list(d, "symbols", where))
+        inplace = tuple(_pair(p, len(outputs), len(params), where) for p in _list(d, "inplace", where))
+        kernels = tuple(_item(k, str, f"{where}: field 'kernels'") for k in _list(d, "kernels", where, ()))
+        sizes = tuple((_item(e[0], str, f"{where}: field 'sizes'"), *_size_entry(e[1:], f"{where}: field 'sizes'"))
+                      for e in _list(d, "sizes", where) if _is_list(e, 3, f"{where}: field 'sizes'"))
+        temps = tuple(_size_entry(e, f"{where}: field 'temps'")
+                      for e in _list(d, "temps", where) if _is_list(e, 2, f"{where}: field 'temps'"))
+        packing = tuple(_size_entry(e, f"{where}: field 'packing'")
+                        for e in _list(d, "packing", where) if _is_list(e, 2, f"{where}: field 'packing'"))
+        return FunctionInfo(name, _field(d, "symbol", str, where), params, outputs, symbols, inplace, kernels,
+                            sizes, temps, packing)
+
+
+# The digest of a module's signatures is compiled into its object code as this constant,
+# so the runtime can check that an object is the one compiled for the signatures it is
+# given (a cache entry or AOT manifest naming another module's object is refused).
+SIGNATURE_SYMBOL = "dlc_signatures_sha256"
+
+
+def signature_digest(infos: list[FunctionInfo]) -> bytes:
+    """sha256 of the functions' signatures (their canonical JSON)."""
+    text = json.dumps([i.to_json() for i in infos], sort_keys=True)
+    return hashlib.sha256(text.encode()).digest()
 
 
 def _type_json(t: TensorType) -> dict[str, Any]:
     return {"dtype": t.dtype.value, "shape": list(t.shape)}
 
 
-def _type_from_json(d: dict[str, Any]) -> TensorType:
-    return TensorType(DType(d["dtype"]), tuple(d["shape"]))
+def _type_from_json(d: Any, where: str) -> TensorType:
+    dtype = _field(d, "dtype", str, where)
+    if dtype not in {t.value for t in DType}:
+        raise ValueError(f"{where}: field 'dtype' is {dtype!r}, not a dtype")
+    shape = tuple(_item(x, (int, str), f"{where}: field 'shape'") for x in _list(d, "shape", where))
+    if any(isinstance(x, int) and x < 0 for x in shape):
+        raise ValueError(f"{where}: field 'shape' has a negative dim: {list(shape)}")
+    return TensorType(DType(dtype), shape)
+
+
+def _field(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(d, dict):
+        raise TypeError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    if key not in d:
+        raise ValueError(f"{where}: missing field '{key}'")
+    return _item(d[key], kind, f"{where}: field '{key}'")
+
+
+def _item(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind):     # JSON true is no int
+        raise TypeError(f"{where} has a {type(value).__name__} ({value!r:.40}) of the wrong type")
+    return value
+
+
+def _list(d: Any, key: str, where: str, default: list | tuple | None = None) -> list:
+    if default is not None and isinstance(d, dict) and key not in d:
+        return list(default)
+    return _field(d, key, list, where)
+
+
+def _is_list(value: Any, length: int, where: str) -> bool:
+    if not isinstance(value, list) or len(value) != length:
+        raise ValueError(f"{where} holds {value!r:.60}, not a list of {length}")
+    return True
+
+
+def _size_entry(entry: list, where: str) -> tuple[int, tuple[Dim, ...]]:
+    """``[bytes per element, shape]`` of the size plan, checked."""
+    size = _item(entry[0], int, where)
+    shape = entry[1]
+    if not isinstance(shape, list):
+        raise TypeError(f"{where} has a shape of type {type(shape).__name__}, not a list")
+    return size, tuple(_item(x, (int, str), where) for x in shape)
+
+
+def _pair(p: Any, n_outputs: int, n_params: int, where: str) -> tuple[int, int]:
+    if not (isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) and not isinstance(i, bool)
+                                                        for i in p)
+            and 0 <= p[0] < n_outputs and 0 <= p[1] < n_params):
+        raise ValueError(f"{where}: field 'inplace' holds {p!r}, not an (output, parameter) index pair")
+    return (p[0], p[1])
 
 
 def lower_module(module: Module, options: CodegenOptions | None = None) -> list[Program]:
@@ -221,9 +295,22 @@ def compile_to_object(module: Module, options: CodegenOptions | None = None
 
     options = options or CodegenOptions()
     programs = lower_module(module, options)
-    ref = optimize(emit_module(programs, options), options)
     infos = [FunctionInfo.of(f, p, options.lanes) for f, p in zip(module.functions, programs)]
+    mod = emit_module(programs, options)
+    _embed_signatures(mod, infos)
+    ref = optimize(mod, options)
     return object_code(ref, options), infos
+
+
+def _embed_signatures(mod: ir.Module, infos: list[FunctionInfo]) -> None:
+    """The constant ``SIGNATURE_SYMBOL``: :func:`signature_digest` of ``infos``."""
+    from llvmlite import ir as llir
+
+    digest = signature_digest(infos)
+    ty = llir.ArrayType(llir.IntType(8), len(digest))
+    g = llir.GlobalVariable(mod, ty, name=SIGNATURE_SYMBOL)
+    g.global_constant = True
+    g.initializer = llir.Constant(ty, bytearray(digest))
 
 
 def stage_text(module: Module, stage: str, options: CodegenOptions | None = None) -> str:

@@ -14,7 +14,7 @@ numpy's warnings silenced, as native code behaves.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,9 +27,12 @@ from .types import DType, TensorType, number_problem
 Args = Sequence[Any] | Mapping[str, Any]
 
 
-def interpret(func: Function, args: Args) -> list[np.ndarray]:
+def interpret(func: Function, args: Args, *,
+              on_op: Callable[[Op, list[np.ndarray]], None] | None = None) -> list[np.ndarray]:
     """Evaluate ``func`` on numpy arrays; returns one array per output.
 
+    ``on_op(op, results)``, if given, sees every op's results as they are
+    computed (the NaN trap of ``Model.fit`` looks for the first non-finite one).
     Raises :class:`DlRuntimeError` naming the argument when an argument does
     not fit the signature.
     """
@@ -41,6 +44,8 @@ def interpret(func: Function, args: Args) -> list[np.ndarray]:
     with np.errstate(all="ignore"):
         for op in func.ops:
             _run_op(op, env, bindings, call_text(f"@{func.name}", bindings))
+            if on_op is not None:
+                on_op(op, [env[v] for v in op.results])
     return [env[v] for v in func.outputs]
 
 

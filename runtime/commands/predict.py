@@ -17,6 +17,7 @@ import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
 
+from ..data import read_arrays
 from ..model import load_model
 from . import check_output, write_output_file
 from .train import add_model_arguments, model_passes
@@ -57,21 +58,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_input(path: Path) -> Any:
-    """The model input(s) from a .npy file, or a dict of arrays from a .npz file."""
+    """The model input(s) from a .npy file, or a dict of arrays from a .npz file (numbers
+    only, read without pickle)."""
     if not path.is_file():
         raise DlRuntimeError(f"{path}: no such input file")
     with open(path, "rb") as f:
         magic = f.read(6)
     if not (magic == b"\x93NUMPY" or zipfile.is_zipfile(path)):
         raise DlRuntimeError(f"{path}: not a .npy or .npz array file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DlRuntimeError(f"{path}: not a readable .npy/.npz array file ({e})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
-    return loaded
+    return read_arrays(path)
 
 
 def write_output(path: Path, named: dict[str, np.ndarray]) -> None:

@@ -123,21 +123,18 @@ def read_value(name: str, text: str) -> np.ndarray:
 
 
 def _load_array(name: str, path: Path) -> np.ndarray:
+    from runtime.data import read_arrays
+
     if not path.is_file():
         raise DlError(f"input '{name}': no such file: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise DlError(f"input '{name}': cannot read {path}: {e}") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            keys = list(data.keys())
-            if name in keys:
-                return data[name]
-            if len(keys) == 1:
-                return data[keys[0]]
-            raise DlError(f"input '{name}': {path} holds {', '.join(keys) or 'no arrays'}; "
-                          f"none is called '{name}'")
+    data = read_arrays(path)
+    if isinstance(data, dict):
+        if name in data:
+            return data[name]
+        if len(data) == 1:
+            return next(iter(data.values()))
+        raise DlError(f"input '{name}': {path} holds {', '.join(data) or 'no arrays'}; "
+                      f"none is called '{name}'")
     return data
 
 

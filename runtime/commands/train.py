@@ -26,8 +26,15 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 
-from ..data import Dataset, load_data
-from ..model import BACKENDS, History, Model, load_model
+from ..data import Dataset, DataSpec, load_data, prepare_inputs, prepare_targets
+from ..model import (
+    BACKENDS,
+    History,
+    Model,
+    NonFiniteLossError,
+    model_data_spec,
+    model_module,
+)
 from . import check_output, write_output_file
 from .pass_flags import DEFAULT_PIPELINE, add_pass_arguments, run_passes
 
@@ -53,9 +60,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a .dl file with a model block")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="native code (default when available) or the reference interpreter")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the initial weights, shuffling and synthetic data (default 0)")
     add_pass_arguments(parser, default=DEFAULT_PIPELINE)
+
+
+def _seed(text: str) -> int:
+    """``--seed``: a non-negative integer (else a usage error naming the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
 
 
 def model_passes(args: argparse.Namespace) -> Callable[[Module], Module]:
@@ -81,15 +99,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="draw the learning curves to an image (needs matplotlib: pip install 'dlc[plot]')")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="train on when the loss becomes NaN or infinite (default: stop, saving nothing, "
+                             "and show the first .dl line whose value became non-finite)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Train, print the summary, write the requested files; 130 after Ctrl-C."""
     _check_options(args)
     start = time.perf_counter()
-    model = load_model(args.file, seed=args.seed, backend=args.backend, passes=model_passes(args))
+    module, name = model_module(args.file)
+    spec = model_data_spec(module)
     load_seconds = time.perf_counter() - start
-    data = load_data(args.data, model.data_spec, seed=args.seed, label_column=args.label_column)
+    data = load_data(args.data, spec, seed=args.seed, label_column=args.label_column)
+    check_data(data, spec)                     # before the (slow) compile
+    start = time.perf_counter()
+    model = Model(module, seed=args.seed, backend=args.backend, source=name, passes=model_passes(args))
+    load_seconds += time.perf_counter() - start
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
     validation = (data.x_test, data.y_test) if data.has_test and not args.no_validate else None
@@ -99,9 +125,14 @@ def run(args: argparse.Namespace) -> int:
         f"backend {model.backend.name}")
     try:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
-                            validation_data=validation, learning_rate=args.lr, verbose=0 if args.quiet else 1)
+                            validation_data=validation, learning_rate=args.lr, verbose=0 if args.quiet else 1,
+                            allow_nonfinite=args.allow_nonfinite)
     except KeyboardInterrupt:
         return _interrupted(model, args)
+    except NonFiniteLossError as e:
+        if args.save:
+            e.notes.append(f"nothing was saved: {args.save} is as it was")
+        raise
     test = model.evaluate(data.x_test, data.y_test) if data.has_test else None
     report = _report(model, data, history, test, epochs, batch_size, load_seconds, args)
     print(_summary(model, report), flush=True)
@@ -116,6 +147,24 @@ def run(args: argparse.Namespace) -> int:
         plot_history(history, args.plot, model.name)
         print(f"wrote learning curves to {args.plot}")
     return 0
+
+
+def check_data(data: Dataset, spec: DataSpec) -> None:
+    """The data set's arrays against the model's inputs and targets (names, shapes, dtypes,
+    labels, NaN/inf), as ``fit`` checks them; an error lists what the model expects."""
+    splits = [("training", data.x_train, data.y_train)]
+    if data.has_test:
+        splits.append(("test", data.x_test, data.y_test))
+    try:
+        for split, x, y in splits:
+            xs = prepare_inputs(x, spec, f"{split} input")
+            prepare_targets(y, spec, len(xs[0]), f"{split} target")
+    except DlRuntimeError as e:
+        expects = "; ".join(f"{kind} " + ", ".join(f"{s.name}: {s.dsl_str()}" for s in specs)
+                            for kind, specs in (("inputs", spec.inputs), ("targets", spec.targets)))
+        has = ", ".join(f"{k} {a.dtype} {list(a.shape)}" for k, a in (("x", data.x_train), ("y", data.y_train)))
+        raise DlRuntimeError(f"data set '{data.name}' does not fit model '{spec.model_name}': {e.message}",
+                             notes=[f"the model expects {expects}", f"the data set has {has}"]) from None
 
 
 def _check_options(args: argparse.Namespace) -> None:
