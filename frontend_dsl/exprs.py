@@ -23,7 +23,7 @@ from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionE
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
 from compiler.ir.types import Dim, DType, TensorType
-from compiler.ops import OPS, OpDef
+from compiler.ops import OPS, OpDef, get_op
 from compiler.passes.autodiff import inline_function
 
 from . import ast
@@ -241,7 +241,7 @@ class Body:
         if c.func in GRAD_TRANSFORMS:
             raise DlTypeError(f"{c.func}(...) defines a function: write 'fn name = {c.func}(f, wrt=[...])' "
                               "at the top level and call it", c.func_span)
-        opdef = OPS.get(c.func)
+        opdef = get_op(c.func)          # an op's name or an alias of it (swish)
         if opdef is not None:
             return self.op_call(opdef, c)
         known = [*OPS, *self.functions.names(), *(LAYERS if self.params else [])]

@@ -272,7 +272,7 @@ class Lowering:
         v = op.result
         args = tuple(self.operand_expr(u, v.type.shape) for u in op.operands)
         in_dtype = compute_dtype([u.type for u in op.operands])
-        self.define(v, Apply(op.name, args, v.type.dtype, in_dtype))
+        self.define(v, Apply(op.name, args, v.type.dtype, in_dtype, tuple(sorted(op.attrs.items()))))
 
     def _write_outputs(self) -> None:
         for i, v in enumerate(self.func.outputs):
