@@ -91,7 +91,8 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
 
 
 # Elementwise ops worth computing once and storing, rather than again in every consumer.
-_COSTLY = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div", "reciprocal"})
+_COSTLY = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div", "reciprocal",
+                     "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
 
 
 def _is_leaf(expr: Expr) -> bool:

@@ -277,23 +277,8 @@ class Emitter:
         return self._pow_general(a, b)
 
     def _int_pow(self, a: ir.Value, b: ir.Value) -> ir.Value:
-        """Integer ``a ** b`` by square-and-multiply over every bit of ``b``, wrapping
-        as numpy's does.  A negative ``b`` gives the integer part of the true power:
-        1 for ``a = 1``, ±1 for ``a = -1`` (by the parity of ``b``), 0 otherwise
-        (``0 ** -n`` included); numpy raises there instead."""
-        fb = self.b
-        one, zero = const(a.type, 1), const(a.type, 0)
-        acc, base, e = one, a, b
-        for _ in range(element(a.type).width - 1):            # the bits of a non-negative b
-            bit = fb.trunc(e, with_element(e.type, I1))
-            acc = fb.select(bit, fb.mul(acc, base), acc)
-            base = fb.mul(base, base)
-            e = fb.lshr(e, one)
-        odd = fb.trunc(b, with_element(b.type, I1))
-        minus_one = fb.select(odd, const(a.type, -1), one)
-        negative_power = fb.select(fb.icmp_signed("==", a, one), one,
-                                   fb.select(fb.icmp_signed("==", a, const(a.type, -1)), minus_one, zero))
-        return fb.select(fb.icmp_signed("<", b, zero), negative_power, acc)
+        """Integer ``a ** b`` (see :func:`_int_pow_function`)."""
+        return self.b.call(_int_pow_function(self.b.module, a.type), [a, b])
 
     def _pow_constant(self, a: ir.Value, k: float) -> ir.Value | None:
         if k == 0.5:
@@ -387,6 +372,50 @@ class Emitter:
             return self.b.sitofp(x, dst_ty)
         name = f"llvm.fptosi.sat.{type_suffix(dst_ty)}.{type_suffix(x.type)}"
         return self.b.call(intrinsic(self.b.module, name, dst_ty, [x.type]), [x])
+
+
+def _int_pow_function(module: ir.Module, ty: ir.Type) -> ir.Function:
+    """``dlc.ipow.<type>(a, b)``: integer ``a ** b`` by square-and-multiply, wrapping as
+    numpy's does, in a loop that runs while some lane's exponent has bits left (so a
+    small exponent costs a few steps).  A negative ``b`` gives the integer part of the
+    true power: 1 for ``a = 1``, ±1 for ``a = -1`` (by the parity of ``b``), 0
+    otherwise (``0 ** -n`` included); numpy raises there instead."""
+    symbol = f"dlc.ipow.{type_suffix(ty)}"
+    fn = module.globals.get(symbol)
+    if fn is not None:
+        return fn
+    fn = ir.Function(module, ir.FunctionType(ty, [ty, ty]), symbol)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    a, exponent = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    one, zero = const(ty, 1), const(ty, 0)
+    negative = b.icmp_signed("<", exponent, zero)
+    start = b.select(negative, zero, exponent)
+    entry = b.block
+    head, body, done = (fn.append_basic_block(n) for n in ("head", "body", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    acc, base, e = (b.phi(ty) for _ in range(3))
+    more = b.icmp_signed("!=", e, zero)
+    if isinstance(ty, ir.VectorType):
+        more = call_overloaded(b, "vector.reduce.or", [more], ret=I1)
+    b.cbranch(more, body, done)
+    b.position_at_end(body)
+    bit = b.trunc(e, with_element(ty, I1))
+    next_acc = b.select(bit, b.mul(acc, base), acc)
+    next_base = b.mul(base, base)
+    next_e = b.lshr(e, one)
+    b.branch(head)
+    for phi, first, later in ((acc, one, next_acc), (base, a, next_base), (e, start, next_e)):
+        phi.add_incoming(first, entry)
+        phi.add_incoming(later, body)
+    b.position_at_end(done)
+    minus_one = b.select(b.trunc(exponent, with_element(ty, I1)), const(ty, -1), one)
+    inverse = b.select(b.icmp_signed("==", a, one), one,
+                       b.select(b.icmp_signed("==", a, const(ty, -1)), minus_one, zero))
+    b.ret(b.select(negative, inverse, acc))
+    return fn
 
 
 def to_memory(b: ir.IRBuilder, v: ir.Value) -> ir.Value:

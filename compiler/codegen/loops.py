@@ -404,7 +404,8 @@ def print_program(p: Program) -> str:
 # output, the loss and the gradient are each computed in the pass that
 # consumes them.
 
-EXPENSIVE = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div"})
+EXPENSIVE = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div",
+                       "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
 
 
 def same_expr(a: Expr, b: Expr) -> bool:

@@ -52,6 +52,11 @@ ULP_BOUNDS: dict[tuple[str, str], int] = {
     ("log", "f32"): 2, ("log", "f64"): 2,
     ("tanh", "f32"): 2, ("tanh", "f64"): 3,
     ("sigmoid", "f32"): 2, ("sigmoid", "f64"): 3,
+    ("expm1", "f32"): 1, ("expm1", "f64"): 2,
+    ("log1p", "f32"): 1, ("log1p", "f64"): 2,
+    ("sin", "f32"): 1, ("sin", "f64"): 2,
+    ("cos", "f32"): 1, ("cos", "f64"): 2,
+    ("erf", "f32"): 1, ("erf", "f64"): 2,
 }
 
 getcontext().prec = 60
@@ -562,34 +567,54 @@ def _sincos(b: ir.IRBuilder, x: ir.Value, quadrant_shift: int) -> ir.Value:
 def _libm_lanes(b: ir.IRBuilder, name: str, x: ir.Value, res: ir.Value, finite: ir.Value,
                 in_range: ir.Value) -> ir.Value:
     """``res``, with the lanes that are finite but not ``in_range`` replaced by the C
-    library's ``name(x)`` (f64).  The calls sit in a block of their own, entered only
-    when some lane needs them, so the common case costs one test and a branch."""
+    library's ``name(x)`` (f64).  The calls sit in a function of their own
+    (:func:`_libm_function`), called only when some lane needs it, so the common case
+    costs one test and a branch, and the inlined copies of the caller stay small."""
     need = b.and_(finite, b.xor(in_range, const(in_range.type, 1)))
-    width = x.type.count if isinstance(x.type, ir.VectorType) else 1
-    any_lane = need if width == 1 else call_overloaded(b, "vector.reduce.or", [need], ret=I1)
-    fn = b.module.globals.get(name)
-    if fn is None:
-        fn = ir.Function(b.module, ir.FunctionType(ir.DoubleType(), [ir.DoubleType()]), name)
+    vector = isinstance(x.type, ir.VectorType)
+    any_lane = call_overloaded(b, "vector.reduce.or", [need], ret=I1) if vector else need
     start = b.block
     slow = b.append_basic_block(f"{name}.libm")
     done = b.append_basic_block(f"{name}.done")
     b.cbranch(any_lane, slow, done)
     b.position_at_end(slow)
-    if width == 1:
-        fixed = b.call(fn, [x])
-    else:
-        fixed = res
-        for i in range(width):
-            lane = ir.Constant(I32, i)
-            value = b.call(fn, [b.extract_element(x, lane)])
-            keep = b.extract_element(res, lane)
-            fixed = b.insert_element(fixed, b.select(b.extract_element(need, lane), value, keep), lane)
+    fixed = b.call(_libm_function(b.module, name, x.type), [x, res, need])
     b.branch(done)
     b.position_at_end(done)
     out = b.phi(res.type)
     out.add_incoming(res, start)
     out.add_incoming(fixed, slow)
     return out
+
+
+def _libm_function(module: ir.Module, name: str, ty: ir.Type) -> ir.Function:
+    """``dlc.vmath.<name>_libm.<type>(x, res, need)``: ``res`` with the lanes where
+    ``need`` holds replaced by ``name(x)`` of the C library, one call per such lane."""
+    from .llvmutil import type_suffix
+
+    symbol = f"dlc.vmath.{name}_libm.{type_suffix(ty)}"
+    fn = module.globals.get(symbol)
+    if fn is not None:
+        return fn
+    libm = module.globals.get(name)
+    if libm is None:
+        libm = ir.Function(module, ir.FunctionType(ir.DoubleType(), [ir.DoubleType()]), name)
+    mask_ty = with_element(ty, I1)
+    fn = ir.Function(module, ir.FunctionType(ty, [ty, ty, mask_ty]), symbol)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    x, res, need = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if not isinstance(ty, ir.VectorType):
+        b.ret(b.select(need, b.call(libm, [x]), res))
+        return fn
+    for i in range(ty.count):
+        lane = ir.Constant(I32, i)
+        value = b.call(libm, [b.extract_element(x, lane)])
+        keep = b.extract_element(res, lane)
+        res = b.insert_element(res, b.select(b.extract_element(need, lane), value, keep), lane)
+    b.ret(res)
+    return fn
 
 
 # erf: |x| < 1: x + x (F(x²) - 1) with F(t) = erf(sqrt t)/sqrt t; 1 <= |x| < 6:
