@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
+from test_codegen_vmath import ulp_distance, validation_rows
 
 import runtime
-from compiler.codegen.vmath import (SINCOS_VECTOR_LIMIT, ULP_BOUNDS, _erf_decimal, cos_coefficients,
-                                    sin_coefficients)
+from compiler.codegen.vmath import SINCOS_VECTOR_LIMIT, ULP_BOUNDS, _erf_decimal, cos_coefficients, sin_coefficients
 from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.types import DType, TensorType
 
 FUNCS = ("expm1", "log1p", "sin", "cos", "erf")
 DTYPES = {"f32": DType.f32, "f64": DType.f64}
-CSV_DIR = Path(np.__file__).parent / "_core" / "tests" / "data"
 _erf64 = np.frompyfunc(math.erf, 1, 1)
 REFS = {"expm1": np.expm1, "log1p": np.log1p, "sin": np.sin, "cos": np.cos,
         "erf": lambda x: np.asarray(_erf64(x), np.float64)}
@@ -44,29 +42,6 @@ def compiled():
             f.outputs = [b.emit(name, f.params[0])]
             fns.append(f)
     return runtime.compile(Module(fns), cache=False, passes="")
-
-
-def ulp_distance(got: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """Distance in units in the last place (0 where both are NaN, or equal)."""
-    itype = np.int32 if got.dtype == np.float32 else np.int64
-
-    def ordered(v):
-        i = v.view(itype).astype(np.int64)
-        return np.where(i < 0, np.iinfo(itype).min - i, i).astype(object)
-
-    d = np.abs(ordered(got) - ordered(want))
-    same = (got == want) | (np.isnan(got) & np.isnan(want))
-    return np.where(same, 0, d).astype(np.float64)
-
-
-def validation_rows(name: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    tag = {"f32": "np.float32", "f64": "np.float64"}[dtype]
-    utype, ftype = (np.uint32, np.float32) if dtype == "f32" else (np.uint64, np.float64)
-    rows = [line.split(",") for line in (CSV_DIR / f"umath-validation-set-{name}.csv").read_text().splitlines()
-            if line.startswith(tag)]
-    x = np.array([int(r[1], 16) for r in rows], dtype=utype).view(ftype)
-    y = np.array([int(r[2], 16) for r in rows], dtype=utype).view(ftype)
-    return x, y
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f64"])

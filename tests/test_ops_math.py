@@ -22,6 +22,7 @@ import zlib
 
 import numpy as np
 import pytest
+from test_codegen_vmath import ulp_distance
 
 import runtime
 from compiler.checking.gradcheck import gradcheck
@@ -73,19 +74,6 @@ def assert_same(got: np.ndarray, want: np.ndarray, what: str = "") -> None:
     if want.dtype.kind == "f":
         zero = want == 0
         np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]), err_msg=f"{what}: sign of 0")
-
-
-def ulp_distance(got: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """Distance in units in the last place (0 where both are NaN, or equal)."""
-    itype = np.int32 if got.dtype == np.float32 else np.int64
-
-    def ordered(v):
-        i = v.view(itype).astype(np.int64)
-        return np.where(i < 0, np.iinfo(itype).min - i, i).astype(object)
-
-    d = np.abs(ordered(got) - ordered(want))
-    same = (got == want) | (np.isnan(got) & np.isnan(want))
-    return np.where(same, 0, d).astype(np.float64)
 
 
 # ---------------------------------------------------------------------------

@@ -220,7 +220,8 @@ def _hard_sigmoid(x: np.ndarray) -> np.ndarray:
     return relu6 / _scalar(x, 6)
 
 
-hard_sigmoid = _unary("hard_sigmoid", """Elementwise ``relu6(x + 3) / 6 = clip((x + 3) / 6, 0, 1)`` (Keras 3; float only).
+hard_sigmoid = _unary("hard_sigmoid", """Elementwise ``relu6(x + 3) / 6 = clip((x + 3) / 6, 0, 1)``
+    (Keras 3; float only).
 
     %1 = "dl.hard_sigmoid"(%0) : (tensor<?x3xf32, "N">) -> tensor<?x3xf32, "N">
     """, _hard_sigmoid, infer=_float_rule)
