@@ -23,7 +23,7 @@ from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionE
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
 from compiler.ir.types import Dim, DType, TensorType
-from compiler.ops import OPS, OpDef
+from compiler.ops import OPS, OpDef, get_op
 from compiler.ops.base import COMPOSITE, ELEMENTWISE
 from compiler.passes.autodiff import inline_function
 
@@ -247,7 +247,7 @@ class Body:
         if c.func in GRAD_TRANSFORMS:
             raise DlTypeError(f"{c.func}(...) defines a function: write 'fn name = {c.func}(f, wrt=[...])' "
                               "at the top level and call it", c.func_span)
-        opdef = OPS.get(c.func)
+        opdef = get_op(c.func)          # an op's name or an alias of it (swish)
         if opdef is not None:
             return self.op_call(opdef, c)
         known = [*OPS, *self.functions.names(), *(LAYERS if self.params else [])]
@@ -382,7 +382,7 @@ class Body:
             out = self.copy_body(callee, [x], unify_call(callee, [(x, span)]), span)
             assert isinstance(out, Value)
         else:
-            opdef = OPS.get(name)
+            opdef = get_op(name)        # an op's name or an alias of it (swish)
             if (opdef is None or opdef.kind not in (ELEMENTWISE, COMPOSITE) or len(opdef.operands) != 1
                     or opdef.variadic or any(spec.required for spec in opdef.attrs.values())):
                 usable = sorted(n for n, d in OPS.items() if d.kind == ELEMENTWISE and len(d.operands) == 1
@@ -390,7 +390,7 @@ class Body:
                 raise NameResolutionError(f"unknown {what} '{name}': not a function of this file or an "
                                           "elementwise op of one tensor", span,
                                           notes=did_you_mean(name, [*usable, *self.functions.names()]))
-            out = self.emit(name, [x], {}, span)
+            out = self.emit(opdef.name, [x], {}, span)
         if out.type != x.type:
             raise DlTypeError(f"{what} '{name}' turns {x.type.dsl_str()} into {out.type.dsl_str()}; "
                               "it must keep the shape and dtype", span)

@@ -80,6 +80,22 @@ for op in ("log", "sqrt", "reciprocal"):
     case(f"{op}_f64", (op,), [T(F64, "N", 5)], lambda b, p, op=op: [b.emit(op, p[0])], ("pos",))
 for op in ("neg", "abs", "relu", "square", "sign"):
     case(f"{op}_i32", (op,), [T(I32, "N", 9)], lambda b, p, op=op: [b.emit(op, p[0])])
+for op in ("erf", "expm1", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu", "leaky_relu",
+           "hard_sigmoid", "floor", "ceil", "round", "isnan", "isinf"):
+    case(f"{op}_f32", (op,), [T(F32, "N", 37)], lambda b, p, op=op: [b.emit(op, p[0])])
+    case(f"{op}_f64", (op,), [T(F64, "N", 5)], lambda b, p, op=op: [b.emit(op, p[0])])
+case("log1p", ("log1p",), [T(F32, "N", 37), T(F64, "N")], lambda b, p: [b.log1p(p[0]), b.log1p(p[1])],
+     ("pos", "unit"))
+case("activation_attrs", ("gelu", "elu", "leaky_relu"), [T(F32, "N", 19)],
+     lambda b, p: [b.gelu(p[0], approximate=True), b.elu(p[0], alpha=0.5), b.leaky_relu(p[0], alpha=0.01)])
+for op in ("mod", "floor_div"):
+    case(f"{op}_f32", (op,), [T(F32, "N", 21), T(F32, 21)], lambda b, p, op=op: [b.emit(op, p[0], p[1])],
+         ("any", "pos"))
+    case(f"{op}_i64", (op,), [T(I64, "N", 3), T(I64, 3)], lambda b, p, op=op: [b.emit(op, p[0], p[1])],
+         ("any", "small"))
+case("pow_i32", ("pow",), [T(I32, "N", 5), T(I32, 5)], lambda b, p: [b.pow(p[0], p[1])], ("any", "small"))
+case("clip", ("clip",), [T(F32, "N", 18), T(F32), T(F32, 18), T(I32, "N")],
+     lambda b, p: [b.clip(p[0], p[1], p[2]), b.clip(p[3], b.constant(-3, I32), b.constant(4, I32))])
 for src, dst in [(F32, I32), (F32, I64), (I32, F32), (I64, F64), (F64, F32), (F32, F64), (BOOL, F32),
                  (F32, BOOL), (I32, I64), (I64, I32), (I32, BOOL), (BOOL, I64)]:
     case(f"cast_{src}_{dst}", ("cast",), [T(src, "N", 19)], lambda b, p, dst=dst: [b.cast(p[0], dtype=dst)])

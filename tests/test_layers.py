@@ -51,6 +51,8 @@ def test_activation_may_be_a_function_of_the_file() -> None:
     ("log_softmax", lambda h: h - h.max(-1, keepdims=True)
      - np.log(np.exp(h - h.max(-1, keepdims=True)).sum(-1, keepdims=True))),
     ("abs", np.abs),
+    ("swish", lambda h: h / (1 + np.exp(-h))),           # an alias of silu
+    ("softplus", lambda h: np.log1p(np.exp(h))),
     ("linear", lambda h: h),
 ])
 def test_activation_may_be_any_op_of_one_tensor(name, numpy_fn) -> None:

@@ -90,6 +90,13 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
         s[name] = ([n4], [x34], {})
     for name in ("log", "sqrt", "reciprocal"):
         s[name] = ([n4], [pos], {})
+    for name in ("erf", "expm1", "sin", "cos", "floor", "ceil", "round", "isnan", "isinf", "softplus",
+                 "silu", "gelu", "elu", "selu", "leaky_relu", "hard_sigmoid"):
+        s[name] = ([n4], [x34 * 3], {})
+    s["log1p"] = ([n4], [pos], {})
+    for name in ("mod", "floor_div"):
+        s[name] = ([n4, T(F32, 4)], [x34 * 3, rand(4, low=0.5, high=2)], {})
+    s["clip"] = ([n4, T(F32), T(F32, 4)], [x34, np.float32(-0.5), rand(4, low=0, high=1)], {})
     return s
 
 
@@ -177,8 +184,8 @@ def test_loss_decompositions_in_both_modes(name: str, from_logits: bool):
 class NumpyEmitter:
     """The codegen Emitter's interface over numpy arrays (scalar or vector alike)."""
 
-    def __init__(self, dtype: DType, out_dtype: DType):
-        self.dtype, self.out_dtype = dtype, out_dtype
+    def __init__(self, dtype: DType, out_dtype: DType, attrs: dict[str, Any]):
+        self.dtype, self.out_dtype, self.attrs = dtype, out_dtype, attrs
 
     def const(self, value):
         return np.asarray(value, dtype=self.dtype.np)
@@ -187,6 +194,13 @@ class NumpyEmitter:
     neg, pow, exp, log, sqrt, tanh, abs = (np.negative, np.power, np.exp, np.log, np.sqrt,
                                            np.tanh, np.abs)
     max, min = np.maximum, np.minimum
+    expm1, log1p, sin, cos, floor, ceil, round = (np.expm1, np.log1p, np.sin, np.cos, np.floor, np.ceil,
+                                                  np.round)
+    isnan, isinf, floor_div, mod = np.isnan, np.isinf, np.floor_divide, np.remainder
+
+    def erf(self, x):
+        from compiler.ops.math import _erf
+        return _erf(np.asarray(x))
     logical_and, logical_or, logical_not = np.logical_and, np.logical_or, np.logical_not
 
     def sigmoid(self, x):
@@ -207,7 +221,8 @@ class NumpyEmitter:
 
 
 for _name in ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "abs",
-              "max", "min", "logical_and", "logical_or", "logical_not"):
+              "max", "min", "logical_and", "logical_or", "logical_not", "expm1", "log1p", "sin", "cos",
+              "floor", "ceil", "round", "isnan", "isinf", "floor_div", "mod"):
     setattr(NumpyEmitter, _name, staticmethod(getattr(NumpyEmitter, _name)))
 
 
@@ -217,7 +232,7 @@ def test_emit_rule_matches_reference(name: str):
     func, b = new_function("f", [(f"x{i}", t) for i, t in enumerate(types)])
     result = b.emit(name, *func.params, **attrs)
     compute = types[-1].dtype if name == "select" else types[0].dtype
-    e = NumpyEmitter(compute, result.type.dtype)
+    e = NumpyEmitter(compute, result.type.dtype, func.ops[-1].attrs)
     with np.errstate(all="ignore"):
         got = OPS[name].emit(e, *(np.asarray(a) for a in arrays))
     want = OPS[name].reference(*arrays, **func.ops[-1].attrs)

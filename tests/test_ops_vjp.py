@@ -87,6 +87,15 @@ def _cases() -> list[Case]:
         for name in ("neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "square",
                      "reciprocal"):
             cases.append(Case(name, [Arg(shape, domains.get(name, "any"))]))
+    for shape in UNARY_SHAPES:       # compiler/ops/math.py and activations.py
+        for name in ("erf", "expm1", "sin", "cos", "softplus", "silu", "gelu", "selu", "hard_sigmoid"):
+            cases.append(Case(name, [Arg(shape)]))
+        cases += [Case("log1p", [Arg(shape, "pos")]), Case("gelu", [Arg(shape)], {"approximate": True}),
+                  Case("elu", [Arg(shape, "away0")], {"alpha": 0.7}),
+                  Case("leaky_relu", [Arg(shape, "away0")], {"alpha": 0.1})]
+    for lhs, rhs in BROADCAST_PAIRS:
+        cases.append(Case("mod", [Arg(lhs), Arg(rhs, "away0")]))
+    cases += [Case("clip", [Arg((3, 4)), Arg((4,)), Arg(())]), Case("clip", [Arg(("N", 1)), Arg(()), Arg((2,))])]
     cases += [
         Case("broadcast_to", [Arg((3, 1))], {"shape": (2, 3, 4)}),
         Case("broadcast_to", [Arg((1,))], {"shape": (5,)}),

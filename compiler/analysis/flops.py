@@ -5,7 +5,8 @@ The cost model, per op (``n`` = elements of the result, symbols kept):
 - ``matmul`` ``[.., M, K] @ [.., K, N]``: ``2 * batch * M * N * K`` (one
   multiply and one add per term);
 - elementwise ops: ``n`` FLOPs, except the transcendental ones
-  (:data:`TRANSCENDENTAL`: exp, log, sqrt, tanh, sigmoid, pow), which count
+  (:data:`TRANSCENDENTAL`: exp, log, sqrt, tanh, sigmoid, pow, the special
+  functions erf expm1 log1p sin cos and the activations built on them), which count
   ``n`` *transcendental* evaluations instead, reported separately since one
   costs tens of FLOPs;
 - reductions (``sum mean max min argmax``): one FLOP per element reduced;
@@ -28,7 +29,8 @@ from ..ir.core import Function, Op
 from ..ir.types import Dim
 from ..ops.base import COMPOSITE, ELEMENTWISE, REDUCTION, get_op
 
-TRANSCENDENTAL = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid", "pow"})
+TRANSCENDENTAL = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid", "pow",
+                            "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
 
 Monomial = tuple[str, ...]   # sorted symbol names, repeated for powers
 

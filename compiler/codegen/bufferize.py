@@ -91,7 +91,8 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
 
 
 # Elementwise ops worth computing once and storing, rather than again in every consumer.
-_COSTLY = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div", "reciprocal"})
+_COSTLY = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div", "reciprocal",
+                     "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
 
 
 def _is_leaf(expr: Expr) -> bool:
@@ -272,7 +273,7 @@ class Lowering:
         v = op.result
         args = tuple(self.operand_expr(u, v.type.shape) for u in op.operands)
         in_dtype = compute_dtype([u.type for u in op.operands])
-        self.define(v, Apply(op.name, args, v.type.dtype, in_dtype))
+        self.define(v, Apply(op.name, args, v.type.dtype, in_dtype, tuple(sorted(op.attrs.items()))))
 
     def _write_outputs(self) -> None:
         for i, v in enumerate(self.func.outputs):

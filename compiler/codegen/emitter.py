@@ -12,14 +12,16 @@ type of its operands (``float``/``double``/``i32``/``i64``/``i1``), so a rule
 need not care which dtype or width it is emitted for.  Python numbers are
 accepted wherever a value is and become constants of the other operand's
 type.  ``e.dtype`` is the op's operand dtype (the common dtype of its non-bool
-operands), ``e.out_dtype`` its result dtype, ``e.const(v)`` a constant of
-``e.dtype`` (splat to the kernel width).
+operands), ``e.out_dtype`` its result dtype, ``e.attrs`` the op's attributes
+(``leaky_relu``'s ``alpha``), ``e.const(v)`` a constant of ``e.dtype`` (splat to
+the kernel width).
 
 Semantics follow numpy: ``max``/``min`` propagate NaN, ``cmp("ne")`` is true
 for NaN, float->int casts truncate toward zero (saturating, NaN -> 0),
-anything->bool is ``x != 0``.  ``exp log tanh sigmoid`` are the polynomial
-approximations of :mod:`compiler.codegen.vmath`; ``sqrt`` and ``fma`` are
-LLVM intrinsics (one instruction each on x86).
+anything->bool is ``x != 0``.  ``exp log tanh sigmoid expm1 log1p sin cos
+erf`` are the polynomial approximations of :mod:`compiler.codegen.vmath`;
+``sqrt``, ``fma``, ``floor``, ``ceil`` and ``round`` are LLVM intrinsics (one
+instruction each on x86).
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ class Emitter:
     """Builds scalar or vector bodies of elementwise ops (see the module docstring)."""
 
     def __init__(self, builder: ir.IRBuilder, width: int, dtype: DType = DType.f32,
-                 out_dtype: DType | None = None):
+                 out_dtype: DType | None = None, attrs: dict[str, Any] | None = None):
         self.b = builder
         self.width = width
         self.dtype = dtype
         self.out_dtype = out_dtype or dtype
+        self.attrs = attrs or {}
 
     def for_op(self, dtype: DType, out_dtype: DType) -> Emitter:
         """The same builder and width, for an op of another dtype."""
@@ -95,19 +98,68 @@ class Emitter:
         return self.b.fmul(a, b) if self._is_float(a) else self.b.mul(a, b)
 
     def div(self, a: Val, b: Val) -> ir.Value:
-        """``a / b``: IEEE division for floats; floor division for ints (x // 0 = 0, as numpy)."""
+        """``a / b``: IEEE division for floats; floor division for ints (see ``floor_div``)."""
         a, b = self._pair(a, b)
         if self._is_float(a):
             return self.b.fdiv(a, b)
-        zero = const(b.type, 0)
-        safe = self.b.select(self.b.icmp_signed("==", b, zero), const(b.type, 1), b)
+        return self.floor_div(a, b)
+
+    def floor_div(self, a: Val, b: Val) -> ir.Value:
+        """numpy ``floor_divide``: see :meth:`divmod`."""
+        return self.divmod(a, b)[0]
+
+    def mod(self, a: Val, b: Val) -> ir.Value:
+        """numpy ``remainder`` (the sign of the divisor): see :meth:`divmod`."""
+        return self.divmod(a, b)[1]
+
+    def divmod(self, a: Val, b: Val) -> tuple[ir.Value, ir.Value]:
+        """numpy's ``(a // b, a % b)``.
+
+        Ints: floor division and a remainder with the divisor's sign; ``x // 0 =
+        x % 0 = 0`` and ``MIN // -1 = MIN`` (wrapped), as numpy gives, and never
+        a division the CPU traps on (x86 ``idiv`` faults on both).  Floats:
+        numpy's ``npy_divmod`` step by step (``fmod``, then the quotient
+        ``(a - mod) / b`` snapped to an integer), so NaN, ±inf and signed
+        zeros come out as numpy's; ``x // 0`` is ``x / 0`` and ``x % 0`` NaN.
+        """
+        a, b = self._pair(a, b)
+        if self._is_float(a):
+            return self._float_divmod(a, b)
+        zero, one = const(b.type, 0), const(b.type, 1)
+        by_zero = self.b.icmp_signed("==", b, zero)
+        by_minus_one = self.b.icmp_signed("==", b, const(b.type, -1))
+        safe = self.b.select(self.b.or_(by_zero, by_minus_one), one, b)
         q = self.b.sdiv(a, safe)
-        # floor: step down when the remainder is non-zero and the signs differ
         r = self.b.srem(a, safe)
+        # floor: step down when the remainder is non-zero and the signs differ
         adjust = self.b.and_(self.b.icmp_signed("!=", r, zero),
                              self.b.icmp_signed("<", self.b.xor(r, safe), zero))
-        q = self.b.select(adjust, self.b.sub(q, const(q.type, 1)), q)
-        return self.b.select(self.b.icmp_signed("==", b, zero), zero, q)
+        q = self.b.select(adjust, self.b.sub(q, one), q)
+        r = self.b.select(adjust, self.b.add(r, safe), r)
+        q = self.b.select(by_minus_one, self.b.sub(zero, a), q)
+        q = self.b.select(by_zero, zero, q)
+        r = self.b.select(self.b.or_(by_zero, by_minus_one), zero, r)
+        return q, r
+
+    def _float_divmod(self, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
+        fb = self.b
+        zero, one = const(a.type, 0.0), const(a.type, 1.0)
+        mod = fb.frem(a, b)                                  # C fmod
+        div = fb.fdiv(fb.fsub(a, mod), b)
+        mod_nonzero = fb.fcmp_unordered("!=", mod, zero)     # C's `if (mod)`: true for NaN
+        signs_differ = fb.xor(fb.fcmp_ordered("<", b, zero), fb.fcmp_ordered("<", mod, zero))
+        adjust = fb.and_(mod_nonzero, signs_differ)
+        mod_adj = fb.select(adjust, fb.fadd(mod, b), mod)
+        div = fb.select(adjust, fb.fsub(div, one), div)
+        mod_adj = fb.select(mod_nonzero, mod_adj, call_overloaded(fb, "copysign", [zero, b]))
+        floored = call_overloaded(fb, "floor", [div])
+        up = fb.fcmp_ordered(">", fb.fsub(div, floored), const(a.type, 0.5))
+        floored = fb.select(up, fb.fadd(floored, one), floored)
+        quotient = fb.fdiv(a, b)
+        floored = fb.select(fb.fcmp_unordered("!=", div, zero), floored,
+                            call_overloaded(fb, "copysign", [zero, quotient]))
+        by_zero = fb.fcmp_ordered("==", b, zero)
+        return fb.select(by_zero, quotient, floored), fb.select(by_zero, mod, mod_adj)
 
     def neg(self, a: Val) -> ir.Value:
         a = self._val(a)
@@ -135,6 +187,51 @@ class Emitter:
 
     def sigmoid(self, a: Val) -> ir.Value:
         return vmath.call(self.b, "sigmoid", self._val(a))
+
+    def expm1(self, a: Val) -> ir.Value:
+        return vmath.call(self.b, "expm1", self._val(a))
+
+    def log1p(self, a: Val) -> ir.Value:
+        return vmath.call(self.b, "log1p", self._val(a))
+
+    def sin(self, a: Val) -> ir.Value:
+        return vmath.call(self.b, "sin", self._val(a))
+
+    def cos(self, a: Val) -> ir.Value:
+        return vmath.call(self.b, "cos", self._val(a))
+
+    def erf(self, a: Val) -> ir.Value:
+        return vmath.call(self.b, "erf", self._val(a))
+
+    def floor(self, a: Val) -> ir.Value:
+        """Round toward -inf (``llvm.floor``); ints unchanged."""
+        return self._rounding("floor", a)
+
+    def ceil(self, a: Val) -> ir.Value:
+        """Round toward +inf (``llvm.ceil``); ints unchanged."""
+        return self._rounding("ceil", a)
+
+    def round(self, a: Val) -> ir.Value:
+        """Round half to even, as numpy's ``round`` (``llvm.roundeven``); ints unchanged."""
+        return self._rounding("roundeven", a)
+
+    def _rounding(self, intrinsic_name: str, a: Val) -> ir.Value:
+        a = self._val(a)
+        return call_overloaded(self.b, intrinsic_name, [a]) if self._is_float(a) else a
+
+    def isnan(self, a: Val) -> ir.Value:
+        """True where ``a`` is NaN (never for ints and bools)."""
+        a = self._val(a)
+        if not self._is_float(a):
+            return const(with_element(a.type, I1), 0)
+        return self.b.fcmp_unordered("uno", a, a)
+
+    def isinf(self, a: Val) -> ir.Value:
+        """True where ``a`` is +inf or -inf (never for ints and bools)."""
+        a = self._val(a)
+        if not self._is_float(a):
+            return const(with_element(a.type, I1), 0)
+        return self.b.fcmp_ordered("==", call_overloaded(self.b, "fabs", [a]), const(a.type, math.inf))
 
     def abs(self, a: Val) -> ir.Value:
         a = self._val(a)
@@ -171,15 +268,17 @@ class Emitter:
         multiplications (``x**2 = x*x``), others ``exp(b log|a|)`` (in f64 for f32 operands)."""
         a, b = self._pair(a, b)
         if not self._is_float(a):
-            ty = with_element(a.type, F64)
-            res = self.pow(self.b.sitofp(a, ty), self.b.sitofp(b, ty))
-            return self.cast(res, dtype_of(a.type))
+            return self._int_pow(a, b)
         k = constant_value(b)
         if k is not None:
             special = self._pow_constant(a, float(k))
             if special is not None:
                 return special
         return self._pow_general(a, b)
+
+    def _int_pow(self, a: ir.Value, b: ir.Value) -> ir.Value:
+        """Integer ``a ** b`` (see :func:`_int_pow_function`)."""
+        return self.b.call(_int_pow_function(self.b.module, a.type), [a, b])
 
     def _pow_constant(self, a: ir.Value, k: float) -> ir.Value | None:
         if k == 0.5:
@@ -273,6 +372,50 @@ class Emitter:
             return self.b.sitofp(x, dst_ty)
         name = f"llvm.fptosi.sat.{type_suffix(dst_ty)}.{type_suffix(x.type)}"
         return self.b.call(intrinsic(self.b.module, name, dst_ty, [x.type]), [x])
+
+
+def _int_pow_function(module: ir.Module, ty: ir.Type) -> ir.Function:
+    """``dlc.ipow.<type>(a, b)``: integer ``a ** b`` by square-and-multiply, wrapping as
+    numpy's does, in a loop that runs while some lane's exponent has bits left (so a
+    small exponent costs a few steps).  A negative ``b`` gives the integer part of the
+    true power: 1 for ``a = 1``, ±1 for ``a = -1`` (by the parity of ``b``), 0
+    otherwise (``0 ** -n`` included); numpy raises there instead."""
+    symbol = f"dlc.ipow.{type_suffix(ty)}"
+    fn = module.globals.get(symbol)
+    if fn is not None:
+        return fn
+    fn = ir.Function(module, ir.FunctionType(ty, [ty, ty]), symbol)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    a, exponent = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    one, zero = const(ty, 1), const(ty, 0)
+    negative = b.icmp_signed("<", exponent, zero)
+    start = b.select(negative, zero, exponent)
+    entry = b.block
+    head, body, done = (fn.append_basic_block(n) for n in ("head", "body", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    acc, base, e = (b.phi(ty) for _ in range(3))
+    more = b.icmp_signed("!=", e, zero)
+    if isinstance(ty, ir.VectorType):
+        more = call_overloaded(b, "vector.reduce.or", [more], ret=I1)
+    b.cbranch(more, body, done)
+    b.position_at_end(body)
+    bit = b.trunc(e, with_element(ty, I1))
+    next_acc = b.select(bit, b.mul(acc, base), acc)
+    next_base = b.mul(base, base)
+    next_e = b.lshr(e, one)
+    b.branch(head)
+    for phi, first, later in ((acc, one, next_acc), (base, a, next_base), (e, start, next_e)):
+        phi.add_incoming(first, entry)
+        phi.add_incoming(later, body)
+    b.position_at_end(done)
+    minus_one = b.select(b.trunc(exponent, with_element(ty, I1)), const(ty, -1), one)
+    inverse = b.select(b.icmp_signed("==", a, one), one,
+                       b.select(b.icmp_signed("==", a, const(ty, -1)), minus_one, zero))
+    b.ret(b.select(negative, inverse, acc))
+    return fn
 
 
 def to_memory(b: ir.IRBuilder, v: ir.Value) -> ir.Value:

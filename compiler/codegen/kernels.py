@@ -268,7 +268,7 @@ class ExprEmitter:
                 assert isinstance(e, Apply)
                 args = [go(a) for a in e.args]
                 opdef = get_op(e.op)
-                out = opdef.emit(Emitter(b, width, e.in_dtype, e.dtype), *args)
+                out = opdef.emit(Emitter(b, width, e.in_dtype, e.dtype, dict(e.attrs)), *args)
             memo[id(e)] = out
             return out
 

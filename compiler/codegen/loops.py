@@ -34,7 +34,7 @@ rule) and :class:`Acc` (the matmul accumulator, in epilogues).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Union
 
 import numpy as np
@@ -121,12 +121,14 @@ class DimValue:
 
 @dataclass(frozen=True, eq=False)
 class Apply:
-    """Elementwise op ``op`` (an op-table name) over ``args``; ``in_dtype`` is its operand dtype."""
+    """Elementwise op ``op`` (an op-table name) over ``args``; ``in_dtype`` is its operand dtype,
+    ``attrs`` its attributes as sorted ``(name, value)`` pairs (the emitter's ``e.attrs``)."""
 
     op: str
     args: tuple[Expr, ...]
     dtype: DType
     in_dtype: DType
+    attrs: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,7 +162,7 @@ def remap(expr: Expr, axis_map: list[int | None]) -> Expr:
         new = axis_map[expr.axis]
         return Const(0, expr.dtype) if new is None else Iota(new, expr.dtype)
     if isinstance(expr, Apply):
-        return Apply(expr.op, tuple(remap(a, axis_map) for a in expr.args), expr.dtype, expr.in_dtype)
+        return replace(expr, args=tuple(remap(a, axis_map) for a in expr.args))
     return expr
 
 
@@ -169,7 +171,7 @@ def replace_loads(expr: Expr, fn) -> Expr:
     if isinstance(expr, Load):
         return fn(expr)
     if isinstance(expr, Apply):
-        return Apply(expr.op, tuple(replace_loads(a, fn) for a in expr.args), expr.dtype, expr.in_dtype)
+        return replace(expr, args=tuple(replace_loads(a, fn) for a in expr.args))
     return expr
 
 
@@ -374,7 +376,8 @@ def expr_str(e: Expr) -> str:
         return f"dim({e.dim}):{e.dtype.dsl_name}"
     if isinstance(e, Acc):
         return "acc"
-    return f"{e.op}({', '.join(expr_str(a) for a in e.args)})"
+    attrs = "".join(f", {k}={v}" for k, v in e.attrs)
+    return f"{e.op}({', '.join(expr_str(a) for a in e.args)}{attrs})"
 
 
 def _dims(shape: tuple[Dim, ...]) -> str:
@@ -439,7 +442,8 @@ def print_program(p: Program) -> str:
 # output, the loss and the gradient are each computed in the pass that
 # consumes them.
 
-EXPENSIVE = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div"})
+EXPENSIVE = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div",
+                       "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
 
 
 def same_expr(a: Expr, b: Expr) -> bool:
@@ -455,7 +459,7 @@ def same_expr(a: Expr, b: Expr) -> bool:
     if isinstance(a, DimValue):
         return a.dim == b.dim and a.dtype is b.dtype
     if isinstance(a, Apply):
-        return (a.op == b.op and a.dtype is b.dtype and len(a.args) == len(b.args)
+        return (a.op == b.op and a.dtype is b.dtype and a.attrs == b.attrs and len(a.args) == len(b.args)
                 and all(same_expr(x, y) for x, y in zip(a.args, b.args)))
     return True
 
@@ -594,7 +598,7 @@ def _simplify(e: Expr) -> Expr:
         return Const(0.0, e.dtype)
     if e.op == "sub" and zero[1] and args[0].dtype is e.dtype:
         return args[0]
-    return Apply(e.op, args, e.dtype, e.in_dtype)
+    return replace(e, args=args)
 
 
 def _set_exprs(k: Kernel, fn) -> None:

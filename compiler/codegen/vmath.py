@@ -36,14 +36,14 @@ validation sets and on dense samples): see ``ULP_BOUNDS``.
 from __future__ import annotations
 
 import math
-from decimal import Decimal, getcontext
+from decimal import Decimal, getcontext, localcontext
 from fractions import Fraction
 from functools import cache
 
 import numpy as np
 from llvmlite import ir
 
-from .llvmutil import I32, I64, call_overloaded, const, element, with_element
+from .llvmutil import I1, I32, I64, call_overloaded, const, element, with_element
 
 # Maximum error in units in the last place, per function and dtype, that the
 # test suite asserts (against correctly rounded references where available).
@@ -52,6 +52,11 @@ ULP_BOUNDS: dict[tuple[str, str], int] = {
     ("log", "f32"): 2, ("log", "f64"): 2,
     ("tanh", "f32"): 2, ("tanh", "f64"): 3,
     ("sigmoid", "f32"): 2, ("sigmoid", "f64"): 3,
+    ("expm1", "f32"): 1, ("expm1", "f64"): 2,
+    ("log1p", "f32"): 1, ("log1p", "f64"): 1,
+    ("sin", "f32"): 1, ("sin", "f64"): 1,
+    ("cos", "f32"): 1, ("cos", "f64"): 1,
+    ("erf", "f32"): 1, ("erf", "f64"): 1,
 }
 
 getcontext().prec = 60
@@ -349,7 +354,381 @@ def sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.fdiv(num, denom)
 
 
-FUNCTIONS = {"exp": exp, "log": log, "tanh": tanh, "sigmoid": sigmoid}
+# -- expm1, log1p, sin, cos, erf ------------------------------------------------------
+#
+# These compute in f64 for both dtypes (an f32 operand is widened, the result
+# rounded once at the end), so one algorithm per function serves both and the
+# f32 results are within about half an ULP; the f32 forms use shorter series.
+
+
+def _widen(b: ir.IRBuilder, x: ir.Value) -> tuple[ir.Value, bool]:
+    """``x`` as f64 (scalar or vector), and whether it was f32."""
+    if isinstance(element(x.type), ir.FloatType):
+        return b.fpext(x, with_element(x.type, ir.DoubleType())), True
+    return x, False
+
+
+def _narrow(b: ir.IRBuilder, x: ir.Value, narrow: bool) -> ir.Value:
+    return b.fptrunc(x, with_element(x.type, ir.FloatType())) if narrow else x
+
+
+def _two_sum(b: ir.IRBuilder, a: ir.Value, c: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """``a + c = s + err`` exactly (Knuth's TwoSum, no ordering needed)."""
+    s = b.fadd(a, c)
+    cc = b.fsub(s, a)
+    err = b.fadd(b.fsub(a, b.fsub(s, cc)), b.fsub(c, cc))
+    return s, err
+
+
+def _keep_zero(b: ir.IRBuilder, x: ir.Value, res: ir.Value) -> ir.Value:
+    """``x`` where it is ±0 (so f(-0) = -0 for the odd functions), else ``res``."""
+    return b.select(b.fcmp_ordered("==", x, const(x.type, 0.0)), x, res)
+
+
+def expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """``e**x - 1``, accurate near 0, for float scalars or vectors.
+
+    ``x = n ln2 + r`` (Cody-Waite as in ``exp``), ``p = e^r - 1 = r + r² Q(r)``
+    (Taylor, degree 13 for f64 and 8 for f32 operands), then
+    ``2^n p + (2^n - 1)`` by one FMA (exact ``2^n - 1`` for ``|n| <= 53``);
+    from ``n > 56`` on the ``- 1`` is below half an ULP and the result is
+    ``(p + 1) 2^n`` scaled in two steps as ``exp`` does; below ``x = -40`` it is
+    ``-1``.
+    """
+    xd, narrow = _widen(b, x)
+    ty = xd.type
+    fmt = _Format(element(ty))
+    ity = with_element(ty, fmt.ity)
+    ln2_hi, ln2_lo = fmt.split(_LN2, 32)
+    xc = _select(b, b.fcmp_ordered("<", xd, const(ty, -40.0)), const(ty, -40.0), xd)
+    xc = _select(b, b.fcmp_ordered(">", xc, const(ty, 710.0)), const(ty, 710.0), xc)
+    xc = _select(b, b.fcmp_unordered("uno", xd, xd), const(ty, 0.0), xc)
+
+    magic = const(ty, 1.5 * 2.0 ** fmt.mant)
+    n = b.fsub(_fmuladd(b, xc, const(ty, float(_LOG2E)), magic), magic)
+    r1 = _fmuladd(b, b.fneg(n), const(ty, ln2_hi), xc)          # exact
+    n_lo = b.fmul(n, const(ty, ln2_lo))
+    r = b.fsub(r1, n_lo)
+    r_err = b.fsub(b.fsub(r1, r), n_lo)                          # r1 - n ln2_lo = r + r_err
+    coeffs = [fmt.round(c) for c in exp_coefficients(8 if narrow else 13)]
+    # e^(r + r_err) - 1 = p + r_err (1 + p) to first order in r_err
+    p = _fmuladd(b, b.fmul(r, r), _horner(b, r, coeffs[2:]), _fmuladd(b, r_err, b.fadd(r, const(ty, 1.0)), r))
+
+    ni = b.fptosi(n, ity)
+    small_n = b.icmp_signed("<=", ni, const(ity, 56))
+    scale = _pow2(b, _select(b, small_n, ni, const(ity, 0)), fmt, ty)
+    mid = _fmuladd(b, scale, p, b.fsub(scale, const(ty, 1.0)))
+    n1 = b.ashr(ni, const(ity, 1))
+    big = b.fmul(b.fmul(b.fadd(p, const(ty, 1.0)), _pow2(b, n1, fmt, ty)), _pow2(b, b.sub(ni, n1), fmt, ty))
+    res = _select(b, small_n, mid, big)
+    res = _select(b, b.icmp_signed("<", ni, const(ity, -56)), const(ty, -1.0), res)
+    res = _select(b, b.fcmp_unordered("uno", xd, xd), xd, _keep_zero(b, xd, res))
+    return _narrow(b, res, narrow)
+
+
+def log1p(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """``log(1 + x)``, accurate near 0, for float scalars or vectors.
+
+    ``u = 1 + x`` and its rounding error ``c`` (TwoSum, exact), ``u = 2^k m``
+    with ``m`` in ``[sqrt(1/2), sqrt(2))`` by the bit pattern, and
+    ``log1p(x) = k ln2 + log(m) + c/u`` with ``log(m)`` as ``_log_f64``
+    computes it (the atanh series in ``s = f/(2+f)``, 9 terms for f64, 5 for
+    f32 operands).
+    """
+    xd, narrow = _widen(b, x)
+    ty = xd.type
+    fmt = _Format(element(ty))
+    ity = with_element(ty, fmt.ity)
+    ln2_hi, ln2_lo = fmt.split(_LN2, 40)
+
+    u, c = _two_sum(b, const(ty, 1.0), xd)
+    bits = b.bitcast(u, ity)
+    expo = b.and_(b.lshr(bits, const(ity, fmt.mant)), const(ity, (1 << fmt.ebits) - 1))
+    e = b.sub(expo, const(ity, fmt.bias))
+    m = b.bitcast(b.or_(b.and_(bits, const(ity, (1 << fmt.mant) - 1)), const(ity, fmt.bias << fmt.mant)), ty)
+    big = b.fcmp_ordered(">", m, const(ty, math.sqrt(2.0)))
+    m = _select(b, big, b.fmul(m, const(ty, 0.5)), m)
+    e = _select(b, big, b.add(e, const(ity, 1)), e)
+
+    f = b.fsub(m, const(ty, 1.0))
+    s = b.fdiv(f, b.fadd(const(ty, 2.0), f))
+    z = b.fmul(s, s)
+    coeffs = [fmt.round(c) for c in log_coefficients(5 if narrow else 9)]
+    rpoly = b.fmul(z, _horner(b, z, coeffs))
+    hfsq = b.fmul(const(ty, 0.5), b.fmul(f, f))
+    ef = b.sitofp(e, ty)
+    low = _fmuladd(b, ef, const(ty, ln2_lo), b.fdiv(c, u))
+    inner = _fmuladd(b, s, b.fadd(hfsq, rpoly), low)
+    res = b.fsub(b.fmul(ef, const(ty, ln2_hi)), b.fsub(b.fsub(hfsq, inner), f))
+
+    inf = const(ty, math.inf)
+    res = _select(b, b.fcmp_ordered("==", xd, inf), inf, res)
+    res = _select(b, b.fcmp_ordered("==", xd, const(ty, -1.0)), const(ty, -math.inf), res)
+    invalid = b.fcmp_unordered("ult", xd, const(ty, -1.0))   # x < -1 or NaN
+    res = _select(b, invalid, const(ty, math.nan), _keep_zero(b, xd, res))
+    return _narrow(b, res, narrow)
+
+
+# sin and cos: Cody-Waite reduction by pi/2 in f64 up to this |x| (the
+# reduction stays exact there, see _sincos); larger finite inputs go to the C
+# library's sin/cos lane by lane, behind a branch taken only when a vector has
+# such a lane.
+SINCOS_VECTOR_LIMIT = 2.0 ** 28
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459230781640628620899863")
+
+
+def sin_coefficients(terms: int) -> list[Fraction]:
+    """(-1)^k / (2k+1)!: ``sin x = x - x³/6 + x⁵/120 - ...``."""
+    return [Fraction((-1) ** k, math.factorial(2 * k + 1)) for k in range(terms)]
+
+
+def cos_coefficients(terms: int) -> list[Fraction]:
+    """(-1)^k / (2k)!: ``cos x = 1 - x²/2 + x⁴/24 - ...``."""
+    return [Fraction((-1) ** k, math.factorial(2 * k)) for k in range(terms)]
+
+
+def _pio2_parts() -> tuple[float, float, float]:
+    """pi/2 as the sum of three doubles, each the rounding of what the others leave."""
+    pio2 = _PI / 2
+    p1 = float(pio2)
+    p2 = float(pio2 - Decimal(p1))
+    return p1, p2, float(pio2 - Decimal(p1) - Decimal(p2))
+
+
+def sin(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """Sine for float scalars or vectors (see :func:`_sincos`)."""
+    return _sincos(b, x, quadrant_shift=0)
+
+
+def cos(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """Cosine for float scalars or vectors: ``sin`` a quadrant further on."""
+    return _sincos(b, x, quadrant_shift=1)
+
+
+def _sincos(b: ir.IRBuilder, x: ir.Value, quadrant_shift: int) -> ir.Value:
+    """``sin(x + quadrant_shift pi/2)`` in f64 (f32 operands widened).
+
+    Reduction: ``n = rint(x 2/pi)``, ``r = x - n pi/2`` with pi/2 split in three
+    doubles ``P1 + P2 + P3``: ``x - n P1`` by one FMA is exact (both are
+    multiples of ``2^-53``, the difference is below 1), the rest is carried as a
+    double-double ``hi + lo``.  For ``|x| <= 2^28`` this leaves an absolute
+    error far below an ULP of the smallest ``|r|`` a double in that range can
+    have (about ``2^-75``).  Then ``sin(hi + lo) = hi + hi z S(z) + lo (1 - z/2)``
+    and ``cos(hi + lo) = w + (((1 - w) - z/2) + z² C(z) - hi lo)`` with
+    ``w = 1 - z/2``, ``z = hi²`` (its rounding error added back), and ``S``,
+    ``C`` the Taylor series (9 terms each for f64, 5 and 6 for f32 operands),
+    chosen by the quadrant ``n + quadrant_shift mod 4``.
+    """
+    xd, narrow = _widen(b, x)
+    ty = xd.type
+    ity = with_element(ty, I64)
+    p1, p2, p3 = _pio2_parts()
+    a = call_overloaded(b, "fabs", [xd])
+    in_range = b.fcmp_ordered("<=", a, const(ty, SINCOS_VECTOR_LIMIT))
+    xr = _select(b, in_range, xd, const(ty, 0.0))
+
+    magic = const(ty, 1.5 * 2.0 ** 52)
+    n = b.fsub(_fmuladd(b, xr, const(ty, float(2 / _PI)), magic), magic)
+    r1 = _fmuladd(b, b.fneg(n), const(ty, p1), xr)                # exact
+    t2 = b.fmul(n, const(ty, p2))
+    t2_err = _fmuladd(b, n, const(ty, p2), b.fneg(t2))            # n P2 = t2 + t2_err exactly
+    rh, rh_err = _two_sum(b, r1, b.fneg(t2))
+    rl = b.fsub(b.fsub(rh_err, t2_err), b.fmul(n, const(ty, p3)))
+    hi = b.fadd(rh, rl)
+    lo = b.fsub(rl, b.fsub(hi, rh))
+
+    z = b.fmul(hi, hi)
+    z_err = _fmuladd(b, hi, hi, b.fneg(z))
+    s_terms, c_terms = (5, 6) if narrow else (9, 9)
+    s_coeffs = [float(c) for c in sin_coefficients(s_terms)]
+    c_coeffs = [float(c) for c in cos_coefficients(c_terms)]
+    half_z = b.fmul(z, const(ty, 0.5))
+    sin_tail = _fmuladd(b, lo, b.fsub(const(ty, 1.0), half_z), b.fmul(b.fmul(hi, z), _horner(b, z, s_coeffs[1:])))
+    sin_r = b.fadd(hi, sin_tail)
+    w = b.fsub(const(ty, 1.0), half_z)
+    w_err = b.fsub(b.fsub(const(ty, 1.0), w), half_z)
+    cos_tail = _fmuladd(b, b.fmul(z, z), _horner(b, z, c_coeffs[2:]), b.fneg(b.fmul(hi, lo)))
+    cos_tail = b.fsub(b.fadd(w_err, cos_tail), b.fmul(const(ty, 0.5), z_err))
+    cos_r = b.fadd(w, cos_tail)
+
+    q = b.and_(b.add(b.fptosi(n, ity), const(ity, quadrant_shift)), const(ity, 3))
+    odd = b.trunc(q, with_element(ty, I1))                        # q = 1, 3: the cosine
+    negative = b.icmp_unsigned(">=", q, const(ity, 2))            # q = 2, 3: negated
+    res = _select(b, odd, cos_r, sin_r)
+    res = _select(b, negative, b.fneg(res), res)
+    if quadrant_shift == 0:
+        res = _keep_zero(b, xd, res)
+    res = _select(b, b.fcmp_unordered("uge", a, const(ty, math.inf)), const(ty, math.nan), res)  # ±inf, NaN
+    res = _libm_lanes(b, "cos" if quadrant_shift else "sin", xd, res,
+                      b.fcmp_ordered("<", a, const(ty, math.inf)), in_range)
+    return _narrow(b, res, narrow)
+
+
+def _libm_lanes(b: ir.IRBuilder, name: str, x: ir.Value, res: ir.Value, finite: ir.Value,
+                in_range: ir.Value) -> ir.Value:
+    """``res``, with the lanes that are finite but not ``in_range`` replaced by the C
+    library's ``name(x)`` (f64).  The calls sit in a function of their own
+    (:func:`_libm_function`), called only when some lane needs it, so the common case
+    costs one test and a branch, and the inlined copies of the caller stay small."""
+    need = b.and_(finite, b.xor(in_range, const(in_range.type, 1)))
+    vector = isinstance(x.type, ir.VectorType)
+    any_lane = call_overloaded(b, "vector.reduce.or", [need], ret=I1) if vector else need
+    start = b.block
+    slow = b.append_basic_block(f"{name}.libm")
+    done = b.append_basic_block(f"{name}.done")
+    b.cbranch(any_lane, slow, done)
+    b.position_at_end(slow)
+    fixed = b.call(_libm_function(b.module, name, x.type), [x, res, need])
+    b.branch(done)
+    b.position_at_end(done)
+    out = b.phi(res.type)
+    out.add_incoming(res, start)
+    out.add_incoming(fixed, slow)
+    return out
+
+
+def _libm_function(module: ir.Module, name: str, ty: ir.Type) -> ir.Function:
+    """``dlc.vmath.<name>_libm.<type>(x, res, need)``: ``res`` with the lanes where
+    ``need`` holds replaced by ``name(x)`` of the C library, one call per such lane."""
+    from .llvmutil import type_suffix
+
+    symbol = f"dlc.vmath.{name}_libm.{type_suffix(ty)}"
+    fn = module.globals.get(symbol)
+    if fn is not None:
+        return fn
+    libm = module.globals.get(name)
+    if libm is None:
+        libm = ir.Function(module, ir.FunctionType(ir.DoubleType(), [ir.DoubleType()]), name)
+    mask_ty = with_element(ty, I1)
+    fn = ir.Function(module, ir.FunctionType(ty, [ty, ty, mask_ty]), symbol)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    x, res, need = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if not isinstance(ty, ir.VectorType):
+        b.ret(b.select(need, b.call(libm, [x]), res))
+        return fn
+    for i in range(ty.count):
+        lane = ir.Constant(I32, i)
+        value = b.call(libm, [b.extract_element(x, lane)])
+        keep = b.extract_element(res, lane)
+        res = b.insert_element(res, b.select(b.extract_element(need, lane), value, keep), lane)
+    b.ret(res)
+    return fn
+
+
+# erf: |x| < 1: x + x (F(x²) - 1) with F(t) = erf(sqrt t)/sqrt t; 1 <= |x| < 6:
+# 1 - exp(-x²) G(|x|) with G(x) = erfc(x) e^{x²} on five intervals; from 6 on,
+# erf rounds to ±1 in f64.  F and G are polynomials in u in [-1, 1] (the
+# interval mapped linearly) interpolating the function at the Chebyshev nodes,
+# computed once from erf evaluated to 50 digits (see erf_polynomial).
+_ERF_INTERVALS = ((1.0, 1.5), (1.5, 2.25), (2.25, 3.25), (3.25, 4.5), (4.5, 6.0))
+_ERF_DEGREES = {False: (12, 13), True: (7, 7)}     # (F, G) for f64 and f32 operands
+
+
+def _erf_decimal(x: Decimal) -> Decimal:
+    """erf(x) by its Taylor series, to about 50 significant digits for |x| <= 6."""
+    with localcontext() as ctx:
+        ctx.prec = 90
+        t = x * x
+        term, total, k = x, x, 0
+        while True:
+            k += 1
+            term = -term * t / k
+            add = term / (2 * k + 1)
+            total += add
+            if k > 2 * t and abs(add) < Decimal(10) ** -70:
+                break
+        return 2 * total / _PI.sqrt()
+
+
+def _interpolate(f, lo: Decimal, hi: Decimal, degree: int) -> list[Decimal]:
+    """Monomial coefficients in ``u`` in [-1, 1] of the polynomial of ``degree``
+    through ``f`` at the Chebyshev nodes of [lo, hi] (``x = mid + half u``)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+        us = [Decimal(math.cos(math.pi * (k + 0.5) / (degree + 1))) for k in range(degree + 1)]
+        rows = [[u ** j if j else Decimal(1) for j in range(degree + 1)] + [f(mid + half * u)] for u in us]
+        size = degree + 1
+        for i in range(size):                      # Gauss-Jordan with partial pivoting
+            pivot = max(range(i, size), key=lambda r: abs(rows[r][i]))
+            rows[i], rows[pivot] = rows[pivot], rows[i]
+            for r in range(size):
+                if r != i:
+                    m = rows[r][i] / rows[i][i]
+                    rows[r] = [v - m * w for v, w in zip(rows[r], rows[i])]
+        return [rows[i][size] / rows[i][i] for i in range(size)]
+
+
+@cache
+def erf_polynomial(which: str, lo: float, hi: float, degree: int) -> tuple[float, ...]:
+    """Coefficients (doubles) in ``u = (v - mid) / half`` of the interpolant of
+    ``which``: ``"F"`` (``v = x²``, ``F(v) - 1 = erf(sqrt v)/sqrt v - 1``) or ``"G"``
+    (``v = x``, ``G(v) = erfc(v) exp(v²)``) on [lo, hi]."""
+    def fn(v: Decimal) -> Decimal:
+        if which == "F":
+            if v == 0:
+                return 2 / _PI.sqrt() - 1
+            root = v.sqrt()
+            return _erf_decimal(root) / root - 1
+        return (1 - _erf_decimal(v)) * (v * v).exp()
+
+    return tuple(float(c) for c in _interpolate(fn, Decimal(lo), Decimal(hi), degree))
+
+
+def _in_u(b: ir.IRBuilder, v: ir.Value, lo: ir.Value | float, hi: ir.Value | float) -> ir.Value:
+    ty = v.type
+    lo_v = lo if isinstance(lo, ir.Value) else const(ty, lo)
+    hi_v = hi if isinstance(hi, ir.Value) else const(ty, hi)
+    mid = b.fmul(b.fadd(lo_v, hi_v), const(ty, 0.5))
+    inv_half = b.fdiv(const(ty, 2.0), b.fsub(hi_v, lo_v))
+    return b.fmul(b.fsub(v, mid), inv_half)
+
+
+def erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """The error function for float scalars or vectors (f64 inside; see _ERF_INTERVALS).
+
+    ``|x| >= 1``: ``exp(-x²)`` as ``exp(-h) (1 - l)`` with ``x² = h + l`` exactly
+    (one FMA), ``G`` with its interval's coefficients chosen lane by lane by
+    selects; the sign is restored by ``copysign`` (so erf(-0) = -0).
+    """
+    xd, narrow = _widen(b, x)
+    ty = xd.type
+    f_degree, g_degree = _ERF_DEGREES[narrow]
+    a = call_overloaded(b, "fabs", [xd])
+    t = b.fmul(a, a)
+
+    small_poly = erf_polynomial("F", 0.0, 1.0, f_degree)                 # F(t) - 1
+    small = _fmuladd(b, a, _horner(b, b.fsub(b.fmul(t, const(ty, 2.0)), const(ty, 1.0)), list(small_poly)), a)
+
+    ac = _select(b, b.fcmp_ordered("<", a, const(ty, 1.0)), const(ty, 1.0), a)
+    ac = _select(b, b.fcmp_unordered("ult", ac, const(ty, 6.0)), ac, const(ty, 6.0))   # NaN -> 6
+    polys = [erf_polynomial("G", lo, hi, g_degree) for lo, hi in _ERF_INTERVALS]
+    coeffs = [const(ty, p) for p in polys[0]]
+    lo_v, hi_v = const(ty, _ERF_INTERVALS[0][0]), const(ty, _ERF_INTERVALS[0][1])
+    for (lo, hi), poly in zip(_ERF_INTERVALS[1:], polys[1:]):
+        past = b.fcmp_ordered(">=", ac, const(ty, lo))
+        coeffs = [_select(b, past, const(ty, c), old) for c, old in zip(poly, coeffs)]
+        lo_v = _select(b, past, const(ty, lo), lo_v)
+        hi_v = _select(b, past, const(ty, hi), hi_v)
+    u = _in_u(b, ac, lo_v, hi_v)
+    g = coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        g = _fmuladd(b, g, u, c)
+    h = b.fmul(ac, ac)
+    l_ = _fmuladd(b, ac, ac, b.fneg(h))
+    erfc = b.fmul(b.fmul(exp(b, b.fneg(h)), b.fsub(const(ty, 1.0), l_)), g)
+    large = b.fsub(const(ty, 1.0), erfc)
+    large = _select(b, b.fcmp_ordered(">=", a, const(ty, 6.0)), const(ty, 1.0), large)
+
+    res = _select(b, b.fcmp_ordered("<", a, const(ty, 1.0)), small, large)
+    res = _select(b, b.fcmp_unordered("uno", xd, xd), xd, call_overloaded(b, "copysign", [res, xd]))
+    return _narrow(b, res, narrow)
+
+
+FUNCTIONS = {"exp": exp, "log": log, "tanh": tanh, "sigmoid": sigmoid, "expm1": expm1,
+             "log1p": log1p, "sin": sin, "cos": cos, "erf": erf}
 
 
 def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
@@ -377,4 +756,5 @@ def call(b: ir.IRBuilder, name: str, x: ir.Value) -> ir.Value:
         body.ret(FUNCTIONS[name](body, fn.args[0]))
     return b.call(fn, [x])
 
-__all__ = ["exp", "log", "tanh", "sigmoid", "call", "FUNCTIONS", "ULP_BOUNDS"]
+__all__ = ["exp", "log", "tanh", "sigmoid", "expm1", "log1p", "sin", "cos", "erf", "call", "FUNCTIONS",
+           "ULP_BOUNDS"]

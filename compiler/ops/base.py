@@ -121,23 +121,30 @@ def _lower_with_family(family: str, lowering: Any, op: Any) -> None:
 
 
 OPS: dict[str, OpDef] = {}
+ALIASES: dict[str, str] = {}    # another name -> the op's name (``swish`` -> ``silu``)
 
 
 def define(name: str, *, operands: tuple[str, ...], kind: str, infer: Callable,
            attrs: dict[str, AttrSpec] | None = None, doc: str = "",
-           differentiable: bool = True, num_results: int = 1, variadic: bool = False) -> OpDef:
-    """Create an op definition and enter it in :data:`OPS`."""
-    assert name not in OPS, f"op {name} defined twice"
+           differentiable: bool = True, num_results: int = 1, variadic: bool = False,
+           aliases: tuple[str, ...] = ()) -> OpDef:
+    """Create an op definition and enter it in :data:`OPS` (and its ``aliases`` in
+    :data:`ALIASES`: :func:`get_op` finds the op by them, IR always holds ``name``)."""
+    assert name not in OPS and name not in ALIASES, f"op {name} defined twice"
     assert kind in KINDS, kind
     op = OpDef(name=name, operands=operands, kind=kind, infer=infer, attrs=dict(attrs or {}),
                doc=doc, differentiable=differentiable, num_results=num_results, variadic=variadic)
     OPS[name] = op
+    for alias in aliases:
+        assert alias not in OPS and alias not in ALIASES, f"op name {alias} taken"
+        ALIASES[alias] = name
     return op
 
 
 def get_op(name: str) -> OpDef | None:
-    """The definition for ``name`` (with or without the ``dl.`` prefix), or None."""
-    return OPS.get(name.removeprefix("dl."))
+    """The definition for ``name`` or an alias of it (with or without the ``dl.`` prefix), or None."""
+    bare = name.removeprefix("dl.")
+    return OPS.get(ALIASES.get(bare, bare))
 
 
 # ---------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 Binary arithmetic (``add sub mul div pow maximum minimum``) takes two operands
 of one dtype and broadcasts them as numpy does; comparisons do the same and
-give ``bool``; ``select`` broadcasts all three operands.  ``div``, ``pow`` and
-the transcendental unary ops (``exp log sqrt tanh sigmoid reciprocal``) take
-float operands only: integer division and powers are not part of dl (cast
-first).  ``neg abs relu square sign`` work on every numeric dtype.
+give ``bool``; ``select`` broadcasts all three operands.  ``div`` and the
+transcendental unary ops (``exp log sqrt tanh sigmoid reciprocal``) take float
+operands only (integer division is ``floor_div``, in ``math.py``); ``pow`` takes
+ints too.  ``neg abs relu square sign`` work on every numeric dtype.
 
 Every op here has an ``emit`` rule written against the codegen ``Emitter``
 (``compiler/codegen/emitter.py``), which works on scalars and vectors alike.
@@ -116,10 +116,25 @@ div = _binary("div", """Elementwise quotient ``lhs / rhs`` (float dtypes only; I
     %2 = "dl.div"(%0, %1) : (tensor<4x3xf64>, tensor<4x1xf64>) -> tensor<4x3xf64>
     """, np.divide, infer=_float_rule)
 
-pow_ = _binary("pow", """Elementwise power ``lhs ** rhs`` (float dtypes only).
+
+def _power(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """numpy ``power``; for ints a negative exponent gives the integer part of the true
+    power (1 for 1, ±1 for -1, else 0, ``0 ** -n`` included) where numpy raises."""
+    if lhs.dtype.kind == "f":
+        return np.power(lhs, rhs)
+    negative = rhs < 0
+    power = np.power(lhs, np.where(negative, 0, rhs).astype(rhs.dtype))
+    one = lhs.dtype.type(1)
+    inverse = np.where(lhs == 1, one, np.where(lhs == -1, np.where(rhs % 2 == 0, one, -one), 0))
+    return np.where(negative, inverse, power).astype(power.dtype)
+
+
+pow_ = _binary("pow", """Elementwise power ``lhs ** rhs`` (numpy ``power``): floats, and ints (wrapping
+    as numpy's; a negative integer exponent gives the integer part of the true power: 1 for
+    ``1``, ±1 for ``-1``, 0 otherwise, where numpy raises).  Differentiable for floats.
 
     %2 = "dl.pow"(%0, %1) : (tensor<3xf32>, tensor<f32>) -> tensor<3xf32>
-    """, np.power, infer=_float_rule)
+    """, _power)
 
 maximum = _binary("maximum", """Elementwise maximum with numpy broadcasting.
 
@@ -159,6 +174,8 @@ def _(b, op, ct):
 def _(b, op, ct):
     # d(x ** y) = y x**(y-1) dx + x**y log(x) dy   (log(0) read as log(1): 0**y has dy = 0)
     x, y = op.operands
+    if not x.type.dtype.is_float:
+        return [None, None]                                     # integer powers pass none
     dx = b.mul(ct, b.mul(y, b.pow(x, b.sub(y, b.scalar_like(1.0, y)))))
     safe_x = b.select(b.eq(x, b.scalar_like(0.0, x)), b.scalar_like(1.0, x), x)
     dy = b.mul(ct, b.mul(op.result, b.log(safe_x)))
