@@ -117,6 +117,15 @@ for op in ("sum", "max", "min"):
                                                                      b.emit(op, p[0], axes=(0,))])
 case("argmax", ("argmax",), [T(F32, "N", 13), T(I32, 4, "N")],
      lambda b, p: [b.argmax(p[0], axis=1), b.argmax(p[0], axis=0, keepdims=True), b.argmax(p[1], axis=-1)])
+case("argmin", ("argmin",), [T(F32, "N", 13), T(I32, 4, "N")],
+     lambda b, p: [b.argmin(p[0], axis=1), b.argmin(p[0], axis=0, keepdims=True), b.argmin(p[1], axis=-1)])
+case("prod", ("prod",), [T(F32, "N", 5), T(I64, "N", 3)],
+     lambda b, p: [b.prod(p[0], axes=(1,)), b.prod(p[0], axes=(0,), keepdims=True), b.prod(p[1])], ("unit", "small"))
+case("any_all", ("any", "all"), [T(BOOL, "N", 19)],
+     lambda b, p: [b.any(p[0], axes=(1,)), b.all(p[0], axes=(0,)), b.any(p[0]), b.all(p[0], keepdims=True)])
+case("statistics", ("logsumexp", "var", "std", "norm"), [T(F32, "N", 9), T(F64, 3, "N")],
+     lambda b, p: [b.logsumexp(p[0], axes=(1,)), b.var(p[0], axes=(0,)), b.std(p[1], axes=(1,), ddof=1),
+                   b.norm(p[0], axes=(1,)), b.norm(p[1], ord=1, keepdims=True), b.logsumexp(p[1])])
 
 # -- contraction ------------------------------------------------------------------------------------
 

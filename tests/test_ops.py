@@ -77,8 +77,13 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
                                             {"from_logits": True}),
         "categorical_crossentropy": ([n4, n4], [p34, rand(3, 4, low=0, high=1)], {}),
     }
-    for name in ("sum", "mean", "max", "min"):
+    for name in ("sum", "mean", "max", "min", "prod", "logsumexp", "var", "std"):
         s[name] = ([n4], [x34], {"axes": (0,), "keepdims": True})
+    s["var"][2]["ddof"] = 1
+    s["norm"] = ([n4], [x34], {"ord": 1, "axes": (1,)})
+    for name in ("any", "all"):
+        s[name] = ([T(BOOL, "N", 4)], [x34 > 0], {"axes": (1,)})
+    s["argmin"] = ([n4], [x34], {"axis": 0})
     for name in ("add", "sub", "mul", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"):
         s[name] = ([n4, T(F32, 4)], [x34, np.round(rand(4))], {})
     s["div"] = ([n4, T(F32, 4)], [x34, rand(4, low=0.5, high=2)], {})

@@ -8,7 +8,7 @@ The cost model, per op (``n`` = elements of the result, symbols kept):
   (:data:`TRANSCENDENTAL`: exp, log, sqrt, tanh, sigmoid, pow), which count
   ``n`` *transcendental* evaluations instead, reported separately since one
   costs tens of FLOPs;
-- reductions (``sum mean max min argmax``): one FLOP per element reduced;
+- reductions (``sum mean max min prod any all argmax argmin``): one FLOP per element reduced;
 - composites (softmax, losses, one_hot): the cost of their decomposition
   into primitive ops, from the op table's ``decompose`` rule, with common
   subexpressions counted once (softmax's rule spells ``exp(z)`` twice);

@@ -343,7 +343,7 @@ def _lower_reshape(L: Lowering, op: Op) -> None:
 
 def _lower_reduction(L: Lowering, op: Op) -> None:
     x, v = op.operands[0], op.result
-    if op.name == "argmax":
+    if op.name in ("argmax", "argmin"):
         axes = normalize_axes((op.attrs["axis"],), x.type.rank)
     else:
         axes = normalize_axes(op.attrs["axes"], x.type.rank)

@@ -14,8 +14,9 @@ A :class:`Program` is one dl function after bufferization:
     expression tree.  A fused chain of elementwise ops, a broadcast, a
     transpose or a copy are all this kernel: what differs is the tree and
     the *index maps* of its loads.
-  - :class:`Reduce` -- ``sum mean max min argmax`` of an expression over
-    ``axes`` (the expression fuses the producers of the reduced operand).
+  - :class:`Reduce` -- ``sum mean max min prod any all argmax argmin`` of an
+    expression over ``axes`` (the expression fuses the producers of the reduced
+    operand).
   - :class:`Matmul` -- ``[batch.., M, K] @ [batch.., K, N]``, operands in
     either layout (``trans_a``/``trans_b``: a transpose feeding a matmul is
     not copied), with an optional *epilogue* expression applied to each
@@ -197,7 +198,8 @@ class Reduce:
     """``out = kind over axes of expr`` where ``expr`` ranges over ``shape``.
 
     ``out`` holds the kept axes in order (with or without keepdims' 1s: the
-    same memory layout).  ``kind`` is ``sum mean max min argmax``.
+    same memory layout).  ``kind`` is ``sum mean max min prod any all argmax argmin``
+    (and ``logsumexp``, made by :func:`fuse_row_softmax`).
     """
 
     out: Buffer
