@@ -126,6 +126,11 @@ case("any_all", ("any", "all"), [T(BOOL, "N", 19)],
 case("statistics", ("logsumexp", "var", "std", "norm"), [T(F32, "N", 9), T(F64, 3, "N")],
      lambda b, p: [b.logsumexp(p[0], axes=(1,)), b.var(p[0], axes=(0,)), b.std(p[1], axes=(1,), ddof=1),
                    b.norm(p[0], axes=(1,)), b.norm(p[1], ord=1, keepdims=True), b.logsumexp(p[1])])
+case("cumsum", ("cumsum",), [T(F32, "N", 21), T(I32, 3, "N")],
+     lambda b, p: [b.cumsum(p[0], axis=1), b.cumsum(b.exp(p[0]), axis=0, reverse=True),
+                   b.cumsum(p[1], axis=-1, exclusive=True), b.cumsum(p[1], axis=0, reverse=True, exclusive=True)])
+case("top_k", ("top_k",), [T(F32, "N", 11), T(I32, 2, 3, 6)],
+     lambda b, p: [*b.top_k(p[0], k=4), b.top_k(p[1], k=6)[1], b.top_k(b.neg(p[0]), k=1)[0]], ("any", "small"))
 
 # -- contraction ------------------------------------------------------------------------------------
 

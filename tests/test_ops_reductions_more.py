@@ -1,5 +1,5 @@
 """More reductions (``compiler/ops/reductions_more.py``): ``prod any all argmin logsumexp var
-std norm``.
+std norm cumsum top_k``.
 
 For each op: the reference (interpreter) against the numpy function of the same name; native
 code against the reference on shapes with 0-sized dims, rank 0, 1-element axes, and
@@ -20,11 +20,13 @@ import runtime
 from compiler.analysis.flops import Cost, Poly, op_cost
 from compiler.checking.gradcheck import gradcheck
 from compiler.codegen.bufferize import lower_function
-from compiler.codegen.loops import Reduce
+from compiler.codegen.loops import Reduce, Scan, TopK
 from compiler.diagnostics import DlErrors, DlRuntimeError, DlTypeError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.interpreter import interpret
+from compiler.ir.parser import parse_module
+from compiler.ir.printer import print_module
 from compiler.ir.types import DType, TensorType
 from compiler.passes.autodiff import inline_function
 from frontend_dsl.api import compile_source
@@ -160,6 +162,53 @@ def test_argmin_takes_the_first_nan_and_the_first_of_ties():
     assert run_op("argmin", x, axis=1).tolist() == [1, 1, 1] == np.argmin(x, axis=1).tolist()
 
 
+@pytest.mark.parametrize("shape", [(6,), (1,), (0,), (3, 5), (3, 0), (0, 4), (4, 1, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_cumsum_is_numpys(shape, dtype):
+    x = with_specials(shape, seed=6) if dtype != np.int32 else \
+        np.random.default_rng(6).integers(-2 ** 31, 2 ** 31 - 1, shape)
+    x = x.astype(dtype)
+    for axis in range(-len(shape), len(shape)):
+        a = axis % len(shape)
+        want = np.cumsum(x, axis=axis, dtype=dtype)           # dl keeps i32 (numpy widens), wrapping
+        assert_same(run_op("cumsum", x, axis=axis), want, (shape, axis))
+        backwards = np.flip(np.cumsum(np.flip(x, a), axis=a, dtype=dtype), a)
+        assert_same(run_op("cumsum", x, axis=axis, reverse=True), backwards, (shape, axis))
+        before = np.concatenate([np.zeros_like(np.take(want, [0], a)), np.take(want, range(x.shape[a] - 1), a)],
+                                axis=a) if x.shape[a] else want
+        assert_same(run_op("cumsum", x, axis=axis, exclusive=True), before, (shape, axis))
+
+
+def test_cumsum_keeps_the_sign_of_a_leading_negative_zero():
+    x = np.array([-0.0, -0.0, 1.0, -1.0], np.float32)
+    assert np.signbit(run_op("cumsum", x, axis=0)).tolist() == np.signbit(np.cumsum(x)).tolist() \
+        == [True, True, False, False]
+    assert np.signbit(run_op("cumsum", x, axis=0, exclusive=True)).tolist() == [False, True, True, False]
+
+
+@pytest.mark.parametrize("shape", [(9,), (4, 6), (2, 3, 5), (0, 4), (3, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+def test_top_k_is_a_stable_descending_sort(shape, dtype):
+    rng = np.random.default_rng(8)
+    x = rng.integers(-4, 4, shape).astype(dtype)              # many ties
+    for k in range(shape[-1] + 1):
+        values, indices = run_op("top_k", x, k=k)
+        order = np.argsort(-x, axis=-1, kind="stable")[..., :k]
+        assert_same(indices, order.astype(np.int64), (shape, k))
+        assert_same(values, np.take_along_axis(x, order, -1), (shape, k))
+
+
+def test_top_k_puts_nan_first_and_keeps_zero_signs():
+    x = np.array([[1.0, np.nan, np.inf, -0.0, 0.0, np.nan, -np.inf]], np.float32)
+    values, indices = run_op("top_k", x, k=7)
+    assert indices.tolist() == [[1, 5, 2, 0, 3, 4, 6]]
+    assert_same(values, x[:, [1, 5, 2, 0, 3, 4, 6]])
+    # numpy's ascending sort also puts nan above +inf: reversed, the same nan-first order
+    assert np.argsort(x[0], kind="stable")[::-1][:3].tolist() == [5, 1, 2]
+    ints = np.array([np.iinfo(np.int32).min, 0, np.iinfo(np.int32).max], np.int32)
+    assert run_op("top_k", ints, k=3)[1].tolist() == [2, 1, 0]
+
+
 def test_logsumexp_special_rows_are_scipys():
     x = np.array([[-np.inf, -np.inf], [np.inf, 1.0], [np.inf, -np.inf], [np.nan, np.inf], [1000.0, 1000.0],
                   [-1000.0, -np.inf]])
@@ -199,6 +248,21 @@ fn var_c(x: f32[A, B]) -> f32[B] { return var(x, axis=0) }
 fn std_r(x: f64[A, B]) -> f64[A, 1] { return std(x, axis=1, ddof=1, keepdims=true) }
 fn norm2(x: f32[A, B]) -> f32[A] { return norm(x, axis=1) }
 fn norm1(x: f64[A, B]) -> f64[] { return norm(x, 1) }
+fn cs_r(x: f32[A, B]) -> f32[A, B] { return cumsum(x, axis=1) }
+fn cs_c(x: f32[A, B]) -> f32[A, B] { return cumsum(x, axis=0, reverse=true) }
+fn cs_x(x: f64[A, B]) -> f64[A, B] { return cumsum(x, axis=0, exclusive=true) }
+fn cs_rx(x: f64[A, B]) -> f64[A, B] { return cumsum(x, axis=1, reverse=true, exclusive=true) }
+fn cs_t(x: f32[A, B]) -> f32[B, A] { return cumsum(transpose(x), axis=0) }
+fn cs_f(x: f32[A, B]) -> f32[A, B] { return cumsum(x * 2.0 - 1.0, axis=0) }
+fn cs_i(x: i32[A, B]) -> i32[A, B] { return cumsum(x, axis=0) }
+fn tk(x: f32[A, 5]) -> (f32[A, 3], i64[A, 3]) { let v, i = top_k(x, 3)
+  return v, i }
+fn tk_all(x: f64[A, 5]) -> (f64[A, 5], i64[A, 5]) { let v, i = top_k(x, 5)
+  return v, i }
+fn tk_i(x: i32[A, 2, 4]) -> i64[A, 2, 2] { let v, i = top_k(x, 2)
+  return i }
+fn tk_t(x: f32[5, A]) -> f32[A, 1] { let v, i = top_k(transpose(x), 1)
+  return v }
 fn rank0(x: f32[]) -> (f32[], bool[], f32[], f32[], f32[], f32[]) {
   return prod(x), any(x > 0.0), logsumexp(x), var(x), std(x), norm(x)
 }
@@ -206,20 +270,23 @@ fn rank0(x: f32[]) -> (f32[], bool[], f32[], f32[], f32[], f32[]) {
 
 
 def static_empty_functions() -> list:
-    """What .dl cannot spell (a static 0 in a type): static empty axes."""
+    """What .dl cannot spell (a static 0 in a type): static empty axes, and k = 0."""
+    f, b = new_function("tk_none", [("x", T(F32, "A", 5))])
+    f.outputs = list(b.top_k(f.params[0], k=0))
     g, b = new_function("empty_rows", [("x", T(F32, 0, 3))])
     x = g.params[0]
     g.outputs = [b.prod(x, axes=(0,)), b.logsumexp(x, axes=(0,)), b.var(x, axes=(0,)), b.std(x, axes=(0,)),
-                 b.norm(x, axes=(0,)), b.all(b.gt(x, b.constant(0.0, F32)), axes=(0,)),
+                 b.norm(x, axes=(0,)), b.cumsum(x, axis=0), b.all(b.gt(x, b.constant(0.0, F32)), axes=(0,)),
                  b.any(b.gt(x, b.constant(0.0, F32)), axes=(0,))]
     h, b = new_function("empty_cols", [("x", T(F64, "A", 0))])
     x = h.params[0]
-    h.outputs = [b.prod(x, axes=(1,)),
+    h.outputs = [*b.top_k(x, k=0), b.cumsum(x, axis=1, reverse=True), b.prod(x, axes=(1,)),
                  b.logsumexp(x, axes=(1,), keepdims=True), b.norm(x, ord=1, axes=(1,))]
-    return [g, h]
+    return [f, g, h]
 
 # functions whose native result is bit-identical to the reference (same order of operations)
-EXACT = {"prod_i", "any_r", "all_c", "any_all", "argmin_r", "argmin_c", "argmin_i", "argmax_r",
+EXACT = {"prod_i", "any_r", "all_c", "any_all", "argmin_r", "argmin_c", "argmin_i", "argmax_r", "cs_r",
+         "cs_c", "cs_x", "cs_rx", "cs_t", "cs_f", "cs_i", "tk", "tk_all", "tk_none", "tk_i", "tk_t",
          "empty_rows", "empty_cols"}
 SIZES = [(0, 3), (3, 0), (1, 1), (1, 7), (7, 1), (5, 37), (2, 200), (33, 3)]
 
@@ -253,7 +320,7 @@ def function_names(source: str) -> list[str]:
     return [line.split()[1].split("(")[0] for line in source.splitlines() if line.startswith("fn ")]
 
 
-@pytest.mark.parametrize("name", function_names(NATIVE) + ["empty_rows", "empty_cols"])
+@pytest.mark.parametrize("name", function_names(NATIVE) + ["tk_none", "empty_rows", "empty_cols"])
 def test_native_matches_the_reference(native, name):
     func = native.module.get(name)
     sizes = SIZES if func.symbols else [(0, 0)]
@@ -275,10 +342,17 @@ def test_argmin_of_a_symbolic_empty_axis_raises_in_the_interpreter(native):
         interpret(native.module.get("argmin_r"), [np.zeros((3, 0), np.float32)])
 
 
-def test_reductions_fuse_their_producers():
+def test_kernels_fuse_and_top_k_computes_only_what_is_used():
     module = compile_source("""
+fn cs(x: f32[N, 8]) -> f32[N, 8] { return cumsum(exp(x) * 2.0, axis=0) }
+fn tv(x: f32[N, 8]) -> f32[N, 2] { let v, i = top_k(x, 2)
+  return v }
 fn pa(x: f32[N, 8]) -> (f32[N], bool[N]) { return prod(x * x, axis=1), any(x > 1.0, axis=1) }
 """, "<test>")
+    cs = lower_function(module.get("cs")).kernels
+    assert [type(k) for k in cs] == [Scan]                       # the producers run inside the scan
+    tv = lower_function(module.get("tv")).kernels
+    assert [(type(k), k.result) for k in tv] == [(TopK, "values")]
     pa = lower_function(module.get("pa")).kernels
     assert [(type(k), k.kind) for k in pa] == [(Reduce, "prod"), (Reduce, "any")]
 
@@ -293,6 +367,10 @@ fn prod_all(x: f32[R, C]) -> f32[] { return prod(x) }
 fn any_c(x: bool[R, C]) -> bool[C] { return any(x, axis=0) }
 fn all_all(x: bool[R, C]) -> bool[] { return all(x) }
 fn argmin_r(x: f32[R, C]) -> i64[R] { return argmin(x, axis=1) }
+fn cs_r(x: f32[R, C]) -> f32[R, C] { return cumsum(x, axis=1) }
+fn cs_c(x: f32[R, C]) -> f32[R, C] { return cumsum(x, axis=0, reverse=true) }
+fn tk(x: f32[R, 8]) -> (f32[R, 3], i64[R, 3]) { let v, i = top_k(x, 3)
+  return v, i }
 """
 
 
@@ -311,8 +389,9 @@ def test_native_kernels_identical_across_thread_counts(threaded, shape):
     x = rng.uniform(0.99, 1.01, shape).astype(np.float32)      # products stay finite
     x[rng.random(shape) < 1e-4] = np.nan
     mask = rng.random(shape) < 0.999
+    rows8 = rng.standard_normal((shape[0] * shape[1] // 8, 8)).astype(np.float32)
     calls = [("prod_r", x), ("prod_c", x.astype(np.float64)), ("prod_all", x), ("any_c", ~mask),
-             ("all_all", mask), ("argmin_r", x)]
+             ("all_all", mask), ("argmin_r", x), ("cs_r", x), ("cs_c", x), ("tk", rows8)]
 
     def run_all() -> list[np.ndarray]:
         outs: list[np.ndarray] = []
@@ -342,6 +421,12 @@ fn std_f(x: f32[3, 4], w: f32[4]) -> f32[] { return sum(std(x, axis=0, ddof=1) *
 fn std_all(x: f32[N, 3]) -> f32[] { return std(tanh(x)) }
 fn norm2_f(x: f32[3, 4], w: f32[3]) -> f32[] { return sum(norm(x, axis=1) * w) }
 fn norm1_f(x: f32[3, 4], w: f32[4]) -> f32[] { return sum(norm(x, 1, axis=0) * w * norm(x)) }
+fn cs_f(x: f32[3, 4], w: f32[3, 4]) -> f32[] { return sum(cumsum(x * x, axis=0) * w) }
+fn cs_rx(x: f32[3, 4], w: f32[3, 4]) -> f32[] { return sum(cumsum(tanh(x), axis=1, reverse=true, exclusive=true) * w) }
+fn tk_f(x: f32[3, 6], w: f32[3, 2]) -> f32[] { let v, i = top_k(x * x, 2)
+  return sum(v * w) }
+fn tk_r1(x: f32[5], w: f32[5]) -> f32[] { let v, i = top_k(tanh(x), 5)
+  return sum(v * v * w) }
 """
 GRAD_FNS = [line.split()[1].split("(")[0] for line in GRADS.splitlines() if line.startswith("fn ")]
 
@@ -397,11 +482,43 @@ fn ds = grad(s)
     assert g("ds", [1.5, 1.5, 1.5]) == [0.0, 0.0, 0.0]
 
 
+def test_top_k_gradient_goes_to_the_selected_indices():
+    module = compile_source("""
+fn f(x: f64[2, 4], w: f64[2, 2]) -> f64[] { let v, i = top_k(x, 2)
+  return sum(v * w) }
+fn df = grad(f, wrt=[x])
+""", "<tk>")
+    x = np.array([[1.0, 4.0, 2.0, 4.0], [0.0, -1.0, 3.0, 2.0]])
+    w = np.array([[10.0, 20.0], [30.0, 40.0]])
+    (dx,) = interpret(module.get("df"), [x, w])
+    assert dx.tolist() == [[0.0, 10.0, 0.0, 20.0], [0.0, 0.0, 30.0, 40.0]]
+
+
+# ---------------------------------------------------------------------------
+# The language, the IR text, errors
+
+
+def test_top_k_binds_two_names_and_round_trips_as_ir_text():
+    module = compile_source("""
+fn f(x: f32[N, 6]) -> (f32[N, 2], i64[N, 2]) { let v, i = top_k(x, 2)
+  return v, i }
+""", "<f>")
+    text = print_module(module)
+    assert '%0, %1 = "dl.top_k"(%x) {k = 2}' in text
+    assert print_module(parse_module(text, "<f>")) == text
+
+
 @pytest.mark.parametrize("source,message", [
     ("fn f(x: f32[]) -> i64[] { return argmin(x) }", "argmin needs an operand of rank >= 1"),
     ("fn f(x: f32[3]) -> bool[] { return any(x) }", "expects a bool operand, got f32[3]"),
     ("fn f(x: i32[3]) -> f32[] { return var(x) }", "expects a float operand"),
     ("fn f(x: f32[3]) -> f32[] { return norm(x, 3) }", "ord must be 1 or 2, got 3"),
+    ("fn f(x: f32[]) -> f32[] { return cumsum(x, axis=0) }", "cumsum needs an operand of rank >= 1"),
+    ("fn f(x: f32[3]) -> f32[3] { return cumsum(x) }", "missing required attribute 'axis'"),
+    ("fn f(x: bool[3]) -> bool[3] { return cumsum(x, axis=0) }", "expects a numeric operand, got bool"),
+    ("fn f(x: f32[N, 5]) -> f32[N, 6] { let v, i = top_k(x, 6)\n return v }", "k = 6 is not in [0, 5]"),
+    ("fn f(x: f32[5, N]) -> f32[5, 2] { let v, i = top_k(x, 2)\n return v }", "top_k needs a static last axis"),
+    ("fn f(x: f32[5]) -> f32[2] { return top_k(x, 2) }", "this call returns 2 values where one is expected"),
 ])
 def test_errors_are_located_type_errors(source, message):
     with pytest.raises(DlErrors) as info:
@@ -430,12 +547,31 @@ def test_cli_reports_an_empty_argmin_axis_with_exit_1(tmp_path, capsys):
 def test_flop_counts():
     f, b = new_function("f", [("x", T(F32, "N", 10))])
     x = f.params[0]
+    b.cumsum(x, axis=1)
+    b.top_k(x, k=3)
     b.prod(x, axes=(1,))
     b.norm(x, axes=(1,))
     b.logsumexp(x, axes=(1,))
     n = Poly.of("N")
     costs = [op_cost(op) for op in f.ops]
-    assert costs[0] == Cost(flops=n * 10)                            # one per element of the operand
-    assert costs[1] == Cost(flops=n * 10 * 2, transcendentals=n)      # mul, sum; sqrt
-    assert costs[2].transcendentals == n * 10 + n                     # exp per element, log per row
+    assert costs[:3] == [Cost(flops=n * 10)] * 3                     # one per element of the operand
+    assert costs[3] == Cost(flops=n * 10 * 2, transcendentals=n)      # mul, sum; sqrt
+    assert costs[4].transcendentals == n * 10 + n                     # exp per element, log per row
 
+
+def test_in_place_outputs_of_scans_and_selections_go_through_a_temporary():
+    # each output element reads other elements of the parameter it overwrites: never in place
+    f, b = new_function("step", [("w", T(F32, "N", 6)), ("g", T(F32, "N", 6))])
+    w, g = f.params
+    f.outputs = [b.cumsum(w, axis=1, exclusive=True), b.top_k(b.add(g, w), k=6)[0]]
+    f.attrs["inplace"] = ((0, "w"), (1, "g"))
+    lib = runtime.compile(Module([f]), cache=False, passes="")
+    rng = np.random.default_rng(11)
+    w0, g0 = rng.standard_normal((2, 5, 6)).astype(np.float32)
+    w1, g1 = w0.copy(), g0.copy()
+    new_w, new_g = lib.step(w1, g1)
+    assert new_w is w1 and new_g is g1
+    assert_same(w1, interpret(f, [w0, g0])[0])
+    assert_same(g1, -np.sort(-(g0 + w0), axis=1))
+    del lib
+    gc.collect()

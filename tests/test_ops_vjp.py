@@ -116,6 +116,13 @@ def _cases() -> list[Case]:
         cases.append(Case("std", [Arg(shape)], {"axes": axes, "keepdims": keep, "ddof": 1}))
         cases.append(Case("norm", [Arg(shape, "away0")], {"ord": 1, "axes": axes, "keepdims": keep}))
         cases.append(Case("norm", [Arg(shape)], {"ord": 2, "axes": axes, "keepdims": keep}))
+    for shape, axis in [((3, 4), 0), ((3, 4), -1), (("N", 2, 3), 1), ((5,), 0)]:
+        for reverse in (False, True):
+            for exclusive in (False, True):
+                cases.append(Case("cumsum", [Arg(shape)],
+                                  {"axis": axis, "reverse": reverse, "exclusive": exclusive}))
+    for shape, k in [((3, 4), 2), (("N", 4), 4), ((2, 3, 5), 1), ((5,), 3), ((3, 4), 0)]:
+        cases.append(Case("top_k", [Arg(shape)], {"k": k}))
     for name in ("softmax", "log_softmax"):
         cases.append(Case(name, [Arg((3, 4))], {"axis": -1}))
         cases.append(Case(name, [Arg(("N", 4))], {"axis": 0}))

@@ -1,13 +1,16 @@
-"""More reductions: ``prod any all argmin`` (kinds of the native reduction kernel) and
-``logsumexp var std norm`` (composites of existing ops).
+"""More reductions: ``prod any all argmin`` (kinds of the native reduction kernel),
+``logsumexp var std norm`` (composites of existing ops), the scan ``cumsum`` and the
+selection ``top_k`` (kernel families of their own: ``codegen/scan.py``, ``codegen/topk.py``).
 
 Each op's reference is the numpy function of the same name (``scipy.special.logsumexp``'s
-classic algorithm for ``logsumexp``, ``numpy.linalg.vector_norm`` for ``norm``).  The
-deliberate differences, all of them: results keep the operand's dtype (numpy widens an
-``i32`` ``prod`` to ``i64``; here it wraps in ``i32``); ``any``/``all`` take bool only
-(numpy also takes numbers: write ``any(x != 0)``); ``var``/``std``/``norm``/``logsumexp``
-take floats only (numpy converts ints to f64); ``norm`` has ``ord`` 1 or 2 only.  Special
-values and empty axes are listed per op in ``docs/ops.md`` ("More reductions").
+classic algorithm for ``logsumexp``, ``numpy.linalg.vector_norm`` for ``norm``; numpy has no
+``top_k``: its reference is a stable descending sort).  The deliberate differences, all of
+them: results keep the operand's dtype (numpy widens an ``i32`` ``prod``/``cumsum`` to
+``i64``; here they wrap in ``i32``); ``any``/``all`` take bool only (numpy also takes
+numbers: write ``any(x != 0)``); ``var``/``std``/``norm``/``logsumexp`` take floats only
+(numpy converts ints to f64); ``cumsum`` needs an ``axis`` (numpy's default flattens);
+``norm`` has ``ord`` 1 or 2 only.  Special values and empty axes are listed per op in
+``docs/ops.md`` ("More reductions").
 
 Empty axes: ``prod`` of nothing is 1, ``any`` False, ``all`` True, ``logsumexp`` -inf (the
 log of an empty sum), ``var``/``std`` nan (numpy: ``0 / 0``), ``norm`` 0; ``argmin`` of
@@ -24,7 +27,7 @@ import numpy as np
 
 from ..diagnostics import DlRuntimeError
 from ..ir.types import DType, TensorType
-from .base import COMPOSITE, REDUCTION, OpDef, ShapeError, attr, define, normalize_axes
+from .base import COMPOSITE, OTHER, REDUCTION, OpDef, ShapeError, attr, define, normalize_axes, required
 from .reductions import _REDUCE_ATTRS, _reduce_rule, _reduction, reduced_shape
 from .rules import element_count, expand_reduced
 
@@ -341,3 +344,105 @@ def _(b, op, ct):
         y = expand_reduced(b, y, x.type, axes, keepdims)
         share = b.div(x, b.select(b.eq(y, b.constant(0, dtype)), b.constant(1, dtype), y))
     return [b.mul(expand_reduced(b, ct, x.type, axes, keepdims), share)]
+
+
+# ---------------------------------------------------------------------------
+# cumsum: a scan (codegen/scan.py)
+
+
+def _cumsum_rule(x: TensorType, *, axis: int, reverse: bool, exclusive: bool) -> TensorType:
+    if x.dtype is DType.bool:
+        raise ShapeError("expects a numeric operand, got bool")
+    if x.rank == 0:
+        raise ShapeError("cumsum needs an operand of rank >= 1")
+    normalize_axes((axis,), x.rank)
+    return x
+
+
+cumsum = define(
+    "cumsum", operands=("x",), kind=OTHER, infer=_cumsum_rule,
+    attrs={"axis": required("int"), "reverse": attr("bool", False), "exclusive": attr("bool", False)},
+    doc="""Running sum along ``axis`` (numpy ``cumsum``, summed in order): ``out[i] = x[0] + .. +
+    x[i]``; ``exclusive`` stops before ``x[i]`` (``out[0] = 0``), ``reverse`` runs from the end.
+
+    %1 = "dl.cumsum"(%0) {axis = 1, exclusive = false, reverse = false} : (tensor<4x10xf32>) -> tensor<4x10xf32>
+    """)
+
+
+@cumsum.def_reference
+def _(x, *, axis: int, reverse: bool, exclusive: bool):
+    axis %= x.ndim
+    y = np.flip(x, axis) if reverse else x
+    out = np.cumsum(y, axis=axis, dtype=x.dtype)
+    if exclusive:                       # shift by one along the axis, 0 first
+        out = np.roll(out, 1, axis=axis)
+        np.moveaxis(out, axis, 0)[:1] = 0
+    return np.flip(out, axis) if reverse else out
+
+
+@cumsum.def_vjp
+def _(b, op, ct):
+    # d cumsum(x) = the cumsum of the cotangent running the other way (same exclusivity)
+    a = op.attrs
+    return [b.cumsum(ct, axis=a["axis"], reverse=not a["reverse"], exclusive=a["exclusive"])]
+
+
+cumsum.lowers_to("scan")
+
+
+# ---------------------------------------------------------------------------
+# top_k: a selection (codegen/topk.py)
+
+
+def _top_k_rule(x: TensorType, *, k: int) -> list[TensorType]:
+    if x.dtype is DType.bool:
+        raise ShapeError("expects a numeric operand, got bool")
+    if x.rank == 0:
+        raise ShapeError("top_k needs an operand of rank >= 1")
+    n = x.shape[-1]
+    if not isinstance(n, int):
+        raise ShapeError(f"top_k needs a static last axis, got {x.dsl_str()}")
+    if not 0 <= k <= n:
+        raise ShapeError(f"k = {k} is not in [0, {n}] (the last axis of {x.dsl_str()})")
+    shape = (*x.shape[:-1], k)
+    return [x.with_shape(shape), TensorType(DType.i64, shape)]
+
+
+top_k = define(
+    "top_k", operands=("x",), kind=OTHER, infer=_top_k_rule, num_results=2,
+    attrs={"k": required("int")},
+    doc="""The ``k`` largest elements along the last axis (static, at least ``k`` long) and their
+    indices (i64): the first ``k`` of a stable descending sort, so equal values (``-0.0`` and
+    ``0.0`` too) come in index order and a nan counts as larger than +inf (numpy's sort order).
+    Differentiable in the values; bool is not accepted.
+
+    %1, %2 = "dl.top_k"(%0) {k = 3} : (tensor<?x10xf32, "N">) -> (tensor<?x3xf32, "N">, tensor<?x3xi64, "N">)
+    """)
+
+
+def descending_order(x: np.ndarray) -> np.ndarray:
+    """Indices of a stable descending sort along the last axis, nan first (top_k's order)."""
+    if x.dtype.kind == "f":
+        return np.lexsort((-x, ~np.isnan(x)), axis=-1)
+    return np.lexsort((~x,), axis=-1)        # ~x = -x - 1: decreasing, without -INT_MIN's overflow
+
+
+@top_k.def_reference
+def _(x, *, k: int):
+    indices = descending_order(x)[..., :k].astype(np.int64)
+    return np.take_along_axis(x, indices, axis=-1), indices
+
+
+@top_k.def_vjp
+def _(b, op, ct, _ct_indices):
+    # d top_k(x).values: each value's cotangent goes back to its index: sum_k one_hot(i_k) * ct_k
+    x, indices = op.operands[0], op.results[1]
+    n = x.type.shape[-1]
+    if op.attrs["k"] == 0:
+        return [b.constant(0, x.type.dtype, x.type.shape)]
+    hot = b.one_hot(indices, depth=n, dtype=x.type.dtype)
+    spread = b.mul(hot, b.reshape(ct, shape=(*ct.type.shape, 1)))
+    return [b.sum(spread, axes=(x.type.rank - 1,))]
+
+
+top_k.lowers_to("top_k")
