@@ -133,6 +133,20 @@ for op in ("sum", "max", "min"):
                                                                      b.emit(op, p[0], axes=(0,))])
 case("argmax", ("argmax",), [T(F32, "N", 13), T(I32, 4, "N")],
      lambda b, p: [b.argmax(p[0], axis=1), b.argmax(p[0], axis=0, keepdims=True), b.argmax(p[1], axis=-1)])
+case("argmin", ("argmin",), [T(F32, "N", 13), T(I32, 4, "N")],
+     lambda b, p: [b.argmin(p[0], axis=1), b.argmin(p[0], axis=0, keepdims=True), b.argmin(p[1], axis=-1)])
+case("prod", ("prod",), [T(F32, "N", 5), T(I64, "N", 3)],
+     lambda b, p: [b.prod(p[0], axes=(1,)), b.prod(p[0], axes=(0,), keepdims=True), b.prod(p[1])], ("unit", "small"))
+case("any_all", ("any", "all"), [T(BOOL, "N", 19)],
+     lambda b, p: [b.any(p[0], axes=(1,)), b.all(p[0], axes=(0,)), b.any(p[0]), b.all(p[0], keepdims=True)])
+case("statistics", ("logsumexp", "var", "std", "norm"), [T(F32, "N", 9), T(F64, 3, "N")],
+     lambda b, p: [b.logsumexp(p[0], axes=(1,)), b.var(p[0], axes=(0,)), b.std(p[1], axes=(1,), ddof=1),
+                   b.norm(p[0], axes=(1,)), b.norm(p[1], ord=1, keepdims=True), b.logsumexp(p[1])])
+case("cumsum", ("cumsum",), [T(F32, "N", 21), T(I32, 3, "N")],
+     lambda b, p: [b.cumsum(p[0], axis=1), b.cumsum(b.exp(p[0]), axis=0, reverse=True),
+                   b.cumsum(p[1], axis=-1, exclusive=True), b.cumsum(p[1], axis=0, reverse=True, exclusive=True)])
+case("top_k", ("top_k",), [T(F32, "N", 11), T(I32, 2, 3, 6)],
+     lambda b, p: [*b.top_k(p[0], k=4), b.top_k(p[1], k=6)[1], b.top_k(b.neg(p[0]), k=1)[0]], ("any", "small"))
 
 # -- contraction ------------------------------------------------------------------------------------
 

@@ -77,8 +77,15 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
                                             {"from_logits": True}),
         "categorical_crossentropy": ([n4, n4], [p34, rand(3, 4, low=0, high=1)], {}),
     }
-    for name in ("sum", "mean", "max", "min"):
+    for name in ("sum", "mean", "max", "min", "prod", "logsumexp", "var", "std"):
         s[name] = ([n4], [x34], {"axes": (0,), "keepdims": True})
+    s["var"][2]["ddof"] = 1
+    s["norm"] = ([n4], [x34], {"ord": 1, "axes": (1,)})
+    for name in ("any", "all"):
+        s[name] = ([T(BOOL, "N", 4)], [x34 > 0], {"axes": (1,)})
+    s["argmin"] = ([n4], [x34], {"axis": 0})
+    s["cumsum"] = ([n4], [x34], {"axis": 1, "exclusive": True})
+    s["top_k"] = ([n4], [x34], {"k": 2})
     for name in ("add", "sub", "mul", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"):
         s[name] = ([n4, T(F32, 4)], [x34, np.round(rand(4))], {})
     s["div"] = ([n4, T(F32, 4)], [x34, rand(4, low=0.5, high=2)], {})
@@ -138,11 +145,15 @@ def _bound_attrs(name: str, attrs: dict[str, Any]) -> dict[str, Any]:
 def test_reference_returns_exactly_the_inferred_type(name: str):
     types, arrays, attrs = SAMPLES[name]
     func, b = new_function("f", [(f"x{i}", t) for i, t in enumerate(types)])
-    result = b.emit(name, *func.params, **attrs)
-    out = OPS[name].reference(*arrays, **_bound_attrs(name, func.ops[-1].attrs))
-    assert isinstance(out, np.ndarray)
-    assert out.dtype == result.type.dtype.np
-    assert out.shape == result.type.concrete_shape({"N": 3})
+    b.emit(name, *func.params, **attrs)
+    results = func.ops[-1].results
+    outs = OPS[name].reference(*arrays, **_bound_attrs(name, func.ops[-1].attrs))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    assert len(outs) == len(results) == OPS[name].num_results
+    for out, result in zip(outs, results):
+        assert isinstance(out, np.ndarray)
+        assert out.dtype == result.type.dtype.np
+        assert out.shape == result.type.concrete_shape({"N": 3})
 
 
 @pytest.mark.parametrize("name", sorted(n for n, op in OPS.items()

@@ -31,7 +31,7 @@ class Arg:
     """An operand: its type and the domain its random values come from."""
 
     shape: tuple
-    domain: str = "any"        # any | pos | prob | unit | away0 | bool | label<C>
+    domain: str = "any"        # any | pos | prob | unit | away0 | zeros | bool | label<C>
     dtype: DType = F64
 
 
@@ -65,6 +65,8 @@ def _draw(arg: Arg, rng: np.random.Generator):
         return rng.uniform(0.0, 1.0, shape)
     if arg.domain == "away0":
         return rng.uniform(0.2, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+    if arg.domain == "zeros":          # about a third exact zeros (a product's kinks)
+        return rng.standard_normal(shape) * (rng.random(shape) < 0.67)
     return rng.standard_normal(shape)
 
 
@@ -114,6 +116,22 @@ def _cases() -> list[Case]:
                                   ((3, 4), (1,), True), ((2, 3, 4), (0, 2), False),
                                   (("N", 3), (0,), True), (("N", 3), None, False)]:
             cases.append(Case(name, [Arg(shape)], {"axes": axes, "keepdims": keep}))
+    for shape, axes, keep in [((3, 4), None, False), ((3, 4), (1,), True), ((2, 3, 4), (0, 2), False),
+                              (("N", 3), (0,), False)]:
+        for name in ("prod", "logsumexp", "var", "std"):
+            cases.append(Case(name, [Arg(shape)], {"axes": axes, "keepdims": keep}))
+        cases.append(Case("prod", [Arg(shape, "zeros")], {"axes": axes, "keepdims": keep}))
+        cases.append(Case("var", [Arg(shape)], {"axes": axes, "keepdims": keep, "ddof": 1}))
+        cases.append(Case("std", [Arg(shape)], {"axes": axes, "keepdims": keep, "ddof": 1}))
+        cases.append(Case("norm", [Arg(shape, "away0")], {"ord": 1, "axes": axes, "keepdims": keep}))
+        cases.append(Case("norm", [Arg(shape)], {"ord": 2, "axes": axes, "keepdims": keep}))
+    for shape, axis in [((3, 4), 0), ((3, 4), -1), (("N", 2, 3), 1), ((5,), 0)]:
+        for reverse in (False, True):
+            for exclusive in (False, True):
+                cases.append(Case("cumsum", [Arg(shape)],
+                                  {"axis": axis, "reverse": reverse, "exclusive": exclusive}))
+    for shape, k in [((3, 4), 2), (("N", 4), 4), ((2, 3, 5), 1), ((5,), 3), ((3, 4), 0)]:
+        cases.append(Case("top_k", [Arg(shape)], {"k": k}))
     for name in ("softmax", "log_softmax"):
         cases.append(Case(name, [Arg((3, 4))], {"axis": -1}))
         cases.append(Case(name, [Arg(("N", 4))], {"axis": 0}))
@@ -139,25 +157,27 @@ CASES = _cases()
 
 
 def build_vjp(case: Case):
-    """A function ``(operands..., ct) -> cotangents`` from the op's VJP rule."""
+    """A function ``(operands..., cts...) -> cotangents`` from the op's VJP rule (one ``ct``
+    parameter per result of the op)."""
     types = [TensorType(a.dtype, a.shape) for a in case.args]
     func, b = new_function("vjp", [(f"x{i}", t) for i, t in enumerate(types)])
     operands = list(func.params)
-    result = b.emit(case.op, *operands, **case.attrs)
-    ct = Value(result.type, None, len(operands), "ct")
-    func.params.append(ct)
+    b.emit(case.op, *operands, **case.attrs)
     op = func.ops[-1]
-    cts = OPS[case.op].vjp(b, op, ct)
+    result_cts = [Value(r.type, None, len(operands) + i, f"ct{i}") for i, r in enumerate(op.results)]
+    func.params.extend(result_cts)
+    cts = OPS[case.op].vjp(b, op, *result_cts)
     assert len(cts) == len(operands), f"{case.op}: one cotangent per operand"
     for operand, g in zip(operands, cts):
         if g is not None:
             assert g.type == operand.type, f"{case.op}: cotangent {g.type} for operand {operand.type}"
     func.outputs = [g for g in cts if g is not None]
-    return func, [g is not None for g in cts], result.type
+    return func, [g is not None for g in cts], [r.type for r in op.results]
 
 
-def numeric_grad(case: Case, arrays: list[np.ndarray], ct: np.ndarray, which: int) -> np.ndarray:
-    """Central differences of ``sum(ct * op(arrays))`` with respect to operand ``which``."""
+def numeric_grad(case: Case, arrays: list[np.ndarray], cts: list[np.ndarray], which: int) -> np.ndarray:
+    """Central differences of ``sum(ct * op(arrays))`` (over the op's float results) with
+    respect to operand ``which``."""
     opdef = OPS[case.op]
     attrs = normalize_attrs(opdef, case.attrs)
     for key, spec in opdef.attrs.items():
@@ -167,7 +187,9 @@ def numeric_grad(case: Case, arrays: list[np.ndarray], ct: np.ndarray, which: in
     def objective(x: np.ndarray) -> float:
         args = list(arrays)
         args[which] = x
-        return float(np.sum(ct * opdef.reference(*args, **attrs)))
+        outs = opdef.reference(*args, **attrs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        return float(sum(np.sum(ct * out) for ct, out in zip(cts, outs) if out.dtype.kind == "f"))
 
     x = arrays[which]
     out = np.zeros_like(x)
@@ -182,10 +204,11 @@ def numeric_grad(case: Case, arrays: list[np.ndarray], ct: np.ndarray, which: in
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_vjp_matches_finite_differences(case: Case):
     rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
-    func, has_ct, out_type = build_vjp(case)
+    func, has_ct, out_types = build_vjp(case)
     arrays = [sample(a, rng) for a in case.args]
-    ct = rng.standard_normal(tuple(SYMBOLS.get(d, d) for d in out_type.shape))
-    analytic = iter(interpret(func, [*arrays, ct]))
+    cts = [rng.standard_normal(t.concrete_shape(SYMBOLS)) if t.dtype.is_float
+           else np.zeros(t.concrete_shape(SYMBOLS), t.dtype.np) for t in out_types]
+    analytic = iter(interpret(func, [*arrays, *cts]))
     checked = 0
     for i, (arg, flows) in enumerate(zip(case.args, has_ct)):
         if not arg.dtype.is_float or arg.domain == "bool":
@@ -193,7 +216,7 @@ def test_vjp_matches_finite_differences(case: Case):
             continue
         assert flows, f"{case.op}: operand {i} is float but got no cotangent"
         got = next(analytic)
-        want = numeric_grad(case, arrays, ct, i)
+        want = numeric_grad(case, arrays, cts, i)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"operand {i}")
         checked += 1
     assert checked >= 1

@@ -9,7 +9,9 @@ The cost model, per op (``n`` = elements of the result, symbols kept):
   functions erf expm1 log1p sin cos and the activations built on them), which count
   ``n`` *transcendental* evaluations instead, reported separately since one
   costs tens of FLOPs;
-- reductions (``sum mean max min argmax``): one FLOP per element reduced;
+- reductions (``sum mean max min prod any all argmax argmin``), ``cumsum`` and
+  ``top_k``: one FLOP per element of the operand (a selection's comparisons beyond
+  the first are not counted);
 - composites (softmax, losses, one_hot): the cost of their decomposition
   into primitive ops, from the op table's ``decompose`` rule, with common
   subexpressions counted once (softmax's rule spells ``exp(z)`` twice);
@@ -132,7 +134,7 @@ def op_cost(op: Op) -> Cost:
     if opdef.kind == ELEMENTWISE:
         n = Poly.product(op.result.type.shape)
         return Cost(transcendentals=n) if op.name in TRANSCENDENTAL else Cost(flops=n)
-    if opdef.kind == REDUCTION:
+    if opdef.kind == REDUCTION or op.name in ("cumsum", "top_k"):
         return Cost(flops=Poly.product(op.operands[0].type.shape))
     if opdef.kind == COMPOSITE and opdef.decompose is not None:
         return sum((op_cost(o) for o in decomposition(op)), Cost())

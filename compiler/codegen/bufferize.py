@@ -37,7 +37,7 @@ from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
                     Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Program, Reduce,
-                    fuse_row_softmax, identity_index, loads, remap, replace_loads)
+                    Scan, TopK, fuse_row_softmax, identity_index, loads, remap, replace_loads)
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
@@ -344,13 +344,37 @@ def _lower_reshape(L: Lowering, op: Op) -> None:
 
 def _lower_reduction(L: Lowering, op: Op) -> None:
     x, v = op.operands[0], op.result
-    if op.name == "argmax":
+    if op.name in ("argmax", "argmin"):
         axes = normalize_axes((op.attrs["axis"],), x.type.rank)
     else:
         axes = normalize_axes(op.attrs["axes"], x.type.rank)
     out = L.new_buffer(v)
     L.add_kernel(Reduce(out, op.name, x.type.shape, axes, L.expr(x)))
     L.buffers[v] = out
+
+
+def _lower_scan(L: Lowering, op: Op) -> None:
+    """``cumsum`` of the (fused) operand expression: a :class:`Scan` kernel (``scan.py``)."""
+    x, v = op.operands[0], op.result
+    out = L.new_buffer(v)
+    axis = op.attrs["axis"] % x.type.rank
+    L.add_kernel(Scan(out, x.type.shape, axis, L.expr(x), op.attrs["reverse"], op.attrs["exclusive"]))
+    L.buffers[v] = out
+
+
+def _lower_top_k(L: Lowering, op: Op) -> None:
+    """``top_k``: a :class:`TopK` kernel (``topk.py``) per result that is used, each reading
+    the operand from memory (a selection reads elements again)."""
+    x = op.operands[0]
+    expr = L.expr(x)
+    if not isinstance(expr, Load):
+        expr = Load(L.buffer(x), identity_index(x.type.rank))
+    for result, v in zip(("values", "indices"), op.results):
+        if L.uses[v] == 0:
+            continue
+        out = L.new_buffer(v)
+        L.add_kernel(TopK(out, x.type.shape, op.attrs["k"], expr, result))
+        L.buffers[v] = out
 
 
 def _lower_matmul(L: Lowering, op: Op) -> None:
@@ -399,6 +423,8 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "view": _lower_reshape,
     "reduction": _lower_reduction,
     "matmul": _lower_matmul,
+    "scan": _lower_scan,
+    "top_k": _lower_top_k,
 }
 
 
@@ -475,7 +501,7 @@ def fuse_epilogues(prog: Program) -> None:
 
 def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
     """Whether ``k`` reads ``param`` only at the element it writes."""
-    if isinstance(k, Reduce):
+    if isinstance(k, (Reduce, Scan, TopK)):      # an output element depends on many inputs
         return param not in [b.storage for b in k.reads()]
     if isinstance(k, Matmul):
         if param in (k.a.storage, k.b.storage):
@@ -573,7 +599,7 @@ def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
     for k in prog.kernels:
         if k.out is old:
             k.out = new
-        if isinstance(k, (Elementwise, Reduce)):
+        if not isinstance(k, Matmul):
             k.expr = replace_loads(k.expr, swap)
         else:
             k.a = new if k.a is old else k.a

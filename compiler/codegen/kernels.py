@@ -18,7 +18,7 @@ strides through memory (a transpose) -- the whole kernel runs scalar.
 *Reductions* keep several vector accumulators: with the innermost axis
 reduced, 4 x W partial results per output element, combined by a shuffle
 tree at the end; with it kept, a block of 4 x W outputs accumulates in
-registers while the reduced axes are walked.  ``argmax`` runs scalar.
+registers while the reduced axes are walked.  ``argmax``/``argmin`` run scalar.
 
 *Tasks* (:func:`run_split`): a kernel with enough work runs as tasks on the
 module's thread pool (threads.py), split over its outermost loop -- for a
@@ -452,8 +452,10 @@ def _nest(kc: KernelContext, extents: list[ir.Value], vec: int, width: int, body
 
 
 def _identity(kind: str, dtype: DType) -> float | int:
-    if kind in ("sum", "mean"):
+    if kind in ("sum", "mean", "any"):
         return 0
+    if kind in ("prod", "all"):
+        return 1
     big = math.inf if dtype.is_float else (2 ** 31 - 1 if dtype is DType.i32 else 2 ** 63 - 1)
     if kind == "min":
         return big
@@ -465,6 +467,12 @@ def _combine(e: Emitter, kind: str, a: ir.Value, x: ir.Value) -> ir.Value:
         return e.add(a, x)
     if kind == "max":
         return e.max(a, x)
+    if kind == "prod":
+        return e.mul(a, x)
+    if kind == "any":
+        return e.logical_or(a, x)
+    if kind == "all":
+        return e.logical_and(a, x)
     return e.min(a, x)
 
 
@@ -486,7 +494,7 @@ def emit_reduce(kc: KernelContext, k: Reduce) -> None:
     into tasks over its output elements only (a kept axis), so each output is reduced by one
     task in the same order as on one thread; a reduction to one element runs on one thread."""
     cost = element_cost(k.expr)
-    if k.kind == "argmax":
+    if k.kind in ("argmax", "argmin"):
         kept = [a for a in range(len(k.shape)) if a not in k.axes]
         split = Split([k.shape[kept[0]]], 1) if kept else None
         run_split(kc, list(k.shape), cost, split, lambda c, bounds: _emit_argmax(c, k, bounds))
@@ -575,7 +583,8 @@ def _full_reduction(kc: KernelContext, k: Reduce, space: Space, cost: int) -> No
 
 
 class _Reduction:
-    """A sum/mean/max/min kernel: loop groups after collapsing, split into kept and reduced."""
+    """A sum/mean/max/min/prod/any/all kernel: loop groups after collapsing, split into kept
+    and reduced."""
 
     def __init__(self, kc: KernelContext, k: Reduce, space: Space, bounds: dict[int, Bounds],
                  result: ir.Value | None = None):
@@ -727,8 +736,8 @@ def _row_major_strides(b: ir.IRBuilder, extents: list[ir.Value]) -> list[ir.Valu
 
 
 def _emit_argmax(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
-    """Index of the first maximum (NaN counts as the maximum, as numpy), scalar loops; the
-    first kept axis over ``bounds`` when given."""
+    """Index of the first maximum (``argmin``: minimum; NaN counts as either, as numpy),
+    scalar loops; the first kept axis over ``bounds`` when given."""
     b = kc.b
     ee = ExprEmitter(kc, Space.plain(k.shape), None)
     (axis,) = k.axes
@@ -742,13 +751,14 @@ def _emit_argmax(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
     def per_output() -> None:
         best = alloca(b, value_type(src_dtype, 1))
         where = alloca(b, I64)
-        b.store(const(best.type.pointee, _identity("max", src_dtype)), best)
+        extremum = "max" if k.kind == "argmax" else "min"
+        b.store(const(best.type.pointee, _identity(extremum, src_dtype)), best)
         b.store(ir.Constant(I64, 0), where)
         with for_range(b, 0, extents[axis], name="am") as i:
             index[axis] = i
             x = ee.emit(k.expr, index, 1)
             cur = b.load(best)
-            better = e.cmp("gt", x, cur)
+            better = e.cmp("gt" if k.kind == "argmax" else "lt", x, cur)
             if src_dtype.is_float:
                 first_nan = b.and_(e.cmp("ne", x, x), e.cmp("eq", cur, cur))
                 better = b.or_(better, first_nan)

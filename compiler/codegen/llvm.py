@@ -31,7 +31,9 @@ from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scr
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
-from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
+from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce, Scan, TopK
+from .scan import emit_scan
+from .topk import emit_top_k
 from .sparse_gemm import enable_skip_zeros
 from .target import CodegenOptions
 
@@ -228,6 +230,10 @@ class _ProgramEmitter:
             emit_elementwise(ctx, k)
         elif isinstance(k, Reduce):
             emit_reduce(ctx, k)
+        elif isinstance(k, Scan):
+            emit_scan(ctx, k)
+        elif isinstance(k, TopK):
+            emit_top_k(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()

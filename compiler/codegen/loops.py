@@ -14,8 +14,12 @@ A :class:`Program` is one dl function after bufferization:
     expression tree.  A fused chain of elementwise ops, a broadcast, a
     transpose or a copy are all this kernel: what differs is the tree and
     the *index maps* of its loads.
-  - :class:`Reduce` -- ``sum mean max min argmax`` of an expression over
-    ``axes`` (the expression fuses the producers of the reduced operand).
+  - :class:`Reduce` -- ``sum mean max min prod any all argmax argmin`` of an
+    expression over ``axes`` (the expression fuses the producers of the reduced
+    operand).
+  - :class:`Scan` -- a running sum of an expression along one axis (``scan.py``).
+  - :class:`TopK` -- the ``k`` largest of an expression along the last axis, or
+    their indices (``topk.py``).
   - :class:`Matmul` -- ``[batch.., M, K] @ [batch.., K, N]``, operands in
     either layout (``trans_a``/``trans_b``: a transpose feeding a matmul is
     not copied), with an optional *epilogue* expression applied to each
@@ -199,7 +203,8 @@ class Reduce:
     """``out = kind over axes of expr`` where ``expr`` ranges over ``shape``.
 
     ``out`` holds the kept axes in order (with or without keepdims' 1s: the
-    same memory layout).  ``kind`` is ``sum mean max min argmax``.
+    same memory layout).  ``kind`` is ``sum mean max min prod any all argmax argmin``
+    (and ``logsumexp``, made by :func:`fuse_row_softmax`).
     """
 
     out: Buffer
@@ -244,7 +249,40 @@ class Matmul:
         return [self.a, self.b, *extra]
 
 
-Kernel = Union[Elementwise, Reduce, Matmul]
+@dataclass(eq=False)
+class Scan:
+    """``out[.., i, ..] = expr[.., 0, ..] + .. + expr[.., i, ..]`` along ``axis`` (``out`` and
+    ``expr`` range over ``shape``); ``exclusive`` stops before ``i`` (0 first), ``reverse``
+    runs from the end.  Emitted by ``scan.py``."""
+
+    out: Buffer
+    shape: tuple[Dim, ...]
+    axis: int
+    expr: Expr
+    reverse: bool = False
+    exclusive: bool = False
+
+    def reads(self) -> list[Buffer]:
+        return [ld.buffer for ld in loads(self.expr)]
+
+
+@dataclass(eq=False)
+class TopK:
+    """Per row of ``expr`` (ranging over ``shape``; rows along the last axis), the ``k``
+    largest values in descending order (``result = "values"``) or their indices (``"indices"``),
+    into ``out`` of shape ``[.., k]``.  Emitted by ``topk.py``."""
+
+    out: Buffer
+    shape: tuple[Dim, ...]
+    k: int
+    expr: Expr
+    result: str = "values"
+
+    def reads(self) -> list[Buffer]:
+        return [ld.buffer for ld in loads(self.expr)]
+
+
+Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK]
 
 
 @dataclass(eq=False)
@@ -393,6 +431,11 @@ def kernel_str(k: Kernel) -> str:
         axes = ", ".join(f"i{a}" for a in k.axes)
         return (f"reduce.{k.kind} {_dims(k.shape)} over ({axes}): "
                 f"{k.out.name} = {expr_str(k.expr)}")
+    if isinstance(k, Scan):
+        how = "".join(f" {flag}" for flag, on in (("reverse", k.reverse), ("exclusive", k.exclusive)) if on)
+        return f"scan.sum{how} {_dims(k.shape)} along i{k.axis}: {k.out.name} = {expr_str(k.expr)}"
+    if isinstance(k, TopK):
+        return f"top_k.{k.result} {_dims(k.shape)} k={k.k}: {k.out.name} = {expr_str(k.expr)}"
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
