@@ -507,6 +507,8 @@ class BoundCall:
                 pointers: list[int], changed: list[int] | None = None) -> None:
         """Take checked arguments as the current state and write their slots."""
         fn = self._fn
+        if bindings != self._bindings:
+            fn._plan(bindings)          # dims it refuses raise here, before any state changes
         if changed is None:
             changed = list(range(self._n))
             self._layouts: list[tuple | None] = [None] * self._n
@@ -558,6 +560,7 @@ class _CallPlan:
     __slots__ = ("dims", "inplace", "layout", "total", "n_outputs")
 
     def __init__(self, fn: CompiledFunction, bindings: dict[str, int]):
+        fn.info.check_dims(bindings)             # e.g. a max over an axis that is empty
         self.dims = fn._dims(*[bindings[s] for s in fn.info.symbols])
         self.inplace = list(fn._inplace_out.items())
         self.n_outputs = len(fn._outputs)

@@ -300,8 +300,9 @@ def _lower_constant(L: Lowering, op: Op) -> None:
         L.extra.append(buf)
         L.buffers[v] = buf
         return
-    scalar = np.asarray(value, dtype=dtype.np).item()
-    L.define(v, Const(scalar, dtype))
+    scalar = np.asarray(value, dtype=dtype.np)[()]
+    # a NaN stays a numpy scalar: its payload bits reach the LLVM constant (llvmutil.const)
+    L.define(v, Const(scalar if dtype.is_float and np.isnan(scalar) else scalar.item(), dtype))
 
 
 def _lower_iota(L: Lowering, op: Op) -> None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from llvmlite import ir
 
     from ..ir.core import Function, Module
+    from ..ops.reductions import NonEmptyAxes
     from .loops import Program
 
 # The lowering and LLVM emission modules (bufferize, loops, llvm, gemm ...) are imported by
@@ -53,9 +54,13 @@ class FunctionInfo:
     symbols: tuple[str, ...]
     inplace: tuple[tuple[int, int], ...]      # (output index, parameter index)
     kernels: tuple[str, ...] = ()             # one line of loop IR per kernel, in order
+    # preconditions on dim values the runtime checks before calling: reductions without an
+    # identity (max, min, argmax) over symbolic dims, which must not be empty
+    nonempty: tuple[NonEmptyAxes, ...] = ()
 
     @staticmethod
     def of(func: Function, program: Program | None = None) -> FunctionInfo:
+        from ..ops.reductions import NonEmptyAxes
         from .llvm import entry_symbol
         from .loops import kernel_str
 
@@ -64,25 +69,36 @@ class FunctionInfo:
         out_names = list(func.output_names) + [None] * (len(func.outputs) - len(func.output_names))
         inplace = tuple((int(o), index[p]) for o, p in func.attrs.get("inplace", ()) or ())
         kernels = tuple(kernel_str(k).splitlines()[0] for k in program.kernels) if program else ()
+        checks = (NonEmptyAxes.of(op) for op in func.ops)
         return FunctionInfo(func.name, entry_symbol(func.name),
                             tuple(zip(names, (p.type for p in func.params))),
                             tuple(zip(out_names, (v.type for v in func.outputs))),
-                            tuple(func.symbols), inplace, kernels)
+                            tuple(func.symbols), inplace, kernels,
+                            tuple(dict.fromkeys(c for c in checks if c is not None)))
+
+    def check_dims(self, bindings: dict[str, int]) -> None:
+        """Raise the :class:`DlRuntimeError` the interpreter would for these dim values
+        (a max, min or argmax over an empty axis) -- before native code runs."""
+        for check in self.nonempty:
+            check.check(bindings)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "symbol": self.symbol,
                 "params": [{"name": n, **_type_json(t)} for n, t in self.params],
                 "outputs": [{"name": n, **_type_json(t)} for n, t in self.outputs],
                 "symbols": list(self.symbols), "inplace": [list(p) for p in self.inplace],
-                "kernels": list(self.kernels)}
+                "kernels": list(self.kernels), "nonempty": [c.to_json() for c in self.nonempty]}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> FunctionInfo:
+        from ..ops.reductions import NonEmptyAxes
+
         return FunctionInfo(d["name"], d["symbol"],
                             tuple((p["name"], _type_from_json(p)) for p in d["params"]),
                             tuple((o["name"], _type_from_json(o)) for o in d["outputs"]),
                             tuple(d["symbols"]), tuple((int(a), int(b)) for a, b in d["inplace"]),
-                            tuple(d.get("kernels", ())))
+                            tuple(d.get("kernels", ())),
+                            tuple(NonEmptyAxes.from_json(c) for c in d.get("nonempty", ())))
 
 
 def _type_json(t: TensorType) -> dict[str, Any]:

@@ -94,6 +94,10 @@ def _scalar(value: Any, dtype: DType) -> Any:
         return bool(value)
     if dtype.is_int:
         return int(value)
+    if isinstance(value, np.floating) and np.isnan(value):
+        # a 0-d array of the dtype keeps a NaN's payload bits (a Python float would quiet
+        # an f32 signalling NaN); the printer shows them as hex, and they parse back as such
+        return np.asarray(value, dtype=dtype.np)
     return float(value)
 
 

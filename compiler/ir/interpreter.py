@@ -9,7 +9,9 @@ every op's result against its (bound) inferred type.
     outputs = interpret(func, {"x": x, "w": w})  # by parameter name
 
 Floating-point exceptions follow IEEE (``log(0) = -inf``, ``0/0 = nan``) with
-numpy's warnings silenced, as native code behaves.
+numpy's warnings silenced, as native code behaves.  A ``max``, ``min`` or
+``argmax`` over an axis that is empty raises :class:`DlRuntimeError` at the op
+(``compiler.ops.reductions.NonEmptyAxes``; compiled code raises the same).
 """
 
 from __future__ import annotations
@@ -120,10 +122,14 @@ def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int
 
 def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int]) -> None:
     from ..ops.base import get_op
+    from ..ops.reductions import NonEmptyAxes
 
     opdef = get_op(op.name)
     if opdef is None or opdef.reference is None:
         raise DlRuntimeError(f"the interpreter has no reference semantics for dl.{op.name}", op.loc)
+    precondition = NonEmptyAxes.of(op)
+    if precondition is not None:
+        precondition.check(bindings, op.loc)
     attrs = {k: _bind_attr(op, k, v, bindings) for k, v in op.attrs.items()}
     operands = [env[v] for v in op.operands]
     out = opdef.reference(*operands, **attrs)

@@ -32,6 +32,7 @@ from ..ir.core import Value
 from ..ir.types import TensorType
 from .base import COMPOSITE, OpDef, ShapeError, attr, define, shape_str
 from .nn import stable_log_softmax
+from .reductions import quiet_mean
 from .rules import element_count, label_mask
 
 EPSILON = 1e-7
@@ -129,12 +130,12 @@ mae = _loss("mae", ("pred", "target"), _pair_rule, """Mean absolute error ``mean
 
 @mse.def_reference
 def _(pred, target):
-    return np.asarray(np.mean(np.square(pred - target)), dtype=pred.dtype)
+    return np.asarray(quiet_mean(np.square(pred - target)), dtype=pred.dtype)
 
 
 @mae.def_reference
 def _(pred, target):
-    return np.asarray(np.mean(np.abs(pred - target)), dtype=pred.dtype)
+    return np.asarray(quiet_mean(np.abs(pred - target)), dtype=pred.dtype)
 
 
 @mse.def_decompose
@@ -183,10 +184,10 @@ binary_crossentropy = _loss(
 def _(pred, target, *, from_logits: bool):
     if from_logits:
         x = pred
-        loss = np.mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x))))
+        loss = quiet_mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x))))
     else:
         p = _np_clip(pred)
-        loss = -np.mean(target * np.log(p) + (1 - target) * np.log(1 - p))
+        loss = -quiet_mean(target * np.log(p) + (1 - target) * np.log(1 - p))
     return np.asarray(loss, dtype=pred.dtype)
 
 
@@ -244,7 +245,7 @@ def _log_probs(b, pred: Value, from_logits: bool) -> Value:
 def _(pred, labels, *, from_logits: bool):
     mask = labels[..., None] == np.arange(pred.shape[-1])
     picked = np.sum(np.where(mask, _np_log_probs(pred, from_logits), 0), axis=-1)
-    return np.asarray(-np.mean(picked), dtype=pred.dtype)
+    return np.asarray(-quiet_mean(picked), dtype=pred.dtype)
 
 
 @sparse_categorical_crossentropy.def_decompose
@@ -286,7 +287,7 @@ categorical_crossentropy = _loss(
 
 @categorical_crossentropy.def_reference
 def _(pred, target, *, from_logits: bool):
-    loss = -np.mean(np.sum(target * _np_log_probs(pred, from_logits), axis=-1))
+    loss = -quiet_mean(np.sum(target * _np_log_probs(pred, from_logits), axis=-1))
     return np.asarray(loss, dtype=pred.dtype)
 
 

@@ -19,7 +19,10 @@ def _softmax_rule(x: TensorType, *, axis: int) -> TensorType:
 
 
 def stable_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    """numpy ``log_softmax`` computed as ``z - log(sum(exp(z)))`` with ``z = x - max(x)``."""
+    """numpy ``log_softmax`` computed as ``z - log(sum(exp(z)))`` with ``z = x - max(x)``.
+    An empty ``x`` gives an empty result (there is nothing to normalize, so no error)."""
+    if x.size == 0:
+        return np.empty_like(x)
     z = x - np.max(x, axis=axis, keepdims=True)
     return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
@@ -28,6 +31,7 @@ softmax = define(
     "softmax", operands=("x",), kind=COMPOSITE, infer=_softmax_rule,
     attrs={"axis": attr("int", -1)},
     doc="""``exp(x - max(x)) / sum(exp(x - max(x)))`` along ``axis`` (default -1); float only.
+    An empty ``x`` gives an empty result.
 
     %1 = "dl.softmax"(%0) {axis = -1} : (tensor<?x10xf32, "N">) -> tensor<?x10xf32, "N">
     """)
@@ -36,6 +40,7 @@ log_softmax = define(
     "log_softmax", operands=("x",), kind=COMPOSITE, infer=_softmax_rule,
     attrs={"axis": attr("int", -1)},
     doc="""``z - log(sum(exp(z)))`` with ``z = x - max(x)`` along ``axis`` (default -1); float only.
+    An empty ``x`` gives an empty result.
 
     %1 = "dl.log_softmax"(%0) {axis = -1} : (tensor<?x10xf32, "N">) -> tensor<?x10xf32, "N">
     """)
@@ -57,17 +62,30 @@ def _shifted(b, x, axis: int):
     return z, b.sum(b.exp(z), axes=(axis,), keepdims=True)
 
 
+def _statically_empty(x, axis: int) -> bool:
+    """Whether the softmax axis has static size 0: the result is ``x`` itself, an empty
+    tensor (no ``max`` over the axis may be built; one over a symbolic axis that turns out
+    empty at run time computes nothing that is stored)."""
+    return x.type.shape[axis % x.type.rank] == 0
+
+
 @softmax.def_decompose
 def _(b, op):
     # softmax(x) = exp(z) / sum(exp(z)),  z = x - max(x)
-    z, total = _shifted(b, op.operands[0], op.attrs["axis"])
+    x, axis = op.operands[0], op.attrs["axis"]
+    if _statically_empty(x, axis):
+        return [x]
+    z, total = _shifted(b, x, axis)
     return [b.div(b.exp(z), total)]
 
 
 @log_softmax.def_decompose
 def _(b, op):
     # log_softmax(x) = z - log(sum(exp(z))),  z = x - max(x)
-    z, total = _shifted(b, op.operands[0], op.attrs["axis"])
+    x, axis = op.operands[0], op.attrs["axis"]
+    if _statically_empty(x, axis):
+        return [x]
+    z, total = _shifted(b, x, axis)
     return [b.sub(z, b.log(total))]
 
 

@@ -139,7 +139,7 @@ def _fold_splats(op: Op, rw: Rewriter, splats: list[Any]) -> Replacement:
     with np.errstate(all="ignore"):
         out = np.asarray(opdef.reference(*scalars, **op.attrs))
     t = op.result.type
-    return rw.b.constant(out.astype(t.dtype.np).item(), t.dtype, t.shape)
+    return rw.b.constant(out.astype(t.dtype.np)[()], t.dtype, t.shape)
 
 
 def _constant_of(rw: Rewriter, array: np.ndarray, t: TensorType) -> Value:
@@ -147,7 +147,7 @@ def _constant_of(rw: Rewriter, array: np.ndarray, t: TensorType) -> Value:
     array = np.ascontiguousarray(array, dtype=t.dtype.np).reshape(t.concrete_shape({}))
     flat = array.reshape(-1)
     if flat.size > 0 and flat.tobytes() == flat[:1].tobytes() * flat.size:
-        return rw.b.constant(flat[0].item(), t.dtype, t.shape)
+        return rw.b.constant(flat[0], t.dtype, t.shape)
     return rw.b.constant(array, t.dtype)
 
 

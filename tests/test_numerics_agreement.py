@@ -1,0 +1,295 @@
+"""The interpreter, native code and docs/ops.md agree on every number, special values included.
+
+Each test runs the same dl function through the reference interpreter and through
+compiled code and checks both against what docs/ops.md ("Special values", "Losses")
+says: ``sign`` and casts of nan and inf, reductions over empty axes, the bits of NaN
+constants, the value and gradient of a loss of saturated probabilities, and
+softmax / log_softmax to a few ULP of a float64 reference.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler.diagnostics import DlError, DlRuntimeError, DlTypeError, Location
+from compiler.ir.builder import new_function
+from compiler.ir.core import Module
+from compiler.ir.interpreter import interpret
+from compiler.ir.parser import parse_module
+from compiler.ir.printer import print_module
+from compiler.ir.types import DType, TensorType
+from runtime.cli import main
+from runtime.compiled import load_compiled, save_compiled
+
+F32, F64, I32, I64 = DType.f32, DType.f64, DType.i32, DType.i64
+
+
+def T(dtype: DType, *shape) -> TensorType:
+    return TensorType(dtype, tuple(shape))
+
+
+def outputs(result) -> list[np.ndarray]:
+    """A compiled function's result(s) as a list of arrays."""
+    return [np.asarray(r) for r in (result if isinstance(result, tuple) else (result,))]
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    """The raw bits of a float array (NaN payloads and signed zeros included)."""
+    a = np.ascontiguousarray(a)
+    return a.view({4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
+
+
+def assert_same_bits(got: np.ndarray, want: np.ndarray, what: str = "") -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    if got.dtype.kind == "f":
+        np.testing.assert_array_equal(bits(got), bits(want), err_msg=what)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def unary_module(name: str, build, dtypes: list[tuple[DType, DType]]) -> Module:
+    """``<name>_<in>_<out>(x: in[N]) -> out[N]`` for each dtype pair."""
+    fns = []
+    for src, dst in dtypes:
+        f, b = new_function(f"{name}_{src.dsl_name}_{dst.dsl_name}", [("x", T(src, "N"))])
+        f.outputs = [build(b, f.params[0], dst)]
+        fns.append(f)
+    return Module(fns)
+
+
+# ---------------------------------------------------------------------------
+# sign
+
+
+SPECIALS = [math.nan, -math.nan, -0.0, 0.0, math.inf, -math.inf, 2.5, -3.0, 1e-30, -1e-45]
+
+
+def test_sign_of_nan_is_nan_and_of_zeros_is_plus_zero():
+    module = unary_module("sign", lambda b, x, _: b.sign(x), [(F32, F32), (F64, F64), (I32, I32)])
+    mod = runtime.compile(module, cache=False, passes="")
+    for f in module.functions:
+        dtype = f.params[0].type.dtype.np
+        x = np.array(SPECIALS if dtype.kind == "f" else [0, -7, 9, 2 ** 31 - 1, -2 ** 31], dtype)
+        want = np.sign(x)                       # numpy: sign(nan) = nan, sign(-0.0) = +0.0
+        assert_same_bits(interpret(f, [x])[0], want, f.name)
+        assert_same_bits(np.asarray(mod[f.name](x)), want, f.name)
+
+
+# ---------------------------------------------------------------------------
+# float -> int casts
+
+
+def saturated(v: float, bits_: int) -> int:
+    """The documented float -> int cast of one value, by hand: truncate, saturate, nan -> 0."""
+    lo, hi = -2 ** (bits_ - 1), 2 ** (bits_ - 1) - 1
+    if math.isnan(v):
+        return 0
+    if math.isinf(v):
+        return hi if v > 0 else lo
+    return min(max(math.trunc(v), lo), hi)
+
+
+CAST_VALUES = [math.nan, -math.nan, math.inf, -math.inf, 3e9, -3e9, 2.0 ** 31, -2.0 ** 31,
+               2147483520.0, 2.9, -2.9, -0.0, 1e30, -1e30, 9.3e18, -9.3e18, 2.0 ** 63, -2.0 ** 63]
+
+
+def test_float_to_int_casts_truncate_saturate_and_send_nan_to_zero():
+    pairs = [(F32, I32), (F32, I64), (F64, I32), (F64, I64)]
+    module = unary_module("cast", lambda b, x, dst: b.cast(x, dtype=dst), pairs)
+    mod = runtime.compile(module, cache=False, passes="")
+    for f, (src, dst) in zip(module.functions, pairs):
+        x = np.array(CAST_VALUES, src.np)
+        want = np.array([saturated(float(v), dst.np.itemsize * 8) for v in x], dst.np)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")      # no "invalid value encountered in cast"
+            np.testing.assert_array_equal(interpret(f, [x])[0], want, err_msg=f.name)
+        np.testing.assert_array_equal(mod[f.name](x), want, err_msg=f.name)
+
+
+def test_constant_folding_casts_as_the_op_does():
+    f, b = new_function("f", [])
+    f.outputs = [b.cast(b.constant(math.nan, F32), dtype=I32),
+                 b.cast(b.constant(np.array([math.inf, -1e20, 7.9], np.float32), F32), dtype=I64)]
+    module = Module([f])
+    folded = runtime.compile(module, cache=False)         # the default pipeline folds both
+    assert all(op.name == "constant" for op in folded.module.get("f").ops)
+    nan_to_int, ints = folded["f"]()
+    assert int(nan_to_int) == 0
+    np.testing.assert_array_equal(ints, [2 ** 63 - 1, -2 ** 63, 7])
+
+
+# ---------------------------------------------------------------------------
+# Reductions over empty axes
+
+
+def reductions_module() -> Module:
+    fns = []
+    for name in ("max", "min", "sum", "mean"):
+        f, b = new_function(f"{name}_rows", [("x", T(F32, 3, "N"))])
+        f.outputs = [b.emit(name, f.params[0], axes=(1,))]
+        fns.append(f)
+        f, b = new_function(f"{name}_all", [("x", T(F32, 3, "N"))])
+        f.outputs = [b.emit(name, f.params[0])]
+        fns.append(f)
+    f, b = new_function("argmax_rows", [("x", T(F32, 3, "N"))])
+    f.outputs = [b.argmax(f.params[0], axis=1)]
+    fns.append(f)
+    f, b = new_function("max_cols", [("x", T(F32, "N", 3))])     # reduces a non-empty axis
+    f.outputs = [b.max(f.params[0], axes=(1,)), b.argmax(f.params[0], axis=1)]
+    fns.append(f)
+    f, b = new_function("softmax_rows", [("x", T(F32, 3, "N"))])
+    f.outputs = [b.softmax(f.params[0]), b.log_softmax(f.params[0])]
+    fns.append(f)
+    f, b = new_function("softmax_cols", [("x", T(F32, "N", 3))])
+    f.outputs = [b.softmax(f.params[0], axis=0), b.log_softmax(f.params[0], axis=0)]
+    fns.append(f)
+    return Module(fns)
+
+
+@pytest.fixture(scope="module")
+def reductions():
+    module = reductions_module()
+    return module, runtime.compile(module, cache=False, passes="")
+
+
+@pytest.mark.parametrize("name,what", [("max_rows", "maximum"), ("max_all", "maximum"),
+                                       ("min_rows", "minimum"), ("min_all", "minimum"),
+                                       ("argmax_rows", "argmax")])
+def test_no_extremum_of_an_empty_axis_in_both(reductions, name, what):
+    module, mod = reductions
+    x = np.zeros((3, 0), np.float32)
+    with pytest.raises(DlRuntimeError) as interp_error:
+        interpret(module.get(name), [x])
+    with pytest.raises(DlRuntimeError) as native_error:
+        mod[name](x)
+    message = interp_error.value.message
+    assert message == native_error.value.message
+    assert f"axis 1 of f32[3, N], which is empty (N = 0): the {what} of no elements" in message
+    # the same arguments with the axis not empty run
+    ok = np.arange(6, dtype=np.float32).reshape(3, 2)
+    for got, want in zip(outputs(mod[name](ok)), interpret(module.get(name), [ok])):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_native_check_survives_bound_calls_and_aot_directories(reductions, tmp_path):
+    _, mod = reductions
+    ok, empty = np.ones((3, 2), np.float32), np.ones((3, 0), np.float32)
+    fn = mod["max_rows"]
+    np.testing.assert_array_equal(fn.call_unchecked(ok), [1, 1, 1])
+    for _ in range(2):                          # a refused call leaves no half-updated state
+        with pytest.raises(DlRuntimeError, match="which is empty"):
+            fn.call_unchecked(empty)
+    bound = fn.bind(ok)
+    for _ in range(2):
+        with pytest.raises(DlRuntimeError, match="which is empty"):
+            bound(empty)
+    np.testing.assert_array_equal(bound(ok), [1, 1, 1])
+    loaded = load_compiled(save_compiled(mod, tmp_path / "aot"))
+    with pytest.raises(DlRuntimeError, match="which is empty"):
+        loaded["argmax_rows"](empty)
+
+
+def test_the_interpreter_error_points_at_the_op():
+    f, b = new_function("f", [("x", T(F32, "N"))])
+    with b.at(Location("model.dl", 3, 12)):
+        f.outputs = [b.max(f.params[0])]
+    with pytest.raises(DlRuntimeError) as e:
+        interpret(f, [np.zeros(0, np.float32)])
+    assert e.value.render().startswith("model.dl:3:12: error: dl.max reduces over axis 0")
+
+
+@pytest.mark.parametrize("name", ["sum_rows", "sum_all", "mean_rows", "mean_all"])
+def test_sum_and_mean_of_nothing_are_numpys_zero_and_nan(reductions, name):
+    module, mod = reductions
+    x = np.zeros((3, 0), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # numpy's "Mean of empty slice" is silenced
+        want = interpret(module.get(name), [x])[0]
+    got = np.asarray(mod[name](x))
+    assert got.shape == want.shape == ((3,) if name.endswith("rows") else ())
+    if name.startswith("sum"):
+        assert_same_bits(want, np.zeros_like(want))            # +0.0
+        assert_same_bits(got, np.zeros_like(got))
+    else:
+        assert np.isnan(want).all() and np.isnan(got).all()   # 0 / 0 (its sign is the CPU's)
+
+
+@pytest.mark.parametrize("name,shape", [("softmax_rows", (3, 0)), ("softmax_cols", (0, 3)),
+                                        ("max_cols", (0, 3))])
+def test_nothing_to_normalize_gives_empty_results(reductions, name, shape):
+    module, mod = reductions
+    x = np.zeros(shape, np.float32)
+    want = interpret(module.get(name), [x])
+    got = outputs(mod[name](x))
+    assert [w.shape for w in want] == [g.shape for g in got] and all(w.size == 0 for w in want)
+
+
+def test_a_statically_empty_axis_is_a_located_compile_time_error():
+    f, b = new_function("f", [("x", T(F32, 3, 0))])
+    with b.at(Location("model.dl", 2, 5)), pytest.raises(DlTypeError) as e:
+        b.max(f.params[0], axes=(1,))
+    assert e.value.render().startswith("model.dl:2:5: error: max: reduces over axis 1 of f32[3, 0], "
+                                       "which is empty")
+    with pytest.raises(DlTypeError, match="argmax: reduces over axis 1 of f32"):
+        b.argmax(f.params[0], axis=-1)
+    text = ('module {\n  func.func @f(%x: tensor<3x0xf32>) -> (tensor<3xf32>) {\n'
+            '    %0 = "dl.min"(%x) {axes = [1], keepdims = false} : (tensor<3x0xf32>) -> tensor<3xf32>\n'
+            '    func.return %0 : tensor<3xf32>\n  }\n}\n')
+    with pytest.raises(DlError) as e:
+        parse_module(text, "empty.mlir")
+    assert "empty.mlir:3:" in e.value.render() and "which is empty" in e.value.render()
+
+
+def test_softmax_of_a_statically_empty_axis_compiles_to_an_empty_result():
+    f, b = new_function("f", [("x", T(F32, "N", 0))])
+    f.outputs = [b.softmax(f.params[0]), b.log_softmax(f.params[0])]
+    mod = runtime.compile(Module([f]), cache=False, passes="")
+    x = np.zeros((4, 0), np.float32)
+    assert [a.shape for a in outputs(mod["f"](x))] == [(4, 0), (4, 0)]
+    assert [a.shape for a in interpret(f, [x])] == [(4, 0), (4, 0)]
+
+
+def test_the_cli_reports_an_empty_reduction_as_a_user_error(tmp_path, capsys):
+    source = tmp_path / "top.dl"
+    source.write_text("fn top(x: f32[3, N]) -> f32[3] {\n    return max(x, axes=[1])\n}\n")
+    empty = tmp_path / "x.npy"
+    np.save(empty, np.zeros((3, 0), np.float32))
+    for extra in ([], ["--interp"]):
+        status = main(["run", str(source), "--input", f"x={empty}", *extra])
+        err = capsys.readouterr().err
+        assert status == 1, err
+        assert "dl.max reduces over axis 1 of f32[3, N], which is empty (N = 0)" in err
+
+
+# ---------------------------------------------------------------------------
+# NaN constants keep their bits
+
+
+SNAN32 = np.array([0x7F800001], np.uint32).view(np.float32)[0]            # signalling, payload 1
+NEG_NAN32 = np.array([0xFFC01234], np.uint32).view(np.float32)[0]         # quiet, negative, payload
+SNAN64 = np.array([0x7FF0000000000ABC], np.uint64).view(np.float64)[0]
+
+
+def test_nan_constants_keep_their_bits_through_print_parse_interpreter_and_native():
+    f, b = new_function("f", [("x", T(F32, "N"))])
+    f.outputs = [b.constant(SNAN32, F32),
+                 b.constant(NEG_NAN32, F32, ("N",)),
+                 b.constant(np.array([1.0, SNAN32, NEG_NAN32, -0.0, np.inf], np.float32), F32),
+                 b.constant(SNAN64, F64)]
+    module = Module([f])
+    text = print_module(module)
+    assert "0x7F800001" in text and "0xFFC01234" in text and "0x7FF0000000000ABC" in text
+    again = parse_module(text, "nan.mlir")
+    assert print_module(again) == text
+    want = [np.array(SNAN32), np.full(2, NEG_NAN32), np.array([1.0, SNAN32, NEG_NAN32, -0.0, np.inf],
+                                                             np.float32), np.array(SNAN64)]
+    x = np.zeros(2, np.float32)
+    mod = runtime.compile(again, cache=False, passes="")
+    for got_i, got_n, w in zip(interpret(again.get("f"), [x]), outputs(mod["f"](x)), want):
+        assert_same_bits(got_i, w)
+        assert_same_bits(got_n, w)
