@@ -18,13 +18,28 @@ def _softmax_rule(x: TensorType, *, axis: int) -> TensorType:
     return x
 
 
+def _shifted_np(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``z = x - max(x)`` along ``axis`` and ``sum(exp(z))`` with the axis kept."""
+    z = x - np.max(x, axis=axis, keepdims=True)
+    return z, np.sum(np.exp(z), axis=axis, keepdims=True)
+
+
 def stable_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     """numpy ``log_softmax`` computed as ``z - log(sum(exp(z)))`` with ``z = x - max(x)``.
     An empty ``x`` gives an empty result (there is nothing to normalize, so no error)."""
     if x.size == 0:
         return np.empty_like(x)
-    z = x - np.max(x, axis=axis, keepdims=True)
-    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    z, total = _shifted_np(x, axis)
+    return z - np.log(total)
+
+
+def stable_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """numpy ``softmax`` computed as ``exp(z) / sum(exp(z))`` with ``z = x - max(x)`` (not as
+    ``exp(log_softmax(x))``, whose rounding ``exp`` magnifies for small probabilities)."""
+    if x.size == 0:
+        return np.empty_like(x)
+    z, total = _shifted_np(x, axis)
+    return np.exp(z) / total
 
 
 softmax = define(
@@ -48,7 +63,7 @@ log_softmax = define(
 
 @softmax.def_reference
 def _(x, *, axis: int):
-    return np.exp(stable_log_softmax(x, axis)).astype(x.dtype, copy=False)
+    return stable_softmax(x, axis).astype(x.dtype, copy=False)
 
 
 @log_softmax.def_reference
