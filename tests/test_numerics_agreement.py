@@ -370,3 +370,117 @@ def test_softmax_and_log_softmax_are_within_a_few_ulps(fuse):
         assert_few_ulps(x, *outputs(mod[f.name](x)), f"{f.name} native {'fused' if fuse else 'unfused'}")
         if fuse:
             assert_few_ulps(x, *interpret(f, [x]), f"{f.name} interpreter")
+
+
+# ---------------------------------------------------------------------------
+# Losses of saturated sigmoid / softmax outputs: one meaning, value and gradient
+
+
+LOSSES = """
+fn bce(z: f32[N, 1], t: f32[N, 1]) -> f32[] { return binary_crossentropy(sigmoid(z), t) }
+fn vg_bce = value_and_grad(bce, wrt=[z])
+fn scce(z: f32[N, 3], y: i32[N]) -> f32[] { return sparse_categorical_crossentropy(softmax(z), y) }
+fn vg_scce = value_and_grad(scce, wrt=[z])
+fn cce(z: f32[N, 3], t: f32[N, 3]) -> f32[] { return categorical_crossentropy(softmax(z), t) }
+fn vg_cce = value_and_grad(cce, wrt=[z])
+fn bce_p(p: f32[N, 1], t: f32[N, 1]) -> f32[] { return binary_crossentropy(p, t) }
+fn vg_bce_p = value_and_grad(bce_p, wrt=[p])
+"""
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(z / 2))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    s = z - z.max(-1, keepdims=True)
+    return s - np.log(np.exp(s).sum(-1, keepdims=True))
+
+
+def loss_cases() -> dict[str, tuple[list[np.ndarray], float, np.ndarray]]:
+    """Per loss: its arguments (saturated activations: z = +-30, +-100, logits 200 apart),
+    and the value and gradient of the documented meaning, in float64."""
+    z1 = np.array([[30], [-30], [100], [-100], [30], [-30], [0.5], [-2]], np.float32)
+    t1 = np.array([[0], [1], [0], [1], [1], [0], [1], [0]], np.float32)
+    z, t = z1.astype(np.float64), t1.astype(np.float64)
+    bce = (np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))), (_sigmoid(z) - t) / z.size)
+    z3 = np.array([[200, 0, 0], [0, 200, -200], [30, -30, 0], [1, 2, 3], [-100, 100, 0]], np.float32)
+    y = np.array([1, 2, 0, 2, 0], np.int32)
+    soft = np.eye(3, dtype=np.float32)[y]
+    soft[3] = [0.2, 0.3, 0.5]
+    logp = _log_softmax(z3.astype(np.float64))
+    n = len(y)
+    onehot = np.eye(3)[y]
+    scce = (-np.mean(logp[np.arange(n), y]), (np.exp(logp) - onehot) / n)
+    tt = soft.astype(np.float64)
+    cce = (-np.mean((tt * logp).sum(-1)), (np.exp(logp) * tt.sum(-1, keepdims=True) - tt) / n)
+    # probabilities from elsewhere: Keras's clip to [1e-7, 1 - 1e-7], zero gradient outside
+    p1 = np.array([[0.0], [1.0], [1e-9], [0.3], [0.999], [0.5]], np.float32)
+    tp1 = np.array([[1], [0], [1], [0], [1], [1]], np.float32)
+    p, tp = p1.astype(np.float64), tp1.astype(np.float64)
+    lo, hi = float(np.float32(1e-7)), float(np.float32(1 - 1e-7))    # the bounds an f32 clip has
+    c = np.clip(p, lo, hi)
+    inside = (p >= lo) & (p <= hi)
+    bce_p = (-np.mean(tp * np.log(c) + (1 - tp) * np.log(1 - c)),
+             np.where(inside, (c - tp) / (c * (1 - c)) / p.size, 0.0))
+    return {"bce": ([z1, t1], *bce), "scce": ([z3, y], *scce), "cce": ([z3, soft], *cce),
+            "bce_p": ([p1, tp1], *bce_p)}
+
+
+@pytest.fixture(scope="module")
+def loss_paths():
+    """The same source through every path: (name, run(fn, args) -> outputs)."""
+    from compiler.codegen.target import CodegenOptions
+    from compiler.passes import run_pipeline
+    from frontend_dsl.api import compile_source
+
+    built = compile_source(LOSSES, "losses.dl")
+    optimized = run_pipeline(compile_source(LOSSES, "losses.dl"), "default")
+    paths = [("interpreter", lambda fn, args: interpret(built.get(fn), args)),
+             ("interpreter after passes", lambda fn, args: interpret(optimized.get(fn), args))]
+    for passes in ("", None):
+        for fuse in (True, False):
+            mod = runtime.compile(LOSSES, cache=False, passes=passes, options=CodegenOptions(fuse=fuse))
+            name = f"native {'no passes' if passes == '' else 'default passes'} {'fused' if fuse else 'unfused'}"
+            paths.append((name, lambda fn, args, mod=mod: outputs(mod[fn](*args))))
+    return paths
+
+
+@pytest.mark.parametrize("loss", ["bce", "scce", "cce", "bce_p"])
+def test_loss_value_and_gradient_agree_everywhere_at_saturation(loss_paths, loss):
+    args, value, gradient = loss_cases()[loss]
+    for path, run in loss_paths:
+        (alone,) = run(loss, args)
+        with_value, grad = run(f"vg_{loss}", args)
+        what = f"{loss} via {path}"
+        np.testing.assert_allclose(alone, value, rtol=1e-5, atol=1e-6, err_msg=what)
+        np.testing.assert_allclose(with_value, value, rtol=1e-5, atol=1e-6, err_msg=what)
+        np.testing.assert_allclose(grad, gradient, rtol=1e-5, atol=1e-7, err_msg=what)
+
+
+def test_the_issue_case_is_the_exact_logits_value():
+    # binary_crossentropy(sigmoid(z), t) at z = 30, t = 0: 30 (log(1 + e^30)), not the
+    # clipped 15.94 (-log(1e-7) of the rounded sigmoid)
+    f, b = new_function("f", [("z", T(F32, 1)), ("t", T(F32, 1))])
+    f.outputs = [b.binary_crossentropy(b.sigmoid(f.params[0]), f.params[1])]
+    assert f.outputs[0].owner.attrs["from_logits"] and f.outputs[0].owner.operands[0] is f.params[0]
+    args = [np.array([30.0], np.float32), np.array([0.0], np.float32)]
+    assert float(interpret(f, args)[0]) == pytest.approx(30.0, rel=1e-6)
+    assert float(runtime.compile(Module([f]), cache=False)["f"](*args)) == pytest.approx(30.0, rel=1e-6)
+
+
+def test_a_probability_loss_written_in_ir_text_keeps_the_clipped_meaning():
+    # IR text says what it means: from_logits = false on a sigmoid output is the clipped form,
+    # in the interpreter and in native code, with or without canonicalize
+    text = ('module {\n  func.func @f(%z: tensor<1xf32>, %t: tensor<1xf32>) -> (tensor<f32>) {\n'
+            '    %0 = "dl.sigmoid"(%z) : (tensor<1xf32>) -> tensor<1xf32>\n'
+            '    %1 = "dl.binary_crossentropy"(%0, %t) {from_logits = false} : '
+            '(tensor<1xf32>, tensor<1xf32>) -> tensor<f32>\n'
+            '    func.return %1 : tensor<f32>\n  }\n}\n')
+    module = parse_module(text, "clip.mlir")
+    args = [np.array([30.0], np.float32), np.array([0.0], np.float32)]
+    clipped = -np.log(1 - float(np.float32(1 - 1e-7)))      # 15.94: 1 - 1e-7 rounded to f32
+    assert float(interpret(module.get("f"), args)[0]) == pytest.approx(clipped, rel=1e-4)
+    for passes in ("", None):
+        got = runtime.compile(text, cache=False, passes=passes)["f"](*args)
+        assert float(got) == pytest.approx(clipped, rel=1e-4)

@@ -22,6 +22,16 @@ Unlike Keras, the probability forms do not first renormalize ``p`` to sum to
 1 along the class axis (identical for softmax outputs); a label outside
 ``[0, C)`` contributes 0.  Gradients through the clip are zero where ``p``
 lies outside ``[eps, 1 - eps]``, as in Keras.
+
+A probability loss of a sigmoid or (last-axis) softmax output is the logits
+loss: ``binary_crossentropy(sigmoid(z), t)`` *is*
+``binary_crossentropy(z, t, from_logits=true)``, and likewise the categorical
+losses of ``softmax(z)`` -- the exact value, which the clip would cap at
+``-log(eps) = 16.1`` once the activation saturates, and the direct gradient
+``sigmoid(z) - t`` / ``softmax(z) - one_hot``.  Each loss's ``canonical`` rule
+builds it so (:meth:`Builder.emit`), so the interpreter, native code fused or
+not, the value and the gradient all compute that one meaning; a loss op that
+is parsed or copied keeps the form it has (its ``from_logits`` says which).
 """
 
 from __future__ import annotations
@@ -80,6 +90,24 @@ def _sparse_rule(pred: TensorType, labels: TensorType, **_attrs) -> TensorType:
 def _loss(name: str, operands: tuple[str, str], infer, doc: str, logits: bool) -> OpDef:
     attrs = {"from_logits": attr("bool", False)} if logits else {}
     return define(name, operands=operands, kind=COMPOSITE, infer=infer, attrs=attrs, doc=doc)
+
+
+def _of_logits(activation: str):
+    """The ``canonical`` rule of a loss whose probabilities may come from ``activation``."""
+
+    def canonical(operands: list[Value], attrs: dict) -> tuple[list[Value], dict] | None:
+        # loss(activation(z), t) -> loss(z, t, from_logits=true)
+        if attrs.get("from_logits", False) or len(operands) != 2:
+            return None
+        probs, target = operands
+        act = probs.owner
+        if act is None or act.name != activation:
+            return None
+        if activation == "softmax" and act.attrs["axis"] % probs.type.rank != probs.type.rank - 1:
+            return None         # the classes are the last axis; another softmax is no logits form
+        return [act.operands[0], target], {**attrs, "from_logits": True}
+
+    return canonical
 
 
 # ---------------------------------------------------------------------------
@@ -174,10 +202,12 @@ binary_crossentropy = _loss(
     "binary_crossentropy", ("pred", "target"), _pair_rule,
     """Binary cross-entropy, mean over all elements.  Probabilities are clipped to
     ``[eps, 1 - eps]``: ``-mean(t log p + (1 - t) log(1 - p))``; with ``from_logits``
-    the stable form ``mean(max(x, 0) - x t + log(1 + exp(-|x|)))``.
+    the stable form ``mean(max(x, 0) - x t + log(1 + exp(-|x|)))``, which is also what
+    the loss of a ``sigmoid`` output is built as.
 
     %2 = "dl.binary_crossentropy"(%0, %1) {from_logits = true} : (tensor<?x1xf32, "N">, tensor<?x1xf32, "N">) -> tensor<f32>
     """, logits=True)
+binary_crossentropy.def_canonical(_of_logits("sigmoid"))
 
 
 @binary_crossentropy.def_reference
@@ -227,10 +257,12 @@ sparse_categorical_crossentropy = _loss(
     "sparse_categorical_crossentropy", ("pred", "labels"), _sparse_rule,
     """Cross-entropy of class probabilities (or logits) ``pred [.., C]`` against integer
     ``labels [..]``: ``-mean(log clip(p)[.., label])``; with ``from_logits``
-    ``-mean(log_softmax(x)[.., label])``.
+    ``-mean(log_softmax(x)[.., label])``, which is also what the loss of a ``softmax``
+    output is built as.
 
     %2 = "dl.sparse_categorical_crossentropy"(%0, %1) {from_logits = true} : (tensor<?x10xf32, "N">, tensor<?xi64, "N">) -> tensor<f32>
     """, logits=True)
+sparse_categorical_crossentropy.def_canonical(_of_logits("softmax"))
 
 
 def _np_log_probs(pred: np.ndarray, from_logits: bool) -> np.ndarray:
@@ -279,10 +311,12 @@ categorical_crossentropy = _loss(
     "categorical_crossentropy", ("pred", "target"), _categorical_rule,
     """Cross-entropy of class probabilities (or logits) ``pred [.., C]`` against a target
     distribution (e.g. one-hot) of the same shape: ``-mean(sum(t log clip(p), -1))``; with
-    ``from_logits`` ``-mean(sum(t log_softmax(x), -1))``.
+    ``from_logits`` ``-mean(sum(t log_softmax(x), -1))``, which is also what the loss of a
+    ``softmax`` output is built as.
 
     %2 = "dl.categorical_crossentropy"(%0, %1) : (tensor<?x10xf32, "N">, tensor<?x10xf32, "N">) -> tensor<f32>
     """, logits=True)
+categorical_crossentropy.def_canonical(_of_logits("softmax"))
 
 
 @categorical_crossentropy.def_reference
