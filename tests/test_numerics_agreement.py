@@ -24,7 +24,7 @@ from compiler.ir.parser import parse_module
 from compiler.ir.printer import print_module
 from compiler.ir.types import DType, TensorType
 from runtime.cli import main
-from runtime.compiled import load_compiled, save_compiled
+from runtime.compiled import c_header, load_compiled, save_compiled
 
 F32, F64, I32, I64 = DType.f32, DType.f64, DType.i32, DType.i64
 
@@ -192,6 +192,9 @@ def test_the_native_check_survives_bound_calls_and_aot_directories(reductions, t
     loaded = load_compiled(save_compiled(mod, tmp_path / "aot"))
     with pytest.raises(DlRuntimeError, match="which is empty"):
         loaded["argmax_rows"](empty)
+    # a C caller of the raw entry point is told
+    assert "must not be 0 (a max, min or argmax over it): N" in c_header([fn.info])
+    assert "must not be 0" not in c_header([mod["sum_rows"].info])
 
 
 def test_the_interpreter_error_points_at_the_op():
