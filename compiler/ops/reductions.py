@@ -216,7 +216,7 @@ class NonEmptyAxes:
         """Raise :class:`DlRuntimeError` if a reduced dim is 0 under ``bindings``."""
         for a in self.axes:
             dim = self.operand.shape[a]
-            if bindings.get(dim) == 0:
+            if isinstance(dim, str) and bindings.get(dim) == 0:
                 raise DlRuntimeError(
                     f"dl.{self.op} {_empty_axis_message(self.operand, a)} ({dim} = 0): the "
                     f"{_OF_NO_ELEMENTS[self.op]} of no elements is undefined (numpy raises)", loc)
