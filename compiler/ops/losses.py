@@ -138,6 +138,15 @@ def _zero(b, like: Value) -> Value:
     return b.scalar_like(0.0, like)
 
 
+def _log1p(b, u: Value) -> Value:
+    """``log(1 + u)`` to a few ulp for tiny ``u`` too, as numpy's ``log1p`` (the reference):
+    Kahan's ``log(w) * u / (w - 1)`` with ``w = 1 + u``, and ``u`` itself where ``w`` rounds
+    to 1 (``log(1 + e^-30)`` is 9.4e-14, not 0)."""
+    w = b.add(_one(b, u), u)
+    w_minus_1 = b.sub(w, _one(b, u))
+    return b.select(b.eq(w_minus_1, _zero(b, u)), u, b.mul(b.log(w), b.div(u, w_minus_1)))
+
+
 def _one(b, like: Value) -> Value:
     return b.scalar_like(1.0, like)
 
@@ -226,7 +235,7 @@ def _(b, op):
     x, t = op.operands
     one = _one(b, x)
     if op.attrs["from_logits"]:
-        softplus = b.log(b.add(one, b.exp(b.neg(b.abs(x)))))
+        softplus = _log1p(b, b.exp(b.neg(b.abs(x))))
         return [b.mean(b.add(b.sub(b.relu(x), b.mul(x, t)), softplus))]
     p = _clip(b, x)
     per_elem = b.add(b.mul(t, b.log(p)), b.mul(b.sub(one, t), b.log(b.sub(one, p))))
