@@ -80,6 +80,33 @@ def test_sign_of_nan_is_nan_and_of_zeros_is_plus_zero():
         assert_same_bits(np.asarray(mod[f.name](x)), want, f.name)
 
 
+@pytest.mark.parametrize("c", [5, 40])        # short rows / vectorised rows
+def test_nan_inf_and_signed_zeros_in_extrema_and_casts_to_bool(c):
+    f, b = new_function("f", [("x", T(F32, "N", c))])
+    x = f.params[0]
+    zero = b.scalar_like(0.0, x)
+    f.outputs = [b.argmax(x, axis=1), b.max(x, axes=(1,)), b.min(x, axes=(1,)),
+                 b.maximum(x, zero), b.minimum(x, zero), b.cast(x, dtype=DType.bool)]
+    xs = np.random.default_rng(c).standard_normal((6, c)).astype(np.float32)
+    xs[0, [2, 4]] = np.nan                      # two NaNs: the first is the argmax
+    xs[1, [1, 3]] = [np.nan, np.inf]
+    xs[2] = -np.inf
+    xs[3] = -0.0                                # zeros of both signs: +0.0 > -0.0 ...
+    xs[3, 2] = 0.0
+    xs[4, -1] = np.nan                          # in the vector tail
+    xs[5] = np.nan
+    zero = xs == 0                              # ... in either operand order (numpy's own
+    want = [np.argmax(xs, axis=1),              # maximum returns its second operand)
+            np.where(np.arange(6) == 3, np.float32(0.0), np.max(xs, axis=1)),
+            np.where(np.arange(6) == 3, np.float32(-0.0), np.min(xs, axis=1)),
+            np.where(zero, np.float32(0.0), np.maximum(xs, np.float32(0))),
+            np.where(zero, xs, np.minimum(xs, np.float32(0))), xs != 0]
+    mod = runtime.compile(Module([f]), cache=False, passes="")
+    for got in (interpret(f, [xs]), outputs(mod["f"](xs))):
+        for g, w in zip(got, want):
+            assert_same_bits(g, w.astype(g.dtype))
+
+
 # ---------------------------------------------------------------------------
 # float -> int casts
 

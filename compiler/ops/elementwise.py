@@ -121,15 +121,35 @@ pow_ = _binary("pow", """Elementwise power ``lhs ** rhs`` (float dtypes only).
     %2 = "dl.pow"(%0, %1) : (tensor<3xf32>, tensor<f32>) -> tensor<3xf32>
     """, np.power, infer=_float_rule)
 
-maximum = _binary("maximum", """Elementwise maximum with numpy broadcasting.
+def ieee_maximum(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """numpy's ``maximum`` (NaN propagates) with ``+0.0 > -0.0``, as IEEE 754-2019's
+    ``maximum`` and LLVM's ``llvm.maximum`` (native code) have it: on equal zeros numpy
+    returns its second operand, which would make the sign depend on the operand order."""
+    out = np.maximum(lhs, rhs)
+    if out.dtype.kind != "f":
+        return out
+    return np.where((lhs == 0) & (rhs == 0), np.where(np.signbit(lhs), rhs, lhs), out)
+
+
+def ieee_minimum(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """numpy's ``minimum`` (NaN propagates) with ``-0.0 < +0.0`` (see :func:`ieee_maximum`)."""
+    out = np.minimum(lhs, rhs)
+    if out.dtype.kind != "f":
+        return out
+    return np.where((lhs == 0) & (rhs == 0), np.where(np.signbit(lhs), lhs, rhs), out)
+
+
+maximum = _binary("maximum", """Elementwise maximum with numpy broadcasting; NaN propagates,
+    and ``maximum(-0.0, 0.0) = 0.0`` in either order.
 
     %2 = "dl.maximum"(%0, %1) : (tensor<?x3xf32, "N">, tensor<f32>) -> tensor<?x3xf32, "N">
-    """, np.maximum)
+    """, ieee_maximum)
 
-minimum = _binary("minimum", """Elementwise minimum with numpy broadcasting.
+minimum = _binary("minimum", """Elementwise minimum with numpy broadcasting; NaN propagates,
+    and ``minimum(-0.0, 0.0) = -0.0`` in either order.
 
     %2 = "dl.minimum"(%0, %1) : (tensor<?x3xf32, "N">, tensor<f32>) -> tensor<?x3xf32, "N">
-    """, np.minimum)
+    """, ieee_minimum)
 
 
 @sub.def_vjp
@@ -314,7 +334,7 @@ sigmoid = _unary("sigmoid", """Elementwise logistic function ``1 / (1 + exp(-x))
 relu = _unary("relu", """Elementwise ``max(x, 0)``.
 
     %1 = "dl.relu"(%0) : (tensor<?x512xf32, "N">) -> tensor<?x512xf32, "N">
-    """, lambda x: np.maximum(x, x.dtype.type(0)))
+    """, lambda x: ieee_maximum(x, np.zeros((), x.dtype)))
 
 abs_ = _unary("abs", """Elementwise absolute value.
 

@@ -91,17 +91,35 @@ mean = _reduction("mean", """Arithmetic mean over ``axes`` (default: all); float
     %1 = "dl.mean"(%0) {axes = [0], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<10xf32>
     """, quiet_mean, infer=_mean_rule)
 
+def _signed_zero_extremum(fn: Callable, zero_sign: Callable) -> Callable:
+    """numpy's reduction ``fn`` (NaN propagates), with a zero result's sign decided as IEEE
+    754-2019 and native code decide it (``+0.0 > -0.0``), not by the order numpy visits the
+    elements in: ``zero_sign(x == -0.0, x == +0.0, axis, keepdims)`` says where it is -0.0."""
+
+    def reduce(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+        out = np.asarray(fn(x, axis=axis, keepdims=keepdims))
+        if out.dtype.kind != "f" or not (out == 0).any():
+            return out
+        negative = zero_sign((x == 0) & np.signbit(x), (x == 0) & ~np.signbit(x), axis, keepdims)
+        signed = np.where(negative, out.dtype.type(-0.0), out.dtype.type(0.0))
+        return np.where(out == 0, signed, out)
+
+    return reduce
+
+
 max_ = _reduction("max", """Maximum over ``axes`` (default: all); the gradient is shared among ties.
-    An empty reduced axis is an error (numpy raises).
+    An empty reduced axis is an error (numpy raises).  NaN propagates; ``+0.0 > -0.0``.
 
     %1 = "dl.max"(%0) {axes = [1], keepdims = true} : (tensor<?x10xf32, "N">) -> tensor<?x1xf32, "N">
-    """, np.max, infer=_extremum_rule)
+    """, _signed_zero_extremum(np.max, lambda neg, pos, axis, keepdims:      # -0 unless a +0
+                               ~np.any(pos, axis=axis, keepdims=keepdims)), infer=_extremum_rule)
 
 min_ = _reduction("min", """Minimum over ``axes`` (default: all); the gradient is shared among ties.
-    An empty reduced axis is an error (numpy raises).
+    An empty reduced axis is an error (numpy raises).  NaN propagates; ``-0.0 < +0.0``.
 
     %1 = "dl.min"(%0) {axes = [1], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<?xf32, "N">
-    """, np.min, infer=_extremum_rule)
+    """, _signed_zero_extremum(np.min, lambda neg, pos, axis, keepdims:      # -0 if any -0
+                               np.any(neg, axis=axis, keepdims=keepdims)), infer=_extremum_rule)
 
 
 @sum_.def_vjp
