@@ -107,6 +107,46 @@ def test_nan_inf_and_signed_zeros_in_extrema_and_casts_to_bool(c):
             assert_same_bits(g, w.astype(g.dtype))
 
 
+GRID = [math.nan, -math.nan, math.inf, -math.inf, 0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 1e-45, -1e-45,
+        3e38, -3e38, 88.7, -103.9, 1e-30, 2.0, 3.0, 100.0, -100.0]
+
+
+def special_ops() -> list[tuple[str, int]]:
+    """Every elementwise op of the table on one or two float operands, with its arity."""
+    from compiler.ops.base import ELEMENTWISE, OPS
+
+    return sorted((name, len(op.operands)) for name, op in OPS.items()
+                  if op.kind == ELEMENTWISE and len(op.operands) in (1, 2) and not op.attrs
+                  and not name.startswith("logical"))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_every_elementwise_op_agrees_on_special_values(dtype):
+    fns = []
+    for name, arity in special_ops():
+        f, b = new_function(name, [(p, T(dtype, "N")) for p in "xy"[:arity]])
+        f.outputs = [b.emit(name, *f.params)]
+        fns.append(f)
+    mod = runtime.compile(Module(fns), cache=False, passes="")
+    grid = np.array(GRID, dtype.np)
+    pairs = [a.ravel().copy() for a in np.meshgrid(grid, grid)]
+    rtol = 1e-5 if dtype is F32 else 1e-12          # exp, log, tanh, sigmoid, pow: a few ulp
+    for f in fns:
+        args = pairs[:len(f.params)] if len(f.params) == 2 else [grid]
+        want = interpret(f, args)[0]
+        got = np.asarray(mod[f.name](*args))
+        where = [f"{f.name}{tuple(float(a[i]) for a in args)}: native {got[i]}, interpreter {want[i]}"
+                 for i in range(len(want))]
+        if want.dtype == np.bool_:
+            assert [w for w, ok in zip(where, got == want) if not ok] == []
+            continue
+        nan = np.isnan(want)
+        same = (np.isnan(got) == nan) & (nan | ((np.signbit(got) == np.signbit(want))
+                                                & (np.isinf(got) == np.isinf(want))))
+        close = np.isclose(got, want, rtol=rtol, atol=0) | nan | np.isinf(want)
+        assert [w for w, ok in zip(where, same & close) if not ok] == []
+
+
 # ---------------------------------------------------------------------------
 # float -> int casts
 
