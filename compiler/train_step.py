@@ -146,18 +146,13 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
     new optimizer state).
     """
     from .passes.autodiff import grad
-    from .passes.canonicalize import CANONICAL
     from .passes.dce import dce_function
-    from .passes.patterns import apply_patterns
 
     sig = train_signature(module)
     loss = module.get("loss")
-    # Differentiate the stable form of the loss: canonicalization turns
-    # cross-entropy of softmax/sigmoid probabilities into cross-entropy from
-    # logits, whose gradient is (softmax - one_hot) / N rather than a chain
-    # through the clipped probabilities.
-    apply_patterns(loss, CANONICAL)
-    dce_function(loss)
+    # A cross-entropy of softmax/sigmoid probabilities was built from the logits
+    # (compiler/ops/losses.py), so its gradient is (softmax - one_hot) / N, not a
+    # chain through clipped probabilities.
     if not metrics:
         sig = TrainSignature(sig.model_name, sig.optimizer, sig.hyperparams, sig.params, sig.state,
                              sig.inputs, sig.targets, ())

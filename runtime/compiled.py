@@ -597,6 +597,7 @@ class _CallPlan:
     def __init__(self, fn: CompiledFunction, bindings: dict[str, int]):
         info = fn.info
         self.where = call_text(f"@{fn.name}", bindings)
+        info.check_dims(bindings)                # e.g. a max over an axis that is empty
         check_call_sizes(f"@{fn.name}", info.sizes, bindings)
         self.temp_bytes = _aligned_sum(info.temps, bindings)
         workspace = self.temp_bytes + _aligned_sum(info.packing, bindings) + ALIGNMENT
@@ -960,8 +961,11 @@ def c_header(infos: list[FunctionInfo]) -> str:
         params = ", ".join(f"{n}: {t.dsl_str()}" for n, t in info.params)
         outs = ", ".join(t.dsl_str() for _, t in info.outputs)
         lines.append(f"/* {info.name}({params}) -> ({outs})")
+        nonzero = sorted({str(c.operand.shape[a]) for c in info.nonempty for a in c.axes})
         lines.append(f" * dims: [{', '.join(info.symbols)}]"
                      + (f"; in place (output, param): {list(info.inplace)}" if info.inplace else "")
+                     + (f"; must not be 0 (a max, min or argmax over it): {', '.join(nonzero)}"
+                        if nonzero else "")
                      + " */")
         lines.append(f"int32_t {info.symbol}(void **buffers, const int64_t *dims);")
         lines.append("")

@@ -1,4 +1,4 @@
-"""Row softmax fusion: softmax / log_softmax / cross-entropy from logits as a logsumexp pass.
+"""Row softmax fusion: softmax / log_softmax / cross-entropy from logits as one online pass.
 
 ``loops.fuse_row_softmax`` turns the expanded ``max -> sub -> exp -> sum``
 of a last-axis softmax into one online log-sum-exp reduction and inlines the
@@ -65,7 +65,7 @@ def test_softmax_is_two_passes():
     text = print_program(prog)
     assert len(prog.kernels) == 2, text
     lse, out = prog.kernels
-    assert isinstance(lse, Reduce) and lse.kind == "logsumexp" and lse.axes == (1,)
+    assert isinstance(lse, Reduce) and lse.kind == "softmax_stats" and lse.axes == (1,)
     assert isinstance(out, Elementwise) and "exp(sub(%x[i0, i1], " in text
 
 
@@ -75,9 +75,9 @@ def test_loss_and_gradient_read_the_logits_twice():
     for name in ("loss", "loss_grad"):
         prog = progs[name]
         text = print_program(prog)
-        assert "reduce.max" not in text and text.count("reduce.logsumexp") == 1, text
+        assert "reduce.max" not in text and text.count("reduce.softmax_stats") == 1, text
         row_kernels = [k for k in prog.kernels if tuple(k.shape) == ("N", 10)]
-        # pass 1: logsumexp; pass 2: the picked log-probability; (grad) the gradient
+        # pass 1: the row max and sum (softmax_stats); pass 2: the picked log-probability; (grad) the gradient
         assert len(row_kernels) == (2 if name == "loss" else 3), text
     grad_text = print_program(progs["loss_grad"])
     assert "exp(sub(%x[i0, i1]" in grad_text and "reduce.sum" in grad_text
@@ -131,7 +131,7 @@ def test_other_uses_of_the_max_keep_the_general_path():
     f.outputs = [b.div(e, b.emit("sum", e, axes=(1,), keepdims=True)), b.exp(b.sub(x, m))]
     (prog,) = lower_module(Module([f]))
     text = print_program(prog)
-    assert "reduce.max" in text and "logsumexp" not in text     # exp(x - max) alone is an output
+    assert "reduce.max" in text and "softmax_stats" not in text     # exp(x - max) alone is an output
     mod = runtime.compile(Module([f]), cache=False, passes="")
     xv = logits(np.random.default_rng(3), 7, 10)
     for g, w in zip(mod["f"](xv), interpret(f, [xv])):
@@ -142,7 +142,7 @@ def test_softmax_over_a_leading_axis_is_not_rewritten():
     f, b = new_function("f", [("x", T("N", 10))])
     f.outputs = [b.softmax(f.params[0], axis=0)]
     (prog,) = lower_module(Module([f]))
-    assert "logsumexp" not in print_program(prog)
+    assert "softmax_stats" not in print_program(prog)
     mod = runtime.compile(Module([f]), cache=False, passes="")
     xv = logits(np.random.default_rng(4), 7, 10)
     np.testing.assert_allclose(mod["f"](xv), interpret(f, [xv])[0], rtol=2e-5, atol=2e-6)
@@ -180,7 +180,7 @@ def test_f64_and_rank_3_rows_match_the_interpreter():
     f.outputs = [b.softmax(f.params[0], axis=-1)]
     fns.append(f)
     module = Module(fns)
-    assert all("reduce.logsumexp" in print_program(p) for p in lower_module(module))
+    assert all("reduce.softmax_stats" in print_program(p) for p in lower_module(module))
     mod = runtime.compile(module, cache=False, passes="")
     rng = np.random.default_rng(6)
     for f in fns:

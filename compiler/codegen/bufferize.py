@@ -301,8 +301,9 @@ def _lower_constant(L: Lowering, op: Op) -> None:
         L.extra.append(buf)
         L.buffers[v] = buf
         return
-    scalar = np.asarray(value, dtype=dtype.np).item()
-    L.define(v, Const(scalar, dtype))
+    scalar = np.asarray(value, dtype=dtype.np)[()]
+    # a NaN stays a numpy scalar: its payload bits reach the LLVM constant (llvmutil.const)
+    L.define(v, Const(scalar if dtype.is_float and np.isnan(scalar) else scalar.item(), dtype))
 
 
 def _lower_iota(L: Lowering, op: Op) -> None:
@@ -445,7 +446,7 @@ def has_lowering(name: str) -> bool:
 
 
 def _producers(prog: Program) -> dict[Buffer, Kernel]:
-    return {k.out.root: k for k in prog.kernels}
+    return {b.root: k for k in prog.kernels for b in k.writes()}
 
 
 def _readers(prog: Program) -> dict[Buffer, list[Kernel]]:
@@ -524,7 +525,7 @@ def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
 def _schedule(kernels: list[Kernel], extra_edges: list[tuple[Kernel, Kernel]]) -> list[Kernel] | None:
     """Kernels in an order respecting data dependences and ``extra_edges``
     (stable: keeps the given order where free); None if there is a cycle."""
-    producer = {k.out.root: k for k in kernels}
+    producer = {b.root: k for k in kernels for b in k.writes()}
     deps: dict[Kernel, set[Kernel]] = {k: set() for k in kernels}
     for k in kernels:
         for b in k.reads():
@@ -612,7 +613,7 @@ def _drop_unused(prog: Program) -> None:
     """Forget temps, views and consts no kernel touches (e.g. fused-away matmul results)."""
     needed: set[Buffer] = set()
     for k in prog.kernels:
-        for buf in (k.out, *k.reads()):
+        for buf in (*k.writes(), *k.reads()):
             while buf is not None:
                 needed.add(buf)
                 buf = buf.base
@@ -672,7 +673,7 @@ def liveness(prog: Program) -> dict[Buffer, tuple[int, int]]:
     touching it, through any view."""
     live: dict[Buffer, tuple[int, int]] = {}
     for i, k in enumerate(prog.kernels):
-        for buf in (k.out, *k.reads()):
+        for buf in (*k.writes(), *k.reads()):
             root = buf.root
             if root.role == TEMP:
                 first, _ = live.get(root, (i, i))

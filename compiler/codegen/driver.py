@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from llvmlite import ir
 
     from ..ir.core import Function, Module
+    from ..ops.reductions import NonEmptyAxes
     from .loops import Program
 
 # The lowering and LLVM emission modules (bufferize, loops, llvm, gemm ...) are imported by
@@ -62,8 +63,13 @@ class FunctionInfo:
     temps: tuple[tuple[int, tuple[Dim, ...]], ...] = ()
     packing: tuple[tuple[int, tuple[Dim, ...]], ...] = ()
 
+    # preconditions on dim values the runtime checks before calling: reductions without an
+    # identity (max, min, argmax) over symbolic dims, which must not be empty
+    nonempty: tuple[NonEmptyAxes, ...] = ()
+
     @staticmethod
     def of(func: Function, program: Program | None = None, lanes: int = 1) -> FunctionInfo:
+        from ..ops.reductions import NonEmptyAxes
         from .llvm import entry_symbol, workspace_regions
         from .loops import kernel_str, size_checks
 
@@ -73,11 +79,19 @@ class FunctionInfo:
         inplace = tuple((int(o), index[p]) for o, p in func.attrs.get("inplace", ()) or ())
         kernels = tuple(kernel_str(k).splitlines()[0] for k in program.kernels) if program else ()
         temps, packing = workspace_regions(program, lanes) if program else ([], [])
+        checks = (NonEmptyAxes.of(op) for op in func.ops)
         return FunctionInfo(func.name, entry_symbol(func.name),
                             tuple(zip(names, (p.type for p in func.params))),
                             tuple(zip(out_names, (v.type for v in func.outputs))),
                             tuple(func.symbols), inplace, kernels,
-                            tuple(size_checks(program)) if program else (), tuple(temps), tuple(packing))
+                            tuple(size_checks(program)) if program else (), tuple(temps), tuple(packing),
+                            tuple(dict.fromkeys(c for c in checks if c is not None)))
+
+    def check_dims(self, bindings: dict[str, int]) -> None:
+        """Raise the :class:`DlRuntimeError` the interpreter would for these dim values
+        (a max, min or argmax over an empty axis) -- before native code runs."""
+        for check in self.nonempty:
+            check.check(bindings)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "symbol": self.symbol,
@@ -87,7 +101,8 @@ class FunctionInfo:
                 "kernels": list(self.kernels),
                 "sizes": [[what, size, list(shape)] for what, size, shape in self.sizes],
                 "temps": [[size, list(shape)] for size, shape in self.temps],
-                "packing": [[size, list(shape)] for size, shape in self.packing]}
+                "packing": [[size, list(shape)] for size, shape in self.packing],
+                "nonempty": [c.to_json() for c in self.nonempty]}
 
     @staticmethod
     def from_json(d: Any) -> FunctionInfo:
@@ -108,8 +123,9 @@ class FunctionInfo:
                       for e in _list(d, "temps", where) if _is_list(e, 2, f"{where}: field 'temps'"))
         packing = tuple(_size_entry(e, f"{where}: field 'packing'")
                         for e in _list(d, "packing", where) if _is_list(e, 2, f"{where}: field 'packing'"))
+        nonempty = tuple(_nonempty(c, f"{where}: field 'nonempty'") for c in _list(d, "nonempty", where, ()))
         return FunctionInfo(name, _field(d, "symbol", str, where), params, outputs, symbols, inplace, kernels,
-                            sizes, temps, packing)
+                            sizes, temps, packing, nonempty)
 
 
 # The digest of a module's signatures is compiled into its object code as this constant,
@@ -156,6 +172,16 @@ def _list(d: Any, key: str, where: str, default: list | tuple | None = None) -> 
     if default is not None and isinstance(d, dict) and key not in d:
         return list(default)
     return _field(d, key, list, where)
+
+
+def _nonempty(d: Any, where: str) -> NonEmptyAxes:
+    """One ``nonempty`` precondition, checked."""
+    from ..ops.reductions import NonEmptyAxes
+
+    op = _field(d, "op", str, where)
+    operand = _type_from_json(d, where)
+    axes = tuple(_item(a, int, where) for a in _list(d, "axes", where))
+    return NonEmptyAxes(op, operand, axes)
 
 
 def _is_list(value: Any, length: int, where: str) -> bool:

@@ -306,12 +306,18 @@ class Emitter:
         ity = with_element(wide, ir.IntType(64))
         yi = self.b.fptosi(self.b.select(big, const(wide, 0.0), y), ity)
         odd = self.b.and_(y_int, self.b.trunc(yi, with_element(wide, I1)))
-        signed = self.b.select(odd, self.b.fneg(mag), mag)
-        negative = self.b.fcmp_ordered("<", x, const(wide, 0.0))
-        res = self.b.select(negative, self.b.select(y_int, signed, const(wide, math.nan)), mag)
-        # x**0 = 1 and 1**y = 1, even for NaN
+        # an odd power keeps the base's sign, -0.0 and -inf included: (-0)**-1 = -inf
         one = const(wide, 1.0)
-        unit = self.b.or_(self.b.fcmp_ordered("==", y, const(wide, 0.0)), self.b.fcmp_ordered("==", x, one))
+        sign_bit = self.b.fcmp_ordered("<", call_overloaded(self.b, "copysign", [one, x]), const(wide, 0.0))
+        res = self.b.select(self.b.and_(odd, sign_bit), self.b.fneg(mag), mag)
+        # a finite negative base to a non-integer power is nan; (-inf)**0.5 = inf
+        finite_negative = self.b.and_(self.b.fcmp_ordered("<", x, const(wide, 0.0)),
+                                      self.b.fcmp_ordered(">", x, const(wide, -math.inf)))
+        res = self.b.select(self.b.and_(finite_negative, self.b.not_(y_int)), const(wide, math.nan), res)
+        # x**0 = 1 and 1**y = 1, even for NaN; (-1)**±inf = 1
+        infinite_y = self.b.fcmp_ordered("==", call_overloaded(self.b, "fabs", [y]), const(wide, math.inf))
+        unit = self.b.or_(self.b.or_(self.b.fcmp_ordered("==", y, const(wide, 0.0)), self.b.fcmp_ordered("==", x, one)),
+                          self.b.and_(self.b.fcmp_ordered("==", x, const(wide, -1.0)), infinite_y))
         res = self.b.select(unit, one, res)
         return self.b.fptrunc(res, a.type) if narrow else res
 

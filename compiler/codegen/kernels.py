@@ -498,12 +498,12 @@ def emit_reduce(kc: KernelContext, k: Reduce) -> None:
         kept = [a for a in range(len(k.shape)) if a not in k.axes]
         split = Split([k.shape[kept[0]]], 1) if kept else None
         run_split(kc, list(k.shape), cost, split, lambda c, bounds: _emit_argmax(c, k, bounds))
-    elif k.kind == "logsumexp":
+    elif k.kind == "softmax_stats":
         rank = len(k.shape)
         across = _lse_across_rows(kc, k)
         split = Split([k.shape[0]], kc.lanes if across else 1) if rank >= 2 else None
         run_split(kc, list(k.shape), cost + 2 * EXPENSIVE_COST, split,
-                  lambda c, bounds: _emit_logsumexp(c, k, across, bounds))
+                  lambda c, bounds: _emit_softmax_stats(c, k, across, bounds))
     else:
         space = collapse(k.shape, [k.expr], k.axes)
         how = _reduction_split(space, k.axes)
@@ -786,15 +786,19 @@ def _emit_argmax(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
 LSE_ACROSS_ROWS = 2     # rows of at most this many vectors run one row per lane
 
 
-def _emit_logsumexp(kc: KernelContext, k: Reduce, across: bool, bounds: Bounds | None) -> None:
-    """``log(sum(exp(x)))`` over the last axis in one pass: the *online* log-sum-exp.
+def _emit_softmax_stats(kc: KernelContext, k: Reduce, across: bool, bounds: Bounds | None) -> None:
+    """The row maximum ``M`` (into ``k.out``), ``S = sum(exp(x - M))`` and ``log(S)``
+    (into ``k.extra``) over the last axis in one pass: the *online* log-sum-exp.
 
     A running maximum ``m`` and sum ``s`` of ``exp(x - m)`` take each element
     ``x`` once: when ``x > m``, ``s' = s * exp(m - x) + 1`` and ``m' = x``;
     otherwise ``s' = s + exp(x - m)`` -- one ``exp(-|x - m|)`` per element,
     and ``exp`` never overflows.  ``x == m`` counts as ``exp(0)`` so that
-    ``-inf`` entries never form ``-inf - -inf``; the result is ``m + log(s)``,
-    and a row holding ``+inf`` gives nan, as the unfused ``x - max(x)`` does.
+    ``-inf`` entries never form ``-inf - -inf``; a row holding ``+inf`` gets
+    ``S = nan``, as the unfused ``sum(exp(x - max(x)))`` does.  ``M`` and ``S``
+    are stored apart (not as ``M + log(S)``, which would round away the low bits
+    of ``x - M`` for large ``x``): consumers compute ``exp(x - M) / S`` and
+    ``(x - M) - log(S)``.
 
     Two layouts: a matrix whose (static) rows span at most
     ``LSE_ACROSS_ROWS`` vectors runs one row per lane (W rows at a time, the
@@ -804,7 +808,7 @@ def _emit_logsumexp(kc: KernelContext, k: Reduce, across: bool, bounds: Bounds |
     ``fuse_row_softmax`` (loops.py) makes these kernels.  ``bounds``: the rows (first axis)
     of one task, in whole multiples of W rows when ``across``.
     """
-    assert k.axes == (len(k.shape) - 1,), "logsumexp reduces the last axis only"
+    assert k.axes == (len(k.shape) - 1,), "softmax_stats reduces the last axis only"
     if across:
         _logsumexp_across_rows(kc, k, bounds)
     else:
@@ -812,7 +816,7 @@ def _emit_logsumexp(kc: KernelContext, k: Reduce, across: bool, bounds: Bounds |
 
 
 def _lse_across_rows(kc: KernelContext, k: Reduce) -> bool:
-    """Whether a logsumexp kernel runs one row per lane (narrow static rows of a matrix)."""
+    """Whether a softmax_stats kernel runs one row per lane (narrow static rows of a matrix)."""
     width = k.shape[-1]
     return (len(k.shape) == 2 and kc.lanes > 1 and isinstance(width, int)
             and width <= LSE_ACROSS_ROWS * kc.lanes)
@@ -830,10 +834,12 @@ def _lse_update(e: Emitter, m_slot: ir.Value, s_slot: ir.Value, x: ir.Value) -> 
     b.store(e.max(m, x), m_slot)
 
 
-def _lse_result(e: Emitter, m: ir.Value, s: ir.Value) -> ir.Value:
-    """``m + log(s)``, nan where ``m`` is +inf."""
+def _stats(e: Emitter, m: ir.Value, s: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """The row's ``M``, ``S`` and ``log(S)`` from the final ``(m, s)``; ``S`` is nan where
+    the maximum ``m`` is +inf."""
     ty = m.type
-    return e.select(e.cmp("eq", m, const(ty, math.inf)), const(ty, math.nan), e.add(m, e.log(s)))
+    s = e.select(e.cmp("eq", m, const(ty, math.inf)), const(ty, math.nan), s)
+    return m, s, e.log(s)
 
 
 def _logsumexp_across_rows(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
@@ -858,9 +864,9 @@ def _logsumexp_across_rows(kc: KernelContext, k: Reduce, bounds: Bounds | None) 
             for l, row in enumerate(row_of):
                 x = b.insert_element(x, ee.emit(k.expr, [row, c], 1), ir.Constant(I32, l))
             _lse_update(e, m_slot, s_slot, x)
-        result = to_memory(b, _lse_result(e, b.load(m_slot), b.load(s_slot)))
-        ptr = b.gep(kc.pointer(k.out), [r], inbounds=True)
-        store_vector(b, result, ptr, lane_mask(b, lanes, b.sub(rows, r)))
+        live = lane_mask(b, lanes, b.sub(rows, r))
+        for buf, value in zip(k.writes(), _stats(e, b.load(m_slot), b.load(s_slot))):
+            store_vector(b, to_memory(b, value), b.gep(kc.pointer(buf), [r], inbounds=True), live)
 
 
 def _logsumexp_along_rows(kc: KernelContext, k: Reduce, bounds: Bounds | None) -> None:
@@ -899,11 +905,11 @@ def _logsumexp_along_rows(kc: KernelContext, k: Reduce, bounds: Bounds | None) -
         m_all = splat(b, m, lanes)
         scale = e.select(e.cmp("eq", m_vec, m_all), const(vty, 1.0), e.exp(e.sub(m_vec, m_all)))
         s = _horizontal(e, "sum", e.mul(s_vec, scale))
-        result = _lse_result(Emitter(b, 1, dtype), m, s)
         offset: ir.Value = ir.Constant(I64, 0)
         for a, stride in enumerate(out_strides):
             offset = b.add(offset, b.mul(index[a], stride))
-        b.store(to_memory(b, result), b.gep(kc.pointer(k.out), [offset], inbounds=True))
+        for buf, value in zip(k.writes(), _stats(Emitter(b, 1, dtype), m, s)):
+            b.store(to_memory(b, value), b.gep(kc.pointer(buf), [offset], inbounds=True))
 
     def over(level: int) -> None:
         if level == inner:

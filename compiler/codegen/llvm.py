@@ -70,9 +70,9 @@ def emit_module(programs: list[Program], options: CodegenOptions, name: str = "d
 
 
 def _storages(k: Kernel) -> list[Buffer]:
-    """The distinct memories a kernel touches, output first."""
+    """The distinct memories a kernel touches, outputs first."""
     seen: list[Buffer] = []
-    for buf in (k.out, *k.reads()):
+    for buf in (*k.writes(), *k.reads()):
         s = buf.storage
         if s not in seen:
             seen.append(s)

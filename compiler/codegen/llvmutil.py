@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 from llvmlite import ir
 
 from ..ir.types import DType
@@ -61,15 +62,29 @@ def with_element(ty: ir.Type, elem: ir.Type) -> ir.Type:
 
 
 def const(ty: ir.Type, value: Any) -> ir.Constant:
-    """A constant of scalar or vector type ``ty`` (splat for vectors)."""
+    """A constant of scalar or vector type ``ty`` (splat for vectors).  A numpy NaN keeps
+    its payload bits (a signalling NaN stays signalling), a Python float NaN is quiet."""
     elem = element(ty)
     if isinstance(elem, ir.IntType):
         value = int(value) if elem.width > 1 else int(bool(value))
+    elif isinstance(value, np.floating) and np.isnan(value):
+        value = _exact_nan(elem, value)
     else:
         value = float(value)
     if isinstance(ty, ir.VectorType):
         return ir.Constant(ty, [value] * ty.count)
-    return ir.Constant(ty, value)
+    return value if isinstance(value, ir.Constant) else ir.Constant(ty, value)
+
+
+def _exact_nan(elem: ir.Type, value: np.floating) -> ir.Constant:
+    """The NaN of ``elem`` with ``value``'s bits.  LLVM writes a float constant as the
+    bits of the double it widens to; widening by hand keeps the quiet bit clear."""
+    if elem == F32:
+        bits = int(np.asarray(value, np.float32).view(np.uint32))
+        wide = (bits >> 31) << 63 | 0x7FF << 52 | (bits & 0x7FFFFF) << 29
+    else:
+        wide = int(np.asarray(value, np.float64).view(np.uint64))
+    return ir.FormattedConstant(elem, f"0x{wide:016X}")
 
 
 def splat(b: ir.IRBuilder, value: ir.Value, width: int) -> ir.Value:
@@ -92,7 +107,7 @@ def constant_value(v: ir.Value) -> Any | None:
         if not isinstance(c, (list, tuple)) or not c:
             return None
         vals = [x.constant if isinstance(x, ir.Constant) else x for x in c]
-        return vals[0] if all(x == vals[0] for x in vals) else None
+        c = vals[0] if all(x == vals[0] for x in vals) else None
     return c if isinstance(c, (int, float)) else None
 
 

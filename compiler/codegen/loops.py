@@ -16,7 +16,8 @@ A :class:`Program` is one dl function after bufferization:
     the *index maps* of its loads.
   - :class:`Reduce` -- ``sum mean max min prod any all argmax argmin`` of an
     expression over ``axes`` (the expression fuses the producers of the reduced
-    operand).
+    operand), and ``softmax_stats`` (a row's maximum and its sum of
+    exponentials, two outputs).
   - :class:`Scan` -- a running sum of an expression along one axis (``scan.py``).
   - :class:`TopK` -- the ``k`` largest of an expression along the last axis, or
     their indices (``topk.py``).
@@ -197,14 +198,19 @@ class Elementwise:
     def reads(self) -> list[Buffer]:
         return [ld.buffer for ld in loads(self.expr)]
 
+    def writes(self) -> list[Buffer]:
+        return [self.out]
+
 
 @dataclass(eq=False)
 class Reduce:
     """``out = kind over axes of expr`` where ``expr`` ranges over ``shape``.
 
     ``out`` holds the kept axes in order (with or without keepdims' 1s: the
-    same memory layout).  ``kind`` is ``sum mean max min prod any all argmax argmin``
-    (and ``logsumexp``, made by :func:`fuse_row_softmax`).
+    same memory layout).  ``kind`` is ``sum mean max min prod any all argmax argmin``, or
+    ``softmax_stats`` over the last axis: ``out = M = max(expr)`` and two more
+    outputs, ``extra = (S, log(S))`` with ``S = sum(exp(expr - M))`` (a row
+    softmax's statistics, see :func:`fuse_row_softmax`).
     """
 
     out: Buffer
@@ -212,9 +218,13 @@ class Reduce:
     shape: tuple[Dim, ...]
     axes: tuple[int, ...]
     expr: Expr
+    extra: tuple[Buffer, ...] = ()
 
     def reads(self) -> list[Buffer]:
         return [ld.buffer for ld in loads(self.expr)]
+
+    def writes(self) -> list[Buffer]:
+        return [self.out, *self.extra]
 
 
 @dataclass(eq=False)
@@ -248,6 +258,9 @@ class Matmul:
         extra = [ld.buffer for ld in loads(self.epilogue)] if self.epilogue is not None else []
         return [self.a, self.b, *extra]
 
+    def writes(self) -> list[Buffer]:
+        return [self.out]
+
 
 @dataclass(eq=False)
 class Scan:
@@ -265,6 +278,9 @@ class Scan:
     def reads(self) -> list[Buffer]:
         return [ld.buffer for ld in loads(self.expr)]
 
+    def writes(self) -> list[Buffer]:
+        return [self.out]
+
 
 @dataclass(eq=False)
 class TopK:
@@ -280,6 +296,9 @@ class TopK:
 
     def reads(self) -> list[Buffer]:
         return [ld.buffer for ld in loads(self.expr)]
+
+    def writes(self) -> list[Buffer]:
+        return [self.out]
 
 
 Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK]
@@ -429,8 +448,8 @@ def kernel_str(k: Kernel) -> str:
         return f"elementwise {_dims(k.shape)}: {k.out.name}[{idx}] = {expr_str(k.expr)}"
     if isinstance(k, Reduce):
         axes = ", ".join(f"i{a}" for a in k.axes)
-        return (f"reduce.{k.kind} {_dims(k.shape)} over ({axes}): "
-                f"{k.out.name} = {expr_str(k.expr)}")
+        outs = ", ".join(b.name for b in k.writes())
+        return f"reduce.{k.kind} {_dims(k.shape)} over ({axes}): {outs} = {expr_str(k.expr)}"
     if isinstance(k, Scan):
         how = "".join(f" {flag}" for flag, on in (("reverse", k.reverse), ("exclusive", k.exclusive)) if on)
         return f"scan.sum{how} {_dims(k.shape)} along i{k.axis}: {k.out.name} = {expr_str(k.expr)}"
@@ -475,15 +494,17 @@ def print_program(p: Program) -> str:
 #     probs = exp(T) / S;  log_probs = T - log(S)
 #
 # -- four kernels and three passes over the row before any consumer.  When
-# every use of ``M`` and ``S`` is one of those two forms, only the row's
-# log-sum-exp ``L = M + log(S)`` matters: ``probs = exp(E - L)`` and
-# ``log_probs = E - L``.  :func:`fuse_row_softmax` turns the ``max`` reduction
-# into a ``logsumexp`` reduction (one pass, *online*: see
-# ``kernels._emit_logsumexp``), deletes the ``sum`` reduction, reads ``S`` as
-# 1 (``x / 1`` and ``log(1)`` fold away), and inlines the elementwise
-# temporaries between ``L`` and its consumers into them, so the normalized
+# every use of ``M`` and ``S`` is one of those two forms,
+# :func:`fuse_row_softmax` merges the ``max`` and the ``sum`` reductions into
+# one ``softmax_stats`` reduction writing ``M``, ``S`` and ``log(S)`` (one
+# pass, *online*: see ``kernels._emit_softmax_stats``; consumers read
+# ``log(S)`` instead of taking a log per element), and inlines the elementwise
+# temporaries between them and their consumers into those, so the normalized
 # output, the loss and the gradient are each computed in the pass that
-# consumes them.
+# consumes them.  The consumers keep their forms: ``(E - M) - log(S)`` is
+# exact to a few ULP for any magnitude of ``E``, where ``E - (M + log(S))``
+# would lose the low bits of ``log(S)`` to the rounding of ``M + log(S)``
+# (``E`` near 1e4 in f32: errors of 1e-4).
 
 EXPENSIVE = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div",
                        "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
@@ -628,30 +649,6 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
     return all(valid(k) for k in suspects)
 
 
-def _simplify(e: Expr) -> Expr:
-    """Fold ``x / 1``, ``log(1)`` and ``x - 0`` (left by reading ``S`` as 1)."""
-    if not isinstance(e, Apply):
-        return e
-    args = tuple(_simplify(a) for a in e.args)
-    one = [isinstance(a, Const) and a.value == 1.0 for a in args]
-    zero = [isinstance(a, Const) and a.value == 0.0 for a in args]
-    if e.op == "div" and one[1] and args[0].dtype is e.dtype:
-        return args[0]
-    if e.op == "log" and one[0]:
-        return Const(0.0, e.dtype)
-    if e.op == "sub" and zero[1] and args[0].dtype is e.dtype:
-        return args[0]
-    return replace(e, args=args)
-
-
-def _set_exprs(k: Kernel, fn) -> None:
-    if isinstance(k, Matmul):
-        if k.epilogue is not None:
-            k.epilogue = fn(k.epilogue)
-    else:
-        k.expr = fn(k.expr)
-
-
 def _merge_ops(prog: Program, into: Kernel, gone: Kernel) -> None:
     merged = list(prog.kernel_ops.get(into, [])) + list(prog.kernel_ops.pop(gone, []))
     prog.kernel_ops[into] = list(dict.fromkeys(merged))
@@ -691,7 +688,7 @@ def _inline_from(prog: Program, seeds: set[Buffer]) -> None:
             if len(readers) > 1 and not _cheap(k.expr):
                 continue
             for r in readers:
-                r.expr = _simplify(replace_loads(r.expr, lambda ld: k.expr if ld.buffer is k.out else ld))
+                r.expr = replace_loads(r.expr, lambda ld: k.expr if ld.buffer is k.out else ld)
                 merged = list(prog.kernel_ops.get(r, [])) + list(prog.kernel_ops.get(k, []))
                 prog.kernel_ops[r] = list(dict.fromkeys(merged))
             prog.kernel_ops.pop(k, None)
@@ -701,7 +698,8 @@ def _inline_from(prog: Program, seeds: set[Buffer]) -> None:
 
 
 def fuse_row_softmax(prog: Program) -> int:
-    """Rewrite each last-axis softmax / log-softmax (see above) as a logsumexp pass; returns how many."""
+    """Merge each last-axis softmax's ``max`` and ``sum`` reductions (see above) into one
+    ``softmax_stats`` pass; returns how many."""
     count = 0
     seeds: set[Buffer] = set()
     for mx in list(prog.kernels):
@@ -711,14 +709,26 @@ def fuse_row_softmax(prog: Program) -> int:
         if sk is None:
             continue
         s = sk.out
-        mx.kind = "logsumexp"
+        log_s = Buffer(f"{s.name}_log", s.dtype, s.shape, TEMP)
+        prog.buffers.append(log_s)
+        mx.kind = "softmax_stats"
+        mx.extra = (s, log_s)
         prog.kernels.remove(sk)
         _merge_ops(prog, mx, sk)
         for k in prog.kernels:
-            _set_exprs(k, lambda e: _simplify(replace_loads(
-                e, lambda ld: Const(1.0, s.dtype) if ld.buffer is s else ld)))
-        seeds.add(mx.out)
+            if not isinstance(k, Matmul):       # _softmax_match: no matmul reads S
+                k.expr = _read_log(k.expr, s, log_s)
+        seeds.update(mx.writes())
         count += 1
     if seeds:
         _inline_from(prog, seeds)
     return count
+
+
+def _read_log(e: Expr, s: Buffer, log_s: Buffer) -> Expr:
+    """``e`` with every ``log(s[..])`` replaced by ``log_s[..]``."""
+    if not isinstance(e, Apply):
+        return e
+    if e.op == "log" and isinstance(e.args[0], Load) and e.args[0].buffer is s:
+        return Load(log_s, e.args[0].index)
+    return Apply(e.op, tuple(_read_log(a, s, log_s) for a in e.args), e.dtype, e.in_dtype)

@@ -39,8 +39,18 @@ class Builder:
 
     def emit(self, name: str, *operands: Value, loc: Location | None = None,
              **attrs: Any) -> Value:
-        """Build op ``name`` and return its result (a tuple if it has several)."""
-        op = self.make(name, list(operands), attrs, loc or self.loc)
+        """Build op ``name`` and return its result (a tuple if it has several), in the op's
+        canonical form where its definition has one (``OpDef.canonical``: a cross-entropy
+        of softmax probabilities is built from the logits)."""
+        from ..ops.base import get_op
+
+        args = list(operands)
+        opdef = get_op(name)
+        if opdef is not None and opdef.canonical is not None:
+            rewritten = opdef.canonical(args, attrs)
+            if rewritten is not None:
+                args, attrs = rewritten
+        op = self.make(name, args, attrs, loc or self.loc)
         self.func.ops.append(op)
         return op.results[0] if len(op.results) == 1 else tuple(op.results)  # type: ignore[return-value]
 
@@ -99,6 +109,10 @@ def _scalar(value: Any, dtype: DType) -> Any:
         return bool(value)
     if dtype.is_int:
         return int(value)
+    if isinstance(value, np.floating) and np.isnan(value):
+        # a 0-d array of the dtype keeps a NaN's payload bits (a Python float would quiet
+        # an f32 signalling NaN); the printer shows them as hex, and they parse back as such
+        return np.asarray(value, dtype=dtype.np)
     return float(value)
 
 

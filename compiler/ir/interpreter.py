@@ -9,7 +9,9 @@ every op's result against its (bound) inferred type.
     outputs = interpret(func, {"x": x, "w": w})  # by parameter name
 
 Floating-point exceptions follow IEEE (``log(0) = -inf``, ``0/0 = nan``) with
-numpy's warnings silenced, as native code behaves.
+numpy's warnings silenced, as native code behaves.  A ``max``, ``min`` or
+``argmax`` over an axis that is empty raises :class:`DlRuntimeError` at the op
+(``compiler.ops.reductions.NonEmptyAxes``; compiled code raises the same).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from ..diagnostics import DlRuntimeError, SizeLimitError
 from .core import Function, Module, Op, Value
 from ..ops import get_op
+from ..ops.reductions import NonEmptyAxes
 from .sizes import allocation_error, call_text, extent, type_problem
 from .types import DType, TensorType, number_problem
 
@@ -137,6 +140,9 @@ def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int], wher
     opdef = get_op(op.name)
     if opdef is None or opdef.reference is None:
         raise DlRuntimeError(f"the interpreter has no reference semantics for dl.{op.name}", op.loc)
+    precondition = NonEmptyAxes.of(op)
+    if precondition is not None:
+        precondition.check(bindings, op.loc)
     for value in op.results:
         problem = type_problem(value.type, bindings)
         if problem is not None:

@@ -32,7 +32,6 @@ verifier, which checks the types against each op's shape rule.
 from __future__ import annotations
 
 import re
-import struct
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -853,7 +852,8 @@ class _Parser:
         if is_hex and float_type:
             if text.startswith("-"):
                 self.fail("a hexadecimal float literal has no sign", m.start(), m.end())
-            return self.float_from_bits(self.to_int(text, m.start()), suffix or "f64", m.start(), m.end())
+            bits = self.to_int(text, m.start())
+            return float(self.float_from_bits(bits, suffix or "f64", m.start(), m.end()))
         if "." in text:
             if suffix is not None and not float_type:
                 self.fail(f"a float literal cannot have type {suffix}", m.start(), self.pos)
@@ -863,16 +863,17 @@ class _Parser:
                       m.start(), self.pos)
         return self.to_int(text, m.start())
 
-    def float_from_bits(self, bits: int, type_name: str, start: int, end: int) -> float:
-        widths = {"f16": ("<H", "<e"), "f32": ("<I", "<f"), "f64": ("<Q", "<d")}
+    def float_from_bits(self, bits: int, type_name: str, start: int, end: int) -> np.floating:
+        """The float of ``type_name`` with these bits, as a numpy scalar of that type: every
+        bit kept, a signalling NaN's too (converting through a Python float would quiet it)."""
+        widths = {"f16": (np.uint16, np.float16), "f32": (np.uint32, np.float32),
+                  "f64": (np.uint64, np.float64)}
         if type_name not in widths:
             self.fail(f"hexadecimal literals of type {type_name} are not supported", start, end)
-        int_fmt, float_fmt = widths[type_name]
-        try:
-            packed = struct.pack(int_fmt, bits)
-        except struct.error:
+        int_type, float_type = widths[type_name]
+        if not 0 <= bits <= np.iinfo(int_type).max:
             self.fail(f"hexadecimal literal does not fit in {type_name}", start, end)
-        return struct.unpack(float_fmt, packed)[0]
+        return np.array(bits, dtype=int_type).view(float_type)[()]
 
     # -- dense arrays ----------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class OpDef:
     emit: Callable[..., Any] | None = None        # elementwise scalar/vector emitter
     lower: Callable[..., Any] | None = None       # codegen kernel for non-elementwise ops
     decompose: Callable[..., Any] | None = None   # expansion into simpler dl ops
+    canonical: Callable[..., Any] | None = None   # the form Builder.emit builds the op in
 
     @property
     def ir_name(self) -> str:
@@ -113,6 +114,14 @@ class OpDef:
 
     def def_decompose(self, fn: Callable) -> Callable:
         self.decompose = fn
+        return fn
+
+    def def_canonical(self, fn: Callable) -> Callable:
+        """``fn(operands, attrs) -> (operands, attrs) | None``: what :meth:`Builder.emit`
+        builds instead of the op as asked (None: as asked).  Part of the op's meaning, so
+        every op built anywhere -- frontend, autodiff, tests -- has it; ops that are
+        copied (``Builder.make``) or parsed keep the form they have."""
+        self.canonical = fn
         return fn
 
 

@@ -136,15 +136,35 @@ pow_ = _binary("pow", """Elementwise power ``lhs ** rhs`` (numpy ``power``): flo
     %2 = "dl.pow"(%0, %1) : (tensor<3xf32>, tensor<f32>) -> tensor<3xf32>
     """, _power)
 
-maximum = _binary("maximum", """Elementwise maximum with numpy broadcasting.
+def ieee_maximum(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """numpy's ``maximum`` (NaN propagates) with ``+0.0 > -0.0``, as IEEE 754-2019's
+    ``maximum`` and LLVM's ``llvm.maximum`` (native code) have it: on equal zeros numpy
+    returns its second operand, which would make the sign depend on the operand order."""
+    out = np.maximum(lhs, rhs)
+    if out.dtype.kind != "f":
+        return out
+    return np.where((lhs == 0) & (rhs == 0), np.where(np.signbit(lhs), rhs, lhs), out)
+
+
+def ieee_minimum(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """numpy's ``minimum`` (NaN propagates) with ``-0.0 < +0.0`` (see :func:`ieee_maximum`)."""
+    out = np.minimum(lhs, rhs)
+    if out.dtype.kind != "f":
+        return out
+    return np.where((lhs == 0) & (rhs == 0), np.where(np.signbit(lhs), lhs, rhs), out)
+
+
+maximum = _binary("maximum", """Elementwise maximum with numpy broadcasting; NaN propagates,
+    and ``maximum(-0.0, 0.0) = 0.0`` in either order.
 
     %2 = "dl.maximum"(%0, %1) : (tensor<?x3xf32, "N">, tensor<f32>) -> tensor<?x3xf32, "N">
-    """, np.maximum)
+    """, ieee_maximum)
 
-minimum = _binary("minimum", """Elementwise minimum with numpy broadcasting.
+minimum = _binary("minimum", """Elementwise minimum with numpy broadcasting; NaN propagates,
+    and ``minimum(-0.0, 0.0) = -0.0`` in either order.
 
     %2 = "dl.minimum"(%0, %1) : (tensor<?x3xf32, "N">, tensor<f32>) -> tensor<?x3xf32, "N">
-    """, np.minimum)
+    """, ieee_minimum)
 
 
 @sub.def_vjp
@@ -331,7 +351,7 @@ sigmoid = _unary("sigmoid", """Elementwise logistic function ``1 / (1 + exp(-x))
 relu = _unary("relu", """Elementwise ``max(x, 0)``.
 
     %1 = "dl.relu"(%0) : (tensor<?x512xf32, "N">) -> tensor<?x512xf32, "N">
-    """, lambda x: np.maximum(x, x.dtype.type(0)))
+    """, lambda x: ieee_maximum(x, np.zeros((), x.dtype)))
 
 abs_ = _unary("abs", """Elementwise absolute value.
 
@@ -348,7 +368,8 @@ reciprocal = _unary("reciprocal", """Elementwise ``1 / x`` (float only).
     %1 = "dl.reciprocal"(%0) : (tensor<3xf32>) -> tensor<3xf32>
     """, np.reciprocal, infer=_float_rule)
 
-sign = _unary("sign", """Elementwise sign: -1, 0 or 1 in the operand's dtype; gradient zero (not differentiable).
+sign = _unary("sign", """Elementwise sign: -1, 0 or 1 in the operand's dtype; ``sign(nan) = nan``,
+    ``sign(-0.0) = 0.0``.  Not differentiable.
 
     %1 = "dl.sign"(%0) : (tensor<3xf32>) -> tensor<3xf32>
     """, np.sign, differentiable=False)
@@ -423,9 +444,11 @@ reciprocal.def_emit(lambda e, x: e.div(e.const(1.0), x))
 
 @sign.def_emit
 def _(e, x):
+    # NaN fails both comparisons: it is passed through (numpy: sign(nan) = nan)
     zero = e.const(0)
     negative_or_zero = e.select(e.cmp("lt", x, zero), e.const(-1), zero)
-    return e.select(e.cmp("gt", x, zero), e.const(1), negative_or_zero)
+    signed = e.select(e.cmp("gt", x, zero), e.const(1), negative_or_zero)
+    return e.select(e.cmp("ne", x, x), x, signed) if e.dtype.is_float else signed
 
 
 # ---------------------------------------------------------------------------
@@ -439,7 +462,8 @@ def _cast_rule(x: TensorType, *, dtype: DType) -> TensorType:
 cast = define(
     "cast", operands=("x",), kind=ELEMENTWISE, infer=_cast_rule,
     attrs={"dtype": required("dtype")},
-    doc="""Convert to ``dtype`` (numpy ``astype``: float->int truncates toward zero,
+    doc="""Convert to ``dtype`` (numpy ``astype``, except float->int: truncation toward zero,
+    saturating -- out-of-range values and ``±inf`` give the int's min/max, ``nan`` gives 0;
     anything->bool is ``x != 0``).  Differentiable only from float to float; a cast to
     or from an int or bool passes no gradient.
 
@@ -449,7 +473,22 @@ cast = define(
 
 @cast.def_reference
 def _(x, *, dtype: DType):
+    if np.issubdtype(x.dtype, np.floating) and dtype.is_int:
+        return saturating_to_int(x, dtype.np)
     return x.astype(dtype.np)
+
+
+def saturating_to_int(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float -> int truncating toward zero and saturating, ``nan -> 0`` (LLVM's
+    ``fptosi.sat``, Rust's ``as``); numpy's ``astype`` leaves those cases undefined."""
+    info = np.iinfo(dtype)
+    limit = 2.0 ** (info.bits - 1)          # exact in every float dtype
+    t = np.trunc(x)
+    in_range = (t >= -limit) & (t < limit)  # false for nan
+    out = np.where(in_range, t, 0).astype(dtype)
+    out[t >= limit] = info.max
+    out[t < -limit] = info.min
+    return out
 
 
 @cast.def_vjp

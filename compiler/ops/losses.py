@@ -22,6 +22,16 @@ Unlike Keras, the probability forms do not first renormalize ``p`` to sum to
 1 along the class axis (identical for softmax outputs); a label outside
 ``[0, C)`` contributes 0.  Gradients through the clip are zero where ``p``
 lies outside ``[eps, 1 - eps]``, as in Keras.
+
+A probability loss of a sigmoid or (last-axis) softmax output is the logits
+loss: ``binary_crossentropy(sigmoid(z), t)`` *is*
+``binary_crossentropy(z, t, from_logits=true)``, and likewise the categorical
+losses of ``softmax(z)`` -- the exact value, which the clip would cap at
+``-log(eps) = 16.1`` once the activation saturates, and the direct gradient
+``sigmoid(z) - t`` / ``softmax(z) - one_hot``.  Each loss's ``canonical`` rule
+builds it so (:meth:`Builder.emit`), so the interpreter, native code fused or
+not, the value and the gradient all compute that one meaning; a loss op that
+is parsed or copied keeps the form it has (its ``from_logits`` says which).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from ..ir.core import Value
 from ..ir.types import TensorType
 from .base import COMPOSITE, OpDef, ShapeError, attr, define, shape_str
 from .nn import stable_log_softmax
+from .reductions import quiet_mean
 from .rules import element_count, label_mask
 
 EPSILON = 1e-7
@@ -81,6 +92,24 @@ def _loss(name: str, operands: tuple[str, str], infer, doc: str, logits: bool) -
     return define(name, operands=operands, kind=COMPOSITE, infer=infer, attrs=attrs, doc=doc)
 
 
+def _of_logits(activation: str):
+    """The ``canonical`` rule of a loss whose probabilities may come from ``activation``."""
+
+    def canonical(operands: list[Value], attrs: dict) -> tuple[list[Value], dict] | None:
+        # loss(activation(z), t) -> loss(z, t, from_logits=true)
+        if attrs.get("from_logits", False) or len(operands) != 2:
+            return None
+        probs, target = operands
+        act = probs.owner
+        if act is None or act.name != activation:
+            return None
+        if activation == "softmax" and act.attrs["axis"] % probs.type.rank != probs.type.rank - 1:
+            return None         # the classes are the last axis; another softmax is no logits form
+        return [act.operands[0], target], {**attrs, "from_logits": True}
+
+    return canonical
+
+
 # ---------------------------------------------------------------------------
 # Helpers shared by references, decompositions and VJPs
 
@@ -109,6 +138,15 @@ def _zero(b, like: Value) -> Value:
     return b.scalar_like(0.0, like)
 
 
+def _log1p(b, u: Value) -> Value:
+    """``log(1 + u)`` to a few ulp for tiny ``u`` too, as numpy's ``log1p`` (the reference):
+    Kahan's ``log(w) * u / (w - 1)`` with ``w = 1 + u``, and ``u`` itself where ``w`` rounds
+    to 1 (``log(1 + e^-30)`` is 9.4e-14, not 0)."""
+    w = b.add(_one(b, u), u)
+    w_minus_1 = b.sub(w, _one(b, u))
+    return b.select(b.eq(w_minus_1, _zero(b, u)), u, b.mul(b.log(w), b.div(u, w_minus_1)))
+
+
 def _one(b, like: Value) -> Value:
     return b.scalar_like(1.0, like)
 
@@ -129,12 +167,12 @@ mae = _loss("mae", ("pred", "target"), _pair_rule, """Mean absolute error ``mean
 
 @mse.def_reference
 def _(pred, target):
-    return np.asarray(np.mean(np.square(pred - target)), dtype=pred.dtype)
+    return np.asarray(quiet_mean(np.square(pred - target)), dtype=pred.dtype)
 
 
 @mae.def_reference
 def _(pred, target):
-    return np.asarray(np.mean(np.abs(pred - target)), dtype=pred.dtype)
+    return np.asarray(quiet_mean(np.abs(pred - target)), dtype=pred.dtype)
 
 
 @mse.def_decompose
@@ -173,20 +211,22 @@ binary_crossentropy = _loss(
     "binary_crossentropy", ("pred", "target"), _pair_rule,
     """Binary cross-entropy, mean over all elements.  Probabilities are clipped to
     ``[eps, 1 - eps]``: ``-mean(t log p + (1 - t) log(1 - p))``; with ``from_logits``
-    the stable form ``mean(max(x, 0) - x t + log(1 + exp(-|x|)))``.
+    the stable form ``mean(max(x, 0) - x t + log(1 + exp(-|x|)))``, which is also what
+    the loss of a ``sigmoid`` output is built as.
 
     %2 = "dl.binary_crossentropy"(%0, %1) {from_logits = true} : (tensor<?x1xf32, "N">, tensor<?x1xf32, "N">) -> tensor<f32>
     """, logits=True)
+binary_crossentropy.def_canonical(_of_logits("sigmoid"))
 
 
 @binary_crossentropy.def_reference
 def _(pred, target, *, from_logits: bool):
     if from_logits:
         x = pred
-        loss = np.mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x))))
+        loss = quiet_mean(np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x))))
     else:
         p = _np_clip(pred)
-        loss = -np.mean(target * np.log(p) + (1 - target) * np.log(1 - p))
+        loss = -quiet_mean(target * np.log(p) + (1 - target) * np.log(1 - p))
     return np.asarray(loss, dtype=pred.dtype)
 
 
@@ -195,7 +235,7 @@ def _(b, op):
     x, t = op.operands
     one = _one(b, x)
     if op.attrs["from_logits"]:
-        softplus = b.log(b.add(one, b.exp(b.neg(b.abs(x)))))
+        softplus = _log1p(b, b.exp(b.neg(b.abs(x))))
         return [b.mean(b.add(b.sub(b.relu(x), b.mul(x, t)), softplus))]
     p = _clip(b, x)
     per_elem = b.add(b.mul(t, b.log(p)), b.mul(b.sub(one, t), b.log(b.sub(one, p))))
@@ -226,10 +266,12 @@ sparse_categorical_crossentropy = _loss(
     "sparse_categorical_crossentropy", ("pred", "labels"), _sparse_rule,
     """Cross-entropy of class probabilities (or logits) ``pred [.., C]`` against integer
     ``labels [..]``: ``-mean(log clip(p)[.., label])``; with ``from_logits``
-    ``-mean(log_softmax(x)[.., label])``.
+    ``-mean(log_softmax(x)[.., label])``, which is also what the loss of a ``softmax``
+    output is built as.
 
     %2 = "dl.sparse_categorical_crossentropy"(%0, %1) {from_logits = true} : (tensor<?x10xf32, "N">, tensor<?xi64, "N">) -> tensor<f32>
     """, logits=True)
+sparse_categorical_crossentropy.def_canonical(_of_logits("softmax"))
 
 
 def _np_log_probs(pred: np.ndarray, from_logits: bool) -> np.ndarray:
@@ -244,7 +286,7 @@ def _log_probs(b, pred: Value, from_logits: bool) -> Value:
 def _(pred, labels, *, from_logits: bool):
     mask = labels[..., None] == np.arange(pred.shape[-1])
     picked = np.sum(np.where(mask, _np_log_probs(pred, from_logits), 0), axis=-1)
-    return np.asarray(-np.mean(picked), dtype=pred.dtype)
+    return np.asarray(-quiet_mean(picked), dtype=pred.dtype)
 
 
 @sparse_categorical_crossentropy.def_decompose
@@ -278,15 +320,17 @@ categorical_crossentropy = _loss(
     "categorical_crossentropy", ("pred", "target"), _categorical_rule,
     """Cross-entropy of class probabilities (or logits) ``pred [.., C]`` against a target
     distribution (e.g. one-hot) of the same shape: ``-mean(sum(t log clip(p), -1))``; with
-    ``from_logits`` ``-mean(sum(t log_softmax(x), -1))``.
+    ``from_logits`` ``-mean(sum(t log_softmax(x), -1))``, which is also what the loss of a
+    ``softmax`` output is built as.
 
     %2 = "dl.categorical_crossentropy"(%0, %1) : (tensor<?x10xf32, "N">, tensor<?x10xf32, "N">) -> tensor<f32>
     """, logits=True)
+categorical_crossentropy.def_canonical(_of_logits("softmax"))
 
 
 @categorical_crossentropy.def_reference
 def _(pred, target, *, from_logits: bool):
-    loss = -np.mean(np.sum(target * _np_log_probs(pred, from_logits), axis=-1))
+    loss = -quiet_mean(np.sum(target * _np_log_probs(pred, from_logits), axis=-1))
     return np.asarray(loss, dtype=pred.dtype)
 
 

@@ -18,16 +18,35 @@ def _softmax_rule(x: TensorType, *, axis: int) -> TensorType:
     return x
 
 
-def stable_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    """numpy ``log_softmax`` computed as ``z - log(sum(exp(z)))`` with ``z = x - max(x)``."""
+def _shifted_np(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``z = x - max(x)`` along ``axis`` and ``sum(exp(z))`` with the axis kept."""
     z = x - np.max(x, axis=axis, keepdims=True)
-    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    return z, np.sum(np.exp(z), axis=axis, keepdims=True)
+
+
+def stable_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """numpy ``log_softmax`` computed as ``z - log(sum(exp(z)))`` with ``z = x - max(x)``.
+    An empty ``x`` gives an empty result (there is nothing to normalize, so no error)."""
+    if x.size == 0:
+        return np.empty_like(x)
+    z, total = _shifted_np(x, axis)
+    return z - np.log(total)
+
+
+def stable_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """numpy ``softmax`` computed as ``exp(z) / sum(exp(z))`` with ``z = x - max(x)`` (not as
+    ``exp(log_softmax(x))``, whose rounding ``exp`` magnifies for small probabilities)."""
+    if x.size == 0:
+        return np.empty_like(x)
+    z, total = _shifted_np(x, axis)
+    return np.exp(z) / total
 
 
 softmax = define(
     "softmax", operands=("x",), kind=COMPOSITE, infer=_softmax_rule,
     attrs={"axis": attr("int", -1)},
     doc="""``exp(x - max(x)) / sum(exp(x - max(x)))`` along ``axis`` (default -1); float only.
+    An empty ``x`` gives an empty result.
 
     %1 = "dl.softmax"(%0) {axis = -1} : (tensor<?x10xf32, "N">) -> tensor<?x10xf32, "N">
     """)
@@ -36,6 +55,7 @@ log_softmax = define(
     "log_softmax", operands=("x",), kind=COMPOSITE, infer=_softmax_rule,
     attrs={"axis": attr("int", -1)},
     doc="""``z - log(sum(exp(z)))`` with ``z = x - max(x)`` along ``axis`` (default -1); float only.
+    An empty ``x`` gives an empty result.
 
     %1 = "dl.log_softmax"(%0) {axis = -1} : (tensor<?x10xf32, "N">) -> tensor<?x10xf32, "N">
     """)
@@ -43,7 +63,7 @@ log_softmax = define(
 
 @softmax.def_reference
 def _(x, *, axis: int):
-    return np.exp(stable_log_softmax(x, axis)).astype(x.dtype, copy=False)
+    return stable_softmax(x, axis).astype(x.dtype, copy=False)
 
 
 @log_softmax.def_reference
@@ -57,17 +77,30 @@ def _shifted(b, x, axis: int):
     return z, b.sum(b.exp(z), axes=(axis,), keepdims=True)
 
 
+def _statically_empty(x, axis: int) -> bool:
+    """Whether the softmax axis has static size 0: the result is ``x`` itself, an empty
+    tensor (no ``max`` over the axis may be built; one over a symbolic axis that turns out
+    empty at run time computes nothing that is stored)."""
+    return x.type.shape[axis % x.type.rank] == 0
+
+
 @softmax.def_decompose
 def _(b, op):
     # softmax(x) = exp(z) / sum(exp(z)),  z = x - max(x)
-    z, total = _shifted(b, op.operands[0], op.attrs["axis"])
+    x, axis = op.operands[0], op.attrs["axis"]
+    if _statically_empty(x, axis):
+        return [x]
+    z, total = _shifted(b, x, axis)
     return [b.div(b.exp(z), total)]
 
 
 @log_softmax.def_decompose
 def _(b, op):
     # log_softmax(x) = z - log(sum(exp(z))),  z = x - max(x)
-    z, total = _shifted(b, op.operands[0], op.attrs["axis"])
+    x, axis = op.operands[0], op.attrs["axis"]
+    if _statically_empty(x, axis):
+        return [x]
+    z, total = _shifted(b, x, axis)
     return [b.sub(z, b.log(total))]
 
 

@@ -4,14 +4,24 @@
 element count, so it stays exact for a symbolic batch.  It also has a
 ``decompose`` (``sum / count``, the count from ``dim_size``) for anything that
 prefers primitives.
+
+Empty axes follow numpy: the sum of no elements is 0 and their mean is nan
+(``0 / 0``, without numpy's warning); ``max``, ``min`` and ``argmax`` of no
+elements are undefined, and numpy raises.  So does dl: a reduced axis that is
+statically 0 is a shape error where the op is built, and one whose symbolic
+size is 0 at run time is a :class:`DlRuntimeError` before anything runs, raised
+by the interpreter and by compiled code alike (:class:`NonEmptyAxes`).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..diagnostics import DlRuntimeError, Location
+from ..ir.core import Op
 from ..ir.types import Dim, DType, TensorType
 from .base import REDUCTION, OpDef, ShapeError, attr, define, normalize_axes
 from .rules import element_count, expand_reduced
@@ -38,6 +48,13 @@ def _mean_rule(x: TensorType, *, axes: tuple[int, ...] | None, keepdims: bool) -
     return _reduce_rule(x, axes=axes, keepdims=keepdims)
 
 
+def _extremum_rule(x: TensorType, *, axes: tuple[int, ...] | None, keepdims: bool) -> TensorType:
+    """``max`` / ``min``: a reduction over axes none of which is statically empty."""
+    out = _reduce_rule(x, axes=axes, keepdims=keepdims)
+    _check_static_axes(x, normalize_axes(axes, x.rank))
+    return out
+
+
 def _reduction(name: str, doc: str, fn: Callable, infer: Callable = _reduce_rule) -> OpDef:
     """Define a reduction whose reference is the numpy reduction ``fn``."""
     op = define(name, operands=("x",), kind=REDUCTION, infer=infer, attrs=dict(_REDUCE_ATTRS),
@@ -58,20 +75,51 @@ sum_ = _reduction("sum", """Sum over ``axes`` (default: all), dropping them unle
     %1 = "dl.sum"(%0) {axes = [0], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<10xf32>
     """, np.sum)
 
-mean = _reduction("mean", """Arithmetic mean over ``axes`` (default: all); float only.
+def quiet_mean(x: np.ndarray, axis: tuple[int, ...] | None = None,
+               keepdims: bool = False) -> np.ndarray:
+    """numpy's ``mean`` (the same sum, then one division), without its warning on no
+    elements: the mean of nothing is ``0 / 0 = nan``, as compiled code computes it."""
+    axes = normalize_axes(axis, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.true_divide(np.sum(x, axis=axes, keepdims=keepdims), count)
+
+
+mean = _reduction("mean", """Arithmetic mean over ``axes`` (default: all); float only.  The mean of
+    no elements is nan.
 
     %1 = "dl.mean"(%0) {axes = [0], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<10xf32>
-    """, np.mean, infer=_mean_rule)
+    """, quiet_mean, infer=_mean_rule)
+
+def _signed_zero_extremum(fn: Callable, zero_sign: Callable) -> Callable:
+    """numpy's reduction ``fn`` (NaN propagates), with a zero result's sign decided as IEEE
+    754-2019 and native code decide it (``+0.0 > -0.0``), not by the order numpy visits the
+    elements in: ``zero_sign(x == -0.0, x == +0.0, axis, keepdims)`` says where it is -0.0."""
+
+    def reduce(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+        out = np.asarray(fn(x, axis=axis, keepdims=keepdims))
+        if out.dtype.kind != "f" or not (out == 0).any():
+            return out
+        negative = zero_sign((x == 0) & np.signbit(x), (x == 0) & ~np.signbit(x), axis, keepdims)
+        signed = np.where(negative, out.dtype.type(-0.0), out.dtype.type(0.0))
+        return np.where(out == 0, signed, out)
+
+    return reduce
+
 
 max_ = _reduction("max", """Maximum over ``axes`` (default: all); the gradient is shared among ties.
+    An empty reduced axis is an error (numpy raises).  NaN propagates; ``+0.0 > -0.0``.
 
     %1 = "dl.max"(%0) {axes = [1], keepdims = true} : (tensor<?x10xf32, "N">) -> tensor<?x1xf32, "N">
-    """, np.max)
+    """, _signed_zero_extremum(np.max, lambda neg, pos, axis, keepdims:      # -0 unless a +0
+                               ~np.any(pos, axis=axis, keepdims=keepdims)), infer=_extremum_rule)
 
 min_ = _reduction("min", """Minimum over ``axes`` (default: all); the gradient is shared among ties.
+    An empty reduced axis is an error (numpy raises).  NaN propagates; ``-0.0 < +0.0``.
 
     %1 = "dl.min"(%0) {axes = [1], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<?xf32, "N">
-    """, np.min)
+    """, _signed_zero_extremum(np.min, lambda neg, pos, axis, keepdims:      # -0 if any -0
+                               np.any(neg, axis=axis, keepdims=keepdims)), infer=_extremum_rule)
 
 
 @sum_.def_vjp
@@ -120,6 +168,7 @@ def _argmax_rule(x: TensorType, *, axis: int, keepdims: bool) -> TensorType:
     if x.rank == 0:
         raise ShapeError("argmax needs an operand of rank >= 1")
     axes = normalize_axes((axis,), x.rank)
+    _check_static_axes(x, axes)
     return TensorType(DType.i64, reduced_shape(x.shape, axes, keepdims))
 
 
@@ -127,6 +176,7 @@ argmax = define(
     "argmax", operands=("x",), kind=REDUCTION, infer=_argmax_rule, differentiable=False,
     attrs={"axis": attr("int", -1), "keepdims": attr("bool", False)},
     doc="""Index (i64) of the first maximum along ``axis`` (default -1); not differentiable.
+    A nan counts as the maximum (numpy's rule); an empty axis is an error (numpy raises).
 
     %1 = "dl.argmax"(%0) {axis = -1, keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<?xi64, "N">
     """)
@@ -138,3 +188,62 @@ def _(x, *, axis: int, keepdims: bool):
 
 
 argmax.lowers_to("reduction")
+
+
+# ---------------------------------------------------------------------------
+# Empty axes (see the module docstring)
+
+_OF_NO_ELEMENTS = {"max": "maximum", "min": "minimum", "argmax": "argmax"}
+
+
+def _empty_axis_message(x: TensorType, axis: int) -> str:
+    return f"reduces over axis {axis} of {x.dsl_str()}, which is empty"
+
+
+def _check_static_axes(x: TensorType, axes: tuple[int, ...]) -> None:
+    """The shape rule's half of the check: no reduced axis is statically 0."""
+    for a in axes:
+        if x.shape[a] == 0:
+            raise ShapeError(f"{_empty_axis_message(x, a)}: there is no extremum of no elements "
+                             "(numpy raises)")
+
+
+@dataclass(frozen=True)
+class NonEmptyAxes:
+    """The run-time half: a ``max``, ``min`` or ``argmax`` reducing symbolic dims, none of
+    which may be 0 when it runs.  The interpreter checks it before the op; compiled code
+    carries it in its :class:`~compiler.codegen.driver.FunctionInfo` and the runtime checks
+    it before calling native code, with the same message."""
+
+    op: str
+    operand: TensorType
+    axes: tuple[int, ...]
+
+    @staticmethod
+    def of(op: Op) -> NonEmptyAxes | None:
+        """The precondition of ``op``, or None when it has none (not such an op, or every
+        reduced dim static -- those the shape rule has checked)."""
+        if op.name not in _OF_NO_ELEMENTS:
+            return None
+        x = op.operands[0].type
+        chosen = op.attrs["axes"] if op.name != "argmax" else (op.attrs["axis"],)
+        axes = tuple(a for a in normalize_axes(chosen, x.rank) if isinstance(x.shape[a], str))
+        return NonEmptyAxes(op.name, x, axes) if axes else None
+
+    def check(self, bindings: Mapping[str, int], loc: Location | None = None) -> None:
+        """Raise :class:`DlRuntimeError` if a reduced dim is 0 under ``bindings``."""
+        for a in self.axes:
+            dim = self.operand.shape[a]
+            if isinstance(dim, str) and bindings.get(dim) == 0:
+                raise DlRuntimeError(
+                    f"dl.{self.op} {_empty_axis_message(self.operand, a)} ({dim} = 0): the "
+                    f"{_OF_NO_ELEMENTS[self.op]} of no elements is undefined (numpy raises)", loc)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op, "dtype": self.operand.dtype.value, "shape": list(self.operand.shape),
+                "axes": list(self.axes)}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> NonEmptyAxes:
+        operand = TensorType(DType(d["dtype"]), tuple(d["shape"]))
+        return NonEmptyAxes(str(d["op"]), operand, tuple(int(a) for a in d["axes"]))

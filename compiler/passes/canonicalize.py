@@ -22,22 +22,12 @@ and the sign of a zero does not matter) enables the rest:
   rewrite is also not bit-exact);
 - ``exp(log x) -> x`` (``log`` of a negative number is NaN).
 
-For integer operands the zero rules always apply.  Two rewrites change
-float results by design, within rounding, and are on by default: the loss
-fusion and ``argmax(softmax z)`` (below).
-
-Loss fusion.  ``sparse_categorical_crossentropy(softmax(z), y)`` becomes
-``sparse_categorical_crossentropy(z, y, from_logits=true)``, and likewise
-``categorical_crossentropy(softmax(z), t)`` and
-``binary_crossentropy(sigmoid(z), t)``: the logits form is the numerically
-stable one (``log_softmax``, softplus) and its gradient is the simple
-``softmax - one_hot``.  When the probabilities have other users (the
-``argmax`` of an accuracy metric) they keep their ``softmax``; the loss then
-recomputes what it needs from the logits.  The two forms differ only where
-Keras's clipping of probabilities to ``[1e-7, 1 - 1e-7]`` bites: for a
-saturated softmax (a probability below ``1e-7``, i.e. logits more than about
-16 apart) the probability form's loss is capped at ``-log(1e-7) ≈ 16.1``
-while the logits form gives the exact, larger value.
+For integer operands the zero rules always apply.  One rewrite may change a
+result by design and is on by default: ``argmax(softmax z)`` (below).  No
+rewrite changes what a loss means: a cross-entropy of softmax (sigmoid)
+probabilities is *built* from the logits by the loss's own ``canonical`` rule
+(``compiler/ops/losses.py``), before anything runs or differentiates it; a
+loss op that reaches this pass in probability form (parsed IR text) keeps it.
 
 ``argmax(softmax(z)) -> argmax(z)`` along the same axis: softmax is
 increasing, so this drops the softmax an accuracy metric would compute.  The
@@ -139,7 +129,7 @@ def _fold_splats(op: Op, rw: Rewriter, splats: list[Any]) -> Replacement:
     with np.errstate(all="ignore"):
         out = np.asarray(opdef.reference(*scalars, **op.attrs))
     t = op.result.type
-    return rw.b.constant(out.astype(t.dtype.np).item(), t.dtype, t.shape)
+    return rw.b.constant(out.astype(t.dtype.np)[()], t.dtype, t.shape)
 
 
 def _constant_of(rw: Rewriter, array: np.ndarray, t: TensorType) -> Value:
@@ -147,7 +137,7 @@ def _constant_of(rw: Rewriter, array: np.ndarray, t: TensorType) -> Value:
     array = np.ascontiguousarray(array, dtype=t.dtype.np).reshape(t.concrete_shape({}))
     flat = array.reshape(-1)
     if flat.size > 0 and flat.tobytes() == flat[:1].tobytes() * flat.size:
-        return rw.b.constant(flat[0].item(), t.dtype, t.shape)
+        return rw.b.constant(flat[0], t.dtype, t.shape)
     return rw.b.constant(array, t.dtype)
 
 
@@ -342,30 +332,7 @@ def reduce_unit_axes(op: Op, rw: Rewriter) -> Replacement:
 
 
 # ---------------------------------------------------------------------------
-# Loss fusion
-
-
-def _last_axis(op: Op) -> bool:
-    rank = op.result.type.rank
-    return op.attrs["axis"] % rank == rank - 1
-
-
-@pattern("sparse-ce-of-softmax", "sparse_categorical_crossentropy")
-def sparse_ce_of_softmax(op: Op, rw: Rewriter) -> Replacement:
-    # sparse_categorical_crossentropy(softmax(z), y) -> sparse_categorical_crossentropy(z, y, from_logits)
-    return _fuse_loss(op, rw, "softmax")
-
-
-@pattern("categorical-ce-of-softmax", "categorical_crossentropy")
-def categorical_ce_of_softmax(op: Op, rw: Rewriter) -> Replacement:
-    # categorical_crossentropy(softmax(z), t) -> categorical_crossentropy(z, t, from_logits)
-    return _fuse_loss(op, rw, "softmax")
-
-
-@pattern("binary-ce-of-sigmoid", "binary_crossentropy")
-def binary_ce_of_sigmoid(op: Op, rw: Rewriter) -> Replacement:
-    # binary_crossentropy(sigmoid(z), t) -> binary_crossentropy(z, t, from_logits)
-    return _fuse_loss(op, rw, "sigmoid")
+# Softmax
 
 
 @pattern("argmax-of-softmax", "argmax")
@@ -380,23 +347,12 @@ def argmax_of_softmax(op: Op, rw: Rewriter) -> Replacement:
     return rw.b.argmax(act.operands[0], axis=op.attrs["axis"], keepdims=op.attrs["keepdims"])
 
 
-def _fuse_loss(op: Op, rw: Rewriter, activation: str) -> Replacement:
-    """The loss ``op`` computed from the logits that its ``activation`` was applied to."""
-    if op.attrs["from_logits"]:
-        return None
-    probs, target = op.operands
-    act = defining_op(probs, activation)
-    if act is None or (activation == "softmax" and not _last_axis(act)):
-        return None
-    return rw.b.emit(op.name, act.operands[0], target, from_logits=True)
-
-
 # ---------------------------------------------------------------------------
 # The pass
 
 
 @register_pass("canonicalize",
-               "fold constants and apply algebraic identities (x+0, neg(neg x), loss fusion...) "
+               "fold constants and apply algebraic identities (x+0, neg(neg x), argmax(softmax)...) "
                "to a fixed point")
 def canonicalize(module: Module, ctx: PassContext) -> Module:
     """Apply every canonicalization pattern to every function, then drop dead ops.
