@@ -149,3 +149,8 @@ class LoweringError(DlError):
 
 class DlRuntimeError(DlError):
     """A failure while loading or calling compiled code, or reading data."""
+
+
+class DlIndexError(DlRuntimeError, IndexError):
+    """An index outside its dimension (``gather``, ``take_along_axis``, the scatters) when a
+    function runs: raised by the reference interpreter and by calls into native code."""

@@ -90,6 +90,26 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
         s[name] = ([n4], [x34], {})
     for name in ("log", "sqrt", "reciprocal"):
         s[name] = ([n4], [pos], {})
+    idx = np.array([[2, -1], [0, 3]], dtype=np.int32)
+    s.update({
+        "slice": ([n4], [x34], {"start": (None, 1), "stop": (None, None), "step": (None, 2)}),
+        "slice_update": ([n4, T(F32, "N", 2)], [x34, rand(3, 2)], {"start": (None, 3), "step": (None, -2)}),
+        "concat": ([n4, T(F32, "N", 2)], [x34, rand(3, 2)], {"axis": 1}),
+        "stack": ([n4, n4], [x34, rand(3, 4)], {"axis": 1}),
+        "split": ([n4], [x34], {"sections": 2, "axis": 1}),
+        "flip": ([n4], [x34], {"axis": (0, 1)}),
+        "squeeze": ([T(F32, "N", 1, 4)], [x34.reshape(3, 1, 4)], {"axis": (1,)}),
+        "expand_dims": ([n4], [x34], {"axis": (0, 3)}),
+        "where": ([T(BOOL, "N", 1), n4, T(F32)], [rand(3, 1) > 0, x34, np.float32(7)], {}),
+        "pad": ([n4], [x34], {"pad_width": np.array([[0, 0], [2, 1]]), "mode": "reflect"}),
+        "tile": ([n4], [x34], {"reps": (2,)}),
+        "repeat": ([n4], [x34], {"repeats": (1, 0, 2, 3), "axis": 1}),
+        "gather": ([n4, T(I32, 2, 2)], [x34, idx], {"axis": 1}),
+        "take_along_axis": ([n4, T(I64, "N", 2)], [x34, idx[[0, 1, 0]].astype(np.int64)], {"axis": 1}),
+        "scatter_add": ([n4, T(I32, 2, 2), T(F32, "N", 2, 2)], [x34, idx, rand(3, 2, 2)], {"axis": 1}),
+        "scatter_add_along_axis": ([n4, T(I64, "N", 2), T(F32, "N", 2)],
+                                   [x34, idx[[0, 1, 0]].astype(np.int64), rand(3, 2)], {"axis": 1}),
+    })
     return s
 
 
@@ -131,11 +151,15 @@ def _bound_attrs(name: str, attrs: dict[str, Any]) -> dict[str, Any]:
 def test_reference_returns_exactly_the_inferred_type(name: str):
     types, arrays, attrs = SAMPLES[name]
     func, b = new_function("f", [(f"x{i}", t) for i, t in enumerate(types)])
-    result = b.emit(name, *func.params, **attrs)
-    out = OPS[name].reference(*arrays, **_bound_attrs(name, func.ops[-1].attrs))
-    assert isinstance(out, np.ndarray)
-    assert out.dtype == result.type.dtype.np
-    assert out.shape == result.type.concrete_shape({"N": 3})
+    b.emit(name, *func.params, **attrs)
+    op = func.ops[-1]
+    out = OPS[name].reference(*arrays, **_bound_attrs(name, op.attrs))
+    outs = out if len(op.results) > 1 else [out]      # an op of several results (split): a list
+    assert len(outs) == len(op.results)
+    for array, result in zip(outs, op.results):
+        assert isinstance(array, np.ndarray)
+        assert array.dtype == result.type.dtype.np
+        assert array.shape == result.type.concrete_shape({"N": 3})
 
 
 @pytest.mark.parametrize("name", sorted(n for n, op in OPS.items()
@@ -143,14 +167,15 @@ def test_reference_returns_exactly_the_inferred_type(name: str):
 def test_decomposition_equals_reference(name: str):
     types, arrays, attrs = SAMPLES[name]
     func, b = new_function("f", [(f"x{i}", t) for i, t in enumerate(types)])
-    whole = b.emit(name, *func.params, **attrs)
+    b.emit(name, *func.params, **attrs)
     op = func.ops[-1]
     parts = OPS[name].decompose(b, op)
-    assert [v.type for v in parts] == [whole.type]
+    assert [v.type for v in parts] == [r.type for r in op.results]
     assert {o.name for o in func.ops[1:]}.isdisjoint({name}), "decomposition must not use the op"
-    func.outputs = [whole, *parts]
-    want, got = interpret(func, arrays)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+    func.outputs = [*op.results, *parts]
+    results = interpret(func, arrays)
+    for want, got in zip(results[:len(parts)], results[len(parts):]):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("from_logits", [False, True])

@@ -108,6 +108,7 @@ def _cases() -> list[Case]:
     for name in ("softmax", "log_softmax"):
         cases.append(Case(name, [Arg((3, 4))], {"axis": -1}))
         cases.append(Case(name, [Arg(("N", 4))], {"axis": 0}))
+    cases += _indexing_cases()
     for shape in [(3, 2), ("N", 2)]:
         cases.append(Case("mse", [Arg(shape), Arg(shape)]))
         cases.append(Case("mae", [Arg(shape), Arg(shape)]))
@@ -126,6 +127,41 @@ def _cases() -> list[Case]:
     return cases
 
 
+def _indexing_cases() -> list[Case]:
+    """The plumbing ops of compiler/ops/indexing.py (second-order checks: tests/test_ops_indexing.py)."""
+    label = DType.i64
+    return [
+        Case("slice", [Arg((5, "N"))], {"start": (1, None), "stop": (None, None), "step": (2, -1)}),
+        Case("slice", [Arg((4, 3))], {"start": (-1,), "stop": (0,), "step": (-2,)}),
+        Case("slice_update", [Arg((5, 3)), Arg((2, 3))], {"start": (4,), "stop": (None,), "step": (-3,)}),
+        Case("slice_update", [Arg(("N", 4)), Arg(("N", 2))], {"start": (None, 1), "stop": (None, 3)}),
+        Case("concat", [Arg(("N", 2)), Arg(("N", 1)), Arg(("N", 3))], {"axis": 1}),
+        Case("concat", [Arg((2, 3)), Arg((1, 3))], {"axis": 0}),
+        Case("stack", [Arg(("N", 2)), Arg(("N", 2))], {"axis": -1}),
+        Case("split", [Arg((6, "N"))], {"sections": 3, "axis": 0}),
+        Case("split", [Arg((2, 5))], {"indices": (1, 4, 3), "axis": 1}),
+        Case("flip", [Arg((3, "N"))], {}),
+        Case("squeeze", [Arg((1, "N", 1))], {"axis": (0, 2)}),
+        Case("expand_dims", [Arg(("N", 2))], {"axis": (0, -1)}),
+        Case("where", [Arg(("N", 1), "bool", DType.bool), Arg(("N", 2)), Arg(())]),
+        Case("pad", [Arg((3, "N"))], {"pad_width": np.array([[1, 2], [0, 0]]), "value": 1.5}),
+        Case("pad", [Arg((3, 2))], {"pad_width": np.array([2, 3]), "mode": "reflect"}),
+        Case("pad", [Arg((3, 2))], {"pad_width": np.array([[4, 1], [1, 2]]), "mode": "symmetric"}),
+        Case("pad", [Arg((2, 3))], {"pad_width": np.array(2), "mode": "edge"}),
+        Case("pad", [Arg((2, 3))], {"pad_width": np.array([[0, 3], [5, 0]]), "mode": "wrap"}),
+        Case("tile", [Arg(("N", 2))], {"reps": (2, 1, 3)}),
+        Case("repeat", [Arg(("N", 2))], {"repeats": (3,), "axis": 1}),
+        Case("repeat", [Arg((3,))], {"repeats": (2, 0, 1)}),
+        Case("repeat", [Arg((2, 2))], {"repeats": (2,)}),
+        Case("gather", [Arg((4, "N")), Arg((2, 3), "label4", label)], {"axis": 0}),
+        Case("gather", [Arg(("N", 3)), Arg((), "label3", label)], {"axis": 1}),
+        Case("take_along_axis", [Arg(("N", 4)), Arg((1, 3), "label4", label)], {"axis": 1}),
+        Case("scatter_add", [Arg((4, 2)), Arg((5,), "label4", label), Arg((5, 2))], {"axis": 0}),
+        Case("scatter_add_along_axis", [Arg((3, 1)), Arg((3, 4), "label3", label), Arg((3, 4))],
+             {"axis": 0}),
+    ]
+
+
 CASES = _cases()
 
 
@@ -134,21 +170,22 @@ def build_vjp(case: Case):
     types = [TensorType(a.dtype, a.shape) for a in case.args]
     func, b = new_function("vjp", [(f"x{i}", t) for i, t in enumerate(types)])
     operands = list(func.params)
-    result = b.emit(case.op, *operands, **case.attrs)
-    ct = Value(result.type, None, len(operands), "ct")
-    func.params.append(ct)
+    b.emit(case.op, *operands, **case.attrs)
     op = func.ops[-1]
-    cts = OPS[case.op].vjp(b, op, ct)
+    result_cts = [Value(r.type, None, len(operands) + i, f"ct{i}") for i, r in enumerate(op.results)]
+    func.params += result_cts
+    cts = OPS[case.op].vjp(b, op, *result_cts)
     assert len(cts) == len(operands), f"{case.op}: one cotangent per operand"
     for operand, g in zip(operands, cts):
         if g is not None:
             assert g.type == operand.type, f"{case.op}: cotangent {g.type} for operand {operand.type}"
     func.outputs = [g for g in cts if g is not None]
-    return func, [g is not None for g in cts], result.type
+    return func, [g is not None for g in cts], [r.type for r in op.results]
 
 
-def numeric_grad(case: Case, arrays: list[np.ndarray], ct: np.ndarray, which: int) -> np.ndarray:
-    """Central differences of ``sum(ct * op(arrays))`` with respect to operand ``which``."""
+def numeric_grad(case: Case, arrays: list[np.ndarray], ct: list[np.ndarray], which: int) -> np.ndarray:
+    """Central differences of ``sum(ct * op(arrays))`` (summed over the op's results) with
+    respect to operand ``which``."""
     opdef = OPS[case.op]
     attrs = normalize_attrs(opdef, case.attrs)
     for key, spec in opdef.attrs.items():
@@ -158,7 +195,9 @@ def numeric_grad(case: Case, arrays: list[np.ndarray], ct: np.ndarray, which: in
     def objective(x: np.ndarray) -> float:
         args = list(arrays)
         args[which] = x
-        return float(np.sum(ct * opdef.reference(*args, **attrs)))
+        out = opdef.reference(*args, **attrs)
+        outs = out if isinstance(out, list) else [out]
+        return float(sum(np.sum(c * o) for c, o in zip(ct, outs)))
 
     x = arrays[which]
     out = np.zeros_like(x)
@@ -173,10 +212,10 @@ def numeric_grad(case: Case, arrays: list[np.ndarray], ct: np.ndarray, which: in
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_vjp_matches_finite_differences(case: Case):
     rng = np.random.default_rng(abs(hash(str(case))) % 2**32)
-    func, has_ct, out_type = build_vjp(case)
+    func, has_ct, out_types = build_vjp(case)
     arrays = [sample(a, rng) for a in case.args]
-    ct = rng.standard_normal(tuple(SYMBOLS.get(d, d) for d in out_type.shape))
-    analytic = iter(interpret(func, [*arrays, ct]))
+    ct = [rng.standard_normal(tuple(SYMBOLS.get(d, d) for d in t.shape)) for t in out_types]
+    analytic = iter(interpret(func, [*arrays, *ct]))
     checked = 0
     for i, (arg, flows) in enumerate(zip(case.args, has_ct)):
         if not arg.dtype.is_float or arg.domain == "bool":

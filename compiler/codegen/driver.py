@@ -53,6 +53,7 @@ class FunctionInfo:
     symbols: tuple[str, ...]
     inplace: tuple[tuple[int, int], ...]      # (output index, parameter index)
     kernels: tuple[str, ...] = ()             # one line of loop IR per kernel, in order
+    checks: tuple[str, ...] = ()              # status 2 + i means run-time check i failed
 
     @staticmethod
     def of(func: Function, program: Program | None = None) -> FunctionInfo:
@@ -64,17 +65,18 @@ class FunctionInfo:
         out_names = list(func.output_names) + [None] * (len(func.outputs) - len(func.output_names))
         inplace = tuple((int(o), index[p]) for o, p in func.attrs.get("inplace", ()) or ())
         kernels = tuple(kernel_str(k).splitlines()[0] for k in program.kernels) if program else ()
+        checks = tuple(program.checks.values()) if program else ()
         return FunctionInfo(func.name, entry_symbol(func.name),
                             tuple(zip(names, (p.type for p in func.params))),
                             tuple(zip(out_names, (v.type for v in func.outputs))),
-                            tuple(func.symbols), inplace, kernels)
+                            tuple(func.symbols), inplace, kernels, checks)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "symbol": self.symbol,
                 "params": [{"name": n, **_type_json(t)} for n, t in self.params],
                 "outputs": [{"name": n, **_type_json(t)} for n, t in self.outputs],
                 "symbols": list(self.symbols), "inplace": [list(p) for p in self.inplace],
-                "kernels": list(self.kernels)}
+                "kernels": list(self.kernels), "checks": list(self.checks)}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> FunctionInfo:
@@ -82,7 +84,7 @@ class FunctionInfo:
                             tuple((p["name"], _type_from_json(p)) for p in d["params"]),
                             tuple((o["name"], _type_from_json(o)) for o in d["outputs"]),
                             tuple(d["symbols"]), tuple((int(a), int(b)) for a, b in d["inplace"]),
-                            tuple(d.get("kernels", ())))
+                            tuple(d.get("kernels", ())), tuple(d.get("checks", ())))
 
 
 def _type_json(t: TensorType) -> dict[str, Any]:

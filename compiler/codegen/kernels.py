@@ -14,6 +14,9 @@ flat loop and a bias add ``[N, 10] + [10]`` keeps two.
 buffer's last dim), a scalar load splat to all lanes (the buffer does not
 depend on the innermost axis; LLVM hoists it), or -- when the innermost axis
 strides through memory (a transpose) -- the whole kernel runs scalar.
+*Takes* (reads at computed coordinates) are a vector load when the last
+coordinate is the innermost loop index plus or minus an invariant (a slice, a
+concatenation, a flip: reversed lanes), else one scalar load per lane.
 
 *Reductions* keep several vector accumulators: with the innermost axis
 reduced, 4 x W partial results per output element, combined by a shuffle
@@ -41,7 +44,7 @@ from ..ops.base import get_op
 from .emitter import Emitter, from_memory, to_memory
 from .llvmutil import I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
 from .loops import (EXPENSIVE, Acc, Apply, Buffer, Const, DimValue, Elementwise, Expr, Iota, Load, Reduce,
-                    loads, walk)
+                    Take, loads, walk)
 from .threads import parallel_call, pool, split as split_range
 
 UNROLL = 4          # vector accumulators per reduction
@@ -264,6 +267,8 @@ class ExprEmitter:
             elif isinstance(e, Acc):
                 assert acc is not None
                 out = acc
+            elif isinstance(e, Take):
+                out = from_memory(b, self.take(e, index, width, mask, go), e.dtype)
             else:
                 assert isinstance(e, Apply)
                 args = [go(a) for a in e.args]
@@ -273,6 +278,97 @@ class ExprEmitter:
             return out
 
         return go(expr)
+
+
+    # -- takes: reads at computed coordinates --------------------------------------------
+
+    def take(self, t: Take, index: list[ir.Value], width: int, mask: ir.Value | None,
+             go: Callable[[Expr], ir.Value]) -> ir.Value:
+        """``t``'s elements (in memory form) for ``width`` lanes; ``go`` emits its coordinates.
+
+        A coordinate is only in range at live positions, so lanes masked off in a tail read
+        lane 0's element instead (lane 0 is live whenever a mask is given)."""
+        b = self.kc.b
+        base = self.kc.pointer(t.buffer)
+        if width > 1:
+            step = self.unit_step(t)
+            if step is not None:
+                return self._take_vector(t, index, width, mask, step)
+        offset = self._offset(t, [go(c) for c in t.index], width)
+        if offset is None:                                  # a rank-0 buffer
+            return splat(b, b.load(base), width)
+        if width == 1:
+            return b.load(b.gep(base, [offset], inbounds=True))
+        if mask is not None:
+            first = splat(b, b.extract_element(offset, ir.Constant(I32, 0)), width)
+            offset = b.select(mask, offset, first)
+        vty = ir.VectorType(memory_type(t.dtype), width)
+        out: ir.Value = ir.Constant(vty, ir.Undefined)
+        for lane in range(width):
+            at = b.extract_element(offset, ir.Constant(I32, lane))
+            out = b.insert_element(out, b.load(b.gep(base, [at], inbounds=True)), ir.Constant(I32, lane))
+        return out
+
+    def _offset(self, t: Take, coords: list[ir.Value], width: int) -> ir.Value | None:
+        """The element offset of coordinates ``coords`` in ``t.buffer`` (row-major)."""
+        b = self.kc.b
+        offset: ir.Value | None = None
+        for coord, stride, k in zip(coords, self.kc.strides(t.buffer), range(t.buffer.rank)):
+            term = coord if unit_stride(t.buffer, k) else b.mul(coord, splat(b, stride, width), flags=["nsw"])
+            offset = term if offset is None else b.add(offset, term, flags=["nsw"])
+        return offset
+
+    def unit_step(self, t: Take) -> int | None:
+        """+1 or -1 when ``t`` walks its buffer's last dim one element forward or backward per
+        lane of the vector group (the last coordinate is that loop index plus or minus an
+        invariant, every other coordinate invariant), else None."""
+        if self.vec_group is None or t.buffer.rank == 0:
+            return None
+        *outer, last = t.index
+        if not all(self.invariant(c) for c in outer):
+            return None
+        if self._is_vec_iota(last):
+            return 1
+        if isinstance(last, Apply) and last.op in ("add", "sub") and len(last.args) == 2:
+            x, y = last.args
+            if last.op == "add" and self._is_vec_iota(x) and self.invariant(y):
+                return 1
+            if last.op == "add" and self._is_vec_iota(y) and self.invariant(x):
+                return 1
+            if last.op == "sub" and self._is_vec_iota(y) and self.invariant(x):
+                return -1
+        return None
+
+    def _is_vec_iota(self, e: Expr) -> bool:
+        return isinstance(e, Iota) and self.group_of[e.axis] == self.vec_group
+
+    def invariant(self, e: Expr) -> bool:
+        """Whether ``e`` has one value across the lanes of the vector group."""
+        for n in walk(e):
+            if isinstance(n, Iota) and self.group_of[n.axis] == self.vec_group:
+                return False
+            if isinstance(n, Load) and any(g == self.vec_group for g, _, _ in self.terms(n)):
+                return False
+            if isinstance(n, Take):
+                return False
+        return True
+
+    def _take_vector(self, t: Take, index: list[ir.Value], width: int, mask: ir.Value | None,
+                     step: int) -> ir.Value:
+        """A contiguous take (see :meth:`unit_step`) as one vector load; reversed lanes for
+        ``step == -1`` (the load ends at lane 0's element; masked lanes are never touched)."""
+        b = self.kc.b
+        offset = self._offset(t, [self.emit(c, index, 1) for c in t.index], 1)
+        base = self.kc.pointer(t.buffer)
+        if step == 1:
+            return load_vector(b, b.gep(base, [offset], inbounds=True), width, mask)
+        reverse = ir.Constant(ir.VectorType(I32, width), list(range(width - 1, -1, -1)))
+        if mask is not None:
+            mask = b.shuffle_vector(mask, mask, reverse)
+        # no ``inbounds``: in a masked tail the first lanes' addresses may precede the buffer
+        start = b.gep(base, [b.sub(offset, ir.Constant(I64, width - 1))])
+        v = load_vector(b, start, width, mask)
+        return b.shuffle_vector(v, v, reverse)
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +386,7 @@ Bounds = tuple[ir.Value, ir.Value]
 def element_cost(expr: Expr) -> int:
     """Rough work per loop iteration: 1 per load, cheap op and the store, EXPENSIVE_COST per
     ``exp log tanh sigmoid pow sqrt div`` (each shared subexpression counted once)."""
-    nodes = {id(e): e for e in walk(expr) if isinstance(e, (Load, Apply))}
+    nodes = {id(e): e for e in walk(expr) if isinstance(e, (Load, Apply, Take))}
     return 1 + sum(EXPENSIVE_COST if isinstance(e, Apply) and e.op in EXPENSIVE else 1
                    for e in nodes.values())
 

@@ -8,7 +8,9 @@ point with a fixed C ABI that is cheap to call::
 ``buffers`` holds the parameters' data pointers, then the outputs' (for an
 in-place output, its parameter's pointer); ``dims`` the values of the
 function's symbolic dims in ``Function.symbols`` order.  The result is 0, or
-1 when the workspace could not be allocated.
+1 when the workspace could not be allocated, or ``2 + i`` when run-time check
+``i`` of ``Program.checks`` failed (an index out of range): the entry point
+returns right after the kernel computing that check, before any later kernel.
 
 The prologue computes every temporary's byte offset from the dims and
 allocates one 64-byte-aligned workspace (``aligned_alloc``) for all of them
@@ -30,7 +32,8 @@ from .gemm import emit_matmul, max_tasks, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
-from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
+from .indexing import emit_scatter
+from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce, Scatter
 from .sparse_gemm import enable_skip_zeros
 from .target import CodegenOptions
 
@@ -140,17 +143,30 @@ class _ProgramEmitter:
                 args += [scratch_of[k], threads]
             if counters is None:
                 b.call(kfn, args)
-                continue
-            clock = intrinsic(self.mod, "llvm.readcyclecounter", I64, [])
-            start = b.call(clock, [])
-            b.call(kfn, args)
-            slot = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, i)])
-            b.store(b.add(b.load(slot), b.sub(b.call(clock, []), start)), slot)
+            else:
+                clock = intrinsic(self.mod, "llvm.readcyclecounter", I64, [])
+                start = b.call(clock, [])
+                b.call(kfn, args)
+                slot = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, i)])
+                b.store(b.add(b.load(slot), b.sub(b.call(clock, []), start)), slot)
+            if k.out in prog.checks:
+                self._check(b, k.out, storage, workspace)
 
         if workspace is not None:
             b.call(intrinsic(self.mod, "free", ir.VoidType(), [I8P]), [workspace])
         b.ret(ir.Constant(I32, 0))
         return fn
+
+    def _check(self, b: ir.IRBuilder, flag: Buffer, storage: dict[Buffer, ir.Value],
+               workspace: ir.Value | None) -> None:
+        """Return ``2 + i`` (freeing the workspace) when check ``i``'s count of bad elements,
+        ``flag``, is not 0."""
+        code = 2 + list(self.prog.checks).index(flag)
+        ptr = b.bitcast(storage[flag.storage], I64.as_pointer())
+        with b.if_then(b.icmp_signed("!=", b.load(ptr), ir.Constant(I64, 0)), likely=False):
+            if workspace is not None:
+                b.call(intrinsic(self.mod, "free", ir.VoidType(), [I8P]), [workspace])
+            b.ret(ir.Constant(I32, code))
 
     def _profile_counters(self) -> ir.GlobalVariable:
         """``<symbol>.profile``: one i64 cycle counter per kernel (CodegenOptions.profile)."""
@@ -225,6 +241,8 @@ class _ProgramEmitter:
             emit_elementwise(ctx, k)
         elif isinstance(k, Reduce):
             emit_reduce(ctx, k)
+        elif isinstance(k, Scatter):
+            emit_scatter(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()

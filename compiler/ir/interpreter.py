@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..diagnostics import DlRuntimeError
+from ..diagnostics import DlError, DlRuntimeError
 from .core import Function, Module, Op, Value
 from .types import DType, TensorType
 from ..ops import get_op
@@ -125,7 +125,12 @@ def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int]) -> N
         raise DlRuntimeError(f"the interpreter has no reference semantics for dl.{op.name}", op.loc)
     attrs = {k: _bind_attr(op, k, v, bindings) for k, v in op.attrs.items()}
     operands = [env[v] for v in op.operands]
-    out = opdef.reference(*operands, **attrs)
+    try:
+        out = opdef.reference(*operands, **attrs)
+    except DlError as e:            # a run-time error of the op (an index out of range): at the op
+        if e.loc is None:
+            e.loc = op.loc
+        raise
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     if len(outs) != len(op.results):
         raise DlRuntimeError(f"dl.{op.name} gave {len(outs)} result(s), expected {len(op.results)}",
