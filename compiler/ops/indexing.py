@@ -794,7 +794,9 @@ def pad_indices(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
 
 @pad.def_reference
 def _(x, *, pad_width, mode: str, value):
-    pairs = pad_pairs(pad_width, x.ndim)
+    pairs = np.array(pad_pairs(pad_width, x.ndim), dtype=np.int64).reshape(x.ndim, 2)
+    if x.ndim == 0:                     # nothing to pad (numpy fails on an empty width list)
+        return x.copy()
     if mode == "constant":
         fill = np.asarray(value).astype(x.dtype)
         return np.pad(x, pairs, mode="constant", constant_values=fill)
