@@ -679,3 +679,20 @@ def test_ir_text_round_trips():
     text = print_module(Module(funcs))
     assert "unit" in text and "dense<" in text
     assert print_module(parse_module(text)) == text
+
+
+def test_constant_folding_leaves_an_out_of_range_gather_to_run_time():
+    """A gather of constants folds at compile time -- unless an index is out of range: then the
+    call raises, as the interpreter does, instead of the compiler."""
+    def module(last: int) -> Module:
+        f, b = new_function("f", [("x", T(F32, 2))])
+        table = b.constant(np.array([1.0, 2.0, 3.0], np.float32), F32)
+        f.outputs = [b.add(f.params[0], b.gather(table, b.constant(np.array([0, last]), I64)))]
+        return Module([f])
+
+    native = runtime.compile(module(3), cache=False)
+    with pytest.raises(DlIndexError, match=r"gather: an index is out of range \[-3, 3\) for axis 0"):
+        native.f(np.zeros(2, np.float32))
+    good = runtime.compile(module(-1), cache=False)
+    assert not any(op.name == "gather" for op in good.module.get("f").ops)      # folded
+    np.testing.assert_array_equal(good.f(np.ones(2, np.float32)), [2.0, 4.0])

@@ -29,6 +29,7 @@ them runs (no read or write outside the operand, ever) and the call raises
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from .base import (
     COMPOSITE,
     LAYOUT,
     OTHER,
+    OpDef,
     ShapeError,
     attr,
     broadcast_shapes,
@@ -585,17 +587,23 @@ gather = define(
     """)
 
 
-@gather.def_reference
-def _(x, indices, *, axis: int):
-    check_indices("gather", indices, x.shape[axis], axis % x.ndim)
-    return np.take(x, indices, axis=axis)
+def _reading_rules(op: OpDef, numpy_fn: Callable, scatter: str) -> None:
+    """The reference and VJP of a reading op (``gather``, ``take_along_axis``): numpy's
+    function after the index check; the adjoint adds each cotangent element at its index,
+    into zeros, with the matching ``scatter``."""
+
+    @op.def_reference
+    def _(x, indices, *, axis: int):
+        check_indices(op.name, indices, x.shape[axis], axis % x.ndim)
+        return numpy_fn(x, indices, axis=axis)
+
+    @op.def_vjp
+    def _(b, read, ct):
+        x, indices = read.operands
+        return [b.emit(scatter, zeros(b, x.type), indices, ct, axis=read.attrs["axis"]), None]
 
 
-@gather.def_vjp
-def _(b, op, ct):
-    # the adjoint of a gather adds each cotangent slice at its index
-    x, indices = op.operands
-    return [b.scatter_add(zeros(b, x.type), indices, ct, axis=op.attrs["axis"]), None]
+_reading_rules(gather, np.take, "scatter_add")
 
 
 def along_axis_shape(x: TensorType, indices: TensorType, axis: int) -> tuple[Dim, ...]:
@@ -646,17 +654,7 @@ def along_axis_index(base_shape: tuple[int, ...], indices: np.ndarray, axis: int
     return tuple(index)
 
 
-@take_along_axis.def_reference
-def _(x, indices, *, axis: int):
-    check_indices("take_along_axis", indices, x.shape[axis], axis % x.ndim)
-    return np.take_along_axis(x, indices, axis=axis)
-
-
-@take_along_axis.def_vjp
-def _(b, op, ct):
-    # the adjoint adds each cotangent element at its index
-    x, indices = op.operands
-    return [b.scatter_add_along_axis(zeros(b, x.type), indices, ct, axis=op.attrs["axis"]), None]
+_reading_rules(take_along_axis, np.take_along_axis, "scatter_add_along_axis")
 
 
 # ---------------------------------------------------------------------------
@@ -699,11 +697,15 @@ def _(base, indices, updates, *, axis: int):
     return out
 
 
-@scatter_add.def_vjp
-def _(b, op, ct):
-    # d base = ct; d updates = ct read back at the indices
-    _, indices, _ = op.operands
-    return [ct, None, b.gather(ct, indices, axis=op.attrs["axis"])]
+def _scatter_vjp(read: str) -> Callable:
+    """A scatter's VJP: d base = ct; d updates = ct read back at the indices with ``read``."""
+    def vjp(b, op, ct):
+        _, indices, _ = op.operands
+        return [ct, None, b.emit(read, ct, indices, axis=op.attrs["axis"])]
+    return vjp
+
+
+scatter_add.def_vjp(_scatter_vjp("gather"))
 
 
 def _scatter_along_rule(base: TensorType, indices: TensorType, updates: TensorType, *, axis: int) -> TensorType:
@@ -731,11 +733,7 @@ def _(base, indices, updates, *, axis: int):
     return out
 
 
-@scatter_add_along_axis.def_vjp
-def _(b, op, ct):
-    # d base = ct; d updates = ct read back at the positions
-    _, indices, _ = op.operands
-    return [ct, None, b.take_along_axis(ct, indices, axis=op.attrs["axis"])]
+scatter_add_along_axis.def_vjp(_scatter_vjp("take_along_axis"))
 
 
 # ---------------------------------------------------------------------------
