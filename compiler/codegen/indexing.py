@@ -310,8 +310,9 @@ def index_check(L: Lowering, op: Op, indices: Value, n: Dim, axis: int) -> Expr:
     shape = indices.type.shape
     L.add_kernel(Reduce(flag, "sum", shape, tuple(range(len(shape))),
                         select(bad, const(1), const(0), I64)))
-    where = f" (at {op.loc})" if op.loc.line > 0 else ""
-    L.checks[flag] = index_error_message(op.name, n, axis) + where
+    # no source line: compiled code is cached by its IR without locations, so a line baked in
+    # here could name another file's; the interpreter names the index and the line
+    L.checks[flag] = index_error_message(op.name, n, axis)
     return Load(flag, ())
 
 

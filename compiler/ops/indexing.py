@@ -154,7 +154,8 @@ def check_indices(op: str, indices: np.ndarray, n: int, axis: int) -> None:
 
 def index_error_message(op: str, n: Dim, axis: int) -> str:
     """What native code reports for an index outside ``[-n, n)`` (it does not know which)."""
-    return f"{op}: an index is out of range [-{dim_str(n)}, {dim_str(n)}) for axis {axis}"
+    return (f"{op}: an index is out of range [-{dim_str(n)}, {dim_str(n)}) for axis {axis} "
+            "(the interpreter, dlc run --interp, names the index and the line)")
 
 
 # ---------------------------------------------------------------------------
