@@ -283,7 +283,6 @@ class ExprEmitter:
 
         return go(expr)
 
-
     # -- takes: reads at computed coordinates --------------------------------------------
 
     def take(self, t: Take, index: list[ir.Value], width: int, mask: ir.Value | None,

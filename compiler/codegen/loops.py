@@ -21,6 +21,8 @@ A :class:`Program` is one dl function after bufferization:
     not copied), with an optional *epilogue* expression applied to each
     result element (``Acc``) before it is stored (bias, activation, an
     optimizer update...).
+  - :class:`Scatter` -- ``out = base``, then ``out[index(i)] += value(i)`` over
+    the updates, in order (``scatter_add`` and its along-axis form).
 
 Expressions (:data:`Expr`): :class:`Load` (a buffer read through an index
 map: for each buffer dim, the loop axis indexing it, or ``None`` for a
