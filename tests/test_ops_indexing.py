@@ -113,12 +113,16 @@ def _assigned(x: np.ndarray, index: tuple, update: np.ndarray) -> np.ndarray:
     return out
 
 
+def shape_and_axis(rng: random.Random) -> tuple[int, tuple[int, ...], int]:
+    """A rank of 1 to 3, a random shape of it and an axis (maybe negative)."""
+    rank = rng.choice([1, 2, 3])
+    return rank, random_shape(rng, rank), rng.randrange(-rank, rank)
+
+
 def _concat_cases(rng: random.Random) -> list[Case]:
     cases = []
     for k in range(6):
-        rank = rng.choice([1, 2, 3])
-        base = random_shape(rng, rank)
-        axis = rng.randrange(-rank, rank)
+        rank, base, axis = shape_and_axis(rng)
         shapes = [tuple(rng.choice([0, 1, 3, 18]) if d == axis % rank else s for d, s in enumerate(base))
                   for _ in range(rng.choice([1, 2, 3]))]
         dtype = rng.choice(DTYPES)
@@ -204,9 +208,7 @@ def _pad_cases(rng: random.Random) -> list[Case]:
 def _gather_cases(rng: random.Random) -> list[Case]:
     cases = []
     for k in range(6):
-        rank = rng.choice([1, 2, 3])
-        shape = random_shape(rng, rank)
-        axis = rng.randrange(-rank, rank)
+        rank, shape, axis = shape_and_axis(rng)
         n = shape[axis]
         dtype = rng.choice(DTYPES)
         itype = rng.choice([I32, I64])
