@@ -179,3 +179,8 @@ class ArgumentTypeError(DlRuntimeError, TypeError):
 
 class ArgumentValueError(DlRuntimeError, ValueError):
     """A Python API argument of the right type but a wrong value (range, rank, shape, layout)."""
+
+
+class DlIndexError(DlRuntimeError, IndexError):
+    """An index outside its dimension (``gather``, ``take_along_axis``, the scatters) when a
+    function runs: raised by the reference interpreter and by calls into native code."""

@@ -129,6 +129,11 @@ def convert_attr(value: Any, kind: str, where: str, span: Location, symbols: set
         if not all(is_int(v) for v in items):
             raise bad("an integer or a list of integers")
         return tuple(items)
+    if kind == "bounds":
+        items = value if isinstance(value, list) else [value]
+        if not all(is_int(v) or (isinstance(v, Word) and v.name == "none") for v in items):
+            raise bad("an integer or a list of integers and 'none's")
+        return tuple(None if isinstance(v, Word) else v for v in items)
     if kind == "dims":
         if not isinstance(value, list):
             raise bad("a list of dims, e.g. [N, 784]")

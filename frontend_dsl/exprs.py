@@ -260,12 +260,20 @@ class Body:
         attr_names = list(op.attrs)
         tensors: dict[str, ast.Expr] = {}
         attrs: dict[str, ast.Expr] = {}
+        extra: list[ast.Expr] = []
+        positional = list(c.args)
         if op.variadic:
-            extra: list[ast.Expr] = list(c.args[len(operand_names) - 1:])
-            positional = list(c.args[:len(operand_names) - 1])
-        else:
-            extra, positional = [], list(c.args)
+            k = len(operand_names) - 1
+            positional = list(c.args[:k])
+            if len(c.args) > k and isinstance(c.args[k], ast.ListExpr):
+                # concat([a, b], 1): the variadic tensors as a list, then attributes by position
+                extra = list(c.args[k].items)
+                positional += [None] * (len(operand_names) - k) + list(c.args[k + 1:])
+            else:
+                extra = list(c.args[k:])
         for i, arg in enumerate(positional):
+            if arg is None:
+                continue
             if i < len(operand_names):
                 tensors[operand_names[i]] = arg
             elif i - len(operand_names) < len(attr_names):

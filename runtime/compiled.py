@@ -62,7 +62,7 @@ from compiler.codegen.driver import (
     signature_digest,
 )
 from compiler.codegen.target import CodegenOptions, Target, host_target
-from compiler.diagnostics import DlRuntimeError, SizeLimitError
+from compiler.diagnostics import DlIndexError, DlRuntimeError, SizeLimitError
 from compiler.ir.core import Module
 from compiler.ir.sizes import (
     MAX_BYTES,
@@ -91,6 +91,16 @@ class UnknownFunctionError(DlRuntimeError, KeyError):
 
 class NoFunctionAttributeError(DlRuntimeError, AttributeError):
     """``mod.name`` of a function the module does not have."""
+
+
+def native_error(info: FunctionInfo, status: int) -> DlRuntimeError:
+    """The error an entry point's non-zero status means: 1, no memory for the workspace;
+    ``2 + i``, run-time check ``i`` failed (an index out of range; nothing was written to
+    the in-place arguments when the check could run first)."""
+    check = status - 2
+    if 0 <= check < len(info.checks):
+        return DlIndexError(f"@{info.name}: {info.checks[check]}")
+    return DlRuntimeError(f"@{info.name}: native code could not allocate its workspace (status {status})")
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -256,7 +266,8 @@ class CompiledFunction:
     ``int32_t f(void **buffers, const int64_t *dims)`` -- buffers: parameters
     then outputs (an in-place output's slot holds its parameter's pointer),
     dims: the symbolic dims in ``info.symbols`` order; it returns 0, or 1
-    when its workspace could not be allocated.
+    when its workspace could not be allocated, or ``2 + i`` when run-time
+    check ``i`` (``info.checks[i]``: an index out of range) failed.
     """
 
     def __init__(self, info: FunctionInfo, library: NativeLibrary):
@@ -324,7 +335,7 @@ class CompiledFunction:
             out_pointers[o] = pointers[p]
         status = self._entry(self._slots(*pointers, *out_pointers), plan.dims)
         if status != 0:
-            raise plan.workspace_error(status)
+            raise plan.workspace_error(status) if status == 1 else native_error(self.info, status)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _plan(self, bindings: dict[str, int]) -> _CallPlan:
@@ -499,7 +510,9 @@ class BoundCall:
             self._new_outputs(self._bindings or {})
         status = fn._entry(self._slots, self._dims)
         if status != 0:
-            raise fn._plan(self._bindings or {}).workspace_error(status)
+            if status == 1:
+                raise fn._plan(self._bindings or {}).workspace_error(status)
+            raise native_error(fn.info, status)
         return self._result
 
     def _update(self, args: tuple, changed: list[int]) -> None:
@@ -965,8 +978,9 @@ def c_header(infos: list[FunctionInfo]) -> str:
         lines.append(f" * dims: [{', '.join(info.symbols)}]"
                      + (f"; in place (output, param): {list(info.inplace)}" if info.inplace else "")
                      + (f"; must not be 0 (a max, min or argmax over it): {', '.join(nonzero)}"
-                        if nonzero else "")
-                     + " */")
+                        if nonzero else ""))
+        lines += [f" * returns {2 + i}: {message}" for i, message in enumerate(info.checks)]
+        lines[-1] += " */"
         lines.append(f"int32_t {info.symbol}(void **buffers, const int64_t *dims);")
         lines.append("")
     return "\n".join(lines)

@@ -175,6 +175,37 @@ case("cce", ("categorical_crossentropy",), [T(F64, "N", 4), T(F64, "N", 4)],
      lambda b, p: [b.categorical_crossentropy(p[0], p[1], from_logits=True),
                    b.categorical_crossentropy(b.softmax(p[0]), p[1])], ("any", "unit"))
 
+# -- indexing and plumbing (more in tests/test_ops_indexing.py) ---------------------------------------
+
+case("slice", ("slice", "flip"), [T(F32, "N", 37), T(I32, 8, "N")],
+     lambda b, p: [b.slice(p[0], start=(None, 3), stop=(None, -2), step=(None, 1)),
+                   b.exp(b.slice(p[0], start=(None, 30), stop=(None, 1), step=(None, -3))),
+                   b.flip(p[1]), b.slice(p[1], start=(6, None), step=(-2, -1))])
+case("slice_update", ("slice_update", "pad"), [T(F32, "N", 20), T(F32, "N", 7), T(BOOL, 3, "N")],
+     lambda b, p: [b.slice_update(p[0], p[1], start=(None, 1), stop=(None, 20), step=(None, 3)),
+                   b.pad(p[1], pad_width=np.array([[0, 0], [3, 17]]), value=-1.5),
+                   b.pad(p[2], pad_width=np.array([[2, 1], [0, 0]]), value=True)])
+case("concat", ("concat", "stack", "split"), [T(F32, "N", 5), T(F32, "N", 19), T(I64, 2, "N")],
+     lambda b, p: [b.concat(p[0], p[1], p[0], axis=1), b.stack(p[2], p[2], axis=1),
+                   *b.split(p[1], indices=(4, 15), axis=1)])
+case("views", ("squeeze", "expand_dims", "where"), [T(F32, "N", 1, 5), T(F32, 5)],
+     lambda b, p: [b.squeeze(p[0], axis=(1,)), b.expand_dims(p[1], axis=(0, 2)),
+                   b.where(b.gt(p[0], b.constant(0.0, F32)), p[0], p[1])])
+case("tile_repeat", ("tile", "repeat"), [T(F32, "N", 3), T(F64, 4)],
+     lambda b, p: [b.tile(p[0], reps=(2, 1, 3)), b.repeat(p[0], repeats=(2,), axis=1),
+                   b.repeat(p[1], repeats=(1, 0, 3, 2))])
+case("pad_modes", ("pad",), [T(F32, "N", 6)],
+     lambda b, p: [b.pad(p[0], pad_width=np.array([[0, 0], [4, 7]]), mode=m)
+                   for m in ("edge", "reflect", "symmetric", "wrap")])
+case("gather", ("gather", "take_along_axis"), [T(F32, "N", 10), T(I32, 6), T(I64, "N", 3)],
+     lambda b, p: [b.gather(p[0], p[1], axis=1), b.take_along_axis(p[0], p[2], axis=1),
+                   b.gather(b.exp(p[0]), b.reshape(p[1], shape=(2, 3)), axis=-1)], ("any", "small", "small"))
+case("scatter", ("scatter_add", "scatter_add_along_axis"), [T(F32, "N", 10), T(I32, 6), T(I64, "N", 3),
+                                                             T(F32, "N", 6), T(F32, "N", 3)],
+     lambda b, p: [b.scatter_add(p[0], p[1], p[3], axis=1),
+                   b.scatter_add_along_axis(p[0], p[2], b.exp(p[4]), axis=1)],
+     ("any", "small", "small", "any", "any"))
+
 # -- fused chains (one consumer each: one loop nest) ----------------------------------------------------
 
 case("chain_bias_act", (), [T(F32, "N", 50), T(F32, 50)],

@@ -292,6 +292,10 @@ def random_attr(rng: random.Random, spec, operands: list[Value]):
         axes = list(range(rank))
         rng.shuffle(axes)
         return tuple(axes if rng.random() < 0.5 else axes[:rng.randint(0, rank)])
+    if kind == "bounds":
+        if rng.random() < 0.3:
+            return None
+        return tuple(rng.choice([None, -2, -1, 0, 1, 3]) for _ in range(rng.randint(0, rank)))
     if kind == "dims":
         options = [tuple(shape), tuple(reversed(shape)), (1, *shape), tuple(rng.choice([2, 3, "N"])
                                                                             for _ in range(rank))]

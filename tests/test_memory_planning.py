@@ -14,7 +14,7 @@ import runtime
 from compiler.analysis.stats import with_train_step
 from compiler.codegen.bufferize import fusion_groups, liveness, lower_function, plan_memory
 from compiler.codegen.driver import memory_report
-from compiler.codegen.loops import TEMP, Elementwise, Program, identity_index, loads, nbytes
+from compiler.codegen.loops import TEMP, Elementwise, Program, identity_index, loads, nbytes, takes
 from compiler.codegen.target import CodegenOptions
 from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module
@@ -58,6 +58,7 @@ def check_plan(prog: Program, live: dict) -> None:
         assert out.dtype == operand.dtype and out.shape == operand.shape
         assert all(ld.index == identity_index(len(k.shape)) for ld in loads(k.expr)
                    if ld.buffer.root is operand.root)
+        assert not any(t.buffer.root is operand.root for t in takes(k.expr))
     by_root: dict = {}
     for t in plan.before:
         by_root.setdefault(t.root, []).append(t)

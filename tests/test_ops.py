@@ -104,6 +104,26 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
     for name in ("mod", "floor_div"):
         s[name] = ([n4, T(F32, 4)], [x34 * 3, rand(4, low=0.5, high=2)], {})
     s["clip"] = ([n4, T(F32), T(F32, 4)], [x34, np.float32(-0.5), rand(4, low=0, high=1)], {})
+    idx = np.array([[2, -1], [0, 3]], dtype=np.int32)
+    s.update({
+        "slice": ([n4], [x34], {"start": (None, 1), "stop": (None, None), "step": (None, 2)}),
+        "slice_update": ([n4, T(F32, "N", 2)], [x34, rand(3, 2)], {"start": (None, 3), "step": (None, -2)}),
+        "concat": ([n4, T(F32, "N", 2)], [x34, rand(3, 2)], {"axis": 1}),
+        "stack": ([n4, n4], [x34, rand(3, 4)], {"axis": 1}),
+        "split": ([n4], [x34], {"sections": 2, "axis": 1}),
+        "flip": ([n4], [x34], {"axis": (0, 1)}),
+        "squeeze": ([T(F32, "N", 1, 4)], [x34.reshape(3, 1, 4)], {"axis": (1,)}),
+        "expand_dims": ([n4], [x34], {"axis": (0, 3)}),
+        "where": ([T(BOOL, "N", 1), n4, T(F32)], [rand(3, 1) > 0, x34, np.float32(7)], {}),
+        "pad": ([n4], [x34], {"pad_width": np.array([[0, 0], [2, 1]]), "mode": "reflect"}),
+        "tile": ([n4], [x34], {"reps": (2,)}),
+        "repeat": ([n4], [x34], {"repeats": (1, 0, 2, 3), "axis": 1}),
+        "gather": ([n4, T(I32, 2, 2)], [x34, idx], {"axis": 1}),
+        "take_along_axis": ([n4, T(I64, "N", 2)], [x34, idx[[0, 1, 0]].astype(np.int64)], {"axis": 1}),
+        "scatter_add": ([n4, T(I32, 2, 2), T(F32, "N", 2, 2)], [x34, idx, rand(3, 2, 2)], {"axis": 1}),
+        "scatter_add_along_axis": ([n4, T(I64, "N", 2), T(F32, "N", 2)],
+                                   [x34, idx[[0, 1, 0]].astype(np.int64), rand(3, 2)], {"axis": 1}),
+    })
     return s
 
 
@@ -148,8 +168,8 @@ def test_reference_returns_exactly_the_inferred_type(name: str):
     b.emit(name, *func.params, **attrs)
     results = func.ops[-1].results
     outs = OPS[name].reference(*arrays, **_bound_attrs(name, func.ops[-1].attrs))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    assert len(outs) == len(results) == OPS[name].num_results
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)   # several results: a tuple or list
+    assert len(outs) == len(results)          # split: as many as its sections
     for out, result in zip(outs, results):
         assert isinstance(out, np.ndarray)
         assert out.dtype == result.type.dtype.np
@@ -161,14 +181,15 @@ def test_reference_returns_exactly_the_inferred_type(name: str):
 def test_decomposition_equals_reference(name: str):
     types, arrays, attrs = SAMPLES[name]
     func, b = new_function("f", [(f"x{i}", t) for i, t in enumerate(types)])
-    whole = b.emit(name, *func.params, **attrs)
+    b.emit(name, *func.params, **attrs)
     op = func.ops[-1]
     parts = OPS[name].decompose(b, op)
-    assert [v.type for v in parts] == [whole.type]
+    assert [v.type for v in parts] == [r.type for r in op.results]
     assert {o.name for o in func.ops[1:]}.isdisjoint({name}), "decomposition must not use the op"
-    func.outputs = [whole, *parts]
-    want, got = interpret(func, arrays)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+    func.outputs = [*op.results, *parts]
+    results = interpret(func, arrays)
+    for want, got in zip(results[:len(parts)], results[len(parts):]):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("from_logits", [False, True])

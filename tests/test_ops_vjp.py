@@ -135,6 +135,7 @@ def _cases() -> list[Case]:
     for name in ("softmax", "log_softmax"):
         cases.append(Case(name, [Arg((3, 4))], {"axis": -1}))
         cases.append(Case(name, [Arg(("N", 4))], {"axis": 0}))
+    cases += _indexing_cases()
     for shape in [(3, 2), ("N", 2)]:
         cases.append(Case("mse", [Arg(shape), Arg(shape)]))
         cases.append(Case("mae", [Arg(shape), Arg(shape)]))
@@ -151,6 +152,41 @@ def _cases() -> list[Case]:
                               [Arg((*batch, 3), domain), Arg((*batch, 3), "unit")],
                               {"from_logits": logits}))
     return cases
+
+
+def _indexing_cases() -> list[Case]:
+    """The plumbing ops of compiler/ops/indexing.py (second-order checks: tests/test_ops_indexing.py)."""
+    label = DType.i64
+    return [
+        Case("slice", [Arg((5, "N"))], {"start": (1, None), "stop": (None, None), "step": (2, -1)}),
+        Case("slice", [Arg((4, 3))], {"start": (-1,), "stop": (0,), "step": (-2,)}),
+        Case("slice_update", [Arg((5, 3)), Arg((2, 3))], {"start": (4,), "stop": (None,), "step": (-3,)}),
+        Case("slice_update", [Arg(("N", 4)), Arg(("N", 2))], {"start": (None, 1), "stop": (None, 3)}),
+        Case("concat", [Arg(("N", 2)), Arg(("N", 1)), Arg(("N", 3))], {"axis": 1}),
+        Case("concat", [Arg((2, 3)), Arg((1, 3))], {"axis": 0}),
+        Case("stack", [Arg(("N", 2)), Arg(("N", 2))], {"axis": -1}),
+        Case("split", [Arg((6, "N"))], {"sections": 3, "axis": 0}),
+        Case("split", [Arg((2, 5))], {"indices": (1, 4, 3), "axis": 1}),
+        Case("flip", [Arg((3, "N"))], {}),
+        Case("squeeze", [Arg((1, "N", 1))], {"axis": (0, 2)}),
+        Case("expand_dims", [Arg(("N", 2))], {"axis": (0, -1)}),
+        Case("where", [Arg(("N", 1), "bool", DType.bool), Arg(("N", 2)), Arg(())]),
+        Case("pad", [Arg((3, "N"))], {"pad_width": np.array([[1, 2], [0, 0]]), "value": 1.5}),
+        Case("pad", [Arg((3, 2))], {"pad_width": np.array([2, 3]), "mode": "reflect"}),
+        Case("pad", [Arg((3, 2))], {"pad_width": np.array([[4, 1], [1, 2]]), "mode": "symmetric"}),
+        Case("pad", [Arg((2, 3))], {"pad_width": np.array(2), "mode": "edge"}),
+        Case("pad", [Arg((2, 3))], {"pad_width": np.array([[0, 3], [5, 0]]), "mode": "wrap"}),
+        Case("tile", [Arg(("N", 2))], {"reps": (2, 1, 3)}),
+        Case("repeat", [Arg(("N", 2))], {"repeats": (3,), "axis": 1}),
+        Case("repeat", [Arg((3,))], {"repeats": (2, 0, 1)}),
+        Case("repeat", [Arg((2, 2))], {"repeats": (2,)}),
+        Case("gather", [Arg((4, "N")), Arg((2, 3), "label4", label)], {"axis": 0}),
+        Case("gather", [Arg(("N", 3)), Arg((), "label3", label)], {"axis": 1}),
+        Case("take_along_axis", [Arg(("N", 4)), Arg((1, 3), "label4", label)], {"axis": 1}),
+        Case("scatter_add", [Arg((4, 2)), Arg((5,), "label4", label), Arg((5, 2))], {"axis": 0}),
+        Case("scatter_add_along_axis", [Arg((3, 1)), Arg((3, 4), "label3", label), Arg((3, 4))],
+             {"axis": 0}),
+    ]
 
 
 CASES = _cases()
@@ -188,7 +224,7 @@ def numeric_grad(case: Case, arrays: list[np.ndarray], cts: list[np.ndarray], wh
         args = list(arrays)
         args[which] = x
         outs = opdef.reference(*args, **attrs)
-        outs = outs if isinstance(outs, tuple) else (outs,)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
         return float(sum(np.sum(ct * out) for ct, out in zip(cts, outs) if out.dtype.kind == "f"))
 
     x = arrays[which]

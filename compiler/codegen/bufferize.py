@@ -35,9 +35,11 @@ from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
+from .indexing import INDEXING_FAMILIES
 from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
                     Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Program, Reduce,
-                    Scan, TopK, fuse_row_softmax, identity_index, loads, remap, replace_loads)
+                    Scan, Scatter, TopK, buffers_read, fuse_row_softmax, has_take, identity_index, loads,
+                    remap, replace_buffer, replace_loads, takes)
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
@@ -155,6 +157,7 @@ class Lowering:
             Buffer(f"%out{i}", v.type.dtype, v.type.shape, OUTPUT, i) for i, v in enumerate(func.outputs)]
         self._claimed: set[int] = set()
         self._counter = Counter[str]()
+        self.checks: dict[Buffer, str] = {}         # run-time checks (Program.checks)
         self._op: Op | None = None                   # the op being lowered
         self.contrib: dict[Value, set[Op]] = {}      # the ops a virtual value's expression holds
         self.kernel_ops: dict[Kernel, set[Op]] = {}
@@ -245,6 +248,7 @@ class Lowering:
         prog = Program(self.func.name, self.func.symbols, self.params, self.outputs,
                        self.extra, self.kernels)
         prog.kernel_ops = {k: list(ops) for k, ops in self.kernel_ops.items()}
+        prog.checks = dict(self.checks)
         if self.fuse:
             fuse_row_softmax(prog)
             fuse_epilogues(prog)
@@ -426,6 +430,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "matmul": _lower_matmul,
     "scan": _lower_scan,
     "top_k": _lower_top_k,
+    **INDEXING_FAMILIES,        # slice, slice_update, concat, gather, ..., scatter_add
 }
 
 
@@ -484,6 +489,7 @@ def fuse_epilogues(prog: Program) -> None:
                     and ld.index == identity_index(ld.buffer.rank)
                     and tuple(ew.shape) == tuple(ld.buffer.shape)
                     and ew.out.dtype is not DType.bool
+                    and not has_take(ew.expr)           # epilogues emit loads only
                     and _contiguous_along_last_axis(ew.expr, len(ew.shape))):
                 continue
             mm.epilogue = replace_loads(ew.expr, lambda x, t=ld.buffer: Acc(x.dtype) if x.buffer is t else x)
@@ -501,10 +507,16 @@ def fuse_epilogues(prog: Program) -> None:
 
 
 def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
-    """Whether ``k`` reads ``param`` only at the element it writes."""
+    """Whether ``k`` reads ``param`` only at the element it writes (a take's read at computed
+    coordinates never counts as that element)."""
     if isinstance(k, (Reduce, Scan, TopK)):      # an output element depends on many inputs
         return param not in [b.storage for b in k.reads()]
-    if isinstance(k, Matmul):
+    if isinstance(k, Scatter):
+        # out = base element by element, then the additions: they run over param's memory
+        if any(b.storage is param for e in (*k.index, k.value) for b in buffers_read(e)):
+            return False
+        expr, shape = k.base, k.out.shape
+    elif isinstance(k, Matmul):
         if param in (k.a.storage, k.b.storage):
             return False
         expr = k.epilogue
@@ -513,6 +525,8 @@ def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
         expr, shape = k.expr, k.shape
     if expr is None:
         return True
+    if any(t.buffer.storage is param for t in takes(expr)):
+        return False
     for ld in loads(expr):
         if ld.buffer.storage is not param:
             continue
@@ -558,6 +572,7 @@ def apply_inplace(prog: Program, func: Function) -> None:
     seen_param: set[str] = set()
     edges: list[tuple[Kernel, Kernel]] = []
     copies: list[Kernel] = []
+    writers: list[Kernel] = []
     for out_index, param_name in pairs:
         if param_name not in names or not 0 <= out_index < len(prog.outputs):
             raise LoweringError(f"@{func.name}: inplace pair ({out_index}, '{param_name}') "
@@ -578,35 +593,51 @@ def apply_inplace(prog: Program, func: Function) -> None:
         trial = edges + [(r, writer) for r in others]
         if _reads_identity_only(writer, param) and _schedule(prog.kernels, trial) is not None:
             edges = trial
+            writers.append(writer)
             continue
         # Not safe in place: compute into a temporary, copy into the parameter at the end.
         tmp = Buffer(f"%t{len(prog.temps)}_{out.name[1:]}", out.dtype, out.shape, TEMP)
         prog.buffers.append(tmp)
         _retarget(prog, out, tmp)
         copies.append(Elementwise(out, out.shape, Load(tmp, identity_index(out.rank))))
+    edges = _checks_first(prog, edges, writers)
     order = _schedule(prog.kernels, edges)
     assert order is not None
     prog.kernels = order + copies
 
 
-def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
-    """Make the kernel writing ``old`` write ``new``, and its readers read ``new``."""
-    def swap(ld: Load) -> Load:
-        return Load(new, ld.index) if ld.buffer is old else ld
+def _checks_first(prog: Program, edges: list[tuple[Kernel, Kernel]],
+                  writers: list[Kernel]) -> list[tuple[Kernel, Kernel]]:
+    """``edges`` and, where the data allow it, an edge from each run-time check's kernel to
+    each kernel writing a parameter in place: a failed check (an index out of range) then
+    returns before any parameter changed."""
+    for check in [k for k in prog.kernels if k.out in prog.checks]:
+        for w in writers:
+            trial = edges + [(check, w)]
+            if _schedule(prog.kernels, trial) is not None:
+                edges = trial
+    return edges
 
+
+def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
+    """Make the kernel writing ``old`` write ``new``, and its readers read ``new``
+    (through loads and takes)."""
     for b in prog.buffers:
         if b.base is old:
             b.base = new
     for k in prog.kernels:
         if k.out is old:
             k.out = new
-        if not isinstance(k, Matmul):
-            k.expr = replace_loads(k.expr, swap)
+        if isinstance(k, (Elementwise, Reduce, Scan, TopK)):
+            k.expr = replace_buffer(k.expr, old, new)
+        elif isinstance(k, Scatter):
+            k.base, k.value = replace_buffer(k.base, old, new), replace_buffer(k.value, old, new)
+            k.index = tuple(replace_buffer(e, old, new) for e in k.index)
         else:
             k.a = new if k.a is old else k.a
             k.b = new if k.b is old else k.b
             if k.epilogue is not None:
-                k.epilogue = replace_loads(k.epilogue, swap)
+                k.epilogue = replace_buffer(k.epilogue, old, new)
 
 
 def _drop_unused(prog: Program) -> None:
@@ -701,6 +732,8 @@ def _writes_over(k: Kernel, operand: Buffer) -> bool:
     if tuple(k.shape) != tuple(k.out.shape):
         return False
     identity = identity_index(len(k.shape))
+    if any(t.buffer.root is operand for t in takes(k.expr)):
+        return False
     return all(ld.buffer is operand and ld.index == identity
                for ld in loads(k.expr) if ld.buffer.root is operand)
 

@@ -66,6 +66,7 @@ class FunctionInfo:
     # preconditions on dim values the runtime checks before calling: reductions without an
     # identity (max, min, argmax) over symbolic dims, which must not be empty
     nonempty: tuple[NonEmptyAxes, ...] = ()
+    checks: tuple[str, ...] = ()              # status 2 + i means run-time check i failed
 
     @staticmethod
     def of(func: Function, program: Program | None = None, lanes: int = 1) -> FunctionInfo:
@@ -79,13 +80,14 @@ class FunctionInfo:
         inplace = tuple((int(o), index[p]) for o, p in func.attrs.get("inplace", ()) or ())
         kernels = tuple(kernel_str(k).splitlines()[0] for k in program.kernels) if program else ()
         temps, packing = workspace_regions(program, lanes) if program else ([], [])
-        checks = (NonEmptyAxes.of(op) for op in func.ops)
+        nonempty = (NonEmptyAxes.of(op) for op in func.ops)
+        checks = tuple(program.checks.values()) if program else ()
         return FunctionInfo(func.name, entry_symbol(func.name),
                             tuple(zip(names, (p.type for p in func.params))),
                             tuple(zip(out_names, (v.type for v in func.outputs))),
                             tuple(func.symbols), inplace, kernels,
                             tuple(size_checks(program)) if program else (), tuple(temps), tuple(packing),
-                            tuple(dict.fromkeys(c for c in checks if c is not None)))
+                            tuple(dict.fromkeys(c for c in nonempty if c is not None)), checks)
 
     def check_dims(self, bindings: dict[str, int]) -> None:
         """Raise the :class:`DlRuntimeError` the interpreter would for these dim values
@@ -102,7 +104,7 @@ class FunctionInfo:
                 "sizes": [[what, size, list(shape)] for what, size, shape in self.sizes],
                 "temps": [[size, list(shape)] for size, shape in self.temps],
                 "packing": [[size, list(shape)] for size, shape in self.packing],
-                "nonempty": [c.to_json() for c in self.nonempty]}
+                "nonempty": [c.to_json() for c in self.nonempty], "checks": list(self.checks)}
 
     @staticmethod
     def from_json(d: Any) -> FunctionInfo:
@@ -124,8 +126,9 @@ class FunctionInfo:
         packing = tuple(_size_entry(e, f"{where}: field 'packing'")
                         for e in _list(d, "packing", where) if _is_list(e, 2, f"{where}: field 'packing'"))
         nonempty = tuple(_nonempty(c, f"{where}: field 'nonempty'") for c in _list(d, "nonempty", where, ()))
+        checks = tuple(_item(c, str, f"{where}: field 'checks'") for c in _list(d, "checks", where, ()))
         return FunctionInfo(name, _field(d, "symbol", str, where), params, outputs, symbols, inplace, kernels,
-                            sizes, temps, packing, nonempty)
+                            sizes, temps, packing, nonempty, checks)
 
 
 # The digest of a module's signatures is compiled into its object code as this constant,

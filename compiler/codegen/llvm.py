@@ -8,7 +8,9 @@ point with a fixed C ABI that is cheap to call::
 ``buffers`` holds the parameters' data pointers, then the outputs' (for an
 in-place output, its parameter's pointer); ``dims`` the values of the
 function's symbolic dims in ``Function.symbols`` order.  The result is 0, or
-1 when the workspace could not be allocated.
+1 when the workspace could not be allocated, or ``2 + i`` when run-time check
+``i`` of ``Program.checks`` failed (an index out of range): the entry point
+returns right after the kernel computing that check, before any later kernel.
 
 The prologue computes every temporary's byte offset from the dims and
 allocates one 64-byte-aligned workspace (``aligned_alloc``) for all of them
@@ -31,7 +33,8 @@ from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scr
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
-from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce, Scan, TopK
+from .indexing import emit_scatter
+from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce, Scan, Scatter, TopK
 from .scan import emit_scan
 from .topk import emit_top_k
 from .sparse_gemm import enable_skip_zeros
@@ -145,17 +148,30 @@ class _ProgramEmitter:
                 args += [scratch_of[k], threads]
             if counters is None:
                 b.call(kfn, args)
-                continue
-            clock = intrinsic(self.mod, "llvm.readcyclecounter", I64, [])
-            start = b.call(clock, [])
-            b.call(kfn, args)
-            slot = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, i)])
-            b.store(b.add(b.load(slot), b.sub(b.call(clock, []), start)), slot)
+            else:
+                clock = intrinsic(self.mod, "llvm.readcyclecounter", I64, [])
+                start = b.call(clock, [])
+                b.call(kfn, args)
+                slot = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, i)])
+                b.store(b.add(b.load(slot), b.sub(b.call(clock, []), start)), slot)
+            if k.out in prog.checks:
+                self._check(b, k.out, storage, workspace)
 
         if workspace is not None:
             b.call(intrinsic(self.mod, "free", ir.VoidType(), [I8P]), [workspace])
         b.ret(ir.Constant(I32, 0))
         return fn
+
+    def _check(self, b: ir.IRBuilder, flag: Buffer, storage: dict[Buffer, ir.Value],
+               workspace: ir.Value | None) -> None:
+        """Return ``2 + i`` (freeing the workspace) when check ``i``'s count of bad elements,
+        ``flag``, is not 0."""
+        code = 2 + list(self.prog.checks).index(flag)
+        ptr = b.bitcast(storage[flag.storage], I64.as_pointer())
+        with b.if_then(b.icmp_signed("!=", b.load(ptr), ir.Constant(I64, 0)), likely=False):
+            if workspace is not None:
+                b.call(intrinsic(self.mod, "free", ir.VoidType(), [I8P]), [workspace])
+            b.ret(ir.Constant(I32, code))
 
     def _profile_counters(self) -> ir.GlobalVariable:
         """``<symbol>.profile``: one i64 cycle counter per kernel (CodegenOptions.profile)."""
@@ -234,6 +250,8 @@ class _ProgramEmitter:
             emit_scan(ctx, k)
         elif isinstance(k, TopK):
             emit_top_k(ctx, k)
+        elif isinstance(k, Scatter):
+            emit_scatter(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()

@@ -26,13 +26,21 @@ A :class:`Program` is one dl function after bufferization:
     not copied), with an optional *epilogue* expression applied to each
     result element (``Acc``) before it is stored (bias, activation, an
     optimizer update...).
+  - :class:`Scatter` -- ``out = base``, then ``out[index(i)] += value(i)`` over
+    the updates, in order (``scatter_add`` and its along-axis form).
 
 Expressions (:data:`Expr`): :class:`Load` (a buffer read through an index
 map: for each buffer dim, the loop axis indexing it, or ``None`` for a
 broadcast size-1 dim read at 0), :class:`Const`, :class:`Iota` (the loop
 index along an axis), :class:`DimValue` (a dim's runtime size),
 :class:`Apply` (an elementwise op of the op table, emitted by its ``emit``
-rule) and :class:`Acc` (the matmul accumulator, in epilogues).
+rule), :class:`Acc` (the matmul accumulator, in epilogues) and :class:`Take`
+(a buffer read at *computed* coordinates: slices, gathers, concatenations).
+
+A :class:`Take` is deliberately not a :class:`Load`: every rewrite that
+pattern-matches loads with their index maps leaves it alone, while
+:func:`buffers_read` (and so ``Kernel.reads()``, scheduling, liveness and the
+in-place analyses) sees the buffer it reads.
 
 ``print_program`` gives the text form that ``dlc ir FILE --stage loops`` shows.
 """
@@ -143,19 +151,57 @@ class Acc:
     dtype: DType
 
 
-Expr = Union[Load, Const, Iota, DimValue, Apply, Acc]
+@dataclass(frozen=True, eq=False)
+class Take:
+    """``buffer[index[0], .., index[r-1]]`` at computed coordinates: ``index[k]`` is an i64
+    expression (of iotas, constants, dims, loads, elementwise ops) giving the coordinate along
+    buffer dim k.  Whoever builds one guarantees every coordinate is in range at every loop
+    position the kernel computes (clamped where a select discards the value)."""
+
+    buffer: Buffer
+    index: tuple[Expr, ...]
+
+    @property
+    def dtype(self) -> DType:
+        return self.buffer.dtype
+
+
+Expr = Union[Load, Const, Iota, DimValue, Apply, Acc, Take]
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The subexpressions of ``expr``: an op's arguments, a take's coordinates."""
+    if isinstance(expr, Apply):
+        return expr.args
+    if isinstance(expr, Take):
+        return expr.index
+    return ()
 
 
 def walk(expr: Expr) -> Iterator[Expr]:
-    """Every node of ``expr``, parents before children."""
+    """Every node of ``expr``, parents before children (into a take's coordinates too)."""
     yield expr
-    if isinstance(expr, Apply):
-        for a in expr.args:
-            yield from walk(a)
+    for a in children(expr):
+        yield from walk(a)
 
 
 def loads(expr: Expr) -> list[Load]:
+    """The :class:`Load` nodes of ``expr`` (those inside a take's coordinates included).
+    Not the reads of takes: use :func:`buffers_read` for every buffer an expression reads."""
     return [e for e in walk(expr) if isinstance(e, Load)]
+
+
+def takes(expr: Expr) -> list[Take]:
+    return [e for e in walk(expr) if isinstance(e, Take)]
+
+
+def buffers_read(expr: Expr) -> list[Buffer]:
+    """Every buffer ``expr`` reads, through loads and takes."""
+    return [e.buffer for e in walk(expr) if isinstance(e, (Load, Take))]
+
+
+def has_take(expr: Expr) -> bool:
+    return any(isinstance(e, Take) for e in walk(expr))
 
 
 def remap(expr: Expr, axis_map: list[int | None]) -> Expr:
@@ -168,15 +214,32 @@ def remap(expr: Expr, axis_map: list[int | None]) -> Expr:
         return Const(0, expr.dtype) if new is None else Iota(new, expr.dtype)
     if isinstance(expr, Apply):
         return replace(expr, args=tuple(remap(a, axis_map) for a in expr.args))
+    if isinstance(expr, Take):
+        return Take(expr.buffer, tuple(remap(a, axis_map) for a in expr.index))
     return expr
 
 
 def replace_loads(expr: Expr, fn) -> Expr:
-    """``expr`` with every load ``l`` replaced by ``fn(l)``."""
+    """``expr`` with every load ``l`` replaced by ``fn(l)`` (a take's own read is no load:
+    it stays, with the loads in its coordinates replaced)."""
     if isinstance(expr, Load):
         return fn(expr)
     if isinstance(expr, Apply):
         return replace(expr, args=tuple(replace_loads(a, fn) for a in expr.args))
+    if isinstance(expr, Take):
+        return Take(expr.buffer, tuple(replace_loads(a, fn) for a in expr.index))
+    return expr
+
+
+def replace_buffer(expr: Expr, old: Buffer, new: Buffer) -> Expr:
+    """``expr`` reading ``new`` wherever it read ``old``, through loads and takes."""
+    if isinstance(expr, Load):
+        return Load(new, expr.index) if expr.buffer is old else expr
+    if isinstance(expr, Apply):
+        return replace(expr, args=tuple(replace_buffer(a, old, new) for a in expr.args))
+    if isinstance(expr, Take):
+        return Take(new if expr.buffer is old else expr.buffer,
+                    tuple(replace_buffer(a, old, new) for a in expr.index))
     return expr
 
 
@@ -196,7 +259,7 @@ class Elementwise:
     expr: Expr
 
     def reads(self) -> list[Buffer]:
-        return [ld.buffer for ld in loads(self.expr)]
+        return buffers_read(self.expr)
 
     def writes(self) -> list[Buffer]:
         return [self.out]
@@ -221,7 +284,7 @@ class Reduce:
     extra: tuple[Buffer, ...] = ()
 
     def reads(self) -> list[Buffer]:
-        return [ld.buffer for ld in loads(self.expr)]
+        return buffers_read(self.expr)
 
     def writes(self) -> list[Buffer]:
         return [self.out, *self.extra]
@@ -255,7 +318,7 @@ class Matmul:
         return self.out.dtype
 
     def reads(self) -> list[Buffer]:
-        extra = [ld.buffer for ld in loads(self.epilogue)] if self.epilogue is not None else []
+        extra = buffers_read(self.epilogue) if self.epilogue is not None else []
         return [self.a, self.b, *extra]
 
     def writes(self) -> list[Buffer]:
@@ -276,7 +339,7 @@ class Scan:
     exclusive: bool = False
 
     def reads(self) -> list[Buffer]:
-        return [ld.buffer for ld in loads(self.expr)]
+        return buffers_read(self.expr)
 
     def writes(self) -> list[Buffer]:
         return [self.out]
@@ -295,13 +358,41 @@ class TopK:
     result: str = "values"
 
     def reads(self) -> list[Buffer]:
-        return [ld.buffer for ld in loads(self.expr)]
+        return buffers_read(self.expr)
 
     def writes(self) -> list[Buffer]:
         return [self.out]
 
 
-Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK]
+@dataclass(eq=False)
+class Scatter:
+    """``out = base``, then ``out[index(i)] += value(i)`` for every ``i`` of ``shape``, in
+    row-major order (one thread: repeated coordinates add up in a fixed order).
+
+    ``base`` is an expression over ``out``'s shape; ``index`` gives one i64 coordinate of
+    ``out`` per dim as an expression over ``shape`` (in range at every position, as a
+    :class:`Take`'s); ``value`` is an expression over ``shape``.  The kernel reads ``out``
+    (it accumulates), so it never writes over a buffer another expression of it reads.
+    """
+
+    out: Buffer
+    base: Expr
+    shape: tuple[Dim, ...]
+    index: tuple[Expr, ...]
+    value: Expr
+
+    def exprs(self) -> list[Expr]:
+        return [self.base, *self.index, self.value]
+
+    def reads(self) -> list[Buffer]:
+        return [b for e in self.exprs() for b in buffers_read(e)]
+
+    def writes(self) -> list[Buffer]:
+        return [self.out]
+
+
+
+Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK, Scatter]
 
 
 @dataclass(eq=False)
@@ -318,6 +409,9 @@ class Program:
     kernel_ops: dict[Kernel, list[Any]] = field(default_factory=dict)
     # the workspace plan (bufferize.plan_memory), None when memory was not planned
     memory: MemoryPlan | None = None
+    # run-time checks: a flag buffer (an i64[] count of bad elements, written by a kernel)
+    # -> the error it means; the entry point returns 2 + its position when the count is not 0
+    checks: dict[Buffer, str] = field(default_factory=dict)
 
     @property
     def temps(self) -> list[Buffer]:
@@ -433,6 +527,8 @@ def expr_str(e: Expr) -> str:
         return f"dim({e.dim}):{e.dtype.dsl_name}"
     if isinstance(e, Acc):
         return "acc"
+    if isinstance(e, Take):
+        return f"take {e.buffer.name}[{', '.join(expr_str(a) for a in e.index)}]"
     attrs = "".join(f", {k}={v}" for k, v in e.attrs)
     return f"{e.op}({', '.join(expr_str(a) for a in e.args)}{attrs})"
 
@@ -455,6 +551,10 @@ def kernel_str(k: Kernel) -> str:
         return f"scan.sum{how} {_dims(k.shape)} along i{k.axis}: {k.out.name} = {expr_str(k.expr)}"
     if isinstance(k, TopK):
         return f"top_k.{k.result} {_dims(k.shape)} k={k.k}: {k.out.name} = {expr_str(k.expr)}"
+    if isinstance(k, Scatter):
+        where = ", ".join(expr_str(e) for e in k.index)
+        return (f"scatter_add {_dims(k.shape)}: {k.out.name} = {expr_str(k.base)}; "
+                f"{k.out.name}[{where}] += {expr_str(k.value)}")
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
@@ -482,6 +582,8 @@ def print_program(p: Program) -> str:
             lines.append(f"  view   {b.name}: {b.type_str()} = {b.base.name}")
     for i, k in enumerate(p.kernels):
         lines.append(f"  k{i}: {kernel_str(k)}")
+        if k.out in p.checks:
+            lines.append(f"      check: {k.out.name} == 0, else error: {p.checks[k.out]}")
     lines.append("}")
     return "\n".join(lines)
 
@@ -525,6 +627,9 @@ def same_expr(a: Expr, b: Expr) -> bool:
     if isinstance(a, Apply):
         return (a.op == b.op and a.dtype is b.dtype and a.attrs == b.attrs and len(a.args) == len(b.args)
                 and all(same_expr(x, y) for x, y in zip(a.args, b.args)))
+    if isinstance(a, Take):
+        return (a.buffer is b.buffer and len(a.index) == len(b.index)
+                and all(same_expr(x, y) for x, y in zip(a.index, b.index)))
     return True
 
 
@@ -564,6 +669,8 @@ def _uses_ok(e: Expr, row: Expr, m_load: Load, s: Buffer) -> bool:
     """Every use of ``M`` and ``S`` in ``e`` is ``exp(row - M) / S`` or ``(row - M) - log(S)``."""
     if isinstance(e, Load):
         return e.buffer is not m_load.buffer and e.buffer is not s
+    if isinstance(e, Take):
+        return not _touches(e, {m_load.buffer, s})
     if not isinstance(e, Apply):
         return True
     a = e.args
@@ -577,12 +684,14 @@ def _uses_ok(e: Expr, row: Expr, m_load: Load, s: Buffer) -> bool:
 
 
 def _touches(e: Expr, bufs: set[Buffer]) -> bool:
-    return any(ld.buffer in bufs for ld in loads(e))
+    return any(b in bufs for b in buffers_read(e))
 
 
 def _kernel_exprs(k: Kernel) -> list[Expr]:
     if isinstance(k, Matmul):
         return [k.epilogue] if k.epilogue is not None else []
+    if isinstance(k, Scatter):
+        return k.exprs()
     return [k.expr]
 
 
@@ -626,6 +735,8 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
     def valid(k: Kernel) -> bool:
         if k is s_kernel or k is mx:
             return True
+        if isinstance(k, Scatter):
+            return False
         if isinstance(k, Matmul):
             return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
                 k.a not in watched and k.b not in watched
@@ -637,9 +748,11 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
             return False
         ident = identity_index(len(k.shape))
         for r in readers.get(k.out, []):
-            if isinstance(r, Matmul) or tuple(r.shape) != tuple(k.shape):
+            if isinstance(r, (Matmul, Scatter)) or tuple(r.shape) != tuple(k.shape):
                 return False
             if any(ld.index != ident for ld in loads(r.expr) if ld.buffer is k.out):
+                return False
+            if any(t.buffer is k.out for t in takes(r.expr)):
                 return False
             if not valid(r):
                 return False
@@ -683,6 +796,7 @@ def _inline_from(prog: Program, seeds: set[Buffer]) -> None:
             if not readers or not all(
                     isinstance(r, (Elementwise, Reduce)) and tuple(r.shape) == tuple(k.shape)
                     and all(ld.index == ident for ld in loads(r.expr) if ld.buffer is k.out)
+                    and not any(t.buffer is k.out for t in takes(r.expr))
                     for r in readers):
                 continue
             if len(readers) > 1 and not _cheap(k.expr):
@@ -716,7 +830,7 @@ def fuse_row_softmax(prog: Program) -> int:
         prog.kernels.remove(sk)
         _merge_ops(prog, mx, sk)
         for k in prog.kernels:
-            if not isinstance(k, Matmul):       # _softmax_match: no matmul reads S
+            if not isinstance(k, (Matmul, Scatter)):    # _softmax_match: neither reads S
                 k.expr = _read_log(k.expr, s, log_s)
         seeds.update(mx.writes())
         count += 1
@@ -731,4 +845,4 @@ def _read_log(e: Expr, s: Buffer, log_s: Buffer) -> Expr:
         return e
     if e.op == "log" and isinstance(e.args[0], Load) and e.args[0].buffer is s:
         return Load(log_s, e.args[0].index)
-    return Apply(e.op, tuple(_read_log(a, s, log_s) for a in e.args), e.dtype, e.in_dtype)
+    return replace(e, args=tuple(_read_log(a, s, log_s) for a in e.args))

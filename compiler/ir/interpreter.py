@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..diagnostics import DlRuntimeError, SizeLimitError
+from ..diagnostics import DlError, DlRuntimeError, SizeLimitError
 from .core import Function, Module, Op, Value
 from ..ops import get_op
 from ..ops.reductions import NonEmptyAxes
@@ -154,6 +154,10 @@ def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int], wher
     except MemoryError:
         nbytes = sum(extent(v.type.shape, bindings) * v.type.dtype.itemsize for v in op.results)
         raise allocation_error(f"{where}the result of dl.{op.name} at {op.loc}", nbytes) from None
+    except DlError as e:            # a run-time error of the op (an index out of range): at the op
+        if e.loc is None:
+            e.loc = op.loc
+        raise
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     if len(outs) != len(op.results):
         raise DlRuntimeError(f"dl.{op.name} gave {len(outs)} result(s), expected {len(op.results)}",

@@ -48,7 +48,8 @@ class AttrSpec:
 
     kinds: ``int``, ``float``, ``bool``, ``str``, ``ints`` (tuple of int),
     ``dims`` (tuple of int or symbol), ``dtype``, ``scalar`` (int, float or
-    bool), ``dense`` (numpy array), ``optional_ints`` (tuple of int or None).
+    bool), ``dense`` (numpy array), ``optional_ints`` (tuple of int or None), ``bounds``
+    (tuple whose entries are int or None: slice bounds per axis, None for numpy's default).
     """
 
     kind: str
@@ -223,6 +224,11 @@ def _coerce(key: str, spec: AttrSpec, value: Any) -> Any:
                 isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
             return tuple(int(v) for v in value)
         raise bad("a list of integers")
+    if kind == "bounds":
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in items):
+            return tuple(None if v is None else int(v) for v in items)
+        raise bad("a list of integers or none")
     if kind == "dims":
         if isinstance(value, (tuple, list)) and all(
                 (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or isinstance(v, str)

@@ -6,6 +6,13 @@ from ..ir.core import Value
 from ..ir.types import DType, TensorType
 
 
+def zeros(b, t: TensorType) -> Value:
+    """A tensor of zeros of type ``t``; symbolic dims go through ``broadcast_to``."""
+    if t.is_static:
+        return b.constant(0.0, t.dtype, t.shape)
+    return b.broadcast_to(b.constant(0.0, t.dtype), shape=t.shape)
+
+
 def unbroadcast(b, ct: Value, target: TensorType) -> Value:
     """Sum ``ct`` over the axes along which ``target`` was broadcast.
 

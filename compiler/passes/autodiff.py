@@ -35,8 +35,8 @@ from typing import Any, Callable, Container
 from ..diagnostics import AutodiffError, DlError, DlErrors, Location
 from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Module, Op, Value
-from ..ir.types import TensorType
 from ..ops.base import get_op
+from ..ops.rules import zeros
 from .dce import dce_function
 from .manager import PassContext, register_pass
 
@@ -249,13 +249,6 @@ def _check_rule_output(op: Op, cts: Any) -> None:
             f"VJP rule of dl.{op.name}: cotangent {i} is a {type(g).__name__}, not a Value")
         assert g.type == v.type, (
             f"VJP rule of dl.{op.name}: cotangent {i} has type {g.type}, operand has {v.type}")
-
-
-def zeros(b: Builder, t: TensorType) -> Value:
-    """A tensor of zeros of type ``t``; symbolic dims go through ``broadcast_to``."""
-    if t.is_static:
-        return b.constant(0.0, t.dtype, t.shape)
-    return b.broadcast_to(b.constant(0.0, t.dtype), shape=t.shape)
 
 
 def _primal_names(func: Function) -> list[str]:

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..diagnostics import DlError
 from ..ir.core import Module, Op, Value
 from ..ir.types import TensorType
 from ..ops.base import ELEMENTWISE, LAYOUT, SOURCE, get_op, normalize_axes
@@ -113,8 +114,11 @@ def fold_constants(op: Op, rw: Rewriter) -> Replacement:
     if sum(r.type.num_elements() for r in op.results) > limit:
         return None
     arrays = [np.broadcast_to(constant_array(v), v.type.shape).copy() for v in op.operands]
-    with np.errstate(all="ignore"):
-        out = opdef.reference(*arrays, **op.attrs)
+    try:
+        with np.errstate(all="ignore"):
+            out = opdef.reference(*arrays, **op.attrs)
+    except DlError:             # the op fails when it runs (an index out of range): leave it to run time
+        return None
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     return [_constant_of(rw, np.asarray(a), r.type) for a, r in zip(outs, op.results)]
 
