@@ -105,7 +105,43 @@ class Call:
     func_span: Location
 
 
-Expr = Number | Bool | String | Name | ListExpr | Unary | Binary | Call
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """``lo:hi:step`` inside an index; a missing bound is None (numpy's default)."""
+
+    lo: Expr | None
+    hi: Expr | None
+    step: Expr | None
+    span: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Ellipsis_:
+    """``...`` inside an index: as many full slices as the rank needs."""
+
+    span: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """``value[items...]``: numpy's basic indexing (``None`` adds an axis)."""
+
+    value: Expr
+    items: tuple[Expr | Slice | Ellipsis_, ...]
+    span: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """``value.name``: a layer's parameter, e.g. ``hidden.kernel``."""
+
+    value: Expr
+    name: str
+    span: Location
+    name_span: Location
+
+
+Expr = Number | Bool | String | Name | ListExpr | Unary | Binary | Call | Index | Attribute
 
 # The spelling of each operator, for diagnostics.
 OPERATOR_TEXT = {

@@ -131,6 +131,10 @@ class Body:
             return self.binary(e)
         if isinstance(e, ast.Call):
             return self.call(e)
+        if isinstance(e, ast.Index):
+            return self.index(e)
+        if isinstance(e, ast.Attribute):
+            return self.attribute(e)
         if isinstance(e, ast.String):
             raise DlTypeError("a string is not a tensor (strings are only used as arguments such as "
                               "name=\"...\")", e.span)
@@ -153,6 +157,47 @@ class Body:
         if binding.value is POISON:
             raise Poisoned()
         return binding.value  # type: ignore[return-value]
+
+    # -- indexing and attributes ---------------------------------------------
+
+    def index(self, e: ast.Index) -> Value:
+        """``x[...]``: numpy's basic indexing -- ints, ``a:b:s`` slices, ``...``, ``None`` --
+        plus one integer tensor (a gather along its axis), as ``slice``, ``gather``,
+        ``squeeze`` and ``expand_dims`` ops."""
+        x = self.single(e.value)
+        if isinstance(x, Lit):
+            raise DlTypeError("a number cannot be indexed", e.value.span)
+        items = _IndexItems(self, e, x.type)
+        with self.b.at(e.span):
+            out = x
+            if items.sliced():
+                out = self.emit("slice", [out], items.bounds(), e.span)
+            if items.tensor is not None:
+                idx, axis = items.tensor
+                out = self.emit("gather", [out, idx], {"axis": axis}, e.span)
+            if items.dropped:
+                out = self.emit("squeeze", [out], {"axis": tuple(items.dropped)}, e.span)
+            if items.added:
+                out = self.emit("expand_dims", [out], {"axis": tuple(items.added)}, e.span)
+        return out
+
+    def attribute(self, e: ast.Attribute) -> Value:
+        """``layer.param``: a parameter a layer of this model created (``hidden.kernel``)."""
+        if not isinstance(e.value, ast.Name):
+            raise DlTypeError("only a layer's name has attributes, e.g. hidden.kernel", e.span)
+        full = f"{e.value.id}.{e.name}"
+        if self.params is None:
+            raise NameResolutionError(f"'{full}': layer parameters exist only inside a model", e.span)
+        value = self.params.param_named(full)
+        if value is not None:
+            return value
+        if self.scope.lookup(e.value.id) is not None:
+            raise NameResolutionError(
+                f"'{e.value.id}' is a value, not a layer: '{full}' names nothing (a layer is named by its "
+                f"name=\"...\" argument, or dense_1, dense_2, ... in order)", e.span)
+        known = self.params.param_names()
+        raise NameResolutionError(f"no parameter '{full}' (parameters so far: {', '.join(known) or 'none'})",
+                                  e.span, notes=did_you_mean(full, known))
 
     def unary(self, e: ast.Unary) -> Value | Lit:
         v = self.single(e.operand)
@@ -416,6 +461,90 @@ class Body:
             raise
         outputs = tuple(env[v] for v in callee.outputs)
         return outputs[0] if len(outputs) == 1 else outputs
+
+
+class _IndexItems:
+    """The items of ``x[...]`` resolved against ``x``'s type: slice bounds per axis, the axes
+    an int drops, the output positions ``None`` adds, and at most one integer tensor."""
+
+    def __init__(self, body: Body, e: ast.Index, t: TensorType):
+        self.rank = t.rank
+        self.start: list[int | None] = [None] * t.rank
+        self.stop: list[int | None] = [None] * t.rank
+        self.step: list[int | None] = [None] * t.rank
+        self.dropped: list[int] = []          # axes of the sliced value an int removes
+        self.added: list[int] = []            # output positions of the new axes
+        self.tensor: tuple[Value, int] | None = None
+        items = list(e.items)
+        ellipses = [i for i, item in enumerate(items) if isinstance(item, ast.Ellipsis_)]
+        if len(ellipses) > 1:
+            raise DlTypeError("an index can hold only one '...'", items[ellipses[1]].span)
+        consuming = [i for i in items if not (isinstance(i, ast.Ellipsis_) or _is_none(body, i))]
+        if len(consuming) > t.rank:
+            raise DlTypeError(f"too many indices for {t.dsl_str()}: {len(consuming)} for rank {t.rank}",
+                              e.span)
+        fill = [ast.Slice(None, None, None, e.span)] * (t.rank - len(consuming))
+        if ellipses:
+            items[ellipses[0]:ellipses[0] + 1] = fill
+        else:
+            items += fill
+        axis = position = 0                   # the input axis and the output position
+        for item in items:
+            if _is_none(body, item):
+                self.added.append(position)
+                position += 1
+                continue
+            dim = t.shape[axis]
+            if isinstance(item, ast.Slice):
+                self.start[axis], self.stop[axis], self.step[axis] = (
+                    _bound(body, b, "a slice bound") for b in (item.lo, item.hi, item.step))
+                if self.step[axis] == 0:
+                    raise DlTypeError("slice step cannot be zero", item.step.span)   # type: ignore[union-attr]
+                position += 1
+            else:
+                value = body.single(item)
+                if isinstance(value, Lit):
+                    i = _bound(body, item, "an index")
+                    assert i is not None
+                    if isinstance(dim, int) and not -dim <= i < dim:
+                        raise DlTypeError(f"index {i} is out of range for axis {axis} of {t.dsl_str()} "
+                                          f"(size {dim})", item.span)
+                    self.start[axis], self.stop[axis] = i, (i + 1 if i != -1 else None)
+                    self.dropped.append(axis)
+                else:
+                    if not value.type.dtype.is_int:
+                        raise DlTypeError(f"an index tensor must hold integers, got {value.type.dsl_str()}",
+                                          item.span)
+                    if self.tensor is not None:
+                        raise DlTypeError("only one integer-tensor index is supported; index one axis "
+                                          "at a time", item.span)
+                    self.tensor = (value, axis)
+                    position += value.type.rank
+            axis += 1
+        if self.tensor is not None and (self.dropped or self.added):
+            raise DlTypeError("an integer-tensor index cannot be mixed with integer or None indices "
+                              "(numpy's rules for that mix are subtle); index in two steps", e.span)
+
+    def sliced(self) -> bool:
+        return any(v is not None for v in (*self.start, *self.stop, *self.step))
+
+    def bounds(self) -> dict[str, Any]:
+        return {"start": tuple(self.start), "stop": tuple(self.stop), "step": tuple(self.step)}
+
+
+def _is_none(body: Body, item: Any) -> bool:
+    """``None`` in an index (numpy's newaxis), unless a value is bound to that name."""
+    return isinstance(item, ast.Name) and item.id == "None" and body.scope.lookup("None") is None
+
+
+def _bound(body: Body, expr: ast.Expr | None, what: str) -> int | None:
+    """A compile-time integer of an index or slice (None when not written)."""
+    if expr is None:
+        return None
+    value = body.const(expr)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DlTypeError(f"{what} must be a compile-time integer", expr.span)
+    return value
 
 
 def _signature(op: OpDef) -> str:

@@ -150,6 +150,13 @@ class ModelLowering:
         self.state.layer_counts[layer] = count
         return f"{layer}_{count}"
 
+    def param_named(self, name: str) -> Value | None:
+        """The parameter ``name`` (``hidden.kernel``, or a ``param`` statement's), if declared so far."""
+        return next((p.value for p in self.state.params if p.name == name), None)
+
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.state.params]
+
     def new_param(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value:
         """A new parameter (of a layer) that no name in the model's scope refers to."""
         value = Value(t, None, 0, name.id)

@@ -33,8 +33,8 @@ _TERMINAL_WORDS = {
 
 # Tokens that can start an expression; when all are expected, say "an expression".
 _EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "(", "[", "-"}
-# Binary operators; when all are acceptable, say "an operator".
-_OPERATORS = {"+", "-", "*", "/", "@", "**", "==", "!=", "<", "<=", ">", ">="}
+# Binary operators (and the postfix "[" and "."); when all are acceptable, say "an operator".
+_OPERATORS = {"+", "-", "*", "/", "@", "**", "==", "!=", "<", "<=", ">", ">=", "[", "."}
 
 
 @lru_cache(maxsize=1)
@@ -323,6 +323,33 @@ class ToAst(Transformer_NonRecursive):
     def call(self, meta, func: Token, args: tuple):
         positional, keywords = args
         return ast.Call(str(func), positional, keywords, _loc(self.file, meta), _tok_loc(self.file, func))
+
+    def index(self, meta, value, items: tuple):
+        return ast.Index(value, items, _loc(self.file, meta))
+
+    def index_list(self, meta, *items):
+        return tuple(items)
+
+    def slice(self, meta, *parts):
+        bounds: dict[str, Any] = {"lo": None, "hi": None, "step": None}
+        for kind, value in parts:
+            bounds[kind] = value
+        return ast.Slice(bounds["lo"], bounds["hi"], bounds["step"], _loc(self.file, meta))
+
+    def slice_lo(self, meta, value):
+        return ("lo", value)
+
+    def slice_hi(self, meta, value):
+        return ("hi", value)
+
+    def slice_step(self, meta, value=None):
+        return ("step", value)
+
+    def ellipsis(self, meta):
+        return ast.Ellipsis_(_loc(self.file, meta))
+
+    def attribute(self, meta, value, name: Token):
+        return ast.Attribute(value, str(name), _loc(self.file, meta), _tok_loc(self.file, name))
 
     def kwarg(self, meta, name: Token, value):
         return ast.Keyword(str(name), value, _loc(self.file, meta))

@@ -492,7 +492,7 @@ def text_classifier(rng: np.random.Generator, spec: DataSpec | None = None) -> D
     xt, yt = draw(2000)
     return Dataset("text_classifier", x, y, xt, yt,
                    f"topic of {TEXT_LENGTH}-token documents over a {TEXT_VOCAB}-word vocabulary",
-                   epochs=10, batch_size=64)
+                   epochs=3, batch_size=64)
 
 
 def _feature_width(spec: TensorSpec) -> int:

@@ -67,7 +67,8 @@ model m {
     target y: i32[N]
     param w: f32[3, 3] = normal(mean=0.0, std=0.1)
     let h = dense(x @ w, 4, activation=relu, name="hidden", kernel_init=he_normal)
-    output p = dense(h, 2, activation=softmax)
+    let z = h[:, 1:3] @ hidden.kernel[0:2, ...] + h[..., None][:, 0, 0][:, None]
+    output p = dense(h + z, 2, activation=softmax)
     loss sparse_categorical_crossentropy(p, y, from_logits=false)
     optimizer adam(lr=0.01)
     metrics [accuracy, sparse_categorical_accuracy]
@@ -85,7 +86,8 @@ def test_no_lark_tree_survives_the_transformer(source: str) -> None:
     if source is EVERYTHING:
         assert {"FnDef", "GradDef", "ModelDef", "Let", "Return", "Binary", "Unary", "Call",
                 "Keyword", "ListExpr", "String", "Number", "Name", "InputDecl", "TargetDecl",
-                "ParamDecl", "OutputDecl", "LossDecl", "OptimizerDecl", "MetricsDecl"} <= kinds
+                "ParamDecl", "OutputDecl", "LossDecl", "OptimizerDecl", "MetricsDecl", "Index", "Slice",
+                "Ellipsis_", "Attribute"} <= kinds
 
 
 def test_the_everything_source_compiles() -> None:

@@ -61,6 +61,10 @@ class ParamHost(Protocol):
 
     def auto_name(self, layer: str) -> str: ...
 
+    def param_named(self, name: str) -> Value | None: ...
+
+    def param_names(self) -> list[str]: ...
+
 
 @dataclass(eq=False)
 class LayerDef:

@@ -1,0 +1,35 @@
+"""The examples that go past the MLP train from the CLI: embeddings, slices, concat, skips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runtime.cli import main
+from runtime.data import load_data
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def train(tmp_path: Path, example: str, *extra: str) -> dict:
+    out = tmp_path / f"{example}.json"
+    assert main(["train", str(EXAMPLES / f"{example}.dl"), "--quiet", "--seed", "0",
+                 "--metrics-out", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_text_classifier_learns_the_topics_from_its_default_data(tmp_path: Path) -> None:
+    report = train(tmp_path, "text_classifier")        # the generated set, its 3 x 64 default
+    assert report["epochs"] == 3
+    assert report["test"]["accuracy"] > 0.93
+
+
+def test_mnist_residual_learns_on_a_subset(tmp_path: Path) -> None:
+    mnist = load_data("mnist")
+    subset = tmp_path / "subset.npz"
+    np.savez(subset, x=mnist.x_train[:3000], y=mnist.y_train[:3000], x_test=mnist.x_test[:1000],
+             y_test=mnist.y_test[:1000])
+    report = train(tmp_path, "mnist_residual", "--data", str(subset), "--epochs", "2", "--batch-size", "64")
+    assert report["test"]["accuracy"] > 0.85
