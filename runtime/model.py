@@ -605,6 +605,13 @@ class Model:
             self.step, self.epochs_trained = 0, 0
         self._tensors = params + state
 
+    def export(self, path: str | Path) -> Path:
+        """Write ``predict`` with the current weights as an ONNX model (``.onnx``; needs the
+        ``onnx`` package); see docs/interop.md."""
+        from .interop.onnx_export import export_model
+
+        return export_model(self, as_path(path, "export: argument 'path'"))
+
     # -- description -------------------------------------------------------------
 
     def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
