@@ -573,7 +573,8 @@ class Model:
     # -- persistence -------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write weights, optimizer state, step count and signature to an .npz checkpoint."""
+        """Write weights, optimizer state, step count and signature to a checkpoint: ``.npz``,
+        or safetensors for a path ending in ``.safetensors``."""
         k = len(self.param_names)
         ckpt = Checkpoint(self.name, dict(zip(self.param_names, self._tensors[:k])),
                           dict(zip(self.state_names, self._tensors[k:])),

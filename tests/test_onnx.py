@@ -61,6 +61,7 @@ def test_every_example_model_runs_in_onnxruntime_with_dlcs_numbers(path: Path) -
     assert proto.opset_import[0].version >= 17
     first = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert first.dim_param == "N"                    # one graph for every batch size
+    assert [list(i.dims) for i in proto.graph.initializer] == [list(w.shape) for w in model.weights.values()]
     for n in (1, 7):
         feeds = sample_input(model, n)
         expected = model.predict(feeds if len(feeds) > 1 else next(iter(feeds.values())))

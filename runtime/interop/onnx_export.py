@@ -123,7 +123,7 @@ class Exporter:
             self._used.add(p.name)
             if p.name in weights:
                 initializers.append(numpy_helper.from_array(
-                    np.ascontiguousarray(weights[p.name], dtype=p.type.dtype.np), p.name))
+                    np.array(weights[p.name], dtype=p.type.dtype.np, order="C"), p.name))
             else:
                 inputs.append(self.value_info(p.name, p))
                 for axis, d in enumerate(p.type.shape):
