@@ -385,6 +385,8 @@ class _Parser:
         if self.accept_word("attributes"):
             attrs, _ = self.attr_dict()
         self.expect("{", "to open the function body")
+        if "inplace" in attrs:
+            attrs["inplace"] = self.inplace_pairs(attrs["inplace"], params)
         func = Function(name, params, attrs=attrs, loc=self.location(start, start + len("func.func")))
         errors_before = len(self.errors)
         ok = self.body(func, scope, result_types)
@@ -395,6 +397,19 @@ class _Parser:
         if not ok or len(self.errors) > errors_before or duplicate:
             return None
         return func
+
+    def inplace_pairs(self, value: Any, params: list[Value]) -> Any:
+        """``inplace`` pairs with their parameter as a name: the printer writes its position
+        (``[[1, 0]]``); a name is accepted as well.  Anything else is left for the verifier."""
+        if not isinstance(value, tuple):
+            return value
+        pairs = []
+        for pair in value:
+            if (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], int)
+                    and not isinstance(pair[1], bool) and 0 <= pair[1] < len(params)):
+                pair = (pair[0], params[pair[1]].name)
+            pairs.append(pair)
+        return tuple(pairs)
 
     def symbol(self) -> str:
         if not self.accept("@"):
