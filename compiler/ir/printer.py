@@ -3,7 +3,7 @@
 ::
 
     module attributes {dl.model = {name = "mlp"}} {
-      func.func @predict(%w: tensor<784x10xf32>, %x: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "y"}) attributes {inplace = [[0, "w"]]} {
+      func.func @predict(%w: tensor<784x10xf32>, %x: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "y"}) attributes {inplace = [[0, 0]]} {
         %0 = "dl.matmul"(%x, %w) : (tensor<?x784xf32, "N">, tensor<784x10xf32>) -> tensor<?x10xf32, "N">
         func.return %0 : tensor<?x10xf32, "N">
       }
