@@ -1,4 +1,6 @@
-"""Checkpoints: a model's weights, optimizer state, step count and signature in one .npz.
+"""Checkpoints: a model's weights, optimizer state, step count and signature in one .npz
+(or one ``.safetensors`` file: the same tensor names, the record in the header's metadata
+under ``"dlc"``; a safetensors file from elsewhere loads as parameters by tensor name).
 
 Layout of the file (a plain ``numpy.savez`` archive, read without pickle)::
 
@@ -24,9 +26,10 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -37,6 +40,8 @@ from .tempfiles import create_temp
 FORMAT = "dlc-checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
+SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_META = "dlc"         # the header metadata key holding the same JSON record
 
 
 @dataclass
@@ -64,9 +69,23 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "optimizer": ckpt.optimizer, "step": int(ckpt.step), "epoch": int(ckpt.epoch),
         "params": _tensor_meta(ckpt.params), "state": _tensor_meta(ckpt.state), "extra": ckpt.extra,
     }
-    arrays: dict[str, np.ndarray] = {META_KEY: np.array(json.dumps(meta))}
-    arrays.update({f"param/{n}": np.asarray(a) for n, a in ckpt.params.items()})
+    arrays = {f"param/{n}": np.asarray(a) for n, a in ckpt.params.items()}
     arrays.update({f"state/{n}": np.asarray(a) for n, a in ckpt.state.items()})
+    if path.suffix == SAFETENSORS_SUFFIX:
+        from .interop import require
+
+        require("safetensors", "safetensors")
+        from safetensors.numpy import save as save_safetensors
+
+        data = save_safetensors({k: np.array(a, order="C") for k, a in arrays.items()},
+                             metadata={SAFETENSORS_META: json.dumps(meta)})
+        return _write_atomic(path, lambda f: f.write(data))
+    arrays[META_KEY] = np.array(json.dumps(meta))
+    return _write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Fill a temporary file beside ``path`` with ``write(file)``, fsync it, rename it over ``path``."""
     directory = check_writable(path)
     try:
         # O_EXCL like mkstemp, but mode 0666 less the umask (mkstemp's 0600 would stick to the checkpoint)
@@ -75,7 +94,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         raise DlRuntimeError(f"{path}: cannot save ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -131,6 +150,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise DlRuntimeError(f"{path}: is a directory, not a checkpoint file")
     if not path.is_file():
         raise DlRuntimeError(f"{path}: no such checkpoint file")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return _load_safetensors(path)
     if not zipfile.is_zipfile(path):
         raise DlRuntimeError(f"{path}: corrupt or not a dlc checkpoint (not an .npz archive)")
     from .data import read_arrays
@@ -145,6 +166,36 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if unlisted:
         raise DlRuntimeError(f"{path}: corrupt checkpoint: array '{unlisted[0]}' is not listed in "
                              f"its {META_KEY} record")
+    return Checkpoint(meta["model"], params, state, meta["optimizer"], meta["step"], meta["epoch"],
+                      meta["extra"])
+
+
+def _load_safetensors(path: Path) -> Checkpoint:
+    """A ``.safetensors`` checkpoint: dlc's (its JSON record in the header's metadata, the
+    same checks as ``.npz``), or any other file's tensors as parameters by their names."""
+    from .interop import require
+
+    require("safetensors", "safetensors")
+    from safetensors import SafetensorError, safe_open
+    from safetensors.numpy import load as load_safetensors
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            header = f.metadata() or {}
+        arrays = load_safetensors(path.read_bytes())    # (safe_open's get_tensor makes 0-d tensors 1-d)
+    except (SafetensorError, ValueError, TypeError) as e:   # a corrupt header, an unknown dtype
+        raise DlRuntimeError(f"{path}: corrupt or not a safetensors file ({e})") from None
+    if not isinstance(header, dict) or SAFETENSORS_META not in header:
+        bad = sorted(k for k, a in arrays.items() if a.dtype.kind not in "biuf")
+        if bad:
+            raise DlRuntimeError(f"{path}: tensor '{bad[0]}' holds {arrays[bad[0]].dtype} values, not numbers")
+        return Checkpoint(path.stem, arrays)
+    meta = _read_meta(path, np.array(header[SAFETENSORS_META]))
+    params = _section(path, arrays, meta, "param", "params")
+    state = _section(path, arrays, meta, "state", "state")
+    if arrays:
+        raise DlRuntimeError(f"{path}: corrupt checkpoint: tensor '{sorted(arrays)[0]}' is not listed in "
+                             "its metadata record")
     return Checkpoint(meta["model"], params, state, meta["optimizer"], meta["step"], meta["epoch"],
                       meta["extra"])
 

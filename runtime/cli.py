@@ -35,6 +35,8 @@ COMMANDS = [
     "graph",
     "stats",
     "gradcheck",
+    "export",
+    "import",
 ]
 
 EXIT_USER_ERROR = 1

@@ -573,7 +573,8 @@ class Model:
     # -- persistence -------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write weights, optimizer state, step count and signature to an .npz checkpoint."""
+        """Write weights, optimizer state, step count and signature to a checkpoint: ``.npz``,
+        or safetensors for a path ending in ``.safetensors``."""
         k = len(self.param_names)
         ckpt = Checkpoint(self.name, dict(zip(self.param_names, self._tensors[:k])),
                           dict(zip(self.state_names, self._tensors[k:])),
@@ -604,6 +605,13 @@ class Model:
             state = [init[n] for n in self.state_names]
             self.step, self.epochs_trained = 0, 0
         self._tensors = params + state
+
+    def export(self, path: str | Path) -> Path:
+        """Write ``predict`` with the current weights as an ONNX model (``.onnx``; needs the
+        ``onnx`` package); see docs/interop.md."""
+        from .interop.onnx_export import export_model
+
+        return export_model(self, as_path(path, "export: argument 'path'"))
 
     # -- description -------------------------------------------------------------
 

@@ -127,7 +127,7 @@ module attributes {dl.model = {name = "mlp", optimizer = {learning_rate = 0.01, 
     %5 = "dl.mul"(%2, %4) : (tensor<?x1xf32, "N">, tensor<f32>) -> tensor<?x1xf32, "N">
     func.return %1, %5, %3 : tensor<?x10xf32, "N">, tensor<?x1xf32, "N">, tensor<1x2xf32>
   }
-  func.func @step(%w: tensor<3x2xf32>, %g: tensor<3x2xf32>) -> (tensor<3x2xf32>) attributes {inplace = [[0, "w"]]} {
+  func.func @step(%w: tensor<3x2xf32>, %g: tensor<3x2xf32>) -> (tensor<3x2xf32>) attributes {inplace = [[0, 0]]} {
     %0 = "dl.sub"(%w, %g) : (tensor<3x2xf32>, tensor<3x2xf32>) -> tensor<3x2xf32>
     func.return %0 : tensor<3x2xf32>
   }

@@ -22,6 +22,14 @@ every error points at an exact ``file:line:col`` with carets.  The grammar
     loc        ::= 'loc' '(' 'unknown' | string ':' int ':' int ('to' int? ':' int)?
                            | '"backward"' ('(' loc-body ')')? ')'
 
+MLIR's generic form (``mlir-opt --mlir-print-op-generic``) is read too::
+
+    generic    ::= '"builtin.module"' '(' ')' ('<' attr-dict '>')? '(' '{' gfunc* '}' ')' attr-dict?
+                   ':' '(' ')' '->' '(' ')' loc?      | gfunc*
+    gfunc      ::= '"func.func"' '(' ')' '<' '{' 'function_type' '=' fn-type, 'res_attrs' '=' attr,
+                   'sym_name' '=' string, ... '}' '>' '(' '{' ('^bb0' ('(' params ')')? ':')? op*
+                   '"func.return"' '(' operands? ')' ':' fn-type loc? '}' ')' attr-dict? ':' '(' ')' '->' '(' ')' loc?
+
 Errors are :class:`~compiler.diagnostics.ParseError`\\ s; independent ones (one
 per op statement, per function) are collected and raised together as a
 :class:`ParseErrors`.  Ops are built with their printed result types and their
@@ -311,7 +319,9 @@ class _Parser:
     def module(self) -> Module:
         module = Module()
         try:
-            if self.accept_word("module"):
+            if self.peek('"builtin.module"') or self.peek('"func.func"'):
+                self.generic_module(module)
+            elif self.accept_word("module"):
                 if self.accept_word("attributes"):
                     module.attrs = self.module_attrs()
                 self.expect("{", "to open the module body")
@@ -328,6 +338,102 @@ class _Parser:
                 raise self.errors[0]
             raise ParseErrors(self.errors[:MAX_ERRORS])
         return module
+
+    # -- MLIR's generic form (mlir-opt --mlir-print-op-generic) -------------------------
+
+    def generic_module(self, module: Module) -> None:
+        """``"builtin.module"() ({ "func.func"() <{...}> ({...}) : () -> () ... }) {attrs} : () -> ()``,
+        or a bare list of generic ``"func.func"`` ops."""
+        seen: dict[str, int] = {}
+        if not self.accept('"builtin.module"'):
+            while self.peek('"func.func"'):
+                self.generic_function(module, seen)
+            return
+        self.expect("(", "after \"builtin.module\"")
+        self.expect(")", "(a module has no operands)")
+        if self.accept("<"):
+            self.attr_dict()
+            self.expect(">", "to close the module's properties")
+        self.expect("(", "to open the module's region")
+        self.expect("{", "to open the module's region")
+        while not self.accept("}"):
+            if not self.peek('"func.func"'):
+                self.expected("'\"func.func\"' or '}' in the module")
+            self.generic_function(module, seen)
+        self.expect(")", "to close the module's region")
+        if self.peek("{"):
+            module.attrs = self.module_attrs()
+        self.empty_signature("builtin.module")
+
+    def empty_signature(self, what: str) -> None:
+        self.expect(":", f"and the type of '{what}'")
+        start = self.pos_after_ws()
+        operands, results = self.op_signature()
+        if operands or results:
+            self.fail(f"'{what}' has the type () -> ()", start, self.pos)
+        self.optional_location()
+
+    def generic_function(self, module: Module, seen: dict[str, int]) -> None:
+        """``"func.func"() <{function_type = (..) -> (..), res_attrs = [..], sym_name = "f"}>
+        ({ ^bb0(%arg0: type, ...): ops "func.return"(...) : (...) -> () }) {attrs} : () -> ()``."""
+        start = self.pos_after_ws()
+        self.expect('"func.func"')
+        self.expect("(", 'after "func.func"')
+        self.expect(")", "(a function has no operands)")
+        self.expect("<", "and the function's properties")
+        props = self.function_properties()
+        self.expect(">", "to close the function's properties")
+        name = props.get("sym_name")
+        if not isinstance(name, str) or "function_type" not in props:
+            self.fail("a func.func needs sym_name and function_type properties", start, self.pos)
+        if name in seen:
+            self.fail(f"redefinition of function @{name}", start, self.pos,
+                      [f"previous definition at {self.location(seen[name])}"])
+        seen[name] = start
+        result_types = props["function_type"][1]
+        res_attrs = props.get("res_attrs") or ()
+        output_names = [a.get(OUTPUT_NAME_ATTR) if isinstance(a, dict) else None for a in res_attrs]
+        self.expect("(", "to open the function's region")
+        self.expect("{", "to open the function's region")
+        scope: dict[str, _Binding] = {}
+        params: list[Value] = []
+        if self.match(re.compile(r"\^[A-Za-z0-9_$.-]+")) is not None:
+            if self.peek("("):
+                params = self.params(scope)
+            self.expect(":", "after the block's arguments")
+        func = Function(name, params, loc=self.location(start, start + len('"func.func"')))
+        errors_before = len(self.errors)
+        ok = self.body(func, scope, result_types)
+        self.expect(")", "to close the function's region")
+        if self.peek("{"):
+            attrs, _ = self.attr_dict()
+            if "inplace" in attrs:
+                attrs["inplace"] = self.inplace_pairs(attrs["inplace"], params)
+            func.attrs = attrs
+        self.empty_signature("func.func")
+        func.output_names = output_names if any(n is not None for n in output_names) else []
+        if ok and len(self.errors) == errors_before:
+            module.functions.append(func)
+
+    def function_properties(self) -> dict[str, Any]:
+        """The ``<{...}>`` of a generic func.func; ``function_type`` is a function type."""
+        props: dict[str, Any] = {}
+        self.expect("{", "to open the function's properties")
+        if self.accept("}"):
+            return props
+        while True:
+            self.skip_ws()
+            m = self.match(re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*"))
+            if m is None:
+                self.expected("a property name")
+            self.expect("=", f"after '{m.group()}'")
+            if m.group() == "function_type":
+                props["function_type"] = self.op_signature()
+            else:
+                props[m.group()] = self.attr()
+            if self.accept("}"):
+                return props
+            self.expect(",", "or '}' in the function's properties")
 
     def module_attrs(self) -> dict[str, Any]:
         attrs, positions = self.attr_dict()
@@ -385,6 +491,8 @@ class _Parser:
         if self.accept_word("attributes"):
             attrs, _ = self.attr_dict()
         self.expect("{", "to open the function body")
+        if "inplace" in attrs:
+            attrs["inplace"] = self.inplace_pairs(attrs["inplace"], params)
         func = Function(name, params, attrs=attrs, loc=self.location(start, start + len("func.func")))
         errors_before = len(self.errors)
         ok = self.body(func, scope, result_types)
@@ -395,6 +503,19 @@ class _Parser:
         if not ok or len(self.errors) > errors_before or duplicate:
             return None
         return func
+
+    def inplace_pairs(self, value: Any, params: list[Value]) -> Any:
+        """``inplace`` pairs with their parameter as a name: the printer writes its position
+        (``[[1, 0]]``); a name is accepted as well.  Anything else is left for the verifier."""
+        if not isinstance(value, tuple):
+            return value
+        pairs = []
+        for pair in value:
+            if (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], int)
+                    and not isinstance(pair[1], bool) and 0 <= pair[1] < len(params)):
+                pair = (pair[0], params[pair[1]].name)
+            pairs.append(pair)
+        return tuple(pairs)
 
     def symbol(self) -> str:
         if not self.accept("@"):
@@ -468,7 +589,12 @@ class _Parser:
                 self.expected(f"'}}' to close function @{func.name}", within_line=False)
             stmt_start = self.pos
             try:
-                if self.peek_word("func.return") or self.peek_word("return"):
+                if self.peek('"func.return"'):
+                    if returned:
+                        self.fail("a function has one 'func.return'")
+                    returned = True
+                    self.generic_return(func, scope, result_types)
+                elif self.peek_word("func.return") or self.peek_word("return"):
                     if returned:
                         self.fail("a function has one 'func.return'")
                     returned = True
@@ -651,6 +777,27 @@ class _Parser:
             while self.accept(","):
                 types.append(self.type())
         self.optional_location()
+        self.finish_return(func, operands, types, result_types, start, keyword_end)
+
+    def generic_return(self, func: Function, scope: dict[str, _Binding],
+                       result_types: list[TensorType]) -> None:
+        """``"func.return"(%0, %1) : (type, type) -> ()``."""
+        start = self.pos_after_ws()
+        self.string()
+        keyword_end = self.pos
+        self.expect("(", 'to open the operands of "func.return"')
+        operands = self.operand_list(scope, ")")
+        self.expect(":", 'and the type of "func.return"')
+        types, results = self.op_signature()
+        if results:
+            self.fail("func.return has no results", start, self.pos)
+        self.optional_location()
+        self.finish_return(func, operands, types, result_types, start, keyword_end)
+
+    def finish_return(self, func: Function, operands: list[tuple[Value | None, int, int]],
+                      types: list[TensorType], result_types: list[TensorType], start: int,
+                      keyword_end: int) -> None:
+        """Check a return's operands against its types and the function's; set the outputs."""
         if len(types) != len(operands):
             self.fail(f"func.return has {len(operands)} operand(s) but lists {len(types)} type(s)",
                       start, self.pos)

@@ -3,7 +3,7 @@
 ::
 
     module attributes {dl.model = {name = "mlp"}} {
-      func.func @predict(%w: tensor<784x10xf32>, %x: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "y"}) attributes {inplace = [[0, "w"]]} {
+      func.func @predict(%w: tensor<784x10xf32>, %x: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "y"}) attributes {inplace = [[0, 0]]} {
         %0 = "dl.matmul"(%x, %w) : (tensor<?x784xf32, "N">, tensor<784x10xf32>) -> tensor<?x10xf32, "N">
         func.return %0 : tensor<?x10xf32, "N">
       }
@@ -130,8 +130,19 @@ def _signature(func: Function) -> str:
         results.append(text)
     text = f"func.func @{format_symbol(func.name)}({params}) -> ({', '.join(results)})"
     if func.attrs:
-        text += " attributes " + format_attr_dict(func.attrs)
+        text += " attributes " + format_attr_dict(_printed_attrs(func))
     return text
+
+
+def _printed_attrs(func: Function) -> dict:
+    """``func.attrs`` as printed: ``inplace`` pairs name their parameter by position,
+    ``[[1, 0]]`` (output 1 into argument 0), which survives tools that rename arguments
+    (``mlir-opt`` prints them as ``%arg0``); the parser turns positions back into names."""
+    attrs = dict(func.attrs)
+    if "inplace" in attrs:
+        position = {p.name: i for i, p in enumerate(func.params)}
+        attrs["inplace"] = tuple((out, position.get(name, name)) for out, name in attrs["inplace"])
+    return attrs
 
 
 def _return(func: Function, names: dict[Value, str]) -> str:

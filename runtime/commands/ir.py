@@ -20,14 +20,23 @@ NAME = "ir"
 HELP = "print the dl IR of a .dl file or of IR text"
 
 
+def chosen_module(module: Module, args: argparse.Namespace) -> Module:
+    """The module holding just ``--fn``, when given; ``train_step`` is built for a model file
+    (``compiler/train_step.py``), so it can be printed at every stage."""
+    if args.fn is None:
+        return module
+    if args.fn == "train_step":
+        from compiler.analysis.stats import with_train_step
+
+        module, _ = with_train_step(module)
+    return Module([pick_function(module, args.fn, args.file)])
+
+
 def _print_dl(module: Module, args: argparse.Namespace) -> str:
     """The dl IR text (MLIR generic form); just ``--fn`` when given."""
     from compiler.ir.printer import print_module
 
-    if args.fn is not None:
-        func = pick_function(module, args.fn, args.file)
-        module = Module([func])
-    return print_module(module, debug_locations=args.debug_locations)
+    return print_module(chosen_module(module, args), debug_locations=args.debug_locations)
 
 
 # --stage NAME -> renderer(module, args) -> text
@@ -44,13 +53,7 @@ def _codegen_stage(stage: str) -> Callable[[Module, argparse.Namespace], str]:
         from compiler.codegen.driver import lower_module, memory_report, stage_text
         from compiler.passes import run_pipeline
 
-        if args.fn is not None:
-            if args.fn == "train_step":
-                from compiler.analysis.stats import with_train_step
-
-                module, _ = with_train_step(module)
-            module = Module([pick_function(module, args.fn, args.file)])
-        module = run_pipeline(module, "default")
+        module = run_pipeline(chosen_module(module, args), "default")
         if getattr(args, "memory", False):
             programs = lower_module(module)
             symbols = {s for p in programs for s in p.symbols}

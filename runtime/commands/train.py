@@ -93,7 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learning rate (default: the model's optimizer declaration)")
     parser.add_argument("--no-validate", action="store_true",
                         help="do not evaluate the test split after every epoch")
-    parser.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint (.npz) after training")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="start from these weights (a checkpoint, e.g. from dlc import or --save) "
+                             "instead of the initializers")
+    parser.add_argument("--save", default=None, metavar="PATH",
+                        help="write a checkpoint (.npz, or .safetensors) after training")
     parser.add_argument("--metrics-out", default=None, metavar="PATH",
                         help="write per-epoch metrics, timings and test results as JSON")
     parser.add_argument("--plot", default=None, metavar="PATH",
@@ -115,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     check_data(data, spec)                     # before the (slow) compile
     start = time.perf_counter()
     model = Model(module, seed=args.seed, backend=args.backend, source=name, passes=model_passes(args))
+    if args.weights:
+        model.load_weights(args.weights)
     load_seconds += time.perf_counter() - start
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE

@@ -42,7 +42,7 @@ module attributes {dl.model = {optimizer = {name = "rmsprop", learning_rate = 1.
   }
 
   // A training step writes its new weights into the old ones' buffers.
-  // CHECK-LABEL: func.func @train_step(%w: tensor<4x2xf32>, %g: tensor<4x2xf32>) -> (tensor<4x2xf32> {dl.name = "w"}) attributes {inplace = [[0, "w"]]} {
+  // CHECK-LABEL: func.func @train_step(%w: tensor<4x2xf32>, %g: tensor<4x2xf32>) -> (tensor<4x2xf32> {dl.name = "w"}) attributes {inplace = [[0, 0]]} {
   // CHECK-NEXT:    %0 = "dl.sub"(%w, %g)
   // CHECK-NEXT:    func.return %0 : tensor<4x2xf32>
   func.func @train_step(%w: tensor<4x2xf32>, %g: tensor<4x2xf32>) -> (tensor<4x2xf32> {dl.name = "w"}) attributes {inplace = [[0, "w"]]} {
