@@ -628,16 +628,107 @@ def _(im: Importer, node: Node, x: Any) -> list[Any]:
     return [np.array(im.product(im.dims_of(x), node), dtype=np.int64)]
 
 
-@imports("Gather")
-def _(im: Importer, node: Node, data: Any, indices: Any) -> list[Any]:
-    # only on constants here (a shape's dims); a dl gather op lands separately
-    array = im.constant(data, node, "data")
-    taken = np.take(array, im.constant(indices, node, "indices").astype(np.int64), axis=node.attr("axis", 0))
-    return [np.asarray(taken, dtype=array.dtype)]       # (a 0-d take of an object array is its element)
+# ---------------------------------------------------------------------------
+# Indexing: slices, joins, gathers
+
+INT64_MAX = np.iinfo(np.int64).max
+INT64_MIN = np.iinfo(np.int64).min
 
 
-@imports("Concat")
-def _(im: Importer, node: Node, *inputs: Any) -> list[Any]:
-    arrays = [im.constant(x, node, f"input {i}") for i, x in enumerate(inputs)]
-    kind = object if any(a.dtype == object for a in arrays) else None
-    return [np.concatenate([a.astype(kind) if kind else a for a in arrays], axis=node.attr("axis", 0))]
+@exports("slice", "Slice")
+def _(ex: Exporter, op: Op, x: str) -> list[str]:
+    rank = op.operands[0].type.rank
+    pad = (None,) * rank
+    start, stop, step = ((tuple(op.attrs[k]) + pad)[:rank] for k in ("start", "stop", "step"))
+    axes, starts, ends, steps = [], [], [], []
+    for axis, (a, b, s) in enumerate(zip(start, stop, step)):
+        if a is None and b is None and s is None:
+            continue
+        s = 1 if s is None else s
+        axes.append(axis)
+        steps.append(s)
+        starts.append(a if a is not None else (0 if s > 0 else INT64_MAX))     # numpy's defaults,
+        ends.append(b if b is not None else (INT64_MAX if s > 0 else INT64_MIN))  # clamped by ONNX
+    if not axes:
+        return ex.node("Identity", [x])
+    ints = [ex.const(np.array(v, dtype=np.int64)) for v in (starts, ends, axes, steps)]
+    return ex.node("Slice", [x, *ints])
+
+
+@exports("flip", "Slice")
+def _(ex: Exporter, op: Op, x: str) -> list[str]:
+    rank = op.operands[0].type.rank
+    axes = list(range(rank)) if op.attrs["axis"] is None else [a % rank for a in op.attrs["axis"]]
+    if not axes:
+        return ex.node("Identity", [x])
+    n = len(axes)
+    ints = [ex.const(np.array(v, dtype=np.int64))
+            for v in ([INT64_MAX] * n, [INT64_MIN] * n, axes, [-1] * n)]
+    return ex.node("Slice", [x, *ints])
+
+
+@imports("Slice", dl="slice")
+def _(im: Importer, node: Node, x: Any, starts: Any, ends: Any, axes: Any = None, steps: Any = None) -> list[Any]:
+    rank = len(im.dims_of(x))
+    starts = im.constant(starts, node, "starts", bindable=True).astype(np.int64)
+    ends = im.constant(ends, node, "ends", bindable=True).astype(np.int64)
+    axes = (np.arange(len(starts)) if axes is None
+            else im.constant(axes, node, "axes", bindable=True).astype(np.int64) % max(rank, 1))
+    steps = np.ones(len(starts), np.int64) if steps is None else im.constant(steps, node, "steps").astype(np.int64)
+    start: list[int | None] = [None] * rank
+    stop: list[int | None] = [None] * rank
+    step: list[int | None] = [None] * rank
+
+    def bound(v: int) -> int | None:          # ONNX's "to the end" sentinels are numpy's None
+        return None if v >= INT64_MAX // 2 or v <= INT64_MIN // 2 else int(v)
+
+    for a, b, e, s in zip(axes, starts, ends, steps):
+        start[int(a)], stop[int(a)], step[int(a)] = bound(b), bound(e), int(s)
+    return im.emit("slice", x, start=tuple(start), stop=tuple(stop), step=tuple(step))
+
+
+@exports("concat", "Concat")
+def _(ex: Exporter, op: Op, *xs: str) -> list[str]:
+    return ex.node("Concat", list(xs), axis=op.attrs["axis"])
+
+
+@imports("Concat", dl="concat")
+def _(im: Importer, node: Node, *xs: Any) -> list[Any]:
+    if any(isinstance(x, np.ndarray) and x.dtype == object for x in xs):
+        # shape arithmetic holding symbolic dims: folded here (emit folds numeric constants)
+        arrays = [im.constant(x, node, f"input {i}").astype(object) for i, x in enumerate(xs)]
+        return [np.concatenate(arrays, axis=node.attr("axis", 0))]
+    return im.emit("concat", *xs, axis=node.attr("axis", 0))
+
+
+@exports("gather", "Gather")
+def _(ex: Exporter, op: Op, x: str, indices: str) -> list[str]:
+    return ex.node("Gather", [x, indices], axis=op.attrs["axis"])
+
+
+@imports("Gather", dl="gather")
+def _(im: Importer, node: Node, x: Any, indices: Any) -> list[Any]:
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        # a shape's dims, symbolic ones among them: folded here (emit folds numeric constants)
+        taken = np.take(x, im.constant(indices, node, "indices").astype(np.int64), axis=node.attr("axis", 0))
+        return [np.asarray(taken, dtype=x.dtype)]       # (a 0-d take of an object array is its element)
+    return im.emit("gather", x, indices, axis=node.attr("axis", 0))
+
+
+@exports("squeeze", "Squeeze")
+def _(ex: Exporter, op: Op, x: str) -> list[str]:
+    t = op.operands[0].type
+    axes = op.attrs["axis"]
+    if axes is None:
+        axes = tuple(i for i, d in enumerate(t.shape) if d == 1)
+    return ex.node("Squeeze", [x, ex.const(np.array(axes, dtype=np.int64))])
+
+
+@exports("expand_dims", "Unsqueeze")
+def _(ex: Exporter, op: Op, x: str) -> list[str]:
+    return ex.node("Unsqueeze", [x, ex.const(np.array(op.attrs["axis"], dtype=np.int64))])
+
+
+@exports("where", "Where")
+def _(ex: Exporter, op: Op, cond: str, a: str, b: str) -> list[str]:
+    return ex.node("Where", [cond, a, b])
