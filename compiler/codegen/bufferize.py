@@ -36,8 +36,9 @@ from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
-                    Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Program, Reduce,
+                    Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program, Reduce,
                     fuse_row_softmax, identity_index, loads, remap, replace_loads)
+from .pool import lower_pool
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
@@ -399,6 +400,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "view": _lower_reshape,
     "reduction": _lower_reduction,
     "matmul": _lower_matmul,
+    "pool": lower_pool,             # max_pool2d, avg_pool2d and their gradients (pool.py)
 }
 
 
@@ -475,7 +477,7 @@ def fuse_epilogues(prog: Program) -> None:
 
 def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
     """Whether ``k`` reads ``param`` only at the element it writes."""
-    if isinstance(k, Reduce):
+    if isinstance(k, (Reduce, Pool)):       # an output element depends on many inputs
         return param not in [b.storage for b in k.reads()]
     if isinstance(k, Matmul):
         if param in (k.a.storage, k.b.storage):
@@ -575,6 +577,8 @@ def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
             k.out = new
         if isinstance(k, (Elementwise, Reduce)):
             k.expr = replace_loads(k.expr, swap)
+        elif isinstance(k, Pool):
+            k.inputs = tuple(new if b is old else b for b in k.inputs)
         else:
             k.a = new if k.a is old else k.a
             k.b = new if k.b is old else k.b

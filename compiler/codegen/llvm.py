@@ -31,7 +31,8 @@ from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scr
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
-from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
+from .loops import Buffer, Elementwise, Kernel, Matmul, Pool, Program, Reduce
+from .pool import emit_pool
 from .sparse_gemm import enable_skip_zeros
 from .target import CodegenOptions
 
@@ -228,6 +229,8 @@ class _ProgramEmitter:
             emit_elementwise(ctx, k)
         elif isinstance(k, Reduce):
             emit_reduce(ctx, k)
+        elif isinstance(k, Pool):
+            emit_pool(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()

@@ -16,6 +16,8 @@ A :class:`Program` is one dl function after bufferization:
     the *index maps* of its loads.
   - :class:`Reduce` -- ``sum mean max min argmax`` of an expression over
     ``axes`` (the expression fuses the producers of the reduced operand).
+  - :class:`Pool` -- 2-D pooling of NHWC images and its gradients, reading
+    whole buffers (``pool.py``).
   - :class:`Matmul` -- ``[batch.., M, K] @ [batch.., K, N]``, operands in
     either layout (``trans_a``/``trans_b``: a transpose feeding a matmul is
     not copied), with an optional *epilogue* expression applied to each
@@ -244,7 +246,25 @@ class Matmul:
         return [self.a, self.b, *extra]
 
 
-Kernel = Union[Elementwise, Reduce, Matmul]
+@dataclass(eq=False)
+class Pool:
+    """2-D pooling over NHWC images with window ``window`` (a ``compiler.ops.pool.Window``),
+    emitted by ``pool.py``.  ``kind``: ``max avg gather`` compute each output window from
+    ``inputs`` ``(x,)``, ``(x,)``, ``(x, g)``; ``max_grad avg_grad`` compute the input-shaped
+    gradient from ``(x, dy)``, ``(dy,)``.  Its operands are read from memory (windows read
+    many elements each), never fused."""
+
+    out: Buffer
+    kind: str
+    inputs: tuple[Buffer, ...]
+    window: Any
+    count_include_pad: bool = False
+
+    def reads(self) -> list[Buffer]:
+        return list(self.inputs)
+
+
+Kernel = Union[Elementwise, Reduce, Matmul, Pool]
 
 
 @dataclass(eq=False)
@@ -393,6 +413,8 @@ def kernel_str(k: Kernel) -> str:
         axes = ", ".join(f"i{a}" for a in k.axes)
         return (f"reduce.{k.kind} {_dims(k.shape)} over ({axes}): "
                 f"{k.out.name} = {expr_str(k.expr)}")
+    if isinstance(k, Pool):
+        return pool_str(k)
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
@@ -400,6 +422,16 @@ def kernel_str(k: Kernel) -> str:
     if k.epilogue is not None:
         text += f"\n      epilogue: {expr_str(k.epilogue)}"
     return text
+
+
+def pool_str(k: Pool) -> str:
+    """``pool.max [N, 14, 14, 8] window 2x2 strides 2x2 padding [0, 0, 0, 0]: %out0 = pool(%x)``."""
+    w = k.window
+    shape = (k.out.shape[0], *(w.size if k.kind.endswith("_grad") else w.out), k.out.shape[3])
+    how = ", count_include_pad" if k.count_include_pad and k.kind.startswith("avg") else ""
+    args = ", ".join(b.name for b in k.inputs)
+    return (f"pool.{k.kind} {_dims(shape)} window {w.pool[0]}x{w.pool[1]} strides {w.strides[0]}x"
+            f"{w.strides[1]} padding {list(w.padding)}{how}: {k.out.name} = pool({args})")
 
 
 def print_program(p: Program) -> str:
@@ -517,6 +549,8 @@ def _touches(e: Expr, bufs: set[Buffer]) -> bool:
 
 
 def _kernel_exprs(k: Kernel) -> list[Expr]:
+    if isinstance(k, Pool):
+        return []
     if isinstance(k, Matmul):
         return [k.epilogue] if k.epilogue is not None else []
     return [k.expr]
@@ -562,6 +596,8 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
     def valid(k: Kernel) -> bool:
         if k is s_kernel or k is mx:
             return True
+        if isinstance(k, Pool):             # reads M or S from memory: they must stay
+            return False
         if isinstance(k, Matmul):
             return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
                 k.a not in watched and k.b not in watched
@@ -602,6 +638,8 @@ def _simplify(e: Expr) -> Expr:
 
 
 def _set_exprs(k: Kernel, fn) -> None:
+    if isinstance(k, Pool):
+        return
     if isinstance(k, Matmul):
         if k.epilogue is not None:
             k.epilogue = fn(k.epilogue)
