@@ -45,7 +45,7 @@ from .loops import Buffer, Pool
 POOL_KINDS = {"max_pool2d": "max", "avg_pool2d": "avg", "max_pool2d_gather": "gather",
               "max_pool2d_grad": "max_grad", "avg_pool2d_grad": "avg_grad"}
 
-COST = 2        # work per window element and channel (a load and a compare or an add)
+COST = 2        # work per window element inside the image and channel (a load and a compare or add)
 
 
 def lower_pool(L, op) -> None:
@@ -61,11 +61,12 @@ def emit_pool(kc: KernelContext, k: Pool) -> None:
     """Pool kernel ``k`` (see the module docstring), split into tasks when large."""
     w = k.window
     n, c = k.out.shape[0], k.out.shape[3]
-    iterations = [n, *w.out, c, w.elements]
+    windows = [n, *w.out, c]            # window and channel pairs
+    inside = min(w.pool[0], max(w.size[0], 1)) * min(w.pool[1], max(w.size[1], 1))
     if k.kind.endswith("_grad"):
-        run_split(kc, iterations, COST, Split([n], 1), lambda kc_, bounds: _Scatter(kc_, k).emit(bounds))
+        run_split(kc, windows, COST * inside, Split([n], 1), lambda kc_, bounds: _Scatter(kc_, k).emit(bounds))
     else:
-        run_split(kc, iterations, COST, Split([n, w.out[0]], 1),
+        run_split(kc, windows, COST * inside, Split([n, w.out[0]], 1),
                   lambda kc_, bounds: _Windows(kc_, k).emit(bounds))
 
 

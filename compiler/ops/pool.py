@@ -70,13 +70,6 @@ class Window:
         """Positions in one window, ``ph * pw``."""
         return self.pool[0] * self.pool[1]
 
-    def offsets(self) -> Iterator[tuple[int, int, int]]:
-        """``(k, kh, kw)`` for every position of a window in row-major order (``k = kh*pw + kw``)."""
-        ph, pw = self.pool
-        for kh in range(ph):
-            for kw in range(pw):
-                yield kh * pw + kw, kh, kw
-
 
 def _pair(value: Sequence[int], what: str) -> tuple[int, int]:
     if len(value) != 2:
@@ -265,18 +258,29 @@ def _span(k: int, pad: int, stride: int, size: int, out: int) -> tuple[slice, sl
     return slice(lo, hi), slice(first, first + (hi - lo - 1) * stride + 1, stride)
 
 
+def _reaching(w: Window, axis: int) -> list[int]:
+    """The window offsets along ``axis`` at which some window reads inside the image, in
+    order (never more than the window's or the image's size, however large the padding)."""
+    pool, stride, pad, size = w.pool[axis], w.strides[axis], w.padding[2 * axis], w.size[axis]
+    seen: set[int] = set()
+    for o in range(w.out[axis]):
+        start = o * stride - pad
+        seen.update(range(max(0, -start), min(pool, size - start)))
+    return sorted(seen)
+
+
 def _offsets(w: Window, reverse: bool = False) -> Iterator[tuple[int, tuple, tuple]]:
-    """``(k, out_index, in_index)`` for each window offset reading the image: ``a[in_index]``
-    holds, for the windows ``out_index`` of the output, their element at offset ``k``.
-    ``reverse``: last offset first, which visits the windows overlapping one image
-    element in row-major window order."""
+    """``(k, out_index, in_index)`` for each window offset ``k = kh*pw + kw`` reading the
+    image, in row-major window order: ``a[in_index]`` holds, for the windows ``out_index`` of
+    the output, their element at offset ``k``.  ``reverse``: last offset first, which visits
+    the windows overlapping one image element in row-major window order."""
     (sh, sw), (top, _, left, _) = w.strides, w.padding
-    offsets = list(w.offsets())
-    for k, kh, kw in reversed(offsets) if reverse else offsets:
+    offsets = [(kh, kw) for kh in _reaching(w, 0) for kw in _reaching(w, 1)]
+    for kh, kw in reversed(offsets) if reverse else offsets:
         rows = _span(kh, top, sh, w.size[0], w.out[0])
         cols = _span(kw, left, sw, w.size[1], w.out[1])
         if rows is not None and cols is not None:
-            yield k, (slice(None), rows[0], cols[0]), (slice(None), rows[1], cols[1])
+            yield kh * w.pool[1] + kw, (slice(None), rows[0], cols[0]), (slice(None), rows[1], cols[1])
 
 
 def _out_array(x: np.ndarray, w: Window, fill: float) -> np.ndarray:
