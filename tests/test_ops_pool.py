@@ -410,6 +410,41 @@ def test_gradient_of_the_gradient(pool):
     assert report.passed and all(a.max_grad > 0 for a in report.args), str(report)
 
 
+CNNISH = """
+model cnnish {
+    input x: f32[N, 6, 6, 2]
+    target y: f32[N, 1]
+
+    let h = dense(x, 4, activation=relu, name="pixel")
+    let m = max_pool2d(h, pool_size=[2, 2])
+    let a = avg_pool2d(m, pool_size=[2, 2], strides=[1, 1], padding=[0, 1, 0, 1])
+    output p = dense(flatten(a), 1, activation=sigmoid, name="out")
+
+    loss binary_crossentropy(p, y)
+    optimizer adam(lr=0.01)
+}
+"""
+
+
+def test_a_model_with_pooling_trains_natively_as_in_the_interpreter(tmp_path):
+    from runtime.model import load_model
+
+    path = tmp_path / "cnnish.dl"
+    path.write_text(CNNISH)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6, 6, 2)).astype(np.float32)
+    y = (x[:, :3].sum(axis=(1, 2, 3)) > 0).astype(np.float32)[:, None]
+    native = load_model(path, seed=1, backend="native")
+    interp = load_model(path, seed=1, backend="interp")
+    loops = stage_text(native.module, "loops")
+    assert "pool.max_grad" in loops and "pool.avg_grad" in loops
+    lost = [m.fit(x, y, epochs=3, batch_size=8, verbose=0).history["loss"] for m in (native, interp)]
+    np.testing.assert_allclose(lost[0], lost[1], rtol=1e-5)
+    assert lost[0][-1] < lost[0][0]
+    for name, value in interp.weights.items():
+        np.testing.assert_allclose(native.weights[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 # ---------------------------------------------------------------------------
 # Shape rules, padding, cost, loop IR
 
@@ -464,6 +499,8 @@ def test_same_padding_follows_tensorflow(size, pool, strides, want):
 
 def test_valid_and_explicit_padding():
     assert resolve_padding("valid", (5, 5), (2, 2)) == (0, 0, 0, 0)
+    # a dilated window (a convolution's): 3 taps 2 apart span 5 rows, stride 1 keeps 5 outputs
+    assert resolve_padding("same", (5, 6), (3, 3), (1, 2), dilation=(2, 1)) == (2, 2, 0, 1)
     assert resolve_padding([[1, 2], [3, 4]], (5, 5), (2, 2)) == (1, 2, 3, 4)
     with pytest.raises(Exception, match="padding must be 'valid', 'same'"):
         resolve_padding("full", (5, 5), (2, 2))

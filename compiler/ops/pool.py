@@ -105,13 +105,14 @@ def make_window(size: tuple[Dim, Dim], pool_size: Sequence[int], strides: Sequen
 
 
 def resolve_padding(padding: str | Sequence[Sequence[int]], size: tuple[int, int],
-                    pool_size: Sequence[int], strides: Sequence[int] | None = None
-                    ) -> tuple[int, int, int, int]:
+                    pool_size: Sequence[int], strides: Sequence[int] | None = None,
+                    dilation: Sequence[int] = (1, 1)) -> tuple[int, int, int, int]:
     """Keras' ``padding`` as the ops' explicit ``(top, bottom, left, right)``.
 
     ``"valid"``: none.  ``"same"`` (TensorFlow's rule): ``OH = ceil(H / sh)``, the
     ``max((OH - 1) sh + ph - H, 0)`` rows of padding split with the odd one at the
-    bottom (columns alike).  ``[[top, bottom], [left, right]]``: as given.
+    bottom (columns alike).  ``[[top, bottom], [left, right]]``: as given.  A window
+    dilated by ``d`` (a convolution's) spans ``(ph - 1) d + 1`` rows.
     """
     if isinstance(padding, str):
         if padding == "valid":
@@ -122,8 +123,8 @@ def resolve_padding(padding: str | Sequence[Sequence[int]], size: tuple[int, int
         pool = _pair(pool_size, "pool_size")
         steps = pool if strides is None else _pair(strides, "strides")
         pads: list[int] = []
-        for n, k, s in zip(size, pool, steps):
-            total = max((-(-n // s) - 1) * s + k - n, 0)
+        for n, k, s, d in zip(size, pool, steps, _pair(dilation, "dilation")):
+            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
             pads += [total // 2, total - total // 2]
         return (pads[0], pads[1], pads[2], pads[3])
     rows = [tuple(p) for p in padding]
