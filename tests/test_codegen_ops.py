@@ -206,6 +206,19 @@ case("scatter", ("scatter_add", "scatter_add_along_axis"), [T(F32, "N", 10), T(I
                    b.scatter_add_along_axis(p[0], p[2], b.exp(p[4]), axis=1)],
      ("any", "small", "small", "any", "any"))
 
+# -- pooling (compiler/ops/pool.py; tests/test_ops_pool.py has the thorough ones) ------------------------
+
+_WINDOW = {"pool_size": (3, 2), "strides": (2, 1), "padding": (1, 1, 0, 1)}
+case("pool", ("max_pool2d", "avg_pool2d", "max_pool2d_grad", "max_pool2d_gather", "avg_pool2d_grad"),
+     [T(F32, "N", 5, 4, 19), T(F64, "N", 3, 4, 3)],
+     lambda b, p: [b.max_pool2d(p[0], **_WINDOW), b.avg_pool2d(p[0], **_WINDOW),
+                   b.max_pool2d_grad(p[0], b.max_pool2d(p[0], **_WINDOW), **_WINDOW),
+                   b.max_pool2d_gather(p[0], b.exp(p[0]), **_WINDOW),
+                   b.avg_pool2d_grad(p[1], input_size=(5, 4), count_include_pad=True, **_WINDOW)])
+case("global_pool_flatten", ("global_avg_pool", "global_max_pool", "flatten"), [T(F32, "N", 3, 5, 7)],
+     lambda b, p: [b.global_avg_pool(p[0]), b.global_max_pool(p[0], keepdims=True),
+                   b.matmul(b.flatten(p[0]), b.constant(np.ones((105, 2), np.float32), F32))])
+
 # -- fused chains (one consumer each: one loop nest) ----------------------------------------------------
 
 case("chain_bias_act", (), [T(F32, "N", 50), T(F32, 50)],

@@ -124,6 +124,16 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
         "scatter_add_along_axis": ([n4, T(I64, "N", 2), T(F32, "N", 2)],
                                    [x34, idx[[0, 1, 0]].astype(np.int64), rand(3, 2)], {"axis": 1}),
     })
+    image, pooled = T(F32, "N", 5, 4, 2), T(F32, "N", 3, 4, 2)       # compiler/ops/pool.py
+    x5, dy = rand(3, 5, 4, 2), rand(3, 3, 4, 2)
+    window = {"pool_size": (2, 2), "strides": (2, 1), "padding": (1, 0, 1, 0)}
+    s["max_pool2d"] = ([image], [x5], window)
+    s["avg_pool2d"] = ([image], [x5], {**window, "count_include_pad": True})
+    s["max_pool2d_grad"] = ([image, pooled], [x5, dy], window)
+    s["max_pool2d_gather"] = ([image, image], [x5, rand(3, 5, 4, 2)], window)
+    s["avg_pool2d_grad"] = ([pooled], [dy], {**window, "input_size": (5, 4)})
+    for name in ("global_avg_pool", "global_max_pool", "flatten"):
+        s[name] = ([image], [x5], {})
     return s
 
 

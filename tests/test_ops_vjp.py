@@ -151,6 +151,14 @@ def _cases() -> list[Case]:
             cases.append(Case("categorical_crossentropy",
                               [Arg((*batch, 3), domain), Arg((*batch, 3), "unit")],
                               {"from_logits": logits}))
+    window = {"pool_size": (3, 2), "strides": (2, 1), "padding": (1, 1, 0, 1)}    # compiler/ops/pool.py
+    image, pooled = Arg(("N", 5, 4, 2)), Arg(("N", 3, 4, 2))
+    cases += [Case("max_pool2d", [image], window), Case("avg_pool2d", [image], window),
+              Case("avg_pool2d", [image], {**window, "count_include_pad": True}),
+              Case("max_pool2d_grad", [image, pooled], window), Case("max_pool2d_gather", [image, image], window),
+              Case("avg_pool2d_grad", [pooled], {**window, "input_size": (5, 4)}),
+              Case("global_avg_pool", [image]), Case("global_max_pool", [image], {"keepdims": True}),
+              Case("flatten", [image])]
     return cases
 
 

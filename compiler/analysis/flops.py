@@ -12,6 +12,9 @@ The cost model, per op (``n`` = elements of the result, symbols kept):
 - reductions (``sum mean max min prod any all argmax argmin``), ``cumsum`` and
   ``top_k``: one FLOP per element of the operand (a selection's comparisons beyond
   the first are not counted);
+- pooling (``max_pool2d``, ``avg_pool2d`` and their gradient ops): one FLOP
+  per window element of each pooled element (a compare or an add; the
+  average's division counted for the first);
 - composites (softmax, losses, one_hot): the cost of their decomposition
   into primitive ops, from the op table's ``decompose`` rule, with common
   subexpressions counted once (softmax's rule spells ``exp(z)`` twice);
@@ -30,6 +33,7 @@ from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op
 from ..ir.types import Dim
 from ..ops.base import COMPOSITE, ELEMENTWISE, REDUCTION, get_op
+from ..ops.pool import WINDOWED, window_of
 
 TRANSCENDENTAL = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid", "pow",
                             "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
@@ -136,6 +140,9 @@ def op_cost(op: Op) -> Cost:
         return Cost(transcendentals=n) if op.name in TRANSCENDENTAL else Cost(flops=n)
     if opdef.kind == REDUCTION or op.name in ("cumsum", "top_k"):
         return Cost(flops=Poly.product(op.operands[0].type.shape))
+    if op.name in WINDOWED:
+        pooled = op.operands[-1] if op.name.endswith("_grad") else op.result
+        return Cost(flops=Poly.product(pooled.type.shape) * window_of(op).elements)
     if opdef.kind == COMPOSITE and opdef.decompose is not None:
         return sum((op_cost(o) for o in decomposition(op)), Cost())
     return Cost()

@@ -37,9 +37,10 @@ from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from .indexing import INDEXING_FAMILIES
 from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
-                    Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Program, Reduce,
+                    Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program, Reduce,
                     Scan, Scatter, TopK, buffers_read, fuse_row_softmax, has_take, identity_index, loads,
                     remap, replace_buffer, replace_loads, takes)
+from .pool import lower_pool
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
@@ -431,6 +432,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "scan": _lower_scan,
     "top_k": _lower_top_k,
     **INDEXING_FAMILIES,        # slice, slice_update, concat, gather, ..., scatter_add
+    "pool": lower_pool,             # max_pool2d, avg_pool2d and their gradients (pool.py)
 }
 
 
@@ -509,7 +511,7 @@ def fuse_epilogues(prog: Program) -> None:
 def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
     """Whether ``k`` reads ``param`` only at the element it writes (a take's read at computed
     coordinates never counts as that element)."""
-    if isinstance(k, (Reduce, Scan, TopK)):      # an output element depends on many inputs
+    if isinstance(k, (Reduce, Scan, TopK, Pool)):      # an output element depends on many inputs
         return param not in [b.storage for b in k.reads()]
     if isinstance(k, Scatter):
         # out = base element by element, then the additions: they run over param's memory
@@ -633,6 +635,8 @@ def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
         elif isinstance(k, Scatter):
             k.base, k.value = replace_buffer(k.base, old, new), replace_buffer(k.value, old, new)
             k.index = tuple(replace_buffer(e, old, new) for e in k.index)
+        elif isinstance(k, Pool):
+            k.inputs = tuple(new if b is old else b for b in k.inputs)
         else:
             k.a = new if k.a is old else k.a
             k.b = new if k.b is old else k.b

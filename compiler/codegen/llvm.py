@@ -34,7 +34,8 @@ from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
 from .indexing import emit_scatter
-from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce, Scan, Scatter, TopK
+from .loops import Buffer, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
+from .pool import emit_pool
 from .scan import emit_scan
 from .topk import emit_top_k
 from .sparse_gemm import enable_skip_zeros
@@ -252,6 +253,8 @@ class _ProgramEmitter:
             emit_top_k(ctx, k)
         elif isinstance(k, Scatter):
             emit_scatter(ctx, k)
+        elif isinstance(k, Pool):
+            emit_pool(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()

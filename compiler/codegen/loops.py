@@ -21,6 +21,8 @@ A :class:`Program` is one dl function after bufferization:
   - :class:`Scan` -- a running sum of an expression along one axis (``scan.py``).
   - :class:`TopK` -- the ``k`` largest of an expression along the last axis, or
     their indices (``topk.py``).
+  - :class:`Pool` -- 2-D pooling of NHWC images and its gradients, reading
+    whole buffers (``pool.py``).
   - :class:`Matmul` -- ``[batch.., M, K] @ [batch.., K, N]``, operands in
     either layout (``trans_a``/``trans_b``: a transpose feeding a matmul is
     not copied), with an optional *epilogue* expression applied to each
@@ -391,8 +393,28 @@ class Scatter:
         return [self.out]
 
 
+@dataclass(eq=False)
+class Pool:
+    """2-D pooling over NHWC images with window ``window`` (a ``compiler.ops.pool.Window``),
+    emitted by ``pool.py``.  ``kind``: ``max avg gather`` compute each output window from
+    ``inputs`` ``(x,)``, ``(x,)``, ``(x, g)``; ``max_grad avg_grad`` compute the input-shaped
+    gradient from ``(x, dy)``, ``(dy,)``.  Its operands are read from memory (windows read
+    many elements each), never fused."""
 
-Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK, Scatter]
+    out: Buffer
+    kind: str
+    inputs: tuple[Buffer, ...]
+    window: Any
+    count_include_pad: bool = False
+
+    def reads(self) -> list[Buffer]:
+        return list(self.inputs)
+
+    def writes(self) -> list[Buffer]:
+        return [self.out]
+
+
+Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK, Scatter, Pool]
 
 
 @dataclass(eq=False)
@@ -555,6 +577,8 @@ def kernel_str(k: Kernel) -> str:
         where = ", ".join(expr_str(e) for e in k.index)
         return (f"scatter_add {_dims(k.shape)}: {k.out.name} = {expr_str(k.base)}; "
                 f"{k.out.name}[{where}] += {expr_str(k.value)}")
+    if isinstance(k, Pool):
+        return pool_str(k)
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
@@ -562,6 +586,16 @@ def kernel_str(k: Kernel) -> str:
     if k.epilogue is not None:
         text += f"\n      epilogue: {expr_str(k.epilogue)}"
     return text
+
+
+def pool_str(k: Pool) -> str:
+    """``pool.max [N, 14, 14, 8] window 2x2 strides 2x2 padding [0, 0, 0, 0]: %out0 = pool(%x)``."""
+    w = k.window
+    shape = (k.out.shape[0], *(w.size if k.kind.endswith("_grad") else w.out), k.out.shape[3])
+    how = ", count_include_pad" if k.count_include_pad and k.kind.startswith("avg") else ""
+    args = ", ".join(b.name for b in k.inputs)
+    return (f"pool.{k.kind} {_dims(shape)} window {w.pool[0]}x{w.pool[1]} strides {w.strides[0]}x"
+            f"{w.strides[1]} padding {list(w.padding)}{how}: {k.out.name} = pool({args})")
 
 
 def print_program(p: Program) -> str:
@@ -688,6 +722,8 @@ def _touches(e: Expr, bufs: set[Buffer]) -> bool:
 
 
 def _kernel_exprs(k: Kernel) -> list[Expr]:
+    if isinstance(k, Pool):
+        return []
     if isinstance(k, Matmul):
         return [k.epilogue] if k.epilogue is not None else []
     if isinstance(k, Scatter):
@@ -735,7 +771,7 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
     def valid(k: Kernel) -> bool:
         if k is s_kernel or k is mx:
             return True
-        if isinstance(k, Scatter):
+        if isinstance(k, (Scatter, Pool)):  # a pool reads M or S from memory: they must stay
             return False
         if isinstance(k, Matmul):
             return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
@@ -830,7 +866,7 @@ def fuse_row_softmax(prog: Program) -> int:
         prog.kernels.remove(sk)
         _merge_ops(prog, mx, sk)
         for k in prog.kernels:
-            if not isinstance(k, (Matmul, Scatter)):    # _softmax_match: neither reads S
+            if not isinstance(k, (Matmul, Scatter, Pool)):    # _softmax_match: none reads S
                 k.expr = _read_log(k.expr, s, log_s)
         seeds.update(mx.writes())
         count += 1
