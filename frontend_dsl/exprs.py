@@ -285,7 +285,7 @@ class Body:
             return self.inline(c)
         layer = LAYERS.get(c.func)
         if layer is not None:
-            if self.params is None:
+            if self.params is None and not layer.stateless:
                 raise DlTypeError(f"{c.func}(...) creates parameters, so it can only be used inside a model",
                                   c.func_span)
             return layer.lower(c, self, self.params)
@@ -295,7 +295,7 @@ class Body:
         opdef = get_op(c.func)          # an op's name or an alias of it (swish)
         if opdef is not None:
             return self.op_call(opdef, c)
-        known = [*OPS, *self.functions.names(), *(LAYERS if self.params else [])]
+        known = [*OPS, *self.functions.names(), *(n for n, d in LAYERS.items() if self.params or d.stateless)]
         raise NameResolutionError(f"unknown function '{c.func}'", c.func_span,
                                   notes=did_you_mean(c.func, known))
 

@@ -99,3 +99,31 @@ def test_lecun_initializers_have_kerass_scale(name: str, bound: str) -> None:
         assert np.std(w) == pytest.approx(limit / np.sqrt(3), rel=0.02)
     else:   # truncated at two std of the untruncated normal, then rescaled to std sqrt(1/fan_in)
         assert np.std(w) == pytest.approx(np.sqrt(1.0 / fan_in), rel=0.02)
+
+
+def test_pooling_layers_take_kerass_arguments_inside_and_outside_models() -> None:
+    import runtime
+
+    mod = runtime.compile("""
+fn f(x: f32[N, 6, 5, 3]) -> (f32[N, 3, 2, 3], f32[N, 2, 2, 3], f32[N, 3, 3, 3]) {
+    return max_pool(x, 2), avg_pool(x, pool_size=[3, 2], strides=[3, 2]), max_pool(x, 2, padding=same)
+}""")
+    x = np.random.default_rng(0).standard_normal((2, 6, 5, 3)).astype(np.float32)
+    a, b, c = mod.f(x)
+    np.testing.assert_array_equal(a, x[:, :6, :4].reshape(2, 3, 2, 2, 2, 3).max(axis=(2, 4)))
+    np.testing.assert_allclose(b, x[:, :6, :4].reshape(2, 2, 3, 2, 2, 3).mean(axis=(2, 4)), rtol=1e-6)
+    # "same": one extra column of padding on the right, never read
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)), constant_values=-np.inf)
+    np.testing.assert_array_equal(c, padded.reshape(2, 3, 2, 3, 2, 3).max(axis=(2, 4)))
+
+
+@pytest.mark.parametrize("call, message", [
+    ("max_pool(x, 2)", "takes NHWC images"),
+    ("max_pool(y, 2, padding=full)", "padding must be 'valid', 'same'"),
+    ("max_pool(y, [2, 2, 2])", "takes an int or 2 ints"),
+])
+def test_pooling_layer_errors(call: str, message: str) -> None:
+    with pytest.raises(DlError) as info:
+        compile_source(f"fn f(x: f32[N, 4], y: f32[N, 4, 4, 1]) {{ return {call} }}", "p.dl")
+    errors = info.value.errors if isinstance(info.value, DlErrors) else [info.value]
+    assert any(message in e.message for e in errors), [e.message for e in errors]

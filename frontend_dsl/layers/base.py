@@ -80,13 +80,14 @@ class LayerDef:
     usage: str
     doc: str
     aliases: dict[str, str]
+    stateless: bool = False        # creates no parameters: usable outside a model too
     build: Callable[[LayerCall], Value] | None = None
 
     def def_build(self, fn: Callable[[LayerCall], Value]) -> Callable[[LayerCall], Value]:
         self.build = fn
         return fn
 
-    def lower(self, c: ast.Call, exprs: Expressions, host: ParamHost) -> Value:
+    def lower(self, c: ast.Call, exprs: Expressions, host: ParamHost | None) -> Value:
         """Lower one call of this layer inside a model."""
         assert self.build is not None, f"layer {self.name} has no build rule"
         return self.build(LayerCall(self, c, exprs, host))
@@ -96,12 +97,12 @@ LAYERS: dict[str, LayerDef] = {}
 
 
 def define_layer(name: str, *, args: tuple[str, ...], required: tuple[str, ...], usage: str,
-                 doc: str, aliases: dict[str, str] | None = None) -> LayerDef:
+                 doc: str, aliases: dict[str, str] | None = None, stateless: bool = False) -> LayerDef:
     """Create a layer definition and enter it in :data:`LAYERS`."""
     assert name not in LAYERS, f"layer {name} defined twice"
     assert set(required) <= set(args), required
     assert set((aliases or {}).values()) <= set(args), aliases
-    layer = LayerDef(name, args, required, usage, doc, dict(aliases or {}))
+    layer = LayerDef(name, args, required, usage, doc, dict(aliases or {}), stateless)
     LAYERS[name] = layer
     return layer
 
@@ -109,7 +110,7 @@ def define_layer(name: str, *, args: tuple[str, ...], required: tuple[str, ...],
 class LayerCall:
     """One call of a layer: its bound arguments, and where its parameters go."""
 
-    def __init__(self, layer: LayerDef, c: ast.Call, exprs: Expressions, host: ParamHost):
+    def __init__(self, layer: LayerDef, c: ast.Call, exprs: Expressions, host: ParamHost | None):
         self.layer = layer
         self.span = c.span
         self.exprs = exprs
@@ -119,7 +120,7 @@ class LayerCall:
         if missing:
             raise DlTypeError(f"'{layer.name}' takes {', '.join(layer.required)}, "
                               f"e.g. {layer.usage}", c.span, notes=[f"missing: {', '.join(missing)}"])
-        default_name = host.auto_name(layer.name)     # counted even when named, as before
+        default_name = host.auto_name(layer.name) if host else layer.name   # counted even when named
         self.name = self.str("name", None) or default_name
 
     # -- arguments -------------------------------------------------------------
@@ -175,8 +176,21 @@ class LayerCall:
 
     # -- building --------------------------------------------------------------
 
+    def ints(self, key: str, count: int, default: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
+        """An int or a list of ``count`` ints (``pool_size=2`` is ``(2, 2)``), or ``default``."""
+        if key not in self.given:
+            return default
+        value = self._const(key, "ints", default)
+        if len(value) == 1:
+            value = value * count
+        if len(value) != count:
+            raise DlTypeError(f"argument '{key}' of '{self.layer.name}' takes an int or {count} ints, "
+                              f"got {list(value)}", self.span_of(key))
+        return tuple(value)
+
     def param(self, suffix: str, t: TensorType, init: dict[str, Any]) -> Value:
         """A new model parameter ``<layer name>.<suffix>``."""
+        assert self.host is not None, f"layer {self.layer.name} is stateless"
         return self.host.new_param(ast.Name(f"{self.name}.{suffix}", self.span), t, init)
 
     def emit(self, op: str, *operands: Value, **attrs: Any) -> Value:
