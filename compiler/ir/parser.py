@@ -361,7 +361,7 @@ class _Parser:
                 self.recover_to(_FUNC_START)
                 continue
             if func is not None:
-                module.functions.append(func)
+                module.add(func)
 
     def function(self, seen: dict[str, int]) -> Function | None:
         """One ``func.func``; returns None when an error inside its body was recorded."""
