@@ -70,6 +70,13 @@ def source_line(file: str, line: int) -> str | None:
     return None
 
 
+def abbreviate(text: str, limit: int = 40) -> str:
+    """``text`` for a message: a literal thousands of digits long as its ends and length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
+
+
 class DlError(Exception):
     """A user-facing error: a message and an optional source location."""
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..diagnostics import UNKNOWN, DlTypeError, Location
 from .core import Function, Op, Value
-from .types import DType, TensorType
+from .types import DType, TensorType, shape_problem
 
 
 class Builder:
@@ -59,6 +59,10 @@ class Builder:
         except ShapeError as e:
             raise DlTypeError(f"{opdef.name}: {e}", loc) from None
         types = inferred if isinstance(inferred, list) else [inferred]
+        for t in types:
+            problem = shape_problem(t.shape)
+            if problem is not None:
+                raise DlTypeError(f"{opdef.name}: {problem}", loc)
         op = Op(opdef.name, list(operands), [], full, loc)
         op.results = [Value(t, op, i) for i, t in enumerate(types)]
         return op
