@@ -50,11 +50,14 @@ def _lark() -> lark.Lark:
 
 @lru_cache(maxsize=1)
 def _terminal_text() -> dict[str, str]:
-    """Terminal name -> its literal text (``RPAR`` -> ``)``) for string terminals."""
+    """Terminal name -> its literal text (``RPAR`` -> ``)``) for string terminals and
+    keywords (``_KW_RETURN`` -> ``return``)."""
     out = {}
     for term in _lark().terminals:
         if term.pattern.type == "str":
             out[term.name] = term.pattern.value
+        elif term.name.startswith("_KW_"):
+            out[term.name] = term.name.removeprefix("_KW_").lower()
     return out
 
 
