@@ -122,11 +122,12 @@ class Module:
     functions: list[Function] = field(default_factory=list)
     attrs: dict[str, Attr] = field(default_factory=dict)
     _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _indexed: tuple[int, int] = field(default=(0, -1), init=False, repr=False)
+    _indexed: tuple[list[Function] | None, int] = field(default=(None, 0), init=False, repr=False)
 
     def _position(self, name: str) -> int | None:
         """Where function ``name`` is in ``functions``, or None."""
-        if self._indexed != (id(self.functions), len(self.functions)):
+        indexed, length = self._indexed
+        if indexed is not self.functions or length != len(self.functions):
             self._reindex()
         i = self._positions.get(name)
         if i is not None and self.functions[i].name != name:     # reordered since
@@ -138,7 +139,7 @@ class Module:
         self._positions = {}
         for i, f in enumerate(self.functions):
             self._positions.setdefault(f.name, i)
-        self._indexed = (id(self.functions), len(self.functions))
+        self._indexed = (self.functions, len(self.functions))
 
     def get(self, name: str) -> Function:
         i = self._position(name)
@@ -153,7 +154,7 @@ class Module:
         assert func.name not in self, f"duplicate function @{func.name}"
         self.functions.append(func)
         self._positions[func.name] = len(self.functions) - 1
-        self._indexed = (id(self.functions), len(self.functions))
+        self._indexed = (self.functions, len(self.functions))
         return func
 
     def replace(self, func: Function) -> None:
