@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-import compiler.ir.core as core
 from compiler.diagnostics import DlError, DlErrors, DlTypeError, ParseError
+from compiler.ir import core
 from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module
 from compiler.ir.parser import parse_module

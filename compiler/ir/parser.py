@@ -38,7 +38,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..diagnostics import UNKNOWN, DlErrors, Location, ParseError, abbreviate, register_source
+from ..diagnostics import (UNKNOWN, DlErrors, Location, ParseError, abbreviate,
+                           register_source)
 from .core import Function, Module, Op, Value
 from .printer import DENSE_ELEMENT_TYPES, MODULE_ATTR_PREFIX, OUTPUT_NAME_ATTR
 from .types import Dim, DType, TensorType, shape_problem
