@@ -55,6 +55,8 @@ def register_source(file: str, text: str) -> None:
 
 
 def source_line(file: str, line: int) -> str | None:
+    """Line ``line`` (1-based) of ``file``, counted as both parsers count: at ``\n`` only
+    (``str.splitlines`` would also split at ``\f``, ``\v``, U+2028, ...)."""
     text = _SOURCES.get(file)
     if text is None:
         path = Path(file)
@@ -64,10 +66,17 @@ def source_line(file: str, line: int) -> str | None:
             text = path.read_text()
         except (OSError, UnicodeDecodeError):
             return None
-    lines = text.splitlines()
+    lines = text.split("\n")
     if 1 <= line <= len(lines):
-        return lines[line - 1]
+        return lines[line - 1].removesuffix("\r")
     return None
+
+
+def abbreviate(text: str, limit: int = 40) -> str:
+    """``text`` for a message: a literal thousands of digits long as its ends and length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:10]}...{text[-6:]} ({len(text)} characters)"
 
 
 class DlError(Exception):

@@ -145,7 +145,7 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
     ``metrics=False`` leaves the model's metrics out (outputs end after the
     new optimizer state).
     """
-    from .passes.autodiff import grad
+    from .passes.autodiff import gradient_function
     from .passes.dce import dce_function
 
     sig = train_signature(module)
@@ -157,9 +157,8 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
         sig = TrainSignature(sig.model_name, sig.optimizer, sig.hyperparams, sig.params, sig.state,
                              sig.inputs, sig.targets, ())
     grad_name = _fresh_name(module, f"{name}.grad")
-    grad_fn = grad(module, "loss", [n for n, _ in sig.params], new_name=grad_name, with_value=True,
-                   loc=loss.loc)
-    module.functions.remove(grad_fn)
+    grad_fn = gradient_function(module, "loss", [n for n, _ in sig.params], new_name=grad_name,
+                                with_value=True, loc=loss.loc)
 
     arg_types = ([t for _, t in sig.params] + [s.type for s in sig.state]
                  + [t for _, t in sig.inputs] + [t for _, t in sig.targets] + [TensorType(DType.f32, ())])

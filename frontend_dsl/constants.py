@@ -16,7 +16,7 @@ import numpy as np
 from compiler.diagnostics import DlTypeError, Location, NameResolutionError, SizeError
 from compiler.initializers import INITIALIZERS
 from compiler.ir.sizes import type_problem as size_problem
-from compiler.ir.types import Dim, DType, TensorType
+from compiler.ir.types import Dim, DType, TensorType, shape_problem
 
 from . import ast
 from .scope import Lit, Word, did_you_mean
@@ -32,6 +32,9 @@ def resolve_type(t: ast.TypeExpr, symbols: set[str] | None, *, what: str = "") -
     if t.dtype not in DTYPE_NAMES:
         raise DlTypeError(f"unknown dtype '{t.dtype}' (dtypes: {', '.join(DTYPE_NAMES)})", t.span,
                           notes=did_you_mean(t.dtype, DTYPE_NAMES))
+    problem = shape_problem(t.dims)
+    if problem is not None:
+        raise DlTypeError(problem, t.span)
     for d in t.dims:
         if isinstance(d, int) and d <= 0:
             raise DlTypeError(f"dims must be positive, got {d}", t.span)
@@ -47,7 +50,11 @@ def resolve_type(t: ast.TypeExpr, symbols: set[str] | None, *, what: str = "") -
 
 
 def fold(op: str, lhs: Lit, rhs: Lit, span: Location) -> Lit:
-    """Two literals combined at compile time."""
+    """Two literals combined at compile time.
+
+    Integer results stay within 64 bits (-2^63 .. 2^63), as literals do, so
+    folding is cheap: ``2 ** 99999999999`` is an error, not a huge number.
+    """
     a, b = lhs.value, rhs.value
     if isinstance(a, bool) or isinstance(b, bool):
         if op in ("eq", "ne"):
@@ -55,18 +62,20 @@ def fold(op: str, lhs: Lit, rhs: Lit, span: Location) -> Lit:
         raise DlTypeError("arithmetic on true/false is not allowed", span)
     try:
         if op == "add":
-            return Lit(a + b, span)
+            return _int_in_range(Lit(a + b, span))
         if op == "sub":
-            return Lit(a - b, span)
+            return _int_in_range(Lit(a - b, span))
         if op == "mul":
-            return Lit(a * b, span)
+            return _int_in_range(Lit(a * b, span))
         if op == "div":
             return Lit(a / b, span)
         if op == "pow":
+            if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and b >= 64:
+                raise _overflow(span)           # at least 2^64: not worth computing
             value = a ** b
             if isinstance(value, complex):
                 raise DlTypeError("constant expression has no real value", span)
-            return Lit(value, span)
+            return _int_in_range(Lit(value, span))
     except ZeroDivisionError:
         raise DlTypeError("division by zero in a constant expression", span) from None
     except OverflowError:
@@ -75,6 +84,17 @@ def fold(op: str, lhs: Lit, rhs: Lit, span: Location) -> Lit:
     if op in comparisons:
         return Lit(comparisons[op], span)
     raise DlTypeError(f"'{ast.OPERATOR_TEXT.get(op, op)}' needs tensor operands, not two numbers", span)
+
+
+def _overflow(span: Location) -> DlTypeError:
+    return DlTypeError("constant expression overflows i64", span)
+
+
+def _int_in_range(lit: Lit) -> Lit:
+    """``lit``, if it is not an integer beyond 64 bits."""
+    if isinstance(lit.value, int) and not -2 ** 63 <= lit.value <= 2 ** 63:
+        raise _overflow(lit.span)
+    return lit
 
 
 def fits(lit: Lit, dtype: DType) -> bool:

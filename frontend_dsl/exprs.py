@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
+import numpy as np
+
 from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError, SizeError
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
@@ -249,6 +251,8 @@ class Body:
                                   lit.span)
         if dtype.is_float and not math.isfinite(float(lit.value)):
             raise DlTypeError(f"literal {lit.text()} is not a finite number", lit.span)
+        if dtype.is_float and abs(float(lit.value)) > float(np.finfo(dtype.np).max):
+            raise DlTypeError(f"literal {lit.text()} is out of range for {dtype.dsl_name}", lit.span)
         with self.b.at(lit.span):
             return self.b.constant(lit.value, dtype)
 

@@ -1,7 +1,7 @@
 """Lower the typed AST of a whole ``.dl`` file to a dl IR :class:`~compiler.ir.core.Module`.
 
-The top floor of the lowering.  Functions are lowered on demand (a call may
-come before the callee's definition) and memoized; gradient functions are
+The top floor of the lowering.  Functions are lowered callees first (a call
+may come before the callee's definition), each once; gradient functions are
 built by the autodiff pass; the model block is lowered by
 :mod:`frontend_dsl.model`.  Expressions and statements are
 :mod:`frontend_dsl.exprs`'s job, names and error gathering
@@ -63,15 +63,13 @@ class _Lowerer:
 
     def run(self, *, defer_grads: bool) -> Module:
         self._collect_definitions()
-        for item in self.program.items:
-            if isinstance(item, ast.ModelDef):
-                if item is self.model:
-                    self._guarded(self._model, item)
-            elif item.name.id in self.defs:
-                try:
-                    self.function(item.name.id)
-                except Poisoned:
-                    pass  # its errors are collected
+        for name in self._callees_first():
+            try:
+                self.function(name)
+            except Poisoned:
+                pass  # its errors are collected
+        if self.model is not None:
+            self._guarded(self._model, self.model)
         raise_all(self.errors)
         self.module.functions.sort(key=lambda f: self.order.get(f.name, (1 << 30, 0)))
         if defer_grads:
@@ -127,6 +125,76 @@ class _Lowerer:
                     del self.defs[fname]
 
     # -- functions ---------------------------------------------------------
+
+    def _callees_first(self) -> list[str]:
+        """The functions in source order, except that each comes after the functions it
+        calls or differentiates: lowering one then finds its callees done and never
+        recurses, however long a chain of calls is.  Functions on a recursive cycle come
+        last, in source order, for :meth:`function` to report the cycle."""
+        order: list[str] = []
+        seen: set[str] = set()
+        cyclic: set[str] = set()
+        for root in self.defs:
+            if root in seen:
+                continue
+            seen.add(root)
+            stack = [(root, iter(self._callees(root)))]
+            depth = {root: 0}                   # the functions on the stack, by position
+            while stack:
+                name, callees = stack[-1]
+                callee = None
+                for c in callees:
+                    if c in depth:              # a cycle: everything on the stack from c
+                        cyclic.update(n for n, _ in stack[depth[c]:])
+                    elif c not in seen:
+                        callee = c
+                        break
+                if callee is None:
+                    stack.pop()
+                    del depth[name]
+                    if name not in cyclic:
+                        order.append(name)
+                else:
+                    seen.add(callee)
+                    depth[callee] = len(stack)
+                    stack.append((callee, iter(self._callees(callee))))
+        return order + [name for name in self.defs if name in cyclic]
+
+    def _callees(self, name: str) -> list[str]:
+        """The functions ``name`` calls, differentiates or names (``activation=f``), in no
+        particular order."""
+        item = self.defs[name]
+        if isinstance(item, ast.GradDef):
+            target = item.transform.args[0] if item.transform.args else None
+            return [target.id] if isinstance(target, ast.Name) and target.id in self.defs else []
+        out: list[str] = []
+        stack: list[Any] = list(item.body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.Call):
+                if node.func in self.defs:
+                    out.append(node.func)
+                stack += [*node.args, *(kw.value for kw in node.kwargs)]
+            elif isinstance(node, ast.Name):
+                if node.id in self.defs:
+                    out.append(node.id)
+            elif isinstance(node, ast.Binary):
+                stack += [node.lhs, node.rhs]
+            elif isinstance(node, ast.Unary):
+                stack.append(node.operand)
+            elif isinstance(node, ast.ListExpr):
+                stack += node.items
+            elif isinstance(node, ast.Index):
+                stack += [node.value, *node.items]
+            elif isinstance(node, ast.Slice):
+                stack += [e for e in (node.lo, node.hi, node.step) if e is not None]
+            elif isinstance(node, ast.Attribute):
+                stack.append(node.value)
+            elif isinstance(node, ast.Let):
+                stack.append(node.value)
+            elif isinstance(node, ast.Return):
+                stack += node.values
+        return out
 
     def is_function(self, name: str) -> bool:
         return name in self.defs
@@ -291,14 +359,14 @@ class _Lowerer:
 
     def _defer_grads(self) -> None:
         """Replace each gradient function by a placeholder for the autodiff pass."""
-        for i, f in enumerate(self.module.functions):
+        for f in list(self.module.functions):
             spec = self.grad_specs.get(f.name)
             if spec is None:
                 continue
             placeholder = Function(f.name, [Value(p.type, None, j, p.name) for j, p in enumerate(f.params)],
                                    loc=f.loc)
             placeholder.attrs["grad_of"] = dict(spec)
-            self.module.functions[i] = placeholder
+            self.module.replace(placeholder)
 
     # -- models ------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from lark import Token, v_args
 from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from compiler.diagnostics import DlError, Location, ParseError, register_source
+from compiler.diagnostics import DlError, DlTypeError, Location, ParseError, abbreviate, register_source
 
 from . import ast
 
@@ -48,11 +48,14 @@ def _lark() -> lark.Lark:
 
 @lru_cache(maxsize=1)
 def _terminal_text() -> dict[str, str]:
-    """Terminal name -> its literal text (``RPAR`` -> ``)``) for string terminals."""
+    """Terminal name -> its literal text (``RPAR`` -> ``)``) for string terminals and
+    keywords (``_KW_RETURN`` -> ``return``)."""
     out = {}
     for term in _lark().terminals:
         if term.pattern.type == "str":
             out[term.name] = term.pattern.value
+        elif term.name.startswith("_KW_"):
+            out[term.name] = term.name.removeprefix("_KW_").lower()
     return out
 
 
@@ -218,7 +221,7 @@ class ToAst(Transformer_NonRecursive):
         return tuple(dims)
 
     def dim_int(self, meta, tok: Token):
-        return int(tok)
+        return _integer(tok, _tok_loc(self.file, tok))
 
     def dim_sym(self, meta, tok: Token):
         return str(tok)
@@ -300,7 +303,7 @@ class ToAst(Transformer_NonRecursive):
         return ast.Unary("neg", operand, _loc(self.file, meta))
 
     def int_lit(self, meta, tok: Token):
-        return ast.Number(int(tok), False, _loc(self.file, meta))
+        return ast.Number(_integer(tok, _tok_loc(self.file, tok)), False, _loc(self.file, meta))
 
     def float_lit(self, meta, tok: Token):
         return ast.Number(float(tok), True, _loc(self.file, meta))
@@ -368,6 +371,20 @@ class ToAst(Transformer_NonRecursive):
             else:
                 positional.append(a)
         return tuple(positional), tuple(keywords)
+
+
+# The largest integer literal: 2^63, so that -9223372036854775808 (i64's least) can be written.
+_MAX_INTEGER = 2 ** 63
+
+
+def _integer(tok: Token, loc: Location) -> int:
+    """An integer literal's value; one beyond any integer dtype is an error (a literal
+    thousands of digits long is never converted)."""
+    digits = str(tok).lstrip("0") or "0"
+    if len(digits) > len(str(_MAX_INTEGER)) or int(digits) > _MAX_INTEGER:
+        raise DlTypeError(f"integer literal {abbreviate(digits)} is out of range "
+                         f"(integers are at most 64-bit: 9223372036854775807)", loc)
+    return int(digits)
 
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}

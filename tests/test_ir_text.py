@@ -270,7 +270,8 @@ def random_array(rng: random.Random, dtype: DType, shape: tuple[int, ...]) -> np
     return np.array(values, dtype=dtype.np).reshape(shape)
 
 
-def random_attr(rng: random.Random, spec, operands: list[Value]):
+def random_attr(rng: random.Random, spec, operands: list[Value], symbols: list[str]):
+    """A value for an attribute of ``spec``; dims use only ``symbols`` (those the function binds)."""
     rank = operands[0].type.rank if operands else 0
     shape = operands[0].type.shape if operands else ()
     kind = spec.kind
@@ -297,7 +298,7 @@ def random_attr(rng: random.Random, spec, operands: list[Value]):
             return None
         return tuple(rng.choice([None, -2, -1, 0, 1, 3]) for _ in range(rng.randint(0, rank)))
     if kind == "dims":
-        options = [tuple(shape), tuple(reversed(shape)), (1, *shape), tuple(rng.choice([2, 3, "N"])
+        options = [tuple(shape), tuple(reversed(shape)), (1, *shape), tuple(rng.choice([2, 3, *symbols])
                                                                             for _ in range(rank))]
         if all(isinstance(d, int) for d in shape):
             options.append((int(np.prod(shape, dtype=np.int64)),))
@@ -323,13 +324,14 @@ def random_location(rng: random.Random) -> Location:
 def random_function(rng: random.Random, name: str) -> Function:
     params = [(f"p{i}" + rng.choice(["", ".w", "_b"]), random_type(rng)) for i in range(rng.randint(0, 3))]
     func, b = new_function(name, params, loc=random_location(rng))
+    symbols = func.symbols              # a result's symbolic dims must be bound by a parameter
     values = list(func.params)
     ops = sorted(OPS.values(), key=lambda d: d.name)
     for _ in range(rng.randint(0, 10)):
         for _attempt in range(30):
             opdef = rng.choice(ops)
             if opdef.name == "constant":
-                value = constant_value(rng)
+                value = constant_value(rng, symbols)
                 if value is not None:
                     values.append(value(b))
                     break
@@ -340,7 +342,7 @@ def random_function(rng: random.Random, name: str) -> Function:
             operands = [rng.choice(values) for _ in range(n)]
             if n > 1 and rng.random() < 0.7:
                 operands = [operands[0]] * n
-            attrs = {k: random_attr(rng, spec, operands) for k, spec in opdef.attrs.items()
+            attrs = {k: random_attr(rng, spec, operands, symbols) for k, spec in opdef.attrs.items()
                      if spec.required or rng.random() < 0.5}
             try:
                 with b.at(random_location(rng)):
@@ -355,11 +357,12 @@ def random_function(rng: random.Random, name: str) -> Function:
     return func
 
 
-def constant_value(rng: random.Random):
+def constant_value(rng: random.Random, symbols: list[str]):
     dtype = rng.choice(list(DType))
     if rng.random() < 0.5:
         scalar = random_array(rng, dtype, ()).item()
-        return lambda b: b.constant(scalar, dtype, tuple(rng.choice([1, 2, "N"]) for _ in range(rng.randint(0, 2))))
+        return lambda b: b.constant(scalar, dtype, tuple(rng.choice([1, 2, *symbols])
+                                                         for _ in range(rng.randint(0, 2))))
     array = random_array(rng, dtype, tuple(rng.randint(0, 3) for _ in range(rng.randint(1, 3))))
     return lambda b: b.constant(array, dtype)
 

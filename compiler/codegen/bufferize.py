@@ -36,10 +36,10 @@ from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from .indexing import INDEXING_FAMILIES
-from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
-                    Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program, Reduce,
-                    Scan, Scatter, TopK, buffers_read, fuse_row_softmax, has_take, identity_index, loads,
-                    remap, replace_buffer, replace_loads, takes)
+from .loops import (CONST, MAX_EXPR_NODES, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const,
+                    DimValue, Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program,
+                    Reduce, Scan, Scatter, TopK, buffers_read, expr_size, fuse_row_softmax, has_take,
+                    identity_index, loads, remap, replace_buffer, replace_loads, takes)
 from .pool import lower_pool
 
 # ---------------------------------------------------------------------------
@@ -177,13 +177,18 @@ class Lowering:
 
     def operand_expr(self, v: Value, shape: tuple) -> Expr:
         """``v`` broadcast (numpy rules) to ``shape``, as an expression over its axes."""
-        return remap(self.expr(v), broadcast_map(v.type.shape, shape))
+        axis_map = broadcast_map(v.type.shape, shape)
+        if axis_map == list(range(len(shape))):
+            return self.expr(v)                 # same shape: the expression as it is
+        return remap(self.expr(v), axis_map)
 
     def define(self, v: Value, expr: Expr) -> None:
-        """Give ``v`` an expression; materialize it now if it is used more than once."""
+        """Give ``v`` an expression; materialize it now if it is used more than once, or
+        if the expression has grown past ``MAX_EXPR_NODES`` (a long fused chain)."""
         self.exprs[v] = expr
         self.contrib[v] = self._current_ops()
-        if not _is_cheap(expr) and (self.uses[v] > 1 or not self.fuse):
+        if not _is_cheap(expr) and (self.uses[v] > 1 or not self.fuse
+                                    or expr_size(expr, MAX_EXPR_NODES) > MAX_EXPR_NODES):
             self.buffer(v)
 
     def buffer(self, v: Value) -> Buffer:
@@ -672,10 +677,13 @@ def lower_function(func: Function, fuse: bool = True, plan: bool = True) -> Prog
         survivor = {op_key(op): op for op in primitives.ops}
         kept = set(primitives.ops)
         for op in before:
-            if op not in kept:
+            # a merged constant (each `0.5` of a program) is inlined in every kernel reading
+            # the survivor: crediting each copy to all of them would cost constants x kernels
+            if op not in kept and op.name != "constant":
                 origin.setdefault(survivor[op_key(op)], set()).update(origin.get(op, ()))
     prog = Lowering(primitives, fuse=fuse).run()
-    prog.kernel_ops = {k: sorted({o for p in ops for o in origin.get(p, ())}, key=func.ops.index)
+    position = {op: i for i, op in enumerate(func.ops)}
+    prog.kernel_ops = {k: sorted({o for p in ops for o in origin.get(p, ())}, key=position.__getitem__)
                        for k, ops in prog.kernel_ops.items()}
     if plan:
         plan_memory(prog)

@@ -32,7 +32,7 @@ from ..ir.types import Dim
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import MAX_THREADS, parallel_call, pool
-from .llvmutil import I8, I8P, I32, I64, intrinsic
+from .llvmutil import I8, I8P, I32, I64, intrinsic, short_name
 from .indexing import emit_scatter
 from .loops import Buffer, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
 from .pool import emit_pool
@@ -48,7 +48,7 @@ Region = tuple[int, tuple[Dim, ...]]       # (bytes per element, shape)
 
 def entry_symbol(name: str) -> str:
     """The C symbol of function ``name``'s entry point: ``dlc_`` + an identifier."""
-    return "dlc_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return "dlc_" + short_name(re.sub(r"[^0-9A-Za-z_]", "_", name), sep="_")
 
 
 def profile_symbol(name: str) -> str:
@@ -100,15 +100,15 @@ class _ProgramEmitter:
         bufs_arg.name, dims_arg.name = "buffers", "dims"
         b = ir.IRBuilder(fn.append_basic_block("entry"))
 
-        symbols = {s: b.load(b.gep(dims_arg, [ir.Constant(I64, i)]), name=s)
+        symbols = {s: b.load(b.gep(dims_arg, [ir.Constant(I64, i)]), name=short_name(s))
                    for i, s in enumerate(prog.symbols)}
         storage: dict[Buffer, ir.Value] = {}
         for p in prog.params:
-            storage[p] = b.load(b.gep(bufs_arg, [ir.Constant(I64, p.index)]), name=p.name[1:])
+            storage[p] = b.load(b.gep(bufs_arg, [ir.Constant(I64, p.index)]), name=short_name(p.name[1:]))
         for o in prog.outputs:
             if o.inplace_of is None:
                 slot = len(prog.params) + o.index
-                storage[o] = b.load(b.gep(bufs_arg, [ir.Constant(I64, slot)]), name=o.name[1:])
+                storage[o] = b.load(b.gep(bufs_arg, [ir.Constant(I64, slot)]), name=short_name(o.name[1:]))
         for c in prog.consts:
             storage[c] = b.bitcast(self._global(c), I8P)
 
@@ -225,12 +225,12 @@ class _ProgramEmitter:
         fn.attributes.add("nounwind")
         for j, s in enumerate(storages):
             arg = fn.args[j]
-            arg.name = s.name[1:]
+            arg.name = short_name(s.name[1:])
             arg.add_attribute("noalias")
         symbols = {}
         for j, s in enumerate(prog.symbols):
             arg = fn.args[len(storages) + j]
-            arg.name = s
+            arg.name = short_name(s)
             symbols[s] = arg
         scratch = fn.args[len(storages) + len(prog.symbols)] if isinstance(k, Matmul) else None
         b = ir.IRBuilder(fn.append_basic_block("entry"))

@@ -8,6 +8,7 @@ declare vector overloads, so intrinsics are declared by their mangled name
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,6 +25,20 @@ F64 = ir.DoubleType()
 I8P = I8.as_pointer()
 
 _SCALAR = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1}
+
+
+MAX_NAME_LENGTH = 64
+
+
+def short_name(name: str, sep: str = ".") -> str:
+    """``name`` (a user's function, parameter, layer or dim name) as an LLVM name of at most
+    ``MAX_NAME_LENGTH`` characters: a longer one keeps its start and ends with ``sep`` and a
+    hash of the whole.  (LLVM's parser cuts local names at 1024 characters, so two long
+    names with a common start would clash.)"""
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return name[:MAX_NAME_LENGTH - len(sep) - len(digest)] + sep + digest
 
 
 def scalar_type(dtype: DType) -> ir.Type:

@@ -180,11 +180,36 @@ def children(expr: Expr) -> tuple[Expr, ...]:
     return ()
 
 
+# The most nodes (loads, constants, ops...) a value's expression may hold before bufferization
+# materializes it (``Lowering.define``): a single-use chain of 10,000 elementwise ops becomes
+# a kernel per ~64 nodes, not one expression 10,000 deep.  So no expression of a program has
+# more than ``3 * MAX_EXPR_NODES + 1`` nodes (the widest elementwise op, ``select``, over
+# three operands at the bound), which keeps the recursive functions below and the emitters
+# (kernels.py) far from Python's recursion limit, and each kernel's LLVM function small.
+# No fused kernel of a real model comes near it: the largest (optimizer updates, loss
+# gradients) hold about 15 nodes.
+MAX_EXPR_NODES = 64
+
+
 def walk(expr: Expr) -> Iterator[Expr]:
-    """Every node of ``expr``, parents before children (into a take's coordinates too)."""
-    yield expr
-    for a in children(expr):
-        yield from walk(a)
+    """Every node of ``expr``, parents before children, left to right (into a take's
+    coordinates too); iterative, so a deep expression cannot exhaust Python's stack."""
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        yield e
+        stack.extend(reversed(list(children(e))))
+
+
+def expr_size(expr: Expr, limit: int | None = None) -> int:
+    """The number of nodes of ``expr`` (a shared subexpression counts at each use);
+    counting stops just past ``limit``, when given."""
+    n = 0
+    for _ in walk(expr):
+        n += 1
+        if limit is not None and n > limit:
+            break
+    return n
 
 
 def loads(expr: Expr) -> list[Load]:
@@ -675,17 +700,26 @@ def _inlinable_producers(prog: Program) -> dict[Buffer, Elementwise]:
             and k.out not in viewed and tuple(k.shape) == tuple(k.out.shape)}
 
 
-def _expand(expr: Expr, shape: tuple[Dim, ...], producers: dict[Buffer, Elementwise]) -> Expr:
-    """``expr`` with identity loads of inlinable temporaries replaced by their definitions."""
+def _expand(expr: Expr, shape: tuple[Dim, ...], producers: dict[Buffer, Elementwise]) -> Expr | None:
+    """``expr`` with identity loads of inlinable temporaries replaced by their definitions,
+    through any number of them; None if that grows past ``MAX_EXPR_NODES`` (no fusion then)."""
     ident = identity_index(len(shape))
 
-    def sub(ld: Load) -> Expr:
+    def inlinable(ld: Load) -> Elementwise | None:
         k = producers.get(ld.buffer)
-        if k is None or ld.index != ident or tuple(k.shape) != tuple(shape):
-            return ld
-        return _expand(k.expr, shape, producers)
+        return k if k is not None and ld.index == ident and tuple(k.shape) == tuple(shape) else None
 
-    return replace_loads(expr, sub)
+    def inline(ld: Load) -> Expr:
+        k = inlinable(ld)
+        return ld if k is None else k.expr
+
+    for _ in range(MAX_EXPR_NODES):         # each round inlines one more level of producers
+        if not any(inlinable(ld) for ld in loads(expr)):
+            return expr
+        expr = replace_loads(expr, inline)
+        if expr_size(expr, MAX_EXPR_NODES) > MAX_EXPR_NODES:
+            return None
+    return None
 
 
 def _is_apply(e: Expr, op: str) -> bool:
@@ -742,6 +776,8 @@ def _softmax_match(prog: Program, mx: Reduce) -> Reduce | None:
         return None
     producers = _inlinable_producers(prog)
     row = _expand(mx.expr, mx.shape, producers)
+    if row is None:
+        return None
     m_load = Load(m, (*range(rank - 1), None) if m.rank == rank else tuple(range(rank - 1)))
     for k in prog.kernels:
         if not (isinstance(k, Reduce) and k.kind == "sum" and k.axes == mx.axes
@@ -749,7 +785,7 @@ def _softmax_match(prog: Program, mx: Reduce) -> Reduce | None:
                 and tuple(k.out.shape) == tuple(m.shape)):
             continue
         e = _expand(k.expr, k.shape, producers)
-        if not (_is_apply(e, "exp") and _shifted(e.args[0], row, m_load)):
+        if e is None or not (_is_apply(e, "exp") and _shifted(e.args[0], row, m_load)):
             continue
         if any(b.base is k.out for b in prog.buffers):
             continue
@@ -768,7 +804,7 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
         for buf in dict.fromkeys(k.reads()):
             readers.setdefault(buf, []).append(k)
 
-    def valid(k: Kernel) -> bool:
+    def valid(k: Kernel, depth: int = 0) -> bool:
         if k is s_kernel or k is mx:
             return True
         if isinstance(k, (Scatter, Pool)):  # a pool reads M or S from memory: they must stay
@@ -777,20 +813,23 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
             return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
                 k.a not in watched and k.b not in watched
         e = _expand(k.expr, k.shape, producers)
+        if e is None:
+            return False
         if _uses_ok(e, row, m_load, s):
             return True
         # an intermediate (``E - M`` alone): fine when every reader inlines it and fits
-        if k.out not in producers:
+        # (``depth``: a chain of intermediates longer than any expression is given up on)
+        if k.out not in producers or depth >= MAX_EXPR_NODES:
             return False
         ident = identity_index(len(k.shape))
         for r in readers.get(k.out, []):
-            if isinstance(r, (Matmul, Scatter)) or tuple(r.shape) != tuple(k.shape):
+            if isinstance(r, (Matmul, Scatter, Pool)) or tuple(r.shape) != tuple(k.shape):
                 return False
             if any(ld.index != ident for ld in loads(r.expr) if ld.buffer is k.out):
                 return False
             if any(t.buffer is k.out for t in takes(r.expr)):
                 return False
-            if not valid(r):
+            if not valid(r, depth + 1):
                 return False
         return True
 
@@ -837,8 +876,12 @@ def _inline_from(prog: Program, seeds: set[Buffer]) -> None:
                 continue
             if len(readers) > 1 and not _cheap(k.expr):
                 continue
-            for r in readers:
-                r.expr = replace_loads(r.expr, lambda ld: k.expr if ld.buffer is k.out else ld)
+            inlined = [replace_loads(r.expr, lambda ld: k.expr if ld.buffer is k.out else ld)
+                       for r in readers]
+            if any(expr_size(e, MAX_EXPR_NODES) > MAX_EXPR_NODES for e in inlined):
+                continue                    # a reader would outgrow the bound on expressions
+            for r, expr in zip(readers, inlined):
+                r.expr = expr
                 merged = list(prog.kernel_ops.get(r, [])) + list(prog.kernel_ops.get(k, []))
                 prog.kernel_ops[r] = list(dict.fromkeys(merged))
             prog.kernel_ops.pop(k, None)

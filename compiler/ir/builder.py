@@ -18,7 +18,7 @@ import numpy as np
 from ..diagnostics import UNKNOWN, DlTypeError, Location, SizeError
 from .core import Function, Op, Value
 from .sizes import type_problem
-from .types import DType, TensorType
+from .types import DType, TensorType, shape_problem
 from ..ops import OPS  # noqa: F401  (importing the package fills the table)
 from ..ops.base import ShapeError, get_op, normalize_attrs
 
@@ -72,6 +72,9 @@ class Builder:
             raise DlTypeError(f"{opdef.name}: {e}", loc) from None
         types = inferred if isinstance(inferred, list) else [inferred]
         for t in types:
+            problem = shape_problem(t.shape)
+            if problem is not None:
+                raise DlTypeError(f"{opdef.name}: {problem}", loc)
             problem = type_problem(t)
             if problem is not None:
                 raise SizeError(f"{opdef.name}: its result {t.dsl_str()} {problem}", loc,

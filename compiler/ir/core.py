@@ -110,28 +110,61 @@ class Function:
 
 @dataclass(eq=False, slots=True)
 class Module:
-    """A list of functions with unique names; model metadata rides in ``attrs``."""
+    """A list of functions with unique names; model metadata rides in ``attrs``.
+
+    Lookups by name (``get``, ``in``, ``add``, ``replace``) take constant time
+    through an index of positions.  Change ``functions`` through ``add``,
+    ``replace`` and ``remove``; the index notices a list that was replaced,
+    grown, shrunk or reordered (and rebuilds itself), not one function swapped
+    for another of a different name in place.
+    """
 
     functions: list[Function] = field(default_factory=list)
     attrs: dict[str, Attr] = field(default_factory=dict)
+    _positions: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _indexed: tuple[list[Function] | None, int] = field(default=(None, 0), init=False, repr=False)
+
+    def _position(self, name: str) -> int | None:
+        """Where function ``name`` is in ``functions``, or None."""
+        indexed, length = self._indexed
+        if indexed is not self.functions or length != len(self.functions):
+            self._reindex()
+        i = self._positions.get(name)
+        if i is not None and self.functions[i].name != name:     # reordered since
+            self._reindex()
+            i = self._positions.get(name)
+        return i
+
+    def _reindex(self) -> None:
+        self._positions = {}
+        for i, f in enumerate(self.functions):
+            self._positions.setdefault(f.name, i)
+        self._indexed = (self.functions, len(self.functions))
 
     def get(self, name: str) -> Function:
-        for f in self.functions:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        i = self._position(name)
+        if i is None:
+            raise KeyError(name)
+        return self.functions[i]
 
     def __contains__(self, name: str) -> bool:
-        return any(f.name == name for f in self.functions)
+        return self._position(name) is not None
 
     def add(self, func: Function) -> Function:
         assert func.name not in self, f"duplicate function @{func.name}"
         self.functions.append(func)
+        self._positions[func.name] = len(self.functions) - 1
+        self._indexed = (self.functions, len(self.functions))
         return func
 
     def replace(self, func: Function) -> None:
-        for i, f in enumerate(self.functions):
-            if f.name == func.name:
-                self.functions[i] = func
-                return
-        self.functions.append(func)
+        """Put ``func`` in place of the function of the same name (or add it at the end)."""
+        i = self._position(func.name)
+        if i is None:
+            self.add(func)
+        else:
+            self.functions[i] = func
+
+    def remove(self, func: Function) -> None:
+        self.functions.remove(func)
+        self._reindex()

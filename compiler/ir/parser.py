@@ -45,10 +45,11 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..diagnostics import UNKNOWN, DlErrors, Location, ParseError, register_source
+from ..diagnostics import (UNKNOWN, DlErrors, Location, ParseError, abbreviate,
+                           register_source)
 from .core import Function, Module, Op, Value
 from .printer import DENSE_ELEMENT_TYPES, MODULE_ATTR_PREFIX, OUTPUT_NAME_ATTR
-from .types import Dim, DType, TensorType
+from .types import Dim, DType, TensorType, shape_problem
 from ..ops import get_op
 from ..ops.base import ShapeError, normalize_attrs
 from .verifier import verify_module
@@ -64,6 +65,7 @@ _VALUE_ID = re.compile(r"%(" + _SUFFIX_ID.pattern + r")")
 _USE_INDEX = re.compile(r"#([0-9]+)")
 _INT = re.compile(r"[0-9]+")
 _NUMBER = re.compile(r"-?(?:0x[0-9A-Fa-f]+|[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?|[0-9]+)")
+_INT_TYPE = re.compile(r"(s|u)?i([1-9][0-9]*)")
 _NUMBER_TYPE = re.compile(r"(?:f16|bf16|f32|f64|i[0-9]+|si[0-9]+|ui[0-9]+|index)(?![A-Za-z0-9_$.])")
 _DIM = re.compile(r"(\?|[0-9]+)x")
 _ELEMENT = re.compile(r"[a-z][a-z0-9]*")
@@ -468,7 +470,7 @@ class _Parser:
                 self.recover_to(_FUNC_START)
                 continue
             if func is not None:
-                module.functions.append(func)
+                module.add(func)
 
     def function(self, seen: dict[str, int]) -> Function | None:
         """One ``func.func``; returns None when an error inside its body was recorded."""
@@ -873,6 +875,9 @@ class _Parser:
                 self.fail(f"invalid symbol name '{s}' in the tensor type", enc_pos, self.pos)
         it = iter(symbols)
         shape: list[Dim] = [next(it) if d is None else d for d in dims]
+        problem = shape_problem(tuple(shape))
+        if problem is not None:
+            self.fail(problem, start, self.pos)
         return shape, element, start
 
     # -- locations ---------------------------------------------------------------------
@@ -1004,11 +1009,28 @@ class _Parser:
         if "." in text:
             if suffix is not None and not float_type:
                 self.fail(f"a float literal cannot have type {suffix}", m.start(), self.pos)
-            return float(text)
+            return self.decimal(text, suffix or "f64", m.start())
         if float_type:
             self.fail("an integer literal cannot have a float type (write it with a '.')",
                       m.start(), self.pos)
-        return self.to_int(text, m.start())
+        value = self.to_int(text, m.start())
+        width = _INT_TYPE.fullmatch(suffix or "")
+        if width is not None:
+            bits, unsigned = int(width.group(2)), width.group(1) == "u"
+            low, high = (0, 2 ** bits - 1) if unsigned else (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+            if not low <= value <= high:
+                self.fail(f"{abbreviate(text)} does not fit in {suffix}", m.start(), self.pos)
+        return value
+
+    def decimal(self, text: str, type_name: str, start: int) -> float:
+        """A decimal float literal of ``type_name``; beyond that type's range is an error
+        (infinities are written as hex bits)."""
+        value = float(text)
+        with np.errstate(over="ignore"):
+            rounded = np.array(value, dtype=DENSE_ELEMENT_TYPES.get(type_name, np.dtype(np.float64)))
+        if np.isinf(rounded):
+            self.fail(f"{abbreviate(text)} does not fit in {type_name}", start, start + len(text))
+        return value
 
     def float_from_bits(self, bits: int, type_name: str, start: int, end: int) -> np.floating:
         """The float of ``type_name`` with these bits, as a numpy scalar of that type: every
@@ -1076,13 +1098,14 @@ class _Parser:
 
     def dense_array(self, body: Any, shape: list[int], dtype: np.dtype, start: int,
                     element: str) -> np.ndarray:
-        size = 1
+        size = extent = 1
         for d in shape:
             size *= d
+            extent *= max(d, 1)     # numpy refuses even an empty array of a larger extent
         type_text = f"tensor<{''.join(f'{d}x' for d in shape)}{element}>"
+        if extent > MAX_DENSE_ELEMENTS:
+            self.fail(f"dense literal of {size} elements ({type_text}) is too large", start, self.pos)
         if body is None or isinstance(body, (_Element, tuple)):
-            if size > MAX_DENSE_ELEMENTS:
-                self.fail(f"dense literal of {size} elements is too large", start, self.pos)
             if body is None:
                 if size != 0:
                     self.fail(f"empty dense literal for {type_text}, which has {size} element(s)",
@@ -1127,18 +1150,13 @@ class _Parser:
                           e.pos, end)
             info = np.iinfo(dtype)
             if not info.min <= e.value <= info.max:
-                self.fail(f"{e.value} does not fit in {element}", e.pos, end)
+                self.fail(f"{abbreviate(e.text)} does not fit in {element}", e.pos, end)
             return e.value
         if e.kind == "bool":
             self.fail(f"expected a number in an {element} dense literal, found '{e.text}'", e.pos, end)
         if e.kind == "hex":
             return self.float_from_bits(e.value, element, e.pos, end)
-        value = float(e.value)
-        with np.errstate(over="ignore"):
-            rounded = np.array(value, dtype=dtype)
-        if np.isinf(rounded) and np.isfinite(value):
-            self.fail(f"{e.text} does not fit in {element}", e.pos, end)
-        return rounded
+        return np.array(self.decimal(e.text, element, e.pos), dtype=dtype)
 
     def dense_from_hex(self, text: str, pos: int, shape: list[int], size: int,
                        dtype: np.dtype) -> np.ndarray:

@@ -103,6 +103,23 @@ _NP = {
 }
 
 
+# The most dims a tensor may have (numpy's limit before 2.0).  Loop nests, index maps and their
+# emitters go dim by dim, so this also bounds how deep they nest.
+MAX_RANK = 32
+# The largest static dim: sizes and strides are i64 in generated code.
+MAX_DIM = 2 ** 63 - 1
+
+
+def shape_problem(shape: tuple[Dim, ...]) -> str | None:
+    """Why ``shape`` cannot be a tensor's (too many dims, a dim too large), or None."""
+    if len(shape) > MAX_RANK:
+        return f"a tensor may have at most {MAX_RANK} dims, this one has {len(shape)}"
+    for d in shape:
+        if isinstance(d, int) and d > MAX_DIM:
+            return f"dim {d} is too large (the largest is 2^63 - 1)"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class TensorType:
     dtype: DType

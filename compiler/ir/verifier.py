@@ -9,6 +9,8 @@ Checked per function (all problems are collected, then raised together):
   (``normalize_attrs``); result types equal to the op's shape rule;
 - types: tensor types with non-negative static dims and identifier symbols,
   within the size limit (``sizes.py``; a symbolic dim counts as 1);
+  at most ``MAX_RANK`` dims; a result's symbols are among its function's
+  parameters' (nothing else could give them a size at run time);
 - outputs: defined in the function; ``output_names`` empty or one per output;
 - ``attrs["inplace"]``: ``(output index, parameter name)`` pairs naming an
   existing output and parameter of the same type, each at most once;
@@ -28,7 +30,7 @@ from ..diagnostics import DlErrors, VerifyError
 from .core import Function, Module, Op, Value
 from .printer import value_names
 from .sizes import type_problem as size_problem
-from .types import DType, TensorType
+from .types import DType, TensorType, shape_problem
 from ..ops import get_op
 from ..ops.base import ShapeError, normalize_attrs
 
@@ -73,6 +75,8 @@ class _FunctionVerifier:
         self.defined: set[Value] = set()        # values available at the current op
         self.later: set[Value] = set()          # results of ops further down
         self.malformed: set[Value] = set()      # values whose type is not a valid tensor type
+        # the symbolic dims a call binds: a result's dims must be among them (or static)
+        self.symbols = {s for p in func.params if isinstance(p.type, TensorType) for s in p.type.symbols}
         for op in func.ops:
             self.later.update(op.results)
 
@@ -153,6 +157,10 @@ class _FunctionVerifier:
 
     def check_results(self, op: Op) -> bool:
         ok = True
+        # a dim an operand already brought in unbound is reported there, not at every use
+        inherited = {s for v in op.operands
+                     if isinstance(v, Value) and v in self.malformed and isinstance(v.type, TensorType)
+                     for s in v.type.symbols}
         for i, r in enumerate(op.results):
             name = self.describe(r)
             if r.owner is not op or r.index != i:
@@ -164,6 +172,12 @@ class _FunctionVerifier:
             problem = type_problem(r.type)
             if problem:
                 self.op_error(op, f"result {i} ({name}) has {problem}")
+                self.malformed.add(r)
+                ok = False
+            elif unbound := [s for s in r.type.symbols if s not in self.symbols]:
+                if not set(unbound) <= inherited:
+                    self.op_error(op, f"result {i} ({name}) has dim '{unbound[0]}', which no "
+                                      f"parameter of @{self.func.name} binds")
                 self.malformed.add(r)
                 ok = False
             self.defined.add(r)
@@ -260,6 +274,9 @@ def type_problem(t: Any) -> str | None:
             return f"a negative dim {d} in {t}"
         if isinstance(d, str) and not _SYMBOL.match(d):
             return f"an invalid symbol name '{d}' in {t}"
+    problem = shape_problem(t.shape)
+    if problem is not None:
+        return f"a malformed type {t}: {problem}"
     too_large = size_problem(t)
     if too_large is not None:
         return f"type {t.dsl_str()}, which {too_large}"

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..diagnostics import abbreviate
 from ..ir.types import Dim, DType, TensorType
 
 ELEMENTWISE = "elementwise"   # result[i] = f(operands[i]) with numpy broadcasting
@@ -184,7 +185,7 @@ def _coerce(key: str, spec: AttrSpec, value: Any) -> Any:
     kind = spec.kind
 
     def bad(expected: str) -> ShapeError:
-        return ShapeError(f"attribute '{key}' expects {expected}, got {value!r}")
+        return ShapeError(f"attribute '{key}' expects {expected}, got {abbreviate(repr(value), 80)}")
 
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -12,7 +12,29 @@ def _constant_rule(*, value, dtype: DType, shape) -> TensorType:
     if isinstance(value, np.ndarray) and value.ndim > 0:
         if tuple(value.shape) != tuple(shape):
             raise ShapeError(f"dense value of shape {list(value.shape)} does not match shape {list(shape)}")
+    bad = _out_of_range(value, dtype)
+    if bad is not None:
+        raise ShapeError(f"value {bad} is out of range for {dtype.dsl_name}")
     return TensorType(dtype, tuple(shape))
+
+
+def _out_of_range(value, dtype: DType) -> int | float | None:
+    """An element of ``value`` that ``dtype`` cannot hold -- an integer beyond its range, a
+    finite number beyond its largest -- or None.  (nan and inf are floats like any other.)"""
+    flat = np.asarray(value).ravel()
+    if flat.size == 0 or dtype is DType.bool:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        if dtype.is_int:
+            info = np.iinfo(dtype.np)
+            if flat.dtype.kind == "f":          # exactly: both bounds are powers of two
+                bad = (flat < float(info.min)) | (flat >= float(info.max) + 1)
+            else:
+                bad = (flat < info.min) | (flat > info.max)
+        else:
+            bad = np.isinf(flat.astype(dtype.np)) & np.isfinite(flat)
+    hits = np.flatnonzero(bad)
+    return flat[hits[0]].item() if hits.size else None
 
 
 constant = define(

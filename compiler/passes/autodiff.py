@@ -45,7 +45,20 @@ AttrTransform = Callable[[Op], dict[str, Any]]
 
 def grad(module: Module, fn_name: str, wrt: list[str], *, new_name: str,
          with_value: bool = False, loc: Location | None = None) -> Function:
-    """Add and return ``new_name``: the gradient of ``@fn_name`` with respect to ``wrt``.
+    """Add and return ``new_name``: the gradient of ``@fn_name`` with respect to ``wrt``
+    (:func:`gradient_function`, added to ``module``)."""
+    if new_name in module:
+        func = _lookup(module, fn_name, loc)
+        raise AutodiffError(f"a function named '{new_name}' already exists",
+                            loc if loc is not None else func.loc)
+    return module.add(gradient_function(module, fn_name, wrt, new_name=new_name,
+                                        with_value=with_value, loc=loc))
+
+
+def gradient_function(module: Module, fn_name: str, wrt: list[str], *, new_name: str,
+                      with_value: bool = False, loc: Location | None = None) -> Function:
+    """The gradient of ``@fn_name`` with respect to ``wrt``, as function ``new_name``
+    (not added to ``module``).
 
     The new function has the same parameters as ``@fn_name`` and returns one
     gradient per ``wrt`` parameter (same type as the parameter), preceded by
@@ -62,8 +75,6 @@ def grad(module: Module, fn_name: str, wrt: list[str], *, new_name: str,
     """
     func = _lookup(module, fn_name, loc)
     where = loc if loc is not None else func.loc
-    if new_name in module:
-        raise AutodiffError(f"a function named '{new_name}' already exists", where)
     check_request(func, wrt, where)
 
     new, b = new_function(new_name, [(p.name, p.type) for p in func.params], loc=where)
@@ -88,7 +99,6 @@ def grad(module: Module, fn_name: str, wrt: list[str], *, new_name: str,
     new.outputs = [*primal, *grads] if with_value else grads
     new.output_names = [*(names if with_value else []), *(f"d_{n}" for n in wrt)]
     dce_function(new)
-    module.add(new)
     return new
 
 
@@ -277,22 +287,15 @@ def autodiff(module: Module, ctx: PassContext) -> Module:
         placeholder = pending[name]
         try:
             fn, wrt, with_value = _grad_spec(placeholder)
-            index = module.functions.index(placeholder)
-            module.functions.remove(placeholder)
-            try:
-                new = grad(module, fn, wrt, new_name=name, with_value=with_value,
-                           loc=placeholder.loc)
-            except DlError:
-                module.functions.insert(index, placeholder)
-                raise
+            new = gradient_function(module, fn, wrt, new_name=name, with_value=with_value,
+                                    loc=placeholder.loc)
         except DlErrors as e:
             errors.extend(e.errors)
             continue
         except DlError as e:
             errors.append(e)
             continue
-        module.functions.remove(new)
-        module.functions.insert(index, new)
+        module.replace(new)                     # in the placeholder's place
         new.attrs.update({k: v for k, v in placeholder.attrs.items() if k != "grad_of"})
         ctx.count("gradient-functions")
     _raise(errors)
@@ -315,22 +318,21 @@ def _grad_spec(placeholder: Function) -> tuple[str, list[str], bool]:
 def _dependency_order(pending: dict[str, Function]) -> list[str]:
     """Placeholder names, each after the placeholder it differentiates (if any)."""
     order: list[str] = []
-    state: dict[str, str] = {}
-
-    def visit(name: str) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            raise AutodiffError(f"gradient function '{name}' depends on itself",
-                                pending[name].loc)
-        state[name] = "visiting"
-        spec = pending[name].attrs["grad_of"]
-        target = spec.get("fn") if isinstance(spec, dict) else None
-        if isinstance(target, str) and target in pending:
-            visit(target)
-        state[name] = "done"
-        order.append(name)
-
-    for name in pending:
-        visit(name)
+    done: set[str] = set()
+    for start in pending:
+        chain: list[str] = []                   # start, what it differentiates, ... (a path)
+        on_chain: set[str] = set()
+        name: str | None = start
+        while name is not None and name not in done:
+            if name in on_chain:
+                raise AutodiffError(f"gradient function '{name}' depends on itself",
+                                    pending[name].loc)
+            chain.append(name)
+            on_chain.add(name)
+            spec = pending[name].attrs["grad_of"]
+            target = spec.get("fn") if isinstance(spec, dict) else None
+            name = target if isinstance(target, str) and target in pending else None
+        for name in reversed(chain):
+            order.append(name)
+            done.add(name)
     return order
