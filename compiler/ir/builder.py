@@ -67,10 +67,9 @@ class Builder:
             raise DlTypeError(f"{opdef.name} takes {want} operand(s), got {n}", loc)
         try:
             full = normalize_attrs(opdef, attrs)
-            inferred = opdef.infer(*(v.type for v in operands), **full)
+            types = opdef.result_types(*(v.type for v in operands), **full)
         except ShapeError as e:
             raise DlTypeError(f"{opdef.name}: {e}", loc) from None
-        types = inferred if isinstance(inferred, list) else [inferred]
         for t in types:
             problem = type_problem(t)
             if problem is not None:
