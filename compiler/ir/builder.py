@@ -94,7 +94,7 @@ class Builder:
     def constant(self, value: Any, dtype: DType, shape: tuple = ()) -> Value:
         """A constant: a scalar splatted over ``shape``, or a dense array."""
         if isinstance(value, np.ndarray) and value.ndim > 0:
-            return self.emit("constant", value=np.asarray(value, dtype=dtype.np),
+            return self.emit("constant", value=np.asarray(value, dtype=_dense_dtype(dtype)),
                              dtype=dtype, shape=tuple(value.shape))
         return self.emit("constant", value=_scalar(value, dtype), dtype=dtype, shape=tuple(shape))
 
@@ -111,8 +111,14 @@ def _scalar(value: Any, dtype: DType) -> Any:
     if isinstance(value, np.floating) and np.isnan(value):
         # a 0-d array of the dtype keeps a NaN's payload bits (a Python float would quiet
         # an f32 signalling NaN); the printer shows them as hex, and they parse back as such
-        return np.asarray(value, dtype=dtype.np)
+        return np.asarray(value, dtype=_dense_dtype(dtype))
     return float(value)
+
+
+def _dense_dtype(dtype: DType) -> np.dtype:
+    """The numpy dtype a constant of ``dtype`` holds its value in: bf16 values as f32
+    (exact; a dense attribute holds numpy's own dtypes), the others as themselves."""
+    return np.dtype(np.float32) if dtype is DType.bf16 else dtype.np
 
 
 def new_function(name: str, params: list[tuple[str, TensorType]],
