@@ -1,5 +1,9 @@
 """Datasets for training: MNIST (shipped), IDX directories, .npz, CSV, synthetic sets.
 
+MNIST and IDX images are float32 in [0, 1], flattened, except for a model
+whose input is ``u8``: it gets them as stored (uint8 [N, 28, 28]), and scales
+them itself (``cast(x, f32) / 255.0``).
+
 Everything here returns a :class:`Dataset` of numpy arrays; checking them
 against a model's signature (shapes, dtypes, label range, NaN/inf) is
 :func:`prepare_inputs` / :func:`prepare_targets`, which the Model API runs
@@ -20,7 +24,7 @@ a directory               IDX files ``train-images*``, ``train-labels*`` and
 a synthetic name          ``linear_regression``, ``xor``, ``student_pass``,
                           ``student_grade``, ``sigmoid_chain`` (seeded)
 nothing                   the synthetic set named like the model, else MNIST
-                          for a model with a 784-wide input and 10 classes
+                          for a model with a 784-element input and 10 classes
 ========================  =====================================================
 
 Every failure is a :class:`~compiler.diagnostics.DlRuntimeError` whose message
