@@ -21,7 +21,7 @@ from compiler.ir.types import Dim, DType, TensorType, shape_problem
 from . import ast
 from .scope import Lit, Word, did_you_mean
 
-DTYPE_NAMES = ("f32", "f64", "i32", "i64", "bool")
+DTYPE_NAMES = ("f32", "f64", "i32", "i64", "bool", "f16", "bf16", "i8", "u8")
 
 def resolve_type(t: ast.TypeExpr, symbols: set[str] | None, *, what: str = "") -> TensorType:
     """A written type as a :class:`TensorType`.
@@ -105,7 +105,8 @@ def fits(lit: Lit, dtype: DType) -> bool:
     return dtype.is_float or lit.kind == "int"
 
 
-INT_RANGE = {DType.i32: (-(2 ** 31), 2 ** 31 - 1), DType.i64: (-(2 ** 63), 2 ** 63 - 1)}
+INT_RANGE = {DType.i32: (-(2 ** 31), 2 ** 31 - 1), DType.i64: (-(2 ** 63), 2 ** 63 - 1),
+             DType.i8: (-128, 127), DType.u8: (0, 255)}
 
 
 def convert_attr(value: Any, kind: str, where: str, span: Location, symbols: set[str]) -> Any:

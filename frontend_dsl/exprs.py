@@ -19,12 +19,11 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-import numpy as np
 
 from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError, SizeError
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
-from compiler.ir.types import Dim, DType, TensorType
+from compiler.ir.types import Dim, DType, TensorType, number_problem
 from compiler.ops import OPS, OpDef, get_op
 from compiler.ops.base import COMPOSITE, ELEMENTWISE
 from compiler.passes.autodiff import inline_function
@@ -251,8 +250,9 @@ class Body:
                                   lit.span)
         if dtype.is_float and not math.isfinite(float(lit.value)):
             raise DlTypeError(f"literal {lit.text()} is not a finite number", lit.span)
-        if dtype.is_float and abs(float(lit.value)) > float(np.finfo(dtype.np).max):
-            raise DlTypeError(f"literal {lit.text()} is out of range for {dtype.dsl_name}", lit.span)
+        if dtype.is_float and number_problem(lit.value, dtype) is not None:     # 70000.0 as f16
+            raise DlTypeError(f"literal {lit.text()} used with a {dtype.dsl_name} tensor: "
+                              f"{number_problem(lit.value, dtype)}", lit.span)
         with self.b.at(lit.span):
             return self.b.constant(lit.value, dtype)
 

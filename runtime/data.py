@@ -1,5 +1,9 @@
 """Datasets for training: MNIST (shipped), IDX directories, .npz, CSV, synthetic sets.
 
+MNIST and IDX images are float32 in [0, 1], flattened, except for a model
+whose input is ``u8``: it gets them as stored (uint8 [N, 28, 28]), and scales
+them itself (``cast(x, f32) / 255.0``).
+
 Everything here returns a :class:`Dataset` of numpy arrays; checking them
 against a model's signature (shapes, dtypes, label range, NaN/inf) is
 :func:`prepare_inputs` / :func:`prepare_targets`, which the Model API runs
@@ -20,7 +24,7 @@ a directory               IDX files ``train-images*``, ``train-labels*`` and
 a synthetic name          ``linear_regression``, ``xor``, ``student_pass``,
                           ``student_grade``, ``sigmoid_chain`` (seeded)
 nothing                   the synthetic set named like the model, else MNIST
-                          for a model with a 784-wide input and 10 classes
+                          for a model with a 784-element input and 10 classes
 ========================  =====================================================
 
 Every failure is a :class:`~compiler.diagnostics.DlRuntimeError` whose message
@@ -177,14 +181,18 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool = False) ->
     Path(path).write_bytes(gzip.compress(data, mtime=0) if compress else data)
 
 
-def _images_and_labels(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images -> float32 in [0, 1] flattened per sample; labels -> int32."""
+def _images_and_labels(images: np.ndarray, labels: np.ndarray, where: str,
+                       raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images -> float32 in [0, 1] flattened per sample (``raw``: the images as
+    stored, e.g. uint8 [N, 28, 28], for a model whose input is ``u8``); labels -> int32."""
     if images.shape[0] != labels.shape[0]:
         raise DlRuntimeError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
     if labels.ndim != 1:
         raise DlRuntimeError(f"{where}: labels must be one number per sample, got shape {labels.shape}")
     if labels.dtype.kind not in "iu":
         raise DlRuntimeError(f"{where}: labels must be integers (class indices), got {labels.dtype} values")
+    if raw:
+        return np.ascontiguousarray(images), labels.astype(np.int32)
     x = images.reshape(images.shape[0], -1)
     x = x.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else x.astype(np.float32)
     return np.ascontiguousarray(x), labels.astype(np.int32)
@@ -215,8 +223,9 @@ def verify_checksums(directory: Path, names: Sequence[str]) -> None:
                                  f"expected sha256 {expected[name][:16]}..., got {digest[:16]}...)")
 
 
-def load_mnist(directory: str | Path | None = None, *, verify: bool = True) -> Dataset:
-    """MNIST: 60000 training and 10000 test images as float32 [N, 784] in [0, 1], int32 labels.
+def load_mnist(directory: str | Path | None = None, *, verify: bool = True, raw: bool = False) -> Dataset:
+    """MNIST: 60000 training and 10000 test images as float32 [N, 784] in [0, 1], int32 labels
+    (``raw``: the images as stored, uint8 [N, 28, 28]).
 
     Reads the copy shipped with dlc (``examples/data/mnist`` in the source
     tree) unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
@@ -229,8 +238,8 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True) -> D
     if verify:
         verify_checksums(directory, list(MNIST_FILES.values()))
     arrays = {key: read_idx(directory / name) for key, name in MNIST_FILES.items()}
-    x_train, y_train = _images_and_labels(arrays["x_train"], arrays["y_train"], str(directory))
-    x_test, y_test = _images_and_labels(arrays["x_test"], arrays["y_test"], str(directory))
+    x_train, y_train = _images_and_labels(arrays["x_train"], arrays["y_train"], str(directory), raw)
+    x_test, y_test = _images_and_labels(arrays["x_test"], arrays["y_test"], str(directory), raw)
     return Dataset("mnist", x_train, y_train, x_test, y_test,
                    "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)", epochs=5, batch_size=128)
 
@@ -243,8 +252,9 @@ def _find_one(directory: Path, prefixes: Sequence[str]) -> Path | None:
     return None
 
 
-def load_idx_dir(directory: str | Path) -> Dataset:
-    """A directory of IDX files in MNIST's naming (``train-images*``, ``t10k-labels*``, ...)."""
+def load_idx_dir(directory: str | Path, *, raw: bool = False) -> Dataset:
+    """A directory of IDX files in MNIST's naming (``train-images*``, ``t10k-labels*``, ...);
+    ``raw`` as for :func:`load_mnist`."""
     directory = Path(directory)
     train_x = _find_one(directory, ["train-images"])
     train_y = _find_one(directory, ["train-labels"])
@@ -252,12 +262,12 @@ def load_idx_dir(directory: str | Path) -> Dataset:
         missing = "train-images*" if train_x is None else "train-labels*"
         raise DlRuntimeError(f"{directory}: no {missing} file (an IDX data directory needs "
                              "train-images* and train-labels*, optionally t10k-images*/t10k-labels*)")
-    x_train, y_train = _images_and_labels(read_idx(train_x), read_idx(train_y), str(directory))
+    x_train, y_train = _images_and_labels(read_idx(train_x), read_idx(train_y), str(directory), raw)
     test_x = _find_one(directory, ["t10k-images", "test-images"])
     test_y = _find_one(directory, ["t10k-labels", "test-labels"])
     x_test = y_test = None
     if test_x is not None and test_y is not None:
-        x_test, y_test = _images_and_labels(read_idx(test_x), read_idx(test_y), str(directory))
+        x_test, y_test = _images_and_labels(read_idx(test_x), read_idx(test_y), str(directory), raw)
     return Dataset(directory.name, x_train, y_train, x_test, y_test, f"IDX files in {directory}")
 
 
@@ -510,9 +520,20 @@ def default_data_name(spec: DataSpec) -> str | None:
     """The data set a model trains on when ``--data`` is not given, or None."""
     if spec.model_name in SYNTHETIC:
         return spec.model_name
-    if (len(spec.inputs) == 1 and spec.inputs[0].shape[1:] == (784,) and spec.num_classes == 10):
+    if len(spec.inputs) == 1 and spec.num_classes == 10 and _elements_per_sample(spec.inputs[0]) == 784:
         return "mnist"
     return None
+
+
+def _elements_per_sample(spec: TensorSpec) -> int | None:
+    sample = spec.shape[1:]
+    return math.prod(sample) if all(isinstance(d, int) for d in sample) else None  # type: ignore[arg-type]
+
+
+def _wants_raw_images(spec: DataSpec | None) -> bool:
+    """Whether the model takes its image input as stored (``u8``): then MNIST and IDX
+    images reach it as bytes, not as floats scaled to [0, 1]."""
+    return spec is not None and len(spec.inputs) == 1 and spec.inputs[0].dtype == np.uint8
 
 
 def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: int = 0,
@@ -527,12 +548,12 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
     if label_column and Path(text).suffix.lower() != ".csv":
         raise DlRuntimeError(f"--label-column applies to a .csv data file, not to {text}")
     if text == "mnist":
-        return load_mnist()
+        return load_mnist(raw=_wants_raw_images(spec))
     if text in SYNTHETIC:
         return SYNTHETIC[text](np.random.default_rng(seed), spec)
     path = Path(text)
     if path.is_dir():
-        return load_idx_dir(path)
+        return load_idx_dir(path, raw=_wants_raw_images(spec))
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_npz(path)
@@ -582,7 +603,7 @@ def _conform(array: object, spec: TensorSpec, what: str) -> np.ndarray:
         arr = np.asarray(array)
     except (ValueError, TypeError) as e:
         raise DlRuntimeError(f"{what} '{spec.name}': not a numeric array ({e})") from None
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "biuf" and arr.dtype != spec.dtype:       # bfloat16's kind is 'V'
         raise DlRuntimeError(f"{what} '{spec.name}': dtype {arr.dtype} is not numeric")
     if arr.ndim == 0:
         raise DlRuntimeError(f"{what} '{spec.name}': expected {spec.dsl_str()}, got a scalar")
@@ -603,7 +624,20 @@ def _conform(array: object, spec: TensorSpec, what: str) -> np.ndarray:
             row = int(np.argwhere(arr != np.round(arr))[0][0])
             raise DlRuntimeError(f"{what} '{spec.name}': row {row} holds {arr.reshape(len(arr), -1)[row].tolist()}, "
                                  f"not an integer label")
+    if spec.dtype.kind in "iu" and arr.dtype.kind in "iuf" and arr.size:
+        _check_int_range(arr, spec, what)
     return np.ascontiguousarray(arr, dtype=spec.dtype)
+
+
+def _check_int_range(arr: np.ndarray, spec: TensorSpec, what: str) -> None:
+    """Integer data for an integer input must fit its dtype (300 is no u8): numpy's cast
+    would wrap it silently."""
+    info = np.iinfo(spec.dtype)
+    low, high = arr.min(), arr.max()
+    if low < info.min or high > info.max:
+        value = low if low < info.min else high
+        raise DlRuntimeError(f"{what} '{spec.name}' holds {value.item()}, outside the range of "
+                             f"{spec.dsl_str()} ({info.min} .. {info.max})")
 
 
 def all_finite(arr: np.ndarray) -> bool:

@@ -266,7 +266,8 @@ def random_array(rng: random.Random, dtype: DType, shape: tuple[int, ...]) -> np
         values = [rng.random() < 0.5 for _ in range(size)]
     else:
         info = np.iinfo(dtype.np)
-        values = [rng.choice([0, -1, info.max, info.min, rng.randint(-100, 100)]) for _ in range(size)]
+        values = [rng.choice([0, max(-1, info.min), info.max, info.min, rng.randint(max(-100, info.min), 100)])
+                  for _ in range(size)]
     return np.array(values, dtype=dtype.np).reshape(shape)
 
 
@@ -304,7 +305,7 @@ def random_attr(rng: random.Random, spec, operands: list[Value], symbols: list[s
             options.append((int(np.prod(shape, dtype=np.int64)),))
         return rng.choice(options)
     if kind == "dense":
-        dtype = rng.choice(list(DType))
+        dtype = rng.choice([d for d in DType if d is not DType.bf16])   # numpy has no bfloat16
         if rng.random() < 0.5:
             return random_array(rng, dtype, ())
         return random_array(rng, dtype, tuple(rng.randint(0, 3) for _ in range(rng.randint(1, 2))))

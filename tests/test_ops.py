@@ -258,7 +258,7 @@ class NumpyEmitter:
     def select(self, c, a, b):
         return np.where(c, a, b)
 
-    def cast(self, x, dtype):
+    def cast(self, x, dtype, source=None):
         return x.astype(dtype.np)
 
 

@@ -285,7 +285,7 @@ def test_aot_object_must_be_a_file_in_the_folder(tmp_path, name):
     ("f", "'functions' is a str"),
     ([{"name": "f"}], "missing field 'params'"),
     ([{"name": 1}], "field 'name'"),
-    ([{"name": "f", "symbol": "dlc_f", "params": [{"name": "x", "dtype": "f16", "shape": []}]}], "'dtype'"),
+    ([{"name": "f", "symbol": "dlc_f", "params": [{"name": "x", "dtype": "f128", "shape": []}]}], "'dtype'"),
     ([{"name": "f", "symbol": "dlc_f", "params": [{"name": "x", "dtype": "f32", "shape": [-1]}]}],
      "negative dim"),
     ([{"name": "f", "symbol": "dlc_f", "params": [], "outputs": [], "symbols": [], "inplace": [[0, 5]]}],

@@ -32,7 +32,7 @@ from typing import Any
 from llvmlite import ir
 
 from ..ir.types import DType
-from . import vmath
+from . import storage, vmath
 from .llvmutil import (F32, F64, I1, I8, call_overloaded, const, constant_value, dtype_of, element,
                        intrinsic, scalar_type, type_suffix, value_type, with_element)
 
@@ -357,10 +357,17 @@ class Emitter:
 
     # -- conversion -------------------------------------------------------------------------
 
-    def cast(self, x: Val, dtype: DType) -> ir.Value:
-        """numpy ``astype`` (see the module docstring for float->int and ->bool)."""
+    def cast(self, x: Val, dtype: DType, source: DType | None = None) -> ir.Value:
+        """numpy ``astype`` (see the module docstring for float->int and ->bool) from
+        ``source`` (default: the dtype of ``x``'s register type, which cannot tell a
+        storage dtype from the type it computes in: f16 from f32, u8 from i32)."""
         x = self._val(x)
-        src = dtype_of(x.type)
+        src = source or dtype_of(x.type)
+        if src is dtype:
+            return x
+        if dtype.is_storage:
+            return storage.cast_to_storage(self.b, x, src, dtype)
+        src = dtype_of(x.type)          # a storage source is held as its compute type
         dst_ty = with_element(x.type, scalar_type(dtype))
         if src is dtype:
             return x
@@ -424,15 +431,21 @@ def _int_pow_function(module: ir.Module, ty: ir.Type) -> ir.Function:
     return fn
 
 
-def to_memory(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
-    """A register value as stored in memory (bools become bytes)."""
+def to_memory(b: ir.IRBuilder, v: ir.Value, dtype: DType | None = None) -> ir.Value:
+    """A register value as stored in memory (bools become bytes; a storage ``dtype``'s
+    register is rounded or wrapped to it, ``storage.narrow``)."""
+    if dtype is not None and dtype.is_storage:
+        return storage.narrow(b, v, dtype)
     return b.zext(v, with_element(v.type, I8)) if element(v.type) == I1 else v
 
 
 def from_memory(b: ir.IRBuilder, v: ir.Value, dtype: DType) -> ir.Value:
-    """A loaded value as held in registers (bytes become bools, ``x != 0``)."""
+    """A loaded value as held in registers (bytes become bools, ``x != 0``; a storage
+    dtype's element is widened, ``storage.widen``)."""
     if dtype is DType.bool:
         return b.icmp_unsigned("!=", v, const(v.type, 0))
+    if dtype.is_storage:
+        return storage.widen(b, v, dtype)
     return v
 
 

@@ -42,6 +42,7 @@ from llvmlite import ir
 
 from ..ir.types import Dim, DType
 from ..ops.base import get_op
+from . import storage
 from .emitter import Emitter, from_memory, to_memory
 from .llvmutil import I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
 from .loops import (EXPENSIVE, Acc, Apply, Buffer, Const, DimValue, Elementwise, Expr, Iota, Load, Reduce,
@@ -116,7 +117,7 @@ def _align(elem: ir.Type) -> int:
     """The natural alignment of one element (vector accesses promise no more)."""
     if isinstance(elem, ir.IntType):
         return max(elem.width // 8, 1)
-    return 4 if isinstance(elem, ir.FloatType) else 8
+    return {ir.HalfType: 2, ir.FloatType: 4}.get(type(elem), 8)
 
 
 def load_vector(b: ir.IRBuilder, ptr: ir.Value, width: int, mask: ir.Value | None) -> ir.Value:
@@ -278,6 +279,7 @@ class ExprEmitter:
                 args = [go(a) for a in e.args]
                 opdef = get_op(e.op)
                 out = opdef.emit(Emitter(b, width, e.in_dtype, e.dtype, dict(e.attrs)), *args)
+                out = storage.fit(b, out, e.dtype)     # an f16 result rounded, a u8 one wrapped
             memo[id(e)] = out
             return out
 
@@ -481,7 +483,7 @@ def emit_elementwise(kc: KernelContext, k: Elementwise) -> None:
     if not space.groups:
         ee = ExprEmitter(kc, space, None)
         value = ee.emit(k.expr, [], 1)
-        b.store(to_memory(b, value), kc.pointer(k.out))
+        b.store(to_memory(b, value, k.out.dtype), kc.pointer(k.out))
         return
     split = Split(space.dims[0], FLAT_GRAIN if len(space.groups) == 1 else 1)
     run_split(kc, list(k.shape), element_cost(k.expr), split,
@@ -500,9 +502,9 @@ def _elementwise_nest(kc: KernelContext, k: Elementwise, space: Space, out_load:
         value = ee.emit(k.expr, index, w, mask)
         ptr = ee.address(out_load, index)
         if w == 1:
-            b.store(to_memory(b, value), ptr)
+            b.store(to_memory(b, value, k.out.dtype), ptr)
         else:
-            store_vector(b, to_memory(b, value), ptr, mask)
+            store_vector(b, to_memory(b, value, k.out.dtype), ptr, mask)
 
     _nest(kc, extents, vec, width, body, bounds)
 

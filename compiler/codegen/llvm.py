@@ -39,6 +39,7 @@ from .pool import emit_pool
 from .scan import emit_scan
 from .topk import emit_top_k
 from .sparse_gemm import enable_skip_zeros
+from .storage import enable_half_instructions
 from .target import CodegenOptions
 
 ALIGN = 64
@@ -61,6 +62,7 @@ def emit_module(programs: list[Program], options: CodegenOptions, name: str = "d
     mod = ir.Module(name=name)
     mod.triple = options.target.triple
     enable_skip_zeros(mod, options.skip_zeros)
+    enable_half_instructions(mod, "+f16c" in options.target.features.split(","))
     symbols: dict[str, str] = {}
     for prog in programs:
         clash = symbols.setdefault(entry_symbol(prog.name), prog.name)

@@ -22,9 +22,15 @@ I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 F32 = ir.FloatType()
 F64 = ir.DoubleType()
+I16 = ir.IntType(16)
+HALF = ir.HalfType()
 I8P = I8.as_pointer()
 
-_SCALAR = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1}
+# Register types.  The storage dtypes compute wider (compiler/codegen/storage.py): f16 and
+# bf16 in f32, i8 and u8 in i32.  dtype_of reads the first entry of a type, the wide dtype.
+_SCALAR = {DType.f32: F32, DType.f64: F64, DType.i32: I32, DType.i64: I64, DType.bool: I1,
+           DType.f16: F32, DType.bf16: F32, DType.i8: I32, DType.u8: I32}
+_MEMORY = {DType.bool: I8, DType.f16: HALF, DType.bf16: I16, DType.i8: I8, DType.u8: I8}
 
 
 MAX_NAME_LENGTH = 64
@@ -42,13 +48,14 @@ def short_name(name: str, sep: str = ".") -> str:
 
 
 def scalar_type(dtype: DType) -> ir.Type:
-    """The register type of one element (bool is ``i1``)."""
+    """The register type of one element (bool is ``i1``; f16 and bf16 are f32, i8 and u8 i32)."""
     return _SCALAR[dtype]
 
 
 def memory_type(dtype: DType) -> ir.Type:
-    """The in-memory element type (bool is stored as one byte, as numpy does)."""
-    return I8 if dtype is DType.bool else _SCALAR[dtype]
+    """The in-memory element type (bool is stored as one byte, as numpy does; bf16 as its
+    16 bits, llvmlite having no bfloat type)."""
+    return _MEMORY.get(dtype) or _SCALAR[dtype]
 
 
 def value_type(dtype: DType, width: int) -> ir.Type:
@@ -135,6 +142,8 @@ def type_suffix(ty: ir.Type) -> str:
         s = "f64"
     elif isinstance(elem, ir.FloatType):
         s = "f32"
+    elif isinstance(elem, ir.HalfType):
+        s = "f16"
     else:
         raise TypeError(f"no intrinsic suffix for {ty}")
     return f"v{ty.count}{s}" if isinstance(ty, ir.VectorType) else s

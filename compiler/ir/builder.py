@@ -67,10 +67,9 @@ class Builder:
             raise DlTypeError(f"{opdef.name} takes {want} operand(s), got {n}", loc)
         try:
             full = normalize_attrs(opdef, attrs)
-            inferred = opdef.infer(*(v.type for v in operands), **full)
+            types = opdef.result_types(*(v.type for v in operands), **full)
         except ShapeError as e:
             raise DlTypeError(f"{opdef.name}: {e}", loc) from None
-        types = inferred if isinstance(inferred, list) else [inferred]
         for t in types:
             problem = shape_problem(t.shape)
             if problem is not None:
@@ -98,7 +97,7 @@ class Builder:
     def constant(self, value: Any, dtype: DType, shape: tuple = ()) -> Value:
         """A constant: a scalar splatted over ``shape``, or a dense array."""
         if isinstance(value, np.ndarray) and value.ndim > 0:
-            return self.emit("constant", value=np.asarray(value, dtype=dtype.np),
+            return self.emit("constant", value=np.asarray(value, dtype=_dense_dtype(dtype)),
                              dtype=dtype, shape=tuple(value.shape))
         return self.emit("constant", value=_scalar(value, dtype), dtype=dtype, shape=tuple(shape))
 
@@ -115,8 +114,14 @@ def _scalar(value: Any, dtype: DType) -> Any:
     if isinstance(value, np.floating) and np.isnan(value):
         # a 0-d array of the dtype keeps a NaN's payload bits (a Python float would quiet
         # an f32 signalling NaN); the printer shows them as hex, and they parse back as such
-        return np.asarray(value, dtype=dtype.np)
+        return np.asarray(value, dtype=_dense_dtype(dtype))
     return float(value)
+
+
+def _dense_dtype(dtype: DType) -> np.dtype:
+    """The numpy dtype a constant of ``dtype`` holds its value in: bf16 values as f32
+    (exact; a dense attribute holds numpy's own dtypes), the others as themselves."""
+    return np.dtype(np.float32) if dtype is DType.bf16 else dtype.np
 
 
 def new_function(name: str, params: list[tuple[str, TensorType]],

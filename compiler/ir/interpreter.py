@@ -8,6 +8,9 @@ every op's result against its (bound) inferred type.
     outputs = interpret(func, [x, w])            # positional
     outputs = interpret(func, {"x": x, "w": w})  # by parameter name
 
+An op on ``f16`` or ``bf16`` operands computes in f32 and rounds its result to
+nearest even; ``i8`` and ``u8`` wrap, as numpy's do.
+
 Floating-point exceptions follow IEEE (``log(0) = -inf``, ``0/0 = nan``) with
 numpy's warnings silenced, as native code behaves.  A ``max``, ``min`` or
 ``argmax`` over an axis that is empty raises :class:`DlRuntimeError` at the op
@@ -148,7 +151,7 @@ def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int], wher
         if problem is not None:
             raise SizeLimitError(f"{where}the result of dl.{op.name} at {op.loc} {problem}", op.loc)
     attrs = {k: _bind_attr(op, k, v, bindings) for k, v in op.attrs.items()}
-    operands = [env[v] for v in op.operands]
+    operands = [_in_compute_dtype(env[v], v.type.dtype) for v in op.operands]
     try:
         out = opdef.reference(*operands, **attrs)
     except MemoryError:
@@ -164,6 +167,13 @@ def _run_op(op: Op, env: dict[Value, np.ndarray], bindings: dict[str, int], wher
                              op.loc)
     for value, array in zip(op.results, outs):
         env[value] = _check_result(op, value.type, np.asarray(array), bindings)
+
+
+def _in_compute_dtype(array: np.ndarray, dtype: DType) -> np.ndarray:
+    """An f16 or bf16 operand widened to f32, which its op computes in (the result is
+    rounded back by :func:`_check_result`): numpy's float16 functions do the same, and a
+    reference never sees bfloat16, which numpy does not know."""
+    return array.astype(np.float32) if dtype.compute is not dtype else array
 
 
 def _bind_attr(op: Op, key: str, value: Any, bindings: dict[str, int]) -> Any:

@@ -10,6 +10,13 @@ text stays parsable by ``mlir-opt``)::
     tensor<?x784xf32, "N">       one symbolic dim named N
     tensor<?x?xf32, "N,M">       two, in order
     tensor<f32>                  a scalar (rank 0)
+
+Storage dtypes (``f16 bf16 i8 u8``, :attr:`DType.is_storage`) hold data in fewer bytes:
+an op on them computes in a wider type (:attr:`DType.compute`: f32 for the floats, the
+int itself for the ints) and rounds (floats, to nearest even) or wraps (ints) each
+result to the storage type, as numpy's float16 and uint8 functions do.  Only the ops
+whose definition says so take them (``OpDef.storage``).  ``bf16`` arrays are
+``ml_dtypes.bfloat16`` (numpy has no bfloat16); ``u8`` is ``ui8`` in the IR text, as in MLIR.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ class DType(enum.Enum):
     i32 = "i32"
     i64 = "i64"
     bool = "i1"
+    f16 = "f16"
+    bf16 = "bf16"
+    i8 = "i8"
+    u8 = "ui8"
 
     @property
     def np(self) -> np.dtype:
@@ -36,11 +47,26 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.f32, DType.f64)
+        return self in (DType.f32, DType.f64, DType.f16, DType.bf16)
 
     @property
     def is_int(self) -> bool:
-        return self in (DType.i32, DType.i64)
+        return self in (DType.i32, DType.i64, DType.i8, DType.u8)
+
+    @property
+    def is_storage(self) -> bool:
+        """A storage dtype (``f16 bf16 i8 u8``): taken only by the ops that say so."""
+        return self in _STORAGE
+
+    @property
+    def compute(self) -> DType:
+        """The dtype an op on this dtype computes in: f32 for f16 and bf16, else itself."""
+        return DType.f32 if self in (DType.f16, DType.bf16) else self
+
+    @property
+    def finfo(self):
+        """numpy's ``finfo`` of a float dtype (ml_dtypes' for bf16)."""
+        return _bfloat16_module().finfo(self.np) if self is DType.bf16 else np.finfo(self.np)
 
     @property
     def itemsize(self) -> int:
@@ -48,20 +74,21 @@ class DType(enum.Enum):
 
     @property
     def dsl_name(self) -> str:
-        """The name the .dl language uses (``bool`` rather than ``i1``)."""
-        return "bool" if self is DType.bool else self.value
+        """The name the .dl language uses (``bool`` rather than ``i1``, ``u8`` rather than ``ui8``)."""
+        return _DSL_NAMES.get(self, self.value)
 
     @staticmethod
     def from_name(name: str) -> DType:
-        """Accepts both the IR name (``i1``) and the language name (``bool``)."""
-        if name == "bool":
-            return DType.bool
+        """Accepts both the IR name (``i1``, ``ui8``) and the language name (``bool``, ``u8``)."""
+        for dtype, dsl in _DSL_NAMES.items():
+            if name == dsl:
+                return dtype
         return DType(name)
 
     @staticmethod
     def from_numpy(dtype: np.dtype) -> DType:
-        for k, v in _NP.items():
-            if v == np.dtype(dtype):
+        for k in DType:
+            if k.np == np.dtype(dtype):
                 return k
         raise KeyError(f"no dl dtype for numpy dtype {dtype}")
 
@@ -84,7 +111,7 @@ def number_problem(value: float, dtype: DType) -> str | None:
         with np.errstate(over="ignore"):
             rounded = dtype.np.type(exact)
         if not np.isfinite(rounded):
-            largest = float(np.finfo(dtype.np).max)
+            largest = float(dtype.finfo.max)
             return f"{_short(value)} is beyond the range of {dtype.dsl_name} (largest {largest:g})"
     return None
 
@@ -94,13 +121,35 @@ def _short(value: float) -> str:
     return text if len(text) <= 40 else f"{text[:12]}...({len(text)} digits)"
 
 
-_NP = {
+def _bfloat16_module():
+    """ml_dtypes, which gives numpy its bfloat16 (imported when bf16 is first used)."""
+    import ml_dtypes
+
+    return ml_dtypes
+
+
+class _NumpyDtypes(dict):
+    """DType -> numpy dtype; bf16's entry is made on first use (importing ml_dtypes)."""
+
+    def __missing__(self, key: DType) -> np.dtype:
+        if key is not DType.bf16:
+            raise KeyError(key)
+        self[key] = np.dtype(_bfloat16_module().bfloat16)
+        return self[key]
+
+
+_NP = _NumpyDtypes({
     DType.f32: np.dtype(np.float32),
     DType.f64: np.dtype(np.float64),
     DType.i32: np.dtype(np.int32),
     DType.i64: np.dtype(np.int64),
     DType.bool: np.dtype(np.bool_),
-}
+    DType.f16: np.dtype(np.float16),
+    DType.i8: np.dtype(np.int8),
+    DType.u8: np.dtype(np.uint8),
+})
+_STORAGE = frozenset((DType.f16, DType.bf16, DType.i8, DType.u8))
+_DSL_NAMES = {DType.bool: "bool", DType.u8: "u8"}
 
 
 # The most dims a tensor may have (numpy's limit before 2.0).  Loop nests, index maps and their

@@ -201,11 +201,10 @@ class _FunctionVerifier:
             self.op_error(op, f"attribute '{missing[0]}' is missing (the builder fills defaults)")
             return
         try:
-            inferred = opdef.infer(*(v.type for v in op.operands), **full)
+            types = opdef.result_types(*(v.type for v in op.operands), **full)
         except ShapeError as e:
             self.op_error(op, str(e))
             return
-        types = inferred if isinstance(inferred, list) else [inferred]
         actual = [r.type for r in op.results]
         if len(types) != len(actual):
             self.op_error(op, f"has {len(actual)} result(s), the op defines {len(types)}")

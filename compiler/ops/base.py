@@ -38,6 +38,16 @@ OTHER = "other"
 
 KINDS = (ELEMENTWISE, REDUCTION, LAYOUT, CONTRACTION, COMPOSITE, SOURCE, OTHER)
 
+STORAGE_DTYPES = frozenset(d for d in DType if d.is_storage)
+
+
+def storage_problem(dtype: DType) -> str:
+    """Why an op that does not take storage dtype ``dtype`` rejects it, and what to write."""
+    return (f"does not take {dtype.dsl_name} tensors ({dtype.dsl_name} is a storage dtype: "
+            "only elementwise, layout and data-movement ops take it); "
+            f"cast to {dtype.compute.dsl_name if dtype.is_float else 'f32'} first, "
+            f"e.g. cast(x, {dtype.compute.dsl_name if dtype.is_float else 'f32'})")
+
 
 class ShapeError(Exception):
     """Raised by a shape rule; the builder adds the op name and source location."""
@@ -86,10 +96,26 @@ class OpDef:
     lower: Callable[..., Any] | None = None       # codegen kernel for non-elementwise ops
     decompose: Callable[..., Any] | None = None   # expansion into simpler dl ops
     canonical: Callable[..., Any] | None = None   # the form Builder.emit builds the op in
+    storage: frozenset[DType] = frozenset()       # the storage dtypes (f16 bf16 i8 u8) it takes
 
     @property
     def ir_name(self) -> str:
         return f"dl.{self.name}"
+
+    def result_types(self, *types: TensorType, **attrs: Any) -> list[TensorType]:
+        """The op's result types for operands of ``types``: its shape rule, and a
+        :class:`ShapeError` where an operand or result has a storage dtype (``f16 bf16 i8
+        u8``) the op does not take (:attr:`storage`).  Builder and verifier call this."""
+        inferred = self.infer(*types, **attrs)
+        results = inferred if isinstance(inferred, list) else [inferred]
+        for t in (*types, *results):
+            if t.dtype.is_storage and t.dtype not in self.storage:
+                raise ShapeError(storage_problem(t.dtype))
+        return results
+
+    def takes_storage(self, dtypes: frozenset[DType] | None = None) -> None:
+        """Declare that the op takes the storage dtypes ``dtypes`` (default: all four)."""
+        self.storage = STORAGE_DTYPES if dtypes is None else dtypes
 
     # Decorators that attach a rule to this op, keeping it beside the definition.
     def def_reference(self, fn: Callable) -> Callable:
@@ -144,7 +170,8 @@ def define(name: str, *, operands: tuple[str, ...], kind: str, infer: Callable,
     assert name not in OPS and name not in ALIASES, f"op {name} defined twice"
     assert kind in KINDS, kind
     op = OpDef(name=name, operands=operands, kind=kind, infer=infer, attrs=dict(attrs or {}),
-               doc=doc, differentiable=differentiable, num_results=num_results, variadic=variadic)
+               doc=doc, differentiable=differentiable, num_results=num_results, variadic=variadic,
+               storage=STORAGE_DTYPES if kind == ELEMENTWISE else frozenset())
     OPS[name] = op
     for alias in aliases:
         assert alias not in OPS and alias not in ALIASES, f"op name {alias} taken"
@@ -216,7 +243,7 @@ def _coerce(key: str, spec: AttrSpec, value: Any) -> Any:
             try:
                 return DType.from_name(value)
             except ValueError:
-                raise bad("a dtype (f32, f64, i32, i64, bool)") from None
+                raise bad(f"a dtype ({', '.join(d.dsl_name for d in DType)})") from None
         raise bad("a dtype")
     if kind in ("ints", "optional_ints"):
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):

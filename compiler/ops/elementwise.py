@@ -480,14 +480,15 @@ def _(x, *, dtype: DType):
 
 def saturating_to_int(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float -> int truncating toward zero and saturating, ``nan -> 0`` (LLVM's
-    ``fptosi.sat``, Rust's ``as``); numpy's ``astype`` leaves those cases undefined."""
+    ``fptosi.sat`` / ``fptoui.sat``, Rust's ``as``); numpy's ``astype`` leaves those
+    cases undefined."""
     info = np.iinfo(dtype)
-    limit = 2.0 ** (info.bits - 1)          # exact in every float dtype
+    low, high = float(info.min), float(info.max) + 1    # both exact in every float dtype
     t = np.trunc(x)
-    in_range = (t >= -limit) & (t < limit)  # false for nan
+    in_range = (t >= low) & (t < high)      # false for nan
     out = np.where(in_range, t, 0).astype(dtype)
-    out[t >= limit] = info.max
-    out[t < -limit] = info.min
+    out[t >= high] = info.max
+    out[t < low] = info.min
     return out
 
 
@@ -500,4 +501,4 @@ def _(b, op, ct):
     return [b.cast(ct, dtype=x.type.dtype)]
 
 
-cast.def_emit(lambda e, x: e.cast(x, e.out_dtype))
+cast.def_emit(lambda e, x: e.cast(x, e.out_dtype, source=e.dtype))

@@ -1034,3 +1034,10 @@ scatter_add.lowers_to("scatter_add")
 scatter_add_along_axis.lowers_to("scatter_add_along_axis")
 squeeze.lowers_to("view")
 expand_dims.lowers_to("view")
+
+
+# Moving data needs no arithmetic: every storage dtype (f16 bf16 i8 u8) passes through
+# (gather, take_along_axis and the scatters do not take them yet).
+for _op in (slice_, slice_update, concat, stack, split, flip, squeeze, expand_dims, where,
+            pad, tile, repeat):
+    _op.takes_storage()

@@ -177,3 +177,8 @@ broadcast_to.lowers_to("broadcast")
 reshape.lowers_to("view")
 transpose.lowers_to("transpose")
 dim_size.lowers_to("dim_size")
+
+
+# Moving data needs no arithmetic: every storage dtype (f16 bf16 i8 u8) passes through.
+for _op in (broadcast_to, reshape, transpose, dim_size):
+    _op.takes_storage()

@@ -86,3 +86,7 @@ def _(*, dtype: DType, shape, axis: int):
 
 constant.lowers_to("constant")
 iota.lowers_to("iota")
+
+
+# A constant of a storage dtype holds its value rounded (f16, bf16) to that dtype.
+constant.takes_storage()
