@@ -35,7 +35,9 @@ from .oracle import (
     float_discontinuities,
     precision_of,
     random_inputs,
+    spread_reference,
     symbol_sizes,
+    wide_reference,
 )
 
 if TYPE_CHECKING:
@@ -86,13 +88,14 @@ def check_call(func: Function, native_fn: object, optimized: Function, wide: Mod
     if not comparable:
         count(stats, "uncompared")
         return
-    wide_ref = reference64(wide, func.name, args)
+    wide_ref = wide_reference(wide.get(func.name) if wide is not None and func.name in wide else None, args)
+    spread = spread_reference(optimized, args, rng)
     where = f"@{func.name} (sizes {sizes})"
     precision = precision_of(func)
     try:
-        compare_all(f"codegen: {where}", native, after, wide_ref, precision)
+        compare_all(f"codegen: {where}", native, after, [wide_ref, spread], precision)
         if not loss_fusion(func):
-            compare_all(f"passes: {where}", after, before, wide_ref, precision)
+            compare_all(f"passes: {where}", after, before, [wide_ref, spread], precision)
     except Mismatch as e:
         raise Mismatch(e.what, f"{e}\n{describe_args(func, args)}") from None
     count(stats, "compared")
@@ -103,13 +106,16 @@ def count(stats: dict[str, int], key: str) -> None:
 
 
 def compare_all(where: str, got: list[np.ndarray], ref: list[np.ndarray],
-                wide: list[np.ndarray] | None, precision: np.dtype | None) -> None:
-    """:func:`compare` each output; the mismatch's kind says which oracle (codegen, passes)."""
+                yardsticks: list[list[np.ndarray] | None], precision: np.dtype | None) -> None:
+    """:func:`compare` each output (``yardsticks``: the f64 and the spread references, each
+    a list of outputs or None); the mismatch's kind says which oracle (codegen, passes)."""
     oracle = where.split(":")[0]
+    wide, spread = (y if y is not None else [] for y in yardsticks)
     for i, (g, r) in enumerate(zip(got, ref)):
-        w = wide[i] if wide is not None and i < len(wide) else None
+        w = wide[i] if i < len(wide) else None
+        s = spread[i] if i < len(spread) else None
         try:
-            compare(f"{where} output {i}", g, r, w, precision)
+            compare(f"{where} output {i}", g, r, w, precision, s)
         except Mismatch as e:
             raise Mismatch(f"{oracle}: {e.what}", str(e)) from None
 
@@ -127,17 +133,6 @@ def describe_args(func: Function, args: list[np.ndarray]) -> str:
         for p, a in zip(func.params, args):
             lines.append(f"  {p.name}: {a.dtype} {list(a.shape)} = {a!r}")
     return "\n".join(lines)
-
-
-def reference64(wide: Module | None, name: str, args: list[np.ndarray]) -> list[np.ndarray] | None:
-    """The f64 program's results for ``args`` (f32 arguments widened), or None."""
-    if wide is None or name not in wide:
-        return None
-    widened = [a.astype(np.float64) if a.dtype == np.float32 else a for a in args]
-    try:
-        return interpret(wide.get(name), widened)
-    except DlError:
-        return None
 
 
 def codegen_options(rng: np.random.Generator) -> CodegenOptions:

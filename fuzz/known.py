@@ -73,6 +73,38 @@ KNOWN_OPEN: tuple[KnownDefect, ...] = (
         lambda case, o: (_exception(o, "OverflowError", "int too large to convert to float")
                          or (o.kind == "timeout" and "**" in case.text)),
         avoids=lambda case: re.search(r"\*\*\s*\(?\s*9{8,}", case.text) is not None),
+    KnownDefect(
+        "size-overflow",
+        "sizes beyond what numpy can allocate reach the runtime unchecked: a huge zero-stride view "
+        "argument is copied (MemoryError), a huge static output is allocated (ValueError)",
+        lambda case, o: (o.kind == "exception" and o.where.startswith("runtime/compiled.py")
+                         and o.error in ("MemoryError", "ValueError")
+                         and any(t in o.message for t in ("Unable to allocate", "array is too big",
+                                                          "Maximum allowed dimension")))),
+    # Found by this fuzzer (not on the safety issue's list when it was written):
+    KnownDefect(
+        "python-int-out-of-range",
+        "a Python int too large for a rank-0 integer parameter raises OverflowError in the "
+        "argument check instead of an ArgumentTypeError",
+        lambda case, o: (_exception(o, "OverflowError", "too large to convert", "out of bounds")
+                         and o.where.startswith("runtime/compiled.py"))),
+    KnownDefect(
+        "int-matmul-codegen",
+        "matmul of integer tensors fails in codegen: the GEMM kernel is emitted for float pointers "
+        "(TypeError: Type of #1 arg mismatch: float* != i32*)",
+        lambda case, o: o.kind == "exception" and o.where.startswith("compiler/codegen/gemm.py")),
+    KnownDefect(
+        "pow-special-values",
+        "native pow of an infinite or zero base with a non-integer exponent is NaN where numpy "
+        "(IEEE pow) gives 0 or inf: (-inf) ** -0.15 is NaN natively, 0.0 in the interpreter",
+        lambda case, o: (o.kind == "mismatch" and o.error.endswith("NaN in different places")
+                         and ("**" in case.text or "pow" in case.text)
+                         and re.search(r"native np\.float(32|64)\(nan\)", o.message) is not None)),
+    KnownDefect(
+        "verifier-constant-dtype",
+        "the verifier accepts a dl.constant whose dense value's element type differs from its dtype "
+        "attribute; codegen then mixes types (ValueError: Operands must be the same type)",
+        lambda case, o: _exception(o, "ValueError", "Operands must be the same type")),
 )
 
 

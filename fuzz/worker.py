@@ -99,7 +99,7 @@ def execute(case: Case) -> Outcome:
     try:
         target.run(case.text, stats)
     except (PassVerifyError, PassCheckError) as e:
-        return _exception(e, stats)
+        return exception_outcome(e, stats)
     except DlError as e:
         first = (e.message.splitlines() or [""])[0]
         return Outcome(REJECTED, error=type(e).__name__, message=first[:MESSAGE_LIMIT], stats=stats)
@@ -109,17 +109,18 @@ def execute(case: Case) -> Outcome:
     except KeyboardInterrupt:
         raise
     except BaseException as e:          # noqa: BLE001  (anything else is what we are looking for)
-        return _exception(e, stats)
+        return exception_outcome(e, stats)
     return Outcome(OK, stats=stats)
 
 
-def _exception(e: BaseException, stats: dict[str, int]) -> Outcome:
+def exception_outcome(e: BaseException, stats: dict[str, int] | None = None) -> Outcome:
+    """The finding for an exception: its class, message, innermost dlc frame and traceback."""
     frames = [(f.filename, f.lineno or 0, f.name) for f in traceback.extract_tb(e.__traceback__)]
     text = "".join(traceback.format_exception(e))
     if len(text) > 40 * MESSAGE_LIMIT:                  # a RecursionError's thousand frames
         text = text[:20 * MESSAGE_LIMIT] + "\n...\n" + text[-20 * MESSAGE_LIMIT:]
     return Outcome(FINDING, "exception", type(e).__name__, str(e)[:MESSAGE_LIMIT],
-                   where=dlc_frame(frames), details=text, stats=stats)
+                   where=dlc_frame(frames), details=text, stats=stats or {})
 
 
 def main(argv: list[str]) -> None:

@@ -41,6 +41,8 @@ from ..oracle import (
     float_discontinuities,
     precision_of,
     random_array,
+    spread_reference,
+    wide_reference,
 )
 
 NAME = "runtime_args"
@@ -156,23 +158,15 @@ def check_result(func: Function, values: list[Any], result: Any, trusted: list[s
     except DlError as e:
         raise Mismatch("accepted what the interpreter rejects",
                        f"the runtime accepted arguments the interpreter rejects: {e.message}\n{notes}") from None
-    wide_expected = reference64(wide, args)
+    wide_expected = wide_reference(wide, args) or []
+    spread = spread_reference(func, args, np.random.default_rng(0)) or []
     outputs = list(result) if isinstance(result, tuple) else [result]
     for i, (got, want) in enumerate(zip(outputs, expected)):
         try:
-            compare(f"@{func.name} output {i}", got, want, wide_expected[i] if wide_expected else None,
-                    precision_of(func))
+            compare(f"@{func.name} output {i}", got, want, wide_expected[i] if i < len(wide_expected) else None,
+                    precision_of(func), spread[i] if i < len(spread) else None)
         except Mismatch as e:
             raise Mismatch(f"result: {e.what}", f"{e}\n{notes}") from None
-
-
-def reference64(wide: Function | None, args: list[np.ndarray]) -> list[np.ndarray] | None:
-    if wide is None:
-        return None
-    try:
-        return interpret(wide, [a.astype(np.float64) if a.dtype == np.float32 else a for a in args])
-    except DlError:
-        return None
 
 
 # ---------------------------------------------------------------------------
