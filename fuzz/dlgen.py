@@ -48,7 +48,8 @@ COMPARISONS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "
 ARITHMETIC = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}
 REDUCTIONS = ("sum", "max", "min", "mean")
 LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy")
-DYADIC_LITERALS = ("0.5", "2.0", "1.5", "-1.0", "0.25", "3.0", "0.0", "-2.5", "1.0")
+DYADIC_LITERALS = ("0.5", "2.0", "1.5", "-1.0", "0.25", "3.0", "0.0", "-2.5", "1.0",
+                   "64.0", "-128.0", "4096.0")      # the large ones saturate softmax and losses
 ODD_LITERALS = ("0.1", "1e-3", "1e30", "-1e-30", "3.4e38", "1e-45")
 INT_LITERALS = ("0", "1", "2", "3", "-1", "7")
 
@@ -772,3 +773,24 @@ class ModelGenerator:
 def generate_program(rng: random.Random) -> Program:
     """A random program (see the module docstring)."""
     return ProgramGenerator(rng).program()
+
+
+def deep_program(rng: random.Random) -> str:
+    """A program that is deep or long rather than varied: a chain of thousands of lets (with
+    its gradient), an expression nested hundreds of levels, or a chain of calls."""
+    kind = rng.choice(["lets", "nesting", "calls"])
+    if kind == "lets":
+        n = rng.randint(300, 3000)
+        lines = [f"    let v{i} = {rng.choice(['tanh', 'relu', 'square', 'neg'])}(v{i - 1}) * 0.5"
+                 for i in range(1, n)]
+        return "\n".join(["fn f(x: f32[N]) -> f32[] {", "    let v0 = x", *lines,
+                          f"    return sum(v{n - 1})", "}", "fn d_f = grad(f)"]) + "\n"
+    if kind == "nesting":
+        depth = rng.randint(50, 2000)
+        left, right = rng.choice([("(", ")"), ("-", ""), ("exp(", ")"), ("x ** ", ""), ("abs(-", ")"),
+                                  ("sum(", ", axes=[0])"), ("[", "]")])
+        return f"fn f(x: f32[N]) {{\n    return {left * depth}x{right * depth}\n}}\n"
+    n = rng.randint(20, 120)
+    out = ["fn c0(x: f32[N]) -> f32[N] {\n    return x * 2.0\n}"]
+    out += [f"fn c{i}(x: f32[N]) -> f32[N] {{\n    return c{i - 1}(x) + 1.0\n}}" for i in range(1, n)]
+    return "\n".join(out) + "\n"

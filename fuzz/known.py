@@ -74,6 +74,12 @@ KNOWN_OPEN: tuple[KnownDefect, ...] = (
                          or (o.kind == "timeout" and "**" in case.text)),
         avoids=lambda case: re.search(r"\*\*\s*\(?\s*9{8,}", case.text) is not None),
     KnownDefect(
+        "recursion-deep-programs",
+        "deep or long programs (a chain of a few hundred fused elementwise lets) exhaust Python's "
+        "recursion limit in codegen (loops.remap): RecursionError",
+        lambda case, o: o.kind == "exception" and o.error == "RecursionError",
+        avoids=lambda case: case.mode == "deep"),
+    KnownDefect(
         "size-overflow",
         "sizes beyond what numpy can allocate reach the runtime unchecked: a huge zero-stride view "
         "argument is copied (MemoryError), a huge static output is allocated (ValueError)",
@@ -100,6 +106,12 @@ KNOWN_OPEN: tuple[KnownDefect, ...] = (
         lambda case, o: (o.kind == "mismatch" and o.error.endswith("NaN in different places")
                          and ("**" in case.text or "pow" in case.text)
                          and re.search(r"native np\.float(32|64)\(nan\)", o.message) is not None)),
+    KnownDefect(
+        "zip-compression-method",
+        "a damaged .npz (data or checkpoint) whose zip header names an unknown compression method "
+        "raises zipfile's NotImplementedError instead of a DlRuntimeError",
+        lambda case, o: (o.kind == "exception" and o.error == "NotImplementedError"
+                         and o.where.startswith(("runtime/data.py", "runtime/checkpoint.py")))),
     KnownDefect(
         "verifier-constant-dtype",
         "the verifier accepts a dl.constant whose dense value's element type differs from its dtype "

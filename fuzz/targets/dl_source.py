@@ -1,8 +1,8 @@
 """``.dl`` source through the frontend, and what compiles through native code.
 
 Cases: generated programs (``fuzz/dlgen.py``), generated programs with a few
-token edits, and token edits of the example files and of
-``tests/diagnostics/*.dl``.  The oracle:
+token edits, deep ones (long let chains, deep nesting, call chains), and
+token edits of the example files and of ``tests/diagnostics/*.dl``.  The oracle:
 
 * ``compile_source`` (the path of ``dlc check``) raises nothing but a
   :class:`DlError`;
@@ -28,7 +28,7 @@ from compiler.ir.core import Module
 
 from ..case import REPO_ROOT, directives, int_directive
 from ..differential import check_module
-from ..dlgen import generate_program
+from ..dlgen import deep_program, generate_program
 from ..mutate import mutate
 
 NAME = "dl_source"
@@ -54,9 +54,11 @@ def generate(rng: random.Random) -> tuple[str, str]:
         program = generate_program(rng)
         trusted = ",".join(sorted(program.trusted))
         return f"# fuzz: seed={seed} trusted={trusted}\n{program.text}", "generated"
-    if roll < 0.75:
+    if roll < 0.72:
         text = mutate(generate_program(rng).text, rng, rng.randint(1, 4), POOL)
         return f"# fuzz: seed={seed}\n{text}", "generated, mutated"
+    if roll < 0.75:
+        return f"# fuzz: seed={seed}\n{deep_program(rng)}", "deep"
     source = rng.choice(SEED_FILES)
     text = mutate(source.read_text(), rng, rng.randint(1, 6), POOL)
     return f"# fuzz: seed={seed} from={source.name}\n{text}", "mutated example"
