@@ -19,8 +19,9 @@ Native calls run regardless, so a crash shows up either way.
 
 from __future__ import annotations
 
+import re
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -133,6 +134,18 @@ def describe_args(func: Function, args: list[np.ndarray]) -> str:
         for p, a in zip(func.params, args):
             lines.append(f"  {p.name}: {a.dtype} {list(a.shape)} = {a!r}")
     return "\n".join(lines)
+
+
+def widened(text: str, f32: str, load: Callable[[str], Module]) -> Module | None:
+    """``load`` of ``text`` with every f32 (found by the regex ``f32``) made f64: the
+    oracle's accuracy yardstick; None when nothing widens or the result does not load."""
+    wide = re.sub(f32, "f64", text)
+    if wide == text:
+        return None
+    try:
+        return load(wide)
+    except DlError:
+        return None
 
 
 def codegen_options(rng: np.random.Generator) -> CodegenOptions:

@@ -15,7 +15,7 @@ from .mutate import ATOM
 
 DIRECTIVE = re.compile(r"\s*(#|//)\s*fuzz:")
 SPACED_TOKEN = re.compile(r"^\s+|(?:" + ATOM + r")\s*", re.S)
-BLOCK_START = re.compile(r"(?m)^(?=(?:fn |model |\s{0,2}func\.func |\s*$))")
+BLOCK_START = re.compile(r"(?m)^(?=(?:fn |model |\s{0,2}func\.func |\s*$|\}))")
 
 T = TypeVar("T")
 
@@ -82,5 +82,6 @@ def spaced_tokens(text: str) -> list[str]:
 
 
 def blocks(text: str) -> list[str]:
-    """``text`` cut before each top-level item (``fn``, ``model``, ``func.func``) and blank line."""
+    """``text`` cut before each top-level item (``fn``, ``model``, ``func.func``), closing brace
+    at the start of a line, and blank line."""
     return [part for part in BLOCK_START.split(text) if part]

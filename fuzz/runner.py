@@ -14,8 +14,9 @@ case goes to the target that has used the least).  Every case runs in a
 source tree); a worker that dies (a signal, an exit) or does not answer
 within the target's ``TIMEOUT`` is replaced, and the case becomes a finding.
 
-Findings are grouped by target, :attr:`Outcome.signature` and known defect
-(``fuzz/known.py``); the first of each group is minimised (lines, then
+Findings are grouped by target and :attr:`Outcome.signature` -- or, for a
+known-open defect (``fuzz/known.py``), by its name; the first of each group is
+minimised (lines, then
 tokens) and written to ``OUT/findings/NN-target-error/``: ``input.*`` (the
 minimised input), ``original.*``, ``details.txt`` (traceback, mismatch
 report or the worker's last output) and ``finding.json`` (seed, target,
@@ -174,8 +175,9 @@ class Finding:
     folder: Path | None = None
 
     @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (self.case.target, self.outcome.signature, self.known)
+    def key(self) -> tuple[str, str]:
+        """The group: a known defect's name (one group for all its places), else the signature."""
+        return (self.case.target, f"known: {self.known}" if self.known else self.outcome.signature)
 
 
 @dataclass
@@ -222,7 +224,7 @@ class Fuzzer:
         self.log = log or (lambda line: None)
         self.workdir = Path(tempfile.mkdtemp(prefix="dlc-fuzz-"))
         self.worker = Worker(self.workdir, memory_limit)
-        self.findings: dict[tuple[str, str, str | None], Finding] = {}
+        self.findings: dict[tuple[str, str], Finding] = {}
 
     def close(self) -> None:
         self.worker.stop()

@@ -21,13 +21,11 @@ none on floats).
 from __future__ import annotations
 
 import random
-import re
 
-from compiler.diagnostics import DlError
 from compiler.ir.core import Module
 
 from ..case import REPO_ROOT, directives, int_directive
-from ..differential import check_module
+from ..differential import check_module, widened
 from ..dlgen import deep_program, generate_program
 from ..mutate import mutate
 
@@ -86,10 +84,4 @@ def prepare(text: str) -> Module:
 
 def wider(text: str) -> Module | None:
     """:func:`prepare` of the same program in f64 (the oracle's accuracy yardstick), or None."""
-    widened = re.sub(r"\bf32\b", "f64", text)
-    if widened == text:
-        return None
-    try:
-        return prepare(widened)
-    except DlError:
-        return None
+    return widened(text, r"\bf32\b", prepare)

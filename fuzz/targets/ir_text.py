@@ -22,7 +22,7 @@ from compiler.ir.core import Module
 from compiler.ops import OPS
 
 from ..case import int_directive
-from ..differential import check_module
+from ..differential import check_module, widened
 from ..dlgen import generate_program
 from ..mutate import mutate
 from ..oracle import Mismatch
@@ -183,10 +183,4 @@ def check_round_trip(module: Module) -> None:
 
 def wider(text: str) -> Module | None:
     """The module with f32 widened to f64 (the oracle's accuracy yardstick), or None."""
-    widened = re.sub(r"f32\b", "f64", text)
-    if widened == text:
-        return None
-    try:
-        return parse(widened)
-    except DlError:
-        return None
+    return widened(text, r"f32\b", parse)
