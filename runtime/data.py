@@ -292,7 +292,7 @@ def read_arrays(path: str | Path, *, numeric: bool = True) -> np.ndarray | dict[
         raise DlRuntimeError(f"{path}: no such file") from None
     except ValueError as e:
         raise DlRuntimeError(f"{path}: cannot read arrays without pickle ({e})") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError) as e:
         raise DlRuntimeError(f"{path}: not a valid .npy or .npz file ({e})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         return _numeric(path, None, loaded) if numeric else loaded
@@ -304,7 +304,7 @@ def read_arrays(path: str | Path, *, numeric: bool = True) -> np.ndarray | dict[
             except ValueError as e:
                 raise DlRuntimeError(f"{path}: array '{name}' cannot be read without pickle "
                                      f"({e})") from None
-            except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+            except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError) as e:
                 raise DlRuntimeError(f"{path}: array '{name}' is damaged ({e})") from None
             arrays[name] = _numeric(path, name, array) if numeric else array
     return arrays

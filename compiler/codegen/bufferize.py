@@ -39,7 +39,7 @@ from .indexing import INDEXING_FAMILIES
 from .loops import (CONST, MAX_EXPR_NODES, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const,
                     DimValue, Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program,
                     Reduce, Scan, Scatter, TopK, buffers_read, expr_size, fuse_row_softmax, has_take,
-                    identity_index, loads, remap, replace_buffer, replace_loads, takes)
+                    identity_index, loads, remap, replace_buffer, replace_loads, takes, walk)
 from .pool import lower_pool
 
 # ---------------------------------------------------------------------------
@@ -496,6 +496,9 @@ def fuse_epilogues(prog: Program) -> None:
                     and ld.index == identity_index(ld.buffer.rank)
                     and tuple(ew.shape) == tuple(ld.buffer.shape)
                     and ew.out.dtype is not DType.bool
+                    # the GEMM stores its own dtype: an epilogue that casts stays a kernel of its own
+                    and ew.out.dtype is ld.buffer.dtype
+                    and not any(isinstance(e, Apply) and e.op == "cast" for e in walk(ew.expr))
                     and not has_take(ew.expr)           # epilogues emit loads only
                     and _contiguous_along_last_axis(ew.expr, len(ew.shape))):
                 continue

@@ -73,7 +73,7 @@ def run(text: str, stats: dict[str, int]) -> None:
 
 def prepare(text: str) -> Module:
     """The module to compile natively: the frontend's, plus the training step of a model."""
-    from compiler.training import build_train_step
+    from compiler.train_step import build_train_step
     from frontend_dsl.api import compile_source
 
     module = compile_source(text, FILE)

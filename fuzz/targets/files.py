@@ -361,19 +361,27 @@ def run_cache_object(folder: Path, edits: list[str], found: dict[str, str], stat
 
 def reframe(data: bytes, magic: bytes, edits: list[str], payload_edit: Callable[[bytes], bytes] | None) -> bytes:
     """A cache entry with ``header`` edits applied to its JSON header (and the payload
-    edited and re-signed, for a foreign writer); unparseable entries come back as they are."""
-    if not data.startswith(magic):
+    edited), re-signed as a foreign writer would (``runtime/cache.py``'s frame: magic,
+    sha256 of the rest, u32 header length, header, payload), so the runtime's checks
+    behind the checksum are what is tried; unparseable entries come back as they are."""
+    digest = 32
+    if not data.startswith(magic) or len(data) < len(magic) + digest + 4:
         return data
-    size = int.from_bytes(data[len(magic):len(magic) + 4], "little")
-    start = len(magic) + 4
-    header = json.loads(data[start:start + size])
+    pos = len(magic) + digest
+    size = int.from_bytes(data[pos:pos + 4], "little")
+    start = pos + 4
+    try:
+        header = json.loads(data[start:start + size].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return data
     payload = data[start + size:]
     if payload_edit is not None:
         payload = payload_edit(payload)
-        header["size"], header["sha256"] = len(payload), hashlib.sha256(payload).hexdigest()
+        header["size"] = len(payload)
     header = apply_json(header, edits, "header")
     head = json.dumps(header, sort_keys=True).encode()
-    return magic + len(head).to_bytes(4, "little") + head + payload
+    body = len(head).to_bytes(4, "little") + head + payload
+    return magic + hashlib.sha256(body).digest() + body
 
 
 _TEMPLATES: dict[str, Path] = {}

@@ -58,7 +58,7 @@ def base_text(rng: random.Random) -> tuple[str, str]:
     """A generated program's module, printed at a random stage: (text, stage)."""
     from compiler.ir.printer import print_module
     from compiler.passes import run_pipeline
-    from compiler.training import build_train_step
+    from compiler.train_step import build_train_step
     from frontend_dsl.api import compile_source
 
     for _ in range(5):
