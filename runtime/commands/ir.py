@@ -21,13 +21,23 @@ HELP = "print the dl IR of a .dl file or of IR text"
 
 
 def _print_dl(module: Module, args: argparse.Namespace) -> str:
-    """The dl IR text (MLIR generic form); just ``--fn`` when given."""
+    """The dl IR text (MLIR generic form); just ``--fn`` when given (``--fn train_step``:
+    the model's training step, built as training builds it)."""
     from compiler.ir.printer import print_module
 
     if args.fn is not None:
-        func = pick_function(module, args.fn, args.file)
+        func = pick_function(_with_train_step(module, args.fn), args.fn, args.file)
         module = Module([func])
     return print_module(module, debug_locations=args.debug_locations)
+
+
+def _with_train_step(module: Module, fn: str) -> Module:
+    """``module`` with ``@train_step`` built when ``fn`` asks for it (a model's module)."""
+    if fn != "train_step":
+        return module
+    from compiler.analysis.stats import with_train_step
+
+    return with_train_step(module)[0]
 
 
 # --stage NAME -> renderer(module, args) -> text
@@ -45,11 +55,7 @@ def _codegen_stage(stage: str) -> Callable[[Module, argparse.Namespace], str]:
         from compiler.passes import run_pipeline
 
         if args.fn is not None:
-            if args.fn == "train_step":
-                from compiler.analysis.stats import with_train_step
-
-                module, _ = with_train_step(module)
-            module = Module([pick_function(module, args.fn, args.file)])
+            module = Module([pick_function(_with_train_step(module, args.fn), args.fn, args.file)])
         module = run_pipeline(module, "default")
         if getattr(args, "memory", False):
             programs = lower_module(module)
