@@ -339,19 +339,26 @@ def test_native_training_equals_the_interpreter(trained):
     assert native.step == interp.step == 14
 
 
+# Wide enough that kernels split into tasks on 2 threads (batch 256 x 384 features: the
+# elementwise kernels and matmuls exceed the per-task work of compiler/codegen/kernels.py, gemm.py).
+WIDE = MLP.replace("f32[N, 6]", "f32[N, 64]").replace("dense(x, 16)", "dense(x, 384)")
+
+
 def test_same_seed_gives_bit_identical_weights_at_one_and_two_threads():
-    x, y = data(300)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(512, 64)).astype(np.float32)
+    y = rng.integers(0, 3, 512).astype(np.int32)
     results = []
     for t in (1, 2, 1):
-        model = load_model(compile_source(MLP, "m.dl"), seed=11, backend="native")
+        model = load_model(compile_source(WIDE, "m.dl"), seed=11, backend="native")
         threads.set_num_threads(model.backend.compiled._library, t)
-        model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+        model.fit(x, y, epochs=2, batch_size=256, verbose=0)
         results.append({**model.weights, **model.model_state})
     for other in results[1:]:
         for name, w in results[0].items():
             np.testing.assert_array_equal(w, other[name], err_msg=name)
-    model = load_model(compile_source(MLP, "m.dl"), seed=12, backend="native")
-    model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    model = load_model(compile_source(WIDE, "m.dl"), seed=12, backend="native")
+    model.fit(x, y, epochs=2, batch_size=256, verbose=0)
     assert not np.array_equal(model.weights["dense_2.kernel"], results[0]["dense_2.kernel"])
 
 
