@@ -215,8 +215,8 @@ def initialize(spec: dict[str, Any] | str, shape: Shape, dtype: np.dtype | type,
 
 
 def model_param_values(module, func, seed: int) -> dict[str, np.ndarray]:
-    """Values for the model parameters among ``func``'s parameters, drawn from
-    their declared initializers (static float parameters only).
+    """Values for the model parameters and state among ``func``'s parameters, drawn
+    from their declared initializers (static float parameters only).
 
     Checkers that run a model's functions on random arguments use these, so a
     softmax is not saturated by standard-normal weights and its gradient is
@@ -228,7 +228,7 @@ def model_param_values(module, func, seed: int) -> dict[str, np.ndarray]:
     types = {p.name: p.type for p in func.params}
     rng = np.random.default_rng(seed)
     values: dict[str, np.ndarray] = {}
-    for spec in info.get("params", []):
+    for spec in [*info.get("params", []), *info.get("state", [])]:
         name, t = spec.get("name"), types.get(spec.get("name"))
         if t is None or not t.is_static or not t.dtype.is_float:
             continue

@@ -3,16 +3,26 @@
 :func:`build_train_step` adds to a model module (see ``docs/architecture.md``,
 "Model blocks in IR")::
 
-    train_step(params..., opt_state..., inputs..., targets..., lr: f32[])
-        -> (loss, new_params..., new_state..., metrics...)
+    train_step(params..., model_state..., opt_state..., inputs..., targets..., lr: f32[]
+               [, seed: i64[], step: i64[]])
+        -> (loss, new_params..., new_model_state..., new_opt_state..., metrics...)
 
 It is built from ``grad(loss, wrt=params, with_value=True)`` (the autodiff
 pass) inlined, followed by the optimizer's update rule for each parameter
-(``compiler/optimizers.py``), followed by the model's metrics taken from
-``evaluate``.  Ops are value-numbered while they are inlined, so the forward
-pass ``evaluate`` shares with the loss is computed once.  ``attrs["inplace"]``
-pairs every new parameter and state output with the parameter it replaces,
-so the runtime updates weights and optimizer state in their own buffers.
+(``compiler/optimizers.py``), followed by the model's metrics.  Ops are
+value-numbered while they are inlined, so the forward pass the metrics
+share with the loss is computed once.  ``attrs["inplace"]`` pairs every new
+parameter and state output with the parameter it replaces, so the runtime
+updates weights, model state and optimizer state in their own buffers.
+
+``loss`` is the model's *training* form.  A model with non-trainable state
+(batch norm's moving statistics) or random numbers (dropout) has a ``loss``
+that also returns the state's new values and the training-form metrics; the
+step returns both (the state is never differentiated and no optimizer sees
+it).  A model that draws random numbers takes ``seed`` and ``step`` and
+derives the step's key ``fold_in(seed, step)`` (``compiler/ops/random.py``),
+so a run is reproducible from its seed.  A model whose two forms agree takes
+its metrics from ``evaluate``.
 
 :func:`train_signature` describes the layout (names, types, which state slot
 belongs to which parameter) without building anything; the runtime uses it
@@ -21,7 +31,7 @@ to allocate optimizer state and to read the outputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +45,7 @@ from .passes.cse import attr_key
 
 TRAIN_STEP = "train_step"
 LR_NAME = "lr"
+SEED_NAME, STEP_NAME = "seed", "step"      # the random key's parts, for models that draw numbers
 
 
 class TrainingError(DlError):
@@ -59,10 +70,13 @@ class TrainSignature:
     optimizer: OptimizerDef
     hyperparams: dict[str, float | bool]
     params: tuple[tuple[str, TensorType], ...]
-    state: tuple[StateSlot, ...]
+    state: tuple[StateSlot, ...]                      # the optimizer's
     inputs: tuple[tuple[str, TensorType], ...]
     targets: tuple[tuple[str, TensorType], ...]
     metrics: tuple[str, ...]
+    model_state: tuple[tuple[str, TensorType], ...] = ()   # non-trainable (moving statistics)
+    random: bool = False                              # takes seed and step (the model draws numbers)
+    metrics_from_loss: bool = False                   # training-form metrics, returned by @loss
 
     @property
     def learning_rate(self) -> float:
@@ -70,12 +84,13 @@ class TrainSignature:
 
     @property
     def arg_names(self) -> list[str]:
-        return ([n for n, _ in self.params] + [s.name for s in self.state]
-                + [n for n, _ in self.inputs] + [n for n, _ in self.targets] + [LR_NAME])
+        return ([n for n, _ in self.params] + [n for n, _ in self.model_state] + [s.name for s in self.state]
+                + [n for n, _ in self.inputs] + [n for n, _ in self.targets] + [LR_NAME]
+                + ([SEED_NAME, STEP_NAME] if self.random else []))
 
     @property
     def output_names(self) -> list[str]:
-        return (["loss"] + [f"new.{n}" for n, _ in self.params]
+        return (["loss"] + [f"new.{n}" for n, _ in self.params] + [f"new.{n}" for n, _ in self.model_state]
                 + [f"new.{s.name}" for s in self.state] + list(self.metrics))
 
     def initial_state(self) -> dict[str, np.ndarray]:
@@ -126,8 +141,35 @@ def train_signature(module: Module) -> TrainSignature:
     state += [StateSlot(opt.slot_name(slot), t, slot, None) for slot, t in opt.shared_slots.items()]
     inputs = tuple((n, by_name[n]) for n in info["inputs"])
     targets = tuple((n, by_name[n]) for n in info["targets"])
+    model_state = tuple((n, _param_type(loss, by_name, n, "state")) for n in state_names(info, loss.loc))
     metrics = _metric_names(module.get("evaluate"), info)
-    return TrainSignature(str(info["name"]), opt, hp, params, tuple(state), inputs, targets, metrics)
+    random = info.get("rng") is not None
+    metrics_from_loss = len(loss.outputs) > 1
+    if (model_state or metrics_from_loss) and len(loss.outputs) != 1 + len(model_state) + len(metrics):
+        raise TrainingError(f"@loss returns {len(loss.outputs)} values; the training form of a model with "
+                            "state or random numbers returns the loss, each state's new value and the "
+                            f"metrics ({1 + len(model_state) + len(metrics)} values)", loss.loc)
+    if random and (not loss.params or loss.params[-1].name != info["rng"]):
+        raise TrainingError(f"@loss of a model that draws random numbers takes its key "
+                            f"'{info['rng']}' last", loss.loc)
+    return TrainSignature(str(info["name"]), opt, hp, params, tuple(state), inputs, targets, metrics,
+                          model_state, random, metrics_from_loss)
+
+
+def state_names(info: dict[str, Any], loc: Location | None = None) -> list[str]:
+    """The names of the model's non-trainable state (``attrs["model"]["state"]``), in order."""
+    entries = info.get("state", [])
+    if not isinstance(entries, (list, tuple)) or not all(
+            isinstance(s, dict) and isinstance(s.get("name"), str) for s in entries):
+        raise TrainingError("the model's 'state' attribute must be a list of {name, init} records", loc)
+    return [s["name"] for s in entries]
+
+
+def _param_type(loss: Function, by_name: dict[str | None, TensorType], name: str, what: str) -> TensorType:
+    """The type of ``@loss``'s parameter ``name`` (a model tensor of kind ``what``)."""
+    if name not in by_name:
+        raise TrainingError(f"the model's {what} '{name}' is not a parameter of @loss", loss.loc)
+    return by_name[name]
 
 
 def _metric_names(evaluate: Function, info: dict[str, Any]) -> tuple[str, ...]:
@@ -154,33 +196,46 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
     # (compiler/ops/losses.py), so its gradient is (softmax - one_hot) / N, not a
     # chain through clipped probabilities.
     if not metrics:
-        sig = TrainSignature(sig.model_name, sig.optimizer, sig.hyperparams, sig.params, sig.state,
-                             sig.inputs, sig.targets, ())
+        sig = replace(sig, metrics=())
     grad_name = _fresh_name(module, f"{name}.grad")
     grad_fn = gradient_function(module, "loss", [n for n, _ in sig.params], new_name=grad_name,
                                 with_value=True, loc=loss.loc)
 
-    arg_types = ([t for _, t in sig.params] + [s.type for s in sig.state]
-                 + [t for _, t in sig.inputs] + [t for _, t in sig.targets] + [TensorType(DType.f32, ())])
+    scalar = TensorType(DType.i64, ())
+    arg_types = ([t for _, t in sig.params] + [t for _, t in sig.model_state] + [s.type for s in sig.state]
+                 + [t for _, t in sig.inputs] + [t for _, t in sig.targets] + [TensorType(DType.f32, ())]
+                 + ([scalar, scalar] if sig.random else []))
     func, b = new_function(name, list(zip(sig.arg_names, arg_types)), loc=loss.loc)
+    func.attrs["mode"] = "training"
     args = {p.name: p for p in func.params}
-    model_args = [args[n] for n, _ in (*sig.params, *sig.inputs, *sig.targets)]
+    data_args = [args[n] for n, _ in (*sig.inputs, *sig.targets)]
+    model_args = [args[n] for n, _ in (*sig.params, *sig.model_state)] + data_args
+    loss_args = list(model_args)
+    if sig.random:
+        with b.at(loss.loc):
+            loss_args.append(b.fold_in(args[SEED_NAME], args[STEP_NAME]))
 
     inliner = _ValueNumbering(b)
-    results = inliner.inline(grad_fn, model_args)
+    results = inliner.inline(grad_fn, loss_args)
     loss_value, grads = results[0], results[-len(sig.params):]
+    n_model_state = len(sig.model_state)
+    new_model_state = results[1:1 + n_model_state]
 
     new_params, new_state = _apply_optimizer(b, sig, args, grads, loss.loc)
     metric_values: list[Value] = []
-    if sig.metrics:
+    if sig.metrics and sig.metrics_from_loss:
+        start = 1 + n_model_state
+        metric_values = results[start:start + len(sig.metrics)]
+    elif sig.metrics:
         metric_values = inliner.inline(module.get("evaluate"), model_args, outputs=range(1, 1 + len(sig.metrics)))
 
-    func.outputs = [loss_value, *new_params, *new_state, *metric_values]
+    func.outputs = [loss_value, *new_params, *new_model_state, *new_state, *metric_values]
     func.output_names = sig.output_names
     n_params = len(sig.params)
     func.attrs["inplace"] = tuple(
         [(1 + i, n) for i, (n, _) in enumerate(sig.params)]
-        + [(1 + n_params + j, s.name) for j, s in enumerate(sig.state)])
+        + [(1 + n_params + k, n) for k, (n, _) in enumerate(sig.model_state)]
+        + [(1 + n_params + n_model_state + j, s.name) for j, s in enumerate(sig.state)])
     dce_function(func)
     module.replace(func)
     return func

@@ -1,21 +1,38 @@
-"""Lower a ``model`` block: parameters, layers, loss, optimizer, metrics.
+"""Lower a ``model`` block: parameters, state, layers, loss, optimizer, metrics.
 
 The statements are lowered into one *full* function of ``params...,
-inputs..., targets...`` returning every output, the loss and the metrics;
-``predict``, ``loss`` and ``evaluate`` are then sliced from it, each keeping
-only the ops its results need, and ``module.attrs["model"]`` describes the
-model (see ``docs/language.md`` for the contract).
+state..., inputs..., targets..., rng`` returning every output, the loss and
+the metrics; ``predict``, ``loss`` and ``evaluate`` are then sliced from it,
+each keeping only the ops its results need, and ``module.attrs["model"]``
+describes the model (see ``docs/architecture.md``, "Model blocks in IR").
+
+**Modes.** A layer that computes differently in training and at inference
+(dropout, batch norm) builds both forms and joins them with a *mode select*
+(:meth:`ModelLowering.by_mode`), a placeholder op of the full function that
+never leaves this module: slicing a function in the *training* form follows
+its first operand, in the *inference* form its second.  So the statements
+are lowered once, everything downstream of a layer is shared, and each
+generated function holds one form only: ``loss`` (and the training step
+built from it) the training form, ``predict`` and ``evaluate`` the
+inference form.  Each function says which in ``attrs["mode"]``.
+
+**State** (batch norm's moving statistics) are further parameters after the
+trainable ones; the training form computes their new values
+(:meth:`ModelLowering.update_state`), which ``loss`` returns after the loss.
+**Randomness**: the training form takes one more parameter, ``rng: i64[]``
+(the step's key), and each layer folds a constant of its name into it.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module, Op, Value
-from compiler.ir.types import TensorType
+from compiler.ir.types import DType, TensorType
 from compiler.metrics import METRICS
 from compiler.optimizers import OPTIMIZERS
 
@@ -25,6 +42,9 @@ from .exprs import Body, FunctionTable
 from .scope import Poisoned, Scope, collect_errors, did_you_mean, nesting_limit, raise_all
 
 MODEL_FUNCTIONS = ("predict", "loss", "evaluate")
+TRAINING, INFERENCE = "training", "inference"     # Function.attrs["mode"] of the model's functions
+RNG_NAME = "rng"                                  # the training form's key parameter
+MODE_SELECT = "mode_select"                       # the placeholder op of the full function (never in IR)
 
 
 # ---------------------------------------------------------------------------
@@ -44,6 +64,8 @@ class _Declared:
 @dataclass
 class _ModelState:
     params: list[_Declared] = field(default_factory=list)
+    state: list[_Declared] = field(default_factory=list)          # non-trainable (moving statistics)
+    updates: dict[Value, Value] = field(default_factory=dict)     # state -> its value after a step
     inputs: list[_Declared] = field(default_factory=list)
     targets: list[_Declared] = field(default_factory=list)
     outputs: list[_Declared] = field(default_factory=list)
@@ -69,6 +91,8 @@ class ModelLowering:
         self.attempted: set[type] = set()   # kinds of statement seen, even if they failed
         self.full, b = new_function(f"{m.name.id}.full", [], loc=m.name.span)
         self.body = Body(functions, b, Scope(), set(), params=self)
+        self.rng: Value | None = None           # the training form's key, once a layer asks for it
+        self.mode_selects = 0
 
     def run(self) -> None:
         """Lower every statement (collecting errors), then add the three functions."""
@@ -164,12 +188,59 @@ class ModelLowering:
         return value
 
     def add_param(self, name: ast.Name, value: Value, init: dict[str, Any]) -> None:
-        """Enter a parameter in declaration order; parameter names are unique."""
-        for p in self.state.params:
+        """Enter a parameter in declaration order; parameter and state names are unique."""
+        self._check_unique(name)
+        self.state.params.append(_Declared(name.id, value, name.span, init))
+
+    def _check_unique(self, name: ast.Name) -> None:
+        for p in [*self.state.params, *self.state.state]:
             if p.name == name.id:
                 raise NameResolutionError(f"parameter '{name.id}' is already defined", name.span,
                                           notes=[f"previous definition at {p.span}"])
-        self.state.params.append(_Declared(name.id, value, name.span, init))
+
+    # -- state, randomness and modes (the layers' side: ParamHost) ----------------------
+
+    def new_state(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value:
+        """A new non-trainable state value (of a layer), read by both forms."""
+        self._check_unique(name)
+        value = Value(t, None, 0, name.id)
+        self.state.state.append(_Declared(name.id, value, name.span, init))
+        return value
+
+    def update_state(self, state: Value, new: Value, span: Location) -> None:
+        """``state``'s value after a training step is ``new`` (computed in the training form)."""
+        assert any(s.value is state for s in self.state.state), "not a state value of this model"
+        if new.type != state.type:
+            raise DlTypeError(f"the new value of state '{state.name}' is {new.type.dsl_str()}, "
+                              f"the state is {state.type.dsl_str()}", span)
+        self.state.updates[state] = new
+
+    def random_key(self, layer_name: str, span: Location) -> Value:
+        """``fold_in(rng, crc32(layer name))``: the layer's key in the training form."""
+        if self.rng is None:
+            self.rng = Value(TensorType(DType.i64, ()), None, 0, RNG_NAME)
+        b = self.body.b
+        with b.at(span):
+            salt = b.constant(zlib.crc32(layer_name.encode()), DType.i64)
+            return b.fold_in(self.rng, salt)
+
+    def by_mode(self, training: Value, inference: Value, span: Location) -> Value:
+        """A value that is ``training`` in the training form and ``inference`` in the inference
+        form (a mode select, resolved when the functions are sliced)."""
+        assert training.type == inference.type, (training.type, inference.type)
+        if training is inference:
+            return training
+        op = Op(MODE_SELECT, [training, inference], [], {}, span)
+        op.results = [Value(training.type, op, 0)]
+        self.body.b.func.ops.append(op)
+        self.mode_selects += 1
+        return op.results[0]
+
+    @property
+    def has_modes(self) -> bool:
+        """Whether the training form differs from the inference form (a layer computes
+        differently, draws random numbers or updates state)."""
+        return bool(self.mode_selects or self.state.state or self.rng is not None)
 
     def check_complete(self, errors: list[DlError]) -> None:
         """Missing statements (a statement that is there but failed was reported already)."""
@@ -259,20 +330,33 @@ class ModelLowering:
     # -- the generated functions -------------------------------------------------
 
     def emit_functions(self, metric_values: list[Value]) -> None:
+        """Slice ``predict`` and ``evaluate`` (inference form) and ``loss`` (training form) from
+        the full function; describe the model in ``module.attrs["model"]``.
+
+        ``loss`` returns the loss alone for a model whose two forms are the same; otherwise
+        (:attr:`has_modes`) it also returns every state's new value and the metrics in the
+        training form, which the training step reports (as Keras does)."""
         s = self.state
         assert s.loss is not None and s.optimizer is not None
         params = [p.value for p in s.params]
+        state = [p.value for p in s.state]
         inputs = [i.value for i in s.inputs]
         targets = [t.value for t in s.targets]
         self.check_outputs_use_no_target()
         loss_value = s.loss[0]
         module = self.module
-        module.add(_extract(self.full, "predict", [*params, *inputs], [o.value for o in s.outputs],
-                            [o.name for o in s.outputs]))
-        module.add(_extract(self.full, "loss", [*params, *inputs, *targets], [loss_value], ["loss"]))
         metric_names = [n.id for n in s.metrics.names] if s.metrics else []
-        module.add(_extract(self.full, "evaluate", [*params, *inputs, *targets],
-                            [loss_value, *metric_values], ["loss", *metric_names]))
+        module.add(_extract(self.full, "predict", [*params, *state, *inputs], [o.value for o in s.outputs],
+                            [o.name for o in s.outputs], INFERENCE))
+        loss_outputs, loss_names = [loss_value], ["loss"]
+        if self.has_modes:
+            loss_outputs += [s.updates.get(v, v) for v in state] + metric_values
+            loss_names += [f"new.{p.name}" for p in s.state] + metric_names
+        rng = [self.rng] if self.rng is not None else []
+        module.add(_extract(self.full, "loss", [*params, *state, *inputs, *targets, *rng], loss_outputs,
+                            loss_names, TRAINING))
+        module.add(_extract(self.full, "evaluate", [*params, *state, *inputs, *targets],
+                            [loss_value, *metric_values], ["loss", *metric_names], INFERENCE))
         module.attrs["model"] = {
             "name": self.m.name.id,
             "inputs": [i.name for i in s.inputs],
@@ -283,6 +367,10 @@ class ModelLowering:
             "optimizer": s.optimizer[0],
             "metrics": metric_names,
         }
+        if s.state:
+            module.attrs["model"]["state"] = [{"name": p.name, "init": p.init} for p in s.state]
+        if self.rng is not None:
+            module.attrs["model"]["rng"] = RNG_NAME
 
     def check_outputs_use_no_target(self) -> None:
         targets = {t.value: t.name for t in self.state.targets}
@@ -333,19 +421,29 @@ def _parameters_used(ops: list[Op], value: Value) -> set[Value]:
 
 
 def _extract(full: Function, name: str, params: list[Value], outputs: list[Value],
-             output_names: list[str]) -> Function:
-    """A new function of ``params`` computing ``outputs`` with just the ops they need."""
+             output_names: list[str], mode: str) -> Function:
+    """A new function of ``params`` computing ``outputs`` in ``mode`` (``training`` or
+    ``inference``) with just the ops they need: each mode select is replaced by its operand
+    for that mode."""
+    pick = 0 if mode == TRAINING else 1
+
+    def operands(op: Op) -> list[Value]:
+        return [op.operands[pick]] if op.name == MODE_SELECT else op.operands
+
     needed: set[Op] = set()
     stack = list(outputs)
     while stack:
         v = stack.pop()
         if v.owner is not None and v.owner not in needed:
             needed.add(v.owner)
-            stack.extend(v.owner.operands)
+            stack.extend(operands(v.owner))
     env: dict[Value, Value] = {p: Value(p.type, None, i, p.name) for i, p in enumerate(params)}
     func = Function(name, [env[p] for p in params], loc=full.loc)
     for op in full.ops:
         if op not in needed:
+            continue
+        if op.name == MODE_SELECT:
+            env[op.results[0]] = env[op.operands[pick]]
             continue
         copy = Op(op.name, [env[v] for v in op.operands], [], dict(op.attrs), op.loc)
         copy.results = [Value(r.type, copy, r.index) for r in op.results]
@@ -353,4 +451,5 @@ def _extract(full: Function, name: str, params: list[Value], outputs: list[Value
         func.ops.append(copy)
     func.outputs = [env[v] for v in outputs]
     func.output_names = list(output_names)
+    func.attrs["mode"] = mode
     return func

@@ -5,6 +5,8 @@ under ``"dlc"``; a safetensors file from elsewhere loads as parameters by tensor
 Layout of the file (a plain ``numpy.savez`` archive, read without pickle)::
 
     param/<name>     one array per model parameter (e.g. param/dense_1.kernel)
+    model_state/<name>  one array per non-trainable model state value
+                     (e.g. model_state/batch_norm_1.moving_mean)
     state/<name>     one array per optimizer state tensor (e.g. state/rmsprop.velocity.dense_1.kernel)
     __meta__         a 0-d unicode array holding JSON: format, version, model name,
                      optimizer, step, epoch, and every tensor's name, shape and dtype
@@ -55,6 +57,7 @@ class Checkpoint:
     step: int = 0
     epoch: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    model_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _tensor_meta(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -69,8 +72,11 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "optimizer": ckpt.optimizer, "step": int(ckpt.step), "epoch": int(ckpt.epoch),
         "params": _tensor_meta(ckpt.params), "state": _tensor_meta(ckpt.state), "extra": ckpt.extra,
     }
+    if ckpt.model_state:
+        meta["model_state"] = _tensor_meta(ckpt.model_state)
     arrays = {f"param/{n}": np.asarray(a) for n, a in ckpt.params.items()}
     arrays.update({f"state/{n}": np.asarray(a) for n, a in ckpt.state.items()})
+    arrays.update({f"model_state/{n}": np.asarray(a) for n, a in ckpt.model_state.items()})
     if path.suffix == SAFETENSORS_SUFFIX:
         from .interop import require
 
@@ -162,12 +168,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     meta = _read_meta(path, arrays.pop(META_KEY, None))
     params = _section(path, arrays, meta, "param", "params")
     state = _section(path, arrays, meta, "state", "state")
+    model_state = _section(path, arrays, meta, "model_state", "model_state")
     unlisted = sorted(arrays)
     if unlisted:
         raise DlRuntimeError(f"{path}: corrupt checkpoint: array '{unlisted[0]}' is not listed in "
                              f"its {META_KEY} record")
     return Checkpoint(meta["model"], params, state, meta["optimizer"], meta["step"], meta["epoch"],
-                      meta["extra"])
+                      meta["extra"], model_state)
 
 
 def _load_safetensors(path: Path) -> Checkpoint:
@@ -208,6 +215,7 @@ _META_FIELDS: dict[str, tuple[tuple[type, ...], str, Any]] = {
     "epoch": ((int,), "a non-negative integer", 0),
     "params": ((list,), "a list of tensor records", ...),
     "state": ((list,), "a list of tensor records", []),
+    "model_state": ((list,), "a list of tensor records", []),
     "extra": ((dict,), "a JSON object", {}),
 }
 
@@ -278,11 +286,13 @@ def check_fits(path: str | Path, ckpt: Checkpoint, model_name: str,
                expected: dict[str, tuple[tuple[int, ...], np.dtype]], what: str = "parameter") -> None:
     """Raise a :class:`DlRuntimeError` unless ``ckpt`` holds exactly the tensors ``expected``.
 
-    The message names the tensor and both shapes (or what is missing/extra),
-    and both model names when they differ.
+    ``what`` chooses the section: ``"parameter"``, ``"state"`` (the model's
+    non-trainable state) or anything else (the optimizer's state).  The
+    message names the tensor and both shapes (or what is missing/extra), and
+    both model names when they differ.
     """
     other = f" (the checkpoint is of model '{ckpt.model_name}')" if ckpt.model_name != model_name else ""
-    held = ckpt.params if what == "parameter" else ckpt.state
+    held = {"parameter": ckpt.params, "state": ckpt.model_state}.get(what, ckpt.state)
     missing = [n for n in expected if n not in held]
     if missing:
         raise DlRuntimeError(f"{path}: checkpoint has no {what} '{missing[0]}' that model "

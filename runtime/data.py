@@ -14,6 +14,8 @@ Where data comes from (``dlc train --data SPEC``, or :func:`load_data`):
 ========================  =====================================================
 ``mnist``                 the copy shipped in ``examples/data/mnist`` (checked
                           against its ``SHA256SUMS``)
+``fashion-mnist``         Zalando's Fashion-MNIST, shipped the same way in
+                          ``examples/data/fashion-mnist``
 a directory               IDX files ``train-images*``, ``train-labels*`` and
                           optionally ``t10k-images*``/``test-images*`` and
                           labels, gzip-compressed or raw
@@ -23,8 +25,10 @@ a directory               IDX files ``train-images*``, ``train-labels*`` and
                           the target column, every other column is a feature
 a synthetic name          ``linear_regression``, ``xor``, ``student_pass``,
                           ``student_grade``, ``sigmoid_chain`` (seeded)
-nothing                   the synthetic set named like the model, else MNIST
-                          for a model with a 784-element input and 10 classes
+nothing                   the synthetic set named like the model, else
+                          Fashion-MNIST for a model named ``fmnist...`` or
+                          ``fashion...`` and MNIST for any other model with a
+                          784-element input and 10 classes
 ========================  =====================================================
 
 Every failure is a :class:`~compiler.diagnostics.DlRuntimeError` whose message
@@ -53,17 +57,21 @@ MNIST_DIR = REPO_ROOT / "examples" / "data" / "mnist"
 SHIPPED_MNIST = Path("examples") / "data" / "mnist"
 
 
-def shipped_mnist_dir() -> Path:
-    """Where the MNIST copy that ships with dlc lies.
+FASHION_MNIST = "fashion-mnist"
+
+
+def shipped_mnist_dir(name: str = "mnist") -> Path:
+    """Where the copy of ``name`` (``mnist`` or ``fashion-mnist``) that ships with dlc lies.
 
     In a source tree or an editable install it is beside the package; after
     ``pip install .`` the package lives in site-packages, so the clone's
-    ``examples/data/mnist`` under the working directory is used instead.
+    ``examples/data/<name>`` under the working directory is used instead.
     """
-    for candidate in (MNIST_DIR, Path.cwd() / SHIPPED_MNIST):
+    beside = MNIST_DIR.parent / name
+    for candidate in (beside, Path.cwd() / SHIPPED_MNIST.parent / name):
         if candidate.is_dir():
             return candidate
-    return MNIST_DIR
+    return beside
 
 MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -230,18 +238,32 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True, raw:
     Reads the copy shipped with dlc (``examples/data/mnist`` in the source
     tree) unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
     """
-    directory = Path(directory) if directory is not None else shipped_mnist_dir()
+    return _load_shipped("mnist", "MNIST", directory, verify,
+                         "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)", raw)
+
+
+def load_fashion_mnist(directory: str | Path | None = None, *, verify: bool = True,
+                       raw: bool = False) -> Dataset:
+    """Fashion-MNIST: as :func:`load_mnist` (60000 + 10000 images, [N, 784] in [0, 1], int32
+    labels; ``raw``: uint8 [N, 28, 28]), from the copy shipped in ``examples/data/fashion-mnist``."""
+    return _load_shipped(FASHION_MNIST, "Fashion-MNIST", directory, verify,
+                         "Fashion-MNIST clothing images (Zalando SE; MIT license)", raw)
+
+
+def _load_shipped(name: str, title: str, directory: str | Path | None, verify: bool,
+                  description: str, raw: bool = False) -> Dataset:
+    """An MNIST-layout IDX set: the shipped copy of ``name`` unless ``directory`` says otherwise."""
+    directory = Path(directory) if directory is not None else shipped_mnist_dir(name)
     if not directory.is_dir():
-        raise DlRuntimeError(f"{directory}: MNIST directory not found (dlc looks for the copy it "
-                             "ships in examples/data/mnist of its source tree, and under the "
+        raise DlRuntimeError(f"{directory}: {title} directory not found (dlc looks for the copy it "
+                             f"ships in examples/data/{name} of its source tree, and under the "
                              "working directory; pass --data DIR)")
     if verify:
         verify_checksums(directory, list(MNIST_FILES.values()))
-    arrays = {key: read_idx(directory / name) for key, name in MNIST_FILES.items()}
+    arrays = {key: read_idx(directory / file) for key, file in MNIST_FILES.items()}
     x_train, y_train = _images_and_labels(arrays["x_train"], arrays["y_train"], str(directory), raw)
     x_test, y_test = _images_and_labels(arrays["x_test"], arrays["y_test"], str(directory), raw)
-    return Dataset("mnist", x_train, y_train, x_test, y_test,
-                   "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)", epochs=5, batch_size=128)
+    return Dataset(name, x_train, y_train, x_test, y_test, description, epochs=5, batch_size=128)
 
 
 def _find_one(directory: Path, prefixes: Sequence[str]) -> Path | None:
@@ -521,7 +543,7 @@ def default_data_name(spec: DataSpec) -> str | None:
     if spec.model_name in SYNTHETIC:
         return spec.model_name
     if len(spec.inputs) == 1 and spec.num_classes == 10 and _elements_per_sample(spec.inputs[0]) == 784:
-        return "mnist"
+        return FASHION_MNIST if spec.model_name.startswith(("fmnist", "fashion")) else "mnist"
     return None
 
 
@@ -543,12 +565,15 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
         if spec is None or (source := default_data_name(spec)) is None:
             name = spec.model_name if spec else "this model"
             raise DlRuntimeError(f"no default data set for model '{name}': pass --data "
-                                 "(mnist, a synthetic set name, an IDX directory, a .npz or a .csv file)")
+                                 "(mnist, fashion-mnist, a synthetic set name, an IDX directory, "
+                                 "a .npz or a .csv file)")
     text = str(source)
     if label_column and Path(text).suffix.lower() != ".csv":
         raise DlRuntimeError(f"--label-column applies to a .csv data file, not to {text}")
     if text == "mnist":
         return load_mnist(raw=_wants_raw_images(spec))
+    if text == FASHION_MNIST:
+        return load_fashion_mnist(raw=_wants_raw_images(spec))
     if text in SYNTHETIC:
         return SYNTHETIC[text](np.random.default_rng(seed), spec)
     path = Path(text)
@@ -562,7 +587,7 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
             raise DlRuntimeError(f"{path}: a CSV data file needs --label-column NAME")
         return load_csv(path, label_column)
     if not path.exists():
-        known = ", ".join(["mnist", *SYNTHETIC])
+        known = ", ".join(["mnist", FASHION_MNIST, *SYNTHETIC])
         raise DlRuntimeError(f"{text}: no such file or directory, and not a known data set ({known})")
     raise DlRuntimeError(f"{path}: unknown data format (expected a directory of IDX files, .npz or .csv)")
 

@@ -304,7 +304,8 @@ class Model:
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
         self.backend: Backend = make_backend(module, backend, passes)
-        self._n_params = len(self.signature.params)
+        # predict and evaluate take the parameters and the model state: the first _n_model tensors
+        self._n_model = len(self.signature.params) + len(self.signature.model_state)
         # (dtype, rank, per-sample shape) of a model with one input and static sample dims:
         # what predict's fast path accepts as is (a rank that never matches disables it).
         spec = self.data_spec.inputs[0] if len(self.data_spec.inputs) == 1 else None
@@ -318,7 +319,13 @@ class Model:
         return [n for n, _ in self.signature.params]
 
     @property
+    def model_state_names(self) -> list[str]:
+        """The model's non-trainable state (batch norm's moving statistics), in order."""
+        return [n for n, _ in self.signature.model_state]
+
+    @property
     def state_names(self) -> list[str]:
+        """The optimizer's state tensors."""
         return [s.name for s in self.signature.state]
 
     @property
@@ -327,36 +334,41 @@ class Model:
         return {n: a.copy() for n, a in zip(self.param_names, self._tensors)}
 
     @property
+    def model_state(self) -> dict[str, np.ndarray]:
+        """A copy of every non-trainable state value, by name (``batch_norm_1.moving_mean``)."""
+        k = len(self.param_names)
+        return {n: a.copy() for n, a in zip(self.model_state_names, self._tensors[k:self._n_model])}
+
+    @property
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """A copy of every optimizer state tensor, by name."""
-        k = len(self.param_names)
-        return {n: a.copy() for n, a in zip(self.state_names, self._tensors[k:])}
+        return {n: a.copy() for n, a in zip(self.state_names, self._tensors[self._n_model:])}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Replace parameters by name; others keep their values.
+        """Replace parameters (and model state values) by name; others keep their values.
 
-        Each value must have the parameter's shape and hold real numbers that are
+        Each value must have the tensor's shape and hold real numbers that are
         finite once converted to its dtype (a float64 1e300 is inf as f32);
         anything else is an :class:`ArgumentTypeError` / :class:`ArgumentValueError`
-        naming the parameter, and no parameter changes.
+        naming the tensor, and nothing changes.
         """
         if not isinstance(weights, Mapping):
             raise ArgumentTypeError(f"set_weights: argument 'weights' must be a dict of arrays by "
                                     f"parameter name, got {type(weights).__name__}")
+        names = self.param_names + self.model_state_names
         tensors = list(self._tensors)
         for name, value in weights.items():
-            if name not in self.param_names:
+            if name not in names:
                 raise DlRuntimeError(f"model '{self.name}' has no parameter '{name}' "
-                                     f"(parameters: {', '.join(self.param_names)})")
-            i = self.param_names.index(name)
+                                     f"(parameters: {', '.join(names)})")
+            i = names.index(name)
             tensors[i] = _weight(name, value, tensors[i])
         self._tensors = tensors
 
     def reset_optimizer(self) -> None:
         """Zero the optimizer state (and Adam's step count)."""
-        k = len(self.param_names)
         init = self.signature.initial_state()
-        self._tensors = self._tensors[:k] + [init[n] for n in self.state_names]
+        self._tensors = self._tensors[:self._n_model] + [init[n] for n in self.state_names]
 
     def _initial_tensors(self, seed: int) -> list[np.ndarray]:
         rng = np.random.default_rng(seed)
@@ -371,6 +383,13 @@ class Model:
                                           f"parameter '{name}'"))
             except InitializerError as e:
                 raise DlRuntimeError(f"parameter '{name}': {e}") from None
+        state_inits = {s["name"]: s.get("init") or {"name": "zeros"} for s in self.info.get("state", [])}
+        for name, t in self.signature.model_state:
+            try:
+                tensors.append(initialize(state_inits[name], t.concrete_shape({}), t.dtype.np, rng,
+                                          f"state '{name}'"))
+            except InitializerError as e:
+                raise DlRuntimeError(f"state '{name}': {e}") from None
         init = self.signature.initial_state()
         return tensors + [init[n] for n in self.state_names]
 
@@ -474,10 +493,18 @@ class Model:
 
     def _step(self, batch: list[np.ndarray], lr: np.ndarray) -> list[np.ndarray]:
         """One training step on ``batch``: the weights and state move on; ``train_step``'s outputs."""
-        out = self.backend.train_step([*self._tensors, *batch, lr])
+        out = self.backend.train_step(self._step_args(batch, lr))
         self._tensors = out[1:1 + len(self._tensors)]
         self.step += 1
         return out
+
+    def _step_args(self, batch: list[np.ndarray], lr: np.ndarray) -> list[np.ndarray]:
+        """``train_step``'s arguments for the next step; a model that draws random numbers
+        also gets the seed and the step count, from which the step derives its key."""
+        args = [*self._tensors, *batch, lr]
+        if self.signature.random:
+            args += [np.array(self.seed, dtype=np.int64), np.array(self.step, dtype=np.int64)]
+        return args
 
     def _diverged(self, start_of_epoch: tuple[list[np.ndarray], int], batches: _Batches, index: int,
                   steps: int, batch_size: int, n: int, lr: np.ndarray, loss: float) -> NonFiniteLossError:
@@ -507,7 +534,7 @@ class Model:
         notes.insert(0, f"the model keeps its weights from before step {bad + 1} of this epoch "
                         f"(training step {self.step + 1})")
         batch = batches.get(bad * batch_size, min((bad + 1) * batch_size, n))
-        op = first_nonfinite_op(self.module.get(TRAIN_STEP), [*self._tensors, *batch, lr])
+        op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
         if bad != index:
             what += f"; step {bad + 1}'s update made the weights NaN or infinite"
             notes.insert(1, "an update that overflows often means a learning rate too large for "
@@ -535,7 +562,7 @@ class Model:
 
     def _evaluate(self, xs: list[np.ndarray], ys: list[np.ndarray], *, batch_size: int) -> dict[str, float]:
         n = len(xs[0])
-        params = self._tensors[:len(self.param_names)]
+        params = self._tensors[:self._n_model]
         names = ["loss", *self.signature.metrics]
         sums = np.zeros(len(names))
         for lo in range(0, n, batch_size):
@@ -548,10 +575,10 @@ class Model:
         """The model's outputs for ``x`` (one array, or a tuple for several outputs)."""
         _check_positive(batch_size=batch_size)
         if type(x) is np.ndarray and self._ready_input(x, batch_size):
-            return self.backend.predict([*self._tensors[:self._n_params], x])
+            return self.backend.predict([*self._tensors[:self._n_model], x])
         xs = prepare_inputs(x, self.data_spec, "prediction input")
         n = len(xs[0])
-        params = self._tensors[:len(self.param_names)]
+        params = self._tensors[:self._n_model]
         chunks: list[list[np.ndarray]] = []
         for lo in range(0, max(n, 1), batch_size):
             hi = min(lo + batch_size, n)
@@ -573,29 +600,34 @@ class Model:
     # -- persistence -------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write weights, optimizer state, step count and signature to a checkpoint: ``.npz``,
-        or safetensors for a path ending in ``.safetensors``."""
-        k = len(self.param_names)
+        """Write weights, model state, optimizer state, step count and signature to a checkpoint:
+        ``.npz``, or safetensors for a path ending in ``.safetensors``."""
+        k, m = len(self.param_names), self._n_model
         ckpt = Checkpoint(self.name, dict(zip(self.param_names, self._tensors[:k])),
-                          dict(zip(self.state_names, self._tensors[k:])),
+                          dict(zip(self.state_names, self._tensors[m:])),
                           self.signature.optimizer.name, self.step, self.epochs_trained,
-                          {"learning_rate": self.learning_rate})
+                          {"learning_rate": self.learning_rate},
+                          dict(zip(self.model_state_names, self._tensors[k:m])))
         return save_checkpoint(as_path(path, "save: argument 'path'"), ckpt)
 
     def load_weights(self, path: str | Path) -> None:
         """Load a checkpoint written by :meth:`save` (of this model).
 
-        Parameters must match by name, shape and dtype.  Optimizer state and
-        step count are restored when the checkpoint was written with the same
-        optimizer; otherwise the optimizer starts fresh.
+        Parameters and model state (batch norm's moving statistics) must match
+        by name, shape and dtype.  Optimizer state and step count are restored
+        when the checkpoint was written with the same optimizer; otherwise the
+        optimizer starts fresh.
         """
         path = as_path(path, "load_weights: argument 'path'")
         ckpt = load_checkpoint(path)
-        k = len(self.param_names)
+        k, m = len(self.param_names), self._n_model
         expected = {n: (a.shape, a.dtype) for n, a in zip(self.param_names, self._tensors[:k])}
         check_fits(path, ckpt, self.name, expected, "parameter")
+        model_expected = {n: (a.shape, a.dtype) for n, a in zip(self.model_state_names, self._tensors[k:m])}
+        check_fits(path, ckpt, self.name, model_expected, "state")
         params = [np.array(ckpt.params[n], order="C") for n in self.param_names]
-        state_expected = {n: (a.shape, a.dtype) for n, a in zip(self.state_names, self._tensors[k:])}
+        params += [np.array(ckpt.model_state[n], order="C") for n in self.model_state_names]
+        state_expected = {n: (a.shape, a.dtype) for n, a in zip(self.state_names, self._tensors[m:])}
         if ckpt.optimizer == self.signature.optimizer.name and set(ckpt.state) == set(state_expected):
             check_fits(path, ckpt, self.name, state_expected, "optimizer state")
             state = [np.array(ckpt.state[n], order="C") for n in self.state_names]
@@ -616,19 +648,27 @@ class Model:
     # -- description -------------------------------------------------------------
 
     def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
-        """A table of parameters with shapes and counts, plus loss, optimizer and metrics."""
+        """A table of parameters (and non-trainable state) with shapes and counts, plus loss,
+        optimizer and metrics."""
         check_callable(print_fn, "summary: argument 'print_fn'")
         rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
-        width = max([len("parameter")] + [len(r[0]) for r in rows]) + 2
-        swidth = max([len("shape")] + [len(r[1]) for r in rows]) + 2
-        lines = [f'Model "{self.name}"', "-" * (width + swidth + 12),
-                 f"{'parameter':<{width}}{'shape':<{swidth}}{'count':>12}", "-" * (width + swidth + 12)]
+        state_rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.model_state]
+        width = max([len("parameter")] + [len(r[0]) for r in rows + state_rows]) + 2
+        swidth = max([len("shape")] + [len(r[1]) for r in rows + state_rows]) + 2
+        rule = "-" * (width + swidth + 12)
+        lines = [f'Model "{self.name}"', rule, f"{'parameter':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
         lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in rows]
         total = sum(c for *_, c in rows)
+        if state_rows:
+            lines += [rule, f"{'state (not trained)':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
+            lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in state_rows]
         hp = ", ".join(f"{k}={v}" for k, v in self.signature.hyperparams.items())
         loss = self.info.get("loss") or {}
-        lines += ["-" * (width + swidth + 12), f"total parameters: {total:,}",
-                  f"inputs: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.inputs)}",
+        lines += [rule, f"total parameters: {total:,}"]
+        if state_rows:
+            lines += [f"non-trainable state: {sum(c for *_, c in state_rows):,} "
+                      "(updated by training steps, used by predict and evaluate)"]
+        lines += [f"inputs: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.inputs)}",
                   f"targets: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.targets)}",
                   f"loss: {loss.get('name', '?')}",
                   f"optimizer: {self.signature.optimizer.name}({hp})",

@@ -100,6 +100,14 @@ for src, dst in [(F32, I32), (F32, I64), (I32, F32), (I64, F64), (F64, F32), (F3
                  (F32, BOOL), (I32, I64), (I64, I32), (I32, BOOL), (BOOL, I64)]:
     case(f"cast_{src}_{dst}", ("cast",), [T(src, "N", 19)], lambda b, p, dst=dst: [b.cast(p[0], dtype=dst)])
 
+# -- random numbers (bit-exact except normal: log and cos) -----------------------------------------
+
+case("random", ("random_uniform", "random_normal", "bernoulli", "fold_in", "philox_uniform", "philox_normal"),
+     [T(I64), T(F32, "N", 3)],
+     lambda b, p: [b.add(p[1], b.random_uniform(p[0], shape=("N", 3), minval=-1.0, maxval=2.0)),
+                   b.random_normal(b.fold_in(p[0], b.dim_size(p[1], axis=0)), shape=(5, "N"), dtype=F64),
+                   b.bernoulli(p[0], shape=("N", 2, 9), p=0.75)])
+
 # -- sources, layout, dims ---------------------------------------------------------------------
 
 case("constant_dense", ("constant",), [T(F32, "N", 3)],

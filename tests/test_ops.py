@@ -134,6 +134,13 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
     s["avg_pool2d_grad"] = ([pooled], [dy], {**window, "input_size": (5, 4)})
     for name in ("global_avg_pool", "global_max_pool", "flatten"):
         s[name] = ([image], [x5], {})
+    key, counters = np.array(-12345, np.int64), np.arange(12, dtype=np.int64).reshape(3, 4)
+    s["fold_in"] = ([T(I64), T(I64, "N")], [key, labels], {})
+    for name in ("philox_uniform", "philox_normal"):
+        s[name] = ([T(I64), T(I64, "N", 4)], [key, counters], {"dtype": F32})
+    s["random_uniform"] = ([T(I64)], [key], {"shape": (3, 4), "minval": -1.0, "maxval": 2.0})
+    s["random_normal"] = ([T(I64)], [key], {"shape": (3, 4), "dtype": F64, "stddev": 2.0})
+    s["bernoulli"] = ([T(I64)], [key], {"shape": (3, 4), "p": 0.25})
     return s
 
 
@@ -260,6 +267,18 @@ class NumpyEmitter:
 
     def cast(self, x, dtype, source=None):
         return x.astype(dtype.np)
+
+    def fold_in(self, key, data):
+        from compiler.ops.random import fold_in_reference
+        return fold_in_reference(key, data)
+
+    def philox_uniform(self, key, counter):
+        from compiler.ops.random import element_words, uniform_from_words
+        return uniform_from_words(element_words(key, counter), self.out_dtype)
+
+    def philox_normal(self, key, counter):
+        from compiler.ops.random import element_words, normal_from_words
+        return normal_from_words(element_words(key, counter), self.out_dtype)
 
 
 for _name in ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "tanh", "abs",

@@ -35,6 +35,7 @@ from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
+from ..ops.random import PHILOX_OPS
 from .indexing import INDEXING_FAMILIES
 from .loops import (CONST, MAX_EXPR_NODES, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const,
                     DimValue, Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program,
@@ -96,6 +97,7 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
 # Elementwise ops worth computing once and storing, rather than again in every consumer.
 _COSTLY = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div", "reciprocal",
                      "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
+_COSTLY |= PHILOX_OPS          # random numbers: ten rounds of Philox multiplies each
 
 
 def _is_leaf(expr: Expr) -> bool:

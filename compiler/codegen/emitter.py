@@ -32,7 +32,7 @@ from typing import Any
 from llvmlite import ir
 
 from ..ir.types import DType
-from . import storage, vmath
+from . import philox, storage, vmath
 from .llvmutil import (F32, F64, I1, I8, call_overloaded, const, constant_value, dtype_of, element,
                        intrinsic, scalar_type, type_suffix, value_type, with_element)
 
@@ -320,6 +320,36 @@ class Emitter:
                           self.b.and_(self.b.fcmp_ordered("==", x, const(wide, -1.0)), infinite_y))
         res = self.b.select(unit, one, res)
         return self.b.fptrunc(res, a.type) if narrow else res
+
+    # -- random numbers (conventions: compiler/ops/random.py) ------------------------------
+
+    def fold_in(self, key: Val, data: Val) -> ir.Value:
+        """A new i64 key from ``key`` and ``data`` (i64): Philox-4x32-10, see ``fold_in``."""
+        key, data = self._pair(key, data)
+        return philox.fold_in(self.b, key, data)
+
+    def philox_uniform(self, key: Val, counter: Val) -> ir.Value:
+        """Uniform ``[0, 1)`` of ``e.out_dtype`` for each i64 ``counter`` under i64 ``key``."""
+        key, counter = self._pair(key, counter)
+        w = philox.element_words(self.b, key, counter)
+        if self.out_dtype is DType.f32:
+            return philox.unit_f32(self.b, w[0])
+        return philox.unit_f64(self.b, w[0], w[1])
+
+    def philox_normal(self, key: Val, counter: Val) -> ir.Value:
+        """Standard normal ``e.out_dtype`` for each i64 ``counter``: Box-Muller,
+        ``sqrt(-2 log u1) cos(2 pi u2)`` over the counter's Philox words."""
+        key, counter = self._pair(key, counter)
+        w = philox.element_words(self.b, key, counter)
+        if self.out_dtype is DType.f32:
+            u1 = philox.unit_f32(self.b, w[0], plus_one=True)
+            u2 = philox.unit_f32(self.b, w[1])
+        else:
+            u1 = self.b.fadd(philox.unit_f64(self.b, w[0], w[1]), const(with_element(w[0].type, F64),
+                                                                         2.0 ** -53))
+            u2 = philox.unit_f64(self.b, w[2], w[3])
+        radius = self.sqrt(self.mul(const(u1.type, -2.0), self.log(u1)))
+        return self.mul(radius, self.cos(self.mul(const(u2.type, 2 * math.pi), u2)))
 
     # -- comparison and logic ------------------------------------------------------------
 

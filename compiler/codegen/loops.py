@@ -55,6 +55,7 @@ from typing import Any, Iterator, Union
 import numpy as np
 
 from ..ir.types import Dim, DType
+from ..ops.random import PHILOX_OPS
 
 PARAM, OUTPUT, TEMP, CONST, VIEW = "param", "output", "temp", "const", "view"
 
@@ -669,6 +670,7 @@ def print_program(p: Program) -> str:
 
 EXPENSIVE = frozenset({"exp", "log", "tanh", "sigmoid", "pow", "sqrt", "div",
                        "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
+EXPENSIVE |= PHILOX_OPS          # random numbers: ten rounds of Philox multiplies each
 
 
 def same_expr(a: Expr, b: Expr) -> bool:

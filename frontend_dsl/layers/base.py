@@ -1,8 +1,8 @@
 """What a layer is: one definition holding its arguments, parameters and forward.
 
-A layer (``dense`` today; ``conv2d``, ``dropout``, ``batch_norm`` next) is
-sugar inside a ``model`` block that creates parameters and computes with
-them.  Like an op of :mod:`compiler.ops`, a layer is defined once, in one
+A layer (``dense``, ``dropout``, ``batch_norm``, ``layer_norm``, ...) is
+sugar inside a ``model`` block that creates parameters (and non-trainable
+state) and computes with them.  Like an op of :mod:`compiler.ops`, a layer is defined once, in one
 file, and found by name through :data:`LAYERS`::
 
     dense = define_layer("dense", args=("x", "units", "activation", ...),
@@ -18,7 +18,13 @@ file, and found by name through :data:`LAYERS`::
 The build function sees a :class:`LayerCall`: the call's arguments, bound
 by position or keyword and checked against ``args``, converters that report
 mistakes at the argument's source span, and the model to create parameters
-in (named ``<layer name>.<param>``, e.g. ``dense_1.kernel``).  The lowering
+in (named ``<layer name>.<param>``, e.g. ``dense_1.kernel``).  A layer that
+behaves differently in training and at inference (dropout, batch norm)
+builds both forms and returns ``call.by_mode(training=..., inference=...)``;
+its non-trainable state comes from ``call.state(...)`` and its new value
+after a training step goes to ``call.update_state(...)``; its random numbers
+come from ``call.random_key()`` (see ``docs/language.md``, "Randomness,
+modes and state").  The lowering
 supplies the two sides through the :class:`Expressions` and
 :class:`ParamHost` protocols, so this package imports nothing above it.
 """
@@ -30,7 +36,7 @@ from typing import Any, Callable, Protocol
 
 from compiler.diagnostics import DlTypeError, Location
 from compiler.ir.core import Value
-from compiler.ir.types import TensorType
+from compiler.ir.types import DType, TensorType
 
 from .. import ast
 from ..constants import bind_args, convert_attr, initializer_spec
@@ -55,9 +61,17 @@ class Expressions(Protocol):
 
 
 class ParamHost(Protocol):
-    """The model a layer adds its parameters to."""
+    """The model a layer adds its parameters and state to, and the modes it computes in."""
 
     def new_param(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value: ...
+
+    def new_state(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value: ...
+
+    def update_state(self, state: Value, new: Value, span: Location) -> None: ...
+
+    def random_key(self, layer_name: str, span: Location) -> Value: ...
+
+    def by_mode(self, training: Value, inference: Value, span: Location) -> Value: ...
 
     def auto_name(self, layer: str) -> str: ...
 
@@ -147,6 +161,9 @@ class LayerCall:
     def int(self, key: str, default: int | None = None) -> Any:
         return self._const(key, "int", default)
 
+    def float(self, key: str, default: float | None = None) -> Any:
+        return self._const(key, "float", default)
+
     def bool(self, key: str, default: bool | None = None) -> Any:
         return self._const(key, "bool", default)
 
@@ -193,6 +210,41 @@ class LayerCall:
         assert self.host is not None, f"layer {self.layer.name} is stateless"
         return self.host.new_param(ast.Name(f"{self.name}.{suffix}", self.span), t, init)
 
+    def state(self, suffix: str, t: TensorType, init: dict[str, Any]) -> Value:
+        """A new non-trainable model state value ``<layer name>.<suffix>`` (batch norm's moving
+        mean): read by both modes, updated by the training step (:meth:`update_state`), saved
+        in checkpoints, never differentiated or seen by the optimizer."""
+        return self.host.new_state(ast.Name(f"{self.name}.{suffix}", self.span), t, init)
+
+    def update_state(self, state: Value, new: Value) -> None:
+        """The value ``state`` takes after a training step (the training form computes it)."""
+        self.host.update_state(state, new, self.span)
+
+    def random_key(self) -> Value:
+        """This layer's random key in the training form (``i64[]``): the step's key with a
+        constant of the layer's name folded in, so layers draw independent numbers."""
+        return self.host.random_key(self.name, self.span)
+
+    def by_mode(self, *, training: Value, inference: Value) -> Value:
+        """The layer's result: ``training`` in the training form of the model's functions
+        (the loss and the training step), ``inference`` in the inference form (predict,
+        evaluate).  Both have the same type."""
+        return self.host.by_mode(training, inference, self.span)
+
+    def float_in(self, key: str, default: float, low: float, high: float, *,
+                 high_open: bool = False) -> float:
+        """A float argument in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+        value = self.float(key, default)
+        if not (low <= value < high if high_open else low <= value <= high):
+            bound = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+            raise DlTypeError(f"argument '{key}' of '{self.layer.name}' must be in {bound}, got {value:g}",
+                              self.span_of(key))
+        return value
+
     def emit(self, op: str, *operands: Value, **attrs: Any) -> Value:
         """Op ``op`` at the layer call's source location."""
         return self.exprs.emit(op, list(operands), attrs, self.span)
+
+    def constant(self, value: float, dtype: DType) -> Value:
+        """A rank-0 constant at the layer call's source location."""
+        return self.emit("constant", value=value, dtype=dtype, shape=())

@@ -33,7 +33,8 @@ def chosen_module(module: Module, args: argparse.Namespace) -> Module:
 
 
 def _print_dl(module: Module, args: argparse.Namespace) -> str:
-    """The dl IR text (MLIR generic form); just ``--fn`` when given."""
+    """The dl IR text (MLIR generic form); just ``--fn`` when given (``--fn train_step``:
+    the model's training step, built as training builds it)."""
     from compiler.ir.printer import print_module
 
     return print_module(chosen_module(module, args), debug_locations=args.debug_locations)
