@@ -67,8 +67,9 @@ def test_every_example_comes_back_from_mlir_opt(form: str) -> None:
     """dlc -> mlir-opt (its own formatting, or --mlir-print-op-generic) -> dlc gives the same
     functions: the same ops, attributes, types and output names, the arguments renamed."""
     flags = ["--allow-unregistered-dialect"] + (["--mlir-print-op-generic"] if form == "generic" else [])
-    count = 0
+    count = expected = 0
     for name, module in _example_modules():
+        expected += len(module.functions)
         text = print_module(module)
         back = subprocess.run([MLIR_OPT, *flags], input=text, capture_output=True, text=True, check=True).stdout
         parsed = parse_module(back, f"{name}.mlir")
@@ -82,4 +83,4 @@ def test_every_example_comes_back_from_mlir_opt(form: str) -> None:
                                               enumerate(func.attrs["inplace"]))
             assert print_module(Module([func])) == print_module(Module([original]))
             count += 1
-    assert count == 28          # every function of every example, training steps included
+    assert count == expected >= 40      # every function of every example, training steps included

@@ -57,11 +57,12 @@ def sample_input(model: runtime.model.Model, n: int, seed: int = 0) -> dict[str,
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
 def test_every_example_model_runs_in_onnxruntime_with_dlcs_numbers(path: Path) -> None:
     model = runtime.load_model(path, seed=3, backend="interp")
-    proto = export_function(model.module.get("predict"), model.weights, name=model.name)
+    constants = {**model.weights, **model.model_state}       # batch norm's moving statistics too
+    proto = export_function(model.module.get("predict"), constants, name=model.name)
     assert proto.opset_import[0].version >= 17
     first = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert first.dim_param == "N"                    # one graph for every batch size
-    assert [list(i.dims) for i in proto.graph.initializer] == [list(w.shape) for w in model.weights.values()]
+    assert [list(i.dims) for i in proto.graph.initializer] == [list(w.shape) for w in constants.values()]
     for n in (1, 7):
         feeds = sample_input(model, n)
         expected = model.predict(feeds if len(feeds) > 1 else next(iter(feeds.values())))

@@ -181,11 +181,13 @@ def export_function(func: Function, weights: dict[str, np.ndarray] | None = None
 
 
 def export_model(model: Any, path: str | Path) -> Path:
-    """A :class:`runtime.model.Model`'s ``predict`` with its current weights, written as ONNX."""
+    """A :class:`runtime.model.Model`'s ``predict`` with its current weights (and non-trainable
+    state, such as batch norm's moving statistics), written as ONNX."""
     path = Path(path)
     if path.suffix != ".onnx":
         raise DlError(f"{path}: export writes ONNX, to a file named *.onnx")
-    return save_onnx(export_function(model.module.get("predict"), model.weights, name=model.name), path)
+    constants = {**model.weights, **model.model_state}
+    return save_onnx(export_function(model.module.get("predict"), constants, name=model.name), path)
 
 
 def save_onnx(model: Any, path: str | Path) -> Path:
