@@ -97,6 +97,15 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
     for name in ("mod", "floor_div"):
         s[name] = ([n4, T(F32, 4)], [x34 * 3, rand(4, low=0.5, high=2)], {})
     s["clip"] = ([n4, T(F32), T(F32, 4)], [x34, np.float32(-0.5), rand(4, low=0, high=1)], {})
+    # convolutions (compiler/ops/conv.py; more in tests/test_ops_conv.py)
+    img, ker, dy = T(F32, "N", 5, 4, 2), T(F32, 3, 2, 2, 4), T(F32, "N", 3, 3, 4)
+    conv = {"strides": (2, 1), "padding": (1, 1, 0, 0)}
+    s["conv2d"] = ([img, ker], [rand(3, 5, 4, 2), rand(3, 2, 2, 4)], conv)
+    s["conv2d_backprop_input"] = ([dy, ker], [rand(3, 3, 3, 4), rand(3, 2, 2, 4)], {"input_size": (5, 4), **conv})
+    s["conv2d_backprop_filter"] = ([img, dy], [rand(3, 5, 4, 2), rand(3, 3, 3, 4)], {"filter_size": (3, 2), **conv})
+    s["conv1d"] = ([T(F32, "N", 7, 2), T(F32, 3, 1, 4)], [rand(3, 7, 2), rand(3, 1, 4)],
+                   {"strides": (2,), "padding": (1, 1), "groups": 2})
+    s["conv2d_transpose"] = ([dy, ker], [rand(3, 3, 3, 4), rand(3, 2, 2, 4)], {"output_padding": (1, 0), **conv})
     return s
 
 

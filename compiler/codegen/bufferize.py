@@ -35,9 +35,9 @@ from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
-from .loops import (CONST, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
+from .loops import (CONST, CONV_KINDS, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const, DimValue,
                     Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Program, Reduce,
-                    fuse_row_softmax, identity_index, loads, remap, replace_loads)
+                    conv_kernel, fuse_row_softmax, identity_index, loads, remap, replace_loads)
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
@@ -388,6 +388,30 @@ def _matmul_side(L: Lowering, x: Value, vector_shape: tuple | None) -> tuple[Buf
     return L.buffer(x), False
 
 
+def _lower_conv(L: Lowering, op: Op) -> None:
+    """``conv2d`` and its gradients: one :class:`Conv` kernel over dense operands."""
+    from ..ops.conv import shape_of
+
+    v = op.result
+    a, b = (_dense_operand(L, u) for u in op.operands)
+    out = L.new_buffer(v)
+    L.add_kernel(conv_kernel(CONV_KINDS[op.name], shape_of(op), out, a, b))
+    L.buffers[v] = out
+
+
+def _dense_operand(L: Lowering, x: Value) -> Buffer:
+    """``x``'s elements in row-major order: its buffer, or a view of the buffer that a
+    reshape adding or dropping 1s reads (``conv1d``'s ``[N, L, C] -> [N, 1, L, C]``)."""
+    expr = L.expr(x)
+    if isinstance(expr, Load):
+        buf = expr.buffer
+        if expr.index == identity_index(buf.rank) and tuple(buf.shape) == tuple(x.type.shape):
+            return buf
+        if squeeze_map(tuple(buf.shape), tuple(x.type.shape)) == list(expr.index):
+            return L.view(buf, x.type.shape)
+    return L.buffer(x)
+
+
 # The kernel families a non-elementwise op names in its ``lower`` rule
 # (``compiler/ops``): the op says *which* kernel computes it, codegen says how.
 KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
@@ -399,6 +423,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "view": _lower_reshape,
     "reduction": _lower_reduction,
     "matmul": _lower_matmul,
+    "conv": _lower_conv,
 }
 
 

@@ -27,11 +27,12 @@ from llvmlite import ir
 from ..diagnostics import LoweringError
 from ..ir.types import Dim
 
+from . import conv
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
-from .loops import Buffer, Elementwise, Kernel, Matmul, Program, Reduce
+from .loops import Buffer, Conv, Elementwise, Kernel, Matmul, Program, Reduce
 from .sparse_gemm import enable_skip_zeros
 from .target import CodegenOptions
 
@@ -188,7 +189,7 @@ class _ProgramEmitter:
         nsym = len(self.prog.symbols)
         dims = fn.args[nfixed - 1 - nsym:nfixed - 1]
         ctx = KernelContext(b, {}, dict(zip(self.prog.symbols, dims)), self.lanes)
-        ntasks = task_count(ctx, k, fn.args[-1])
+        ntasks = (conv.task_count if isinstance(k, Conv) else task_count)(ctx, k, fn.args[-1])
         parallel_call(b, part, list(fn.args[:nfixed]), ntasks)
         b.ret_void()
         return fn
@@ -228,6 +229,8 @@ class _ProgramEmitter:
             emit_elementwise(ctx, k)
         elif isinstance(k, Reduce):
             emit_reduce(ctx, k)
+        elif isinstance(k, Conv):
+            conv.emit_conv(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()
@@ -241,13 +244,16 @@ def workspace_regions(prog: Program, lanes: int) -> tuple[list[Region], list[Reg
     TASKS_PER_THREAD tasks).  The runtime checks their 64-byte-aligned sum against the
     size limit before a call, so the prologue's sums and products cannot overflow."""
     temps = [(t.dtype.itemsize, tuple(t.shape)) for t in prog.temps]
-    packing = [(k.dtype.itemsize, (k.k, scratch_columns(lanes) + ALIGN, MAX_THREADS * TASKS_PER_THREAD))
+    packing = [(1, (conv.scratch_bytes(k, lanes), MAX_THREADS * TASKS_PER_THREAD)) if isinstance(k, Conv) else
+               (k.dtype.itemsize, (k.k, scratch_columns(lanes) + ALIGN, MAX_THREADS * TASKS_PER_THREAD))
                for k in prog.kernels if isinstance(k, Matmul)]
     return temps, packing
 
 
 def _scratch_bytes(b: ir.IRBuilder, ctx: KernelContext, k: Matmul, lanes: int) -> ir.Value:
     """Bytes of one task's packing region of matmul ``k`` (a multiple of ALIGN)."""
+    if isinstance(k, Conv):
+        return ir.Constant(I64, conv.scratch_bytes(k, lanes))
     return _align_up(b, b.mul(scratch_elements(ctx, k), ir.Constant(I64, k.dtype.itemsize)))
 
 

@@ -1,0 +1,689 @@
+"""Convolution kernels: a loop-IR :class:`~.loops.Conv` as the GEMM it is, on the GEMM's
+micro-tile, with the operand that is a matrix of image patches never materialized.
+
+Per group ``g`` of the convolution, ``C[rows, cols] = A[rows, depth] @ B[depth, cols]``:
+
+====================  ==================  ==================  ============================
+kind                  rows of C           A                   B
+====================  ==================  ==================  ============================
+``forward`` (y)       output pixels       patches of x        the kernel ``[KH KW Cg, OC]``
+``input`` (dx)        input pixels        patches of dy       the kernel, per tap ``[OCg, Cg]``
+``filter`` (dw)       taps x channels     patches of x, ^T    dy ``[N OH OW, OC]``
+====================  ==================  ==================  ============================
+
+* **forward / input: indirect convolution.**  ``A[m, (tap, c)] = src[pixel(m, tap), c]``
+  (zero where the tap falls in the padding, or -- for the input gradient of a strided
+  convolution -- between the output positions).  For each block of ``MC`` rows an
+  *indirection table* holds, per micro-tile of ``MR`` rows and per tap, the ``MR`` source
+  pixel pointers (a row of zeros for a tap outside the image); the micro-kernel
+  (``dlc.conv.indirect8x32``) reads the ``MR`` rows of A straight from the image through
+  them -- one broadcast per row and k step, as the packed GEMM micro-kernel reads its A
+  panel -- so A is never copied: no im2col matrix, no transposes.  B is packed into the
+  GEMM's ``NR``-column panels (the kernel as it lies for ``forward``; transposed tap by tap
+  for ``input``).  The depth is sliced by whole taps (``KC`` at most), or channel chunks
+  of one tap when a tap alone is deeper.
+* **filter: packed im2col^T.**  ``A[(tap, c), q] = x[pixel(q, tap), c]`` packed ``MC`` rows
+  by ``KC`` pixels at a time into ``MR``-row panels: with ``Cg`` a multiple of 8 a panel's
+  8 rows are 8 consecutive channels of one tap, one vector copy per pixel; B (``dy``) is a
+  row-major matrix, packed by the GEMM's own routine; the GEMM's packed micro-kernel runs.
+  An epilogue that reads the output (an in-place ``w -= lr * dw``) sees only the full sum:
+  the slices accumulate in a per-task region first.
+* Tiles go to C as in the GEMM: whole tiles without an epilogue (or on a slice before the
+  last) straight from the registers, the others through the kernel's store function,
+  which adds earlier slices and applies the epilogue (bias, activation...) at the tile
+  row's ``(n, y, x)``.
+* **Tasks** own whole ``MR``-row blocks (or ``NR``-column panels when C is wider than
+  tall) of every group; slices depend on the geometry only, so results are bit-identical
+  for any thread count.  Each task's workspace (B block, indirection table or A block)
+  is a static size: nothing proportional to the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ..ir.types import DType
+from .emitter import Emitter, to_memory
+from .gemm import (ADD_PREVIOUS, ADD_TO_C, C_COST, EPILOGUE, KC, MC, MIN_TASK_WORK, NC, TO_C, TO_TILE,
+                   _add_previous, _clamp, _pack_b_function, _pack_transposed, _packed_micro_function,
+                   _shared, _write_accumulators, max_tasks, reads_output, tile_shape)
+from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
+from .llvmutil import I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
+from .loops import Conv
+from .threads import split
+
+POINTER_BYTES = 8
+
+
+def _up(x: int, to: int) -> int:
+    return -(-x // to) * to
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """How a :class:`Conv` runs (module docstring); every number but the batch is static.
+
+    ``cols``: columns of C per group; ``ldc``: the output's row stride (its channels).
+    forward / input: ``taps`` (KH KW) of ``tap_depth`` channels each (the depth is their
+    product) from a source image of ``src_channels``; slice ``q`` covers
+    ``taps_per_slice`` whole taps, or (``chunks > 1``) one tap's channel chunk
+    ``q % chunks`` of ``chunk`` channels.  filter: ``rows`` of C (KH KW Cg); ``accumulate``:
+    the slices' sums go to a per-task region before the epilogue sees them."""
+
+    kind: str
+    lanes: int
+    mr: int
+    nv: int
+    cols: int
+    ldc: int
+    taps: int = 0
+    tap_depth: int = 0
+    src_channels: int = 0
+    taps_per_slice: int = 1
+    chunks: int = 1
+    chunk: int = 0
+    rows: int = 0
+    accumulate: bool = False
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+    @property
+    def slices(self) -> int:
+        return -(-self.taps // self.taps_per_slice) * self.chunks
+
+    @property
+    def max_depth(self) -> int:
+        """The deepest slice (forward / input)."""
+        return self.taps_per_slice * self.chunk
+
+    @property
+    def panel_columns(self) -> int:
+        """Columns of a packed B block: ``min(cols, NC)`` in whole panels."""
+        return _up(min(self.cols, NC), self.nr)
+
+
+def plan(k: Conv, lanes: int) -> ConvPlan:
+    """The plan of ``k`` for ``lanes``-wide vectors."""
+    s = k.shape
+    lanes = max(lanes, 1)
+    mr, nv = tile_shape(lanes)
+    if k.kind == "filter":
+        rows = s.kh * s.kw * s.cg
+        return ConvPlan("filter", lanes, mr, nv, cols=s.ocg, ldc=s.oc, rows=rows, accumulate=reads_output(k))
+    depth, src_channels, cols, ldc = ((s.cg, s.c, s.ocg, s.oc) if k.kind == "forward" else
+                                      (s.ocg, s.oc, s.cg, s.c))
+    taps = s.kh * s.kw
+    limit = taps * depth if reads_output(k) else KC     # an epilogue reading C: one slice, no partial sums
+    if depth <= limit:
+        per = max(limit // depth, 1)
+        per = -(-taps // -(-taps // per))               # balanced: slices of equal taps (but the last)
+        return ConvPlan(k.kind, lanes, mr, nv, cols, ldc, taps, depth, src_channels, per, 1, depth)
+    chunks = -(-depth // limit)
+    return ConvPlan(k.kind, lanes, mr, nv, cols, ldc, taps, depth, src_channels, 1, chunks, -(-depth // chunks))
+
+
+def scratch_bytes(k: Conv, lanes: int) -> int:
+    """Bytes of one task's region (a multiple of 64): the packed B block, then the
+    indirection table (forward / input) or the packed A block and the accumulator (filter)."""
+    p = plan(k, lanes)
+    item = k.dtype.itemsize
+    if p.kind == "filter":
+        regions = [KC * p.panel_columns, KC * _up(min(p.rows, MC), p.mr)]
+        if p.accumulate:
+            regions.append(_up(p.rows, p.mr) * _up(p.cols, p.nr))
+        return sum(_up(r * item, 64) for r in regions)
+    table = MC * p.taps_per_slice * POINTER_BYTES
+    return _up(p.max_depth * p.panel_columns * item, 64) + _up(table, 64)
+
+
+def _gemm_rows(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Value:
+    """Rows of C per group, at run time."""
+    s = k.shape
+    if p.kind == "filter":
+        return ir.Constant(I64, p.rows)
+    pixels = s.oh * s.ow if p.kind == "forward" else s.h * s.w
+    return kc.b.mul(kc.dim(s.n), ir.Constant(I64, pixels))
+
+
+def _depth(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Value:
+    s = k.shape
+    if p.kind == "filter":
+        return kc.b.mul(kc.dim(s.n), ir.Constant(I64, s.oh * s.ow))
+    return ir.Constant(I64, p.taps * p.tap_depth)
+
+
+def task_count(kc: KernelContext, k: Conv, threads: ir.Value) -> ir.Value:
+    """Tasks for ``k``: ``threads``, or fewer when the work or the blocks run short."""
+    b = kc.b
+    p = plan(k, kc.lanes)
+    rows = _gemm_rows(kc, k, p)
+    cols = ir.Constant(I64, p.cols)
+    work = b.mul(b.mul(rows, ir.Constant(I64, p.cols * k.shape.groups)),
+                 b.add(_depth(kc, k, p), ir.Constant(I64, C_COST)))
+    by_cols = b.icmp_signed(">=", cols, rows)
+    blocks = b.select(by_cols, ir.Constant(I64, -(-p.cols // p.nr)), _ceil_div(b, rows, p.mr))
+    out = _min(b, _min(b, max_tasks(b, threads), blocks), b.sdiv(work, ir.Constant(I64, MIN_TASK_WORK)))
+    return _max(b, out, ir.Constant(I64, 1))
+
+
+def _ceil_div(b: ir.IRBuilder, x: ir.Value, d: int) -> ir.Value:
+    return b.sdiv(b.add(x, ir.Constant(I64, d - 1)), ir.Constant(I64, d))
+
+
+def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+# ---------------------------------------------------------------------------
+# The kernel
+
+
+def emit_conv(kc: KernelContext, k: Conv) -> None:
+    """Code for one :class:`Conv` kernel (one task's share when ``kc.task`` is set)."""
+    p = plan(k, kc.lanes)
+    _ConvEmitter(kc, k, p).emit()
+
+
+class _ConvEmitter:
+    def __init__(self, kc: KernelContext, k: Conv, p: ConvPlan):
+        self.kc, self.k, self.p = kc, k, p
+        self.b = kc.b
+        self.s = k.shape
+        self.ety = memory_type(k.dtype)
+        self.vty = value_type(k.dtype, p.lanes)
+
+    def emit(self) -> None:
+        b, p = self.b, self.p
+        zero, one = _c(0), _c(1)
+        t, ntasks = self.kc.task if self.kc.task is not None else (zero, one)
+        rows = _gemm_rows(self.kc, self.k, p)
+        cols = _c(p.cols)
+        by_cols = b.icmp_signed(">=", cols, rows)
+        jlo, jhi = split(b, cols, t, ntasks, p.nr)
+        ilo, ihi = split(b, rows, t, ntasks, p.mr)
+        ilo, ihi = b.select(by_cols, zero, ilo), b.select(by_cols, rows, ihi)
+        jlo, jhi = b.select(by_cols, jlo, zero), b.select(by_cols, jhi, cols)
+        self.store, words = _store_function(self.kc, self.k, p)
+        self.ctx = ir.Constant(I8P, None)
+        if words:
+            slots = alloca(b, ir.ArrayType(I64, len(words)))
+            for i, w in enumerate(words):
+                b.store(w, b.gep(slots, [_c(0), _c(i)]))
+            self.ctx = b.bitcast(slots, I8P)
+        self.tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, p.mr * p.nv)), self.vty.as_pointer())
+        self.scratch = b.bitcast(self.kc.scratch, self.ety.as_pointer())
+        self.out = self.kc.pointer(self.k.out)
+        with for_range(b, 0, self.s.groups, name="group") as g:
+            with for_range(b, jlo, jhi, NC, name="jc") as jc:
+                ncur = _min(b, _c(NC), b.sub(jhi, jc))
+                if p.kind == "filter":
+                    self.filter_block(g, jc, ncur, ilo, ihi)
+                else:
+                    self.indirect_block(g, jc, ncur, ilo, ihi)
+
+    # -- tiles ----------------------------------------------------------------------------
+
+    def tiles(self, g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro) -> None:
+        """Every micro-tile of rows ``[ic, ic + mcur)`` and columns ``[jc, jc + ncur)``:
+        ``call_micro(ir, bpanel, cptr, mode)`` computes one; tiles that are not written
+        whole from the registers go through the store function."""
+        b, p = self.b, self.p
+        plain = self.k.epilogue is None
+        with for_range(b, 0, ncur, p.nr, name="jr") as jr:
+            bpanel = b.gep(bpack, [b.mul(jr, kcur)])
+            j0 = b.add(jc, jr)
+            full_cols = b.icmp_signed("<=", b.add(j0, _c(p.nr)), _c(p.cols))
+            with for_range(b, 0, mcur, p.mr, name="ir") as ir_:
+                rows = _min(b, _c(p.mr), b.sub(mcur, ir_))
+                i0 = b.add(ic, ir_)
+                full = b.and_(full_cols, b.icmp_signed("==", rows, _c(p.mr)))
+                direct = b.and_(full, b.or_(ir.Constant(ir.IntType(1), int(plain)), b.not_(last)))
+                mode = b.select(direct, b.select(first, _c(TO_C), _c(ADD_TO_C)), _c(TO_TILE))
+                cptr = b.gep(self.out, [b.add(b.add(b.mul(i0, _c(p.ldc)), b.mul(g, _c(p.cols))), j0)])
+                call_micro(ir_, bpanel, cptr, mode)
+                with b.if_then(b.not_(direct)):
+                    flags = b.or_(b.zext(b.not_(first), I64), b.select(last, _c(EPILOGUE), _c(0)))
+                    b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), self.out, i0, j0, rows,
+                                        _c(p.nv), flags, g])
+
+    # -- forward and input gradient: the indirect convolution ------------------------------
+
+    def indirect_block(self, g, jc, ncur, ilo, ihi) -> None:
+        b, p, k = self.b, self.p, self.k
+        src = self.kc.pointer(k.a)
+        bpack = self.scratch
+        table_at = _up(p.max_depth * p.panel_columns * k.dtype.itemsize, 64)
+        table = b.bitcast(b.gep(b.bitcast(self.scratch, I8P), [_c(table_at)]), self.ety.as_pointer().as_pointer())
+        gather = _gather_function(self.kc, k, p)
+        pack_b = self._pack_b_indirect()
+        micro = _indirect_micro_function(b.module, k.dtype, p.lanes, p.mr, p.nv)
+        zeros = _zero_row(b.module, k.dtype, p.src_channels)
+        with for_range(b, 0, p.slices, name="slice") as q:
+            if p.chunks == 1:
+                t0 = b.mul(q, _c(p.taps_per_slice))
+                nt = _min(b, _c(p.taps_per_slice), b.sub(_c(p.taps), t0))
+                c0, clen = _c(0), _c(p.tap_depth)
+            else:
+                t0, nt = b.sdiv(q, _c(p.chunks)), _c(1)
+                c0 = b.mul(b.srem(q, _c(p.chunks)), _c(p.chunk))
+                clen = _min(b, _c(p.chunk), b.sub(_c(p.tap_depth), c0))
+            kcur = b.mul(nt, clen)
+            first = b.icmp_signed("==", q, _c(0))
+            last = b.icmp_signed("==", q, _c(p.slices - 1))
+            pack_b(g, t0, nt, c0, clen, jc, ncur, bpack)
+            coff = b.add(b.mul(g, _c(p.tap_depth)), c0)
+            with for_range(b, ilo, ihi, MC, name="ic") as ic:
+                mcur = _min(b, _c(MC), b.sub(ihi, ic))
+                b.call(gather, [src, ic, mcur, t0, nt, table, zeros])
+
+                def call_micro(ir_, bpanel, cptr, mode, nt=nt, coff=coff, clen=clen):
+                    tile_table = b.gep(table, [b.mul(b.sdiv(ir_, _c(p.mr)), b.mul(nt, _c(p.mr)))])
+                    b.call(micro, [tile_table, nt, coff, clen, bpanel, self.tile, cptr, _c(p.ldc), mode])
+
+                self.tiles(g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro)
+
+    def _pack_b_indirect(self):
+        """``pack(g, t0, nt, c0, clen, jc, ncur, bp)``: B's rows ``(tap, channel)`` of the slice,
+        columns ``[jc, jc + ncur)`` of group ``g``, into NR-column panels."""
+        b, p, k, s = self.b, self.p, self.k, self.s
+        w = self.kc.pointer(k.b)
+        if p.kind == "forward":
+            # the kernel [KH KW Cg, OC] as it lies: the slice's rows are consecutive
+            fn = _pack_b_function(b.module, k.dtype, p.lanes, p.nv, False)
+
+            def pack(g, t0, nt, c0, clen, jc, ncur, bp):
+                first_row = b.add(b.mul(t0, _c(s.cg)), c0)
+                b.call(fn, [b.gep(w, [b.mul(g, _c(p.cols))]), _c(s.oc), _c(0), first_row,
+                            b.mul(nt, clen), jc, ncur, bp])
+            return pack
+        fn = _pack_input_b_function(self.kc, k, p)
+
+        def pack(g, t0, nt, c0, clen, jc, ncur, bp):
+            b.call(fn, [w, g, t0, nt, c0, clen, jc, ncur, bp])
+        return pack
+
+    # -- filter gradient: packed im2col^T ---------------------------------------------------
+
+    def filter_block(self, g, jc, ncur, ilo, ihi) -> None:
+        b, p, k, s = self.b, self.p, self.k, self.s
+        item = k.dtype.itemsize
+        x, dy = self.kc.pointer(k.a), self.kc.pointer(k.b)
+        bpack = self.scratch
+        apack = b.gep(self.scratch, [_c(_up(KC * p.panel_columns * item, 64) // item)])
+        acc_at = _up(KC * p.panel_columns * item, 64) + _up(KC * _up(min(p.rows, MC), p.mr) * item, 64)
+        acc = b.gep(self.scratch, [_c(acc_at // item)])
+        acc_ld = _up(p.cols, p.nr)
+        depth_total = _depth(self.kc, k, p)
+        slices = _ceil_div(b, depth_total, KC)
+        depth = b.sdiv(b.add(depth_total, b.sub(slices, _c(1))), _max(b, slices, _c(1)))
+        depth = _max(b, depth, _c(1))
+        pack_b = _pack_b_function(b.module, k.dtype, p.lanes, p.nv, False)
+        pack_a = _pack_filter_a_function(self.kc, k, p)
+        micro = _packed_micro_function(b.module, k.dtype, p.lanes, p.mr, p.nv)
+        # at least one slice: a batch of 0 images gives dw = 0 (through the epilogue)
+        with for_range(b, 0, _max(b, depth_total, _c(1)), depth, name="pc") as pc:
+            kcur = _max(b, _min(b, depth, b.sub(depth_total, pc)), _c(0))
+            first = b.icmp_signed("==", pc, _c(0))
+            last = b.icmp_signed(">=", b.add(pc, depth), depth_total)
+            b.call(pack_b, [b.gep(dy, [b.mul(g, _c(p.cols))]), _c(s.oc), _c(0), pc, kcur, jc, ncur, bpack])
+            with for_range(b, ilo, ihi, MC, name="ic") as ic:
+                mcur = _min(b, _c(MC), b.sub(ihi, ic))
+                b.call(pack_a, [x, g, ic, mcur, pc, kcur, apack])
+
+                def call_micro(ir_, bpanel, cptr, mode, ic=ic, kcur=kcur):
+                    b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile, cptr, _c(p.ldc), mode])
+
+                if not p.accumulate:
+                    self.tiles(g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro)
+                else:
+                    self.accumulate(ic, mcur, jc, ncur, kcur, first, bpack, apack, acc, acc_ld, micro)
+        if p.accumulate:
+            self.flush_accumulator(g, jc, ncur, ilo, ihi, acc, acc_ld)
+
+    def accumulate(self, ic, mcur, jc, ncur, kcur, first, bpack, apack, acc, acc_ld, micro) -> None:
+        """A slice's tiles into the per-task accumulator (padded: every tile whole, straight
+        from the registers)."""
+        b, p = self.b, self.p
+        with for_range(b, 0, ncur, p.nr, name="jr") as jr:
+            bpanel = b.gep(bpack, [b.mul(jr, kcur)])
+            with for_range(b, 0, mcur, p.mr, name="ir") as ir_:
+                cptr = b.gep(acc, [b.add(b.mul(b.add(ic, ir_), _c(acc_ld)), b.add(jc, jr))])
+                mode = b.select(first, _c(TO_C), _c(ADD_TO_C))
+                b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile, cptr, _c(acc_ld), mode])
+
+    def flush_accumulator(self, g, jc, ncur, ilo, ihi, acc, acc_ld) -> None:
+        """The accumulated sums, tile by tile, through the store function's epilogue."""
+        b, p = self.b, self.p
+        with for_range(b, 0, ncur, p.nr, name="fj") as jr, for_range(b, ilo, ihi, p.mr, name="fi") as i0:
+            j0 = b.add(jc, jr)
+            rows = _min(b, _c(p.mr), b.sub(ihi, i0))
+            for r in range(p.mr):
+                row = b.gep(acc, [b.add(b.mul(b.add(i0, _c(r)), _c(acc_ld)), j0)])
+                for v in range(p.nv):
+                    vec = load_vector(b, b.gep(row, [_c(v * p.lanes)]), p.lanes, None) if p.lanes > 1 else \
+                        b.load(b.gep(row, [_c(v)]))
+                    b.store(vec, b.gep(self.tile, [_c(r * p.nv + v)]))
+            b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), self.out, i0, j0, rows, _c(p.nv),
+                                _c(EPILOGUE), g])
+
+
+# ---------------------------------------------------------------------------
+# Shared micro-kernel and helpers
+
+
+def _zero_row(module: ir.Module, dtype: DType, channels: int) -> ir.Value:
+    """A constant row of ``channels`` zeros: what the indirection table points a tap
+    outside the image at."""
+    ety = memory_type(dtype)
+    name = f"dlc.conv.zeros.{type_suffix(value_type(dtype, 1))}.{channels}"
+    g = module.globals.get(name)
+    if g is None:
+        ty = ir.ArrayType(ety, channels)
+        g = ir.GlobalVariable(module, ty, name=name)
+        g.global_constant = True
+        g.linkage = "internal"
+        g.align = 64
+        g.initializer = ir.Constant(ty, None)
+    return g.bitcast(ety.as_pointer())
+
+
+def _indirect_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: int, nv: int) -> ir.Function:
+    """``tile = sum over taps t < nt and channels p < clen of A_r[t][coff + p] * bp[(t clen + p) NR ..]``
+    for ``rows`` rows whose A pointers per tap are ``ind[t * rows + r]``.
+
+    Signature: ``(T** ind, i64 nt, i64 coff, i64 clen, T* bp, <W x T>* tile, T* c, i64 ldc,
+    i64 mode)``; the result goes where ``mode`` says (``TO_TILE``, ``TO_C``, ``ADD_TO_C``), as
+    the GEMM's packed micro-kernel's does."""
+    ety = memory_type(dtype)
+    vty = value_type(dtype, lanes)
+    nr = nv * lanes
+    name = f"dlc.conv.indirect{rows}x{nr}.{type_suffix(value_type(dtype, 1))}"
+    fn, fresh = _shared(module, name, ir.VoidType(),
+                        [ety.as_pointer().as_pointer(), I64, I64, I64, ety.as_pointer(), vty.as_pointer(),
+                         ety.as_pointer(), I64, I64])
+    if not fresh:
+        return fn
+    ind, nt, coff, clen, bp, tile, c, ldc, mode = fn.args
+    for arg in (bp, tile, c):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    e = Emitter(b, lanes, dtype)
+    accs = [[alloca(b, vty) for _ in range(nv)] for _ in range(rows)]
+    for row in accs:
+        for slot in row:
+            b.store(const(vty, 0), slot)
+    align = 64 if lanes * dtype.itemsize >= 64 else dtype.itemsize
+    with for_range(b, 0, nt, name="tap") as t:
+        arows = [b.gep(b.load(b.gep(ind, [b.add(b.mul(t, _c(rows)), _c(r))])), [coff]) for r in range(rows)]
+        bt = b.gep(bp, [b.mul(b.mul(t, clen), _c(nr))])
+        with for_range(b, 0, clen, name="k") as q:
+            brow = b.gep(bt, [b.mul(q, _c(nr))])
+            if lanes == 1:
+                bvec = [b.load(b.gep(brow, [_c(v)])) for v in range(nv)]
+            else:
+                bvec = [b.load(b.bitcast(b.gep(brow, [_c(v * lanes)]), vty.as_pointer()), align=align)
+                        for v in range(nv)]
+            for r in range(rows):
+                av = splat(b, b.load(b.gep(arows[r], [q])), lanes)
+                for v in range(nv):
+                    b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
+    _write_accumulators(b, e, accs, tile, c, ldc, mode, lanes)
+    b.ret_void()
+    return fn
+
+
+def _kernel_helper(kc: KernelContext, suffix: str, args: list[ir.Type]) -> tuple[ir.Function, bool]:
+    """A helper function of this kernel only (its geometry is baked in)."""
+    return _shared(kc.b.module, f"{_kernel_name(kc)}.{suffix}", ir.VoidType(), args)
+
+
+def _kernel_name(kc: KernelContext) -> str:
+    name = kc.b.function.name
+    return name[:-len(".part")] if name.endswith(".part") else name
+
+
+def _unflatten(b: ir.IRBuilder, i: ir.Value, dims: tuple) -> list[ir.Value]:
+    """Row-major indices of flat index ``i`` over ``dims`` (the first dim's extent unused)."""
+    out: list[ir.Value] = []
+    for d in reversed(dims[1:]):
+        out.append(b.urem(i, _c(d)))
+        i = b.udiv(i, _c(d))
+    out.append(i)
+    return out[::-1]
+
+
+def _gather_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
+    """``<kernel>.gather(T* src, i64 i0, i64 mc, i64 t0, i64 nt, T** table, T* zeros)``: the
+    indirection table of rows ``[i0, i0 + mc)`` for taps ``[t0, t0 + nt)``:
+    ``table[(r / MR) nt MR + t MR + r % MR]`` points at channel 0 of the source pixel row
+    ``i0 + r`` reads through tap ``t0 + t``, or at ``zeros`` (a padding tap; a stride's
+    gap, for the input gradient; rows past ``mc`` up to a whole micro-tile)."""
+    s = k.shape
+    ety = memory_type(k.dtype)
+    pptr = ety.as_pointer()
+    fn, fresh = _kernel_helper(kc, "gather", [pptr, I64, I64, I64, I64, pptr.as_pointer(), pptr])
+    if not fresh:
+        return fn
+    src, i0, mc, t0, nt, table, zeros = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    mr = p.mr
+    out_h, out_w = (s.oh, s.ow) if p.kind == "forward" else (s.h, s.w)
+    src_h, src_w = (s.h, s.w) if p.kind == "forward" else (s.oh, s.ow)
+    (sh, sw), (dh, dw) = s.strides, s.dilations
+    top, left = s.padding[0], s.padding[2]
+    rows_pad = b.mul(_ceil_div(b, mc, mr), _c(mr))
+    with for_range(b, 0, rows_pad, name="r") as r:
+        live = b.icmp_signed("<", r, mc)
+        m = b.add(i0, b.select(live, r, _c(0)))
+        n, y, x = _unflatten(b, m, (None, out_h, out_w))
+        slot = b.add(b.mul(b.sdiv(r, _c(mr)), b.mul(nt, _c(mr))), b.srem(r, _c(mr)))
+        with for_range(b, 0, nt, name="t") as t:
+            tap = b.add(t0, t)
+            i, j = b.sdiv(tap, _c(s.kw)), b.srem(tap, _c(s.kw))
+            if p.kind == "forward":
+                sy = b.sub(b.add(b.mul(y, _c(sh)), b.mul(i, _c(dh))), _c(top))
+                sx = b.sub(b.add(b.mul(x, _c(sw)), b.mul(j, _c(dw))), _c(left))
+                ok = b.and_(b.icmp_unsigned("<", sy, _c(src_h)), b.icmp_unsigned("<", sx, _c(src_w)))
+            else:
+                # dx at (y, x) meets dy at ((y + top - i dh) / sh, ...) when that divides evenly
+                sy, oky = _strided(b, b.sub(b.add(y, _c(top)), b.mul(i, _c(dh))), sh, src_h)
+                sx, okx = _strided(b, b.sub(b.add(x, _c(left)), b.mul(j, _c(dw))), sw, src_w)
+                ok = b.and_(oky, okx)
+            ok = b.and_(ok, live)
+            pixel = b.add(b.mul(b.add(b.mul(n, _c(src_h)), sy), _c(src_w)), sx)
+            ptr = b.select(ok, b.gep(src, [b.mul(pixel, _c(p.src_channels))]), zeros)
+            b.store(ptr, b.gep(table, [b.add(slot, b.mul(t, _c(mr)))]))
+    b.ret_void()
+    return fn
+
+
+def _strided(b: ir.IRBuilder, pos: ir.Value, stride: int, size: int) -> tuple[ir.Value, ir.Value]:
+    """``(pos / stride, whether pos is a multiple of stride in [0, stride * size))``."""
+    inside = b.icmp_unsigned("<", pos, _c(stride * size))
+    if stride == 1:
+        return pos, inside
+    q = b.udiv(pos, _c(stride))
+    exact = b.icmp_signed("==", b.urem(pos, _c(stride)), _c(0))
+    return q, b.and_(inside, exact)
+
+
+def _pack_input_b_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
+    """``<kernel>.packB(T* w, i64 g, i64 t0, i64 nt, i64 c0, i64 clen, i64 jc, i64 ncur, T* bp)``:
+    the input gradient's B, ``B[(t, o), c] = w[t, c, g OCg + o]`` for taps ``[t0, t0 + nt)``,
+    ``o`` in ``[c0, c0 + clen)`` and columns (input channels of group ``g``) ``[jc, jc + ncur)``,
+    into zero-padded NR-column panels: each tap's block of the kernel transposed."""
+    s = k.shape
+    ety = memory_type(k.dtype)
+    pptr = ety.as_pointer()
+    fn, fresh = _kernel_helper(kc, "packB", [pptr, I64, I64, I64, I64, I64, I64, I64, pptr])
+    if not fresh:
+        return fn
+    w, g, t0, nt, c0, clen, jc, ncur, bp = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    nr = p.nr
+    kcur = b.mul(nt, clen)
+    with for_range(b, 0, nt, name="t") as t:
+        # the tap's kernel block [Cg, OC]: row c (an input channel), column g OCg + o
+        bt = b.gep(w, [b.add(b.mul(b.add(t0, t), _c(s.cg * s.oc)), b.mul(g, _c(s.ocg)))])
+        with for_range(b, 0, ncur, nr, name="jp") as jp:
+            dst = b.gep(bp, [b.add(b.mul(jp, kcur), b.mul(b.mul(t, clen), _c(nr)))])
+            if p.lanes >= 8:
+                _pack_transposed(b, p.lanes, bt, _c(s.oc), b.add(jc, jp), b.sub(ncur, jp), c0, clen, dst, nr)
+            else:
+                with for_range(b, 0, clen, name="o") as o, for_range(b, 0, nr, name="j") as jj:
+                    col = b.add(jp, jj)
+                    live = b.icmp_signed("<", col, ncur)
+                    row = b.select(live, b.add(jc, col), _c(0))
+                    value = b.load(b.gep(bt, [b.add(b.mul(row, _c(s.oc)), b.add(c0, o))]))
+                    b.store(b.select(live, value, const(ety, 0)), b.gep(dst, [b.add(b.mul(o, _c(nr)), jj)]))
+    b.ret_void()
+    return fn
+
+
+def _pack_filter_a_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
+    """``<kernel>.packA(T* x, i64 g, i64 i0, i64 mc, i64 q0, i64 kc, T* ap)``: the filter
+    gradient's ``A[(tap, c), q] = x[pixel q through tap, g Cg + c]`` (0 in the padding) for
+    rows ``[i0, i0 + mc)`` and pixels ``[q0, q0 + kc)``, into MR-row panels
+    ``ap[ip kc + p MR + r]``; rows past ``mc`` are zero, never stored.
+
+    With ``Cg`` a multiple of 8 (and 8-row panels), a panel is 8 consecutive channels of one
+    tap: each pixel's 8 values are one vector copy, and the pixel's address is computed
+    once for all the tap's panels in the block.  Otherwise element by element."""
+    s = k.shape
+    ety = memory_type(k.dtype)
+    pptr = ety.as_pointer()
+    fn, fresh = _kernel_helper(kc, "packA", [pptr, I64, I64, I64, I64, I64, pptr])
+    if not fresh:
+        return fn
+    x, g, i0, mc, q0, kcur, ap = fn.args
+    x.add_attribute("noalias")
+    ap.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    mr = p.mr
+    base = b.gep(x, [b.mul(g, _c(s.cg))])
+
+    def source(q: ir.Value, tap: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(pointer to channel 0 of group g at pixel q through tap, inside the image)."""
+        n, oy, ox = _unflatten(b, q, (None, s.oh, s.ow))
+        i, j = b.udiv(tap, _c(s.kw)), b.urem(tap, _c(s.kw))
+        sy = b.sub(b.add(b.mul(oy, _c(s.strides[0])), b.mul(i, _c(s.dilations[0]))), _c(s.padding[0]))
+        sx = b.sub(b.add(b.mul(ox, _c(s.strides[1])), b.mul(j, _c(s.dilations[1]))), _c(s.padding[2]))
+        ok = b.and_(b.icmp_unsigned("<", sy, _c(s.h)), b.icmp_unsigned("<", sx, _c(s.w)))
+        pixel = b.add(b.mul(b.add(b.mul(n, _c(s.h)), sy), _c(s.w)), sx)
+        return b.gep(base, [b.mul(b.select(ok, pixel, _c(0)), _c(s.c))]), ok
+
+    rows_pad = b.mul(_ceil_div(b, mc, mr), _c(mr))
+    if mr == 8 and s.cg % 8 == 0 and p.lanes >= 8:
+        # taps of the block, each a run of whole panels
+        last_row = b.add(i0, b.sub(rows_pad, _c(1)))
+        tap_lo, tap_hi = b.udiv(i0, _c(s.cg)), b.udiv(last_row, _c(s.cg))
+        zero8 = const(ir.VectorType(ety, 8), 0)
+        with for_range(b, tap_lo, b.add(tap_hi, _c(1)), name="tap") as tap:
+            r_lo = _max(b, b.sub(b.mul(tap, _c(s.cg)), i0), _c(0))
+            r_hi = _min(b, b.sub(b.mul(b.add(tap, _c(1)), _c(s.cg)), i0), rows_pad)
+            c_lo = b.sub(b.add(i0, r_lo), b.mul(tap, _c(s.cg)))
+            with for_range(b, 0, kcur, name="q") as q:
+                ptr, ok = source(b.add(q0, q), tap)
+                mask = splat(b, ok, 8)
+                with for_range(b, r_lo, r_hi, 8, name="r") as r:
+                    live = b.icmp_signed("<", r, mc)
+                    c = b.add(c_lo, b.sub(r, r_lo))
+                    vec = load_vector(b, b.gep(ptr, [c]), 8, b.and_(mask, splat(b, live, 8)))
+                    dst = b.gep(ap, [b.add(b.mul(r, kcur), b.mul(q, _c(8)))])
+                    store_vector(b, b.select(splat(b, live, 8), vec, zero8), dst, None)
+        b.ret_void()
+        return fn
+    with for_range(b, 0, rows_pad, name="r") as r:
+        live = b.icmp_signed("<", r, mc)
+        row = b.add(i0, b.select(live, r, _c(0)))
+        tap, c = b.udiv(row, _c(s.cg)), b.urem(row, _c(s.cg))
+        dst = b.gep(ap, [b.add(b.mul(b.sdiv(r, _c(mr)), b.mul(kcur, _c(mr))), b.srem(r, _c(mr)))])
+        with for_range(b, 0, kcur, name="q") as q:
+            ptr, ok = source(b.add(q0, q), tap)
+            value = b.load(b.gep(ptr, [c]))
+            value = b.select(b.and_(ok, live), value, const(ety, 0))
+            b.store(value, b.gep(dst, [b.mul(q, _c(mr))]))
+    b.ret_void()
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# The store function: partial tiles, earlier slices, the epilogue
+
+
+def _store_function(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Function, list[ir.Value]]:
+    """``<kernel>.store(i8* ctx, i8* tile, T* out, i64 i0, i64 j0, i64 rows, i64 nv, i64 flags,
+    i64 g)``: the tile's ``rows x nv`` vectors into rows ``i0..`` and columns ``j0..`` (below
+    ``cols``) of group ``g``'s block of C, C's previous contents added (``ADD_PREVIOUS``),
+    the epilogue applied (``EPILOGUE``) at each row's output index; and the context words
+    (buffer pointers, dims) the epilogue reads."""
+    b = kc.b
+    ety = memory_type(k.dtype)
+    fn, fresh = _kernel_helper(kc, "store", [I8P, I8P, ety.as_pointer(), I64, I64, I64, I64, I64, I64])
+    buffers = list(kc.storage.items()) if k.epilogue is not None else []
+    symbols = list(kc.symbols.items()) if k.epilogue is not None else []
+    if fresh:
+        _store_body(fn, k, p, buffers, symbols)
+    words = [b.ptrtoint(v, I64) for _, v in buffers] + [v if v.type == I64 else b.sext(v, I64) for _, v in symbols]
+    return fn, words
+
+
+def _store_body(fn: ir.Function, k: Conv, p: ConvPlan, buffers, symbols) -> None:
+    ctx, tile_raw, c, i0, j0, rows, nv, flags, g = fn.args
+    c.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    lanes = p.lanes
+    vty = value_type(k.dtype, lanes)
+    tile = b.bitcast(tile_raw, vty.as_pointer())
+    add_prev = b.icmp_unsigned("!=", b.and_(flags, _c(ADD_PREVIOUS)), _c(0))
+    apply = b.icmp_unsigned("!=", b.and_(flags, _c(EPILOGUE)), _c(0))
+    epi = None
+    if k.epilogue is not None:
+        words = b.bitcast(ctx, I64.as_pointer())
+        loaded = [b.load(b.gep(words, [_c(i)])) for i in range(len(buffers) + len(symbols))]
+        storage = {buf: b.inttoptr(w, v.type) for (buf, v), w in zip(buffers, loaded)}
+        dims = {s: (w if v.type == I64 else b.trunc(w, v.type)) for (s, v), w in zip(symbols, loaded[len(buffers):])}
+        out_shape = tuple(k.out.shape)
+        epi = ExprEmitter(KernelContext(b, storage, dims, lanes), Space.plain(out_shape), len(out_shape) - 1)
+    group_col = b.mul(g, _c(p.cols))
+    with for_range(b, 0, rows, name="r") as r:
+        i = b.add(i0, r)
+        index = _unflatten(b, i, tuple(k.out.shape[:-1])) if epi is not None else []
+        crow = b.gep(c, [b.add(b.mul(i, _c(p.ldc)), group_col)])
+        with for_range(b, 0, nv, name="v") as v:
+            col = b.add(j0, b.mul(v, _c(lanes)))
+            left = _clamp(b, b.sub(_c(p.cols), col), lanes)
+            value = b.load(b.gep(tile, [b.add(b.mul(r, nv), v)]))
+            ptr = b.gep(crow, [col])
+            mask = lane_mask(b, lanes, left) if lanes > 1 else None
+            value = _add_previous(b, k, value, ptr, mask, left, lanes, add_prev)
+            if epi is not None:
+                pre = b.block
+                with b.if_then(apply):
+                    done = epi.emit(k.epilogue, [*index, b.add(group_col, col)], lanes, mask, acc=value)
+                    body = b.block
+                merged = b.phi(value.type)
+                merged.add_incoming(value, pre)
+                merged.add_incoming(done, body)
+                value = merged
+            if lanes > 1:
+                store_vector(b, to_memory(b, value), ptr, mask)
+            else:
+                with b.if_then(b.icmp_signed(">", left, _c(0))):
+                    b.store(to_memory(b, value), ptr)
+    b.ret_void()
+
+
+__all__ = ["ConvPlan", "plan", "emit_conv", "scratch_bytes", "task_count"]
