@@ -370,12 +370,12 @@ def test_native_matches_interpreter(native, i):
     _check_native(lib, module, f"g{i}", NATIVE[i]["shape"])
 
 
-# The kernels' other paths: deep taps sliced by whole taps (3x3x64 > KC), one tap sliced by
-# channels (1x1x400), filter panels by vector copies (Cg % 8 == 0), partial column panels
+# The kernels' other paths: deep taps sliced by whole taps (3x3x160 > 1152), one tap sliced by
+# channels (1x1x1200), the filter gradient reading A in place (Cg % 8 == 0), partial column panels
 # (OC 37), a C wider than tall (batch 1, 1x1 image: split by columns), f64.
 PATHS = [
-    ("taps", (2, 6, 5, 64), (3, 3, 64, 40), {"padding": (1, 1, 1, 1)}, F32),
-    ("chunks", (1, 3, 4, 400), (1, 1, 400, 33), {}, F32),
+    ("taps", (2, 6, 5, 160), (3, 3, 160, 40), {"padding": (1, 1, 1, 1)}, F32),
+    ("chunks", (1, 3, 4, 1200), (1, 1, 1200, 33), {}, F32),
     ("vector_filter", (3, 7, 6, 32), (3, 2, 16, 38), {"strides": (2, 1), "padding": (2, 0, 1, 1), "groups": 2}, F32),
     ("wide", (1, 1, 1, 24), (1, 1, 24, 200), {}, F32),
     ("strided_input", (2, 9, 10, 16), (3, 3, 16, 24), {"strides": (2, 3), "padding": (1, 1, 1, 1)}, F32),
@@ -405,7 +405,7 @@ def test_native_paths_match_interpreter(paths, name, xs, ws, geo, dtype):
 def test_paths_are_the_ones_named():
     """The PATHS cases reach the plan they are named after."""
     from compiler.codegen.conv import plan
-    from compiler.codegen.loops import conv_kernel, Buffer
+    from compiler.codegen.loops import Buffer, conv_kernel
 
     def plan_of(kind, xs, ws, geo):
         full = {"strides": (1, 1), "padding": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1, **geo}
@@ -413,11 +413,13 @@ def test_paths_are_the_ones_named():
         buf = Buffer("%t", F32, (1, 1, 1, 1), "temp")
         return plan(conv_kernel(kind, s, buf, buf, buf), 16)
 
-    assert plan_of("forward", *PATHS[0][1:4]).slices == 2        # 5 + 4 taps of 64 channels
+    assert plan_of("forward", *PATHS[0][1:4]).slices == 2        # 5 + 4 taps of 160 channels
     chunks = plan_of("forward", *PATHS[1][1:4])
-    assert (chunks.chunks, chunks.chunk, chunks.slices) == (2, 200, 2)
-    assert plan_of("input", *PATHS[0][1:4]).slices == 1          # 9 taps of 40 output channels <= KC
-    assert plan_of("filter", *PATHS[2][1:4]).rows == 3 * 2 * 16
+    assert (chunks.chunks, chunks.chunk, chunks.slices) == (2, 600, 2)
+    assert plan_of("input", *PATHS[0][1:4]).slices == 1          # 9 taps of 40 output channels
+    filter_plan = plan_of("filter", *PATHS[2][1:4])
+    assert filter_plan.rows == 3 * 2 * 16 and filter_plan.filter_indirect
+    assert not plan_of("filter", (1, 5, 5, 3), (3, 3, 3, 8), {}).filter_indirect
 
 
 def test_bias_and_activation_fuse_into_the_epilogue():
@@ -454,7 +456,8 @@ def test_in_place_kernel_update_sees_the_whole_gradient():
     lib = runtime.compile(Module([func]), cache=False, passes="")
     rng = np.random.default_rng(7)
     wv = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
-    xv, dyv = rng.standard_normal((3, 20, 20, 8)).astype(np.float32), rng.standard_normal((3, 20, 20, 16)).astype(np.float32)
+    xv = rng.standard_normal((3, 20, 20, 8)).astype(np.float32)
+    dyv = rng.standard_normal((3, 20, 20, 16)).astype(np.float32)
     want = interpret(func, [wv.copy(), xv, dyv])[0]
     lib.step(wv, xv, dyv)
     np.testing.assert_allclose(wv, want, rtol=1e-5, atol=1e-5)

@@ -23,8 +23,8 @@ Symbolic dims stay symbolic: ``cost.flops`` is a :class:`Poly` such as
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op

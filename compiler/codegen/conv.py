@@ -46,15 +46,36 @@ from llvmlite import ir
 
 from ..ir.types import DType
 from .emitter import Emitter, to_memory
-from .gemm import (ADD_PREVIOUS, ADD_TO_C, C_COST, EPILOGUE, KC, MC, MIN_TASK_WORK, NC, TO_C, TO_TILE,
-                   _add_previous, _clamp, _pack_b_function, _pack_transposed, _packed_micro_function,
-                   _shared, _write_accumulators, max_tasks, reads_output, tile_shape)
+from .gemm import (
+    ADD_PREVIOUS,
+    ADD_TO_C,
+    C_COST,
+    EPILOGUE,
+    MC,
+    MIN_TASK_WORK,
+    NC,
+    TO_C,
+    TO_TILE,
+    _add_previous,
+    _clamp,
+    _pack_b_function,
+    _pack_transposed,
+    _packed_micro_function,
+    _shared,
+    _write_accumulators,
+    max_tasks,
+    reads_output,
+    tile_shape,
+)
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .llvmutil import I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
 from .loops import Conv
 from .threads import split
 
 POINTER_BYTES = 8
+INDIRECT_KC = 1152       # deepest slice of the indirect kernel (whole taps: 3x3x128 is one)
+FILTER_KC = int(__import__("os").environ.get("FKC", "384"))
+UNROLL_TAPS = 25         # kernels of at most this many taps have their tap loops unrolled
 
 
 def _up(x: int, to: int) -> int:
@@ -101,6 +122,12 @@ class ConvPlan:
         return self.taps_per_slice * self.chunk
 
     @property
+    def filter_indirect(self) -> bool:
+        """The filter gradient reads A through a pixel table (8-row tiles of one tap's
+        consecutive channels), rather than packing it."""
+        return self.kind == "filter" and self.mr == 8 and self.tap_depth % 8 == 0 and self.lanes >= 8
+
+    @property
     def panel_columns(self) -> int:
         """Columns of a packed B block: ``min(cols, NC)`` in whole panels."""
         return _up(min(self.cols, NC), self.nr)
@@ -113,11 +140,12 @@ def plan(k: Conv, lanes: int) -> ConvPlan:
     mr, nv = tile_shape(lanes)
     if k.kind == "filter":
         rows = s.kh * s.kw * s.cg
-        return ConvPlan("filter", lanes, mr, nv, cols=s.ocg, ldc=s.oc, rows=rows, accumulate=reads_output(k))
+        return ConvPlan("filter", lanes, mr, nv, cols=s.ocg, ldc=s.oc, taps=s.kh * s.kw, tap_depth=s.cg,
+                        src_channels=s.c, rows=rows, accumulate=reads_output(k))
     depth, src_channels, cols, ldc = ((s.cg, s.c, s.ocg, s.oc) if k.kind == "forward" else
                                       (s.ocg, s.oc, s.cg, s.c))
     taps = s.kh * s.kw
-    limit = taps * depth if reads_output(k) else KC     # an epilogue reading C: one slice, no partial sums
+    limit = taps * depth if reads_output(k) else INDIRECT_KC   # an epilogue reading C: one slice
     if depth <= limit:
         per = max(limit // depth, 1)
         per = -(-taps // -(-taps // per))               # balanced: slices of equal taps (but the last)
@@ -132,12 +160,23 @@ def scratch_bytes(k: Conv, lanes: int) -> int:
     p = plan(k, lanes)
     item = k.dtype.itemsize
     if p.kind == "filter":
-        regions = [KC * p.panel_columns, KC * _up(min(p.rows, MC), p.mr)]
-        if p.accumulate:
-            regions.append(_up(p.rows, p.mr) * _up(p.cols, p.nr))
-        return sum(_up(r * item, 64) for r in regions)
+        return sum(_filter_region_sizes(p, item))
     table = MC * p.taps_per_slice * POINTER_BYTES
     return _up(p.max_depth * p.panel_columns * item, 64) + _up(table, 64)
+
+
+def _filter_region_sizes(p: ConvPlan, item: int) -> list[int]:
+    """Bytes (multiples of 64) of the filter gradient's B block, A block or pixel table,
+    and accumulator (0 unless the epilogue reads C)."""
+    second = FILTER_KC * p.taps * POINTER_BYTES if p.filter_indirect else FILTER_KC * _up(min(p.rows, MC), p.mr) * item
+    acc = _up(p.rows, p.mr) * _up(p.cols, p.nr) * item if p.accumulate else 0
+    return [_up(FILTER_KC * p.panel_columns * item, 64), _up(second, 64), _up(acc, 64)]
+
+
+def _filter_regions(p: ConvPlan, item: int) -> tuple[int, int]:
+    """Byte offsets of the filter gradient's second region and of its accumulator."""
+    sizes = _filter_region_sizes(p, item)
+    return sizes[0], sizes[0] + sizes[1]
 
 
 def _gemm_rows(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Value:
@@ -318,50 +357,62 @@ class _ConvEmitter:
 
     def filter_block(self, g, jc, ncur, ilo, ihi) -> None:
         b, p, k, s = self.b, self.p, self.k, self.s
-        item = k.dtype.itemsize
         x, dy = self.kc.pointer(k.a), self.kc.pointer(k.b)
         bpack = self.scratch
-        apack = b.gep(self.scratch, [_c(_up(KC * p.panel_columns * item, 64) // item)])
-        acc_at = _up(KC * p.panel_columns * item, 64) + _up(KC * _up(min(p.rows, MC), p.mr) * item, 64)
-        acc = b.gep(self.scratch, [_c(acc_at // item)])
+        second, acc_at = _filter_regions(p, k.dtype.itemsize)
+        region = b.bitcast(b.gep(b.bitcast(self.scratch, I8P), [_c(second)]), self.ety.as_pointer())
+        acc = b.bitcast(b.gep(b.bitcast(self.scratch, I8P), [_c(acc_at)]), self.ety.as_pointer())
         acc_ld = _up(p.cols, p.nr)
         depth_total = _depth(self.kc, k, p)
-        slices = _ceil_div(b, depth_total, KC)
+        slices = _ceil_div(b, depth_total, FILTER_KC)
         depth = b.sdiv(b.add(depth_total, b.sub(slices, _c(1))), _max(b, slices, _c(1)))
         depth = _max(b, depth, _c(1))
         pack_b = _pack_b_function(b.module, k.dtype, p.lanes, p.nv, False)
-        pack_a = _pack_filter_a_function(self.kc, k, p)
-        micro = _packed_micro_function(b.module, k.dtype, p.lanes, p.mr, p.nv)
         # at least one slice: a batch of 0 images gives dw = 0 (through the epilogue)
         with for_range(b, 0, _max(b, depth_total, _c(1)), depth, name="pc") as pc:
             kcur = _max(b, _min(b, depth, b.sub(depth_total, pc)), _c(0))
             first = b.icmp_signed("==", pc, _c(0))
             last = b.icmp_signed(">=", b.add(pc, depth), depth_total)
             b.call(pack_b, [b.gep(dy, [b.mul(g, _c(p.cols))]), _c(s.oc), _c(0), pc, kcur, jc, ncur, bpack])
-            with for_range(b, ilo, ihi, MC, name="ic") as ic:
-                mcur = _min(b, _c(MC), b.sub(ihi, ic))
-                b.call(pack_a, [x, g, ic, mcur, pc, kcur, apack])
+            if p.filter_indirect:
+                # A read in place through a table of pixel pointers, one per tap and pixel
+                table = b.bitcast(region, self.ety.as_pointer().as_pointer())
+                zeros = _zero_row(b.module, k.dtype, s.c)
+                b.call(_filter_table_function(self.kc, k, p), [x, pc, kcur, table, zeros])
+                micro = _indirect_k_micro_function(b.module, k.dtype, p.lanes, p.mr, p.nv)
 
-                def call_micro(ir_, bpanel, cptr, mode, ic=ic, kcur=kcur):
-                    b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile, cptr, _c(p.ldc), mode])
+                def call_micro(ir_, bpanel, cptr, ldc, mode, kcur=kcur, table=table, base=ilo):
+                    row = b.add(base, ir_)
+                    tap, c0 = b.udiv(row, _c(s.cg)), b.urem(row, _c(s.cg))
+                    b.call(micro, [b.gep(table, [b.mul(tap, kcur)]), b.add(b.mul(g, _c(s.cg)), c0), kcur,
+                                   bpanel, self.tile, cptr, ldc, mode])
+                self.filter_tiles(g, jc, ncur, ilo, b.sub(ihi, ilo), kcur, first, last, bpack, call_micro, acc, acc_ld)
+            else:
+                pack_a = _pack_filter_a_function(self.kc, k, p)
+                micro_p = _packed_micro_function(b.module, k.dtype, p.lanes, p.mr, p.nv)
+                with for_range(b, ilo, ihi, MC, name="ic") as ic:
+                    mcur = _min(b, _c(MC), b.sub(ihi, ic))
+                    b.call(pack_a, [x, g, ic, mcur, pc, kcur, region])
 
-                if not p.accumulate:
-                    self.tiles(g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro)
-                else:
-                    self.accumulate(ic, mcur, jc, ncur, kcur, first, bpack, apack, acc, acc_ld, micro)
+                    def call_packed(ir_, bpanel, cptr, ldc, mode, kcur=kcur):
+                        b.call(micro_p, [b.gep(region, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile, cptr, ldc, mode])
+                    self.filter_tiles(g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_packed, acc, acc_ld)
         if p.accumulate:
             self.flush_accumulator(g, jc, ncur, ilo, ihi, acc, acc_ld)
 
-    def accumulate(self, ic, mcur, jc, ncur, kcur, first, bpack, apack, acc, acc_ld, micro) -> None:
-        """A slice's tiles into the per-task accumulator (padded: every tile whole, straight
-        from the registers)."""
+    def filter_tiles(self, g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro, acc, acc_ld) -> None:
+        """A slice's tiles: to C (:meth:`tiles`), or, when the epilogue reads C, into the
+        per-task accumulator (padded: every tile whole, straight from the registers)."""
         b, p = self.b, self.p
+        if not p.accumulate:
+            self.tiles(g, jc, ncur, ic, mcur, kcur, first, last, bpack,
+                       lambda ir_, bpanel, cptr, mode: call_micro(ir_, bpanel, cptr, _c(p.ldc), mode))
+            return
         with for_range(b, 0, ncur, p.nr, name="jr") as jr:
             bpanel = b.gep(bpack, [b.mul(jr, kcur)])
             with for_range(b, 0, mcur, p.mr, name="ir") as ir_:
                 cptr = b.gep(acc, [b.add(b.mul(b.add(ic, ir_), _c(acc_ld)), b.add(jc, jr))])
-                mode = b.select(first, _c(TO_C), _c(ADD_TO_C))
-                b.call(micro, [b.gep(apack, [b.mul(ir_, kcur)]), bpanel, kcur, self.tile, cptr, _c(acc_ld), mode])
+                call_micro(ir_, bpanel, cptr, _c(acc_ld), b.select(first, _c(TO_C), _c(ADD_TO_C)))
 
     def flush_accumulator(self, g, jc, ncur, ilo, ihi, acc, acc_ld) -> None:
         """The accumulated sums, tile by tile, through the store function's epilogue."""
@@ -444,6 +495,74 @@ def _indirect_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: 
     return fn
 
 
+def _indirect_k_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: int, nv: int) -> ir.Function:
+    """``tile = sum_p ind[p][coff + r] * bp[p NR ..]``: A's ``rows`` rows are consecutive
+    elements at a pointer that changes with k (the filter gradient: 8 channels of one tap,
+    at each pixel).
+
+    Signature: ``(T** ind, i64 coff, i64 k, T* bp, <W x T>* tile, T* c, i64 ldc, i64 mode)``."""
+    ety = memory_type(dtype)
+    vty = value_type(dtype, lanes)
+    nr = nv * lanes
+    name = f"dlc.conv.indirectk{rows}x{nr}.{type_suffix(value_type(dtype, 1))}"
+    fn, fresh = _shared(module, name, ir.VoidType(),
+                        [ety.as_pointer().as_pointer(), I64, I64, ety.as_pointer(), vty.as_pointer(),
+                         ety.as_pointer(), I64, I64])
+    if not fresh:
+        return fn
+    ind, coff, kk, bp, tile, c, ldc, mode = fn.args
+    for arg in (bp, tile, c):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    e = Emitter(b, lanes, dtype)
+    accs = [[alloca(b, vty) for _ in range(nv)] for _ in range(rows)]
+    for row in accs:
+        for slot in row:
+            b.store(const(vty, 0), slot)
+    align = 64 if lanes * dtype.itemsize >= 64 else dtype.itemsize
+    with for_range(b, 0, kk, name="k") as q:
+        arow = b.gep(b.load(b.gep(ind, [q])), [coff])
+        brow = b.gep(bp, [b.mul(q, _c(nr))])
+        bvec = [b.load(b.bitcast(b.gep(brow, [_c(v * lanes)]), vty.as_pointer()), align=align) for v in range(nv)]
+        for r in range(rows):
+            av = splat(b, b.load(b.gep(arow, [_c(r)])), lanes)
+            for v in range(nv):
+                b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
+    _write_accumulators(b, e, accs, tile, c, ldc, mode, lanes)
+    b.ret_void()
+    return fn
+
+
+def _filter_table_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
+    """``<kernel>.table(T* x, i64 q0, i64 kc, T** table, T* zeros)``: for every tap ``t`` and
+    pixel ``q0 + q``, ``table[t kc + q]`` points at channel 0 of the image pixel the tap
+    meets there, or at ``zeros`` in the padding."""
+    s = k.shape
+    ety = memory_type(k.dtype)
+    pptr = ety.as_pointer()
+    fn, fresh = _kernel_helper(kc, "table", [pptr, I64, I64, pptr.as_pointer(), pptr])
+    if not fresh:
+        return fn
+    x, q0, kcur, table, zeros = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    with for_range(b, 0, kcur, name="q") as q:
+        origin = _output_pixel(b, s, b.add(q0, q))
+
+        def entry(tap: ir.Value) -> None:
+            at, ok = _through_tap(b, s, origin, tap)
+            ptr = b.select(ok, b.gep(x, [b.mul(at, _c(s.c))]), zeros)
+            b.store(ptr, b.gep(table, [b.add(b.mul(tap, kcur), q)]))
+
+        if p.taps <= UNROLL_TAPS:
+            for tap in range(p.taps):
+                entry(_c(tap))
+        else:
+            with for_range(b, 0, p.taps, name="tap") as tap:
+                entry(tap)
+    b.ret_void()
+    return fn
+
+
 def _kernel_helper(kc: KernelContext, suffix: str, args: list[ir.Type]) -> tuple[ir.Function, bool]:
     """A helper function of this kernel only (its geometry is baked in)."""
     return _shared(kc.b.module, f"{_kernel_name(kc)}.{suffix}", ir.VoidType(), args)
@@ -479,34 +598,65 @@ def _gather_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
     src, i0, mc, t0, nt, table, zeros = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     mr = p.mr
-    out_h, out_w = (s.oh, s.ow) if p.kind == "forward" else (s.h, s.w)
-    src_h, src_w = (s.h, s.w) if p.kind == "forward" else (s.oh, s.ow)
     (sh, sw), (dh, dw) = s.strides, s.dilations
     top, left = s.padding[0], s.padding[2]
     rows_pad = b.mul(_ceil_div(b, mc, mr), _c(mr))
     with for_range(b, 0, rows_pad, name="r") as r:
         live = b.icmp_signed("<", r, mc)
         m = b.add(i0, b.select(live, r, _c(0)))
-        n, y, x = _unflatten(b, m, (None, out_h, out_w))
         slot = b.add(b.mul(b.sdiv(r, _c(mr)), b.mul(nt, _c(mr))), b.srem(r, _c(mr)))
-        with for_range(b, 0, nt, name="t") as t:
-            tap = b.add(t0, t)
-            i, j = b.sdiv(tap, _c(s.kw)), b.srem(tap, _c(s.kw))
+        if p.kind == "forward":
+            origin = _output_pixel(b, s, m)
+        else:
+            n, y, x = _unflatten(b, m, (None, s.h, s.w))
+
+        def entry(tap: ir.Value, t: ir.Value) -> None:
+            """The table entry of tap ``tap`` (the slice's ``t``-th) for row ``r``."""
             if p.kind == "forward":
-                sy = b.sub(b.add(b.mul(y, _c(sh)), b.mul(i, _c(dh))), _c(top))
-                sx = b.sub(b.add(b.mul(x, _c(sw)), b.mul(j, _c(dw))), _c(left))
-                ok = b.and_(b.icmp_unsigned("<", sy, _c(src_h)), b.icmp_unsigned("<", sx, _c(src_w)))
+                pixel, ok = _through_tap(b, s, origin, tap)
             else:
                 # dx at (y, x) meets dy at ((y + top - i dh) / sh, ...) when that divides evenly
-                sy, oky = _strided(b, b.sub(b.add(y, _c(top)), b.mul(i, _c(dh))), sh, src_h)
-                sx, okx = _strided(b, b.sub(b.add(x, _c(left)), b.mul(j, _c(dw))), sw, src_w)
+                i, j = b.sdiv(tap, _c(s.kw)), b.srem(tap, _c(s.kw))
+                sy, oky = _strided(b, b.sub(b.add(y, _c(top)), b.mul(i, _c(dh))), sh, s.oh)
+                sx, okx = _strided(b, b.sub(b.add(x, _c(left)), b.mul(j, _c(dw))), sw, s.ow)
                 ok = b.and_(oky, okx)
+                pixel = b.add(b.mul(b.add(b.mul(n, _c(s.oh)), sy), _c(s.ow)), sx)
             ok = b.and_(ok, live)
-            pixel = b.add(b.mul(b.add(b.mul(n, _c(src_h)), sy), _c(src_w)), sx)
             ptr = b.select(ok, b.gep(src, [b.mul(pixel, _c(p.src_channels))]), zeros)
             b.store(ptr, b.gep(table, [b.add(slot, b.mul(t, _c(mr)))]))
+
+        if p.taps <= UNROLL_TAPS:
+            # taps unrolled: their offsets are constants, the row's own work is done once
+            for tap in range(p.taps):
+                t = b.sub(_c(tap), t0)
+                with b.if_then(b.icmp_unsigned("<", t, nt)):
+                    entry(_c(tap), t)
+        else:
+            with for_range(b, 0, nt, name="t") as t:
+                entry(b.add(t0, t), t)
     b.ret_void()
     return fn
+
+
+def _output_pixel(b: ir.IRBuilder, s, q: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """For output pixel ``q`` (flat over N, OH, OW): the image row and column kernel tap
+    (0, 0) meets (in padded coordinates less the padding: maybe negative) and the flat
+    pixel index of that position."""
+    n, oy, ox = _unflatten(b, q, (None, s.oh, s.ow))
+    y0 = b.sub(b.mul(oy, _c(s.strides[0])), _c(s.padding[0]))
+    x0 = b.sub(b.mul(ox, _c(s.strides[1])), _c(s.padding[2]))
+    return y0, x0, b.add(b.mul(b.add(b.mul(n, _c(s.h)), y0), _c(s.w)), x0)
+
+
+def _through_tap(b: ir.IRBuilder, s, origin: tuple[ir.Value, ir.Value, ir.Value],
+                 tap: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(flat index of the image pixel that ``tap`` meets from ``origin`` (see
+    :func:`_output_pixel`), whether it lies inside the image rather than the padding)."""
+    y0, x0, flat = origin
+    i, j = b.udiv(tap, _c(s.kw)), b.urem(tap, _c(s.kw))
+    dy, dx = b.mul(i, _c(s.dilations[0])), b.mul(j, _c(s.dilations[1]))
+    ok = b.and_(b.icmp_unsigned("<", b.add(y0, dy), _c(s.h)), b.icmp_unsigned("<", b.add(x0, dx), _c(s.w)))
+    return b.add(flat, b.add(b.mul(dy, _c(s.w)), dx)), ok
 
 
 def _strided(b: ir.IRBuilder, pos: ir.Value, stride: int, size: int) -> tuple[ir.Value, ir.Value]:
@@ -556,11 +706,9 @@ def _pack_filter_a_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Funct
     """``<kernel>.packA(T* x, i64 g, i64 i0, i64 mc, i64 q0, i64 kc, T* ap)``: the filter
     gradient's ``A[(tap, c), q] = x[pixel q through tap, g Cg + c]`` (0 in the padding) for
     rows ``[i0, i0 + mc)`` and pixels ``[q0, q0 + kc)``, into MR-row panels
-    ``ap[ip kc + p MR + r]``; rows past ``mc`` are zero, never stored.
-
-    With ``Cg`` a multiple of 8 (and 8-row panels), a panel is 8 consecutive channels of one
-    tap: each pixel's 8 values are one vector copy, and the pixel's address is computed
-    once for all the tap's panels in the block.  Otherwise element by element."""
+    ``ap[ip kc + p MR + r]``, element by element; rows past ``mc`` are zero, never stored.
+    (The general case: with 8-row tiles of one tap's consecutive channels the kernel
+    reads A in place, :func:`_filter_table_function`.)"""
     s = k.shape
     ety = memory_type(k.dtype)
     pptr = ety.as_pointer()
@@ -573,46 +721,15 @@ def _pack_filter_a_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Funct
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     mr = p.mr
     base = b.gep(x, [b.mul(g, _c(s.cg))])
-
-    def source(q: ir.Value, tap: ir.Value) -> tuple[ir.Value, ir.Value]:
-        """(pointer to channel 0 of group g at pixel q through tap, inside the image)."""
-        n, oy, ox = _unflatten(b, q, (None, s.oh, s.ow))
-        i, j = b.udiv(tap, _c(s.kw)), b.urem(tap, _c(s.kw))
-        sy = b.sub(b.add(b.mul(oy, _c(s.strides[0])), b.mul(i, _c(s.dilations[0]))), _c(s.padding[0]))
-        sx = b.sub(b.add(b.mul(ox, _c(s.strides[1])), b.mul(j, _c(s.dilations[1]))), _c(s.padding[2]))
-        ok = b.and_(b.icmp_unsigned("<", sy, _c(s.h)), b.icmp_unsigned("<", sx, _c(s.w)))
-        pixel = b.add(b.mul(b.add(b.mul(n, _c(s.h)), sy), _c(s.w)), sx)
-        return b.gep(base, [b.mul(b.select(ok, pixel, _c(0)), _c(s.c))]), ok
-
     rows_pad = b.mul(_ceil_div(b, mc, mr), _c(mr))
-    if mr == 8 and s.cg % 8 == 0 and p.lanes >= 8:
-        # taps of the block, each a run of whole panels
-        last_row = b.add(i0, b.sub(rows_pad, _c(1)))
-        tap_lo, tap_hi = b.udiv(i0, _c(s.cg)), b.udiv(last_row, _c(s.cg))
-        zero8 = const(ir.VectorType(ety, 8), 0)
-        with for_range(b, tap_lo, b.add(tap_hi, _c(1)), name="tap") as tap:
-            r_lo = _max(b, b.sub(b.mul(tap, _c(s.cg)), i0), _c(0))
-            r_hi = _min(b, b.sub(b.mul(b.add(tap, _c(1)), _c(s.cg)), i0), rows_pad)
-            c_lo = b.sub(b.add(i0, r_lo), b.mul(tap, _c(s.cg)))
-            with for_range(b, 0, kcur, name="q") as q:
-                ptr, ok = source(b.add(q0, q), tap)
-                mask = splat(b, ok, 8)
-                with for_range(b, r_lo, r_hi, 8, name="r") as r:
-                    live = b.icmp_signed("<", r, mc)
-                    c = b.add(c_lo, b.sub(r, r_lo))
-                    vec = load_vector(b, b.gep(ptr, [c]), 8, b.and_(mask, splat(b, live, 8)))
-                    dst = b.gep(ap, [b.add(b.mul(r, kcur), b.mul(q, _c(8)))])
-                    store_vector(b, b.select(splat(b, live, 8), vec, zero8), dst, None)
-        b.ret_void()
-        return fn
     with for_range(b, 0, rows_pad, name="r") as r:
         live = b.icmp_signed("<", r, mc)
         row = b.add(i0, b.select(live, r, _c(0)))
         tap, c = b.udiv(row, _c(s.cg)), b.urem(row, _c(s.cg))
         dst = b.gep(ap, [b.add(b.mul(b.sdiv(r, _c(mr)), b.mul(kcur, _c(mr))), b.srem(r, _c(mr)))])
         with for_range(b, 0, kcur, name="q") as q:
-            ptr, ok = source(b.add(q0, q), tap)
-            value = b.load(b.gep(ptr, [c]))
+            at, ok = _through_tap(b, s, _output_pixel(b, s, b.add(q0, q)), tap)
+            value = b.load(b.gep(base, [b.add(b.mul(b.select(ok, at, _c(0)), _c(s.c)), c)]))
             value = b.select(b.and_(ok, live), value, const(ety, 0))
             b.store(value, b.gep(dst, [b.mul(q, _c(mr))]))
     b.ret_void()

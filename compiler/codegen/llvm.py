@@ -26,15 +26,14 @@ from llvmlite import ir
 
 from ..diagnostics import LoweringError
 from ..ir.types import Dim
-
 from . import conv
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
-from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic
 from .loops import Buffer, Conv, Elementwise, Kernel, Matmul, Program, Reduce
 from .sparse_gemm import enable_skip_zeros
 from .target import CodegenOptions
+from .threads import MAX_THREADS, parallel_call, pool
 
 ALIGN = 64
 

@@ -26,8 +26,8 @@ them gets the same native kernel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -227,8 +227,8 @@ def _tap(xp: np.ndarray, s: ConvShape, i: int, j: int) -> np.ndarray:
 
 
 def _padded_zeros(s: ConvShape, n: int, dtype) -> np.ndarray:
-    t, b, l, r = s.padding
-    return np.zeros((n, s.h + t + b, s.w + l + r, s.c), dtype)
+    top, bottom, left, right = s.padding
+    return np.zeros((n, s.h + top + bottom, s.w + left + right, s.c), dtype)
 
 
 def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
@@ -245,9 +245,9 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, s: ConvShape) -> np.ndarray:
     """``y[n, oy, ox, o] = sum_{i, j, c} xpad[n, oy*sh + i*dh, ox*sw + j*dw, g*Cg + c] w[i, j, c, o]``
     (``g`` the group of ``o``), accumulated in float64."""
     n = x.shape[0]
-    t, _, l, _ = s.padding
+    top, _, left, _ = s.padding
     xp = _padded_zeros(s, n, np.float64)
-    xp[:, t:t + s.h, l:l + s.w] = x
+    xp[:, top:top + s.h, left:left + s.w] = x
     wt = _kernel_taps(w, s)
     y = np.zeros((n, s.oh, s.ow, s.groups, s.ocg))
     for i in range(s.kh):
@@ -261,23 +261,23 @@ def backprop_input_reference(dy: np.ndarray, w: np.ndarray, s: ConvShape) -> np.
     through every tap, ``dxpad[.., oy*sh + i*dh, ox*sw + j*dw, g*Cg + c] += dy[.., o] w[i, j, c, o]``,
     then the padding cut off."""
     n = dy.shape[0]
-    t, _, l, _ = s.padding
+    top, _, left, _ = s.padding
     dxp = _padded_zeros(s, n, np.float64)
     wt = _kernel_taps(w, s)
     dyg = _grouped(dy.astype(np.float64), s.groups)
     for i in range(s.kh):
         for j in range(s.kw):
             _grouped(_tap(dxp, s, i, j), s.groups)[...] += np.einsum("nyxgo,cgo->nyxgc", dyg, wt[i, j])
-    return dxp[:, t:t + s.h, l:l + s.w].astype(dy.dtype)
+    return dxp[:, top:top + s.h, left:left + s.w].astype(dy.dtype)
 
 
 def backprop_filter_reference(x: np.ndarray, dy: np.ndarray, s: ConvShape) -> np.ndarray:
     """The adjoint of :func:`conv2d_reference` in ``w``:
     ``dw[i, j, c, o] = sum_{n, oy, ox} xpad[n, oy*sh + i*dh, ox*sw + j*dw, g*Cg + c] dy[n, oy, ox, o]``."""
     n = x.shape[0]
-    t, _, l, _ = s.padding
+    top, _, left, _ = s.padding
     xp = _padded_zeros(s, n, np.float64)
-    xp[:, t:t + s.h, l:l + s.w] = x
+    xp[:, top:top + s.h, left:left + s.w] = x
     dyg = _grouped(dy.astype(np.float64), s.groups)
     dw = np.zeros((s.kh, s.kw, s.cg, s.groups, s.ocg))
     for i in range(s.kh):
@@ -288,6 +288,11 @@ def backprop_filter_reference(x: np.ndarray, dy: np.ndarray, s: ConvShape) -> np
 
 # ---------------------------------------------------------------------------
 # conv2d
+
+
+def _example(*parts: str) -> str:
+    """An op's IR example (one line of IR text, written in parts) ending its docstring."""
+    return "    " + "".join(parts) + "\n    "
 
 
 CONV_ATTRS = {"strides": attr("ints", (1, 1)), "padding": attr("ints", (0, 0, 0, 0)),
@@ -313,8 +318,9 @@ conv2d = define(
     ``y[n, oy, ox, o] = sum_{i, j, c} xpad[n, oy*sh + i*dh, ox*sw + j*dw, g*C/groups + c] w[i, j, c, o]``
     with ``g = o // (OC / groups)``; ``groups = C`` is depthwise.
 
-    %2 = "dl.conv2d"(%0, %1) {dilations = [1, 1], groups = 1, padding = [1, 1, 1, 1], strides = [1, 1]} : (tensor<?x28x28x1xf32, "N">, tensor<3x3x1x8xf32>) -> tensor<?x28x28x8xf32, "N">
-    """)
+    """ + _example('%2 = "dl.conv2d"(%0, %1) ',
+                   '{dilations = [1, 1], groups = 1, padding = [1, 1, 1, 1], strides = [1, 1]}',
+                   ': (tensor<?x28x28x1xf32, "N">, tensor<3x3x1x8xf32>) -> tensor<?x28x28x8xf32, "N">'))
 
 
 @conv2d.def_reference
@@ -370,8 +376,9 @@ conv2d_backprop_input = define(
     ``dx[n, y, x, g*C/groups + c] = sum dy[n, oy, ox, o] w[i, j, c, o]`` over the taps with
     ``y + top = oy*sh + i*dh``, ``x + left = ox*sw + j*dw`` and ``o`` in group ``g``.
 
-    %2 = "dl.conv2d_backprop_input"(%0, %1) {dilations = [1, 1], groups = 1, input_size = [28, 28], padding = [1, 1, 1, 1], strides = [1, 1]} : (tensor<?x28x28x8xf32, "N">, tensor<3x3x1x8xf32>) -> tensor<?x28x28x1xf32, "N">
-    """)
+    """ + _example('%2 = "dl.conv2d_backprop_input"(%0, %1) ',
+                   '{dilations = [1, 1], groups = 1, input_size = [28, 28], padding = [1, 1, 1, 1], strides = [1, 1]}',
+                   ': (tensor<?x28x28x8xf32, "N">, tensor<3x3x1x8xf32>) -> tensor<?x28x28x1xf32, "N">'))
 
 
 @conv2d_backprop_input.def_reference
@@ -425,8 +432,9 @@ conv2d_backprop_filter = define(
 
     ``dw[i, j, c, o] = sum_{n, oy, ox} xpad[n, oy*sh + i*dh, ox*sw + j*dw, g*C/groups + c] dy[n, oy, ox, o]``.
 
-    %2 = "dl.conv2d_backprop_filter"(%0, %1) {dilations = [1, 1], filter_size = [3, 3], groups = 1, padding = [1, 1, 1, 1], strides = [1, 1]} : (tensor<?x28x28x1xf32, "N">, tensor<?x28x28x8xf32, "N">) -> tensor<3x3x1x8xf32>
-    """)
+    """ + _example('%2 = "dl.conv2d_backprop_filter"(%0, %1) ',
+                   '{dilations = [1, 1], filter_size = [3, 3], groups = 1, padding = [1, 1, 1, 1], strides = [1, 1]}',
+                   ': (tensor<?x28x28x1xf32, "N">, tensor<?x28x28x8xf32, "N">) -> tensor<3x3x1x8xf32>'))
 
 
 @conv2d_backprop_filter.def_reference
@@ -477,12 +485,9 @@ conv1d = define(
     ``padding = (left, right)``, one stride and one dilation.  It is ``conv2d`` over
     ``[N, 1, L, C]`` (its decomposition).
 
-    %2 = "dl.conv1d"(%0, %1) {dilations = [1], groups = 1, padding = [0, 0], strides = [1]} : (tensor<?x100x4xf32, "N">, tensor<5x4x8xf32>) -> tensor<?x96x8xf32, "N">
-    """)
-
-
-def _rows(b, v, shape):
-    return b.reshape(v, shape=shape)
+    """ + _example('%2 = "dl.conv1d"(%0, %1) ',
+                   '{dilations = [1], groups = 1, padding = [0, 0], strides = [1]}',
+                   ': (tensor<?x100x4xf32, "N">, tensor<5x4x8xf32>) -> tensor<?x96x8xf32, "N">'))
 
 
 @conv1d.def_reference
@@ -495,20 +500,20 @@ def _(x, w, **geo):
 def _(b, op):
     # conv1d(x, w) = conv2d(x[:, None], w[None])[:, 0]
     x, w = op.operands
-    y = b.conv2d(_rows(b, x, (x.type.shape[0], 1, *x.type.shape[1:])), _rows(b, w, (1, *w.type.shape)),
+    y = b.conv2d(b.reshape(x, shape=(x.type.shape[0], 1, *x.type.shape[1:])), b.reshape(w, shape=(1, *w.type.shape)),
                  **_as_2d(**_geometry(op.attrs)))
-    return [_rows(b, y, op.result.type.shape)]
+    return [b.reshape(y, shape=op.result.type.shape)]
 
 
 @conv1d.def_vjp
 def _(b, op, ct):
     x, w = op.operands
     geo = _as_2d(**_geometry(op.attrs))
-    x2 = _rows(b, x, (x.type.shape[0], 1, *x.type.shape[1:]))
-    ct2 = _rows(b, ct, (ct.type.shape[0], 1, *ct.type.shape[1:]))
-    dx = b.conv2d_backprop_input(ct2, _rows(b, w, (1, *w.type.shape)), input_size=(1, x.type.shape[1]), **geo)
+    x2 = b.reshape(x, shape=(x.type.shape[0], 1, *x.type.shape[1:]))
+    ct2 = b.reshape(ct, shape=(ct.type.shape[0], 1, *ct.type.shape[1:]))
+    dx = b.conv2d_backprop_input(ct2, b.reshape(w, shape=(1, *w.type.shape)), input_size=(1, x.type.shape[1]), **geo)
     dw = b.conv2d_backprop_filter(x2, ct2, filter_size=(1, w.type.shape[0]), **geo)
-    return [_rows(b, dx, x.type.shape), _rows(b, dw, w.type.shape)]
+    return [b.reshape(dx, shape=x.type.shape), b.reshape(dw, shape=w.type.shape)]
 
 
 # ---------------------------------------------------------------------------
@@ -554,8 +559,10 @@ conv2d_transpose = define(
     gradient of the ``conv2d`` from ``[N, OH, OW, OC]`` with the same kernel and attributes,
     ``conv2d_backprop_input(x, w)`` (its decomposition).
 
-    %2 = "dl.conv2d_transpose"(%0, %1) {dilations = [1, 1], groups = 1, output_padding = [1, 1], padding = [1, 1, 1, 1], strides = [2, 2]} : (tensor<?x7x7x16xf32, "N">, tensor<3x3x8x16xf32>) -> tensor<?x14x14x8xf32, "N">
-    """)
+    """ + _example('%2 = "dl.conv2d_transpose"(%0, %1) ',
+                   '{dilations = [1, 1], groups = 1, output_padding = [1, 1], ',
+                   'padding = [1, 1, 1, 1], strides = [2, 2]}',
+                   ': (tensor<?x7x7x16xf32, "N">, tensor<3x3x8x16xf32>) -> tensor<?x14x14x8xf32, "N">'))
 
 
 def _transpose_as_backprop(x: TensorType, w: TensorType, attrs: dict) -> dict:
