@@ -380,6 +380,10 @@ PATHS = [
     ("wide", (1, 1, 1, 24), (1, 1, 24, 200), {}, F32),
     ("strided_input", (2, 9, 10, 16), (3, 3, 16, 24), {"strides": (2, 3), "padding": (1, 1, 1, 1)}, F32),
     ("f64", (2, 6, 7, 16), (3, 3, 8, 20), {"padding": (1, 0, 0, 1), "groups": 2, "dilations": (2, 1)}, F64),
+    ("depthwise", (3, 9, 8, 40), (3, 3, 1, 40), {"strides": (2, 1), "padding": (1, 1, 0, 2), "groups": 40}, F32),
+    ("depthwise_f64", (2, 7, 7, 24), (5, 5, 1, 24), {"strides": (1, 2), "padding": (2, 2, 2, 2), "dilations": (1, 2),
+                                                     "groups": 24}, F64),
+    ("multiplier", (2, 6, 5, 4), (3, 3, 1, 12), {"padding": (1, 1, 1, 1), "groups": 4}, F32),
 ]
 
 
@@ -420,44 +424,53 @@ def test_paths_are_the_ones_named():
     filter_plan = plan_of("filter", *PATHS[2][1:4])
     assert filter_plan.rows == 3 * 2 * 16 and filter_plan.filter_indirect
     assert not plan_of("filter", (1, 5, 5, 3), (3, 3, 3, 8), {}).filter_indirect
+    for kind in ("forward", "input", "filter"):
+        assert plan_of(kind, *PATHS[6][1:4]).depthwise and plan_of(kind, *PATHS[7][1:4]).depthwise
+        assert not plan_of(kind, *PATHS[8][1:4]).depthwise          # 3 outputs per channel: a GEMM per group
 
 
-def test_bias_and_activation_fuse_into_the_epilogue():
+@pytest.mark.parametrize("groups", [1, 5])
+def test_bias_and_activation_fuse_into_the_epilogue(groups):
     import runtime
     from compiler.codegen.bufferize import lower_function
     from compiler.codegen.loops import Conv
 
-    func, b = new_function("layer", [("x", T(F32, "N", 9, 8, 5)), ("w", T(F32, 3, 3, 5, 37)), ("bias", T(F32, 37))])
-    func.outputs = [b.relu(b.add(b.conv2d(func.params[0], func.params[1], padding=(1, 1, 1, 1)), func.params[2]))]
+    c = 5 if groups > 1 else 37
+    func, b = new_function("layer", [("x", T(F32, "N", 9, 8, 5)), ("w", T(F32, 3, 3, 5 // groups, c)),
+                                     ("bias", T(F32, c))])
+    conv = b.conv2d(func.params[0], func.params[1], padding=(1, 1, 1, 1), groups=groups)
+    func.outputs = [b.relu(b.add(conv, func.params[2]))]
     prog = lower_function(func)
     assert len(prog.kernels) == 1 and isinstance(prog.kernels[0], Conv)
     assert prog.kernels[0].epilogue is not None
     lib = runtime.compile(Module([func]), cache=False, passes="")
     rng = np.random.default_rng(6)
-    args = [rng.standard_normal((3, 9, 8, 5)).astype(np.float32), rng.standard_normal((3, 3, 5, 37)).astype(np.float32),
-            rng.standard_normal(37).astype(np.float32)]
+    args = [rng.standard_normal((3, 9, 8, 5)).astype(np.float32),
+            rng.standard_normal((3, 3, 5 // groups, c)).astype(np.float32), rng.standard_normal(c).astype(np.float32)]
     np.testing.assert_allclose(lib.layer(*args), interpret(func, args)[0], rtol=2e-5, atol=2e-5)
 
 
-def test_in_place_kernel_update_sees_the_whole_gradient():
+@pytest.mark.parametrize("groups", [1, 8])
+def test_in_place_kernel_update_sees_the_whole_gradient(groups):
     """``w -= lr * dw`` in place: the filter gradient's epilogue reads ``w``, so the K slices
     (a batch of 3 x 20 x 20 pixels is several) accumulate elsewhere first."""
     import runtime
     from compiler.codegen.bufferize import lower_function
 
-    func, b = new_function("step", [("w", T(F32, 3, 3, 8, 16)), ("x", T(F32, "N", 20, 20, 8)),
-                                    ("dy", T(F32, "N", 20, 20, 16))])
+    oc = 16 if groups == 1 else 8
+    func, b = new_function("step", [("w", T(F32, 3, 3, 8 // groups, oc)), ("x", T(F32, "N", 20, 20, 8)),
+                                    ("dy", T(F32, "N", 20, 20, oc))])
     w, x, dy = func.params
-    dw = b.conv2d_backprop_filter(x, dy, filter_size=(3, 3), padding=(1, 1, 1, 1))
+    dw = b.conv2d_backprop_filter(x, dy, filter_size=(3, 3), padding=(1, 1, 1, 1), groups=groups)
     func.outputs = [b.sub(w, b.mul(b.constant(0.01, F32), dw))]
     func.attrs["inplace"] = ((0, "w"),)
     prog = lower_function(func)
     assert len(prog.kernels) == 1 and prog.kernels[0].out.inplace_of is prog.params[0]
     lib = runtime.compile(Module([func]), cache=False, passes="")
     rng = np.random.default_rng(7)
-    wv = rng.standard_normal((3, 3, 8, 16)).astype(np.float32)
+    wv = rng.standard_normal((3, 3, 8 // groups, oc)).astype(np.float32)
     xv = rng.standard_normal((3, 20, 20, 8)).astype(np.float32)
-    dyv = rng.standard_normal((3, 20, 20, 16)).astype(np.float32)
+    dyv = rng.standard_normal((3, 20, 20, oc)).astype(np.float32)
     want = interpret(func, [wv.copy(), xv, dyv])[0]
     lib.step(wv, xv, dyv)
     np.testing.assert_allclose(wv, want, rtol=1e-5, atol=1e-5)
@@ -468,7 +481,9 @@ def test_results_are_identical_across_thread_counts():
     from compiler.codegen import threads
 
     s = conv_shape(1, (20, 19, 16), (3, 3, 16, 48), strides=(1, 1), padding=(1, 1, 1, 1), dilations=(1, 1), groups=1)
+    d = conv_shape(1, (20, 19, 48), (3, 3, 1, 48), strides=(1, 1), padding=(1, 1, 1, 1), dilations=(1, 1), groups=48)
     funcs = _conv_functions("t", s, {"padding": (1, 1, 1, 1)})
+    funcs += _conv_functions("d", d, {"padding": (1, 1, 1, 1), "groups": 48})
     lib = runtime.compile(Module(funcs), cache=False, passes="")
     rng = np.random.default_rng(8)
     x = rng.standard_normal((6, 20, 19, 16)).astype(np.float32)
@@ -477,7 +492,10 @@ def test_results_are_identical_across_thread_counts():
     results = []
     for n in (1, 2, 3):
         threads.set_num_threads(lib._library, n)
-        results.append((lib.t_fwd(x, w), lib.t_inp(dy, w), lib.t_flt(x, dy)))
+        xd = np.concatenate([x, x, x], axis=3)
+        wd = w[:, :, :1, :]
+        results.append((lib.t_fwd(x, w), lib.t_inp(dy, w), lib.t_flt(x, dy),
+                        lib.d_fwd(xd, wd), lib.d_inp(dy, wd), lib.d_flt(xd, dy)))
     threads.set_num_threads(lib._library, threads.num_threads())
     for other in results[1:]:
         for a, b in zip(results[0], other):

@@ -91,7 +91,8 @@ class ConvPlan:
     product) from a source image of ``src_channels``; slice ``q`` covers
     ``taps_per_slice`` whole taps, or (``chunks > 1``) one tap's channel chunk
     ``q % chunks`` of ``chunk`` channels.  filter: ``rows`` of C (KH KW Cg); ``accumulate``:
-    the slices' sums go to a per-task region before the epilogue sees them."""
+    the slices' sums go to a per-task region before the epilogue sees them.  ``depthwise``:
+    no GEMM (one channel per group, ``cols`` the channels): :class:`_Depthwise`."""
 
     kind: str
     lanes: int
@@ -107,6 +108,7 @@ class ConvPlan:
     chunk: int = 0
     rows: int = 0
     accumulate: bool = False
+    depthwise: bool = False
 
     @property
     def nr(self) -> int:
@@ -138,6 +140,10 @@ def plan(k: Conv, lanes: int) -> ConvPlan:
     s = k.shape
     lanes = max(lanes, 1)
     mr, nv = tile_shape(lanes)
+    if s.cg == 1 and s.ocg == 1 and s.kh * s.kw <= UNROLL_TAPS and lanes >= 4:
+        # depthwise (one input and one output channel per group): direct, over channel vectors
+        return ConvPlan(k.kind, lanes, mr, nv, cols=s.c, ldc=s.c, taps=s.kh * s.kw, tap_depth=1,
+                        src_channels=s.c, depthwise=True)
     if k.kind == "filter":
         rows = s.kh * s.kw * s.cg
         return ConvPlan("filter", lanes, mr, nv, cols=s.ocg, ldc=s.oc, taps=s.kh * s.kw, tap_depth=s.cg,
@@ -159,6 +165,8 @@ def scratch_bytes(k: Conv, lanes: int) -> int:
     indirection table (forward / input) or the packed A block and the accumulator (filter)."""
     p = plan(k, lanes)
     item = k.dtype.itemsize
+    if p.depthwise:
+        return 0
     if p.kind == "filter":
         return sum(_filter_region_sizes(p, item))
     table = MC * p.taps_per_slice * POINTER_BYTES
@@ -199,6 +207,10 @@ def task_count(kc: KernelContext, k: Conv, threads: ir.Value) -> ir.Value:
     """Tasks for ``k``: ``threads``, or fewer when the work or the blocks run short."""
     b = kc.b
     p = plan(k, kc.lanes)
+    if p.depthwise:
+        blocks, work = _depthwise_split(kc, k, p)
+        out = _min(b, _min(b, max_tasks(b, threads), blocks), b.sdiv(work, ir.Constant(I64, MIN_TASK_WORK)))
+        return _max(b, out, ir.Constant(I64, 1))
     rows = _gemm_rows(kc, k, p)
     cols = ir.Constant(I64, p.cols)
     work = b.mul(b.mul(rows, ir.Constant(I64, p.cols * k.shape.groups)),
@@ -232,7 +244,10 @@ def _c(v: int) -> ir.Constant:
 def emit_conv(kc: KernelContext, k: Conv) -> None:
     """Code for one :class:`Conv` kernel (one task's share when ``kc.task`` is set)."""
     p = plan(k, kc.lanes)
-    _ConvEmitter(kc, k, p).emit()
+    if p.depthwise:
+        _Depthwise(kc, k, p).emit()
+    else:
+        _ConvEmitter(kc, k, p).emit()
 
 
 class _ConvEmitter:
@@ -428,6 +443,193 @@ class _ConvEmitter:
                     b.store(vec, b.gep(self.tile, [_c(r * p.nv + v)]))
             b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), self.out, i0, j0, rows, _c(p.nv),
                                 _c(EPILOGUE), g])
+
+
+# ---------------------------------------------------------------------------
+# Depthwise: no GEMM, vectors over channels
+
+
+DEPTHWISE_PIXELS = 16    # output pixels per store call (the tile's rows)
+DEPTHWISE_GROUP = 4      # pixels summed together (independent FMA chains)
+
+
+def _depthwise_split(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Value, ir.Value]:
+    """(blocks a task may own, multiply-adds): output rows (n, y) for ``forward`` and
+    ``input``, channel vectors for ``filter``."""
+    b, s = kc.b, k.shape
+    macs = b.mul(kc.dim(s.n), _c(s.oh * s.ow * s.c * p.taps))
+    if p.kind == "filter":
+        return _c(-(-s.c // p.lanes)), macs
+    return b.mul(kc.dim(s.n), _c(s.oh if p.kind == "forward" else s.h)), macs
+
+
+class _Depthwise:
+    """A depthwise convolution (``groups = C = OC``, a kernel ``[KH, KW, 1, C]``): every
+    output channel reads one input channel, so there is no contraction over channels to
+    make a GEMM of.  Vectors run over channels (contiguous in NHWC); the taps are unrolled.
+
+    * ``forward`` / ``input``: tasks own output rows; per row and channel vector, the taps'
+      kernel vectors stay in registers while the row's pixels are summed tap by tap (the
+      source pixel through each tap: a masked load, zero in the padding or, for the input
+      gradient, between strided positions); tiles of ``DEPTHWISE_PIXELS`` pixels go through
+      the store function (epilogue).
+    * ``filter``: tasks own channel vectors; one pass over the output gradient, each pixel
+      adding ``x`` through every tap into that tap's accumulator, in pixel order (the same
+      sums whatever the split)."""
+
+    def __init__(self, kc: KernelContext, k: Conv, p: ConvPlan):
+        self.kc, self.k, self.p = kc, k, p
+        self.b, self.s = kc.b, k.shape
+        self.vty = value_type(k.dtype, p.lanes)
+
+    def emit(self) -> None:
+        b, p, k = self.b, self.p, self.k
+        zero, one = _c(0), _c(1)
+        t, ntasks = self.kc.task if self.kc.task is not None else (zero, one)
+        blocks, _ = _depthwise_split(self.kc, k, p)
+        self.lo, self.hi = split(b, blocks, t, ntasks, 1)
+        self.store, words = _store_function(self.kc, k, p)
+        self.ctx = ir.Constant(I8P, None)
+        if words:
+            slots = alloca(b, ir.ArrayType(I64, len(words)))
+            for i, w in enumerate(words):
+                b.store(w, b.gep(slots, [_c(0), _c(i)]))
+            self.ctx = b.bitcast(slots, I8P)
+        self.tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, max(DEPTHWISE_PIXELS, p.taps))),
+                              self.vty.as_pointer())
+        self.e = Emitter(b, p.lanes, k.dtype)
+        if p.kind == "filter":
+            self.filter()
+        else:
+            self.rows()
+
+    def channel_blocks(self, lo: ir.Value, hi: ir.Value, body) -> None:
+        """``body(c0, mask)`` for the channel vectors ``[lo, hi)`` (in vectors): whole ones
+        unmasked (``mask`` None), the last, partial one masked."""
+        b, p = self.b, self.p
+        whole = p.cols // p.lanes
+        with for_range(b, lo, _min(b, hi, _c(whole)), name="cb") as cb:
+            body(b.mul(cb, _c(p.lanes)), None)
+        if p.cols % p.lanes:
+            with b.if_then(b.icmp_signed(">", hi, _c(whole))):
+                body(_c(whole * p.lanes), lane_mask(b, p.lanes, _c(p.cols % p.lanes)))
+
+    def source(self, src: ir.Value, zeros: ir.Value, pixel: ir.Value, ok: ir.Value, c0: ir.Value,
+               mask: ir.Value | None) -> ir.Value:
+        """The channel vector ``c0..`` of source pixel ``pixel``, or zeros (read from the zero
+        row) when ``ok`` is false."""
+        b = self.b
+        ptr = b.select(ok, b.gep(src, [b.add(b.mul(pixel, _c(self.p.cols)), c0)]), b.gep(zeros, [c0]))
+        return load_vector(b, ptr, self.p.lanes, mask)
+
+    def rows(self) -> None:
+        b, p, s, k = self.b, self.p, self.s, self.k
+        forward = p.kind == "forward"
+        out_h, out_w = (s.oh, s.ow) if forward else (s.h, s.w)
+        src, w, out = self.kc.pointer(k.a), self.kc.pointer(k.b), self.kc.pointer(k.out)
+        zeros = _zero_row(b.module, k.dtype, p.cols)
+        (sh, sw), (dh, dw) = s.strides, s.dilations
+        top, left = s.padding[0], s.padding[2]
+        src_h, src_w = (s.h, s.w) if forward else (s.oh, s.ow)
+        with for_range(b, self.lo, self.hi, name="row") as row:
+            n, y = b.udiv(row, _c(out_h)), b.urem(row, _c(out_h))
+            # per kernel row i: the first pixel of the source row it reads, whether that exists
+            srows = []
+            for i in range(s.kh):
+                if forward:
+                    sy = b.sub(b.mul(y, _c(sh)), _c(top - i * dh))
+                    oky = b.icmp_unsigned("<", sy, _c(src_h))
+                else:
+                    sy, oky = _strided(b, b.sub(b.add(y, _c(top)), _c(i * dh)), sh, src_h)
+                srows.append((b.mul(b.add(b.mul(n, _c(src_h)), sy), _c(src_w)), oky))
+
+            def sums(xs: list[ir.Value], c0: ir.Value, mask: ir.Value | None, wv: list[ir.Value]) -> list[ir.Value]:
+                """The output vectors of pixels ``xs`` of the row: independent FMA chains."""
+                accs = [const(self.vty, 0)] * len(xs)
+                for j in range(s.kw):
+                    cols = []
+                    for x in xs:
+                        if forward:
+                            sx = b.sub(b.mul(x, _c(sw)), _c(left - j * dw))
+                            cols.append((sx, b.icmp_unsigned("<", sx, _c(src_w))))
+                        else:
+                            cols.append(_strided(b, b.sub(b.add(x, _c(left)), _c(j * dw)), sw, src_w))
+                    for i in range(s.kh):
+                        first, oky = srows[i]
+                        for u, (sx, okx) in enumerate(cols):
+                            v = self.source(src, zeros, b.add(first, sx), b.and_(oky, okx), c0, mask)
+                            accs[u] = self.e.fma(v, wv[i * s.kw + j], accs[u])
+                return accs
+
+            def body(c0: ir.Value, mask: ir.Value | None) -> None:
+                wv = [load_vector(b, b.gep(w, [b.add(_c(t * p.cols), c0)]), p.lanes, mask) for t in range(p.taps)]
+                with for_range(b, 0, out_w, DEPTHWISE_PIXELS, name="x0") as x0:
+                    count = _min(b, _c(DEPTHWISE_PIXELS), b.sub(_c(out_w), x0))
+                    grouped = b.mul(b.udiv(count, _c(DEPTHWISE_GROUP)), _c(DEPTHWISE_GROUP))
+                    for lo, hi, step in ((_c(0), grouped, DEPTHWISE_GROUP), (grouped, count, 1)):
+                        with for_range(b, lo, hi, step, name="px") as r:
+                            xs = [b.add(b.add(x0, r), _c(u)) for u in range(step)]
+                            for u, acc in enumerate(sums(xs, c0, mask, wv)):
+                                b.store(acc, b.gep(self.tile, [b.add(r, _c(u))]))
+                    b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), out, b.add(b.mul(row, _c(out_w)), x0),
+                                        c0, count, _c(1), _c(EPILOGUE), _c(0)])
+
+            self.channel_blocks(_c(0), _c(-(-p.cols // p.lanes)), body)
+
+    def filter(self) -> None:
+        b, p, s, k = self.b, self.p, self.s, self.k
+        x, dy, out = self.kc.pointer(k.a), self.kc.pointer(k.b), self.kc.pointer(k.out)
+        zeros = _zero_row(b.module, k.dtype, p.cols)
+        rows = b.mul(self.kc.dim(s.n), _c(s.oh))
+        blocks = -(-p.cols // p.lanes)
+        # each channel vector's sums over the rows so far, one per tap
+        totals = b.bitcast(alloca(b, ir.ArrayType(self.vty, blocks * p.taps)), self.vty.as_pointer())
+        partial = [alloca(b, self.vty) for _ in range(p.taps)]
+        (sh, sw), (dh, dw) = s.strides, s.dilations
+        top, left = s.padding[0], s.padding[2]
+
+        def total(c0: ir.Value, tap: int) -> ir.Value:
+            return b.gep(totals, [b.add(b.mul(b.udiv(c0, _c(p.lanes)), _c(p.taps)), _c(tap))])
+
+        def clear(c0: ir.Value, mask: ir.Value | None) -> None:
+            for tap in range(p.taps):
+                b.store(const(self.vty, 0), total(c0, tap))
+
+        def flush(c0: ir.Value, mask: ir.Value | None) -> None:
+            for tap in range(p.taps):
+                b.store(b.load(total(c0, tap)), b.gep(self.tile, [_c(tap)]))
+            b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), out, _c(0), c0, _c(p.taps), _c(1),
+                                _c(EPILOGUE), _c(0)])
+
+        self.channel_blocks(self.lo, self.hi, clear)
+        # row by row (the row's pixels stay in cache across the channel vectors), each row's
+        # sums added to the totals in row order: the same additions whatever the split
+        with for_range(b, 0, rows, name="row") as row:
+            n, oy = b.udiv(row, _c(s.oh)), b.urem(row, _c(s.oh))
+            srows = []
+            for i in range(s.kh):
+                sy = b.sub(b.mul(oy, _c(sh)), _c(top - i * dh))
+                srows.append((b.mul(b.add(b.mul(n, _c(s.h)), sy), _c(s.w)), b.icmp_unsigned("<", sy, _c(s.h))))
+
+            def body(c0: ir.Value, mask: ir.Value | None) -> None:
+                for slot in partial:
+                    b.store(const(self.vty, 0), slot)
+                with for_range(b, 0, s.ow, name="ox") as ox:
+                    q = b.add(b.mul(row, _c(s.ow)), ox)
+                    d = load_vector(b, b.gep(dy, [b.add(b.mul(q, _c(p.cols)), c0)]), p.lanes, mask)
+                    for j in range(s.kw):
+                        sx = b.sub(b.mul(ox, _c(sw)), _c(left - j * dw))
+                        okx = b.icmp_unsigned("<", sx, _c(s.w))
+                        for i in range(s.kh):
+                            first, oky = srows[i]
+                            v = self.source(x, zeros, b.add(first, sx), b.and_(oky, okx), c0, mask)
+                            slot = partial[i * s.kw + j]
+                            b.store(self.e.fma(v, d, b.load(slot)), slot)
+                for tap in range(p.taps):
+                    b.store(self.e.add(b.load(total(c0, tap)), b.load(partial[tap])), total(c0, tap))
+
+            self.channel_blocks(self.lo, self.hi, body)
+        self.channel_blocks(self.lo, self.hi, flush)
 
 
 # ---------------------------------------------------------------------------
