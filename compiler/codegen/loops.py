@@ -21,6 +21,8 @@ A :class:`Program` is one dl function after bufferization:
     not copied), with an optional *epilogue* expression applied to each
     result element (``Acc``) before it is stored (bias, activation, an
     optimizer update...).
+  - :class:`Conv` -- a ``conv2d`` or one of its gradients: a :class:`Matmul`
+    whose A operand is implicit (image patches), emitted by ``conv.py``.
 
 Expressions (:data:`Expr`): :class:`Load` (a buffer read through an index
 map: for each buffer dim, the loop axis indexing it, or ``None`` for a
