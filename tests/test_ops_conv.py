@@ -30,52 +30,45 @@ def T(dtype: DType, *shape) -> TensorType:
 # Independent formulas: loops over output positions and taps, bounds checked per tap
 
 
-def naive_conv2d(x, w, strides, padding, dilations, groups):
-    n, h, wd, c = x.shape
-    kh, kw, cg, oc = w.shape
+def naive_pairs(image, kernel, out_hw, strides, padding, dilations, groups):
+    """Every (image index, output index, kernel index) whose product the convolution sums,
+    as slices of the channels of one group: bounds checked tap by tap, no padded copy."""
+    n, h, wd, c = image
+    kh, kw, cg, oc = kernel
     ocg = oc // groups
-    oh = out_size(h, kh, strides[0], dilations[0], padding[0], padding[1])
-    ow = out_size(wd, kw, strides[1], dilations[1], padding[2], padding[3])
-    y = np.zeros((n, oh, ow, oc))
-    for b, oy, ox, i, j in np.ndindex(n, oh, ow, kh, kw):
+    for b, oy, ox, i, j in np.ndindex(n, *out_hw, kh, kw):
         iy = oy * strides[0] + i * dilations[0] - padding[0]
         ix = ox * strides[1] + j * dilations[1] - padding[2]
         if 0 <= iy < h and 0 <= ix < wd:
             for g in range(groups):
-                y[b, oy, ox, g * ocg:(g + 1) * ocg] += (x[b, iy, ix, g * cg:(g + 1) * cg].astype(np.float64)
-                                                        @ w[i, j, :, g * ocg:(g + 1) * ocg])
+                yield ((b, iy, ix, slice(g * cg, (g + 1) * cg)), (b, oy, ox, slice(g * ocg, (g + 1) * ocg)),
+                       (i, j, slice(None), slice(g * ocg, (g + 1) * ocg)))
+
+
+def _out_hw(h, wd, kh, kw, strides, padding, dilations):
+    return (out_size(h, kh, strides[0], dilations[0], padding[0], padding[1]),
+            out_size(wd, kw, strides[1], dilations[1], padding[2], padding[3]))
+
+
+def naive_conv2d(x, w, strides, padding, dilations, groups):
+    out_hw = _out_hw(*x.shape[1:3], *w.shape[:2], strides, padding, dilations)
+    y = np.zeros((x.shape[0], *out_hw, w.shape[3]))
+    for xi, yi, wi in naive_pairs(x.shape, w.shape, out_hw, strides, padding, dilations, groups):
+        y[yi] += x[xi].astype(np.float64) @ w[wi]
     return y
 
 
 def naive_backprop_input(dy, w, input_size, strides, padding, dilations, groups):
-    n, oh, ow, oc = dy.shape
-    kh, kw, cg, _ = w.shape
-    ocg = oc // groups
-    h, wd = input_size
-    dx = np.zeros((n, h, wd, cg * groups))
-    for b, oy, ox, i, j in np.ndindex(n, oh, ow, kh, kw):
-        iy = oy * strides[0] + i * dilations[0] - padding[0]
-        ix = ox * strides[1] + j * dilations[1] - padding[2]
-        if 0 <= iy < h and 0 <= ix < wd:
-            for g in range(groups):
-                dx[b, iy, ix, g * cg:(g + 1) * cg] += (w[i, j, :, g * ocg:(g + 1) * ocg]
-                                                       @ dy[b, oy, ox, g * ocg:(g + 1) * ocg].astype(np.float64))
+    dx = np.zeros((dy.shape[0], *input_size, w.shape[2] * groups))
+    for xi, yi, wi in naive_pairs(dx.shape, w.shape, dy.shape[1:3], strides, padding, dilations, groups):
+        dx[xi] += w[wi] @ dy[yi].astype(np.float64)
     return dx
 
 
 def naive_backprop_filter(x, dy, filter_size, strides, padding, dilations, groups):
-    n, h, wd, c = x.shape
-    _, oh, ow, oc = dy.shape
-    kh, kw = filter_size
-    cg, ocg = c // groups, oc // groups
-    dw = np.zeros((kh, kw, cg, oc))
-    for b, oy, ox, i, j in np.ndindex(n, oh, ow, kh, kw):
-        iy = oy * strides[0] + i * dilations[0] - padding[0]
-        ix = ox * strides[1] + j * dilations[1] - padding[2]
-        if 0 <= iy < h and 0 <= ix < wd:
-            for g in range(groups):
-                dw[i, j, :, g * ocg:(g + 1) * ocg] += np.outer(x[b, iy, ix, g * cg:(g + 1) * cg],
-                                                               dy[b, oy, ox, g * ocg:(g + 1) * ocg])
+    dw = np.zeros((*filter_size, x.shape[3] // groups, dy.shape[3]))
+    for xi, yi, wi in naive_pairs(x.shape, dw.shape, dy.shape[1:3], strides, padding, dilations, groups):
+        dw[wi] += np.outer(x[xi], dy[yi])
     return dw
 
 

@@ -57,10 +57,14 @@ from .gemm import (
     TO_C,
     TO_TILE,
     _add_previous,
+    _ceil_div,
     _clamp,
+    _max,
+    _min,
     _pack_b_function,
     _pack_transposed,
     _packed_micro_function,
+    _round_up,
     _shared,
     _write_accumulators,
     max_tasks,
@@ -76,10 +80,6 @@ POINTER_BYTES = 8
 INDIRECT_KC = 1152       # deepest slice of the indirect kernel (whole taps: 3x3x128 is one)
 FILTER_KC = int(__import__("os").environ.get("FKC", "384"))
 UNROLL_TAPS = 25         # kernels of at most this many taps have their tap loops unrolled
-
-
-def _up(x: int, to: int) -> int:
-    return -(-x // to) * to
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class ConvPlan:
     @property
     def panel_columns(self) -> int:
         """Columns of a packed B block: ``min(cols, NC)`` in whole panels."""
-        return _up(min(self.cols, NC), self.nr)
+        return _round_up(min(self.cols, NC), self.nr)
 
 
 def plan(k: Conv, lanes: int) -> ConvPlan:
@@ -170,15 +170,18 @@ def scratch_bytes(k: Conv, lanes: int) -> int:
     if p.kind == "filter":
         return sum(_filter_region_sizes(p, item))
     table = MC * p.taps_per_slice * POINTER_BYTES
-    return _up(p.max_depth * p.panel_columns * item, 64) + _up(table, 64)
+    return _round_up(p.max_depth * p.panel_columns * item, 64) + _round_up(table, 64)
 
 
 def _filter_region_sizes(p: ConvPlan, item: int) -> list[int]:
     """Bytes (multiples of 64) of the filter gradient's B block, A block or pixel table,
     and accumulator (0 unless the epilogue reads C)."""
-    second = FILTER_KC * p.taps * POINTER_BYTES if p.filter_indirect else FILTER_KC * _up(min(p.rows, MC), p.mr) * item
-    acc = _up(p.rows, p.mr) * _up(p.cols, p.nr) * item if p.accumulate else 0
-    return [_up(FILTER_KC * p.panel_columns * item, 64), _up(second, 64), _up(acc, 64)]
+    if p.filter_indirect:
+        second = FILTER_KC * p.taps * POINTER_BYTES
+    else:
+        second = FILTER_KC * _round_up(min(p.rows, MC), p.mr) * item
+    acc = _round_up(p.rows, p.mr) * _round_up(p.cols, p.nr) * item if p.accumulate else 0
+    return [_round_up(FILTER_KC * p.panel_columns * item, 64), _round_up(second, 64), _round_up(acc, 64)]
 
 
 def _filter_regions(p: ConvPlan, item: int) -> tuple[int, int]:
@@ -221,18 +224,6 @@ def task_count(kc: KernelContext, k: Conv, threads: ir.Value) -> ir.Value:
     return _max(b, out, ir.Constant(I64, 1))
 
 
-def _ceil_div(b: ir.IRBuilder, x: ir.Value, d: int) -> ir.Value:
-    return b.sdiv(b.add(x, ir.Constant(I64, d - 1)), ir.Constant(I64, d))
-
-
-def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
-    return b.select(b.icmp_signed("<", x, y), x, y)
-
-
-def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
-    return b.select(b.icmp_signed(">", x, y), x, y)
-
-
 def _c(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
@@ -269,13 +260,7 @@ class _ConvEmitter:
         ilo, ihi = split(b, rows, t, ntasks, p.mr)
         ilo, ihi = b.select(by_cols, zero, ilo), b.select(by_cols, rows, ihi)
         jlo, jhi = b.select(by_cols, jlo, zero), b.select(by_cols, jhi, cols)
-        self.store, words = _store_function(self.kc, self.k, p)
-        self.ctx = ir.Constant(I8P, None)
-        if words:
-            slots = alloca(b, ir.ArrayType(I64, len(words)))
-            for i, w in enumerate(words):
-                b.store(w, b.gep(slots, [_c(0), _c(i)]))
-            self.ctx = b.bitcast(slots, I8P)
+        self.store, self.ctx = _store_with_context(self.kc, self.k, p)
         self.tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, p.mr * p.nv)), self.vty.as_pointer())
         self.scratch = b.bitcast(self.kc.scratch, self.ety.as_pointer())
         self.out = self.kc.pointer(self.k.out)
@@ -318,7 +303,7 @@ class _ConvEmitter:
         b, p, k = self.b, self.p, self.k
         src = self.kc.pointer(k.a)
         bpack = self.scratch
-        table_at = _up(p.max_depth * p.panel_columns * k.dtype.itemsize, 64)
+        table_at = _round_up(p.max_depth * p.panel_columns * k.dtype.itemsize, 64)
         table = b.bitcast(b.gep(b.bitcast(self.scratch, I8P), [_c(table_at)]), self.ety.as_pointer().as_pointer())
         gather = _gather_function(self.kc, k, p)
         pack_b = self._pack_b_indirect()
@@ -377,7 +362,7 @@ class _ConvEmitter:
         second, acc_at = _filter_regions(p, k.dtype.itemsize)
         region = b.bitcast(b.gep(b.bitcast(self.scratch, I8P), [_c(second)]), self.ety.as_pointer())
         acc = b.bitcast(b.gep(b.bitcast(self.scratch, I8P), [_c(acc_at)]), self.ety.as_pointer())
-        acc_ld = _up(p.cols, p.nr)
+        acc_ld = _round_up(p.cols, p.nr)
         depth_total = _depth(self.kc, k, p)
         slices = _ceil_div(b, depth_total, FILTER_KC)
         depth = b.sdiv(b.add(depth_total, b.sub(slices, _c(1))), _max(b, slices, _c(1)))
@@ -488,13 +473,7 @@ class _Depthwise:
         t, ntasks = self.kc.task if self.kc.task is not None else (zero, one)
         blocks, _ = _depthwise_split(self.kc, k, p)
         self.lo, self.hi = split(b, blocks, t, ntasks, 1)
-        self.store, words = _store_function(self.kc, k, p)
-        self.ctx = ir.Constant(I8P, None)
-        if words:
-            slots = alloca(b, ir.ArrayType(I64, len(words)))
-            for i, w in enumerate(words):
-                b.store(w, b.gep(slots, [_c(0), _c(i)]))
-            self.ctx = b.bitcast(slots, I8P)
+        self.store, self.ctx = _store_with_context(self.kc, k, p)
         self.tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, max(DEPTHWISE_PIXELS, p.taps))),
                               self.vty.as_pointer())
         self.e = Emitter(b, p.lanes, k.dtype)
@@ -652,23 +631,23 @@ def _zero_row(module: ir.Module, dtype: DType, channels: int) -> ir.Value:
     return g.bitcast(ety.as_pointer())
 
 
-def _indirect_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: int, nv: int) -> ir.Function:
-    """``tile = sum over taps t < nt and channels p < clen of A_r[t][coff + p] * bp[(t clen + p) NR ..]``
-    for ``rows`` rows whose A pointers per tap are ``ind[t * rows + r]``.
+def _conv_micro_function(module: ir.Module, name: str, dtype: DType, lanes: int, rows: int, nv: int,
+                         lead: list[ir.Type], loop) -> ir.Function:
+    """A conv micro-kernel: ``rows x nv`` vector accumulators over a depth that ``loop``
+    walks, written where ``mode`` says (``TO_TILE``, ``TO_C``, ``ADD_TO_C``) as the GEMM's
+    packed micro-kernel does.
 
-    Signature: ``(T** ind, i64 nt, i64 coff, i64 clen, T* bp, <W x T>* tile, T* c, i64 ldc,
-    i64 mode)``; the result goes where ``mode`` says (``TO_TILE``, ``TO_C``, ``ADD_TO_C``), as
-    the GEMM's packed micro-kernel's does."""
+    Signature: ``(*lead, T* bp, <W x T>* tile, T* c, i64 ldc, i64 mode)``;
+    ``loop(b, lead_args, step)`` calls ``step(a, p)`` per k step, ``p`` the row of the packed
+    B panel ``bp`` (``NR`` wide), ``a`` a pointer per row of the tile to its element of A."""
     ety = memory_type(dtype)
     vty = value_type(dtype, lanes)
     nr = nv * lanes
-    name = f"dlc.conv.indirect{rows}x{nr}.{type_suffix(value_type(dtype, 1))}"
     fn, fresh = _shared(module, name, ir.VoidType(),
-                        [ety.as_pointer().as_pointer(), I64, I64, I64, ety.as_pointer(), vty.as_pointer(),
-                         ety.as_pointer(), I64, I64])
+                        [*lead, ety.as_pointer(), vty.as_pointer(), ety.as_pointer(), I64, I64])
     if not fresh:
         return fn
-    ind, nt, coff, clen, bp, tile, c, ldc, mode = fn.args
+    *head, bp, tile, c, ldc, mode = fn.args
     for arg in (bp, tile, c):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -678,23 +657,42 @@ def _indirect_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: 
         for slot in row:
             b.store(const(vty, 0), slot)
     align = 64 if lanes * dtype.itemsize >= 64 else dtype.itemsize
-    with for_range(b, 0, nt, name="tap") as t:
-        arows = [b.gep(b.load(b.gep(ind, [b.add(b.mul(t, _c(rows)), _c(r))])), [coff]) for r in range(rows)]
-        bt = b.gep(bp, [b.mul(b.mul(t, clen), _c(nr))])
-        with for_range(b, 0, clen, name="k") as q:
-            brow = b.gep(bt, [b.mul(q, _c(nr))])
-            if lanes == 1:
-                bvec = [b.load(b.gep(brow, [_c(v)])) for v in range(nv)]
-            else:
-                bvec = [b.load(b.bitcast(b.gep(brow, [_c(v * lanes)]), vty.as_pointer()), align=align)
-                        for v in range(nv)]
-            for r in range(rows):
-                av = splat(b, b.load(b.gep(arows[r], [q])), lanes)
-                for v in range(nv):
-                    b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
+
+    def step(a: list[ir.Value], p: ir.Value) -> None:
+        brow = b.gep(bp, [b.mul(p, _c(nr))])
+        if lanes == 1:
+            bvec = [b.load(b.gep(brow, [_c(v)])) for v in range(nv)]
+        else:
+            bvec = [b.load(b.bitcast(b.gep(brow, [_c(v * lanes)]), vty.as_pointer()), align=align)
+                    for v in range(nv)]
+        for r in range(rows):
+            av = splat(b, b.load(a[r]), lanes)
+            for v in range(nv):
+                b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
+
+    loop(b, head, step)
     _write_accumulators(b, e, accs, tile, c, ldc, mode, lanes)
     b.ret_void()
     return fn
+
+
+def _indirect_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: int, nv: int) -> ir.Function:
+    """``tile = sum over taps t < nt and channels p < clen of A_r[t][coff + p] * bp[(t clen + p) NR ..]``
+    for ``rows`` rows whose A pointers per tap are ``ind[t * rows + r]``.
+
+    Signature: ``(T** ind, i64 nt, i64 coff, i64 clen, T* bp, <W x T>* tile, T* c, i64 ldc,
+    i64 mode)`` (:func:`_conv_micro_function`)."""
+    pptr = memory_type(dtype).as_pointer()
+
+    def loop(b: ir.IRBuilder, head, step) -> None:
+        ind, nt, coff, clen = head
+        with for_range(b, 0, nt, name="tap") as t:
+            arows = [b.gep(b.load(b.gep(ind, [b.add(b.mul(t, _c(rows)), _c(r))])), [coff]) for r in range(rows)]
+            with for_range(b, 0, clen, name="k") as q:
+                step([b.gep(arow, [q]) for arow in arows], b.add(b.mul(t, clen), q))
+
+    name = f"dlc.conv.indirect{rows}x{nv * lanes}.{type_suffix(value_type(dtype, 1))}"
+    return _conv_micro_function(module, name, dtype, lanes, rows, nv, [pptr.as_pointer(), I64, I64, I64], loop)
 
 
 def _indirect_k_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: int, nv: int) -> ir.Function:
@@ -702,37 +700,18 @@ def _indirect_k_micro_function(module: ir.Module, dtype: DType, lanes: int, rows
     elements at a pointer that changes with k (the filter gradient: 8 channels of one tap,
     at each pixel).
 
-    Signature: ``(T** ind, i64 coff, i64 k, T* bp, <W x T>* tile, T* c, i64 ldc, i64 mode)``."""
-    ety = memory_type(dtype)
-    vty = value_type(dtype, lanes)
-    nr = nv * lanes
-    name = f"dlc.conv.indirectk{rows}x{nr}.{type_suffix(value_type(dtype, 1))}"
-    fn, fresh = _shared(module, name, ir.VoidType(),
-                        [ety.as_pointer().as_pointer(), I64, I64, ety.as_pointer(), vty.as_pointer(),
-                         ety.as_pointer(), I64, I64])
-    if not fresh:
-        return fn
-    ind, coff, kk, bp, tile, c, ldc, mode = fn.args
-    for arg in (bp, tile, c):
-        arg.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    e = Emitter(b, lanes, dtype)
-    accs = [[alloca(b, vty) for _ in range(nv)] for _ in range(rows)]
-    for row in accs:
-        for slot in row:
-            b.store(const(vty, 0), slot)
-    align = 64 if lanes * dtype.itemsize >= 64 else dtype.itemsize
-    with for_range(b, 0, kk, name="k") as q:
-        arow = b.gep(b.load(b.gep(ind, [q])), [coff])
-        brow = b.gep(bp, [b.mul(q, _c(nr))])
-        bvec = [b.load(b.bitcast(b.gep(brow, [_c(v * lanes)]), vty.as_pointer()), align=align) for v in range(nv)]
-        for r in range(rows):
-            av = splat(b, b.load(b.gep(arow, [_c(r)])), lanes)
-            for v in range(nv):
-                b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
-    _write_accumulators(b, e, accs, tile, c, ldc, mode, lanes)
-    b.ret_void()
-    return fn
+    Signature: ``(T** ind, i64 coff, i64 k, T* bp, <W x T>* tile, T* c, i64 ldc, i64 mode)``
+    (:func:`_conv_micro_function`)."""
+    pptr = memory_type(dtype).as_pointer()
+
+    def loop(b: ir.IRBuilder, head, step) -> None:
+        ind, coff, kk = head
+        with for_range(b, 0, kk, name="k") as q:
+            arow = b.gep(b.load(b.gep(ind, [q])), [coff])
+            step([b.gep(arow, [_c(r)]) for r in range(rows)], q)
+
+    name = f"dlc.conv.indirectk{rows}x{nv * lanes}.{type_suffix(value_type(dtype, 1))}"
+    return _conv_micro_function(module, name, dtype, lanes, rows, nv, [pptr.as_pointer(), I64, I64], loop)
 
 
 def _filter_table_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
@@ -957,6 +936,18 @@ def _store_function(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Functio
         _store_body(fn, k, p, buffers, symbols)
     words = [b.ptrtoint(v, I64) for _, v in buffers] + [v if v.type == I64 else b.sext(v, I64) for _, v in symbols]
     return fn, words
+
+
+def _store_with_context(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Function, ir.Value]:
+    """The store function and its context argument (a stack array of the words, or null)."""
+    b = kc.b
+    store, words = _store_function(kc, k, p)
+    if not words:
+        return store, ir.Constant(I8P, None)
+    slots = alloca(b, ir.ArrayType(I64, len(words)))
+    for i, w in enumerate(words):
+        b.store(w, b.gep(slots, [_c(0), _c(i)]))
+    return store, b.bitcast(slots, I8P)
 
 
 def _store_body(fn: ir.Function, k: Conv, p: ConvPlan, buffers, symbols) -> None:

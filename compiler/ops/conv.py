@@ -388,8 +388,9 @@ def _(dy, w, *, input_size, **geo):
 
 
 @conv2d_backprop_input.def_vjp
-def _(b, op, ct):
+def _backprop_input_vjp(b, op, ct):
     # dx = B(dy, w) with <ct, B(dy, w)> = <conv(ct, w), dy> = <corr(ct, dy), w>
+    # (also conv2d_transpose's: it is B(x, w))
     dy, w = op.operands
     geo = _geometry(op.attrs)
     ddy = b.conv2d(ct, w, **geo)
@@ -584,14 +585,7 @@ def _(b, op):
     return [b.conv2d_backprop_input(x, w, **_transpose_as_backprop(x.type, w.type, op.attrs))]
 
 
-@conv2d_transpose.def_vjp
-def _(b, op, ct):
-    # y = conv^T(x, w):  dx = conv(dy, w),  dw = corr(dy, x)
-    x, w = op.operands
-    geo = _geometry(op.attrs)
-    dx = b.conv2d(ct, w, **geo)
-    dw = b.conv2d_backprop_filter(ct, x, filter_size=w.type.shape[0:2], **geo)
-    return [dx, dw]
+conv2d_transpose.def_vjp(_backprop_input_vjp)     # y = conv^T(x, w): as conv2d_backprop_input
 
 
 CONV_OPS = ("conv2d", "conv2d_backprop_input", "conv2d_backprop_filter")
