@@ -377,6 +377,8 @@ PATHS = [
     ("depthwise_f64", (2, 7, 7, 24), (5, 5, 1, 24), {"strides": (1, 2), "padding": (2, 2, 2, 2), "dilations": (1, 2),
                                                      "groups": 24}, F64),
     ("multiplier", (2, 6, 5, 4), (3, 3, 1, 12), {"padding": (1, 1, 1, 1), "groups": 4}, F32),
+    ("many_taps", (2, 9, 9, 8), (7, 7, 8, 16), {"padding": (3, 3, 2, 4)}, F32),      # tap loops not unrolled
+    ("many_taps_depthwise", (2, 8, 8, 4), (6, 5, 1, 4), {"padding": (2, 3, 2, 2), "groups": 4}, F32),
 ]
 
 
@@ -401,7 +403,7 @@ def test_native_paths_match_interpreter(paths, name, xs, ws, geo, dtype):
 
 def test_paths_are_the_ones_named():
     """The PATHS cases reach the plan they are named after."""
-    from compiler.codegen.conv import plan
+    from compiler.codegen.conv import UNROLL_TAPS, plan
     from compiler.codegen.loops import Buffer, conv_kernel
 
     def plan_of(kind, xs, ws, geo):
@@ -420,6 +422,8 @@ def test_paths_are_the_ones_named():
     for kind in ("forward", "input", "filter"):
         assert plan_of(kind, *PATHS[6][1:4]).depthwise and plan_of(kind, *PATHS[7][1:4]).depthwise
         assert not plan_of(kind, *PATHS[8][1:4]).depthwise          # 3 outputs per channel: a GEMM per group
+        assert not plan_of(kind, *PATHS[10][1:4]).depthwise         # 30 taps: a GEMM per group
+    assert plan_of("filter", *PATHS[9][1:4]).taps > UNROLL_TAPS
 
 
 @pytest.mark.parametrize("groups", [1, 5])
@@ -495,15 +499,22 @@ def test_results_are_identical_across_thread_counts():
             assert np.array_equal(a, b)
 
 
-def test_baseline_x86_code_is_right():
-    """Code for plain SSE2 (4 lanes: other tiles, no vector panel copies)."""
+@pytest.mark.parametrize("features", ["", "+avx,+avx2,+fma,+sse4.2"], ids=["sse2", "avx2"])
+def test_narrower_machines_code_is_right(features):
+    """Code for plain SSE2 (4 lanes: 4-row tiles, the kernel gradient packed) and AVX2 (8
+    lanes: 6-row tiles)."""
     import runtime
     from compiler.codegen.target import CodegenOptions, Target
 
+    generic = Target.generic()
+    target = generic if not features else Target(generic.triple, "haswell", features)
     case = PATHS[2]
     full = {"strides": (1, 1), "padding": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1, **case[3]}
     s = conv_shape(case[1][0], case[1][1:], case[2], **full)
-    module = Module(_conv_functions("sse", s, case[3]) + _conv_functions("odd", NATIVE[3]["shape"], NATIVE[3]["geo"]))
-    lib = runtime.compile(module, cache=False, passes="", options=CodegenOptions(target=Target.generic()))
-    _check_native(lib, module, "sse", s, batches=(2,))
+    d = conv_shape(2, (5, 6, 9), (3, 3, 1, 9), strides=(1, 2), padding=(1, 1, 1, 1), dilations=(1, 1), groups=9)
+    module = Module(_conv_functions("s", s, case[3]) + _conv_functions("odd", NATIVE[3]["shape"], NATIVE[3]["geo"])
+                    + _conv_functions("d", d, {"strides": (1, 2), "padding": (1, 1, 1, 1), "groups": 9}))
+    lib = runtime.compile(module, cache=False, passes="", options=CodegenOptions(target=target))
+    _check_native(lib, module, "s", s, batches=(2,))
     _check_native(lib, module, "odd", NATIVE[3]["shape"], batches=(3,))
+    _check_native(lib, module, "d", d, batches=(2,))
