@@ -72,7 +72,7 @@ from .gemm import (
     tile_shape,
 )
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
-from .llvmutil import I8P, I32, I64, const, intrinsic, for_range, memory_type, splat, type_suffix, value_type
+from .llvmutil import I8P, I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
 from .loops import Conv
 from .threads import split
 
