@@ -412,10 +412,16 @@ def test_paths_are_the_ones_named():
         buf = Buffer("%t", F32, (1, 1, 1, 1), "temp")
         return plan(conv_kernel(kind, s, buf, buf, buf), 16)
 
-    assert plan_of("forward", *PATHS[0][1:4]).slices == 2        # 5 + 4 taps of 160 channels
-    chunks = plan_of("forward", *PATHS[1][1:4])
+    (taps,) = plan_of("forward", *PATHS[0][1:4]).subgrids
+    assert taps.slices == 2                                       # 5 + 4 taps of 160 channels
+    (chunks,) = plan_of("forward", *PATHS[1][1:4]).subgrids
     assert (chunks.chunks, chunks.chunk, chunks.slices) == (2, 600, 2)
-    assert plan_of("input", *PATHS[0][1:4]).slices == 1          # 9 taps of 40 output channels
+    (grid,) = plan_of("input", *PATHS[0][1:4]).subgrids
+    assert grid.slices == 1 and grid.identity                     # 9 taps of 40 output channels
+    # a stride-(2, 3) input gradient: one grid per residue class, each with only its taps
+    grids = plan_of("input", *PATHS[4][1:4]).subgrids
+    assert len(grids) == 6 and sorted(len(g.taps) for g in grids) == [1, 1, 1, 2, 2, 2]
+    assert sum(g.height * g.width for g in grids) == 9 * 10
     filter_plan = plan_of("filter", *PATHS[2][1:4])
     assert filter_plan.rows == 3 * 2 * 16 and filter_plan.filter_indirect
     assert not plan_of("filter", (1, 5, 5, 3), (3, 3, 3, 8), {}).filter_indirect
@@ -445,6 +451,23 @@ def test_bias_and_activation_fuse_into_the_epilogue(groups):
     args = [rng.standard_normal((3, 9, 8, 5)).astype(np.float32),
             rng.standard_normal((3, 3, 5 // groups, c)).astype(np.float32), rng.standard_normal(c).astype(np.float32)]
     np.testing.assert_allclose(lib.layer(*args), interpret(func, args)[0], rtol=2e-5, atol=2e-5)
+
+
+def test_strided_input_gradient_places_each_residue_class_and_its_epilogue():
+    """A stride-(2, 3) input gradient runs one GEMM per residue class of the input pixels;
+    each class's rows are scattered back to their pixels with the epilogue (a bias and a
+    ReLU) read at those pixels."""
+    import runtime
+
+    func, b = new_function("dx", [("dy", T(F32, "N", 4, 4, 24)), ("w", T(F32, 3, 4, 16, 24)),
+                                  ("bias", T(F32, 9, 11, 16))])
+    dx = b.conv2d_backprop_input(func.params[0], func.params[1], input_size=(9, 11), strides=(2, 3),
+                                 padding=(1, 0, 2, 1))
+    func.outputs = [b.relu(b.add(dx, func.params[2]))]
+    lib = runtime.compile(Module([func]), cache=False, passes="")
+    rng = np.random.default_rng(9)
+    args = [rng.standard_normal(shape).astype(np.float32) for shape in ((3, 4, 4, 24), (3, 4, 16, 24), (9, 11, 16))]
+    np.testing.assert_allclose(lib.dx(*args), interpret(func, args)[0], rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("groups", [1, 8])

@@ -40,7 +40,7 @@ kind                  rows of C           A                   B
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir
 
@@ -84,16 +84,56 @@ UNROLL_TAPS = 25         # kernels of at most this many taps have their tap loop
 
 
 @dataclass(frozen=True)
+class SubGrid:
+    """The rows of one indirect GEMM (forward, input gradient): output pixels
+    ``(n, y0 + sy a, x0 + sx b)`` for ``a < height``, ``b < width``; tap ``t`` of ``taps``
+    (the kernel tap's index, ``dy``, ``dx``) reads source pixel ``(n, my a + dy, mx b + dx)``
+    (zero outside the source image).  The depth ``len(taps) x tap_depth`` is sliced into
+    ``taps_per_slice`` whole taps, or (``chunks > 1``) one tap's channel chunks of
+    ``chunk``.
+
+    The forward product is one grid (all output pixels, ``my, mx`` the strides); so is the
+    input gradient of a stride-1 convolution.  A strided one is ``sh x sw`` grids, one per
+    residue class of the input pixels: each class meets only the taps whose offset has its
+    residue, at unit stride -- so no multiply-add is spent on the zeros between the output
+    positions (stride 2: a quarter of them)."""
+
+    y0: int
+    x0: int
+    sy: int
+    sx: int
+    height: int
+    width: int
+    my: int
+    mx: int
+    taps: tuple[tuple[int, int, int], ...]
+    taps_per_slice: int = 1
+    chunks: int = 1
+    chunk: int = 0
+
+    @property
+    def slices(self) -> int:
+        return max(-(-len(self.taps) // self.taps_per_slice) * self.chunks, 1)
+
+    @property
+    def max_depth(self) -> int:
+        return self.taps_per_slice * self.chunk
+
+    @property
+    def identity(self) -> bool:
+        """Whether row ``m`` is output pixel ``m`` (one grid covering the whole output)."""
+        return (self.y0, self.x0, self.sy, self.sx) == (0, 0, 1, 1)
+
+
+@dataclass(frozen=True)
 class ConvPlan:
     """How a :class:`Conv` runs (module docstring); every number but the batch is static.
 
     ``cols``: columns of C per group; ``ldc``: the output's row stride (its channels).
-    forward / input: ``taps`` (KH KW) of ``tap_depth`` channels each (the depth is their
-    product) from a source image of ``src_channels``; slice ``q`` covers
-    ``taps_per_slice`` whole taps, or (``chunks > 1``) one tap's channel chunk
-    ``q % chunks`` of ``chunk`` channels.  filter: ``rows`` of C (KH KW Cg); ``accumulate``:
-    the slices' sums go to a per-task region before the epilogue sees them.  ``depthwise``:
-    no GEMM (one channel per group, ``cols`` the channels): :class:`_Depthwise`."""
+    forward / input: the :class:`SubGrid` s, each tap of ``tap_depth`` channels from a
+    source image of ``src_channels``.  filter: ``taps`` (KH KW), ``rows`` of C (KH KW Cg);
+    ``accumulate``: the slices' sums go to a per-task region before the epilogue sees them.
+    ``depthwise``: no GEMM (one channel per group, ``cols`` the channels): :class:`_Depthwise`."""
 
     kind: str
     lanes: int
@@ -104,25 +144,23 @@ class ConvPlan:
     taps: int = 0
     tap_depth: int = 0
     src_channels: int = 0
-    taps_per_slice: int = 1
-    chunks: int = 1
-    chunk: int = 0
     rows: int = 0
     accumulate: bool = False
     depthwise: bool = False
+    subgrids: tuple[SubGrid, ...] = ()
 
     @property
     def nr(self) -> int:
         return self.nv * self.lanes
 
     @property
-    def slices(self) -> int:
-        return -(-self.taps // self.taps_per_slice) * self.chunks
+    def max_depth(self) -> int:
+        """The deepest slice of any grid (forward / input)."""
+        return max((g.max_depth for g in self.subgrids), default=0)
 
     @property
-    def max_depth(self) -> int:
-        """The deepest slice (forward / input)."""
-        return self.taps_per_slice * self.chunk
+    def max_slice_taps(self) -> int:
+        return max((g.taps_per_slice for g in self.subgrids), default=0)
 
     @property
     def filter_indirect(self) -> bool:
@@ -153,12 +191,43 @@ def plan(k: Conv, lanes: int) -> ConvPlan:
                                       (s.ocg, s.oc, s.cg, s.c))
     taps = s.kh * s.kw
     limit = taps * depth if reads_output(k) else INDIRECT_KC   # an epilogue reading C: one slice
+    grids = tuple(_sliced(g, depth, limit) for g in _subgrids(k.kind, s))
+    return ConvPlan(k.kind, lanes, mr, nv, cols, ldc, taps, depth, src_channels, subgrids=grids)
+
+
+def _subgrids(kind: str, s) -> list[SubGrid]:
+    """The grids of the forward product or the input gradient (see :class:`SubGrid`)."""
+    (sh, sw), (dh, dw) = s.strides, s.dilations
+    top, left = s.padding[0], s.padding[2]
+    every = [(i * s.kw + j, i, j) for i in range(s.kh) for j in range(s.kw)]
+    if kind == "forward":
+        taps = tuple((t, i * dh - top, j * dw - left) for t, i, j in every)
+        return [SubGrid(0, 0, 1, 1, s.oh, s.ow, sh, sw, taps)]
+    grids = []
+    for ry in range(sh):
+        for rx in range(sw):
+            # input rows y with (y + top) % sh == ry meet taps i with (i dh) % sh == ry, at
+            # output row (y + top - i dh) / sh = a + (y0 + top - i dh) / sh
+            y0, x0 = (ry - top) % sh, (rx - left) % sw
+            height, width = -(-(s.h - y0) // sh), -(-(s.w - x0) // sw)
+            if height <= 0 or width <= 0:
+                continue
+            taps = tuple((t, (y0 + top - i * dh) // sh, (x0 + left - j * dw) // sw) for t, i, j in every
+                         if (i * dh) % sh == ry and (j * dw) % sw == rx)
+            grids.append(SubGrid(y0, x0, sh, sw, height, width, 1, 1, taps))
+    return grids
+
+
+def _sliced(g: SubGrid, depth: int, limit: int) -> SubGrid:
+    """``g`` with its depth sliced: whole taps up to ``limit`` deep (balanced), or one tap's
+    channel chunks when a tap alone is deeper."""
+    taps = max(len(g.taps), 1)
     if depth <= limit:
         per = max(limit // depth, 1)
         per = -(-taps // -(-taps // per))               # balanced: slices of equal taps (but the last)
-        return ConvPlan(k.kind, lanes, mr, nv, cols, ldc, taps, depth, src_channels, per, 1, depth)
+        return replace(g, taps_per_slice=per, chunks=1, chunk=depth)
     chunks = -(-depth // limit)
-    return ConvPlan(k.kind, lanes, mr, nv, cols, ldc, taps, depth, src_channels, 1, chunks, -(-depth // chunks))
+    return replace(g, taps_per_slice=1, chunks=chunks, chunk=-(-depth // chunks))
 
 
 def scratch_bytes(k: Conv, lanes: int) -> int:
@@ -170,7 +239,7 @@ def scratch_bytes(k: Conv, lanes: int) -> int:
         return 0
     if p.kind == "filter":
         return sum(_filter_region_sizes(p, item))
-    table = MC * p.taps_per_slice * POINTER_BYTES
+    table = MC * p.max_slice_taps * POINTER_BYTES
     return _round_up(p.max_depth * p.panel_columns * item, 64) + _round_up(table, 64)
 
 
@@ -201,10 +270,13 @@ def _gemm_rows(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Value:
 
 
 def _depth(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Value:
+    """The contraction length per row of C (the grids' average for a strided input gradient)."""
     s = k.shape
     if p.kind == "filter":
         return kc.b.mul(kc.dim(s.n), ir.Constant(I64, s.oh * s.ow))
-    return ir.Constant(I64, p.taps * p.tap_depth)
+    products = sum(g.height * g.width * len(g.taps) for g in p.subgrids)
+    pixels = max(sum(g.height * g.width for g in p.subgrids), 1)
+    return ir.Constant(I64, max(products * p.tap_depth // pixels, 1))
 
 
 def task_count(kc: KernelContext, k: Conv, threads: ir.Value) -> ir.Value:
@@ -252,35 +324,45 @@ class _ConvEmitter:
 
     def emit(self) -> None:
         b, p = self.b, self.p
+        self.tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, p.mr * p.nv)), self.vty.as_pointer())
+        self.scratch = b.bitcast(self.kc.scratch, self.ety.as_pointer())
+        self.out = self.kc.pointer(self.k.out)
+        if p.kind == "filter":
+            self.store, self.ctx = _store_with_context(self.kc, self.k, p, None)
+            self.over_tasks(_c(p.rows), self.filter_block)
+            return
+        for index, grid in enumerate(p.subgrids):
+            self.store, self.ctx = _store_with_context(self.kc, self.k, p, index)
+            rows = b.mul(self.kc.dim(self.s.n), _c(grid.height * grid.width))
+            self.over_tasks(rows, lambda g, jc, ncur, ilo, ihi, index=index, grid=grid:
+                            self.indirect_block(g, index, grid, jc, ncur, ilo, ihi))
+
+    def over_tasks(self, rows: ir.Value, block) -> None:
+        """``block(g, jc, ncur, ilo, ihi)`` for every group and NC-column block of this task's
+        share of C (``rows`` x ``cols`` per group): whole MR-row blocks, or NR-column panels
+        when C is wider than tall."""
+        b, p = self.b, self.p
         zero, one = _c(0), _c(1)
         t, ntasks = self.kc.task if self.kc.task is not None else (zero, one)
-        rows = _gemm_rows(self.kc, self.k, p)
         cols = _c(p.cols)
         by_cols = b.icmp_signed(">=", cols, rows)
         jlo, jhi = split(b, cols, t, ntasks, p.nr)
         ilo, ihi = split(b, rows, t, ntasks, p.mr)
         ilo, ihi = b.select(by_cols, zero, ilo), b.select(by_cols, rows, ihi)
         jlo, jhi = b.select(by_cols, jlo, zero), b.select(by_cols, jhi, cols)
-        self.store, self.ctx = _store_with_context(self.kc, self.k, p)
-        self.tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, p.mr * p.nv)), self.vty.as_pointer())
-        self.scratch = b.bitcast(self.kc.scratch, self.ety.as_pointer())
-        self.out = self.kc.pointer(self.k.out)
         with for_range(b, 0, self.s.groups, name="group") as g:
             with for_range(b, jlo, jhi, NC, name="jc") as jc:
-                ncur = _min(b, _c(NC), b.sub(jhi, jc))
-                if p.kind == "filter":
-                    self.filter_block(g, jc, ncur, ilo, ihi)
-                else:
-                    self.indirect_block(g, jc, ncur, ilo, ihi)
+                block(g, jc, _min(b, _c(NC), b.sub(jhi, jc)), ilo, ihi)
 
     # -- tiles ----------------------------------------------------------------------------
 
-    def tiles(self, g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro) -> None:
+    def tiles(self, g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro, in_order: bool = True) -> None:
         """Every micro-tile of rows ``[ic, ic + mcur)`` and columns ``[jc, jc + ncur)``:
         ``call_micro(ir, bpanel, cptr, mode)`` computes one; tiles that are not written
-        whole from the registers go through the store function."""
+        whole from the registers go through the store function (every tile, unless the
+        rows are C's rows in order: ``in_order``)."""
         b, p = self.b, self.p
-        plain = self.k.epilogue is None
+        plain = self.k.epilogue is None and in_order
         with for_range(b, 0, ncur, p.nr, name="jr") as jr:
             bpanel = b.gep(bpack, [b.mul(jr, kcur)])
             j0 = b.add(jc, jr)
@@ -290,6 +372,7 @@ class _ConvEmitter:
                 i0 = b.add(ic, ir_)
                 full = b.and_(full_cols, b.icmp_signed("==", rows, _c(p.mr)))
                 direct = b.and_(full, b.or_(ir.Constant(ir.IntType(1), int(plain)), b.not_(last)))
+                direct = b.and_(direct, ir.Constant(ir.IntType(1), int(in_order)))
                 mode = b.select(direct, b.select(first, _c(TO_C), _c(ADD_TO_C)), _c(TO_TILE))
                 cptr = b.gep(self.out, [b.add(b.add(b.mul(i0, _c(p.ldc)), b.mul(g, _c(p.cols))), j0)])
                 call_micro(ir_, bpanel, cptr, mode)
@@ -300,28 +383,29 @@ class _ConvEmitter:
 
     # -- forward and input gradient: the indirect convolution ------------------------------
 
-    def indirect_block(self, g, jc, ncur, ilo, ihi) -> None:
+    def indirect_block(self, g, index: int, grid: SubGrid, jc, ncur, ilo, ihi) -> None:
         b, p, k = self.b, self.p, self.k
         src = self.kc.pointer(k.a)
         bpack = self.scratch
         table_at = _round_up(p.max_depth * p.panel_columns * k.dtype.itemsize, 64)
         table = b.bitcast(b.gep(b.bitcast(self.scratch, I8P), [_c(table_at)]), self.ety.as_pointer().as_pointer())
-        gather = _gather_function(self.kc, k, p)
-        pack_b = self._pack_b_indirect()
+        gather = _gather_function(self.kc, k, p, index, grid)
+        pack_b = self._pack_b_indirect(index, grid)
         micro = _indirect_micro_function(b.module, k.dtype, p.lanes, p.mr, p.nv)
         zeros = _zero_row(b.module, k.dtype, p.src_channels)
-        with for_range(b, 0, p.slices, name="slice") as q:
-            if p.chunks == 1:
-                t0 = b.mul(q, _c(p.taps_per_slice))
-                nt = _min(b, _c(p.taps_per_slice), b.sub(_c(p.taps), t0))
+        ntaps = len(grid.taps)
+        with for_range(b, 0, grid.slices, name="slice") as q:
+            if grid.chunks == 1:
+                t0 = b.mul(q, _c(grid.taps_per_slice))
+                nt = _min(b, _c(grid.taps_per_slice), b.sub(_c(ntaps), t0))
                 c0, clen = _c(0), _c(p.tap_depth)
             else:
-                t0, nt = b.sdiv(q, _c(p.chunks)), _c(1)
-                c0 = b.mul(b.srem(q, _c(p.chunks)), _c(p.chunk))
-                clen = _min(b, _c(p.chunk), b.sub(_c(p.tap_depth), c0))
+                t0, nt = b.sdiv(q, _c(grid.chunks)), _c(1)
+                c0 = b.mul(b.srem(q, _c(grid.chunks)), _c(grid.chunk))
+                clen = _min(b, _c(grid.chunk), b.sub(_c(p.tap_depth), c0))
             kcur = b.mul(nt, clen)
             first = b.icmp_signed("==", q, _c(0))
-            last = b.icmp_signed("==", q, _c(p.slices - 1))
+            last = b.icmp_signed("==", q, _c(grid.slices - 1))
             pack_b(g, t0, nt, c0, clen, jc, ncur, bpack)
             coff = b.add(b.mul(g, _c(p.tap_depth)), c0)
             with for_range(b, ilo, ihi, MC, name="ic") as ic:
@@ -332,9 +416,9 @@ class _ConvEmitter:
                     tile_table = b.gep(table, [b.mul(b.sdiv(ir_, _c(p.mr)), b.mul(nt, _c(p.mr)))])
                     b.call(micro, [tile_table, nt, coff, clen, bpanel, self.tile, cptr, _c(p.ldc), mode])
 
-                self.tiles(g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro)
+                self.tiles(g, jc, ncur, ic, mcur, kcur, first, last, bpack, call_micro, in_order=grid.identity)
 
-    def _pack_b_indirect(self):
+    def _pack_b_indirect(self, index: int, grid: SubGrid):
         """``pack(g, t0, nt, c0, clen, jc, ncur, bp)``: B's rows ``(tap, channel)`` of the slice,
         columns ``[jc, jc + ncur)`` of group ``g``, into NR-column panels."""
         b, p, k, s = self.b, self.p, self.k, self.s
@@ -348,7 +432,7 @@ class _ConvEmitter:
                 b.call(fn, [b.gep(w, [b.mul(g, _c(p.cols))]), _c(s.oc), _c(0), first_row,
                             b.mul(nt, clen), jc, ncur, bp])
             return pack
-        fn = _pack_input_b_function(self.kc, k, p)
+        fn = _pack_input_b_function(self.kc, k, p, index, grid)
 
         def pack(g, t0, nt, c0, clen, jc, ncur, bp):
             b.call(fn, [w, g, t0, nt, c0, clen, jc, ncur, bp])
@@ -474,7 +558,7 @@ class _Depthwise:
         t, ntasks = self.kc.task if self.kc.task is not None else (zero, one)
         blocks, _ = _depthwise_split(self.kc, k, p)
         self.lo, self.hi = split(b, blocks, t, ntasks, 1)
-        self.store, self.ctx = _store_with_context(self.kc, k, p)
+        self.store, self.ctx = _store_with_context(self.kc, k, p, None)
         self.tile = b.bitcast(alloca(b, ir.ArrayType(self.vty, max(DEPTHWISE_PIXELS, p.taps))),
                               self.vty.as_pointer())
         self.e = Emitter(b, p.lanes, k.dtype)
@@ -767,59 +851,40 @@ def _unflatten(b: ir.IRBuilder, i: ir.Value, dims: tuple) -> list[ir.Value]:
     return out[::-1]
 
 
-def _gather_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
-    """``<kernel>.gather(T* src, i64 i0, i64 mc, i64 t0, i64 nt, T** table, T* zeros)``: the
-    indirection table of rows ``[i0, i0 + mc)`` for taps ``[t0, t0 + nt)``:
+def _gather_function(kc: KernelContext, k: Conv, p: ConvPlan, index: int, grid: SubGrid) -> ir.Function:
+    """``<kernel>.gather<index>(T* src, i64 i0, i64 mc, i64 t0, i64 nt, T** table, T* zeros)``:
+    the indirection table of the grid's rows ``[i0, i0 + mc)`` for its taps ``[t0, t0 + nt)``:
     ``table[(r / MR) nt MR + t MR + r % MR]`` points at channel 0 of the source pixel row
-    ``i0 + r`` reads through tap ``t0 + t``, or at ``zeros`` (a padding tap; a stride's
-    gap, for the input gradient; rows past ``mc`` up to a whole micro-tile)."""
+    ``i0 + r`` reads through tap ``t0 + t`` (:class:`SubGrid`), or at ``zeros`` (a tap
+    outside the source image; rows past ``mc`` up to a whole micro-tile).  The taps are
+    unrolled: their offsets are constants."""
     s = k.shape
     ety = memory_type(k.dtype)
     pptr = ety.as_pointer()
-    fn, fresh = _kernel_helper(kc, "gather", [pptr, I64, I64, I64, I64, pptr.as_pointer(), pptr])
+    fn, fresh = _kernel_helper(kc, f"gather{index}", [pptr, I64, I64, I64, I64, pptr.as_pointer(), pptr])
     if not fresh:
         return fn
     src, i0, mc, t0, nt, table, zeros = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     mr = p.mr
-    (sh, sw), (dh, dw) = s.strides, s.dilations
-    top, left = s.padding[0], s.padding[2]
+    src_h, src_w = (s.h, s.w) if p.kind == "forward" else (s.oh, s.ow)
     rows_pad = b.mul(_ceil_div(b, mc, mr), _c(mr))
     with for_range(b, 0, rows_pad, name="r") as r:
         live = b.icmp_signed("<", r, mc)
-        m = b.add(i0, b.select(live, r, _c(0)))
+        n, a, col = _unflatten(b, b.add(i0, b.select(live, r, _c(0))), (None, grid.height, grid.width))
+        ya, xb = b.mul(a, _c(grid.my)), b.mul(col, _c(grid.mx))
+        first = b.mul(n, _c(src_h))
         slot = b.add(b.mul(b.sdiv(r, _c(mr)), b.mul(nt, _c(mr))), b.srem(r, _c(mr)))
-        if p.kind == "forward":
-            origin = _output_pixel(b, s, m)
-        else:
-            n, y, x = _unflatten(b, m, (None, s.h, s.w))
-
-        def entry(tap: ir.Value, t: ir.Value) -> None:
-            """The table entry of tap ``tap`` (the slice's ``t``-th) for row ``r``."""
-            if p.kind == "forward":
-                pixel, ok = _through_tap(b, s, origin, tap)
-            else:
-                # dx at (y, x) meets dy at ((y + top - i dh) / sh, ...) when that divides evenly
-                i, j = b.sdiv(tap, _c(s.kw)), b.srem(tap, _c(s.kw))
-                sy, oky = _strided(b, b.sub(b.add(y, _c(top)), b.mul(i, _c(dh))), sh, s.oh)
-                sx, okx = _strided(b, b.sub(b.add(x, _c(left)), b.mul(j, _c(dw))), sw, s.ow)
-                ok = b.and_(oky, okx)
-                pixel = b.add(b.mul(b.add(b.mul(n, _c(s.oh)), sy), _c(s.ow)), sx)
-            ok = b.and_(ok, live)
-            ptr = b.select(ok, b.gep(src, [b.mul(pixel, _c(p.src_channels))]), zeros)
-            b.store(ptr, b.gep(table, [b.add(slot, b.mul(t, _c(mr)))]))
-            if isinstance(tap, ir.Constant) and tap.constant == p.taps // 2:
-                _prefetch(b, ptr, p.src_channels * k.dtype.itemsize)
-
-        if p.taps <= UNROLL_TAPS:
-            # taps unrolled: their offsets are constants, the row's own work is done once
-            for tap in range(p.taps):
-                t = b.sub(_c(tap), t0)
-                with b.if_then(b.icmp_unsigned("<", t, nt)):
-                    entry(_c(tap), t)
-        else:
-            with for_range(b, 0, nt, name="t") as t:
-                entry(b.add(t0, t), t)
+        for tap, (_, dy, dx) in enumerate(grid.taps):
+            t = b.sub(_c(tap), t0)
+            with b.if_then(b.icmp_unsigned("<", t, nt)):
+                sy, sx = b.add(ya, _c(dy)), b.add(xb, _c(dx))
+                ok = b.and_(b.and_(b.icmp_unsigned("<", sy, _c(src_h)), b.icmp_unsigned("<", sx, _c(src_w))), live)
+                pixel = b.add(b.mul(b.add(first, sy), _c(src_w)), sx)
+                ptr = b.select(ok, b.gep(src, [b.mul(pixel, _c(p.src_channels))]), zeros)
+                b.store(ptr, b.gep(table, [b.add(slot, b.mul(t, _c(mr)))]))
+                if tap == len(grid.taps) // 2:
+                    _prefetch(b, ptr, p.src_channels * k.dtype.itemsize)
     b.ret_void()
     return fn
 
@@ -867,35 +932,38 @@ def _strided(b: ir.IRBuilder, pos: ir.Value, stride: int, size: int) -> tuple[ir
     return q, b.and_(inside, exact)
 
 
-def _pack_input_b_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Function:
-    """``<kernel>.packB(T* w, i64 g, i64 t0, i64 nt, i64 c0, i64 clen, i64 jc, i64 ncur, T* bp)``:
-    the input gradient's B, ``B[(t, o), c] = w[t, c, g OCg + o]`` for taps ``[t0, t0 + nt)``,
-    ``o`` in ``[c0, c0 + clen)`` and columns (input channels of group ``g``) ``[jc, jc + ncur)``,
-    into zero-padded NR-column panels: each tap's block of the kernel transposed."""
+def _pack_input_b_function(kc: KernelContext, k: Conv, p: ConvPlan, index: int, grid: SubGrid) -> ir.Function:
+    """``<kernel>.packB<index>(T* w, i64 g, i64 t0, i64 nt, i64 c0, i64 clen, i64 jc, i64 ncur,
+    T* bp)``: the input gradient's B for the grid's taps ``[t0, t0 + nt)``,
+    ``B[(t, o), c] = w[tap t, c, g OCg + o]`` for ``o`` in ``[c0, c0 + clen)`` and columns
+    (input channels of group ``g``) ``[jc, jc + ncur)``, into zero-padded NR-column panels:
+    each tap's block of the kernel transposed."""
     s = k.shape
     ety = memory_type(k.dtype)
     pptr = ety.as_pointer()
-    fn, fresh = _kernel_helper(kc, "packB", [pptr, I64, I64, I64, I64, I64, I64, I64, pptr])
+    fn, fresh = _kernel_helper(kc, f"packB{index}", [pptr, I64, I64, I64, I64, I64, I64, I64, pptr])
     if not fresh:
         return fn
     w, g, t0, nt, c0, clen, jc, ncur, bp = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     nr = p.nr
     kcur = b.mul(nt, clen)
-    with for_range(b, 0, nt, name="t") as t:
-        # the tap's kernel block [Cg, OC]: row c (an input channel), column g OCg + o
-        bt = b.gep(w, [b.add(b.mul(b.add(t0, t), _c(s.cg * s.oc)), b.mul(g, _c(s.ocg)))])
-        with for_range(b, 0, ncur, nr, name="jp") as jp:
-            dst = b.gep(bp, [b.add(b.mul(jp, kcur), b.mul(b.mul(t, clen), _c(nr)))])
-            if p.lanes >= 8:
-                _pack_transposed(b, p.lanes, bt, _c(s.oc), b.add(jc, jp), b.sub(ncur, jp), c0, clen, dst, nr)
-            else:
-                with for_range(b, 0, clen, name="o") as o, for_range(b, 0, nr, name="j") as jj:
-                    col = b.add(jp, jj)
-                    live = b.icmp_signed("<", col, ncur)
-                    row = b.select(live, b.add(jc, col), _c(0))
-                    value = b.load(b.gep(bt, [b.add(b.mul(row, _c(s.oc)), b.add(c0, o))]))
-                    b.store(b.select(live, value, const(ety, 0)), b.gep(dst, [b.add(b.mul(o, _c(nr)), jj)]))
+    for tap, (kernel_tap, _, _) in enumerate(grid.taps):
+        t = b.sub(_c(tap), t0)
+        with b.if_then(b.icmp_unsigned("<", t, nt)):
+            # the tap's kernel block [Cg, OC]: row c (an input channel), column g OCg + o
+            bt = b.gep(w, [b.add(_c(kernel_tap * s.cg * s.oc), b.mul(g, _c(s.ocg)))])
+            with for_range(b, 0, ncur, nr, name="jp") as jp:
+                dst = b.gep(bp, [b.add(b.mul(jp, kcur), b.mul(b.mul(t, clen), _c(nr)))])
+                if p.lanes >= 8:
+                    _pack_transposed(b, p.lanes, bt, _c(s.oc), b.add(jc, jp), b.sub(ncur, jp), c0, clen, dst, nr)
+                else:
+                    with for_range(b, 0, clen, name="o") as o, for_range(b, 0, nr, name="j") as jj:
+                        col = b.add(jp, jj)
+                        live = b.icmp_signed("<", col, ncur)
+                        row = b.select(live, b.add(jc, col), _c(0))
+                        value = b.load(b.gep(bt, [b.add(b.mul(row, _c(s.oc)), b.add(c0, o))]))
+                        b.store(b.select(live, value, const(ety, 0)), b.gep(dst, [b.add(b.mul(o, _c(nr)), jj)]))
     b.ret_void()
     return fn
 
@@ -938,27 +1006,32 @@ def _pack_filter_a_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Funct
 # The store function: partial tiles, earlier slices, the epilogue
 
 
-def _store_function(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Function, list[ir.Value]]:
-    """``<kernel>.store(i8* ctx, i8* tile, T* out, i64 i0, i64 j0, i64 rows, i64 nv, i64 flags,
-    i64 g)``: the tile's ``rows x nv`` vectors into rows ``i0..`` and columns ``j0..`` (below
-    ``cols``) of group ``g``'s block of C, C's previous contents added (``ADD_PREVIOUS``),
-    the epilogue applied (``EPILOGUE``) at each row's output index; and the context words
-    (buffer pointers, dims) the epilogue reads."""
+def _store_function(kc: KernelContext, k: Conv, p: ConvPlan, grid: int | None
+                    ) -> tuple[ir.Function, list[ir.Value]]:
+    """``<kernel>.store[grid](i8* ctx, i8* tile, T* out, i64 i0, i64 j0, i64 rows, i64 nv,
+    i64 flags, i64 g)``: the tile's ``rows x nv`` vectors into rows ``i0..`` and columns
+    ``j0..`` (below ``cols``) of group ``g``'s block of C, C's previous contents added
+    (``ADD_PREVIOUS``), the epilogue applied (``EPILOGUE``) at each row's output index; and
+    the context words (buffer pointers, dims) the epilogue reads.  Rows are the output's
+    rows in order, or the pixels of sub-grid ``grid`` (:class:`SubGrid`)."""
     b = kc.b
     ety = memory_type(k.dtype)
-    fn, fresh = _kernel_helper(kc, "store", [I8P, I8P, ety.as_pointer(), I64, I64, I64, I64, I64, I64])
+    sub = p.subgrids[grid] if grid is not None else None
+    suffix = "store" if sub is None or sub.identity else f"store{grid}"
+    fn, fresh = _kernel_helper(kc, suffix, [I8P, I8P, ety.as_pointer(), I64, I64, I64, I64, I64, I64])
     buffers = list(kc.storage.items()) if k.epilogue is not None else []
     symbols = list(kc.symbols.items()) if k.epilogue is not None else []
     if fresh:
-        _store_body(fn, k, p, buffers, symbols)
+        _store_body(fn, k, p, buffers, symbols, None if sub is None or sub.identity else sub)
     words = [b.ptrtoint(v, I64) for _, v in buffers] + [v if v.type == I64 else b.sext(v, I64) for _, v in symbols]
     return fn, words
 
 
-def _store_with_context(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Function, ir.Value]:
+def _store_with_context(kc: KernelContext, k: Conv, p: ConvPlan, grid: int | None
+                        ) -> tuple[ir.Function, ir.Value]:
     """The store function and its context argument (a stack array of the words, or null)."""
     b = kc.b
-    store, words = _store_function(kc, k, p)
+    store, words = _store_function(kc, k, p, grid)
     if not words:
         return store, ir.Constant(I8P, None)
     slots = alloca(b, ir.ArrayType(I64, len(words)))
@@ -967,7 +1040,7 @@ def _store_with_context(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Fun
     return store, b.bitcast(slots, I8P)
 
 
-def _store_body(fn: ir.Function, k: Conv, p: ConvPlan, buffers, symbols) -> None:
+def _store_body(fn: ir.Function, k: Conv, p: ConvPlan, buffers, symbols, sub: SubGrid | None) -> None:
     ctx, tile_raw, c, i0, j0, rows, nv, flags, g = fn.args
     c.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -987,7 +1060,13 @@ def _store_body(fn: ir.Function, k: Conv, p: ConvPlan, buffers, symbols) -> None
     group_col = b.mul(g, _c(p.cols))
     with for_range(b, 0, rows, name="r") as r:
         i = b.add(i0, r)
-        index = _unflatten(b, i, tuple(k.out.shape[:-1])) if epi is not None else []
+        if sub is None:
+            index = _unflatten(b, i, tuple(k.out.shape[:-1])) if epi is not None else []
+        else:
+            # the sub-grid's pixel (n, y0 + sy a, x0 + sx b) of the [N, H, W, C] output
+            n, a, col_b = _unflatten(b, i, (None, sub.height, sub.width))
+            index = [n, b.add(_c(sub.y0), b.mul(a, _c(sub.sy))), b.add(_c(sub.x0), b.mul(col_b, _c(sub.sx)))]
+            i = b.add(b.mul(b.add(b.mul(n, _c(k.out.shape[1])), index[1]), _c(k.out.shape[2])), index[2])
         crow = b.gep(c, [b.add(b.mul(i, _c(p.ldc)), group_col)])
         with for_range(b, 0, nv, name="v") as v:
             col = b.add(j0, b.mul(v, _c(lanes)))
