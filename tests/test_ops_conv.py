@@ -377,7 +377,7 @@ PATHS = [
     ("depthwise_f64", (2, 7, 7, 24), (5, 5, 1, 24), {"strides": (1, 2), "padding": (2, 2, 2, 2), "dilations": (1, 2),
                                                      "groups": 24}, F64),
     ("multiplier", (2, 6, 5, 4), (3, 3, 1, 12), {"padding": (1, 1, 1, 1), "groups": 4}, F32),
-    ("many_taps", (2, 9, 9, 8), (7, 7, 8, 16), {"padding": (3, 3, 2, 4)}, F32),      # tap loops not unrolled
+    ("many_taps", (2, 9, 9, 8), (7, 7, 8, 16), {"padding": (3, 3, 2, 4)}, F32),      # the kernel gradient's tap loop
     ("many_taps_depthwise", (2, 8, 8, 4), (6, 5, 1, 4), {"padding": (2, 3, 2, 2), "groups": 4}, F32),
 ]
 

@@ -80,7 +80,8 @@ POINTER_BYTES = 8
 INDIRECT_KC = 1152       # deepest slice of the indirect kernel (whole taps: 3x3x128 is one)
 FILTER_KC = 192          # deepest slice of the kernel gradient, in pixels (its 8x32 tile's B panel and A
                          # values stay in L1: 0.92-0.96 of PyTorch at 384, 0.96-1.01 at 192)
-UNROLL_TAPS = 25         # kernels of at most this many taps have their tap loops unrolled
+UNROLL_TAPS = 25         # at most this many taps: the kernel gradient's table unrolls its tap loop, and
+                         # a depthwise kernel runs direct (the indirect gathers always unroll theirs)
 
 
 @dataclass(frozen=True)
