@@ -166,6 +166,19 @@ case("matmul_batched", ("matmul",), [T(F32, 3, "N", 4), T(F32, 4, 6), T(F64, 2, 
 case("matmul_int", ("matmul",), [T(I32, "N", 7), T(I32, 7, 18)], lambda b, p: [b.matmul(p[0], p[1])],
      ("small", "small"))
 
+# -- convolutions (more in tests/test_ops_conv.py) ---------------------------------------------------
+
+_CONV = {"strides": (2, 1), "padding": (1, 0, 2, 1), "dilations": (1, 2), "groups": 2}
+case("conv2d", ("conv2d", "conv2d_backprop_input", "conv2d_backprop_filter"),
+     [T(F32, "N", 7, 6, 4), T(F32, 3, 2, 2, 6), T(F64, "N", 3, 7, 6)],
+     lambda b, p: [b.conv2d(p[0], p[1], **_CONV),
+                   b.conv2d_backprop_input(b.cast(p[2], dtype=F32), p[1], input_size=(7, 6), **_CONV),
+                   b.conv2d_backprop_filter(p[0], b.cast(p[2], dtype=F32), filter_size=(3, 2), **_CONV)])
+case("conv_composites", ("conv1d", "conv2d_transpose"), [T(F32, "N", 9, 3), T(F32, 3, 3, 5), T(F64, "N", 3, 2, 4)],
+     lambda b, p: [b.conv1d(p[0], p[1], strides=(2,), padding=(1, 1)),
+                   b.conv2d_transpose(p[2], b.constant(np.linspace(-1, 1, 48).reshape(2, 3, 2, 4), F64),
+                                      strides=(2, 2), padding=(0, 1, 1, 0), output_padding=(1, 0))])
+
 # -- composites ---------------------------------------------------------------------------------------
 
 case("softmax", ("softmax", "log_softmax"), [T(F32, "N", 10)],

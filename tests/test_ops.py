@@ -141,6 +141,15 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
     s["random_uniform"] = ([T(I64)], [key], {"shape": (3, 4), "minval": -1.0, "maxval": 2.0})
     s["random_normal"] = ([T(I64)], [key], {"shape": (3, 4), "dtype": F64, "stddev": 2.0})
     s["bernoulli"] = ([T(I64)], [key], {"shape": (3, 4), "p": 0.25})
+    # convolutions (compiler/ops/conv.py; more in tests/test_ops_conv.py)
+    img, ker, dy = T(F32, "N", 5, 4, 2), T(F32, 3, 2, 2, 4), T(F32, "N", 3, 3, 4)
+    conv = {"strides": (2, 1), "padding": (1, 1, 0, 0)}
+    s["conv2d"] = ([img, ker], [rand(3, 5, 4, 2), rand(3, 2, 2, 4)], conv)
+    s["conv2d_backprop_input"] = ([dy, ker], [rand(3, 3, 3, 4), rand(3, 2, 2, 4)], {"input_size": (5, 4), **conv})
+    s["conv2d_backprop_filter"] = ([img, dy], [rand(3, 5, 4, 2), rand(3, 3, 3, 4)], {"filter_size": (3, 2), **conv})
+    s["conv1d"] = ([T(F32, "N", 7, 2), T(F32, 3, 1, 4)], [rand(3, 7, 2), rand(3, 1, 4)],
+                   {"strides": (2,), "padding": (1, 1), "groups": 2})
+    s["conv2d_transpose"] = ([dy, ker], [rand(3, 3, 3, 4), rand(3, 2, 2, 4)], {"output_padding": (1, 0), **conv})
     return s
 
 

@@ -159,6 +159,7 @@ def _cases() -> list[Case]:
               Case("avg_pool2d_grad", [pooled], {**window, "input_size": (5, 4)}),
               Case("global_avg_pool", [image]), Case("global_max_pool", [image], {"keepdims": True}),
               Case("flatten", [image])]
+    cases += _conv_cases()
     return cases
 
 
@@ -194,6 +195,19 @@ def _indexing_cases() -> list[Case]:
         Case("scatter_add", [Arg((4, 2)), Arg((5,), "label4", label), Arg((5, 2))], {"axis": 0}),
         Case("scatter_add_along_axis", [Arg((3, 1)), Arg((3, 4), "label3", label), Arg((3, 4))],
              {"axis": 0}),
+    ]
+
+
+def _conv_cases() -> list[Case]:
+    """compiler/ops/conv.py: each op once with strides, padding, dilation and groups."""
+    geo = {"strides": (2, 1), "padding": (1, 0, 2, 1), "dilations": (1, 2), "groups": 2}
+    return [
+        Case("conv2d", [Arg(("N", 4, 5, 4)), Arg((2, 2, 2, 4))], geo),
+        Case("conv2d_backprop_input", [Arg(("N", 2, 6, 4)), Arg((2, 2, 2, 4))], {"input_size": (4, 5), **geo}),
+        Case("conv2d_backprop_filter", [Arg(("N", 4, 5, 4)), Arg(("N", 2, 6, 4))], {"filter_size": (2, 2), **geo}),
+        Case("conv1d", [Arg((2, 6, 3)), Arg((2, 3, 2))], {"strides": (2,), "padding": (1, 0)}),
+        Case("conv2d_transpose", [Arg((1, 2, 3, 2)), Arg((2, 2, 3, 2))],
+             {"strides": (2, 2), "padding": (1, 0, 0, 0), "output_padding": (1, 0)}),
     ]
 
 

@@ -4,6 +4,8 @@ The cost model, per op (``n`` = elements of the result, symbols kept):
 
 - ``matmul`` ``[.., M, K] @ [.., K, N]``: ``2 * batch * M * N * K`` (one
   multiply and one add per term);
+- ``conv2d`` and its two gradients: ``2 * N * OH * OW * OC * KH * KW * C / groups``
+  each (every one of them forms the same products);
 - elementwise ops: ``n`` FLOPs, except the transcendental ones
   (:data:`TRANSCENDENTAL`: exp, log, sqrt, tanh, sigmoid, pow, the special
   functions erf expm1 log1p sin cos and the activations built on them), which count
@@ -26,14 +28,16 @@ Symbolic dims stay symbolic: ``cost.flops`` is a :class:`Poly` such as
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op
 from ..ir.types import Dim
+from ..ops import conv
 from ..ops.base import COMPOSITE, ELEMENTWISE, REDUCTION, get_op
 from ..ops.pool import WINDOWED, window_of
+from ..ops.conv import CONV_OPS
 
 TRANSCENDENTAL = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid", "pow",
                             "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})
@@ -135,6 +139,9 @@ def op_cost(op: Op) -> Cost:
     if op.name == "matmul":
         k = op.operands[0].type.shape[-1]
         return Cost(flops=Poly.product(op.result.type.shape) * Poly.of(k) * 2)
+    if op.name in CONV_OPS:
+        s = conv.shape_of(op)
+        return Cost(flops=Poly.of(s.n) * (2 * s.macs_per_image))
     if opdef.kind == ELEMENTWISE:
         n = Poly.product(op.result.type.shape)
         return Cost(transcendentals=n) if op.name in TRANSCENDENTAL else Cost(flops=n)

@@ -37,10 +37,10 @@ from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from ..ops.random import PHILOX_OPS
 from .indexing import INDEXING_FAMILIES
-from .loops import (CONST, MAX_EXPR_NODES, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const,
+from .loops import (CONST, CONV_KINDS, MAX_EXPR_NODES, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const,
                     DimValue, Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program,
-                    Reduce, Scan, Scatter, TopK, buffers_read, expr_size, fuse_row_softmax, has_take,
-                    identity_index, loads, remap, replace_buffer, replace_loads, takes, walk)
+                    Reduce, Scan, Scatter, TopK, buffers_read, conv_kernel, expr_size, fuse_row_softmax,
+                    has_take, identity_index, loads, remap, replace_buffer, replace_loads, takes, walk)
 from .pool import lower_pool
 
 # ---------------------------------------------------------------------------
@@ -425,6 +425,30 @@ def _matmul_side(L: Lowering, x: Value, vector_shape: tuple | None) -> tuple[Buf
     return L.buffer(x), False
 
 
+def _lower_conv(L: Lowering, op: Op) -> None:
+    """``conv2d`` and its gradients: one :class:`Conv` kernel over dense operands."""
+    from ..ops.conv import shape_of
+
+    v = op.result
+    a, b = (_dense_operand(L, u) for u in op.operands)
+    out = L.new_buffer(v)
+    L.add_kernel(conv_kernel(CONV_KINDS[op.name], shape_of(op), out, a, b))
+    L.buffers[v] = out
+
+
+def _dense_operand(L: Lowering, x: Value) -> Buffer:
+    """``x``'s elements in row-major order: its buffer, or a view of the buffer that a
+    reshape adding or dropping 1s reads (``conv1d``'s ``[N, L, C] -> [N, 1, L, C]``)."""
+    expr = L.expr(x)
+    if isinstance(expr, Load):
+        buf = expr.buffer
+        if expr.index == identity_index(buf.rank) and tuple(buf.shape) == tuple(x.type.shape):
+            return buf
+        if squeeze_map(tuple(buf.shape), tuple(x.type.shape)) == list(expr.index):
+            return L.view(buf, x.type.shape)
+    return L.buffer(x)
+
+
 # The kernel families a non-elementwise op names in its ``lower`` rule
 # (``compiler/ops``): the op says *which* kernel computes it, codegen says how.
 KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
@@ -440,6 +464,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "top_k": _lower_top_k,
     **INDEXING_FAMILIES,        # slice, slice_update, concat, gather, ..., scatter_add
     "pool": lower_pool,             # max_pool2d, avg_pool2d and their gradients (pool.py)
+    "conv": _lower_conv,
 }
 
 

@@ -28,19 +28,20 @@ from llvmlite import ir
 
 from ..diagnostics import LoweringError
 from ..ir.types import Dim
-
+from . import conv
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .threads import MAX_THREADS, parallel_call, pool
 from .llvmutil import I8, I8P, I32, I64, intrinsic, short_name
 from .indexing import emit_scatter
-from .loops import Buffer, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
+from .loops import Buffer, Conv, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
 from .pool import emit_pool
 from .scan import emit_scan
 from .topk import emit_top_k
 from .sparse_gemm import enable_skip_zeros
 from .storage import enable_half_instructions
 from .target import CodegenOptions
+from .threads import MAX_THREADS, parallel_call, pool
 
 ALIGN = 64
 
@@ -209,7 +210,7 @@ class _ProgramEmitter:
         nsym = len(self.prog.symbols)
         dims = fn.args[nfixed - 1 - nsym:nfixed - 1]
         ctx = KernelContext(b, {}, dict(zip(self.prog.symbols, dims)), self.lanes)
-        ntasks = task_count(ctx, k, fn.args[-1])
+        ntasks = (conv.task_count if isinstance(k, Conv) else task_count)(ctx, k, fn.args[-1])
         parallel_call(b, part, list(fn.args[:nfixed]), ntasks)
         b.ret_void()
         return fn
@@ -257,6 +258,8 @@ class _ProgramEmitter:
             emit_scatter(ctx, k)
         elif isinstance(k, Pool):
             emit_pool(ctx, k)
+        elif isinstance(k, Conv):
+            conv.emit_conv(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()
@@ -270,13 +273,16 @@ def workspace_regions(prog: Program, lanes: int) -> tuple[list[Region], list[Reg
     TASKS_PER_THREAD tasks).  The runtime checks their 64-byte-aligned sum against the
     size limit before a call, so the prologue's sums and products cannot overflow."""
     temps = [(t.dtype.itemsize, tuple(t.shape)) for t in prog.temps]
-    packing = [(k.dtype.itemsize, (k.k, scratch_columns(lanes) + ALIGN, MAX_THREADS * TASKS_PER_THREAD))
+    packing = [(1, (conv.scratch_bytes(k, lanes), MAX_THREADS * TASKS_PER_THREAD)) if isinstance(k, Conv) else
+               (k.dtype.itemsize, (k.k, scratch_columns(lanes) + ALIGN, MAX_THREADS * TASKS_PER_THREAD))
                for k in prog.kernels if isinstance(k, Matmul)]
     return temps, packing
 
 
 def _scratch_bytes(b: ir.IRBuilder, ctx: KernelContext, k: Matmul, lanes: int) -> ir.Value:
     """Bytes of one task's packing region of matmul ``k`` (a multiple of ALIGN)."""
+    if isinstance(k, Conv):
+        return ir.Constant(I64, conv.scratch_bytes(k, lanes))
     return _align_up(b, b.mul(scratch_elements(ctx, k), ir.Constant(I64, k.dtype.itemsize)))
 
 

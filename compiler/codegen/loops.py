@@ -30,6 +30,8 @@ A :class:`Program` is one dl function after bufferization:
     optimizer update...).
   - :class:`Scatter` -- ``out = base``, then ``out[index(i)] += value(i)`` over
     the updates, in order (``scatter_add`` and its along-axis form).
+  - :class:`Conv` -- a ``conv2d`` or one of its gradients: a :class:`Matmul`
+    whose A operand is implicit (image patches), emitted by ``conv.py``.
 
 Expressions (:data:`Expr`): :class:`Load` (a buffer read through an index
 map: for each buffer dim, the loop axis indexing it, or ``None`` for a
@@ -55,6 +57,7 @@ from typing import Any, Iterator, Union
 import numpy as np
 
 from ..ir.types import Dim, DType
+from ..ops.conv import ConvShape
 from ..ops.random import PHILOX_OPS
 
 PARAM, OUTPUT, TEMP, CONST, VIEW = "param", "output", "temp", "const", "view"
@@ -440,7 +443,36 @@ class Pool:
         return [self.out]
 
 
-Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK, Scatter, Pool]
+CONV_KINDS = {"conv2d": "forward", "conv2d_backprop_input": "input", "conv2d_backprop_filter": "filter"}
+
+
+@dataclass(eq=False)
+class Conv(Matmul):
+    """A convolution computed as the GEMM it is (docs/codegen.md, "Convolution"), with an
+    implicit operand: ``kind`` ``forward`` (``out = conv2d(a, b)``, ``a`` the image, ``b``
+    the kernel), ``input`` (the input gradient ``conv2d_backprop_input(a, b)``, ``a`` the
+    output gradient) or ``filter`` (the kernel gradient ``conv2d_backprop_filter(a, b)``,
+    ``a`` the image, ``b`` the output gradient); ``shape`` is the convolution's geometry
+    (:class:`compiler.ops.conv.ConvShape`).
+
+    As a :class:`Matmul` its result is ``out`` as ``[*batch, m, n]`` (``out``'s own shape:
+    ``n`` its channels), so epilogue fusion, in-place updates and memory planning treat it
+    as any GEMM; ``k`` is the contraction length per image.  Codegen: ``conv.py``."""
+
+    kind: str = "forward"
+    shape: ConvShape | None = None
+
+
+def conv_kernel(kind: str, shape: ConvShape, out: Buffer, a: Buffer, b: Buffer) -> Conv:
+    """The :class:`Conv` kernel computing ``out`` from ``a`` and ``b``."""
+    s = shape
+    k = {"forward": s.kh * s.kw * s.cg, "input": s.kh * s.kw * s.ocg, "filter": s.oh * s.ow}[kind]
+    dims = tuple(out.shape)
+    return Conv(out, a, b, False, False, dims[-2], dims[-1], k, dims[:-2], kind=kind, shape=shape)
+
+
+
+Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK, Scatter, Pool]     # a Conv is a Matmul
 
 
 @dataclass(eq=False)
@@ -605,6 +637,8 @@ def kernel_str(k: Kernel) -> str:
                 f"{k.out.name}[{where}] += {expr_str(k.value)}")
     if isinstance(k, Pool):
         return pool_str(k)
+    if isinstance(k, Conv):
+        return _conv_str(k)
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
@@ -622,6 +656,20 @@ def pool_str(k: Pool) -> str:
     args = ", ".join(b.name for b in k.inputs)
     return (f"pool.{k.kind} {_dims(shape)} window {w.pool[0]}x{w.pool[1]} strides {w.strides[0]}x"
             f"{w.strides[1]} padding {list(w.padding)}{how}: {k.out.name} = pool({args})")
+
+
+def _conv_str(k: Conv) -> str:
+    """``conv2d [N, 28x28x32 -> 28x28x64, kernel 3x3, ...]: %out0 = conv(%x, %w)``."""
+    s = k.shape
+    geo = (f"{s.n}, {s.h}x{s.w}x{s.c} -> {s.oh}x{s.ow}x{s.oc}, kernel {s.kh}x{s.kw}, "
+           f"strides {s.strides[0]}x{s.strides[1]}, padding {','.join(map(str, s.padding))}, "
+           f"dilations {s.dilations[0]}x{s.dilations[1]}, groups {s.groups}")
+    op = {"forward": "conv", "input": "conv^T", "filter": "corr"}[k.kind]
+    name = {"forward": "conv2d", "input": "conv2d.input", "filter": "conv2d.filter"}[k.kind]
+    text = f"{name} [{geo}]: {k.out.name} = {op}({k.a.name}, {k.b.name})"
+    if k.epilogue is not None:
+        text += f"\n      epilogue: {expr_str(k.epilogue)}"
+    return text
 
 
 def print_program(p: Program) -> str:
