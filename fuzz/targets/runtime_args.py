@@ -112,7 +112,10 @@ def run(text: str, stats: dict[str, int]) -> None:
     try:
         result = call()
     except DlError as e:
-        if call_ok and all(a.good for a in args):
+        # a max, min or argmax over an axis of size 0 is undefined (numpy raises): the runtime
+        # refuses it before native code runs, by design (docs/ops.md, "Special values")
+        undefined = "of no elements is undefined" in e.message
+        if call_ok and all(a.good for a in args) and not undefined:
             raise Mismatch("rejected a valid call",
                            f"the runtime rejected a valid call: {e.message}\n{notes}") from None
         raise
