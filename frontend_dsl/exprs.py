@@ -288,7 +288,7 @@ class Body:
         if self.functions.is_function(c.func):
             return self.inline(c)
         layer = LAYERS.get(c.func)
-        if layer is not None:
+        if layer is not None and layer.claims_call(c):
             if self.params is None and not layer.stateless:
                 raise DlTypeError(f"{c.func}(...) creates parameters, so it can only be used inside a model",
                                   c.func_span)

@@ -33,3 +33,13 @@ def test_mnist_residual_learns_on_a_subset(tmp_path: Path) -> None:
              y_test=mnist.y_test[:1000])
     report = train(tmp_path, "mnist_residual", "--data", str(subset), "--epochs", "2", "--batch-size", "64")
     assert report["test"]["accuracy"] > 0.85
+
+
+def test_mnist_cnn_learns_from_raw_bytes_on_a_subset(tmp_path: Path) -> None:
+    mnist = load_data("mnist")                      # float [N, 784]; the model wants u8 [N, 28, 28, 1]
+    as_bytes = (mnist.x_train[:2000] * 255).round().astype(np.uint8).reshape(-1, 28, 28, 1)
+    test = (mnist.x_test[:500] * 255).round().astype(np.uint8).reshape(-1, 28, 28, 1)
+    subset = tmp_path / "subset.npz"
+    np.savez(subset, x=as_bytes, y=mnist.y_train[:2000], x_test=test, y_test=mnist.y_test[:500])
+    report = train(tmp_path, "mnist_cnn", "--data", str(subset), "--epochs", "2", "--batch-size", "64")
+    assert report["test"]["accuracy"] > 0.85

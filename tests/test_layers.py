@@ -127,3 +127,68 @@ def test_pooling_layer_errors(call: str, message: str) -> None:
         compile_source(f"fn f(x: f32[N, 4], y: f32[N, 4, 4, 1]) {{ return {call} }}", "p.dl")
     errors = info.value.errors if isinstance(info.value, DlErrors) else [info.value]
     assert any(message in e.message for e in errors), [e.message for e in errors]
+
+
+def test_the_conv2d_layer_creates_hwio_kernels_and_the_op_stays_callable() -> None:
+    from compiler.ir.interpreter import interpret as run
+
+    module = compile_source("""
+fn raw(x: f32[N, 6, 6, 2], w: f32[3, 3, 2, 4]) -> f32[N, 4, 4, 4] { return conv2d(x, w) }
+model m {
+    input x: f32[N, 6, 6, 2]
+    target y: i32[N]
+    let c = conv2d(x, filters=4, kernel=3, padding=same, activation=relu, name="c1")
+    let d = conv2d(c, 3, kernel_size=[2, 3], strides=2, use_bias=false)
+    output p = dense(flatten(d), 2, activation=softmax)
+    loss sparse_categorical_crossentropy(p, y)
+    optimizer sgd
+}""", "c.dl")
+    params = module.attrs["model"]["params"]
+    assert [p["name"] for p in params] == ["c1.kernel", "c1.bias", "conv2d_2.kernel", "dense_1.kernel",
+                                           "dense_1.bias"]
+    predict = module.get("predict")
+    assert [tuple(p.type.shape) for p in predict.params[:3]] == [(3, 3, 2, 4), (4,), (2, 3, 4, 3)]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 6, 6, 2)).astype(np.float32)
+    k1 = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    b1 = rng.standard_normal(4).astype(np.float32)
+    k2 = rng.standard_normal((2, 3, 4, 3)).astype(np.float32)
+
+    def conv(img, k, pad, stride):
+        img = np.pad(img, ((0, 0), pad[0], pad[1], (0, 0)))
+        kh, kw = k.shape[:2]
+        oh, ow = (img.shape[1] - kh) // stride + 1, (img.shape[2] - kw) // stride + 1
+        out = np.zeros((img.shape[0], oh, ow, k.shape[3]), np.float64)
+        for i in range(oh):
+            for j in range(ow):
+                patch = img[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+                out[:, i, j] = np.tensordot(patch, k, axes=([1, 2, 3], [0, 1, 2]))
+        return out
+
+    c = np.maximum(conv(x, k1, ((1, 1), (1, 1)), 1) + b1, 0)
+    d = conv(c, k2, ((0, 0), (0, 0)), 2)
+    got = run(module.get("raw"), [x, k1])[0]
+    np.testing.assert_allclose(got, conv(x, k1, ((0, 0), (0, 0)), 1), rtol=1e-4, atol=1e-4)
+    full = module.get("predict")
+    w3 = rng.standard_normal((18, 2)).astype(np.float32)      # d: [2, 3, 2, 3]
+    b3 = np.zeros(2, np.float32)
+    probs = run(full, [k1, b1, k2, w3, b3, x])[0]
+    z = d.reshape(2, -1) @ w3
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    ("conv2d(y, filters=4, kernel=3)", "takes float NHWC images"),
+    ("conv2d(x, filters=3, kernel=3, groups=2)", "groups dividing"),
+    ("conv2d(x, filters=4, kernel=[3, 3, 3])", "takes an int or 2 ints"),
+    ("conv2d(x, filters=4, kernel=3, padding=full)", "padding must be 'valid', 'same'"),
+    ("conv2d(x, filters=4)", "'conv2d' takes x, filters, kernel"),
+])
+def test_conv2d_layer_errors(call: str, message: str) -> None:
+    source = (f"model m {{\n input x: f32[N, 6, 6, 2]\n input y: f32[N, 4]\n target t: f32[N, 1]\n"
+              f" let c = {call}\n output p = dense(flatten(c), 1)\n loss mse(p, t)\n optimizer sgd\n}}")
+    with pytest.raises(DlError) as info:
+        compile_source(source, "c.dl")
+    errors = info.value.errors if isinstance(info.value, DlErrors) else [info.value]
+    assert any(message in e.message for e in errors), [e.message for e in errors]

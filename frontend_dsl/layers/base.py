@@ -96,6 +96,11 @@ class LayerDef:
     aliases: dict[str, str]
     stateless: bool = False        # creates no parameters: usable outside a model too
     build: Callable[[LayerCall], Value] | None = None
+    # A layer named like an op (conv2d): which calls are the layer's (the rest are the op's)
+    claims: Callable[[ast.Call], bool] | None = None
+
+    def claims_call(self, c: ast.Call) -> bool:
+        return self.claims is None or self.claims(c)
 
     def def_build(self, fn: Callable[[LayerCall], Value]) -> Callable[[LayerCall], Value]:
         self.build = fn
@@ -111,12 +116,13 @@ LAYERS: dict[str, LayerDef] = {}
 
 
 def define_layer(name: str, *, args: tuple[str, ...], required: tuple[str, ...], usage: str,
-                 doc: str, aliases: dict[str, str] | None = None, stateless: bool = False) -> LayerDef:
+                 doc: str, aliases: dict[str, str] | None = None, stateless: bool = False,
+                 claims: Callable[[ast.Call], bool] | None = None) -> LayerDef:
     """Create a layer definition and enter it in :data:`LAYERS`."""
     assert name not in LAYERS, f"layer {name} defined twice"
     assert set(required) <= set(args), required
     assert set((aliases or {}).values()) <= set(args), aliases
-    layer = LayerDef(name, args, required, usage, doc, dict(aliases or {}), stateless)
+    layer = LayerDef(name, args, required, usage, doc, dict(aliases or {}), stateless, claims=claims)
     LAYERS[name] = layer
     return layer
 
