@@ -78,7 +78,7 @@ class WorkerClient:
         """The last non-empty lines the worker wrote to stderr."""
         self.stderr.flush()
         self.stderr.seek(0)
-        text = [l.strip() for l in self.stderr.read().splitlines() if l.strip()]
+        text = [line.strip() for line in self.stderr.read().splitlines() if line.strip()]
         self.stderr.seek(0, os.SEEK_END)
         return " | ".join(text[-lines:])
 

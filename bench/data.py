@@ -102,7 +102,7 @@ class MlpParams:
     w2: np.ndarray
     b2: np.ndarray
 
-    def copy(self) -> "MlpParams":
+    def copy(self) -> MlpParams:
         return MlpParams(self.w1.copy(), self.b1.copy(), self.w2.copy(), self.b2.copy())
 
 

@@ -33,11 +33,11 @@ from typing import Any
 if __package__ in (None, ""):          # run as a script: python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import cases as C                                   # noqa: E402
-from bench.client import REPO_ROOT, WorkerClient, WorkerFailed   # noqa: E402
-from bench.report import Result, summary, table, to_json        # noqa: E402
-from bench.setup_env import VENV_DIR, setup, venv_python        # noqa: E402
-from bench.worker import worker_env                             # noqa: E402
+from bench import cases as C  # noqa: E402
+from bench.client import REPO_ROOT, WorkerClient, WorkerFailed  # noqa: E402
+from bench.report import Result, summary, table, to_json  # noqa: E402
+from bench.setup_env import VENV_DIR, setup, venv_python  # noqa: E402
+from bench.worker import worker_env  # noqa: E402
 
 DEFAULT_JSON = REPO_ROOT / "bench" / "out" / "results.json"
 
@@ -264,8 +264,8 @@ def describe_result(result: Result) -> str:
 def run_json(command: list[str], env: dict[str, str], timeout_s: float = 900) -> dict[str, Any]:
     """Run a ``bench.oneshot`` command; its last stdout line is JSON."""
     try:
-        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=timeout_s)
+        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"ok": False, "reason": f"timed out after {timeout_s:g} s"}
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     log(f"interpreter {python}; implementations {', '.join(impls)}; threads {threads}; "
         f"{len(selected)} cases")
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     info = system_info()
     results: list[Result] = []
     workers: dict[int, Any] = {}
@@ -408,7 +408,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info["loadavg_end"] = list(os.getloadavg())
     return {
         "date": started.isoformat(timespec="seconds"),
-        "seconds": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
+        "seconds": (datetime.datetime.now(datetime.UTC) - started).total_seconds(),
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
         "interpreter": python, "system": info, "settings": asdict(settings),
         "threads": list(threads), "implementations": list(impls), "workers": workers,
@@ -424,7 +424,7 @@ README_HEADING = "## Last measured"
 def _versions(report: dict[str, Any]) -> str:
     """Peer versions, BLAS kernel and LLVM CPU from the workers' descriptions."""
     parts = []
-    for threads, families in sorted(report["workers"].items()):
+    for _threads, families in sorted(report["workers"].items()):
         dlc, numpy_, torch_, jax_ = (families.get(f, {}) for f in ("dlc", "numpy", "torch", "jax"))
         blas = [b for b in numpy_.get("blas", []) if b.get("internal_api") == "openblas"]
         if blas:

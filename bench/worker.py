@@ -31,7 +31,8 @@ import os
 import sys
 import time
 import traceback
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 OPENBLAS_TUNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 FAMILY_MODULES = {"dlc": "dlc_impl", "numpy": "numpy_impl", "torch": "torch_impl", "jax": "jax_impl"}

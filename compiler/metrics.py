@@ -13,8 +13,8 @@ classes) mean sparse categorical accuracy; otherwise categorical accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .ir.builder import Builder
 from .ir.core import Value

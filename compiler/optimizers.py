@@ -35,8 +35,8 @@ hyperparameter is a constant in the IR.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .ir.builder import Builder
 from .ir.core import Value

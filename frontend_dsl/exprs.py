@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-
 from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError, SizeError
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value

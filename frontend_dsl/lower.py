@@ -21,7 +21,6 @@ from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionE
 from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module, Value
 from compiler.ir.types import TensorType
-
 from compiler.passes.autodiff import grad
 
 from . import ast

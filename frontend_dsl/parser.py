@@ -15,8 +15,8 @@ from typing import Any
 
 import lark
 from lark import Token, v_args
-from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from compiler.diagnostics import DlError, DlTypeError, Location, ParseError, abbreviate, register_source
 

@@ -11,9 +11,9 @@ rather than at every later use.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from compiler.diagnostics import DlError, DlErrors, DlTypeError, Location, NameResolutionError
 from compiler.ir.core import Value

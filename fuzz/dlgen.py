@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from compiler.ir.types import Dim, DType, TensorType
 from compiler.ops.base import ShapeError, get_op, normalize_attrs

@@ -10,8 +10,8 @@ fix lands, delete its entry: the suite then holds the fix to the fuzzer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .case import Case, Outcome, directives
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .mutate import ATOM
 

@@ -38,9 +38,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import known
 from .case import FINDING, REPO_ROOT, Case, Outcome

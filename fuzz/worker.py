@@ -88,8 +88,8 @@ def serve(channel: Channel, cache_dir: str, memory_limit: int) -> None:
 
 def execute(case: Case) -> Outcome:
     """Run ``case`` with its target and classify the result."""
-    from compiler.diagnostics import DlError
     from compiler.checking.pass_checker import PassCheckError
+    from compiler.diagnostics import DlError
     from compiler.passes.manager import PassVerifyError
 
     from .oracle import Mismatch

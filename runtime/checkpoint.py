@@ -232,7 +232,8 @@ def _read_meta(path: Path, record: np.ndarray | None) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise DlRuntimeError(f"{path}: corrupt checkpoint metadata ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DlRuntimeError(f"{path}: not a dlc checkpoint (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
+        found = meta.get("format") if isinstance(meta, dict) else repr(meta)
+        raise DlRuntimeError(f"{path}: not a dlc checkpoint (format {found})")
     if meta.get("version") != VERSION:
         raise DlRuntimeError(f"{path}: checkpoint version {meta.get('version')} is not supported "
                              f"(this dlc reads version {VERSION})")

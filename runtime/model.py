@@ -27,10 +27,10 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -687,7 +687,8 @@ def _data_spec(module: Module, sig: TrainSignature, info: dict[str, Any]) -> Dat
                                                       predict.outputs)))
     num_classes = None
     if outputs and len(outputs[0].shape) >= 2 and isinstance(outputs[0].shape[-1], int):
-        if any(t.dtype.is_int for _, t in sig.targets) or (info.get("loss") or {}).get("name") == "categorical_crossentropy":
+        loss_name = (info.get("loss") or {}).get("name")
+        if any(t.dtype.is_int for _, t in sig.targets) or loss_name == "categorical_crossentropy":
             num_classes = int(outputs[0].shape[-1])
     return DataSpec(
         model_name=sig.model_name,

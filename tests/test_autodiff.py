@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from compiler.diagnostics import AutodiffError, DlErrors, Location
 from compiler.checking.gradcheck import gradcheck
+from compiler.diagnostics import AutodiffError, DlErrors, Location
 from compiler.ir.builder import Builder, new_function
 from compiler.ir.core import Function, Module, Value
 from compiler.ir.interpreter import interpret
-from compiler.ir.verifier import verify_function
 from compiler.ir.types import DType, TensorType
+from compiler.ir.verifier import verify_function
 from compiler.ops import OPS
 from compiler.passes import PASSES, grad, inline_function, run_pipeline
 from compiler.passes.manager import PassContext

@@ -31,7 +31,6 @@ from bench.report import Result, table, verdict  # noqa: E402
 from bench.run import UsageError, main, parse_peers, parse_threads, rotated  # noqa: E402
 from bench.worker import worker_env  # noqa: E402
 
-
 # -- cases and options ----------------------------------------------------------
 
 

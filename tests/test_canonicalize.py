@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -380,8 +380,8 @@ def test_patterns_that_undo_each_other_are_caught():
 
 
 def test_canonicalize_is_idempotent_on_the_examples():
-    from frontend_dsl.api import compile_file
     from compiler.ir.printer import print_module
+    from frontend_dsl.api import compile_file
 
     for path in ["examples/mnist_mlp.dl", "examples/sigmoid_chain.dl", "examples/student_pass.dl"]:
         once = run_pipeline(compile_file(path), "canonicalize")

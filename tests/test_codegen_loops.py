@@ -201,7 +201,7 @@ def test_reductions_over_every_axis_combination(reductions, op):
     rng = np.random.default_rng(1)
     for n in (1, 7, 20):
         x = rng.standard_normal((n, 6, 35)).astype(np.float32)
-        for i, axes in enumerate(AXES):
+        for i, _axes in enumerate(AXES):
             for keep in (False, True):
                 name = f"{op}_{i}_{int(keep)}"
                 want = interpret(reductions.module.get(name), [x])[0]

@@ -11,7 +11,7 @@ ints and bools exactly.
 from __future__ import annotations
 
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest

@@ -160,7 +160,7 @@ def test_reductions_to_one_element_identical_across_thread_counts():
         x = rng.standard_normal(n).astype(np.float32)
         x2 = x[:n - n % 7].reshape(-1, 7)
         xi = rng.integers(-2 ** 40, 2 ** 40, n)
-        results = per_thread_count(lib, lambda: (lib.s(x), lib.m(x2), lib.hi(x), lib.lo(xi)))
+        results = per_thread_count(lib, lambda lib=lib, x=x, x2=x2, xi=xi: (lib.s(x), lib.m(x2), lib.hi(x), lib.lo(xi)))
         assert_identical(results, n)
         s, m, hi, lo = results[0]
         np.testing.assert_allclose(s, x.astype(np.float64).sum(), rtol=1e-5, atol=1e-2)
@@ -169,7 +169,7 @@ def test_reductions_to_one_element_identical_across_thread_counts():
         x[n // 2] = np.nan                      # max propagates NaN from any chunk
         assert np.isnan(lib.hi(x))
     big = rng.standard_normal((1000, 999)).astype(np.float32)
-    results = per_thread_count(lib, lambda: (lib.fixed(big),))
+    results = per_thread_count(lib, lambda lib=lib: (lib.fixed(big),))
     assert_identical(results, "fixed")
     np.testing.assert_allclose(results[0][0], big.astype(np.float64).sum(), rtol=1e-5, atol=1e-2)
     del lib
@@ -184,7 +184,7 @@ def test_softmax_rows_identical_across_thread_counts(classes):
                           cache=False)
     rows = 20011 if classes == 10 else 301
     x = np.random.default_rng(4).standard_normal((rows, classes)).astype(np.float32) * 8
-    results = per_thread_count(lib, lambda: (lib.sm(x),))
+    results = per_thread_count(lib, lambda lib=lib: (lib.sm(x),))
     assert_identical(results, classes)
     e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
     np.testing.assert_allclose(results[0][0], e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-7)

@@ -64,8 +64,8 @@ def test_different_attributes_operands_or_order_do_not_merge():
 
 
 def test_cse_pass_counts_and_keeps_results():
-    from frontend_dsl.api import compile_file
     from compiler.train_step import build_train_step
+    from frontend_dsl.api import compile_file
 
     module = compile_file("examples/student_grade.dl")
     build_train_step(module)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.diagnostics import AutodiffError, DlError
 from compiler.checking.gradcheck import GradcheckError, _int_range, gradcheck, to_float64
+from compiler.diagnostics import AutodiffError, DlError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.interpreter import interpret

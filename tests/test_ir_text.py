@@ -13,8 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler.diagnostics import UNKNOWN, DlError, DlErrors, DlTypeError, Location, ParseError
-from compiler.ir import (Function, Module, ParseErrors, Value, new_function, parse_function,
-                         parse_module, print_function, print_module)
+from compiler.ir import (
+    Function,
+    Module,
+    ParseErrors,
+    Value,
+    new_function,
+    parse_function,
+    parse_module,
+    print_function,
+    print_module,
+)
 from compiler.ir.types import DType, TensorType
 from compiler.ops import OPS
 

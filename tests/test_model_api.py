@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_training_models import blobs, classifier_module, linear_module
 
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.interpreter import interpret
 from runtime.checkpoint import load_checkpoint
 from runtime.model import Model
-
-from test_training_models import blobs, classifier_module, linear_module
 
 
 def clf(optimizer: dict | None = None, seed: int = 0, **kw) -> Model:

@@ -13,8 +13,7 @@ from compiler.diagnostics import DlTypeError
 from compiler.ir.builder import new_function
 from compiler.ir.interpreter import interpret
 from compiler.ir.types import DType, TensorType
-from compiler.ops import OPS
-from compiler.ops import catalog
+from compiler.ops import OPS, catalog
 from compiler.ops.base import COMPOSITE, ELEMENTWISE
 
 F32, F64, I32, I64, BOOL = DType.f32, DType.f64, DType.i32, DType.i64, DType.bool

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compiler.checking.pass_checker import PassChecker, PassCheckError
 from compiler.ir.builder import Builder, new_function
 from compiler.ir.core import Module
 from compiler.ir.types import DType, TensorType
 from compiler.passes import PASSES, PassContext, register_pass, run_pipeline
 from compiler.passes.autodiff import autodiff
-from compiler.checking.pass_checker import PassChecker, PassCheckError
 
 EXAMPLES = sorted(Path("examples").glob("*.dl"))
 F32 = DType.f32

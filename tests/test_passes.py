@@ -13,8 +13,17 @@ from compiler.ir.core import Function, Module
 from compiler.ir.printer import print_module
 from compiler.ir.types import DType, TensorType
 from compiler.passes import (
-    PASSES, PIPELINES, PassContext, PassVerifyError, PipelineError, PipelineReport, count_ops,
-    dce_function, parse_pipeline, register_pass, run_pipeline,
+    PASSES,
+    PIPELINES,
+    PassContext,
+    PassVerifyError,
+    PipelineError,
+    PipelineReport,
+    count_ops,
+    dce_function,
+    parse_pipeline,
+    register_pass,
+    run_pipeline,
 )
 
 F32 = TensorType(DType.f32, (3,))

@@ -147,7 +147,7 @@ def test_an_os_error_is_a_user_error_without_traceback(monkeypatch, capsys) -> N
 
 def test_warnings_print_as_one_line(monkeypatch, capsys) -> None:
     def warn(args: object) -> int:
-        warnings.warn("dlc cache: discarding abc.dlco: truncated header; recompiling", UserWarning)
+        warnings.warn("dlc cache: discarding abc.dlco: truncated header; recompiling", UserWarning, stacklevel=1)
         return 0
 
     monkeypatch.setattr(check_command, "run", warn)

@@ -29,8 +29,7 @@ from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.interpreter import interpret
 from compiler.ir.types import DType, TensorType
-from compiler.ops.random import (element_words, fold_in_reference, join64, linear_index, philox4x32,
-                                 split64)
+from compiler.ops.random import element_words, fold_in_reference, join64, linear_index, philox4x32, split64
 from runtime.native import NativeLibrary
 
 F32, F64, I64, BOOL = DType.f32, DType.f64, DType.i64, DType.bool

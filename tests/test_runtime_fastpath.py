@@ -174,7 +174,7 @@ def test_checked_calls_return_fresh_aligned_outputs_per_shape(step):
         np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(w2, w - np.float32(0.25) * w)
         results.append((x, y.copy(), y))
-    for x, kept, y in results:                              # later calls did not write into them
+    for _x, kept, y in results:                              # later calls did not write into them
         np.testing.assert_array_equal(y, kept)
     assert len({id(y) for _, _, y in results}) == len(results)
 

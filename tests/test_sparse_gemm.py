@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_codegen_gemm import F32, layouts_module
+from test_codegen_threads import with_threads
 
 import runtime
 from compiler.codegen import threads
 from compiler.codegen.target import CodegenOptions
 from runtime.model import load_model
-
-from test_codegen_gemm import F32, layouts_module
-from test_codegen_threads import with_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 # around the limits (MIN_M 8, MIN_K 16, MIN_N 64, MAX_K 4096), the group size (4 rows: a

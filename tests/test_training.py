@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_training_models import classifier_module, linear_module
 
 from compiler.diagnostics import DlError
 from compiler.ir.interpreter import interpret
 from compiler.optimizers import OPTIMIZERS
 from compiler.train_step import TrainingError, build_train_step, train_signature
-
-from test_training_models import classifier_module, linear_module
 
 KERNEL, BIAS = "dense_1.kernel", "dense_1.bias"
 

@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from test_training_models import linear_module
 
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import TRUNCATED_NORMAL_STD, InitializerError, compute_fans, initialize
 from runtime.model import Model
-
-from test_training_models import linear_module
 
 
 def draw(spec, shape, seed=0, dtype=np.float64):

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_training_models import blobs, classifier_module
 
 from runtime.model import Model, load_model
-
-from test_training_models import blobs, classifier_module
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -8,12 +8,21 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_ir_text import mlp_module, random_module
 
 from compiler.diagnostics import DlErrors, Location, VerifyError, register_source
-from compiler.ir import (Function, Module, Op, Value, VerifyErrors, function_errors, new_function,
-                         verify_function, verify_module)
+from compiler.ir import (
+    Function,
+    Module,
+    Op,
+    Value,
+    VerifyErrors,
+    function_errors,
+    new_function,
+    verify_function,
+    verify_module,
+)
 from compiler.ir.types import DType, TensorType
-from test_ir_text import mlp_module, random_module
 
 F32 = DType.f32
 

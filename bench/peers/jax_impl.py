@@ -6,8 +6,8 @@ Every runnable blocks until its result is ready, so the time is the work's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,7 @@ This worker runs with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (see
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

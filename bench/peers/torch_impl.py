@@ -10,7 +10,7 @@ absorbs (and :mod:`bench.worker` reports as ``first_call_s``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -36,8 +36,8 @@ from ..ir.core import Function, Op
 from ..ir.types import Dim
 from ..ops import conv
 from ..ops.base import COMPOSITE, ELEMENTWISE, REDUCTION, get_op
-from ..ops.pool import WINDOWED, window_of
 from ..ops.conv import CONV_OPS
+from ..ops.pool import WINDOWED, window_of
 
 TRANSCENDENTAL = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid", "pow",
                             "erf", "expm1", "log1p", "sin", "cos", "softplus", "silu", "gelu", "elu", "selu"})

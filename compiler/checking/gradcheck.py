@@ -22,14 +22,15 @@ interpreter:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..diagnostics import DlError
-from ..ir.builder import new_function
 from ..initializers import model_param_values
+from ..ir.builder import new_function
 from ..ir.core import Function, Module, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import get_op

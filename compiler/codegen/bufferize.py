@@ -26,7 +26,7 @@ The steps, in order (:func:`lower_function`):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,10 +37,45 @@ from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from ..ops.random import PHILOX_OPS
 from .indexing import INDEXING_FAMILIES
-from .loops import (CONST, CONV_KINDS, MAX_EXPR_NODES, OUTPUT, PARAM, TEMP, VIEW, Acc, Apply, Buffer, Const,
-                    DimValue, Elementwise, Expr, Iota, Kernel, Load, Matmul, MemoryPlan, Pool, Program,
-                    Reduce, Scan, Scatter, TopK, buffers_read, conv_kernel, expr_size, fuse_row_softmax,
-                    has_take, identity_index, loads, remap, replace_buffer, replace_loads, takes, walk)
+from .loops import (
+    CONST,
+    CONV_KINDS,
+    MAX_EXPR_NODES,
+    OUTPUT,
+    PARAM,
+    TEMP,
+    VIEW,
+    Acc,
+    Apply,
+    Buffer,
+    Const,
+    DimValue,
+    Elementwise,
+    Expr,
+    Iota,
+    Kernel,
+    Load,
+    Matmul,
+    MemoryPlan,
+    Pool,
+    Program,
+    Reduce,
+    Scan,
+    Scatter,
+    TopK,
+    buffers_read,
+    conv_kernel,
+    expr_size,
+    fuse_row_softmax,
+    has_take,
+    identity_index,
+    loads,
+    remap,
+    replace_buffer,
+    replace_loads,
+    takes,
+    walk,
+)
 from .pool import lower_pool
 
 # ---------------------------------------------------------------------------

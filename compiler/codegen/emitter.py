@@ -33,8 +33,22 @@ from llvmlite import ir
 
 from ..ir.types import DType
 from . import philox, storage, vmath
-from .llvmutil import (F32, F64, I1, I8, call_overloaded, const, constant_value, dtype_of, element,
-                       intrinsic, scalar_type, type_suffix, value_type, with_element)
+from .llvmutil import (
+    F32,
+    F64,
+    I1,
+    I8,
+    call_overloaded,
+    const,
+    constant_value,
+    dtype_of,
+    element,
+    intrinsic,
+    scalar_type,
+    type_suffix,
+    value_type,
+    with_element,
+)
 
 Val = ir.Value | int | float | bool
 

@@ -508,8 +508,8 @@ def _sum_lanes_tree(b: ir.IRBuilder, vecs: list[ir.Value], lanes: int) -> ir.Val
         for x, y in zip(vecs[0::2], vecs[1::2]):
             lo, hi = [], []
             half = lanes // (2 * s)
-            for l in range(lanes):
-                q, blk = l % (2 * s), l // (2 * s)
+            for lane in range(lanes):
+                q, blk = lane % (2 * s), lane // (2 * s)
                 base = 0 if q < s else lanes
                 col = q if q < s else q - s
                 lo.append(base + blk * s + col)

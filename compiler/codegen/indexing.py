@@ -27,9 +27,8 @@ over the updates adding each at its coordinates, in order, on one thread.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np

@@ -35,8 +35,8 @@ into slots that are combined in order.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from llvmlite import ir
 
@@ -45,9 +45,24 @@ from ..ops.base import get_op
 from . import storage
 from .emitter import Emitter, from_memory, to_memory
 from .llvmutil import I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
-from .loops import (EXPENSIVE, Acc, Apply, Buffer, Const, DimValue, Elementwise, Expr, Iota, Load, Reduce,
-                    Take, loads, walk)
-from .threads import parallel_call, pool, split as split_range
+from .loops import (
+    EXPENSIVE,
+    Acc,
+    Apply,
+    Buffer,
+    Const,
+    DimValue,
+    Elementwise,
+    Expr,
+    Iota,
+    Load,
+    Reduce,
+    Take,
+    loads,
+    walk,
+)
+from .threads import parallel_call, pool
+from .threads import split as split_range
 
 UNROLL = 4          # vector accumulators per reduction
 
@@ -947,12 +962,12 @@ def _logsumexp_across_rows(kc: KernelContext, k: Reduce, bounds: Bounds | None) 
         b.store(const(vty, -math.inf), m_slot)
         b.store(const(vty, 0.0), s_slot)
         # lanes past the last row recompute the last row; their results are not stored
-        row_of = [b.select(b.icmp_signed("<", b.add(r, ir.Constant(I64, l)), rows),
-                           b.add(r, ir.Constant(I64, l)), last) for l in range(lanes)]
+        row_of = [b.select(b.icmp_signed("<", b.add(r, ir.Constant(I64, lane)), rows),
+                           b.add(r, ir.Constant(I64, lane)), last) for lane in range(lanes)]
         with for_range(b, 0, cols, name="lse_col") as c:
             x: ir.Value = ir.Constant(vty, ir.Undefined)
-            for l, row in enumerate(row_of):
-                x = b.insert_element(x, ee.emit(k.expr, [row, c], 1), ir.Constant(I32, l))
+            for lane, row in enumerate(row_of):
+                x = b.insert_element(x, ee.emit(k.expr, [row, c], 1), ir.Constant(I32, lane))
             _lse_update(e, m_slot, s_slot, x)
         live = lane_mask(b, lanes, b.sub(rows, r))
         for buf, value in zip(k.writes(), _stats(e, b.load(m_slot), b.load(s_slot))):

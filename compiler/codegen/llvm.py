@@ -30,18 +30,17 @@ from ..diagnostics import LoweringError
 from ..ir.types import Dim
 from . import conv
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
-from .kernels import KernelContext, emit_elementwise, emit_reduce
-from .threads import MAX_THREADS, parallel_call, pool
-from .llvmutil import I8, I8P, I32, I64, intrinsic, short_name
 from .indexing import emit_scatter
+from .kernels import KernelContext, emit_elementwise, emit_reduce
+from .llvmutil import I8, I8P, I32, I64, intrinsic, short_name
 from .loops import Buffer, Conv, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
 from .pool import emit_pool
 from .scan import emit_scan
-from .topk import emit_top_k
 from .sparse_gemm import enable_skip_zeros
 from .storage import enable_half_instructions
 from .target import CodegenOptions
 from .threads import MAX_THREADS, parallel_call, pool
+from .topk import emit_top_k
 
 ALIGN = 64
 

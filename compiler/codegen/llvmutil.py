@@ -9,7 +9,8 @@ declare vector overloads, so intrinsics are declared by their mangled name
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from llvmlite import ir

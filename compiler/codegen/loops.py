@@ -51,8 +51,9 @@ in-place analyses) sees the buffer it reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Union
+from typing import Any
 
 import numpy as np
 
@@ -172,7 +173,7 @@ class Take:
         return self.buffer.dtype
 
 
-Expr = Union[Load, Const, Iota, DimValue, Apply, Acc, Take]
+Expr = Load | Const | Iota | DimValue | Apply | Acc | Take
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:
@@ -472,7 +473,7 @@ def conv_kernel(kind: str, shape: ConvShape, out: Buffer, a: Buffer, b: Buffer) 
 
 
 
-Kernel = Union[Elementwise, Reduce, Matmul, Scan, TopK, Scatter, Pool]     # a Conv is a Matmul
+Kernel = Elementwise | Reduce | Matmul | Scan | TopK | Scatter | Pool     # a Conv is a Matmul
 
 
 @dataclass(eq=False)
@@ -926,7 +927,7 @@ def _inline_from(prog: Program, seeds: set[Buffer]) -> None:
                 continue
             if len(readers) > 1 and not _cheap(k.expr):
                 continue
-            inlined = [replace_loads(r.expr, lambda ld: k.expr if ld.buffer is k.out else ld)
+            inlined = [replace_loads(r.expr, lambda ld, k=k: k.expr if ld.buffer is k.out else ld)
                        for r in readers]
             if any(expr_size(e, MAX_EXPR_NODES) > MAX_EXPR_NODES for e in inlined):
                 continue                    # a reader would outgrow the bound on expressions

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..ops.random import (FOLD_IN_DOMAIN, PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0,
-                          PHILOX_W1)
+from ..ops.random import FOLD_IN_DOMAIN, PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1
 from .llvmutil import F32, F64, I32, I64, const, with_element
 
 Words = tuple[ir.Value, ir.Value, ir.Value, ir.Value]

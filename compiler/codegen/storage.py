@@ -28,8 +28,21 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir.types import DType
-from .llvmutil import F32, HALF, I1, I8, I16, I32, I64, call_overloaded, const, element, intrinsic, \
-    type_suffix, with_element
+from .llvmutil import (
+    F32,
+    HALF,
+    I1,
+    I8,
+    I16,
+    I32,
+    I64,
+    call_overloaded,
+    const,
+    element,
+    intrinsic,
+    type_suffix,
+    with_element,
+)
 
 
 def enable_half_instructions(module: ir.Module, on: bool) -> None:

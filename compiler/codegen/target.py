@@ -109,7 +109,8 @@ class CodegenOptions:
         """A stable text naming everything that determines the object code."""
         t = self.target
         return "|".join([t.triple, t.cpu, t.features, f"O{self.opt_level}",
-                         f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}", f"plan={self.plan_memory}",
+                         f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}",
+                         f"plan={self.plan_memory}",
                          f"skip_zeros={self.skip_zeros}",
                          f"llvmlite={llvmlite.__version__}",
                          f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])

@@ -41,7 +41,7 @@ import ctypes
 import functools
 import os
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 from llvmlite import ir
 

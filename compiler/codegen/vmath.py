@@ -25,8 +25,8 @@ tabled below with how they were fitted):
 * ``tanh`` (on ``|x|``, sign restored at the end, so ``tanh(-0) = -0``): f32:
   ``|x| < 0.3``: a minimax odd polynomial to ``x^7``; otherwise
   ``m / (m + 2)`` with ``m = expm1(2|x|)`` inlined (``|x|`` clamped to 10, one
-  division; computed on halves to save two operations, see ``_tanh_f32``).  f64: ``|x| < 0.625``: the odd Taylor series (Bernoulli numbers,
-  22 terms); otherwise ``1 - 2 / (exp(2|x|) + 1)``.
+  division; computed on halves to save two operations, see ``_tanh_f32``).  f64: ``|x| < 0.625``:
+  the odd Taylor series (Bernoulli numbers, 22 terms); otherwise ``1 - 2 / (exp(2|x|) + 1)``.
 * ``sigmoid``: ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|x|)``.
 
 Measured error bounds (tests/test_codegen_vmath.py checks them on numpy's

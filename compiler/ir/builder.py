@@ -10,17 +10,18 @@ too large for the size limit (``sizes.py``) is a :class:`SizeError` there.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..diagnostics import UNKNOWN, DlTypeError, Location, SizeError
+from ..ops import OPS  # noqa: F401  (importing the package fills the table)
+from ..ops.base import ShapeError, get_op, normalize_attrs
 from .core import Function, Op, Value
 from .sizes import type_problem
 from .types import DType, TensorType, shape_problem
-from ..ops import OPS  # noqa: F401  (importing the package fills the table)
-from ..ops.base import ShapeError, get_op, normalize_attrs
 
 
 class Builder:

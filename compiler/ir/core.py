@@ -16,8 +16,9 @@ Attribute values are plain Python: ``int``, ``float``, ``bool``, ``str``,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ..diagnostics import UNKNOWN, Location
 from .types import TensorType

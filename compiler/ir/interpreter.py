@@ -19,14 +19,15 @@ numpy's warnings silenced, as native code behaves.  A ``max``, ``min`` or
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..diagnostics import DlError, DlRuntimeError, SizeLimitError
-from .core import Function, Module, Op, Value
 from ..ops import get_op
 from ..ops.reductions import NonEmptyAxes
+from .core import Function, Module, Op, Value
 from .sizes import allocation_error, call_text, extent, type_problem
 from .types import DType, TensorType, number_problem
 

@@ -45,13 +45,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..diagnostics import (UNKNOWN, DlErrors, Location, ParseError, abbreviate,
-                           register_source)
+from ..diagnostics import UNKNOWN, DlErrors, Location, ParseError, abbreviate, register_source
+from ..ops import get_op
+from ..ops.base import ShapeError, normalize_attrs
 from .core import Function, Module, Op, Value
 from .printer import DENSE_ELEMENT_TYPES, MODULE_ATTR_PREFIX, OUTPUT_NAME_ATTR
 from .types import Dim, DType, TensorType, shape_problem
-from ..ops import get_op
-from ..ops.base import ShapeError, normalize_attrs
 from .verifier import verify_module
 
 MAX_ERRORS = 100
@@ -619,7 +618,7 @@ class _Parser:
         try:
             self.op(func, scope, defs, start)
         except _Fail:
-            for name, _count, pos, end in defs:
+            for name, _count, pos, _end in defs:
                 if name not in scope:
                     scope[name] = _Binding(None, pos)
             raise

@@ -27,12 +27,12 @@ import re
 from typing import Any
 
 from ..diagnostics import DlErrors, VerifyError
+from ..ops import get_op
+from ..ops.base import ShapeError, normalize_attrs
 from .core import Function, Module, Op, Value
 from .printer import value_names
 from .sizes import type_problem as size_problem
 from .types import DType, TensorType, shape_problem
-from ..ops import get_op
-from ..ops.base import ShapeError, normalize_attrs
 
 _PARAM_NAME = re.compile(r"[A-Za-z_$.\-][A-Za-z0-9_$.\-]*\Z")
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*\Z")

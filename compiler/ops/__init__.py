@@ -3,8 +3,22 @@
 Importing this package fills :data:`OPS`; the modules below are the table.
 """
 
+from . import (  # noqa: F401
+               activations,
+               contraction,
+               conv,
+               elementwise,
+               indexing,
+               layout,
+               losses,  # (each module defines its ops)
+               math,
+               nn,
+               pool,
+               random,
+               reductions,
+               reductions_more,
+               sources,
+)
 from .base import OPS, OpDef, ShapeError, get_op  # noqa: F401
-from . import (sources, elementwise, layout, contraction, reductions, reductions_more, nn,  # noqa: F401
-               losses, math, activations, indexing, pool, random, conv)  # (each module defines its ops)
 
 __all__ = ["OPS", "OpDef", "ShapeError", "get_op"]

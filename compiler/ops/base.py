@@ -20,8 +20,9 @@ A test walks :data:`OPS` and fails if any op lacks a rule it needs.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -13,7 +13,8 @@ Every op here has an ``emit`` rule written against the codegen ``Emitter``
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -15,8 +15,9 @@ by the interpreter and by compiled code alike (:class:`NonEmptyAxes`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -30,7 +30,8 @@ The pass ``autodiff`` materializes placeholder functions whose
 
 from __future__ import annotations
 
-from typing import Any, Callable, Container
+from collections.abc import Callable, Container
+from typing import Any
 
 from ..diagnostics import AutodiffError, DlError, DlErrors, Location
 from ..ir.builder import Builder, new_function

@@ -58,8 +58,15 @@ from ..ops.layout import resolve_perm
 from .dce import dce_function
 from .manager import PassContext, register_pass
 from .patterns import (
-    ANY_OP, PatternSet, Replacement, Rewriter, apply_patterns, constant_array, defining_op,
-    is_splat, splat_value,
+    ANY_OP,
+    PatternSet,
+    Replacement,
+    Rewriter,
+    apply_patterns,
+    constant_array,
+    defining_op,
+    is_splat,
+    splat_value,
 )
 
 FOLD_LIMIT = 4096

@@ -14,7 +14,8 @@ Statistics: ``ops-merged``.
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 

@@ -29,8 +29,9 @@ are no longer used stay until the caller runs DCE (``dce_function``).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

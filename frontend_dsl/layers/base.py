@@ -31,8 +31,9 @@ supplies the two sides through the :class:`Expressions` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from compiler.diagnostics import DlTypeError, Location
 from compiler.ir.core import Value

@@ -46,8 +46,9 @@ import random
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

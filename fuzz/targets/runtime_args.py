@@ -23,8 +23,9 @@ and ``fn.call_unchecked`` (after a good call).  The oracle:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

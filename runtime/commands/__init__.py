@@ -18,8 +18,9 @@ source or dl IR text, :func:`pick_function` chooses a function by name,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from compiler.diagnostics import DlError, DlRuntimeError
 from compiler.ir.core import Function, Module

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from compiler.diagnostics import DlError
 from compiler.checking.gradcheck import gradcheck
+from compiler.diagnostics import DlError
 
 from . import load_module
 

@@ -9,7 +9,7 @@ module at that stage (codegen adds ``loops``, ``llvm``, ... as entries).
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from compiler.ir.core import Module
 

@@ -15,8 +15,8 @@ import json
 from compiler.diagnostics import DlError
 
 from . import pick_function
-from .pass_flags import add_pass_arguments, load_for_passes, run_passes
 from .gradcheck import _parse_dims as parse_dims
+from .pass_flags import add_pass_arguments, load_for_passes, run_passes
 
 NAME = "stats"
 HELP = "count ops, FLOPs and bytes per function (and per training step for a model)"
@@ -42,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the statistics report."""
     from compiler.analysis.stats import (
-        bindings_for, format_report, model_stats, to_json, with_train_step,
+        bindings_for,
+        format_report,
+        model_stats,
+        to_json,
+        with_train_step,
     )
 
     if args.batch < 1:

@@ -18,8 +18,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,9 @@ DEFAULT_BATCH_SIZE = 32
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data`` and ``--label-column``, shared by train and evaluate."""
     parser.add_argument("--data", default=None, metavar="NAME|DIR|FILE",
-                        help="mnist, fashion-mnist, a synthetic set (linear_regression, xor, student_pass, student_grade, "
-                             "sigmoid_chain), a directory of IDX files, a .npz (x, y[, x_test, y_test]) "
+                        help="mnist, fashion-mnist, a synthetic set (linear_regression, xor, student_pass, "
+                             "student_grade, sigmoid_chain, text_classifier), a directory of IDX files, "
+                             "a .npz (x, y[, x_test, y_test]) "
                              "or a .csv; default: chosen from the model")
     parser.add_argument("--label-column", default=None, metavar="NAME",
                         help="the target column of a CSV data file")
