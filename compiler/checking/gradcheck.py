@@ -238,8 +238,13 @@ def _int_range(func: Function, param: Value, sizes: dict[str, int]) -> int:
 
     A ``depth`` attribute (one_hot) gives it directly; otherwise, used next to
     a float operand of one more rank (``logits[.., C]`` with ``labels[..]``)
-    the bound is that operand's last dim, ``C``.  Failing both: 2.
+    the bound is that operand's last dim, ``C``.  An argument that is only ever
+    cast (data, such as ``u8`` image bytes) takes 256 values, so it is not
+    mostly zeros.  Failing all: 2.
     """
+    uses = [op for op in func.ops if param in op.operands]
+    if uses and all(op.name == "cast" for op in uses):
+        return 256
     for op in func.ops:
         if param not in op.operands:
             continue
