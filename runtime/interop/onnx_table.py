@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -581,7 +581,7 @@ def _(ex: Exporter, op: Op) -> list[str]:
     t = op.result.type
     value = np.asarray(op.attrs["value"]).astype(t.dtype.np)
     if t.is_static:
-        return ex.node("Constant", [], value=np.broadcast_to(value, t.shape).copy())
+        return ex.node("Constant", [], value=np.broadcast_to(value, cast(tuple[int, ...], t.shape)).copy())
     return ex.node("ConstantOfShape", [ex.shape(t.shape)], value=value.reshape(1))
 
 
