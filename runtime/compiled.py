@@ -132,7 +132,8 @@ def _data_field_reader() -> Any:
     offset = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)   # ob_refcnt, ob_type
     field = ctypes.c_void_p.from_address
     owner = np.arange(64, dtype=np.float32)
-    probes: list[np.ndarray | np.generic] = [owner, owner[3:], owner[1::2], owner.reshape(8, 8)[2:, 1:], np.zeros(0), np.float64(1.0)]
+    probes: list[np.ndarray | np.generic] = [owner, owner[3:], owner[1::2], owner.reshape(8, 8)[2:, 1:],
+                                             np.zeros(0), np.float64(1.0)]
     probes[1].flags.writeable = False
     try:
         for probe in probes:
