@@ -15,6 +15,7 @@ never do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +120,7 @@ class DlError(Exception):
 class DlErrors(DlError):
     """Several independent errors, reported together, in source order."""
 
-    def __init__(self, errors: list[DlError]):
+    def __init__(self, errors: Sequence[DlError]):
         assert errors, "DlErrors needs at least one error"
         self.errors = sorted(errors, key=_error_order)
         super().__init__(self.errors[0].message, self.errors[0].loc)

@@ -50,7 +50,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -132,7 +132,8 @@ def _data_field_reader() -> Any:
     offset = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)   # ob_refcnt, ob_type
     field = ctypes.c_void_p.from_address
     owner = np.arange(64, dtype=np.float32)
-    probes = [owner, owner[3:], owner[1::2], owner.reshape(8, 8)[2:, 1:], np.zeros(0), np.float64(1.0)]
+    probes: list[np.ndarray | np.generic] = [owner, owner[3:], owner[1::2], owner.reshape(8, 8)[2:, 1:],
+                                             np.zeros(0), np.float64(1.0)]
     probes[1].flags.writeable = False
     try:
         for probe in probes:
@@ -430,7 +431,8 @@ class CompiledFunction:
         spans = sorted((ptr, ptr + a.nbytes, i) for i, (ptr, a) in enumerate(zip(pointers, arrays))
                        if a.nbytes)
         inplace = self._inplace_params
-        run_end, run = -1, []
+        run_end = -1
+        run: list[int] = []
         for start, end, i in spans + [(1 << 64, 1 << 64, -1)]:
             if start >= run_end:
                 if len(run) > 1 and any(j in inplace for j in run):
@@ -585,6 +587,7 @@ class BoundCall:
 
     def _set_results(self) -> None:
         outs = self._outs
+        assert outs is not None     # set by _new_outputs before any call here
         for o, p in self._fn._inplace_out.items():
             outs[o] = self._arrays[p]
         self._result = outs[0] if len(outs) == 1 else tuple(outs)
@@ -738,7 +741,7 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
     options = options or CodegenOptions()
     store = _cache_of(cache)
     early = _source_key(source, passes, options) if store is not None else None
-    if early is not None:
+    if store is not None and early is not None:
         hit = _load_by_source(store, *early, options, passes)
         if hit is not None:
             return hit
@@ -755,7 +758,7 @@ def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCac
             if store is not None:
                 store.store(key, obj, {"functions": [i.to_json() for i in infos],
                                        "target": _target_json(options.target)})
-        if early is not None:
+        if store is not None and early is not None:
             store.store_alias(early[0], key)
     if library is None:
         library = NativeLibrary(obj)
@@ -1029,7 +1032,7 @@ def load_compiled(directory: str | Path) -> CompiledModule:
     return CompiledModule(library, infos, obj, target)
 
 
-def _is_plain_name(name: Any) -> bool:
+def _is_plain_name(name: Any) -> TypeGuard[str]:
     """Whether ``name`` names a file inside a folder: no separator, not ``..``, no NUL."""
     return (isinstance(name, str) and name not in ("", ".", "..")
             and not any(c in name for c in "/\\\0"))

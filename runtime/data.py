@@ -127,7 +127,7 @@ class DataSpec:
 # ---------------------------------------------------------------------------
 # IDX
 
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
     0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
 }
@@ -549,7 +549,8 @@ def default_data_name(spec: DataSpec) -> str | None:
 
 def _elements_per_sample(spec: TensorSpec) -> int | None:
     sample = spec.shape[1:]
-    return math.prod(sample) if all(isinstance(d, int) for d in sample) else None  # type: ignore[arg-type]
+    static = [d for d in sample if isinstance(d, int)]
+    return math.prod(static) if len(static) == len(sample) else None
 
 
 def _wants_raw_images(spec: DataSpec | None) -> bool:
@@ -595,8 +596,7 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
 # ---------------------------------------------------------------------------
 # Checking arrays against a model's signature
 
-def _as_list(value: np.ndarray | Sequence[np.ndarray] | dict, specs: Sequence[TensorSpec],
-             what: str) -> list[np.ndarray]:
+def _as_list(value: object, specs: Sequence[TensorSpec], what: str) -> list[object]:
     if isinstance(value, dict):
         missing = [s.name for s in specs if s.name not in value]
         if missing:
@@ -613,7 +613,7 @@ def _as_list(value: np.ndarray | Sequence[np.ndarray] | dict, specs: Sequence[Te
     if len(specs) != 1:
         raise DlRuntimeError(f"{what}: the model takes {len(specs)} arrays "
                              f"({', '.join(s.name for s in specs)}); pass a list or a dict")
-    return [value]  # type: ignore[list-item]
+    return [value]
 
 
 def _conform(array: object, spec: TensorSpec, what: str) -> np.ndarray:

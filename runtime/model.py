@@ -159,7 +159,7 @@ class NativeBackend:
         return np.array(result)
 
 
-def native_compiler() -> Callable[[Module], Any] | None:
+def native_compiler() -> Callable[..., Any] | None:
     """``runtime.compile`` if the native code generator is installed, else None."""
     try:
         from . import compiled
@@ -216,6 +216,7 @@ class _Batches:
         if self._order is None:
             return [a[lo:hi] for a in self._arrays]
         rows = self._order[lo:hi]
+        assert self._buffers is not None    # allocated whenever there is an order
         out = []
         for a, buffer in zip(self._arrays, self._buffers):
             view = buffer if hi - lo == len(buffer) else buffer[:hi - lo]

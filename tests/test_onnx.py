@@ -299,3 +299,23 @@ def test_onnx_backend_node_tests_subset() -> None:
     assert failures == []
     counts = summarize(outcomes)
     assert counts["passed"] >= 90, counts
+
+
+def test_convolutions_and_pools_export_in_nchw_with_dlcs_numbers() -> None:
+    # dl is NHWC/HWIO, ONNX NCHW/OIHW: each conv or pool is written between transposes
+    f32 = DType.f32
+    func, b = new_function("f", [("x", TensorType(f32, ("N", 9, 8, 4))), ("w", TensorType(f32, (3, 2, 2, 6)))])
+    x, w = func.params
+    y = b.conv2d(x, w, strides=(2, 1), padding=(1, 2, 0, 1), dilations=(1, 2), groups=2)
+    func.outputs = [b.max_pool2d(y, pool_size=(2, 2), strides=(1, 2), padding=(0, 1, 1, 0)),
+                    b.avg_pool2d(y, pool_size=(3, 2), padding=(1, 1, 0, 1)),
+                    b.avg_pool2d(y, pool_size=(2, 2), padding=(1, 0, 0, 1), count_include_pad=True),
+                    b.flatten(y)]
+    func.output_names = ["a", "b", "c", "d"]
+    rng = np.random.default_rng(5)
+    xv = rng.standard_normal((3, 9, 8, 4)).astype(np.float32)
+    wv = rng.standard_normal((3, 2, 2, 6)).astype(np.float32)
+    proto = export_function(func, {"w": wv}, name="convs")
+    got = ort_run(proto, {"x": xv})
+    for g, want in zip(got, interpret(func, [xv, wv])):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)

@@ -179,7 +179,9 @@ def _in_compute_dtype(array: np.ndarray, dtype: DType) -> np.ndarray:
 
 def _bind_attr(op: Op, key: str, value: Any, bindings: dict[str, int]) -> Any:
     """A ``dims`` attribute with its symbols replaced by their bound sizes."""
-    spec = get_op(op.name).attrs.get(key)
+    opdef = get_op(op.name)
+    assert opdef is not None        # _run_op has checked the op has a definition
+    spec = opdef.attrs.get(key)
     if spec is None or spec.kind != "dims" or value is None:
         return value
     out = []

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
@@ -196,7 +196,9 @@ class _Parser:
         limit = pos
         while line >= 1:
             start = self.line_starts[line - 1]
-            code = _CODE.match(self.text, start, limit).group()
+            m = _CODE.match(self.text, start, limit)
+            assert m is not None        # _CODE matches the empty string
+            code = m.group()
             stripped = code.rstrip()
             if stripped:
                 return start + len(stripped)
@@ -217,7 +219,9 @@ class _Parser:
     def skip_ws(self) -> None:
         c = self.text[self.pos:self.pos + 1]
         if c in _WS_START or c > "~":
-            self.pos = _WS.match(self.text, self.pos).end()
+            m = _WS.match(self.text, self.pos)
+            assert m is not None        # _WS matches the empty string
+            self.pos = m.end()
 
     def at_end(self) -> bool:
         self.skip_ws()
@@ -309,7 +313,9 @@ class _Parser:
         """Skip to the next line-leading token (at or after here) that matches ``regex``."""
         line = self._line_of(self.pos)
         for start in self.line_starts[line - 1:]:
-            first = _WS.match(self.text, start).end()
+            ws = _WS.match(self.text, start)
+            assert ws is not None       # _WS matches the empty string
+            first = ws.end()
             if first >= self.pos and regex.match(self.text, first):
                 self.pos = first
                 return
@@ -684,7 +690,7 @@ class _Parser:
             attrs = normalize_attrs(opdef, attrs)
         except ShapeError:
             pass            # kept as written; the verifier reports the schema violation
-        op = Op(opdef.name, [v for v, _, _ in operands], [], attrs, loc)
+        op = Op(opdef.name, [v for v, _, _ in operands if v is not None], [], attrs, loc)
         op.results = [Value(t, op, i) for i, t in enumerate(result_types)]
         i = 0
         for name, count, pos, end in defs:
@@ -962,7 +968,7 @@ class _Parser:
         if self.peek('"'):
             return self.string()
         if self.accept("["):
-            items = []
+            items: list[Any] = []
             if self.accept("]"):
                 return tuple(items)
             while True:
@@ -1034,14 +1040,16 @@ class _Parser:
     def float_from_bits(self, bits: int, type_name: str, start: int, end: int) -> np.floating:
         """The float of ``type_name`` with these bits, as a numpy scalar of that type: every
         bit kept, a signalling NaN's too (converting through a Python float would quiet it)."""
-        widths = {"f16": (np.uint16, np.float16), "f32": (np.uint32, np.float32),
+        widths: dict[str, tuple[type[np.unsignedinteger], type[np.floating]]] = {
+                  "f16": (np.uint16, np.float16), "f32": (np.uint32, np.float32),
                   "f64": (np.uint64, np.float64)}
         if type_name not in widths:
             self.fail(f"hexadecimal literals of type {type_name} are not supported", start, end)
         int_type, float_type = widths[type_name]
         if not 0 <= bits <= np.iinfo(int_type).max:
             self.fail(f"hexadecimal literal does not fit in {type_name}", start, end)
-        return np.array(bits, dtype=int_type).view(float_type)[()]
+        # indexing a 0-d array with () gives its scalar, which numpy's stubs type as an array
+        return cast(np.floating, np.array(bits, dtype=int_type).view(float_type)[()])
 
     # -- dense arrays ----------------------------------------------------------------------
 
@@ -1134,7 +1142,9 @@ class _Parser:
         shapes = [self.nested_shape(b) for b in body]
         if any(s is None or s != shapes[0] for s in shapes):
             return None
-        return [len(body)] + (shapes[0] if shapes else [])
+        first = shapes[0] if shapes else []
+        assert first is not None    # no shape is None (checked above)
+        return [len(body)] + first
 
     def element_value(self, e: _Element, dtype: np.dtype, element: str) -> Any:
         end = e.pos + len(e.text)

@@ -21,6 +21,7 @@ whose definition says so take them (``OpDef.storage``).  ``bf16`` arrays are
 
 from __future__ import annotations
 
+import builtins
 import enum
 import math
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 Dim = int | str
+
+# Inside DType the names ``np`` and ``bool`` are members/properties, so the
+# annotations there spell the numpy dtype and the builtin bool through these.
+_NpDType = np.dtype
 
 
 class DType(enum.Enum):
@@ -42,19 +47,19 @@ class DType(enum.Enum):
     u8 = "ui8"
 
     @property
-    def np(self) -> np.dtype:
+    def np(self) -> _NpDType:
         return _NP[self]
 
     @property
-    def is_float(self) -> bool:
+    def is_float(self) -> builtins.bool:
         return self in (DType.f32, DType.f64, DType.f16, DType.bf16)
 
     @property
-    def is_int(self) -> bool:
+    def is_int(self) -> builtins.bool:
         return self in (DType.i32, DType.i64, DType.i8, DType.u8)
 
     @property
-    def is_storage(self) -> bool:
+    def is_storage(self) -> builtins.bool:
         """A storage dtype (``f16 bf16 i8 u8``): taken only by the ops that say so."""
         return self in _STORAGE
 
@@ -86,7 +91,7 @@ class DType(enum.Enum):
         return DType(name)
 
     @staticmethod
-    def from_numpy(dtype: np.dtype) -> DType:
+    def from_numpy(dtype: _NpDType) -> DType:
         for k in DType:
             if k.np == np.dtype(dtype):
                 return k

@@ -82,7 +82,7 @@ def check_output(path: str | Path, option: str) -> None:
         raise DlRuntimeError(f"{option} {e.message}") from None
 
 
-def write_output_file(path: str | Path, write: Callable[[BinaryIO], None], option: str) -> None:
+def write_output_file(path: str | Path, write: Callable[[BinaryIO], object], option: str) -> None:
     """Create ``path`` (exactly that name) and fill it with ``write(file)``; OS errors become DlErrors."""
     check_output(path, option)
     try:

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
                        passes=model_passes(args))
     data = load_data(args.data, model.data_spec, seed=args.seed, label_column=args.label_column)
-    if data.has_test:
+    if data.x_test is not None and data.y_test is not None:     # data.has_test
         split, x, y = "test", data.x_test, data.y_test
     else:
         split, x, y = "train", data.x_train, data.y_train

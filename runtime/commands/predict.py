@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -74,4 +74,5 @@ def write_output(path: Path, named: dict[str, np.ndarray]) -> None:
     if len(named) == 1 and path.suffix != ".npz":
         write_output_file(path, lambda f: np.save(f, next(iter(named.values()))), "--output")
     else:
-        write_output_file(path, lambda f: np.savez(f, **named), "--output")
+        # cast: mypy matches a str-keyed ** against savez's allow_pickle: bool
+        write_output_file(path, lambda f: np.savez(f, **cast(dict[str, Any], named)), "--output")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -191,6 +192,7 @@ def save_results(path: str, names: list[str], results: list[np.ndarray]) -> None
         else:
             if not path.endswith(".npz"):
                 raise DlError(f"--output must end in .npz or .npy, got {path}")
-            np.savez(path, **dict(zip(names, results)))
+            # cast: mypy matches a str-keyed ** against savez's allow_pickle: bool
+            np.savez(path, **cast(dict[str, Any], dict(zip(names, results))))
     except OSError as e:
         raise DlError(f"cannot write {path}: {e.strerror or e}") from None

@@ -161,7 +161,7 @@ def check_data(data: Dataset, spec: DataSpec) -> None:
     """The data set's arrays against the model's inputs and targets (names, shapes, dtypes,
     labels, NaN/inf), as ``fit`` checks them; an error lists what the model expects."""
     splits = [("training", data.x_train, data.y_train)]
-    if data.has_test:
+    if data.x_test is not None and data.y_test is not None:     # data.has_test
         splits.append(("test", data.x_test, data.y_test))
     try:
         for split, x, y in splits:
@@ -215,7 +215,7 @@ def _report(model: Model, data: Dataset, history: History, test: dict[str, float
         "file": args.file,
         "data": data.name,
         "train_samples": n,
-        "test_samples": len(data.x_test) if data.has_test else 0,
+        "test_samples": len(data.x_test) if data.has_test and data.x_test is not None else 0,
         "backend": model.backend.name,
         "optimizer": model.signature.optimizer.name,
         "learning_rate": model.learning_rate,

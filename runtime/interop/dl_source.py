@@ -17,7 +17,7 @@ cross-entropy, anything else with mean squared error) unless one is given.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -141,8 +141,9 @@ class _Writer:
     def expr(self, op: Op) -> str:
         if op.name == "constant":
             t = op.result.type
-            value = np.broadcast_to(np.asarray(op.attrs["value"]), t.shape) if t.is_static \
-                else np.asarray(op.attrs["value"])
+            value = np.asarray(op.attrs["value"])
+            if t.is_static:     # every dim an int
+                value = np.broadcast_to(value, cast(tuple[int, ...], t.shape))
             return (f"constant(value={_nested(value, t.dtype)}, dtype={t.dtype.dsl_name}, "
                     f"shape={attr_text(tuple(t.shape) if t.is_static else op.attrs['shape'])})")
         operands = [self.name(v) for v in op.operands]

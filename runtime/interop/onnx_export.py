@@ -99,6 +99,7 @@ class Exporter:
     def export_op(self, op: Op, inputs: list[str]) -> list[str]:
         mapping = EXPORTS.get(op.name)
         if mapping is not None:
+            assert mapping.export is not None   # EXPORTS holds only entries with an export rule
             return mapping.export(self, op, *inputs)
         opdef = get_op(op.name)
         if opdef is None or opdef.decompose is None:
@@ -119,16 +120,18 @@ class Exporter:
         func = self.func
         inputs, initializers = [], []
         for p in func.params:
-            self.names[p] = p.name
-            self._used.add(p.name)
-            if p.name in weights:
+            pname = p.name
+            assert pname is not None        # a Function's parameters are named
+            self.names[p] = pname
+            self._used.add(pname)
+            if pname in weights:
                 initializers.append(numpy_helper.from_array(
-                    np.array(weights[p.name], dtype=p.type.dtype.np, order="C"), p.name))
+                    np.array(weights[pname], dtype=p.type.dtype.np, order="C"), pname))
             else:
-                inputs.append(self.value_info(p.name, p))
+                inputs.append(self.value_info(pname, p))
                 for axis, d in enumerate(p.type.shape):
                     if isinstance(d, str):
-                        self._dim_sources.setdefault(d, (p.name, axis))
+                        self._dim_sources.setdefault(d, (pname, axis))
         for op in func.ops:
             self.names.update(zip(op.results, self.export_op(op, [self.names[v] for v in op.operands])))
         outputs = []

@@ -53,6 +53,12 @@ class _Unsupported(Exception):
         self.node, self.reason, self.input_name = node, reason, input_name
 
 
+def _param_name(v: Value) -> str:
+    """The name of a parameter the importer made (it names every one: weights and inputs)."""
+    assert v.name is not None
+    return v.name
+
+
 class Node:
     """One ONNX node with its attributes decoded to Python values."""
 
@@ -149,6 +155,13 @@ class Importer:
     def opset(self, node: Node) -> int:
         return self.opsets.get("ai.onnx", 1)
 
+    @property
+    def current_node(self) -> Node:
+        """The node being imported (import rules, and so the helpers below, run only
+        inside :meth:`_import_node`, which sets it)."""
+        assert self._node is not None
+        return self._node
+
     def unsupported(self, node: Node, reason: str) -> _Unsupported:
         return _Unsupported(node, reason)
 
@@ -161,7 +174,7 @@ class Importer:
         try:
             return DType.from_numpy(np_dtype)
         except KeyError:
-            raise _Unsupported(node or self._node, f"element type {np_dtype}") from None
+            raise _Unsupported(node or self.current_node, f"element type {np_dtype}") from None
 
     def constant(self, x: Any, node: Node, what: str, bindable: bool = False) -> np.ndarray:
         """``x`` as a constant array: an input dlc needs at import time.  ``bindable``: one
@@ -191,7 +204,7 @@ class Importer:
         if id(x) in self._weight_of:
             return self._weight_values[id(x)]
         if x.dtype == object:
-            raise _Unsupported(self._node, "a shape with symbolic dims used as data")
+            raise _Unsupported(self.current_node, "a shape with symbolic dims used as data")
         dtype = self.dtype_of(x.dtype, self._node)
         return self.b.constant(x if x.ndim else x.item(), dtype, tuple(x.shape))
 
@@ -205,7 +218,7 @@ class Importer:
         try:
             result = self.b.emit(name, *(self.value(x) for x in given), **attrs)
         except DlTypeError as e:
-            raise _Unsupported(self._node, e.message) from None
+            raise _Unsupported(self.current_node, e.message) from None
         return list(result) if isinstance(result, tuple) else [result]
 
     def _match_dtypes(self, inputs: list[Any]) -> list[Any]:
@@ -227,7 +240,7 @@ class Importer:
                       for a in arrays]
             result = sb.emit(name, *consts, **attrs)
         except DlTypeError as e:
-            raise _Unsupported(self._node, e.message) from None
+            raise _Unsupported(self.current_node, e.message) from None
         scratch.outputs = list(result) if isinstance(result, tuple) else [result]
         return interpret(scratch, [])
 
@@ -302,7 +315,8 @@ class Importer:
             onnx_names = {v.name: k for k, v in self.env.items() if isinstance(v, Value)}
             bindable = [onnx_names[p.input_name] for p in problems if p.input_name in onnx_names]
             raise OnnxImportError(_problem_text(self.file, problems), bindable)
-        outputs, names = [], []
+        outputs: list[Value] = []
+        names: list[str | None] = []
         for vi in graph.output:
             outputs.append(self.value(self.env[vi.name]))
             names.append(identifier(vi.name, self.names))
@@ -313,9 +327,9 @@ class Importer:
         self.func.params = params + self.inputs
         for i, p in enumerate(self.func.params):
             p.index = i
-        weights = {p.name: self._array_of[p.name] for p in params}
+        weights = {_param_name(p): self._array_of[_param_name(p)] for p in params}
         producer = f"{self.proto.producer_name} {self.proto.producer_version}".strip()
-        return ImportedGraph(self.func, weights, [v.name for v in self.inputs], self.origin,
+        return ImportedGraph(self.func, weights, [_param_name(v) for v in self.inputs], self.origin,
                              self.func.name, self.file, producer)
 
     def _declare_weight(self, onnx_name: str, array: np.ndarray) -> None:
@@ -354,6 +368,7 @@ class Importer:
         mapping = IMPORTS.get(node.op_type)
         if mapping is None:
             raise _Unsupported(node, "no import rule")
+        assert mapping.import_ is not None     # IMPORTS holds only entries with an import rule
         inputs = [self.env[i] if i else None for i in node.inputs]
         while inputs and inputs[-1] is None:
             inputs.pop()

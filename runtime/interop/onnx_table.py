@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -45,7 +45,8 @@ ImportRule = Callable[..., list[Any]]      # (im, node, *inputs) -> results (Val
 OPSET = 18          # what export writes: every Reduce* takes its axes as an input from 18 on
 
 # ONNX TensorProto data types <-> dl dtypes
-ONNX_DTYPES: dict[int, DType] = {1: DType.f32, 11: DType.f64, 6: DType.i32, 7: DType.i64, 9: DType.bool}
+ONNX_DTYPES: dict[int, DType] = {1: DType.f32, 11: DType.f64, 6: DType.i32, 7: DType.i64, 9: DType.bool,
+                                 2: DType.u8, 3: DType.i8, 10: DType.f16, 16: DType.bf16}
 DL_TO_ONNX: dict[DType, int] = {v: k for k, v in ONNX_DTYPES.items()}
 
 # Keras' SELU constants (dl's selu); ONNX's defaults are the same numbers rounded to f32
@@ -581,7 +582,7 @@ def _(ex: Exporter, op: Op) -> list[str]:
     t = op.result.type
     value = np.asarray(op.attrs["value"]).astype(t.dtype.np)
     if t.is_static:
-        return ex.node("Constant", [], value=np.broadcast_to(value, t.shape).copy())
+        return ex.node("Constant", [], value=np.broadcast_to(value, cast(tuple[int, ...], t.shape)).copy())
     return ex.node("ConstantOfShape", [ex.shape(t.shape)], value=value.reshape(1))
 
 
@@ -732,3 +733,53 @@ def _(ex: Exporter, op: Op, x: str) -> list[str]:
 @exports("where", "Where")
 def _(ex: Exporter, op: Op, cond: str, a: str, b: str) -> list[str]:
     return ex.node("Where", [cond, a, b])
+
+
+# ---------------------------------------------------------------------------
+# Convolution and pooling: dl is NHWC with HWIO kernels, ONNX NCHW with OIHW kernels,
+# so each is written between two transposes (ONNX pads are [top, left, bottom, right]).
+
+NHWC_TO_NCHW = [0, 3, 1, 2]
+NCHW_TO_NHWC = [0, 2, 3, 1]
+
+
+def _onnx_pads(padding: tuple[int, int, int, int]) -> list[int]:
+    top, bottom, left, right = padding
+    return [top, left, bottom, right]
+
+
+def _in_nchw(ex: Exporter, x: str, op_type: str, inputs: list[str], **attrs: Any) -> list[str]:
+    nchw = ex.node("Transpose", [x], perm=NHWC_TO_NCHW)
+    y = ex.node(op_type, nchw + inputs, **attrs)
+    return ex.node("Transpose", y, perm=NCHW_TO_NHWC)
+
+
+@exports("conv2d", "Conv")
+def _(ex: Exporter, op: Op, x: str, w: str) -> list[str]:
+    kernel = ex.node("Transpose", [w], perm=[3, 2, 0, 1])       # HWIO -> OIHW
+    return _in_nchw(ex, x, "Conv", kernel, strides=list(op.attrs["strides"]),
+                    pads=_onnx_pads(op.attrs["padding"]), dilations=list(op.attrs["dilations"]),
+                    group=op.attrs["groups"])
+
+
+def _pool_attrs(op: Op) -> dict[str, Any]:
+    pool = list(op.attrs["pool_size"])
+    strides = op.attrs["strides"]
+    return {"kernel_shape": pool, "strides": list(strides) if strides is not None else pool,
+            "pads": _onnx_pads(op.attrs["padding"])}
+
+
+@exports("max_pool2d", "MaxPool")
+def _(ex: Exporter, op: Op, x: str) -> list[str]:
+    return _in_nchw(ex, x, "MaxPool", [], **_pool_attrs(op))
+
+
+@exports("avg_pool2d", "AveragePool")
+def _(ex: Exporter, op: Op, x: str) -> list[str]:
+    return _in_nchw(ex, x, "AveragePool", [], count_include_pad=int(op.attrs["count_include_pad"]),
+                    **_pool_attrs(op))
+
+
+@exports("flatten", "Flatten")
+def _(ex: Exporter, op: Op, x: str) -> list[str]:
+    return ex.node("Flatten", [x], axis=1)
