@@ -201,3 +201,10 @@ def test_load_model_takes_a_pipeline() -> None:
     data = load_data("xor", seed=0)
     history = model.fit(data.x_train, data.y_train, epochs=2, batch_size=4, verbose=0)
     assert len(history.history["loss"]) == 2
+
+
+def test_the_summary_counts_one_epoch_in_the_singular(tmp_path: Path, capsys) -> None:
+    assert main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--quiet",
+                 "--epochs", "1", "--batch-size", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "model linear_regression: 1 epoch x 1 step (batch 1000)" in out

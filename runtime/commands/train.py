@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
     validation = (data.x_test, data.y_test) if data.has_test and not args.no_validate else None
     say = _printer(args.quiet)
-    say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {epochs} epochs, "
+    say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}, "
         f"batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
         f"backend {model.backend.name}")
     try:
@@ -248,7 +248,7 @@ def _summary(model: Model, report: dict[str, Any]) -> str:
     last = {k: v[-1] for k, v in history.items() if v}
     seconds = report["epoch_seconds"]
     lines = [
-        f"model {model.name}: {report['epochs']} epochs x {report['steps_per_epoch']} steps "
+        f"model {model.name}: {_count(report['epochs'], 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
         f"(batch {report['batch_size']}), backend {report['backend']}",
         f"compile time: {report['compile_seconds']:.2f} s (load + compile {report['load_seconds']:.2f} s)",
         f"time per epoch: {np.mean(seconds):.2f} s, {np.mean(report['samples_per_second']):,.0f} samples/s, "
@@ -298,3 +298,8 @@ def plot_history(history: History, path: str | Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 epoch``, ``5 epochs``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
