@@ -65,6 +65,7 @@ from .threads import parallel_call, pool
 from .threads import split as split_range
 
 UNROLL = 4          # vector accumulators per reduction
+SUM_BLOCK = 64      # steps a float sum adds into its partial sums before folding them (_row)
 
 
 # ---------------------------------------------------------------------------
@@ -764,33 +765,62 @@ class _Reduction:
         return b.gep(self.kc.pointer(self.k.out), [offset], inbounds=True)
 
     def _row(self) -> None:
-        """The innermost axis is reduced: vector partial sums, then one output element."""
+        """The innermost axis is reduced: vector partial sums, then one output element.
+
+        A float sum adds at most ``SUM_BLOCK`` steps into its partial sums before
+        folding them into a second set (two-level summation): a long row on a
+        narrow target would otherwise add thousands of terms into one
+        accumulator, with an error growing with their count (one lane over
+        5,120 terms: 2.9e-5 relative where numpy's pairwise sum has 1e-7)."""
         b, lanes = self.b, self.lanes
         accs = [alloca(b, self.ident.type) for _ in range(self.unroll)]
         for a in accs:
             b.store(self.ident, a)
+        blocked = self.k.kind in ("sum", "mean") and self.dtype.is_float
+        outer = [alloca(b, self.ident.type) for _ in range(self.unroll)] if blocked else accs
+        for a in outer:
+            b.store(self.ident, a)
+
+        def fold() -> None:
+            """outer += accs; accs = identity (blocked sums only)."""
+            if not blocked:
+                return
+            for o, a in zip(outer, accs):
+                b.store(_combine(self.e, self.k.kind, b.load(o), b.load(a)), o)
+                b.store(self.ident, a)
 
         def accumulate() -> None:
             if self.inner is None:                         # rank 0: one element
                 self._accumulate(accs[0], None)
+                fold()
                 return
             lo, n = self._range(self.inner)
             step = lanes * self.unroll
             main = b.add(lo, b.and_(b.sub(n, lo), ir.Constant(I64, -step)))
-            with for_range(b, lo, main, step, name="red") as j:
-                for u, acc in enumerate(accs):
-                    self._accumulate(acc, b.add(j, ir.Constant(I64, u * lanes)))
-            if lanes == 1:
-                return
-            rest = b.add(main, b.and_(b.sub(n, main), ir.Constant(I64, -lanes)))
-            with for_range(b, main, rest, lanes, name="red1") as j:
-                self._accumulate(accs[0], j)
-            with b.if_then(b.icmp_signed("<", rest, n)):
-                self._accumulate(accs[-1], rest, lane_mask(b, lanes, b.sub(n, rest)))
+            if blocked:
+                span = ir.Constant(I64, step * SUM_BLOCK)
+                with for_range(b, lo, main, span, name="redb") as jb:
+                    end = b.add(jb, span)
+                    end = b.select(b.icmp_signed("<", end, main), end, main)
+                    with for_range(b, jb, end, step, name="red") as j:
+                        for u, acc in enumerate(accs):
+                            self._accumulate(acc, b.add(j, ir.Constant(I64, u * lanes)))
+                    fold()
+            else:
+                with for_range(b, lo, main, step, name="red") as j:
+                    for u, acc in enumerate(accs):
+                        self._accumulate(acc, b.add(j, ir.Constant(I64, u * lanes)))
+            if lanes > 1:
+                rest = b.add(main, b.and_(b.sub(n, main), ir.Constant(I64, -lanes)))
+                with for_range(b, main, rest, lanes, name="red1") as j:
+                    self._accumulate(accs[0], j)
+                with b.if_then(b.icmp_signed("<", rest, n)):
+                    self._accumulate(accs[-1], rest, lane_mask(b, lanes, b.sub(n, rest)))
+            fold()
 
         self._over_reduced(accumulate)
-        total = b.load(accs[0])
-        for a in accs[1:]:
+        total = b.load(outer[0])
+        for a in outer[1:]:
             total = _combine(self.e, self.k.kind, total, b.load(a))
         scalar = _horizontal(self.e, self.k.kind, total)
         if self.result is not None:
