@@ -24,6 +24,7 @@ parameters in declaration order.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,52 +117,33 @@ def _uniform(rng: np.random.Generator, shape: Shape, low: float, high: float) ->
     return rng.uniform(low, high, shape)
 
 
-@_define("glorot_uniform", {},
-         "Uniform on [-l, l], l = sqrt(6 / (fan_in + fan_out)) (Keras ``GlorotUniform``).")
-def _glorot_uniform(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+def _variance_scaling(rng: np.random.Generator, shape: Shape, scale: float, mode: str,
+                      distribution: str) -> np.ndarray:
+    """Keras's ``VarianceScaling``: variance ``scale / n`` with ``n`` the fan-in, or the mean
+    of fan-in and fan-out (``mode="fan_avg"``); truncated normal or uniform."""
     fan_in, fan_out = compute_fans(shape)
-    limit = math.sqrt(3.0 / max(1.0, (fan_in + fan_out) / 2.0))
-    return rng.uniform(-limit, limit, shape)
+    n = max(1.0, (fan_in + fan_out) / 2.0 if mode == "fan_avg" else fan_in)
+    if distribution == "uniform":
+        limit = math.sqrt(3.0 * scale / n)
+        return rng.uniform(-limit, limit, shape)
+    return truncated_normal(rng, shape, 0.0, math.sqrt(scale / n) / TRUNCATED_NORMAL_STD)
 
 
-@_define("glorot_normal", {},
-         "Truncated normal, std = sqrt(2 / (fan_in + fan_out)) / 0.8796 (Keras ``GlorotNormal``).")
-def _glorot_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
-    fan_in, fan_out = compute_fans(shape)
-    std = math.sqrt(1.0 / max(1.0, (fan_in + fan_out) / 2.0)) / TRUNCATED_NORMAL_STD
-    return truncated_normal(rng, shape, 0.0, std)
-
-
-@_define("he_normal", {},
-         "Truncated normal, std = sqrt(2 / fan_in) / 0.8796 (Keras ``HeNormal``).")
-def _he_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
-    fan_in, _ = compute_fans(shape)
-    std = math.sqrt(2.0 / max(1.0, fan_in)) / TRUNCATED_NORMAL_STD
-    return truncated_normal(rng, shape, 0.0, std)
-
-
-@_define("he_uniform", {},
-         "Uniform on [-l, l], l = sqrt(6 / fan_in) (Keras ``HeUniform``).")
-def _he_uniform(rng: np.random.Generator, shape: Shape) -> np.ndarray:
-    fan_in, _ = compute_fans(shape)
-    limit = math.sqrt(6.0 / max(1.0, fan_in))
-    return rng.uniform(-limit, limit, shape)
-
-
-@_define("lecun_normal", {},
-         "Truncated normal, std = sqrt(1 / fan_in) / 0.8796 (Keras ``LecunNormal``).")
-def _lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
-    fan_in, _ = compute_fans(shape)
-    std = math.sqrt(1.0 / max(1.0, fan_in)) / TRUNCATED_NORMAL_STD
-    return truncated_normal(rng, shape, 0.0, std)
-
-
-@_define("lecun_uniform", {},
-         "Uniform on [-l, l], l = sqrt(3 / fan_in) (Keras ``LecunUniform``).")
-def _lecun_uniform(rng: np.random.Generator, shape: Shape) -> np.ndarray:
-    fan_in, _ = compute_fans(shape)
-    limit = math.sqrt(3.0 / max(1.0, fan_in))
-    return rng.uniform(-limit, limit, shape)
+# name: (scale, mode, distribution, formula for the docs)
+_VARIANCE_SCALING = {
+    "glorot_uniform": (1.0, "fan_avg", "uniform", "Uniform on [-l, l], l = sqrt(6 / (fan_in + fan_out)) "
+                       "(Keras ``GlorotUniform``)."),
+    "glorot_normal": (1.0, "fan_avg", "normal", "Truncated normal, std = sqrt(2 / (fan_in + fan_out)) / 0.8796 "
+                      "(Keras ``GlorotNormal``)."),
+    "he_normal": (2.0, "fan_in", "normal", "Truncated normal, std = sqrt(2 / fan_in) / 0.8796 (Keras ``HeNormal``)."),
+    "he_uniform": (2.0, "fan_in", "uniform", "Uniform on [-l, l], l = sqrt(6 / fan_in) (Keras ``HeUniform``)."),
+    "lecun_normal": (1.0, "fan_in", "normal", "Truncated normal, std = sqrt(1 / fan_in) / 0.8796 "
+                     "(Keras ``LecunNormal``)."),
+    "lecun_uniform": (1.0, "fan_in", "uniform", "Uniform on [-l, l], l = sqrt(3 / fan_in) (Keras ``LecunUniform``)."),
+}
+for _name, (_scale, _mode, _distribution, _doc) in _VARIANCE_SCALING.items():
+    _define(_name, {}, _doc)(functools.partial(_variance_scaling, scale=_scale, mode=_mode,
+                                               distribution=_distribution))
 
 
 # Keras spellings accepted as aliases.

@@ -51,6 +51,7 @@ import numpy as np
 from ..ir.core import Op
 from ..ir.types import Dim, TensorType
 from .base import COMPOSITE, OPS, OTHER, ShapeError, attr, define, required, shape_str
+from .conv import conv_padding
 
 LIMIT = 1 << 31         # pool sizes, strides and padding stay below this (i64 arithmetic in kernels)
 
@@ -107,30 +108,12 @@ def make_window(size: tuple[Dim, Dim], pool_size: Sequence[int], strides: Sequen
 def resolve_padding(padding: str | Sequence[Sequence[int]], size: tuple[int, int],
                     pool_size: Sequence[int], strides: Sequence[int] | None = None,
                     dilation: Sequence[int] = (1, 1)) -> tuple[int, int, int, int]:
-    """Keras' ``padding`` as the ops' explicit ``(top, bottom, left, right)``.
-
-    ``"valid"``: none.  ``"same"`` (TensorFlow's rule): ``OH = ceil(H / sh)``, the
-    ``max((OH - 1) sh + ph - H, 0)`` rows of padding split with the odd one at the
-    bottom (columns alike).  ``[[top, bottom], [left, right]]``: as given.  A window
-    dilated by ``d`` (a convolution's) spans ``(ph - 1) d + 1`` rows.
-    """
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding != "same":
-            raise ShapeError(f"padding must be 'valid', 'same' or [[top, bottom], [left, right]], "
-                             f"got '{padding}'")
-        pool = _pair(pool_size, "pool_size")
-        steps = pool if strides is None else _pair(strides, "strides")
-        pads: list[int] = []
-        for n, k, s, d in zip(size, pool, steps, _pair(dilation, "dilation")):
-            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-            pads += [total // 2, total - total // 2]
-        return (pads[0], pads[1], pads[2], pads[3])
-    rows = [tuple(p) for p in padding]
-    if len(rows) != 2 or any(len(p) != 2 for p in rows):
-        raise ShapeError(f"explicit padding is [[top, bottom], [left, right]], got {padding!r}")
-    return (rows[0][0], rows[0][1], rows[1][0], rows[1][1])
+    """Keras' ``padding`` as the ops' explicit ``(top, bottom, left, right)``: the
+    convolutions' rule (:func:`compiler.ops.conv.conv_padding`, TensorFlow's ``"same"``)
+    for a window of ``pool_size`` with ``strides`` defaulting to the pool size."""
+    pool = _pair(pool_size, "pool_size")
+    steps = pool if strides is None else _pair(strides, "strides")
+    return conv_padding(padding, size, pool, steps, _pair(dilation, "dilation"))
 
 
 _WINDOW_ATTRS = {"pool_size": required("ints"), "strides": attr("optional_ints", None),
