@@ -192,3 +192,36 @@ def test_conv2d_layer_errors(call: str, message: str) -> None:
         compile_source(source, "c.dl")
     errors = info.value.errors if isinstance(info.value, DlErrors) else [info.value]
     assert any(message in e.message for e in errors), [e.message for e in errors]
+
+
+def test_the_embedding_layer_on_edges_natively_and_in_the_interpreter() -> None:
+    import runtime
+    from compiler.diagnostics import DlIndexError
+    from compiler.ir.interpreter import interpret as run
+
+    source = """
+model m {
+    input ids: i32[N, 3]
+    target y: f32[N, 3, 4]
+    output e = embedding(ids, 5, 4, name="words")
+    loss mse(e, y)
+    optimizer sgd
+}"""
+    module = compile_source(source, "e.dl")
+    native = runtime.compile(module)
+    table = np.array([[0.0, -0.0, np.nan, np.inf], [1, 2, 3, 4], [-np.inf, 5, 6, 7], [8, 9, 10, 11],
+                      [12, 13, 14, 15]], np.float32)
+    for ids in (np.zeros((0, 3), np.int32),                      # an empty batch
+                np.array([[0, -1, 4], [-5, 2, 0]], np.int32)):   # negative ids count from the end
+        want = table[ids]
+        got = native.predict(table, ids)
+        assert got.shape == want.shape == run(module.get("predict"), [table, ids])[0].shape
+        np.testing.assert_array_equal(got, want)                 # NaN, inf and -0.0 pass through
+        np.testing.assert_array_equal(run(module.get("predict"), [table, ids])[0], want)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+    for bad in (5, -6, 2 ** 31 - 1):
+        ids = np.array([[0, bad, 1]], np.int32)
+        with pytest.raises(DlIndexError):
+            native.predict(table, ids)
+        with pytest.raises(DlIndexError):
+            run(module.get("predict"), [table, ids])
