@@ -42,8 +42,10 @@ from .ir.core import Function, Module, Op, Value
 from .ir.types import DType, TensorType
 from .optimizers import OPTIMIZERS, OptimizerDef
 from .passes.cse import attr_key
+from .passes.dce import dce_function
 
 TRAIN_STEP = "train_step"
+GRADS_STEP, APPLY_STEP = "train_grads", "train_apply"     # the step in two (build_split_step)
 LR_NAME = "lr"
 SEED_NAME, STEP_NAME = "seed", "step"      # the random key's parts, for models that draw numbers
 
@@ -187,51 +189,18 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
     ``metrics=False`` leaves the model's metrics out (outputs end after the
     new optimizer state).
     """
-    from .passes.autodiff import gradient_function
-    from .passes.dce import dce_function
-
     sig = train_signature(module)
-    loss = module.get("loss")
-    # A cross-entropy of softmax/sigmoid probabilities was built from the logits
-    # (compiler/ops/losses.py), so its gradient is (softmax - one_hot) / N, not a
-    # chain through clipped probabilities.
     if not metrics:
         sig = replace(sig, metrics=())
-    grad_name = _fresh_name(module, f"{name}.grad")
-    grad_fn = gradient_function(module, "loss", [n for n, _ in sig.params], new_name=grad_name,
-                                with_value=True, loc=loss.loc)
-
-    scalar = TensorType(DType.i64, ())
-    arg_types = ([t for _, t in sig.params] + [t for _, t in sig.model_state] + [s.type for s in sig.state]
-                 + [t for _, t in sig.inputs] + [t for _, t in sig.targets] + [TensorType(DType.f32, ())]
-                 + ([scalar, scalar] if sig.random else []))
-    func, b = new_function(name, list(zip(sig.arg_names, arg_types)), loc=loss.loc)
+    loss = module.get("loss")
+    func, b = new_function(name, list(zip(sig.arg_names, _arg_types(sig))), loc=loss.loc)
     func.attrs["mode"] = "training"
     args = {p.name: p for p in func.params}
-    data_args = [args[n] for n, _ in (*sig.inputs, *sig.targets)]
-    model_args = [args[n] for n, _ in (*sig.params, *sig.model_state)] + data_args
-    loss_args = list(model_args)
-    if sig.random:
-        with b.at(loss.loc):
-            loss_args.append(b.fold_in(args[SEED_NAME], args[STEP_NAME]))
-
-    inliner = _ValueNumbering(b)
-    results = inliner.inline(grad_fn, loss_args)
-    loss_value, grads = results[0], results[-len(sig.params):]
-    n_model_state = len(sig.model_state)
-    new_model_state = results[1:1 + n_model_state]
-
-    new_params, new_state = _apply_optimizer(b, sig, args, grads, loss.loc)
-    metric_values: list[Value] = []
-    if sig.metrics and sig.metrics_from_loss:
-        start = 1 + n_model_state
-        metric_values = results[start:start + len(sig.metrics)]
-    elif sig.metrics:
-        metric_values = inliner.inline(module.get("evaluate"), model_args, outputs=range(1, 1 + len(sig.metrics)))
-
-    func.outputs = [loss_value, *new_params, *new_model_state, *new_state, *metric_values]
+    fb = _ForwardBackward(module, sig, b, args, name)
+    new_params, new_state = _apply_optimizer(b, sig, args, fb.grads, loss.loc)
+    func.outputs = [fb.loss, *new_params, *fb.new_model_state, *new_state, *fb.metrics()]
     func.output_names = sig.output_names
-    n_params = len(sig.params)
+    n_params, n_model_state = len(sig.params), len(sig.model_state)
     func.attrs["inplace"] = tuple(
         [(1 + i, n) for i, (n, _) in enumerate(sig.params)]
         + [(1 + n_params + k, n) for k, (n, _) in enumerate(sig.model_state)]
@@ -239,6 +208,105 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
     dce_function(func)
     module.replace(func)
     return func
+
+
+def build_split_step(module: Module) -> Module:
+    """The training step as two functions, in a new module: for data-parallel training,
+    where the gradients are summed across processes between the two.
+
+    ::
+
+        train_grads(params..., model_state..., grad.<param>..., inputs..., targets... [, seed, step])
+            -> (loss, grads..., new_model_state..., metrics...)
+        train_apply(params..., opt_state..., grad.<param>..., lr) -> (new_params..., new_opt_state...)
+
+    ``train_grads`` writes each gradient in place into its ``grad.<param>``
+    buffer (never read: the caller's memory, e.g. views of one flat array)
+    and the new model state over the old; ``train_apply`` is the optimizer's
+    update, in place over the parameters and optimizer state.  Together they
+    compute what ``train_step`` computes in one call.
+    """
+    sig = train_signature(module)
+    loss = module.get("loss")
+    grad_args = [(grad_name(n), t) for n, t in sig.params]
+    data = [*sig.inputs, *sig.targets]
+    scalar = TensorType(DType.i64, ())
+    grads_fn, b = new_function(GRADS_STEP, [*sig.params, *sig.model_state, *grad_args, *data]
+                               + ([(SEED_NAME, scalar), (STEP_NAME, scalar)] if sig.random else []), loc=loss.loc)
+    grads_fn.attrs["mode"] = "training"
+    args = {p.name: p for p in grads_fn.params}
+    fb = _ForwardBackward(module, sig, b, args, GRADS_STEP)
+    grads_fn.outputs = [fb.loss, *fb.grads, *fb.new_model_state, *fb.metrics()]
+    grads_fn.output_names = (["loss"] + [grad_name(n) for n, _ in sig.params]
+                             + [f"new.{n}" for n, _ in sig.model_state] + list(sig.metrics))
+    n_params = len(sig.params)
+    grads_fn.attrs["inplace"] = tuple([(1 + i, grad_name(n)) for i, (n, _) in enumerate(sig.params)]
+                                      + [(1 + n_params + k, n) for k, (n, _) in enumerate(sig.model_state)])
+    dce_function(grads_fn)
+
+    state_args = [(s.name, s.type) for s in sig.state]
+    apply_fn, b = new_function(APPLY_STEP, [*sig.params, *state_args, *grad_args, (LR_NAME, TensorType(DType.f32, ()))],
+                               loc=loss.loc)
+    apply_fn.attrs["mode"] = "training"
+    args = {p.name: p for p in apply_fn.params}
+    new_params, new_state = _apply_optimizer(b, sig, args, [args[grad_name(n)] for n, _ in sig.params], loss.loc)
+    apply_fn.outputs = [*new_params, *new_state]
+    apply_fn.output_names = [f"new.{n}" for n, _ in (*sig.params, *state_args)]
+    apply_fn.attrs["inplace"] = tuple(enumerate([n for n, _ in (*sig.params, *state_args)]))
+    dce_function(apply_fn)
+    return Module([grads_fn, apply_fn], dict(module.attrs))
+
+
+def grad_name(param: str) -> str:
+    """The name of the gradient buffer of ``param`` in :func:`build_split_step`'s functions."""
+    return f"grad.{param}"
+
+
+def _arg_types(sig: TrainSignature) -> list[TensorType]:
+    """The types of ``train_step``'s arguments, in :attr:`TrainSignature.arg_names` order."""
+    scalar = TensorType(DType.i64, ())
+    return ([t for _, t in sig.params] + [t for _, t in sig.model_state] + [s.type for s in sig.state]
+            + [t for _, t in sig.inputs] + [t for _, t in sig.targets] + [TensorType(DType.f32, ())]
+            + ([scalar, scalar] if sig.random else []))
+
+
+class _ForwardBackward:
+    """The loss and its gradients (and the new model state), emitted into ``b``'s function
+    whose parameters ``args`` include the model's tensors and data by name; then, on
+    request, the metrics (sharing the forward pass)."""
+
+    def __init__(self, module: Module, sig: TrainSignature, b: Builder, args: dict[str, Value], name: str):
+        from .passes.autodiff import gradient_function
+
+        self.module, self.sig = module, sig
+        loss = module.get("loss")
+        # A cross-entropy of softmax/sigmoid probabilities was built from the logits
+        # (compiler/ops/losses.py), so its gradient is (softmax - one_hot) / N, not a
+        # chain through clipped probabilities.
+        grad_fn = gradient_function(module, "loss", [n for n, _ in sig.params],
+                                    new_name=_fresh_name(module, f"{name}.grad"), with_value=True, loc=loss.loc)
+        data_args = [args[n] for n, _ in (*sig.inputs, *sig.targets)]
+        self.model_args = [args[n] for n, _ in (*sig.params, *sig.model_state)] + data_args
+        loss_args = list(self.model_args)
+        if sig.random:
+            with b.at(loss.loc):
+                loss_args.append(b.fold_in(args[SEED_NAME], args[STEP_NAME]))
+        self.inliner = _ValueNumbering(b)
+        self.results = self.inliner.inline(grad_fn, loss_args)
+        self.loss = self.results[0]
+        self.grads = self.results[-len(sig.params):]
+        self.new_model_state = self.results[1:1 + len(sig.model_state)]
+
+    def metrics(self) -> list[Value]:
+        """The model's metrics: from the training form of ``@loss``, else from ``@evaluate``."""
+        sig = self.sig
+        if sig.metrics and sig.metrics_from_loss:
+            start = 1 + len(sig.model_state)
+            return self.results[start:start + len(sig.metrics)]
+        if sig.metrics:
+            return self.inliner.inline(self.module.get("evaluate"), self.model_args,
+                                       outputs=range(1, 1 + len(sig.metrics)))
+        return []
 
 
 def _fresh_name(module: Module, base: str) -> str:

@@ -27,10 +27,11 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -40,6 +41,7 @@ from compiler.ir.core import Function, Module, Op
 from compiler.train_step import (
     TRAIN_STEP,
     TrainSignature,
+    build_split_step,
     build_train_step,
     model_info,
     train_signature,
@@ -55,6 +57,9 @@ from .arguments import (
 )
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
+
+if TYPE_CHECKING:
+    from .distributed import Distributed, Sync
 
 BACKENDS = ("auto", "native", "interp")
 
@@ -85,6 +90,10 @@ class Backend(Protocol):
     def predict(self, args: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
         """Run ``predict`` on one batch of validated arguments; fresh output array(s)."""
 
+    def caller(self, fn: str) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        """Repeated calls of ``fn`` on arguments checked once (native code: in place, as
+        :meth:`train_step`); one array per output."""
+
 
 class InterpBackend:
     """The reference interpreter (``compiler.ir.interpreter``): exact, slow."""
@@ -110,6 +119,10 @@ class InterpBackend:
         outs = self.call("predict", args)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def caller(self, fn: str) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        """Repeated calls of ``fn`` (new arrays out; arguments untouched)."""
+        return lambda args: self.call(fn, args)
+
 
 Passes = str | Callable[[Module], Module] | None
 """The passes run before native codegen: None (the ``default`` pipeline), a
@@ -132,11 +145,12 @@ class NativeBackend:
         else:
             self.compiled = compile_module(module, passes=passes)
         self.compile_seconds = time.perf_counter() - start
+        self.passes = passes
         self.calls = 0
-        self._step = self.compiled[TRAIN_STEP]
         # A call path without per-call argument checks, when the runtime offers one:
         # fit validates every batch's layout once up front.
-        self._fast_step = _fast_path(self._step)
+        if TRAIN_STEP in self.compiled:
+            self._fast_step = _fast_path(self.compiled[TRAIN_STEP])
         self._fast_predict: Callable[..., Any] | None = None
 
     def call(self, fn: str, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -146,6 +160,12 @@ class NativeBackend:
     def train_step(self, args: list[np.ndarray]) -> list[np.ndarray]:
         self.calls += 1
         return _as_list(self._fast_step(*args))
+
+    def caller(self, fn: str) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+        """Repeated calls of ``fn`` through the unchecked path (as ``train_step``'s: in-place
+        outputs in the argument buffers, the others reused by the next call)."""
+        fast = _fast_path(self.compiled[fn])
+        return lambda args: _as_list(fast(*args))
 
     def predict(self, args: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
         """``predict`` on one batch through the re-validating call path (the weights are the
@@ -302,6 +322,7 @@ class Model:
         self.step = 0
         self.epochs_trained = 0
         self.history: History | None = None
+        self._sync: Sync | None = None     # fit(distributed=...): runtime/distributed.py
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
         self.backend: Backend = make_backend(module, backend, passes)
@@ -400,7 +421,7 @@ class Model:
             validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, verbose: int = 1,
             learning_rate: float | None = None,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-            allow_nonfinite: bool = False) -> History:
+            allow_nonfinite: bool = False, distributed: bool | Distributed = False) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
 
         The last, partial batch of each epoch is trained too.  Shuffling uses a
@@ -412,6 +433,12 @@ class Model:
         :class:`NonFiniteLossError` naming the epoch and step and (the NaN trap)
         the first ``.dl`` line whose value became non-finite; the model keeps
         the weights from before that step.  ``allow_nonfinite=True`` trains on.
+
+        ``distributed=True`` (or a :class:`~runtime.distributed.Distributed`), under
+        ``mpirun -n K``: data-parallel training over K processes, each training on
+        its shard of every epoch's order, ``batch_size`` rows per rank per step (a
+        global batch of ``K * batch_size``); only rank 0 shows progress.  See
+        docs/distributed.md.
         """
         _check_positive(epochs=epochs, batch_size=batch_size)
         xs = prepare_inputs(x, self.data_spec, "training input")
@@ -429,9 +456,16 @@ class Model:
             val = (vx, prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target"))
         if learning_rate is not None:
             self.learning_rate = _check_learning_rate(learning_rate)
+        if distributed:
+            from .distributed import start
+
+            facts = {"samples": n, "batch_size": batch_size, "seed": self.seed, "shuffle": shuffle,
+                     "learning_rate": self.learning_rate}
+            self._sync = start(self, distributed, facts, self._split_backend())
+            verbose = verbose if self._sync.rank == 0 else 0
         history = History()
         self.history = history
-        with _DeferredInterrupt() as interrupt:
+        with _DeferredInterrupt() as interrupt, self._distributed_until_done():
             for _ in range(epochs):
                 epoch = self.epochs_trained
                 bar = _progress(verbose, n, epoch)
@@ -458,6 +492,14 @@ class Model:
                 interrupt.check()
         return history
 
+    @contextmanager
+    def _distributed_until_done(self) -> Iterator[None]:
+        """Train distributed (when ``fit`` started it) until the with block ends."""
+        try:
+            yield
+        finally:
+            self._sync = None
+
     def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
                      bar: Any, interrupt: _DeferredInterrupt,
                      allow_nonfinite: bool = False) -> tuple[dict[str, float], float, int]:
@@ -469,18 +511,19 @@ class Model:
         sums = np.zeros(len(metric_names))
         k = len(self._tensors)
         lr = np.array(self.learning_rate, dtype=np.float32)
-        steps = math.ceil(n / batch_size)
+        span = batch_size if self._sync is None else self._sync.span(batch_size)   # the global batch
+        steps = math.ceil(n / span)
         # the NaN trap replays this epoch from here to find the weights before a bad step
         start_of_epoch = None if allow_nonfinite else ([t.copy() for t in self._tensors], self.step)
         calls_before = self.backend.calls
         start = time.perf_counter()
         seen = 0
         for i in range(steps):
-            lo, hi = i * batch_size, min((i + 1) * batch_size, n)
-            out = self._step(batches.get(lo, hi), lr)
+            lo, hi = i * span, min((i + 1) * span, n)
+            out = self._step(self._batch(batches, lo, hi), lr)
             loss = float(out[0])
             if start_of_epoch is not None and not math.isfinite(loss):
-                raise self._diverged(start_of_epoch, batches, i, steps, batch_size, n, lr, loss)
+                raise self._diverged(start_of_epoch, batches, i, steps, span, n, lr, loss)
             sums += np.array([loss, *(float(v) for v in out[1 + k:])]) * (hi - lo)
             seen += hi - lo
             if bar is not None:
@@ -494,10 +537,21 @@ class Model:
 
     def _step(self, batch: list[np.ndarray], lr: np.ndarray) -> list[np.ndarray]:
         """One training step on ``batch``: the weights and state move on; ``train_step``'s outputs."""
-        out = self.backend.train_step(self._step_args(batch, lr))
+        if self._sync is not None:
+            out = self._sync.step(self, batch, lr)
+        else:
+            out = self.backend.train_step(self._step_args(batch, lr))
         self._tensors = out[1:1 + len(self._tensors)]
         self.step += 1
         return out
+
+    def _split_backend(self) -> Backend:
+        """A backend for the training step in two calls (data-parallel training)."""
+        return make_backend(build_split_step(self.module), self.backend.name, getattr(self.backend, "passes", None))
+
+    def _batch(self, batches: _Batches, lo: int, hi: int) -> list[np.ndarray]:
+        """The rows of the batch ``lo:hi`` this process trains on (its shard, when distributed)."""
+        return batches.get(lo, hi) if self._sync is None else batches.get(*self._sync.rows(lo, hi))
 
     def _step_args(self, batch: list[np.ndarray], lr: np.ndarray) -> list[np.ndarray]:
         """``train_step``'s arguments for the next step; a model that draws random numbers
@@ -525,7 +579,7 @@ class Model:
                 break
             last_finite = ([t.copy() for t in self._tensors], self.step, i)
             if i < index:
-                self._step(batches.get(i * batch_size, min((i + 1) * batch_size, n)), lr)
+                self._step(self._batch(batches, i * batch_size, min((i + 1) * batch_size, n)), lr)
         what = f"the loss is {loss} at epoch {self.epochs_trained + 1}, step {index + 1} of {steps}"
         notes = ["to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
         if last_finite is None:
@@ -534,7 +588,7 @@ class Model:
         self._tensors, self.step, bad = last_finite
         notes.insert(0, f"the model keeps its weights from before step {bad + 1} of this epoch "
                         f"(training step {self.step + 1})")
-        batch = batches.get(bad * batch_size, min((bad + 1) * batch_size, n))
+        batch = self._batch(batches, bad * batch_size, min((bad + 1) * batch_size, n))
         op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
         if bad != index:
             what += f"; step {bad + 1}'s update made the weights NaN or infinite"

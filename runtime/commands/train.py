@@ -28,6 +28,7 @@ from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 
 from ..data import Dataset, DataSpec, load_data, prepare_inputs, prepare_targets
+from ..distributed import Distributed, is_root, mpi, rank_and_size
 from ..model import (
     BACKENDS,
     History,
@@ -105,6 +106,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="draw the learning curves to an image (needs matplotlib: pip install 'dlc[plot]')")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training over the ranks of an MPI job (mpirun -n K dlc train ...; "
+                             "--batch-size is per rank); needs pip install 'dlc[distributed]'")
+    parser.add_argument("--sync-batch-stats", action="store_true",
+                        help="with --distributed: average batch norm's moving statistics over the ranks "
+                             "after every step (default: each rank keeps its own, rank 0's are saved)")
+    parser.add_argument("--distributed-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --distributed: how long a rank waits for the others before it stops "
+                             "the job (default 120)")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="train on when the loss becomes NaN or infinite (default: stop, saving nothing, "
                              "and show the first .dl line whose value became non-finite)")
@@ -113,6 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, print the summary, write the requested files; 130 after Ctrl-C."""
     _check_options(args)
+    distributed = _distributed(args)
     start = time.perf_counter()
     module, name = model_module(args.file)
     spec = model_data_spec(module)
@@ -127,20 +138,23 @@ def run(args: argparse.Namespace) -> int:
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
     validation = (data.x_test, data.y_test) if data.has_test and not args.no_validate else None
-    say = _printer(args.quiet)
+    root = not distributed or is_root()
+    say = _printer(args.quiet or not root)
     say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}, "
         f"batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
-        f"backend {model.backend.name}")
+        f"backend {model.backend.name}" + (f", {rank_and_size()[1]} ranks" if distributed else ""))
     try:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                             validation_data=validation, learning_rate=args.lr, verbose=0 if args.quiet else 1,
-                            allow_nonfinite=args.allow_nonfinite)
+                            allow_nonfinite=args.allow_nonfinite, distributed=distributed)
     except KeyboardInterrupt:
-        return _interrupted(model, args)
+        return _interrupted(model, args, root)
     except NonFiniteLossError as e:
         if args.save:
             e.notes.append(f"nothing was saved: {args.save} is as it was")
         raise
+    if not root:                               # rank 0 reports and writes the files
+        return 0
     test = model.evaluate(data.x_test, data.y_test) if data.has_test else None
     report = _report(model, data, history, test, epochs, batch_size, load_seconds, args)
     print(_summary(model, report), flush=True)
@@ -198,10 +212,22 @@ def _printer(quiet: bool) -> Any:
     return say
 
 
-def _interrupted(model: Model, args: argparse.Namespace) -> int:
+def _distributed(args: argparse.Namespace) -> Distributed | bool:
+    """``fit``'s ``distributed`` argument for ``--distributed`` and its options (MPI is
+    started here: an error says what to install when mpi4py is missing)."""
+    if not args.distributed:
+        if args.sync_batch_stats or args.distributed_timeout is not None:
+            raise DlRuntimeError("--sync-batch-stats and --distributed-timeout need --distributed")
+        return False
+    mpi()
+    timeout = Distributed.timeout if args.distributed_timeout is None else args.distributed_timeout
+    return Distributed(sync_batch_stats=args.sync_batch_stats, timeout=timeout)
+
+
+def _interrupted(model: Model, args: argparse.Namespace, root: bool = True) -> int:
     print(f"\ninterrupted after {model.step} steps ({model.epochs_trained} complete epochs); "
           "the weights are those of the last completed step", file=sys.stderr)
-    if args.save:
+    if args.save and root:
         model.save(args.save)
         print(f"saved checkpoint to {args.save}", file=sys.stderr)
     return 130
@@ -210,6 +236,7 @@ def _interrupted(model: Model, args: argparse.Namespace) -> int:
 def _report(model: Model, data: Dataset, history: History, test: dict[str, float] | None,
             epochs: int, batch_size: int, load_seconds: float, args: argparse.Namespace) -> dict[str, Any]:
     n = len(data.x_train)
+    ranks = rank_and_size()[1] if args.distributed else 1
     return {
         "model": model.name,
         "file": args.file,
@@ -220,9 +247,10 @@ def _report(model: Model, data: Dataset, history: History, test: dict[str, float
         "optimizer": model.signature.optimizer.name,
         "learning_rate": model.learning_rate,
         "epochs": epochs,
-        "batch_size": batch_size,
+        "batch_size": batch_size,          # per rank
+        "ranks": ranks,
         "seed": args.seed,
-        "steps_per_epoch": math.ceil(n / batch_size),
+        "steps_per_epoch": math.ceil(n / (batch_size * ranks)),
         "compile_seconds": model.backend.compile_seconds,
         "load_seconds": load_seconds,
         "history": history.history,
@@ -249,7 +277,7 @@ def _summary(model: Model, report: dict[str, Any]) -> str:
     seconds = report["epoch_seconds"]
     lines = [
         f"model {model.name}: {_count(report['epochs'], 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
-        f"(batch {report['batch_size']}), backend {report['backend']}",
+        f"(batch {report['batch_size']}{_ranks(report['ranks'])}), backend {report['backend']}",
         f"compile time: {report['compile_seconds']:.2f} s (load + compile {report['load_seconds']:.2f} s)",
         f"time per epoch: {np.mean(seconds):.2f} s, {np.mean(report['samples_per_second']):,.0f} samples/s, "
         f"{report['backend_calls_per_epoch'][-1]} {report['backend']} calls per epoch",
@@ -298,6 +326,11 @@ def plot_history(history: History, path: str | Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _ranks(ranks: int) -> str:
+    """`` x 4 ranks`` after the batch size of distributed training (nothing for one process)."""
+    return f" x {ranks} ranks" if ranks > 1 else ""
 
 
 def _count(n: int, noun: str) -> str:
