@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"passes over the training data (default: the data set's, else {DEFAULT_EPOCHS})")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help=f"samples per step (default: the data set's, else {DEFAULT_BATCH_SIZE})")
+                        help=f"samples per step, per rank with --distributed (default: the data set's, else "
+                             f"{DEFAULT_BATCH_SIZE}, split over the ranks)")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default: the model's optimizer declaration)")
     parser.add_argument("--no-validate", action="store_true",
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         model.load_weights(args.weights)
     load_seconds += time.perf_counter() - start
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
-    batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
+    batch_size = args.batch_size or _per_rank(data.batch_size or DEFAULT_BATCH_SIZE, distributed)
     validation = (data.x_test, data.y_test) if data.has_test and not args.no_validate else None
     root = not distributed or is_root()
     say = _printer(args.quiet or not root)
@@ -210,6 +211,12 @@ def _printer(quiet: bool) -> Any:
         if not quiet:
             print(text, flush=True)
     return say
+
+
+def _per_rank(batch_size: int, distributed: Distributed | bool) -> int:
+    """The default batch of each rank: the data set's recommended batch split over the ranks,
+    so that the global batch stays what it recommends (128 on 2 ranks: 64 each)."""
+    return max(1, batch_size // rank_and_size()[1]) if distributed else batch_size
 
 
 def _distributed(args: argparse.Namespace) -> Distributed | bool:
