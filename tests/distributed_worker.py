@@ -1,10 +1,12 @@
 """One rank of the distributed-training tests (tests/test_distributed.py runs it under mpirun).
 
-    mpirun -n 2 python tests/distributed_worker.py MODE MODEL.dl OUT_DIR
+    mpirun -n 2 python tests/distributed_worker.py MODE MODEL.dl OUT_DIR [BATCHNORM_MODEL.dl]
 
 MODE ``train``: train distributed (a per-rank batch of 4, two epochs), then
 each rank writes its weights to ``OUT_DIR/rank<r>.npz``; rank 0 also trains
 one process alone with the global batch (8) and writes ``OUT_DIR/single.npz``.
+With BATCHNORM_MODEL, each rank also trains that model with and without
+``sync_batch_stats`` and writes its model state to ``OUT_DIR/{synced,local}<r>.npz``.
 MODE ``kill`` / ``stop``: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself at
 the end of the first epoch; the other rank must not hang.
 """
@@ -30,7 +32,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0).astype(np.int32)
 
 
-def main(mode: str, model_path: str, out: str) -> None:
+def main(mode: str, model_path: str, out: str, batchnorm_path: str | None = None) -> None:
     rank, size = rank_and_size()
     x, y = data()
     model = load_model(model_path, seed=3)
@@ -43,6 +45,11 @@ def main(mode: str, model_path: str, out: str) -> None:
             alone = single.fit(x, y, epochs=2, batch_size=PER_RANK_BATCH * size, verbose=0)
             np.savez(os.path.join(out, "single.npz"), step=single.step, loss=alone.history["loss"],
                      **single.weights)
+        for sync in (True, False) if batchnorm_path else ():
+            bn = load_model(batchnorm_path, seed=3)
+            bn.fit(x, y, epochs=1, batch_size=PER_RANK_BATCH, verbose=0,
+                   distributed=Distributed(sync_batch_stats=sync))
+            np.savez(os.path.join(out, f"{'synced' if sync else 'local'}{rank}.npz"), **bn.model_state)
         return
     sig = signal.SIGKILL if mode == "kill" else signal.SIGSTOP
 

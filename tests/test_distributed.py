@@ -153,7 +153,9 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path: Path) ->
     """Two ranks of 4 rows per step reach the weights one process reaches with batches of 8.
     The gradient of the batch is summed in another order (two half-batch means, then
     their mean): after 8 SGD steps the weights agree to 1e-6 (measured: 3e-8)."""
-    run = _mpirun(str(WORKER), "train", str(_model_file(tmp_path)), str(tmp_path))
+    batchnorm = tmp_path / "batchnorm.dl"
+    batchnorm.write_text(STATEFUL)
+    run = _mpirun(str(WORKER), "train", str(_model_file(tmp_path)), str(tmp_path), str(batchnorm))
     assert run.returncode == 0, run.stderr
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
     single = np.load(tmp_path / "single.npz")
@@ -164,20 +166,28 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(tmp_path: Path) ->
         assert not np.array_equal(single[name], load_model(_model_file(tmp_path), seed=3).weights[name])
     np.testing.assert_allclose(ranks[0]["loss"], single["loss"], rtol=1e-6)  # metrics of the global batch
 
+    # batch norm's moving statistics: the ranks' own by default, their average with sync_batch_stats
+    synced, local = ([np.load(tmp_path / f"{kind}{r}.npz") for r in (0, 1)] for kind in ("synced", "local"))
+    assert synced[0].files and synced[0].files == local[0].files
+    for name in synced[0].files:
+        np.testing.assert_array_equal(synced[0][name], synced[1][name])
+        assert not np.array_equal(local[0][name], local[1][name]), name
+
 
 def test_cli_writes_the_checkpoint_and_prints_on_rank_0_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 8)).astype(np.float32)
     np.savez(tmp_path / "data.npz", x=x, y=(x[:, 0] > 0).astype(np.int32))
     run = _mpirun("-m", "runtime.cli", "train", str(_model_file(tmp_path)), "--data", str(tmp_path / "data.npz"),
-                  "--distributed", "--epochs", "1", "--batch-size", "4", "--quiet",
+                  "--distributed", "--epochs", "1", "--quiet",
                   "--save", str(tmp_path / "ck.npz"), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("saved checkpoint to") == 1
-    assert run.stdout.count("model tiny: 1 epoch x 5 steps (batch 4 x 2 ranks)") == 1
+    # the default batch (32) split over the ranks: 16 rows each, 2 steps of 32
+    assert run.stdout.count("model tiny: 1 epoch x 2 steps (batch 16 x 2 ranks)") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "data.npz", "model.dl"]   # no temp files
     model = load_model(_model_file(tmp_path), weights=tmp_path / "ck.npz")
-    assert model.step == 5
+    assert model.step == 2
 
 
 def test_a_killed_rank_stops_the_job(tmp_path: Path) -> None:
