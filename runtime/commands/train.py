@@ -142,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
     root = not distributed or is_root()
     say = _printer(args.quiet or not root)
     say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}, "
-        f"batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
-        f"backend {model.backend.name}" + (f", {rank_and_size()[1]} ranks" if distributed else ""))
+        f"batch {batch_size}{_ranks(rank_and_size()[1] if distributed else 1)}, {model.signature.optimizer.name} "
+        f"lr={args.lr or model.learning_rate:g}, backend {model.backend.name}")
     try:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                             validation_data=validation, learning_rate=args.lr, verbose=0 if args.quiet else 1,
