@@ -205,15 +205,18 @@ class Sync:
     def start(self, model: Trainee, facts: dict[str, float]) -> None:
         """Check that every rank trains the same way (``facts`` equal everywhere), then give
         every rank rank 0's weights, model state, optimizer state and step count."""
-        values = np.array([*facts.values(), len(model._tensors), model.step, model.epochs_trained],
-                          dtype=np.float64)
+        facts = {**facts, "the model's tensors": len(model._tensors),
+                 "the model's size": sum(t.size for t in model._tensors)}
+        # exact comparison: integers as they are, floats by their bits
+        values = np.array([np.float64(v).view(np.int64) if isinstance(v, float) else int(v)
+                           for v in facts.values()], dtype=np.int64)
         low, high = values.copy(), values.copy()
         self.allreduce(low, self.MPI.MIN, "the start of fit")
         self.allreduce(high, self.MPI.MAX, "the start of fit")
-        for (key, _), a, b in zip(facts.items(), low, high):
-            if a != b:
-                raise DistributedError(f"the ranks disagree on {key} (from {a:g} to {b:g}); every rank "
-                                       "must train the same model on the same data with the same options")
+        differ = [key for key, a, b in zip(facts, low, high) if a != b]
+        if differ:
+            raise DistributedError(f"the ranks disagree on {', '.join(differ)}; every rank must train the "
+                                   "same model on the same data with the same options")
         for tensor in model._tensors:
             self.wait(self.comm.Ibcast(tensor, root=0), "the broadcast of the weights")
         counts = np.array([model.step, model.epochs_trained], dtype=np.int64)

@@ -8,7 +8,8 @@ one process alone with the global batch (8) and writes ``OUT_DIR/single.npz``.
 With BATCHNORM_MODEL, each rank also trains that model with and without
 ``sync_batch_stats`` and writes its model state to ``OUT_DIR/{synced,local}<r>.npz``.
 MODE ``kill`` / ``stop``: rank 1 kills (SIGKILL) or stops (SIGSTOP) itself at
-the end of the first epoch; the other rank must not hang.
+the end of the first epoch; the other rank must not hang.  MODE ``disagree``:
+rank 1 asks for another batch size; each rank prints the error as dlc does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 
 import numpy as np
 
+from compiler.diagnostics import DlError
 from runtime.distributed import Distributed, rank_and_size
 from runtime.model import load_model
 
@@ -50,6 +52,13 @@ def main(mode: str, model_path: str, out: str, batchnorm_path: str | None = None
             bn.fit(x, y, epochs=1, batch_size=PER_RANK_BATCH, verbose=0,
                    distributed=Distributed(sync_batch_stats=sync))
             np.savez(os.path.join(out, f"{'synced' if sync else 'local'}{rank}.npz"), **bn.model_state)
+        return
+    if mode == "disagree":
+        try:
+            model.fit(x, y, epochs=1, batch_size=PER_RANK_BATCH + rank, verbose=0, distributed=True)
+        except DlError as e:
+            print(e.render(), file=sys.stderr)
+            sys.exit(1)
         return
     sig = signal.SIGKILL if mode == "kill" else signal.SIGSTOP
 

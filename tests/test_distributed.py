@@ -190,6 +190,13 @@ def test_cli_writes_the_checkpoint_and_prints_on_rank_0_only(tmp_path: Path) -> 
     assert model.step == 2
 
 
+def test_ranks_that_train_differently_stop_with_an_error_before_training(tmp_path: Path) -> None:
+    run = _mpirun(str(WORKER), "disagree", str(_model_file(tmp_path)), str(tmp_path))
+    assert run.returncode == 1
+    assert run.stderr.count("error: the ranks disagree on batch_size; every rank must train the same model "
+                            "on the same data with the same options") == 2, run.stderr
+
+
 def test_a_killed_rank_stops_the_job(tmp_path: Path) -> None:
     run = _mpirun(str(WORKER), "kill", str(_model_file(tmp_path)), str(tmp_path))
     assert run.returncode != 0
