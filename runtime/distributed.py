@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -173,12 +174,14 @@ class Sync:
 
     # -- collectives with a deadline --------------------------------------------
 
-    def wait(self, request: Any, what: str) -> None:
-        """Wait for a nonblocking collective; past the timeout, or on an MPI error, print why
-        and stop the whole job (the other ranks are blocked in collectives)."""
+    def wait(self, post: Callable[[], Any], what: str) -> None:
+        """Start a nonblocking collective (``post`` returns its request) and wait for it; past
+        the timeout, or on an MPI error, print why and stop the whole job (the other ranks
+        are blocked in collectives)."""
         deadline = time.monotonic() + self.options.timeout
         spins = 0
         try:
+            request = post()
             while not request.Test():
                 spins += 1
                 if spins > 1000:
@@ -198,7 +201,7 @@ class Sync:
 
     def allreduce(self, array: np.ndarray, op: Any, what: str) -> None:
         """Reduce ``array`` over all ranks, in place."""
-        self.wait(self.comm.Iallreduce(self.MPI.IN_PLACE, array, op=op), what)
+        self.wait(partial(self.comm.Iallreduce, self.MPI.IN_PLACE, array, op=op), what)
 
     # -- the hooks fit uses -------------------------------------------------------
 
@@ -218,9 +221,9 @@ class Sync:
             raise DistributedError(f"the ranks disagree on {', '.join(differ)}; every rank must train the "
                                    "same model on the same data with the same options")
         for tensor in model._tensors:
-            self.wait(self.comm.Ibcast(tensor, root=0), "the broadcast of the weights")
+            self.wait(partial(self.comm.Ibcast, tensor, root=0), "the broadcast of the weights")
         counts = np.array([model.step, model.epochs_trained], dtype=np.int64)
-        self.wait(self.comm.Ibcast(counts, root=0), "the broadcast of the weights")
+        self.wait(partial(self.comm.Ibcast, counts, root=0), "the broadcast of the weights")
         model.step, model.epochs_trained = int(counts[0]), int(counts[1])
 
     def span(self, batch_size: int) -> int:
