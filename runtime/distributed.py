@@ -153,12 +153,13 @@ class Sync:
             if t.dtype.np != np.float32:
                 raise DistributedError(f"distributed training sums f32 tensors; '{name}' is {t.dtype.name}")
         synced = list(sig.model_state) if options.sync_batch_stats else []
-        self._metrics = ["loss", *(f"metric.{m}" for m in sig.metrics)]
+        # the tail's parts are named with '#', which no parameter name holds
+        self._metrics = ["#loss", *(f"#metric.{m}" for m in sig.metrics)]
         parts: list[tuple[str, tuple[int, ...]]] = [(n, t.concrete_shape({})) for n, t in sig.params]
-        parts += [(m, ()) for m in self._metrics] + [(n, t.concrete_shape({})) for n, t in synced]
+        parts += [(m, ()) for m in self._metrics] + [(f"#state.{n}", t.concrete_shape({})) for n, t in synced]
         self.buffer = FlatBuffer(parts)
         # (the state tensor's index in model._tensors, its part of the buffer)
-        self._synced = [(self._n_params + i, self.buffer.views[n]) for i, (n, _) in enumerate(synced)]
+        self._synced = [(self._n_params + i, self.buffer.views[f"#state.{n}"]) for i, (n, _) in enumerate(synced)]
         self._grads = [self.buffer.views[n] for n, _ in sig.params]
         self._random_seed = np.array(rank_seed(model.seed, self.rank), dtype=np.int64)
         self._global_rows = 0
@@ -264,7 +265,7 @@ class Sync:
         opt_state = tensors[n_model:]
         new = self._apply_call([*params, *opt_state, *self._grads, lr])
         _write([*params, *opt_state], new)
-        return [self.buffer.views["loss"].copy(), *tensors,
+        return [self.buffer.views[self._metrics[0]].copy(), *tensors,
                 *(self.buffer.views[m].copy() for m in self._metrics[1:])]
 
 
