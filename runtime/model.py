@@ -232,8 +232,9 @@ class History:
     """What ``fit`` returns, as in Keras: ``history["loss"][epoch]`` and friends.
 
     Besides the per-epoch metrics (``loss``, each metric, ``val_loss``,
-    ``val_<metric>``) it records timings: seconds per epoch, samples per
-    second and backend calls per epoch.
+    ``val_<metric>``) it records timings (seconds per epoch, samples per
+    second and backend calls per epoch) and how many samples were trained
+    and validated on.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -241,6 +242,8 @@ class History:
     epoch_seconds: list[float] = field(default_factory=list)
     samples_per_second: list[float] = field(default_factory=list)
     calls_per_epoch: list[int] = field(default_factory=list)
+    train_samples: int = 0           # samples trained on per epoch (after validation_split)
+    validation_samples: int = 0      # samples validated on after every epoch (0: no validation)
 
     def record(self, epoch: int, logs: dict[str, float]) -> None:
         self.epoch.append(epoch)
@@ -397,7 +400,8 @@ class Model:
     # -- training ----------------------------------------------------------------
 
     def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
-            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, verbose: int = 1,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            shuffle: bool = True, verbose: int = 1,
             learning_rate: float | None = None,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
             allow_nonfinite: bool = False) -> History:
@@ -412,24 +416,23 @@ class Model:
         :class:`NonFiniteLossError` naming the epoch and step and (the NaN trap)
         the first ``.dl`` line whose value became non-finite; the model keeps
         the weights from before that step.  ``allow_nonfinite=True`` trains on.
+
+        Validation (``val_*`` in the logs, after every epoch) runs on
+        ``validation_data=(x, y)``, or, as in Keras, on the last
+        ``validation_split`` fraction of ``(x, y)``, taken before shuffling
+        and never trained on.
         """
         _check_positive(epochs=epochs, batch_size=batch_size)
         xs = prepare_inputs(x, self.data_spec, "training input")
-        n = len(xs[0])
-        ys = prepare_targets(y, self.data_spec, n, "training target")
-        if n == 0:
+        ys = prepare_targets(y, self.data_spec, len(xs[0]), "training target")
+        if len(xs[0]) == 0:
             raise DlRuntimeError("fit: the training data is empty")
         check_callable(on_epoch_end, "fit: argument 'on_epoch_end'")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
-                                        f"got {type(validation_data).__name__}")
-            vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
-            val = (vx, prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target"))
+        xs, ys, val = self._validation(xs, ys, validation_data, validation_split)
+        n = len(xs[0])
         if learning_rate is not None:
             self.learning_rate = _check_learning_rate(learning_rate)
-        history = History()
+        history = History(train_samples=n, validation_samples=len(val[0][0]) if val is not None else 0)
         self.history = history
         with _DeferredInterrupt() as interrupt:
             for _ in range(epochs):
@@ -457,6 +460,31 @@ class Model:
                     on_epoch_end(epoch, logs)
                 interrupt.check()
         return history
+
+    def _validation(self, xs: list[np.ndarray], ys: list[np.ndarray], validation_data: Any,
+                    validation_split: Any) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                    tuple[list[np.ndarray], list[np.ndarray]] | None]:
+        """The training arrays and the validation arrays (None: no validation) of ``fit``."""
+        split = check_validation_split(validation_split, "fit: argument 'validation_split'")
+        if validation_data is not None and split:
+            raise ArgumentValueError("fit: give validation_data or validation_split, not both")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
+                                        f"got {type(validation_data).__name__}")
+            vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
+            vy = prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target")
+            if len(vx[0]) == 0:
+                raise DlRuntimeError("fit: the validation data is empty")
+            return xs, ys, (vx, vy)
+        if not split:
+            return xs, ys, None
+        n = len(xs[0])
+        cut = split_point(n, split)
+        if cut == 0 or cut == n:
+            raise ArgumentValueError(f"fit: validation_split={split:g} of {n} samples leaves "
+                                     f"{cut} to train on and {n - cut} to validate on; both need at least one")
+        return [a[:cut] for a in xs], [a[:cut] for a in ys], ([a[cut:] for a in xs], [a[cut:] for a in ys])
 
     def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
                      bar: Any, interrupt: _DeferredInterrupt,
@@ -746,6 +774,20 @@ def _weight(name: str, value: Any, current: np.ndarray) -> np.ndarray:
         raise ArgumentValueError(f"set_weights: parameter '{name}' holds values that are not finite "
                                  f"as {current.dtype} (NaN, inf, or too large)")
     return converted
+
+
+def check_validation_split(value: Any, what: str) -> float:
+    """``value`` as a fraction in [0, 1) (0: no validation); else an :class:`ArgumentValueError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{what} must be a number in [0, 1), got {value!r}")
+    if not (0.0 <= float(value) < 1.0):
+        raise ArgumentValueError(f"{what} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def split_point(n: int, fraction: float) -> int:
+    """Where Keras cuts ``n`` samples for a validation fraction: the last ``n - cut`` validate."""
+    return int(n * (1.0 - fraction))
 
 
 def _check_positive(**values: int) -> None:

@@ -73,7 +73,42 @@ def test_sigmoid_chain_loss_falls(tmp_path: Path) -> None:
     rc, report = train(tmp_path, "sigmoid_chain", "--epochs", "20")
     losses = report["history"]["loss"]
     assert rc == 0 and losses[-1] < 0.05 * losses[0]
-    assert "val_loss" in report["history"]
+
+
+def test_validation_is_not_the_test_split(tmp_path: Path, capsys) -> None:
+    """val_* comes from --validation-split (held out of training); the test split is evaluated
+    once, at the end, and reported as "test"; --quiet still names the data set."""
+    rc, report = train(tmp_path, "linear_regression", "--epochs", "2", "--validation-split", "0.2")
+    out = capsys.readouterr().out
+    assert rc == 0 and report["train_samples"] == 800 and report["validation_samples"] == 200
+    assert report["steps_per_epoch"] == 25 and report["backend_calls_per_epoch"] == [25, 25]
+    assert len(report["history"]["val_loss"]) == 2 and report["test_samples"] == 200
+    assert "model linear_regression on linear_regression (800 training samples)" in out
+    assert "validation (the last 0.2 of the training data, 200 samples): loss=" in out
+    assert out.count("test: loss=") == 1
+    rc, report = train(tmp_path, "linear_regression", "--epochs", "1")
+    assert rc == 0 and "val_loss" not in report["history"] and report["validation"] is None
+
+
+def test_validation_data_and_no_test(tmp_path: Path, capsys) -> None:
+    csv = tmp_path / "val.csv"
+    csv.write_text("x,y\n" + "".join(f"{v},{2 * v + 3}\n" for v in (0.1, 0.2, 0.3)))
+    rc, report = train(tmp_path, "linear_regression", "--epochs", "1", "--no-test",
+                       "--validation-data", str(csv), "--label-column", "y")
+    assert rc == 0 and report["validation_samples"] == 3 and report["validation"] == str(csv)
+    assert report["test"] is None and report["test_samples"] == 0
+    assert "test: loss=" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--validation-split", "1.5"], "--validation-split must be in [0, 1), got 1.5"),
+    (["--validation-split", "0.2", "--validation-data", "xor"], "--validation-split or --validation-data, not both"),
+    (["--validation-data", "xor"], "data set 'xor' does not fit model 'linear_regression': validation input 'x'"),
+])
+def test_validation_option_errors(capsys, args: list[str], message: str) -> None:
+    rc = main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--quiet", *args])
+    err = capsys.readouterr().err
+    assert rc == 1 and message in err and "Traceback" not in err
 
 
 def test_lr_and_batch_size_options(tmp_path: Path) -> None:
@@ -207,4 +242,4 @@ def test_the_summary_counts_one_epoch_in_the_singular(tmp_path: Path, capsys) ->
     assert main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--quiet",
                  "--epochs", "1", "--batch-size", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "model linear_regression: 1 epoch x 1 step (batch 1000)" in out
+    assert "model linear_regression on linear_regression (1000 training samples): 1 epoch x 1 step (batch 1000)" in out

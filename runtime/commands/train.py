@@ -7,8 +7,10 @@
 The data set defaults to the synthetic set named like the model, or MNIST
 for a model with a 784-wide input and 10 classes (``runtime/data.py``);
 ``--epochs`` and ``--batch-size`` default to what that data set recommends
-(MNIST: 5 and 128).  When the data set has a test split it is evaluated after
-every epoch (``val_*``) and reported at the end.
+(MNIST: 5 and 128).  Validation (``val_*``, after every epoch) runs on the
+last ``--validation-split`` fraction of the training data or on
+``--validation-data``; the data set's test split is evaluated once, after
+training, and reported as ``test``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..model import (
     History,
     Model,
     NonFiniteLossError,
+    check_validation_split,
     model_data_spec,
     model_module,
 )
@@ -93,8 +96,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"samples per step (default: the data set's, else {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default: the model's optimizer declaration)")
-    parser.add_argument("--no-validate", action="store_true",
-                        help="do not evaluate the test split after every epoch")
+    parser.add_argument("--validation-split", type=float, default=0.0, metavar="F",
+                        help="validate after every epoch on the last fraction F of the training data "
+                             "(0 <= F < 1; as Keras, taken before shuffling and not trained on)")
+    parser.add_argument("--validation-data", default=None, metavar="NAME|DIR|FILE",
+                        help="validate after every epoch on this data set's training arrays "
+                             "(the same forms as --data)")
+    parser.add_argument("--no-test", action="store_true",
+                        help="do not evaluate the data set's test split after training")
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help="start from these weights (a checkpoint, e.g. from dlc import or --save) "
                              "instead of the initializers")
@@ -117,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     module, name = model_module(args.file)
     spec = model_data_spec(module)
     load_seconds = time.perf_counter() - start
-    data = load_data(args.data, spec, seed=args.seed, label_column=args.label_column)
+    data = load_data(args.data, spec, seed=args.seed, label_column=_label_column(args, args.data))
     check_data(data, spec)                     # before the (slow) compile
+    validation = _validation_data(args, spec)
     start = time.perf_counter()
     model = Model(module, seed=args.seed, backend=args.backend, source=name, passes=model_passes(args))
     if args.weights:
@@ -126,14 +136,14 @@ def run(args: argparse.Namespace) -> int:
     load_seconds += time.perf_counter() - start
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
-    validation = (data.x_test, data.y_test) if data.has_test and not args.no_validate else None
     say = _printer(args.quiet)
     say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}, "
         f"batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
         f"backend {model.backend.name}")
     try:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
-                            validation_data=validation, learning_rate=args.lr, verbose=0 if args.quiet else 1,
+                            validation_data=validation, validation_split=args.validation_split,
+                            learning_rate=args.lr, verbose=0 if args.quiet else 1,
                             allow_nonfinite=args.allow_nonfinite)
     except KeyboardInterrupt:
         return _interrupted(model, args)
@@ -141,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         if args.save:
             e.notes.append(f"nothing was saved: {args.save} is as it was")
         raise
-    test = model.evaluate(data.x_test, data.y_test) if data.has_test else None
+    test = model.evaluate(data.x_test, data.y_test) if data.has_test and not args.no_test else None
     report = _report(model, data, history, test, epochs, batch_size, load_seconds, args)
     print(_summary(model, report), flush=True)
     if args.save:
@@ -157,10 +167,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_data(data: Dataset, spec: DataSpec) -> None:
+def check_data(data: Dataset, spec: DataSpec, role: str = "training") -> None:
     """The data set's arrays against the model's inputs and targets (names, shapes, dtypes,
-    labels, NaN/inf), as ``fit`` checks them; an error lists what the model expects."""
-    splits = [("training", data.x_train, data.y_train)]
+    labels, NaN/inf), as ``fit`` checks them; an error lists what the model expects.
+    ``role`` names the data set's training arrays in messages (``validation`` for
+    ``--validation-data``)."""
+    splits = [(role, data.x_train, data.y_train)]
     if data.x_test is not None and data.y_test is not None:     # data.has_test
         splits.append(("test", data.x_test, data.y_test))
     try:
@@ -175,8 +187,31 @@ def check_data(data: Dataset, spec: DataSpec) -> None:
                              notes=[f"the model expects {expects}", f"the data set has {has}"]) from None
 
 
+def _validation_data(args: argparse.Namespace, spec: DataSpec) -> tuple[Any, Any] | None:
+    """``--validation-data``: the training arrays of that data set, checked against the model."""
+    if args.validation_data is None:
+        return None
+    data = load_data(args.validation_data, spec, seed=args.seed,
+                     label_column=_label_column(args, args.validation_data))
+    check_data(data, spec, "validation")
+    return data.x_train, data.y_train
+
+
+def _label_column(args: argparse.Namespace, source: str | None) -> str | None:
+    """``--label-column`` for ``source`` (``--data`` or ``--validation-data``): it names the column
+    of every CSV file among them; given for ``--data`` when neither is a CSV file, which says so."""
+    def is_csv(text: str | None) -> bool:
+        return text is not None and Path(text).suffix.lower() == ".csv"
+    if is_csv(source) or (source == args.data and not is_csv(args.validation_data)):
+        return args.label_column
+    return None
+
+
 def _check_options(args: argparse.Namespace) -> None:
     """Fail before any work on options that cannot succeed."""
+    check_validation_split(args.validation_split, "--validation-split")
+    if args.validation_split and args.validation_data is not None:
+        raise DlRuntimeError("give --validation-split or --validation-data, not both")
     for key in ("epochs", "batch_size"):
         value = getattr(args, key)
         if value is not None and value < 1:
@@ -209,13 +244,15 @@ def _interrupted(model: Model, args: argparse.Namespace) -> int:
 
 def _report(model: Model, data: Dataset, history: History, test: dict[str, float] | None,
             epochs: int, batch_size: int, load_seconds: float, args: argparse.Namespace) -> dict[str, Any]:
-    n = len(data.x_train)
+    n = history.train_samples
     return {
         "model": model.name,
         "file": args.file,
         "data": data.name,
         "train_samples": n,
-        "test_samples": len(data.x_test) if data.has_test and data.x_test is not None else 0,
+        "validation": _validation_source(args),
+        "validation_samples": history.validation_samples,
+        "test_samples": len(data.x_test) if test is not None and data.x_test is not None else 0,
         "backend": model.backend.name,
         "optimizer": model.signature.optimizer.name,
         "learning_rate": model.learning_rate,
@@ -235,6 +272,13 @@ def _report(model: Model, data: Dataset, history: History, test: dict[str, float
     }
 
 
+def _validation_source(args: argparse.Namespace) -> str | None:
+    """What ``val_*`` was measured on, in words; None without validation."""
+    if args.validation_split:
+        return f"the last {args.validation_split:g} of the training data"
+    return args.validation_data
+
+
 def _small_weights(model: Model, limit: int = 16) -> dict[str, Any] | None:
     """The weights themselves when the model is tiny (linear regression's w and b)."""
     weights = model.weights
@@ -248,7 +292,8 @@ def _summary(model: Model, report: dict[str, Any]) -> str:
     last = {k: v[-1] for k, v in history.items() if v}
     seconds = report["epoch_seconds"]
     lines = [
-        f"model {model.name}: {_count(report['epochs'], 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
+        f"model {model.name} on {report['data']} ({report['train_samples']} training samples): "
+        f"{_count(report['epochs'], 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
         f"(batch {report['batch_size']}), backend {report['backend']}",
         f"compile time: {report['compile_seconds']:.2f} s (load + compile {report['load_seconds']:.2f} s)",
         f"time per epoch: {np.mean(seconds):.2f} s, {np.mean(report['samples_per_second']):,.0f} samples/s, "
@@ -256,6 +301,9 @@ def _summary(model: Model, report: dict[str, Any]) -> str:
         f"loss: {history['loss'][0]:.4f} (epoch 1) -> {history['loss'][-1]:.4f} (epoch {len(history['loss'])})",
         "final epoch: " + "  ".join(f"{k}={v:.4f}" for k, v in last.items() if not k.startswith("val_")),
     ]
+    if report["validation"] is not None:
+        lines.append(f"validation ({report['validation']}, {report['validation_samples']} samples): "
+                     + "  ".join(f"{k[4:]}={v:.4f}" for k, v in last.items() if k.startswith("val_")))
     if report["test"] is not None:
         lines.append("test: " + "  ".join(f"{k}={v:.4f}" for k, v in report["test"].items()))
     if report["weights"] is not None:
@@ -290,7 +338,7 @@ def plot_history(history: History, path: str | Path, title: str) -> None:
     for ax, name in zip(axes[0], names):
         ax.plot(epochs, history.history[name], marker="o", label="train")
         if f"val_{name}" in history.history:
-            ax.plot(epochs, history.history[f"val_{name}"], marker="o", label="test")
+            ax.plot(epochs, history.history[f"val_{name}"], marker="o", label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.legend()
