@@ -53,8 +53,10 @@ from .arguments import (
     check_passes,
     check_seed,
 )
+from .callbacks import Callback, CallbackList, LambdaCallback
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
+from .schedules import LearningRateSchedule, check_learning_rate, scheduled_rate
 
 BACKENDS = ("auto", "native", "interp")
 
@@ -305,6 +307,8 @@ class Model:
         self.step = 0
         self.epochs_trained = 0
         self.history: History | None = None
+        self.lr_schedule: LearningRateSchedule | None = None    # fit(learning_rate=schedule)
+        self.stop_training = False        # set by a callback: fit ends after the current step
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
         self.backend: Backend = make_backend(module, backend, passes)
@@ -369,6 +373,11 @@ class Model:
             tensors[i] = _weight(name, value, tensors[i])
         self._tensors = tensors
 
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters and the non-trainable state, by name: what
+        :meth:`set_weights` takes back (EarlyStopping's ``restore_best_weights``)."""
+        return {**self.weights, **self.model_state}
+
     def reset_optimizer(self) -> None:
         """Zero the optimizer state (and Adam's step count)."""
         init = self.signature.initial_state()
@@ -402,7 +411,8 @@ class Model:
     def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, verbose: int = 1,
-            learning_rate: float | None = None,
+            learning_rate: float | LearningRateSchedule | None = None,
+            callbacks: list[Callback] | None = None,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
             allow_nonfinite: bool = False) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
@@ -421,6 +431,13 @@ class Model:
         ``validation_data=(x, y)``, or, as in Keras, on the last
         ``validation_split`` fraction of ``(x, y)``, taken before shuffling
         and never trained on.
+
+        ``learning_rate``: a number (from now on), or a schedule from
+        :mod:`runtime.schedules` giving each step's rate from ``Model.step``
+        (the rate is an argument of the compiled step: nothing recompiles).
+        ``callbacks``: :class:`runtime.callbacks.Callback` objects, called as
+        Keras calls them; one that sets ``model.stop_training`` ends training
+        after the current step, and ``fit`` returns the History so far.
         """
         _check_positive(epochs=epochs, batch_size=batch_size)
         xs = prepare_inputs(x, self.data_spec, "training input")
@@ -431,16 +448,26 @@ class Model:
         xs, ys, val = self._validation(xs, ys, validation_data, validation_split)
         n = len(xs[0])
         if learning_rate is not None:
-            self.learning_rate = _check_learning_rate(learning_rate)
+            self._set_learning_rate(learning_rate)
+        if on_epoch_end is not None:
+            callbacks = [*(callbacks or []), LambdaCallback(on_epoch_end=on_epoch_end)]
+        logged = ["loss", *self.signature.metrics]
+        hooks = CallbackList(callbacks, self, {
+            "epochs": epochs, "steps": math.ceil(n / batch_size), "samples": n, "batch_size": batch_size,
+            "verbose": verbose, "metrics": logged + ([f"val_{k}" for k in logged] if val is not None else [])})
         history = History(train_samples=n, validation_samples=len(val[0][0]) if val is not None else 0)
         self.history = history
+        self.stop_training = False
+        logs: dict[str, float] = {}
+        hooks.on_train_begin()
         with _DeferredInterrupt() as interrupt:
             for _ in range(epochs):
                 epoch = self.epochs_trained
+                hooks.on_epoch_begin(epoch)
                 bar = _progress(verbose, n, epoch)
                 try:
                     logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt,
-                                                             allow_nonfinite)
+                                                             allow_nonfinite, hooks)
                     if val is not None:
                         val_logs = self._evaluate(*val, batch_size=max(batch_size, 256))
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -449,17 +476,35 @@ class Model:
                 finally:
                     if bar is not None:
                         bar.close()
+                self.epochs_trained += 1
+                if verbose == 2:
+                    print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s)", flush=True)
+                hooks.on_epoch_end(epoch, logs)          # may add keys (learning_rate) to the logs
                 history.record(epoch, logs)
                 history.epoch_seconds.append(seconds)
                 history.samples_per_second.append(n / seconds if seconds > 0 else float("inf"))
                 history.calls_per_epoch.append(calls)
-                self.epochs_trained += 1
-                if verbose == 2:
-                    print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s)", flush=True)
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, logs)
                 interrupt.check()
+                if self.stop_training:
+                    break
+        hooks.on_train_end(logs)
         return history
+
+    def _set_learning_rate(self, value: Any) -> None:
+        """``fit(learning_rate=...)``: a constant rate from now on, or a schedule of the step."""
+        lr = check_learning_rate(value, "fit: argument 'learning_rate'")
+        if isinstance(lr, LearningRateSchedule):
+            self.lr_schedule = lr
+            self._step_learning_rate()
+        else:
+            self.lr_schedule = None
+            self.learning_rate = lr
+
+    def _step_learning_rate(self) -> float:
+        """The learning rate of the next step: the schedule's value at ``self.step``, or the constant."""
+        if self.lr_schedule is not None:
+            self.learning_rate = scheduled_rate(self.lr_schedule, self.step)
+        return self.learning_rate
 
     def _validation(self, xs: list[np.ndarray], ys: list[np.ndarray], validation_data: Any,
                     validation_split: Any) -> tuple[list[np.ndarray], list[np.ndarray],
@@ -487,17 +532,19 @@ class Model:
         return [a[:cut] for a in xs], [a[:cut] for a in ys], ([a[cut:] for a in xs], [a[cut:] for a in ys])
 
     def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
-                     bar: Any, interrupt: _DeferredInterrupt,
-                     allow_nonfinite: bool = False) -> tuple[dict[str, float], float, int]:
-        """One pass over the data, one backend call per batch; the epoch's mean loss and metrics."""
+                     bar: Any, interrupt: _DeferredInterrupt, allow_nonfinite: bool = False,
+                     hooks: CallbackList | None = None) -> tuple[dict[str, float], float, int]:
+        """One pass over the data, one backend call per batch; the epoch's mean loss and metrics.
+        The pass ends early when a batch callback sets ``stop_training``."""
         n = len(xs[0])
         batches = _Batches([*xs, *ys], batch_size,
                            self._shuffle_rng.permutation(n) if shuffle else None)
         metric_names = ["loss", *self.signature.metrics]
         sums = np.zeros(len(metric_names))
         k = len(self._tensors)
-        lr = np.array(self.learning_rate, dtype=np.float32)
+        lr = np.array(self.learning_rate, dtype=np.float32)      # one array, refilled per step
         steps = math.ceil(n / batch_size)
+        batch_hooks = hooks if hooks is not None and hooks.wants_batches else None
         # the NaN trap replays this epoch from here to find the weights before a bad step
         start_of_epoch = None if allow_nonfinite else ([t.copy() for t in self._tensors], self.step)
         calls_before = self.backend.calls
@@ -505,6 +552,9 @@ class Model:
         seen = 0
         for i in range(steps):
             lo, hi = i * batch_size, min((i + 1) * batch_size, n)
+            if batch_hooks is not None:
+                batch_hooks.on_train_batch_begin(i)
+            lr[...] = self._step_learning_rate()
             out = self._step(batches.get(lo, hi), lr)
             loss = float(out[0])
             if start_of_epoch is not None and not math.isfinite(loss):
@@ -515,6 +565,10 @@ class Model:
                 bar.update(hi - lo)
                 if i % 20 == 0:
                     bar.set_postfix_str(_format_logs(dict(zip(metric_names, sums / seen))), refresh=False)
+            if batch_hooks is not None:
+                batch_hooks.on_train_batch_end(i, dict(zip(metric_names, (float(v) for v in sums / seen))))
+                if self.stop_training:
+                    break
             interrupt.check()
         seconds = time.perf_counter() - start
         logs = dict(zip(metric_names, (float(v) for v in sums / max(seen, 1))))
@@ -553,6 +607,7 @@ class Model:
                 break
             last_finite = ([t.copy() for t in self._tensors], self.step, i)
             if i < index:
+                lr[...] = self._step_learning_rate()        # a schedule's rate of that step
                 self._step(batches.get(i * batch_size, min((i + 1) * batch_size, n)), lr)
         what = f"the loss is {loss} at epoch {self.epochs_trained + 1}, step {index + 1} of {steps}"
         notes = ["to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
@@ -563,6 +618,7 @@ class Model:
         notes.insert(0, f"the model keeps its weights from before step {bad + 1} of this epoch "
                         f"(training step {self.step + 1})")
         batch = batches.get(bad * batch_size, min((bad + 1) * batch_size, n))
+        lr[...] = self._step_learning_rate()
         op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
         if bad != index:
             what += f"; step {bad + 1}'s update made the weights NaN or infinite"

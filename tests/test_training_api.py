@@ -5,12 +5,25 @@ Tiny hand-built models on the interpreter backend, a few steps each.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_training_models import blobs, classifier_module
 
 from compiler.diagnostics import ArgumentTypeError, ArgumentValueError, DlRuntimeError
+from runtime.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    LambdaCallback,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
 from runtime.model import Model
+from runtime.schedules import CosineDecay, ExponentialDecay, LinearWarmup, OneCycle, PiecewiseConstantDecay
 
 
 def clf(seed: int = 0) -> Model:
@@ -63,3 +76,188 @@ def test_empty_validation_data_is_an_error(data) -> None:
     x, y = data
     with pytest.raises(DlRuntimeError, match="the validation data is empty"):
         clf().fit(x, y, epochs=1, verbose=0, validation_data=(x[:0], y[:0]))
+
+
+# --- callbacks -----------------------------------------------------------------------------
+
+class Recorder(Callback):
+    """Records every hook with its logs' keys; replaces val_loss by a scripted sequence."""
+
+    def __init__(self, val_losses: list[float] | None = None):
+        super().__init__()
+        self.calls: list[tuple] = []
+        self.val_losses = val_losses
+        self.weights: list[dict[str, np.ndarray]] = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin",))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end", sorted(logs)))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.val_losses is not None:
+            logs["val_loss"] = self.val_losses[epoch]
+        self.weights.append(self.model.get_weights())
+        self.calls.append(("epoch_end", epoch, sorted(logs)))
+
+    def on_batch_end(self, batch, logs=None):       # the older name, called by on_train_batch_end
+        self.calls.append(("batch_end", batch, sorted(logs)))
+
+
+def test_callbacks_follow_the_keras_protocol(data) -> None:
+    x, y = data
+    recorder = Recorder()
+    clf().fit(x, y, epochs=2, batch_size=16, validation_split=0.2, verbose=0, callbacks=[recorder])
+    logs = ["accuracy", "loss", "val_accuracy", "val_loss"]
+    batch = ["accuracy", "loss"]
+    assert recorder.calls == [
+        ("train_begin",),
+        ("epoch_begin", 0), ("batch_end", 0, batch), ("batch_end", 1, batch), ("epoch_end", 0, logs),
+        ("epoch_begin", 1), ("batch_end", 0, batch), ("batch_end", 1, batch), ("epoch_end", 1, logs),
+        ("train_end", logs)]
+    assert recorder.params["steps"] == 2 and recorder.params["metrics"] == ["loss", "accuracy", "val_loss",
+                                                                             "val_accuracy"]
+
+
+def test_stop_training_from_a_batch_ends_fit_cleanly(data) -> None:
+    x, y = data
+    model = clf()
+    stopper = LambdaCallback(on_batch_end=lambda batch, logs: setattr(model, "stop_training", batch == 1))
+    history = model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[stopper])
+    assert model.step == 2 and history.epoch == [0] and model.epochs_trained == 1
+
+
+def test_early_stopping_restores_the_best_weights(data) -> None:
+    x, y = data
+    model = clf()
+    script = Recorder(val_losses=[1.0, 0.5, 0.6, 0.7, 0.8, 0.9])
+    stop = EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    history = model.fit(x, y, epochs=6, batch_size=16, validation_split=0.2, verbose=0, callbacks=[script, stop])
+    assert history.epoch == [0, 1, 2, 3] and stop.stopped_epoch == 3 and stop.best_epoch == 1
+    assert history.history["val_loss"] == [1.0, 0.5, 0.6, 0.7]
+    for name, w in model.get_weights().items():
+        np.testing.assert_array_equal(w, script.weights[1][name])
+    assert not np.array_equal(script.weights[1]["dense_1.kernel"], script.weights[3]["dense_1.kernel"])
+
+
+def test_model_checkpoint_saves_only_improvements(tmp_path: Path, data) -> None:
+    x, y = data
+    model = clf()
+    script = Recorder(val_losses=[1.0, 0.5, 0.6, 0.4])
+    checkpoint = ModelCheckpoint(tmp_path / "best-{epoch:02d}.npz", save_best_only=True)
+    model.fit(x, y, epochs=4, batch_size=16, validation_split=0.2, verbose=0, callbacks=[script, checkpoint])
+    assert [p.name for p in checkpoint.saved] == ["best-01.npz", "best-02.npz", "best-04.npz"]
+    again = clf()
+    again.load_weights(tmp_path / "best-02.npz")
+    assert again.step == 4 and again.epochs_trained == 2
+    for name, w in again.get_weights().items():
+        np.testing.assert_array_equal(w, script.weights[1][name])
+
+
+def test_reduce_lr_on_plateau_and_the_learning_rate_log(data) -> None:
+    x, y = data
+    model = clf()
+    script = Recorder(val_losses=[1.0, 1.0, 1.0, 0.1, 1.0])
+    reduce = ReduceLROnPlateau(factor=0.5, patience=1, min_lr=0.03)
+    history = model.fit(x, y, epochs=5, batch_size=16, validation_split=0.2, verbose=0, callbacks=[script, reduce])
+    # the rate each epoch trained with (logged before that epoch's reduction, as Keras):
+    # epoch 1 does not improve -> 0.05; epoch 2 neither -> 0.025, held at min_lr 0.03
+    assert history.history["learning_rate"] == [0.1, 0.1, 0.05, 0.03, 0.03]
+    assert model.learning_rate == 0.03
+
+
+def step_rates(model: Model) -> list[float]:
+    """Spy on the learning rate argument of every training step."""
+    seen: list[float] = []
+    train_step = model.backend.train_step
+
+    def spy(args):
+        seen.append(float(args[-1]))
+        return train_step(args)
+    model.backend.train_step = spy
+    return seen
+
+
+def test_learning_rate_scheduler_sets_each_epochs_rate(data) -> None:
+    x, y = data
+    model = clf()
+    seen = step_rates(model)
+    history = model.fit(x, y, epochs=3, batch_size=20, verbose=0,
+                        callbacks=[LearningRateScheduler(lambda epoch, lr: 0.2 * 0.5 ** epoch)])
+    assert seen == pytest.approx([0.2, 0.2, 0.1, 0.1, 0.05, 0.05])
+    assert history.history["learning_rate"] == pytest.approx([0.2, 0.1, 0.05])
+
+
+def test_a_schedule_sets_every_steps_rate_without_recompiling(data) -> None:
+    x, y = data
+    model = clf()
+    seen = step_rates(model)
+    schedule = CosineDecay(0.1, decay_steps=4)
+    model.fit(x, y, epochs=3, batch_size=20, verbose=0, learning_rate=schedule)
+    expected = [0.1 * 0.5 * (1 + np.cos(np.pi * min(s, 4) / 4)) for s in range(6)]
+    assert seen == pytest.approx(expected, abs=1e-8) and model.lr_schedule is schedule
+
+
+def test_csv_logger_and_terminate_on_nan(tmp_path: Path, data) -> None:
+    x, y = data
+    log = tmp_path / "log.csv"
+    model = clf()
+    model.fit(x, y, epochs=2, batch_size=20, verbose=0, callbacks=[CSVLogger(log)])
+    rows = log.read_text().splitlines()
+    assert rows[0] == "epoch,accuracy,loss" and [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    model.fit(x * np.float32(1e30), y, epochs=3, batch_size=20, verbose=0, learning_rate=1e30,
+              allow_nonfinite=True, callbacks=[TerminateOnNaN()])
+    assert model.epochs_trained == 3 and model.step < 4 + 6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"callbacks": EarlyStopping()}, "'callbacks' must be a list of Callback objects"),
+    ({"callbacks": [print]}, "holds a builtin_function_or_method, not a Callback"),
+    ({"callbacks": [EarlyStopping()]}, "EarlyStopping monitors 'val_loss', which fit does not log (it logs: loss, accuracy); validate"),
+    ({"callbacks": [ReduceLROnPlateau(monitor="loss")], "learning_rate": CosineDecay(0.1, 10)},
+     "ReduceLROnPlateau sets the learning rate, but fit's learning_rate is a schedule"),
+    ({"learning_rate": lambda step: 0.1}, "must be a positive number or a runtime.schedules schedule"),
+    ({"learning_rate": -1.0}, "'learning_rate' must be a positive number, got -1.0"),
+])
+def test_callback_and_schedule_misuse(data, kwargs, message) -> None:
+    x, y = data
+    model = clf()
+    with pytest.raises(DlRuntimeError) as info:
+        model.fit(x, y, epochs=1, verbose=0, **kwargs)
+    assert message in str(info.value) and model.step == 0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: EarlyStopping(patience=-1), "patience must be a non-negative integer"),
+    (lambda: EarlyStopping(mode="up"), "mode must be 'auto', 'min' or 'max'"),
+    (lambda: ReduceLROnPlateau(factor=2), "factor must be in (0, 1)"),
+    (lambda: CosineDecay(0.1, decay_steps=0), "decay_steps must be a positive integer"),
+    (lambda: CosineDecay(0.1, 10, warmup_steps=5), "warmup_steps needs warmup_target"),
+    (lambda: PiecewiseConstantDecay([10, 5], [1.0, 0.5, 0.1]), "boundaries must increase"),
+    (lambda: PiecewiseConstantDecay([10], [1.0]), "1 boundaries need 2 values, got 1"),
+    (lambda: OneCycle(0.1, 100, pct_start=1.5), "pct_start must be in (0, 1)"),
+])
+def test_constructor_errors(make, message) -> None:
+    with pytest.raises(DlRuntimeError) as info:
+        make()
+    assert message in str(info.value)
+
+
+def test_schedule_formulas() -> None:
+    """Keras's formulas (PyTorch's for one-cycle), at hand-computed points."""
+    assert ExponentialDecay(0.1, 10, 0.5)(5) == pytest.approx(0.1 * 0.5 ** 0.5)
+    assert ExponentialDecay(0.1, 10, 0.5, staircase=True)(19) == pytest.approx(0.05)
+    steps = PiecewiseConstantDecay([2, 4], [1.0, 0.5, 0.1])
+    assert [steps(s) for s in range(6)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.1]
+    warm = CosineDecay(0.0001, 10, warmup_target=0.1, warmup_steps=5)
+    assert warm(0) == pytest.approx(0.0001) and warm(5) == pytest.approx(0.1) and warm(15) == pytest.approx(0.0)
+    assert warm(10) == pytest.approx(0.05)
+    assert CosineDecay(0.1, 10, alpha=0.1)(100) == pytest.approx(0.01)
+    ramp = LinearWarmup(0.1, 4, after=ExponentialDecay(0.1, 1, 0.5))
+    assert [ramp(s) for s in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.05])
+    cycle = OneCycle(1.0, 100, pct_start=0.25, div_factor=10, final_div_factor=100)
+    assert cycle(0) == pytest.approx(0.1) and cycle(24) == pytest.approx(1.0) and cycle(99) == pytest.approx(0.001)
