@@ -478,7 +478,8 @@ class Model:
                         bar.close()
                 self.epochs_trained += 1
                 if verbose == 2:
-                    print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s)", flush=True)
+                    print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s, "
+                          f"{n / seconds if seconds > 0 else float('inf'):,.0f} samples/s)", flush=True)
                 hooks.on_epoch_end(epoch, logs)          # may add keys (learning_rate) to the logs
                 history.record(epoch, logs)
                 history.epoch_seconds.append(seconds)
@@ -695,14 +696,18 @@ class Model:
                           dict(zip(self.model_state_names, self._tensors[k:m])))
         return save_checkpoint(as_path(path, "save: argument 'path'"), ckpt)
 
-    def load_weights(self, path: str | Path) -> None:
+    def load_weights(self, path: str | Path, *, optimizer: str = "auto") -> None:
         """Load a checkpoint written by :meth:`save` (of this model).
 
         Parameters and model state (batch norm's moving statistics) must match
-        by name, shape and dtype.  Optimizer state and step count are restored
-        when the checkpoint was written with the same optimizer; otherwise the
-        optimizer starts fresh.
+        by name, shape and dtype.  ``optimizer``: ``"auto"`` restores the
+        optimizer state, step and epoch count when the checkpoint was written
+        with the same optimizer, else starts the optimizer fresh; ``"restore"``
+        (resuming training) requires them; ``"reset"`` loads the weights only.
         """
+        if optimizer not in ("auto", "restore", "reset"):
+            raise ArgumentValueError(f"load_weights: optimizer must be 'auto', 'restore' or 'reset', "
+                                     f"got {optimizer!r}")
         path = as_path(path, "load_weights: argument 'path'")
         ckpt = load_checkpoint(path)
         k, m = len(self.param_names), self._n_model
@@ -713,7 +718,14 @@ class Model:
         params = [np.array(ckpt.params[n], order="C") for n in self.param_names]
         params += [np.array(ckpt.model_state[n], order="C") for n in self.model_state_names]
         state_expected = {n: (a.shape, a.dtype) for n, a in zip(self.state_names, self._tensors[m:])}
-        if ckpt.optimizer == self.signature.optimizer.name and set(ckpt.state) == set(state_expected):
+        same_optimizer = ckpt.optimizer == self.signature.optimizer.name and set(ckpt.state) == set(state_expected)
+        if optimizer == "restore" and not same_optimizer:
+            raise DlRuntimeError(f"{path}: cannot resume: the checkpoint holds the state of optimizer "
+                                 f"'{ckpt.optimizer}' ({len(ckpt.state)} tensors), model '{self.name}' trains "
+                                 f"with '{self.signature.optimizer.name}' ({len(state_expected)} tensors)",
+                                 notes=["to start from its weights with a fresh optimizer: "
+                                        "load_weights(optimizer='reset'), dlc train --initial-weights"])
+        if same_optimizer and optimizer != "reset":
             check_fits(path, ckpt, self.name, state_expected, "optimizer state")
             state = [np.array(ckpt.state[n], order="C") for n in self.state_names]
             self.step, self.epochs_trained = ckpt.step, ckpt.epoch

@@ -243,3 +243,102 @@ def test_the_summary_counts_one_epoch_in_the_singular(tmp_path: Path, capsys) ->
                  "--epochs", "1", "--batch-size", "1000"]) == 0
     out = capsys.readouterr().out
     assert "model linear_regression on linear_regression (1000 training samples): 1 epoch x 1 step (batch 1000)" in out
+
+
+# --- callbacks, checkpoints and resuming from the command line --------------------------
+
+def test_early_stopping_flag(tmp_path: Path, capsys) -> None:
+    """All-zero data: the loss is 0 from the first step and can never improve."""
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=np.zeros((40, 1), np.float32), y=np.zeros((40, 1), np.float32))
+    rc, report = train(tmp_path, "linear_regression", "--data", str(flat), "--epochs", "10", "--early-stopping", "1")
+    assert rc == 0 and len(report["history"]["loss"]) == 2
+    out = capsys.readouterr().out
+    assert "early stopping: loss did not improve for 1 epoch after epoch 1; stopped after epoch 2" in out
+    assert "model linear_regression on flat (40 training samples): 2 epochs x 2 steps" in out
+
+
+def test_save_best_keeps_the_best_epoch(tmp_path: Path) -> None:
+    from runtime.checkpoint import load_checkpoint
+
+    best = tmp_path / "best.npz"
+    # lr 1.0 makes SGD overshoot: the validation loss rises after epoch 1
+    rc, report = train(tmp_path, "linear_regression", "--epochs", "4", "--validation-split", "0.5", "--lr", "1.0",
+                       "--save", str(best), "--save-best")
+    val = report["history"]["val_loss"]
+    assert rc == 0 and int(np.argmin(val)) == 0 and load_checkpoint(best).epoch == 1
+
+
+def test_checkpoint_every_and_resume(tmp_path: Path, capsys) -> None:
+    from runtime.checkpoint import load_checkpoint
+
+    pattern = str(tmp_path / "ckpt-{epoch}.npz")
+    rc, _ = train(tmp_path, "linear_regression", "--epochs", "4", "--checkpoint-every", "2", "--save", pattern)
+    assert rc == 0 and sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-2.npz", "ckpt-4.npz"]
+    assert load_checkpoint(tmp_path / "ckpt-2.npz").step == 64
+    rc, report = train(tmp_path, "linear_regression", "--resume", str(tmp_path / "ckpt-2.npz"), "--epochs", "3",
+                       "--save", str(tmp_path / "resumed.npz"))
+    assert rc == 0 and len(report["history"]["loss"]) == 1
+    resumed = load_checkpoint(tmp_path / "resumed.npz")
+    assert (resumed.step, resumed.epoch) == (96, 3)
+    capsys.readouterr()
+    rc = main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--quiet",
+               "--resume", str(tmp_path / "resumed.npz"), "--epochs", "3"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "has already trained 3 epochs; --epochs 3 counts those too" in err
+
+
+def test_initial_weights_start_a_fresh_optimizer(tmp_path: Path) -> None:
+    from runtime.checkpoint import load_checkpoint
+
+    rc, _ = train(tmp_path, "linear_regression", "--epochs", "1", "--save", str(tmp_path / "a.npz"))
+    rc, _ = train(tmp_path, "linear_regression", "--epochs", "1", "--initial-weights", str(tmp_path / "a.npz"),
+                  "--save", str(tmp_path / "b.npz"))
+    b = load_checkpoint(tmp_path / "b.npz")
+    assert rc == 0 and (b.step, b.epoch) == (32, 1)
+
+
+def test_progress_modes(tmp_path: Path, capsys) -> None:
+    assert main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--epochs", "2",
+                 "--progress", "epoch"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1: loss=" in out and "epoch 2: loss=" in out and " samples/s)" in out
+    assert main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--epochs", "2",
+                 "--progress", "none"]) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1: loss=" not in captured.out and "epoch 1" not in captured.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--save-best"], "--save-best writes the checkpoint --save names; give --save PATH"),
+    (["--checkpoint-every", "0", "--save", "w.npz"], "--checkpoint-every must be at least 1, got 0"),
+    (["--early-stopping", "-1"], "--early-stopping must be at least 0, got -1"),
+    (["--save", "w-{step}.npz"], "--save w-{step}.npz: braces may only name the epoch"),
+    (["--early-stopping", "2", "--monitor", "val_mae"], "EarlyStopping monitors 'val_mae', which fit does not log"),
+    (["--resume", "a.npz", "--initial-weights", "b.npz"], "not allowed with argument"),
+])
+def test_callback_flag_errors(tmp_path: Path, monkeypatch, capsys, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc = main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--quiet", *args])
+    err = capsys.readouterr().err
+    assert rc in (1, 2) and message in err and "Traceback" not in err
+
+
+def test_resume_needs_the_same_optimizer(tmp_path: Path, capsys) -> None:
+    source = (EXAMPLES / "linear_regression.dl").read_text().replace("sgd(lr=0.05)", "adam(lr=0.05)")
+    (tmp_path / "adam.dl").write_text(source)
+    weights = tmp_path / "sgd.npz"
+    assert train(tmp_path, "linear_regression", "--epochs", "1", "--save", str(weights))[0] == 0
+    rc = main(["train", str(tmp_path / "adam.dl"), "--backend", "interp", "--quiet", "--resume", str(weights)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot resume: the checkpoint holds the state of optimizer 'sgd'" in err
+    assert "--initial-weights" in err
+
+
+def test_divergence_after_a_checkpoint_names_it(tmp_path: Path, capsys) -> None:
+    """lr 2.5 diverges in epoch 2: epoch 1's --save-best checkpoint exists and the note says so."""
+    best = tmp_path / "best.npz"
+    rc, _ = train(tmp_path, "linear_regression", "--epochs", "4", "--validation-split", "0.5", "--lr", "2.5",
+                  "--save", str(best), "--save-best")
+    err = capsys.readouterr().err
+    assert rc == 1 and f"the checkpoints written before that epoch stay: {best}" in err and best.exists()

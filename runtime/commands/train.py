@@ -29,6 +29,7 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 
+from ..callbacks import Callback, EarlyStopping, ModelCheckpoint
 from ..data import Dataset, DataSpec, load_data, prepare_inputs, prepare_targets
 from ..model import (
     BACKENDS,
@@ -104,16 +105,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the same forms as --data)")
     parser.add_argument("--no-test", action="store_true",
                         help="do not evaluate the data set's test split after training")
-    parser.add_argument("--weights", default=None, metavar="PATH",
-                        help="start from these weights (a checkpoint, e.g. from dlc import or --save) "
-                             "instead of the initializers")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--initial-weights", "--weights", dest="weights", default=None, metavar="PATH",
+                       help="start from these weights (a checkpoint, e.g. from dlc import or --save) "
+                            "instead of the initializers, with a fresh optimizer (fine-tuning)")
+    start.add_argument("--resume", default=None, metavar="PATH",
+                       help="continue the training saved in this checkpoint: weights, optimizer state, "
+                            "step and epoch count; --epochs counts the epochs already trained")
     parser.add_argument("--save", default=None, metavar="PATH",
                         help="write a checkpoint (.npz, or .safetensors) after training")
+    parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                        help="stop when the monitored quantity has not improved for PATIENCE epochs, "
+                             "keeping the weights of the best epoch")
+    parser.add_argument("--save-best", action="store_true",
+                        help="write --save after each epoch that improves the monitored quantity "
+                             "(and not after training): the checkpoint of the best epoch")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                        help="also write --save every N epochs (the path may name the epoch: ckpt-{epoch}.npz)")
+    parser.add_argument("--monitor", default=None, metavar="NAME",
+                        help="what --early-stopping and --save-best watch (default: val_loss with "
+                             "validation, else loss)")
+    parser.add_argument("--progress", choices=("bar", "epoch", "none"), default=None,
+                        help="a progress bar per epoch, one line per epoch (logs, CI), or nothing "
+                             "(default: a bar on a terminal, else one line per epoch)")
     parser.add_argument("--metrics-out", default=None, metavar="PATH",
                         help="write per-epoch metrics, timings and test results as JSON")
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="draw the learning curves to an image (needs matplotlib: pip install 'dlc[plot]')")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
+    parser.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="train on when the loss becomes NaN or infinite (default: stop, saving nothing, "
                              "and show the first .dl line whose value became non-finite)")
@@ -132,31 +151,40 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = Model(module, seed=args.seed, backend=args.backend, source=name, passes=model_passes(args))
     if args.weights:
-        model.load_weights(args.weights)
+        model.load_weights(args.weights, optimizer="reset")
+    if args.resume:
+        model.load_weights(args.resume, optimizer="restore")
     load_seconds += time.perf_counter() - start
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
+    if args.resume:
+        epochs = _epochs_left(model, epochs, args.resume)
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
     say = _printer(args.quiet)
-    say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}, "
-        f"batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
+    resumed = f" from epoch {model.epochs_trained + 1} (step {model.step})" if args.resume else ""
+    say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}"
+        f"{resumed}, batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
         f"backend {model.backend.name}")
+    callbacks = training_callbacks(args, validation is not None or args.validation_split > 0)
     try:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                             validation_data=validation, validation_split=args.validation_split,
-                            learning_rate=args.lr, verbose=0 if args.quiet else 1,
+                            learning_rate=args.lr, verbose=_verbosity(args), callbacks=callbacks,
                             allow_nonfinite=args.allow_nonfinite)
     except KeyboardInterrupt:
         return _interrupted(model, args)
     except NonFiniteLossError as e:
-        if args.save:
+        written = [str(p) for c in callbacks if isinstance(c, ModelCheckpoint) for p in c.saved]
+        if written:
+            e.notes.append(f"the checkpoints written before that epoch stay: {', '.join(written)}")
+        elif args.save:
             e.notes.append(f"nothing was saved: {args.save} is as it was")
         raise
     test = model.evaluate(data.x_test, data.y_test) if data.has_test and not args.no_test else None
     report = _report(model, data, history, test, epochs, batch_size, load_seconds, args)
-    print(_summary(model, report), flush=True)
-    if args.save:
-        model.save(args.save)
-        print(f"saved checkpoint to {args.save}")
+    print(_summary(model, report, callbacks), flush=True)
+    saved = _save(model, args)
+    if saved:
+        print(f"saved checkpoint to {saved}")
     if args.metrics_out:
         text = json.dumps(report, indent=2) + "\n"
         write_output_file(args.metrics_out, lambda f: f.write(text.encode()), "--metrics-out")
@@ -185,6 +213,35 @@ def check_data(data: Dataset, spec: DataSpec, role: str = "training") -> None:
         has = ", ".join(f"{k} {a.dtype} {list(a.shape)}" for k, a in (("x", data.x_train), ("y", data.y_train)))
         raise DlRuntimeError(f"data set '{data.name}' does not fit model '{spec.model_name}': {e.message}",
                              notes=[f"the model expects {expects}", f"the data set has {has}"]) from None
+
+
+def training_callbacks(args: argparse.Namespace, validates: bool) -> list[Callback]:
+    """The callbacks ``--early-stopping``, ``--save-best`` and ``--checkpoint-every`` ask for."""
+    monitor = args.monitor or ("val_loss" if validates else "loss")
+    callbacks: list[Callback] = []
+    if args.early_stopping is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, patience=args.early_stopping, restore_best_weights=True))
+    if args.save_best:
+        callbacks.append(ModelCheckpoint(args.save, monitor=monitor, save_best_only=True))
+    if args.checkpoint_every is not None:
+        callbacks.append(ModelCheckpoint(args.save, period=args.checkpoint_every))
+    return callbacks
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    """``fit``'s verbose: 1 a bar, 2 a line per epoch, 0 nothing."""
+    progress = "none" if args.quiet else args.progress
+    if progress is None:
+        progress = "bar" if sys.stderr.isatty() else "epoch"
+    return {"bar": 1, "epoch": 2, "none": 0}[progress]
+
+
+def _epochs_left(model: Model, epochs: int, path: str) -> int:
+    """``--resume``: the epochs still to train to reach ``--epochs`` in all."""
+    if model.epochs_trained >= epochs:
+        raise DlRuntimeError(f"{path}: the checkpoint has already trained {_count(model.epochs_trained, 'epoch')}; "
+                             f"--epochs {epochs} counts those too (ask for more to continue)")
+    return epochs - model.epochs_trained
 
 
 def _validation_data(args: argparse.Namespace, spec: DataSpec) -> tuple[Any, Any] | None:
@@ -218,12 +275,22 @@ def _check_options(args: argparse.Namespace) -> None:
             raise DlRuntimeError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise DlRuntimeError(f"--lr must be a positive number, got {args.lr}")
+    for key in ("early_stopping", "checkpoint_every"):
+        value = getattr(args, key)
+        if value is not None and value < (0 if key == "early_stopping" else 1):
+            raise DlRuntimeError(f"--{key.replace('_', '-')} must be at least "
+                                 f"{0 if key == 'early_stopping' else 1}, got {value}")
+    for option in ("save_best", "checkpoint_every"):
+        if getattr(args, option) not in (None, False) and not args.save:
+            raise DlRuntimeError(f"--{option.replace('_', '-')} writes the checkpoint --save names; give --save PATH")
+    if args.save_best and args.checkpoint_every is not None:
+        raise DlRuntimeError("give --save-best or --checkpoint-every, not both (they write the same --save path)")
     if args.plot:
         require_matplotlib()
     for option in ("save", "metrics_out", "plot"):
         path = getattr(args, option)
         if path:
-            check_output(path, f"--{option.replace('_', '-')}")
+            check_output(save_path(path, 1) if option == "save" else path, f"--{option.replace('_', '-')}")
 
 
 def _printer(quiet: bool) -> Any:
@@ -236,10 +303,28 @@ def _printer(quiet: bool) -> Any:
 def _interrupted(model: Model, args: argparse.Namespace) -> int:
     print(f"\ninterrupted after {model.step} steps ({model.epochs_trained} complete epochs); "
           "the weights are those of the last completed step", file=sys.stderr)
-    if args.save:
-        model.save(args.save)
-        print(f"saved checkpoint to {args.save}", file=sys.stderr)
+    saved = _save(model, args)
+    if saved:
+        print(f"saved checkpoint to {saved}", file=sys.stderr)
     return 130
+
+
+def _save(model: Model, args: argparse.Namespace) -> str | None:
+    """Write ``--save`` (its ``{epoch}`` filled in) unless ``--save-best`` already wrote the best epoch's."""
+    if not args.save or args.save_best:
+        return None
+    path = save_path(args.save, model.epochs_trained)
+    model.save(path)
+    return path
+
+
+def save_path(pattern: str, epoch: int) -> str:
+    """``--save``'s path for ``epoch`` (1-based): ``{epoch}`` / ``{epoch:03d}`` filled in."""
+    try:
+        return pattern.format(epoch=epoch)
+    except (KeyError, IndexError, ValueError) as e:
+        raise DlRuntimeError(f"--save {pattern}: braces may only name the epoch ({{epoch}}, {{epoch:03d}}); "
+                             f"got {e!r}") from None
 
 
 def _report(model: Model, data: Dataset, history: History, test: dict[str, float] | None,
@@ -287,13 +372,13 @@ def _small_weights(model: Model, limit: int = 16) -> dict[str, Any] | None:
     return {name: w.tolist() for name, w in weights.items()}
 
 
-def _summary(model: Model, report: dict[str, Any]) -> str:
+def _summary(model: Model, report: dict[str, Any], callbacks: list[Callback]) -> str:
     history = report["history"]
     last = {k: v[-1] for k, v in history.items() if v}
     seconds = report["epoch_seconds"]
     lines = [
         f"model {model.name} on {report['data']} ({report['train_samples']} training samples): "
-        f"{_count(report['epochs'], 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
+        f"{_count(len(history['loss']), 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
         f"(batch {report['batch_size']}), backend {report['backend']}",
         f"compile time: {report['compile_seconds']:.2f} s (load + compile {report['load_seconds']:.2f} s)",
         f"time per epoch: {np.mean(seconds):.2f} s, {np.mean(report['samples_per_second']):,.0f} samples/s, "
@@ -304,6 +389,14 @@ def _summary(model: Model, report: dict[str, Any]) -> str:
     if report["validation"] is not None:
         lines.append(f"validation ({report['validation']}, {report['validation_samples']} samples): "
                      + "  ".join(f"{k[4:]}={v:.4f}" for k, v in last.items() if k.startswith("val_")))
+    for c in callbacks:
+        if isinstance(c, EarlyStopping) and c.stopped_epoch is not None:
+            lines.append(f"early stopping: {c.watch.monitor} did not improve for {_count(c.patience, 'epoch')} "
+                         f"after epoch {(c.best_epoch or 0) + 1}; stopped after epoch {c.stopped_epoch + 1}, "
+                         f"weights of epoch {(c.best_epoch or 0) + 1}")
+        if isinstance(c, ModelCheckpoint) and c.saved:
+            what = f"best {c.watch.monitor}" if c.save_best_only else f"every {_count(c.period, 'epoch')}"
+            lines.append(f"checkpoints ({what}): {_count(len(c.saved), 'file')} written, last {c.saved[-1]}")
     if report["test"] is not None:
         lines.append("test: " + "  ".join(f"{k}={v:.4f}" for k, v in report["test"].items()))
     if report["weights"] is not None:
