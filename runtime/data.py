@@ -12,10 +12,11 @@ once per ``fit``/``evaluate``/``predict`` before any compiled code sees the data
 Where data comes from (``dlc train --data SPEC``, or :func:`load_data`):
 
 ========================  =====================================================
-``mnist``                 the copy shipped in ``examples/data/mnist`` (checked
-                          against its ``SHA256SUMS``)
+``mnist``                 the copy shipped as package data in
+                          ``runtime/datasets/mnist`` (checked against its
+                          ``SHA256SUMS``)
 ``fashion-mnist``         Zalando's Fashion-MNIST, shipped the same way in
-                          ``examples/data/fashion-mnist``
+                          ``runtime/datasets/fashion-mnist``
 a directory               IDX files ``train-images*``, ``train-labels*`` and
                           optionally ``t10k-images*``/``test-images*`` and
                           labels, gzip-compressed or raw
@@ -46,32 +47,32 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO_ROOT / "examples" / "data" / "mnist"
-SHIPPED_MNIST = Path("examples") / "data" / "mnist"
-
-
 FASHION_MNIST = "fashion-mnist"
+SHIPPED = ("mnist", FASHION_MNIST)
+"""The data sets that ship inside the ``runtime`` package (``runtime/datasets/<name>``;
+``examples/data`` in the source tree links there)."""
 
 
 def shipped_mnist_dir(name: str = "mnist") -> Path:
-    """Where the copy of ``name`` (``mnist`` or ``fashion-mnist``) that ships with dlc lies.
+    """The folder of the shipped data set ``name`` (``mnist`` or ``fashion-mnist``).
 
-    In a source tree or an editable install it is beside the package; after
-    ``pip install .`` the package lives in site-packages, so the clone's
-    ``examples/data/<name>`` under the working directory is used instead.
+    It is package data (pyproject's ``[tool.setuptools.package-data]``), found
+    through :mod:`importlib.resources`: beside the package in a source tree,
+    in site-packages after ``pip install .``, whatever the working directory.
     """
-    beside = MNIST_DIR.parent / name
-    for candidate in (beside, Path.cwd() / SHIPPED_MNIST.parent / name):
-        if candidate.is_dir():
-            return candidate
-    return beside
+    if name not in SHIPPED:
+        raise DlRuntimeError(f"'{name}' is not a data set that ships with dlc ({', '.join(SHIPPED)})")
+    return Path(str(resources.files("runtime") / "datasets" / name))
+
+
+MNIST_DIR = shipped_mnist_dir("mnist")
 
 MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -235,8 +236,8 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True, raw:
     """MNIST: 60000 training and 10000 test images as float32 [N, 784] in [0, 1], int32 labels
     (``raw``: the images as stored, uint8 [N, 28, 28]).
 
-    Reads the copy shipped with dlc (``examples/data/mnist`` in the source
-    tree) unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
+    Reads the copy shipped with dlc (package data, ``runtime/datasets/mnist``)
+    unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
     """
     return _load_shipped("mnist", "MNIST", directory, verify,
                          "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)", raw)
@@ -245,7 +246,7 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True, raw:
 def load_fashion_mnist(directory: str | Path | None = None, *, verify: bool = True,
                        raw: bool = False) -> Dataset:
     """Fashion-MNIST: as :func:`load_mnist` (60000 + 10000 images, [N, 784] in [0, 1], int32
-    labels; ``raw``: uint8 [N, 28, 28]), from the copy shipped in ``examples/data/fashion-mnist``."""
+    labels; ``raw``: uint8 [N, 28, 28]), from the copy shipped in ``runtime/datasets/fashion-mnist``."""
     return _load_shipped(FASHION_MNIST, "Fashion-MNIST", directory, verify,
                          "Fashion-MNIST clothing images (Zalando SE; MIT license)", raw)
 
@@ -255,9 +256,9 @@ def _load_shipped(name: str, title: str, directory: str | Path | None, verify: b
     """An MNIST-layout IDX set: the shipped copy of ``name`` unless ``directory`` says otherwise."""
     directory = Path(directory) if directory is not None else shipped_mnist_dir(name)
     if not directory.is_dir():
-        raise DlRuntimeError(f"{directory}: {title} directory not found (dlc looks for the copy it "
-                             f"ships in examples/data/{name} of its source tree, and under the "
-                             "working directory; pass --data DIR)")
+        raise DlRuntimeError(f"{directory}: {title} directory not found (dlc ships it as package data in "
+                             f"runtime/datasets/{name}; this installation lacks it: reinstall dlc, "
+                             "or pass --data DIR with the four IDX files)")
     if verify:
         verify_checksums(directory, list(MNIST_FILES.values()))
     arrays = {key: read_idx(directory / file) for key, file in MNIST_FILES.items()}
@@ -547,6 +548,15 @@ def default_data_name(spec: DataSpec) -> str | None:
     return None
 
 
+def _model_text(spec: DataSpec | None) -> str:
+    """``model 'm' (inputs x: f32[N, 100]; 10 classes)`` for messages."""
+    if spec is None:
+        return "this model"
+    classes = f"; {spec.num_classes} classes" if spec.num_classes is not None else ""
+    inputs = ", ".join(f"{s.name}: {s.dsl_str()}" for s in spec.inputs)
+    return f"model '{spec.model_name}' (inputs {inputs}{classes})"
+
+
 def _elements_per_sample(spec: TensorSpec) -> int | None:
     sample = spec.shape[1:]
     static = [d for d in sample if isinstance(d, int)]
@@ -564,10 +574,12 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
     """Resolve ``source`` (see the module docstring) to a :class:`Dataset`."""
     if source is None:
         if spec is None or (source := default_data_name(spec)) is None:
-            name = spec.model_name if spec else "this model"
-            raise DlRuntimeError(f"no default data set for model '{name}': pass --data "
+            raise DlRuntimeError(f"no default data set for {_model_text(spec)}: pass --data "
                                  "(mnist, fashion-mnist, a synthetic set name, an IDX directory, "
-                                 "a .npz or a .csv file)")
+                                 "a .npz or a .csv file)",
+                                 notes=["the default is the synthetic set named like the model, else MNIST "
+                                        "(Fashion-MNIST for a model named fmnist... or fashion...) for a model "
+                                        "with one input of 784 elements per sample and 10 classes"])
     text = str(source)
     if label_column and Path(text).suffix.lower() != ".csv":
         raise DlRuntimeError(f"--label-column applies to a .csv data file, not to {text}")
@@ -749,3 +761,8 @@ def _check_label_range(arr: np.ndarray, tspec: TensorSpec, spec: DataSpec, what:
             index = np.argwhere(bad)[0]
             raise DlRuntimeError(f"{what} '{tspec.name}': value {float(arr[tuple(index)])} at row "
                                  f"{int(index[0])} is out of range [0, 1] for {spec.loss}")
+
+
+__all__ = ["Dataset", "TensorSpec", "DataSpec", "load_data", "load_mnist", "load_fashion_mnist", "load_idx_dir",
+           "load_npz", "load_csv", "read_idx", "write_idx", "read_arrays", "verify_checksums", "prepare_inputs",
+           "prepare_targets", "all_finite", "default_data_name", "shipped_mnist_dir", "SYNTHETIC", "SHIPPED"]
