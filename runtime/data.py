@@ -82,15 +82,19 @@ MNIST_FILES = {
 }
 
 
+Arrays = np.ndarray | dict[str, np.ndarray]
+"""One array (a model with one input or target), or one per input/target name."""
+
+
 @dataclass
 class Dataset:
     """Training arrays and, when the source has them, held-out test arrays."""
 
     name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
+    x_train: Arrays
+    y_train: Arrays
+    x_test: Arrays | None = None
+    y_test: Arrays | None = None
     description: str = ""
     epochs: int | None = None        # what `dlc train` uses when --epochs is not given
     batch_size: int | None = None    # likewise for --batch-size
@@ -98,6 +102,27 @@ class Dataset:
     @property
     def has_test(self) -> bool:
         return self.x_test is not None and self.y_test is not None
+
+    @property
+    def train_samples(self) -> int:
+        return samples(self.x_train)
+
+    @property
+    def test_samples(self) -> int:
+        return samples(self.x_test) if self.x_test is not None else 0
+
+
+def samples(arrays: Arrays) -> int:
+    """The number of samples (rows of the first array)."""
+    first = next(iter(arrays.values()), None) if isinstance(arrays, dict) else arrays
+    return len(first) if first is not None else 0
+
+
+def describe(arrays: Arrays, name: str) -> str:
+    """``x float64 [10, 3]``, or each named array so."""
+    if isinstance(arrays, dict):
+        return ", ".join(f"{k} {a.dtype} {list(a.shape)}" for k, a in arrays.items())
+    return f"{name} {arrays.dtype} {list(arrays.shape)}"
 
 
 @dataclass(frozen=True)
@@ -340,22 +365,97 @@ def _numeric(path: Path, name: str | None, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def load_npz(path: str | Path) -> Dataset:
-    """Arrays ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``) from a .npz file."""
+def load_npz(path: str | Path, spec: DataSpec | None = None) -> Dataset:
+    """Arrays ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``) from a .npz file, or,
+    for a model with several inputs or targets (``spec``), one array per input and target
+    name (and optionally ``<name>_test`` for each)."""
     path = Path(path)
     arrays = read_arrays(path)
     if not isinstance(arrays, dict):
         raise DlRuntimeError(f"{path}: a .npy file holds one array; a data file is an .npz "
                              "holding x and y")
+    if spec is not None and not ("x" in arrays and "y" in arrays) and _names(spec) & set(arrays):
+        return _named_npz(path, arrays, spec)
     for key in ("x", "y"):
         if key not in arrays:
             found = ", ".join(sorted(arrays)) or "none"
             raise DlRuntimeError(f"{path}: missing array '{key}' (a data .npz holds x and y, "
-                                 f"optionally x_test and y_test; found: {found})")
+                                 f"optionally x_test and y_test, or one array per input and target "
+                                 f"name; found: {found})",
+                                 notes=[expected_arrays(spec)] if spec is not None else [])
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DlRuntimeError(f"{path}: x_test and y_test must come together")
     return Dataset(path.stem, arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"),
                    f"arrays from {path}")
+
+
+def _names(spec: DataSpec) -> set[str]:
+    return {s.name for s in (*spec.inputs, *spec.targets)}
+
+
+def expected_arrays(spec: DataSpec) -> str:
+    """``model 'm' takes inputs a: f32[N, 3], b: f32[N, 2]; targets y: f32[N, 1]``."""
+    def listed(specs: tuple[TensorSpec, ...]) -> str:
+        return ", ".join(f"{s.name}: {s.dsl_str()}" for s in specs)
+    return f"model '{spec.model_name}' takes inputs {listed(spec.inputs)}; targets {listed(spec.targets)}"
+
+
+def _named_npz(path: Path, arrays: dict[str, np.ndarray], spec: DataSpec) -> Dataset:
+    """A .npz keyed by the model's input and target names (``<name>_test`` for a test split)."""
+    missing = sorted(_names(spec) - set(arrays))
+    if missing:
+        raise DlRuntimeError(f"{path}: no array for {', '.join(repr(m) for m in missing)} (found: "
+                             f"{', '.join(sorted(arrays))})", notes=[expected_arrays(spec)])
+    tests = {n: arrays.get(f"{n}_test") for n in _names(spec)}
+    if any(a is not None for a in tests.values()) and any(a is None for a in tests.values()):
+        raise DlRuntimeError(f"{path}: a test split needs <name>_test for every input and target "
+                             f"(missing: {', '.join(sorted(n + '_test' for n, a in tests.items() if a is None))})")
+    unknown = sorted(set(arrays) - _names(spec) - {f"{n}_test" for n in _names(spec)})
+    if unknown:
+        raise DlRuntimeError(f"{path}: array '{unknown[0]}' is none of the model's inputs or targets",
+                             notes=[expected_arrays(spec)])
+
+    def pick(specs: tuple[TensorSpec, ...], suffix: str = "") -> dict[str, np.ndarray]:
+        return {s.name: arrays[s.name + suffix] for s in specs}
+    has_test = tests and all(a is not None for a in tests.values())
+    return Dataset(path.stem, pick(spec.inputs), pick(spec.targets),
+                   pick(spec.inputs, "_test") if has_test else None,
+                   pick(spec.targets, "_test") if has_test else None, f"named arrays from {path}")
+
+
+def load_named(pairs: Sequence[str], spec: DataSpec) -> Dataset:
+    """``--input NAME=FILE`` for every input and target of the model: one ``.npy`` each
+    (or an ``.npz`` holding one array)."""
+    files: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep or not name or not file:
+            raise DlRuntimeError(f"--input {pair}: expected NAME=FILE (an input or target name and a .npy file)",
+                                 notes=[expected_arrays(spec)])
+        if name not in _names(spec):
+            raise DlRuntimeError(f"--input {pair}: '{name}' is none of the model's inputs or targets",
+                                 notes=[expected_arrays(spec)])
+        if name in files:
+            raise DlRuntimeError(f"--input {name} is given twice")
+        files[name] = Path(file)
+    missing = sorted(_names(spec) - set(files))
+    if missing:
+        raise DlRuntimeError(f"--input: no file for {', '.join(repr(m) for m in missing)}",
+                             notes=[expected_arrays(spec)])
+    arrays = {name: _one_array(path) for name, path in files.items()}
+    return Dataset("inputs", {s.name: arrays[s.name] for s in spec.inputs},
+                   {s.name: arrays[s.name] for s in spec.targets},
+                   description="arrays from " + ", ".join(f"{n}={p}" for n, p in files.items()))
+
+
+def _one_array(path: Path) -> np.ndarray:
+    loaded = read_arrays(path)
+    if isinstance(loaded, dict):
+        if len(loaded) != 1:
+            raise DlRuntimeError(f"{path}: holds {len(loaded)} arrays ({', '.join(loaded)}); "
+                                 "--input NAME=FILE takes one array (a .npy file)")
+        return next(iter(loaded.values()))
+    return loaded
 
 
 def load_csv(path: str | Path, label_column: str) -> Dataset:
@@ -594,7 +694,7 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
         return load_idx_dir(path, raw=_wants_raw_images(spec))
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return load_npz(path)
+        return load_npz(path, spec)
     if suffix == ".csv":
         if not label_column:
             raise DlRuntimeError(f"{path}: a CSV data file needs --label-column NAME")
@@ -763,6 +863,7 @@ def _check_label_range(arr: np.ndarray, tspec: TensorSpec, spec: DataSpec, what:
                                  f"{int(index[0])} is out of range [0, 1] for {spec.loss}")
 
 
-__all__ = ["Dataset", "TensorSpec", "DataSpec", "load_data", "load_mnist", "load_fashion_mnist", "load_idx_dir",
-           "load_npz", "load_csv", "read_idx", "write_idx", "read_arrays", "verify_checksums", "prepare_inputs",
-           "prepare_targets", "all_finite", "default_data_name", "shipped_mnist_dir", "SYNTHETIC", "SHIPPED"]
+__all__ = ["Dataset", "TensorSpec", "DataSpec", "Arrays", "load_data", "load_mnist", "load_fashion_mnist",
+           "load_idx_dir", "load_npz", "load_named", "load_csv", "read_idx", "write_idx", "read_arrays",
+           "verify_checksums", "prepare_inputs", "prepare_targets", "all_finite", "samples", "describe",
+           "expected_arrays", "default_data_name", "shipped_mnist_dir", "SYNTHETIC", "SHIPPED"]

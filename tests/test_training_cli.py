@@ -342,3 +342,81 @@ def test_divergence_after_a_checkpoint_names_it(tmp_path: Path, capsys) -> None:
                   "--save", str(best), "--save-best")
     err = capsys.readouterr().err
     assert rc == 1 and f"the checkpoints written before that epoch stay: {best}" in err and best.exists()
+
+
+# --- a model with two inputs, from the command line ----------------------------------------
+
+TWO_INPUTS = """model two_inputs {
+    input a: f32[N, 3]
+    input b: f32[N, 2]
+    target y: f32[N, 1]
+    param wa: f32[3, 1] = zeros
+    param wb: f32[2, 1] = zeros
+    param c: f32[1] = zeros
+    output pred = a @ wa + b @ wb + c
+    loss mse(pred, y)
+    optimizer sgd(lr=0.1)
+    metrics [mae]
+}
+"""
+
+
+@pytest.fixture
+def two_inputs(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(64, 3)).astype(np.float32), rng.normal(size=(64, 2)).astype(np.float32)
+    y = (a @ [[1.0], [2.0], [-1.0]] + b @ [[0.5], [3.0]] + 1.0).astype(np.float32)
+    (tmp_path / "two.dl").write_text(TWO_INPUTS)
+    return tmp_path / "two.dl", {"a": a, "b": b, "y": y}
+
+
+def run_two(source: Path, *args: str) -> tuple[int, dict]:
+    out = source.parent / "m.json"
+    out.unlink(missing_ok=True)
+    rc = main(["train", str(source), "--backend", "interp", "--quiet", "--metrics-out", str(out), *args])
+    return rc, json.loads(out.read_text()) if out.exists() else {}
+
+
+def test_two_inputs_from_a_named_npz(two_inputs) -> None:
+    source, arrays = two_inputs
+    data = source.parent / "d.npz"
+    np.savez(data, **{k: v[:48] for k, v in arrays.items()}, **{f"{k}_test": v[48:] for k, v in arrays.items()})
+    rc, report = run_two(source, "--data", str(data), "--epochs", "30", "--batch-size", "16")
+    assert rc == 0 and report["train_samples"] == 48 and report["test_samples"] == 16
+    assert report["test"]["loss"] < 0.05 * report["history"]["loss"][0]
+
+
+def test_two_inputs_from_input_files(two_inputs, capsys) -> None:
+    source, arrays = two_inputs
+    for name, array in arrays.items():
+        np.save(source.parent / f"{name}.npy", array)
+    files = [f"--input={n}={source.parent / n}.npy" for n in arrays]
+    rc, report = run_two(source, *files, "--epochs", "2", "--validation-split", "0.25")
+    assert rc == 0 and report["train_samples"] == 48 and report["validation_samples"] == 16
+    weights = source.parent / "w.npz"
+    assert run_two(source, *files, "--epochs", "1", "--save", str(weights))[0] == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(source), "--weights", str(weights), "--backend", "interp", *files]) == 0
+    assert capsys.readouterr().out.startswith("two_inputs on inputs (train, 64 samples): loss=")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: ["--data", str(d / "x.npz")], "x.npz: no array for 'b' (found: a, y)"),
+    (lambda d: ["--data", str(d / "xy.npz")], "missing array 'y'"),
+    (lambda d: ["--input", f"a={d}/a.npy", "--input", f"b={d}/b.npy"], "--input: no file for 'y'"),
+    (lambda d: ["--input", f"q={d}/a.npy"], "'q' is none of the model's inputs or targets"),
+    (lambda d: ["--input", "a.npy"], "--input a.npy: expected NAME=FILE"),
+    (lambda d: ["--input", f"a={d}/a.npy", "--input", f"b={d}/a.npy", "--input", f"y={d}/y.npy"],
+     "training input 'b': expected shape f32[N, 2], got [64, 3]"),
+])
+def test_two_input_data_errors(two_inputs, capsys, make, message) -> None:
+    source, arrays = two_inputs
+    d = source.parent
+    np.savez(d / "x.npz", a=arrays["a"], y=arrays["y"])
+    np.savez(d / "xy.npz", x=arrays["a"])
+    for name, array in arrays.items():
+        np.save(d / f"{name}.npy", array)
+    rc = main(["train", str(source), "--backend", "interp", "--quiet", *make(d)])
+    err = capsys.readouterr().err
+    assert rc == 1 and message in err and "Traceback" not in err
+    assert "model 'two_inputs' takes inputs a: f32[N, 3], b: f32[N, 2]; targets y: f32[N, 1]" in err

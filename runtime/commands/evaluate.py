@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..data import load_data
+from ..data import samples
 from ..model import load_model
 from . import check_output, write_output_file
-from .train import add_data_arguments, add_model_arguments, model_passes
+from .train import add_data_arguments, add_model_arguments, command_data, model_passes
 
 NAME = "evaluate"
 HELP = "evaluate a trained model (loss and metrics) on a data set"
@@ -33,16 +33,16 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.metrics_out, "--metrics-out")
     model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
                        passes=model_passes(args))
-    data = load_data(args.data, model.data_spec, seed=args.seed, label_column=args.label_column)
+    data = command_data(args, model.data_spec)
     if data.x_test is not None and data.y_test is not None:     # data.has_test
         split, x, y = "test", data.x_test, data.y_test
     else:
         split, x, y = "train", data.x_train, data.y_train
     results = model.evaluate(x, y, batch_size=args.batch_size)
-    print(f"{model.name} on {data.name} ({split}, {len(x)} samples): "
+    print(f"{model.name} on {data.name} ({split}, {samples(x)} samples): "
           + "  ".join(f"{k}={v:.4f}" for k, v in results.items()))
     if args.metrics_out:
-        report = {"model": model.name, "data": data.name, "split": split, "samples": len(x), **results}
+        report = {"model": model.name, "data": data.name, "split": split, "samples": samples(x), **results}
         text = json.dumps(report, indent=2) + "\n"
         write_output_file(args.metrics_out, lambda f: f.write(text.encode()), "--metrics-out")
     return 0

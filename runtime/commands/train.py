@@ -30,7 +30,16 @@ from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 
 from ..callbacks import Callback, EarlyStopping, ModelCheckpoint
-from ..data import Dataset, DataSpec, load_data, prepare_inputs, prepare_targets
+from ..data import (
+    Dataset,
+    DataSpec,
+    describe,
+    expected_arrays,
+    load_data,
+    load_named,
+    prepare_inputs,
+    prepare_targets,
+)
 from ..model import (
     BACKENDS,
     History,
@@ -51,12 +60,16 @@ DEFAULT_BATCH_SIZE = 32
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data`` and ``--label-column``, shared by train and evaluate."""
-    parser.add_argument("--data", default=None, metavar="NAME|DIR|FILE",
+    """``--data``, ``--input`` and ``--label-column``, shared by train and evaluate."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", default=None, metavar="NAME|DIR|FILE",
                         help="mnist, fashion-mnist, a synthetic set (linear_regression, xor, student_pass, "
                              "student_grade, sigmoid_chain, text_classifier), a directory of IDX files, "
-                             "a .npz (x, y[, x_test, y_test]) "
-                             "or a .csv; default: chosen from the model")
+                             "a .npz (x, y[, x_test, y_test], or one array per input and target name "
+                             "[, NAME_test]) or a .csv; default: chosen from the model")
+    source.add_argument("--input", action="append", default=None, metavar="NAME=FILE", dest="inputs",
+                        help="one .npy file per model input and target (repeat the option): "
+                             "the data of a model with several inputs")
     parser.add_argument("--label-column", default=None, metavar="NAME",
                         help="the target column of a CSV data file")
 
@@ -145,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     module, name = model_module(args.file)
     spec = model_data_spec(module)
     load_seconds = time.perf_counter() - start
-    data = load_data(args.data, spec, seed=args.seed, label_column=_label_column(args, args.data))
+    data = command_data(args, spec)
     check_data(data, spec)                     # before the (slow) compile
     validation = _validation_data(args, spec)
     start = time.perf_counter()
@@ -161,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
     say = _printer(args.quiet)
     resumed = f" from epoch {model.epochs_trained + 1} (step {model.step})" if args.resume else ""
-    say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}"
+    say(f"training {model.name} on {data.name} ({data.train_samples} samples): {_count(epochs, 'epoch')}"
         f"{resumed}, batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
         f"backend {model.backend.name}")
     callbacks = training_callbacks(args, validation is not None or args.validation_split > 0)
@@ -208,11 +221,9 @@ def check_data(data: Dataset, spec: DataSpec, role: str = "training") -> None:
             xs = prepare_inputs(x, spec, f"{split} input")
             prepare_targets(y, spec, len(xs[0]), f"{split} target")
     except DlRuntimeError as e:
-        expects = "; ".join(f"{kind} " + ", ".join(f"{s.name}: {s.dsl_str()}" for s in specs)
-                            for kind, specs in (("inputs", spec.inputs), ("targets", spec.targets)))
-        has = ", ".join(f"{k} {a.dtype} {list(a.shape)}" for k, a in (("x", data.x_train), ("y", data.y_train)))
+        has = f"{describe(data.x_train, 'x')}, {describe(data.y_train, 'y')}"
         raise DlRuntimeError(f"data set '{data.name}' does not fit model '{spec.model_name}': {e.message}",
-                             notes=[f"the model expects {expects}", f"the data set has {has}"]) from None
+                             notes=[expected_arrays(spec), f"the data set has {has}"]) from None
 
 
 def training_callbacks(args: argparse.Namespace, validates: bool) -> list[Callback]:
@@ -244,6 +255,15 @@ def _epochs_left(model: Model, epochs: int, path: str) -> int:
     return epochs - model.epochs_trained
 
 
+def command_data(args: argparse.Namespace, spec: DataSpec) -> Dataset:
+    """The data set of ``--data`` (or the model's default) or of the ``--input`` files."""
+    if args.inputs:
+        if args.label_column:
+            raise DlRuntimeError("--label-column applies to a .csv data file, not to --input files")
+        return load_named(args.inputs, spec)
+    return load_data(args.data, spec, seed=args.seed, label_column=_label_column(args, args.data))
+
+
 def _validation_data(args: argparse.Namespace, spec: DataSpec) -> tuple[Any, Any] | None:
     """``--validation-data``: the training arrays of that data set, checked against the model."""
     if args.validation_data is None:
@@ -259,7 +279,8 @@ def _label_column(args: argparse.Namespace, source: str | None) -> str | None:
     of every CSV file among them; given for ``--data`` when neither is a CSV file, which says so."""
     def is_csv(text: str | None) -> bool:
         return text is not None and Path(text).suffix.lower() == ".csv"
-    if is_csv(source) or (source == args.data and not is_csv(args.validation_data)):
+    validation = getattr(args, "validation_data", None)        # dlc evaluate has no --validation-data
+    if is_csv(source) or (source == args.data and not is_csv(validation)):
         return args.label_column
     return None
 
@@ -337,7 +358,7 @@ def _report(model: Model, data: Dataset, history: History, test: dict[str, float
         "train_samples": n,
         "validation": _validation_source(args),
         "validation_samples": history.validation_samples,
-        "test_samples": len(data.x_test) if test is not None and data.x_test is not None else 0,
+        "test_samples": data.test_samples if test is not None else 0,
         "backend": model.backend.name,
         "optimizer": model.signature.optimizer.name,
         "learning_rate": model.learning_rate,
