@@ -56,6 +56,7 @@ from .arguments import (
 from .callbacks import Callback, CallbackList, LambdaCallback
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
+from .feed import BatchFeed
 from .schedules import LearningRateSchedule, check_learning_rate, scheduled_rate
 
 BACKENDS = ("auto", "native", "interp")
@@ -227,6 +228,44 @@ class _Batches:
             np.take(a, rows, axis=0, out=view, mode="clip")
             out.append(view)
         return out
+
+
+class _EpochMeter:
+    """One epoch's bookkeeping: the sample-weighted running means of loss and metrics (shown
+    on the progress bar, passed to batch callbacks), samples seen, time and backend calls."""
+
+    def __init__(self, names: list[str], n_tensors: int, bar: Any, hooks: CallbackList | None, backend: Backend):
+        self.names, self._k, self._bar, self._backend = names, n_tensors, bar, backend
+        self._hooks = hooks if hooks is not None and hooks.wants_batches else None
+        self._sums = np.zeros(len(names))
+        self.seen = 0
+        self._calls = backend.calls
+        self._start = time.perf_counter()
+        self.seconds = 0.0
+        self.calls = 0
+
+    def begin(self, i: int) -> None:
+        if self._hooks is not None:
+            self._hooks.on_train_batch_begin(i)
+
+    def add(self, i: int, out: list[np.ndarray], size: int) -> None:
+        """Step ``i`` (``train_step``'s outputs ``out``) trained ``size`` samples."""
+        self._sums += np.array([float(out[0]), *(float(v) for v in out[1 + self._k:])]) * size
+        self.seen += size
+        if self._bar is not None:
+            self._bar.update(size)
+            if i % 20 == 0:
+                self._bar.set_postfix_str(_format_logs(self.logs()), refresh=False)
+        if self._hooks is not None:
+            self._hooks.on_train_batch_end(i, self.logs())
+
+    def logs(self) -> dict[str, float]:
+        return dict(zip(self.names, (float(v) for v in self._sums / max(self.seen, 1))))
+
+    def done(self) -> _EpochMeter:
+        self.seconds = time.perf_counter() - self._start
+        self.calls = self._backend.calls - self._calls
+        return self
 
 
 @dataclass
@@ -408,11 +447,11 @@ class Model:
 
     # -- training ----------------------------------------------------------------
 
-    def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
+    def fit(self, x: Any, y: Any = None, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, verbose: int = 1,
             learning_rate: float | LearningRateSchedule | None = None,
-            callbacks: list[Callback] | None = None,
+            callbacks: list[Callback] | None = None, steps_per_epoch: int | None = None,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
             allow_nonfinite: bool = False) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
@@ -438,22 +477,39 @@ class Model:
         ``callbacks``: :class:`runtime.callbacks.Callback` objects, called as
         Keras calls them; one that sets ``model.stop_training`` ends training
         after the current step, and ``fit`` returns the History so far.
+
+        Without ``y``, ``x`` yields ``(x, y)`` batches (a generator, for data
+        that does not fit in memory; see :mod:`runtime.feed`), and
+        ``steps_per_epoch`` may say how many make an epoch.
         """
         _check_positive(epochs=epochs, batch_size=batch_size)
-        xs = prepare_inputs(x, self.data_spec, "training input")
-        ys = prepare_targets(y, self.data_spec, len(xs[0]), "training target")
-        if len(xs[0]) == 0:
-            raise DlRuntimeError("fit: the training data is empty")
         check_callable(on_epoch_end, "fit: argument 'on_epoch_end'")
-        xs, ys, val = self._validation(xs, ys, validation_data, validation_split)
-        n = len(xs[0])
+        feed: BatchFeed | None = None
+        if y is None:
+            feed = BatchFeed(x, self.data_spec, steps_per_epoch)
+            if validation_split:
+                raise ArgumentValueError("fit: validation_split needs arrays; with batches from an iterable "
+                                         "pass validation_data=(x, y)")
+            xs, ys, val = self._validation([], [], validation_data, 0.0)
+            n = 0
+        else:
+            if steps_per_epoch is not None:
+                raise ArgumentValueError("fit: steps_per_epoch is for batches from an iterable (fit(x) without "
+                                         "y); with arrays an epoch is one pass over them")
+            xs = prepare_inputs(x, self.data_spec, "training input")
+            ys = prepare_targets(y, self.data_spec, len(xs[0]), "training target")
+            if len(xs[0]) == 0:
+                raise DlRuntimeError("fit: the training data is empty")
+            xs, ys, val = self._validation(xs, ys, validation_data, validation_split)
+            n = len(xs[0])
         if learning_rate is not None:
             self._set_learning_rate(learning_rate)
         if on_epoch_end is not None:
             callbacks = [*(callbacks or []), LambdaCallback(on_epoch_end=on_epoch_end)]
         logged = ["loss", *self.signature.metrics]
         hooks = CallbackList(callbacks, self, {
-            "epochs": epochs, "steps": math.ceil(n / batch_size), "samples": n, "batch_size": batch_size,
+            "epochs": epochs, "steps": feed.steps_hint() if feed is not None else math.ceil(n / batch_size),
+            "samples": n if feed is None else None, "batch_size": batch_size if feed is None else None,
             "verbose": verbose, "metrics": logged + ([f"val_{k}" for k in logged] if val is not None else [])})
         history = History(train_samples=n, validation_samples=len(val[0][0]) if val is not None else 0)
         self.history = history
@@ -464,10 +520,15 @@ class Model:
             for _ in range(epochs):
                 epoch = self.epochs_trained
                 hooks.on_epoch_begin(epoch)
-                bar = _progress(verbose, n, epoch)
+                bar = _progress(verbose, n if feed is None else None, epoch)
                 try:
-                    logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt,
-                                                             allow_nonfinite, hooks)
+                    if feed is None:
+                        meter = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt, allow_nonfinite, hooks)
+                    else:
+                        meter = self._train_feed_epoch(feed, bar, interrupt, allow_nonfinite, hooks)
+                        if meter.seen == 0:            # the batches ran out before this epoch began
+                            break
+                    logs, seconds, calls = meter.logs(), meter.seconds, meter.calls
                     if val is not None:
                         val_logs = self._evaluate(*val, batch_size=max(batch_size, 256))
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -477,16 +538,19 @@ class Model:
                     if bar is not None:
                         bar.close()
                 self.epochs_trained += 1
+                rate = meter.seen / seconds if seconds > 0 else float("inf")
                 if verbose == 2:
                     print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s, "
-                          f"{n / seconds if seconds > 0 else float('inf'):,.0f} samples/s)", flush=True)
+                          f"{rate:,.0f} samples/s)", flush=True)
                 hooks.on_epoch_end(epoch, logs)          # may add keys (learning_rate) to the logs
                 history.record(epoch, logs)
                 history.epoch_seconds.append(seconds)
-                history.samples_per_second.append(n / seconds if seconds > 0 else float("inf"))
+                history.samples_per_second.append(rate)
                 history.calls_per_epoch.append(calls)
+                if feed is not None:
+                    history.train_samples = meter.seen     # (known once an epoch has run)
                 interrupt.check()
-                if self.stop_training:
+                if self.stop_training or (feed is not None and feed.ran_out):
                     break
         hooks.on_train_end(logs)
         return history
@@ -534,46 +598,63 @@ class Model:
 
     def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
                      bar: Any, interrupt: _DeferredInterrupt, allow_nonfinite: bool = False,
-                     hooks: CallbackList | None = None) -> tuple[dict[str, float], float, int]:
+                     hooks: CallbackList | None = None) -> _EpochMeter:
         """One pass over the data, one backend call per batch; the epoch's mean loss and metrics.
         The pass ends early when a batch callback sets ``stop_training``."""
         n = len(xs[0])
         batches = _Batches([*xs, *ys], batch_size,
                            self._shuffle_rng.permutation(n) if shuffle else None)
-        metric_names = ["loss", *self.signature.metrics]
-        sums = np.zeros(len(metric_names))
-        k = len(self._tensors)
+        meter = _EpochMeter(["loss", *self.signature.metrics], len(self._tensors), bar, hooks, self.backend)
         lr = np.array(self.learning_rate, dtype=np.float32)      # one array, refilled per step
         steps = math.ceil(n / batch_size)
-        batch_hooks = hooks if hooks is not None and hooks.wants_batches else None
         # the NaN trap replays this epoch from here to find the weights before a bad step
         start_of_epoch = None if allow_nonfinite else ([t.copy() for t in self._tensors], self.step)
-        calls_before = self.backend.calls
-        start = time.perf_counter()
-        seen = 0
         for i in range(steps):
             lo, hi = i * batch_size, min((i + 1) * batch_size, n)
-            if batch_hooks is not None:
-                batch_hooks.on_train_batch_begin(i)
+            meter.begin(i)
             lr[...] = self._step_learning_rate()
             out = self._step(batches.get(lo, hi), lr)
-            loss = float(out[0])
-            if start_of_epoch is not None and not math.isfinite(loss):
-                raise self._diverged(start_of_epoch, batches, i, steps, batch_size, n, lr, loss)
-            sums += np.array([loss, *(float(v) for v in out[1 + k:])]) * (hi - lo)
-            seen += hi - lo
-            if bar is not None:
-                bar.update(hi - lo)
-                if i % 20 == 0:
-                    bar.set_postfix_str(_format_logs(dict(zip(metric_names, sums / seen))), refresh=False)
-            if batch_hooks is not None:
-                batch_hooks.on_train_batch_end(i, dict(zip(metric_names, (float(v) for v in sums / seen))))
-                if self.stop_training:
-                    break
+            if start_of_epoch is not None and not math.isfinite(float(out[0])):
+                raise self._diverged(start_of_epoch, batches, i, steps, batch_size, n, lr, float(out[0]))
+            meter.add(i, out, hi - lo)
+            if self.stop_training:
+                break
             interrupt.check()
-        seconds = time.perf_counter() - start
-        logs = dict(zip(metric_names, (float(v) for v in sums / max(seen, 1))))
-        return logs, seconds, self.backend.calls - calls_before
+        return meter.done()
+
+    def _train_feed_epoch(self, feed: BatchFeed, bar: Any, interrupt: _DeferredInterrupt,
+                          allow_nonfinite: bool, hooks: CallbackList) -> _EpochMeter:
+        """One epoch over the batches of ``feed`` (``fit`` on an iterable of ``(x, y)`` batches).
+
+        Without ``allow_nonfinite`` the weights and optimizer state are copied
+        before every step (batches cannot be replayed), so a non-finite loss
+        leaves the model as it was before that step and the NaN trap runs on
+        that batch.
+        """
+        meter = _EpochMeter(["loss", *self.signature.metrics], len(self._tensors), bar, hooks, self.backend)
+        lr = np.array(self.learning_rate, dtype=np.float32)
+        for i, batch in enumerate(feed.epoch()):
+            meter.begin(i)
+            lr[...] = self._step_learning_rate()
+            before = None if allow_nonfinite else ([t.copy() for t in self._tensors], self.step)
+            out = self._step(batch, lr)
+            if before is not None and not math.isfinite(float(out[0])):
+                self._tensors, self.step = before
+                what = f"the loss is {float(out[0])} at epoch {self.epochs_trained + 1}, step {i + 1}"
+                if not all(t.dtype.kind != "f" or all_finite(t) for t in self._tensors):
+                    raise NonFiniteLossError(
+                        f"training diverged: {what}; the weights or optimizer state were already NaN or "
+                        "infinite before that step (an earlier update overflowed: often a learning rate "
+                        "too large)", None, ["batches from an iterable cannot be replayed: the model keeps "
+                                             "those weights; reload a checkpoint to go on"])
+                raise self._nonfinite_error(what, batch, lr, [
+                    f"the model keeps its weights from before step {i + 1} of this epoch "
+                    f"(training step {self.step + 1})"])
+            meter.add(i, out, len(batch[0]))
+            if self.stop_training:
+                break
+            interrupt.check()
+        return meter.done()
 
     def _step(self, batch: list[np.ndarray], lr: np.ndarray) -> list[np.ndarray]:
         """One training step on ``batch``: the weights and state move on; ``train_step``'s outputs."""
@@ -616,15 +697,23 @@ class Model:
             return NonFiniteLossError(f"training diverged: {what}; the weights or optimizer state were "
                                       "already NaN or infinite when the epoch began", None, notes)
         self._tensors, self.step, bad = last_finite
-        notes.insert(0, f"the model keeps its weights from before step {bad + 1} of this epoch "
-                        f"(training step {self.step + 1})")
+        notes = [f"the model keeps its weights from before step {bad + 1} of this epoch "
+                 f"(training step {self.step + 1})"]
         batch = batches.get(bad * batch_size, min((bad + 1) * batch_size, n))
         lr[...] = self._step_learning_rate()
-        op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
         if bad != index:
             what += f"; step {bad + 1}'s update made the weights NaN or infinite"
-            notes.insert(1, "an update that overflows often means a learning rate too large for "
-                            "this model and data")
+            notes.append("an update that overflows often means a learning rate too large for "
+                         "this model and data")
+        return self._nonfinite_error(what, batch, lr, notes)
+
+    def _nonfinite_error(self, what: str, batch: list[np.ndarray], lr: np.ndarray,
+                         notes: list[str]) -> NonFiniteLossError:
+        """The error for a non-finite loss, located by the NaN trap: the reference interpreter runs
+        the step on ``batch`` from the model's current (finite) weights and finds the first op
+        whose value is not finite."""
+        notes = [*notes, "to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
+        op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
         if op is None:
             return NonFiniteLossError(f"training diverged: {what}; the reference interpreter computes "
                                       "that step without a NaN or infinity (the native code's rounding "
@@ -879,7 +968,7 @@ def _format_logs(logs: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in logs.items())
 
 
-def _progress(verbose: int, n: int, epoch: int) -> Any:
+def _progress(verbose: int, n: int | None, epoch: int) -> Any:
     """A tqdm bar over the samples of one epoch (verbose=1), else None."""
     if verbose != 1:
         return None

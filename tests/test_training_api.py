@@ -261,3 +261,90 @@ def test_schedule_formulas() -> None:
     assert [ramp(s) for s in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.05])
     cycle = OneCycle(1.0, 100, pct_start=0.25, div_factor=10, final_div_factor=100)
     assert cycle(0) == pytest.approx(0.1) and cycle(24) == pytest.approx(1.0) and cycle(99) == pytest.approx(0.001)
+
+
+# --- batches from an iterable ----------------------------------------------------------------
+
+def batches_of(x, y, size: int):
+    for lo in range(0, len(x), size):
+        yield x[lo:lo + size], y[lo:lo + size]
+
+
+def test_fit_from_a_generator_equals_fit_on_the_same_batches(data) -> None:
+    x, y = data
+    arrays, fed = clf(), clf()
+    arrays.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    history = fed.fit(batches_of(x, y, 16), epochs=1, verbose=0)
+    assert fed.step == 3 and history.train_samples == 40 and history.calls_per_epoch == [3]
+    for name, w in arrays.weights.items():
+        np.testing.assert_array_equal(w, fed.weights[name])
+
+
+def test_steps_per_epoch_carries_one_generator_across_epochs(data) -> None:
+    x, y = data
+    model = clf()
+    stream = (batch for _ in range(3) for batch in batches_of(x, y, 10))   # 12 batches
+    history = model.fit(stream, epochs=4, steps_per_epoch=3, verbose=0, validation_data=(x[:8], y[:8]))
+    assert history.epoch == [0, 1, 2, 3] and model.step == 12 and len(history.history["val_loss"]) == 4
+
+
+def test_a_list_of_batches_serves_every_epoch(data) -> None:
+    x, y = data
+    model = clf()
+    model.fit(list(batches_of(x, y, 20)), epochs=3, verbose=0)
+    assert model.step == 6 and model.epochs_trained == 3
+
+
+def test_a_generator_that_runs_out_stops_training_with_a_warning(data) -> None:
+    x, y = data
+    model = clf()
+    with pytest.warns(UserWarning, match="the batches ran out at step 2 of epoch 2"):
+        history = model.fit(batches_of(x, y, 16), epochs=5, steps_per_epoch=2, verbose=0)
+    assert model.step == 3 and history.epoch == [0, 1]
+    with pytest.warns(UserWarning, match="ran out at step 1 of epoch 2"):
+        history = clf().fit(batches_of(x, y, 16), epochs=3, verbose=0)
+    assert history.epoch == [0]
+
+
+def test_a_diverging_batch_keeps_the_weights_before_it(data) -> None:
+    from runtime.model import NonFiniteLossError
+
+    x, y = data
+    model = clf()
+    huge = (x[:20] / np.abs(x[:20]).max() * np.float32(3e38)).astype(np.float32)    # finite; x @ w overflows
+    first = next(batches_of(x, y, 20))
+    with pytest.raises(NonFiniteLossError, match="the loss is (nan|inf) at epoch 1, step 2") as info:
+        model.fit(iter([first, (huge, y[:20])]), epochs=1, verbose=0)
+    assert "from before step 2 of this epoch (training step 2)" in str(info.value.render())
+    assert model.step == 1
+    after_one = clf()
+    after_one.fit(iter([first]), epochs=1, verbose=0)
+    for name, w in after_one.weights.items():
+        np.testing.assert_array_equal(w, model.weights[name])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: m.fit(x, epochs=1, verbose=0), "without y, argument 'x' must yield (x, y) batches"),
+    (lambda m, x, y: m.fit(x, y, steps_per_epoch=2, verbose=0), "steps_per_epoch is for batches from an iterable"),
+    (lambda m, x, y: m.fit(batches_of(x, y, 8), steps_per_epoch=0, verbose=0), "steps_per_epoch must be a positive integer"),
+    (lambda m, x, y: m.fit(batches_of(x, y, 8), validation_split=0.2, verbose=0), "validation_split needs arrays"),
+    (lambda m, x, y: m.fit(iter([x[:4]]), verbose=0), "batch 1 is a ndarray, not an (x, y) pair"),
+    (lambda m, x, y: m.fit(iter([(x[:4, :2], y[:4])]), verbose=0), "batch 1 input 'x': expected shape f32[N, 4], got [4, 2]"),
+    (lambda m, x, y: m.fit(iter([]), verbose=0), "the batch iterable yielded no batches"),
+])
+def test_batch_feed_misuse(data, call, message) -> None:
+    x, y = data
+    model = clf()
+    with pytest.raises(DlRuntimeError) as info:
+        call(model, x, y)
+    assert message in str(info.value) and model.step == 0
+
+
+def test_a_feed_whose_weights_overflowed_earlier_says_so(data) -> None:
+    from runtime.model import NonFiniteLossError
+
+    x, y = data
+    model = clf()
+    big = x[:20] * np.float32(1e30)
+    with pytest.raises(NonFiniteLossError, match="were already NaN or infinite before that step"):
+        model.fit(iter([(big, y[:20])] * 4), epochs=1, verbose=0, learning_rate=1e30)
