@@ -824,12 +824,25 @@ class Model:
             self.step, self.epochs_trained = 0, 0
         self._tensors = params + state
 
-    def export(self, path: str | Path) -> Path:
-        """Write ``predict`` with the current weights as an ONNX model (``.onnx``; needs the
-        ``onnx`` package); see docs/interop.md."""
-        from .interop.onnx_export import export_model
+    def export(self, path: str | Path, format: str | None = None) -> Path:
+        """Write the model in another format: the single entry to every export.
 
-        return export_model(self, as_path(path, "export: argument 'path'"))
+        ``format`` (default: from the path's suffix; a path without one is a
+        directory) is one of :data:`EXPORT_FORMATS`: ``"onnx"`` (``predict``
+        with the current weights as initializers; needs the ``onnx`` package),
+        ``"aot"`` (a directory: native object code for every function of the
+        module, see docs/runtime.md, plus ``weights.npz``), ``"safetensors"``
+        and ``"npz"`` (a checkpoint, as :meth:`save`).
+        """
+        path = as_path(path, "export: argument 'path'")
+        if format is None:
+            format = _EXPORT_SUFFIXES.get(path.suffix.lower()) if path.suffix else "aot"
+            if format is None:
+                raise ArgumentValueError(f"export: cannot tell the format of {path} from its suffix; pass "
+                                         f"format= ({', '.join(EXPORT_FORMATS)})")
+        if format not in EXPORT_FORMATS:
+            raise ArgumentValueError(f"export: unknown format {format!r} (choose from {', '.join(EXPORT_FORMATS)})")
+        return EXPORT_FORMATS[format](self, path)
 
     # -- description -------------------------------------------------------------
 
@@ -864,6 +877,45 @@ class Model:
         if print_fn is not None:
             print_fn(text)
         return text
+
+
+def _export_onnx(model: Model, path: Path) -> Path:
+    from .interop.onnx_export import export_model
+
+    return export_model(model, path)
+
+
+def _export_aot(model: Model, path: Path) -> Path:
+    """An AOT directory (:func:`runtime.load_compiled` reads it) with the weights beside the code."""
+    compiled = model.backend.compiled if isinstance(model.backend, NativeBackend) else None
+    if compiled is None:
+        compile_module = native_compiler()
+        if compile_module is None:
+            raise DlRuntimeError("export: format 'aot' needs the native code generator (runtime.compile)")
+        compiled = compile_module(model.module)
+    directory = Path(compiled.save(path))
+    model.save(directory / "weights.npz")
+    return directory
+
+
+def _checkpoint_writer(suffix: str) -> Callable[[Model, Path], Path]:
+    """A checkpoint (:meth:`Model.save`) in the format its suffix names."""
+    def write(model: Model, path: Path) -> Path:
+        if path.suffix.lower() != suffix:
+            raise ArgumentValueError(f"export: format '{suffix[1:]}' writes a {suffix} file; got {path}")
+        return model.save(path)
+    return write
+
+
+EXPORT_FORMATS: dict[str, Callable[[Model, Path], Path]] = {
+    "onnx": _export_onnx,
+    "aot": _export_aot,
+    "safetensors": _checkpoint_writer(".safetensors"),
+    "npz": _checkpoint_writer(".npz"),
+}
+"""``Model.export``'s formats: one writer each, ``(model, path) -> the path written``."""
+
+_EXPORT_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".npz": "npz"}
 
 
 def _data_spec(module: Module, sig: TrainSignature, info: dict[str, Any]) -> DataSpec:
@@ -1023,4 +1075,4 @@ def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "au
 
 
 __all__ = ["Model", "History", "load_model", "Backend", "InterpBackend", "NativeBackend", "BACKENDS",
-           "NonFiniteLossError", "first_nonfinite_op", "model_module", "model_data_spec"]
+           "NonFiniteLossError", "first_nonfinite_op", "model_module", "model_data_spec", "EXPORT_FORMATS"]

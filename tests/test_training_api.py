@@ -348,3 +348,41 @@ def test_a_feed_whose_weights_overflowed_earlier_says_so(data) -> None:
     big = x[:20] * np.float32(1e30)
     with pytest.raises(NonFiniteLossError, match="were already NaN or infinite before that step"):
         model.fit(iter([(big, y[:20])] * 4), epochs=1, verbose=0, learning_rate=1e30)
+
+
+# --- model.export: one entry for every format ---------------------------------------------------
+
+def test_export_picks_the_format_from_the_suffix(tmp_path: Path, data) -> None:
+    from runtime.checkpoint import load_checkpoint
+
+    model = clf()
+    model.fit(*data, epochs=1, verbose=0)
+    assert load_checkpoint(model.export(tmp_path / "w.npz")).step == model.step
+    pytest.importorskip("safetensors")
+    assert model.export(tmp_path / "w.safetensors").stat().st_size > 0
+    pytest.importorskip("onnx")
+    assert model.export(tmp_path / "m.onnx").read_bytes()[:2] != b""
+
+
+def test_export_aot_writes_code_and_weights_that_predict_alike(tmp_path: Path, data) -> None:
+    import runtime
+
+    x, y = data
+    model = Model(classifier_module({"name": "adam", "learning_rate": 0.1}), seed=0, backend="native")
+    model.fit(x, y, epochs=1, verbose=0)
+    folder = model.export(tmp_path / "clf")
+    loaded = runtime.load_compiled(folder)
+    weights = np.load(folder / "weights.npz")
+    args = [weights[f"param/{n}"] for n in model.param_names]
+    np.testing.assert_array_equal(np.asarray(loaded["predict"](*args, x)), model.predict(x))
+
+
+@pytest.mark.parametrize("path, fmt, message", [
+    ("m.bin", None, "m.bin from its suffix; pass format= (onnx, aot, safetensors, npz)"),
+    ("m.onnx", "tflite", "unknown format 'tflite'"),
+    ("m.bin", "safetensors", "format 'safetensors' writes a .safetensors file"),
+])
+def test_export_errors(tmp_path: Path, path: str, fmt: str | None, message: str) -> None:
+    with pytest.raises(ArgumentValueError) as info:
+        clf().export(tmp_path / path, format=fmt)
+    assert message in str(info.value)
