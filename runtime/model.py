@@ -60,6 +60,7 @@ from .feed import BatchFeed
 from .schedules import LearningRateSchedule, check_learning_rate, scheduled_rate
 
 BACKENDS = ("auto", "native", "interp")
+SUMMARY_BATCH = 32          # the batch size summary() sizes the training step's memory at
 
 
 # ---------------------------------------------------------------------------
@@ -846,10 +847,22 @@ class Model:
 
     # -- description -------------------------------------------------------------
 
-    def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
-        """A table of parameters (and non-trainable state) with shapes and counts, plus loss,
-        optimizer and metrics."""
+    def summary(self, print_fn: Callable[[str], None] | None = None) -> None:
+        """Print (with ``print_fn``, default ``print``) the table of ``str(model)``: parameters and
+        non-trainable state with shapes and counts, FLOPs per sample, the training step's
+        memory, loss, optimizer and metrics.  Returns nothing, as Keras's ``summary``, so a
+        notebook shows it once."""
         check_callable(print_fn, "summary: argument 'print_fn'")
+        (print_fn or print)(self._summary_text())
+
+    def __str__(self) -> str:
+        return self._summary_text()
+
+    def __repr__(self) -> str:
+        count = sum(t.num_elements() for _, t in self.signature.params)
+        return f"<Model '{self.name}': {count:,} parameters, step {self.step}, backend {self.backend.name}>"
+
+    def _summary_text(self, batch: int = SUMMARY_BATCH) -> str:
         rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
         state_rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.model_state]
         width = max([len("parameter")] + [len(r[0]) for r in rows + state_rows]) + 2
@@ -867,16 +880,30 @@ class Model:
         if state_rows:
             lines += [f"non-trainable state: {sum(c for *_, c in state_rows):,} "
                       "(updated by training steps, used by predict and evaluate)"]
+        lines += self._cost_lines(batch)
         lines += [f"inputs: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.inputs)}",
                   f"targets: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.targets)}",
                   f"loss: {loss.get('name', '?')}",
                   f"optimizer: {self.signature.optimizer.name}({hp})",
                   f"metrics: {', '.join(self.signature.metrics) or 'none'}",
                   f"backend: {self.backend.name}"]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        return "\n".join(lines)
+
+    def _cost_lines(self, batch: int) -> list[str]:
+        """FLOPs per sample of ``predict`` and of a training step, and the training step's memory
+        at ``batch`` samples, read from the IR (``compiler/analysis/stats.py``, as ``dlc stats``)."""
+        from compiler.analysis.stats import function_stats
+
+        forward = function_stats(self.module.get("predict"))
+        step = function_stats(self.module.get(TRAIN_STEP))
+        symbols = forward.cost.flops.symbols | step.cost.flops.symbols
+        one, none = dict.fromkeys(symbols, 1), dict.fromkeys(symbols, 0)
+        fixed = step.cost.flops.evaluate(none)           # per step, whatever the batch: the update
+        at_batch = {sym: batch for sym in step.argument_bytes.symbols | step.intermediate_bytes.symbols}
+        memory = step.argument_bytes.evaluate(at_batch) + step.peak_live_bytes(at_batch)
+        return [f"FLOPs per sample: {forward.cost.flops.evaluate(one):,} (predict); a training step "
+                f"{step.cost.flops.evaluate(one) - fixed:,} per sample + {fixed:,} per step",
+                f"training step memory at batch {batch}: {_mib(memory)} (arguments and peak live values)"]
 
 
 def _export_onnx(model: Model, path: Path) -> Path:
@@ -997,6 +1024,10 @@ def check_validation_split(value: Any, what: str) -> float:
 def split_point(n: int, fraction: float) -> int:
     """Where Keras cuts ``n`` samples for a validation fraction: the last ``n - cut`` validate."""
     return int(n * (1.0 - fraction))
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.2f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
 
 
 def _check_positive(**values: int) -> None:

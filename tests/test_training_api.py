@@ -386,3 +386,15 @@ def test_export_errors(tmp_path: Path, path: str, fmt: str | None, message: str)
     with pytest.raises(ArgumentValueError) as info:
         clf().export(tmp_path / path, format=fmt)
     assert message in str(info.value)
+
+
+def test_summary_prints_once_and_returns_nothing(capsys) -> None:
+    model = clf()
+    assert model.summary() is None
+    out = capsys.readouterr().out
+    assert out == str(model) + "\n" and out.count('Model "clf"') == 1
+    assert "FLOPs per sample: " in out and " per sample + " in out and "training step memory at batch 32: " in out
+    assert repr(model) == "<Model 'clf': 67 parameters, step 0, backend interp>"
+    lines: list[str] = []
+    model.summary(print_fn=lines.append)
+    assert lines == [str(model)]
