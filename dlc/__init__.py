@@ -15,7 +15,7 @@ the IR, passes and code generation; ``frontend_dsl``: the ``.dl`` language;
 ``runtime``: native modules, the Model API, data and the CLI).  Every name
 here is the internal one, re-exported; the submodules ``dlc.data``,
 ``dlc.callbacks`` and ``dlc.schedules`` are ``runtime.data``,
-``runtime.callbacks`` and ``runtime.schedules``.
+``runtime.callbacks`` and ``compiler.schedules``.
 """
 
 from compiler import __version__

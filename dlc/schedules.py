@@ -1,4 +1,4 @@
-"""``dlc.schedules``: the public name of :mod:`runtime.schedules` (the same objects)."""
+"""``dlc.schedules``: the public name of :mod:`compiler.schedules` (the same objects)."""
 
-from runtime.schedules import *  # noqa: F403
-from runtime.schedules import __all__  # noqa: F401
+from compiler.schedules import *  # noqa: F403
+from compiler.schedules import __all__  # noqa: F401

@@ -400,7 +400,7 @@ class LearningRateScheduler(Callback):
         _check_constant_rate(self.trained, "LearningRateScheduler")
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        from .schedules import check_learning_rate
+        from compiler.schedules import check_learning_rate
 
         model = self.trained
         value = self.schedule(epoch, float(model.learning_rate))

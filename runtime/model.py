@@ -37,6 +37,7 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Function, Module, Op
+from compiler.schedules import LearningRateSchedule, check_learning_rate, schedule_from_spec, scheduled_rate
 from compiler.train_step import (
     TRAIN_STEP,
     TrainSignature,
@@ -57,7 +58,6 @@ from .callbacks import Callback, CallbackList, LambdaCallback
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 from .feed import BatchFeed
-from .schedules import LearningRateSchedule, check_learning_rate, scheduled_rate
 
 BACKENDS = ("auto", "native", "interp")
 SUMMARY_BATCH = 32          # the batch size summary() sizes the training step's memory at
@@ -347,7 +347,9 @@ class Model:
         self.step = 0
         self.epochs_trained = 0
         self.history: History | None = None
-        self.lr_schedule: LearningRateSchedule | None = None    # fit(learning_rate=schedule)
+        # fit(learning_rate=schedule), or the .dl optimizer line's (adam(lr=cosine(...)))
+        spec = info.get("lr_schedule")
+        self.lr_schedule: LearningRateSchedule | None = schedule_from_spec(spec) if spec else None
         self.stop_training = False        # set by a callback: fit ends after the current step
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+import compiler.schedules
 import dlc
 import runtime
 import runtime.callbacks
 import runtime.data
-import runtime.schedules
 from runtime.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def test_dlc_re_exports_the_runtime() -> None:
     assert dlc.load_model is runtime.load_model and dlc.compile is runtime.compile
     assert dlc.data.load_mnist is runtime.data.load_mnist
     assert dlc.callbacks.EarlyStopping is runtime.callbacks.EarlyStopping
-    assert dlc.schedules.CosineDecay is runtime.schedules.CosineDecay
+    assert dlc.schedules.CosineDecay is compiler.schedules.CosineDecay
     assert issubclass(dlc.DlRuntimeError, dlc.DlError) and isinstance(dlc.__version__, str)
     from dlc.callbacks import ModelCheckpoint  # the Keras-style import line works
     assert ModelCheckpoint is runtime.callbacks.ModelCheckpoint

@@ -28,6 +28,7 @@ FLOORS: list[tuple[str, int, str]] = [
     ("compiler.metrics", 4, "model-parts"),
     ("compiler.optimizers", 4, "model-parts"),
     ("compiler.initializers", 4, "model-parts"),
+    ("compiler.schedules", 4, "model-parts"),
     ("compiler.checking", 5, "checking"),
     ("compiler.train_step", 5, "training"),
     ("compiler.analysis", 6, "analysis"),

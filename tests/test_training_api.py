@@ -12,6 +12,7 @@ import pytest
 from test_training_models import blobs, classifier_module
 
 from compiler.diagnostics import ArgumentTypeError, ArgumentValueError, DlRuntimeError
+from compiler.schedules import CosineDecay, ExponentialDecay, LinearWarmup, OneCycle, PiecewiseConstantDecay
 from runtime.callbacks import (
     Callback,
     CSVLogger,
@@ -23,7 +24,6 @@ from runtime.callbacks import (
     TerminateOnNaN,
 )
 from runtime.model import Model
-from runtime.schedules import CosineDecay, ExponentialDecay, LinearWarmup, OneCycle, PiecewiseConstantDecay
 
 
 def clf(seed: int = 0) -> Model:
@@ -220,7 +220,7 @@ def test_csv_logger_and_terminate_on_nan(tmp_path: Path, data) -> None:
     ({"callbacks": [EarlyStopping()]}, "EarlyStopping monitors 'val_loss', which fit does not log (it logs: loss, accuracy); validate"),
     ({"callbacks": [ReduceLROnPlateau(monitor="loss")], "learning_rate": CosineDecay(0.1, 10)},
      "ReduceLROnPlateau sets the learning rate, but fit's learning_rate is a schedule"),
-    ({"learning_rate": lambda step: 0.1}, "must be a positive number or a runtime.schedules schedule"),
+    ({"learning_rate": lambda step: 0.1}, "must be a positive number or a dlc.schedules schedule"),
     ({"learning_rate": -1.0}, "'learning_rate' must be a positive number, got -1.0"),
 ])
 def test_callback_and_schedule_misuse(data, kwargs, message) -> None:
@@ -398,3 +398,52 @@ def test_summary_prints_once_and_returns_nothing(capsys) -> None:
     lines: list[str] = []
     model.summary(print_fn=lines.append)
     assert lines == [str(model)]
+
+
+# --- schedules in the .dl optimizer line ---------------------------------------------------
+
+SCHEDULED = """model sched {{
+    input x: f32[N, 1]
+    target y: f32[N, 1]
+    param w: f32[1, 1] = zeros
+    param b: f32[1] = zeros
+    output pred = x @ w + b
+    loss mse(pred, y)
+    optimizer sgd(lr={lr})
+}}
+"""
+
+
+def scheduled(tmp_path: Path, lr: str) -> Path:
+    path = tmp_path / "sched.dl"
+    path.write_text(SCHEDULED.format(lr=lr))
+    return path
+
+
+def test_a_schedule_in_the_optimizer_line(tmp_path: Path) -> None:
+    from runtime.model import load_model
+
+    model = load_model(scheduled(tmp_path, "warmup(0.1, 2, after=cosine(0.1, decay_steps=4))"), backend="interp")
+    seen = step_rates(model)
+    x = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
+    model.fit(x, 2 * x, epochs=2, batch_size=10, verbose=0)
+    cosine = [0.1 * 0.5 * (1 + np.cos(np.pi * min(s, 4) / 4)) for s in range(6)]
+    assert seen == pytest.approx([0.05, 0.1, *cosine], abs=1e-8)
+    model.fit(x, 2 * x, epochs=1, batch_size=10, verbose=0, learning_rate=0.01)     # a number replaces it
+    assert model.lr_schedule is None and seen[-4:] == pytest.approx([0.01] * 4)
+
+
+@pytest.mark.parametrize("lr, message, column", [
+    ("cosine(0.1, decay_steps=0)", "schedule 'cosine': CosineDecay: decay_steps must be a positive integer, got 0", 22),
+    ("cosine(0.1, decay=10)", "unknown argument 'decay' for schedule 'cosine' (arguments: initial_learning_rate, decay_steps", 34),
+    ("cosine(0.1)", "schedule 'cosine': missing a required argument: 'decay_steps'", 22),
+    ("exponential(0.1, 10, 0.5, true, 7)", "too many arguments to schedule 'exponential'", 54),
+])
+def test_schedule_errors_point_at_the_line(tmp_path: Path, lr: str, message: str, column: int) -> None:
+    from compiler.diagnostics import DlError
+    from runtime.model import load_model
+
+    with pytest.raises(DlError) as info:
+        load_model(scheduled(tmp_path, lr), backend="interp")
+    text = info.value.render()
+    assert message in text and f"sched.dl:8:{column}:" in text, text

@@ -174,9 +174,10 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or data.batch_size or DEFAULT_BATCH_SIZE
     say = _printer(args.quiet)
     resumed = f" from epoch {model.epochs_trained + 1} (step {model.step})" if args.resume else ""
+    schedule = f" ({model.lr_schedule!r})" if model.lr_schedule is not None and args.lr is None else ""
     say(f"training {model.name} on {data.name} ({data.train_samples} samples): {_count(epochs, 'epoch')}"
-        f"{resumed}, batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}, "
-        f"backend {model.backend.name}")
+        f"{resumed}, batch {batch_size}, {model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}"
+        f"{schedule}, backend {model.backend.name}")
     callbacks = training_callbacks(args, validation is not None or args.validation_split > 0)
     try:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,

@@ -169,8 +169,8 @@ def _cosine_anneal(start: float, end: float, fraction: float) -> float:
     return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1.0)
 
 
-# The names of the .dl optimizer line (``adam(lr=cosine(1e-3, decay_steps=1000))``) and of
-# ``--lr-schedule``: one constructor each.
+# The names of the .dl optimizer line (``adam(lr=cosine(1e-3, decay_steps=1000))``): one
+# constructor each.
 SCHEDULES: dict[str, type[LearningRateSchedule]] = {
     "exponential": ExponentialDecay,
     "step": PiecewiseConstantDecay,
@@ -180,12 +180,28 @@ SCHEDULES: dict[str, type[LearningRateSchedule]] = {
 }
 
 
+def schedule_spec(schedule: LearningRateSchedule) -> dict[str, Any]:
+    """``schedule`` as plain data (its name in :data:`SCHEDULES` and its arguments), as the
+    ``.dl`` optimizer line stores it in the model's attributes."""
+    names = {cls: name for name, cls in SCHEDULES.items()}
+    if type(schedule) not in names:
+        raise ArgumentTypeError(f"{type(schedule).__name__} is not one of the named schedules ({', '.join(SCHEDULES)})")
+    return {"name": names[type(schedule)],
+            **{k: schedule_spec(v) if isinstance(v, LearningRateSchedule) else v for k, v in vars(schedule).items()}}
+
+
+def schedule_from_spec(spec: dict[str, Any]) -> LearningRateSchedule:
+    """The schedule :func:`schedule_spec` describes."""
+    args = {k: schedule_from_spec(v) if isinstance(v, dict) else v for k, v in spec.items() if k != "name"}
+    return SCHEDULES[spec["name"]](**args)
+
+
 def check_learning_rate(value: Any, what: str) -> float | LearningRateSchedule:
     """A positive finite number (a constant rate) or a schedule; else a clear error."""
     if isinstance(value, LearningRateSchedule):
         return value
     if callable(value):
-        raise ArgumentTypeError(f"{what} must be a positive number or a runtime.schedules schedule "
+        raise ArgumentTypeError(f"{what} must be a positive number or a dlc.schedules schedule "
                                 f"(a function of the step: subclass LearningRateSchedule), "
                                 f"got {type(value).__name__}")
     try:
@@ -211,4 +227,5 @@ def scheduled_rate(schedule: LearningRateSchedule, step: int) -> float:
 
 
 __all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "CosineDecay",
-           "LinearWarmup", "OneCycle", "SCHEDULES", "check_learning_rate", "scheduled_rate"]
+           "LinearWarmup", "OneCycle", "SCHEDULES", "check_learning_rate", "scheduled_rate", "schedule_spec",
+           "schedule_from_spec"]
