@@ -20,8 +20,15 @@ gradient, ``lr`` the learning rate and ``t`` the 1-based step count:
 - **adam**: ``alpha = lr·sqrt(1 − beta_2^t) / (1 − beta_1^t)``,
   ``m += (g − m)·(1 − beta_1)``, ``v += (g² − v)·(1 − beta_2)``,
   ``p -= alpha·m / (sqrt(v) + epsilon)`` (epsilon *outside* the root).
-- **adamw**: first the decoupled decay ``p -= p·weight_decay·lr``, then the
-  Adam update of the decayed ``p``.
+- **adamw**: Adam with ``weight_decay`` 0.004 by default.
+
+Every optimizer also takes Keras's base-optimizer options
+(:data:`COMMON_HYPERPARAMS`, off unless given): ``weight_decay`` (decoupled:
+``p -= p·weight_decay·lr`` before the update), and one of ``clipnorm``
+(each gradient scaled to at most that L2 norm: ``g·c / max(‖g‖, c)``),
+``global_clipnorm`` (every gradient scaled by ``c / max(‖all g‖, c)``) or
+``clipvalue`` (each element clipped to ``[−c, c]``), applied to the
+gradients first (:func:`clip_gradients`, :func:`decay_weight`).
 
 State tensors are named ``<optimizer>.<slot>.<param>`` (one per parameter and
 slot, the parameter's type, starting at zero), e.g.
@@ -66,17 +73,27 @@ class OptimizerDef:
     shared_slots: dict[str, TensorType] = field(default_factory=dict)
 
     def resolve(self, given: dict[str, float | bool]) -> dict[str, float | bool]:
-        """Hyperparameters with aliases applied and defaults filled.
+        """Hyperparameters with aliases applied and defaults filled (the common options
+        only when given).
 
         Raises ``KeyError`` naming an unknown hyperparameter.
         """
         out = dict(self.hyperparams)
         for key, value in given.items():
             key = self.aliases.get(key, key)
-            if key not in self.hyperparams:
+            if self.default(key) is None:
                 raise KeyError(key)
             out[key] = value
         return out
+
+    def default(self, key: str) -> float | bool | None:
+        """The default of hyperparameter ``key`` (an alias is resolved), None if it has none."""
+        key = self.aliases.get(key, key)
+        return self.hyperparams.get(key, COMMON_HYPERPARAMS.get(key))
+
+    def names(self) -> list[str]:
+        """Every hyperparameter this optimizer takes: its own, then the common options."""
+        return [*self.hyperparams, *(k for k in COMMON_HYPERPARAMS if k not in self.hyperparams)]
 
     def check(self, key: str, value: float | bool) -> str | None:
         """Why ``value`` is not a valid setting of hyperparameter ``key``, or None if it is.
@@ -84,7 +101,7 @@ class OptimizerDef:
         ``key`` may be an alias (``lr``).  Ranges: :data:`HYPERPARAM_RANGES`.
         """
         key = self.aliases.get(key, key)
-        if isinstance(self.hyperparams.get(key), bool):
+        if isinstance(self.default(key), bool):
             return None if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{key} must be a number, got {value!r}"
@@ -118,7 +135,53 @@ HYPERPARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "beta_2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "epsilon": (lambda v: v >= 0, "a number >= 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "clipnorm": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "global_clipnorm": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "clipvalue": (lambda v: v >= 0, "a number >= 0 (0: off)"),
 }
+
+# Keras's base-optimizer options, which every optimizer takes; 0 is off.
+COMMON_HYPERPARAMS: dict[str, float | bool] = {
+    "weight_decay": 0.0, "clipnorm": 0.0, "global_clipnorm": 0.0, "clipvalue": 0.0,
+}
+CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+def clipping_problem(hp: Hyperparams) -> str | None:
+    """Why these hyperparameters cannot be used together (Keras: one kind of clipping)."""
+    given = [k for k in CLIPPING if float(hp.get(k, 0.0)) > 0]
+    return None if len(given) <= 1 else f"give one of {', '.join(CLIPPING)}, not {' and '.join(given)}"
+
+
+def clip_gradients(b: Builder, hp: Hyperparams, grads: list[Value]) -> list[Value]:
+    """The gradients after the clipping ``hp`` asks for (Keras 3's ``_clip_gradients``)."""
+    clipnorm, global_clipnorm = float(hp.get("clipnorm", 0.0)), float(hp.get("global_clipnorm", 0.0))
+    clipvalue = float(hp.get("clipvalue", 0.0))
+    if clipnorm > 0:                                   # g·c / max(‖g‖, c), each tensor
+        return [_scale_to_norm(b, g, b.sqrt(b.sum(b.square(g))), clipnorm) for g in grads]
+    if global_clipnorm > 0 and grads:                  # g·c / max(‖(g₁, g₂, ...)‖, c)
+        squares = [b.sum(b.square(g)) for g in grads]
+        total = squares[0]
+        for sq in squares[1:]:
+            total = b.add(total, sq if sq.type.dtype == total.type.dtype else b.cast(sq, dtype=total.type.dtype))
+        norm = b.sqrt(total)
+        return [_scale_to_norm(b, g, norm if norm.type.dtype == g.type.dtype else b.cast(norm, dtype=g.type.dtype),
+                               global_clipnorm) for g in grads]
+    if clipvalue > 0:                                  # min(max(g, −c), c)
+        return [b.minimum(b.maximum(g, _const(b, -clipvalue, g)), _const(b, clipvalue, g)) for g in grads]
+    return grads
+
+
+def _scale_to_norm(b: Builder, g: Value, norm: Value, c: float) -> Value:
+    return b.div(b.mul(g, _const(b, c, g)), b.maximum(norm, _const(b, c, norm)))
+
+
+def decay_weight(b: Builder, hp: Hyperparams, lr: Value, p: Value) -> Value:
+    """``p − p·weight_decay·lr`` (decoupled weight decay, before the update), or ``p``."""
+    wd = float(hp.get("weight_decay", 0.0))
+    if wd == 0 or not p.type.dtype.is_float:
+        return p
+    return b.sub(p, b.mul(b.mul(p, _const(b, wd, p)), _lr_for(b, lr, p)))
 
 OPTIMIZERS: dict[str, OptimizerDef] = {
     o.name: o for o in [
@@ -249,8 +312,4 @@ adamw.shared_slots = {"iterations": ITERATIONS}
 adamw.def_prepare(_adam_prepare)
 
 
-@adamw.def_update
-def _adamw_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
-                  p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
-    decay = b.mul(b.mul(p, _const(b, float(hp["weight_decay"]), p)), _lr_for(b, lr, p))
-    return _adam_moments(b, hp, shared["alpha"], b.sub(p, decay), g, slots)  # p −= p·wd·lr first
+adamw.def_update(_adam_update)      # the decay is every optimizer's (decay_weight), 0.004 by default

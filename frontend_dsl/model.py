@@ -35,7 +35,7 @@ from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module, Op, Value
 from compiler.ir.types import DType, TensorType
 from compiler.metrics import METRICS
-from compiler.optimizers import OPTIMIZERS
+from compiler.optimizers import OPTIMIZERS, clipping_problem
 from compiler.schedules import SCHEDULES, schedule_from_spec, schedule_spec
 
 from . import ast
@@ -275,8 +275,8 @@ class ModelLowering:
         given: dict[str, float | bool] = {}
         for kw in kwargs:
             key = opt.aliases.get(kw.name, kw.name)
-            if key not in opt.hyperparams:
-                known = [*opt.hyperparams, *opt.aliases]
+            if opt.default(key) is None:
+                known = [*opt.names(), *opt.aliases]
                 raise DlTypeError(f"unknown hyperparameter '{kw.name}' for optimizer '{name}' "
                                   f"(hyperparameters: {', '.join(_hyperparam_names(opt))})", kw.span,
                                   notes=did_you_mean(kw.name, known))
@@ -284,13 +284,17 @@ class ModelLowering:
                 self.state.lr_schedule = self.lr_schedule(kw.value)
                 given[kw.name] = schedule_from_spec(self.state.lr_schedule)(0)     # the first step's rate
                 continue
-            kind = "bool" if isinstance(opt.hyperparams[key], bool) else "float"
+            kind = "bool" if isinstance(opt.default(key), bool) else "float"
             given[kw.name] = convert_attr(self.body.const(kw.value), kind,
                                           f"hyperparameter '{kw.name}' of '{name}'", kw.value.span, set())
             problem = opt.check(kw.name, given[kw.name])
             if problem is not None:
                 raise DlTypeError(f"optimizer '{name}': {problem}", kw.value.span)
-        return {"name": name, **opt.resolve(given)}
+        resolved = opt.resolve(given)
+        problem = clipping_problem(resolved)
+        if problem is not None:
+            raise DlTypeError(f"optimizer '{name}': {problem}", expr.span)
+        return {"name": name, **resolved}
 
     def lr_schedule(self, call: ast.Call) -> dict[str, Any]:
         """``cosine(1e-3, decay_steps=1000)`` in an optimizer's ``lr=``: the schedule of
@@ -435,7 +439,7 @@ def _default_init(t: TensorType) -> dict[str, Any]:
 
 def _hyperparam_names(opt: Any) -> list[str]:
     inverse = {v: k for k, v in opt.aliases.items()}
-    return [f"{k} ({inverse[k]})" if k in inverse else k for k in opt.hyperparams]
+    return [f"{k} ({inverse[k]})" if k in inverse else k for k in opt.names()]
 
 
 def _parameters_used(ops: list[Op], value: Value) -> set[Value]:

@@ -1038,17 +1038,6 @@ def _check_positive(**values: int) -> None:
             raise DlRuntimeError(f"{key} must be a positive integer, got {value!r}")
 
 
-def _check_learning_rate(value: Any) -> float:
-    """``value`` as a float if it is a finite, positive number; else a :class:`DlRuntimeError`."""
-    try:
-        lr = float(value)
-    except (TypeError, ValueError):
-        raise DlRuntimeError(f"learning_rate must be a positive number, got {value!r}") from None
-    if not (math.isfinite(lr) and lr > 0):
-        raise DlRuntimeError(f"learning_rate must be a positive number, got {value!r}")
-    return lr
-
-
 def _format_logs(logs: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in logs.items())
 

@@ -65,11 +65,26 @@ def np_adam(hp, p, g, s, lr, t):
     return p - alpha * m / (np.sqrt(v) + hp["epsilon"]), {"momentum": m, "velocity": v}
 
 
-def np_adamw(hp, p, g, s, lr, t):
-    return np_adam(hp, p - p * hp["weight_decay"] * lr, g, s, lr, t)
+NUMPY_RULES = {"sgd": np_sgd, "rmsprop": np_rmsprop, "adam": np_adam, "adamw": np_adam}
 
 
-NUMPY_RULES = {"sgd": np_sgd, "rmsprop": np_rmsprop, "adam": np_adam, "adamw": np_adamw}
+def np_clip(hp, grads):
+    """Keras 3's _clip_gradients: clipnorm per tensor, global_clipnorm over all, clipvalue elementwise."""
+    if hp.get("clipnorm", 0) > 0:
+        c = hp["clipnorm"]
+        return {k: g * c / max(np.sqrt((g * g).sum()), c) for k, g in grads.items()}
+    if hp.get("global_clipnorm", 0) > 0:
+        c = hp["global_clipnorm"]
+        norm = np.sqrt(sum((g * g).sum() for g in grads.values()))
+        return {k: g * c / max(norm, c) for k, g in grads.items()}
+    if hp.get("clipvalue", 0) > 0:
+        return {k: np.clip(g, -hp["clipvalue"], hp["clipvalue"]) for k, g in grads.items()}
+    return grads
+
+
+def np_step(name, hp, p, g, s, lr, t):
+    """Keras 3's order: (clipped gradients), decoupled weight decay, then the optimizer's rule."""
+    return NUMPY_RULES[name](hp, p - p * hp.get("weight_decay", 0.0) * lr, g, s, lr, t)
 
 CASES = [
     {"name": "sgd"},
@@ -84,6 +99,12 @@ CASES = [
     {"name": "adam", "beta_1": 0.5, "beta_2": 0.75, "epsilon": 1e-2},
     {"name": "adamw"},
     {"name": "adamw", "weight_decay": 0.1, "beta_1": 0.8},
+    {"name": "sgd", "weight_decay": 0.5},
+    {"name": "rmsprop", "weight_decay": 0.2, "momentum": 0.5},
+    {"name": "sgd", "clipvalue": 0.05},
+    {"name": "adam", "clipnorm": 0.1},
+    {"name": "sgd", "momentum": 0.9, "global_clipnorm": 0.1},
+    {"name": "adamw", "global_clipnorm": 0.1, "weight_decay": 0.3},
 ]
 
 
@@ -112,9 +133,10 @@ def test_three_steps_match_numpy(case: dict) -> None:
 
         loss, grads = mse_grads(ref[KERNEL], ref[BIAS], x.astype(np.float64), y.astype(np.float64))
         np.testing.assert_allclose(out[0], loss, rtol=1e-5)
+        grads = np_clip(hp, grads)
         for pname in (KERNEL, BIAS):
             state = {slot: ref[opt.slot_name(slot, pname)] for slot in slots}
-            ref[pname], new_state = NUMPY_RULES[case["name"]](hp, ref[pname], grads[pname], state, lr, t)
+            ref[pname], new_state = np_step(case["name"], hp, ref[pname], grads[pname], state, lr, t)
             assert set(new_state) == set(slots)
             ref.update({opt.slot_name(slot, pname): v for slot, v in new_state.items()})
         for name, value in tensors.items():
