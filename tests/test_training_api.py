@@ -460,3 +460,47 @@ def test_clipping_and_weight_decay_compile_natively_as_interpreted() -> None:
             m.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
         for name, w in models[0].weights.items():
             np.testing.assert_allclose(w, models[1].weights[name], rtol=1e-5, atol=1e-6, err_msg=str(optimizer))
+
+
+# --- evaluate --report ------------------------------------------------------------------------
+
+def test_classification_report_by_hand() -> None:
+    from runtime.report import classification_report, roc_auc
+
+    scores = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])
+    labels = np.array([0, 1, 1, 2])
+    r = classification_report(scores, labels, top_k=2)
+    assert r["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert r["precision"] == [0.5, 1.0, 1.0] and r["recall"] == [1.0, 0.5, 1.0]
+    assert r["f1"] == pytest.approx([2 / 3, 2 / 3, 1.0]) and r["accuracy"] == 0.75
+    assert r["top_2_accuracy"] == 1.0 and r["support"] == [1, 2, 1]
+    # AUC: positives 0.9, 0.4 against negatives 0.4, 0.1 -> (1 + 1 + 0.5 + 1) / 4
+    assert roc_auc(np.array([0.9, 0.4, 0.4, 0.1]), np.array([True, True, False, False])) == 0.875
+    b = classification_report(np.array([[0.9], [0.4], [0.6], [0.1]]), np.array([1, 1, 0, 0]))
+    assert b["confusion_matrix"] == [[1, 1], [1, 1]] and b["precision"] == 0.5 and b["auc"] == 0.75
+    assert classification_report(np.array([0.9, 0.8]), np.array([1, 1]))["auc"] is None
+
+
+def test_evaluate_report_from_the_command_line(tmp_path: Path, capsys) -> None:
+    import json
+
+    from runtime.cli import main
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    weights, out = tmp_path / "w.npz", tmp_path / "m.json"
+    assert main(["train", str(examples / "student_pass.dl"), "--backend", "interp", "--quiet", "--epochs", "3",
+                 "--save", str(weights)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(examples / "student_pass.dl"), "--weights", str(weights), "--backend", "interp",
+                 "--report", "--metrics-out", str(out)]) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())["report"]
+    assert "confusion matrix (rows: true class, columns: predicted):" in text and "auc=" in text
+    assert report["kind"] == "binary" and sum(map(sum, report["confusion_matrix"])) == 200
+    assert report["accuracy"] == pytest.approx(json.loads(out.read_text())["accuracy"], abs=1e-6)
+    from runtime.commands.evaluate import classification
+    from runtime.model import load_model
+
+    regression = load_model(examples / "linear_regression.dl", backend="interp")
+    with pytest.raises(DlRuntimeError, match="--report is for classifiers; model 'linear_regression' has loss 'mse'"):
+        classification(regression, np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32), 32)
