@@ -21,6 +21,9 @@ gradient, ``lr`` the learning rate and ``t`` the 1-based step count:
   ``m += (g − m)·(1 − beta_1)``, ``v += (g² − v)·(1 − beta_2)``,
   ``p -= alpha·m / (sqrt(v) + epsilon)`` (epsilon *outside* the root).
 - **adamw**: Adam with ``weight_decay`` 0.004 by default.
+- **adagrad** (accumulators start at ``initial_accumulator_value``),
+  **adadelta**, **adamax**, **lion**: Keras 3's rules, written out by each
+  update rule below and in docs/training.md.
 
 Every optimizer also takes Keras's base-optimizer options
 (:data:`COMMON_HYPERPARAMS`, off unless given): ``weight_decay`` (decoupled:
@@ -71,6 +74,8 @@ class OptimizerDef:
     prepare: PrepareRule | None = None
     slots: Callable[[Hyperparams], list[str]] = lambda hp: []
     shared_slots: dict[str, TensorType] = field(default_factory=dict)
+    # starting values of slots that do not start at zero (Adagrad's accumulator)
+    slot_init: Callable[[Hyperparams], dict[str, float]] = lambda hp: {}
 
     def resolve(self, given: dict[str, float | bool]) -> dict[str, float | bool]:
         """Hyperparameters with aliases applied and defaults filled (the common options
@@ -135,6 +140,7 @@ HYPERPARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "beta_2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "epsilon": (lambda v: v >= 0, "a number >= 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "initial_accumulator_value": (lambda v: v >= 0, "a number >= 0"),
     "clipnorm": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "global_clipnorm": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "clipvalue": (lambda v: v >= 0, "a number >= 0 (0: off)"),
@@ -196,6 +202,14 @@ OPTIMIZERS: dict[str, OptimizerDef] = {
         OptimizerDef("adamw", {"learning_rate": 0.001, "weight_decay": 0.004, "beta_1": 0.9,
                                "beta_2": 0.999, "epsilon": 1e-7},
                      "AdamW: Adam with decoupled weight decay."),
+        OptimizerDef("adagrad", {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+                     "Adagrad: divide by the root of the sum of all squared gradients so far."),
+        OptimizerDef("adadelta", {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
+                     "Adadelta: steps scaled by running RMS of updates over running RMS of gradients."),
+        OptimizerDef("adamax", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                     "Adamax: Adam with the infinity norm in place of the second moment."),
+        OptimizerDef("lion", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99},
+                     "Lion: the sign of an interpolated momentum."),
     ]
 }
 
@@ -313,3 +327,76 @@ adamw.def_prepare(_adam_prepare)
 
 
 adamw.def_update(_adam_update)      # the decay is every optimizer's (decay_weight), 0.004 by default
+
+
+# ---------------------------------------------------------------------------
+# Adagrad, Adadelta, Adamax, Lion (Keras 3)
+
+adagrad = OPTIMIZERS["adagrad"]
+adagrad.slots = lambda hp: ["accumulator"]
+adagrad.slot_init = lambda hp: {"accumulator": float(hp["initial_accumulator_value"])}
+
+
+@adagrad.def_update
+def _adagrad_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                    p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    acc = b.add(slots["accumulator"], b.square(g))                                   # acc += g²
+    step = b.div(b.mul(_lr_for(b, lr, p), g), b.sqrt(b.add(acc, _const(b, float(hp["epsilon"]), p))))
+    return b.sub(p, step), {"accumulator": acc}                                      # p − lr·g / sqrt(acc + ε)
+
+
+adadelta = OPTIMIZERS["adadelta"]
+adadelta.slots = lambda hp: ["accumulated_grad", "accumulated_delta_var"]
+
+
+@adadelta.def_update
+def _adadelta_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                     p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    rho, eps = float(hp["rho"]), _const(b, float(hp["epsilon"]), p)
+    acc_g = b.add(b.mul(_const(b, rho, p), slots["accumulated_grad"]),
+                  b.mul(_const(b, 1.0 - rho, p), b.square(g)))                        # a_g = ρ·a_g + (1 − ρ)·g²
+    delta = b.neg(b.div(b.mul(b.sqrt(b.add(slots["accumulated_delta_var"], eps)), g),
+                        b.sqrt(b.add(acc_g, eps))))                                  # δ = −rms(a_δ)·g / rms(a_g)
+    acc_d = b.add(b.mul(_const(b, rho, p), slots["accumulated_delta_var"]),
+                  b.mul(_const(b, 1.0 - rho, p), b.square(delta)))                    # a_δ = ρ·a_δ + (1 − ρ)·δ²
+    return b.add(p, b.mul(_lr_for(b, lr, p), delta)), {"accumulated_grad": acc_g, "accumulated_delta_var": acc_d}
+
+
+adamax = OPTIMIZERS["adamax"]
+adamax.slots = lambda hp: ["momentum", "norm"]
+adamax.shared_slots = {"iterations": ITERATIONS}
+
+
+@adamax.def_prepare
+def _adamax_prepare(b: Builder, hp: Hyperparams, lr: Value,
+                    shared: dict[str, Value]) -> tuple[dict[str, Value], dict[str, Value]]:
+    """t = iterations + 1;  step size lr / (1 − beta_1^t)."""
+    it = b.add(shared["iterations"], b.scalar_like(1, shared["iterations"]))
+    t = b.cast(it, dtype=lr.type.dtype)
+    correction = b.sub(_const(b, 1.0, lr), b.pow(_const(b, float(hp["beta_1"]), lr), t))
+    return {"iterations": it}, {"alpha": b.div(lr, correction)}
+
+
+@adamax.def_update
+def _adamax_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                   p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    m = b.add(slots["momentum"], b.mul(b.sub(g, slots["momentum"]),
+                                        _const(b, 1.0 - float(hp["beta_1"]), p)))     # m += (g − m)(1 − β1)
+    u = b.maximum(b.mul(_const(b, float(hp["beta_2"]), p), slots["norm"]), b.abs(g))  # u = max(β2·u, |g|)
+    alpha = shared["alpha"] if shared["alpha"].type.dtype == p.type.dtype else b.cast(shared["alpha"],
+                                                                                       dtype=p.type.dtype)
+    step = b.div(b.mul(alpha, m), b.add(u, _const(b, float(hp["epsilon"]), p)))
+    return b.sub(p, step), {"momentum": m, "norm": u}                  # p − lr·m / ((1 − β1^t)(u + ε))
+
+
+lion = OPTIMIZERS["lion"]
+lion.slots = lambda hp: ["momentum"]
+
+
+@lion.def_update
+def _lion_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                 p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    b1, b2, m = float(hp["beta_1"]), float(hp["beta_2"]), slots["momentum"]
+    direction = b.sign(b.add(b.mul(m, _const(b, b1, p)), b.mul(g, _const(b, 1.0 - b1, p))))
+    new_m = b.add(b.mul(m, _const(b, b2, p)), b.mul(g, _const(b, 1.0 - b2, p)))       # m = β2·m + (1 − β2)·g
+    return b.sub(p, b.mul(_lr_for(b, lr, p), direction)), {"momentum": new_m}  # p − lr·sign(β1·m + (1 − β1)·g)

@@ -94,8 +94,11 @@ class TrainSignature:
                 + [f"new.{s.name}" for s in self.state] + list(self.metrics))
 
     def initial_state(self) -> dict[str, np.ndarray]:
-        """Every optimizer state tensor at its starting value (zeros), C-contiguous."""
-        return {s.name: np.zeros(s.type.concrete_shape({}), dtype=s.type.dtype.np) for s in self.state}
+        """Every optimizer state tensor at its starting value (zero, or the optimizer's
+        ``slot_init``: Adagrad's accumulator), C-contiguous."""
+        init = self.optimizer.slot_init(self.hyperparams)
+        return {s.name: np.full(s.type.concrete_shape({}), init.get(s.slot, 0), dtype=s.type.dtype.np)
+                for s in self.state}
 
 
 def model_info(module: Module, loc: Location | None = None) -> dict[str, Any]:

@@ -65,7 +65,32 @@ def np_adam(hp, p, g, s, lr, t):
     return p - alpha * m / (np.sqrt(v) + hp["epsilon"]), {"momentum": m, "velocity": v}
 
 
-NUMPY_RULES = {"sgd": np_sgd, "rmsprop": np_rmsprop, "adam": np_adam, "adamw": np_adam}
+def np_adagrad(hp, p, g, s, lr, t):
+    acc = s["accumulator"] + g * g
+    return p - lr * g / np.sqrt(acc + hp["epsilon"]), {"accumulator": acc}
+
+
+def np_adadelta(hp, p, g, s, lr, t):
+    rho, eps = hp["rho"], hp["epsilon"]
+    acc_g = rho * s["accumulated_grad"] + (1 - rho) * g * g
+    delta = -np.sqrt(s["accumulated_delta_var"] + eps) * g / np.sqrt(acc_g + eps)
+    acc_d = rho * s["accumulated_delta_var"] + (1 - rho) * delta * delta
+    return p + lr * delta, {"accumulated_grad": acc_g, "accumulated_delta_var": acc_d}
+
+
+def np_adamax(hp, p, g, s, lr, t):
+    m = s["momentum"] + (g - s["momentum"]) * (1 - hp["beta_1"])
+    u = np.maximum(hp["beta_2"] * s["norm"], np.abs(g))
+    return p - lr * m / ((1 - hp["beta_1"] ** t) * (u + hp["epsilon"])), {"momentum": m, "norm": u}
+
+
+def np_lion(hp, p, g, s, lr, t):
+    b1, b2, m = hp["beta_1"], hp["beta_2"], s["momentum"]
+    return p - lr * np.sign(m * b1 + g * (1 - b1)), {"momentum": m * b2 + g * (1 - b2)}
+
+
+NUMPY_RULES = {"sgd": np_sgd, "rmsprop": np_rmsprop, "adam": np_adam, "adamw": np_adam, "adagrad": np_adagrad,
+               "adadelta": np_adadelta, "adamax": np_adamax, "lion": np_lion}
 
 
 def np_clip(hp, grads):
@@ -105,6 +130,14 @@ CASES = [
     {"name": "adam", "clipnorm": 0.1},
     {"name": "sgd", "momentum": 0.9, "global_clipnorm": 0.1},
     {"name": "adamw", "global_clipnorm": 0.1, "weight_decay": 0.3},
+    {"name": "adagrad"},
+    {"name": "adagrad", "initial_accumulator_value": 0.5, "epsilon": 1e-3},
+    {"name": "adadelta"},
+    {"name": "adadelta", "rho": 0.5},
+    {"name": "adamax"},
+    {"name": "adamax", "beta_1": 0.5, "beta_2": 0.8},
+    {"name": "lion"},
+    {"name": "lion", "beta_1": 0.5, "beta_2": 0.7, "weight_decay": 0.1},
 ]
 
 
@@ -237,8 +270,8 @@ def test_train_step_verifies() -> None:
 
 
 def test_unknown_optimizer_is_a_training_error() -> None:
-    with pytest.raises(TrainingError, match="unknown optimizer 'lion'"):
-        train_signature(linear_module({"name": "lion"}))
+    with pytest.raises(TrainingError, match="unknown optimizer 'nadam'"):
+        train_signature(linear_module({"name": "nadam"}))
     with pytest.raises(TrainingError, match="optimizer 'sgd' has no hyperparameter 'beta_1'"):
         train_signature(linear_module({"name": "sgd", "beta_1": 0.9}))
 
@@ -273,3 +306,12 @@ def test_softmax_cross_entropy_is_differentiated_from_logits() -> None:
     # The backward is softmax - one_hot: one softmax, and nothing clips or divides by probabilities.
     assert [op.loc.backward for op in step.ops if op.name == "softmax"] == [True]
     assert not any(op.name in ("maximum", "minimum", "log") for op in step.ops)
+
+
+def test_adagrad_accumulators_start_at_their_initial_value() -> None:
+    """Keras's Adagrad starts its accumulators at initial_accumulator_value (0.1), not 0."""
+    sig = train_signature(linear_module({"name": "adagrad"}))
+    state = sig.initial_state()
+    assert set(state) == {f"adagrad.accumulator.{KERNEL}", f"adagrad.accumulator.{BIAS}"}
+    assert all(np.all(v == np.float32(0.1)) and v.dtype == np.float32 for v in state.values())
+    assert all(np.all(v == 0) for v in train_signature(linear_module({"name": "adadelta"})).initial_state().values())

@@ -449,12 +449,13 @@ def test_schedule_errors_point_at_the_line(tmp_path: Path, lr: str, message: str
     assert message in text and f"sched.dl:8:{column}:" in text, text
 
 
-def test_clipping_and_weight_decay_compile_natively_as_interpreted() -> None:
+def test_clipping_weight_decay_and_adamax_compile_natively_as_interpreted() -> None:
     from test_training_models import linear_module
 
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(64, 3)).astype(np.float32), rng.normal(size=(64, 2)).astype(np.float32)
-    for optimizer in ({"name": "adam", "global_clipnorm": 0.1, "weight_decay": 0.05},):   # one compile: slow
+    for optimizer in ({"name": "adam", "global_clipnorm": 0.1, "weight_decay": 0.05},   # a compile each: slow
+                      {"name": "adamax", "learning_rate": 0.01}):
         models = [Model(linear_module(optimizer), seed=1, backend=b) for b in ("native", "interp")]
         for m in models:
             m.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
