@@ -22,7 +22,8 @@ gradient, ``lr`` the learning rate and ``t`` the 1-based step count:
   ``p -= alpha·m / (sqrt(v) + epsilon)`` (epsilon *outside* the root).
 - **adamw**: Adam with ``weight_decay`` 0.004 by default.
 - **adagrad** (accumulators start at ``initial_accumulator_value``),
-  **adadelta**, **adamax**, **lion**: Keras 3's rules, written out by each
+  **adadelta**, **adamax**, **nadam** (its shared ``u_product`` starts at 1),
+  **lion**: Keras 3's rules, written out by each
   update rule below and in docs/training.md.
 
 Every optimizer also takes Keras's base-optimizer options
@@ -208,6 +209,8 @@ OPTIMIZERS: dict[str, OptimizerDef] = {
                      "Adadelta: steps scaled by running RMS of updates over running RMS of gradients."),
         OptimizerDef("adamax", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
                      "Adamax: Adam with the infinity norm in place of the second moment."),
+        OptimizerDef("nadam", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                     "Nadam: Adam with Nesterov momentum (Dozat's momentum schedule)."),
         OptimizerDef("lion", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99},
                      "Lion: the sign of an interpolated momentum."),
     ]
@@ -400,3 +403,46 @@ def _lion_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value
     direction = b.sign(b.add(b.mul(m, _const(b, b1, p)), b.mul(g, _const(b, 1.0 - b1, p))))
     new_m = b.add(b.mul(m, _const(b, b2, p)), b.mul(g, _const(b, 1.0 - b2, p)))       # m = β2·m + (1 − β2)·g
     return b.sub(p, b.mul(_lr_for(b, lr, p), direction)), {"momentum": new_m}  # p − lr·sign(β1·m + (1 − β1)·g)
+
+
+nadam = OPTIMIZERS["nadam"]
+nadam.slots = lambda hp: ["momentum", "velocity"]
+nadam.shared_slots = {"iterations": ITERATIONS, "u_product": TensorType(DType.f32, ())}
+nadam.slot_init = lambda hp: {"u_product": 1.0}
+
+
+@nadam.def_prepare
+def _nadam_prepare(b: Builder, hp: Hyperparams, lr: Value,
+                   shared: dict[str, Value]) -> tuple[dict[str, Value], dict[str, Value]]:
+    """t = iterations + 1;  u_t = β1·(1 − 0.5·0.96^t), u_{t+1} likewise;  the product of the
+    u's so far (shared, starting at 1) times u_t;  β2^t."""
+    it = b.add(shared["iterations"], b.scalar_like(1, shared["iterations"]))
+    t = b.cast(it, dtype=lr.type.dtype)
+    beta_1, one, half = _const(b, float(hp["beta_1"]), lr), _const(b, 1.0, lr), _const(b, 0.5, lr)
+
+    def u(step: Value) -> Value:                 # β1·(1 − 0.5·0.96^step)
+        return b.mul(beta_1, b.sub(one, b.mul(half, b.pow(_const(b, 0.96, lr), step))))
+    u_t, u_next = u(t), u(b.add(t, one))
+    product = shared["u_product"] if shared["u_product"].type.dtype == lr.type.dtype else \
+        b.cast(shared["u_product"], dtype=lr.type.dtype)
+    u_product = b.mul(product, u_t)
+    new_product = u_product if u_product.type.dtype == shared["u_product"].type.dtype else \
+        b.cast(u_product, dtype=shared["u_product"].type.dtype)
+    return {"iterations": it, "u_product": new_product}, {
+        "u_t": u_t, "u_next": u_next, "u_product": u_product, "u_product_next": b.mul(u_product, u_next),
+        "beta_2_power": b.pow(_const(b, float(hp["beta_2"]), lr), t), "lr": lr}
+
+
+@nadam.def_update
+def _nadam_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                  p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    aux = {k: v if v.type.dtype == p.type.dtype else b.cast(v, dtype=p.type.dtype) for k, v in shared.items()}
+    one = _const(b, 1.0, p)
+    m = b.add(slots["momentum"], b.mul(b.sub(g, slots["momentum"]), _const(b, 1.0 - float(hp["beta_1"]), p)))
+    v = b.add(slots["velocity"], b.mul(b.sub(b.square(g), slots["velocity"]), _const(b, 1.0 - float(hp["beta_2"]), p)))
+    # m̂ = u_{t+1}·m / (1 − Πu·u_{t+1}) + (1 − u_t)·g / (1 − Πu);  v̂ = v / (1 − β2^t)
+    m_hat = b.add(b.div(b.mul(aux["u_next"], m), b.sub(one, aux["u_product_next"])),
+                  b.div(b.mul(b.sub(one, aux["u_t"]), g), b.sub(one, aux["u_product"])))
+    v_hat = b.div(v, b.sub(one, aux["beta_2_power"]))
+    step = b.div(b.mul(m_hat, aux["lr"]), b.add(b.sqrt(v_hat), _const(b, float(hp["epsilon"]), p)))
+    return b.sub(p, step), {"momentum": m, "velocity": v}                   # p − m̂·lr / (sqrt(v̂) + ε)

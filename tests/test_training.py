@@ -84,6 +84,17 @@ def np_adamax(hp, p, g, s, lr, t):
     return p - lr * m / ((1 - hp["beta_1"] ** t) * (u + hp["epsilon"])), {"momentum": m, "norm": u}
 
 
+def np_nadam(hp, p, g, s, lr, t, u_product):
+    """Keras 3's Nadam; ``u_product`` is the product of u_1 .. u_t (the shared state after this step)."""
+    b1, b2 = hp["beta_1"], hp["beta_2"]
+    u_t, u_next = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
+    m = s["momentum"] + (g - s["momentum"]) * (1 - b1)
+    v = s["velocity"] + (g * g - s["velocity"]) * (1 - b2)
+    m_hat = u_next * m / (1 - u_product * u_next) + (1 - u_t) * g / (1 - u_product)
+    v_hat = v / (1 - b2 ** t)
+    return p - m_hat * lr / (np.sqrt(v_hat) + hp["epsilon"]), {"momentum": m, "velocity": v}
+
+
 def np_lion(hp, p, g, s, lr, t):
     b1, b2, m = hp["beta_1"], hp["beta_2"], s["momentum"]
     return p - lr * np.sign(m * b1 + g * (1 - b1)), {"momentum": m * b2 + g * (1 - b2)}
@@ -136,6 +147,8 @@ CASES = [
     {"name": "adadelta", "rho": 0.5},
     {"name": "adamax"},
     {"name": "adamax", "beta_1": 0.5, "beta_2": 0.8},
+    {"name": "nadam"},
+    {"name": "nadam", "beta_1": 0.7, "beta_2": 0.9, "epsilon": 1e-3},
     {"name": "lion"},
     {"name": "lion", "beta_1": 0.5, "beta_2": 0.7, "weight_decay": 0.1},
 ]
@@ -157,7 +170,9 @@ def test_three_steps_match_numpy(case: dict) -> None:
                BIAS: rng.normal(size=2).astype(np.float32), **sig.initial_state()}
     ref = {k: v.astype(np.float64) for k, v in tensors.items()}
     slots = opt.slots(hp)
+    u_product = 1.0
     for t, (lr, n) in enumerate([(0.1, 5), (0.05, 8), (0.02, 3)], start=1):
+        u_product *= hp.get("beta_1", 0.0) * (1 - 0.5 * 0.96 ** t)       # Nadam's shared product
         x = rng.normal(size=(n, 3)).astype(np.float32)
         y = rng.normal(size=(n, 2)).astype(np.float32)
         args = [tensors[name] for name in sig.arg_names[:-3]] + [x, y, np.float32(lr)]
@@ -169,12 +184,19 @@ def test_three_steps_match_numpy(case: dict) -> None:
         grads = np_clip(hp, grads)
         for pname in (KERNEL, BIAS):
             state = {slot: ref[opt.slot_name(slot, pname)] for slot in slots}
-            ref[pname], new_state = np_step(case["name"], hp, ref[pname], grads[pname], state, lr, t)
+            if case["name"] == "nadam":
+                ref[pname] = ref[pname] - ref[pname] * hp.get("weight_decay", 0.0) * lr
+                ref[pname], new_state = np_nadam(hp, ref[pname], grads[pname], state, lr, t, u_product)
+            else:
+                ref[pname], new_state = np_step(case["name"], hp, ref[pname], grads[pname], state, lr, t)
             assert set(new_state) == set(slots)
             ref.update({opt.slot_name(slot, pname): v for slot, v in new_state.items()})
         for name, value in tensors.items():
             if name.endswith("iterations"):
                 assert value.dtype == np.int64 and int(value) == t
+                continue
+            if name.endswith("u_product"):
+                np.testing.assert_allclose(value, u_product, rtol=1e-6)
                 continue
             assert value.dtype == np.float32, name
             np.testing.assert_allclose(value, ref[name], rtol=2e-4, atol=1e-6, err_msg=f"{name} after step {t}")
