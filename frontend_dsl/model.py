@@ -74,6 +74,7 @@ class _ModelState:
     loss: tuple[Value, ast.LossDecl, dict[str, Any]] | None = None
     optimizer: tuple[dict[str, Any], ast.OptimizerDecl] | None = None
     lr_schedule: dict[str, Any] | None = None      # adam(lr=cosine(...)): the schedule, as data
+    penalties: list[tuple[Value, Location]] = field(default_factory=list)   # regularizers' terms of the loss
     metrics: ast.MetricsDecl | None = None
     layer_counts: dict[str, int] = field(default_factory=dict)   # layer -> calls so far
 
@@ -217,6 +218,10 @@ class ModelLowering:
             raise DlTypeError(f"the new value of state '{state.name}' is {new.type.dsl_str()}, "
                               f"the state is {state.type.dsl_str()}", span)
         self.state.updates[state] = new
+
+    def add_penalty(self, penalty: Value, span: Location) -> None:
+        """A regularizer's penalty (a scalar): added to the loss, in training and evaluation."""
+        self.state.penalties.append((penalty, span))
 
     def random_key(self, layer_name: str, span: Location) -> Value:
         """``fold_in(rng, crc32(layer name))``: the layer's key in the training form."""
@@ -381,7 +386,7 @@ class ModelLowering:
         inputs = [i.value for i in s.inputs]
         targets = [t.value for t in s.targets]
         self.check_outputs_use_no_target()
-        loss_value = s.loss[0]
+        loss_value = self.with_penalties(s.loss[0])
         module = self.module
         metric_names = [n.id for n in s.metrics.names] if s.metrics else []
         module.add(_extract(self.full, "predict", [*params, *state, *inputs], [o.value for o in s.outputs],
@@ -411,6 +416,15 @@ class ModelLowering:
             module.attrs["model"]["state"] = [{"name": p.name, "init": p.init} for p in s.state]
         if self.rng is not None:
             module.attrs["model"]["rng"] = RNG_NAME
+
+    def with_penalties(self, loss: Value) -> Value:
+        """The loss plus every regularizer's penalty (``kernel_regularizer=l2(...)``)."""
+        b = self.body.b
+        for penalty, span in self.state.penalties:
+            with b.at(span):
+                term = penalty if penalty.type.dtype == loss.type.dtype else b.cast(penalty, dtype=loss.type.dtype)
+                loss = b.add(loss, term)
+        return loss
 
     def check_outputs_use_no_target(self) -> None:
         targets = {t.value: t.name for t in self.state.targets}

@@ -505,3 +505,60 @@ def test_evaluate_report_from_the_command_line(tmp_path: Path, capsys) -> None:
     regression = load_model(examples / "linear_regression.dl", backend="interp")
     with pytest.raises(DlRuntimeError, match="--report is for classifiers; model 'linear_regression' has loss 'mse'"):
         classification(regression, np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32), 32)
+
+
+# --- L1 / L2 regularizers on layers ------------------------------------------------------------
+
+REGULARIZED = """model reg {{
+    input x: f32[N, 3]
+    target y: f32[N, 2]
+    output pred = dense(x, 2, {args})
+    loss mse(pred, y)
+    optimizer sgd(lr=0.1)
+}}
+"""
+
+
+def regularized(tmp_path: Path, args: str) -> Path:
+    path = tmp_path / "reg.dl"
+    path.write_text(REGULARIZED.format(args=args))
+    return path
+
+
+def test_regularizers_join_the_loss_and_its_gradient(tmp_path: Path) -> None:
+    from runtime.model import load_model
+
+    model = load_model(regularized(tmp_path, "kernel_regularizer=l2(0.5), bias_regularizer=l1_l2(l1=0.25, l2=0.125)"),
+                       backend="interp")
+    rng = np.random.default_rng(0)
+    k, b = rng.normal(size=(3, 2)).astype(np.float32), np.array([0.5, -2.0], np.float32)
+    model.set_weights({"dense_1.kernel": k, "dense_1.bias": b})
+    x, y = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32)
+    k64, b64, x64, y64 = (a.astype(np.float64) for a in (k, b, x, y))
+    pred = x64 @ k64 + b64
+    data_loss = ((pred - y64) ** 2).mean()
+    penalty = 0.5 * (k64 ** 2).sum() + 0.25 * np.abs(b64).sum() + 0.125 * (b64 ** 2).sum()
+    assert model.evaluate(x, y)["loss"] == pytest.approx(data_loss + penalty, rel=1e-5)
+    history = model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(data_loss + penalty, rel=1e-5)
+    d = 2 * (pred - y64) / pred.size
+    grad_k = x64.T @ d + 2 * 0.5 * k64
+    grad_b = d.sum(axis=0) + 0.25 * np.sign(b64) + 2 * 0.125 * b64
+    np.testing.assert_allclose(model.weights["dense_1.kernel"], k64 - 0.1 * grad_k, rtol=1e-5)
+    np.testing.assert_allclose(model.weights["dense_1.bias"], b64 - 0.1 * grad_b, rtol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    ("kernel_regularizer=l3(0.1)", "unknown regularizer 'l3' (regularizers: l1, l2, l1_l2)"),
+    ("kernel_regularizer=l2(-1)", "regularizer 'l2': l2 must be a number >= 0, got -1"),
+    ("kernel_regularizer=l1(l2=0.1)", "unknown argument 'l2' for regularizer 'l1' (it takes l1)"),
+    ("kernel_regularizer=l1_l2(0.1, 0.2, 0.3)", "too many arguments to regularizer 'l1_l2'"),
+])
+def test_regularizer_errors_are_located(tmp_path: Path, args: str, message: str) -> None:
+    from compiler.diagnostics import DlError
+    from runtime.model import load_model
+
+    with pytest.raises(DlError) as info:
+        load_model(regularized(tmp_path, args), backend="interp")
+    text = info.value.render()
+    assert message in text and "reg.dl:4:" in text, text
