@@ -562,3 +562,28 @@ def test_regularizer_errors_are_located(tmp_path: Path, args: str, message: str)
         load_model(regularized(tmp_path, args), backend="interp")
     text = info.value.render()
     assert message in text and "reg.dl:4:" in text, text
+
+
+def test_conv_and_embedding_regularizers(tmp_path: Path) -> None:
+    from runtime.model import load_model
+
+    source = tmp_path / "m.dl"
+    source.write_text("""model m {
+    input ids: i32[N, 4]
+    input img: f32[N, 3, 3, 1]
+    target y: f32[N, 2]
+    let e = mean(embedding(ids, 5, 2, embeddings_regularizer=l1(0.5)), axis=1)
+    let c = mean(conv2d(img, filters=2, kernel=3, kernel_regularizer=l2(0.25)), axis=[1, 2])
+    output pred = e + c
+    loss mse(pred, y)
+    optimizer sgd(lr=0.1)
+}
+""")
+    model = load_model(source, backend="interp")
+    ids, img = np.zeros((2, 4), np.int32), np.zeros((2, 3, 3, 1), np.float32)
+    y = np.zeros((2, 2), np.float32)
+    w = model.weights
+    data = model.evaluate({"ids": ids, "img": img}, y)["loss"]
+    pred = w["embedding_1.embeddings"][0] + w["conv2d_1.bias"]
+    penalty = 0.5 * np.abs(w["embedding_1.embeddings"]).sum() + 0.25 * (w["conv2d_1.kernel"] ** 2).sum()
+    assert data == pytest.approx(float((pred ** 2).mean() + penalty), rel=1e-5)
