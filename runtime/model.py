@@ -475,7 +475,7 @@ class Model:
         and never trained on.
 
         ``learning_rate``: a number (from now on), or a schedule from
-        :mod:`runtime.schedules` giving each step's rate from ``Model.step``
+        :mod:`compiler.schedules` (``dlc.schedules``) giving each step's rate from ``Model.step``
         (the rate is an argument of the compiled step: nothing recompiles).
         ``callbacks``: :class:`runtime.callbacks.Callback` objects, called as
         Keras calls them; one that sets ``model.stop_training`` ends training
