@@ -420,3 +420,11 @@ def test_two_input_data_errors(two_inputs, capsys, make, message) -> None:
     err = capsys.readouterr().err
     assert rc == 1 and message in err and "Traceback" not in err
     assert "model 'two_inputs' takes inputs a: f32[N, 3], b: f32[N, 2]; targets y: f32[N, 1]" in err
+
+
+def test_the_summary_rate_agrees_with_its_epoch_time(tmp_path: Path, capsys) -> None:
+    rc, report = train(tmp_path, "linear_regression", "--epochs", "3")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("time per epoch:"))
+    seconds, rate = line.split(": ")[1].split(", ")[:2]
+    mean = float(np.mean(report["epoch_seconds"]))
+    assert rc == 0 and seconds == f"{mean:.2f} s" and rate == f"{1000 / mean:,.0f} samples/s"

@@ -403,7 +403,8 @@ def _summary(model: Model, report: dict[str, Any], callbacks: list[Callback]) ->
         f"{_count(len(history['loss']), 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
         f"(batch {report['batch_size']}), backend {report['backend']}",
         f"compile time: {report['compile_seconds']:.2f} s (load + compile {report['load_seconds']:.2f} s)",
-        f"time per epoch: {np.mean(seconds):.2f} s, {np.mean(report['samples_per_second']):,.0f} samples/s, "
+        f"time per epoch: {np.mean(seconds):.2f} s, {_rate(report['train_samples'], float(np.mean(seconds)))} "
+        "samples/s, "
         f"{report['backend_calls_per_epoch'][-1]} {report['backend']} calls per epoch",
         f"loss: {history['loss'][0]:.4f} (epoch 1) -> {history['loss'][-1]:.4f} (epoch {len(history['loss'])})",
         "final epoch: " + "  ".join(f"{k}={v:.4f}" for k, v in last.items() if not k.startswith("val_")),
@@ -461,6 +462,12 @@ def plot_history(history: History, path: str | Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _rate(samples: int, seconds: float) -> str:
+    """Samples per second over the mean epoch time, so the two figures of the line agree
+    (a mean of per-epoch rates would not: the mean of n/t is not n over the mean of t)."""
+    return f"{samples / seconds:,.0f}" if seconds > 0 else "inf"
 
 
 def _count(n: int, noun: str) -> str:
