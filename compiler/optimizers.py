@@ -20,8 +20,19 @@ gradient, ``lr`` the learning rate and ``t`` the 1-based step count:
 - **adam**: ``alpha = lr·sqrt(1 − beta_2^t) / (1 − beta_1^t)``,
   ``m += (g − m)·(1 − beta_1)``, ``v += (g² − v)·(1 − beta_2)``,
   ``p -= alpha·m / (sqrt(v) + epsilon)`` (epsilon *outside* the root).
-- **adamw**: first the decoupled decay ``p -= p·weight_decay·lr``, then the
-  Adam update of the decayed ``p``.
+- **adamw**: Adam with ``weight_decay`` 0.004 by default.
+- **adagrad** (accumulators start at ``initial_accumulator_value``),
+  **adadelta**, **adamax**, **nadam** (its shared ``u_product`` starts at 1),
+  **lion**: Keras 3's rules, written out by each
+  update rule below and in docs/training.md.
+
+Every optimizer also takes Keras's base-optimizer options
+(:data:`COMMON_HYPERPARAMS`, off unless given): ``weight_decay`` (decoupled:
+``p -= p·weight_decay·lr`` before the update), and one of ``clipnorm``
+(each gradient scaled to at most that L2 norm: ``g·c / max(‖g‖, c)``),
+``global_clipnorm`` (every gradient scaled by ``c / max(‖all g‖, c)``) or
+``clipvalue`` (each element clipped to ``[−c, c]``), applied to the
+gradients first (:func:`clip_gradients`, :func:`decay_weight`).
 
 State tensors are named ``<optimizer>.<slot>.<param>`` (one per parameter and
 slot, the parameter's type, starting at zero), e.g.
@@ -64,19 +75,31 @@ class OptimizerDef:
     prepare: PrepareRule | None = None
     slots: Callable[[Hyperparams], list[str]] = lambda hp: []
     shared_slots: dict[str, TensorType] = field(default_factory=dict)
+    # starting values of slots that do not start at zero (Adagrad's accumulator)
+    slot_init: Callable[[Hyperparams], dict[str, float]] = lambda hp: {}
 
     def resolve(self, given: dict[str, float | bool]) -> dict[str, float | bool]:
-        """Hyperparameters with aliases applied and defaults filled.
+        """Hyperparameters with aliases applied and defaults filled (the common options
+        only when given).
 
         Raises ``KeyError`` naming an unknown hyperparameter.
         """
         out = dict(self.hyperparams)
         for key, value in given.items():
             key = self.aliases.get(key, key)
-            if key not in self.hyperparams:
+            if self.default(key) is None:
                 raise KeyError(key)
             out[key] = value
         return out
+
+    def default(self, key: str) -> float | bool | None:
+        """The default of hyperparameter ``key`` (an alias is resolved), None if it has none."""
+        key = self.aliases.get(key, key)
+        return self.hyperparams.get(key, COMMON_HYPERPARAMS.get(key))
+
+    def names(self) -> list[str]:
+        """Every hyperparameter this optimizer takes: its own, then the common options."""
+        return [*self.hyperparams, *(k for k in COMMON_HYPERPARAMS if k not in self.hyperparams)]
 
     def check(self, key: str, value: float | bool) -> str | None:
         """Why ``value`` is not a valid setting of hyperparameter ``key``, or None if it is.
@@ -84,7 +107,7 @@ class OptimizerDef:
         ``key`` may be an alias (``lr``).  Ranges: :data:`HYPERPARAM_RANGES`.
         """
         key = self.aliases.get(key, key)
-        if isinstance(self.hyperparams.get(key), bool):
+        if isinstance(self.default(key), bool):
             return None if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{key} must be a number, got {value!r}"
@@ -118,7 +141,54 @@ HYPERPARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "beta_2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "epsilon": (lambda v: v >= 0, "a number >= 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "initial_accumulator_value": (lambda v: v >= 0, "a number >= 0"),
+    "clipnorm": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "global_clipnorm": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "clipvalue": (lambda v: v >= 0, "a number >= 0 (0: off)"),
 }
+
+# Keras's base-optimizer options, which every optimizer takes; 0 is off.
+COMMON_HYPERPARAMS: dict[str, float | bool] = {
+    "weight_decay": 0.0, "clipnorm": 0.0, "global_clipnorm": 0.0, "clipvalue": 0.0,
+}
+CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+def clipping_problem(hp: Hyperparams) -> str | None:
+    """Why these hyperparameters cannot be used together (Keras: one kind of clipping)."""
+    given = [k for k in CLIPPING if float(hp.get(k, 0.0)) > 0]
+    return None if len(given) <= 1 else f"give one of {', '.join(CLIPPING)}, not {' and '.join(given)}"
+
+
+def clip_gradients(b: Builder, hp: Hyperparams, grads: list[Value]) -> list[Value]:
+    """The gradients after the clipping ``hp`` asks for (Keras 3's ``_clip_gradients``)."""
+    clipnorm, global_clipnorm = float(hp.get("clipnorm", 0.0)), float(hp.get("global_clipnorm", 0.0))
+    clipvalue = float(hp.get("clipvalue", 0.0))
+    if clipnorm > 0:                                   # g·c / max(‖g‖, c), each tensor
+        return [_scale_to_norm(b, g, b.sqrt(b.sum(b.square(g))), clipnorm) for g in grads]
+    if global_clipnorm > 0 and grads:                  # g·c / max(‖(g₁, g₂, ...)‖, c)
+        squares = [b.sum(b.square(g)) for g in grads]
+        total = squares[0]
+        for sq in squares[1:]:
+            total = b.add(total, sq if sq.type.dtype == total.type.dtype else b.cast(sq, dtype=total.type.dtype))
+        norm = b.sqrt(total)
+        return [_scale_to_norm(b, g, norm if norm.type.dtype == g.type.dtype else b.cast(norm, dtype=g.type.dtype),
+                               global_clipnorm) for g in grads]
+    if clipvalue > 0:                                  # min(max(g, −c), c)
+        return [b.minimum(b.maximum(g, _const(b, -clipvalue, g)), _const(b, clipvalue, g)) for g in grads]
+    return grads
+
+
+def _scale_to_norm(b: Builder, g: Value, norm: Value, c: float) -> Value:
+    return b.div(b.mul(g, _const(b, c, g)), b.maximum(norm, _const(b, c, norm)))
+
+
+def decay_weight(b: Builder, hp: Hyperparams, lr: Value, p: Value) -> Value:
+    """``p − p·weight_decay·lr`` (decoupled weight decay, before the update), or ``p``."""
+    wd = float(hp.get("weight_decay", 0.0))
+    if wd == 0 or not p.type.dtype.is_float:
+        return p
+    return b.sub(p, b.mul(b.mul(p, _const(b, wd, p)), _lr_for(b, lr, p)))
 
 OPTIMIZERS: dict[str, OptimizerDef] = {
     o.name: o for o in [
@@ -133,6 +203,16 @@ OPTIMIZERS: dict[str, OptimizerDef] = {
         OptimizerDef("adamw", {"learning_rate": 0.001, "weight_decay": 0.004, "beta_1": 0.9,
                                "beta_2": 0.999, "epsilon": 1e-7},
                      "AdamW: Adam with decoupled weight decay."),
+        OptimizerDef("adagrad", {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+                     "Adagrad: divide by the root of the sum of all squared gradients so far."),
+        OptimizerDef("adadelta", {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
+                     "Adadelta: steps scaled by running RMS of updates over running RMS of gradients."),
+        OptimizerDef("adamax", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                     "Adamax: Adam with the infinity norm in place of the second moment."),
+        OptimizerDef("nadam", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7},
+                     "Nadam: Adam with Nesterov momentum (Dozat's momentum schedule)."),
+        OptimizerDef("lion", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99},
+                     "Lion: the sign of an interpolated momentum."),
     ]
 }
 
@@ -249,8 +329,120 @@ adamw.shared_slots = {"iterations": ITERATIONS}
 adamw.def_prepare(_adam_prepare)
 
 
-@adamw.def_update
-def _adamw_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+adamw.def_update(_adam_update)      # the decay is every optimizer's (decay_weight), 0.004 by default
+
+
+# ---------------------------------------------------------------------------
+# Adagrad, Adadelta, Adamax, Lion (Keras 3)
+
+adagrad = OPTIMIZERS["adagrad"]
+adagrad.slots = lambda hp: ["accumulator"]
+adagrad.slot_init = lambda hp: {"accumulator": float(hp["initial_accumulator_value"])}
+
+
+@adagrad.def_update
+def _adagrad_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                    p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    acc = b.add(slots["accumulator"], b.square(g))                                   # acc += g²
+    step = b.div(b.mul(_lr_for(b, lr, p), g), b.sqrt(b.add(acc, _const(b, float(hp["epsilon"]), p))))
+    return b.sub(p, step), {"accumulator": acc}                                      # p − lr·g / sqrt(acc + ε)
+
+
+adadelta = OPTIMIZERS["adadelta"]
+adadelta.slots = lambda hp: ["accumulated_grad", "accumulated_delta_var"]
+
+
+@adadelta.def_update
+def _adadelta_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                     p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    rho, eps = float(hp["rho"]), _const(b, float(hp["epsilon"]), p)
+    acc_g = b.add(b.mul(_const(b, rho, p), slots["accumulated_grad"]),
+                  b.mul(_const(b, 1.0 - rho, p), b.square(g)))                        # a_g = ρ·a_g + (1 − ρ)·g²
+    delta = b.neg(b.div(b.mul(b.sqrt(b.add(slots["accumulated_delta_var"], eps)), g),
+                        b.sqrt(b.add(acc_g, eps))))                                  # δ = −rms(a_δ)·g / rms(a_g)
+    acc_d = b.add(b.mul(_const(b, rho, p), slots["accumulated_delta_var"]),
+                  b.mul(_const(b, 1.0 - rho, p), b.square(delta)))                    # a_δ = ρ·a_δ + (1 − ρ)·δ²
+    return b.add(p, b.mul(_lr_for(b, lr, p), delta)), {"accumulated_grad": acc_g, "accumulated_delta_var": acc_d}
+
+
+adamax = OPTIMIZERS["adamax"]
+adamax.slots = lambda hp: ["momentum", "norm"]
+adamax.shared_slots = {"iterations": ITERATIONS}
+
+
+@adamax.def_prepare
+def _adamax_prepare(b: Builder, hp: Hyperparams, lr: Value,
+                    shared: dict[str, Value]) -> tuple[dict[str, Value], dict[str, Value]]:
+    """t = iterations + 1;  step size lr / (1 − beta_1^t)."""
+    it = b.add(shared["iterations"], b.scalar_like(1, shared["iterations"]))
+    t = b.cast(it, dtype=lr.type.dtype)
+    correction = b.sub(_const(b, 1.0, lr), b.pow(_const(b, float(hp["beta_1"]), lr), t))
+    return {"iterations": it}, {"alpha": b.div(lr, correction)}
+
+
+@adamax.def_update
+def _adamax_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                   p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    m = b.add(slots["momentum"], b.mul(b.sub(g, slots["momentum"]),
+                                        _const(b, 1.0 - float(hp["beta_1"]), p)))     # m += (g − m)(1 − β1)
+    u = b.maximum(b.mul(_const(b, float(hp["beta_2"]), p), slots["norm"]), b.abs(g))  # u = max(β2·u, |g|)
+    alpha = shared["alpha"] if shared["alpha"].type.dtype == p.type.dtype else b.cast(shared["alpha"],
+                                                                                       dtype=p.type.dtype)
+    step = b.div(b.mul(alpha, m), b.add(u, _const(b, float(hp["epsilon"]), p)))
+    return b.sub(p, step), {"momentum": m, "norm": u}                  # p − lr·m / ((1 − β1^t)(u + ε))
+
+
+lion = OPTIMIZERS["lion"]
+lion.slots = lambda hp: ["momentum"]
+
+
+@lion.def_update
+def _lion_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
+                 p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
+    b1, b2, m = float(hp["beta_1"]), float(hp["beta_2"]), slots["momentum"]
+    direction = b.sign(b.add(b.mul(m, _const(b, b1, p)), b.mul(g, _const(b, 1.0 - b1, p))))
+    new_m = b.add(b.mul(m, _const(b, b2, p)), b.mul(g, _const(b, 1.0 - b2, p)))       # m = β2·m + (1 − β2)·g
+    return b.sub(p, b.mul(_lr_for(b, lr, p), direction)), {"momentum": new_m}  # p − lr·sign(β1·m + (1 − β1)·g)
+
+
+nadam = OPTIMIZERS["nadam"]
+nadam.slots = lambda hp: ["momentum", "velocity"]
+nadam.shared_slots = {"iterations": ITERATIONS, "u_product": TensorType(DType.f32, ())}
+nadam.slot_init = lambda hp: {"u_product": 1.0}
+
+
+@nadam.def_prepare
+def _nadam_prepare(b: Builder, hp: Hyperparams, lr: Value,
+                   shared: dict[str, Value]) -> tuple[dict[str, Value], dict[str, Value]]:
+    """t = iterations + 1;  u_t = β1·(1 − 0.5·0.96^t), u_{t+1} likewise;  the product of the
+    u's so far (shared, starting at 1) times u_t;  β2^t."""
+    it = b.add(shared["iterations"], b.scalar_like(1, shared["iterations"]))
+    t = b.cast(it, dtype=lr.type.dtype)
+    beta_1, one, half = _const(b, float(hp["beta_1"]), lr), _const(b, 1.0, lr), _const(b, 0.5, lr)
+
+    def u(step: Value) -> Value:                 # β1·(1 − 0.5·0.96^step)
+        return b.mul(beta_1, b.sub(one, b.mul(half, b.pow(_const(b, 0.96, lr), step))))
+    u_t, u_next = u(t), u(b.add(t, one))
+    product = shared["u_product"] if shared["u_product"].type.dtype == lr.type.dtype else \
+        b.cast(shared["u_product"], dtype=lr.type.dtype)
+    u_product = b.mul(product, u_t)
+    new_product = u_product if u_product.type.dtype == shared["u_product"].type.dtype else \
+        b.cast(u_product, dtype=shared["u_product"].type.dtype)
+    return {"iterations": it, "u_product": new_product}, {
+        "u_t": u_t, "u_next": u_next, "u_product": u_product, "u_product_next": b.mul(u_product, u_next),
+        "beta_2_power": b.pow(_const(b, float(hp["beta_2"]), lr), t), "lr": lr}
+
+
+@nadam.def_update
+def _nadam_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
                   p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
-    decay = b.mul(b.mul(p, _const(b, float(hp["weight_decay"]), p)), _lr_for(b, lr, p))
-    return _adam_moments(b, hp, shared["alpha"], b.sub(p, decay), g, slots)  # p −= p·wd·lr first
+    aux = {k: v if v.type.dtype == p.type.dtype else b.cast(v, dtype=p.type.dtype) for k, v in shared.items()}
+    one = _const(b, 1.0, p)
+    m = b.add(slots["momentum"], b.mul(b.sub(g, slots["momentum"]), _const(b, 1.0 - float(hp["beta_1"]), p)))
+    v = b.add(slots["velocity"], b.mul(b.sub(b.square(g), slots["velocity"]), _const(b, 1.0 - float(hp["beta_2"]), p)))
+    # m̂ = u_{t+1}·m / (1 − Πu·u_{t+1}) + (1 − u_t)·g / (1 − Πu);  v̂ = v / (1 − β2^t)
+    m_hat = b.add(b.div(b.mul(aux["u_next"], m), b.sub(one, aux["u_product_next"])),
+                  b.div(b.mul(b.sub(one, aux["u_t"]), g), b.sub(one, aux["u_product"])))
+    v_hat = b.div(v, b.sub(one, aux["beta_2_power"]))
+    step = b.div(b.mul(m_hat, aux["lr"]), b.add(b.sqrt(v_hat), _const(b, float(hp["epsilon"]), p)))
+    return b.sub(p, step), {"momentum": m, "velocity": v}                   # p − m̂·lr / (sqrt(v̂) + ε)

@@ -40,7 +40,7 @@ from .diagnostics import DlError, Location
 from .ir.builder import Builder, new_function
 from .ir.core import Function, Module, Op, Value
 from .ir.types import DType, TensorType
-from .optimizers import OPTIMIZERS, OptimizerDef
+from .optimizers import OPTIMIZERS, OptimizerDef, clip_gradients, clipping_problem, decay_weight
 from .passes.cse import attr_key
 from .passes.dce import dce_function
 
@@ -96,8 +96,11 @@ class TrainSignature:
                 + [f"new.{s.name}" for s in self.state] + list(self.metrics))
 
     def initial_state(self) -> dict[str, np.ndarray]:
-        """Every optimizer state tensor at its starting value (zeros), C-contiguous."""
-        return {s.name: np.zeros(s.type.concrete_shape({}), dtype=s.type.dtype.np) for s in self.state}
+        """Every optimizer state tensor at its starting value (zero, or the optimizer's
+        ``slot_init``: Adagrad's accumulator), C-contiguous."""
+        init = self.optimizer.slot_init(self.hyperparams)
+        return {s.name: np.full(s.type.concrete_shape({}), init.get(s.slot, 0), dtype=s.type.dtype.np)
+                for s in self.state}
 
 
 def model_info(module: Module, loc: Location | None = None) -> dict[str, Any]:
@@ -126,6 +129,9 @@ def optimizer_of(info: dict[str, Any], loc: Location | None = None) -> tuple[Opt
         problem = opt.check(key, value)
         if problem is not None:
             raise TrainingError(f"optimizer '{name}': {problem}", loc)
+    problem = clipping_problem(hyperparams)
+    if problem is not None:
+        raise TrainingError(f"optimizer '{name}': {problem}", loc)
     return opt, hyperparams
 
 
@@ -323,13 +329,14 @@ def _apply_optimizer(b: Builder, sig: TrainSignature, args: dict[str, Value], gr
     lr = args[LR_NAME]
     shared = {s.slot: args[s.name] for s in sig.state if s.param is None}
     with b.at(loc):
+        grads = clip_gradients(b, hp, grads)
         new_shared, aux = opt.prepare(b, hp, lr, shared) if opt.prepare else ({}, {})
         new_slots: dict[str, Value] = {}
         new_params = []
         for (pname, _), g in zip(sig.params, grads):
             slots = {s.slot: args[s.name] for s in sig.state if s.param == pname}
             assert opt.update is not None, f"optimizer {opt.name} has no update rule"
-            p_new, s_new = opt.update(b, hp, lr, aux, args[pname], g, slots)
+            p_new, s_new = opt.update(b, hp, lr, aux, decay_weight(b, hp, lr, args[pname]), g, slots)
             new_params.append(p_new)
             new_slots.update({opt.slot_name(slot, pname): v for slot, v in s_new.items()})
         new_slots.update({opt.slot_name(slot): v for slot, v in new_shared.items()})

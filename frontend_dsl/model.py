@@ -25,16 +25,18 @@ trainable ones; the training form computes their new values
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError
+from compiler.diagnostics import DlError, DlRuntimeError, DlTypeError, Location, NameResolutionError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module, Op, Value
 from compiler.ir.types import DType, TensorType
 from compiler.metrics import METRICS
-from compiler.optimizers import OPTIMIZERS
+from compiler.optimizers import OPTIMIZERS, clipping_problem
+from compiler.schedules import SCHEDULES, schedule_from_spec, schedule_spec
 
 from . import ast
 from .constants import convert_attr, initializer_spec, named_call, resolve_type
@@ -71,6 +73,8 @@ class _ModelState:
     outputs: list[_Declared] = field(default_factory=list)
     loss: tuple[Value, ast.LossDecl, dict[str, Any]] | None = None
     optimizer: tuple[dict[str, Any], ast.OptimizerDecl] | None = None
+    lr_schedule: dict[str, Any] | None = None      # adam(lr=cosine(...)): the schedule, as data
+    penalties: list[tuple[Value, Location]] = field(default_factory=list)   # regularizers' terms of the loss
     metrics: ast.MetricsDecl | None = None
     layer_counts: dict[str, int] = field(default_factory=dict)   # layer -> calls so far
 
@@ -215,6 +219,10 @@ class ModelLowering:
                               f"the state is {state.type.dsl_str()}", span)
         self.state.updates[state] = new
 
+    def add_penalty(self, penalty: Value, span: Location) -> None:
+        """A regularizer's penalty (a scalar): added to the loss, in training and evaluation."""
+        self.state.penalties.append((penalty, span))
+
     def random_key(self, layer_name: str, span: Location) -> Value:
         """``fold_in(rng, crc32(layer name))``: the layer's key in the training form."""
         if self.rng is None:
@@ -272,18 +280,53 @@ class ModelLowering:
         given: dict[str, float | bool] = {}
         for kw in kwargs:
             key = opt.aliases.get(kw.name, kw.name)
-            if key not in opt.hyperparams:
-                known = [*opt.hyperparams, *opt.aliases]
+            if opt.default(key) is None:
+                known = [*opt.names(), *opt.aliases]
                 raise DlTypeError(f"unknown hyperparameter '{kw.name}' for optimizer '{name}' "
                                   f"(hyperparameters: {', '.join(_hyperparam_names(opt))})", kw.span,
                                   notes=did_you_mean(kw.name, known))
-            kind = "bool" if isinstance(opt.hyperparams[key], bool) else "float"
+            if key == "learning_rate" and isinstance(kw.value, ast.Call) and kw.value.func in SCHEDULES:
+                self.state.lr_schedule = self.lr_schedule(kw.value)
+                given[kw.name] = schedule_from_spec(self.state.lr_schedule)(0)     # the first step's rate
+                continue
+            kind = "bool" if isinstance(opt.default(key), bool) else "float"
             given[kw.name] = convert_attr(self.body.const(kw.value), kind,
                                           f"hyperparameter '{kw.name}' of '{name}'", kw.value.span, set())
             problem = opt.check(kw.name, given[kw.name])
             if problem is not None:
                 raise DlTypeError(f"optimizer '{name}': {problem}", kw.value.span)
-        return {"name": name, **opt.resolve(given)}
+        resolved = opt.resolve(given)
+        problem = clipping_problem(resolved)
+        if problem is not None:
+            raise DlTypeError(f"optimizer '{name}': {problem}", expr.span)
+        return {"name": name, **resolved}
+
+    def lr_schedule(self, call: ast.Call) -> dict[str, Any]:
+        """``cosine(1e-3, decay_steps=1000)`` in an optimizer's ``lr=``: the schedule of
+        ``compiler/schedules.py`` it names, checked, as data (``attrs["model"]["lr_schedule"]``)."""
+        def value(expr: ast.Expr) -> Any:
+            if isinstance(expr, ast.Call) and expr.func in SCHEDULES:
+                return schedule_from_spec(self.lr_schedule(expr))
+            return self.body.const(expr)
+        cls = SCHEDULES[call.func]
+        names = [p for p in inspect.signature(cls).parameters]
+        for kw in call.kwargs:
+            if kw.name not in names:
+                raise DlTypeError(f"unknown argument '{kw.name}' for schedule '{call.func}' "
+                                  f"(arguments: {', '.join(names)})", kw.span, notes=did_you_mean(kw.name, names))
+        if len(call.args) > len(names):
+            raise DlTypeError(f"too many arguments to schedule '{call.func}' (it takes {', '.join(names)})",
+                              call.args[len(names)].span)
+        args, kwargs = [value(a) for a in call.args], {kw.name: value(kw.value) for kw in call.kwargs}
+        try:
+            inspect.signature(cls).bind(*args, **kwargs)
+        except TypeError as e:            # a required argument missing, or one given twice
+            raise DlTypeError(f"schedule '{call.func}': {e} (arguments: {', '.join(names)})", call.span) from None
+        try:
+            schedule = cls(*args, **kwargs)
+        except DlRuntimeError as e:
+            raise DlTypeError(f"schedule '{call.func}': {e.message}", call.span) from None
+        return schedule_spec(schedule)
 
     def loss_spec(self, expr: ast.Expr) -> dict[str, Any]:
         """The loss's description for ``attrs["model"]``: the callee and its constant keywords."""
@@ -343,7 +386,7 @@ class ModelLowering:
         inputs = [i.value for i in s.inputs]
         targets = [t.value for t in s.targets]
         self.check_outputs_use_no_target()
-        loss_value = s.loss[0]
+        loss_value = self.with_penalties(s.loss[0])
         module = self.module
         metric_names = [n.id for n in s.metrics.names] if s.metrics else []
         module.add(_extract(self.full, "predict", [*params, *state, *inputs], [o.value for o in s.outputs],
@@ -367,10 +410,21 @@ class ModelLowering:
             "optimizer": s.optimizer[0],
             "metrics": metric_names,
         }
+        if s.lr_schedule is not None:
+            module.attrs["model"]["lr_schedule"] = s.lr_schedule
         if s.state:
             module.attrs["model"]["state"] = [{"name": p.name, "init": p.init} for p in s.state]
         if self.rng is not None:
             module.attrs["model"]["rng"] = RNG_NAME
+
+    def with_penalties(self, loss: Value) -> Value:
+        """The loss plus every regularizer's penalty (``kernel_regularizer=l2(...)``)."""
+        b = self.body.b
+        for penalty, span in self.state.penalties:
+            with b.at(span):
+                term = penalty if penalty.type.dtype == loss.type.dtype else b.cast(penalty, dtype=loss.type.dtype)
+                loss = b.add(loss, term)
+        return loss
 
     def check_outputs_use_no_target(self) -> None:
         targets = {t.value: t.name for t in self.state.targets}
@@ -399,7 +453,7 @@ def _default_init(t: TensorType) -> dict[str, Any]:
 
 def _hyperparam_names(opt: Any) -> list[str]:
     inverse = {v: k for k, v in opt.aliases.items()}
-    return [f"{k} ({inverse[k]})" if k in inverse else k for k in opt.hyperparams]
+    return [f"{k} ({inverse[k]})" if k in inverse else k for k in opt.names()]
 
 
 def _parameters_used(ops: list[Op], value: Value) -> set[Value]:

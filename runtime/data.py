@@ -12,10 +12,11 @@ once per ``fit``/``evaluate``/``predict`` before any compiled code sees the data
 Where data comes from (``dlc train --data SPEC``, or :func:`load_data`):
 
 ========================  =====================================================
-``mnist``                 the copy shipped in ``examples/data/mnist`` (checked
-                          against its ``SHA256SUMS``)
+``mnist``                 the copy shipped as package data in
+                          ``runtime/datasets/mnist`` (checked against its
+                          ``SHA256SUMS``)
 ``fashion-mnist``         Zalando's Fashion-MNIST, shipped the same way in
-                          ``examples/data/fashion-mnist``
+                          ``runtime/datasets/fashion-mnist``
 a directory               IDX files ``train-images*``, ``train-labels*`` and
                           optionally ``t10k-images*``/``test-images*`` and
                           labels, gzip-compressed or raw
@@ -46,32 +47,32 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO_ROOT / "examples" / "data" / "mnist"
-SHIPPED_MNIST = Path("examples") / "data" / "mnist"
-
-
 FASHION_MNIST = "fashion-mnist"
+SHIPPED = ("mnist", FASHION_MNIST)
+"""The data sets that ship inside the ``runtime`` package (``runtime/datasets/<name>``;
+``examples/data`` in the source tree links there)."""
 
 
 def shipped_mnist_dir(name: str = "mnist") -> Path:
-    """Where the copy of ``name`` (``mnist`` or ``fashion-mnist``) that ships with dlc lies.
+    """The folder of the shipped data set ``name`` (``mnist`` or ``fashion-mnist``).
 
-    In a source tree or an editable install it is beside the package; after
-    ``pip install .`` the package lives in site-packages, so the clone's
-    ``examples/data/<name>`` under the working directory is used instead.
+    It is package data (pyproject's ``[tool.setuptools.package-data]``), found
+    through :mod:`importlib.resources`: beside the package in a source tree,
+    in site-packages after ``pip install .``, whatever the working directory.
     """
-    beside = MNIST_DIR.parent / name
-    for candidate in (beside, Path.cwd() / SHIPPED_MNIST.parent / name):
-        if candidate.is_dir():
-            return candidate
-    return beside
+    if name not in SHIPPED:
+        raise DlRuntimeError(f"'{name}' is not a data set that ships with dlc ({', '.join(SHIPPED)})")
+    return Path(str(resources.files("runtime") / "datasets" / name))
+
+
+MNIST_DIR = shipped_mnist_dir("mnist")
 
 MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -81,15 +82,19 @@ MNIST_FILES = {
 }
 
 
+Arrays = np.ndarray | dict[str, np.ndarray]
+"""One array (a model with one input or target), or one per input/target name."""
+
+
 @dataclass
 class Dataset:
     """Training arrays and, when the source has them, held-out test arrays."""
 
     name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
+    x_train: Arrays
+    y_train: Arrays
+    x_test: Arrays | None = None
+    y_test: Arrays | None = None
     description: str = ""
     epochs: int | None = None        # what `dlc train` uses when --epochs is not given
     batch_size: int | None = None    # likewise for --batch-size
@@ -97,6 +102,27 @@ class Dataset:
     @property
     def has_test(self) -> bool:
         return self.x_test is not None and self.y_test is not None
+
+    @property
+    def train_samples(self) -> int:
+        return samples(self.x_train)
+
+    @property
+    def test_samples(self) -> int:
+        return samples(self.x_test) if self.x_test is not None else 0
+
+
+def samples(arrays: Arrays) -> int:
+    """The number of samples (rows of the first array)."""
+    first = next(iter(arrays.values()), None) if isinstance(arrays, dict) else arrays
+    return len(first) if first is not None else 0
+
+
+def describe(arrays: Arrays, name: str) -> str:
+    """``x float64 [10, 3]``, or each named array so."""
+    if isinstance(arrays, dict):
+        return ", ".join(f"{k} {a.dtype} {list(a.shape)}" for k, a in arrays.items())
+    return f"{name} {arrays.dtype} {list(arrays.shape)}"
 
 
 @dataclass(frozen=True)
@@ -235,8 +261,8 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True, raw:
     """MNIST: 60000 training and 10000 test images as float32 [N, 784] in [0, 1], int32 labels
     (``raw``: the images as stored, uint8 [N, 28, 28]).
 
-    Reads the copy shipped with dlc (``examples/data/mnist`` in the source
-    tree) unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
+    Reads the copy shipped with dlc (package data, ``runtime/datasets/mnist``)
+    unless ``directory`` says otherwise, verifying ``SHA256SUMS`` first.
     """
     return _load_shipped("mnist", "MNIST", directory, verify,
                          "MNIST handwritten digits (LeCun, Cortes, Burges; CC BY-SA 3.0)", raw)
@@ -245,7 +271,7 @@ def load_mnist(directory: str | Path | None = None, *, verify: bool = True, raw:
 def load_fashion_mnist(directory: str | Path | None = None, *, verify: bool = True,
                        raw: bool = False) -> Dataset:
     """Fashion-MNIST: as :func:`load_mnist` (60000 + 10000 images, [N, 784] in [0, 1], int32
-    labels; ``raw``: uint8 [N, 28, 28]), from the copy shipped in ``examples/data/fashion-mnist``."""
+    labels; ``raw``: uint8 [N, 28, 28]), from the copy shipped in ``runtime/datasets/fashion-mnist``."""
     return _load_shipped(FASHION_MNIST, "Fashion-MNIST", directory, verify,
                          "Fashion-MNIST clothing images (Zalando SE; MIT license)", raw)
 
@@ -255,9 +281,9 @@ def _load_shipped(name: str, title: str, directory: str | Path | None, verify: b
     """An MNIST-layout IDX set: the shipped copy of ``name`` unless ``directory`` says otherwise."""
     directory = Path(directory) if directory is not None else shipped_mnist_dir(name)
     if not directory.is_dir():
-        raise DlRuntimeError(f"{directory}: {title} directory not found (dlc looks for the copy it "
-                             f"ships in examples/data/{name} of its source tree, and under the "
-                             "working directory; pass --data DIR)")
+        raise DlRuntimeError(f"{directory}: {title} directory not found (dlc ships it as package data in "
+                             f"runtime/datasets/{name}; this installation lacks it: reinstall dlc, "
+                             "or pass --data DIR with the four IDX files)")
     if verify:
         verify_checksums(directory, list(MNIST_FILES.values()))
     arrays = {key: read_idx(directory / file) for key, file in MNIST_FILES.items()}
@@ -339,22 +365,97 @@ def _numeric(path: Path, name: str | None, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def load_npz(path: str | Path) -> Dataset:
-    """Arrays ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``) from a .npz file."""
+def load_npz(path: str | Path, spec: DataSpec | None = None) -> Dataset:
+    """Arrays ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``) from a .npz file, or,
+    for a model with several inputs or targets (``spec``), one array per input and target
+    name (and optionally ``<name>_test`` for each)."""
     path = Path(path)
     arrays = read_arrays(path)
     if not isinstance(arrays, dict):
         raise DlRuntimeError(f"{path}: a .npy file holds one array; a data file is an .npz "
                              "holding x and y")
+    if spec is not None and not ("x" in arrays and "y" in arrays) and _names(spec) & set(arrays):
+        return _named_npz(path, arrays, spec)
     for key in ("x", "y"):
         if key not in arrays:
             found = ", ".join(sorted(arrays)) or "none"
             raise DlRuntimeError(f"{path}: missing array '{key}' (a data .npz holds x and y, "
-                                 f"optionally x_test and y_test; found: {found})")
+                                 f"optionally x_test and y_test, or one array per input and target "
+                                 f"name; found: {found})",
+                                 notes=[expected_arrays(spec)] if spec is not None else [])
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DlRuntimeError(f"{path}: x_test and y_test must come together")
     return Dataset(path.stem, arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"),
                    f"arrays from {path}")
+
+
+def _names(spec: DataSpec) -> set[str]:
+    return {s.name for s in (*spec.inputs, *spec.targets)}
+
+
+def expected_arrays(spec: DataSpec) -> str:
+    """``model 'm' takes inputs a: f32[N, 3], b: f32[N, 2]; targets y: f32[N, 1]``."""
+    def listed(specs: tuple[TensorSpec, ...]) -> str:
+        return ", ".join(f"{s.name}: {s.dsl_str()}" for s in specs)
+    return f"model '{spec.model_name}' takes inputs {listed(spec.inputs)}; targets {listed(spec.targets)}"
+
+
+def _named_npz(path: Path, arrays: dict[str, np.ndarray], spec: DataSpec) -> Dataset:
+    """A .npz keyed by the model's input and target names (``<name>_test`` for a test split)."""
+    missing = sorted(_names(spec) - set(arrays))
+    if missing:
+        raise DlRuntimeError(f"{path}: no array for {', '.join(repr(m) for m in missing)} (found: "
+                             f"{', '.join(sorted(arrays))})", notes=[expected_arrays(spec)])
+    tests = {n: arrays.get(f"{n}_test") for n in _names(spec)}
+    if any(a is not None for a in tests.values()) and any(a is None for a in tests.values()):
+        raise DlRuntimeError(f"{path}: a test split needs <name>_test for every input and target "
+                             f"(missing: {', '.join(sorted(n + '_test' for n, a in tests.items() if a is None))})")
+    unknown = sorted(set(arrays) - _names(spec) - {f"{n}_test" for n in _names(spec)})
+    if unknown:
+        raise DlRuntimeError(f"{path}: array '{unknown[0]}' is none of the model's inputs or targets",
+                             notes=[expected_arrays(spec)])
+
+    def pick(specs: tuple[TensorSpec, ...], suffix: str = "") -> dict[str, np.ndarray]:
+        return {s.name: arrays[s.name + suffix] for s in specs}
+    has_test = tests and all(a is not None for a in tests.values())
+    return Dataset(path.stem, pick(spec.inputs), pick(spec.targets),
+                   pick(spec.inputs, "_test") if has_test else None,
+                   pick(spec.targets, "_test") if has_test else None, f"named arrays from {path}")
+
+
+def load_named(pairs: Sequence[str], spec: DataSpec) -> Dataset:
+    """``--input NAME=FILE`` for every input and target of the model: one ``.npy`` each
+    (or an ``.npz`` holding one array)."""
+    files: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep or not name or not file:
+            raise DlRuntimeError(f"--input {pair}: expected NAME=FILE (an input or target name and a .npy file)",
+                                 notes=[expected_arrays(spec)])
+        if name not in _names(spec):
+            raise DlRuntimeError(f"--input {pair}: '{name}' is none of the model's inputs or targets",
+                                 notes=[expected_arrays(spec)])
+        if name in files:
+            raise DlRuntimeError(f"--input {name} is given twice")
+        files[name] = Path(file)
+    missing = sorted(_names(spec) - set(files))
+    if missing:
+        raise DlRuntimeError(f"--input: no file for {', '.join(repr(m) for m in missing)}",
+                             notes=[expected_arrays(spec)])
+    arrays = {name: _one_array(path) for name, path in files.items()}
+    return Dataset("inputs", {s.name: arrays[s.name] for s in spec.inputs},
+                   {s.name: arrays[s.name] for s in spec.targets},
+                   description="arrays from " + ", ".join(f"{n}={p}" for n, p in files.items()))
+
+
+def _one_array(path: Path) -> np.ndarray:
+    loaded = read_arrays(path)
+    if isinstance(loaded, dict):
+        if len(loaded) != 1:
+            raise DlRuntimeError(f"{path}: holds {len(loaded)} arrays ({', '.join(loaded)}); "
+                                 "--input NAME=FILE takes one array (a .npy file)")
+        return next(iter(loaded.values()))
+    return loaded
 
 
 def load_csv(path: str | Path, label_column: str) -> Dataset:
@@ -547,6 +648,15 @@ def default_data_name(spec: DataSpec) -> str | None:
     return None
 
 
+def _model_text(spec: DataSpec | None) -> str:
+    """``model 'm' (inputs x: f32[N, 100]; 10 classes)`` for messages."""
+    if spec is None:
+        return "this model"
+    classes = f"; {spec.num_classes} classes" if spec.num_classes is not None else ""
+    inputs = ", ".join(f"{s.name}: {s.dsl_str()}" for s in spec.inputs)
+    return f"model '{spec.model_name}' (inputs {inputs}{classes})"
+
+
 def _elements_per_sample(spec: TensorSpec) -> int | None:
     sample = spec.shape[1:]
     static = [d for d in sample if isinstance(d, int)]
@@ -564,10 +674,12 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
     """Resolve ``source`` (see the module docstring) to a :class:`Dataset`."""
     if source is None:
         if spec is None or (source := default_data_name(spec)) is None:
-            name = spec.model_name if spec else "this model"
-            raise DlRuntimeError(f"no default data set for model '{name}': pass --data "
+            raise DlRuntimeError(f"no default data set for {_model_text(spec)}: pass --data "
                                  "(mnist, fashion-mnist, a synthetic set name, an IDX directory, "
-                                 "a .npz or a .csv file)")
+                                 "a .npz or a .csv file)",
+                                 notes=["the default is the synthetic set named like the model, else MNIST "
+                                        "(Fashion-MNIST for a model named fmnist... or fashion...) for a model "
+                                        "with one input of 784 elements per sample and 10 classes"])
     text = str(source)
     if label_column and Path(text).suffix.lower() != ".csv":
         raise DlRuntimeError(f"--label-column applies to a .csv data file, not to {text}")
@@ -582,7 +694,7 @@ def load_data(source: str | Path | None, spec: DataSpec | None = None, *, seed: 
         return load_idx_dir(path, raw=_wants_raw_images(spec))
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return load_npz(path)
+        return load_npz(path, spec)
     if suffix == ".csv":
         if not label_column:
             raise DlRuntimeError(f"{path}: a CSV data file needs --label-column NAME")
@@ -749,3 +861,9 @@ def _check_label_range(arr: np.ndarray, tspec: TensorSpec, spec: DataSpec, what:
             index = np.argwhere(bad)[0]
             raise DlRuntimeError(f"{what} '{tspec.name}': value {float(arr[tuple(index)])} at row "
                                  f"{int(index[0])} is out of range [0, 1] for {spec.loss}")
+
+
+__all__ = ["Dataset", "TensorSpec", "DataSpec", "Arrays", "load_data", "load_mnist", "load_fashion_mnist",
+           "load_idx_dir", "load_npz", "load_named", "load_csv", "read_idx", "write_idx", "read_arrays",
+           "verify_checksums", "prepare_inputs", "prepare_targets", "all_finite", "samples", "describe",
+           "expected_arrays", "default_data_name", "shipped_mnist_dir", "SYNTHETIC", "SHIPPED"]

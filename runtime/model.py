@@ -38,6 +38,7 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Function, Module, Op
+from compiler.schedules import LearningRateSchedule, check_learning_rate, schedule_from_spec, scheduled_rate
 from compiler.train_step import (
     TRAIN_STEP,
     TrainSignature,
@@ -55,13 +56,16 @@ from .arguments import (
     check_passes,
     check_seed,
 )
+from .callbacks import Callback, CallbackList, LambdaCallback
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
+from .feed import BatchFeed
 
 if TYPE_CHECKING:
     from .distributed import Distributed, Sync
 
 BACKENDS = ("auto", "native", "interp")
+SUMMARY_BATCH = 32          # the batch size summary() sizes the training step's memory at
 
 
 # ---------------------------------------------------------------------------
@@ -247,13 +251,52 @@ class _Batches:
         return out
 
 
+class _EpochMeter:
+    """One epoch's bookkeeping: the sample-weighted running means of loss and metrics (shown
+    on the progress bar, passed to batch callbacks), samples seen, time and backend calls."""
+
+    def __init__(self, names: list[str], n_tensors: int, bar: Any, hooks: CallbackList | None, backend: Backend):
+        self.names, self._k, self._bar, self._backend = names, n_tensors, bar, backend
+        self._hooks = hooks if hooks is not None and hooks.wants_batches else None
+        self._sums = np.zeros(len(names))
+        self.seen = 0
+        self._calls = backend.calls
+        self._start = time.perf_counter()
+        self.seconds = 0.0
+        self.calls = 0
+
+    def begin(self, i: int) -> None:
+        if self._hooks is not None:
+            self._hooks.on_train_batch_begin(i)
+
+    def add(self, i: int, out: list[np.ndarray], size: int) -> None:
+        """Step ``i`` (``train_step``'s outputs ``out``) trained ``size`` samples."""
+        self._sums += np.array([float(out[0]), *(float(v) for v in out[1 + self._k:])]) * size
+        self.seen += size
+        if self._bar is not None:
+            self._bar.update(size)
+            if i % 20 == 0:
+                self._bar.set_postfix_str(_format_logs(self.logs()), refresh=False)
+        if self._hooks is not None:
+            self._hooks.on_train_batch_end(i, self.logs())
+
+    def logs(self) -> dict[str, float]:
+        return dict(zip(self.names, (float(v) for v in self._sums / max(self.seen, 1))))
+
+    def done(self) -> _EpochMeter:
+        self.seconds = time.perf_counter() - self._start
+        self.calls = self._backend.calls - self._calls
+        return self
+
+
 @dataclass
 class History:
     """What ``fit`` returns, as in Keras: ``history["loss"][epoch]`` and friends.
 
     Besides the per-epoch metrics (``loss``, each metric, ``val_loss``,
-    ``val_<metric>``) it records timings: seconds per epoch, samples per
-    second and backend calls per epoch.
+    ``val_<metric>``) it records timings (seconds per epoch, samples per
+    second and backend calls per epoch) and how many samples were trained
+    and validated on.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -261,6 +304,8 @@ class History:
     epoch_seconds: list[float] = field(default_factory=list)
     samples_per_second: list[float] = field(default_factory=list)
     calls_per_epoch: list[int] = field(default_factory=list)
+    train_samples: int = 0           # samples trained on per epoch (after validation_split)
+    validation_samples: int = 0      # samples validated on after every epoch (0: no validation)
 
     def record(self, epoch: int, logs: dict[str, float]) -> None:
         self.epoch.append(epoch)
@@ -323,6 +368,10 @@ class Model:
         self.epochs_trained = 0
         self.history: History | None = None
         self._sync: Sync | None = None     # fit(distributed=...): runtime/distributed.py
+        # fit(learning_rate=schedule), or the .dl optimizer line's (adam(lr=cosine(...)))
+        spec = info.get("lr_schedule")
+        self.lr_schedule: LearningRateSchedule | None = schedule_from_spec(spec) if spec else None
+        self.stop_training = False        # set by a callback: fit ends after the current step
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
         self.backend: Backend = make_backend(module, backend, passes)
@@ -387,6 +436,11 @@ class Model:
             tensors[i] = _weight(name, value, tensors[i])
         self._tensors = tensors
 
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters and the non-trainable state, by name: what
+        :meth:`set_weights` takes back (EarlyStopping's ``restore_best_weights``)."""
+        return {**self.weights, **self.model_state}
+
     def reset_optimizer(self) -> None:
         """Zero the optimizer state (and Adam's step count)."""
         init = self.signature.initial_state()
@@ -417,9 +471,11 @@ class Model:
 
     # -- training ----------------------------------------------------------------
 
-    def fit(self, x: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
-            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, verbose: int = 1,
-            learning_rate: float | None = None,
+    def fit(self, x: Any, y: Any = None, *, epochs: int = 1, batch_size: int = 32,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            shuffle: bool = True, verbose: int = 1,
+            learning_rate: float | LearningRateSchedule | None = None,
+            callbacks: list[Callback] | None = None, steps_per_epoch: int | None = None,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
             allow_nonfinite: bool = False, distributed: bool | Distributed = False) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
@@ -434,6 +490,21 @@ class Model:
         the first ``.dl`` line whose value became non-finite; the model keeps
         the weights from before that step.  ``allow_nonfinite=True`` trains on.
 
+        Validation (``val_*`` in the logs, after every epoch) runs on
+        ``validation_data=(x, y)``, or, as in Keras, on the last
+        ``validation_split`` fraction of ``(x, y)``, taken before shuffling
+        and never trained on.
+
+        ``learning_rate``: a number (from now on), or a schedule from
+        :mod:`compiler.schedules` (``dlc.schedules``) giving each step's rate from ``Model.step``
+        (the rate is an argument of the compiled step: nothing recompiles).
+        ``callbacks``: :class:`runtime.callbacks.Callback` objects, called as
+        Keras calls them; one that sets ``model.stop_training`` ends training
+        after the current step, and ``fit`` returns the History so far.
+
+        Without ``y``, ``x`` yields ``(x, y)`` batches (a generator, for data
+        that does not fit in memory; see :mod:`runtime.feed`), and
+        ``steps_per_epoch`` may say how many make an epoch.
         ``distributed=True`` (or a :class:`~runtime.distributed.Distributed`), under
         ``mpirun -n K``: data-parallel training over K processes, each training on
         its shard of every epoch's order, ``batch_size`` rows per rank per step (a
@@ -441,37 +512,63 @@ class Model:
         docs/distributed.md.
         """
         _check_positive(epochs=epochs, batch_size=batch_size)
-        xs = prepare_inputs(x, self.data_spec, "training input")
-        n = len(xs[0])
-        ys = prepare_targets(y, self.data_spec, n, "training target")
-        if n == 0:
-            raise DlRuntimeError("fit: the training data is empty")
         check_callable(on_epoch_end, "fit: argument 'on_epoch_end'")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
-                                        f"got {type(validation_data).__name__}")
-            vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
-            val = (vx, prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target"))
+        feed: BatchFeed | None = None
+        if y is None:
+            feed = BatchFeed(x, self.data_spec, steps_per_epoch)
+            if validation_split:
+                raise ArgumentValueError("fit: validation_split needs arrays; with batches from an iterable "
+                                         "pass validation_data=(x, y)")
+            xs, ys, val = self._validation([], [], validation_data, 0.0)
+            n = 0
+        else:
+            if steps_per_epoch is not None:
+                raise ArgumentValueError("fit: steps_per_epoch is for batches from an iterable (fit(x) without "
+                                         "y); with arrays an epoch is one pass over them")
+            xs = prepare_inputs(x, self.data_spec, "training input")
+            ys = prepare_targets(y, self.data_spec, len(xs[0]), "training target")
+            if len(xs[0]) == 0:
+                raise DlRuntimeError("fit: the training data is empty")
+            xs, ys, val = self._validation(xs, ys, validation_data, validation_split)
+            n = len(xs[0])
         if learning_rate is not None:
-            self.learning_rate = _check_learning_rate(learning_rate)
+            self._set_learning_rate(learning_rate)
         if distributed:
+            if feed is not None:
+                raise ArgumentValueError("fit: distributed training shards arrays; batches from an "
+                                         "iterable cannot be split over the ranks")
             from .distributed import start
 
             facts = {"samples": n, "batch_size": batch_size, "seed": self.seed, "shuffle": shuffle,
                      "learning_rate": self.learning_rate}
             self._sync = start(self, distributed, facts, self._split_backend())
             verbose = verbose if self._sync.rank == 0 else 0
-        history = History()
+        span = batch_size if self._sync is None else self._sync.span(batch_size)   # the global batch
+        if on_epoch_end is not None:
+            callbacks = [*(callbacks or []), LambdaCallback(on_epoch_end=on_epoch_end)]
+        logged = ["loss", *self.signature.metrics]
+        hooks = CallbackList(callbacks, self, {
+            "epochs": epochs, "steps": feed.steps_hint() if feed is not None else math.ceil(n / span),
+            "samples": n if feed is None else None, "batch_size": batch_size if feed is None else None,
+            "verbose": verbose, "metrics": logged + ([f"val_{k}" for k in logged] if val is not None else [])})
+        history = History(train_samples=n, validation_samples=len(val[0][0]) if val is not None else 0)
         self.history = history
+        self.stop_training = False
+        logs: dict[str, float] = {}
+        hooks.on_train_begin()
         with _DeferredInterrupt() as interrupt, self._distributed_until_done():
             for _ in range(epochs):
                 epoch = self.epochs_trained
-                bar = _progress(verbose, n, epoch)
+                hooks.on_epoch_begin(epoch)
+                bar = _progress(verbose, n if feed is None else None, epoch)
                 try:
-                    logs, seconds, calls = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt,
-                                                             allow_nonfinite)
+                    if feed is None:
+                        meter = self._train_epoch(xs, ys, batch_size, shuffle, bar, interrupt, allow_nonfinite, hooks)
+                    else:
+                        meter = self._train_feed_epoch(feed, bar, interrupt, allow_nonfinite, hooks)
+                        if meter.seen == 0:            # the batches ran out before this epoch began
+                            break
+                    logs, seconds, calls = meter.logs(), meter.seconds, meter.calls
                     if val is not None:
                         val_logs = self._evaluate(*val, batch_size=max(batch_size, 256))
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -480,16 +577,22 @@ class Model:
                 finally:
                     if bar is not None:
                         bar.close()
+                self.epochs_trained += 1
+                rate = meter.seen / seconds if seconds > 0 else float("inf")
+                if verbose == 2:
+                    print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s, "
+                          f"{rate:,.0f} samples/s)", flush=True)
+                hooks.on_epoch_end(epoch, logs)          # may add keys (learning_rate) to the logs
                 history.record(epoch, logs)
                 history.epoch_seconds.append(seconds)
-                history.samples_per_second.append(n / seconds if seconds > 0 else float("inf"))
+                history.samples_per_second.append(rate)
                 history.calls_per_epoch.append(calls)
-                self.epochs_trained += 1
-                if verbose == 2:
-                    print(f"epoch {epoch + 1}: " + _format_logs(logs) + f" ({seconds:.2f} s)", flush=True)
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, logs)
+                if feed is not None:
+                    history.train_samples = meter.seen     # (known once an epoch has run)
                 interrupt.check()
+                if self.stop_training or (feed is not None and feed.ran_out):
+                    break
+        hooks.on_train_end(logs)
         return history
 
     @contextmanager
@@ -499,41 +602,107 @@ class Model:
             yield
         finally:
             self._sync = None
+    def _set_learning_rate(self, value: Any) -> None:
+        """``fit(learning_rate=...)``: a constant rate from now on, or a schedule of the step."""
+        lr = check_learning_rate(value, "fit: argument 'learning_rate'")
+        if isinstance(lr, LearningRateSchedule):
+            self.lr_schedule = lr
+            self._step_learning_rate()
+        else:
+            self.lr_schedule = None
+            self.learning_rate = lr
+
+    def _step_learning_rate(self) -> float:
+        """The learning rate of the next step: the schedule's value at ``self.step``, or the constant."""
+        if self.lr_schedule is not None:
+            self.learning_rate = scheduled_rate(self.lr_schedule, self.step)
+        return self.learning_rate
+
+    def _validation(self, xs: list[np.ndarray], ys: list[np.ndarray], validation_data: Any,
+                    validation_split: Any) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                    tuple[list[np.ndarray], list[np.ndarray]] | None]:
+        """The training arrays and the validation arrays (None: no validation) of ``fit``."""
+        split = check_validation_split(validation_split, "fit: argument 'validation_split'")
+        if validation_data is not None and split:
+            raise ArgumentValueError("fit: give validation_data or validation_split, not both")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
+                                        f"got {type(validation_data).__name__}")
+            vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
+            vy = prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target")
+            if len(vx[0]) == 0:
+                raise DlRuntimeError("fit: the validation data is empty")
+            return xs, ys, (vx, vy)
+        if not split:
+            return xs, ys, None
+        n = len(xs[0])
+        cut = split_point(n, split)
+        if cut == 0 or cut == n:
+            raise ArgumentValueError(f"fit: validation_split={split:g} of {n} samples leaves "
+                                     f"{cut} to train on and {n - cut} to validate on; both need at least one")
+        return [a[:cut] for a in xs], [a[:cut] for a in ys], ([a[cut:] for a in xs], [a[cut:] for a in ys])
 
     def _train_epoch(self, xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int, shuffle: bool,
-                     bar: Any, interrupt: _DeferredInterrupt,
-                     allow_nonfinite: bool = False) -> tuple[dict[str, float], float, int]:
-        """One pass over the data, one backend call per batch; the epoch's mean loss and metrics."""
+                     bar: Any, interrupt: _DeferredInterrupt, allow_nonfinite: bool = False,
+                     hooks: CallbackList | None = None) -> _EpochMeter:
+        """One pass over the data, one backend call per batch; the epoch's mean loss and metrics.
+        The pass ends early when a batch callback sets ``stop_training``."""
         n = len(xs[0])
         batches = _Batches([*xs, *ys], batch_size,
                            self._shuffle_rng.permutation(n) if shuffle else None)
-        metric_names = ["loss", *self.signature.metrics]
-        sums = np.zeros(len(metric_names))
-        k = len(self._tensors)
-        lr = np.array(self.learning_rate, dtype=np.float32)
+        meter = _EpochMeter(["loss", *self.signature.metrics], len(self._tensors), bar, hooks, self.backend)
+        lr = np.array(self.learning_rate, dtype=np.float32)      # one array, refilled per step
         span = batch_size if self._sync is None else self._sync.span(batch_size)   # the global batch
         steps = math.ceil(n / span)
         # the NaN trap replays this epoch from here to find the weights before a bad step
         start_of_epoch = None if allow_nonfinite else ([t.copy() for t in self._tensors], self.step)
-        calls_before = self.backend.calls
-        start = time.perf_counter()
-        seen = 0
         for i in range(steps):
             lo, hi = i * span, min((i + 1) * span, n)
+            meter.begin(i)
+            lr[...] = self._step_learning_rate()
             out = self._step(self._batch(batches, lo, hi), lr)
-            loss = float(out[0])
-            if start_of_epoch is not None and not math.isfinite(loss):
-                raise self._diverged(start_of_epoch, batches, i, steps, span, n, lr, loss)
-            sums += np.array([loss, *(float(v) for v in out[1 + k:])]) * (hi - lo)
-            seen += hi - lo
-            if bar is not None:
-                bar.update(hi - lo)
-                if i % 20 == 0:
-                    bar.set_postfix_str(_format_logs(dict(zip(metric_names, sums / seen))), refresh=False)
+            if start_of_epoch is not None and not math.isfinite(float(out[0])):
+                raise self._diverged(start_of_epoch, batches, i, steps, span, n, lr, float(out[0]))
+            meter.add(i, out, hi - lo)
+            if self.stop_training:
+                break
             interrupt.check()
-        seconds = time.perf_counter() - start
-        logs = dict(zip(metric_names, (float(v) for v in sums / max(seen, 1))))
-        return logs, seconds, self.backend.calls - calls_before
+        return meter.done()
+
+    def _train_feed_epoch(self, feed: BatchFeed, bar: Any, interrupt: _DeferredInterrupt,
+                          allow_nonfinite: bool, hooks: CallbackList) -> _EpochMeter:
+        """One epoch over the batches of ``feed`` (``fit`` on an iterable of ``(x, y)`` batches).
+
+        Without ``allow_nonfinite`` the weights and optimizer state are copied
+        before every step (batches cannot be replayed), so a non-finite loss
+        leaves the model as it was before that step and the NaN trap runs on
+        that batch.
+        """
+        meter = _EpochMeter(["loss", *self.signature.metrics], len(self._tensors), bar, hooks, self.backend)
+        lr = np.array(self.learning_rate, dtype=np.float32)
+        for i, batch in enumerate(feed.epoch()):
+            meter.begin(i)
+            lr[...] = self._step_learning_rate()
+            before = None if allow_nonfinite else ([t.copy() for t in self._tensors], self.step)
+            out = self._step(batch, lr)
+            if before is not None and not math.isfinite(float(out[0])):
+                self._tensors, self.step = before
+                what = f"the loss is {float(out[0])} at epoch {self.epochs_trained + 1}, step {i + 1}"
+                if not all(t.dtype.kind != "f" or all_finite(t) for t in self._tensors):
+                    raise NonFiniteLossError(
+                        f"training diverged: {what}; the weights or optimizer state were already NaN or "
+                        "infinite before that step (an earlier update overflowed: often a learning rate "
+                        "too large)", None, ["batches from an iterable cannot be replayed: the model keeps "
+                                             "those weights; reload a checkpoint to go on"])
+                raise self._nonfinite_error(what, batch, lr, [
+                    f"the model keeps its weights from before step {i + 1} of this epoch "
+                    f"(training step {self.step + 1})"])
+            meter.add(i, out, len(batch[0]))
+            if self.stop_training:
+                break
+            interrupt.check()
+        return meter.done()
 
     def _step(self, batch: list[np.ndarray], lr: np.ndarray) -> list[np.ndarray]:
         """One training step on ``batch``: the weights and state move on; ``train_step``'s outputs."""
@@ -544,6 +713,12 @@ class Model:
         self._tensors = out[1:1 + len(self._tensors)]
         self.step += 1
         return out
+
+    @property
+    def writes_files(self) -> bool:
+        """Whether this process writes checkpoints: False on the ranks other than 0 of
+        distributed training (``fit(distributed=...)``), True otherwise."""
+        return self._sync is None or self._sync.rank == 0
 
     def _split_backend(self) -> Backend:
         """A backend for the training step in two calls (data-parallel training)."""
@@ -579,6 +754,7 @@ class Model:
                 break
             last_finite = ([t.copy() for t in self._tensors], self.step, i)
             if i < index:
+                lr[...] = self._step_learning_rate()        # a schedule's rate of that step
                 self._step(self._batch(batches, i * batch_size, min((i + 1) * batch_size, n)), lr)
         what = f"the loss is {loss} at epoch {self.epochs_trained + 1}, step {index + 1} of {steps}"
         notes = ["to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
@@ -586,14 +762,23 @@ class Model:
             return NonFiniteLossError(f"training diverged: {what}; the weights or optimizer state were "
                                       "already NaN or infinite when the epoch began", None, notes)
         self._tensors, self.step, bad = last_finite
-        notes.insert(0, f"the model keeps its weights from before step {bad + 1} of this epoch "
-                        f"(training step {self.step + 1})")
+        notes = [f"the model keeps its weights from before step {bad + 1} of this epoch "
+                 f"(training step {self.step + 1})"]
         batch = self._batch(batches, bad * batch_size, min((bad + 1) * batch_size, n))
-        op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
+        lr[...] = self._step_learning_rate()
         if bad != index:
             what += f"; step {bad + 1}'s update made the weights NaN or infinite"
-            notes.insert(1, "an update that overflows often means a learning rate too large for "
-                            "this model and data")
+            notes.append("an update that overflows often means a learning rate too large for "
+                         "this model and data")
+        return self._nonfinite_error(what, batch, lr, notes)
+
+    def _nonfinite_error(self, what: str, batch: list[np.ndarray], lr: np.ndarray,
+                         notes: list[str]) -> NonFiniteLossError:
+        """The error for a non-finite loss, located by the NaN trap: the reference interpreter runs
+        the step on ``batch`` from the model's current (finite) weights and finds the first op
+        whose value is not finite."""
+        notes = [*notes, "to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
+        op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
         if op is None:
             return NonFiniteLossError(f"training diverged: {what}; the reference interpreter computes "
                                       "that step without a NaN or infinity (the native code's rounding "
@@ -665,14 +850,18 @@ class Model:
                           dict(zip(self.model_state_names, self._tensors[k:m])))
         return save_checkpoint(as_path(path, "save: argument 'path'"), ckpt)
 
-    def load_weights(self, path: str | Path) -> None:
+    def load_weights(self, path: str | Path, *, optimizer: str = "auto") -> None:
         """Load a checkpoint written by :meth:`save` (of this model).
 
         Parameters and model state (batch norm's moving statistics) must match
-        by name, shape and dtype.  Optimizer state and step count are restored
-        when the checkpoint was written with the same optimizer; otherwise the
-        optimizer starts fresh.
+        by name, shape and dtype.  ``optimizer``: ``"auto"`` restores the
+        optimizer state, step and epoch count when the checkpoint was written
+        with the same optimizer, else starts the optimizer fresh; ``"restore"``
+        (resuming training) requires them; ``"reset"`` loads the weights only.
         """
+        if optimizer not in ("auto", "restore", "reset"):
+            raise ArgumentValueError(f"load_weights: optimizer must be 'auto', 'restore' or 'reset', "
+                                     f"got {optimizer!r}")
         path = as_path(path, "load_weights: argument 'path'")
         ckpt = load_checkpoint(path)
         k, m = len(self.param_names), self._n_model
@@ -683,7 +872,14 @@ class Model:
         params = [np.array(ckpt.params[n], order="C") for n in self.param_names]
         params += [np.array(ckpt.model_state[n], order="C") for n in self.model_state_names]
         state_expected = {n: (a.shape, a.dtype) for n, a in zip(self.state_names, self._tensors[m:])}
-        if ckpt.optimizer == self.signature.optimizer.name and set(ckpt.state) == set(state_expected):
+        same_optimizer = ckpt.optimizer == self.signature.optimizer.name and set(ckpt.state) == set(state_expected)
+        if optimizer == "restore" and not same_optimizer:
+            raise DlRuntimeError(f"{path}: cannot resume: the checkpoint holds the state of optimizer "
+                                 f"'{ckpt.optimizer}' ({len(ckpt.state)} tensors), model '{self.name}' trains "
+                                 f"with '{self.signature.optimizer.name}' ({len(state_expected)} tensors)",
+                                 notes=["to start from its weights with a fresh optimizer: "
+                                        "load_weights(optimizer='reset'), dlc train --initial-weights"])
+        if same_optimizer and optimizer != "reset":
             check_fits(path, ckpt, self.name, state_expected, "optimizer state")
             state = [np.array(ckpt.state[n], order="C") for n in self.state_names]
             self.step, self.epochs_trained = ckpt.step, ckpt.epoch
@@ -693,19 +889,44 @@ class Model:
             self.step, self.epochs_trained = 0, 0
         self._tensors = params + state
 
-    def export(self, path: str | Path) -> Path:
-        """Write ``predict`` with the current weights as an ONNX model (``.onnx``; needs the
-        ``onnx`` package); see docs/interop.md."""
-        from .interop.onnx_export import export_model
+    def export(self, path: str | Path, format: str | None = None) -> Path:
+        """Write the model in another format: the single entry to every export.
 
-        return export_model(self, as_path(path, "export: argument 'path'"))
+        ``format`` (default: from the path's suffix; a path without one is a
+        directory) is one of :data:`EXPORT_FORMATS`: ``"onnx"`` (``predict``
+        with the current weights as initializers; needs the ``onnx`` package),
+        ``"aot"`` (a directory: native object code for every function of the
+        module, see docs/runtime.md, plus ``weights.npz``), ``"safetensors"``
+        and ``"npz"`` (a checkpoint, as :meth:`save`).
+        """
+        path = as_path(path, "export: argument 'path'")
+        if format is None:
+            format = _EXPORT_SUFFIXES.get(path.suffix.lower()) if path.suffix else "aot"
+            if format is None:
+                raise ArgumentValueError(f"export: cannot tell the format of {path} from its suffix; pass "
+                                         f"format= ({', '.join(EXPORT_FORMATS)})")
+        if format not in EXPORT_FORMATS:
+            raise ArgumentValueError(f"export: unknown format {format!r} (choose from {', '.join(EXPORT_FORMATS)})")
+        return EXPORT_FORMATS[format](self, path)
 
     # -- description -------------------------------------------------------------
 
-    def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
-        """A table of parameters (and non-trainable state) with shapes and counts, plus loss,
-        optimizer and metrics."""
+    def summary(self, print_fn: Callable[[str], None] | None = None) -> None:
+        """Print (with ``print_fn``, default ``print``) the table of ``str(model)``: parameters and
+        non-trainable state with shapes and counts, FLOPs per sample, the training step's
+        memory, loss, optimizer and metrics.  Returns nothing, as Keras's ``summary``, so a
+        notebook shows it once."""
         check_callable(print_fn, "summary: argument 'print_fn'")
+        (print_fn or print)(self._summary_text())
+
+    def __str__(self) -> str:
+        return self._summary_text()
+
+    def __repr__(self) -> str:
+        count = sum(t.num_elements() for _, t in self.signature.params)
+        return f"<Model '{self.name}': {count:,} parameters, step {self.step}, backend {self.backend.name}>"
+
+    def _summary_text(self, batch: int = SUMMARY_BATCH) -> str:
         rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
         state_rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.model_state]
         width = max([len("parameter")] + [len(r[0]) for r in rows + state_rows]) + 2
@@ -723,16 +944,69 @@ class Model:
         if state_rows:
             lines += [f"non-trainable state: {sum(c for *_, c in state_rows):,} "
                       "(updated by training steps, used by predict and evaluate)"]
+        lines += self._cost_lines(batch)
         lines += [f"inputs: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.inputs)}",
                   f"targets: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.targets)}",
                   f"loss: {loss.get('name', '?')}",
                   f"optimizer: {self.signature.optimizer.name}({hp})",
                   f"metrics: {', '.join(self.signature.metrics) or 'none'}",
                   f"backend: {self.backend.name}"]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        return "\n".join(lines)
+
+    def _cost_lines(self, batch: int) -> list[str]:
+        """FLOPs per sample of ``predict`` and of a training step, and the training step's memory
+        at ``batch`` samples, read from the IR (``compiler/analysis/stats.py``, as ``dlc stats``)."""
+        from compiler.analysis.stats import function_stats
+
+        forward = function_stats(self.module.get("predict"))
+        step = function_stats(self.module.get(TRAIN_STEP))
+        symbols = forward.cost.flops.symbols | step.cost.flops.symbols
+        one, none = dict.fromkeys(symbols, 1), dict.fromkeys(symbols, 0)
+        fixed = step.cost.flops.evaluate(none)           # per step, whatever the batch: the update
+        at_batch = {sym: batch for sym in step.argument_bytes.symbols | step.intermediate_bytes.symbols}
+        memory = step.argument_bytes.evaluate(at_batch) + step.peak_live_bytes(at_batch)
+        return [f"FLOPs per sample: {forward.cost.flops.evaluate(one):,} (predict); a training step "
+                f"{step.cost.flops.evaluate(one) - fixed:,} per sample + {fixed:,} per step",
+                f"training step memory at batch {batch}: {_mib(memory)} (arguments and peak live values)"]
+
+
+def _export_onnx(model: Model, path: Path) -> Path:
+    from .interop.onnx_export import export_model
+
+    return export_model(model, path)
+
+
+def _export_aot(model: Model, path: Path) -> Path:
+    """An AOT directory (:func:`runtime.load_compiled` reads it) with the weights beside the code."""
+    compiled = model.backend.compiled if isinstance(model.backend, NativeBackend) else None
+    if compiled is None:
+        compile_module = native_compiler()
+        if compile_module is None:
+            raise DlRuntimeError("export: format 'aot' needs the native code generator (runtime.compile)")
+        compiled = compile_module(model.module)
+    directory = Path(compiled.save(path))
+    model.save(directory / "weights.npz")
+    return directory
+
+
+def _checkpoint_writer(suffix: str) -> Callable[[Model, Path], Path]:
+    """A checkpoint (:meth:`Model.save`) in the format its suffix names."""
+    def write(model: Model, path: Path) -> Path:
+        if path.suffix.lower() != suffix:
+            raise ArgumentValueError(f"export: format '{suffix[1:]}' writes a {suffix} file; got {path}")
+        return model.save(path)
+    return write
+
+
+EXPORT_FORMATS: dict[str, Callable[[Model, Path], Path]] = {
+    "onnx": _export_onnx,
+    "aot": _export_aot,
+    "safetensors": _checkpoint_writer(".safetensors"),
+    "npz": _checkpoint_writer(".npz"),
+}
+"""``Model.export``'s formats: one writer each, ``(model, path) -> the path written``."""
+
+_EXPORT_SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".npz": "npz"}
 
 
 def _data_spec(module: Module, sig: TrainSignature, info: dict[str, Any]) -> DataSpec:
@@ -802,28 +1076,35 @@ def _weight(name: str, value: Any, current: np.ndarray) -> np.ndarray:
     return converted
 
 
+def check_validation_split(value: Any, what: str) -> float:
+    """``value`` as a fraction in [0, 1) (0: no validation); else an :class:`ArgumentValueError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{what} must be a number in [0, 1), got {value!r}")
+    if not (0.0 <= float(value) < 1.0):
+        raise ArgumentValueError(f"{what} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def split_point(n: int, fraction: float) -> int:
+    """Where Keras cuts ``n`` samples for a validation fraction: the last ``n - cut`` validate."""
+    return int(n * (1.0 - fraction))
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.2f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
+
+
 def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise DlRuntimeError(f"{key} must be a positive integer, got {value!r}")
 
 
-def _check_learning_rate(value: Any) -> float:
-    """``value`` as a float if it is a finite, positive number; else a :class:`DlRuntimeError`."""
-    try:
-        lr = float(value)
-    except (TypeError, ValueError):
-        raise DlRuntimeError(f"learning_rate must be a positive number, got {value!r}") from None
-    if not (math.isfinite(lr) and lr > 0):
-        raise DlRuntimeError(f"learning_rate must be a positive number, got {value!r}")
-    return lr
-
-
 def _format_logs(logs: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in logs.items())
 
 
-def _progress(verbose: int, n: int, epoch: int) -> Any:
+def _progress(verbose: int, n: int | None, epoch: int) -> Any:
     """A tqdm bar over the samples of one epoch (verbose=1), else None."""
     if verbose != 1:
         return None
@@ -878,4 +1159,4 @@ def load_model(source: str | Path | Module, *, seed: int = 0, backend: str = "au
 
 
 __all__ = ["Model", "History", "load_model", "Backend", "InterpBackend", "NativeBackend", "BACKENDS",
-           "NonFiniteLossError", "first_nonfinite_op", "model_module", "model_data_spec"]
+           "NonFiniteLossError", "first_nonfinite_op", "model_module", "model_data_spec", "EXPORT_FORMATS"]

@@ -116,7 +116,7 @@ def test_train_a_model_with_a_deep_forward(tmp_path: Path) -> None:
     np.savez(data, x=x, y=2 * x + 3)
     metrics = tmp_path / "metrics.json"
     code, _, err = run_cli(["train", str(model), "--data", str(data), "--epochs", "20", "--quiet",
-                            "--no-validate", "--metrics-out", str(metrics)])
+                            "--no-test", "--metrics-out", str(metrics)])
     assert code == 0, err
     report = json.loads(metrics.read_text())
     assert report["backend"] == "native"

@@ -194,7 +194,7 @@ def test_cli_writes_the_checkpoint_and_prints_on_rank_0_only(tmp_path: Path) -> 
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("saved checkpoint to") == 1
     # the default batch (32) split over the ranks: 16 rows each, 2 steps of 32
-    assert run.stdout.count("model tiny: 1 epoch x 2 steps (batch 16 x 2 ranks)") == 1
+    assert run.stdout.count("model tiny on data (40 training samples): 1 epoch x 2 steps (batch 16 x 2 ranks)") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "data.npz", "model.dl"]   # no temp files
     model = load_model(_model_file(tmp_path), weights=tmp_path / "ck.npz")
     assert model.step == 2

@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("compiler", "frontend_dsl", "runtime")
+PACKAGES = ("compiler", "frontend_dsl", "runtime", "dlc")
 
 # (module prefix, floor, room); the longest matching prefix decides.
 FLOORS: list[tuple[str, int, str]] = [
@@ -28,12 +28,14 @@ FLOORS: list[tuple[str, int, str]] = [
     ("compiler.metrics", 4, "model-parts"),
     ("compiler.optimizers", 4, "model-parts"),
     ("compiler.initializers", 4, "model-parts"),
+    ("compiler.schedules", 4, "model-parts"),
     ("compiler.checking", 5, "checking"),
     ("compiler.train_step", 5, "training"),
     ("compiler.analysis", 6, "analysis"),
     ("compiler.codegen", 6, "codegen"),
     ("frontend_dsl", 6, "frontend"),
     ("runtime", 7, "runtime"),
+    ("dlc", 8, "facade"),                        # the public names, re-exported
 ]
 
 

@@ -48,6 +48,8 @@ def _model_with_optimizer(optimizer: str) -> str:
     ("adam(beta_1=1)", "beta_1 must be in [0, 1), got 1"),
     ("adamw(weight_decay=-1)", "weight_decay must be a number >= 0, got -1"),
     ("rmsprop(rho=2)", "rho must be in [0, 1), got 2"),
+    ("sgd(clipnorm=-1)", "clipnorm must be a number >= 0 (0: off), got -1"),
+    ("adam(weight_decay=-0.5)", "weight_decay must be a number >= 0, got -0.5"),
 ])
 def test_optimizer_hyperparameters_out_of_range_are_located_errors(optimizer: str, message: str) -> None:
     source = _model_with_optimizer(optimizer)
@@ -68,7 +70,7 @@ def test_valid_hyperparameters_still_compile() -> None:
 def test_fit_refuses_a_bad_learning_rate_and_changes_nothing(lr: object) -> None:
     model = load_model(XOR, seed=0, backend="interp")
     before = model.weights
-    with pytest.raises(DlRuntimeError, match="learning_rate must be a positive number"):
+    with pytest.raises(DlRuntimeError, match="'learning_rate' must be a positive number"):
         model.fit(XOR_X, XOR_Y, epochs=1, verbose=0, learning_rate=lr)
     assert model.step == 0 and model.learning_rate == 0.1
     for name, value in model.weights.items():
@@ -189,3 +191,14 @@ def test_compiling_a_directory_says_so(tmp_path):
     folder.mkdir()
     with pytest.raises(DlError, match="is a directory"):
         runtime.compile(str(folder))
+
+
+def test_two_kinds_of_gradient_clipping_are_an_error() -> None:
+    """Keras's rule: clipnorm, global_clipnorm and clipvalue exclude each other."""
+    with pytest.raises(DlError) as info:
+        compile_source(_model_with_optimizer("sgd(clipnorm=1.0, clipvalue=0.5)"), "m.dl")
+    assert "optimizer 'sgd': give one of clipnorm, global_clipnorm, clipvalue, not clipnorm and clipvalue" \
+        in info.value.render()
+    with pytest.raises(DlError) as info:
+        compile_source(_model_with_optimizer("adam(clipping=1.0)"), "m.dl")
+    assert "weight_decay, clipnorm, global_clipnorm, clipvalue" in info.value.render()

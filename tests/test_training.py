@@ -65,11 +65,62 @@ def np_adam(hp, p, g, s, lr, t):
     return p - alpha * m / (np.sqrt(v) + hp["epsilon"]), {"momentum": m, "velocity": v}
 
 
-def np_adamw(hp, p, g, s, lr, t):
-    return np_adam(hp, p - p * hp["weight_decay"] * lr, g, s, lr, t)
+def np_adagrad(hp, p, g, s, lr, t):
+    acc = s["accumulator"] + g * g
+    return p - lr * g / np.sqrt(acc + hp["epsilon"]), {"accumulator": acc}
 
 
-NUMPY_RULES = {"sgd": np_sgd, "rmsprop": np_rmsprop, "adam": np_adam, "adamw": np_adamw}
+def np_adadelta(hp, p, g, s, lr, t):
+    rho, eps = hp["rho"], hp["epsilon"]
+    acc_g = rho * s["accumulated_grad"] + (1 - rho) * g * g
+    delta = -np.sqrt(s["accumulated_delta_var"] + eps) * g / np.sqrt(acc_g + eps)
+    acc_d = rho * s["accumulated_delta_var"] + (1 - rho) * delta * delta
+    return p + lr * delta, {"accumulated_grad": acc_g, "accumulated_delta_var": acc_d}
+
+
+def np_adamax(hp, p, g, s, lr, t):
+    m = s["momentum"] + (g - s["momentum"]) * (1 - hp["beta_1"])
+    u = np.maximum(hp["beta_2"] * s["norm"], np.abs(g))
+    return p - lr * m / ((1 - hp["beta_1"] ** t) * (u + hp["epsilon"])), {"momentum": m, "norm": u}
+
+
+def np_nadam(hp, p, g, s, lr, t, u_product):
+    """Keras 3's Nadam; ``u_product`` is the product of u_1 .. u_t (the shared state after this step)."""
+    b1, b2 = hp["beta_1"], hp["beta_2"]
+    u_t, u_next = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
+    m = s["momentum"] + (g - s["momentum"]) * (1 - b1)
+    v = s["velocity"] + (g * g - s["velocity"]) * (1 - b2)
+    m_hat = u_next * m / (1 - u_product * u_next) + (1 - u_t) * g / (1 - u_product)
+    v_hat = v / (1 - b2 ** t)
+    return p - m_hat * lr / (np.sqrt(v_hat) + hp["epsilon"]), {"momentum": m, "velocity": v}
+
+
+def np_lion(hp, p, g, s, lr, t):
+    b1, b2, m = hp["beta_1"], hp["beta_2"], s["momentum"]
+    return p - lr * np.sign(m * b1 + g * (1 - b1)), {"momentum": m * b2 + g * (1 - b2)}
+
+
+NUMPY_RULES = {"sgd": np_sgd, "rmsprop": np_rmsprop, "adam": np_adam, "adamw": np_adam, "adagrad": np_adagrad,
+               "adadelta": np_adadelta, "adamax": np_adamax, "lion": np_lion}
+
+
+def np_clip(hp, grads):
+    """Keras 3's _clip_gradients: clipnorm per tensor, global_clipnorm over all, clipvalue elementwise."""
+    if hp.get("clipnorm", 0) > 0:
+        c = hp["clipnorm"]
+        return {k: g * c / max(np.sqrt((g * g).sum()), c) for k, g in grads.items()}
+    if hp.get("global_clipnorm", 0) > 0:
+        c = hp["global_clipnorm"]
+        norm = np.sqrt(sum((g * g).sum() for g in grads.values()))
+        return {k: g * c / max(norm, c) for k, g in grads.items()}
+    if hp.get("clipvalue", 0) > 0:
+        return {k: np.clip(g, -hp["clipvalue"], hp["clipvalue"]) for k, g in grads.items()}
+    return grads
+
+
+def np_step(name, hp, p, g, s, lr, t):
+    """Keras 3's order: (clipped gradients), decoupled weight decay, then the optimizer's rule."""
+    return NUMPY_RULES[name](hp, p - p * hp.get("weight_decay", 0.0) * lr, g, s, lr, t)
 
 CASES = [
     {"name": "sgd"},
@@ -84,6 +135,22 @@ CASES = [
     {"name": "adam", "beta_1": 0.5, "beta_2": 0.75, "epsilon": 1e-2},
     {"name": "adamw"},
     {"name": "adamw", "weight_decay": 0.1, "beta_1": 0.8},
+    {"name": "sgd", "weight_decay": 0.5},
+    {"name": "rmsprop", "weight_decay": 0.2, "momentum": 0.5},
+    {"name": "sgd", "clipvalue": 0.05},
+    {"name": "adam", "clipnorm": 0.1},
+    {"name": "sgd", "momentum": 0.9, "global_clipnorm": 0.1},
+    {"name": "adamw", "global_clipnorm": 0.1, "weight_decay": 0.3},
+    {"name": "adagrad"},
+    {"name": "adagrad", "initial_accumulator_value": 0.5, "epsilon": 1e-3},
+    {"name": "adadelta"},
+    {"name": "adadelta", "rho": 0.5},
+    {"name": "adamax"},
+    {"name": "adamax", "beta_1": 0.5, "beta_2": 0.8},
+    {"name": "nadam"},
+    {"name": "nadam", "beta_1": 0.7, "beta_2": 0.9, "epsilon": 1e-3},
+    {"name": "lion"},
+    {"name": "lion", "beta_1": 0.5, "beta_2": 0.7, "weight_decay": 0.1},
 ]
 
 
@@ -103,7 +170,9 @@ def test_three_steps_match_numpy(case: dict) -> None:
                BIAS: rng.normal(size=2).astype(np.float32), **sig.initial_state()}
     ref = {k: v.astype(np.float64) for k, v in tensors.items()}
     slots = opt.slots(hp)
+    u_product = 1.0
     for t, (lr, n) in enumerate([(0.1, 5), (0.05, 8), (0.02, 3)], start=1):
+        u_product *= hp.get("beta_1", 0.0) * (1 - 0.5 * 0.96 ** t)       # Nadam's shared product
         x = rng.normal(size=(n, 3)).astype(np.float32)
         y = rng.normal(size=(n, 2)).astype(np.float32)
         args = [tensors[name] for name in sig.arg_names[:-3]] + [x, y, np.float32(lr)]
@@ -112,14 +181,22 @@ def test_three_steps_match_numpy(case: dict) -> None:
 
         loss, grads = mse_grads(ref[KERNEL], ref[BIAS], x.astype(np.float64), y.astype(np.float64))
         np.testing.assert_allclose(out[0], loss, rtol=1e-5)
+        grads = np_clip(hp, grads)
         for pname in (KERNEL, BIAS):
             state = {slot: ref[opt.slot_name(slot, pname)] for slot in slots}
-            ref[pname], new_state = NUMPY_RULES[case["name"]](hp, ref[pname], grads[pname], state, lr, t)
+            if case["name"] == "nadam":
+                ref[pname] = ref[pname] - ref[pname] * hp.get("weight_decay", 0.0) * lr
+                ref[pname], new_state = np_nadam(hp, ref[pname], grads[pname], state, lr, t, u_product)
+            else:
+                ref[pname], new_state = np_step(case["name"], hp, ref[pname], grads[pname], state, lr, t)
             assert set(new_state) == set(slots)
             ref.update({opt.slot_name(slot, pname): v for slot, v in new_state.items()})
         for name, value in tensors.items():
             if name.endswith("iterations"):
                 assert value.dtype == np.int64 and int(value) == t
+                continue
+            if name.endswith("u_product"):
+                np.testing.assert_allclose(value, u_product, rtol=1e-6)
                 continue
             assert value.dtype == np.float32, name
             np.testing.assert_allclose(value, ref[name], rtol=2e-4, atol=1e-6, err_msg=f"{name} after step {t}")
@@ -215,8 +292,8 @@ def test_train_step_verifies() -> None:
 
 
 def test_unknown_optimizer_is_a_training_error() -> None:
-    with pytest.raises(TrainingError, match="unknown optimizer 'lion'"):
-        train_signature(linear_module({"name": "lion"}))
+    with pytest.raises(TrainingError, match="unknown optimizer 'ftrl'"):
+        train_signature(linear_module({"name": "ftrl"}))
     with pytest.raises(TrainingError, match="optimizer 'sgd' has no hyperparameter 'beta_1'"):
         train_signature(linear_module({"name": "sgd", "beta_1": 0.9}))
 
@@ -251,3 +328,12 @@ def test_softmax_cross_entropy_is_differentiated_from_logits() -> None:
     # The backward is softmax - one_hot: one softmax, and nothing clips or divides by probabilities.
     assert [op.loc.backward for op in step.ops if op.name == "softmax"] == [True]
     assert not any(op.name in ("maximum", "minimum", "log") for op in step.ops)
+
+
+def test_adagrad_accumulators_start_at_their_initial_value() -> None:
+    """Keras's Adagrad starts its accumulators at initial_accumulator_value (0.1), not 0."""
+    sig = train_signature(linear_module({"name": "adagrad"}))
+    state = sig.initial_state()
+    assert set(state) == {f"adagrad.accumulator.{KERNEL}", f"adagrad.accumulator.{BIAS}"}
+    assert all(np.all(v == np.float32(0.1)) and v.dtype == np.float32 for v in state.values())
+    assert all(np.all(v == 0) for v in train_signature(linear_module({"name": "adadelta"})).initial_state().values())

@@ -145,7 +145,7 @@ def test_dlc_train_checks_the_data_before_compiling(tmp_path, capsys, monkeypatc
     assert main(["train", "examples/xor.dl", "--data", str(data), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "data set 'd' does not fit model 'xor': training input 'x': expected shape f32[N, 2], got [10, 3]" in err
-    assert "the model expects inputs x: f32[N, 2]; targets y: f32[N, 1]" in err
+    assert "model 'xor' takes inputs x: f32[N, 2]; targets y: f32[N, 1]" in err
     assert "the data set has x float64 [10, 3], y float64 [10]" in err
 
 

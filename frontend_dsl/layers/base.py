@@ -40,7 +40,7 @@ from compiler.ir.core import Value
 from compiler.ir.types import DType, TensorType
 
 from .. import ast
-from ..constants import bind_args, convert_attr, initializer_spec
+from ..constants import bind_args, convert_attr, initializer_spec, named_call
 from ..scope import Lit, Word
 
 # activation=NAME: Keras's names that are not op names (None: identity).  Any other name is a
@@ -69,6 +69,8 @@ class ParamHost(Protocol):
     def new_state(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value: ...
 
     def update_state(self, state: Value, new: Value, span: Location) -> None: ...
+
+    def add_penalty(self, penalty: Value, span: Location) -> None: ...
 
     def random_key(self, layer_name: str, span: Location) -> Value: ...
 
@@ -114,6 +116,12 @@ class LayerDef:
 
 
 LAYERS: dict[str, LayerDef] = {}
+
+# kernel_regularizer=NAME(...): the factors each takes (l1 of sum(|w|), l2 of sum(w²)), and
+# their default (Keras's L1(0.01), L2(0.01), L1L2(l1=0, l2=0))
+REGULARIZERS: dict[str, tuple[tuple[str, ...], float]] = {
+    "l1": (("l1",), 0.01), "l2": (("l2",), 0.01), "l1_l2": (("l1", "l2"), 0.0),
+}
 
 
 def define_layer(name: str, *, args: tuple[str, ...], required: tuple[str, ...], usage: str,
@@ -211,6 +219,42 @@ class LayerCall:
             raise DlTypeError(f"argument '{key}' of '{self.layer.name}' takes an int or {count} ints, "
                               f"got {list(value)}", self.span_of(key))
         return tuple(value)
+
+    def regularize(self, key: str, param: Value) -> None:
+        """The regularizer argument ``key`` (``kernel_regularizer=l2(0.01)``) of ``param``:
+        its penalty joins the model's loss, as Keras adds ``model.losses`` to it.
+
+        ``l1(f)``: ``f·sum(|w|)``; ``l2(f)``: ``f·sum(w²)`` (both ``f`` = 0.01 by
+        default, Keras's); ``l1_l2(l1=a, l2=b)``: both (0 by default)."""
+        if key not in self.given:
+            return
+        expr = self.given[key]
+        name, args, kwargs, span = named_call(expr, "a regularizer: l1(0.01), l2(0.01) or l1_l2(l1=..., l2=...)")
+        if name not in REGULARIZERS:
+            raise DlTypeError(f"unknown regularizer '{name}' (regularizers: {', '.join(REGULARIZERS)})", span)
+        names, default = REGULARIZERS[name]
+        if len(args) > len(names):
+            raise DlTypeError(f"too many arguments to regularizer '{name}' (it takes {', '.join(names)})",
+                              args[len(names)].span)
+        factors = dict.fromkeys(names, default)
+        for key_name, value_expr in [*zip(names, args), *((kw.name, kw.value) for kw in kwargs)]:
+            if key_name not in names:
+                raise DlTypeError(f"unknown argument '{key_name}' for regularizer '{name}' "
+                                  f"(it takes {', '.join(names)})", value_expr.span)
+            value = self.exprs.const(value_expr)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise DlTypeError(f"regularizer '{name}': {key_name} must be a number >= 0, got {value!r}",
+                                  value_expr.span)
+            factors[key_name] = float(value)
+        terms = []
+        for which, factor in factors.items():
+            if factor:
+                magnitude = self.emit("abs" if which == "l1" else "square", param)
+                terms.append(self.emit("mul", self.constant(factor, param.type.dtype), self.emit("sum", magnitude)))
+        if terms:
+            total = terms[0] if len(terms) == 1 else self.emit("add", *terms)
+            assert self.host is not None, f"layer {self.layer.name} is stateless"
+            self.host.add_penalty(total, self.span_of(key))
 
     def param(self, suffix: str, t: TensorType, init: dict[str, Any]) -> Value:
         """A new model parameter ``<layer name>.<suffix>``."""

@@ -28,7 +28,7 @@ def _is_layer_call(c: ast.Call) -> bool:
 
 conv2d = define_layer(
     "conv2d", args=("x", "filters", "kernel", "strides", "padding", "dilation", "groups", "activation",
-                    "use_bias", "kernel_init", "bias_init", "name"),
+                    "use_bias", "kernel_init", "bias_init", "name", "kernel_regularizer", "bias_regularizer"),
     required=("x", "filters", "kernel"), usage="conv2d(x, filters=32, kernel=3, activation=relu)",
     aliases={"kernel_size": "kernel", "dilation_rate": "dilation", "kernel_initializer": "kernel_init",
              "bias_initializer": "bias_init"},
@@ -60,8 +60,10 @@ def _(call: LayerCall) -> Value:
         raise DlTypeError(f"conv2d: {e}", call.span_of("padding")) from None
     w = call.param("kernel", TensorType(t.dtype, (*kernel, t.shape[3] // groups, filters)),
                    call.initializer("kernel_init", {"name": "glorot_uniform"}))
+    call.regularize("kernel_regularizer", w)
     y = call.emit("conv2d", x, w, strides=strides, padding=pads, dilations=dilation, groups=groups)
     if call.bool("use_bias", True):
         bias = call.param("bias", TensorType(t.dtype, (filters,)), call.initializer("bias_init", {"name": "zeros"}))
+        call.regularize("bias_regularizer", bias)
         y = call.emit("add", y, bias)
     return call.activate("activation", y)

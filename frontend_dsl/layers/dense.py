@@ -9,11 +9,13 @@ from compiler.ir.types import TensorType
 from .base import LayerCall, define_layer
 
 dense = define_layer(
-    "dense", args=("x", "units", "activation", "name", "kernel_init", "bias_init", "use_bias"),
+    "dense", args=("x", "units", "activation", "name", "kernel_init", "bias_init", "use_bias",
+                   "kernel_regularizer", "bias_regularizer"),
     required=("x", "units"), usage="dense(x, 512, activation=relu)",
     aliases={"kernel_initializer": "kernel_init", "bias_initializer": "bias_init"},
     doc="A fully connected layer: ``activation(x @ kernel + bias)`` over the last axis of ``x``; "
-        "kernel ``[in, units]`` (glorot_uniform), bias ``[units]`` (zeros) unless ``use_bias=false``.")
+        "kernel ``[in, units]`` (glorot_uniform), bias ``[units]`` (zeros) unless ``use_bias=false``; "
+        "``kernel_regularizer=l2(0.01)`` (or ``l1``, ``l1_l2``) adds its penalty to the loss.")
 
 
 @dense.def_build
@@ -28,9 +30,11 @@ def _(call: LayerCall) -> Value:
     use_bias = call.bool("use_bias", True)
     kernel = call.param("kernel", TensorType(x.type.dtype, (x.type.shape[-1], units)),
                         call.initializer("kernel_init", {"name": "glorot_uniform"}))
+    call.regularize("kernel_regularizer", kernel)
     h = call.emit("matmul", x, kernel)
     if use_bias:
         bias = call.param("bias", TensorType(x.type.dtype, (units,)),
                           call.initializer("bias_init", {"name": "zeros"}))
+        call.regularize("bias_regularizer", bias)
         h = call.emit("add", h, bias)
     return call.activate("activation", h)

@@ -9,7 +9,7 @@ from compiler.ir.types import DType, TensorType
 from .base import LayerCall, define_layer
 
 embedding = define_layer(
-    "embedding", args=("ids", "vocab", "dim", "name", "embeddings_init", "dtype"),
+    "embedding", args=("ids", "vocab", "dim", "name", "embeddings_init", "dtype", "embeddings_regularizer"),
     required=("ids", "vocab", "dim"), usage="embedding(tokens, 1000, 32)",
     aliases={"input_dim": "vocab", "output_dim": "dim", "embeddings_initializer": "embeddings_init"},
     doc="A lookup table: ``gather(embeddings, ids, axis=0)``, ``embeddings [vocab, dim]`` "
@@ -32,4 +32,5 @@ def _(call: LayerCall) -> Value:
         raise DlTypeError(f"embedding tables are float (f32 or f64), got {dtype.dsl_name}", call.span_of("dtype"))
     table = call.param("embeddings", TensorType(dtype, (vocab, dim)),
                        call.initializer("embeddings_init", {"name": "uniform", "low": -0.05, "high": 0.05}))
+    call.regularize("embeddings_regularizer", table)
     return call.emit("gather", table, ids, axis=0)

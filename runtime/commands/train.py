@@ -7,8 +7,10 @@
 The data set defaults to the synthetic set named like the model, or MNIST
 for a model with a 784-wide input and 10 classes (``runtime/data.py``);
 ``--epochs`` and ``--batch-size`` default to what that data set recommends
-(MNIST: 5 and 128).  When the data set has a test split it is evaluated after
-every epoch (``val_*``) and reported at the end.
+(MNIST: 5 and 128).  Validation (``val_*``, after every epoch) runs on the
+last ``--validation-split`` fraction of the training data or on
+``--validation-data``; the data set's test split is evaluated once, after
+training, and reported as ``test``.
 """
 
 from __future__ import annotations
@@ -27,13 +29,24 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 
-from ..data import Dataset, DataSpec, load_data, prepare_inputs, prepare_targets
+from ..callbacks import Callback, EarlyStopping, ModelCheckpoint
+from ..data import (
+    Dataset,
+    DataSpec,
+    describe,
+    expected_arrays,
+    load_data,
+    load_named,
+    prepare_inputs,
+    prepare_targets,
+)
 from ..distributed import Distributed, is_root, mpi, rank_and_size
 from ..model import (
     BACKENDS,
     History,
     Model,
     NonFiniteLossError,
+    check_validation_split,
     model_data_spec,
     model_module,
 )
@@ -48,12 +61,16 @@ DEFAULT_BATCH_SIZE = 32
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data`` and ``--label-column``, shared by train and evaluate."""
-    parser.add_argument("--data", default=None, metavar="NAME|DIR|FILE",
+    """``--data``, ``--input`` and ``--label-column``, shared by train and evaluate."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", default=None, metavar="NAME|DIR|FILE",
                         help="mnist, fashion-mnist, a synthetic set (linear_regression, xor, student_pass, "
                              "student_grade, sigmoid_chain, text_classifier), a directory of IDX files, "
-                             "a .npz (x, y[, x_test, y_test]) "
-                             "or a .csv; default: chosen from the model")
+                             "a .npz (x, y[, x_test, y_test], or one array per input and target name "
+                             "[, NAME_test]) or a .csv; default: chosen from the model")
+    source.add_argument("--input", action="append", default=None, metavar="NAME=FILE", dest="inputs",
+                        help="one .npy file per model input and target (repeat the option): "
+                             "the data of a model with several inputs")
     parser.add_argument("--label-column", default=None, metavar="NAME",
                         help="the target column of a CSV data file")
 
@@ -95,18 +112,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_BATCH_SIZE}, split over the ranks)")
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default: the model's optimizer declaration)")
-    parser.add_argument("--no-validate", action="store_true",
-                        help="do not evaluate the test split after every epoch")
-    parser.add_argument("--weights", default=None, metavar="PATH",
-                        help="start from these weights (a checkpoint, e.g. from dlc import or --save) "
-                             "instead of the initializers")
+    parser.add_argument("--validation-split", type=float, default=0.0, metavar="F",
+                        help="validate after every epoch on the last fraction F of the training data "
+                             "(0 <= F < 1; as Keras, taken before shuffling and not trained on)")
+    parser.add_argument("--validation-data", default=None, metavar="NAME|DIR|FILE",
+                        help="validate after every epoch on this data set's training arrays "
+                             "(the same forms as --data)")
+    parser.add_argument("--no-test", action="store_true",
+                        help="do not evaluate the data set's test split after training")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--initial-weights", "--weights", dest="weights", default=None, metavar="PATH",
+                       help="start from these weights (a checkpoint, e.g. from dlc import or --save) "
+                            "instead of the initializers, with a fresh optimizer (fine-tuning)")
+    start.add_argument("--resume", default=None, metavar="PATH",
+                       help="continue the training saved in this checkpoint: weights, optimizer state, "
+                            "step and epoch count; --epochs counts the epochs already trained")
     parser.add_argument("--save", default=None, metavar="PATH",
                         help="write a checkpoint (.npz, or .safetensors) after training")
+    parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                        help="stop when the monitored quantity has not improved for PATIENCE epochs, "
+                             "keeping the weights of the best epoch")
+    parser.add_argument("--save-best", action="store_true",
+                        help="write --save after each epoch that improves the monitored quantity "
+                             "(and not after training): the checkpoint of the best epoch")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                        help="also write --save every N epochs (the path may name the epoch: ckpt-{epoch}.npz)")
+    parser.add_argument("--monitor", default=None, metavar="NAME",
+                        help="what --early-stopping and --save-best watch (default: val_loss with "
+                             "validation, else loss)")
+    parser.add_argument("--progress", choices=("bar", "epoch", "none"), default=None,
+                        help="a progress bar per epoch, one line per epoch (logs, CI), or nothing "
+                             "(default: a bar on a terminal, else one line per epoch)")
     parser.add_argument("--metrics-out", default=None, metavar="PATH",
                         help="write per-epoch metrics, timings and test results as JSON")
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="draw the learning curves to an image (needs matplotlib: pip install 'dlc[plot]')")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, only the summary")
+    parser.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel training over the ranks of an MPI job (mpirun -n K dlc train ...; "
                              "--batch-size is per rank); needs pip install 'dlc[distributed]'")
@@ -129,39 +170,51 @@ def run(args: argparse.Namespace) -> int:
     module, name = model_module(args.file)
     spec = model_data_spec(module)
     load_seconds = time.perf_counter() - start
-    data = load_data(args.data, spec, seed=args.seed, label_column=args.label_column)
+    data = command_data(args, spec)
     check_data(data, spec)                     # before the (slow) compile
+    validation = _validation_data(args, spec)
     start = time.perf_counter()
     model = Model(module, seed=args.seed, backend=args.backend, source=name, passes=model_passes(args))
     if args.weights:
-        model.load_weights(args.weights)
+        model.load_weights(args.weights, optimizer="reset")
+    if args.resume:
+        model.load_weights(args.resume, optimizer="restore")
     load_seconds += time.perf_counter() - start
     epochs = args.epochs or data.epochs or DEFAULT_EPOCHS
+    if args.resume:
+        epochs = _epochs_left(model, epochs, args.resume)
     batch_size = args.batch_size or _per_rank(data.batch_size or DEFAULT_BATCH_SIZE, distributed)
-    validation = (data.x_test, data.y_test) if data.has_test and not args.no_validate else None
     root = not distributed or is_root()
     say = _printer(args.quiet or not root)
-    say(f"training {model.name} on {data.name} ({len(data.x_train)} samples): {_count(epochs, 'epoch')}, "
-        f"batch {batch_size}{_ranks(rank_and_size()[1] if distributed else 1)}, {model.signature.optimizer.name} "
-        f"lr={args.lr or model.learning_rate:g}, backend {model.backend.name}")
+    resumed = f" from epoch {model.epochs_trained + 1} (step {model.step})" if args.resume else ""
+    schedule = f" ({model.lr_schedule!r})" if model.lr_schedule is not None and args.lr is None else ""
+    say(f"training {model.name} on {data.name} ({data.train_samples} samples): {_count(epochs, 'epoch')}"
+        f"{resumed}, batch {batch_size}{_ranks(rank_and_size()[1] if distributed else 1)}, "
+        f"{model.signature.optimizer.name} lr={args.lr or model.learning_rate:g}"
+        f"{schedule}, backend {model.backend.name}")
+    callbacks = training_callbacks(args, validation is not None or args.validation_split > 0)
     try:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
-                            validation_data=validation, learning_rate=args.lr, verbose=0 if args.quiet else 1,
+                            validation_data=validation, validation_split=args.validation_split,
+                            learning_rate=args.lr, verbose=_verbosity(args), callbacks=callbacks,
                             allow_nonfinite=args.allow_nonfinite, distributed=distributed)
     except KeyboardInterrupt:
         return _interrupted(model, args, root)
     except NonFiniteLossError as e:
-        if args.save:
+        written = [str(p) for c in callbacks if isinstance(c, ModelCheckpoint) for p in c.saved]
+        if written:
+            e.notes.append(f"the checkpoints written before that epoch stay: {', '.join(written)}")
+        elif args.save:
             e.notes.append(f"nothing was saved: {args.save} is as it was")
         raise
     if not root:                               # rank 0 reports and writes the files
         return 0
-    test = model.evaluate(data.x_test, data.y_test) if data.has_test else None
+    test = model.evaluate(data.x_test, data.y_test) if data.has_test and not args.no_test else None
     report = _report(model, data, history, test, epochs, batch_size, load_seconds, args)
-    print(_summary(model, report), flush=True)
-    if args.save:
-        model.save(args.save)
-        print(f"saved checkpoint to {args.save}")
+    print(_summary(model, report, callbacks), flush=True)
+    saved = _save(model, args)
+    if saved:
+        print(f"saved checkpoint to {saved}")
     if args.metrics_out:
         text = json.dumps(report, indent=2) + "\n"
         write_output_file(args.metrics_out, lambda f: f.write(text.encode()), "--metrics-out")
@@ -172,10 +225,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_data(data: Dataset, spec: DataSpec) -> None:
+def check_data(data: Dataset, spec: DataSpec, role: str = "training") -> None:
     """The data set's arrays against the model's inputs and targets (names, shapes, dtypes,
-    labels, NaN/inf), as ``fit`` checks them; an error lists what the model expects."""
-    splits = [("training", data.x_train, data.y_train)]
+    labels, NaN/inf), as ``fit`` checks them; an error lists what the model expects.
+    ``role`` names the data set's training arrays in messages (``validation`` for
+    ``--validation-data``)."""
+    splits = [(role, data.x_train, data.y_train)]
     if data.x_test is not None and data.y_test is not None:     # data.has_test
         splits.append(("test", data.x_test, data.y_test))
     try:
@@ -183,27 +238,97 @@ def check_data(data: Dataset, spec: DataSpec) -> None:
             xs = prepare_inputs(x, spec, f"{split} input")
             prepare_targets(y, spec, len(xs[0]), f"{split} target")
     except DlRuntimeError as e:
-        expects = "; ".join(f"{kind} " + ", ".join(f"{s.name}: {s.dsl_str()}" for s in specs)
-                            for kind, specs in (("inputs", spec.inputs), ("targets", spec.targets)))
-        has = ", ".join(f"{k} {a.dtype} {list(a.shape)}" for k, a in (("x", data.x_train), ("y", data.y_train)))
+        has = f"{describe(data.x_train, 'x')}, {describe(data.y_train, 'y')}"
         raise DlRuntimeError(f"data set '{data.name}' does not fit model '{spec.model_name}': {e.message}",
-                             notes=[f"the model expects {expects}", f"the data set has {has}"]) from None
+                             notes=[expected_arrays(spec), f"the data set has {has}"]) from None
+
+
+def training_callbacks(args: argparse.Namespace, validates: bool) -> list[Callback]:
+    """The callbacks ``--early-stopping``, ``--save-best`` and ``--checkpoint-every`` ask for."""
+    monitor = args.monitor or ("val_loss" if validates else "loss")
+    callbacks: list[Callback] = []
+    if args.early_stopping is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, patience=args.early_stopping, restore_best_weights=True))
+    if args.save_best:
+        callbacks.append(ModelCheckpoint(args.save, monitor=monitor, save_best_only=True))
+    if args.checkpoint_every is not None:
+        callbacks.append(ModelCheckpoint(args.save, period=args.checkpoint_every))
+    return callbacks
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    """``fit``'s verbose: 1 a bar, 2 a line per epoch, 0 nothing."""
+    progress = "none" if args.quiet else args.progress
+    if progress is None:
+        progress = "bar" if sys.stderr.isatty() else "epoch"
+    return {"bar": 1, "epoch": 2, "none": 0}[progress]
+
+
+def _epochs_left(model: Model, epochs: int, path: str) -> int:
+    """``--resume``: the epochs still to train to reach ``--epochs`` in all."""
+    if model.epochs_trained >= epochs:
+        raise DlRuntimeError(f"{path}: the checkpoint has already trained {_count(model.epochs_trained, 'epoch')}; "
+                             f"--epochs {epochs} counts those too (ask for more to continue)")
+    return epochs - model.epochs_trained
+
+
+def command_data(args: argparse.Namespace, spec: DataSpec) -> Dataset:
+    """The data set of ``--data`` (or the model's default) or of the ``--input`` files."""
+    if args.inputs:
+        if args.label_column:
+            raise DlRuntimeError("--label-column applies to a .csv data file, not to --input files")
+        return load_named(args.inputs, spec)
+    return load_data(args.data, spec, seed=args.seed, label_column=_label_column(args, args.data))
+
+
+def _validation_data(args: argparse.Namespace, spec: DataSpec) -> tuple[Any, Any] | None:
+    """``--validation-data``: the training arrays of that data set, checked against the model."""
+    if args.validation_data is None:
+        return None
+    data = load_data(args.validation_data, spec, seed=args.seed,
+                     label_column=_label_column(args, args.validation_data))
+    check_data(data, spec, "validation")
+    return data.x_train, data.y_train
+
+
+def _label_column(args: argparse.Namespace, source: str | None) -> str | None:
+    """``--label-column`` for ``source`` (``--data`` or ``--validation-data``): it names the column
+    of every CSV file among them; given for ``--data`` when neither is a CSV file, which says so."""
+    def is_csv(text: str | None) -> bool:
+        return text is not None and Path(text).suffix.lower() == ".csv"
+    validation = getattr(args, "validation_data", None)        # dlc evaluate has no --validation-data
+    if is_csv(source) or (source == args.data and not is_csv(validation)):
+        return args.label_column
+    return None
 
 
 def _check_options(args: argparse.Namespace) -> None:
     """Fail before any work on options that cannot succeed."""
+    check_validation_split(args.validation_split, "--validation-split")
+    if args.validation_split and args.validation_data is not None:
+        raise DlRuntimeError("give --validation-split or --validation-data, not both")
     for key in ("epochs", "batch_size"):
         value = getattr(args, key)
         if value is not None and value < 1:
             raise DlRuntimeError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise DlRuntimeError(f"--lr must be a positive number, got {args.lr}")
+    for key in ("early_stopping", "checkpoint_every"):
+        value = getattr(args, key)
+        if value is not None and value < (0 if key == "early_stopping" else 1):
+            raise DlRuntimeError(f"--{key.replace('_', '-')} must be at least "
+                                 f"{0 if key == 'early_stopping' else 1}, got {value}")
+    for option in ("save_best", "checkpoint_every"):
+        if getattr(args, option) not in (None, False) and not args.save:
+            raise DlRuntimeError(f"--{option.replace('_', '-')} writes the checkpoint --save names; give --save PATH")
+    if args.save_best and args.checkpoint_every is not None:
+        raise DlRuntimeError("give --save-best or --checkpoint-every, not both (they write the same --save path)")
     if args.plot:
         require_matplotlib()
     for option in ("save", "metrics_out", "plot"):
         path = getattr(args, option)
         if path:
-            check_output(path, f"--{option.replace('_', '-')}")
+            check_output(save_path(path, 1) if option == "save" else path, f"--{option.replace('_', '-')}")
 
 
 def _printer(quiet: bool) -> Any:
@@ -234,22 +359,42 @@ def _distributed(args: argparse.Namespace) -> Distributed | bool:
 def _interrupted(model: Model, args: argparse.Namespace, root: bool = True) -> int:
     print(f"\ninterrupted after {model.step} steps ({model.epochs_trained} complete epochs); "
           "the weights are those of the last completed step", file=sys.stderr)
-    if args.save and root:
-        model.save(args.save)
-        print(f"saved checkpoint to {args.save}", file=sys.stderr)
+    saved = _save(model, args) if root else None
+    if saved:
+        print(f"saved checkpoint to {saved}", file=sys.stderr)
     return 130
+
+
+def _save(model: Model, args: argparse.Namespace) -> str | None:
+    """Write ``--save`` (its ``{epoch}`` filled in) unless ``--save-best`` already wrote the best epoch's."""
+    if not args.save or args.save_best:
+        return None
+    path = save_path(args.save, model.epochs_trained)
+    model.save(path)
+    return path
+
+
+def save_path(pattern: str, epoch: int) -> str:
+    """``--save``'s path for ``epoch`` (1-based): ``{epoch}`` / ``{epoch:03d}`` filled in."""
+    try:
+        return pattern.format(epoch=epoch)
+    except (KeyError, IndexError, ValueError) as e:
+        raise DlRuntimeError(f"--save {pattern}: braces may only name the epoch ({{epoch}}, {{epoch:03d}}); "
+                             f"got {e!r}") from None
 
 
 def _report(model: Model, data: Dataset, history: History, test: dict[str, float] | None,
             epochs: int, batch_size: int, load_seconds: float, args: argparse.Namespace) -> dict[str, Any]:
-    n = len(data.x_train)
+    n = history.train_samples
     ranks = rank_and_size()[1] if args.distributed else 1
     return {
         "model": model.name,
         "file": args.file,
         "data": data.name,
         "train_samples": n,
-        "test_samples": len(data.x_test) if data.has_test and data.x_test is not None else 0,
+        "validation": _validation_source(args),
+        "validation_samples": history.validation_samples,
+        "test_samples": data.test_samples if test is not None else 0,
         "backend": model.backend.name,
         "optimizer": model.signature.optimizer.name,
         "learning_rate": model.learning_rate,
@@ -270,6 +415,13 @@ def _report(model: Model, data: Dataset, history: History, test: dict[str, float
     }
 
 
+def _validation_source(args: argparse.Namespace) -> str | None:
+    """What ``val_*`` was measured on, in words; None without validation."""
+    if args.validation_split:
+        return f"the last {args.validation_split:g} of the training data"
+    return args.validation_data
+
+
 def _small_weights(model: Model, limit: int = 16) -> dict[str, Any] | None:
     """The weights themselves when the model is tiny (linear regression's w and b)."""
     weights = model.weights
@@ -278,19 +430,32 @@ def _small_weights(model: Model, limit: int = 16) -> dict[str, Any] | None:
     return {name: w.tolist() for name, w in weights.items()}
 
 
-def _summary(model: Model, report: dict[str, Any]) -> str:
+def _summary(model: Model, report: dict[str, Any], callbacks: list[Callback]) -> str:
     history = report["history"]
     last = {k: v[-1] for k, v in history.items() if v}
     seconds = report["epoch_seconds"]
     lines = [
-        f"model {model.name}: {_count(report['epochs'], 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
+        f"model {model.name} on {report['data']} ({report['train_samples']} training samples): "
+        f"{_count(len(history['loss']), 'epoch')} x {_count(report['steps_per_epoch'], 'step')} "
         f"(batch {report['batch_size']}{_ranks(report['ranks'])}), backend {report['backend']}",
         f"compile time: {report['compile_seconds']:.2f} s (load + compile {report['load_seconds']:.2f} s)",
-        f"time per epoch: {np.mean(seconds):.2f} s, {np.mean(report['samples_per_second']):,.0f} samples/s, "
+        f"time per epoch: {np.mean(seconds):.2f} s, {_rate(report['train_samples'], float(np.mean(seconds)))} "
+        "samples/s, "
         f"{report['backend_calls_per_epoch'][-1]} {report['backend']} calls per epoch",
         f"loss: {history['loss'][0]:.4f} (epoch 1) -> {history['loss'][-1]:.4f} (epoch {len(history['loss'])})",
         "final epoch: " + "  ".join(f"{k}={v:.4f}" for k, v in last.items() if not k.startswith("val_")),
     ]
+    if report["validation"] is not None:
+        lines.append(f"validation ({report['validation']}, {report['validation_samples']} samples): "
+                     + "  ".join(f"{k[4:]}={v:.4f}" for k, v in last.items() if k.startswith("val_")))
+    for c in callbacks:
+        if isinstance(c, EarlyStopping) and c.stopped_epoch is not None:
+            lines.append(f"early stopping: {c.watch.monitor} did not improve for {_count(c.patience, 'epoch')} "
+                         f"after epoch {(c.best_epoch or 0) + 1}; stopped after epoch {c.stopped_epoch + 1}, "
+                         f"weights of epoch {(c.best_epoch or 0) + 1}")
+        if isinstance(c, ModelCheckpoint) and c.saved:
+            what = f"best {c.watch.monitor}" if c.save_best_only else f"every {_count(c.period, 'epoch')}"
+            lines.append(f"checkpoints ({what}): {_count(len(c.saved), 'file')} written, last {c.saved[-1]}")
     if report["test"] is not None:
         lines.append("test: " + "  ".join(f"{k}={v:.4f}" for k, v in report["test"].items()))
     if report["weights"] is not None:
@@ -325,7 +490,7 @@ def plot_history(history: History, path: str | Path, title: str) -> None:
     for ax, name in zip(axes[0], names):
         ax.plot(epochs, history.history[name], marker="o", label="train")
         if f"val_{name}" in history.history:
-            ax.plot(epochs, history.history[f"val_{name}"], marker="o", label="test")
+            ax.plot(epochs, history.history[f"val_{name}"], marker="o", label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.legend()
@@ -338,6 +503,10 @@ def plot_history(history: History, path: str | Path, title: str) -> None:
 def _ranks(ranks: int) -> str:
     """`` x 4 ranks`` after the batch size of distributed training (nothing for one process)."""
     return f" x {ranks} ranks" if ranks > 1 else ""
+def _rate(samples: int, seconds: float) -> str:
+    """Samples per second over the mean epoch time, so the two figures of the line agree
+    (a mean of per-epoch rates would not: the mean of n/t is not n over the mean of t)."""
+    return f"{samples / seconds:,.0f}" if seconds > 0 else "inf"
 
 
 def _count(n: int, noun: str) -> str:
