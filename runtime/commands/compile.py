@@ -10,6 +10,7 @@ frontend or LLVM's optimizer.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .pass_flags import DEFAULT_PIPELINE, add_pass_arguments, load_for_passes, run_passes
 
@@ -27,11 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compile every function of the module and write the AOT directory."""
+    """Compile every function of the module and write the AOT directory; with
+    ``--time-passes``, report where the time went, from reading the source to loaded
+    code (the writing of the directory apart)."""
+    from compiler.codegen.driver import StageTimer
     from runtime.compiled import compile as compile_module
 
-    module = run_passes(load_for_passes(args.file, args), args)
+    timer = StageTimer()
+    with timer("frontend"):
+        module = load_for_passes(args.file, args)
+    module = run_passes(module, args, timer=timer)
     compiled = compile_module(module, passes="", cache=not args.no_cache)
+    for stage, seconds in compiled.timings.stages.items():
+        timer.add(stage, seconds)
+    timer.finish()
+    if args.time_passes:
+        sys.stderr.write(timer.report())
     out = compiled.save(args.output)
     for fn in compiled.functions.values():
         print(f"  {fn.info.symbol}: {fn.signature}")
