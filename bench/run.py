@@ -333,6 +333,24 @@ def speedup(results: list[Result]) -> Result | None:
     return row
 
 
+def slowdowns(results: list[Result]) -> list[Result]:
+    """For each step case measured at 1 and 2 threads: dlc's 2-thread time over its
+    1-thread time (the target: at most 1, never slower on 2 threads)."""
+    rows = []
+    for case_id, scaling in C.SCALING.items():
+        by_threads = {r.threads: r for r in results if r.case.id == case_id}
+        if 1 not in by_threads or 2 not in by_threads:
+            continue
+        one, two = by_threads[1], by_threads[2]
+        row = Result(scaling, 0, background=one.background + two.background)
+        if one.figures.get(C.DLC) and two.figures.get(C.DLC):
+            row.figures[C.DLC] = two.figures[C.DLC] / one.figures[C.DLC]
+        else:
+            row.na[C.DLC] = one.na.get(C.DLC) or two.na.get(C.DLC) or "not measured"
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------------------
 # The run
 
@@ -360,6 +378,8 @@ def order_results(results: list[Result]) -> list[Result]:
     """Table order: cases as in bench/cases.py, each case's thread counts ascending."""
     index = {c.id: i for i, c in enumerate(C.ALL_CASES)}
     index[C.SPEEDUP.id] = index["sgemm-dh"] + 0.5
+    for case_id, scaling in C.SCALING.items():
+        index[scaling.id] = index[case_id] + 0.5
     return sorted(results, key=lambda r: (index[r.case.id], r.threads))
 
 
@@ -394,6 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     extra = speedup(results)
     if extra is not None:
         results.append(extra)
+    results += slowdowns(results)
     base = worker_env("dlc", max(threads), env)
     if C.COMPILE_COLD in selected or C.COMPILE_WARM in selected:
         for result in measure_compile(python, base, settings):
