@@ -67,6 +67,7 @@ def test_compile_takes_the_pass_flags(capsys, tmp_path):
                            "--print-ir-after", "canonicalize")
     assert status == 0, err
     assert "canonicalize" in err and "Total" in err
+    assert "Compile time report" in err and "LLVM optimization" in err and "native load and link" in err
     assert "IR Dump After canonicalize" in err
     status, _, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot2"), "--passes", "no-such-pass")
     assert status == 1 and "no-such-pass" in err
