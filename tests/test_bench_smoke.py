@@ -338,3 +338,16 @@ def test_load_is_the_median_background():
     busy = table([r], ("dlc", "numpy")).splitlines()
     assert "| PASS*" in busy[2] and busy[-1].startswith("\\* timed while other processes")
     assert machine_busy_seconds() > 0
+
+
+def test_forget_models_keeps_only_the_gemm_library(tmp_path, monkeypatch):
+    from bench.oneshot import forget_models
+    from runtime.cache import ObjectCache
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    store = ObjectCache()
+    library, model, alias = "a" * 64, "b" * 64, "c" * 64
+    store.store(library, b"library object", {"library": {"dtypes": ["f32"]}})
+    store.store(model, b"model object", {"functions": [], "library": {"dtypes": ["f32"]}})
+    store.store_alias(alias, model)
+    assert forget_models() == {"ok": True, "kept": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [library + ".dlco"]
