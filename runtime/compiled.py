@@ -67,6 +67,7 @@ from compiler.codegen.driver import (
 )
 from compiler.codegen.library import LibrarySpec
 from compiler.codegen.target import CodegenOptions, Target, host_target
+from compiler.codegen.threads import SET_THREADS_SYMBOL, SHUTDOWN_SYMBOL
 from compiler.diagnostics import DlIndexError, DlRuntimeError, SizeLimitError
 from compiler.ir.core import Module
 from compiler.ir.sizes import (
@@ -1059,6 +1060,10 @@ def c_header(infos: list[FunctionInfo]) -> str:
         lines[-1] += " */"
         lines.append(f"int32_t {info.symbol}(void **buffers, const int64_t *dims);")
         lines.append("")
+    lines += ["/* The library's thread pool (compiler/codegen/threads.py): code runs on one thread",
+              " * until dlc_set_num_threads(n) lets its kernels use up to n; call",
+              " * dlc_threads_shutdown() to join the workers before unloading the library. */",
+              f"void {SET_THREADS_SYMBOL}(int32_t n);", f"void {SHUTDOWN_SYMBOL}(void);", ""]
     return "\n".join(lines)
 
 

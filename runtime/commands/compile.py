@@ -1,6 +1,7 @@
 """``dlc compile FILE -o DIR``: ahead-of-time native code in a directory.
 
-The directory holds ``module.o`` (object code for this CPU), ``manifest.json``
+With ``--train-step`` a model's training step is exported too.  The directory holds
+``module.o`` (object code for this CPU; ``gemm_library.o``, the GEMM code it calls, beside it), ``manifest.json``
 (every function's signature, symbolic dims and in-place pairs, the target and
 a checksum) and, when a C compiler is installed, ``libdlc_module.so`` with a C
 header ``dlc_module.h``.  ``runtime.load_compiled(DIR)`` loads it without the
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from compiler.diagnostics import DlError
+from compiler.ir.core import Module
 
 from .pass_flags import DEFAULT_PIPELINE, add_pass_arguments, load_for_passes, run_passes
 
@@ -25,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the directory to write (created if missing)")
     add_pass_arguments(parser, default=DEFAULT_PIPELINE)
     parser.add_argument("--no-cache", action="store_true", help="do not use the object cache")
+    parser.add_argument("--train-step", action="store_true",
+                        help="also export the model's training step (train_step: parameters, optimizer "
+                             "state, a batch and the learning rate in; loss, updated weights in place out)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     timer = StageTimer()
     with timer("frontend"):
         module = load_for_passes(args.file, args)
+    if args.train_step:
+        with timer("training step (autodiff, optimizer)"):
+            _add_train_step(module, args.file)
     module = run_passes(module, args, timer=timer)
     compiled = compile_module(module, passes="", cache=not args.no_cache)
     for stage, seconds in compiled.timings.stages.items():
@@ -50,3 +60,13 @@ def run(args: argparse.Namespace) -> int:
     extra = " (+ shared library and C header)" if (out / "libdlc_module.so").exists() else ""
     print(f"wrote {out}/manifest.json and module.o{extra}")
     return 0
+
+
+def _add_train_step(module: Module, file: str) -> None:
+    """Add the model's ``train_step`` (as ``Model`` builds it) to ``module``; a
+    :class:`DlError` when the file declares no model."""
+    from compiler.train_step import build_train_step
+
+    if "model" not in module.attrs:
+        raise DlError(f"{file}: --train-step needs a model block (`model NAME {{ ... }}`) to train")
+    build_train_step(module)
