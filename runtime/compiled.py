@@ -322,9 +322,7 @@ class CompiledFunction:
     @property
     def signature(self) -> str:
         """``name(x: f32[N, 784], ...) -> (f32[N, 10])``."""
-        params = ", ".join(f"{n}: {t.dsl_str()}" for n, t in self.info.params)
-        outs = ", ".join(f"{n}: {t.dsl_str()}" if n else t.dsl_str() for n, t in self.info.outputs)
-        return f"{self.info.name}({params}) -> ({outs})"
+        return signature_text(self.info)
 
     def __repr__(self) -> str:
         return f"<CompiledFunction {self.signature}>"
@@ -670,6 +668,13 @@ def _aligned_sum(regions: tuple[tuple[int, tuple], ...], bindings: dict[str, int
     return sum(-(-extent(shape, bindings) * size // ALIGNMENT) * ALIGNMENT for size, shape in regions)
 
 
+def signature_text(info: FunctionInfo) -> str:
+    """An entry point's signature as text: ``name(x: f32[N, 784], ...) -> (f32[N, 10])``."""
+    params = ", ".join(f"{n}: {t.dsl_str()}" for n, t in info.params)
+    outs = ", ".join(f"{n}: {t.dsl_str()}" if n else t.dsl_str() for n, t in info.outputs)
+    return f"{info.name}({params}) -> ({outs})"
+
+
 class CompiledModule:
     """Native code for a module's functions: ``mod.fn(...)``, ``mod["fn"]``, ``mod.functions``."""
 
@@ -1011,19 +1016,34 @@ def _target_json(t: Target) -> dict[str, str]:
 
 def save_compiled(compiled: CompiledModule, directory: str | Path) -> Path:
     """See :meth:`CompiledModule.save`."""
+    return write_compiled(directory, compiled.object_code, [f.info for f in compiled.functions.values()],
+                          compiled.target, compiled.gemm_library)
+
+
+def compile_for_target(module: Module, options: CodegenOptions, timer: StageTimer | None = None
+                       ) -> tuple[bytes, list[FunctionInfo], tuple[LibrarySpec, bytes] | None]:
+    """Object code of ``module`` (its passes already run) for ``options.target``, with its
+    GEMM library, never loaded here: code for another CPU may not run on this one.
+    :func:`write_compiled` writes it as an AOT directory."""
+    obj, infos, spec = compile_module(module, options, timer=timer)
+    return obj, infos, ((spec, gemm_library(spec, options, timer)) if spec is not None else None)
+
+
+def write_compiled(directory: str | Path, obj: bytes, infos: list[FunctionInfo], target: Target,
+                   gemm: tuple[LibrarySpec, bytes] | None) -> Path:
+    """An AOT directory (see :meth:`CompiledModule.save`) of object code ``obj`` for ``target``."""
     out = as_path(directory, "save: argument 'directory'")
     out.mkdir(parents=True, exist_ok=True)
     obj_path = out / "module.o"
-    obj_path.write_bytes(compiled.object_code)
-    infos = [f.info for f in compiled.functions.values()]
+    obj_path.write_bytes(obj)
     manifest: dict[str, Any] = {
-        "format": AOT_FORMAT, "dlc_version": __version__, "target": _target_json(compiled.target),
-        "object": obj_path.name, "sha256": hashlib.sha256(compiled.object_code).hexdigest(),
+        "format": AOT_FORMAT, "dlc_version": __version__, "target": _target_json(target),
+        "object": obj_path.name, "sha256": hashlib.sha256(obj).hexdigest(),
         "functions": [i.to_json() for i in infos],
     }
     objects = [str(obj_path)]
-    if compiled.gemm_library is not None:
-        spec, code = compiled.gemm_library
+    if gemm is not None:
+        spec, code = gemm
         lib_path = out / LIBRARY_OBJECT
         lib_path.write_bytes(code)
         objects.append(str(lib_path))

@@ -86,6 +86,33 @@ def test_compile_exports_the_training_step_and_the_thread_controls(capsys, tmp_p
     assert status == 1 and "--train-step needs a model block" in err
 
 
+def test_compile_for_another_cpu_writes_its_target_and_never_runs_its_code(capsys, tmp_path):
+    from compiler.codegen.target import PORTABLE_CPUS, host_target
+    from compiler.diagnostics import DlRuntimeError
+
+    # a portable level this machine has: written for it, and it runs here
+    status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "v2"), "--cpu", "x86-64-v2")
+    assert status == 0, err
+    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    assert manifest["target"]["cpu"] == "x86-64-v2"
+    assert manifest["target"]["features"] == PORTABLE_CPUS["x86-64-v2"]
+    mod = load_compiled(tmp_path / "v2")
+    p = mod.predict(np.eye(2, dtype=np.float32), np.zeros(2, np.float32), np.ones((2, 1), np.float32),
+                    np.zeros(1, np.float32), np.zeros((3, 2), np.float32))
+    np.testing.assert_allclose(p, np.full((3, 1), 1 / (1 + np.exp(-1.0))), rtol=1e-6)
+    # a feature this machine lacks: compiled without being loaded, and refused when loaded
+    have = set(host_target().features.split(","))
+    lacking = next((f for f in ("+xop", "+tbm", "+fma4", "+sse4a") if f not in have), None)
+    if lacking is None:
+        pytest.skip("this CPU has every feature the test could ask for")
+    status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "other"), "--cpu", "x86-64",
+                           "--features", lacking)
+    assert status == 0, err
+    assert "dlc_predict: predict(" in out
+    with pytest.raises(DlRuntimeError, match=lacking[1:]):
+        load_compiled(tmp_path / "other")
+
+
 def test_compile_takes_the_pass_flags(capsys, tmp_path):
     status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot"), "--time-passes",
                            "--print-ir-after", "canonicalize")

@@ -1,6 +1,7 @@
 """``dlc compile FILE -o DIR``: ahead-of-time native code in a directory.
 
-With ``--train-step`` a model's training step is exported too.  The directory holds
+With ``--train-step`` a model's training step is exported too; ``--cpu NAME``
+(``--features``) compiles for another CPU than this one.  The directory holds
 ``module.o`` (object code for this CPU; ``gemm_library.o``, the GEMM code it calls, beside it), ``manifest.json``
 (every function's signature, symbolic dims and in-place pairs, the target and
 a checksum) and, when a C compiler is installed, ``libdlc_module.so`` with a C
@@ -29,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the directory to write (created if missing)")
     add_pass_arguments(parser, default=DEFAULT_PIPELINE)
     parser.add_argument("--no-cache", action="store_true", help="do not use the object cache")
+    parser.add_argument("--cpu", metavar="NAME",
+                        help="the CPU to compile for (default: this one): an LLVM CPU name such as "
+                             "znver4 or sapphirerapids, or a portable level x86-64, x86-64-v2, -v3, -v4")
+    parser.add_argument("--features", metavar="LIST",
+                        help="LLVM target features, e.g. +avx2,+fma (default: this CPU's for this CPU, "
+                             "a portable level's own, else none)")
     parser.add_argument("--train-step", action="store_true",
                         help="also export the model's training step (train_step: parameters, optimizer "
                              "state, a batch and the learning rate in; loss, updated weights in place out)")
@@ -39,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
     ``--time-passes``, report where the time went, from reading the source to loaded
     code (the writing of the directory apart)."""
     from compiler.codegen.driver import StageTimer
+    from compiler.codegen.target import CodegenOptions, host_target, named_target
     from runtime.compiled import compile as compile_module
+    from runtime.compiled import compile_for_target, signature_text, write_compiled
 
+    target = named_target(args.cpu, args.features)
     timer = StageTimer()
     with timer("frontend"):
         module = load_for_passes(args.file, args)
@@ -48,15 +58,21 @@ def run(args: argparse.Namespace) -> int:
         with timer("training step (autodiff, optimizer)"):
             _add_train_step(module, args.file)
     module = run_passes(module, args, timer=timer)
-    compiled = compile_module(module, passes="", cache=not args.no_cache)
-    for stage, seconds in compiled.timings.stages.items():
-        timer.add(stage, seconds)
-    timer.finish()
+    if target == host_target():            # loaded (and so checked) here, then written
+        compiled = compile_module(module, passes="", cache=not args.no_cache)
+        for stage, seconds in compiled.timings.stages.items():
+            timer.add(stage, seconds)
+        infos = [fn.info for fn in compiled.functions.values()]
+        timer.finish()
+        out = compiled.save(args.output)
+    else:                                  # another CPU's code: compiled, never loaded here
+        obj, infos, gemm = compile_for_target(module, CodegenOptions(target=target), timer)
+        timer.finish()
+        out = write_compiled(args.output, obj, infos, target, gemm)
     if args.time_passes:
         sys.stderr.write(timer.report())
-    out = compiled.save(args.output)
-    for fn in compiled.functions.values():
-        print(f"  {fn.info.symbol}: {fn.signature}")
+    for info in infos:
+        print(f"  {info.symbol}: {signature_text(info)}")
     extra = " (+ shared library and C header)" if (out / "libdlc_module.so").exists() else ""
     print(f"wrote {out}/manifest.json and module.o{extra}")
     return 0
