@@ -15,7 +15,7 @@ import pytest
 import runtime
 import runtime.library as library
 from compiler.codegen.driver import compile_to_object
-from compiler.codegen.library import LibrarySpec
+from compiler.codegen.library import LibrarySpec, driver_name
 from compiler.codegen.target import CodegenOptions
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.builder import new_function
@@ -126,3 +126,8 @@ def test_a_cache_hit_reports_its_lookup(tmp_path):
 def test_timings_must_be_a_bool():
     with pytest.raises(TypeError, match="timings"):
         runtime.compile("examples/xor.dl", cache=False, timings="yes")
+
+
+def test_every_dtype_has_a_driver_name_of_its_own():
+    names = {driver_name(d, 16, t) for d in DType for t in (False, True)}
+    assert len(names) == 2 * len(DType)

@@ -133,10 +133,13 @@ class LibrarySpec:
 
 def driver_name(dtype: DType, lanes: int, trans_b: bool) -> str:
     """The name of the GEMM driver for ``dtype`` and B layout (``dlc.gemm.driverT.v16f32``;
-    the library's export adds :func:`symbol_suffix`)."""
-    from .llvmutil import type_suffix, value_type
+    the library's export adds :func:`symbol_suffix`).  A storage dtype computed in a wider
+    register type (bf16 in f32) names itself too: two drivers with one name and different
+    element types would be one export called through two ABIs."""
+    from .llvmutil import memory_type, scalar_type, type_suffix, value_type
 
-    return f"dlc.gemm.driver{'T' if trans_b else ''}.{type_suffix(value_type(dtype, lanes))}"
+    stored = f".{dtype.value}" if memory_type(dtype) != scalar_type(dtype) else ""
+    return f"dlc.gemm.driver{'T' if trans_b else ''}{stored}.{type_suffix(value_type(dtype, lanes))}"
 
 
 __all__ = ["LibraryUse", "LibrarySpec", "use_library", "library_use", "symbol_suffix", "library_version",
