@@ -4,6 +4,10 @@
     time ``load_model`` of the bench MLP in a fresh process (the cache
     directory comes from DLC_CACHE_DIR, set by the caller: empty for a cold
     compile, filled for a warm one).
+``python -m bench.oneshot forget-models``
+    delete every entry of the cache in DLC_CACHE_DIR but the GEMM library's
+    (compiled once per machine, ``compiler/codegen/library.py``): what a
+    model's first compile finds on a machine where dlc has run before.
 ``python -m bench.oneshot train --impl I --threads N``
     one training epoch on MNIST (batch 128) with implementation ``I``.
 ``python -m bench.oneshot peak-rss -- CMD...``
@@ -36,6 +40,23 @@ def compile_once() -> dict[str, Any]:
         return {"ok": False, "reason": str(e)}
     result["import_s"] = imported - start
     return {"ok": True, **result}
+
+
+def forget_models() -> dict[str, Any]:
+    """Empty the cache of DLC_CACHE_DIR but for GEMM library entries (their header names a
+    library and no functions)."""
+    from runtime.cache import ALIAS_SUFFIX, SUFFIX, ObjectCache
+
+    store = ObjectCache()
+    kept = 0
+    for path in store.entries() + sorted(store.directory.glob(f"*{ALIAS_SUFFIX}")):
+        if path.suffix == SUFFIX:
+            entry = store.load(path.stem)
+            if entry is not None and "library" in entry.header and "functions" not in entry.header:
+                kept += 1
+                continue
+        path.unlink()
+    return {"ok": True, "kept": kept}
 
 
 def train_once(impl: str, threads: int) -> dict[str, Any]:
@@ -75,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("compile")
+    sub.add_parser("forget-models")
     train = sub.add_parser("train")
     train.add_argument("--impl", required=True)
     train.add_argument("--threads", type=int, default=1)
@@ -83,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.what == "compile":
         result = compile_once()
+    elif args.what == "forget-models":
+        result = forget_models()
     elif args.what == "train":
         result = train_once(args.impl, args.threads)
     else:

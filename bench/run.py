@@ -277,15 +277,22 @@ def run_json(command: list[str], env: dict[str, str], timeout_s: float = 900) ->
 
 
 def measure_compile(python: str, env: dict[str, str], settings: Settings) -> list[Result]:
-    """dlc's ``load_model`` of the bench MLP in fresh processes: cold cache, then warm."""
+    """dlc's ``load_model`` of the bench MLP in fresh processes: cold (every cache entry
+    but the GEMM library's, which is built once per machine, removed), then warm.  The
+    first use on a fresh machine (an empty cache: the library compiles too) is kept in
+    the cold row's extras as ``first_use_s``."""
     cold, warm = Result(C.COMPILE_COLD, 0), Result(C.COMPILE_WARM, 0)
     samples: dict[str, list[float]] = {"cold": [], "warm": []}
     extras: dict[str, list[dict]] = {"cold": [], "warm": []}
     for _ in range(settings.compile_reps):
         with tempfile.TemporaryDirectory(prefix="dlc-bench-cache-") as cache:
             run_env = {**env, "DLC_CACHE_DIR": cache}
+            first = run_json([python, "-m", "bench.oneshot", "compile"], run_env)
+            run_json([python, "-m", "bench.oneshot", "forget-models"], run_env)
             for kind in ("cold", "warm"):
                 reply = run_json([python, "-m", "bench.oneshot", "compile"], run_env)
+                if kind == "cold" and first.get("ok"):
+                    reply["first_use_s"] = first["seconds"]
                 if not reply.get("ok"):
                     (cold if kind == "cold" else warm).na[C.DLC] = reply.get("reason", "failed")
                     continue
@@ -333,6 +340,24 @@ def speedup(results: list[Result]) -> Result | None:
     return row
 
 
+def slowdowns(results: list[Result]) -> list[Result]:
+    """For each step case measured at 1 and 2 threads: dlc's 2-thread time over its
+    1-thread time (the target: at most 1, never slower on 2 threads)."""
+    rows = []
+    for case_id, scaling in C.SCALING.items():
+        by_threads = {r.threads: r for r in results if r.case.id == case_id}
+        if 1 not in by_threads or 2 not in by_threads:
+            continue
+        one, two = by_threads[1], by_threads[2]
+        row = Result(scaling, 0, background=one.background + two.background)
+        if one.figures.get(C.DLC) and two.figures.get(C.DLC):
+            row.figures[C.DLC] = two.figures[C.DLC] / one.figures[C.DLC]
+        else:
+            row.na[C.DLC] = one.na.get(C.DLC) or two.na.get(C.DLC) or "not measured"
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------------------
 # The run
 
@@ -360,6 +385,8 @@ def order_results(results: list[Result]) -> list[Result]:
     """Table order: cases as in bench/cases.py, each case's thread counts ascending."""
     index = {c.id: i for i, c in enumerate(C.ALL_CASES)}
     index[C.SPEEDUP.id] = index["sgemm-dh"] + 0.5
+    for case_id, scaling in C.SCALING.items():
+        index[scaling.id] = index[case_id] + 0.5
     return sorted(results, key=lambda r: (index[r.case.id], r.threads))
 
 
@@ -394,6 +421,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     extra = speedup(results)
     if extra is not None:
         results.append(extra)
+    results += slowdowns(results)
     base = worker_env("dlc", max(threads), env)
     if C.COMPILE_COLD in selected or C.COMPILE_WARM in selected:
         for result in measure_compile(python, base, settings):

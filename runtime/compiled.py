@@ -47,7 +47,9 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -59,10 +61,13 @@ from compiler.codegen.cache import cache_key
 from compiler.codegen.driver import (
     SIGNATURE_SYMBOL,
     FunctionInfo,
-    compile_to_object,
+    StageTimer,
+    compile_module,
     signature_digest,
 )
+from compiler.codegen.library import LibrarySpec
 from compiler.codegen.target import CodegenOptions, Target, host_target
+from compiler.codegen.threads import SET_THREADS_SYMBOL, SHUTDOWN_SYMBOL
 from compiler.diagnostics import DlIndexError, DlRuntimeError, SizeLimitError
 from compiler.ir.core import Module
 from compiler.ir.sizes import (
@@ -79,10 +84,12 @@ from compiler.ir.types import TensorType, number_problem
 
 from .arguments import ArgumentTypeError, ArgumentValueError, as_path, check_passes
 from .cache import ObjectCache
+from .library import gemm_library, link_gemm_library
 from .native import NativeLibrary
 
 ALIGNMENT = 64
 AOT_FORMAT = "dlc-aot-2"
+LIBRARY_OBJECT = "gemm_library.o"       # an AOT directory's GEMM library (compiler/codegen/library.py)
 ENTRY_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 
 
@@ -315,9 +322,7 @@ class CompiledFunction:
     @property
     def signature(self) -> str:
         """``name(x: f32[N, 784], ...) -> (f32[N, 10])``."""
-        params = ", ".join(f"{n}: {t.dsl_str()}" for n, t in self.info.params)
-        outs = ", ".join(f"{n}: {t.dsl_str()}" if n else t.dsl_str() for n, t in self.info.outputs)
-        return f"{self.info.name}({params}) -> ({outs})"
+        return signature_text(self.info)
 
     def __repr__(self) -> str:
         return f"<CompiledFunction {self.signature}>"
@@ -663,13 +668,23 @@ def _aligned_sum(regions: tuple[tuple[int, tuple], ...], bindings: dict[str, int
     return sum(-(-extent(shape, bindings) * size // ALIGNMENT) * ALIGNMENT for size, shape in regions)
 
 
+def signature_text(info: FunctionInfo) -> str:
+    """An entry point's signature as text: ``name(x: f32[N, 784], ...) -> (f32[N, 10])``."""
+    params = ", ".join(f"{n}: {t.dsl_str()}" for n, t in info.params)
+    outs = ", ".join(f"{n}: {t.dsl_str()}" if n else t.dsl_str() for n, t in info.outputs)
+    return f"{info.name}({params}) -> ({outs})"
+
+
 class CompiledModule:
     """Native code for a module's functions: ``mod.fn(...)``, ``mod["fn"]``, ``mod.functions``."""
 
     def __init__(self, library: NativeLibrary, infos: list[FunctionInfo], object_code: bytes,
-                 target: Target, module: Module | None = None, cache_path: Path | None = None):
+                 target: Target, module: Module | None = None, cache_path: Path | None = None,
+                 gemm: tuple[LibrarySpec, bytes] | None = None):
         self._library = library
         self.object_code = object_code
+        self.gemm_library = gemm                # (spec, object code) the object is linked with
+        self.timings = StageTimer()             # set by compile(): where its time went
         self.target = target
         self._module = module
         self._origin: Any = None              # a cache hit by source: what to rebuild module from
@@ -726,47 +741,81 @@ _COMPILE_LOCK = threading.Lock()
 
 def compile(source: str | Path | Module, *, cache: bool | str | Path | ObjectCache = True,
             passes: str | list[str] | None = None,
-            options: CodegenOptions | None = None) -> CompiledModule:
+            options: CodegenOptions | None = None, timings: bool = False) -> CompiledModule:
     """Compile a ``.dl`` file, ``.dl`` source text, dl IR text or a :class:`Module` to native code.
 
     ``passes``: the pass pipeline run first (default ``"default"``; ``""`` for
     none); a Module argument is copied first, never changed.  ``cache``:
     ``True`` for the default object cache, ``False`` for none, or a folder
     or :class:`ObjectCache`.  ``options``: codegen options (default: the host
-    CPU at O3).
+    CPU at O3).  The wall time of every stage from source to callable is in the
+    result's ``timings`` (a :class:`~compiler.codegen.driver.StageTimer`);
+    ``timings=True`` also prints its report to stderr.
     """
+    _check_compile_arguments(source, cache, passes, options, timings)
+    timer = StageTimer()
+    compiled = _compile(source, cache, passes, options, timer)
+    timer.finish()
+    compiled.timings = timer
+    if timings:
+        sys.stderr.write(timer.report())
+    return compiled
+
+
+def _compile(source: str | Path | Module, cache: bool | str | Path | ObjectCache,
+             passes: str | list[str] | None, options: CodegenOptions | None,
+             timer: StageTimer) -> CompiledModule:
     from compiler.ir.printer import print_module
 
-    _check_compile_arguments(source, cache, passes, options)
-    options = options or CodegenOptions()
+    with timer("target detection"):
+        options = options or CodegenOptions()
     store = _cache_of(cache)
-    early = _source_key(source, passes, options) if store is not None else None
-    if store is not None and early is not None:
-        hit = _load_by_source(store, *early, options, passes)
-        if hit is not None:
-            return hit
-    module = _prepare(source, passes)
-    text = print_module(module)
-    key = cache_key(text, options)
+    with timer("cache lookup"):
+        early = _source_key(source, passes, options) if store is not None else None
+        hit = _load_by_source(store, *early, options, passes) if store is not None and early is not None else None
+    if hit is not None:
+        return hit
+    module = _prepare(source, passes, timer)
+    with timer("cache lookup"):
+        key = cache_key(print_module(module), options)
     with _COMPILE_LOCK:
-        loaded = _load_entry(store, key) if store is not None else None
+        with timer("cache lookup"):
+            loaded = _load_entry(store, key, options) if store is not None else None
         if loaded is not None:
-            library, infos, obj = loaded
+            library, infos, obj, gemm = loaded
         else:
-            obj, infos = compile_to_object(module, options)
+            obj, infos, spec = compile_module(module, options, timer=timer)
+            gemm = (spec, gemm_library(spec, options, timer)) if spec is not None else None
             library = None
             if store is not None:
-                store.store(key, obj, {"functions": [i.to_json() for i in infos],
-                                       "target": _target_json(options.target)})
+                with timer("cache write"):
+                    store.store(key, obj, _header(infos, options.target, spec))
         if store is not None and early is not None:
-            store.store_alias(early[0], key)
+            with timer("cache write"):
+                store.store_alias(early[0], key)
     if library is None:
-        library = NativeLibrary(obj)
+        with timer("native load and link"):
+            library = _native(obj, gemm)
     return CompiledModule(library, infos, obj, options.target, module,
-                          store.path(key) if store is not None else None)
+                          store.path(key) if store is not None else None, gemm)
 
 
-def _check_compile_arguments(source: Any, cache: Any, passes: Any, options: Any) -> None:
+def _header(infos: list[FunctionInfo], target: Target, spec: LibrarySpec | None) -> dict[str, Any]:
+    """A cache entry's header: the signatures, the target and the GEMM library linked in."""
+    header: dict[str, Any] = {"functions": [i.to_json() for i in infos], "target": _target_json(target)}
+    if spec is not None:
+        header["library"] = spec.to_json()
+    return header
+
+
+def _native(obj: bytes, gemm: tuple[LibrarySpec, bytes] | None) -> NativeLibrary:
+    """``obj`` loaded, linked with its GEMM library if it calls one."""
+    if gemm is not None:
+        link_gemm_library(*gemm)
+    return NativeLibrary(obj)
+
+
+def _check_compile_arguments(source: Any, cache: Any, passes: Any, options: Any, timings: Any) -> None:
     """:func:`compile`'s arguments, each of a type it takes (an :class:`ArgumentTypeError`
     or :class:`ArgumentValueError` names the one that is not)."""
     if not isinstance(source, (str, Path, Module)):
@@ -780,6 +829,8 @@ def _check_compile_arguments(source: Any, cache: Any, passes: Any, options: Any)
                                 f"ObjectCache, got {type(cache).__name__}")
     if options is not None:
         check_options(options, "runtime.compile: argument 'options'")
+    if not isinstance(timings, bool):
+        raise ArgumentTypeError(f"runtime.compile: argument 'timings' must be a bool, got {type(timings).__name__}")
 
 
 def check_options(options: Any, argument: str) -> None:
@@ -839,17 +890,19 @@ def _load_by_source(store: ObjectCache, key: str, origin: Any, options: CodegenO
     object_key = store.load_alias(key)
     if object_key is None:
         return None
-    loaded = _load_entry(store, object_key)
+    loaded = _load_entry(store, object_key, options)
     if loaded is None:
         return None
-    library, infos, obj = loaded
-    compiled = CompiledModule(library, infos, obj, options.target, None, store.path(object_key))
+    library, infos, obj, gemm = loaded
+    compiled = CompiledModule(library, infos, obj, options.target, None, store.path(object_key), gemm)
     compiled._origin, compiled._passes = origin, passes
     return compiled
 
 
-def _load_entry(store: ObjectCache, key: str) -> tuple[NativeLibrary, list[FunctionInfo], bytes] | None:
-    """The object stored under ``key``, loaded, with its signatures; or None on a miss.
+def _load_entry(store: ObjectCache, key: str, options: CodegenOptions
+                ) -> tuple[NativeLibrary, list[FunctionInfo], bytes, tuple[LibrarySpec, bytes] | None] | None:
+    """The object stored under ``key``, loaded (linked with the GEMM library it calls), with
+    its signatures and that library; or None on a miss.
 
     An entry whose signatures do not read, whose object does not load, or whose
     object was compiled for other signatures (:func:`signature_problem`) is
@@ -861,15 +914,17 @@ def _load_entry(store: ObjectCache, key: str) -> tuple[NativeLibrary, list[Funct
         return None
     try:
         infos = _infos_of(entry.header.get("functions"))
-        library = NativeLibrary(entry.object_code)
+        spec = LibrarySpec.from_json(entry.header["library"]) if "library" in entry.header else None
+        gemm = (spec, gemm_library(spec, options)) if spec is not None else None
+        library = _native(entry.object_code, gemm)
     except (TypeError, ValueError, DlRuntimeError) as e:
         store.discard(key, str(e))
         return None
-    problem = signature_problem(library, infos)
+    problem = signature_problem(library, infos, spec)
     if problem is not None:
         store.discard(key, problem)
         return None
-    return library, infos, entry.object_code
+    return library, infos, entry.object_code, gemm
 
 
 def _infos_of(functions: Any) -> list[FunctionInfo]:
@@ -880,13 +935,15 @@ def _infos_of(functions: Any) -> list[FunctionInfo]:
     return [FunctionInfo.from_json(f) for f in functions]
 
 
-def signature_problem(library: NativeLibrary, infos: list[FunctionInfo]) -> str | None:
-    """Why the loaded object is not the code compiled for ``infos`` (the digest the
-    compiler put into it differs), or None when it is."""
+def signature_problem(library: NativeLibrary, infos: list[FunctionInfo],
+                      spec: LibrarySpec | None = None) -> str | None:
+    """Why the loaded object is not the code compiled for ``infos`` and GEMM library
+    ``spec`` (the digest the compiler put into it differs), or None when it is."""
     addr = library.global_address(SIGNATURE_SYMBOL)
     if addr is None:
         return "the object code carries no signature digest (older dlc, or not dlc's)"
-    if ctypes.string_at(addr, len(signature_digest(infos))) != signature_digest(infos):
+    digest = signature_digest(infos, spec)
+    if ctypes.string_at(addr, len(digest)) != digest:
         return "the object code was not compiled for the function signatures it came with"
     return None
 
@@ -901,8 +958,26 @@ def _cache_of(cache: bool | str | Path | ObjectCache) -> ObjectCache | None:
     return ObjectCache(cache)
 
 
-def _prepare(source: str | Path | Module, passes: str | list[str] | None) -> Module:
-    """The module to compile: loaded or parsed, copied, with the pipeline applied."""
+def _prepare(source: str | Path | Module, passes: str | list[str] | None,
+             timer: StageTimer | None = None) -> Module:
+    """The module to compile: loaded or parsed, copied, with the pipeline applied
+    (``timer``: charged with the frontend's time and each pass's)."""
+    timer = timer or StageTimer()
+    with timer("frontend"):
+        module = _load_source(source)
+    pipeline = "default" if passes is None else passes
+    if pipeline:
+        start = time.perf_counter()
+        from compiler.passes import PipelineReport, run_pipeline
+
+        report = PipelineReport()
+        module = run_pipeline(module, pipeline, report=report)
+        timer.add_pipeline(report, time.perf_counter() - start)
+    return module
+
+
+def _load_source(source: str | Path | Module) -> Module:
+    """The module of ``source``: a copy of a Module, parsed IR text, or the frontend's output."""
     from compiler.ir.parser import parse_module
     from compiler.ir.printer import print_module
 
@@ -928,11 +1003,6 @@ def _prepare(source: str | Path | Module, passes: str | list[str] | None) -> Mod
     else:
         raise ArgumentTypeError(f"runtime.compile takes a path, source text or a Module, got "
                                 f"{type(source).__name__}")
-    pipeline = "default" if passes is None else passes
-    if pipeline:
-        from compiler.passes import run_pipeline
-
-        module = run_pipeline(module, pipeline)
     return module
 
 
@@ -946,20 +1016,43 @@ def _target_json(t: Target) -> dict[str, str]:
 
 def save_compiled(compiled: CompiledModule, directory: str | Path) -> Path:
     """See :meth:`CompiledModule.save`."""
+    return write_compiled(directory, compiled.object_code, [f.info for f in compiled.functions.values()],
+                          compiled.target, compiled.gemm_library)
+
+
+def compile_for_target(module: Module, options: CodegenOptions, timer: StageTimer | None = None
+                       ) -> tuple[bytes, list[FunctionInfo], tuple[LibrarySpec, bytes] | None]:
+    """Object code of ``module`` (its passes already run) for ``options.target``, with its
+    GEMM library, never loaded here: code for another CPU may not run on this one.
+    :func:`write_compiled` writes it as an AOT directory."""
+    obj, infos, spec = compile_module(module, options, timer=timer)
+    return obj, infos, ((spec, gemm_library(spec, options, timer)) if spec is not None else None)
+
+
+def write_compiled(directory: str | Path, obj: bytes, infos: list[FunctionInfo], target: Target,
+                   gemm: tuple[LibrarySpec, bytes] | None) -> Path:
+    """An AOT directory (see :meth:`CompiledModule.save`) of object code ``obj`` for ``target``."""
     out = as_path(directory, "save: argument 'directory'")
     out.mkdir(parents=True, exist_ok=True)
     obj_path = out / "module.o"
-    obj_path.write_bytes(compiled.object_code)
-    infos = [f.info for f in compiled.functions.values()]
-    manifest = {
-        "format": AOT_FORMAT, "dlc_version": __version__, "target": _target_json(compiled.target),
-        "object": obj_path.name, "sha256": hashlib.sha256(compiled.object_code).hexdigest(),
+    obj_path.write_bytes(obj)
+    manifest: dict[str, Any] = {
+        "format": AOT_FORMAT, "dlc_version": __version__, "target": _target_json(target),
+        "object": obj_path.name, "sha256": hashlib.sha256(obj).hexdigest(),
         "functions": [i.to_json() for i in infos],
     }
+    objects = [str(obj_path)]
+    if gemm is not None:
+        spec, code = gemm
+        lib_path = out / LIBRARY_OBJECT
+        lib_path.write_bytes(code)
+        objects.append(str(lib_path))
+        manifest["library"] = {**spec.to_json(), "object": lib_path.name,
+                               "sha256": hashlib.sha256(code).hexdigest()}
     cc = shutil.which("cc")
     if cc is not None:
         (out / "dlc_module.h").write_text(c_header(infos))
-        result = subprocess.run([cc, "-shared", "-o", str(out / "libdlc_module.so"), str(obj_path), "-lm"],
+        result = subprocess.run([cc, "-shared", "-o", str(out / "libdlc_module.so"), *objects, "-lm"],
                                 capture_output=True, text=True)
         if result.returncode == 0:
             manifest["shared_library"] = "libdlc_module.so"
@@ -987,6 +1080,10 @@ def c_header(infos: list[FunctionInfo]) -> str:
         lines[-1] += " */"
         lines.append(f"int32_t {info.symbol}(void **buffers, const int64_t *dims);")
         lines.append("")
+    lines += ["/* The library's thread pool (compiler/codegen/threads.py): code runs on one thread",
+              " * until dlc_set_num_threads(n) lets its kernels use up to n; call",
+              " * dlc_threads_shutdown() to join the workers before unloading the library. */",
+              f"void {SET_THREADS_SYMBOL}(int32_t n);", f"void {SHUTDOWN_SYMBOL}(void);", ""]
     return "\n".join(lines)
 
 
@@ -1007,15 +1104,14 @@ def load_compiled(directory: str | Path) -> CompiledModule:
         raise DlRuntimeError(f"{where}: not a JSON object")
     if manifest.get("format") != AOT_FORMAT:
         raise DlRuntimeError(f"{folder}: unknown format {manifest.get('format')!r}, expected {AOT_FORMAT}")
-    name = manifest.get("object")
-    if not _is_plain_name(name):
-        raise DlRuntimeError(f"{where}: field 'object' must name a file in {folder}, not {name!r}")
-    try:
-        obj = (folder / name).read_bytes()
-    except OSError as e:
-        raise DlRuntimeError(f"{folder / name}: cannot read the object code ({e.strerror or e})") from None
-    if hashlib.sha256(obj).hexdigest() != manifest.get("sha256"):
-        raise DlRuntimeError(f"{folder}: object code does not match the manifest's checksum")
+    obj = _read_object(folder, manifest, where)
+    gemm = None
+    if "library" in manifest:
+        try:
+            spec = LibrarySpec.from_json(manifest["library"])
+        except ValueError as e:
+            raise DlRuntimeError(f"{where}: field 'library': {e}") from None
+        gemm = (spec, _read_object(folder, manifest["library"], f"{where}: field 'library'"))
     t = manifest.get("target")
     if not (isinstance(t, dict) and all(isinstance(t.get(k), str) for k in ("triple", "cpu", "features"))):
         raise DlRuntimeError(f"{where}: field 'target' must hold the strings 'triple', 'cpu' and 'features'")
@@ -1025,11 +1121,26 @@ def load_compiled(directory: str | Path) -> CompiledModule:
         infos = _infos_of(manifest.get("functions"))
     except (TypeError, ValueError) as e:
         raise DlRuntimeError(f"{where}: {e}") from None
-    library = NativeLibrary(obj)
-    problem = signature_problem(library, infos)
+    library = _native(obj, gemm)
+    problem = signature_problem(library, infos, gemm[0] if gemm is not None else None)
     if problem is not None:
         raise DlRuntimeError(f"{folder}: {problem}; recompile it (dlc compile)")
-    return CompiledModule(library, infos, obj, target)
+    return CompiledModule(library, infos, obj, target, gemm=gemm)
+
+
+def _read_object(folder: Path, fields: dict[str, Any], where: str | Path) -> bytes:
+    """The object code file that ``fields['object']`` names in ``folder``, checked against
+    ``fields['sha256']``."""
+    name = fields.get("object")
+    if not _is_plain_name(name):
+        raise DlRuntimeError(f"{where}: field 'object' must name a file in {folder}, not {name!r}")
+    try:
+        obj = (folder / name).read_bytes()
+    except OSError as e:
+        raise DlRuntimeError(f"{folder / name}: cannot read the object code ({e.strerror or e})") from None
+    if hashlib.sha256(obj).hexdigest() != fields.get("sha256"):
+        raise DlRuntimeError(f"{folder}: object code does not match the manifest's checksum")
+    return obj
 
 
 def _is_plain_name(name: Any) -> TypeGuard[str]:

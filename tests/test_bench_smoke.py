@@ -313,6 +313,19 @@ def test_speedup_row_from_the_two_thread_counts():
     assert speedup([one]) is None
 
 
+def test_a_step_slower_on_two_threads_than_on_one_misses():
+    from bench.run import order_results, slowdowns
+    rows = [_row("step-1", 1, dlc=74.0), _row("step-1", 2, dlc=277.0),
+            _row("step-128", 1, dlc=900.0), _row("step-128", 2, dlc=600.0), _row("step-32", 1, dlc=5.0)]
+    derived = {r.case.id: r for r in slowdowns(rows)}
+    assert set(derived) == {"step-1-2t", "step-128-2t"}           # step-32 lacks its 2-thread row
+    assert derived["step-1-2t"].figures["dlc"] == pytest.approx(277 / 74)
+    assert verdict(derived["step-1-2t"]).status == "MISS"
+    assert verdict(derived["step-128-2t"]).status == "PASS"
+    ordered = [(r.case.id, r.threads) for r in order_results(rows + list(derived.values()))]
+    assert ordered.index(("step-1-2t", 0)) == ordered.index(("step-1", 2)) + 1
+
+
 def test_load_is_the_median_background():
     from bench.run import machine_busy_seconds
     r = _row("step-1", 1, dlc=1.0, numpy=2.0)
@@ -325,3 +338,16 @@ def test_load_is_the_median_background():
     busy = table([r], ("dlc", "numpy")).splitlines()
     assert "| PASS*" in busy[2] and busy[-1].startswith("\\* timed while other processes")
     assert machine_busy_seconds() > 0
+
+
+def test_forget_models_keeps_only_the_gemm_library(tmp_path, monkeypatch):
+    from bench.oneshot import forget_models
+    from runtime.cache import ObjectCache
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    store = ObjectCache()
+    library, model, alias = "a" * 64, "b" * 64, "c" * 64
+    store.store(library, b"library object", {"library": {"dtypes": ["f32"]}})
+    store.store(model, b"model object", {"functions": [], "library": {"dtypes": ["f32"]}})
+    store.store_alias(alias, model)
+    assert forget_models() == {"ok": True, "kept": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [library + ".dlco"]

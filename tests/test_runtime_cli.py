@@ -62,11 +62,63 @@ def test_compile_writes_an_aot_directory(capsys, tmp_path):
     np.testing.assert_allclose(p, np.full((3, 1), 1 / (1 + np.exp(-1.0))), rtol=1e-6)
 
 
+def test_compile_exports_the_training_step_and_the_thread_controls(capsys, tmp_path):
+    from runtime import load_model
+
+    status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot"), "--train-step")
+    assert status == 0, err
+    assert "dlc_train_step: train_step(" in out
+    header = (tmp_path / "aot" / "dlc_module.h").read_text()
+    assert "int32_t dlc_train_step(void **buffers" in header
+    assert "void dlc_set_num_threads(int32_t n);" in header and "void dlc_threads_shutdown(void);" in header
+    # the exported step computes what the Model's own step does, bit for bit
+    model = load_model(XOR, seed=3)
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    y = np.array([[0], [1], [1], [0]], np.float32)
+    args = model._step_args([x, y], np.float32(0.1))
+    want = model.backend.train_step([a.copy() for a in args])
+    got = load_compiled(tmp_path / "aot").train_step(*[a.copy() for a in args])
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    source = tmp_path / "plain.dl"
+    source.write_text("fn f(x: f32[N]) -> f32[N] {\n    return x + 1.0\n}\n")
+    status, _, err = run(capsys, "compile", str(source), "-o", str(tmp_path / "plain"), "--train-step")
+    assert status == 1 and "--train-step needs a model block" in err
+
+
+def test_compile_for_another_cpu_writes_its_target_and_never_runs_its_code(capsys, tmp_path):
+    from compiler.codegen.target import PORTABLE_CPUS, host_target
+    from compiler.diagnostics import DlRuntimeError
+
+    # a portable level this machine has: written for it, and it runs here
+    status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "v2"), "--cpu", "x86-64-v2")
+    assert status == 0, err
+    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    assert manifest["target"]["cpu"] == "x86-64-v2"
+    assert manifest["target"]["features"] == PORTABLE_CPUS["x86-64-v2"]
+    mod = load_compiled(tmp_path / "v2")
+    p = mod.predict(np.eye(2, dtype=np.float32), np.zeros(2, np.float32), np.ones((2, 1), np.float32),
+                    np.zeros(1, np.float32), np.zeros((3, 2), np.float32))
+    np.testing.assert_allclose(p, np.full((3, 1), 1 / (1 + np.exp(-1.0))), rtol=1e-6)
+    # a feature this machine lacks: compiled without being loaded, and refused when loaded
+    have = set(host_target().features.split(","))
+    lacking = next((f for f in ("+xop", "+tbm", "+fma4", "+sse4a") if f not in have), None)
+    if lacking is None:
+        pytest.skip("this CPU has every feature the test could ask for")
+    status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "other"), "--cpu", "x86-64",
+                           "--features", lacking)
+    assert status == 0, err
+    assert "dlc_predict: predict(" in out
+    with pytest.raises(DlRuntimeError, match=lacking[1:]):
+        load_compiled(tmp_path / "other")
+
+
 def test_compile_takes_the_pass_flags(capsys, tmp_path):
     status, out, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot"), "--time-passes",
                            "--print-ir-after", "canonicalize")
     assert status == 0, err
     assert "canonicalize" in err and "Total" in err
+    assert "Compile time report" in err and "LLVM optimization" in err and "native load and link" in err
     assert "IR Dump After canonicalize" in err
     status, _, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot2"), "--passes", "no-such-pass")
     assert status == 1 and "no-such-pass" in err

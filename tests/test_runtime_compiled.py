@@ -178,11 +178,13 @@ def test_concurrent_calls_from_two_threads(mod):
 
 def test_warm_compile_loads_from_the_cache_without_llvm(mod, cache_dir, monkeypatch):
     import runtime.compiled as compiled
+    import runtime.library as library
 
     def fail(*args, **kwargs):
         raise AssertionError("the optimizer ran on a cache hit")
 
-    monkeypatch.setattr(compiled, "compile_to_object", fail)
+    monkeypatch.setattr(compiled, "compile_module", fail)
+    monkeypatch.setattr(library, "library_object", fail)
     again = runtime.compile(small_module(), cache=cache_dir, passes="")
     x, w, b = arrays()
     np.testing.assert_array_equal(again.dense(x, w, b), mod.dense(x, w, b))

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
     from ..ir.core import Function, Module
     from ..ops.reductions import NonEmptyAxes
+    from ..passes.manager import PipelineReport
+    from .library import LibrarySpec
     from .loops import Program
 
 # The lowering and LLVM emission modules (bufferize, loops, llvm, gemm ...) are imported by
@@ -43,6 +46,65 @@ STAGES = ("loops", "llvm", "llvm-opt", "asm")
 
 # LLVM's target machines and pass builders are not safe to share between threads.
 _LLVM_LOCK = threading.Lock()
+
+
+class StageTimer:
+    """Wall time per named stage of a compile: ``with timer("stage"): ...``; a stage
+    entered twice adds up, ``stages`` keeps them in the order first entered.
+
+    ``total`` runs from the timer's creation to :meth:`finish` (or to now): the stages
+    are disjoint parts of it, and :meth:`report` shows what they leave unattributed."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._start = time.perf_counter()
+        self._end: float | None = None
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Charge ``seconds`` measured elsewhere to ``stage``."""
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+    def add_pipeline(self, report: PipelineReport, seconds: float) -> None:
+        """Charge a pass pipeline's run of ``seconds``: each pass, the IR verifier and the
+        pass manager's own time, from the run's ``report``."""
+        for record in report.records:
+            self.add(f"pass {record.name}", record.seconds)
+        self.add("IR verifier", report.input_verify_seconds + sum(r.verify_seconds for r in report.records))
+        self.add("pass manager", seconds - report.total_seconds)
+
+    def finish(self) -> None:
+        """Stop the total clock."""
+        self._end = time.perf_counter()
+
+    @property
+    def total(self) -> float:
+        """Seconds from the timer's creation to :meth:`finish` (to now before it)."""
+        return (self._end if self._end is not None else time.perf_counter()) - self._start
+
+    @property
+    def unattributed(self) -> float:
+        """The part of :attr:`total` in no stage (the glue between them)."""
+        return self.total - sum(self.stages.values())
+
+    def report(self, title: str = "Compile time report") -> str:
+        """The stages as a table laid out like ``--time-passes``'s (MLIR's ``-mlir-timing``)."""
+        rule = "===" + "-" * 73 + "==="
+        total = self.total
+        lines = [rule, f"{'... ' + title + ' ...':^79}".rstrip(), rule,
+                 f"  Total Execution Time: {total:.4f} seconds", "", "  ----Wall Time----  ----Name----"]
+        rows = [*self.stages.items(), ("(unattributed)", self.unattributed)]
+        for name, seconds in rows:
+            lines.append(f"  {seconds:8.4f} ({100 * seconds / total if total > 0 else 0.0:5.1f}%)  {name}")
+        lines.append(f"  {total:8.4f} (100.0%)  Total")
+        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -137,9 +199,13 @@ class FunctionInfo:
 SIGNATURE_SYMBOL = "dlc_signatures_sha256"
 
 
-def signature_digest(infos: list[FunctionInfo]) -> bytes:
-    """sha256 of the functions' signatures (their canonical JSON)."""
-    text = json.dumps([i.to_json() for i in infos], sort_keys=True)
+def signature_digest(infos: list[FunctionInfo], library: LibrarySpec | None = None) -> bytes:
+    """sha256 of the functions' signatures (their canonical JSON) and of the GEMM library
+    the object calls, if any."""
+    signatures: Any = [i.to_json() for i in infos]
+    if library is not None:
+        signatures = {"functions": signatures, "library": library.to_json()}
+    text = json.dumps(signatures, sort_keys=True)
     return hashlib.sha256(text.encode()).digest()
 
 
@@ -247,7 +313,7 @@ def llvm_module(module: Module, options: CodegenOptions | None = None) -> ir.Mod
     return emit_module(lower_module(module, options), options)
 
 
-def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
+def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None = None) -> llvm.ModuleRef:
     """Parse and verify ``mod``, merge identical functions, then run LLVM's O3 pipeline
     (loop and SLP vectorizers on, loop unroller off).
 
@@ -265,13 +331,17 @@ def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
     passes and of instruction selection, for no speed difference we could
     measure (docs/codegen.md, "Compile time").
     """
+    timer = timer or StageTimer()
     ensure_llvm()
+    with timer("LLVM IR text"):
+        text = str(mod)
     with _LLVM_LOCK:
-        ref = llvm.parse_assembly(str(mod))
-        try:
-            ref.verify()
-        except RuntimeError as e:      # a codegen bug, never a user error
-            raise LoweringError(f"internal error: generated LLVM IR does not verify: {e}") from None
+        with timer("LLVM parse and verify"):
+            ref = llvm.parse_assembly(text)
+            try:
+                ref.verify()
+            except RuntimeError as e:      # a codegen bug, never a user error
+                raise LoweringError(f"internal error: generated LLVM IR does not verify: {e}") from None
         tm = target_machine(options)
         ref.triple = options.target.triple
         ref.data_layout = str(tm.target_data)
@@ -280,16 +350,18 @@ def optimize(mod: ir.Module, options: CodegenOptions) -> llvm.ModuleRef:
         pto.slp_vectorization = options.opt_level >= 2
         pto.loop_unrolling = False
         pb = llvm.create_pass_builder(tm, pto)
-        if options.opt_level >= 1:
-            merge = llvm.create_new_module_pass_manager()
-            merge.add_merge_functions_pass()
-            merge.run(ref, pb)
-        pb.getModulePassManager().run(ref, pb)
+        with timer("LLVM optimization"):
+            if options.opt_level >= 1:
+                merge = llvm.create_new_module_pass_manager()
+                merge.add_merge_functions_pass()
+                merge.run(ref, pb)
+            pb.getModulePassManager().run(ref, pb)
     return ref
 
 
-def object_code(ref: llvm.ModuleRef, options: CodegenOptions) -> bytes:
-    with _LLVM_LOCK, _backend_settings():
+def object_code(ref: llvm.ModuleRef, options: CodegenOptions, timer: StageTimer | None = None) -> bytes:
+    """Machine code for the optimized module ``ref``, as ELF object bytes."""
+    with (timer or StageTimer())("machine code"), _LLVM_LOCK, _backend_settings():
         return bytes(target_machine(options).emit_object(ref))
 
 
@@ -319,23 +391,52 @@ def _backend_settings() -> Iterator[None]:
 
 def compile_to_object(module: Module, options: CodegenOptions | None = None
                       ) -> tuple[bytes, list[FunctionInfo]]:
-    """Object code for every function of ``module``, and each entry point's facts."""
-    from .llvm import emit_module
+    """Object code for every function of ``module`` (GEMM drivers included: the object
+    stands alone), and each entry point's facts."""
+    obj, infos, _ = compile_module(module, options, library=False)
+    return obj, infos
+
+
+def compile_module(module: Module, options: CodegenOptions | None = None, *, library: bool = True,
+                   timer: StageTimer | None = None
+                   ) -> tuple[bytes, list[FunctionInfo], LibrarySpec | None]:
+    """Object code for every function of ``module``, each entry point's facts, and the
+    GEMM library the object calls (None: it calls none).
+
+    With ``library`` (the runtime's way) the GEMM drivers are left out of the
+    object, which must be linked with :func:`~compiler.codegen.library.library_object`
+    of the returned spec (``runtime/native.py`` does); without it the object stands
+    alone.  ``timer`` is charged with each stage's wall time."""
+    from .library import library_use
 
     options = options or CodegenOptions()
-    programs = lower_module(module, options)
-    infos = [FunctionInfo.of(f, p, options.lanes) for f, p in zip(module.functions, programs)]
-    mod = emit_module(programs, options)
-    _embed_signatures(mod, infos)
-    ref = optimize(mod, options)
-    return object_code(ref, options), infos
+    timer = timer or StageTimer()
+    with timer("loop lowering"):
+        programs = lower_module(module, options)
+        infos = [FunctionInfo.of(f, p, options.lanes) for f, p in zip(module.functions, programs)]
+    with timer("LLVM IR build"):
+        from .llvm import emit_module  # (its first import is part of the stage)
+
+        mod = emit_module(programs, options, library=library)
+        use = library_use(mod)
+        spec = use.spec() if use is not None else None
+        _embed_signatures(mod, infos, spec)
+    ref = optimize(mod, options, timer)
+    return object_code(ref, options, timer), infos, spec
 
 
-def _embed_signatures(mod: ir.Module, infos: list[FunctionInfo]) -> None:
-    """The constant ``SIGNATURE_SYMBOL``: :func:`signature_digest` of ``infos``."""
+def library_object(spec: LibrarySpec, options: CodegenOptions) -> bytes:
+    """Object code of the GEMM library ``spec`` (``library.py``) under ``options``."""
+    from .gemm import library_module
+
+    return object_code(optimize(library_module(spec, options), options), options)
+
+
+def _embed_signatures(mod: ir.Module, infos: list[FunctionInfo], library: LibrarySpec | None) -> None:
+    """The constant ``SIGNATURE_SYMBOL``: :func:`signature_digest` of ``infos`` and ``library``."""
     from llvmlite import ir as llir
 
-    digest = signature_digest(infos)
+    digest = signature_digest(infos, library)
     ty = llir.ArrayType(llir.IntType(8), len(digest))
     g = llir.GlobalVariable(mod, ty, name=SIGNATURE_SYMBOL)
     g.global_constant = True

@@ -71,9 +71,12 @@ from llvmlite import ir
 from ..ir.types import DType
 from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
+from .library import LibrarySpec, driver_name, library_use, symbol_suffix
 from .llvmutil import I1, I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
 from .loops import Matmul, loads
-from .sparse_gemm import skip_zeros_enabled, sparse_function
+from .sparse_gemm import enable_skip_zeros, skip_zeros_enabled, sparse_function
+from .storage import enable_half_instructions
+from .target import CodegenOptions
 from .threads import split
 
 PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay for itself)
@@ -294,11 +297,14 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     K (the store's epilogue reads C, so C may not hold partial sums); ``plain``: the kernel has
     no epilogue (the packed path writes whole tiles straight to C)."""
     ety = memory_type(dtype)
-    name = f"dlc.gemm.driver{'T' if trans_b else ''}.{type_suffix(value_type(dtype, lanes))}"
-    fn, fresh = _shared(module, name, ir.VoidType(),
-                        [ety.as_pointer(), I64, I64, ety.as_pointer(), ety.as_pointer(), I64, I64, I64,
-                         ety.as_pointer(), I64, I64, I1, I1, _store_type(dtype).as_pointer(),
-                         _shallow_type(dtype).as_pointer(), I8P])
+    name = driver_name(dtype, lanes, trans_b) + symbol_suffix(module)
+    args = [ety.as_pointer(), I64, I64, ety.as_pointer(), ety.as_pointer(), I64, I64, I64,
+            ety.as_pointer(), I64, I64, I1, I1, _store_type(dtype).as_pointer(),
+            _shallow_type(dtype).as_pointer(), I8P]
+    use = library_use(module)
+    if use is not None:            # compiled once per machine, linked in (library.py)
+        return use.declare(module, name, ir.FunctionType(ir.VoidType(), args), dtype)
+    fn, fresh = _shared(module, name, ir.VoidType(), args)
     if not fresh:
         return fn
     # LLVM's function specializer cloned the driver per constant store/shallow pointer (4
@@ -1370,3 +1376,25 @@ def _pack_b_rows(b: ir.IRBuilder, dtype: DType, lanes: int, nv: int, bmat, n, p0
 
 def _load_lanes(b: ir.IRBuilder, ptr: ir.Value, lanes: int) -> ir.Value:
     return b.load(ptr) if lanes == 1 else load_vector(b, ptr, lanes, None)
+
+
+def library_module(spec: LibrarySpec, options: CodegenOptions) -> ir.Module:
+    """The LLVM module of the GEMM library ``spec`` (``library.py``): its drivers, each
+    exported as :meth:`LibrarySpec.symbols` names it (``options``: those ``spec`` was made
+    under)."""
+    mod = ir.Module(name="dlc.gemm.library")
+    mod.triple = options.target.triple
+    mod.dlc_symbol_suffix = "." + spec.version
+    enable_skip_zeros(mod, options.skip_zeros)
+    enable_half_instructions(mod, "+f16c" in options.target.features.split(","))
+    for d in spec.dtypes:
+        for trans_b in (False, True):
+            fn = _driver_function(mod, DType(d), spec.lanes, trans_b)
+            fn.linkage = "external"
+    # Writable data of its own: llvmlite's memory manager (runtime/native.py) reserves the
+    # memory of an object's sections up front and cannot load an object without any (an
+    # assertion aborts the process).
+    word = ir.ArrayType(ir.IntType(8), 8)
+    version = ir.GlobalVariable(mod, word, name=f"dlc.gemm.library.{spec.version}")
+    version.initializer = ir.Constant(word, bytearray(spec.version[:8].encode()))
+    return mod

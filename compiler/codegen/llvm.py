@@ -32,6 +32,7 @@ from . import conv
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
 from .indexing import emit_scatter
 from .kernels import KernelContext, emit_elementwise, emit_reduce
+from .library import use_library
 from .llvmutil import I8, I8P, I32, I64, intrinsic, short_name
 from .loops import Buffer, Conv, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
 from .pool import emit_pool
@@ -57,10 +58,15 @@ def profile_symbol(name: str) -> str:
     return entry_symbol(name) + ".profile"
 
 
-def emit_module(programs: list[Program], options: CodegenOptions, name: str = "dlc") -> ir.Module:
-    """One LLVM module holding an entry point per program."""
+def emit_module(programs: list[Program], options: CodegenOptions, name: str = "dlc",
+                library: bool = False) -> ir.Module:
+    """One LLVM module holding an entry point per program.  With ``library``, the GEMM
+    drivers are only declared (``library.py``: ``library_use(mod).spec()`` says which
+    library object to link beside the module's)."""
     mod = ir.Module(name=name)
     mod.triple = options.target.triple
+    if library:
+        use_library(mod, options)
     enable_skip_zeros(mod, options.skip_zeros)
     enable_half_instructions(mod, "+f16c" in options.target.features.split(","))
     symbols: dict[str, str] = {}

@@ -73,6 +73,26 @@ class Target:
         return f"{self.triple} cpu={self.cpu} vector={self.vector_bits}-bit"
 
 
+# The x86-64 psABI's portable levels and the features each adds (what ``--cpu x86-64-v3``
+# means without ``--features``; LLVM knows the names, codegen reads the features).
+_V2 = "+cx16,+popcnt,+sahf,+sse3,+sse4.1,+sse4.2,+ssse3"
+_V3 = _V2 + ",+avx,+avx2,+bmi,+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"
+PORTABLE_CPUS = {"x86-64": "", "x86-64-v2": _V2, "x86-64-v3": _V3,
+                 "x86-64-v4": _V3 + ",+avx512bw,+avx512cd,+avx512dq,+avx512f,+avx512vl"}
+
+
+def named_target(cpu: str | None = None, features: str | None = None) -> Target:
+    """The target of CPU ``cpu`` (default: the host's) with LLVM feature string ``features``
+    (default: the host's features for the host CPU, a portable level's for
+    ``x86-64``..``x86-64-v4``, else none: LLVM still schedules for the CPU named, and codegen
+    then uses 128-bit vectors)."""
+    host = host_target()
+    cpu = cpu or host.cpu
+    if features is None:
+        features = host.features if cpu == host.cpu else PORTABLE_CPUS.get(cpu, "")
+    return Target(host.triple, cpu, features)
+
+
 @functools.cache
 def host_target() -> Target:
     """The machine this process runs on."""

@@ -1,6 +1,8 @@
 """``dlc compile FILE -o DIR``: ahead-of-time native code in a directory.
 
-The directory holds ``module.o`` (object code for this CPU), ``manifest.json``
+With ``--train-step`` a model's training step is exported too; ``--cpu NAME``
+(``--features``) compiles for another CPU than this one.  The directory holds
+``module.o`` (object code for this CPU; ``gemm_library.o``, the GEMM code it calls, beside it), ``manifest.json``
 (every function's signature, symbolic dims and in-place pairs, the target and
 a checksum) and, when a C compiler is installed, ``libdlc_module.so`` with a C
 header ``dlc_module.h``.  ``runtime.load_compiled(DIR)`` loads it without the
@@ -10,6 +12,10 @@ frontend or LLVM's optimizer.
 from __future__ import annotations
 
 import argparse
+import sys
+
+from compiler.diagnostics import DlError
+from compiler.ir.core import Module
 
 from .pass_flags import DEFAULT_PIPELINE, add_pass_arguments, load_for_passes, run_passes
 
@@ -24,17 +30,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the directory to write (created if missing)")
     add_pass_arguments(parser, default=DEFAULT_PIPELINE)
     parser.add_argument("--no-cache", action="store_true", help="do not use the object cache")
+    parser.add_argument("--cpu", metavar="NAME",
+                        help="the CPU to compile for (default: this one): an LLVM CPU name such as "
+                             "znver4 or sapphirerapids, or a portable level x86-64, x86-64-v2, -v3, -v4")
+    parser.add_argument("--features", metavar="LIST",
+                        help="LLVM target features, e.g. +avx2,+fma (default: this CPU's for this CPU, "
+                             "a portable level's own, else none)")
+    parser.add_argument("--train-step", action="store_true",
+                        help="also export the model's training step (train_step: parameters, optimizer "
+                             "state, a batch and the learning rate in; loss, updated weights in place out)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compile every function of the module and write the AOT directory."""
+    """Compile every function of the module and write the AOT directory; with
+    ``--time-passes``, report where the time went, from reading the source to loaded
+    code (the writing of the directory apart)."""
+    from compiler.codegen.driver import StageTimer
+    from compiler.codegen.target import CodegenOptions, host_target, named_target
     from runtime.compiled import compile as compile_module
+    from runtime.compiled import compile_for_target, signature_text, write_compiled
 
-    module = run_passes(load_for_passes(args.file, args), args)
-    compiled = compile_module(module, passes="", cache=not args.no_cache)
-    out = compiled.save(args.output)
-    for fn in compiled.functions.values():
-        print(f"  {fn.info.symbol}: {fn.signature}")
+    target = named_target(args.cpu, args.features)
+    timer = StageTimer()
+    with timer("frontend"):
+        module = load_for_passes(args.file, args)
+    if args.train_step:
+        with timer("training step (autodiff, optimizer)"):
+            _add_train_step(module, args.file)
+    module = run_passes(module, args, timer=timer)
+    if target == host_target():            # loaded (and so checked) here, then written
+        compiled = compile_module(module, passes="", cache=not args.no_cache)
+        for stage, seconds in compiled.timings.stages.items():
+            timer.add(stage, seconds)
+        infos = [fn.info for fn in compiled.functions.values()]
+        timer.finish()
+        out = compiled.save(args.output)
+    else:                                  # another CPU's code: compiled, never loaded here
+        obj, infos, gemm = compile_for_target(module, CodegenOptions(target=target), timer)
+        timer.finish()
+        out = write_compiled(args.output, obj, infos, target, gemm)
+    if args.time_passes:
+        sys.stderr.write(timer.report())
+    for info in infos:
+        print(f"  {info.symbol}: {signature_text(info)}")
     extra = " (+ shared library and C header)" if (out / "libdlc_module.so").exists() else ""
     print(f"wrote {out}/manifest.json and module.o{extra}")
     return 0
+
+
+def _add_train_step(module: Module, file: str) -> None:
+    """Add the model's ``train_step`` (as ``Model`` builds it) to ``module``; a
+    :class:`DlError` when the file declares no model."""
+    from compiler.train_step import build_train_step
+
+    if "model" not in module.attrs:
+        raise DlError(f"{file}: --train-step needs a model block (`model NAME {{ ... }}`) to train")
+    build_train_step(module)

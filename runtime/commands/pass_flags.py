@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, TextIO
+import time
+from typing import TYPE_CHECKING, Any, TextIO
 
 from compiler.diagnostics import DlError
 from compiler.ir.core import Module
 
 from . import load_module
+
+if TYPE_CHECKING:
+    from compiler.codegen.driver import StageTimer
 
 DEFAULT_PIPELINE = "default"
 
@@ -125,24 +129,32 @@ def _option_value(text: str) -> Any:
     return text
 
 
-def run_passes(module: Module, args: argparse.Namespace, out: TextIO | None = None) -> Module:
-    """Run the passes the flags select over ``module`` (dumps and reports to ``out``, stderr)."""
+def run_passes(module: Module, args: argparse.Namespace, out: TextIO | None = None,
+               timer: StageTimer | None = None) -> Module:
+    """Run the passes the flags select over ``module`` (dumps and reports to ``out``, stderr);
+    with ``timer``, the passes' times are charged to it instead of printed."""
     from compiler.checking.pass_checker import PassChecker
-    from compiler.passes import run_pipeline
+    from compiler.passes import PipelineReport, run_pipeline
 
     names = selected_passes(args)
     options = pass_options(args.pass_option)
     if not names:
         return module
-    return run_pipeline(
+    report = PipelineReport()
+    start = time.perf_counter()
+    result = run_pipeline(
         module, names,
         verify_each=args.verify_each,
         print_after=args.print_ir_after,
         print_before=args.print_ir_before,
         print_after_change=args.print_ir_after_change,
-        time_passes=args.time_passes,
+        time_passes=args.time_passes and timer is None,
         stats=args.pass_stats,
         out=out if out is not None else sys.stderr,
         options=options,
+        report=report,
         instrumentations=[PassChecker(module)] if args.check_each_pass else [],
     )
+    if timer is not None:
+        timer.add_pipeline(report, time.perf_counter() - start)
+    return result

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.codegen.driver import StageTimer
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.core import Module
 
@@ -96,9 +97,10 @@ def _seed(text: str) -> int:
     return value
 
 
-def model_passes(args: argparse.Namespace) -> Callable[[Module], Module]:
-    """The passes the pass flags select, as ``load_model(passes=...)`` takes them."""
-    return lambda module: run_passes(module, args)
+def model_passes(args: argparse.Namespace, timer: StageTimer | None = None) -> Callable[[Module], Module]:
+    """The passes the pass flags select, as ``load_model(passes=...)`` takes them (their
+    times charged to ``timer``, if given, instead of printed)."""
+    return lambda module: run_passes(module, args, timer=timer)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,15 +168,23 @@ def run(args: argparse.Namespace) -> int:
     """Train, print the summary, write the requested files; 130 after Ctrl-C."""
     _check_options(args)
     distributed = _distributed(args)
+    timer = StageTimer()
     start = time.perf_counter()
-    module, name = model_module(args.file)
-    spec = model_data_spec(module)
+    with timer("frontend"):
+        module, name = model_module(args.file)
+        spec = model_data_spec(module)
     load_seconds = time.perf_counter() - start
-    data = command_data(args, spec)
-    check_data(data, spec)                     # before the (slow) compile
-    validation = _validation_data(args, spec)
+    with timer("data"):
+        data = command_data(args, spec)
+        check_data(data, spec)                     # before the (slow) compile
+        validation = _validation_data(args, spec)
     start = time.perf_counter()
-    model = Model(module, seed=args.seed, backend=args.backend, source=name, passes=model_passes(args))
+    before = sum(timer.stages.values())
+    model = Model(module, seed=args.seed, backend=args.backend, source=name,
+                  passes=model_passes(args, timer if args.time_passes else None))
+    _charge_model_setup(timer, model, time.perf_counter() - start, sum(timer.stages.values()) - before)
+    if args.time_passes:
+        sys.stderr.write(timer.report("Model load time report"))
     if args.weights:
         model.load_weights(args.weights, optimizer="reset")
     if args.resume:
@@ -329,6 +339,20 @@ def _check_options(args: argparse.Namespace) -> None:
         path = getattr(args, option)
         if path:
             check_output(save_path(path, 1) if option == "save" else path, f"--{option.replace('_', '-')}")
+
+
+def _charge_model_setup(timer: StageTimer, model: Model, seconds: float, passes: float) -> None:
+    """Charge ``seconds`` of ``Model(...)`` to ``timer``: the native compile's own stages,
+    and the rest (training step, initial weights) as the model's set-up (``passes``: the
+    part already charged by the pass flags)."""
+    compiled = getattr(model.backend, "compiled", None)
+    compile_seconds = 0.0
+    if compiled is not None:
+        for stage, value in compiled.timings.stages.items():
+            timer.add(stage, value)
+        compile_seconds = compiled.timings.total
+    timer.add("model set-up (training step, initial weights)", seconds - passes - compile_seconds)
+    timer.finish()
 
 
 def _printer(quiet: bool) -> Any:
