@@ -1,0 +1,519 @@
+"""The op mapping from dl to upstream MLIR (linalg, tensor, arith, math): one entry per op.
+
+An elementwise op is one line, its scalar body in arith/math::
+
+    unary("exp", lambda b, t, x: b.op(f"math.exp {x} : {t}"))       # inside a linalg.generic
+
+and the writer wraps it in a ``linalg.generic`` with numpy broadcasting
+(indexing maps that drop or pin a broadcast axis).  Other ops register a rule
+``(w: MlirWriter, op, *operand names) -> result names`` with :func:`rule`:
+reductions and ``matmul`` are ``linalg.generic`` with reduction iterators,
+``transpose`` is ``linalg.transpose``, ``reshape`` ``tensor.reshape``,
+``slice`` ``tensor.extract_slice``, ``concat`` ``tensor.insert_slice``.
+Composite ops never reach the table: they are expanded by their ``decompose``
+rule first.  An op without an entry is listed in the exporter's one error; a
+variant a rule refuses raises :class:`UnsupportedVariant`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from compiler.ir.core import Op
+from compiler.ir.types import DType, TensorType
+from compiler.ops.base import normalize_axes
+
+if TYPE_CHECKING:
+    from .mlir_export import Body, MlirWriter
+
+Rule = Callable[..., list[str]]          # (w, op, *operand names) -> result names
+RULES: dict[str, Rule] = {}
+
+
+class UnsupportedVariant(Exception):
+    """An op with a rule whose operands or attributes the rule cannot write (the message says which)."""
+
+
+def rule(name: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        assert name not in RULES, f"two MLIR rules for dl.{name}"
+        RULES[name] = fn
+        return fn
+    return register
+
+
+def et(dtype: DType) -> str:
+    from .mlir_export import element_type
+
+    return element_type(dtype)
+
+
+def _unsigned(dtype: DType) -> bool:
+    return dtype in (DType.u8, DType.bool)
+
+
+# ---------------------------------------------------------------------------
+# Elementwise ops: a scalar body in a broadcasting linalg.generic
+
+
+def broadcast_map(operand: TensorType, result: TensorType) -> list[str | int]:
+    """numpy broadcasting as an indexing map: operand axes align with the result's last
+    axes; a static 1 against a dim that is not 1 reads index 0."""
+    offset = result.rank - operand.rank
+    out: list[str | int] = []
+    for i, d in enumerate(operand.shape):
+        r = result.shape[offset + i]
+        out.append("0" if d == 1 and r != 1 else offset + i)
+    return out
+
+
+ScalarRule = Callable[..., str]          # (body, op, operand dtypes, *scalars) -> scalar
+
+
+def elementwise(name: str, scalar: ScalarRule) -> None:
+    """dl op ``name`` as a ``linalg.generic`` over its result computing ``scalar``."""
+
+    def write(w: MlirWriter, op: Op, *names: str) -> list[str]:
+        out = op.results[0].type
+        sources = w.operand_sources(op)
+        init = w.empty(out, sources)
+        ins = [(n, v.type, broadcast_map(v.type, out)) for n, v in zip(names, op.operands)]
+        dtypes = [v.type.dtype for v in op.operands]
+        return w.generic(out.rank, ins, [(init, out, list(range(out.rank)))], ["parallel"] * out.rank,
+                         lambda b, xs: scalar(b, op, dtypes, *xs[:len(names)]))
+
+    rule(name)(write)
+
+
+def float_only(name: str, f: Callable[[Body, str, str], str]) -> None:
+    """A unary op defined for floats: ``f(body, element type, x)``."""
+    def scalar(b: Body, op: Op, dtypes: list[DType], x: str) -> str:
+        return f(b, et(dtypes[0]), x)
+    elementwise(name, scalar)
+
+
+def numeric(name: str, on_float: str, on_int: str | None, on_unsigned: str | None = None) -> None:
+    """A binary op that is one arith op: ``on_float`` for floats, ``on_int`` (signed) or
+    ``on_unsigned`` for integers (None: not written for them)."""
+    def scalar(b: Body, op: Op, dtypes: list[DType], x: str, y: str) -> str:
+        dt = dtypes[0]
+        name_ = on_float if dt.is_float else (on_unsigned or on_int) if _unsigned(dt) else on_int
+        if name_ is None:
+            raise UnsupportedVariant(f"{dt.value} operands")
+        return b.op(f"{name_} {x}, {y} : {et(dt)}")
+    elementwise(name, scalar)
+
+
+numeric("add", "arith.addf", "arith.addi")
+numeric("sub", "arith.subf", "arith.subi")
+numeric("mul", "arith.mulf", "arith.muli")
+numeric("div", "arith.divf", None)
+numeric("maximum", "arith.maximumf", "arith.maxsi", "arith.maxui")
+numeric("minimum", "arith.minimumf", "arith.minsi", "arith.minui")
+numeric("logical_and", "arith.andi", "arith.andi")
+numeric("logical_or", "arith.ori", "arith.ori")
+
+
+numeric("pow", "math.powf", None)          # integer pow: dl's negative exponents have no arith op
+
+for _name, _math in [("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("tanh", "tanh"), ("sin", "sin"),
+                     ("cos", "cos"), ("erf", "erf"), ("floor", "floor"), ("ceil", "ceil"),
+                     ("round", "roundeven"), ("expm1", "expm1"), ("log1p", "log1p")]:
+    float_only(_name, functools.partial(lambda m, b, t, x: b.op(f"math.{m} {x} : {t}"), _math))
+
+float_only("reciprocal", lambda b, t, x: b.op(f"arith.divf {b.op(f'arith.constant 1.0 : {t}')}, {x} : {t}"))
+
+
+def _sigmoid(b: Body, t: str, x: str) -> str:
+    # 1 / (1 + z) for x >= 0, z / (1 + z) below, z = exp(-|x|): never overflows (dl's reference)
+    one = b.op(f"arith.constant 1.0 : {t}")
+    zero = b.op(f"arith.constant 0.0 : {t}")
+    magnitude = b.op(f"math.absf {x} : {t}")
+    z = b.op(f"math.exp {b.op(f'arith.negf {magnitude} : {t}')} : {t}")
+    denom = b.op(f"arith.addf {one}, {z} : {t}")
+    up = b.op(f"arith.divf {one}, {denom} : {t}")
+    down = b.op(f"arith.divf {z}, {denom} : {t}")
+    return b.op(f"arith.select {b.op(f'arith.cmpf oge, {x}, {zero} : {t}')}, {up}, {down} : {t}")
+
+
+float_only("sigmoid", _sigmoid)
+
+
+def _neg(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    if dts[0].is_float:
+        return b.op(f"arith.negf {x} : {et(dts[0])}")
+    return b.op(f"arith.subi {b.const(0, dts[0])}, {x} : {et(dts[0])}")
+
+
+def _relu(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    dt = dts[0]
+    zero = b.const(0, dt)
+    how = "arith.maximumf" if dt.is_float else "arith.maxui" if _unsigned(dt) else "arith.maxsi"
+    return b.op(f"{how} {x}, {zero} : {et(dt)}")
+
+
+def _abs(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    dt = dts[0]
+    if _unsigned(dt):
+        return x
+    return b.op(f"math.{'absf' if dt.is_float else 'absi'} {x} : {et(dt)}")
+
+
+def _square(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    return b.op(f"arith.{'mulf' if dts[0].is_float else 'muli'} {x}, {x} : {et(dts[0])}")
+
+
+def _select(b: Body, op: Op, dts: list[DType], c: str, x: str, y: str) -> str:
+    return b.op(f"arith.select {c}, {x}, {y} : {et(dts[1])}")
+
+
+def _logical_not(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    return b.op(f"arith.xori {x}, {b.const(True, DType.bool)} : i1")
+
+
+elementwise("neg", _neg)
+elementwise("relu", _relu)
+elementwise("abs", _abs)
+elementwise("square", _square)
+elementwise("select", _select)
+elementwise("logical_not", _logical_not)
+
+# comparisons: (float predicate, signed predicate, unsigned predicate)
+_COMPARE = {"eq": ("oeq", "eq", "eq"), "ne": ("une", "ne", "ne"), "gt": ("ogt", "sgt", "ugt"),
+            "ge": ("oge", "sge", "uge"), "lt": ("olt", "slt", "ult"), "le": ("ole", "sle", "ule")}
+
+
+def _comparison(pred: tuple[str, str, str]) -> ScalarRule:
+    def scalar(b: Body, op: Op, dts: list[DType], x: str, y: str) -> str:
+        dt = dts[0]
+        if dt.is_float:
+            return b.op(f"arith.cmpf {pred[0]}, {x}, {y} : {et(dt)}")
+        return b.op(f"arith.cmpi {pred[2] if _unsigned(dt) else pred[1]}, {x}, {y} : {et(dt)}")
+    return scalar
+
+
+for _name, _pred in _COMPARE.items():
+    elementwise(_name, _comparison(_pred))
+
+
+def _isnan(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    return b.op(f"arith.cmpf uno, {x}, {x} : {et(dts[0])}")
+
+
+elementwise("isnan", _isnan)
+
+
+# -- cast: dl's rules (float -> int truncates and saturates, nan -> 0; anything -> bool is != 0)
+
+
+def _cast(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    src, dst = dts[0], op.attrs["dtype"]
+    s, d = et(src), et(dst)
+    if src == dst:
+        return x
+    if dst is DType.bool:
+        zero = b.const(0, src)
+        return b.op(f"arith.cmpf une, {x}, {zero} : {s}" if src.is_float else f"arith.cmpi ne, {x}, {zero} : {s}")
+    if src.is_float and dst.is_float:
+        wider = dst.itemsize > src.itemsize
+        return b.op(f"arith.{'extf' if wider else 'truncf'} {x} : {s} to {d}")
+    if dst.is_float:
+        return b.op(f"arith.{'uitofp' if _unsigned(src) else 'sitofp'} {x} : {s} to {d}")
+    if src.is_float:
+        return _float_to_int(b, x, src, dst)
+    if dst.itemsize == src.itemsize:
+        return x                                    # i8 <-> u8: the same bits
+    if dst.itemsize > src.itemsize:
+        return b.op(f"arith.{'extui' if _unsigned(src) else 'extsi'} {x} : {s} to {d}")
+    return b.op(f"arith.trunci {x} : {s} to {d}")
+
+
+def _float_to_int(b: Body, x: str, src: DType, dst: DType) -> str:
+    """Truncation toward zero, saturating at the int's range; nan -> 0 (``saturating_to_int``)."""
+    s, d = et(src), et(dst)
+    info = np.iinfo(dst.np)
+    low, high = float(info.min), float(info.max) + 1.0          # exact in every float dtype
+    converted = b.op(f"arith.{'fptoui' if _unsigned(dst) else 'fptosi'} {x} : {s} to {d}")
+    too_high = b.op(f"arith.cmpf oge, {x}, {b.const(high, src)} : {s}")
+    too_low = b.op(f"arith.cmpf ole, {x}, {b.const(low - 1.0, src)} : {s}") if low < 0 else \
+        b.op(f"arith.cmpf ole, {x}, {b.const(-1.0, src)} : {s}")
+    nan = b.op(f"arith.cmpf uno, {x}, {x} : {s}")
+    out = b.op(f"arith.select {too_high}, {b.const(int(info.max), dst)}, {converted} : {d}")
+    out = b.op(f"arith.select {too_low}, {b.const(int(info.min), dst)}, {out} : {d}")
+    return b.op(f"arith.select {nan}, {b.const(0, dst)}, {out} : {d}")
+
+
+elementwise("cast", _cast)
+
+
+# ---------------------------------------------------------------------------
+# Reductions: linalg.generic with reduction iterators
+
+
+def _identity(kind: str, dtype: DType) -> Any:
+    if kind == "sum":
+        return 0
+    if kind == "prod":
+        return 1
+    if kind in ("all", "any"):
+        return kind == "all"
+    if dtype.is_float:
+        return -np.inf if kind == "max" else np.inf
+    info = np.iinfo(dtype.np)
+    return int(info.min) if kind == "max" else int(info.max)
+
+
+_COMBINE = {
+    "sum": ("arith.addf", "arith.addi", "arith.addi"),
+    "prod": ("arith.mulf", "arith.muli", "arith.muli"),
+    "max": ("arith.maximumf", "arith.maxsi", "arith.maxui"),
+    "min": ("arith.minimumf", "arith.minsi", "arith.minui"),
+    "all": (None, "arith.andi", "arith.andi"),
+    "any": (None, "arith.ori", "arith.ori"),
+}
+
+
+def _reduce(w: MlirWriter, op: Op, x: str, kind: str) -> str:
+    """A reduction over ``op``'s axes into its result type (keepdims or not)."""
+    xt, out = op.operands[0].type, op.results[0].type
+    axes = normalize_axes(op.attrs["axes"], xt.rank)
+    keep = op.attrs["keepdims"]
+    out_map: list[str | int] = [("0" if i in axes else i) for i in range(xt.rank) if keep or i not in axes]
+    init = w.filled(out, _identity(kind, out.dtype), w.operand_sources(op))
+    dt = out.dtype
+    fl, si, ui = _COMBINE[kind]
+    how = fl if dt.is_float else ui if _unsigned(dt) else si
+    if how is None:
+        raise UnsupportedVariant(f"{dt.value} operand")
+    convert_bool = kind in ("all", "any") and xt.dtype is not DType.bool
+
+    def body(b: Body, xs: list[str]) -> str:
+        v = xs[0]
+        if convert_bool:                    # all / any of numbers: of x != 0
+            v = b.op(f"arith.cmp{'f une' if xt.dtype.is_float else 'i ne'}, {v}, "
+                     f"{b.const(0, xt.dtype)} : {et(xt.dtype)}")
+        return b.op(f"{how} {v}, {xs[1]} : {et(dt)}")
+
+    iters = ["reduction" if i in axes else "parallel" for i in range(xt.rank)]
+    return w.generic(xt.rank, [(x, xt, list(range(xt.rank)))], [(init, out, out_map)], iters, body)[0]
+
+
+for _kind in ("sum", "prod", "max", "min", "all", "any"):
+    rule(_kind)(lambda w, op, x, k=_kind: [_reduce(w, op, x, k)])
+
+
+@rule("mean")
+def _mean(w: MlirWriter, op: Op, x: str) -> list[str]:
+    xt, out = op.operands[0].type, op.results[0].type
+    if not out.dtype.is_float:
+        raise UnsupportedVariant("an integer mean")
+    total = _reduce(w, op, x, "sum")
+    count: str | None = None
+    for a in normalize_axes(op.attrs["axes"], xt.rank):
+        size = w.size(xt.shape[a], w.operand_sources(op))
+        count = size if count is None else w.assign(f"arith.muli {count}, {size} : index")
+    count = count or w.index(1)
+    n = w.assign(f"arith.index_cast {count} : index to i64")
+    nf = w.assign(f"arith.sitofp {n} : i64 to {et(out.dtype)}")
+    init = w.empty(out, [(total, out)])
+    rank = out.rank
+    return w.generic(rank, [(total, out, list(range(rank)))], [(init, out, list(range(rank)))],
+                     ["parallel"] * rank, lambda b, xs: b.op(f"arith.divf {xs[0]}, {nf} : {et(out.dtype)}"))
+
+
+def _arg_reduce(w: MlirWriter, op: Op, x: str, kind: str) -> list[str]:
+    """argmax / argmin along one axis: the first index of the extreme value; a nan wins
+    (numpy's rule)."""
+    xt, out = op.operands[0].type, op.results[0].type
+    axis = op.attrs["axis"] % xt.rank
+    keep = op.attrs["keepdims"]
+    out_map: list[str | int] = [i for i in range(xt.rank) if i != axis] if not keep else \
+        ["0" if i == axis else i for i in range(xt.rank)]
+    value_t = out.with_dtype(xt.dtype)
+    sources = w.operand_sources(op)
+    best = w.filled(value_t, _identity("max" if kind == "argmax" else "min", xt.dtype), sources)
+    index = w.filled(out, 0, sources)
+    t, it = et(xt.dtype), et(out.dtype)
+
+    def body(b: Body, xs: list[str]) -> list[str]:
+        v, cur, cur_i = xs
+        i = b.op(f"arith.index_cast {b.index(axis)} : index to {it}")
+        if xt.dtype.is_float:
+            pred = "ugt" if kind == "argmax" else "ult"           # true when v is nan
+            better = b.op(f"arith.cmpf {pred}, {v}, {cur} : {t}")
+            cur_ok = b.op(f"arith.cmpf ord, {cur}, {cur} : {t}")    # a nan already chosen stays
+            take = b.op(f"arith.andi {better}, {cur_ok} : i1")
+        else:
+            pred = ("ugt" if _unsigned(xt.dtype) else "sgt") if kind == "argmax" else \
+                ("ult" if _unsigned(xt.dtype) else "slt")
+            first = b.op(f"arith.cmpi eq, {i}, {b.op(f'arith.constant 0 : {it}')} : {it}")
+            take = b.op(f"arith.ori {b.op(f'arith.cmpi {pred}, {v}, {cur} : {t}')}, {first} : i1")
+        return [b.op(f"arith.select {take}, {v}, {cur} : {t}"), b.op(f"arith.select {take}, {i}, {cur_i} : {it}")]
+
+    iters = ["reduction" if i == axis else "parallel" for i in range(xt.rank)]
+    results = w.generic(xt.rank, [(x, xt, list(range(xt.rank)))],
+                        [(best, value_t, out_map), (index, out, out_map)], iters, body)
+    return [results[1]]
+
+
+rule("argmax")(lambda w, op, x: _arg_reduce(w, op, x, "argmax"))
+rule("argmin")(lambda w, op, x: _arg_reduce(w, op, x, "argmin"))
+
+
+# ---------------------------------------------------------------------------
+# Contraction
+
+
+@rule("matmul")
+def _matmul(w: MlirWriter, op: Op, lhs: str, rhs: str) -> list[str]:
+    """numpy ``matmul`` as a linalg.generic: loops (batch..., m, n, k), batch dims broadcast."""
+    lt, rt = op.operands[0].type, op.operands[1].type
+    out = op.results[0].type
+    has_m, has_n = lt.rank >= 2, rt.rank >= 2
+    batch = out.rank - has_m - has_n
+    m, n, k = batch, batch + has_m, batch + has_m + has_n
+    rank = k + 1
+
+    def batch_map(t: TensorType, core: int) -> list[str | int]:
+        dims = t.rank - core
+        offset = batch - dims
+        return ["0" if t.shape[i] == 1 and out.shape[offset + i] != 1 else offset + i for i in range(dims)]
+
+    lmap = batch_map(lt, 2) + [m, k] if has_m else [k]
+    rmap = batch_map(rt, 2) + [k, n] if has_n else [k]
+    omap = list(range(batch)) + ([m] if has_m else []) + ([n] if has_n else [])
+    init = w.filled(out, 0, w.operand_sources(op))
+    t = et(out.dtype)
+    fl = out.dtype.is_float
+
+    def body(b: Body, xs: list[str]) -> str:
+        prod = b.op(f"arith.{'mulf' if fl else 'muli'} {xs[0]}, {xs[1]} : {t}")
+        return b.op(f"arith.{'addf' if fl else 'addi'} {xs[2]}, {prod} : {t}")
+
+    iters = ["parallel"] * k + ["reduction"]
+    return w.generic(rank, [(lhs, lt, lmap), (rhs, rt, rmap)], [(init, out, omap)], iters, body)
+
+
+# ---------------------------------------------------------------------------
+# Layout and sources
+
+
+@rule("transpose")
+def _transpose(w: MlirWriter, op: Op, x: str) -> list[str]:
+    from compiler.ops.layout import resolve_perm
+
+    xt, out = op.operands[0].type, op.results[0].type
+    perm = resolve_perm(op.attrs["perm"], xt.rank)
+    init = w.empty(out, w.operand_sources(op))
+    return [w.assign(f"linalg.transpose ins({x} : {_tt(xt)}) outs({init} : {_tt(out)}) "
+                     f"permutation = [{', '.join(map(str, perm))}]")]
+
+
+def _tt(t: TensorType) -> str:
+    from .mlir_export import tensor_type
+
+    return tensor_type(t)
+
+
+def _reshape(w: MlirWriter, op: Op, x: str) -> list[str]:
+    """``tensor.reshape`` to the result's shape (its dims as a shape tensor)."""
+    xt, out = op.operands[0].type, op.results[0].type
+    sizes = [w.size(d, w.operand_sources(op)) for d in out.shape]
+    shape = w.assign(f"tensor.from_elements {', '.join(sizes)} : tensor<{out.rank}xindex>")
+    return [w.assign(f"tensor.reshape {x}({shape}) : ({_tt(xt)}, tensor<{out.rank}xindex>) -> {_tt(out)}")]
+
+
+for _name in ("reshape", "expand_dims", "squeeze"):
+    rule(_name)(_reshape)
+
+
+@rule("broadcast_to")
+def _broadcast_to(w: MlirWriter, op: Op, x: str) -> list[str]:
+    out = op.results[0].type
+    init = w.empty(out, w.operand_sources(op))
+    return w.generic(out.rank, [(x, op.operands[0].type, broadcast_map(op.operands[0].type, out))],
+                     [(init, out, list(range(out.rank)))], ["parallel"] * out.rank, lambda b, xs: xs[0])
+
+
+@rule("constant")
+def _constant(w: MlirWriter, op: Op) -> list[str]:
+    from .mlir_export import dense_literal
+
+    out = op.results[0].type
+    value = np.asarray(op.attrs["value"])
+    if all(isinstance(d, int) for d in out.shape):
+        full = np.broadcast_to(value, tuple(int(d) for d in out.shape))
+        return [w.assign(f"arith.constant {dense_literal(full, out.dtype)} : {_tt(out)}")]
+    if value.ndim > 0:
+        raise UnsupportedVariant("an array constant of symbolic shape")
+    return [w.filled(out, value.item())]
+
+
+@rule("iota")
+def _iota(w: MlirWriter, op: Op) -> list[str]:
+    out = op.results[0].type
+    axis = op.attrs["axis"] % out.rank
+    init = w.empty(out)
+    t = et(out.dtype)
+
+    def body(b: Body, xs: list[str]) -> str:
+        i = b.op(f"arith.index_cast {b.index(axis)} : index to i64")
+        if out.dtype.is_float:
+            return b.op(f"arith.sitofp {i} : i64 to {t}")
+        return i if t == "i64" else b.op(f"arith.trunci {i} : i64 to {t}")
+
+    return w.generic(out.rank, [], [(init, out, list(range(out.rank)))], ["parallel"] * out.rank, body)
+
+
+@rule("dim_size")
+def _dim_size(w: MlirWriter, op: Op, x: str) -> list[str]:
+    xt, out = op.operands[0].type, op.results[0].type
+    size = w.size(xt.shape[op.attrs["axis"] % xt.rank], w.operand_sources(op))
+    n = w.assign(f"arith.index_cast {size} : index to i64")
+    t = et(out.dtype)
+    if out.dtype.is_float:
+        n = w.assign(f"arith.sitofp {n} : i64 to {t}")
+    elif t != "i64":
+        n = w.assign(f"arith.trunci {n} : i64 to {t}")
+    return [w.assign(f"tensor.from_elements {n} : {_tt(out)}")]
+
+
+@rule("slice")
+def _slice(w: MlirWriter, op: Op, x: str) -> list[str]:
+    from compiler.ops.indexing import resolve_slice
+
+    xt, out = op.operands[0].type, op.results[0].type
+    spans = resolve_slice(xt.shape, op.attrs["start"], op.attrs["stop"], op.attrs["step"])
+    if any(s.step < 0 for s in spans):
+        raise UnsupportedVariant("a negative step")
+    sizes = [str(s.length) if isinstance(s.length, int) else w.size(s.length, w.operand_sources(op))
+             for s in spans]
+    offsets = ", ".join(str(s.start) for s in spans)
+    strides = ", ".join(str(s.step) for s in spans)
+    return [w.assign(f"tensor.extract_slice {x}[{offsets}] [{', '.join(sizes)}] [{strides}] : "
+                     f"{_tt(xt)} to {_tt(out)}")]
+
+
+@rule("concat")
+def _concat(w: MlirWriter, op: Op, *xs: str) -> list[str]:
+    out = op.results[0].type
+    axis = op.attrs["axis"] % out.rank
+    sources = w.operand_sources(op)
+    acc = w.empty(out, sources)
+    at = 0
+    for name, v in zip(xs, op.operands):
+        t = v.type
+        length = t.shape[axis]
+        if not isinstance(length, int):
+            raise UnsupportedVariant("a symbolic size along the concatenation axis")
+        offsets = ", ".join(str(at) if i == axis else "0" for i in range(out.rank))
+        sizes = ", ".join(str(d) if isinstance(d, int) else w.size(d, sources) for d in t.shape)
+        ones = ", ".join("1" for _ in range(out.rank))
+        acc = w.assign(f"tensor.insert_slice {name} into {acc}[{offsets}] [{sizes}] [{ones}] : "
+                       f"{_tt(t)} into {_tt(out)}")
+        at += length
+    return [acc]
