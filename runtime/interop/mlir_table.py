@@ -517,3 +517,88 @@ def _concat(w: MlirWriter, op: Op, *xs: str) -> list[str]:
                        f"{_tt(t)} into {_tt(out)}")
         at += length
     return [acc]
+
+
+# ---------------------------------------------------------------------------
+# Convolution, pooling, gather
+
+
+def _i64x2(values: Any) -> str:
+    return f"dense<[{', '.join(str(int(v)) for v in values)}]> : tensor<2xi64>"
+
+
+def _pad_hw(w: MlirWriter, op: Op, x: str, xt: TensorType, padding: Any, value: Any) -> tuple[str, TensorType]:
+    """``x`` (NHWC) padded by ``(top, bottom, left, right)`` with ``value`` (``tensor.pad``)."""
+    top, bottom, left, right = (int(p) for p in padding)
+    if (top, bottom, left, right) == (0, 0, 0, 0):
+        return x, xt
+    n, h, wd, c = xt.shape
+    assert isinstance(h, int) and isinstance(wd, int)
+    padded = xt.with_shape((n, h + top + bottom, wd + left + right, c))
+    fill = w.scalar(value, xt.dtype)
+    args = ", ".join(f"{w.fresh()}: index" for _ in range(4))
+    w.line(f"{(result := w.fresh())} = tensor.pad {x} low[0, {top}, {left}, 0] high[0, {bottom}, {right}, 0] {{")
+    w.line(f"^bb0({args}):")
+    w.line(f"  tensor.yield {fill} : {et(xt.dtype)}")
+    w.line(f"}} : {_tt(xt)} to {_tt(padded)}")
+    return result, padded
+
+
+@rule("conv2d")
+def _conv2d(w: MlirWriter, op: Op, x: str, kernel: str) -> list[str]:
+    """``linalg.conv_2d_nhwc_hwcf`` (dl's NHWC / HWIO layout) after zero padding."""
+    if op.attrs["groups"] != 1:
+        raise UnsupportedVariant(f"groups = {op.attrs['groups']}")
+    xt, kt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
+    if not out.dtype.is_float:
+        raise UnsupportedVariant(f"{out.dtype.value} operands")
+    padded, pt = _pad_hw(w, op, x, xt, op.attrs["padding"], 0.0)
+    init = w.filled(out, 0, w.operand_sources(op))
+    return [w.assign(f"linalg.conv_2d_nhwc_hwcf {{dilations = {_i64x2(op.attrs['dilations'])}, "
+                     f"strides = {_i64x2(op.attrs['strides'])}}} ins({padded}, {kernel} : {_tt(pt)}, {_tt(kt)}) "
+                     f"outs({init} : {_tt(out)}) -> {_tt(out)}")]
+
+
+@rule("max_pool2d")
+def _max_pool2d(w: MlirWriter, op: Op, x: str) -> list[str]:
+    """``linalg.pooling_nhwc_max`` after padding with -inf (a padded place never wins)."""
+    xt, out = op.operands[0].type, op.results[0].type
+    if not out.dtype.is_float:
+        raise UnsupportedVariant(f"{out.dtype.value} operand")
+    pool = op.attrs["pool_size"]
+    strides = op.attrs["strides"] if op.attrs["strides"] is not None else pool
+    padded, pt = _pad_hw(w, op, x, xt, op.attrs["padding"], -np.inf)
+    window = w.assign(f"tensor.empty() : tensor<{pool[0]}x{pool[1]}x{et(out.dtype)}>")
+    init = w.filled(out, -np.inf, w.operand_sources(op))
+    return [w.assign(f"linalg.pooling_nhwc_max {{dilations = {_i64x2((1, 1))}, strides = {_i64x2(strides)}}} "
+                     f"ins({padded}, {window} : {_tt(pt)}, tensor<{pool[0]}x{pool[1]}x{et(out.dtype)}>) "
+                     f"outs({init} : {_tt(out)}) -> {_tt(out)}")]
+
+
+@rule("gather")
+def _gather(w: MlirWriter, op: Op, x: str, indices: str) -> list[str]:
+    """numpy ``take``: a linalg.generic over the result reading ``x`` with ``tensor.extract``;
+    a negative index counts from the end, one outside ``[-n, n)`` stops the program
+    (``cf.assert``), as native code refuses it."""
+    xt, it, out = op.operands[0].type, op.operands[1].type, op.results[0].type
+    axis = op.attrs["axis"] % xt.rank
+    n = w.size(xt.shape[axis], w.operand_sources(op))
+    init = w.empty(out, w.operand_sources(op))
+    imap: list[str | int] = list(range(axis, axis + it.rank))
+    t = et(it.dtype)
+
+    def body(b: Body, xs: list[str]) -> str:
+        i = b.op(f"arith.index_cast {xs[0]} : {t} to index")
+        zero = b.op("arith.constant 0 : index")
+        wrapped = b.op(f"arith.select {b.op(f'arith.cmpi slt, {i}, {zero} : index')}, "
+                       f"{b.op(f'arith.addi {i}, {n} : index')}, {i} : index")
+        low = b.op(f"arith.cmpi sge, {wrapped}, {zero} : index")
+        high = b.op(f"arith.cmpi slt, {wrapped}, {n} : index")
+        b.lines.append(f'cf.assert {b.op(f"arith.andi {low}, {high} : i1")}, '
+                       f'"gather: an index is out of range for axis {axis}"')
+        coords = [b.index(d) for d in range(axis)] + [wrapped] + \
+            [b.index(axis + it.rank + d) for d in range(xt.rank - axis - 1)]
+        return b.op(f"tensor.extract {x}[{', '.join(coords)}] : {_tt(xt)}")
+
+    return w.generic(out.rank, [(indices, it, imap)], [(init, out, list(range(out.rank)))],
+                     ["parallel"] * out.rank, body)
