@@ -57,9 +57,10 @@ def mlir_opt(text: str, *args: str) -> str:
     return done.stdout
 
 
-def run_in_mlir(func: Function, args: list[np.ndarray]) -> list[np.ndarray]:
-    """``func`` on ``args`` through mlir-opt's lowering and mlir-runner."""
-    lowered = mlir_opt(runner_program(func, args), *LOWERING)
+def run_in_mlir(func: Function, args: list[np.ndarray],
+                weights: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """``func`` on ``args`` (``weights`` as constants) through mlir-opt's lowering and mlir-runner."""
+    lowered = mlir_opt(runner_program(func, args, weights), *LOWERING)
     assert MLIR_RUNNER is not None
     done = subprocess.run([MLIR_RUNNER, "-e", "main", "-entry-point-result=void",
                            "-shared-libs=" + ",".join(map(str, RUNNER_LIBS))],
@@ -202,3 +203,44 @@ def test_each_float_elementwise_rule_matches_the_interpreter() -> None:
     y = np.array([1.5, 2.0, 3.0, -1.0, 0.25, 2.0, 0.5, 4.0], np.float32)
     for name, g, w in zip(ELEMENTWISE_CASES, run_in_mlir(func, [x, y]), interpret(func, [x, y])):
         np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+# ---------------------------------------------------------------------------
+# The CLI
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    from runtime.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@needs_opt
+def test_dlc_ir_emit_mlir_prints_what_mlir_opt_verifies(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(capsys, "ir", str(ROOT / "examples/linear_regression.dl"), "--fn", "train_step",
+                           "--emit", "mlir")
+    assert code == 0 and "func.func @train_step(" in out and "linalg.generic" in out
+    assert "func.func @train_step(" in mlir_opt(out)
+
+
+@needs_runner
+def test_dlc_export_format_mlir_writes_the_model_with_its_weights(capsys: pytest.CaptureFixture,
+                                                                  tmp_path: Path) -> None:
+    out_path = tmp_path / "xor.mlir"
+    code, out, _ = run_cli(capsys, "export", str(ROOT / "examples/xor.dl"), "--seed", "4", "-o", str(out_path))
+    assert code == 0 and "4 constants (9 weights)" in out
+    text = out_path.read_text()
+    assert text.startswith("module {") and "func.func @predict(%x: tensor<?x2xf32>" in text
+    model = runtime.load_model(ROOT / "examples/xor.dl", seed=4)
+    func = model.module.get("predict")
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    got = run_in_mlir(func, [x], weights=model.weights)
+    np.testing.assert_allclose(got[0], model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def test_dlc_ir_emit_mlir_lists_the_ops_it_cannot_write(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_cli(capsys, "ir", str(ROOT / "examples/fmnist_mlp_dropout_bn.dl"), "--fn", "train_step",
+                           "--emit", "mlir")
+    assert code == 1 and "dl.philox_uniform (2x)" in err and "Traceback" not in err
