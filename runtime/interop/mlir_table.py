@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -27,15 +27,10 @@ from compiler.ir.core import Op
 from compiler.ir.types import DType, TensorType
 from compiler.ops.base import normalize_axes
 
-if TYPE_CHECKING:
-    from .mlir_export import Body, MlirWriter
+from .mlir_writer import Body, MlirWriter, UnsupportedVariant, dense_literal, element_type, tensor_type
 
 Rule = Callable[..., list[str]]          # (w, op, *operand names) -> result names
 RULES: dict[str, Rule] = {}
-
-
-class UnsupportedVariant(Exception):
-    """An op with a rule whose operands or attributes the rule cannot write (the message says which)."""
 
 
 def rule(name: str) -> Callable[[Rule], Rule]:
@@ -46,10 +41,8 @@ def rule(name: str) -> Callable[[Rule], Rule]:
     return register
 
 
-def et(dtype: DType) -> str:
-    from .mlir_export import element_type
-
-    return element_type(dtype)
+et = element_type
+_tt = tensor_type
 
 
 def _unsigned(dtype: DType) -> bool:
@@ -413,12 +406,6 @@ def _transpose(w: MlirWriter, op: Op, x: str) -> list[str]:
                      f"permutation = [{', '.join(map(str, perm))}]")]
 
 
-def _tt(t: TensorType) -> str:
-    from .mlir_export import tensor_type
-
-    return tensor_type(t)
-
-
 def _reshape(w: MlirWriter, op: Op, x: str) -> list[str]:
     """``tensor.reshape`` to the result's shape (its dims as a shape tensor)."""
     xt, out = op.operands[0].type, op.results[0].type
@@ -441,8 +428,6 @@ def _broadcast_to(w: MlirWriter, op: Op, x: str) -> list[str]:
 
 @rule("constant")
 def _constant(w: MlirWriter, op: Op) -> list[str]:
-    from .mlir_export import dense_literal
-
     out = op.results[0].type
     value = np.asarray(op.attrs["value"])
     if all(isinstance(d, int) for d in out.shape):
