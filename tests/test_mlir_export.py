@@ -18,6 +18,7 @@ import runtime
 from compiler.analysis.stats import with_train_step
 from compiler.ir.core import Function, Module
 from compiler.ir.parser import parse_module
+from compiler.ir.types import DType
 from frontend_dsl.api import compile_file
 from runtime.interop.mlir_export import (
     LOWERING,
@@ -71,8 +72,8 @@ def run_in_mlir(func: Function, args: list[np.ndarray],
 
 def sample_args(func: Function, batch: int, seed: int = 0, path: Path | None = None) -> list[np.ndarray]:
     """Arguments every example accepts: a model's initial weights (from ``path``), other floats
-    in [0, 0.1) (optimizer second moments must not be negative), ints in {0, 1} (class
-    labels, token ids)."""
+    in [0, 0.1) (optimizer second moments must not be negative), bytes in [0, 256) (images),
+    other ints in {0, 1} (class labels, token ids)."""
     rng = np.random.default_rng(seed)
     known: dict[str, np.ndarray] = {}
     if path is not None:
@@ -85,6 +86,8 @@ def sample_args(func: Function, batch: int, seed: int = 0, path: Path | None = N
             args.append(known[p.name])
         elif p.type.dtype.is_float:
             args.append((rng.random(shape) * 0.1).astype(p.type.dtype.np))
+        elif p.type.dtype is DType.u8:
+            args.append(rng.integers(0, 256, shape).astype(np.uint8))      # image bytes
         else:
             args.append(rng.integers(0, 2, shape).astype(p.type.dtype.np))
     return args
