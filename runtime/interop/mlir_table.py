@@ -9,7 +9,10 @@ and the writer wraps it in a ``linalg.generic`` with numpy broadcasting
 ``(w: MlirWriter, op, *operand names) -> result names`` with :func:`rule`:
 reductions and ``matmul`` are ``linalg.generic`` with reduction iterators,
 ``transpose`` is ``linalg.transpose``, ``reshape`` ``tensor.reshape``,
-``slice`` ``tensor.extract_slice``, ``concat`` ``tensor.insert_slice``.
+``slice`` ``tensor.extract_slice``, ``concat`` ``tensor.insert_slice``,
+``conv2d`` / ``max_pool2d`` the named linalg ops; scatter-style ops
+(``scatter_add``, ``conv2d_backprop_input``, ``max_pool2d_grad``) are
+``scf.for`` nests carrying the result tensor (:meth:`MlirWriter.loop_nest`).
 Composite ops never reach the table: they are expanded by their ``decompose``
 rule first.  An op without an entry is listed in the exporter's one error; a
 variant a rule refuses raises :class:`UnsupportedVariant`.
@@ -570,20 +573,186 @@ def _gather(w: MlirWriter, op: Op, x: str, indices: str) -> list[str]:
     n = w.size(xt.shape[axis], w.operand_sources(op))
     init = w.empty(out, w.operand_sources(op))
     imap: list[str | int] = list(range(axis, axis + it.rank))
-    t = et(it.dtype)
 
     def body(b: Body, xs: list[str]) -> str:
-        i = b.op(f"arith.index_cast {xs[0]} : {t} to index")
-        zero = b.op("arith.constant 0 : index")
-        wrapped = b.op(f"arith.select {b.op(f'arith.cmpi slt, {i}, {zero} : index')}, "
-                       f"{b.op(f'arith.addi {i}, {n} : index')}, {i} : index")
-        low = b.op(f"arith.cmpi sge, {wrapped}, {zero} : index")
-        high = b.op(f"arith.cmpi slt, {wrapped}, {n} : index")
-        b.lines.append(f'cf.assert {b.op(f"arith.andi {low}, {high} : i1")}, '
-                       f'"gather: an index is out of range for axis {axis}"')
+        wrapped = _checked_index(b, xs[0], it.dtype, n, "gather")
         coords = [b.index(d) for d in range(axis)] + [wrapped] + \
             [b.index(axis + it.rank + d) for d in range(xt.rank - axis - 1)]
         return b.op(f"tensor.extract {x}[{', '.join(coords)}] : {_tt(xt)}")
 
     return w.generic(out.rank, [(indices, it, imap)], [(init, out, list(range(out.rank)))],
                      ["parallel"] * out.rank, body)
+
+
+def _checked_index(b: Body, raw: str, dtype: DType, n: str, what: str) -> str:
+    """An index of ``dtype`` as an ``index`` in ``[0, n)``: a negative one counts from the end;
+    one outside ``[-n, n)`` stops the program (``cf.assert``), as native code refuses it."""
+    i = b.op(f"arith.index_cast {raw} : {et(dtype)} to index")
+    zero = b.op("arith.constant 0 : index")
+    wrapped = b.op(f"arith.select {b.op(f'arith.cmpi slt, {i}, {zero} : index')}, "
+                   f"{b.op(f'arith.addi {i}, {n} : index')}, {i} : index")
+    low = b.op(f"arith.cmpi sge, {wrapped}, {zero} : index")
+    high = b.op(f"arith.cmpi slt, {wrapped}, {n} : index")
+    b.lines.append(f'cf.assert {b.op(f"arith.andi {low}, {high} : i1")}, "{what}: an index is out of range"')
+    return wrapped
+
+
+def _accumulate(b: Body, acc: str, t: TensorType, coords: list[str], value: str) -> str:
+    """``acc[coords] += value`` on a tensor: the updated tensor."""
+    where = ", ".join(coords)
+    old = b.op(f"tensor.extract {acc}[{where}] : {_tt(t)}")
+    new = b.op(f"arith.{'addf' if t.dtype.is_float else 'addi'} {old}, {value} : {et(t.dtype)}")
+    return b.op(f"tensor.insert {new} into {acc}[{where}] : {_tt(t)}")
+
+
+@rule("scatter_add")
+def _scatter_add(w: MlirWriter, op: Op, base: str, indices: str, updates: str) -> list[str]:
+    """``base`` plus each element of ``updates`` added at its index: ``scf.for`` loops over
+    ``updates`` in row-major order (repeated indices add up in that order)."""
+    bt, it, ut = (v.type for v in op.operands)
+    axis = op.attrs["axis"] % bt.rank
+    sources = w.operand_sources(op)
+    n = w.size(bt.shape[axis], sources)
+    bounds = [w.size(d, sources) for d in ut.shape]
+
+    def body(b: Body, ivs: list[str], acc: str) -> str:
+        raw = b.op(f"tensor.extract {indices}[{', '.join(ivs[axis:axis + it.rank])}] : {_tt(it)}")
+        at = _checked_index(b, raw, it.dtype, n, "scatter_add")
+        coords = ivs[:axis] + [at] + ivs[axis + it.rank:]
+        value = b.op(f"tensor.extract {updates}[{', '.join(ivs)}] : {_tt(ut)}")
+        return _accumulate(b, acc, bt, coords, value)
+
+    return [w.loop_nest(bounds, base, bt, body)]
+
+
+def _affine(b: Body, terms: list[tuple[str, int]], offset: int) -> str:
+    """``sum(iv * k) + offset`` on ``index`` values."""
+    total = b.op(f"arith.constant {offset} : index")
+    for iv, k in terms:
+        scaled = iv if k == 1 else b.op(f"arith.muli {iv}, {b.op(f'arith.constant {k} : index')} : index")
+        total = b.op(f"arith.addi {total}, {scaled} : index")
+    return total
+
+
+def _conv_geometry(op: Op) -> tuple[int, int, int, int, int, int, int, int]:
+    if op.attrs["groups"] != 1:
+        raise UnsupportedVariant(f"groups = {op.attrs['groups']}")
+    (sh, sw), (dh, dw) = op.attrs["strides"], op.attrs["dilations"]
+    top, bottom, left, right = op.attrs["padding"]
+    return sh, sw, dh, dw, top, bottom, left, right
+
+
+@rule("conv2d_backprop_filter")
+def _conv2d_backprop_filter(w: MlirWriter, op: Op, x: str, dy: str) -> list[str]:
+    """``dw[i, j, c, o] = sum_{n, oy, ox} xpad[n, oy*sh + i*dh, ox*sw + j*dw, c] dy[n, oy, ox, o]``:
+    a linalg.generic over (i, j, c, o, n, oy, ox) on the zero-padded input."""
+    sh, sw, dh, dw, *pads = _conv_geometry(op)
+    xt, dyt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
+    padded, pt = _pad_hw(w, op, x, xt, pads, 0.0)
+    init = w.filled(out, 0, w.operand_sources(op))
+    xmap: list[str | int] = [4, f"d5 * {sh} + d0 * {dh}", f"d6 * {sw} + d1 * {dw}", 2]
+    t = et(out.dtype)
+
+    def body(b: Body, xs: list[str]) -> str:
+        return b.op(f"arith.addf {xs[2]}, {b.op(f'arith.mulf {xs[0]}, {xs[1]} : {t}')} : {t}")
+
+    return w.generic(7, [(padded, pt, xmap), (dy, dyt, [4, 5, 6, 3])], [(init, out, [0, 1, 2, 3])],
+                     ["parallel"] * 4 + ["reduction"] * 3, body)
+
+
+@rule("conv2d_backprop_input")
+def _conv2d_backprop_input(w: MlirWriter, op: Op, dy: str, kernel: str) -> list[str]:
+    """``dxpad[n, oy*sh + i*dh, ox*sw + j*dw, c] += dy[n, oy, ox, o] w[i, j, c, o]`` with
+    ``scf.for`` loops into the zero-padded input, then the image cut out of the padding."""
+    sh, sw, dh, dw, top, bottom, left, right = _conv_geometry(op)
+    dyt, kt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
+    n_, h, wd, c = out.shape
+    assert isinstance(h, int) and isinstance(wd, int)
+    padded = out.with_shape((n_, h + top + bottom, wd + left + right, c))
+    sources = w.operand_sources(op)
+    acc = w.filled(padded, 0, sources)
+    bounds = [w.size(d, sources) for d in (*dyt.shape[:3], *kt.shape)]     # n oy ox i j c o
+    t = et(out.dtype)
+
+    def body(b: Body, ivs: list[str], acc_: str) -> str:
+        n, oy, ox, i, j, ci, o = ivs
+        g = b.op(f"tensor.extract {dy}[{n}, {oy}, {ox}, {o}] : {_tt(dyt)}")
+        k = b.op(f"tensor.extract {kernel}[{i}, {j}, {ci}, {o}] : {_tt(kt)}")
+        y, x = _affine(b, [(oy, sh), (i, dh)], 0), _affine(b, [(ox, sw), (j, dw)], 0)
+        return _accumulate(b, acc_, padded, [n, y, x, ci], b.op(f"arith.mulf {g}, {k} : {t}"))
+
+    full = w.loop_nest(bounds, acc, padded, body)
+    if (top, bottom, left, right) == (0, 0, 0, 0):
+        return [full]
+    sizes = ", ".join(str(d) if isinstance(d, int) else w.size(d, sources) for d in out.shape)
+    return [w.assign(f"tensor.extract_slice {full}[0, {top}, {left}, 0] [{sizes}] [1, 1, 1, 1] : "
+                     f"{_tt(padded)} to {_tt(out)}")]
+
+
+@rule("max_pool2d_grad")
+def _max_pool2d_grad(w: MlirWriter, op: Op, x: str, dy: str) -> list[str]:
+    """``dy`` of each window added at its first maximum in ``x`` (row-major window order, nan
+    largest, padding never read): ``scf.for`` loops over (n, oy, ox, c), an inner search over
+    the window, then one accumulation."""
+    xt, dyt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
+    if not xt.dtype.is_float:
+        raise UnsupportedVariant(f"{xt.dtype.value} operand")
+    (ph, pw) = op.attrs["pool_size"]
+    (sh, sw) = op.attrs["strides"] if op.attrs["strides"] is not None else (ph, pw)
+    top, _, left, _ = op.attrs["padding"]
+    _, h, wd, _ = xt.shape
+    sources = w.operand_sources(op)
+    acc = w.filled(out, 0, sources)
+    bounds = [w.size(d, sources) for d in dyt.shape]
+    t = et(xt.dtype)
+
+    def body(b: Body, ivs: list[str], acc_: str) -> str:
+        n, oy, ox, c = ivs
+        best = b.const(-np.inf, xt.dtype)
+        best_y = best_x = b.op("arith.constant 0 : index")
+        found = b.const(False, DType.bool)
+        for i in range(ph):                 # the window, unrolled: pool sizes are small constants
+            for j in range(pw):
+                y = _affine(b, [(oy, sh)], i - top)
+                xx = _affine(b, [(ox, sw)], j - left)
+                inside = _inside(b, y, h) if top or op.attrs["padding"][1] else None
+                inside_x = _inside(b, xx, wd) if left or op.attrs["padding"][3] else None
+                ok = _both(b, inside, inside_x)
+                ys, xs_ = _clamped(b, y, h, ok), _clamped(b, xx, wd, ok)
+                v = b.op(f"tensor.extract {x}[{n}, {ys}, {xs_}, {c}] : {_tt(xt)}")
+                better = b.op(f"arith.cmpf ugt, {v}, {best} : {t}")                 # v > best, or v nan
+                best_ok = b.op(f"arith.cmpf ord, {best}, {best} : {t}")            # a nan found stays
+                take = b.op(f"arith.andi {better}, {best_ok} : i1")
+                first = b.op(f"arith.xori {found}, {b.const(True, DType.bool)} : i1")
+                take = b.op(f"arith.ori {take}, {first} : i1")                    # the first place read
+                if ok is not None:
+                    take = b.op(f"arith.andi {take}, {ok} : i1")
+                best = b.op(f"arith.select {take}, {v}, {best} : {t}")
+                best_y = b.op(f"arith.select {take}, {ys}, {best_y} : index")
+                best_x = b.op(f"arith.select {take}, {xs_}, {best_x} : index")
+                found = b.op(f"arith.ori {found}, {take} : i1")
+        g = b.op(f"tensor.extract {dy}[{n}, {oy}, {ox}, {c}] : {_tt(dyt)}")
+        g = b.op(f"arith.select {found}, {g}, {b.const(0.0, xt.dtype)} : {t}")    # a window all padding
+        return _accumulate(b, acc_, out, [n, best_y, best_x, c], g)
+
+    return [w.loop_nest(bounds, acc, out, body)]
+
+
+def _inside(b: Body, i: str, size: Any) -> str:
+    zero = b.op("arith.constant 0 : index")
+    low = b.op(f"arith.cmpi sge, {i}, {zero} : index")
+    high = b.op(f"arith.cmpi slt, {i}, {b.op(f'arith.constant {size} : index')} : index")
+    return b.op(f"arith.andi {low}, {high} : i1")
+
+
+def _both(b: Body, p: str | None, q: str | None) -> str | None:
+    if p is None or q is None:
+        return p or q
+    return b.op(f"arith.andi {p}, {q} : i1")
+
+
+def _clamped(b: Body, i: str, size: Any, ok: str | None) -> str:
+    """``i`` where ``ok``, else 0 (a place in the padding is never read)."""
+    if ok is None:
+        return i
+    return b.op(f"arith.select {ok}, {i}, {b.op('arith.constant 0 : index')} : index")

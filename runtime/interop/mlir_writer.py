@@ -35,6 +35,13 @@ def float_literal(value: float, dtype: DType) -> str:
     return f"0x{int(bits):0{2 * dtype.itemsize}X}"
 
 
+def constant_op(value: Any, dtype: DType) -> str:
+    """``arith.constant`` of a scalar (an ``i1`` constant is ``true``/``false``, untyped)."""
+    if dtype is DType.bool:
+        return f"arith.constant {scalar_literal(value, dtype)}"
+    return f"arith.constant {scalar_literal(value, dtype)} : {element_type(dtype)}"
+
+
 def scalar_literal(value: Any, dtype: DType) -> str:
     if dtype is DType.bool:
         return "true" if bool(value) else "false"
@@ -82,7 +89,7 @@ class Body:
         return name
 
     def const(self, value: Any, dtype: DType) -> str:
-        return self.op(f"arith.constant {scalar_literal(value, dtype)} : {element_type(dtype)}")
+        return self.op(constant_op(value, dtype))
 
     def index(self, axis: int) -> str:
         return self.op(f"linalg.index {axis} : index")
@@ -144,7 +151,7 @@ class MlirWriter:
         return self.assign(f"tensor.empty({sizes}) : {tensor_type(t)}")
 
     def scalar(self, value: Any, dtype: DType) -> str:
-        return self.assign(f"arith.constant {scalar_literal(value, dtype)} : {element_type(dtype)}")
+        return self.assign(constant_op(value, dtype))
 
     def filled(self, t: TensorType, value: Any, sources: Sequence[tuple[str, TensorType]] = ()) -> str:
         """A tensor of type ``t`` holding ``value`` everywhere (``linalg.fill``)."""
@@ -192,3 +199,30 @@ class MlirWriter:
 
     def operand_sources(self, op: Op) -> list[tuple[str, TensorType]]:
         return [(self.names[v], v.type) for v in op.operands]
+
+    def loop_nest(self, bounds: Sequence[str], acc: str, acc_type: TensorType,
+                  body: Callable[[Body, list[str], str], str]) -> str:
+        """Nested ``scf.for`` loops ``i_k in [0, bounds[k])`` (row-major order) carrying the
+        tensor ``acc``; ``body(b, induction variables, acc)`` gives the next ``acc``.  For
+        scatter-style updates, which a ``linalg.generic`` does not express."""
+        c0, c1 = self.index(0), self.index(1)
+        t = tensor_type(acc_type)
+        lines, ivs, results = [], [], []
+        current = acc
+        for bound in bounds:
+            result, iv, carried = self.fresh(), self.fresh(), self.fresh()
+            lines.append(f"{result} = scf.for {iv} = {c0} to {bound} step {c1} "
+                         f"iter_args({carried} = {current}) -> ({t}) {{")
+            ivs.append(iv)
+            results.append(result)
+            current = carried
+        b = Body(self)
+        new = body(b, ivs, current)
+        lines += [f"  {line}" for line in b.lines]
+        lines.append(f"  scf.yield {new} : {t}")
+        for inner in reversed(results[1:]):
+            lines.append("}")
+            lines.append(f"scf.yield {inner} : {t}")
+        lines.append("}")
+        self.lines += lines
+        return results[0] if results else acc
