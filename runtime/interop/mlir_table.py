@@ -321,6 +321,14 @@ def _mean(w: MlirWriter, op: Op, x: str) -> list[str]:
                      ["parallel"] * rank, lambda b, xs: b.op(f"arith.divf {xs[0]}, {nf} : {et(out.dtype)}"))
 
 
+def _beats(b: Body, v: str, cur: str, t: str, larger: bool) -> str:
+    """Whether float ``v`` replaces the extreme ``cur`` found so far, numpy's way: strictly
+    larger (smaller), or a nan where ``cur`` is not one (a nan, once chosen, stays)."""
+    better = b.op(f"arith.cmpf {'ugt' if larger else 'ult'}, {v}, {cur} : {t}")     # true when v is nan
+    cur_ok = b.op(f"arith.cmpf ord, {cur}, {cur} : {t}")
+    return b.op(f"arith.andi {better}, {cur_ok} : i1")
+
+
 def _arg_reduce(w: MlirWriter, op: Op, x: str, kind: str) -> list[str]:
     """argmax / argmin along one axis: the first index of the extreme value; a nan wins
     (numpy's rule)."""
@@ -339,10 +347,7 @@ def _arg_reduce(w: MlirWriter, op: Op, x: str, kind: str) -> list[str]:
         v, cur, cur_i = xs
         i = b.op(f"arith.index_cast {b.index(axis)} : index to {it}")
         if xt.dtype.is_float:
-            pred = "ugt" if kind == "argmax" else "ult"           # true when v is nan
-            better = b.op(f"arith.cmpf {pred}, {v}, {cur} : {t}")
-            cur_ok = b.op(f"arith.cmpf ord, {cur}, {cur} : {t}")    # a nan already chosen stays
-            take = b.op(f"arith.andi {better}, {cur_ok} : i1")
+            take = _beats(b, v, cur, t, larger=kind == "argmax")
         else:
             pred = ("ugt" if _unsigned(xt.dtype) else "sgt") if kind == "argmax" else \
                 ("ult" if _unsigned(xt.dtype) else "slt")
@@ -720,9 +725,7 @@ def _max_pool2d_grad(w: MlirWriter, op: Op, x: str, dy: str) -> list[str]:
                 ok = _both(b, inside, inside_x)
                 ys, xs_ = _clamped(b, y, h, ok), _clamped(b, xx, wd, ok)
                 v = b.op(f"tensor.extract {x}[{n}, {ys}, {xs_}, {c}] : {_tt(xt)}")
-                better = b.op(f"arith.cmpf ugt, {v}, {best} : {t}")                 # v > best, or v nan
-                best_ok = b.op(f"arith.cmpf ord, {best}, {best} : {t}")            # a nan found stays
-                take = b.op(f"arith.andi {better}, {best_ok} : i1")
+                take = _beats(b, v, best, t, larger=True)
                 first = b.op(f"arith.xori {found}, {b.const(True, DType.bool)} : i1")
                 take = b.op(f"arith.ori {take}, {first} : i1")                    # the first place read
                 if ok is not None:
