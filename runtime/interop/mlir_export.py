@@ -29,8 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from compiler.diagnostics import DlError
-from compiler.ir.core import Function
+from compiler.diagnostics import UNKNOWN, DlError
+from compiler.ir.core import Function, Op
 from compiler.ir.types import DType, TensorType
 
 from .mlir_table import RULES
@@ -78,14 +78,20 @@ def _escape(s: str) -> str:
 
 
 def _check_supported(func: Function) -> None:
-    missing: dict[str, list[str]] = {}
+    missing: dict[str, list[Op]] = {}
     for op in func.ops:
         if op.name not in RULES:
-            missing.setdefault(op.name, []).append(str(op.loc) if op.loc is not None else "?")
+            missing.setdefault(op.name, []).append(op)
     if missing:
-        listed = "\n".join(f"  dl.{name} ({len(locs)}x)" for name, locs in sorted(missing.items()))
+        listed = "\n".join(f"  dl.{name} ({len(ops)}x){_first_place(ops)}" for name, ops in sorted(missing.items()))
         raise MlirExportError(f"@{func.name} has {sum(map(len, missing.values()))} op(s) with no "
                               f"upstream MLIR form (no rule in runtime/interop/mlir_table.py):\n{listed}")
+
+
+def _first_place(ops: list[Op]) -> str:
+    """``, first at file:line:col`` when the first of ``ops`` has a known location."""
+    loc = ops[0].loc
+    return "" if loc is None or loc == UNKNOWN else f", first at {loc}"
 
 
 def function_text(func: Function, weights: dict[str, np.ndarray] | None = None,

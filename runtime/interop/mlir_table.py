@@ -759,3 +759,96 @@ def _clamped(b: Body, i: str, size: Any, ok: str | None) -> str:
     if ok is None:
         return i
     return b.op(f"arith.select {ok}, {i}, {b.op('arith.constant 0 : index')} : index")
+
+
+# ---------------------------------------------------------------------------
+# Random numbers: Philox-4x32-10 in i32 arithmetic, the bits of compiler/ops/random.py
+
+
+def _split64(b: Body, x: str) -> tuple[str, str]:
+    """An i64's (low, high) 32-bit words."""
+    lo = b.op(f"arith.trunci {x} : i64 to i32")
+    hi = b.op(f"arith.trunci {b.op(f'arith.shrui {x}, {b.const(32, DType.i64)} : i64')} : i64 to i32")
+    return lo, hi
+
+
+def _u32(b: Body, value: int) -> str:
+    """A 32-bit constant given as unsigned (signless i32 holds the same bits)."""
+    return b.const(value - (1 << 32) if value >= 1 << 31 else value, DType.i32)
+
+
+def _philox(b: Body, counter: tuple[str, str, str, str], key: tuple[str, str]) -> tuple[str, ...]:
+    """Philox-4x32-10 of four i32 words under two (``philox4x32``): ten unrolled rounds of two
+    32x32->64-bit multiplications (``arith.mului_extended``)."""
+    from compiler.ops.random import PHILOX_M0, PHILOX_M1, PHILOX_ROUNDS, PHILOX_W0, PHILOX_W1
+
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    m0, m1, w0, w1 = (_u32(b, v) for v in (PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1))
+    for r in range(PHILOX_ROUNDS):
+        if r:
+            k0, k1 = b.op(f"arith.addi {k0}, {w0} : i32"), b.op(f"arith.addi {k1}, {w1} : i32")
+        p0 = b.op(f"arith.mului_extended {m0}, {c0} : i32", results=2)
+        p1 = b.op(f"arith.mului_extended {m1}, {c2} : i32", results=2)
+        lo0, hi0, lo1, hi1 = f"{p0}#0", f"{p0}#1", f"{p1}#0", f"{p1}#1"
+        new0 = b.op(f"arith.xori {b.op(f'arith.xori {hi1}, {c1} : i32')}, {k0} : i32")
+        new2 = b.op(f"arith.xori {b.op(f'arith.xori {hi0}, {c3} : i32')}, {k1} : i32")
+        c0, c1, c2, c3 = new0, lo1, new2, lo0
+    return c0, c1, c2, c3
+
+
+def _element_words(b: Body, key: str, counter: str, domain: int = 0) -> tuple[str, ...]:
+    lo, hi = _split64(b, counter)
+    return _philox(b, (lo, hi, b.const(0, DType.i32), b.const(domain, DType.i32)), _split64(b, key))
+
+
+def _fold_in(b: Body, op: Op, dts: list[DType], key: str, data: str) -> str:
+    from compiler.ops.random import FOLD_IN_DOMAIN
+
+    words = _element_words(b, key, data, FOLD_IN_DOMAIN)
+    lo = b.op(f"arith.extui {words[0]} : i32 to i64")
+    hi = b.op(f"arith.extui {words[1]} : i32 to i64")
+    return b.op(f"arith.ori {lo}, {b.op(f'arith.shli {hi}, {b.const(32, DType.i64)} : i64')} : i64")
+
+
+def _unit(b: Body, words: tuple[str, ...], dtype: DType, first: int = 0) -> str:
+    """Uniform [0, 1) from the words (``uniform_from_words``): f32 ``(w0 >> 8) * 2^-24``;
+    f64 ``((w >> 11) * 2^32 + w') * 2^-53``."""
+    if dtype is DType.f32:
+        top = b.op(f"arith.shrui {words[first]}, {b.const(8, DType.i32)} : i32")
+        return b.op(f"arith.mulf {b.op(f'arith.uitofp {top} : i32 to f32')}, {b.const(2.0 ** -24, dtype)} : f32")
+    hi = b.op(f"arith.extui {b.op(f'arith.shrui {words[first]}, {b.const(11, DType.i32)} : i32')} : i32 to i64")
+    lo = b.op(f"arith.extui {words[first + 1]} : i32 to i64")
+    bits = b.op(f"arith.ori {b.op(f'arith.shli {hi}, {b.const(32, DType.i64)} : i64')}, {lo} : i64")
+    return b.op(f"arith.mulf {b.op(f'arith.uitofp {bits} : i64 to f64')}, {b.const(2.0 ** -53, dtype)} : f64")
+
+
+def _philox_uniform(b: Body, op: Op, dts: list[DType], key: str, counter: str) -> str:
+    return _unit(b, _element_words(b, key, counter), op.attrs["dtype"])
+
+
+elementwise("fold_in", _fold_in)
+elementwise("philox_uniform", _philox_uniform)
+
+
+def _philox_normal(b: Body, op: Op, dts: list[DType], key: str, counter: str) -> str:
+    """Box-Muller over the words (``normal_from_words``): ``sqrt(-2 log u1) cos(2 pi u2)``
+    with ``u1`` in (0, 1]; agrees with the reference to a few ulp (``log``, ``cos``)."""
+    dtype = op.attrs["dtype"]
+    t = et(dtype)
+    words = _element_words(b, key, counter)
+    if dtype is DType.f32:
+        top = b.op(f"arith.shrui {words[0]}, {b.const(8, DType.i32)} : i32")
+        shifted = b.op(f"arith.addf {b.op(f'arith.uitofp {top} : i32 to f32')}, {b.const(1.0, dtype)} : f32")
+        u1 = b.op(f"arith.mulf {shifted}, {b.const(2.0 ** -24, dtype)} : f32")
+        u2 = _unit(b, (words[1],), dtype)
+    else:
+        u1 = b.op(f"arith.addf {_unit(b, words, dtype)}, {b.const(2.0 ** -53, dtype)} : f64")
+        u2 = _unit(b, words, dtype, first=2)
+    log = b.op(f"math.log {u1} : {t}")
+    radius = b.op(f"math.sqrt {b.op(f'arith.mulf {b.const(-2.0, dtype)}, {log} : {t}')} : {t}")
+    angle = b.op(f"arith.mulf {b.const(2 * np.pi, dtype)}, {u2} : {t}")
+    return b.op(f"arith.mulf {radius}, {b.op(f'math.cos {angle} : {t}')} : {t}")
+
+
+elementwise("philox_normal", _philox_normal)

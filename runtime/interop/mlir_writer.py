@@ -82,10 +82,10 @@ class Body:
         self.writer = writer
         self.lines: list[str] = []
 
-    def op(self, text: str) -> str:
-        """Append ``%n = text``; the new SSA name."""
+    def op(self, text: str, results: int = 1) -> str:
+        """Append ``%n = text`` (``%n:2 = text`` for two results, used as ``%n#0``); the name."""
         name = self.writer.fresh()
-        self.lines.append(f"{name} = {text}")
+        self.lines.append(f"{name}{f':{results}' if results > 1 else ''} = {text}")
         return name
 
     def const(self, value: Any, dtype: DType) -> str:
