@@ -171,6 +171,14 @@ def test_ops_without_a_rule_are_listed_in_one_error() -> None:
     assert "runtime/interop/mlir_table.py" in message
 
 
+def test_a_weight_of_the_wrong_shape_is_refused() -> None:
+    func = module_of(ROOT / "examples/xor.dl").get("predict")
+    with pytest.raises(MlirExportError, match=r"the weight 'hidden.kernel' has shape \[3, 2\], the parameter is f32\[2, 2\]"):
+        export_mlir(func, {"hidden.kernel": np.zeros((3, 2), np.float32)})
+    with pytest.raises(MlirExportError, match="has no parameter 'nope'"):
+        export_mlir(func, {"nope": np.zeros(2, np.float32)})
+
+
 def test_a_variant_a_rule_refuses_names_the_op_and_why() -> None:
     module = parse_module("""module {
   func.func @f(%a: tensor<3xi32>, %b: tensor<3xi32>) -> (tensor<3xi32>) {
@@ -251,6 +259,14 @@ def test_dlc_export_format_mlir_writes_the_model_with_its_weights(capsys: pytest
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     got = run_in_mlir(func, [x], weights=model.weights)
     np.testing.assert_allclose(got[0], model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def test_dlc_export_makes_a_models_moving_statistics_constants_too(capsys: pytest.CaptureFixture,
+                                                                  tmp_path: Path) -> None:
+    code, out, _ = run_cli(capsys, "export", str(ROOT / "examples/fmnist_mlp_dropout_bn.dl"),
+                           "-o", str(tmp_path / "f.mlir"))
+    assert code == 0 and "inputs x: f32[N, 784];" in out and "12 constants" in out
+    assert "func.func @predict(%x: tensor<?x784xf32>" in (tmp_path / "f.mlir").read_text()
 
 
 def test_dlc_ir_emit_mlir_lists_the_ops_it_cannot_write(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

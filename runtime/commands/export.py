@@ -60,7 +60,9 @@ def function_and_weights(args: argparse.Namespace) -> tuple[Function, dict[str, 
         from ..model import load_model
 
         model = load_model(module, seed=args.seed, backend="interp", weights=args.weights)
-        return module.get("predict"), model.weights, model.name
+        # the non-trainable state (batch norm's moving statistics) is constant too, as in
+        # Model.export: predict reads it, nothing feeds it
+        return module.get("predict"), {**model.weights, **model.model_state}, model.name
     if args.weights is not None:
         raise DlError(f"--weights needs a model: {args.file} has no model block (or --fn is not predict)")
     func = pick_function(module, args.fn, args.file)

@@ -31,6 +31,7 @@ import numpy as np
 
 from compiler.diagnostics import UNKNOWN, DlError
 from compiler.ir.core import Function, Op
+from compiler.ir.printer import format_symbol
 from compiler.ir.types import DType, TensorType
 
 from .mlir_table import RULES
@@ -94,8 +95,14 @@ def _first_place(ops: list[Op]) -> str:
     return "" if loc is None or loc == UNKNOWN else f", first at {loc}"
 
 
-def function_text(func: Function, weights: dict[str, np.ndarray] | None = None,
-                  visibility: str = "") -> str:
+def _check_fits(name: str, array: np.ndarray, t: TensorType, what: str) -> None:
+    """``array`` has ``t``'s shape (a symbolic dim takes any size)."""
+    shape = np.shape(array)
+    if len(shape) != t.rank or any(isinstance(d, int) and d != s for d, s in zip(t.shape, shape)):
+        raise MlirExportError(f"{what} '{name}' has shape {list(shape)}, the parameter is {t.dsl_str()}")
+
+
+def function_text(func: Function, weights: dict[str, np.ndarray] | None = None) -> str:
     """``func`` as a ``func.func`` in upstream dialects; parameters named in ``weights`` are
     constants in the body instead of arguments."""
     from compiler.codegen.bufferize import expand_composites
@@ -123,6 +130,10 @@ def function_text(func: Function, weights: dict[str, np.ndarray] | None = None,
                     w.size(d, [(w.names[p], p.type)])
     for p in flat.params:
         if p.name in weights:
+            _check_fits(p.name, weights[p.name], p.type, "the weight")
+            if not all(isinstance(d, int) for d in p.type.shape):
+                raise MlirExportError(f"parameter '{p.name}' has symbolic dims ({p.type.dsl_str()}): "
+                                      "it cannot be a constant")
             w.names[p] = w.assign(f"arith.constant {dense_literal(weights[p.name], p.type.dtype)} : "
                                   f"{tensor_type(p.type)}")
     for op in flat.ops:
@@ -135,8 +146,7 @@ def function_text(func: Function, weights: dict[str, np.ndarray] | None = None,
     outs = ", ".join(f"{tensor_type(v.type)}{_name_attr(n)}" for v, n in zip(flat.outputs, out_names))
     returned = ", ".join(w.names[v] for v in flat.outputs)
     types = ", ".join(tensor_type(v.type) for v in flat.outputs)
-    vis = f"{visibility} " if visibility else ""
-    text = [f"  func.func {vis}@{func.name}({', '.join(args)}) -> ({outs}) {{"]
+    text = [f"  func.func @{format_symbol(func.name)}({', '.join(args)}) -> ({outs}) {{"]
     text += [f"    {line}" for line in w.lines]
     text.append(f"    func.return {returned} : {types}")
     text.append("  }")
@@ -181,6 +191,7 @@ def runner_program(func: Function, args: Sequence[np.ndarray],
     w = MlirWriter(func)
     operands = []
     for p, a in zip(params, args):
+        _check_fits(p.name or "?", a, p.type, "the argument")
         concrete = TensorType(p.type.dtype, tuple(a.shape))
         c = w.assign(f"arith.constant {dense_literal(a, p.type.dtype)} : {tensor_type(concrete)}")
         if concrete.shape != p.type.shape:
@@ -189,7 +200,7 @@ def runner_program(func: Function, args: Sequence[np.ndarray],
     result_types = [tensor_type(v.type) for v in func.outputs]
     call = w.fresh()
     n = len(func.outputs)
-    w.line(f"{call}:{n} = func.call @{func.name}({', '.join(operands)}) : "
+    w.line(f"{call}:{n} = func.call @{format_symbol(func.name)}({', '.join(operands)}) : "
            f"({', '.join(tensor_type(p.type) for p in params)}) -> ({', '.join(result_types)})")
     printers = set()
     for i, v in enumerate(func.outputs):
