@@ -362,3 +362,65 @@ def test_philox_normal_numbers_agree_with_the_reference() -> None:
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-12)
     assert np.std(want[0]) > 0.5                             # real normals, not a constant
+
+
+@needs_runner
+def test_integer_bool_cast_reduction_and_layout_rules_match_the_interpreter() -> None:
+    """The rules beyond the float elementwise ones, on edge values: saturating float -> int
+    casts (nan, inf, out of range), -0.0, i32 extremes, u8, reductions to a scalar, keepdims,
+    argmin/argmax, 0-d reshape, strided slice, broadcast, vector-matrix products."""
+    from compiler.ir.builder import new_function
+    from compiler.ir.interpreter import interpret
+    from compiler.ir.types import TensorType
+
+    f32, i32 = DType.f32, DType.i32
+    func, b = new_function("f", [("x", TensorType(f32, ("N", 4))), ("k", TensorType(i32, ("N", 4))),
+                                 ("u", TensorType(DType.u8, (4,)))])
+    x, k, u = func.params
+    outs = {
+        "to_i32": b.emit("cast", x, dtype=i32),
+        "to_u8": b.emit("cast", x, dtype=DType.u8),
+        "to_bool": b.emit("cast", x, dtype=DType.bool),
+        "i_to_f": b.emit("cast", k, dtype=f32),
+        "to_f64": b.emit("cast", x, dtype=DType.f64),
+        "i64": b.emit("cast", k, dtype=DType.i64),
+        "imax": b.emit("maximum", k, b.emit("neg", k)),
+        "iabs": b.emit("abs", k),
+        "isq": b.emit("square", k),
+        "irelu": b.emit("relu", k),
+        "fmax": b.emit("maximum", x, b.emit("neg", x)),
+        "fmin": b.emit("minimum", x, b.emit("neg", x)),
+        "lt": b.emit("lt", x, b.emit("neg", x)),
+        "ne": b.emit("ne", k, k),
+        "nan": b.emit("isnan", x),
+        "not": b.emit("logical_not", b.emit("gt", x, x)),
+        "sum_all": b.emit("sum", x, axes=None, keepdims=False),
+        "mean_all": b.emit("mean", x, axes=None, keepdims=False),
+        "max0": b.emit("max", k, axes=(0,), keepdims=True),
+        "imin": b.emit("min", k, axes=None, keepdims=False),
+        "argmin": b.emit("argmin", x, axis=0, keepdims=True),
+        "argmax_i": b.emit("argmax", k, axis=1, keepdims=False),
+        "any": b.emit("any", b.emit("gt", x, b.emit("neg", x)), axes=(1,), keepdims=False),
+        "all": b.emit("all", b.emit("gt", x, x), axes=None, keepdims=False),
+        "prod": b.emit("prod", x, axes=(1,), keepdims=False),
+        "r0": b.emit("reshape", b.emit("sum", x, axes=None, keepdims=True), shape=()),
+        "sl": b.emit("slice", x, start=(None, 1), stop=(None, 4), step=(None, 2)),
+        "bt": b.emit("broadcast_to", u, shape=("N", 4)),
+        "ed": b.emit("expand_dims", u, axis=0),
+        "tr": b.emit("transpose", x, perm=(1, 0)),
+        "mv": b.emit("matmul", x, b.emit("cast", u, dtype=f32)),
+        "vm": b.emit("matmul", b.emit("cast", u, dtype=f32), b.emit("transpose", x, perm=(1, 0))),
+    }
+    func.outputs = list(outs.values())
+    func.output_names = list(outs)
+    xv = np.array([[-3.7, -0.0, 0.0, 2.5e10], [np.nan, np.inf, -np.inf, 1.5], [300.0, -1.0, 7.25, -2e9]], np.float32)
+    kv = np.array([[-5, 0, 7, -2**31], [3, 3, -1, 2**31 - 1], [1, 2, 3, 4]], np.int32)
+    uv = np.array([0, 200, 255, 7], np.uint8)
+    xv = np.array([[-3.7, -0.0, 0.0, 2.5e10], [np.nan, np.inf, -np.inf, 1.5], [300.0, -1.0, 7.25, -2e9]], np.float32)
+    kv = np.array([[-5, 0, 7, -2**31], [3, 3, -1, 2**31 - 1], [1, 2, 3, 4]], np.int32)
+    uv = np.array([0, 200, 255, 7], np.uint8)
+    for name, g, w in zip(outs, run_in_mlir(func, [xv, kv, uv]), interpret(func, [xv, kv, uv])):
+        assert g.shape == w.shape and g.dtype == w.dtype, name
+        np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=1e-6, atol=0, err_msg=name)
+        signed = ~np.isnan(w.astype(np.float64))          # a nan's sign bit is not specified
+        assert np.array_equal(np.signbit(g)[signed], np.signbit(w)[signed]), name

@@ -156,7 +156,12 @@ def _abs(b: Body, op: Op, dts: list[DType], x: str) -> str:
     dt = dts[0]
     if _unsigned(dt):
         return x
-    return b.op(f"math.{'absf' if dt.is_float else 'absi'} {x} : {et(dt)}")
+    if dt.is_float:
+        return b.op(f"math.absf {x} : {et(dt)}")
+    # x < 0 ? 0 - x : x  (math.absi has no lowering in the standard pipeline); INT_MIN stays, as numpy's
+    zero = b.const(0, dt)
+    negative = b.op(f"arith.cmpi slt, {x}, {zero} : {et(dt)}")
+    return b.op(f"arith.select {negative}, {b.op(f'arith.subi {zero}, {x} : {et(dt)}')}, {x} : {et(dt)}")
 
 
 def _square(b: Body, op: Op, dts: list[DType], x: str) -> str:
