@@ -429,3 +429,34 @@ def test_integer_bool_cast_reduction_and_layout_rules_match_the_interpreter() ->
         np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=1e-6, atol=0, err_msg=name)
         signed = ~np.isnan(w.astype(np.float64))          # a nan's sign bit is not specified
         assert np.array_equal(np.signbit(g)[signed], np.signbit(w)[signed]), name
+
+
+@needs_runner
+def test_pool_family_cumsum_and_indexing_updates_match_the_interpreter() -> None:
+    """avg_pool2d (both divisors) and its gradient, max_pool2d_gather, cumsum (each of its
+    four forms), slice_update and take_along_axis with negative indices."""
+    from compiler.ir.builder import new_function
+    from compiler.ir.interpreter import interpret
+    from compiler.ir.types import TensorType
+
+    f32 = DType.f32
+    func, b = new_function("f", [("x", TensorType(f32, ("N", 5, 4, 2))), ("v", TensorType(f32, ("N", 6))),
+                                 ("i", TensorType(DType.i64, ("N", 2)))])
+    x, v, i = func.params
+    window = {"pool_size": (2, 2), "strides": (2, 1), "padding": (1, 0, 1, 1)}     # a corner of 1 place
+    outs = [b.emit("avg_pool2d", x, count_include_pad=False, **window),
+            b.emit("avg_pool2d", x, count_include_pad=True, **window)]
+    outs.append(b.emit("avg_pool2d_grad", outs[0], count_include_pad=False, input_size=(5, 4), **window))
+    outs.append(b.emit("max_pool2d_gather", x, b.emit("neg", x), **window))
+    outs += [b.emit("cumsum", v, axis=1, exclusive=e, reverse=r) for e in (False, True) for r in (False, True)]
+    outs.append(b.emit("slice_update", v, b.emit("slice", v, start=(None, 0), stop=(None, 6), step=(None, 3)),
+                       start=(None, 1), stop=(None, 6), step=(None, 3)))
+    outs.append(b.emit("take_along_axis", v, i, axis=1))
+    func.outputs = outs
+    rng = np.random.default_rng(3)
+    xv = rng.integers(-3, 4, (2, 5, 4, 2)).astype(np.float32)       # ties for the first maximum
+    vv = rng.standard_normal((2, 6)).astype(np.float32)
+    iv = np.array([[0, -1], [5, -6]], np.int64)
+    for k, (g, want) in enumerate(zip(run_in_mlir(func, [xv, vv, iv]), interpret(func, [xv, vv, iv]))):
+        assert g.shape == want.shape, k
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6, err_msg=f"output {k}")

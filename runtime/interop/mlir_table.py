@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -699,49 +700,163 @@ def _conv2d_backprop_input(w: MlirWriter, op: Op, dy: str, kernel: str) -> list[
                      f"{_tt(padded)} to {_tt(out)}")]
 
 
+@dataclass(frozen=True)
+class _Window:
+    """A pool op's window against its input ``[N, H, W, C]`` (static H, W)."""
+
+    pool: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    size: tuple[int, int]
+
+    @staticmethod
+    def of(op: Op, image: TensorType) -> _Window:
+        pool = tuple(op.attrs["pool_size"])
+        strides = tuple(op.attrs["strides"]) if op.attrs["strides"] is not None else pool
+        _, h, wd, _ = image.shape
+        if not (isinstance(h, int) and isinstance(wd, int)):
+            raise UnsupportedVariant("a symbolic image size")
+        return _Window(pool, strides, tuple(op.attrs["padding"]), (h, wd))  # type: ignore[arg-type]
+
+    def places(self, b: Body, oy: str, ox: str) -> list[tuple[str, str, str | None]]:
+        """Each place of the window at output (oy, ox), row-major: (y, x, inside), ``y, x``
+        clamped to 0 where the place is in the padding (``inside`` false; None: always inside)."""
+        top, bottom, left, right = self.padding
+        out = []
+        for i in range(self.pool[0]):           # unrolled: pool sizes are small constants
+            for j in range(self.pool[1]):
+                y = _affine(b, [(oy, self.strides[0])], i - top)
+                x = _affine(b, [(ox, self.strides[1])], j - left)
+                ok = _both(b, _inside(b, y, self.size[0]) if top or bottom else None,
+                           _inside(b, x, self.size[1]) if left or right else None)
+                out.append((_clamped(b, y, ok), _clamped(b, x, ok), ok))
+        return out
+
+
+def _first_max(b: Body, x: str, xt: TensorType, win: _Window, n: str, oy: str, ox: str,
+               c: str) -> tuple[str, str, str]:
+    """Where the window's first maximum is (row-major window order, nan largest, padding never
+    read): (found, y, x); ``found`` is false for a window wholly in the padding."""
+    t = et(xt.dtype)
+    best = b.const(-np.inf, xt.dtype)
+    best_y = best_x = b.op("arith.constant 0 : index")
+    found = b.const(False, DType.bool)
+    for y, xx, ok in win.places(b, oy, ox):
+        v = b.op(f"tensor.extract {x}[{n}, {y}, {xx}, {c}] : {_tt(xt)}")
+        first = b.op(f"arith.xori {found}, {b.const(True, DType.bool)} : i1")
+        take = b.op(f"arith.ori {_beats(b, v, best, t, larger=True)}, {first} : i1")    # or the first read
+        if ok is not None:
+            take = b.op(f"arith.andi {take}, {ok} : i1")
+        best = b.op(f"arith.select {take}, {v}, {best} : {t}")
+        best_y = b.op(f"arith.select {take}, {y}, {best_y} : index")
+        best_x = b.op(f"arith.select {take}, {xx}, {best_x} : index")
+        found = b.op(f"arith.ori {found}, {take} : i1")
+    return found, best_y, best_x
+
+
+def _float_pool(op: Op) -> None:
+    if not op.operands[0].type.dtype.is_float:
+        raise UnsupportedVariant(f"{op.operands[0].type.dtype.value} operand")
+
+
 @rule("max_pool2d_grad")
 def _max_pool2d_grad(w: MlirWriter, op: Op, x: str, dy: str) -> list[str]:
-    """``dy`` of each window added at its first maximum in ``x`` (row-major window order, nan
-    largest, padding never read): ``scf.for`` loops over (n, oy, ox, c), an inner search over
-    the window, then one accumulation."""
+    """``dy`` of each window added at its first maximum in ``x``: ``scf.for`` loops over
+    (n, oy, ox, c), the search over the window, then one accumulation."""
+    _float_pool(op)
     xt, dyt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
-    if not xt.dtype.is_float:
-        raise UnsupportedVariant(f"{xt.dtype.value} operand")
-    (ph, pw) = op.attrs["pool_size"]
-    (sh, sw) = op.attrs["strides"] if op.attrs["strides"] is not None else (ph, pw)
-    top, _, left, _ = op.attrs["padding"]
-    _, h, wd, _ = xt.shape
+    win = _Window.of(op, xt)
     sources = w.operand_sources(op)
     acc = w.filled(out, 0, sources)
     bounds = [w.size(d, sources) for d in dyt.shape]
-    t = et(xt.dtype)
 
     def body(b: Body, ivs: list[str], acc_: str) -> str:
         n, oy, ox, c = ivs
-        best = b.const(-np.inf, xt.dtype)
-        best_y = best_x = b.op("arith.constant 0 : index")
-        found = b.const(False, DType.bool)
-        for i in range(ph):                 # the window, unrolled: pool sizes are small constants
-            for j in range(pw):
-                y = _affine(b, [(oy, sh)], i - top)
-                xx = _affine(b, [(ox, sw)], j - left)
-                inside = _inside(b, y, h) if top or op.attrs["padding"][1] else None
-                inside_x = _inside(b, xx, wd) if left or op.attrs["padding"][3] else None
-                ok = _both(b, inside, inside_x)
-                ys, xs_ = _clamped(b, y, h, ok), _clamped(b, xx, wd, ok)
-                v = b.op(f"tensor.extract {x}[{n}, {ys}, {xs_}, {c}] : {_tt(xt)}")
-                take = _beats(b, v, best, t, larger=True)
-                first = b.op(f"arith.xori {found}, {b.const(True, DType.bool)} : i1")
-                take = b.op(f"arith.ori {take}, {first} : i1")                    # the first place read
-                if ok is not None:
-                    take = b.op(f"arith.andi {take}, {ok} : i1")
-                best = b.op(f"arith.select {take}, {v}, {best} : {t}")
-                best_y = b.op(f"arith.select {take}, {ys}, {best_y} : index")
-                best_x = b.op(f"arith.select {take}, {xs_}, {best_x} : index")
-                found = b.op(f"arith.ori {found}, {take} : i1")
+        found, y, xx = _first_max(b, x, xt, win, n, oy, ox, c)
         g = b.op(f"tensor.extract {dy}[{n}, {oy}, {ox}, {c}] : {_tt(dyt)}")
-        g = b.op(f"arith.select {found}, {g}, {b.const(0.0, xt.dtype)} : {t}")    # a window all padding
-        return _accumulate(b, acc_, out, [n, best_y, best_x, c], g)
+        g = b.op(f"arith.select {found}, {g}, {b.const(0.0, xt.dtype)} : {et(xt.dtype)}")   # all padding
+        return _accumulate(b, acc_, out, [n, y, xx, c], g)
+
+    return [w.loop_nest(bounds, acc, out, body)]
+
+
+@rule("max_pool2d_gather")
+def _max_pool2d_gather(w: MlirWriter, op: Op, x: str, g: str) -> list[str]:
+    """``g`` read at each window's first maximum in ``x`` (0 for a window all padding): a
+    linalg.generic over the result."""
+    _float_pool(op)
+    xt, gt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
+    win = _Window.of(op, xt)
+    init = w.empty(out, w.operand_sources(op))
+
+    def body(b: Body, xs: list[str]) -> str:
+        n, oy, ox, c = (b.index(d) for d in range(4))
+        found, y, xx = _first_max(b, x, xt, win, n, oy, ox, c)
+        v = b.op(f"tensor.extract {g}[{n}, {y}, {xx}, {c}] : {_tt(gt)}")
+        return b.op(f"arith.select {found}, {v}, {b.const(0.0, out.dtype)} : {et(out.dtype)}")
+
+    return w.generic(4, [], [(init, out, [0, 1, 2, 3])], ["parallel"] * 4, body)
+
+
+def _window_divisor(b: Body, op: Op, win: _Window, places: list[tuple[str, str, str | None]],
+                    dtype: DType) -> str:
+    """What a window's sum is divided by: ``ph * pw``, or its places in the image (at least 1)."""
+    t = et(dtype)
+    if op.attrs["count_include_pad"] or all(ok is None for _, _, ok in places):
+        return b.const(float(win.pool[0] * win.pool[1]), dtype)
+    count = b.const(0.0, dtype)
+    for _, _, ok in places:
+        one = b.const(1.0, dtype) if ok is None else \
+            b.op(f"arith.select {ok}, {b.const(1.0, dtype)}, {b.const(0.0, dtype)} : {t}")
+        count = b.op(f"arith.addf {count}, {one} : {t}")
+    return b.op(f"arith.maximumf {count}, {b.const(1.0, dtype)} : {t}")
+
+
+@rule("avg_pool2d")
+def _avg_pool2d(w: MlirWriter, op: Op, x: str) -> list[str]:
+    """Each window's sum over the image over its divisor: a linalg.generic over the result."""
+    _float_pool(op)
+    xt, out = op.operands[0].type, op.results[0].type
+    win = _Window.of(op, xt)
+    init = w.empty(out, w.operand_sources(op))
+    t = et(out.dtype)
+
+    def body(b: Body, xs: list[str]) -> str:
+        n, oy, ox, c = (b.index(d) for d in range(4))
+        places = win.places(b, oy, ox)
+        total = b.const(0.0, out.dtype)
+        for y, xx, ok in places:
+            v = b.op(f"tensor.extract {x}[{n}, {y}, {xx}, {c}] : {_tt(xt)}")
+            if ok is not None:
+                v = b.op(f"arith.select {ok}, {v}, {b.const(0.0, out.dtype)} : {t}")
+            total = b.op(f"arith.addf {total}, {v} : {t}")
+        return b.op(f"arith.divf {total}, {_window_divisor(b, op, win, places, out.dtype)} : {t}")
+
+    return w.generic(4, [], [(init, out, [0, 1, 2, 3])], ["parallel"] * 4, body)
+
+
+@rule("avg_pool2d_grad")
+def _avg_pool2d_grad(w: MlirWriter, op: Op, dy: str) -> list[str]:
+    """Each window's ``dy`` over its divisor added at each of its places in the image:
+    ``scf.for`` loops over (n, oy, ox, c)."""
+    dyt, out = op.operands[0].type, op.results[0].type
+    if not out.dtype.is_float:
+        raise UnsupportedVariant(f"{out.dtype.value} operand")
+    win = _Window.of(op, out)
+    sources = w.operand_sources(op)
+    acc = w.filled(out, 0, sources)
+    bounds = [w.size(d, sources) for d in dyt.shape]
+    t = et(out.dtype)
+
+    def body(b: Body, ivs: list[str], acc_: str) -> str:
+        n, oy, ox, c = ivs
+        places = win.places(b, oy, ox)
+        g = b.op(f"tensor.extract {dy}[{n}, {oy}, {ox}, {c}] : {_tt(dyt)}")
+        share = b.op(f"arith.divf {g}, {_window_divisor(b, op, win, places, out.dtype)} : {t}")
+        for y, xx, ok in places:
+            v = share if ok is None else b.op(f"arith.select {ok}, {share}, {b.const(0.0, out.dtype)} : {t}")
+            acc_ = _accumulate(b, acc_, out, [n, y, xx, c], v)
+        return acc_
 
     return [w.loop_nest(bounds, acc, out, body)]
 
@@ -759,7 +874,7 @@ def _both(b: Body, p: str | None, q: str | None) -> str | None:
     return b.op(f"arith.andi {p}, {q} : i1")
 
 
-def _clamped(b: Body, i: str, size: Any, ok: str | None) -> str:
+def _clamped(b: Body, i: str, ok: str | None) -> str:
     """``i`` where ``ok``, else 0 (a place in the padding is never read)."""
     if ok is None:
         return i
@@ -857,3 +972,68 @@ def _philox_normal(b: Body, op: Op, dts: list[DType], key: str, counter: str) ->
 
 
 elementwise("philox_normal", _philox_normal)
+
+
+# ---------------------------------------------------------------------------
+# More indexing: slice_update, take_along_axis, cumsum
+
+
+@rule("slice_update")
+def _slice_update(w: MlirWriter, op: Op, base: str, update: str) -> list[str]:
+    """``base`` with ``update`` written over the slice (``tensor.insert_slice``)."""
+    from compiler.ops.indexing import resolve_slice
+
+    bt, ut = op.operands[0].type, op.operands[1].type
+    spans = resolve_slice(bt.shape, op.attrs["start"], op.attrs["stop"], op.attrs["step"])
+    if any(s.step < 0 for s in spans):
+        raise UnsupportedVariant("a negative step")
+    sources = w.operand_sources(op)
+    sizes = ", ".join(str(d) if isinstance(d, int) else w.size(d, sources) for d in ut.shape)
+    offsets = ", ".join(str(s.start) for s in spans)
+    strides = ", ".join(str(s.step) for s in spans)
+    return [w.assign(f"tensor.insert_slice {update} into {base}[{offsets}] [{sizes}] [{strides}] : "
+                     f"{_tt(ut)} into {_tt(bt)}")]
+
+
+@rule("take_along_axis")
+def _take_along_axis(w: MlirWriter, op: Op, x: str, indices: str) -> list[str]:
+    """numpy ``take_along_axis``: a linalg.generic over the result reading ``x`` at the index
+    (``gather``'s index rule), the other dims broadcast."""
+    xt, it, out = op.operands[0].type, op.operands[1].type, op.results[0].type
+    axis = op.attrs["axis"] % xt.rank
+    n = w.size(xt.shape[axis], w.operand_sources(op))
+    init = w.empty(out, w.operand_sources(op))
+
+    def body(b: Body, xs: list[str]) -> str:
+        at = _checked_index(b, xs[0], it.dtype, n, "take_along_axis")
+        coords = [at if d == axis else b.op("arith.constant 0 : index") if xt.shape[d] == 1 != out.shape[d]
+                  else b.index(d) for d in range(xt.rank)]
+        return b.op(f"tensor.extract {x}[{', '.join(coords)}] : {_tt(xt)}")
+
+    return w.generic(out.rank, [(indices, it, broadcast_map(it, out))], [(init, out, list(range(out.rank)))],
+                     ["parallel"] * out.rank, body)
+
+
+@rule("cumsum")
+def _cumsum(w: MlirWriter, op: Op, x: str) -> list[str]:
+    """``out[.., i, ..] = sum x[.., j, ..]`` over ``j <= i`` (``<`` exclusive; ``>=``, ``>``
+    reversed): a linalg.generic with one more loop ``j`` (a reduction) that adds ``x`` where
+    the condition holds."""
+    xt, out = op.operands[0].type, op.results[0].type
+    axis = op.attrs["axis"] % xt.rank
+    rank = xt.rank + 1                      # the result's loops, then j
+    j = xt.rank
+    xmap: list[str | int] = [j if d == axis else d for d in range(xt.rank)]
+    init = w.filled(out, 0, w.operand_sources(op))
+    reverse, exclusive = op.attrs["reverse"], op.attrs["exclusive"]
+    pred = ("ugt" if exclusive else "uge") if reverse else ("ult" if exclusive else "ule")
+    t = et(out.dtype)
+    fl = out.dtype.is_float
+
+    def body(b: Body, xs: list[str]) -> str:
+        counts = b.op(f"arith.cmpi {pred}, {b.index(j)}, {b.index(axis)} : index")
+        v = b.op(f"arith.select {counts}, {xs[0]}, {b.const(0, out.dtype)} : {t}")
+        return b.op(f"arith.{'addf' if fl else 'addi'} {xs[1]}, {v} : {t}")
+
+    iters = ["parallel"] * xt.rank + ["reduction"]
+    return w.generic(rank, [(x, xt, xmap)], [(init, out, list(range(xt.rank)))], iters, body)
