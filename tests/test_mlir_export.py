@@ -266,6 +266,14 @@ def test_dlc_export_format_mlir_writes_the_model_with_its_weights(capsys: pytest
     np.testing.assert_allclose(got[0], model.predict(x), rtol=1e-5, atol=1e-6)
 
 
+@needs_opt
+def test_dlc_export_writes_a_models_training_step(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    out = tmp_path / "step.mlir"
+    code, text, _ = run_cli(capsys, "export", str(ROOT / "examples/mnist_mlp.dl"), "--fn", "train_step", "-o", str(out))
+    assert code == 0 and "outputs loss: f32[]" in text and "0 constants" in text
+    assert "func.func @train_step(" in mlir_opt(out.read_text())
+
+
 def test_dlc_export_makes_a_models_moving_statistics_constants_too(capsys: pytest.CaptureFixture,
                                                                   tmp_path: Path) -> None:
     code, out, _ = run_cli(capsys, "export", str(ROOT / "examples/fmnist_mlp_dropout_bn.dl"),

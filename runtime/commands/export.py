@@ -65,6 +65,10 @@ def function_and_weights(args: argparse.Namespace) -> tuple[Function, dict[str, 
         return module.get("predict"), {**model.weights, **model.model_state}, model.name
     if args.weights is not None:
         raise DlError(f"--weights needs a model: {args.file} has no model block (or --fn is not predict)")
+    if args.fn == "train_step" and "model" in module.attrs:
+        from compiler.analysis.stats import with_train_step
+
+        module, _ = with_train_step(module)          # built as training builds it
     func = pick_function(module, args.fn, args.file)
     return func, {}, func.name
 
