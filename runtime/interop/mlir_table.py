@@ -2,7 +2,8 @@
 
 An elementwise op is one line, its scalar body in arith/math::
 
-    unary("exp", lambda b, t, x: b.op(f"math.exp {x} : {t}"))       # inside a linalg.generic
+    numeric("add", "arith.addf", "arith.addi")                          # float / int op
+    float_only("exp", lambda b, t, x: b.op(f"math.exp {x} : {t}"))      # inside a linalg.generic
 
 and the writer wraps it in a ``linalg.generic`` with numpy broadcasting
 (indexing maps that drop or pin a broadcast axis).  Other ops register a rule
@@ -12,7 +13,8 @@ reductions and ``matmul`` are ``linalg.generic`` with reduction iterators,
 ``slice`` ``tensor.extract_slice``, ``concat`` ``tensor.insert_slice``,
 ``conv2d`` / ``max_pool2d`` the named linalg ops; scatter-style ops
 (``scatter_add``, ``conv2d_backprop_input``, ``max_pool2d_grad``) are
-``scf.for`` nests carrying the result tensor (:meth:`MlirWriter.loop_nest`).
+``scf.for`` nests carrying the result tensor (:meth:`MlirWriter.loop_nest`);
+the random ops are Philox-4x32-10 in ``i32`` arithmetic.
 Composite ops never reach the table: they are expanded by their ``decompose``
 rule first.  An op without an entry is listed in the exporter's one error; a
 variant a rule refuses raises :class:`UnsupportedVariant`.
