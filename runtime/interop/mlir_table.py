@@ -117,7 +117,34 @@ numeric("logical_and", "arith.andi", "arith.andi")
 numeric("logical_or", "arith.ori", "arith.ori")
 
 
-numeric("pow", "math.powf", None)          # integer pow: dl's negative exponents have no arith op
+
+
+def _pow(b: Body, op: Op, dts: list[DType], x: str, y: str) -> str:
+    """Floats: ``math.powf``.  Integers (dl's rule): square-and-multiply over the exponent's
+    bits, unrolled, wrapping as numpy's; a negative exponent gives 1 for 1, +-1 for -1
+    (odd: -1), else 0."""
+    dt = dts[0]
+    t = et(dt)
+    if dt.is_float:
+        return b.op(f"math.powf {x}, {y} : {t}")
+    if _unsigned(dt):
+        raise UnsupportedVariant(f"{dt.value} operands")
+    one, zero = b.const(1, dt), b.const(0, dt)
+    result, base = one, x
+    for bit in range(8 * dt.itemsize - 1):         # the sign bit is handled below
+        set_ = b.op(f"arith.cmpi ne, {b.op(f'arith.andi {y}, {b.const(1 << bit, dt)} : {t}')}, {zero} : {t}")
+        result = b.op(f"arith.select {set_}, {b.op(f'arith.muli {result}, {base} : {t}')}, {result} : {t}")
+        base = b.op(f"arith.muli {base}, {base} : {t}")
+    odd = b.op(f"arith.cmpi ne, {b.op(f'arith.andi {y}, {one} : {t}')}, {zero} : {t}")
+    minus_one = b.const(-1, dt)
+    by_minus_one = b.op(f"arith.select {odd}, {minus_one}, {one} : {t}")
+    inverse = b.op(f"arith.select {b.op(f'arith.cmpi eq, {x}, {minus_one} : {t}')}, {by_minus_one}, {zero} : {t}")
+    inverse = b.op(f"arith.select {b.op(f'arith.cmpi eq, {x}, {one} : {t}')}, {one}, {inverse} : {t}")
+    negative = b.op(f"arith.cmpi slt, {y}, {zero} : {t}")
+    return b.op(f"arith.select {negative}, {inverse}, {result} : {t}")
+
+
+elementwise("pow", _pow)
 
 for _name, _math in [("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("tanh", "tanh"), ("sin", "sin"),
                      ("cos", "cos"), ("erf", "erf"), ("floor", "floor"), ("ceil", "ceil"),
