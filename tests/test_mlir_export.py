@@ -207,7 +207,8 @@ def test_the_table_holds_no_composite_op() -> None:
 
 ELEMENTWISE_CASES = ["add", "sub", "mul", "div", "maximum", "minimum", "pow", "exp", "log", "sqrt",
                      "tanh", "sigmoid", "relu", "neg", "abs", "square", "reciprocal", "floor", "ceil",
-                     "round", "sin", "cos", "erf", "expm1", "log1p"]
+                     "round", "sin", "cos", "erf", "expm1", "log1p", "elu", "selu", "leaky_relu", "silu",
+                     "softplus", "hard_sigmoid", "gelu", "sign", "isinf", "isnan"]
 
 
 @needs_runner
@@ -218,17 +219,19 @@ def test_each_float_elementwise_rule_matches_the_interpreter() -> None:
     from compiler.ir.interpreter import interpret
     from compiler.ir.types import DType, TensorType
 
-    t = TensorType(DType.f32, (8,))
+    t = TensorType(DType.f32, (12,))
     func, b = new_function("f", [("x", t), ("y", t)])
     outs = []
     for name in ELEMENTWISE_CASES:
         arity = 2 if name in ("add", "sub", "mul", "div", "maximum", "minimum", "pow") else 1
         outs.append(b.emit(name, *func.params[:arity]))
+    outs.append(b.emit("gelu", func.params[0], approximate=True))
+    outs.append(b.emit("clip", *func.params, b.emit("add", func.params[1], func.params[1])))
     func.outputs = outs
-    func.output_names = list(ELEMENTWISE_CASES)
-    x = np.array([-2.5, -0.5, 0.0, 0.5, 1.5, 2.5, 30.0, -30.0], np.float32)
-    y = np.array([1.5, 2.0, 3.0, -1.0, 0.25, 2.0, 0.5, 4.0], np.float32)
-    for name, g, w in zip(ELEMENTWISE_CASES, run_in_mlir(func, [x, y]), interpret(func, [x, y])):
+    func.output_names = [*ELEMENTWISE_CASES, "gelu_tanh", "clip"]
+    x = np.array([-2.5, -0.5, 0.0, 0.5, 1.5, 2.5, 30.0, -30.0, np.inf, -np.inf, np.nan, -0.0], np.float32)
+    y = np.array([1.5, 2.0, 3.0, -1.0, 0.25, 2.0, 0.5, 4.0, 1.0, 2.0, 1.0, 3.0], np.float32)
+    for name, g, w in zip(func.output_names, run_in_mlir(func, [x, y]), interpret(func, [x, y])):
         np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-6, err_msg=name)
 
 
@@ -404,6 +407,10 @@ def test_integer_bool_cast_reduction_and_layout_rules_match_the_interpreter() ->
         "ipow": b.emit("pow", k, k),                        # wraps; negative exponents: dl's rule
         "ipow64": b.emit("pow", b.emit("cast", k, dtype=DType.i64), b.emit("cast", b.emit("abs", k), dtype=DType.i64)),
         "irelu": b.emit("relu", k),
+        "isign": b.emit("sign", k),
+        "inan": b.emit("isnan", k),
+        "ifloor": b.emit("floor", k),
+        "iclip": b.emit("clip", k, b.emit("neg", b.emit("abs", k)), b.emit("abs", k)),
         "fmax": b.emit("maximum", x, b.emit("neg", x)),
         "fmin": b.emit("minimum", x, b.emit("neg", x)),
         "lt": b.emit("lt", x, b.emit("neg", x)),

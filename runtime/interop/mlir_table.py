@@ -89,9 +89,10 @@ def elementwise(name: str, scalar: ScalarRule) -> None:
 
 
 def float_only(name: str, f: Callable[[Body, str, str], str]) -> None:
-    """A unary op defined for floats: ``f(body, element type, x)``."""
+    """A unary op computed for floats, ``f(body, element type, x)``; an integer or bool
+    operand (rounding ops take them) is unchanged."""
     def scalar(b: Body, op: Op, dtypes: list[DType], x: str) -> str:
-        return f(b, et(dtypes[0]), x)
+        return f(b, et(dtypes[0]), x) if dtypes[0].is_float else x
     elementwise(name, scalar)
 
 
@@ -232,10 +233,38 @@ for _name, _pred in _COMPARE.items():
 
 
 def _isnan(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    if not dts[0].is_float:
+        return b.const(False, DType.bool)                  # always false for ints and bools
     return b.op(f"arith.cmpf uno, {x}, {x} : {et(dts[0])}")
 
 
+def _isinf(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    if not dts[0].is_float:
+        return b.const(False, DType.bool)
+    t = et(dts[0])
+    return b.op(f"arith.cmpf oeq, {b.op(f'math.absf {x} : {t}')}, {b.const(np.inf, dts[0])} : {t}")
+
+
+def _sign(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    """-1, 0 or 1 in x's dtype; sign(nan) = nan, sign(-0.0) = 0.0 (numpy ``sign``)."""
+    dt = dts[0]
+    t = et(dt)
+    zero, one = b.const(0, dt), b.const(1, dt)
+    if dt is DType.bool or _unsigned(dt):
+        return b.op(f"arith.select {b.op(f'arith.cmpi ne, {x}, {zero} : {t}')}, {one}, {zero} : {t}")
+    cmp = "arith.cmpf o" if dt.is_float else "arith.cmpi s"
+    positive = b.op(f"{cmp}gt, {x}, {zero} : {t}")
+    negative = b.op(f"{cmp}lt, {x}, {zero} : {t}")
+    out = b.op(f"arith.select {negative}, {b.const(-1, dt)}, {zero} : {t}")
+    out = b.op(f"arith.select {positive}, {one}, {out} : {t}")
+    if dt.is_float:
+        out = b.op(f"arith.select {_isnan(b, op, dts, x)}, {x}, {out} : {t}")
+    return out
+
+
 elementwise("isnan", _isnan)
+elementwise("isinf", _isinf)
+elementwise("sign", _sign)
 
 
 # -- cast: dl's rules (float -> int truncates and saturates, nan -> 0; anything -> bool is != 0)
@@ -1066,3 +1095,89 @@ def _cumsum(w: MlirWriter, op: Op, x: str) -> list[str]:
 
     iters = ["parallel"] * xt.rank + ["reduction"]
     return w.generic(rank, [(x, xt, xmap)], [(init, out, list(range(xt.rank)))], iters, body)
+
+
+# ---------------------------------------------------------------------------
+# Activations (float only): dl's definitions in compiler/ops/activations.py
+
+
+def _elu_of(b: Body, t: str, dtype: DType, x: str, alpha: float) -> str:
+    """``x if x > 0 else alpha expm1(x)``."""
+    negative_side = b.op(f"arith.mulf {b.op(f'math.expm1 {x} : {t}')}, {b.const(alpha, dtype)} : {t}")
+    return b.op(f"arith.select {b.op(f'arith.cmpf ogt, {x}, {b.const(0.0, dtype)} : {t}')}, {x}, "
+                f"{negative_side} : {t}")
+
+
+def _elu(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    return _elu_of(b, et(dts[0]), dts[0], x, op.attrs["alpha"])
+
+
+def _selu(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    from compiler.ops.activations import SELU_ALPHA, SELU_SCALE
+
+    t = et(dts[0])
+    return b.op(f"arith.mulf {_elu_of(b, t, dts[0], x, SELU_ALPHA)}, {b.const(SELU_SCALE, dts[0])} : {t}")
+
+
+def _leaky_relu(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    """``x if x >= 0 else alpha x``."""
+    t = et(dts[0])
+    scaled = b.op(f"arith.mulf {x}, {b.const(op.attrs['alpha'], dts[0])} : {t}")
+    return b.op(f"arith.select {b.op(f'arith.cmpf oge, {x}, {b.const(0.0, dts[0])} : {t}')}, {x}, {scaled} : {t}")
+
+
+def _silu(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    t = et(dts[0])
+    return b.op(f"arith.mulf {x}, {_sigmoid(b, t, x)} : {t}")
+
+
+def _softplus(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    """``log1p(exp(-|x|)) + max(x, 0)``: never overflows."""
+    t = et(dts[0])
+    magnitude = b.op(f"math.absf {x} : {t}")
+    small = b.op(f"math.exp {b.op(f'arith.negf {magnitude} : {t}')} : {t}")
+    tail = b.op(f"math.log1p {small} : {t}")
+    return b.op(f"arith.addf {tail}, {b.op(f'arith.maximumf {x}, {b.const(0.0, dts[0])} : {t}')} : {t}")
+
+
+def _hard_sigmoid(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    """``min(max(x + 3, 0), 6) / 6``."""
+    dt, t = dts[0], et(dts[0])
+    shifted = b.op(f"arith.addf {x}, {b.const(3.0, dt)} : {t}")
+    low = b.op(f"arith.maximumf {shifted}, {b.const(0.0, dt)} : {t}")
+    relu6 = b.op(f"arith.minimumf {low}, {b.const(6.0, dt)} : {t}")
+    return b.op(f"arith.divf {relu6}, {b.const(6.0, dt)} : {t}")
+
+
+def _gelu(b: Body, op: Op, dts: list[DType], x: str) -> str:
+    """``x/2 (1 + erf(x / sqrt 2))``; approximate: ``x sigmoid(2 K (x + C x^3))``."""
+    from compiler.ops.activations import GELU_TANH_C, GELU_TANH_K
+
+    dt, t = dts[0], et(dts[0])
+    if op.attrs["approximate"]:
+        cube = b.op(f"arith.mulf {b.op(f'arith.mulf {x}, {x} : {t}')}, {x} : {t}")
+        inner = b.op(f"arith.addf {x}, {b.op(f'arith.mulf {cube}, {b.const(GELU_TANH_C, dt)} : {t}')} : {t}")
+        inner = b.op(f"arith.mulf {inner}, {b.const(GELU_TANH_K, dt)} : {t}")
+        doubled = b.op(f"arith.mulf {inner}, {b.const(2.0, dt)} : {t}")
+        return b.op(f"arith.mulf {x}, {_sigmoid(b, t, doubled)} : {t}")
+    scaled = b.op(f"arith.mulf {x}, {b.const(1 / np.sqrt(2.0), dt)} : {t}")
+    erf = b.op(f"arith.addf {b.op(f'math.erf {scaled} : {t}')}, {b.const(1.0, dt)} : {t}")
+    return b.op(f"arith.mulf {b.op(f'arith.mulf {x}, {b.const(0.5, dt)} : {t}')}, {erf} : {t}")
+
+
+def _clip(b: Body, op: Op, dts: list[DType], x: str, lo: str, hi: str) -> str:
+    """``min(max(x, lo), hi)`` (nan propagates, as numpy's)."""
+    dt, t = dts[0], et(dts[0])
+    big = "arith.maximumf" if dt.is_float else "arith.maxui" if _unsigned(dt) else "arith.maxsi"
+    small = "arith.minimumf" if dt.is_float else "arith.minui" if _unsigned(dt) else "arith.minsi"
+    return b.op(f"{small} {b.op(f'{big} {x}, {lo} : {t}')}, {hi} : {t}")
+
+
+elementwise("elu", _elu)
+elementwise("selu", _selu)
+elementwise("leaky_relu", _leaky_relu)
+elementwise("silu", _silu)
+elementwise("softplus", _softplus)
+elementwise("hard_sigmoid", _hard_sigmoid)
+elementwise("gelu", _gelu)
+elementwise("clip", _clip)
