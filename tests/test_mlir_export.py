@@ -478,3 +478,32 @@ def test_pool_family_cumsum_and_indexing_updates_match_the_interpreter() -> None
     for k, (g, want) in enumerate(zip(run_in_mlir(func, [xv, vv, iv]), interpret(func, [xv, vv, iv]))):
         assert g.shape == want.shape, k
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6, err_msg=f"output {k}")
+
+
+@needs_runner
+def test_floor_div_and_mod_follow_numpys_sign_rules() -> None:
+    """Every sign combination, zero divisors, MIN // -1 (no trap), inf and nan, in f32, i32
+    and u8 -- against the interpreter (numpy's floor_divide and remainder)."""
+    from compiler.ir.builder import new_function
+    from compiler.ir.interpreter import interpret
+    from compiler.ir.types import TensorType
+
+    n = 14
+    func, b = new_function("f", [("x", TensorType(DType.f32, (n,))), ("y", TensorType(DType.f32, (n,))),
+                                 ("i", TensorType(DType.i32, (n,))), ("j", TensorType(DType.i32, (n,))),
+                                 ("u", TensorType(DType.u8, (n,))), ("v", TensorType(DType.u8, (n,)))])
+    x, y, i, j, u, v = func.params
+    func.outputs = [b.emit(op, p, q) for p, q in ((x, y), (i, j), (u, v)) for op in ("floor_div", "mod")]
+    xv = np.array([7, -7, 7, -7, 0, -0.0, 5.5, 1, -1, np.inf, 3, np.nan, 1e30, 6], np.float32)
+    yv = np.array([2, 2, -2, -2, 3, 3, 0, 0, 0, 2, np.inf, 1, 3, -0.0], np.float32)
+    iv = np.array([7, -7, 7, -7, 0, -2**31, -2**31, 5, -5, 2**31 - 1, 1, -1, 9, 0], np.int32)
+    jv = np.array([2, 2, -2, -2, 3, -1, 1, 0, 0, -1, -1, 7, -4, 0], np.int32)
+    uv = np.array([7, 255, 0, 9, 200, 1, 3, 5, 250, 0, 17, 18, 19, 20], np.uint8)
+    vv = np.array([2, 16, 3, 0, 7, 1, 3, 0, 251, 0, 5, 4, 3, 2], np.uint8)
+    args = [xv, yv, iv, jv, uv, vv]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = interpret(func, args)
+    for k, (g, w) in enumerate(zip(run_in_mlir(func, args), want)):
+        assert g.dtype == w.dtype, k
+        np.testing.assert_array_equal(g, w, err_msg=f"output {k}")
+        assert np.array_equal(np.signbit(g)[~np.isnan(w)], np.signbit(w)[~np.isnan(w)]), k

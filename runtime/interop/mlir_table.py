@@ -1181,3 +1181,79 @@ elementwise("softplus", _softplus)
 elementwise("hard_sigmoid", _hard_sigmoid)
 elementwise("gelu", _gelu)
 elementwise("clip", _clip)
+
+
+# ---------------------------------------------------------------------------
+# Floor division and remainder: numpy's sign rules (floor_divide, remainder)
+
+
+def _signed_zero(b: Body, s: str, dt: DType) -> str:
+    """``copysign(0, s)`` from ``s``'s sign bit (math.copysign has no lowering in the pipeline)."""
+    bits = DType.i32 if dt.itemsize == 4 else DType.i64
+    if dt.itemsize not in (4, 8):
+        raise UnsupportedVariant(f"{dt.value} operands")
+    as_int = b.op(f"arith.bitcast {s} : {et(dt)} to {et(bits)}")
+    negative = b.op(f"arith.cmpi slt, {as_int}, {b.const(0, bits)} : {et(bits)}")
+    return b.op(f"arith.select {negative}, {b.const(-0.0, dt)}, {b.const(0.0, dt)} : {et(dt)}")
+
+
+def _float_divmod(b: Body, x: str, y: str, dt: DType) -> tuple[str, str]:
+    """numpy's ``npy_divmod`` for floats: ``(floor_divide, remainder)``."""
+    t = et(dt)
+    zero, one = b.const(0.0, dt), b.const(1.0, dt)
+
+    def cmp(pred: str, p: str, q: str) -> str:
+        return b.op(f"arith.cmpf {pred}, {p}, {q} : {t}")
+
+    def sel(c: str, p: str, q: str) -> str:
+        return b.op(f"arith.select {c}, {p}, {q} : {t}")
+
+    mod = b.op(f"arith.remf {x}, {y} : {t}")                         # fmod: the sign of x
+    quotient = b.op(f"arith.divf {x}, {y} : {t}")
+    div = b.op(f"arith.divf {b.op(f'arith.subf {x}, {mod} : {t}')}, {y} : {t}")
+    signs_differ = b.op(f"arith.xori {cmp('olt', y, zero)}, {cmp('olt', mod, zero)} : i1")
+    adjust = b.op(f"arith.andi {cmp('une', mod, zero)}, {signs_differ} : i1")
+    mod = sel(adjust, b.op(f"arith.addf {mod}, {y} : {t}"), mod)
+    div = sel(adjust, b.op(f"arith.subf {div}, {one} : {t}"), div)
+    mod = sel(cmp("oeq", mod, zero), _signed_zero(b, y, dt), mod)
+    floored = b.op(f"math.floor {div} : {t}")
+    up = cmp("ogt", b.op(f"arith.subf {div}, {floored} : {t}"), b.const(0.5, dt))
+    floored = sel(up, b.op(f"arith.addf {floored}, {one} : {t}"), floored)
+    floored = sel(cmp("oeq", div, zero), _signed_zero(b, quotient, dt), floored)
+    by_zero = cmp("oeq", y, zero)
+    return sel(by_zero, quotient, floored), mod                       # fmod(x, 0) is nan already
+
+
+def _int_divmod(b: Body, x: str, y: str, dt: DType) -> tuple[str, str]:
+    """numpy's integer ``(floor_divide, remainder)``: ``x // 0 = 0``, ``x % 0 = 0``,
+    ``MIN // -1 = MIN`` (wraps); never a division that traps."""
+    t = et(dt)
+    zero, one, minus_one = b.const(0, dt), b.const(1, dt), b.const(-1, dt)
+    by_zero = b.op(f"arith.cmpi eq, {y}, {zero} : {t}")
+    if _unsigned(dt):
+        safe = b.op(f"arith.select {by_zero}, {one}, {y} : {t}")
+        q = b.op(f"arith.divui {x}, {safe} : {t}")
+        r = b.op(f"arith.remui {x}, {safe} : {t}")
+        return (b.op(f"arith.select {by_zero}, {zero}, {q} : {t}"), b.op(f"arith.select {by_zero}, {zero}, {r} : {t}"))
+    by_minus_one = b.op(f"arith.cmpi eq, {y}, {minus_one} : {t}")
+    safe = b.op(f"arith.select {b.op(f'arith.ori {by_zero}, {by_minus_one} : i1')}, {one}, {y} : {t}")
+    q = b.op(f"arith.floordivsi {x}, {safe} : {t}")
+    q = b.op(f"arith.select {by_minus_one}, {b.op(f'arith.subi {zero}, {x} : {t}')}, {q} : {t}")
+    q = b.op(f"arith.select {by_zero}, {zero}, {q} : {t}")
+    r = b.op(f"arith.remsi {x}, {safe} : {t}")                       # the sign of x; 0 for y in {0, -1}
+    signs_differ = b.op(f"arith.xori {b.op(f'arith.cmpi slt, {r}, {zero} : {t}')}, "
+                        f"{b.op(f'arith.cmpi slt, {y}, {zero} : {t}')} : i1")
+    adjust = b.op(f"arith.andi {b.op(f'arith.cmpi ne, {r}, {zero} : {t}')}, {signs_differ} : i1")
+    r = b.op(f"arith.select {adjust}, {b.op(f'arith.addi {r}, {y} : {t}')}, {r} : {t}")
+    return q, r
+
+
+def _divmod(part: int) -> ScalarRule:
+    def scalar(b: Body, op: Op, dts: list[DType], x: str, y: str) -> str:
+        split = _float_divmod if dts[0].is_float else _int_divmod
+        return split(b, x, y, dts[0])[part]
+    return scalar
+
+
+elementwise("floor_div", _divmod(0))
+elementwise("mod", _divmod(1))
