@@ -452,7 +452,8 @@ def test_integer_bool_cast_reduction_and_layout_rules_match_the_interpreter() ->
 @needs_runner
 def test_pool_family_cumsum_and_indexing_updates_match_the_interpreter() -> None:
     """avg_pool2d (both divisors) and its gradient, max_pool2d_gather, cumsum (each of its
-    four forms), slice_update and take_along_axis with negative indices."""
+    four forms), slice_update, take_along_axis and scatter_add_along_axis with negative
+    indices."""
     from compiler.ir.builder import new_function
     from compiler.ir.interpreter import interpret
     from compiler.ir.types import TensorType
@@ -470,11 +471,12 @@ def test_pool_family_cumsum_and_indexing_updates_match_the_interpreter() -> None
     outs.append(b.emit("slice_update", v, b.emit("slice", v, start=(None, 0), stop=(None, 6), step=(None, 3)),
                        start=(None, 1), stop=(None, 6), step=(None, 3)))
     outs.append(b.emit("take_along_axis", v, i, axis=1))
+    outs.append(b.emit("scatter_add_along_axis", v, i, outs[-1], axis=1))     # repeated places add up
     func.outputs = outs
     rng = np.random.default_rng(3)
     xv = rng.integers(-3, 4, (2, 5, 4, 2)).astype(np.float32)       # ties for the first maximum
     vv = rng.standard_normal((2, 6)).astype(np.float32)
-    iv = np.array([[0, -1], [5, -6]], np.int64)
+    iv = np.array([[0, -1], [5, -1]], np.int64)
     for k, (g, want) in enumerate(zip(run_in_mlir(func, [xv, vv, iv]), interpret(func, [xv, vv, iv]))):
         assert g.shape == want.shape, k
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6, err_msg=f"output {k}")

@@ -1257,3 +1257,27 @@ def _divmod(part: int) -> ScalarRule:
 
 elementwise("floor_div", _divmod(0))
 elementwise("mod", _divmod(1))
+
+
+@rule("scatter_add_along_axis")
+def _scatter_add_along_axis(w: MlirWriter, op: Op, base: str, indices: str, updates: str) -> list[str]:
+    """Each element of ``updates`` added at its ``take_along_axis`` position: ``scf.for``
+    loops over ``updates`` in row-major order (broadcast dims of ``base`` and ``indices``
+    read index 0)."""
+    bt, it, ut = (v.type for v in op.operands)
+    axis = op.attrs["axis"] % bt.rank
+    sources = w.operand_sources(op)
+    n = w.size(bt.shape[axis], sources)
+    bounds = [w.size(d, sources) for d in ut.shape]
+
+    def body(b: Body, ivs: list[str], acc: str) -> str:
+        def pinned(t: TensorType, d: int) -> str:
+            return b.op("arith.constant 0 : index") if t.shape[d] == 1 != ut.shape[d] else ivs[d]
+
+        raw = b.op(f"tensor.extract {indices}[{', '.join(pinned(it, d) for d in range(it.rank))}] : {_tt(it)}")
+        at = _checked_index(b, raw, it.dtype, n, "scatter_add_along_axis")
+        coords = [at if d == axis else pinned(bt, d) for d in range(bt.rank)]
+        value = b.op(f"tensor.extract {updates}[{', '.join(ivs)}] : {_tt(ut)}")
+        return _accumulate(b, acc, bt, coords, value)
+
+    return [w.loop_nest(bounds, base, bt, body)]
