@@ -246,7 +246,8 @@ def parse_runner_output(text: str, dtypes: Sequence[DType]) -> list[np.ndarray]:
     for k, (m, dtype) in enumerate(zip(starts, dtypes)):
         end = starts[k + 1].start() if k + 1 < len(starts) else len(text)
         shape = tuple(int(s) for s in m.group(2).split(",") if s.strip())
-        ints = np.array([int(t) for t in re.findall(r"-?\d+", text[m.end():end])], dtype=np.int64)
+        data = text[m.end():end] if np.prod(shape, dtype=np.int64) > 0 else ""   # an empty one prints []
+        ints = np.array([int(t) for t in re.findall(r"-?\d+", data)], dtype=np.int64)
         convert, printed = _PRINTED[dtype]
         if dtype.is_float:
             bits = ints.astype(np.int32 if printed == "i32" else np.int64)

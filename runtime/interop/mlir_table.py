@@ -1281,3 +1281,65 @@ def _scatter_add_along_axis(w: MlirWriter, op: Op, base: str, indices: str, upda
         return _accumulate(b, acc, bt, coords, value)
 
     return [w.loop_nest(bounds, base, bt, body)]
+
+
+# ---------------------------------------------------------------------------
+# top_k: each element's place in a stable descending sort, then a scatter to the first k
+
+
+def _comes_before(b: Body, xi: str, xj: str, i: str, j: str, dtype: DType) -> str:
+    """Whether element ``i`` sorts before element ``j``: larger (a nan larger than all), or
+    equal (``-0.0 == 0.0``, nan == nan) and earlier (``descending_order``)."""
+    t = et(dtype)
+    earlier = b.op(f"arith.cmpi ult, {i}, {j} : index")
+    if dtype.is_float:
+        nan_i, nan_j = (b.op(f"arith.cmpf uno, {v}, {v} : {t}") for v in (xi, xj))
+        not_nan_j = b.op(f"arith.xori {nan_j}, {b.const(True, DType.bool)} : i1")
+        larger = b.op(f"arith.ori {b.op(f'arith.andi {nan_i}, {not_nan_j} : i1')}, "
+                      f"{b.op(f'arith.cmpf ogt, {xi}, {xj} : {t}')} : i1")
+        equal = b.op(f"arith.ori {b.op(f'arith.andi {nan_i}, {nan_j} : i1')}, "
+                     f"{b.op(f'arith.cmpf oeq, {xi}, {xj} : {t}')} : i1")
+    else:
+        larger = b.op(f"arith.cmpi {'ugt' if _unsigned(dtype) else 'sgt'}, {xi}, {xj} : {t}")
+        equal = b.op(f"arith.cmpi eq, {xi}, {xj} : {t}")
+    return b.op(f"arith.ori {larger}, {b.op(f'arith.andi {equal}, {earlier} : i1')} : i1")
+
+
+@rule("top_k")
+def _top_k(w: MlirWriter, op: Op, x: str) -> list[str]:
+    """The ``k`` first of a stable descending sort along the last axis: a linalg.generic counts
+    the elements that sort before each one (its place), then ``scf.for`` loops write each
+    element placed below ``k`` (values and i64 indices)."""
+    xt = op.operands[0].type
+    values_t, indices_t = op.results[0].type, op.results[1].type
+    last = xt.rank - 1
+    k = op.attrs["k"]
+    sources = w.operand_sources(op)
+    places_t = xt.with_dtype(DType.i64)
+    places = w.filled(places_t, 0, sources)
+    batch = list(range(last))
+
+    def count(b: Body, xs: list[str]) -> str:
+        i, j = b.index(xt.rank), b.index(last)
+        before = _comes_before(b, xs[0], xs[1], i, j, xt.dtype)
+        return b.op(f"arith.addi {xs[2]}, {b.op(f'arith.extui {before} : i1 to i64')} : i64")
+
+    places = w.generic(xt.rank + 1, [(x, xt, [*batch, xt.rank]), (x, xt, [*batch, last])],
+                       [(places, places_t, [*batch, last])], ["parallel"] * xt.rank + ["reduction"], count)[0]
+    bounds = [w.size(d, sources) for d in xt.shape]
+
+    def scatter(out_t: TensorType, value: Callable[[Body, list[str]], str]) -> str:
+        def body(b: Body, ivs: list[str], acc: str) -> str:
+            place = b.op(f"tensor.extract {places}[{', '.join(ivs)}] : {_tt(places_t)}")
+            kept = b.op(f"arith.cmpi slt, {place}, {b.const(k, DType.i64)} : i64")
+            at = b.op(f"arith.index_cast {b.op(f'arith.select {kept}, {place}, {b.const(0, DType.i64)} : i64')} "
+                      f": i64 to index")
+            coords = ", ".join([*ivs[:last], at])
+            old = b.op(f"tensor.extract {acc}[{coords}] : {_tt(out_t)}")
+            new = b.op(f"arith.select {kept}, {value(b, ivs)}, {old} : {et(out_t.dtype)}")
+            return b.op(f"tensor.insert {new} into {acc}[{coords}] : {_tt(out_t)}")
+        return w.loop_nest(bounds, w.filled(out_t, 0, sources), out_t, body)
+
+    values = scatter(values_t, lambda b, ivs: b.op(f"tensor.extract {x}[{', '.join(ivs)}] : {_tt(xt)}"))
+    indices = scatter(indices_t, lambda b, ivs: b.op(f"arith.index_cast {ivs[last]} : index to i64"))
+    return [values, indices]
