@@ -325,6 +325,29 @@ def test_convolution_and_pool_gradients_with_strides_padding_and_ties_match_the_
 
 
 @needs_runner
+@pytest.mark.parametrize("groups", [2, 4])
+def test_grouped_and_depthwise_convolutions_and_their_gradients_match_the_interpreter(groups: int) -> None:
+    from compiler.ir.builder import new_function
+    from compiler.ir.interpreter import interpret
+    from compiler.ir.types import TensorType
+
+    f32 = DType.f32
+    func, b = new_function("f", [("x", TensorType(f32, ("N", 6, 5, 4))),
+                                 ("w", TensorType(f32, (3, 2, 4 // groups, 8)))])
+    x, w = func.params
+    geo = {"strides": (2, 1), "padding": (1, 1, 0, 1), "dilations": (1, 2), "groups": groups}
+    y = b.emit("conv2d", x, w, **geo)
+    func.outputs = [y, b.emit("conv2d_backprop_input", y, w, input_size=(6, 5), **geo),
+                    b.emit("conv2d_backprop_filter", x, y, filter_size=(3, 2), **geo)]
+    rng = np.random.default_rng(groups)
+    args = [rng.standard_normal((2, 6, 5, 4)).astype(np.float32),
+            rng.standard_normal((3, 2, 4 // groups, 8)).astype(np.float32)]
+    for k, (g, want) in enumerate(zip(run_in_mlir(func, args), interpret(func, args))):
+        assert g.shape == want.shape, k
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5, err_msg=f"output {k}")
+
+
+@needs_runner
 def test_gather_and_scatter_add_take_negative_indices_and_stop_on_a_bad_one() -> None:
     from compiler.ir.builder import new_function
     from compiler.ir.interpreter import interpret

@@ -603,14 +603,20 @@ def _pad_hw(w: MlirWriter, op: Op, x: str, xt: TensorType, padding: Any, value: 
 
 @rule("conv2d")
 def _conv2d(w: MlirWriter, op: Op, x: str, kernel: str) -> list[str]:
-    """``linalg.conv_2d_nhwc_hwcf`` (dl's NHWC / HWIO layout) after zero padding."""
-    if op.attrs["groups"] != 1:
-        raise UnsupportedVariant(f"groups = {op.attrs['groups']}")
+    """``linalg.conv_2d_nhwc_hwcf`` (dl's NHWC / HWIO layout) after zero padding; grouped
+    (``groups > 1``, depthwise): a linalg.generic over (n, oy, ox, o, i, j, c) reading input
+    channel ``g(o) * C/groups + c``."""
     xt, kt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
     if not out.dtype.is_float:
         raise UnsupportedVariant(f"{out.dtype.value} operands")
-    padded, pt = _pad_hw(w, op, x, xt, op.attrs["padding"], 0.0)
+    sh, sw, dh, dw, *pads = _conv_geometry(op)
+    padded, pt = _pad_hw(w, op, x, xt, pads, 0.0)
     init = w.filled(out, 0, w.operand_sources(op))
+    if op.attrs["groups"] != 1:
+        xmap: list[str | int] = [0, f"d1 * {sh} + d4 * {dh}", f"d2 * {sw} + d5 * {dw}",
+                                 _group_channel(op, "d3", "d6")]
+        return w.generic(7, [(padded, pt, xmap), (kernel, kt, [4, 5, 6, 3])], [(init, out, [0, 1, 2, 3])],
+                         ["parallel"] * 4 + ["reduction"] * 3, _multiply_add(out.dtype))
     return [w.assign(f"linalg.conv_2d_nhwc_hwcf {{dilations = {_i64x2(op.attrs['dilations'])}, "
                      f"strides = {_i64x2(op.attrs['strides'])}}} ins({padded}, {kernel} : {_tt(pt)}, {_tt(kt)}) "
                      f"outs({init} : {_tt(out)}) -> {_tt(out)}")]
@@ -703,9 +709,28 @@ def _affine(b: Body, terms: list[tuple[str, int]], offset: int) -> str:
     return total
 
 
+def _group_channel(op: Op, o: str, c: str) -> str:
+    """The input channel of kernel channel ``c`` for output channel ``o`` (affine):
+    ``(o floordiv OC/groups) * C/groups + c``, or ``c`` without groups."""
+    groups = op.attrs["groups"]
+    if groups == 1:
+        return c
+    in_per_group = op.operands[1].type.shape[2] if op.name == "conv2d" else op.results[0].type.shape[2]
+    out_channels = op.results[0].type.shape[3] if op.name == "conv2d" else op.operands[1].type.shape[3]
+    assert isinstance(in_per_group, int) and isinstance(out_channels, int)
+    return f"({o} floordiv {out_channels // groups}) * {in_per_group} + {c}"
+
+
+def _multiply_add(dtype: DType) -> Callable[[Body, list[str]], str]:
+    """The body ``acc + a * b`` of a contraction written as a linalg.generic."""
+    t = et(dtype)
+
+    def body(b: Body, xs: list[str]) -> str:
+        return b.op(f"arith.addf {xs[2]}, {b.op(f'arith.mulf {xs[0]}, {xs[1]} : {t}')} : {t}")
+    return body
+
+
 def _conv_geometry(op: Op) -> tuple[int, int, int, int, int, int, int, int]:
-    if op.attrs["groups"] != 1:
-        raise UnsupportedVariant(f"groups = {op.attrs['groups']}")
     (sh, sw), (dh, dw) = op.attrs["strides"], op.attrs["dilations"]
     top, bottom, left, right = op.attrs["padding"]
     return sh, sw, dh, dw, top, bottom, left, right
@@ -719,20 +744,15 @@ def _conv2d_backprop_filter(w: MlirWriter, op: Op, x: str, dy: str) -> list[str]
     xt, dyt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
     padded, pt = _pad_hw(w, op, x, xt, pads, 0.0)
     init = w.filled(out, 0, w.operand_sources(op))
-    xmap: list[str | int] = [4, f"d5 * {sh} + d0 * {dh}", f"d6 * {sw} + d1 * {dw}", 2]
-    t = et(out.dtype)
-
-    def body(b: Body, xs: list[str]) -> str:
-        return b.op(f"arith.addf {xs[2]}, {b.op(f'arith.mulf {xs[0]}, {xs[1]} : {t}')} : {t}")
-
+    xmap: list[str | int] = [4, f"d5 * {sh} + d0 * {dh}", f"d6 * {sw} + d1 * {dw}", _group_channel(op, "d3", "d2")]
     return w.generic(7, [(padded, pt, xmap), (dy, dyt, [4, 5, 6, 3])], [(init, out, [0, 1, 2, 3])],
-                     ["parallel"] * 4 + ["reduction"] * 3, body)
+                     ["parallel"] * 4 + ["reduction"] * 3, _multiply_add(out.dtype))
 
 
 @rule("conv2d_backprop_input")
 def _conv2d_backprop_input(w: MlirWriter, op: Op, dy: str, kernel: str) -> list[str]:
-    """``dxpad[n, oy*sh + i*dh, ox*sw + j*dw, c] += dy[n, oy, ox, o] w[i, j, c, o]`` with
-    ``scf.for`` loops into the zero-padded input, then the image cut out of the padding."""
+    """``dxpad[n, oy*sh + i*dh, ox*sw + j*dw, g(o)*C/groups + c] += dy[n, oy, ox, o] w[i, j, c, o]``
+    with ``scf.for`` loops into the zero-padded input, then the image cut out of the padding."""
     sh, sw, dh, dw, top, bottom, left, right = _conv_geometry(op)
     dyt, kt, out = op.operands[0].type, op.operands[1].type, op.results[0].type
     n_, h, wd, c = out.shape
@@ -742,13 +762,20 @@ def _conv2d_backprop_input(w: MlirWriter, op: Op, dy: str, kernel: str) -> list[
     acc = w.filled(padded, 0, sources)
     bounds = [w.size(d, sources) for d in (*dyt.shape[:3], *kt.shape)]     # n oy ox i j c o
     t = et(out.dtype)
+    groups, in_per_group, out_channels = op.attrs["groups"], kt.shape[2], kt.shape[3]
+    assert isinstance(in_per_group, int) and isinstance(out_channels, int)
+    out_per_group = out_channels // groups
 
     def body(b: Body, ivs: list[str], acc_: str) -> str:
         n, oy, ox, i, j, ci, o = ivs
         g = b.op(f"tensor.extract {dy}[{n}, {oy}, {ox}, {o}] : {_tt(dyt)}")
         k = b.op(f"tensor.extract {kernel}[{i}, {j}, {ci}, {o}] : {_tt(kt)}")
         y, x = _affine(b, [(oy, sh), (i, dh)], 0), _affine(b, [(ox, sw), (j, dw)], 0)
-        return _accumulate(b, acc_, padded, [n, y, x, ci], b.op(f"arith.mulf {g}, {k} : {t}"))
+        channel = ci
+        if groups != 1:                     # input channel g(o) * C/groups + c
+            group = b.op(f"arith.divui {o}, {b.op(f'arith.constant {out_per_group} : index')} : index")
+            channel = _affine(b, [(group, in_per_group), (ci, 1)], 0)
+        return _accumulate(b, acc_, padded, [n, y, x, channel], b.op(f"arith.mulf {g}, {k} : {t}"))
 
     full = w.loop_nest(bounds, acc, padded, body)
     if (top, bottom, left, right) == (0, 0, 0, 0):
