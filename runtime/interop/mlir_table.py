@@ -546,13 +546,29 @@ def _slice(w: MlirWriter, op: Op, x: str) -> list[str]:
     xt, out = op.operands[0].type, op.results[0].type
     spans = resolve_slice(xt.shape, op.attrs["start"], op.attrs["stop"], op.attrs["step"])
     if any(s.step < 0 for s in spans):
-        raise UnsupportedVariant("a negative step")
+        return [_reversing_slice(w, op, x, spans)]
     sizes = [str(s.length) if isinstance(s.length, int) else w.size(s.length, w.operand_sources(op))
              for s in spans]
     offsets = ", ".join(str(s.start) for s in spans)
     strides = ", ".join(str(s.step) for s in spans)
     return [w.assign(f"tensor.extract_slice {x}[{offsets}] [{', '.join(sizes)}] [{strides}] : "
                      f"{_tt(xt)} to {_tt(out)}")]
+
+
+def _reversing_slice(w: MlirWriter, op: Op, x: str, spans: list[Any]) -> str:
+    """A slice with a negative step (tensor.extract_slice takes none): a linalg.generic over
+    the result reading ``x[start + i * step]`` with ``tensor.extract``."""
+    xt, out = op.operands[0].type, op.results[0].type
+    if any(s.step < 0 and not isinstance(d, int) for s, d in zip(spans, xt.shape)):
+        raise UnsupportedVariant("a negative step along a symbolic dim")
+    init = w.empty(out, w.operand_sources(op))
+
+    def body(b: Body, xs: list[str]) -> str:
+        coords = [b.index(d) if (s.start, s.step) == (0, 1) else _affine(b, [(b.index(d), s.step)], s.start)
+                  for d, s in enumerate(spans)]
+        return b.op(f"tensor.extract {x}[{', '.join(coords)}] : {_tt(xt)}")
+
+    return w.generic(out.rank, [], [(init, out, list(range(out.rank)))], ["parallel"] * out.rank, body)[0]
 
 
 @rule("concat")
