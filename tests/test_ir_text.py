@@ -127,7 +127,7 @@ def test_golden_print_of_a_small_module() -> None:
     text = print_module(mlp_module())
     assert text == '''\
 module attributes {dl.model = {name = "mlp", optimizer = {learning_rate = 0.01, name = "sgd"}}} {
-  func.func @predict(%w.1: tensor<784x10xf32>, %b: tensor<10xf32>, %x: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "logits"}, tensor<?x1xf32, "N">, tensor<1x2xf32> {dl.name = "c"}) {
+  func.func @predict(%w.1: tensor<784x10xf32> {dl.name = "w.1"}, %b: tensor<10xf32> {dl.name = "b"}, %x: tensor<?x784xf32, "N"> {dl.name = "x"}) -> (tensor<?x10xf32, "N"> {dl.name = "logits"}, tensor<?x1xf32, "N">, tensor<1x2xf32> {dl.name = "c"}) {
     %0 = "dl.matmul"(%x, %w.1) : (tensor<?x784xf32, "N">, tensor<784x10xf32>) -> tensor<?x10xf32, "N">
     %1 = "dl.add"(%0, %b) : (tensor<?x10xf32, "N">, tensor<10xf32>) -> tensor<?x10xf32, "N">
     %2 = "dl.sum"(%1) {axes = [1], keepdims = true} : (tensor<?x10xf32, "N">) -> tensor<?x1xf32, "N">
@@ -136,7 +136,7 @@ module attributes {dl.model = {name = "mlp", optimizer = {learning_rate = 0.01, 
     %5 = "dl.mul"(%2, %4) : (tensor<?x1xf32, "N">, tensor<f32>) -> tensor<?x1xf32, "N">
     func.return %1, %5, %3 : tensor<?x10xf32, "N">, tensor<?x1xf32, "N">, tensor<1x2xf32>
   }
-  func.func @step(%w: tensor<3x2xf32>, %g: tensor<3x2xf32>) -> (tensor<3x2xf32>) attributes {inplace = [[0, 0]]} {
+  func.func @step(%w: tensor<3x2xf32> {dl.name = "w"}, %g: tensor<3x2xf32> {dl.name = "g"}) -> (tensor<3x2xf32>) attributes {inplace = [[0, 0]]} {
     %0 = "dl.sub"(%w, %g) : (tensor<3x2xf32>, tensor<3x2xf32>) -> tensor<3x2xf32>
     func.return %0 : tensor<3x2xf32>
   }

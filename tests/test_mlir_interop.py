@@ -42,14 +42,17 @@ def test_the_printed_training_step_round_trips_with_its_inplace_pairs(capsys: py
 
 
 @needs_mlir
-def test_the_inplace_pairs_survive_mlir_opt_renaming_the_arguments(capsys: pytest.CaptureFixture) -> None:
+def test_parameter_names_and_inplace_pairs_survive_mlir_opt_renaming_the_arguments(
+        capsys: pytest.CaptureFixture) -> None:
     text = dlc_ir(capsys, str(ROOT / "examples/linear_regression.dl"), "--fn", "train_step")
+    assert '%w: tensor<1x1xf32> {dl.name = "w"}' in text
     back = subprocess.run([MLIR_OPT, "--allow-unregistered-dialect"], input=text, capture_output=True,
                           text=True, check=True).stdout
-    assert "%arg0" in back and "%w" not in back
+    assert '%arg0: tensor<1x1xf32> {dl.name = "w"}' in back and "%w" not in back
     step = parse_module(back, "back.mlir").get("train_step")
-    assert step.attrs["inplace"] == ((1, "arg0"), (2, "arg1"))
-    assert [p.name for p in step.params[:2]] == ["arg0", "arg1"]
+    assert [p.name for p in step.params[:2]] == ["w", "b"]         # read back from dl.name
+    assert step.attrs["inplace"] == ((1, "w"), (2, "b"))
+    assert print_module(Module([step])) == text
 
 
 def _example_modules():
@@ -65,7 +68,7 @@ def _example_modules():
 @pytest.mark.parametrize("form", ["custom", "generic"])
 def test_every_example_comes_back_from_mlir_opt(form: str) -> None:
     """dlc -> mlir-opt (its own formatting, or --mlir-print-op-generic) -> dlc gives the same
-    functions: the same ops, attributes, types and output names, the arguments renamed."""
+    functions: the same ops, attributes, types, argument and output names."""
     flags = ["--allow-unregistered-dialect"] + (["--mlir-print-op-generic"] if form == "generic" else [])
     count = expected = 0
     for name, module in _example_modules():
@@ -76,11 +79,7 @@ def test_every_example_comes_back_from_mlir_opt(form: str) -> None:
         assert [f.name for f in parsed.functions] == [f.name for f in module.functions]
         assert print_module(Module([], parsed.attrs)) == print_module(Module([], module.attrs))
         for original, func in zip(module.functions, parsed.functions):
-            for p, q in zip(original.params, func.params):
-                q.name = p.name                     # mlir-opt calls them %argN
-            if "inplace" in func.attrs:
-                func.attrs["inplace"] = tuple((o, original.params[i].name) for i, (o, _) in
-                                              enumerate(func.attrs["inplace"]))
+            # mlir-opt calls the arguments %argN; their dl.name attributes give the names back
             assert print_module(Module([func])) == print_module(Module([original]))
             count += 1
     assert count == expected >= 40      # every function of every example, training steps included

@@ -279,6 +279,15 @@ def test_dlc_export_then_import_round_trips(tmp_path: Path) -> None:
     assert "loss binary_crossentropy(p, y)" in (tmp_path / "xor.dl").read_text()
 
 
+def test_cli_export_writes_moving_statistics_as_initializers(tmp_path: Path) -> None:
+    out = tmp_path / "f.onnx"
+    code, text, _ = run_cli("export", str(ROOT / "examples/fmnist_mlp_dropout_bn.dl"), "-o", str(out))
+    assert code == 0 and "12 initializers" in text
+    proto = onnx.load(str(out))
+    assert [i.name for i in proto.graph.input] == ["x"]
+    assert "batch_norm_1.moving_mean" in [i.name for i in proto.graph.initializer]
+
+
 def test_export_needs_a_known_format(tmp_path: Path) -> None:
     code, _, err = run_cli("export", "examples/xor.dl", "-o", str(tmp_path / "xor.bin"))
     assert code == 1 and "cannot tell the format" in err

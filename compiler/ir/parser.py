@@ -408,6 +408,10 @@ class _Parser:
             if self.peek("("):
                 params = self.params(scope)
             self.expect(":", "after the block's arguments")
+        arg_attrs = props.get("arg_attrs") or ()
+        for p, a in zip(params, arg_attrs):
+            if isinstance(a, dict) and isinstance(a.get(OUTPUT_NAME_ATTR), str):
+                p.name = a[OUTPUT_NAME_ATTR]            # the name dlc printed, kept by mlir-opt
         func = Function(name, params, loc=self.location(start, start + len('"func.func"')))
         errors_before = len(self.errors)
         ok = self.body(func, scope, result_types)
@@ -549,6 +553,8 @@ class _Parser:
             self.expect(":", "after the parameter name")
             value = Value(self.type(), None, len(params), name)
             self.define(scope, name, [value], pos, m.end())
+            if self.peek("{"):
+                value.name = self.output_name("argument") or name     # {dl.name = "x"}: its name
             self.optional_location()
             params.append(value)
             if self.accept(")"):
@@ -571,12 +577,13 @@ class _Parser:
                 return types, names
             self.expect(",", "or ')' in the result list")
 
-    def output_name(self) -> str | None:
+    def output_name(self, what: str = "result") -> str | None:
+        """The ``{dl.name = "..."}`` of a result or an argument (the only attribute allowed)."""
         attrs, positions = self.attr_dict()
         for key, value in attrs.items():
             start, end = positions[key]
             if key != OUTPUT_NAME_ATTR:
-                self.fail(f"unknown result attribute '{key}' (only '{OUTPUT_NAME_ATTR}' is allowed)",
+                self.fail(f"unknown {what} attribute '{key}' (only '{OUTPUT_NAME_ATTR}' is allowed)",
                           start, end)
             if not isinstance(value, str):
                 self.fail(f"'{OUTPUT_NAME_ATTR}' must be a string", start, end)

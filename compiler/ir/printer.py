@@ -3,7 +3,7 @@
 ::
 
     module attributes {dl.model = {name = "mlp"}} {
-      func.func @predict(%w: tensor<784x10xf32>, %x: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "y"}) attributes {inplace = [[0, 0]]} {
+      func.func @predict(%w: tensor<784x10xf32> {dl.name = "w"}, %x: tensor<?x784xf32, "N"> {dl.name = "x"}) -> (tensor<?x10xf32, "N"> {dl.name = "y"}) attributes {inplace = [[0, 0]]} {
         %0 = "dl.matmul"(%x, %w) : (tensor<?x784xf32, "N">, tensor<784x10xf32>) -> tensor<?x10xf32, "N">
         func.return %0 : tensor<?x10xf32, "N">
       }
@@ -12,7 +12,8 @@
 Deterministic, so golden files stay stable: parameters print as ``%<name>``,
 op results as ``%0, %1, ...`` in op order, attributes sorted by key.  Module
 attributes carry a ``dl.`` prefix (MLIR requires dialect-prefixed attributes on
-a module); output names ride as the result attribute ``dl.name``.  See
+a module); parameter and output names ride as the argument and result attribute
+``dl.name`` (which ``mlir-opt`` keeps when it renames arguments ``%arg0``).  See
 ``docs/ir.md`` for the whole text form; :mod:`compiler.ir.parser` reads it back
 and ``print(parse(print(m))) == print(m)``.
 """
@@ -120,7 +121,7 @@ def value_ref(v: Value, names: dict[Value, str]) -> str:
 
 def _signature(func: Function) -> str:
     names = value_names(func)
-    params = ", ".join(f"{names[p]}: {format_type(p.type)}" for p in func.params)
+    params = ", ".join(f"{names[p]}: {format_type(p.type)}{_arg_name(p, i)}" for i, p in enumerate(func.params))
     results = []
     for i, v in enumerate(func.outputs):
         text = format_type(v.type)
@@ -132,6 +133,15 @@ def _signature(func: Function) -> str:
     if func.attrs:
         text += " attributes " + format_attr_dict(_printed_attrs(func))
     return text
+
+
+def _arg_name(p: Value, position: int) -> str:
+    """`` {dl.name = "x"}``: a parameter's name as an argument attribute, which tools that
+    rename arguments (``mlir-opt`` prints ``%arg0``) keep, so the parser gets it back;
+    nothing for a name those tools would give it anyway (``arg0`` in position 0)."""
+    if p.name is None or p.name == f"arg{position}":
+        return ""
+    return " " + format_attr_dict({OUTPUT_NAME_ATTR: p.name})
 
 
 def _printed_attrs(func: Function) -> dict:

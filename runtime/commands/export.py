@@ -3,11 +3,12 @@
 ::
 
     dlc export examples/mnist_mlp.dl --weights w.npz -o mnist.onnx     # ONNX, for onnxruntime & co.
+    dlc export examples/mnist_mlp.dl --weights w.npz -o mnist.mlir     # upstream MLIR (linalg, ...)
 
 For a model file the exported function is ``predict`` with the weights of
 ``--weights`` (a checkpoint from ``dlc train --save``; without it, the
-initial weights of ``--seed``) as initializers; for any other function
-(``--fn``) every parameter is a graph input.  ``--format`` defaults to the
+initial weights of ``--seed``) as initializers (MLIR: ``arith.constant``);
+for any other function (``--fn``) every parameter is an input.  ``--format`` defaults to the
 output's suffix.  See docs/interop.md.
 """
 
@@ -24,9 +25,9 @@ from . import check_output, load_module, pick_function
 from .train import _seed
 
 NAME = "export"
-HELP = "export a model or function as ONNX (--format onnx)"
+HELP = "export a model or function as ONNX (--format onnx) or upstream MLIR (--format mlir)"
 
-FORMATS = {".onnx": "onnx"}
+FORMATS = {".onnx": "onnx", ".mlir": "mlir"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +60,15 @@ def function_and_weights(args: argparse.Namespace) -> tuple[Function, dict[str, 
         from ..model import load_model
 
         model = load_model(module, seed=args.seed, backend="interp", weights=args.weights)
-        return module.get("predict"), model.weights, model.name
+        # the non-trainable state (batch norm's moving statistics) is constant too, as in
+        # Model.export: predict reads it, nothing feeds it
+        return module.get("predict"), {**model.weights, **model.model_state}, model.name
     if args.weights is not None:
         raise DlError(f"--weights needs a model: {args.file} has no model block (or --fn is not predict)")
+    if args.fn == "train_step" and "model" in module.attrs:
+        from compiler.analysis.stats import with_train_step
+
+        module, _ = with_train_step(module)          # built as training builds it
     func = pick_function(module, args.fn, args.file)
     return func, {}, func.name
 
@@ -71,14 +78,34 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     check_output(args.output, "--output")
     func, weights, name = function_and_weights(args)
-    from ..interop.onnx_export import export_function, save_onnx
-
-    proto = export_function(func, weights, name=name)
-    save_onnx(proto, args.output)
+    if fmt == "mlir":
+        what = _write_mlir(func, weights, args.output)
+    else:
+        what = _write_onnx(func, weights, name, args.output)
     shown = [f"{p.name}: {p.type.dsl_str()}" for p in func.params if p.name not in weights]
     outs = [f"{n or f'output_{i}'}: {v.type.dsl_str()}"
             for i, (n, v) in enumerate(zip(func.output_names or [None] * len(func.outputs), func.outputs))]
     count = sum(int(w.size) for w in weights.values())
-    print(f"wrote {args.output} ({fmt}, opset {proto.opset_import[0].version}): inputs {', '.join(shown) or 'none'}; "
-          f"outputs {', '.join(outs)}; {len(weights)} initializers ({count:,} weights)")
+    print(f"wrote {args.output} ({what}): inputs {', '.join(shown) or 'none'}; "
+          f"outputs {', '.join(outs)}; {len(weights)} {'initializers' if fmt == 'onnx' else 'constants'} "
+          f"({count:,} weights)")
     return 0
+
+
+def _write_onnx(func: Function, weights: dict[str, Any], name: str, path: str) -> str:
+    from ..interop.onnx_export import export_function, save_onnx
+
+    proto = export_function(func, weights, name=name)
+    save_onnx(proto, path)
+    return f"onnx, opset {proto.opset_import[0].version}"
+
+
+def _write_mlir(func: Function, weights: dict[str, Any], path: str) -> str:
+    from ..interop.mlir_export import export_mlir
+
+    text = export_mlir(func, weights)
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise DlError(f"{path}: cannot write ({e.strerror or e})") from None
+    return "mlir: func, linalg, tensor, arith, math"

@@ -40,9 +40,18 @@ def _print_dl(module: Module, args: argparse.Namespace) -> str:
     return print_module(chosen_module(module, args), debug_locations=args.debug_locations)
 
 
+def _print_upstream_mlir(module: Module, args: argparse.Namespace) -> str:
+    """The functions (just ``--fn`` when given) in upstream MLIR dialects (func, linalg,
+    tensor, arith, math), as stock ``mlir-opt`` reads them (runtime/interop/mlir_export.py)."""
+    from ..interop.mlir_export import export_mlir
+
+    return export_mlir(chosen_module(module, args).functions)
+
+
 # --stage NAME -> renderer(module, args) -> text
 STAGES: dict[str, Callable[[Module, argparse.Namespace], str]] = {
     "dl": _print_dl,
+    "mlir": _print_upstream_mlir,
 }
 
 
@@ -74,8 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fn", metavar="NAME", help="print only this function")
     parser.add_argument("--debug-locations", action="store_true",
                         help="end every op with its source location, loc(\"file.dl\":line:col)")
-    parser.add_argument("--stage", choices=list(STAGES), default="dl",
-                        help="what to print (default: dl, the tensor-level IR)")
+    parser.add_argument("--stage", "--emit", choices=list(STAGES), default="dl",
+                        help="what to print (default: dl, the tensor-level IR; mlir: upstream MLIR "
+                             "dialects, linalg/tensor/arith/math, for mlir-opt)")
     parser.add_argument("--memory", action="store_true",
                         help="with --stage loops: kernels and peak temporary bytes before and after "
                              "memory planning, instead of the loop IR")

@@ -5,7 +5,10 @@
 - :mod:`.onnx_export` -- a dl function (a model's ``predict``) to an ONNX graph;
 - :mod:`.onnx_import` -- an ONNX graph to a dl function, and to a ``.dl`` model
   file (:mod:`.dl_source` writes it) with its weights;
-- :mod:`.conformance` -- the ONNX backend node tests, run through the importer.
+- :mod:`.conformance` -- the ONNX backend node tests, run through the importer;
+- :mod:`.mlir_export` -- a dl function in upstream MLIR dialects (func, linalg,
+  tensor, arith, math) for ``mlir-opt`` / ``mlir-runner``, through one op table
+  (:mod:`.mlir_table`) and a text writer (:mod:`.mlir_writer`).
 
 The ``onnx`` package is an optional dependency (``pip install 'dlc[onnx]'``):
 it is imported only when one of these runs, and its absence is a clear

@@ -4,7 +4,7 @@
 // The `dlc` CLI runs in-process as a RUN-line tool: here `dlc opt` parses
 // this file, runs dead-code elimination and prints the IR back.
 
-// CHECK-LABEL: func.func @f(%x: tensor<3xf32>) -> (tensor<3xf32>) {
+// CHECK-LABEL: func.func @f(%x: tensor<3xf32> {dl.name = "x"}) -> (tensor<3xf32>) {
 // CHECK-NEXT:    %0 = "dl.relu"(%x) : (tensor<3xf32>) -> tensor<3xf32>
 // CHECK-NEXT:    func.return %0 : tensor<3xf32>
 // CHECK-NEXT:  }

@@ -8,12 +8,12 @@
 
 // An op written without a location gets its place in this file: the span
 // from its first result to the end of its name.
-// CHECK-LABEL: func.func @g(%x: tensor<3xf32>) -> (tensor<3xf32>) {
+// CHECK-LABEL: func.func @g(%x: tensor<3xf32> {dl.name = "x"}) -> (tensor<3xf32>) {
 // CHECK-NEXT:    %0 = "dl.abs"(%x) : (tensor<3xf32>) -> tensor<3xf32> loc("{{.*}}locations.mlir":[[# @LINE + 20]]:5 to [[# @LINE + 20]]:18)
 // CHECK-NEXT:    func.return %0 : tensor<3xf32>
 // CHECK-NEXT:  } loc("{{.*}}locations.mlir":[[# @LINE + 17]]:3 to [[# @LINE + 17]]:12)
 
-// CHECK-LABEL: func.func @f(%x: tensor<3xf32>) -> (tensor<3xf32>) {
+// CHECK-LABEL: func.func @f(%x: tensor<3xf32> {dl.name = "x"}) -> (tensor<3xf32>) {
 // CHECK-NEXT:    %0 = "dl.relu"(%x) : (tensor<3xf32>) -> tensor<3xf32> loc("model.dl":3:13)
 // CHECK-NEXT:    %1 = "dl.exp"(%0) : (tensor<3xf32>) -> tensor<3xf32> loc("model.dl":4:9 to 4:15)
 // CHECK-NEXT:    %2 = "dl.mul"(%1, %0) : (tensor<3xf32>, tensor<3xf32>) -> tensor<3xf32> loc("backward"("model.dl":3:13))

@@ -8,7 +8,7 @@
 // written by position, as dlc prints it: a name would not survive %argN).
 
 // CHECK:       module attributes {dl.model = {name = "mlp", optimizer = {learning_rate = 0.001, name = "rmsprop"}}} {
-// CHECK-NEXT:    func.func @predict(%arg5: tensor<784x10xf32>, %arg6: tensor<10xf32>, %arg7: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "probs"}) {
+// CHECK-NEXT:    func.func @predict(%arg5: tensor<784x10xf32> {dl.name = "arg5"}, %arg6: tensor<10xf32> {dl.name = "arg6"}, %arg7: tensor<?x784xf32, "N"> {dl.name = "arg7"}) -> (tensor<?x10xf32, "N"> {dl.name = "probs"}) {
 // CHECK-NEXT:      %0 = "dl.matmul"(%arg7, %arg5)
 // CHECK:           %2 = "dl.softmax"(%1) {axis = -1}
 // CHECK-NEXT:      func.return %2 : tensor<?x10xf32, "N">

@@ -7,7 +7,7 @@
 // CHECK: module attributes {dl.model = {name = "mlp", optimizer = {learning_rate = 0.001, name = "rmsprop"}}} {
 module attributes {dl.model = {optimizer = {name = "rmsprop", learning_rate = 1.000000e-03 : f64}, name = "mlp"}} {
 
-  // CHECK-LABEL: func.func @predict(%w: tensor<784x10xf32>, %b: tensor<10xf32>, %x: tensor<?x784xf32, "N">) -> (tensor<?x10xf32, "N"> {dl.name = "probs"}) {
+  // CHECK-LABEL: func.func @predict(%w: tensor<784x10xf32> {dl.name = "w"}, %b: tensor<10xf32> {dl.name = "b"}, %x: tensor<?x784xf32, "N"> {dl.name = "x"}) -> (tensor<?x10xf32, "N"> {dl.name = "probs"}) {
   // CHECK-NEXT:    %0 = "dl.matmul"(%x, %w) : (tensor<?x784xf32, "N">, tensor<784x10xf32>) -> tensor<?x10xf32, "N">
   // CHECK-NEXT:    %1 = "dl.add"(%0, %b) : (tensor<?x10xf32, "N">, tensor<10xf32>) -> tensor<?x10xf32, "N">
   // CHECK-NEXT:    %2 = "dl.softmax"(%1) {axis = -1} : (tensor<?x10xf32, "N">) -> tensor<?x10xf32, "N">
@@ -21,7 +21,7 @@ module attributes {dl.model = {optimizer = {name = "rmsprop", learning_rate = 1.
   }
 
   // Defaults are filled in (sum's keepdims), constants keep their dense values.
-  // CHECK-LABEL: func.func @loss(%w: tensor<784x10xf32>, %x: tensor<?x784xf32, "N">, %y: tensor<?xi64, "N">) -> (tensor<f32> {dl.name = "loss"}, tensor<?xi64, "N">) {
+  // CHECK-LABEL: func.func @loss(%w: tensor<784x10xf32> {dl.name = "w"}, %x: tensor<?x784xf32, "N"> {dl.name = "x"}, %y: tensor<?xi64, "N"> {dl.name = "y"}) -> (tensor<f32> {dl.name = "loss"}, tensor<?xi64, "N">) {
   // CHECK-NEXT:    %0 = "dl.matmul"(%x, %w)
   // CHECK-NEXT:    %1 = "dl.sparse_categorical_crossentropy"(%0, %y) {from_logits = true} : (tensor<?x10xf32, "N">, tensor<?xi64, "N">) -> tensor<f32>
   // CHECK-NEXT:    %2 = "dl.constant"() {dtype = f32, shape = [], value = dense<0.5> : tensor<f64>} : () -> tensor<f32>
@@ -42,7 +42,7 @@ module attributes {dl.model = {optimizer = {name = "rmsprop", learning_rate = 1.
   }
 
   // A training step writes its new weights into the old ones' buffers.
-  // CHECK-LABEL: func.func @train_step(%w: tensor<4x2xf32>, %g: tensor<4x2xf32>) -> (tensor<4x2xf32> {dl.name = "w"}) attributes {inplace = [[0, 0]]} {
+  // CHECK-LABEL: func.func @train_step(%w: tensor<4x2xf32> {dl.name = "w"}, %g: tensor<4x2xf32> {dl.name = "g"}) -> (tensor<4x2xf32> {dl.name = "w"}) attributes {inplace = [[0, 0]]} {
   // CHECK-NEXT:    %0 = "dl.sub"(%w, %g)
   // CHECK-NEXT:    func.return %0 : tensor<4x2xf32>
   func.func @train_step(%w: tensor<4x2xf32>, %g: tensor<4x2xf32>) -> (tensor<4x2xf32> {dl.name = "w"}) attributes {inplace = [[0, "w"]]} {
