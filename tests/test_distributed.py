@@ -199,6 +199,17 @@ def test_cli_writes_the_checkpoint_and_prints_on_rank_0_only(tmp_path: Path) -> 
     model = load_model(_model_file(tmp_path), weights=tmp_path / "ck.npz")
     assert model.step == 2
 
+    # a 2-rank checkpoint resumes on one process, and that one's on 2 ranks again
+    assert main(["train", str(_model_file(tmp_path)), "--data", str(tmp_path / "data.npz"), "--quiet",
+                 "--resume", str(tmp_path / "ck.npz"), "--epochs", "2", "--save", str(tmp_path / "ck2.npz")]) == 0
+    assert load_model(_model_file(tmp_path), weights=tmp_path / "ck2.npz").step == 4    # + 2 steps of 32
+    run = _mpirun("-m", "runtime.cli", "train", str(_model_file(tmp_path)), "--data", str(tmp_path / "data.npz"),
+                  "--distributed", "--quiet", "--resume", str(tmp_path / "ck2.npz"), "--epochs", "3",
+                  "--save", str(tmp_path / "ck3.npz"), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    resumed = load_model(_model_file(tmp_path), weights=tmp_path / "ck3.npz")
+    assert resumed.step == 6 and resumed.epochs_trained == 3
+
 
 def test_ranks_that_train_differently_stop_with_an_error_before_training(tmp_path: Path) -> None:
     run = _mpirun(str(WORKER), "disagree", str(_model_file(tmp_path)), str(tmp_path))
