@@ -197,6 +197,68 @@ def test_dropout_rate_is_checked(rate, problem):
     assert any("rate" in msg and problem in msg for msg in msgs), msgs
 
 
+def _spatial_dropout_model(noise_shape: str, rate: str = "0.5") -> str:
+    return model_source(f"output p = dropout(x, {rate}, noise_shape={noise_shape})",
+                        inputs="input x: f32[N, 4, 3, 8]", target="target y: f32[N, 4, 3, 8]")
+
+
+@pytest.mark.parametrize("noise_shape", ["[none, 1, 1, 8]", "[N, 1, 1, 8]", "[N, 1, 1, none]"])
+def test_dropout_noise_shape_shares_the_mask_along_its_one_axes(noise_shape):
+    m = compile_source(_spatial_dropout_model(noise_shape), "m.dl")
+    x = np.random.default_rng(5).uniform(1, 2, size=(60, 4, 3, 8)).astype(np.float32)
+    (p,) = interpret(m.get("predict"), [x])
+    np.testing.assert_array_equal(p, x)
+    dropped = _training_output(m, [x, x, np.array(3, np.int64)])
+    kept = dropped != 0
+    # one draw per image and channel, the same at every position (Keras' spatial dropout)
+    assert (kept == kept[:, :1, :1, :]).all()
+    per_channel = kept[:, 0, 0, :]
+    assert 0.35 < per_channel.mean() < 0.65 and 0 < per_channel.sum(axis=0).min()
+    assert not (per_channel == per_channel[:1]).all()              # images differ
+    np.testing.assert_array_equal(dropped[kept], x[kept] * np.float32(2.0))
+
+
+def test_dropout_noise_shape_at_full_size_is_the_plain_mask_and_rate_zero_the_identity():
+    x = np.random.default_rng(6).normal(size=(7, 4, 3, 8)).astype(np.float32)
+    args = [x, x, np.array(9, np.int64)]
+    plain = _training_output(compile_source(model_source(
+        "output p = dropout(x, 0.3)", inputs="input x: f32[N, 4, 3, 8]", target="target y: f32[N, 4, 3, 8]"),
+        "m.dl"), args)
+    full = _training_output(compile_source(_spatial_dropout_model("[none, 4, 3, 8]", "0.3"), "m.dl"), args)
+    np.testing.assert_array_equal(full, plain)
+    zero = compile_source(_spatial_dropout_model("[none, 1, 1, 8]", "0.0"), "m.dl")
+    assert not [op for op in zero.get("loss").ops if op.name == "bernoulli"]
+    np.testing.assert_array_equal(_training_output(zero, [x, x]), x)
+    empty = np.zeros((0, 4, 3, 8), np.float32)          # an empty batch draws an empty mask
+    m = compile_source(_spatial_dropout_model("[none, 1, 1, 8]"), "m.dl")
+    assert _training_output(m, [empty, empty, np.array(1, np.int64)]).shape == (0, 4, 3, 8)
+
+
+@pytest.mark.parametrize("noise_shape, problem", [
+    ("[none, 1, 8]", "one entry per axis of the input (4), got [none, 1, 8]"),
+    ("[none, 2, 1, 8]", "each entry is 1, the input's size on that axis or none; got [none, 2, 1, 8]"),
+    ("[M, 1, 1, 8]", "got [M, 1, 1, 8] for an input of shape [N, 4, 3, 8]"),
+    ("3", "one entry per axis")])
+def test_dropout_noise_shape_is_checked(noise_shape, problem):
+    msgs = messages(_spatial_dropout_model(noise_shape))
+    assert any(problem in msg for msg in msgs), msgs
+
+
+def test_spatial_dropout_trains_natively_as_in_the_interpreter():
+    source = model_source("let c = dropout(conv2d(x, filters=4, kernel=3, padding=same), 0.4, "
+                          "noise_shape=[none, 1, 1, 4])\n output p = dense(flatten(c), 3)",
+                          inputs="input x: f32[N, 5, 5, 2]")
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(40, 5, 5, 2)).astype(np.float32), rng.normal(size=(40, 3)).astype(np.float32)
+    weights = []
+    for backend in ("native", "interp"):
+        model = load_model(compile_source(source, "m.dl"), seed=2, backend=backend)
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        weights.append(model.weights)
+    for name, w in weights[0].items():
+        np.testing.assert_allclose(w, weights[1][name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 # ---------------------------------------------------------------------------
 # Batch norm
 
