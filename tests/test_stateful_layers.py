@@ -300,6 +300,68 @@ def test_batch_norm_over_nhwc_channels():
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3) * gamma, rtol=1e-4, atol=1e-5)
 
 
+def test_batch_norm_axis_one_on_nchw_equals_the_last_axis_on_nhwc():
+    nchw = compile_source(_bn_model("N, 3, 4, 5", ", axis=1, momentum=0.8"), "m.dl")
+    nhwc = compile_source(_bn_model("N, 4, 5, 3", ", momentum=0.8"), "m.dl")
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(6, 3, 4, 5)) * [[[[1.0]], [[4.0]], [[0.5]]]] + 2).astype(np.float32)
+    xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    gamma, beta = np.array([1.5, -1.0, 2.0], np.float32), np.array([0.1, 0.2, -0.3], np.float32)
+    mm, mv = np.array([1.0, 2.0, 3.0], np.float32), np.array([0.5, 1.0, 2.0], np.float32)
+    first = interpret(nchw.get("loss"), [gamma, beta, mm, mv, x, x])
+    second = interpret(nhwc.get("loss"), [gamma, beta, mm, mv, xt, xt])
+    for a, b in zip(first[1:], second[1:], strict=True):        # the new moving statistics, [3]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first[1], mm * 0.8 + x.astype(np.float64).mean((0, 2, 3)) * 0.2, rtol=1e-5)
+    np.testing.assert_allclose(_training_output(nchw, [gamma, beta, mm, mv, x, x]).transpose(0, 2, 3, 1),
+                               _training_output(nhwc, [gamma, beta, mm, mv, xt, xt]), rtol=1e-5, atol=1e-5)
+    (p,) = interpret(nchw.get("predict"), [gamma, beta, mm, mv, x])
+    want = (x - mm[:, None, None]) / np.sqrt(mv[:, None, None] + 1e-3) * gamma[:, None, None] + beta[:, None, None]
+    np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-5)
+    (empty,) = interpret(nchw.get("predict"), [gamma, beta, mm, mv, np.zeros((0, 3, 4, 5), np.float32)])
+    assert empty.shape == (0, 3, 4, 5)
+
+
+def test_batch_norm_on_an_axis_of_one_and_a_batch_of_one():
+    m = compile_source(_bn_model("N, 1, 4", ", axis=-2, momentum=0.5"), "m.dl")
+    x = np.array([[[1.0, 2.0, 3.0, 6.0]]], np.float32)            # one sample, one channel
+    gamma, beta = np.array([2.0], np.float32), np.array([0.5], np.float32)
+    args = [gamma, beta, np.zeros(1, np.float32), np.ones(1, np.float32), x, x]
+    _, new_mm, new_mv = interpret(m.get("loss"), args)
+    np.testing.assert_allclose(new_mm, [3.0 * 0.5], rtol=1e-6)           # mean 3, var 3.5
+    np.testing.assert_allclose(new_mv, [0.5 + 3.5 * 0.5], rtol=1e-6)
+    np.testing.assert_allclose(_training_output(m, args), (x - 3.0) / np.sqrt(3.5 + 1e-3) * 2.0 + 0.5, rtol=1e-5)
+    one = compile_source(_bn_model("N, 5"), "m.dl")                       # batch of 1: var 0, output beta
+    x1 = np.random.default_rng(9).normal(size=(1, 5)).astype(np.float32)
+    b = np.linspace(-1, 1, 5).astype(np.float32)
+    out = _training_output(one, [np.ones(5, np.float32), b, np.zeros(5, np.float32), np.ones(5, np.float32), x1, x1])
+    np.testing.assert_allclose(out, b[None], atol=1e-6)
+
+
+def test_batch_norm_axis_trains_natively_as_in_the_interpreter():
+    source = model_source("output p = dense(flatten(batch_norm(x, axis=1)), 3)", inputs="input x: f32[N, 2, 3, 4]")
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(40, 2, 3, 4)).astype(np.float32) * 2 + 1, rng.normal(size=(40, 3)).astype(np.float32)
+    models = []
+    for backend in ("native", "interp"):
+        model = load_model(compile_source(source, "m.dl"), seed=2, backend=backend)
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        models.append(model)
+    assert models[0].model_state["batch_norm_1.moving_mean"].shape == (2,)
+    for name, w in {**models[0].weights, **models[0].model_state}.items():
+        want = {**models[1].weights, **models[1].model_state}[name]
+        np.testing.assert_allclose(w, want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("shape, extra, problem", [
+    ("N, 3, 4", ", axis=3", "must be in [-3, 3) for f32[N, 3, 4], got 3"),
+    ("N, 3, 4", ", axis=0", "needs a static size on its axis 0"),
+    ("N", "", "needs a float input of rank >= 2")])
+def test_batch_norm_axis_is_checked(shape, extra, problem):
+    msgs = messages(_bn_model(shape, extra))
+    assert any(problem in msg for msg in msgs), msgs
+
+
 def test_batch_norm_gradient_in_training_mode_is_the_full_one():
     """Through the batch statistics: finite differences of the training-form loss agree."""
     m = compile_source(MLP, "m.dl")
