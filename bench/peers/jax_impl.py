@@ -127,21 +127,26 @@ def _infer(case: Case) -> Callable[[], object]:
     return lambda: predict(jp, jx).block_until_ready()
 
 
-def _epoch(case: Case) -> Callable[[], object]:
-    mnist = data.mnist_train()
-    mlp = JaxMlp(data.mlp_params())
+def epoch_loop(dispatch: Callable[[np.ndarray, np.ndarray], jax.Array], x: np.ndarray, y: np.ndarray,
+               size: int) -> Callable[[], jax.Array]:
+    """One shuffled pass (seeded permutation) dispatching steps without waiting, then waiting once."""
     rng = np.random.default_rng(0)
-    size = case.params["batch"]
 
     def epoch() -> jax.Array:
-        order = rng.permutation(len(mnist.y))
+        order = rng.permutation(len(y))
         loss = None
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            loss = mlp.dispatch(mnist.x[idx], mnist.y[idx])
+            loss = dispatch(x[idx], y[idx])
+        assert loss is not None
         return loss.block_until_ready()
 
     return epoch
+
+
+def _epoch(case: Case) -> Callable[[], object]:
+    mnist = data.mnist_train()
+    return epoch_loop(JaxMlp(data.mlp_params()).dispatch, mnist.x, mnist.y, case.params["batch"])
 
 
 # -- convolutions, the MNIST CNN, the dropout + batch-norm MLP ---------------------------------
@@ -254,19 +259,7 @@ def _cnn_infer(case: Case) -> Callable[[], object]:
 def _cnn_epoch(case: Case) -> Callable[[], object]:
     mnist = data.mnist_train()
     images = mnist.x.reshape(len(mnist.y), *CNN_IMAGE)
-    cnn = JaxCnn(data.cnn_params())
-    rng = np.random.default_rng(0)
-    size = case.params["batch"]
-
-    def epoch() -> jax.Array:
-        order = rng.permutation(len(mnist.y))
-        loss = None
-        for start in range(0, len(order), size):
-            idx = order[start:start + size]
-            loss = cnn.dispatch(images[idx], mnist.y[idx])
-        return loss.block_until_ready()
-
-    return epoch
+    return epoch_loop(JaxCnn(data.cnn_params()).dispatch, images, mnist.y, case.params["batch"])
 
 
 def _batch_norm(h: jax.Array, gamma: jax.Array, beta: jax.Array,

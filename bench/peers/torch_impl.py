@@ -128,22 +128,26 @@ def _infer(impl: str, case: Case) -> Callable[[], object]:
     return lambda: mlp.logits(tx)
 
 
-def _epoch(impl: str, case: Case) -> Callable[[], object]:
-    mnist = data.mnist_train()
-    mlp = TorchMlp(data.mlp_params(), compiled=impl == TORCH_COMPILE)
-    tx, ty = torch.from_numpy(mnist.x), _labels(mnist.y)
+def epoch_loop(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tx: torch.Tensor,
+               ty: torch.Tensor, size: int) -> Callable[[], torch.Tensor]:
+    """One shuffled pass over ``(tx, ty)`` in batches of ``size`` (seeded permutation)."""
     gen = torch.Generator().manual_seed(0)
-    size = case.params["batch"]
 
     def epoch() -> torch.Tensor:
         order = torch.randperm(len(ty), generator=gen)
         loss = torch.zeros(())
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            loss = mlp.step(tx[idx], ty[idx])
+            loss = step(tx[idx], ty[idx])
         return loss
 
     return epoch
+
+
+def _epoch(impl: str, case: Case) -> Callable[[], object]:
+    mnist = data.mnist_train()
+    mlp = TorchMlp(data.mlp_params(), compiled=impl == TORCH_COMPILE)
+    return epoch_loop(mlp.step, torch.from_numpy(mnist.x), _labels(mnist.y), case.params["batch"])
 
 
 # -- convolutions, the MNIST CNN, the dropout + batch-norm MLP ---------------------------------
@@ -260,19 +264,8 @@ def _cnn_infer(impl: str, case: Case) -> Callable[[], object]:
 def _cnn_epoch(impl: str, case: Case) -> Callable[[], object]:
     mnist = data.mnist_train()
     trainer = Trainer(TorchCnn(data.cnn_params()), impl == TORCH_COMPILE)
-    tx, ty = _nchw(mnist.x.reshape(len(mnist.y), *CNN_IMAGE)), _labels(mnist.y)
-    gen = torch.Generator().manual_seed(0)
-    size = case.params["batch"]
-
-    def epoch() -> torch.Tensor:
-        order = torch.randperm(len(ty), generator=gen)
-        loss = torch.zeros(())
-        for start in range(0, len(order), size):
-            idx = order[start:start + size]
-            loss = trainer.step(tx[idx], ty[idx])
-        return loss
-
-    return epoch
+    return epoch_loop(trainer.step, _nchw(mnist.x.reshape(len(mnist.y), *CNN_IMAGE)), _labels(mnist.y),
+                      case.params["batch"])
 
 
 def mlpbn_module(p: dict[str, np.ndarray]) -> nn.Sequential:
