@@ -62,22 +62,19 @@ def describe(threads: int) -> dict:
             "mkl": torch.backends.mkl.is_available()}
 
 
-class TorchMlp:
-    """The MLP as ``nn.Sequential``, cross-entropy from logits, ``optim.SGD``."""
+class Trainer:
+    """A module, an optimizer (default ``optim.Adam`` with Keras' epsilon) and cross-entropy from
+    logits; ``forward`` is the compiled module for torch.compile.  The module stays in training
+    mode: the CNN has no layer that differs at inference, and the dropout + batch-norm MLP is
+    only ever stepped."""
 
-    def __init__(self, params: data.MlpParams, compiled: bool) -> None:
-        self.model = nn.Sequential(nn.Linear(MLP_IN, MLP_HIDDEN), nn.ReLU(),
-                                   nn.Linear(MLP_HIDDEN, MLP_OUT))
-        with torch.no_grad():
-            self.model[0].weight.copy_(torch.from_numpy(params.w1.T.copy()))
-            self.model[0].bias.copy_(torch.from_numpy(params.b1))
-            self.model[2].weight.copy_(torch.from_numpy(params.w2.T.copy()))
-            self.model[2].bias.copy_(torch.from_numpy(params.b2))
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=MLP_LR)
-        self.forward = torch.compile(self.model) if compiled else self.model
+    def __init__(self, module: nn.Module, compiled: bool, opt: torch.optim.Optimizer | None = None) -> None:
+        self.module = module
+        self.opt = opt or torch.optim.Adam(module.parameters(), lr=CNN_LR, eps=ADAM_EPSILON)
+        self.forward = torch.compile(module) if compiled else module
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One SGD step; returns the loss before the update."""
+        """One optimizer step; returns the loss before the update."""
         self.opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.forward(x), y)
         loss.backward()
@@ -88,10 +85,23 @@ class TorchMlp:
         with torch.inference_mode():
             return self.forward(x)
 
+
+class TorchMlp(Trainer):
+    """The MLP as ``nn.Sequential``, cross-entropy from logits, ``optim.SGD``."""
+
+    def __init__(self, params: data.MlpParams, compiled: bool) -> None:
+        model = nn.Sequential(nn.Linear(MLP_IN, MLP_HIDDEN), nn.ReLU(), nn.Linear(MLP_HIDDEN, MLP_OUT))
+        with torch.no_grad():
+            model[0].weight.copy_(torch.from_numpy(params.w1.T.copy()))
+            model[0].bias.copy_(torch.from_numpy(params.b1))
+            model[2].weight.copy_(torch.from_numpy(params.w2.T.copy()))
+            model[2].bias.copy_(torch.from_numpy(params.b2))
+        super().__init__(model, compiled, torch.optim.SGD(model.parameters(), lr=MLP_LR))
+
     def params(self) -> data.MlpParams:
         def grab(t: torch.Tensor) -> np.ndarray:
             return t.detach().numpy()
-        m = self.model
+        m = self.module
         return data.MlpParams(grab(m[0].weight).T, grab(m[0].bias), grab(m[2].weight).T,
                               grab(m[2].bias))
 
@@ -217,29 +227,6 @@ class TorchCnn(nn.Module):
         h = F.max_pool2d(F.relu(self.conv2(h)), 2)
         h = F.relu(self.fc1(h.permute(0, 2, 3, 1).flatten(1)))
         return self.fc2(h)
-
-
-class Trainer:
-    """A module, ``optim.Adam`` (Keras' epsilon) and cross-entropy from logits; ``forward`` is
-    the compiled module for torch.compile."""
-
-    def __init__(self, module: nn.Module, compiled: bool) -> None:
-        self.module = module
-        self.opt = torch.optim.Adam(module.parameters(), lr=CNN_LR, eps=ADAM_EPSILON)
-        self.forward = torch.compile(module) if compiled else module
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.module.train()
-        self.opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.forward(x), y)
-        loss.backward()
-        self.opt.step()
-        return loss
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        self.module.eval()
-        with torch.inference_mode():
-            return self.forward(x)
 
 
 def _cnn_step(impl: str, case: Case) -> Callable[[], object]:
