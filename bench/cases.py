@@ -198,7 +198,8 @@ def _conv_cases() -> list[Case]:
                               "GFLOP/s", (DLC, TORCH, TORCH_COMPILE, JAX),
                               {"n": n, "size": size, "c": c, "oc": oc, "k": 3, "direction": direction,
                                "flop": factor * flop},
-                              _every_thread_count(Target(0.9, TORCH, False)), quick=size == 28))
+                              _every_thread_count(Target(0.9, TORCH, False)),
+                              quick=(direction, size) == ("fwd", 28)))
     return cases
 
 
@@ -211,7 +212,7 @@ def _cnn_cases() -> list[Case]:
     steps = [Case(f"cnn-step-{b}", f"CNN train step (Adam), batch {b}", "us", impls, {"batch": b},
                   _every_thread_count(Target(bound, "fastest peer", True)), quick=b in (1, 128))
              for b, bound in CNN_STEP_BOUNDS.items()]
-    infer = [Case(f"cnn-infer-{b}", f"CNN inference, batch {b}", "us", impls, {"batch": b}, quick=b == 128)
+    infer = [Case(f"cnn-infer-{b}", f"CNN inference, batch {b}", "us", impls, {"batch": b}, quick=False)
              for b in (1, 128)]
     epoch = Case("cnn-epoch", f"CNN epoch ({EPOCH_SAMPLES} samples, batch {EPOCH_BATCH})", "ms", impls,
                  {"batch": EPOCH_BATCH}, quick=False)
