@@ -6,8 +6,9 @@ timed in a worker (compile time, peak memory) are run by :mod:`bench.run`
 through their own subprocesses.
 
 Case ids: ``sgemm-<size>`` / ``sgemm-<mlp shape>``, ``step-<batch>``,
-``epoch``, ``infer-<batch>``, ``vmath-<fn>``, ``compile-cold``,
-``compile-warm``, ``memory``.  Groups (``--cases sgemm,step``) select every
+``epoch``, ``infer-<batch>``, ``vmath-<fn>``, ``conv-<fwd|bwd>-<image size>``,
+``cnn-step-<batch>``, ``cnn-infer-<batch>``, ``cnn-epoch``,
+``mlpbn-step-<batch>``, ``compile-cold``, ``compile-warm``, ``memory``.  Groups (``--cases sgemm,step``) select every
 case whose id starts with the group name.
 """
 
@@ -30,6 +31,19 @@ MLP_IN, MLP_HIDDEN, MLP_OUT = 784, 512, 10
 MLP_LR = 0.1
 EPOCH_SAMPLES = 60000
 EPOCH_BATCH = 128
+# The LeNet-style MNIST CNN of issue 16 (NHWC images, HWIO kernels, valid 3x3
+# convolutions, 2x2 max pooling), trained with Adam at Keras' defaults.
+CNN_IMAGE = (28, 28, 1)
+CNN_FILTERS = (32, 64)
+CNN_HIDDEN = 128
+CNN_LR = 0.001
+ADAM_EPSILON = 1e-7    # Keras' (and dlc's) default; PyTorch's is 1e-8
+# The issue-17 MLP: 784 -> dense 512 (no bias) -> batch norm -> relu -> dropout
+# 0.2 -> dense 256 (no bias) -> batch norm -> relu -> dropout 0.2 -> dense 10.
+MLPBN_HIDDEN = (512, 256)
+MLPBN_DROPOUT = 0.2
+BN_MOMENTUM = 0.99     # Keras' convention: moving = moving * momentum + batch * (1 - momentum)
+BN_EPSILON = 1e-3
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,11 @@ class Case:
     targets: dict[int, Target] = field(default_factory=dict)   # threads -> target
     threads: tuple[int, ...] | None = None   # None: every requested thread count
     quick: bool = True                      # part of --quick
+
+    @property
+    def is_epoch(self) -> bool:
+        """A whole epoch: warmed up by one call and timed one call at a time."""
+        return self.id == "epoch" or self.id.endswith("-epoch")
 
     @property
     def higher_is_better(self) -> bool:
@@ -160,6 +179,53 @@ def _vmath_cases() -> list[Case]:
             for fn in ("exp", "log", "tanh", "sigmoid")]
 
 
+def conv_flop(n: int, h: int, w: int, c: int, oc: int, k: int) -> float:
+    """Multiply-adds x 2 of a stride-1 'same' k x k convolution (one of its gradients costs the same)."""
+    return 2.0 * n * h * w * k * k * c * oc
+
+
+def _conv_cases() -> list[Case]:
+    """conv2d 3x3, stride 1, 'same' padding: forward, and backward (input and kernel gradients).
+
+    The target (issue 16) is forward GFLOP/s >= 0.9x PyTorch eager's (oneDNN);
+    the backward rows carry the same bound ("backward at the same efficiency").
+    """
+    cases = []
+    for n, size, c, oc in ((128, 28, 32, 64), (32, 56, 64, 64)):
+        flop = conv_flop(n, size, size, c, oc, 3)
+        for direction, what, factor in (("fwd", "forward", 1), ("bwd", "input + kernel grads", 2)):
+            cases.append(Case(f"conv-{direction}-{size}", f"conv2d 3x3 {what}, {n}x{size}x{size}, {c}->{oc}",
+                              "GFLOP/s", (DLC, TORCH, TORCH_COMPILE, JAX),
+                              {"n": n, "size": size, "c": c, "oc": oc, "k": 3, "direction": direction,
+                               "flop": factor * flop},
+                              _every_thread_count(Target(0.9, TORCH, False)),
+                              quick=(direction, size) == ("fwd", 28)))
+    return cases
+
+
+CNN_STEP_BOUNDS = {1: 0.5, 32: 0.8, 128: 0.8}
+
+
+def _cnn_cases() -> list[Case]:
+    """The MNIST CNN: Adam training steps, inference (no target in the issue), a whole epoch."""
+    impls = (DLC, TORCH, TORCH_COMPILE, JAX)
+    steps = [Case(f"cnn-step-{b}", f"CNN train step (Adam), batch {b}", "us", impls, {"batch": b},
+                  _every_thread_count(Target(bound, "fastest peer", True)), quick=b in (1, 128))
+             for b, bound in CNN_STEP_BOUNDS.items()]
+    infer = [Case(f"cnn-infer-{b}", f"CNN inference, batch {b}", "us", impls, {"batch": b}, quick=False)
+             for b in (1, 128)]
+    epoch = Case("cnn-epoch", f"CNN epoch ({EPOCH_SAMPLES} samples, batch {EPOCH_BATCH})", "ms", impls,
+                 {"batch": EPOCH_BATCH}, quick=False)
+    return [*steps, *infer, epoch]
+
+
+def _mlpbn_cases() -> list[Case]:
+    """Issue 17's row: the dropout + batch-norm MLP's Adam training step."""
+    return [Case("mlpbn-step-128", "MLP dropout+BN train step (Adam), batch 128", "us",
+                 (DLC, TORCH, TORCH_COMPILE, JAX), {"batch": 128},
+                 _every_thread_count(Target(0.8, "fastest peer", True)))]
+
+
 # Cases run by bench.run itself (subprocesses), not timed in a worker.
 COMPILE_COLD = Case("compile-cold", "dlc compile, cold cache (MLP model)", "s", (DLC,),
                     targets={0: Target(1.0, "absolute", True)}, threads=(0,))
@@ -171,7 +237,7 @@ SPEEDUP = Case("sgemm-1024-speedup", "sgemm 1024, 2-thread speedup", "x", (DLC, 
                targets={0: Target(1.8, "absolute", False)}, threads=(0,))
 
 WORKER_CASES: list[Case] = (_sgemm_cases() + _step_cases() + _infer_cases() + _vmath_cases()
-                            + [_epoch_case()])
+                            + [_epoch_case()] + _conv_cases() + _cnn_cases() + _mlpbn_cases())
 
 
 def _thread_scaling(case: Case) -> Case:
@@ -186,7 +252,7 @@ SCALING: dict[str, Case] = {c.id: _thread_scaling(c) for c in WORKER_CASES if c.
 PROCESS_CASES: list[Case] = [COMPILE_COLD, COMPILE_WARM, MEMORY]
 ALL_CASES: list[Case] = WORKER_CASES + PROCESS_CASES
 BY_ID: dict[str, Case] = {c.id: c for c in ALL_CASES + [SPEEDUP, *SCALING.values()]}
-GROUPS = ("sgemm", "step", "infer", "vmath", "epoch", "compile", "memory")
+GROUPS = ("sgemm", "step", "infer", "vmath", "epoch", "conv", "cnn", "mlpbn", "compile", "memory")
 
 
 class UnknownCase(ValueError):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import EPOCH_SAMPLES, MLP_HIDDEN, MLP_IN, MLP_OUT
+from .cases import CNN_FILTERS, CNN_HIDDEN, CNN_IMAGE, EPOCH_SAMPLES, MLP_HIDDEN, MLP_IN, MLP_OUT, MLPBN_HIDDEN
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIRS = (REPO_ROOT / "examples" / "data" / "mnist",
@@ -179,3 +179,122 @@ def params_close(got: MlpParams, want: MlpParams, tol: float = 1e-4) -> str | No
         if not err <= tol:
             return f"{name}: max error {err:.2e} after one step"
     return None
+
+
+# -- convolutions and the MNIST CNN (issue 16) -------------------------------------------------
+
+
+def conv_operands(n: int, size: int, c: int, oc: int, k: int = 3) -> tuple[np.ndarray, ...]:
+    """Seeded standard-normal ``x [n, size, size, c]``, ``w [k, k, c, oc]`` and ``dy [n, size, size, oc]``."""
+    rng = np.random.default_rng(n * 1009 + size * 31 + c + oc)
+    return (rng.standard_normal((n, size, size, c), dtype=np.float32),
+            rng.standard_normal((k, k, c, oc), dtype=np.float32),
+            rng.standard_normal((n, size, size, oc), dtype=np.float32))
+
+
+def _taps(x: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, int, int]:
+    """``x`` zero-padded by ``pad`` on each side, and the output height and width of a k x k window."""
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return xp, xp.shape[1] - k + 1, xp.shape[2] - k + 1
+
+
+def reference_conv(x: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
+    """Stride-1 NHWC / HWIO cross-correlation in float64, one GEMM per kernel tap."""
+    k = w.shape[0]
+    xp, oh, ow = _taps(x.astype(np.float64), k, pad)
+    out = np.zeros((x.shape[0], oh, ow, w.shape[3]))
+    for i in range(k):
+        for j in range(k):
+            out += xp[:, i:i + oh, j:j + ow, :] @ w[i, j].astype(np.float64)
+    return out
+
+
+def reference_conv_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray,
+                         pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input and kernel gradients of :func:`reference_conv` for output gradient ``dy``, float64."""
+    k = w.shape[0]
+    xp, oh, ow = _taps(x.astype(np.float64), k, pad)
+    dy64 = dy.astype(np.float64)
+    dxp = np.zeros_like(xp)
+    dw = np.zeros(w.shape)
+    rows = dy64.reshape(-1, dy.shape[3])
+    for i in range(k):
+        for j in range(k):
+            window = xp[:, i:i + oh, j:j + ow, :]
+            dw[i, j] = window.reshape(-1, x.shape[3]).T @ rows
+            dxp[:, i:i + oh, j:j + ow, :] += dy64 @ w[i, j].astype(np.float64).T
+    return dxp[:, pad:pad + x.shape[1], pad:pad + x.shape[2], :], dw
+
+
+CnnParams = dict[str, np.ndarray]
+CNN_PARAM_NAMES = ("k1", "b1", "k2", "b2", "w3", "b3", "w4", "b4")
+
+
+def cnn_params(seed: int = 0) -> CnnParams:
+    """The CNN's weights: Glorot-uniform kernels (fans as Keras: receptive field x channels), zero biases.
+
+    ``k1 [3, 3, 1, 32]``, ``k2 [3, 3, 32, 64]`` (HWIO), ``w3 [1600, 128]`` (rows in NHWC
+    flatten order), ``w4 [128, 10]``; every shape is distinct, which the dlc adapter uses.
+    """
+    rng = np.random.default_rng(seed)
+
+    def glorot(shape: tuple[int, ...]) -> np.ndarray:
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, shape).astype(np.float32)
+
+    c0, (c1, c2) = CNN_IMAGE[2], CNN_FILTERS
+    flat = 5 * 5 * c2
+    return {"k1": glorot((3, 3, c0, c1)), "b1": np.zeros(c1, np.float32),
+            "k2": glorot((3, 3, c1, c2)), "b2": np.zeros(c2, np.float32),
+            "w3": glorot((flat, CNN_HIDDEN)), "b3": np.zeros(CNN_HIDDEN, np.float32),
+            "w4": glorot((CNN_HIDDEN, MLP_OUT)), "b4": np.zeros(MLP_OUT, np.float32)}
+
+
+def image_batch(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real MNIST images as f32 ``[size, 28, 28, 1]`` in [0, 1] and their labels (a seeded choice)."""
+    x, y = batch(size, "mnist")
+    return np.ascontiguousarray(x.reshape(size, *CNN_IMAGE)), y
+
+
+def _max_pool2(x: np.ndarray) -> np.ndarray:
+    n, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    return x[:, :2 * h2, :2 * w2, :].reshape(n, h2, 2, w2, 2, c).max(axis=(2, 4))
+
+
+def reference_cnn_logits(p: CnnParams, x: np.ndarray) -> np.ndarray:
+    """The CNN's logits in float64: conv relu pool, conv relu pool, flatten (NHWC), dense relu, dense."""
+    h = _max_pool2(np.maximum(reference_conv(x, p["k1"], 0) + p["b1"], 0.0))
+    h = _max_pool2(np.maximum(reference_conv(h, p["k2"], 0) + p["b2"], 0.0))
+    h = np.maximum(h.reshape(len(h), -1) @ p["w3"].astype(np.float64) + p["b3"], 0.0)
+    return h @ p["w4"].astype(np.float64) + p["b4"]
+
+
+def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean sparse softmax cross-entropy of float64 logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(y)), y].mean())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of float64 logits."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def mlpbn_params(seed: int = 0) -> dict[str, np.ndarray]:
+    """The dropout + batch-norm MLP's weights: Glorot-uniform dense kernels (no bias before a
+    batch norm), gamma ones, beta zeros, output bias zeros."""
+    rng = np.random.default_rng(seed)
+    (h1, h2), out = MLPBN_HIDDEN, MLP_OUT
+
+    def glorot(fan_in: int, fan_out: int) -> np.ndarray:
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
+
+    return {"w1": glorot(MLP_IN, h1), "g1": np.ones(h1, np.float32), "be1": np.zeros(h1, np.float32),
+            "w2": glorot(h1, h2), "g2": np.ones(h2, np.float32), "be2": np.zeros(h2, np.float32),
+            "w3": glorot(h2, out), "b3": np.zeros(out, np.float32)}

@@ -142,7 +142,7 @@ def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Se
     """Prepare every implementation, then time them interleaved; medians into a Result."""
     result = Result(case, session.threads)
     ready = prepare_all(session, case, impls, settings, result)
-    reps = settings.epoch_reps if case.id == "epoch" else settings.reps
+    reps = settings.epoch_reps if case.is_epoch else settings.reps
     seconds: dict[str, list[float]] = {impl: [] for impl in ready}
     in_vain = 0
     for rep in range(reps):
@@ -174,7 +174,7 @@ def prepare_all(session: Session, case: C.Case, impls: tuple[str, ...], settings
 
     An epoch is warmed up by one call and timed one call at a time.
     """
-    is_epoch = case.id == "epoch"
+    is_epoch = case.is_epoch
     ready = {}
     for impl in impls:
         if impl not in case.impls:

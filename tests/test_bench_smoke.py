@@ -351,3 +351,59 @@ def test_forget_models_keeps_only_the_gemm_library(tmp_path, monkeypatch):
     store.store_alias(alias, model)
     assert forget_models() == {"ok": True, "kept": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == [library + ".dlco"]
+# -- the convolution, CNN and dropout + batch-norm cases (issues 16 and 17) ----------------
+
+
+def test_conv_cnn_and_mlpbn_groups_targets_and_flops():
+    assert [c.id for c in C.select(["conv"], quick=False)] == \
+        ["conv-fwd-28", "conv-bwd-28", "conv-fwd-56", "conv-bwd-56"]
+    assert [c.id for c in C.select(["cnn"], quick=False)] == \
+        ["cnn-step-1", "cnn-step-32", "cnn-step-128", "cnn-infer-1", "cnn-infer-128", "cnn-epoch"]
+    assert [c.id for c in C.select(["step"], quick=False)][0] == "step-1"       # not cnn-step-*
+    assert C.BY_ID["conv-fwd-28"].targets[1] == C.Target(0.9, C.TORCH, False)
+    assert C.BY_ID["cnn-step-1"].targets[2] == C.Target(0.5, "fastest peer", True)
+    assert C.BY_ID["cnn-step-32"].targets[1].bound == C.BY_ID["cnn-step-128"].targets[2].bound == 0.8
+    assert C.BY_ID["mlpbn-step-128"].targets[1] == C.Target(0.8, "fastest peer", True)
+    assert C.BY_ID["cnn-epoch"].is_epoch and not C.BY_ID["cnn-step-32"].is_epoch
+    fwd, bwd = C.BY_ID["conv-fwd-56"], C.BY_ID["conv-bwd-56"]
+    assert fwd.params["flop"] == 2 * 32 * 56 * 56 * 9 * 64 * 64 and bwd.params["flop"] == 2 * fwd.params["flop"]
+    assert fwd.figure(fwd.params["flop"] / 100e9) == pytest.approx(100.0)
+
+
+def test_conv_references_agree_with_a_naive_loop_and_each_other():
+    x, w, dy = data.conv_operands(2, 5, 3, 4)
+    y = data.reference_conv(x, w, 1)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    naive = np.array([[[[np.sum(xp[n, i:i + 3, j:j + 3, :] * w[..., o]) for o in range(4)]
+                        for j in range(5)] for i in range(5)] for n in range(2)])
+    np.testing.assert_allclose(y, naive, rtol=1e-12, atol=1e-12)
+    dx, dw = data.reference_conv_grads(x, w, dy, 1)
+    # <conv(x, w), dy> = <x, dx> = <w, dw>: the gradients of a bilinear form
+    assert np.sum(y * dy) == pytest.approx(np.sum(x * dx), rel=1e-12) == pytest.approx(np.sum(w * dw), rel=1e-12)
+
+
+def test_conv_checks_reject_a_wrong_gradient():
+    from bench.peers import check_conv_forward, check_conv_grads
+    x, w, dy = data.conv_operands(2, 5, 3, 4)
+    dx, dw = data.reference_conv_grads(x, w, dy, 1)
+    check_conv_forward(data.reference_conv(x, w, 1).astype(np.float32), x, w, 1)
+    dw_wrong = dw.copy()
+    dw_wrong[1, 1, 0, 0] += 0.01 * np.abs(dw).max()
+    with pytest.raises(Unavailable, match="kernel gradient off"):
+        check_conv_grads((dx, dw_wrong), x, w, dy, 1)
+
+
+def test_builder_kinds():
+    from bench.peers import builder_kind
+    assert [builder_kind(C.BY_ID[i]) for i in ("conv-bwd-56", "cnn-step-32", "cnn-epoch", "mlpbn-step-128",
+                                               "step-1", "epoch")] == \
+        ["conv", "cnn-step", "cnn-epoch", "mlpbn-step", "step", "epoch"]
+
+
+def test_dlc_cnn_adapter_matches_the_reference_model():
+    """bench/cnn_adam.dl is the model the peers and the float64 reference compute (loss, logits)."""
+    from bench.peers import dlc_impl
+    step = dlc_impl._cnn_step(C.Case("cnn-step-2", "", "us", (), {"batch": 2}), backend="interp")
+    assert np.isfinite(float(step()))
+    infer = dlc_impl._cnn_infer(C.Case("cnn-infer-2", "", "us", (), {"batch": 2}), backend="interp")
+    assert infer().shape == (2, 10)

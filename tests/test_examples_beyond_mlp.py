@@ -43,3 +43,25 @@ def test_mnist_cnn_learns_from_raw_bytes_on_a_subset(tmp_path: Path) -> None:
     np.savez(subset, x=as_bytes, y=mnist.y_train[:2000], x_test=test, y_test=mnist.y_test[:500])
     report = train(tmp_path, "mnist_cnn", "--data", str(subset), "--epochs", "2", "--batch-size", "64")
     assert report["test"]["accuracy"] > 0.85
+
+
+def test_mnist_cnn_bn_trains_a_few_steps_and_predicts_per_sample(tmp_path: Path) -> None:
+    """conv -> batch_norm -> relu -> pool twice, dense, dropout: a few steps on a small slice, then
+    predict in inference form (moving statistics), the same for a row alone as in a batch."""
+    mnist = load_data("mnist")
+    as_bytes = (mnist.x_train[:640] * 255).round().astype(np.uint8).reshape(-1, 28, 28, 1)
+    test = (mnist.x_test[:200] * 255).round().astype(np.uint8).reshape(-1, 28, 28, 1)
+    subset = tmp_path / "subset.npz"
+    np.savez(subset, x=as_bytes, y=mnist.y_train[:640], x_test=test, y_test=mnist.y_test[:200])
+    weights = tmp_path / "w.npz"
+    report = train(tmp_path, "mnist_cnn_bn", "--data", str(subset), "--epochs", "2", "--batch-size", "64",
+                   "--save", str(weights))
+    assert report["history"]["loss"][1] < report["history"]["loss"][0]
+    assert report["test"]["accuracy"] > 0.5
+    from runtime.model import load_model
+    model = load_model(EXAMPLES / "mnist_cnn_bn.dl", seed=0)
+    model.load_weights(weights)
+    assert any(np.any(s != 0) for s in model.model_state.values())     # trained moving statistics
+    batch = model.predict(test[:16])
+    alone = np.concatenate([model.predict(test[i:i + 1]) for i in range(16)])
+    np.testing.assert_allclose(alone, batch, rtol=1e-6, atol=1e-6)

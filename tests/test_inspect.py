@@ -316,3 +316,37 @@ def test_run_takes_pass_flags(tmp_path):
     expected = sig(-1.0 * sig(2.0 * sig(x)))
     numbers = [float(t) for t in re.findall(r"-?\d+\.\d+", out.split("\n", 1)[1])]
     np.testing.assert_allclose(numbers, expected.ravel(), rtol=1e-5)
+
+
+CNN_SOURCE = """model tiny_cnn {
+    input x: f32[N, 28, 28, 1]
+    target y: i32[N]
+    let c1 = max_pool(conv2d(x, filters=32, kernel=3, activation=relu), 2)
+    let c2 = conv2d(c1, filters=64, kernel=3, strides=2, padding=same)
+    output probs = dense(flatten(c2), 10, activation=softmax)
+    loss sparse_categorical_crossentropy(probs, y)
+    optimizer adam(lr=0.001)
+}
+"""
+
+
+def test_stats_lists_each_convolution_with_its_location_shapes_and_flops(tmp_path):
+    path = tmp_path / "cnn.dl"
+    path.write_text(CNN_SOURCE)
+    code, out, _ = dlc("stats", str(path), "--fn", "predict", "--batch", "2")
+    assert code == 0
+    lines = out.split("FLOPs per convolution:\n")[1].splitlines()
+    first, second = lines[0].split(), lines[1].split()
+    # 26 x 26 outputs x 9 taps x 1 -> 32 channels x 2; 'same' with stride 2: 7 x 7 outputs of 9 x 32 -> 64
+    assert first[:2] == ["conv2d", f"{path}:4:23"] and first[-2:] == ["778,752", "(389376*N)"]
+    assert "f32[N, 28, 28, 1] * f32[3, 3, 1, 32] -> f32[N, 26, 26, 32] (kernel conv2d_1.kernel)" in lines[0]
+    assert second[:2] == ["conv2d", f"{path}:5:14"] and second[-2:] == ["3,612,672", "(1806336*N)"]
+    assert 389376 + 1806336 == 2 * 9 * (26 * 26 * 32 + 7 * 7 * 32 * 64)
+    code, out, _ = dlc("stats", str(path), "--json", "--fn", "train_step", "--batch", "2")
+    convs = json.loads(out)["functions"][0]["convolutions"]
+    assert [(c["op"], c["location"]) for c in convs] == [
+        ("conv2d", f"{path}:4:23"), ("conv2d", f"{path}:5:14"),
+        ("conv2d_backprop_input", f"backward of {path}:5:14"),
+        ("conv2d_backprop_filter", f"backward of {path}:5:14"),
+        ("conv2d_backprop_filter", f"backward of {path}:4:23")]
+    assert convs[2]["kernel"] == "conv2d_2.kernel" and convs[3]["flops"] == 1806336 * 2

@@ -197,6 +197,68 @@ def test_dropout_rate_is_checked(rate, problem):
     assert any("rate" in msg and problem in msg for msg in msgs), msgs
 
 
+def _spatial_dropout_model(noise_shape: str, rate: str = "0.5") -> str:
+    return model_source(f"output p = dropout(x, {rate}, noise_shape={noise_shape})",
+                        inputs="input x: f32[N, 4, 3, 8]", target="target y: f32[N, 4, 3, 8]")
+
+
+@pytest.mark.parametrize("noise_shape", ["[none, 1, 1, 8]", "[N, 1, 1, 8]", "[N, 1, 1, none]"])
+def test_dropout_noise_shape_shares_the_mask_along_its_one_axes(noise_shape):
+    m = compile_source(_spatial_dropout_model(noise_shape), "m.dl")
+    x = np.random.default_rng(5).uniform(1, 2, size=(60, 4, 3, 8)).astype(np.float32)
+    (p,) = interpret(m.get("predict"), [x])
+    np.testing.assert_array_equal(p, x)
+    dropped = _training_output(m, [x, x, np.array(3, np.int64)])
+    kept = dropped != 0
+    # one draw per image and channel, the same at every position (Keras' spatial dropout)
+    assert (kept == kept[:, :1, :1, :]).all()
+    per_channel = kept[:, 0, 0, :]
+    assert 0.35 < per_channel.mean() < 0.65 and 0 < per_channel.sum(axis=0).min()
+    assert not (per_channel == per_channel[:1]).all()              # images differ
+    np.testing.assert_array_equal(dropped[kept], x[kept] * np.float32(2.0))
+
+
+def test_dropout_noise_shape_at_full_size_is_the_plain_mask_and_rate_zero_the_identity():
+    x = np.random.default_rng(6).normal(size=(7, 4, 3, 8)).astype(np.float32)
+    args = [x, x, np.array(9, np.int64)]
+    plain = _training_output(compile_source(model_source(
+        "output p = dropout(x, 0.3)", inputs="input x: f32[N, 4, 3, 8]", target="target y: f32[N, 4, 3, 8]"),
+        "m.dl"), args)
+    full = _training_output(compile_source(_spatial_dropout_model("[none, 4, 3, 8]", "0.3"), "m.dl"), args)
+    np.testing.assert_array_equal(full, plain)
+    zero = compile_source(_spatial_dropout_model("[none, 1, 1, 8]", "0.0"), "m.dl")
+    assert not [op for op in zero.get("loss").ops if op.name == "bernoulli"]
+    np.testing.assert_array_equal(_training_output(zero, [x, x]), x)
+    empty = np.zeros((0, 4, 3, 8), np.float32)          # an empty batch draws an empty mask
+    m = compile_source(_spatial_dropout_model("[none, 1, 1, 8]"), "m.dl")
+    assert _training_output(m, [empty, empty, np.array(1, np.int64)]).shape == (0, 4, 3, 8)
+
+
+@pytest.mark.parametrize("noise_shape, problem", [
+    ("[none, 1, 8]", "one entry per axis of the input (4), got [none, 1, 8]"),
+    ("[none, 2, 1, 8]", "each entry is 1, the input's size on that axis or none; got [none, 2, 1, 8]"),
+    ("[M, 1, 1, 8]", "got [M, 1, 1, 8] for an input of shape [N, 4, 3, 8]"),
+    ("3", "one entry per axis")])
+def test_dropout_noise_shape_is_checked(noise_shape, problem):
+    msgs = messages(_spatial_dropout_model(noise_shape))
+    assert any(problem in msg for msg in msgs), msgs
+
+
+def test_spatial_dropout_trains_natively_as_in_the_interpreter():
+    source = model_source("let c = dropout(conv2d(x, filters=4, kernel=3, padding=same), 0.4, "
+                          "noise_shape=[none, 1, 1, 4])\n output p = dense(flatten(c), 3)",
+                          inputs="input x: f32[N, 5, 5, 2]")
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(40, 5, 5, 2)).astype(np.float32), rng.normal(size=(40, 3)).astype(np.float32)
+    weights = []
+    for backend in ("native", "interp"):
+        model = load_model(compile_source(source, "m.dl"), seed=2, backend=backend)
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        weights.append(model.weights)
+    for name, w in weights[0].items():
+        np.testing.assert_allclose(w, weights[1][name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 # ---------------------------------------------------------------------------
 # Batch norm
 
@@ -236,6 +298,68 @@ def test_batch_norm_over_nhwc_channels():
     np.testing.assert_allclose(new_mv, 0.99 + var * 0.01, rtol=1e-6)
     y = _training_output(m, args)
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3) * gamma, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_norm_axis_one_on_nchw_equals_the_last_axis_on_nhwc():
+    nchw = compile_source(_bn_model("N, 3, 4, 5", ", axis=1, momentum=0.8"), "m.dl")
+    nhwc = compile_source(_bn_model("N, 4, 5, 3", ", momentum=0.8"), "m.dl")
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(6, 3, 4, 5)) * [[[[1.0]], [[4.0]], [[0.5]]]] + 2).astype(np.float32)
+    xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    gamma, beta = np.array([1.5, -1.0, 2.0], np.float32), np.array([0.1, 0.2, -0.3], np.float32)
+    mm, mv = np.array([1.0, 2.0, 3.0], np.float32), np.array([0.5, 1.0, 2.0], np.float32)
+    first = interpret(nchw.get("loss"), [gamma, beta, mm, mv, x, x])
+    second = interpret(nhwc.get("loss"), [gamma, beta, mm, mv, xt, xt])
+    for a, b in zip(first[1:], second[1:], strict=True):        # the new moving statistics, [3]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first[1], mm * 0.8 + x.astype(np.float64).mean((0, 2, 3)) * 0.2, rtol=1e-5)
+    np.testing.assert_allclose(_training_output(nchw, [gamma, beta, mm, mv, x, x]).transpose(0, 2, 3, 1),
+                               _training_output(nhwc, [gamma, beta, mm, mv, xt, xt]), rtol=1e-5, atol=1e-5)
+    (p,) = interpret(nchw.get("predict"), [gamma, beta, mm, mv, x])
+    want = (x - mm[:, None, None]) / np.sqrt(mv[:, None, None] + 1e-3) * gamma[:, None, None] + beta[:, None, None]
+    np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-5)
+    (empty,) = interpret(nchw.get("predict"), [gamma, beta, mm, mv, np.zeros((0, 3, 4, 5), np.float32)])
+    assert empty.shape == (0, 3, 4, 5)
+
+
+def test_batch_norm_on_an_axis_of_one_and_a_batch_of_one():
+    m = compile_source(_bn_model("N, 1, 4", ", axis=-2, momentum=0.5"), "m.dl")
+    x = np.array([[[1.0, 2.0, 3.0, 6.0]]], np.float32)            # one sample, one channel
+    gamma, beta = np.array([2.0], np.float32), np.array([0.5], np.float32)
+    args = [gamma, beta, np.zeros(1, np.float32), np.ones(1, np.float32), x, x]
+    _, new_mm, new_mv = interpret(m.get("loss"), args)
+    np.testing.assert_allclose(new_mm, [3.0 * 0.5], rtol=1e-6)           # mean 3, var 3.5
+    np.testing.assert_allclose(new_mv, [0.5 + 3.5 * 0.5], rtol=1e-6)
+    np.testing.assert_allclose(_training_output(m, args), (x - 3.0) / np.sqrt(3.5 + 1e-3) * 2.0 + 0.5, rtol=1e-5)
+    one = compile_source(_bn_model("N, 5"), "m.dl")                       # batch of 1: var 0, output beta
+    x1 = np.random.default_rng(9).normal(size=(1, 5)).astype(np.float32)
+    b = np.linspace(-1, 1, 5).astype(np.float32)
+    out = _training_output(one, [np.ones(5, np.float32), b, np.zeros(5, np.float32), np.ones(5, np.float32), x1, x1])
+    np.testing.assert_allclose(out, b[None], atol=1e-6)
+
+
+def test_batch_norm_axis_trains_natively_as_in_the_interpreter():
+    source = model_source("output p = dense(flatten(batch_norm(x, axis=1)), 3)", inputs="input x: f32[N, 2, 3, 4]")
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(40, 2, 3, 4)).astype(np.float32) * 2 + 1, rng.normal(size=(40, 3)).astype(np.float32)
+    models = []
+    for backend in ("native", "interp"):
+        model = load_model(compile_source(source, "m.dl"), seed=2, backend=backend)
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        models.append(model)
+    assert models[0].model_state["batch_norm_1.moving_mean"].shape == (2,)
+    for name, w in {**models[0].weights, **models[0].model_state}.items():
+        want = {**models[1].weights, **models[1].model_state}[name]
+        np.testing.assert_allclose(w, want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("shape, extra, problem", [
+    ("N, 3, 4", ", axis=3", "must be in [-3, 3) for f32[N, 3, 4], got 3"),
+    ("N, 3, 4", ", axis=0", "needs a static size on its axis 0"),
+    ("N", "", "needs a float input of rank >= 2")])
+def test_batch_norm_axis_is_checked(shape, extra, problem):
+    msgs = messages(_bn_model(shape, extra))
+    assert any(problem in msg for msg in msgs), msgs
 
 
 def test_batch_norm_gradient_in_training_mode_is_the_full_one():

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import MlpParams, params_close
+from ..cases import Case
+from ..data import MlpParams, params_close, reference_conv, reference_conv_grads
 
 
 class Unavailable(Exception):
@@ -60,3 +61,36 @@ def check_params(impl: str, got: MlpParams, want: MlpParams) -> None:
     problem = params_close(got, want)
     if problem is not None:
         raise Unavailable(f"wrong result: {impl} {problem}")
+
+
+def builder_kind(case: Case) -> str:
+    """Which builder serves ``case``: ``cnn-step`` / ``cnn-infer`` / ``cnn-epoch`` / ``mlpbn-step``
+    for the model cases of those groups, else the id's first word (``sgemm``, ``conv``, ...)."""
+    head = case.id.split("-")
+    return "-".join(head[:2]) if head[0] in ("cnn", "mlpbn") else head[0]
+
+
+def check_logits(got: np.ndarray, want: np.ndarray) -> None:
+    """Check inference logits against float64 (relative 1e-4 of their largest magnitude)."""
+    check_close("logits", np.asarray(got), want, max(1.0, float(np.abs(want).max())), 1e-4)
+
+
+def check_finite_loss(impl: str, got: float) -> None:
+    """A stochastic step (dropout) cannot be compared number for number: its loss must be finite
+    and plausible for 10 classes at initialization."""
+    if not 0.0 < float(got) < 20.0:
+        raise Unavailable(f"wrong result: {impl} loss {float(got)!r} after one step")
+
+
+def check_conv_forward(out: np.ndarray, x: np.ndarray, w: np.ndarray, pad: int) -> None:
+    """Check a convolution against float64 (error relative to the largest output)."""
+    want = reference_conv(x, w, pad)
+    check_close("conv2d", np.asarray(out), want, float(np.abs(want).max()), 1e-5)
+
+
+def check_conv_grads(out: tuple[np.ndarray, np.ndarray], x: np.ndarray, w: np.ndarray,
+                     dy: np.ndarray, pad: int) -> None:
+    """Check ``(dx, dw)`` against float64 (each relative to its largest element)."""
+    dx, dw = reference_conv_grads(x, w, dy, pad)
+    check_close("input gradient", np.asarray(out[0]), dx, float(np.abs(dx).max()), 1e-5)
+    check_close("kernel gradient", np.asarray(out[1]), dw, float(np.abs(dw).max()), 1e-5)

@@ -21,10 +21,24 @@ from typing import Any
 import numpy as np
 
 from .. import data
-from ..cases import MLP_LR, Case
-from . import Unavailable, check_close, check_loss, check_params, check_sgemm, check_vmath
+from ..cases import CNN_IMAGE, MLP_LR, Case
+from . import (
+    Unavailable,
+    builder_kind,
+    check_close,
+    check_conv_forward,
+    check_conv_grads,
+    check_finite_loss,
+    check_logits,
+    check_loss,
+    check_params,
+    check_sgemm,
+    check_vmath,
+)
 
 MODEL_PATH = Path(__file__).resolve().parent.parent / "mlp_sgd.dl"
+CNN_PATH = MODEL_PATH.parent / "cnn_adam.dl"
+MLPBN_PATH = MODEL_PATH.parent.parent / "examples" / "fmnist_mlp_dropout_bn.dl"
 MATMUL_SOURCE = "fn mm(a: f32[M, K], b: f32[K, N]) -> f32[M, N] { return a @ b }\n"
 
 
@@ -185,12 +199,98 @@ def _vmath(case: Case) -> Callable[[], object]:
     return lambda: func(x)
 
 
-BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "vmath": _vmath}
+def conv_source(case: Case) -> str:
+    """``fwd(x, w)`` and ``bwd(x, w, dy) -> (dx, dw)``: a 3x3 'same' convolution and its two gradient ops."""
+    n, size, c, oc, k = (case.params[key] for key in ("n", "size", "c", "oc", "k"))
+    pad, hw = (k - 1) // 2, f"{size}, {size}"
+    geometry = f"padding=[{pad}, {pad}, {pad}, {pad}]"
+    x, w, y = f"f32[N, {hw}, {c}]", f"f32[{k}, {k}, {c}, {oc}]", f"f32[N, {hw}, {oc}]"
+    return (f"fn fwd(x: {x}, w: {w}) -> {y} {{ return conv2d(x, w, {geometry}) }}\n"
+            f"fn bwd(x: {x}, w: {w}, dy: {y}) -> ({x}, {w}) {{\n"
+            f"    return conv2d_backprop_input(dy, w, input_size=[{hw}], {geometry}),\n"
+            f"           conv2d_backprop_filter(x, dy, filter_size=[{k}, {k}], {geometry})\n}}\n")
+
+
+def _conv(case: Case) -> Callable[[], object]:
+    p = case.params
+    x, w, dy = data.conv_operands(p["n"], p["size"], p["c"], p["oc"], p["k"])
+    pad = (p["k"] - 1) // 2
+    if p["direction"] == "fwd":
+        fwd = compile_function(conv_source(case), "fwd")
+        check_conv_forward(_dlc_call("conv2d", lambda: fwd(x, w)), x, w, pad)
+        return lambda: fwd(x, w)
+    bwd = compile_function(conv_source(case), "bwd")
+    check_conv_grads(_dlc_call("conv2d gradients", lambda: bwd(x, w, dy)), x, w, dy, pad)
+    return lambda: bwd(x, w, dy)
+
+
+def _load(path: Path, backend: str, weights: dict[str, np.ndarray] | None = None) -> Any:
+    """A model file as a Model (native unless told), with ``weights`` matched to parameters by shape."""
+    rt = runtime_module("load_model")
+    if backend == "native":
+        runtime_module("compile")
+    model = _dlc_call("load_model", lambda: rt.load_model(path, seed=0, backend=backend))
+    if weights is not None:
+        by_shape = {v.shape: v for v in weights.values()}
+        _dlc_call("set_weights", lambda: model.set_weights(
+            {name: by_shape[value.shape] for name, value in model.weights.items()}))
+    return model
+
+
+class DlcModelStep:
+    """``Model.fit``'s loop body for any model: weights, optimizer and model state (batch norm's
+    moving statistics), and for a model that draws random numbers the seed and step count."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.lr = np.array(model.learning_rate, dtype=np.float32)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> float:
+        return self.model._step([x, y], self.lr)[0]
+
+
+def _cnn_step(case: Case, backend: str = "native") -> Callable[[], object]:
+    x, y = data.image_batch(case.params["batch"])
+    params = data.cnn_params()
+    step = DlcModelStep(_load(CNN_PATH, backend, params))
+    want = data.softmax_cross_entropy(data.reference_cnn_logits(params, x), y)
+    check_loss("dlc", float(_dlc_call("train_step", lambda: step(x, y))), want)
+    return lambda: step(x, y)
+
+
+def _cnn_infer(case: Case, backend: str = "native") -> Callable[[], object]:
+    x, _ = data.image_batch(case.params["batch"])
+    params = data.cnn_params()
+    model = _load(CNN_PATH, backend, params)
+    check_logits(_dlc_call("predict", lambda: model.predict(x)), data.reference_cnn_logits(params, x))
+    return lambda: model.predict(x)
+
+
+def _cnn_epoch(case: Case, backend: str = "native") -> Callable[[], object]:
+    mnist = data.mnist_train()
+    images = mnist.x.reshape(len(mnist.y), *CNN_IMAGE)
+    model = _load(CNN_PATH, backend, data.cnn_params())
+    size = case.params["batch"]
+    return lambda: model.fit(images, mnist.y, epochs=1, batch_size=size, shuffle=True, verbose=0)
+
+
+def _mlpbn_step(case: Case, backend: str = "native") -> Callable[[], object]:
+    """examples/fmnist_mlp_dropout_bn.dl with its own (seed 0) initial weights: dropout makes
+    the step's numbers differ from every peer's anyway, so only a finite loss is checked."""
+    x, y = data.batch(case.params["batch"], "mnist")
+    step = DlcModelStep(_load(MLPBN_PATH, backend))
+    check_finite_loss("dlc", float(_dlc_call("train_step", lambda: step(x, y))))
+    return lambda: step(x, y)
+
+
+BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "vmath": _vmath,
+            "conv": _conv, "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
+            "mlpbn-step": _mlpbn_step}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:
     """The runnable for ``case`` (see :mod:`bench.peers`)."""
-    return BUILDERS[case.id.split("-")[0]](case)
+    return BUILDERS[builder_kind(case)](case)
 
 
 def time_load_model() -> dict[str, float]:

@@ -14,8 +14,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import data
-from ..cases import JAX, MLP_LR, Case
-from . import Unavailable, check_close, check_loss, check_params, check_sgemm
+from ..cases import (
+    ADAM_EPSILON,
+    BN_EPSILON,
+    BN_MOMENTUM,
+    CNN_IMAGE,
+    CNN_LR,
+    JAX,
+    MLP_LR,
+    MLPBN_DROPOUT,
+    MLPBN_HIDDEN,
+    Case,
+)
+from . import (
+    Unavailable,
+    builder_kind,
+    check_close,
+    check_conv_forward,
+    check_conv_grads,
+    check_finite_loss,
+    check_logits,
+    check_loss,
+    check_params,
+    check_sgemm,
+)
 
 Params = dict[str, jax.Array]
 
@@ -105,29 +127,200 @@ def _infer(case: Case) -> Callable[[], object]:
     return lambda: predict(jp, jx).block_until_ready()
 
 
-def _epoch(case: Case) -> Callable[[], object]:
-    mnist = data.mnist_train()
-    mlp = JaxMlp(data.mlp_params())
+def epoch_loop(dispatch: Callable[[np.ndarray, np.ndarray], jax.Array], x: np.ndarray, y: np.ndarray,
+               size: int) -> Callable[[], jax.Array]:
+    """One shuffled pass (seeded permutation) dispatching steps without waiting, then waiting once."""
     rng = np.random.default_rng(0)
-    size = case.params["batch"]
 
     def epoch() -> jax.Array:
-        order = rng.permutation(len(mnist.y))
+        order = rng.permutation(len(y))
         loss = None
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            loss = mlp.dispatch(mnist.x[idx], mnist.y[idx])
+            loss = dispatch(x[idx], y[idx])
+        assert loss is not None
         return loss.block_until_ready()
 
     return epoch
 
 
-BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch}
+def _epoch(case: Case) -> Callable[[], object]:
+    mnist = data.mnist_train()
+    return epoch_loop(JaxMlp(data.mlp_params()).dispatch, mnist.x, mnist.y, case.params["batch"])
+
+
+# -- convolutions, the MNIST CNN, the dropout + batch-norm MLP ---------------------------------
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv(x: jax.Array, w: jax.Array, pad: int) -> jax.Array:
+    """Stride-1 NHWC / HWIO convolution (``lax.conv_general_dilated``)."""
+    return jax.lax.conv_general_dilated(x, w, (1, 1), [(pad, pad), (pad, pad)], dimension_numbers=NHWC)
+
+
+def _conv(case: Case) -> Callable[[], object]:
+    """``jit`` of the convolution; the backward is ``jit`` of its VJP (XLA drops the unused forward)."""
+    p = case.params
+    x, w, dy = data.conv_operands(p["n"], p["size"], p["c"], p["oc"], p["k"])
+    pad = (p["k"] - 1) // 2
+    jx, jw, jdy = jnp.asarray(x), jnp.asarray(w), jnp.asarray(dy)
+    if p["direction"] == "fwd":
+        fwd = jax.jit(partial(conv, pad=pad))
+        check_conv_forward(np.asarray(fwd(jx, jw)), x, w, pad)
+        return lambda: fwd(jx, jw).block_until_ready()
+
+    @jax.jit
+    def bwd(a: jax.Array, b: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return jax.vjp(partial(conv, pad=pad), a, b)[1](g)
+
+    dx, dw = bwd(jx, jw, jdy)
+    check_conv_grads((np.asarray(dx), np.asarray(dw)), x, w, dy, pad)
+    return lambda: jax.block_until_ready(bwd(jx, jw, jdy))
+
+
+def _max_pool2(x: jax.Array) -> jax.Array:
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def cnn_logits(p: Params, x: jax.Array) -> jax.Array:
+    """The CNN's forward pass, NHWC throughout."""
+    h = _max_pool2(jax.nn.relu(conv(x, p["k1"], 0) + p["b1"]))
+    h = _max_pool2(jax.nn.relu(conv(h, p["k2"], 0) + p["b2"]))
+    h = jax.nn.relu(h.reshape(h.shape[0], -1) @ p["w3"] + p["b3"])
+    return h @ p["w4"] + p["b4"]
+
+
+def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
+
+
+def adam_init(params: Params) -> dict:
+    """Zero moments (separate buffers: the step donates them) and a step count."""
+    return {"m": jax.tree.map(jnp.zeros_like, params), "v": jax.tree.map(jnp.zeros_like, params),
+            "t": jnp.zeros((), jnp.int32)}
+
+
+def adam_update(params: Params, grads: Params, opt: dict) -> tuple[Params, dict]:
+    """Keras' Adam (dlc's): bias correction folded into the step size, epsilon outside the root."""
+    b1, b2 = 0.9, 0.999
+    t = opt["t"] + 1
+    alpha = CNN_LR * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    m = jax.tree.map(lambda m_, g: m_ + (g - m_) * (1 - b1), opt["m"], grads)
+    v = jax.tree.map(lambda v_, g: v_ + (g * g - v_) * (1 - b2), opt["v"], grads)
+    new = jax.tree.map(lambda p_, m_, v_: p_ - alpha * m_ / (jnp.sqrt(v_) + ADAM_EPSILON), params, m, v)
+    return new, {"m": m, "v": v, "t": t}
+
+
+@partial(jax.jit, donate_argnums=(0, 1))
+def cnn_train_step(params: Params, opt: dict, x: jax.Array, y: jax.Array) -> tuple[Params, dict, jax.Array]:
+    loss, grads = jax.value_and_grad(lambda p: cross_entropy(cnn_logits(p, x), y))(params)
+    params, opt = adam_update(params, grads, opt)
+    return params, opt, loss
+
+
+cnn_predict = jax.jit(cnn_logits)
+
+
+class JaxCnn:
+    """Parameters and Adam state between jitted steps."""
+
+    def __init__(self, p: data.CnnParams) -> None:
+        self.params = {k: jnp.asarray(v) for k, v in p.items()}
+        self.opt = adam_init(self.params)
+
+    def dispatch(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        self.params, self.opt, loss = cnn_train_step(self.params, self.opt, x, y)
+        return loss
+
+    def step(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        return self.dispatch(x, y).block_until_ready()
+
+
+def _cnn_step(case: Case) -> Callable[[], object]:
+    x, y = data.image_batch(case.params["batch"])
+    params = data.cnn_params()
+    cnn = JaxCnn(params)
+    jx, jy = jnp.asarray(x), jnp.asarray(y)
+    want = data.softmax_cross_entropy(data.reference_cnn_logits(params, x), y)
+    check_loss(JAX, float(cnn.step(jx, jy)), want)
+    return lambda: cnn.step(jx, jy)
+
+
+def _cnn_infer(case: Case) -> Callable[[], object]:
+    x, _ = data.image_batch(case.params["batch"])
+    params = data.cnn_params()
+    jp, jx = {k: jnp.asarray(v) for k, v in params.items()}, jnp.asarray(x)
+    check_logits(np.asarray(cnn_predict(jp, jx)), data.reference_cnn_logits(params, x))
+    return lambda: cnn_predict(jp, jx).block_until_ready()
+
+
+def _cnn_epoch(case: Case) -> Callable[[], object]:
+    mnist = data.mnist_train()
+    images = mnist.x.reshape(len(mnist.y), *CNN_IMAGE)
+    return epoch_loop(JaxCnn(data.cnn_params()).dispatch, images, mnist.y, case.params["batch"])
+
+
+def _batch_norm(h: jax.Array, gamma: jax.Array, beta: jax.Array,
+                moving: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Training-mode batch norm and the moved statistics (Keras' momentum convention)."""
+    mean, var = jnp.mean(h, axis=0), jnp.var(h, axis=0)
+    moved = (moving[0] * BN_MOMENTUM + mean * (1 - BN_MOMENTUM),
+             moving[1] * BN_MOMENTUM + var * (1 - BN_MOMENTUM))
+    return (h - mean) * jax.lax.rsqrt(var + BN_EPSILON) * gamma + beta, moved
+
+
+def _dropout(key: jax.Array, h: jax.Array) -> jax.Array:
+    keep = jax.random.bernoulli(key, 1.0 - MLPBN_DROPOUT, h.shape)
+    return jnp.where(keep, h / (1.0 - MLPBN_DROPOUT), 0.0)
+
+
+def mlpbn_loss(p: Params, state: dict, key: jax.Array, x: jax.Array,
+               y: jax.Array) -> tuple[jax.Array, dict]:
+    """The dropout + batch-norm MLP's training loss and its new moving statistics."""
+    k1, k2 = jax.random.split(key)
+    h, m1 = _batch_norm(x @ p["w1"], p["g1"], p["be1"], state["bn1"])
+    h = _dropout(k1, jax.nn.relu(h))
+    h, m2 = _batch_norm(h @ p["w2"], p["g2"], p["be2"], state["bn2"])
+    h = _dropout(k2, jax.nn.relu(h))
+    return cross_entropy(h @ p["w3"] + p["b3"], y), {"bn1": m1, "bn2": m2}
+
+
+@partial(jax.jit, donate_argnums=(0, 1, 2))
+def mlpbn_train_step(params: Params, opt: dict, state: dict, key: jax.Array, x: jax.Array,
+                     y: jax.Array) -> tuple[Params, dict, dict, jax.Array]:
+    step_key = jax.random.fold_in(key, opt["t"])
+    (loss, state), grads = jax.value_and_grad(mlpbn_loss, has_aux=True)(params, state, step_key, x, y)
+    params, opt = adam_update(params, grads, opt)
+    return params, opt, state, loss
+
+
+def _mlpbn_step(case: Case) -> Callable[[], object]:
+    x, y = data.batch(case.params["batch"], "mnist")
+    params = {k: jnp.asarray(v) for k, v in data.mlpbn_params().items()}
+    (h1, h2) = MLPBN_HIDDEN
+    held = {"params": params, "opt": adam_init(params), "key": jax.random.key(0),
+            "state": {"bn1": (jnp.zeros(h1), jnp.ones(h1)), "bn2": (jnp.zeros(h2), jnp.ones(h2))}}
+    jx, jy = jnp.asarray(x), jnp.asarray(y)
+
+    def step() -> jax.Array:
+        held["params"], held["opt"], held["state"], loss = mlpbn_train_step(
+            held["params"], held["opt"], held["state"], held["key"], jx, jy)
+        return loss.block_until_ready()
+
+    check_finite_loss(JAX, float(step()))
+    return step
+
+
+BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "conv": _conv,
+            "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
+            "mlpbn-step": _mlpbn_step}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:
     """The runnable for ``case`` (see :mod:`bench.peers`)."""
-    kind = case.id.split("-")[0]
+    kind = builder_kind(case)
     if kind not in BUILDERS:
         raise Unavailable(f"no {impl} implementation of {kind}")
     return BUILDERS[kind](case)

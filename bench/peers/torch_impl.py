@@ -18,8 +18,35 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import data
-from ..cases import MLP_HIDDEN, MLP_IN, MLP_LR, MLP_OUT, TORCH_COMPILE, Case
-from . import Unavailable, check_close, check_loss, check_params, check_sgemm
+from ..cases import (
+    ADAM_EPSILON,
+    BN_EPSILON,
+    BN_MOMENTUM,
+    CNN_FILTERS,
+    CNN_HIDDEN,
+    CNN_IMAGE,
+    CNN_LR,
+    MLP_HIDDEN,
+    MLP_IN,
+    MLP_LR,
+    MLP_OUT,
+    MLPBN_DROPOUT,
+    MLPBN_HIDDEN,
+    TORCH_COMPILE,
+    Case,
+)
+from . import (
+    Unavailable,
+    builder_kind,
+    check_close,
+    check_conv_forward,
+    check_conv_grads,
+    check_finite_loss,
+    check_logits,
+    check_loss,
+    check_params,
+    check_sgemm,
+)
 
 
 def limit_threads(threads: int) -> None:
@@ -35,22 +62,19 @@ def describe(threads: int) -> dict:
             "mkl": torch.backends.mkl.is_available()}
 
 
-class TorchMlp:
-    """The MLP as ``nn.Sequential``, cross-entropy from logits, ``optim.SGD``."""
+class Trainer:
+    """A module, an optimizer (default ``optim.Adam`` with Keras' epsilon) and cross-entropy from
+    logits; ``forward`` is the compiled module for torch.compile.  The module stays in training
+    mode: the CNN has no layer that differs at inference, and the dropout + batch-norm MLP is
+    only ever stepped."""
 
-    def __init__(self, params: data.MlpParams, compiled: bool) -> None:
-        self.model = nn.Sequential(nn.Linear(MLP_IN, MLP_HIDDEN), nn.ReLU(),
-                                   nn.Linear(MLP_HIDDEN, MLP_OUT))
-        with torch.no_grad():
-            self.model[0].weight.copy_(torch.from_numpy(params.w1.T.copy()))
-            self.model[0].bias.copy_(torch.from_numpy(params.b1))
-            self.model[2].weight.copy_(torch.from_numpy(params.w2.T.copy()))
-            self.model[2].bias.copy_(torch.from_numpy(params.b2))
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=MLP_LR)
-        self.forward = torch.compile(self.model) if compiled else self.model
+    def __init__(self, module: nn.Module, compiled: bool, opt: torch.optim.Optimizer | None = None) -> None:
+        self.module = module
+        self.opt = opt or torch.optim.Adam(module.parameters(), lr=CNN_LR, eps=ADAM_EPSILON)
+        self.forward = torch.compile(module) if compiled else module
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One SGD step; returns the loss before the update."""
+        """One optimizer step; returns the loss before the update."""
         self.opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.forward(x), y)
         loss.backward()
@@ -61,10 +85,23 @@ class TorchMlp:
         with torch.inference_mode():
             return self.forward(x)
 
+
+class TorchMlp(Trainer):
+    """The MLP as ``nn.Sequential``, cross-entropy from logits, ``optim.SGD``."""
+
+    def __init__(self, params: data.MlpParams, compiled: bool) -> None:
+        model = nn.Sequential(nn.Linear(MLP_IN, MLP_HIDDEN), nn.ReLU(), nn.Linear(MLP_HIDDEN, MLP_OUT))
+        with torch.no_grad():
+            model[0].weight.copy_(torch.from_numpy(params.w1.T.copy()))
+            model[0].bias.copy_(torch.from_numpy(params.b1))
+            model[2].weight.copy_(torch.from_numpy(params.w2.T.copy()))
+            model[2].bias.copy_(torch.from_numpy(params.b2))
+        super().__init__(model, compiled, torch.optim.SGD(model.parameters(), lr=MLP_LR))
+
     def params(self) -> data.MlpParams:
         def grab(t: torch.Tensor) -> np.ndarray:
             return t.detach().numpy()
-        m = self.model
+        m = self.module
         return data.MlpParams(grab(m[0].weight).T, grab(m[0].bias), grab(m[2].weight).T,
                               grab(m[2].bias))
 
@@ -101,30 +138,156 @@ def _infer(impl: str, case: Case) -> Callable[[], object]:
     return lambda: mlp.logits(tx)
 
 
-def _epoch(impl: str, case: Case) -> Callable[[], object]:
-    mnist = data.mnist_train()
-    mlp = TorchMlp(data.mlp_params(), compiled=impl == TORCH_COMPILE)
-    tx, ty = torch.from_numpy(mnist.x), _labels(mnist.y)
+def epoch_loop(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tx: torch.Tensor,
+               ty: torch.Tensor, size: int) -> Callable[[], torch.Tensor]:
+    """One shuffled pass over ``(tx, ty)`` in batches of ``size`` (seeded permutation)."""
     gen = torch.Generator().manual_seed(0)
-    size = case.params["batch"]
 
     def epoch() -> torch.Tensor:
         order = torch.randperm(len(ty), generator=gen)
         loss = torch.zeros(())
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            loss = mlp.step(tx[idx], ty[idx])
+            loss = step(tx[idx], ty[idx])
         return loss
 
     return epoch
 
 
-BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch}
+def _epoch(impl: str, case: Case) -> Callable[[], object]:
+    mnist = data.mnist_train()
+    mlp = TorchMlp(data.mlp_params(), compiled=impl == TORCH_COMPILE)
+    return epoch_loop(mlp.step, torch.from_numpy(mnist.x), _labels(mnist.y), case.params["batch"])
+
+
+# -- convolutions, the MNIST CNN, the dropout + batch-norm MLP ---------------------------------
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+    """An NHWC array as PyTorch's NCHW tensor in channels_last memory (the same bytes, no copy)."""
+    return torch.from_numpy(x).permute(0, 3, 1, 2)
+
+
+def _oihw(w: np.ndarray) -> torch.Tensor:
+    """An HWIO kernel as PyTorch's OIHW weight, stored channels_last."""
+    return torch.from_numpy(w).permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+def _conv(impl: str, case: Case) -> Callable[[], object]:
+    """``F.conv2d`` on channels_last tensors (oneDNN); the backward is the one ATen call autograd
+    makes, ``convolution_backward`` with the input and weight gradients (no bias)."""
+    p = case.params
+    x, w, dy = data.conv_operands(p["n"], p["size"], p["c"], p["oc"], p["k"])
+    pad = (p["k"] - 1) // 2
+    tx, tw, tdy = _nchw(x), _oihw(w), _nchw(dy)
+
+    def forward(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(a, b, padding=pad)
+
+    def backward(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dx, dw, _ = torch.ops.aten.convolution_backward(
+            g, a, b, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [True, True, False])
+        return dx, dw
+
+    if p["direction"] == "fwd":
+        fwd = torch.compile(forward) if impl == TORCH_COMPILE else forward
+        with torch.no_grad():
+            check_conv_forward(_nhwc(fwd(tx, tw)), x, w, pad)
+        return lambda: fwd(tx, tw)
+    bwd = torch.compile(backward) if impl == TORCH_COMPILE else backward
+    with torch.no_grad():
+        dx, dw = bwd(tx, tw, tdy)
+        check_conv_grads((_nhwc(dx), dw.detach().permute(2, 3, 1, 0).numpy()), x, w, dy, pad)
+    return lambda: bwd(tx, tw, tdy)
+
+
+class TorchCnn(nn.Module):
+    """The LeNet-style CNN, channels_last; flattens in NHWC order so it shares the dense weights."""
+
+    def __init__(self, p: data.CnnParams) -> None:
+        super().__init__()
+        (c1, c2), flat = CNN_FILTERS, 5 * 5 * CNN_FILTERS[1]
+        self.conv1, self.conv2 = nn.Conv2d(CNN_IMAGE[2], c1, 3), nn.Conv2d(c1, c2, 3)
+        self.fc1, self.fc2 = nn.Linear(flat, CNN_HIDDEN), nn.Linear(CNN_HIDDEN, MLP_OUT)
+        with torch.no_grad():
+            for layer, (kernel, bias) in ((self.conv1, ("k1", "b1")), (self.conv2, ("k2", "b2"))):
+                layer.weight.copy_(torch.from_numpy(p[kernel]).permute(3, 2, 0, 1))
+                layer.bias.copy_(torch.from_numpy(p[bias]))
+            for layer, (kernel, bias) in ((self.fc1, ("w3", "b3")), (self.fc2, ("w4", "b4"))):
+                layer.weight.copy_(torch.from_numpy(p[kernel].T.copy()))
+                layer.bias.copy_(torch.from_numpy(p[bias]))
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        h = F.relu(self.fc1(h.permute(0, 2, 3, 1).flatten(1)))
+        return self.fc2(h)
+
+
+def _cnn_step(impl: str, case: Case) -> Callable[[], object]:
+    x, y = data.image_batch(case.params["batch"])
+    params = data.cnn_params()
+    trainer = Trainer(TorchCnn(params), impl == TORCH_COMPILE)
+    tx, ty = _nchw(x), _labels(y)
+    want = data.softmax_cross_entropy(data.reference_cnn_logits(params, x), y)
+    check_loss(impl, trainer.step(tx, ty).item(), want)
+    return lambda: trainer.step(tx, ty)
+
+
+def _cnn_infer(impl: str, case: Case) -> Callable[[], object]:
+    x, _ = data.image_batch(case.params["batch"])
+    params = data.cnn_params()
+    trainer = Trainer(TorchCnn(params), impl == TORCH_COMPILE)
+    tx = _nchw(x)
+    check_logits(trainer.logits(tx).numpy(), data.reference_cnn_logits(params, x))
+    return lambda: trainer.logits(tx)
+
+
+def _cnn_epoch(impl: str, case: Case) -> Callable[[], object]:
+    mnist = data.mnist_train()
+    trainer = Trainer(TorchCnn(data.cnn_params()), impl == TORCH_COMPILE)
+    return epoch_loop(trainer.step, _nchw(mnist.x.reshape(len(mnist.y), *CNN_IMAGE)), _labels(mnist.y),
+                      case.params["batch"])
+
+
+def mlpbn_module(p: dict[str, np.ndarray]) -> nn.Sequential:
+    """``Linear(no bias) -> BatchNorm1d -> ReLU -> Dropout`` twice, then ``Linear``: Keras'
+    momentum 0.99 is PyTorch's 0.01."""
+    (h1, h2), rate = MLPBN_HIDDEN, MLPBN_DROPOUT
+    bn = {"eps": BN_EPSILON, "momentum": 1.0 - BN_MOMENTUM}
+    module = nn.Sequential(nn.Linear(MLP_IN, h1, bias=False), nn.BatchNorm1d(h1, **bn), nn.ReLU(), nn.Dropout(rate),
+                           nn.Linear(h1, h2, bias=False), nn.BatchNorm1d(h2, **bn), nn.ReLU(), nn.Dropout(rate),
+                           nn.Linear(h2, MLP_OUT))
+    with torch.no_grad():
+        module[0].weight.copy_(torch.from_numpy(p["w1"].T.copy()))
+        module[4].weight.copy_(torch.from_numpy(p["w2"].T.copy()))
+        module[8].weight.copy_(torch.from_numpy(p["w3"].T.copy()))
+        module[8].bias.copy_(torch.from_numpy(p["b3"]))
+    return module
+
+
+def _mlpbn_step(impl: str, case: Case) -> Callable[[], object]:
+    x, y = data.batch(case.params["batch"], "mnist")
+    torch.manual_seed(0)
+    trainer = Trainer(mlpbn_module(data.mlpbn_params()), impl == TORCH_COMPILE)
+    tx, ty = torch.from_numpy(x), _labels(y)
+    check_finite_loss(impl, trainer.step(tx, ty).item())
+    return lambda: trainer.step(tx, ty)
+
+
+BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "conv": _conv,
+            "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
+            "mlpbn-step": _mlpbn_step}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:
     """The runnable for ``case`` (see :mod:`bench.peers`)."""
-    kind = case.id.split("-")[0]
+    kind = builder_kind(case)
     if kind not in BUILDERS:
         raise Unavailable(f"no {impl} implementation of {kind}")
     if kind == "sgemm" and impl == TORCH_COMPILE:

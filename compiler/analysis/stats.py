@@ -5,6 +5,11 @@ Per function (:func:`function_stats`): op counts by op, the cost of one call
 ops produce (``intermediates``: an upper bound on temporary memory, no
 buffer reuse) and the peak of live intermediates in program order.
 
+Per convolution (:func:`conv_costs`): each ``conv2d`` and gradient op (and
+the ``conv1d`` / ``conv2d_transpose`` composites) with its source location,
+its operand and result types, the parameter it convolves with (when the
+kernel is one) and its FLOPs.
+
 Per model (:func:`model_stats`): the parameter count (as Keras counts it)
 and the bytes of parameters, of their gradients and of the optimizer state,
 the forward cost (``@predict``) and the cost of one training step
@@ -21,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..diagnostics import DlError
-from ..ir.core import Function, Module, Value
+from ..ir.core import Function, Module, Op, Value
 from ..ir.types import TensorType
-from .flops import Cost, Poly, cost_by_op, function_cost
+from ..ops.conv import CONV_OPS
+from .flops import Cost, Poly, cost_by_op, function_cost, op_cost
 
 TRAIN_STEP = "train_step"
 
@@ -44,6 +50,7 @@ class FunctionStats:
     argument_bytes: Poly
     intermediate_bytes: Poly
     func: Function = field(repr=False)
+    convs: list[ConvCost] = field(default_factory=list)
 
     @property
     def num_ops(self) -> int:
@@ -52,6 +59,39 @@ class FunctionStats:
     def peak_live_bytes(self, bindings: dict[str, int]) -> int:
         """The most bytes of op results alive at once, running the ops in order."""
         return peak_live_bytes(self.func, bindings)
+
+
+CONVOLUTIONS = (*CONV_OPS, "conv1d", "conv2d_transpose")
+
+
+@dataclass(slots=True)
+class ConvCost:
+    """One convolution op of a function: where it is, what it convolves, what it costs."""
+
+    op: str
+    location: str
+    operands: tuple[str, ...]
+    result: str
+    kernel: str | None      # the parameter convolved with, when the kernel operand is one
+    cost: Cost
+
+
+def conv_costs(func: Function) -> list[ConvCost]:
+    """Every convolution op of ``func`` (forward and gradients), in program order."""
+    params = {id(p) for p in func.params}
+    out = []
+    for op in func.ops:
+        if op.name in CONVOLUTIONS:
+            # the second operand is the kernel, except for the kernel gradient (image, output gradient)
+            w = op.operands[1] if op.name != "conv2d_backprop_filter" else None
+            kernel = w.name if w is not None and id(w) in params else None
+            out.append(ConvCost(op.name, _where(op), tuple(v.type.dsl_str() for v in op.operands),
+                                op.result.type.dsl_str(), kernel, op_cost(op)))
+    return out
+
+
+def _where(op: Op) -> str:
+    return "(no source location)" if op.loc.line <= 0 else str(op.loc)
 
 
 def function_stats(func: Function) -> FunctionStats:
@@ -63,7 +103,7 @@ def function_stats(func: Function) -> FunctionStats:
     arguments = sum((value_bytes(p.type) for p in func.params), Poly())
     intermediates = sum((value_bytes(r.type) for op in func.ops for r in op.results), Poly())
     return FunctionStats(func.name, ordered, function_cost(func), cost_by_op(func), arguments,
-                         intermediates, func)
+                         intermediates, func, conv_costs(func))
 
 
 def peak_live_bytes(func: Function, bindings: dict[str, int]) -> int:
@@ -227,7 +267,19 @@ def _function_lines(s: FunctionStats, bindings: dict[str, int]) -> list[str]:
             if c.transcendentals.terms:
                 text += f" + {_poly(c.transcendentals, bindings)} transcendental"
             lines.append(f"    {name:<{width}}  {text}")
+    if s.convs:
+        lines.append("  FLOPs per convolution:")
+        lines += [f"    {line}" for line in _conv_lines(s.convs, bindings)]
     return lines
+
+
+def _conv_lines(convs: list[ConvCost], bindings: dict[str, int]) -> list[str]:
+    """``conv2d  f.dl:8:24  f32[N, 28, 28, 1] * f32[3, 3, 1, 32] -> f32[N, 26, 26, 32]  (kernel k)  FLOPs``."""
+    rows = [(c.op, c.location, f"{' * '.join(c.operands)} -> {c.result}"
+             + (f" (kernel {c.kernel})" if c.kernel else ""), _poly(c.cost.flops, bindings)) for c in convs]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return [f"{op:<{widths[0]}}  {where:<{widths[1]}}  {shapes:<{widths[2]}}  {flops}"
+            for op, where, shapes, flops in rows]
 
 
 def _cost_lines(s: FunctionStats, bindings: dict[str, int], indent: str) -> list[str]:
@@ -269,7 +321,9 @@ def to_json(module: Module, functions: list[Function], bindings: dict[str, int],
         return {"name": s.name, "ops": s.num_ops, "op_counts": s.op_counts, **cost(s.cost),
                 "argument_bytes": s.argument_bytes.evaluate(bindings),
                 "intermediate_bytes": s.intermediate_bytes.evaluate(bindings),
-                "peak_live_bytes": s.peak_live_bytes(bindings)}
+                "peak_live_bytes": s.peak_live_bytes(bindings),
+                "convolutions": [{"op": c.op, "location": c.location, "operands": list(c.operands),
+                                  "result": c.result, "kernel": c.kernel, **cost(c.cost)} for c in s.convs]}
 
     out: dict[str, Any] = {"bindings": bindings,
                            "functions": [func_json(function_stats(f)) for f in functions]}

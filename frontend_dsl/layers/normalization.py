@@ -93,13 +93,14 @@ def _normalize(call: LayerCall, centered: Value, var: Value, epsilon: float,
 
 batch_norm = define_layer(
     "batch_norm",
-    args=("x", "momentum", "epsilon", "center", "scale", "name", "beta_init", "gamma_init",
+    args=("x", "momentum", "epsilon", "center", "scale", "axis", "name", "beta_init", "gamma_init",
           "moving_mean_init", "moving_variance_init"),
     required=("x",), usage="batch_norm(h, momentum=0.99, epsilon=0.001)",
     aliases={**_INIT_ALIASES, "moving_mean_initializer": "moving_mean_init",
              "moving_variance_initializer": "moving_variance_init"},
-    doc="Keras's ``BatchNormalization`` over the last axis (the features of ``[N, F]``, the "
-        "channels of NHWC ``[N, H, W, C]``).  Training: normalizes with the batch's mean and "
+    doc="Keras's ``BatchNormalization`` over the channel axis ``axis`` (default -1, the last: the "
+        "features of ``[N, F]``, the channels of NHWC ``[N, H, W, C]``; ``axis=1`` for NCHW).  "
+        "Training: normalizes with the batch's mean and "
         "(biased) variance over all other axes and moves the state ``moving_mean`` / "
         "``moving_variance`` towards them (``moving = moving * momentum + batch * (1 - momentum)``); "
         "inference: normalizes with the moving statistics.  Then ``* gamma + beta``.  Defaults "
@@ -109,7 +110,9 @@ batch_norm = define_layer(
 
 @batch_norm.def_build
 def _(call: LayerCall) -> Value:
-    x, channels = _channels(call, 2)
+    x, axis = _channel_axis(call)
+    channels = x.type.shape[axis]
+    assert isinstance(channels, int)
     momentum = call.float_in("momentum", 0.99, 0.0, 1.0)
     epsilon = _epsilon(call)
     gamma, beta = _gamma_beta(call, x, channels)
@@ -118,16 +121,46 @@ def _(call: LayerCall) -> Value:
     moving_mean = call.state("moving_mean", t, call.initializer("moving_mean_init", {"name": "zeros"}))
     moving_var = call.state("moving_variance", t, call.initializer("moving_variance_init", {"name": "ones"}))
 
-    axes = tuple(range(x.type.rank - 1))
+    rank = x.type.rank
+    last = axis == rank - 1
+    per_channel = (channels,) + (1,) * (rank - 1 - axis)     # a [C] vector against the axis
+
+    def spread(v: Value) -> Value:
+        return v if last else call.emit("reshape", v, shape=per_channel)
+
+    def squeeze(v: Value) -> Value:
+        return v if last else call.emit("reshape", v, shape=(channels,))
+
+    axes = tuple(i for i in range(rank) if i != axis)
     # shifted by the moving mean: once it has moved near the data's mean, the batch mean
     # keeps its precision however far from zero the activations are
-    mean, centered, var = _moments(call, x, axes, keepdims=False, shift=moving_mean)
+    mean, centered, var = _moments(call, x, axes, keepdims=not last, shift=spread(moving_mean))
+    gamma, beta = (None if v is None else spread(v) for v in (gamma, beta))
     training = _normalize(call, centered, var, epsilon, gamma, beta)
     for state, batch in ((moving_mean, mean), (moving_var, var)):
-        call.update_state(state, _moving_average(call, state, batch, momentum))
+        call.update_state(state, _moving_average(call, state, squeeze(batch), momentum))
 
-    inference = _normalize(call, call.emit("sub", x, moving_mean), moving_var, epsilon, gamma, beta)
+    inference = _normalize(call, call.emit("sub", x, spread(moving_mean)), spread(moving_var), epsilon,
+                           gamma, beta)
     return call.by_mode(training=training, inference=inference)
+
+
+def _channel_axis(call: LayerCall) -> tuple[Value, int]:
+    """The input and its channel axis (``axis``, default -1, as a non-negative index), whose
+    size must be static; the input is a float tensor of rank >= 2."""
+    x = call.tensor("x")
+    t = x.type
+    if not t.dtype.is_float or t.rank < 2:
+        raise DlTypeError(f"batch_norm needs a float input of rank >= 2, got {t.dsl_str()}", call.span_of("x"))
+    axis = call.int("axis", -1)
+    if not -t.rank <= axis < t.rank:
+        raise DlTypeError(f"argument 'axis' of 'batch_norm' must be in [{-t.rank}, {t.rank}) for "
+                          f"{t.dsl_str()}, got {axis}", call.span_of("axis"))
+    axis %= t.rank
+    if not isinstance(t.shape[axis], int):
+        raise DlTypeError(f"batch_norm needs a static size on its axis {axis} (the channels), got "
+                          f"{t.dsl_str()}", call.span_of("axis" if call.has("axis") else "x"))
+    return x, axis
 
 
 def _moving_average(call: LayerCall, moving: Value, batch: Value, momentum: float) -> Value:
