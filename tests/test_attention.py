@@ -17,7 +17,7 @@ import pytest
 
 import runtime
 from compiler.checking.gradcheck import gradcheck
-from compiler.diagnostics import DlTypeError
+from compiler.diagnostics import DlError, DlTypeError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module
 from compiler.ir.interpreter import interpret
@@ -195,3 +195,64 @@ fn g(q: f32[N, 3, 2], k: f32[N, 5, 2], v: f32[N, 5, 2]) -> f32[N, 3, 2] {
     q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 2), (2, 5, 2), (2, 5, 2)))
     (out,) = interpret(m.get("g"), [q, k, v])
     np.testing.assert_allclose(out, oracle(q, k, v, causal_mask_np(3, 5), 1 / np.sqrt(2)), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# the layer
+
+
+LAYER_MODEL = """
+model m {{
+    input x: f32[N, 5, 6]
+    {extra}
+    target y: f32[N, 5, 4]
+    output p = multi_head_attention(x, 2, 4, {args})
+    loss mse(p, y)
+    optimizer adam(lr=0.01)
+}}
+"""
+
+
+def layer_oracle(params: dict[str, np.ndarray], x, context, heads: int, key_dim: int, causal: bool):
+    """The layer in float64 numpy: projections, heads, oracle attention, output projection."""
+    def split(h):
+        n, t, _ = h.shape
+        return h.reshape(n, t, heads, key_dim).transpose(0, 2, 1, 3)
+
+    q = split(x @ params["att.query_kernel"] + params["att.query_bias"])
+    k = split(context @ params["att.key_kernel"] + params["att.key_bias"])
+    v = split(context @ params["att.value_kernel"] + params["att.value_bias"])
+    allowed = causal_mask_np(q.shape[2], k.shape[2]) if causal else np.array(True)
+    o = oracle(q, k, v, allowed, 1 / np.sqrt(key_dim)).transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[1], -1)
+    return o @ params["att.output_kernel"] + params["att.output_bias"]
+
+
+@pytest.mark.parametrize("args,extra,key_dim,causal", [
+    ('name="att"', "", 2, True),
+    ('name="att", causal=false, key_dim=3, context=c', "input c: f32[N, 7, 3]", 3, False),
+])
+def test_multi_head_attention_layer_is_the_keras_computation(args, extra, key_dim, causal):
+    m = compile_source(LAYER_MODEL.format(args=args, extra=extra), "m.dl")
+    f = m.get("predict")
+    rng = np.random.default_rng(7)
+    names = [p.name for p in f.params]
+    values = [rng.standard_normal([int(d) for d in p.type.shape]).astype(np.float32) * 0.5
+              for p in f.params if p.name.startswith("att.")]
+    x = rng.standard_normal((3, 5, 6)).astype(np.float32)
+    c = rng.standard_normal((3, 7, 3)).astype(np.float32)
+    inputs = [x, c] if extra else [x]
+    (p,) = interpret(f, [*values, *inputs])
+    params = dict(zip(names, values))
+    want = layer_oracle(params, x, c if extra else x, 2, key_dim, causal)
+    np.testing.assert_allclose(p, want, rtol=1e-4, atol=1e-5)
+    lib = runtime.compile(m, cache=False)
+    np.testing.assert_allclose(lib.predict(*values, *inputs), p, rtol=2e-5, atol=1e-6)
+
+
+def test_multi_head_attention_layer_errors():
+    for args, message in [("3, 4", "not a multiple of heads"), ("2, 0", "positive dim"),
+                          ("2, 4, mask=x", "mask must be bool")]:
+        source = LAYER_MODEL.format(args="", extra="").replace("multi_head_attention(x, 2, 4, )",
+                                                                f"multi_head_attention(x, {args})")
+        with pytest.raises(DlError, match=message):
+            compile_source(source, "m.dl")
