@@ -413,14 +413,16 @@ def _(b, op, ct):
     return [dq, dk, dv, None]
 
 
-@attention.def_expand
-def _(op):
-    return True
+def _unfused(op: Op) -> bool:
+    """Whether codegen expands ``op`` by its decomposition: the fused kernel takes static
+    head sizes ``D`` and ``Dv`` only."""
+    q, _k, v = op.operands[:3]
+    return not (isinstance(q.type.shape[-1], int) and isinstance(v.type.shape[-1], int))
 
 
-@attention_grad.def_expand
-def _(op):
-    return True
+for _op in (attention, attention_grad):
+    _op.def_expand(_unfused)
+    _op.lowers_to("attention")      # compiler/codegen/attention.py
 
 
 @attention_grad.def_vjp
