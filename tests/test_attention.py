@@ -252,6 +252,28 @@ def test_the_fused_kernel_stores_no_score_matrix():
     assert "T, T]" not in text                         # no [.., T, T] buffer: memory O(T*D)
 
 
+def test_a_gradient_reuses_the_forward_statistics_natively():
+    """In one function the backward kernel reads the forward's row log-sum-exp and its
+    transposed keys; the gradients equal the interpreter's (the unfused composition)."""
+    shape = ("B", 2, "T", 12)
+    f, b = new_function("loss", [("q", T(F32, *shape)), ("k", T(F32, *shape)), ("v", T(F32, *shape)),
+                                 ("w", T(F32, *shape))])
+    out = b.attention(*f.params[:3], b.constant(True, BOOL), causal=True)
+    f.outputs = [b.sum(b.mul(out, f.params[3]))]
+    m = Module([f])
+    g = grad(m, "loss", ["q", "k", "v"], new_name="dloss")
+    loops = [line for line in stage_text(Module([g]), "loops").splitlines() if "attention." in line]
+    forward, backward = loops
+    lse = forward.split(": ")[1].split(" = ")[0].split(", ")[1]        # the forward's second output
+    assert backward.rstrip(")").endswith(lse)
+    assert sum("= %k[i0, i1, i3, i2]" in line for line in stage_text(Module([g]), "loops").splitlines()) == 1
+    lib = runtime.compile(Module([g]), cache=False, passes="")
+    rng = np.random.default_rng(9)
+    args = [rng.standard_normal((3, 2, 21, 12)).astype(np.float32) for _ in range(4)]
+    for got, want in zip(lib.dloss(*args), interpret(g, args)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------
 # gradients
 

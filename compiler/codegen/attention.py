@@ -63,18 +63,44 @@ def lower_attention(L, op: Op) -> None:
     scale = attention_scale(op.attrs["scale"], q.type.shape[-1])
     causal = op.attrs["causal"]
     qb, kb, vb = (_dense(L, x) for x in (q, k, v))
-    kt = _swapped(L, k)
     maskb = None if _all_true(L, mask) else _dense(L, mask)
     if op.name == "attention":
+        kt = _swapped(L, k)
         out = L.new_buffer(op.result)
-        L.add_kernel(Attention(out, "forward", qb, kb, vb, kt, maskb, scale, causal))
+        lse = L.temp(q.type.dtype, q.type.shape[:-1]) if _has_gradient(L, op) else None
+        L.add_kernel(Attention(out, "forward", qb, kb, vb, kt, maskb, scale, causal, lse=lse))
         L.buffers[op.result] = out
         return
     o, do = (_dense(L, x) for x in op.operands[4:6])
+    forward = _forward_kernel(L, op, o)
+    kt = forward.kt if forward is not None else _swapped(L, k)
     dq, dk, dv = (L.new_buffer(r) for r in op.results)
     L.add_kernel(Attention(dq, "backward", qb, kb, vb, kt, maskb, scale, causal, vt=_swapped(L, v),
-                           o=o, do=do, extra=(dk, dv)))
+                           o=o, do=do, extra=(dk, dv), lse=forward.lse if forward is not None else None))
     L.buffers.update(zip(op.results, (dq, dk, dv)))
+
+
+def _has_gradient(L, op: Op) -> bool:
+    """Whether an ``attention_grad`` of this function differentiates ``op`` (it then reads
+    the row log-sum-exp the forward kernel stores, instead of recomputing it)."""
+    return any(g.name == "attention_grad" and _differentiates(g, op) for g in L.func.ops)
+
+
+def _differentiates(grad: Op, forward: Op) -> bool:
+    return (grad.operands[4] is forward.result and grad.operands[:4] == forward.operands
+            and grad.attrs == forward.attrs)
+
+
+def _forward_kernel(L, op: Op, o: Buffer) -> Attention | None:
+    """The forward kernel of the attention the gradient ``op`` differentiates (whose output
+    ``o`` it reads), if this function computes it: its ``kt`` and log-sum-exp are reused."""
+    if not any(f.name == "attention" and _differentiates(op, f) for f in L.func.ops):
+        return None
+    for kernel in L.kernels:
+        if isinstance(kernel, Attention) and kernel.kind == "forward" and kernel.out is o \
+                and kernel.lse is not None:
+            return kernel
+    return None
 
 
 def _dense(L, x: Value) -> Buffer:
@@ -383,6 +409,9 @@ class _Heads:
             self.key_blocks(self.key_end(rows), block)
             for r, (i, real) in enumerate(rows):
                 with b.if_then(real):
+                    if k.lse is not None:
+                        b.store(self.log_sum_exp(m_slots[r], l_slots[r]),
+                                self.at(k.lse, self.add(self.mul(h, self.tq), i)))
                     total = b.load(l_slots[r])
                     empty = b.fcmp_ordered("==", total, const(self.sty, 0.0))
                     divisor = splat(b, b.select(empty, const(self.sty, 1.0), total), self.w)
@@ -433,14 +462,13 @@ class _Heads:
                 for r in range(ROWS):
                     self.online_update(r, s[r], m_slots[r], l_slots[r])
 
-            self.key_blocks(end, statistics)
             lse, delta = [], []
-            for r, (i, _real) in enumerate(rows):
-                total = b.load(l_slots[r])
-                log_total = self.es.log(total)          # -inf where no key is allowed
-                value = self.es.add(self.finite_or_zero(b.load(m_slots[r])), log_total)
-                lse.append(b.select(b.fcmp_ordered("==", total, const(self.sty, 0.0)),
-                                    const(self.sty, math.inf), value))
+            if k.lse is None:
+                self.key_blocks(end, statistics)
+                lse = [self.log_sum_exp(m_slots[r], l_slots[r]) for r in range(ROWS)]
+            else:
+                lse = [b.load(self.at(k.lse, self.add(self.mul(h, self.tq), i))) for i, _ in rows]
+            for i, _real in rows:
                 base = self.add(o_base, self.mul(i, self.dv))
                 prods = [self.ev.mul(self.load(k.do, self.add(base, c), m), self.load(k.o, self.add(base, c), m))
                          for c, m in vvecs]
@@ -477,6 +505,14 @@ class _Heads:
                     base = self.add(q_base, self.mul(i, self.d))
                     for c, (offset, mask) in enumerate(dvecs):
                         self.store(b.load(dq_acc[r * len(dvecs) + c]), k.out, self.add(base, offset), mask)
+
+    def log_sum_exp(self, m_slot: ir.Value, l_slot: ir.Value) -> ir.Value:
+        """A row's ``m + log(l)``, or +inf where no key is allowed (``l = 0``: every
+        ``exp(s - lse)`` is then 0)."""
+        b = self.b
+        total = b.load(l_slot)
+        value = self.es.add(self.finite_or_zero(b.load(m_slot)), self.es.log(total))
+        return b.select(b.fcmp_ordered("==", total, const(self.sty, 0.0)), const(self.sty, math.inf), value)
 
     def accumulate_key(self, out: Buffer, out_row: ir.Value, vecs, weights: list[ir.Value],
                        src: Buffer, src_rows: list[ir.Value]) -> None:

@@ -466,14 +466,17 @@ class Attention:
     o: Buffer | None = None
     do: Buffer | None = None
     extra: tuple[Buffer, ...] = ()
+    lse: Buffer | None = None       # each query row's log-sum-exp: the forward's extra output,
+                                    # read by the backward of the same attention (else recomputed)
 
     def inputs(self) -> list[Buffer]:
-        return [b for b in (self.q, self.k, self.v, self.kt, self.mask, self.vt, self.o, self.do)
+        lse = self.lse if self.kind == "backward" else None
+        return [b for b in (self.q, self.k, self.v, self.kt, self.mask, self.vt, self.o, self.do, lse)
                 if b is not None]
 
     def replace(self, old: Buffer, new: Buffer) -> None:
         """Read or write ``new`` where the kernel reads or writes ``old``."""
-        for name in ("out", "q", "k", "v", "kt", "mask", "vt", "o", "do"):
+        for name in ("out", "q", "k", "v", "kt", "mask", "vt", "o", "do", "lse"):
             if getattr(self, name) is old:
                 setattr(self, name, new)
         self.extra = tuple(new if b is old else b for b in self.extra)
@@ -482,7 +485,8 @@ class Attention:
         return self.inputs()
 
     def writes(self) -> list[Buffer]:
-        return [self.out, *self.extra]
+        lse = [self.lse] if self.kind == "forward" and self.lse is not None else []
+        return [self.out, *self.extra, *lse]
 
 
 CONV_KINDS = {"conv2d": "forward", "conv2d_backprop_input": "input", "conv2d_backprop_filter": "filter"}
