@@ -1,8 +1,8 @@
 """LLVM code for fused attention (:class:`~.loops.Attention`), and its lowering.
 
 *Forward* (FlashAttention's loop, one query block at a time): the queries of a head go in
-blocks of ``ROWS`` rows; for each block the keys go in blocks of ``KEY_VECTORS x W``.  A
-block's scores are ``ROWS x KEY_VECTORS`` vector accumulators, ``s += q[r, d] * kt[d, j..j+W]``
+blocks of ``R`` rows; for each block the keys go in blocks of ``V x W`` (``BLOCKS``).  A
+block's scores are ``R x V`` vector accumulators, ``s += q[r, d] * kt[d, j..j+W]``
 over ``d`` (``kt`` is ``k`` with its last two axes swapped, stored once, so ``W`` keys' scores
 are one vector and no horizontal sum is needed).  The scores are scaled and masked (keys past
 ``Tk``, the causal rule, the bool mask: ``-inf``); each row keeps a running maximum ``m`` and
@@ -47,8 +47,9 @@ from .kernels import (
 from .llvmutil import I8, I64, const, for_range, splat, value_type
 from .loops import Attention, Buffer, Const, Elementwise, Load, identity_index, remap
 
-ROWS = 4            # query rows per block
-KEY_VECTORS = 4     # key vectors (of W keys) per block
+# (query rows, key vectors of W keys) per block: the forward's scores are rows x vectors
+# accumulators, the backward also holds rows x D/W accumulators of dq
+BLOCKS = {"forward": (6, 3), "backward": (6, 2)}
 
 
 # ---------------------------------------------------------------------------
@@ -153,7 +154,8 @@ class _Heads:
         self.sty = value_type(self.dtype, 1)
         self.d, self.dv = k.q.shape[-1], k.v.shape[-1]
         self.tq, self.tk = kc.dim(k.q.shape[-2]), kc.dim(k.k.shape[-2])
-        self.block = KEY_VECTORS * self.w
+        self.row_count, self.key_vectors = BLOCKS[k.kind]
+        self.block = self.key_vectors * self.w
         self.offset = self.b.sub(self.tk, self.tq)         # causal: key j <= i + (Tk - Tq)
 
     # -- small helpers -------------------------------------------------------------------
@@ -244,7 +246,7 @@ class _Heads:
         b = self.b
         last = b.sub(self.tq, self.i64(1))
         out = []
-        for r in range(ROWS):
+        for r in range(self.row_count):
             i = self.add(i0, r)
             real = b.icmp_signed("<", i, self.tq)
             out.append((b.select(real, i, last), real))
@@ -277,21 +279,21 @@ class _Heads:
     def scores(self, src_rows: Buffer, width: int, rows, j0: ir.Value, count: ir.Value, tail: bool,
                t_buf: Buffer, t_base: ir.Value, r_base: ir.Value) -> list[list[ir.Value]]:
         """``src_rows[row] . t_buf[:, j0 + c*W ..]`` for each row and key vector (``t_buf``
-        the transposed operand of ``width`` rows of ``Tk``): ROWS x KEY_VECTORS vectors."""
+        the transposed operand of ``width`` rows of ``Tk``): R x V vectors."""
         b = self.b
-        acc = self.slots(ROWS * KEY_VECTORS, self.vty, 0.0)
-        masks = [self.key_lanes(count, c) if tail else None for c in range(KEY_VECTORS)]
+        acc = self.slots(self.row_count * self.key_vectors, self.vty, 0.0)
+        masks = [self.key_lanes(count, c) if tail else None for c in range(self.key_vectors)]
         row_base = [self.add(r_base, self.mul(i, width)) for i, _ in rows]
         with for_range(b, 0, width, name="dot") as dd:
             base = self.add(t_base, self.mul(dd, self.tk))
             keys = [self.load(t_buf, self.add(self.add(base, j0), c * self.w), masks[c])
-                    for c in range(KEY_VECTORS)]
-            for r in range(ROWS):
+                    for c in range(self.key_vectors)]
+            for r in range(self.row_count):
                 x = splat(b, b.load(self.at(src_rows, self.add(row_base[r], dd))), self.w)
-                for c in range(KEY_VECTORS):
-                    slot = acc[r * KEY_VECTORS + c]
+                for c in range(self.key_vectors):
+                    slot = acc[r * self.key_vectors + c]
                     b.store(self.ev.fma(x, keys[c], b.load(slot)), slot)
-        return [[b.load(acc[r * KEY_VECTORS + c]) for c in range(KEY_VECTORS)] for r in range(ROWS)]
+        return [[b.load(acc[r * self.key_vectors + c]) for c in range(self.key_vectors)] for r in range(self.row_count)]
 
     def key_lanes(self, count: ir.Value, c: int) -> ir.Value:
         """The lanes of key vector ``c`` below ``count`` keys."""
@@ -333,7 +335,7 @@ class _Heads:
         out = []
         for r, row in enumerate(rows):
             line = []
-            for c in range(KEY_VECTORS):
+            for c in range(self.key_vectors):
                 x = self.ev.mul(s[r][c], self.k.scale)
                 keep = self.allowed(row, self.add(j0, c * self.w), count, c, tail)
                 line.append(b.select(keep, x, const(self.vty, -math.inf)))
@@ -377,11 +379,11 @@ class _Heads:
         q_base, kt_base = self.mul(h, self.mul(self.tq, self.d)), self.mul(h, self.mul(self.tk, self.d))
         v_base, o_base = self.mul(h, self.mul(self.tk, self.dv)), self.mul(h, self.mul(self.tq, self.dv))
         vecs = self.row_vectors(self.dv)
-        acc = self.slots(ROWS * len(vecs), self.vty, 0.0)
-        m_slots = self.slots(ROWS, self.sty, -math.inf)
-        l_slots = self.slots(ROWS, self.sty, 0.0)
-        p_block = alloca(b, ir.ArrayType(self.sty, ROWS * self.block))
-        with for_range(b, 0, self.tq, ROWS, name="qblock") as i0:
+        acc = self.slots(self.row_count * len(vecs), self.vty, 0.0)
+        m_slots = self.slots(self.row_count, self.sty, -math.inf)
+        l_slots = self.slots(self.row_count, self.sty, 0.0)
+        p_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
+        with for_range(b, 0, self.tq, self.row_count, name="qblock") as i0:
             rows = self.rows(i0)
             self.set_all(acc, 0.0)
             self.set_all(m_slots, -math.inf)
@@ -390,7 +392,7 @@ class _Heads:
             def block(j0: ir.Value, count: ir.Value, tail: bool) -> None:
                 s = self.scores(k.q, self.d, rows, j0, count, tail, k.kt, kt_base, q_base)
                 s = self.masked_scores(s, rows, j0, count, tail)
-                for r in range(ROWS):
+                for r in range(self.row_count):
                     p, corr = self.online_update(r, s[r], m_slots[r], l_slots[r])
                     self.spill(p_block, r, p)
                     factor = splat(b, corr, self.w)
@@ -400,7 +402,7 @@ class _Heads:
                 with for_range(b, 0, count, name="key") as jj:
                     row = self.mul(self.add(j0, jj), self.dv)
                     values = [self.load(k.v, self.add(self.add(v_base, row), c), mask) for c, mask in vecs]
-                    for r in range(ROWS):
+                    for r in range(self.row_count):
                         p = splat(b, self.spilled(p_block, r, jj), self.w)
                         for c, value in enumerate(values):
                             slot = acc[r * len(vecs) + c]
@@ -423,7 +425,7 @@ class _Heads:
                         self.store(value, k.out, self.add(base, offset), mask)
 
     def spill(self, block: ir.Value, r: int, vectors: list[ir.Value]) -> None:
-        """Store row ``r``'s KEY_VECTORS vectors into the stack block."""
+        """Store row ``r``'s vectors into the stack block."""
         b = self.b
         for c, x in enumerate(vectors):
             ptr = b.gep(block, [self.i64(0), self.i64(r * self.block + c * self.w)], inbounds=True)
@@ -444,12 +446,12 @@ class _Heads:
         self.zero(dk, k_base, self.mul(self.tk, self.d))
         self.zero(dv_out, v_base, self.mul(self.tk, self.dv))
         dvecs, vvecs = self.row_vectors(self.d), self.row_vectors(self.dv)
-        dq_acc = self.slots(ROWS * len(dvecs), self.vty, 0.0)
-        m_slots = self.slots(ROWS, self.sty, -math.inf)
-        l_slots = self.slots(ROWS, self.sty, 0.0)
-        p_block = alloca(b, ir.ArrayType(self.sty, ROWS * self.block))
-        ds_block = alloca(b, ir.ArrayType(self.sty, ROWS * self.block))
-        with for_range(b, 0, self.tq, ROWS, name="qblock") as i0:
+        dq_acc = self.slots(self.row_count * len(dvecs), self.vty, 0.0)
+        m_slots = self.slots(self.row_count, self.sty, -math.inf)
+        l_slots = self.slots(self.row_count, self.sty, 0.0)
+        p_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
+        ds_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
+        with for_range(b, 0, self.tq, self.row_count, name="qblock") as i0:
             rows = self.rows(i0)
             end = self.key_end(rows)
             self.set_all(dq_acc, 0.0)
@@ -459,13 +461,13 @@ class _Heads:
             def statistics(j0: ir.Value, count: ir.Value, tail: bool) -> None:
                 s = self.scores(k.q, self.d, rows, j0, count, tail, k.kt, k_base, q_base)
                 s = self.masked_scores(s, rows, j0, count, tail)
-                for r in range(ROWS):
+                for r in range(self.row_count):
                     self.online_update(r, s[r], m_slots[r], l_slots[r])
 
             lse, delta = [], []
             if k.lse is None:
                 self.key_blocks(end, statistics)
-                lse = [self.log_sum_exp(m_slots[r], l_slots[r]) for r in range(ROWS)]
+                lse = [self.log_sum_exp(m_slots[r], l_slots[r]) for r in range(self.row_count)]
             else:
                 lse = [b.load(self.at(k.lse, self.add(self.mul(h, self.tq), i))) for i, _ in rows]
             for i, _real in rows:
@@ -478,7 +480,7 @@ class _Heads:
                 s = self.scores(k.q, self.d, rows, j0, count, tail, k.kt, k_base, q_base)
                 s = self.masked_scores(s, rows, j0, count, tail)
                 dp = self.scores(k.do, self.dv, rows, j0, count, tail, k.vt, v_base, o_base)
-                for r in range(ROWS):
+                for r in range(self.row_count):
                     p = [self.ev.exp(self.ev.sub(x, splat(b, lse[r], self.w))) for x in s[r]]
                     ds = [self.ev.mul(self.ev.mul(pc, self.ev.sub(dpc, splat(b, delta[r], self.w))), k.scale)
                           for pc, dpc in zip(p, dp[r])]
@@ -486,8 +488,8 @@ class _Heads:
                     self.spill(ds_block, r, ds)
                 with for_range(b, 0, count, name="key") as jj:
                     j = self.add(j0, jj)
-                    ps = [splat(b, self.spilled(p_block, r, jj), self.w) for r in range(ROWS)]
-                    dss = [splat(b, self.spilled(ds_block, r, jj), self.w) for r in range(ROWS)]
+                    ps = [splat(b, self.spilled(p_block, r, jj), self.w) for r in range(self.row_count)]
+                    dss = [splat(b, self.spilled(ds_block, r, jj), self.w) for r in range(self.row_count)]
                     self.accumulate_key(dv_out, self.add(v_base, self.mul(j, self.dv)), vvecs, ps,
                                         k.do, [self.add(o_base, self.mul(i, self.dv)) for i, _ in rows])
                     self.accumulate_key(dk, self.add(k_base, self.mul(j, self.d)), dvecs, dss,
@@ -495,7 +497,7 @@ class _Heads:
                     key_row = self.add(k_base, self.mul(j, self.d))
                     for c, (offset, mask) in enumerate(dvecs):
                         key = self.load(k.k, self.add(key_row, offset), mask)
-                        for r in range(ROWS):
+                        for r in range(self.row_count):
                             slot = dq_acc[r * len(dvecs) + c]
                             b.store(self.ev.fma(dss[r], key, b.load(slot)), slot)
 
@@ -520,7 +522,7 @@ class _Heads:
         for offset, mask in vecs:
             ptr = self.add(out_row, offset)
             total = self.load(out, ptr, mask)
-            for r in range(ROWS):
+            for r in range(self.row_count):
                 total = self.ev.fma(weights[r], self.load(src, self.add(src_rows[r], offset), mask), total)
             self.store(total, out, ptr, mask)
 
@@ -535,4 +537,4 @@ class _Heads:
             self.store(zero, buf, self.add(base, whole), lane_mask(b, self.w, b.sub(count, whole)))
 
 
-__all__ = ["emit_attention", "lower_attention", "ROWS", "KEY_VECTORS"]
+__all__ = ["BLOCKS", "emit_attention", "lower_attention"]
