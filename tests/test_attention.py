@@ -213,6 +213,26 @@ def test_native_matches_the_reference_and_the_float64_oracle(native_cases, n):
         assert not np.isnan(got).any()
 
 
+@pytest.mark.parametrize("causal,tq,tk", [(True, 100, 100), (True, 61, 130), (False, 50, 130)])
+def test_unmasked_key_blocks_match_the_oracle(causal, tq, tk):
+    """Without a mask buffer, key blocks below every row's diagonal skip the masking."""
+    f, b = new_function("f", [("q", T(F32, 2, 3, tq, 8)), ("k", T(F32, 2, 3, tk, 8)), ("v", T(F32, 2, 3, tk, 8)),
+                              ("w", T(F32, 2, 3, tq, 8))])
+    out = b.attention(*f.params[:3], b.constant(True, BOOL), causal=causal)
+    f.outputs = [b.sum(b.mul(out, f.params[3])), out]
+    g = grad(Module([f]), "f", ["q", "k", "v"], new_name="g", with_value=True)
+    lib = runtime.compile(Module([g]), cache=False, passes="")
+    rng = np.random.default_rng(12)
+    q, k, v, w = (rng.standard_normal(p.type.shape).astype(np.float32) for p in f.params)
+    _loss, got, *grads = lib.g(q, k, v, w)
+    allowed = causal_mask_np(tq, tk) if causal else np.array(True)
+    assert ulps(got, oracle(q, k, v, allowed, 1 / np.sqrt(8)), 4.0) <= 16
+    want = attention_grad_np(*(a.astype(np.float64) for a in (q, k, v)), np.array(True), got.astype(np.float64),
+                             w.astype(np.float64), scale=None, causal=causal)
+    for got_grad, exact in zip(grads, want):
+        assert ulps(got_grad, exact, max(float(np.abs(exact).max()), 1.0)) <= 64
+
+
 def test_large_logits_natively():
     rng = np.random.default_rng(3)
     q = (rng.standard_normal((1, 1, 40, 8)) * 100).astype(np.float32)

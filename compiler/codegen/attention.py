@@ -264,15 +264,35 @@ class _Heads:
         end = b.select(b.icmp_signed("<", end, self.tk), end, self.tk)
         return b.select(b.icmp_signed("<", end, self.i64(0)), self.i64(0), end)
 
-    def key_blocks(self, end: ir.Value, body) -> None:
-        """``body(j0, count, tail)`` over the key blocks of ``[0, end)``: whole blocks, then
-        the remainder (``tail``: its lanes past ``count`` are masked)."""
+    def key_blocks(self, rows, end: ir.Value, body) -> None:
+        """``body(j0, count, mode)`` over the key blocks of ``[0, end)``: whole blocks that no
+        rule masks (``plain``: every row real, no mask buffer, below the causal diagonal for
+        every row), the other whole blocks (``edge``), then the remainder (``tail``: its lanes
+        past ``count`` are masked too)."""
         b = self.b
-        whole = b.mul(b.sdiv(end, self.i64(self.block)), self.i64(self.block))
-        with for_range(b, 0, whole, self.block, name="keys") as j0:
-            body(j0, self.i64(self.block), False)
+        block = self.i64(self.block)
+        whole = b.mul(b.sdiv(end, block), block)
+        plain_end = self.plain_end(rows, whole)
+        with for_range(b, 0, plain_end, self.block, name="plain_keys") as j0:
+            body(j0, block, "plain")
+        with for_range(b, plain_end, whole, self.block, name="keys") as j0:
+            body(j0, block, "edge")
         with b.if_then(b.icmp_signed("<", whole, end)):
-            body(whole, b.sub(end, whole), True)
+            body(whole, b.sub(end, whole), "tail")
+
+    def plain_end(self, rows, whole: ir.Value) -> ir.Value:
+        """Where the plain key blocks end: 0 with a mask buffer or a row past ``Tq``; with
+        ``causal``, the whole blocks wholly at or below the first row's diagonal."""
+        b = self.b
+        if self.k.mask is not None:
+            return self.i64(0)
+        limit = whole
+        if self.k.causal:
+            seen = self.add(self.add(rows[0][0], self.offset), 1)      # keys the first row sees
+            seen = b.select(b.icmp_signed("<", seen, self.i64(0)), self.i64(0), seen)
+            seen = b.mul(b.sdiv(seen, self.i64(self.block)), self.i64(self.block))
+            limit = b.select(b.icmp_signed("<", seen, whole), seen, whole)
+        return b.select(rows[-1][1], limit, self.i64(0))
 
     # -- scores --------------------------------------------------------------------------
 
@@ -329,9 +349,12 @@ class _Heads:
         return b.icmp_unsigned("!=", vec, const(vec.type, 0))
 
     def masked_scores(self, s: list[list[ir.Value]], rows, j0: ir.Value, count: ir.Value,
-                      tail: bool) -> list[list[ir.Value]]:
-        """Scaled scores, ``-inf`` where a key is not allowed."""
+                      mode: str) -> list[list[ir.Value]]:
+        """Scaled scores, ``-inf`` where a key is not allowed (none is in a ``plain`` block)."""
         b = self.b
+        if mode == "plain":
+            return [[self.ev.mul(x, self.k.scale) for x in line] for line in s]
+        tail = mode == "tail"
         out = []
         for r, row in enumerate(rows):
             line = []
@@ -389,9 +412,9 @@ class _Heads:
             self.set_all(m_slots, -math.inf)
             self.set_all(l_slots, 0.0)
 
-            def block(j0: ir.Value, count: ir.Value, tail: bool) -> None:
-                s = self.scores(k.q, self.d, rows, j0, count, tail, k.kt, kt_base, q_base)
-                s = self.masked_scores(s, rows, j0, count, tail)
+            def block(j0: ir.Value, count: ir.Value, mode: str) -> None:
+                s = self.scores(k.q, self.d, rows, j0, count, mode == "tail", k.kt, kt_base, q_base)
+                s = self.masked_scores(s, rows, j0, count, mode)
                 for r in range(self.row_count):
                     p, corr = self.online_update(r, s[r], m_slots[r], l_slots[r])
                     self.spill(p_block, r, p)
@@ -408,7 +431,7 @@ class _Heads:
                             slot = acc[r * len(vecs) + c]
                             b.store(self.ev.fma(p, value, b.load(slot)), slot)
 
-            self.key_blocks(self.key_end(rows), block)
+            self.key_blocks(rows, self.key_end(rows), block)
             for r, (i, real) in enumerate(rows):
                 with b.if_then(real):
                     if k.lse is not None:
@@ -458,15 +481,15 @@ class _Heads:
             self.set_all(m_slots, -math.inf)
             self.set_all(l_slots, 0.0)
 
-            def statistics(j0: ir.Value, count: ir.Value, tail: bool) -> None:
-                s = self.scores(k.q, self.d, rows, j0, count, tail, k.kt, k_base, q_base)
-                s = self.masked_scores(s, rows, j0, count, tail)
+            def statistics(j0: ir.Value, count: ir.Value, mode: str) -> None:
+                s = self.scores(k.q, self.d, rows, j0, count, mode == "tail", k.kt, k_base, q_base)
+                s = self.masked_scores(s, rows, j0, count, mode)
                 for r in range(self.row_count):
                     self.online_update(r, s[r], m_slots[r], l_slots[r])
 
             lse, delta = [], []
             if k.lse is None:
-                self.key_blocks(end, statistics)
+                self.key_blocks(rows, end, statistics)
                 lse = [self.log_sum_exp(m_slots[r], l_slots[r]) for r in range(self.row_count)]
             else:
                 lse = [b.load(self.at(k.lse, self.add(self.mul(h, self.tq), i))) for i, _ in rows]
@@ -476,10 +499,10 @@ class _Heads:
                          for c, m in vvecs]
                 delta.append(self.row_sum(prods))
 
-            def gradients(j0: ir.Value, count: ir.Value, tail: bool) -> None:
-                s = self.scores(k.q, self.d, rows, j0, count, tail, k.kt, k_base, q_base)
-                s = self.masked_scores(s, rows, j0, count, tail)
-                dp = self.scores(k.do, self.dv, rows, j0, count, tail, k.vt, v_base, o_base)
+            def gradients(j0: ir.Value, count: ir.Value, mode: str) -> None:
+                s = self.scores(k.q, self.d, rows, j0, count, mode == "tail", k.kt, k_base, q_base)
+                s = self.masked_scores(s, rows, j0, count, mode)
+                dp = self.scores(k.do, self.dv, rows, j0, count, mode == "tail", k.vt, v_base, o_base)
                 for r in range(self.row_count):
                     p = [self.ev.exp(self.ev.sub(x, splat(b, lse[r], self.w))) for x in s[r]]
                     ds = [self.ev.mul(self.ev.mul(pc, self.ev.sub(dpc, splat(b, delta[r], self.w))), k.scale)
@@ -501,7 +524,7 @@ class _Heads:
                             slot = dq_acc[r * len(dvecs) + c]
                             b.store(self.ev.fma(dss[r], key, b.load(slot)), slot)
 
-            self.key_blocks(end, gradients)
+            self.key_blocks(rows, end, gradients)
             for r, (i, real) in enumerate(rows):
                 with b.if_then(real):
                     base = self.add(q_base, self.mul(i, self.d))
