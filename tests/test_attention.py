@@ -82,6 +82,18 @@ def test_causal_mask_is_aligned_at_the_bottom_right():
     np.testing.assert_array_equal(causal_mask_np(2, 4), [[1, 1, 1, 0], [1, 1, 1, 1]])
 
 
+def test_sinusoidal_positions_are_the_transformers():
+    f, b = new_function("f", [])
+    f.outputs = [b.sinusoidal_positions(shape=(50, 16))]
+    (pe,) = interpret(f, [])
+    t, i = np.arange(50)[:, None], np.arange(8)[None, :]
+    angle = t / 10000.0 ** (2 * i / 16)
+    np.testing.assert_allclose(pe[:, 0::2], np.sin(angle), atol=2e-6)
+    np.testing.assert_allclose(pe[:, 1::2], np.cos(angle), atol=2e-6)
+    lib = runtime.compile(Module([f]), cache=False, passes="")
+    np.testing.assert_allclose(lib.f(), pe, atol=1e-5)
+
+
 CASES = [
     # (q shape, k shape, dv, mask shape, attrs)
     ((2, 3, 5, 8), (2, 3, 7, 8), 8, (), {}),
