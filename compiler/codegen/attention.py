@@ -46,6 +46,7 @@ from .kernels import (
 )
 from .llvmutil import I8, I64, const, for_range, splat, value_type
 from .loops import Attention, Buffer, Const, Elementwise, Load, identity_index, remap
+from .vmath import exp_nonpositive
 
 # (query rows, key vectors of W keys) per block: the forward's scores are rows x vectors
 # accumulators, the backward also holds rows x D/W accumulators of dq
@@ -388,8 +389,8 @@ class _Heads:
         m_old = b.load(m_slot)
         m_new = self.es.max(m_old, self.row_max(line))
         m_use = self.finite_or_zero(m_new)
-        corr = self.es.exp(self.es.sub(m_old, m_use))
-        p = [self.ev.exp(self.ev.sub(x, splat(b, m_use, self.w))) for x in line]
+        corr = exp_nonpositive(self.b, self.es.sub(m_old, m_use))
+        p = [exp_nonpositive(self.b, self.ev.sub(x, splat(b, m_use, self.w))) for x in line]
         b.store(self.es.fma(b.load(l_slot), corr, self.row_sum(p)), l_slot)
         b.store(m_new, m_slot)
         return p, corr
@@ -504,7 +505,7 @@ class _Heads:
                 s = self.masked_scores(s, rows, j0, count, mode)
                 dp = self.scores(k.do, self.dv, rows, j0, count, mode == "tail", k.vt, v_base, o_base)
                 for r in range(self.row_count):
-                    p = [self.ev.exp(self.ev.sub(x, splat(b, lse[r], self.w))) for x in s[r]]
+                    p = [exp_nonpositive(self.b, self.ev.sub(x, splat(b, lse[r], self.w))) for x in s[r]]
                     ds = [self.ev.mul(self.ev.mul(pc, self.ev.sub(dpc, splat(b, delta[r], self.w))), k.scale)
                           for pc, dpc in zip(p, dp[r])]
                     self.spill(p_block, r, p)
