@@ -420,6 +420,20 @@ class _Heads:
                           self.w, lanes)
         return b.icmp_unsigned("!=", vec, const(vec.type, 0))
 
+    def query_scores(self, rows, j0: ir.Value, count: ir.Value, mode: str, kt_base: ir.Value
+                     ) -> list[list[ir.Value]]:
+        """The block's scaled and masked scores ``q . k``."""
+        s = self.scores("q", self.d, rows, j0, count, mode == "tail", self.k.kt, kt_base)
+        return self.masked_scores(s, rows, j0, count, mode)
+
+    def statistics_slots(self) -> tuple[list[ir.Value], list[ir.Value]]:
+        """Each row's running maximum ``m`` and sum ``l`` (see :meth:`online_update`)."""
+        return self.slots(self.row_count, self.sty, -math.inf), self.slots(self.row_count, self.sty, 0.0)
+
+    def reset_statistics(self, m_slots: list[ir.Value], l_slots: list[ir.Value]) -> None:
+        self.set_all(m_slots, -math.inf)
+        self.set_all(l_slots, 0.0)
+
     def masked_scores(self, s: list[list[ir.Value]], rows, j0: ir.Value, count: ir.Value,
                       mode: str) -> list[list[ir.Value]]:
         """Scaled scores, ``-inf`` where a key is not allowed (none is in a ``plain`` block)."""
@@ -474,18 +488,15 @@ class _Heads:
         kt_base = self.mul(h, self.mul(self.tk, self.d))        # kt is dense
         vecs = self.row_vectors(self.dv)
         acc = self.slots(self.row_count * len(vecs), self.vty, 0.0)
-        m_slots = self.slots(self.row_count, self.sty, -math.inf)
-        l_slots = self.slots(self.row_count, self.sty, 0.0)
+        m_slots, l_slots = self.statistics_slots()
         p_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
         with for_range(b, 0, self.tq, self.row_count, name="qblock") as i0:
             rows = self.rows(i0)
             self.set_all(acc, 0.0)
-            self.set_all(m_slots, -math.inf)
-            self.set_all(l_slots, 0.0)
+            self.reset_statistics(m_slots, l_slots)
 
             def block(j0: ir.Value, count: ir.Value, mode: str) -> None:
-                s = self.scores("q", self.d, rows, j0, count, mode == "tail", k.kt, kt_base)
-                s = self.masked_scores(s, rows, j0, count, mode)
+                s = self.query_scores(rows, j0, count, mode, kt_base)
                 for r in range(self.row_count):
                     p, corr = self.online_update(r, s[r], m_slots[r], l_slots[r])
                     self.spill(p_block, r, p)
@@ -541,20 +552,17 @@ class _Heads:
         self.zero_rows("dv", self.dv)
         dvecs, vvecs = self.row_vectors(self.d), self.row_vectors(self.dv)
         dq_acc = self.slots(self.row_count * len(dvecs), self.vty, 0.0)
-        m_slots = self.slots(self.row_count, self.sty, -math.inf)
-        l_slots = self.slots(self.row_count, self.sty, 0.0)
+        m_slots, l_slots = self.statistics_slots()
         p_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
         ds_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
         with for_range(b, 0, self.tq, self.row_count, name="qblock") as i0:
             rows = self.rows(i0)
             end = self.key_end(rows)
             self.set_all(dq_acc, 0.0)
-            self.set_all(m_slots, -math.inf)
-            self.set_all(l_slots, 0.0)
+            self.reset_statistics(m_slots, l_slots)
 
             def statistics(j0: ir.Value, count: ir.Value, mode: str) -> None:
-                s = self.scores("q", self.d, rows, j0, count, mode == "tail", k.kt, k_base)
-                s = self.masked_scores(s, rows, j0, count, mode)
+                s = self.query_scores(rows, j0, count, mode, k_base)
                 for r in range(self.row_count):
                     self.online_update(r, s[r], m_slots[r], l_slots[r])
 
@@ -571,8 +579,7 @@ class _Heads:
                 delta.append(self.row_sum(prods))
 
             def gradients(j0: ir.Value, count: ir.Value, mode: str) -> None:
-                s = self.scores("q", self.d, rows, j0, count, mode == "tail", k.kt, k_base)
-                s = self.masked_scores(s, rows, j0, count, mode)
+                s = self.query_scores(rows, j0, count, mode, k_base)
                 dp = self.scores("do", self.dv, rows, j0, count, mode == "tail", k.vt, v_base)
                 for r in range(self.row_count):
                     p = [exp_nonpositive(self.b, self.ev.sub(x, splat(b, lse[r], self.w))) for x in s[r]]
