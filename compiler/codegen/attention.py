@@ -59,8 +59,9 @@ BLOCKS = {"forward": (6, 3), "backward": (6, 2)}
 
 def lower_attention(L, op: Op) -> None:
     """The ``attention`` kernel family: ``attention`` and ``attention_grad``, one
-    :class:`Attention` kernel each, reading dense operands (plus transposed copies of ``k``,
-    and of ``v`` for the gradient)."""
+    :class:`Attention` kernel each, reading its operands from memory in place (:func:`_view`)
+    plus transposed copies of ``k``, and of ``v`` for the gradient, and writing its results
+    where their users want them (:func:`_output`)."""
     q, k, v, mask = op.operands[:4]
     scale = attention_scale(op.attrs["scale"], q.type.shape[-1])
     causal = op.attrs["causal"]
@@ -82,7 +83,6 @@ def lower_attention(L, op: Op) -> None:
     L.add_kernel(Attention(dq, "backward", qb, kb, vb, kt, maskb, scale, causal, vt=_swapped(L, v),
                            o=o, do=do, extra=(dk, dv), lse=forward.lse if forward is not None else None,
                            index=index, shapes=shapes))
-
 
 
 def _has_gradient(L, op: Op) -> bool:
@@ -140,6 +140,7 @@ def _output(L, v: Value, name: str, index: dict[str, tuple[int, ...]]) -> Buffer
     rank = v.type.rank
     swap = (*range(rank - 3), rank - 2, rank - 3, rank - 1)
     uses = [o for o in L.func.ops if any(u is v for u in o.operands)]
+
     def joins_heads(o: Op) -> bool:        # or the gradient reading the forward's output
         if o.name == "attention_grad":
             return [i for i, u in enumerate(o.operands) if u is v] == [4]
