@@ -298,3 +298,27 @@ def mlpbn_params(seed: int = 0) -> dict[str, np.ndarray]:
     return {"w1": glorot(MLP_IN, h1), "g1": np.ones(h1, np.float32), "be1": np.zeros(h1, np.float32),
             "w2": glorot(h1, h2), "g2": np.ones(h2, np.float32), "be2": np.zeros(h2, np.float32),
             "w3": glorot(h2, out), "b3": np.zeros(out, np.float32)}
+# ---------------------------------------------------------------------------
+# attention (bench.cases.ATTENTION_SHAPES): causal, scale 1/sqrt(D)
+
+
+def attention_inputs(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """``q, k, v`` and the output weights ``w`` (the loss is ``sum(attention(q, k, v) * w)``),
+    f32 ``[B, H, T, D]`` from a fixed seed."""
+    rng = np.random.default_rng(22)
+    return tuple(rng.standard_normal(shape).astype(np.float32) for _ in range(4))
+
+
+def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, w: np.ndarray
+                        ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """float64 causal attention and the gradients of ``sum(out * w)`` for q, k, v."""
+    q, k, v, w = (a.astype(np.float64) for a in (q, k, v, w))
+    t = q.shape[-2]
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    s = np.where(np.tril(np.ones((t, t), bool)), q @ np.swapaxes(k, -1, -2) * scale, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    out = p @ v
+    dp = w @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - np.sum(dp * p, -1, keepdims=True)) * scale
+    return out, (ds @ k, np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ w)

@@ -94,3 +94,14 @@ def check_conv_grads(out: tuple[np.ndarray, np.ndarray], x: np.ndarray, w: np.nd
     dx, dw = reference_conv_grads(x, w, dy, pad)
     check_close("input gradient", np.asarray(out[0]), dx, float(np.abs(dx).max()), 1e-5)
     check_close("kernel gradient", np.asarray(out[1]), dw, float(np.abs(dw).max()), 1e-5)
+def check_attention(impl: str, got: object, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                    w: np.ndarray, backward: bool) -> None:
+    """Check an attention output (``backward``: the gradients of q, k, v) against float64."""
+    from ..data import reference_attention
+
+    out, grads = reference_attention(q, k, v, w)
+    if not backward:
+        check_close(f"{impl} attention", np.asarray(got), out, 1.0, 1e-4)
+        return
+    for name, g, want in zip(("dq", "dk", "dv"), got, grads):
+        check_close(f"{impl} {name}", np.asarray(g), want, max(1.0, float(np.abs(want).max())), 1e-4)

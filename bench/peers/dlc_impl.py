@@ -25,6 +25,7 @@ from ..cases import CNN_IMAGE, MLP_LR, Case
 from . import (
     Unavailable,
     builder_kind,
+    check_attention,
     check_close,
     check_conv_forward,
     check_conv_grads,
@@ -283,9 +284,29 @@ def _mlpbn_step(case: Case, backend: str = "native") -> Callable[[], object]:
     return lambda: step(x, y)
 
 
+def attention_source(shape: tuple[int, ...]) -> str:
+    """``attn(q, k, v)`` (causal attention) and ``dloss`` (its gradients for
+    ``sum(attn(q, k, v) * w)``) over static ``[B, H, T, D]`` tensors."""
+    t = f"f32[{', '.join(str(n) for n in shape)}]"
+    return (f"fn attn(q: {t}, k: {t}, v: {t}) -> {t} {{ return attention(q, k, v, causal=true) }}\n"
+            f"fn loss(q: {t}, k: {t}, v: {t}, w: {t}) -> f32[] {{\n"
+            f"    return sum(attention(q, k, v, causal=true) * w)\n}}\n"
+            "fn dloss = grad(loss, wrt=[q, k, v])\n")
+
+
+def _attention(case: Case) -> Callable[[], object]:
+    shape, backward = tuple(case.params["shape"]), case.params["backward"]
+    fn = compile_function(attention_source(shape), "dloss" if backward else "attn")
+    q, k, v, w = data.attention_inputs(shape)
+    args = (q, k, v, w) if backward else (q, k, v)
+    check_attention("dlc", _dlc_call("attention", lambda: fn(*args)), q, k, v, w, backward)
+    return lambda: fn(*args)
+
+
 BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "vmath": _vmath,
             "conv": _conv, "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
-            "mlpbn-step": _mlpbn_step}
+            "mlpbn-step": _mlpbn_step,
+            "attention": _attention}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

@@ -38,6 +38,7 @@ from ..cases import (
 from . import (
     Unavailable,
     builder_kind,
+    check_attention,
     check_close,
     check_conv_forward,
     check_conv_grads,
@@ -280,9 +281,37 @@ def _mlpbn_step(impl: str, case: Case) -> Callable[[], object]:
     return lambda: trainer.step(tx, ty)
 
 
+def _attention(impl: str, case: Case) -> Callable[[], object]:
+    """``F.scaled_dot_product_attention(is_causal=True)``: under ``no_grad`` for the forward;
+    forward and ``autograd.grad`` of ``sum(out * w)`` for the backward (torch.compile
+    compiles the attention function, AOTAutograd its backward)."""
+    q, k, v, w = (torch.from_numpy(a) for a in data.attention_inputs(tuple(case.params["shape"])))
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    attn = torch.compile(attend) if impl == TORCH_COMPILE else attend
+    if not case.params["backward"]:
+        def forward() -> torch.Tensor:
+            with torch.no_grad():
+                return attn(q, k, v)
+        run: Callable[[], object] = forward
+    else:
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+
+        def train() -> tuple[torch.Tensor, ...]:
+            return torch.autograd.grad((attn(*leaves) * w).sum(), leaves)
+        run = train
+    got = run()
+    check_attention(impl, got.numpy() if isinstance(got, torch.Tensor) else [g.numpy() for g in got],
+                    *(t.numpy() for t in (q, k, v, w)), case.params["backward"])
+    return run
+
+
 BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "conv": _conv,
             "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
-            "mlpbn-step": _mlpbn_step}
+            "mlpbn-step": _mlpbn_step,
+            "attention": _attention}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

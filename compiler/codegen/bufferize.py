@@ -36,6 +36,7 @@ from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from ..ops.random import PHILOX_OPS
+from .attention import lower_attention
 from .indexing import INDEXING_FAMILIES
 from .loops import (
     CONST,
@@ -47,6 +48,7 @@ from .loops import (
     VIEW,
     Acc,
     Apply,
+    Attention,
     Buffer,
     Const,
     DimValue,
@@ -108,7 +110,7 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
     opdef = get_op(op.name)
     if opdef is None:
         raise LoweringError(f"unknown op dl.{op.name}", op.loc)
-    if opdef.kind != COMPOSITE:
+    if opdef.kind != COMPOSITE and not (opdef.expand is not None and opdef.expand(op)):
         new_op = Builder.make(op.name, operands, dict(op.attrs), op.loc)
         b.func.ops.append(new_op)
         return list(new_op.results)
@@ -387,7 +389,7 @@ def _lower_reshape(L: Lowering, op: Op) -> None:
     if amap is not None:
         L.define(v, remap(L.expr(x), amap))
         return
-    L.buffers[v] = L.view(L.buffer(x), v.type.shape)
+    L.buffers[v] = L.view(_dense_operand(L, x), v.type.shape)
 
 
 def _lower_reduction(L: Lowering, op: Op) -> None:
@@ -500,6 +502,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     **INDEXING_FAMILIES,        # slice, slice_update, concat, gather, ..., scatter_add
     "pool": lower_pool,             # max_pool2d, avg_pool2d and their gradients (pool.py)
     "conv": _lower_conv,
+    "attention": lower_attention,   # attention and its gradient (attention.py)
 }
 
 
@@ -512,7 +515,7 @@ def has_lowering(name: str) -> bool:
         return True
     if opdef.kind == ELEMENTWISE:
         return opdef.emit is not None
-    return opdef.kind == COMPOSITE and opdef.decompose is not None
+    return (opdef.kind == COMPOSITE or opdef.expand is not None) and opdef.decompose is not None
 
 
 # ---------------------------------------------------------------------------
@@ -581,7 +584,7 @@ def fuse_epilogues(prog: Program) -> None:
 def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
     """Whether ``k`` reads ``param`` only at the element it writes (a take's read at computed
     coordinates never counts as that element)."""
-    if isinstance(k, (Reduce, Scan, TopK, Pool)):      # an output element depends on many inputs
+    if isinstance(k, (Reduce, Scan, TopK, Pool, Attention)):    # an output element depends on many inputs
         return param not in [b.storage for b in k.reads()]
     if isinstance(k, Scatter):
         # out = base element by element, then the additions: they run over param's memory
@@ -707,6 +710,8 @@ def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
             k.index = tuple(replace_buffer(e, old, new) for e in k.index)
         elif isinstance(k, Pool):
             k.inputs = tuple(new if b is old else b for b in k.inputs)
+        elif isinstance(k, Attention):
+            k.replace(old, new)
         else:
             k.a = new if k.a is old else k.a
             k.b = new if k.b is old else k.b
