@@ -44,6 +44,7 @@ from compiler.train_step import (
     TrainSignature,
     build_split_step,
     build_train_step,
+    build_weighted_step,
     model_info,
     train_signature,
 )
@@ -60,6 +61,7 @@ from .callbacks import Callback, CallbackList, LambdaCallback
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 from .feed import BatchFeed
+from .weights import sample_weights
 
 if TYPE_CHECKING:
     from .distributed import Distributed, Sync
@@ -375,6 +377,9 @@ class Model:
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
         self.backend: Backend = make_backend(module, backend, passes)
+        self._step_backend: Backend = self.backend         # the weighted step's while fit has weights
+        self._weighted_backend: Backend | None = None
+        self._weighted_module: Module | None = None
         # predict and evaluate take the parameters and the model state: the first _n_model tensors
         self._n_model = len(self.signature.params) + len(self.signature.model_state)
         # (dtype, rank, per-sample shape) of a model with one input and static sample dims:
@@ -477,7 +482,8 @@ class Model:
             learning_rate: float | LearningRateSchedule | None = None,
             callbacks: list[Callback] | None = None, steps_per_epoch: int | None = None,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-            allow_nonfinite: bool = False, distributed: bool | Distributed = False) -> History:
+            allow_nonfinite: bool = False, distributed: bool | Distributed = False,
+            sample_weight: Any = None, class_weight: Any = None) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
 
         The last, partial batch of each epoch is trained too.  Shuffling uses a
@@ -505,6 +511,11 @@ class Model:
         Without ``y``, ``x`` yields ``(x, y)`` batches (a generator, for data
         that does not fit in memory; see :mod:`runtime.feed`), and
         ``steps_per_epoch`` may say how many make an epoch.
+        ``sample_weight`` (one non-negative weight per sample) or ``class_weight``
+        (``{class: weight}``, or ``"balanced"``) weight each sample's loss as Keras
+        does: a batch's loss is ``sum(w * loss) / batch size``; the metrics stay
+        unweighted.  They train through a second, weighted training step, compiled
+        on first use (see docs/training.md, "Sample and class weights").
         ``distributed=True`` (or a :class:`~runtime.distributed.Distributed`), under
         ``mpirun -n K``: data-parallel training over K processes, each training on
         its shard of every epoch's order, ``batch_size`` rows per rank per step (a
@@ -514,7 +525,11 @@ class Model:
         _check_positive(epochs=epochs, batch_size=batch_size)
         check_callable(on_epoch_end, "fit: argument 'on_epoch_end'")
         feed: BatchFeed | None = None
+        weights: np.ndarray | None = None
         if y is None:
+            if sample_weight is not None or class_weight is not None:
+                raise ArgumentValueError("fit: sample_weight and class_weight need arrays, not batches "
+                                         "from an iterable")
             feed = BatchFeed(x, self.data_spec, steps_per_epoch)
             if validation_split:
                 raise ArgumentValueError("fit: validation_split needs arrays; with batches from an iterable "
@@ -529,11 +544,20 @@ class Model:
             ys = prepare_targets(y, self.data_spec, len(xs[0]), "training target")
             if len(xs[0]) == 0:
                 raise DlRuntimeError("fit: the training data is empty")
+            weights = sample_weights(sample_weight, class_weight, ys[0], len(xs[0]), self.module)
+            cut = len(xs[0])
             xs, ys, val = self._validation(xs, ys, validation_data, validation_split)
             n = len(xs[0])
+            if weights is not None:
+                if cut != n:
+                    weights = weights[:n]          # validation_split: the validated rows are unweighted
+                ys = [*ys, weights]                # trained as one more batch array, after the targets
         if learning_rate is not None:
             self._set_learning_rate(learning_rate)
         if distributed:
+            if weights is not None:
+                raise ArgumentValueError("fit: sample and class weights are not supported with "
+                                         "distributed training")
             if feed is not None:
                 raise ArgumentValueError("fit: distributed training shards arrays; batches from an "
                                          "iterable cannot be split over the ranks")
@@ -556,7 +580,7 @@ class Model:
         self.stop_training = False
         logs: dict[str, float] = {}
         hooks.on_train_begin()
-        with _DeferredInterrupt() as interrupt, self._distributed_until_done():
+        with _DeferredInterrupt() as interrupt, self._distributed_until_done(), self._weighted(weights is not None):
             for _ in range(epochs):
                 epoch = self.epochs_trained
                 hooks.on_epoch_begin(epoch)
@@ -594,6 +618,22 @@ class Model:
                     break
         hooks.on_train_end(logs)
         return history
+
+    @contextmanager
+    def _weighted(self, weighted: bool) -> Iterator[None]:
+        """Train with the weighted step (its backend built on first use) in the with block."""
+        if not weighted:
+            yield
+            return
+        if self._weighted_backend is None:
+            module = build_weighted_step(self.module)
+            self._weighted_backend = make_backend(module, self.backend.name, getattr(self.backend, "passes", None))
+            self._weighted_module = module
+        self._step_backend = self._weighted_backend
+        try:
+            yield
+        finally:
+            self._step_backend = self.backend
 
     @contextmanager
     def _distributed_until_done(self) -> Iterator[None]:
@@ -709,7 +749,7 @@ class Model:
         if self._sync is not None:
             out = self._sync.step(self, batch, lr)
         else:
-            out = self.backend.train_step(self._step_args(batch, lr))
+            out = self._step_backend.train_step(self._step_args(batch, lr))
         self._tensors = out[1:1 + len(self._tensors)]
         self.step += 1
         return out
@@ -778,7 +818,9 @@ class Model:
         the step on ``batch`` from the model's current (finite) weights and finds the first op
         whose value is not finite."""
         notes = [*notes, "to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
-        op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
+        weighted = self._step_backend is not self.backend and self._weighted_module is not None
+        module = self._weighted_module if weighted and self._weighted_module is not None else self.module
+        op = first_nonfinite_op(module.get(TRAIN_STEP), self._step_args(batch, lr))
         if op is None:
             return NonFiniteLossError(f"training diverged: {what}; the reference interpreter computes "
                                       "that step without a NaN or infinity (the native code's rounding "
