@@ -38,6 +38,7 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Function, Module, Op
+from compiler.metrics import combine_metrics, metric_names
 from compiler.schedules import LearningRateSchedule, check_learning_rate, schedule_from_spec, scheduled_rate
 from compiler.train_step import (
     TRAIN_STEP,
@@ -283,7 +284,7 @@ class _EpochMeter:
             self._hooks.on_train_batch_end(i, self.logs())
 
     def logs(self) -> dict[str, float]:
-        return dict(zip(self.names, (float(v) for v in self._sums / max(self.seen, 1))))
+        return combine_metrics(dict(zip(self.names, (float(v) for v in self._sums / max(self.seen, 1)))))
 
     def done(self) -> _EpochMeter:
         self.seconds = time.perf_counter() - self._start
@@ -570,7 +571,7 @@ class Model:
         span = batch_size if self._sync is None else self._sync.span(batch_size)   # the global batch
         if on_epoch_end is not None:
             callbacks = [*(callbacks or []), LambdaCallback(on_epoch_end=on_epoch_end)]
-        logged = ["loss", *self.signature.metrics]
+        logged = ["loss", *metric_names(self.signature.metrics)]
         hooks = CallbackList(callbacks, self, {
             "epochs": epochs, "steps": feed.steps_hint() if feed is not None else math.ceil(n / span),
             "samples": n if feed is None else None, "batch_size": batch_size if feed is None else None,
@@ -851,7 +852,7 @@ class Model:
             hi = min(lo + batch_size, n)
             out = self.backend.call("evaluate", [*params, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys)])
             sums += np.array([float(v) for v in out[:len(names)]]) * (hi - lo)
-        return dict(zip(names, (float(v) for v in sums / n)))
+        return combine_metrics(dict(zip(names, (float(v) for v in sums / n))))
 
     def predict(self, x: Any, *, batch_size: int = 256) -> np.ndarray | tuple[np.ndarray, ...]:
         """The model's outputs for ``x`` (one array, or a tuple for several outputs)."""
@@ -991,7 +992,7 @@ class Model:
                   f"targets: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.targets)}",
                   f"loss: {loss.get('name', '?')}",
                   f"optimizer: {self.signature.optimizer.name}({hp})",
-                  f"metrics: {', '.join(self.signature.metrics) or 'none'}",
+                  f"metrics: {', '.join(metric_names(self.signature.metrics)) or 'none'}",
                   f"backend: {self.backend.name}"]
         return "\n".join(lines)
 
