@@ -14,7 +14,7 @@ import pytest
 
 from compiler.diagnostics import ArgumentTypeError, ArgumentValueError, DlError
 from compiler.train_step import TrainingError, build_weighted_step
-from runtime.model import Model, load_model, model_module
+from runtime.model import Model, NonFiniteLossError, load_model, model_module
 from runtime.weights import parse_class_weight
 
 CLASSIFIER = """
@@ -169,3 +169,13 @@ def test_parse_class_weight() -> None:
     assert parse_class_weight("balanced") == "balanced"
     with pytest.raises(DlError, match="'1:5' is not CLASS=WEIGHT"):
         parse_class_weight("0=1,1:5")
+
+
+@pytest.mark.parametrize("backend", ["interp", "native"])
+def test_a_weighted_step_that_overflows_is_located_by_the_nan_trap(tmp_path: Path, backend) -> None:
+    # f32 weights that make the loss overflow: the NaN trap replays the *weighted* step
+    source = CLASSIFIER.replace("f64", "f32")
+    m = model(tmp_path, source, backend)
+    with pytest.raises(NonFiniteLossError, match="training diverged: the loss is inf"):
+        m.fit(X.astype(np.float32), LABELS, epochs=1, batch_size=N, verbose=0,
+              sample_weight=np.full(N, 3e38))
