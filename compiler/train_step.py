@@ -216,7 +216,8 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
 def build_weighted_step(module: Module) -> Module:
     """The training step with per-sample weights, ``train_step`` of a new module: the
     arguments of :func:`build_train_step`'s with ``sample_weight: f32[N]`` after the
-    targets, the same outputs.
+    targets, the same outputs; beside it ``evaluate`` with ``sample_weight`` after the
+    targets (its loss weighted: validation data with weights).
 
     Its loss is ``@loss`` with every loss op replaced by its weighted form
     (:func:`compiler.ops.losses.weighted_loss`: Keras's ``sum(w * loss) / count``),
@@ -229,20 +230,22 @@ def build_weighted_step(module: Module) -> Module:
     work = Module(list(module.functions), dict(module.attrs))     # ``module`` itself is left as it is
     work.replace(weighted_loss_function(work, sig))
     step = _build_step(work, sig, TRAIN_STEP, loss_fn=WEIGHTED_LOSS)
-    return Module([step], dict(module.attrs))
+    evaluate = weighted_loss_function(module, sig, source="evaluate", name="evaluate")
+    return Module([step, evaluate], dict(module.attrs))
 
 
-def weighted_loss_function(module: Module, sig: TrainSignature) -> Function:
-    """``@loss`` as ``loss.weighted``, taking ``sample_weight`` after the targets (before
-    a random key), each loss op replaced by its sample-weighted form."""
+def weighted_loss_function(module: Module, sig: TrainSignature, *, source: str = "loss",
+                           name: str = WEIGHTED_LOSS) -> Function:
+    """``@loss`` (or ``source``: ``@evaluate``) as ``name``, taking ``sample_weight`` after the
+    targets (before a random key), each loss op replaced by its sample-weighted form."""
     from .ops.base import ShapeError
     from .ops.losses import LOSS_OPS, weighted_loss
 
-    loss = module.get("loss")
+    loss = module.get(source)
     at = len(sig.params) + len(sig.model_state) + len(sig.inputs) + len(sig.targets)
     params = [(p.name or f"arg{i}", p.type) for i, p in enumerate(loss.params)]
     params.insert(at, (SAMPLE_WEIGHT, sig.weight_type))
-    func, b = new_function(WEIGHTED_LOSS, params, loc=loss.loc)
+    func, b = new_function(name, params, loc=loss.loc)
     func.attrs.update(loss.attrs)
     weight = func.params[at]
     env: dict[Value, Value] = dict(zip(loss.params, func.params[:at] + func.params[at + 1:]))

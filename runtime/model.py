@@ -62,7 +62,7 @@ from .callbacks import Callback, CallbackList, LambdaCallback
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 from .feed import BatchFeed
-from .weights import sample_weights
+from .weights import check_sample_weight, sample_weights
 
 if TYPE_CHECKING:
     from .distributed import Distributed, Sync
@@ -595,7 +595,8 @@ class Model:
                             break
                     logs, seconds, calls = meter.logs(), meter.seconds, meter.calls
                     if val is not None:
-                        val_logs = self._evaluate(*val, batch_size=max(batch_size, 256))
+                        val_logs = self._evaluate(*val, batch_size=max(batch_size, 256),
+                                                  weighted=len(val[1]) > len(self.signature.targets))
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
                     if bar is not None:
                         bar.set_postfix_str(_format_logs(logs), refresh=True)
@@ -620,17 +621,21 @@ class Model:
         hooks.on_train_end(logs)
         return history
 
-    @contextmanager
-    def _weighted(self, weighted: bool) -> Iterator[None]:
-        """Train with the weighted step (its backend built on first use) in the with block."""
-        if not weighted:
-            yield
-            return
+    def _weighted_steps(self) -> Backend:
+        """The backend of the weighted training step and evaluate (built on first use)."""
         if self._weighted_backend is None:
             module = build_weighted_step(self.module)
             self._weighted_backend = make_backend(module, self.backend.name, getattr(self.backend, "passes", None))
             self._weighted_module = module
-        self._step_backend = self._weighted_backend
+        return self._weighted_backend
+
+    @contextmanager
+    def _weighted(self, weighted: bool) -> Iterator[None]:
+        """Train with the weighted step in the with block."""
+        if not weighted:
+            yield
+            return
+        self._step_backend = self._weighted_steps()
         try:
             yield
         finally:
@@ -667,13 +672,16 @@ class Model:
         if validation_data is not None and split:
             raise ArgumentValueError("fit: give validation_data or validation_split, not both")
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
-                                        f"got {type(validation_data).__name__}")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y) or a "
+                                        f"triple (x, y, sample_weight), got {type(validation_data).__name__}")
             vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
             vy = prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target")
             if len(vx[0]) == 0:
                 raise DlRuntimeError("fit: the validation data is empty")
+            if len(validation_data) == 3:       # weighted validation: the weights after the targets
+                vy = [*vy, check_sample_weight(validation_data[2], len(vx[0]),
+                                               "fit: validation_data's sample_weight")]
             return xs, ys, (vx, vy)
         if not split:
             return xs, ys, None
@@ -843,14 +851,17 @@ class Model:
             raise DlRuntimeError("evaluate: the data is empty")
         return self._evaluate(xs, ys, batch_size=batch_size)
 
-    def _evaluate(self, xs: list[np.ndarray], ys: list[np.ndarray], *, batch_size: int) -> dict[str, float]:
+    def _evaluate(self, xs: list[np.ndarray], ys: list[np.ndarray], *, batch_size: int,
+                  weighted: bool = False) -> dict[str, float]:
+        """Loss and metrics over ``(xs, ys)``; ``weighted``: ``ys`` ends with sample weights."""
         n = len(xs[0])
+        backend = self._weighted_steps() if weighted else self.backend
         params = self._tensors[:self._n_model]
         names = ["loss", *self.signature.metrics]
         sums = np.zeros(len(names))
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            out = self.backend.call("evaluate", [*params, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys)])
+            out = backend.call("evaluate", [*params, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys)])
             sums += np.array([float(v) for v in out[:len(names)]]) * (hi - lo)
         return combine_metrics(dict(zip(names, (float(v) for v in sums / n))))
 

@@ -179,3 +179,16 @@ def test_a_weighted_step_that_overflows_is_located_by_the_nan_trap(tmp_path: Pat
     with pytest.raises(NonFiniteLossError, match="training diverged: the loss is inf"):
         m.fit(X.astype(np.float32), LABELS, epochs=1, batch_size=N, verbose=0,
               sample_weight=np.full(N, 3e38))
+
+
+@pytest.mark.parametrize("backend", ["interp", "native"])
+def test_validation_data_with_sample_weights_weights_the_validation_loss(tmp_path: Path, backend) -> None:
+    m = model(tmp_path, CLASSIFIER, backend)
+    history = m.fit(X, LABELS, epochs=1, batch_size=N, verbose=0, validation_data=(X, LABELS, W))
+    kernel, bias = m.weights["dense_1.kernel"], m.weights["dense_1.bias"]
+    loss, _, _ = softmax_step(kernel, bias, W)          # the weighted loss at the trained weights
+    assert history.history["val_loss"][0] == pytest.approx(loss, rel=1e-12)
+    plain = m.evaluate(X, LABELS)
+    assert history.history["val_accuracy"][0] == plain["accuracy"]       # metrics stay unweighted
+    with pytest.raises(ArgumentValueError, match="validation_data's sample_weight has shape"):
+        m.fit(X, LABELS, epochs=1, verbose=0, validation_data=(X, LABELS, W[:2]))
