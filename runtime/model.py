@@ -842,14 +842,17 @@ class Model:
 
     # -- inference ---------------------------------------------------------------
 
-    def evaluate(self, x: Any, y: Any, *, batch_size: int = 256) -> dict[str, float]:
-        """Loss and metrics over ``(x, y)`` (means over all samples), e.g. ``{"loss", "accuracy"}``."""
+    def evaluate(self, x: Any, y: Any, *, batch_size: int = 256, sample_weight: Any = None) -> dict[str, float]:
+        """Loss and metrics over ``(x, y)`` (means over all samples), e.g. ``{"loss", "accuracy"}``;
+        ``sample_weight`` weights the loss as ``fit``'s does (the metrics stay unweighted)."""
         _check_positive(batch_size=batch_size)
         xs = prepare_inputs(x, self.data_spec, "evaluation input")
         ys = prepare_targets(y, self.data_spec, len(xs[0]), "evaluation target")
         if len(xs[0]) == 0:
             raise DlRuntimeError("evaluate: the data is empty")
-        return self._evaluate(xs, ys, batch_size=batch_size)
+        if sample_weight is not None:
+            ys = [*ys, check_sample_weight(sample_weight, len(xs[0]), "evaluate: argument 'sample_weight'")]
+        return self._evaluate(xs, ys, batch_size=batch_size, weighted=sample_weight is not None)
 
     def _evaluate(self, xs: list[np.ndarray], ys: list[np.ndarray], *, batch_size: int,
                   weighted: bool = False) -> dict[str, float]:

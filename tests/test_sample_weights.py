@@ -190,5 +190,6 @@ def test_validation_data_with_sample_weights_weights_the_validation_loss(tmp_pat
     assert history.history["val_loss"][0] == pytest.approx(loss, rel=1e-12)
     plain = m.evaluate(X, LABELS)
     assert history.history["val_accuracy"][0] == plain["accuracy"]       # metrics stay unweighted
+    assert m.evaluate(X, LABELS, batch_size=4, sample_weight=W)["loss"] == pytest.approx(loss, rel=1e-12)
     with pytest.raises(ArgumentValueError, match="validation_data's sample_weight has shape"):
         m.fit(X, LABELS, epochs=1, verbose=0, validation_data=(X, LABELS, W[:2]))
