@@ -48,6 +48,8 @@ TRAIN_STEP = "train_step"
 GRADS_STEP, APPLY_STEP = "train_grads", "train_apply"     # the step in two (build_split_step)
 LR_NAME = "lr"
 SEED_NAME, STEP_NAME = "seed", "step"      # the random key's parts, for models that draw numbers
+SAMPLE_WEIGHT = "sample_weight"            # the weighted step's per-sample weights (build_weighted_step)
+WEIGHTED_LOSS = "loss.weighted"
 
 
 class TrainingError(DlError):
@@ -84,11 +86,19 @@ class TrainSignature:
     def learning_rate(self) -> float:
         return float(self.hyperparams["learning_rate"])
 
+    weighted: bool = False                            # takes sample_weight after the targets
+
     @property
     def arg_names(self) -> list[str]:
         return ([n for n, _ in self.params] + [n for n, _ in self.model_state] + [s.name for s in self.state]
-                + [n for n, _ in self.inputs] + [n for n, _ in self.targets] + [LR_NAME]
+                + [n for n, _ in self.inputs] + [n for n, _ in self.targets]
+                + ([SAMPLE_WEIGHT] if self.weighted else []) + [LR_NAME]
                 + ([SEED_NAME, STEP_NAME] if self.random else []))
+
+    @property
+    def weight_type(self) -> TensorType:
+        """``sample_weight``'s type: ``f32[N]``, N the batch dim of the first target."""
+        return TensorType(DType.f32, (self.targets[0][1].shape[0],))
 
     @property
     def output_names(self) -> list[str]:
@@ -198,11 +208,76 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
     sig = train_signature(module)
     if not metrics:
         sig = replace(sig, metrics=())
+    func = _build_step(module, sig, name)
+    module.replace(func)
+    return func
+
+
+def build_weighted_step(module: Module) -> Module:
+    """The training step with per-sample weights, ``train_step`` of a new module: the
+    arguments of :func:`build_train_step`'s with ``sample_weight: f32[N]`` after the
+    targets, the same outputs; beside it ``evaluate`` with ``sample_weight`` after the
+    targets (its loss weighted: validation data with weights).
+
+    Its loss is ``@loss`` with every loss op replaced by its weighted form
+    (:func:`compiler.ops.losses.weighted_loss`: Keras's ``sum(w * loss) / count``),
+    differentiated by autodiff; the metrics stay unweighted.  Built only for
+    ``fit(sample_weight=..., class_weight=...)``: the unweighted step keeps the
+    loss ops' own fused gradients.  A :class:`TrainingError` when ``@loss`` has no
+    loss op to weight.
+    """
+    sig = replace(train_signature(module), weighted=True)
+    work = Module(list(module.functions), dict(module.attrs))     # ``module`` itself is left as it is
+    work.replace(weighted_loss_function(work, sig))
+    step = _build_step(work, sig, TRAIN_STEP, loss_fn=WEIGHTED_LOSS)
+    evaluate = weighted_loss_function(module, sig, source="evaluate", name="evaluate")
+    return Module([step, evaluate], dict(module.attrs))
+
+
+def weighted_loss_function(module: Module, sig: TrainSignature, *, source: str = "loss",
+                           name: str = WEIGHTED_LOSS) -> Function:
+    """``@loss`` (or ``source``: ``@evaluate``) as ``name``, taking ``sample_weight`` after the
+    targets (before a random key), each loss op replaced by its sample-weighted form."""
+    from .ops.base import ShapeError
+    from .ops.losses import LOSS_OPS, weighted_loss
+
+    loss = module.get(source)
+    at = len(sig.params) + len(sig.model_state) + len(sig.inputs) + len(sig.targets)
+    params = [(p.name or f"arg{i}", p.type) for i, p in enumerate(loss.params)]
+    params.insert(at, (SAMPLE_WEIGHT, sig.weight_type))
+    func, b = new_function(name, params, loc=loss.loc)
+    func.attrs.update(loss.attrs)
+    weight = func.params[at]
+    env: dict[Value, Value] = dict(zip(loss.params, func.params[:at] + func.params[at + 1:]))
+    weighted = 0
+    for op in loss.ops:
+        operands = [env[v] for v in op.operands]
+        if op.name in LOSS_OPS:
+            with b.at(op.loc):
+                try:
+                    env[op.results[0]] = weighted_loss(b, op.name, operands, op.attrs, weight)
+                except ShapeError as e:
+                    raise TrainingError(f"cannot weight this loss by sample: {e}", op.loc) from None
+            weighted += 1
+            continue
+        copy = Builder.make(op.name, operands, dict(op.attrs), op.loc)
+        func.ops.append(copy)
+        env.update(zip(op.results, copy.results))
+    if not weighted:
+        raise TrainingError("sample or class weights need the model's loss to use a loss op "
+                            f"({', '.join(LOSS_OPS)}); this @loss has none", loss.loc)
+    func.outputs = [env[v] for v in loss.outputs]
+    func.output_names = list(loss.output_names)
+    return func
+
+
+def _build_step(module: Module, sig: TrainSignature, name: str, loss_fn: str = "loss") -> Function:
+    """The training step function of ``sig`` (see :func:`build_train_step`), not yet in a module."""
     loss = module.get("loss")
     func, b = new_function(name, list(zip(sig.arg_names, _arg_types(sig))), loc=loss.loc)
     func.attrs["mode"] = "training"
     args = {p.name: p for p in func.params}
-    fb = _ForwardBackward(module, sig, b, args, name)
+    fb = _ForwardBackward(module, sig, b, args, name, loss_fn)
     new_params, new_state = _apply_optimizer(b, sig, args, fb.grads, loss.loc)
     func.outputs = [fb.loss, *new_params, *fb.new_model_state, *new_state, *fb.metrics()]
     func.output_names = sig.output_names
@@ -212,7 +287,6 @@ def build_train_step(module: Module, *, name: str = TRAIN_STEP, metrics: bool = 
         + [(1 + n_params + k, n) for k, (n, _) in enumerate(sig.model_state)]
         + [(1 + n_params + n_model_state + j, s.name) for j, s in enumerate(sig.state)])
     dce_function(func)
-    module.replace(func)
     return func
 
 
@@ -272,7 +346,8 @@ def _arg_types(sig: TrainSignature) -> list[TensorType]:
     """The types of ``train_step``'s arguments, in :attr:`TrainSignature.arg_names` order."""
     scalar = TensorType(DType.i64, ())
     return ([t for _, t in sig.params] + [t for _, t in sig.model_state] + [s.type for s in sig.state]
-            + [t for _, t in sig.inputs] + [t for _, t in sig.targets] + [TensorType(DType.f32, ())]
+            + [t for _, t in sig.inputs] + [t for _, t in sig.targets]
+            + ([sig.weight_type] if sig.weighted else []) + [TensorType(DType.f32, ())]
             + ([scalar, scalar] if sig.random else []))
 
 
@@ -281,19 +356,20 @@ class _ForwardBackward:
     whose parameters ``args`` include the model's tensors and data by name; then, on
     request, the metrics (sharing the forward pass)."""
 
-    def __init__(self, module: Module, sig: TrainSignature, b: Builder, args: dict[str, Value], name: str):
+    def __init__(self, module: Module, sig: TrainSignature, b: Builder, args: dict[str, Value], name: str,
+                 loss_fn: str = "loss"):
         from .passes.autodiff import gradient_function
 
         self.module, self.sig = module, sig
-        loss = module.get("loss")
+        loss = module.get(loss_fn)
         # A cross-entropy of softmax/sigmoid probabilities was built from the logits
         # (compiler/ops/losses.py), so its gradient is (softmax - one_hot) / N, not a
         # chain through clipped probabilities.
-        grad_fn = gradient_function(module, "loss", [n for n, _ in sig.params],
+        grad_fn = gradient_function(module, loss_fn, [n for n, _ in sig.params],
                                     new_name=_fresh_name(module, f"{name}.grad"), with_value=True, loc=loss.loc)
         data_args = [args[n] for n, _ in (*sig.inputs, *sig.targets)]
         self.model_args = [args[n] for n, _ in (*sig.params, *sig.model_state)] + data_args
-        loss_args = list(self.model_args)
+        loss_args = self.model_args + ([args[SAMPLE_WEIGHT]] if sig.weighted else [])
         if sig.random:
             with b.at(loss.loc):
                 loss_args.append(b.fold_in(args[SEED_NAME], args[STEP_NAME]))

@@ -362,7 +362,7 @@ class ModelLowering:
         for n in s.metrics.names:
             try:
                 with self.body.b.at(n.span):
-                    values.append(METRICS[n.id].build(self.body.b, output, target))
+                    values += METRICS[n.id].values(self.body.b, output, target)
             except DlError as e:
                 errors.append(DlTypeError(f"metric '{n.id}' does not fit output '{s.outputs[0].name}' "
                                           f"({output.type.dsl_str()}) and target '{s.targets[0].name}' "
@@ -388,7 +388,8 @@ class ModelLowering:
         self.check_outputs_use_no_target()
         loss_value = self.with_penalties(s.loss[0])
         module = self.module
-        metric_names = [n.id for n in s.metrics.names] if s.metrics else []
+        declared = s.metrics.names if s.metrics else []
+        metric_names = [name for n in declared for name in METRICS[n.id].output_names(n.id)]
         module.add(_extract(self.full, "predict", [*params, *state, *inputs], [o.value for o in s.outputs],
                             [o.name for o in s.outputs], INFERENCE))
         loss_outputs, loss_names = [loss_value], ["loss"]

@@ -38,12 +38,14 @@ import numpy as np
 from compiler.diagnostics import DlRuntimeError
 from compiler.initializers import InitializerError, initialize
 from compiler.ir.core import Function, Module, Op
+from compiler.metrics import combine_metrics, metric_names
 from compiler.schedules import LearningRateSchedule, check_learning_rate, schedule_from_spec, scheduled_rate
 from compiler.train_step import (
     TRAIN_STEP,
     TrainSignature,
     build_split_step,
     build_train_step,
+    build_weighted_step,
     model_info,
     train_signature,
 )
@@ -60,6 +62,7 @@ from .callbacks import Callback, CallbackList, LambdaCallback
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .data import DataSpec, TensorSpec, all_finite, prepare_inputs, prepare_targets
 from .feed import BatchFeed
+from .weights import check_sample_weight, sample_weights
 
 if TYPE_CHECKING:
     from .distributed import Distributed, Sync
@@ -281,7 +284,7 @@ class _EpochMeter:
             self._hooks.on_train_batch_end(i, self.logs())
 
     def logs(self) -> dict[str, float]:
-        return dict(zip(self.names, (float(v) for v in self._sums / max(self.seen, 1))))
+        return combine_metrics(dict(zip(self.names, (float(v) for v in self._sums / max(self.seen, 1)))))
 
     def done(self) -> _EpochMeter:
         self.seconds = time.perf_counter() - self._start
@@ -375,6 +378,9 @@ class Model:
         self._shuffle_rng = np.random.default_rng([seed, 1])
         self._tensors = self._initial_tensors(seed)
         self.backend: Backend = make_backend(module, backend, passes)
+        self._step_backend: Backend = self.backend         # the weighted step's while fit has weights
+        self._weighted_backend: Backend | None = None
+        self._weighted_module: Module | None = None
         # predict and evaluate take the parameters and the model state: the first _n_model tensors
         self._n_model = len(self.signature.params) + len(self.signature.model_state)
         # (dtype, rank, per-sample shape) of a model with one input and static sample dims:
@@ -477,7 +483,8 @@ class Model:
             learning_rate: float | LearningRateSchedule | None = None,
             callbacks: list[Callback] | None = None, steps_per_epoch: int | None = None,
             on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-            allow_nonfinite: bool = False, distributed: bool | Distributed = False) -> History:
+            allow_nonfinite: bool = False, distributed: bool | Distributed = False,
+            sample_weight: Any = None, class_weight: Any = None) -> History:
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
 
         The last, partial batch of each epoch is trained too.  Shuffling uses a
@@ -505,6 +512,11 @@ class Model:
         Without ``y``, ``x`` yields ``(x, y)`` batches (a generator, for data
         that does not fit in memory; see :mod:`runtime.feed`), and
         ``steps_per_epoch`` may say how many make an epoch.
+        ``sample_weight`` (one non-negative weight per sample) or ``class_weight``
+        (``{class: weight}``, or ``"balanced"``) weight each sample's loss as Keras
+        does: a batch's loss is ``sum(w * loss) / batch size``; the metrics stay
+        unweighted.  They train through a second, weighted training step, compiled
+        on first use (see docs/training.md, "Sample and class weights").
         ``distributed=True`` (or a :class:`~runtime.distributed.Distributed`), under
         ``mpirun -n K``: data-parallel training over K processes, each training on
         its shard of every epoch's order, ``batch_size`` rows per rank per step (a
@@ -514,7 +526,11 @@ class Model:
         _check_positive(epochs=epochs, batch_size=batch_size)
         check_callable(on_epoch_end, "fit: argument 'on_epoch_end'")
         feed: BatchFeed | None = None
+        weights: np.ndarray | None = None
         if y is None:
+            if sample_weight is not None or class_weight is not None:
+                raise ArgumentValueError("fit: sample_weight and class_weight need arrays, not batches "
+                                         "from an iterable")
             feed = BatchFeed(x, self.data_spec, steps_per_epoch)
             if validation_split:
                 raise ArgumentValueError("fit: validation_split needs arrays; with batches from an iterable "
@@ -529,11 +545,20 @@ class Model:
             ys = prepare_targets(y, self.data_spec, len(xs[0]), "training target")
             if len(xs[0]) == 0:
                 raise DlRuntimeError("fit: the training data is empty")
+            weights = sample_weights(sample_weight, class_weight, ys[0], len(xs[0]), self.module)
+            cut = len(xs[0])
             xs, ys, val = self._validation(xs, ys, validation_data, validation_split)
             n = len(xs[0])
+            if weights is not None:
+                if cut != n:
+                    weights = weights[:n]          # validation_split: the validated rows are unweighted
+                ys = [*ys, weights]                # trained as one more batch array, after the targets
         if learning_rate is not None:
             self._set_learning_rate(learning_rate)
         if distributed:
+            if weights is not None:
+                raise ArgumentValueError("fit: sample and class weights are not supported with "
+                                         "distributed training")
             if feed is not None:
                 raise ArgumentValueError("fit: distributed training shards arrays; batches from an "
                                          "iterable cannot be split over the ranks")
@@ -546,7 +571,7 @@ class Model:
         span = batch_size if self._sync is None else self._sync.span(batch_size)   # the global batch
         if on_epoch_end is not None:
             callbacks = [*(callbacks or []), LambdaCallback(on_epoch_end=on_epoch_end)]
-        logged = ["loss", *self.signature.metrics]
+        logged = ["loss", *metric_names(self.signature.metrics)]
         hooks = CallbackList(callbacks, self, {
             "epochs": epochs, "steps": feed.steps_hint() if feed is not None else math.ceil(n / span),
             "samples": n if feed is None else None, "batch_size": batch_size if feed is None else None,
@@ -556,7 +581,7 @@ class Model:
         self.stop_training = False
         logs: dict[str, float] = {}
         hooks.on_train_begin()
-        with _DeferredInterrupt() as interrupt, self._distributed_until_done():
+        with _DeferredInterrupt() as interrupt, self._distributed_until_done(), self._weighted(weights is not None):
             for _ in range(epochs):
                 epoch = self.epochs_trained
                 hooks.on_epoch_begin(epoch)
@@ -570,7 +595,8 @@ class Model:
                             break
                     logs, seconds, calls = meter.logs(), meter.seconds, meter.calls
                     if val is not None:
-                        val_logs = self._evaluate(*val, batch_size=max(batch_size, 256))
+                        val_logs = self._evaluate(*val, batch_size=max(batch_size, 256),
+                                                  weighted=len(val[1]) > len(self.signature.targets))
                         logs.update({f"val_{k}": v for k, v in val_logs.items()})
                     if bar is not None:
                         bar.set_postfix_str(_format_logs(logs), refresh=True)
@@ -594,6 +620,26 @@ class Model:
                     break
         hooks.on_train_end(logs)
         return history
+
+    def _weighted_steps(self) -> Backend:
+        """The backend of the weighted training step and evaluate (built on first use)."""
+        if self._weighted_backend is None:
+            module = build_weighted_step(self.module)
+            self._weighted_backend = make_backend(module, self.backend.name, getattr(self.backend, "passes", None))
+            self._weighted_module = module
+        return self._weighted_backend
+
+    @contextmanager
+    def _weighted(self, weighted: bool) -> Iterator[None]:
+        """Train with the weighted step in the with block."""
+        if not weighted:
+            yield
+            return
+        self._step_backend = self._weighted_steps()
+        try:
+            yield
+        finally:
+            self._step_backend = self.backend
 
     @contextmanager
     def _distributed_until_done(self) -> Iterator[None]:
@@ -626,13 +672,16 @@ class Model:
         if validation_data is not None and split:
             raise ArgumentValueError("fit: give validation_data or validation_split, not both")
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y), "
-                                        f"got {type(validation_data).__name__}")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ArgumentTypeError("fit: argument 'validation_data' must be a pair (x, y) or a "
+                                        f"triple (x, y, sample_weight), got {type(validation_data).__name__}")
             vx = prepare_inputs(validation_data[0], self.data_spec, "validation input")
             vy = prepare_targets(validation_data[1], self.data_spec, len(vx[0]), "validation target")
             if len(vx[0]) == 0:
                 raise DlRuntimeError("fit: the validation data is empty")
+            if len(validation_data) == 3:       # weighted validation: the weights after the targets
+                vy = [*vy, check_sample_weight(validation_data[2], len(vx[0]),
+                                               "fit: validation_data's sample_weight")]
             return xs, ys, (vx, vy)
         if not split:
             return xs, ys, None
@@ -709,7 +758,7 @@ class Model:
         if self._sync is not None:
             out = self._sync.step(self, batch, lr)
         else:
-            out = self.backend.train_step(self._step_args(batch, lr))
+            out = self._step_backend.train_step(self._step_args(batch, lr))
         self._tensors = out[1:1 + len(self._tensors)]
         self.step += 1
         return out
@@ -778,7 +827,9 @@ class Model:
         the step on ``batch`` from the model's current (finite) weights and finds the first op
         whose value is not finite."""
         notes = [*notes, "to train on regardless: fit(allow_nonfinite=True), dlc train --allow-nonfinite"]
-        op = first_nonfinite_op(self.module.get(TRAIN_STEP), self._step_args(batch, lr))
+        weighted = self._step_backend is not self.backend and self._weighted_module is not None
+        module = self._weighted_module if weighted and self._weighted_module is not None else self.module
+        op = first_nonfinite_op(module.get(TRAIN_STEP), self._step_args(batch, lr))
         if op is None:
             return NonFiniteLossError(f"training diverged: {what}; the reference interpreter computes "
                                       "that step without a NaN or infinity (the native code's rounding "
@@ -791,25 +842,31 @@ class Model:
 
     # -- inference ---------------------------------------------------------------
 
-    def evaluate(self, x: Any, y: Any, *, batch_size: int = 256) -> dict[str, float]:
-        """Loss and metrics over ``(x, y)`` (means over all samples), e.g. ``{"loss", "accuracy"}``."""
+    def evaluate(self, x: Any, y: Any, *, batch_size: int = 256, sample_weight: Any = None) -> dict[str, float]:
+        """Loss and metrics over ``(x, y)`` (means over all samples), e.g. ``{"loss", "accuracy"}``;
+        ``sample_weight`` weights the loss as ``fit``'s does (the metrics stay unweighted)."""
         _check_positive(batch_size=batch_size)
         xs = prepare_inputs(x, self.data_spec, "evaluation input")
         ys = prepare_targets(y, self.data_spec, len(xs[0]), "evaluation target")
         if len(xs[0]) == 0:
             raise DlRuntimeError("evaluate: the data is empty")
-        return self._evaluate(xs, ys, batch_size=batch_size)
+        if sample_weight is not None:
+            ys = [*ys, check_sample_weight(sample_weight, len(xs[0]), "evaluate: argument 'sample_weight'")]
+        return self._evaluate(xs, ys, batch_size=batch_size, weighted=sample_weight is not None)
 
-    def _evaluate(self, xs: list[np.ndarray], ys: list[np.ndarray], *, batch_size: int) -> dict[str, float]:
+    def _evaluate(self, xs: list[np.ndarray], ys: list[np.ndarray], *, batch_size: int,
+                  weighted: bool = False) -> dict[str, float]:
+        """Loss and metrics over ``(xs, ys)``; ``weighted``: ``ys`` ends with sample weights."""
         n = len(xs[0])
+        backend = self._weighted_steps() if weighted else self.backend
         params = self._tensors[:self._n_model]
         names = ["loss", *self.signature.metrics]
         sums = np.zeros(len(names))
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            out = self.backend.call("evaluate", [*params, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys)])
+            out = backend.call("evaluate", [*params, *(a[lo:hi] for a in xs), *(a[lo:hi] for a in ys)])
             sums += np.array([float(v) for v in out[:len(names)]]) * (hi - lo)
-        return dict(zip(names, (float(v) for v in sums / n)))
+        return combine_metrics(dict(zip(names, (float(v) for v in sums / n))))
 
     def predict(self, x: Any, *, batch_size: int = 256) -> np.ndarray | tuple[np.ndarray, ...]:
         """The model's outputs for ``x`` (one array, or a tuple for several outputs)."""
@@ -949,7 +1006,7 @@ class Model:
                   f"targets: {', '.join(s.name + ': ' + s.dsl_str() for s in self.data_spec.targets)}",
                   f"loss: {loss.get('name', '?')}",
                   f"optimizer: {self.signature.optimizer.name}({hp})",
-                  f"metrics: {', '.join(self.signature.metrics) or 'none'}",
+                  f"metrics: {', '.join(metric_names(self.signature.metrics)) or 'none'}",
                   f"backend: {self.backend.name}"]
         return "\n".join(lines)
 

@@ -67,7 +67,7 @@ def test_three_independent_errors_are_all_reported() -> None:
     assert [(e.loc.line, e.loc.col) for e in errors] == [(3, 16), (7, 13), (18, 14)]
     assert "unknown name 'undefined_thing'" in errors[0].message
     assert "inner dims" in errors[1].message
-    assert "unknown metric 'precision'" in errors[2].message
+    assert "unknown metric 'auc'" in errors[2].message
 
 
 def test_a_failed_definition_is_reported_once() -> None:

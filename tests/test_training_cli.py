@@ -64,6 +64,20 @@ def test_student_pass_learns_the_rule(tmp_path: Path) -> None:
     assert report["history"]["loss"][-1] < report["history"]["loss"][0]
 
 
+def test_class_weight_option_weights_the_loss(tmp_path: Path) -> None:
+    losses = {}
+    for weights in (None, "0=1,1=1", "0=1,1=4", "balanced"):
+        rc, report = train(tmp_path, "student_pass", "--epochs", "1", "--no-test",
+                           *(["--class-weight", weights] if weights else []))
+        assert rc == 0
+        losses[weights] = report["history"]["loss"][0]
+    # weights of 1 train as no weights (to rounding: the weighted step differentiates the loss's
+    # primitive form); weighting class 1 by 4 raises the loss
+    assert losses["0=1,1=1"] == pytest.approx(losses[None], rel=1e-5)
+    assert losses["0=1,1=4"] > 1.5 * losses[None]
+    assert losses["balanced"] != losses[None]
+
+
 def test_student_grade_reaches_the_noise_floor(tmp_path: Path) -> None:
     rc, report = train(tmp_path, "student_grade", "--epochs", "40")
     assert rc == 0 and report["test"]["mae"] < 4.0   # the grades carry N(0, 4²) noise
@@ -149,6 +163,8 @@ def test_mnist_is_the_default_data_of_the_mnist_model() -> None:
     (["--epochs", "0"], "--epochs must be at least 1, got 0"),
     (["--lr", "-1"], "--lr must be a positive number"),
     (["--save", "no/such/dir/w.npz"], "--save no/such/dir/w.npz: directory"),
+    (["--class-weight", "0=1,1:5"], "--class-weight: '1:5' is not CLASS=WEIGHT"),
+    (["--class-weight", "0=1"], "class weights need a classification loss (binary_crossentropy"),
 ])
 def test_train_errors(tmp_path: Path, capsys, args: list[str], message: str) -> None:
     rc = main(["train", str(EXAMPLES / "linear_regression.dl"), "--backend", "interp", "--quiet", *args])

@@ -175,16 +175,24 @@ def _(pred, target):
     return np.asarray(quiet_mean(np.abs(pred - target)), dtype=pred.dtype)
 
 
+def _mse_elements(b, operands: list[Value], attrs: dict) -> Value:
+    pred, target = operands
+    return b.square(b.sub(pred, target))
+
+
+def _mae_elements(b, operands: list[Value], attrs: dict) -> Value:
+    pred, target = operands
+    return b.abs(b.sub(pred, target))
+
+
 @mse.def_decompose
 def _(b, op):
-    pred, target = op.operands
-    return [b.mean(b.square(b.sub(pred, target)))]
+    return [b.mean(_mse_elements(b, op.operands, op.attrs))]
 
 
 @mae.def_decompose
 def _(b, op):
-    pred, target = op.operands
-    return [b.mean(b.abs(b.sub(pred, target)))]
+    return [b.mean(_mae_elements(b, op.operands, op.attrs))]
 
 
 @mse.def_vjp
@@ -230,16 +238,19 @@ def _(pred, target, *, from_logits: bool):
     return np.asarray(loss, dtype=pred.dtype)
 
 
+def _binary_crossentropy_elements(b, operands: list[Value], attrs: dict) -> Value:
+    x, t = operands
+    one = _one(b, x)
+    if attrs["from_logits"]:
+        softplus = _log1p(b, b.exp(b.neg(b.abs(x))))
+        return b.add(b.sub(b.relu(x), b.mul(x, t)), softplus)
+    p = _clip(b, x)
+    return b.neg(b.add(b.mul(t, b.log(p)), b.mul(b.sub(one, t), b.log(b.sub(one, p)))))
+
+
 @binary_crossentropy.def_decompose
 def _(b, op):
-    x, t = op.operands
-    one = _one(b, x)
-    if op.attrs["from_logits"]:
-        softplus = _log1p(b, b.exp(b.neg(b.abs(x))))
-        return [b.mean(b.add(b.sub(b.relu(x), b.mul(x, t)), softplus))]
-    p = _clip(b, x)
-    per_elem = b.add(b.mul(t, b.log(p)), b.mul(b.sub(one, t), b.log(b.sub(one, p))))
-    return [b.neg(b.mean(per_elem))]
+    return [b.mean(_binary_crossentropy_elements(b, op.operands, op.attrs))]
 
 
 @binary_crossentropy.def_vjp
@@ -289,13 +300,16 @@ def _(pred, labels, *, from_logits: bool):
     return np.asarray(-quiet_mean(picked), dtype=pred.dtype)
 
 
+def _sparse_categorical_crossentropy_elements(b, operands: list[Value], attrs: dict) -> Value:
+    pred, labels = operands
+    log_p = _log_probs(b, pred, attrs["from_logits"])
+    mask = label_mask(b, labels, pred.type.shape)
+    return b.neg(b.sum(b.select(mask, log_p, _zero(b, pred)), axes=(-1,)))
+
+
 @sparse_categorical_crossentropy.def_decompose
 def _(b, op):
-    pred, labels = op.operands
-    log_p = _log_probs(b, pred, op.attrs["from_logits"])
-    mask = label_mask(b, labels, pred.type.shape)
-    picked = b.sum(b.select(mask, log_p, _zero(b, pred)), axes=(-1,))
-    return [b.neg(b.mean(picked))]
+    return [b.mean(_sparse_categorical_crossentropy_elements(b, op.operands, op.attrs))]
 
 
 @sparse_categorical_crossentropy.def_vjp
@@ -334,11 +348,15 @@ def _(pred, target, *, from_logits: bool):
     return np.asarray(loss, dtype=pred.dtype)
 
 
+def _categorical_crossentropy_elements(b, operands: list[Value], attrs: dict) -> Value:
+    pred, target = operands
+    log_p = _log_probs(b, pred, attrs["from_logits"])
+    return b.neg(b.sum(b.mul(target, log_p), axes=(-1,)))
+
+
 @categorical_crossentropy.def_decompose
 def _(b, op):
-    pred, target = op.operands
-    log_p = _log_probs(b, pred, op.attrs["from_logits"])
-    return [b.neg(b.mean(b.sum(b.mul(target, log_p), axes=(-1,))))]
+    return [b.mean(_categorical_crossentropy_elements(b, op.operands, op.attrs))]
 
 
 @categorical_crossentropy.def_vjp
@@ -354,3 +372,39 @@ def _(b, op, ct):
     # d/dp = -t / (clip(p) n) inside the clip, 0 outside;  d/dt = -log(clip(p)) / n
     grad = b.neg(b.div(b.mul(scale, target), _clip(b, pred)))
     return [b.select(_inside_clip(b, pred), grad, _zero(b, pred)), dt]
+
+
+# ---------------------------------------------------------------------------
+# Sample weights (fit(sample_weight=...), class_weight=...)
+
+_ELEMENTS = {
+    "mse": _mse_elements,
+    "mae": _mae_elements,
+    "binary_crossentropy": _binary_crossentropy_elements,
+    "sparse_categorical_crossentropy": _sparse_categorical_crossentropy_elements,
+    "categorical_crossentropy": _categorical_crossentropy_elements,
+}
+LOSS_OPS = tuple(_ELEMENTS)
+CLASSIFICATION_LOSSES = ("binary_crossentropy", "sparse_categorical_crossentropy", "categorical_crossentropy")
+
+
+def weighted_loss(b, name: str, operands: list[Value], attrs: dict, weight: Value) -> Value:
+    """The loss ``name`` of ``operands`` with per-sample weights ``weight [N]``, in dl ops
+    (differentiated by autodiff), as Keras 3's ``"sum_over_batch_size"`` reduction:
+    ``sum(w[i] * e[i, ...]) / count(e)``, where ``e`` is the loss's elements (the tensor
+    the unweighted loss is the mean of: ``(p - t)^2`` for mse, one value per label for the
+    cross-entropies) and ``w`` is broadcast along the elements' leading (batch) axis.
+    The divisor is the element count, not the sum of the weights.
+
+    Raises ShapeError when the elements have no leading axis of ``weight``'s length.
+    """
+    elements = _ELEMENTS[name](b, operands, attrs)
+    et = elements.type
+    if et.rank == 0 or et.shape[0] != weight.type.shape[0]:
+        raise ShapeError(f"sample weights {weight.type.dsl_str()} do not match the batch axis of "
+                         f"the loss {name}'s per-sample values {et.dsl_str()}")
+    w = weight if weight.type.dtype is et.dtype else b.cast(weight, dtype=et.dtype)
+    if et.rank > 1:
+        w = b.reshape(w, shape=(weight.type.shape[0], *([1] * (et.rank - 1))))
+    total = b.sum(b.mul(elements, w))
+    return b.div(total, element_count(b, elements, None, et.dtype))

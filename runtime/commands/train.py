@@ -51,6 +51,7 @@ from ..model import (
     model_data_spec,
     model_module,
 )
+from ..weights import parse_class_weight
 from . import check_output, write_output_file
 from .pass_flags import DEFAULT_PIPELINE, add_pass_arguments, run_passes
 
@@ -120,6 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-data", default=None, metavar="NAME|DIR|FILE",
                         help="validate after every epoch on this data set's training arrays "
                              "(the same forms as --data)")
+    parser.add_argument("--class-weight", default=None, metavar="C=W,...|balanced",
+                        help="weight each sample's loss by its class, as fit(class_weight=...): "
+                             "'0=1,1=5', or 'balanced' (n_samples / (n_classes * count))")
     parser.add_argument("--no-test", action="store_true",
                         help="do not evaluate the data set's test split after training")
     start = parser.add_mutually_exclusive_group()
@@ -207,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         history = model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                             validation_data=validation, validation_split=args.validation_split,
                             learning_rate=args.lr, verbose=_verbosity(args), callbacks=callbacks,
-                            allow_nonfinite=args.allow_nonfinite, distributed=distributed)
+                            allow_nonfinite=args.allow_nonfinite, distributed=distributed,
+                            class_weight=args.class_weight)
     except KeyboardInterrupt:
         return _interrupted(model, args, root)
     except NonFiniteLossError as e:
@@ -315,6 +320,8 @@ def _label_column(args: argparse.Namespace, source: str | None) -> str | None:
 def _check_options(args: argparse.Namespace) -> None:
     """Fail before any work on options that cannot succeed."""
     check_validation_split(args.validation_split, "--validation-split")
+    if args.class_weight is not None:
+        args.class_weight = parse_class_weight(args.class_weight)
     if args.validation_split and args.validation_data is not None:
         raise DlRuntimeError("give --validation-split or --validation-data, not both")
     for key in ("epochs", "batch_size"):
