@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
+from compiler.ir.dims import Dim
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO_ROOT / "examples" / "data" / "mnist"
@@ -105,7 +106,7 @@ class TensorSpec:
 
     name: str
     dtype: np.dtype
-    shape: tuple[int | str, ...]
+    shape: tuple[Dim, ...]
 
     def dsl_str(self) -> str:
         from compiler.ir.types import DType

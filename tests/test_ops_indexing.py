@@ -261,6 +261,15 @@ def _symbolic_cases() -> list[Case]:
         Case("sym_slices", [n4], lambda b, p: (b.slice(p[0], step=(-1, 2)), b.flip(p[0]),
                                                 b.add(b.slice(p[0], start=(None, 1)), b.slice(p[0], stop=(None, -1)))),
              lambda x: [x[::-1, ::2], np.flip(x), x[:, 1:] + x[:, :-1]], {}),
+        Case("sym_bounds", [n4, T(F32, "N", 37)],
+             lambda b, p: (b.slice(p[0], start=(1,)), b.slice(p[0], stop=("N-1",)),
+                           b.slice(p[0], start=("N-3",), step=(2,)), b.slice(p[0], stop=("N//2",), step=(-1,)),
+                           b.slice(p[0], start=(-2,), stop=("2*N",)),
+                           b.slice_update(p[1], b.slice(p[0], stop=("N",), step=(3,)),
+                                          start=("N-1",), step=(-3,))),
+             lambda x, u: [x[1:], x[:len(x) - 1], x[len(x) - 3::2], x[:len(x) // 2:-1], x[-2:2 * len(x)],
+                           _assigned(u, (slice(len(u) - 1, None, -3),), x[:len(x):3])],
+             {}),
         Case("sym_concat", [n4, T(F32, "N", 3)], lambda b, p: b.concat(p[1], p[0], p[1], axis=1),
              lambda x, y: np.concatenate([y, x, y], axis=1), {}),
         Case("sym_gather", [n4, T(I64, 5)], lambda b, p: b.gather(p[0], p[1], axis=0),
@@ -283,7 +292,7 @@ def _all_cases() -> list[Case]:
 
 CASES = _all_cases()
 BY_NAME = {c.name: c for c in CASES}
-BATCHES = (0, 1, 7)
+BATCHES = (0, 1, 2, 7)
 
 
 def inputs(case: Case, n: int, seed: int) -> list[np.ndarray]:
@@ -649,7 +658,9 @@ def test_other_vector_widths_agree(lanes: int):
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda b, x: b.slice(x, start=(1,)), r"slicing symbolic dim N \(axis 0\) needs a static size"),
+    (lambda b, x: b.slice(x, start=("N*N",)), "a product of two symbolic dims is not a dim"),
+    (lambda b, x: b.slice(x, start=("N+",)), "expected a dim in dim 'N\\+'"),
+    (lambda b, x: b.slice(x, step=("N",)), "a slice step must be a compile-time integer"),
     (lambda b, x: b.slice(x, step=(None, 0)), "slice step cannot be zero"),
     (lambda b, x: b.concat(x, x, axis=0), "concatenating along symbolic dim"),
     (lambda b, x: b.pad(x, pad_width=np.array([1, 1])), "padding symbolic dim N"),

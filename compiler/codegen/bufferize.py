@@ -796,7 +796,7 @@ def _size_class(buf: Buffer) -> tuple[tuple[str, ...], int]:
     for d in buf.shape:
         if isinstance(d, int):
             coeff *= d
-    return tuple(sorted(d for d in buf.shape if isinstance(d, str))), coeff
+    return tuple(sorted(str(d) for d in buf.shape if not isinstance(d, int))), coeff
 
 
 def _writes_over(k: Kernel, operand: Buffer) -> bool:

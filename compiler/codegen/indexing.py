@@ -217,7 +217,7 @@ def _materialized(L: Lowering, v: Value) -> Expr:
 
 def span_coordinate(span: Span, size: Dim, i: Expr) -> Expr:
     """The operand coordinate a slice's result coordinate ``i`` reads."""
-    start = const(span.start) if span.start >= 0 else add(dim(size), const(span.start))
+    start = dim(span.start)
     if span.step == -1:
         return sub(start, i)
     return add(start, mul(i, const(span.step)))
@@ -245,17 +245,14 @@ def lower_slice_update(L: Lowering, op: Op) -> None:
     conds: list[Expr] = []
     coords: list[Expr] = []
     for span, size, i in zip(spans, base.type.shape, iotas(base.type.rank)):
-        if not isinstance(span.length, int):           # ':' or '::-1' of a symbolic dim
+        if span.length == size and span.step in (1, -1):      # ':' or '::-1': every coordinate
             coords.append(i if span.is_full else sub(sub(dim(size), const(1)), i))
             continue
-        if span.is_full and span.length == size:
-            coords.append(i)
-            continue
-        offset = sub(i, const(span.start))
+        offset = sub(i, dim(span.start))
         q = floordiv(offset, const(span.step))
         if span.step != 1:
             conds.append(compare("eq", mul(q, const(span.step)), offset))
-        conds += [compare("ge", q, const(0)), compare("lt", q, const(span.length))]
+        conds += [compare("ge", q, const(0)), compare("lt", q, dim(span.length))]
         coords.append(clamp(q, span.length))
     value = reindex(L.expr(update), coords, v.type.shape)
     inside = all_of(conds)

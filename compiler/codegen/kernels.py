@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
+from ..ir.dims import DimExpr
 from ..ir.types import Dim, DType
 from ..ops.base import get_op
 from . import storage
@@ -87,9 +88,40 @@ class KernelContext:
         self.entry = b.block        # cached values are built here, so they dominate every use
         self._ptrs: dict[Buffer, ir.Value] = {}
         self._strides: dict[Buffer, list[ir.Value]] = {}
+        self._dims: dict[DimExpr, ir.Value] = {}
 
     def dim(self, d: Dim) -> ir.Value:
-        return ir.Constant(I64, d) if isinstance(d, int) else self.symbols[d]
+        """A dim's value: a constant, a symbol's argument, or an expression of symbols
+        (``max(N-1,0)``) computed once in the entry block."""
+        if isinstance(d, int):
+            return ir.Constant(I64, d)
+        if isinstance(d, str):
+            return self.symbols[d]
+        if d not in self._dims:
+            args = [self.dim(a) for a in d.args]        # first: each goes to the entry block itself
+            with self.b.goto_block(self.entry):
+                self._dims[d] = self._dim_expr(d, args)
+        return self._dims[d]
+
+    def _dim_expr(self, d: DimExpr, args: list[ir.Value]) -> ir.Value:
+        b = self.b
+        if d.op == "add":
+            out = args[0]
+            for a in args[1:]:
+                out = b.add(out, a)
+            return out
+        if d.op == "mul":
+            return b.mul(args[0], args[1])
+        if d.op == "floordiv":          # rounding down: sdiv truncates, so step back on a remainder < 0
+            q, r = b.sdiv(args[0], args[1]), b.srem(args[0], args[1])
+            return b.sub(q, b.zext(b.icmp_signed("<", r, ir.Constant(I64, 0)), I64))
+        if d.op in ("max", "min"):
+            out = args[0]
+            for a in args[1:]:
+                out = b.select(b.icmp_signed(">" if d.op == "max" else "<", out, a), out, a)
+            return out
+        value, n = args                 # wrap: value + n where value < 0
+        return b.select(b.icmp_signed("<", value, ir.Constant(I64, 0)), b.add(value, n), value)
 
     def product(self, dims) -> ir.Value:
         """The product of ``dims`` (static factors folded)."""
@@ -97,8 +129,8 @@ class KernelContext:
         out: ir.Value = ir.Constant(I64, static)
         for d in dims:
             if not isinstance(d, int):
-                out = self.symbols[d] if (isinstance(out, ir.Constant) and out.constant == 1) \
-                    else self.b.mul(out, self.symbols[d], flags=["nsw"])
+                out = self.dim(d) if (isinstance(out, ir.Constant) and out.constant == 1) \
+                    else self.b.mul(out, self.dim(d), flags=["nsw"])
         return out
 
     def pointer(self, buf: Buffer) -> ir.Value:

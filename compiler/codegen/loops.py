@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ir.dims import DimExpr, evaluate
 from ..ir.types import Dim, DType
 from ..ops.conv import ConvShape
 from ..ops.random import PHILOX_OPS
@@ -529,7 +530,7 @@ def nbytes(buf: Buffer, bindings: dict[str, int]) -> int:
     """``buf``'s size in bytes with symbolic dims bound by ``bindings``."""
     size = buf.dtype.itemsize
     for d in buf.shape:
-        size *= d if isinstance(d, int) else bindings[d]
+        size *= evaluate(d, bindings)
     return size
 
 
@@ -544,7 +545,7 @@ def size_checks(prog: Program) -> list[SizeCheck]:
     checks: dict[tuple[int, tuple[Dim, ...]], str] = {}
 
     def add(what: str, dtype: DType, shape: tuple[Dim, ...]) -> None:
-        if any(isinstance(d, str) for d in shape):
+        if not all(isinstance(d, int) for d in shape):
             checks.setdefault((dtype.itemsize, tuple(shape)), what)
 
     for k in prog.kernels:
@@ -581,7 +582,7 @@ def size_formula(buffers: list[Buffer]) -> str:
             if isinstance(d, int):
                 coeff *= d
             else:
-                syms.append(d)
+                syms.append(f"({d})" if isinstance(d, DimExpr) and d.op == "add" else str(d))
         key = tuple(sorted(syms))
         terms[key] = terms.get(key, 0) + coeff
     parts = [("*".join([str(c), *k]) if k else str(c)) if c != 1 or not k else "*".join(k)

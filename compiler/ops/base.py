@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnostics import abbreviate
+from ..ir.dims import DimExpr, DimSyntaxError, parse_dim
 from ..ir.types import Dim, DType, TensorType
 
 ELEMENTWISE = "elementwise"   # result[i] = f(operands[i]) with numpy broadcasting
@@ -189,6 +190,21 @@ def get_op(name: str) -> OpDef | None:
 # ---------------------------------------------------------------------------
 # Attribute normalisation (used by the builder and the IR parser)
 
+def _dim_value(v: Any) -> Dim:
+    """An int, a symbol or a dim expression given as an int, a ``DimExpr`` or text (``"N-1"``)."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    if isinstance(v, DimExpr):
+        return v
+    if isinstance(v, str):
+        return parse_dim(v)
+    raise TypeError(v)
+
+
+def _reason(e: Exception) -> str:
+    return f" ({e})" if isinstance(e, DimSyntaxError) else ""
+
+
 def normalize_attrs(op: OpDef, given: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults and check every attribute against the op's schema.
 
@@ -255,14 +271,16 @@ def _coerce(key: str, spec: AttrSpec, value: Any) -> Any:
         raise bad("a list of integers")
     if kind == "bounds":
         items = value if isinstance(value, (tuple, list)) else (value,)
-        if all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in items):
-            return tuple(None if v is None else int(v) for v in items)
-        raise bad("a list of integers or none")
+        try:
+            return tuple(None if v is None else _dim_value(v) for v in items)
+        except (TypeError, DimSyntaxError) as e:
+            raise bad(f"a list of integers, dims (like \"N-1\") or none{_reason(e)}") from None
     if kind == "dims":
-        if isinstance(value, (tuple, list)) and all(
-                (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or isinstance(v, str)
-                for v in value):
-            return tuple(v if isinstance(v, str) else int(v) for v in value)
+        if isinstance(value, (tuple, list)):
+            try:
+                return tuple(_dim_value(v) for v in value)
+            except (TypeError, DimSyntaxError) as e:
+                raise bad(f"a list of dims{_reason(e)}") from None
         raise bad("a list of dims")
     if kind == "dense":
         try:

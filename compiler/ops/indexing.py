@@ -29,6 +29,7 @@ them runs (no read or write outside the operand, ever) and the call raises
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnostics import DlIndexError
+from ..ir import dims
 from ..ir.core import Value
 from ..ir.types import Dim, DType, TensorType
 from .base import (
@@ -70,10 +72,11 @@ def _axis(axis: int, rank: int) -> int:
 @dataclass(frozen=True)
 class Span:
     """One axis of a slice, resolved: the result's coordinate ``i`` reads the operand at
-    ``start + i * step``; a negative ``start`` (symbolic dims only) counts from the end, so
-    ``Span(-1, -1, "N")`` is ``::-1`` over a dim ``N``."""
+    ``start + i * step``, for ``0 <= i < length``.  ``start`` and ``length`` are dims: over a
+    symbolic dim ``N``, ``::-1`` is ``Span("N-1", -1, "N")`` and ``1:`` is
+    ``Span("min(N,1)", 1, "max(N-1,0)")`` (as dim expressions, ``compiler/ir/dims.py``)."""
 
-    start: int
+    start: Dim
     step: int
     length: Dim
 
@@ -82,20 +85,20 @@ class Span:
         """Whether the span reads the whole dim in order (``:``)."""
         return self.start == 0 and self.step == 1
 
-    def stop(self) -> int:
-        """The exclusive end in numpy's terms (static spans only)."""
-        assert isinstance(self.length, int)
-        return self.start + self.length * self.step
+
+Bound = Dim | None
 
 
-def resolve_slice(shape: tuple[Dim, ...], start: tuple[int | None, ...] | None,
-                  stop: tuple[int | None, ...] | None,
+def resolve_slice(shape: tuple[Dim, ...], start: tuple[Bound, ...] | None,
+                  stop: tuple[Bound, ...] | None,
                   step: tuple[int | None, ...] | None) -> list[Span]:
     """numpy's ``x[start:stop:step, ..]`` for every axis of ``shape``, as :class:`Span` s.
 
     The tuples may be shorter than the rank (the missing axes are taken whole, as in
-    numpy); ``None`` entries take numpy's defaults.  Out-of-range bounds clamp, as in
-    numpy.  A symbolic dim can only be taken whole (``:``) or reversed (``::-1``).
+    numpy); ``None`` entries take numpy's defaults.  Bounds are ints or dims (``N-1``);
+    a step is an int.  A negative bound counts from the end and out-of-range bounds clamp,
+    as in numpy -- for a symbolic dim or bound, in the dim expressions of the result, so
+    that they hold for every size the call binds (``x[0:N-1]`` with N = 0 is empty).
     """
     rank = len(shape)
     parts = {"start": start or (), "stop": stop or (), "step": step or ()}
@@ -103,31 +106,56 @@ def resolve_slice(shape: tuple[Dim, ...], start: tuple[int | None, ...] | None,
         if len(values) > rank:
             raise ShapeError(f"'{name}' has {len(values)} entries for an operand of rank {rank}")
     spans = []
-    for axis, dim in enumerate(shape):
+    for axis, n in enumerate(shape):
         a, z, s = (values[axis] if axis < len(values) else None for values in parts.values())
+        if s is not None and not isinstance(s, int):
+            raise ShapeError(f"a slice step must be a compile-time integer, got {s} (axis {axis})")
         if s == 0:
             raise ShapeError(f"slice step cannot be zero (axis {axis})")
-        if isinstance(dim, int):
-            lo, hi, st = slice(a, z, s).indices(dim)
+        if all(isinstance(v, int) or v is None for v in (n, a, z)):
+            lo, hi, st = slice(a, z, s).indices(n)        # type: ignore[arg-type]
             spans.append(Span(lo, st, len(range(lo, hi, st))))
-        elif z is None and s in (None, 1) and a in (None, 0):
-            spans.append(Span(0, 1, dim))
-        elif z is None and s == -1 and a in (None, -1):
-            spans.append(Span(-1, -1, dim))
         else:
-            raise ShapeError(f"slicing symbolic dim {dim} (axis {axis}) needs a static size; "
-                             "not supported yet (only ':' and '::-1')")
+            spans.append(_symbolic_span(n, a, z, 1 if s is None else s))
     return spans
 
 
+def _symbolic_span(n: Dim, a: Bound, z: Bound, s: int) -> Span:
+    """numpy's ``slice(a, z, s).indices(n)`` and the length, as dim expressions."""
+    if s > 0:
+        low, high = 0, n                               # where bounds clamp to
+        first = 0 if a is None else _clamped_bound(a, n, low, high)
+        end = n if z is None else _clamped_bound(z, n, low, high)
+        length = dims.ceildiv(dims.sub(end, first), s)
+    else:
+        low, high = -1, dims.sub(n, 1)
+        first = high if a is None else _clamped_bound(a, n, low, high)
+        end = -1 if z is None else _clamped_bound(z, n, low, high)
+        length = dims.ceildiv(dims.sub(first, end), -s)
+    return Span(first, s, dims.maximum(length, 0))
+
+
+def _clamped_bound(e: Dim, n: Dim, low: Dim, high: Dim) -> Dim:
+    """A slice bound ``e`` read as numpy does (``e + n`` when negative), clamped to
+    ``[low, high]``.  When no size makes ``e`` negative with ``e + n`` above ``low``,
+    counting from the end cannot change the clamped value and the expression leaves it out
+    (``N-1`` as a stop over ``N`` is ``max(N-1,0)``, not ``wrap(N-1,N)``)."""
+    if not isinstance(low, int) or not dims.never_together((e, -math.inf, -1),
+                                                            (dims.add(e, n), low + 1, math.inf)):
+        e = dims.wrap(e, n)
+    return dims.clamp(e, low, high)
+
+
 def _slice_objects(spans: list[Span], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """numpy slices equal to ``spans`` over a concrete ``shape``."""
+    """numpy slices equal to ``spans`` over a concrete ``shape`` (static spans)."""
     out = []
-    for span, n in zip(spans, shape):
-        start = span.start if span.start >= 0 else n + span.start
-        length = span.length if isinstance(span.length, int) else n
-        stop = start + length * span.step
-        out.append(slice(start, stop if stop >= 0 else None, span.step))
+    for span in spans:
+        assert isinstance(span.start, int) and isinstance(span.length, int)
+        if span.length == 0:                # (a start of -1, before the first element, reads as the last)
+            out.append(slice(0, 0))
+            continue
+        stop = span.start + span.length * span.step
+        out.append(slice(span.start, stop if stop >= 0 else None, span.step))
     return tuple(out)
 
 
