@@ -195,7 +195,11 @@ def _extremum(op: str, args: list[Dim]) -> Dim:
 
 def _covers(op: str, b: Dim, a: Dim) -> bool:
     """Whether ``b`` makes ``a`` redundant in ``op(a, b)`` for every binding (b >= a for max)."""
-    lo, hi = bounds(sub(b, a))
+    c, terms = _affine(b)
+    c_a, terms_a = _affine(a)
+    for atom, k in terms_a.items():
+        terms[atom] = terms.get(atom, 0) - k
+    lo, hi = _linear_bounds(c - c_a, terms)     # b - a, not normalized: no constructor runs again
     return lo >= 0 if op == "max" else hi <= 0
 
 
@@ -220,7 +224,7 @@ def bounds(d: Dim) -> tuple[float, float]:
     if isinstance(d, str):
         return 0, math.inf
     if d.op == "add":
-        return _sum_bounds(d)
+        return _linear_bounds(*_affine(d))
     if d.op == "mul":
         k, atom = d.args
         assert isinstance(k, int)
@@ -239,10 +243,23 @@ def bounds(d: Dim) -> tuple[float, float]:
     return min(e[0] + n[0], max(e[0], 0)), max(e[1], n[1] - 1)
 
 
-def _sum_bounds(d: DimExpr) -> tuple[float, float]:
-    """Bounds of a sum, with each ``e // k`` term read as ``e/k - r/k`` (``0 <= r < k``) so
-    that like terms cancel (``N - N//2 >= 0``); the sum is an integer, so the bounds round in."""
-    constant, terms = _affine(d)
+def _linear_bounds(constant: int, terms: Mapping[Dim, int]) -> tuple[float, float]:
+    """Bounds of ``constant + sum(k * atom)``, with each ``e // q`` atom read as ``e/q - r/q``
+    (``0 <= r < q``) so that like terms cancel (``N - N//2 >= 0``); the sum is an integer,
+    so the bounds round inwards.  A ``max``/``min`` atom is split into its arguments
+    (``r + max(x, y)`` is ``max(r + x, r + y)``), so that ``max(N-1,0) - N <= 0``."""
+    for atom, k in terms.items():
+        if k and isinstance(atom, DimExpr) and atom.op in ("max", "min"):
+            rest = {a: v for a, v in terms.items() if a != atom}
+            parts = []
+            for arg in atom.args:
+                c, more = _affine(arg)
+                combined = dict(rest)
+                for a, v in more.items():
+                    combined[a] = combined.get(a, 0) + k * v
+                parts.append(_linear_bounds(constant + k * c, combined))
+            pick = max if (atom.op == "max") == (k > 0) else min
+            return pick(p[0] for p in parts), pick(p[1] for p in parts)
     linear: dict[Dim, Fraction] = {}
     lo = hi = Fraction(constant)
     work = [(atom, Fraction(k)) for atom, k in terms.items()]
