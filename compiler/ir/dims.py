@@ -262,27 +262,27 @@ def _linear_bounds(constant: int, terms: Mapping[Dim, int]) -> tuple[float, floa
             return pick(p[0] for p in parts), pick(p[1] for p in parts)
     linear: dict[Dim, Fraction] = {}
     lo = hi = Fraction(constant)
-    work = [(atom, Fraction(k)) for atom, k in terms.items()]
+    work = [(atom, Fraction(v)) for atom, v in terms.items()]
     while work:
-        atom, k = work.pop()
+        atom, w = work.pop()
         if isinstance(atom, DimExpr) and atom.op == "floordiv":
             inner, q = atom.args
             assert isinstance(q, int)
-            slack = k * Fraction(q - 1, q)              # k * r/q, r in [0, q-1]
-            lo, hi = (lo - slack, hi) if k > 0 else (lo, hi - slack)
+            slack = w * Fraction(q - 1, q)              # k * r/q, r in [0, q-1]
+            lo, hi = (lo - slack, hi) if w > 0 else (lo, hi - slack)
             c, more = _affine(inner)
-            lo, hi = lo + k * Fraction(c, q), hi + k * Fraction(c, q)
-            work.extend((a, k * Fraction(v, q)) for a, v in more.items())
+            lo, hi = lo + w * Fraction(c, q), hi + w * Fraction(c, q)
+            work.extend((a, w * Fraction(v, q)) for a, v in more.items())
         else:
-            linear[atom] = linear.get(atom, Fraction(0)) + k
+            linear[atom] = linear.get(atom, Fraction(0)) + w
     low: Fraction | float = lo
     high: Fraction | float = hi
-    for atom, k in linear.items():
-        if k == 0:
+    for atom, w in linear.items():
+        if w == 0:
             continue
         a_lo, a_hi = bounds(atom)
-        low += k * a_lo if k > 0 else k * a_hi
-        high += k * a_hi if k > 0 else k * a_lo
+        low += w * a_lo if w > 0 else w * a_hi
+        high += w * a_hi if w > 0 else w * a_lo
     return _ceil(low), _floor(high)
 
 
