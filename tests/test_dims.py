@@ -182,3 +182,13 @@ module {{
 def test_dims_that_differ_are_a_located_type_error() -> None:
     with pytest.raises(DlError, match=r"t.dl:1:37: error: '\+': shapes \[max\(N-1,0\)\] and \[N\] do not broadcast"):
         compile_source("fn f(x: f32[N], y: f32[N]) { return x[1:] + y }", "t.dl")
+
+
+def test_floor_division_is_an_operator_on_tensors_and_numbers() -> None:
+    native = runtime.compile("fn f(x: i32[N], y: f32[N]) { return x // 3, y // -2.0, x * (7 // -2) }")
+    x, y = np.array([-7, -1, 0, 5], np.int32), np.array([-3.0, -0.0, 1.0, np.inf], np.float32)
+    a, b, c = native.f(x, y)
+    np.testing.assert_array_equal(a, x // 3)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(b, y // np.float32(-2.0))
+    np.testing.assert_array_equal(c, x * -4)

@@ -203,9 +203,10 @@ slice_ = define(
     "slice", operands=("x",), kind=LAYOUT, infer=_slice_rule, attrs=dict(_SLICE_ATTRS),
     doc="""numpy basic slicing ``x[start[0]:stop[0]:step[0], ..]``: per axis, ``None`` entries
     (and axes past the end of the lists) take numpy's defaults, negative bounds count from
-    the end, out-of-range bounds clamp, a negative step walks backwards.  A symbolic dim can
-    only be taken whole (``:``) or reversed (``::-1``).  Lowered to reads at computed
-    coordinates fused into the consumer: no copy.
+    the end, out-of-range bounds clamp, a negative step walks backwards.  Over a symbolic dim,
+    or with bounds that are dims (``"N-1"``), the result's dims are expressions of the
+    symbols (``max(N-1,0)``) that keep numpy's rules for every size.  Lowered to reads at
+    computed coordinates fused into the consumer: no copy.
 
     %1 = "dl.slice"(%0) {start = [1, unit], step = [2, unit], stop = [7, unit]} : (tensor<8x?xf32, "N">) -> tensor<3x?xf32, "N">
     """)
