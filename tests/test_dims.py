@@ -192,3 +192,20 @@ def test_floor_division_is_an_operator_on_tensors_and_numbers() -> None:
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(b, y // np.float32(-2.0))
     np.testing.assert_array_equal(c, x * -4)
+
+
+def test_a_max_over_a_sliced_dim_refuses_an_empty_one_and_the_signature_round_trips() -> None:
+    import json
+
+    from compiler.codegen.driver import FunctionInfo
+
+    source = "fn f(x: f32[N, 3]) { return max(x[1:], axis=0), x[::2] }"
+    native, module = runtime.compile(source), compile_source(source, "m.dl")
+    info = native["f"].info
+    assert FunctionInfo.from_json(json.loads(json.dumps(info.to_json()))) == info
+    x = np.ones((1, 3), np.float32)
+    for call in (lambda: native.f(x), lambda: interpret(module.get("f"), [x])):
+        with pytest.raises(DlError, match=r"which is empty \(max\(N-1,0\) = 0\)"):
+            call()
+    got, _ = native.f(np.arange(9, dtype=np.float32).reshape(3, 3))
+    np.testing.assert_array_equal(got, [6, 7, 8])
