@@ -46,7 +46,8 @@ STORAGE_DTYPES = frozenset(d for d in DType if d.is_storage)
 def storage_problem(dtype: DType) -> str:
     """Why an op that does not take storage dtype ``dtype`` rejects it, and what to write."""
     return (f"does not take {dtype.dsl_name} tensors ({dtype.dsl_name} is a storage dtype: "
-            "only elementwise, layout and data-movement ops take it); "
+            "only elementwise, layout and data-movement ops take it, and for f16/bf16 matmul "
+            "and the reductions); "
             f"cast to {dtype.compute.dsl_name if dtype.is_float else 'f32'} first, "
             f"e.g. cast(x, {dtype.compute.dsl_name if dtype.is_float else 'f32'})")
 
@@ -99,6 +100,7 @@ class OpDef:
     decompose: Callable[..., Any] | None = None   # expansion into simpler dl ops
     canonical: Callable[..., Any] | None = None   # the form Builder.emit builds the op in
     storage: frozenset[DType] = frozenset()       # the storage dtypes (f16 bf16 i8 u8) it takes
+    widens: bool = False                          # takes f16/bf16 by computing in f32 (computes_widened)
 
     @property
     def ir_name(self) -> str:
@@ -118,6 +120,15 @@ class OpDef:
     def takes_storage(self, dtypes: frozenset[DType] | None = None) -> None:
         """Declare that the op takes the storage dtypes ``dtypes`` (default: all four)."""
         self.storage = STORAGE_DTYPES if dtypes is None else dtypes
+
+    def computes_widened(self) -> None:
+        """Declare that the op takes f16 and bf16 operands by computing in f32 and rounding
+        each result once, as numpy's float16 ``matmul`` and contiguous ``sum`` do: codegen
+        casts the operands to f32, runs the f32 op (its kernel, or its decomposition) and
+        casts the results back (``compiler/codegen/bufferize.py``); the interpreter widens
+        every storage operand and rounds every result anyway."""
+        self.storage = frozenset((DType.f16, DType.bf16))
+        self.widens = True
 
     # Decorators that attach a rule to this op, keeping it beside the definition.
     def def_reference(self, fn: Callable) -> Callable:

@@ -68,7 +68,7 @@ def _reduction(name: str, doc: str, fn: Callable, infer: Callable = _reduce_rule
         return np.asarray(fn(x, axis=axis, keepdims=keepdims)).astype(x.dtype, copy=False)
 
     op.lowers_to("reduction")
-
+    op.computes_widened()
     return op
 
 
@@ -190,6 +190,7 @@ def _(x, *, axis: int, keepdims: bool):
 
 
 argmax.lowers_to("reduction")
+argmax.computes_widened()
 
 
 # ---------------------------------------------------------------------------
