@@ -21,6 +21,7 @@ import pytest
 import runtime
 from compiler.checking.gradcheck import gradcheck
 from compiler.codegen.bufferize import lower_function
+from compiler.codegen.driver import stage_text
 from compiler.codegen.loops import Elementwise, Scatter, Take, print_program, takes
 from compiler.codegen.target import CodegenOptions
 from compiler.diagnostics import DlIndexError, DlTypeError
@@ -725,3 +726,34 @@ def test_constant_folding_leaves_an_out_of_range_gather_to_run_time():
     good = runtime.compile(module(-1), cache=False)
     assert not any(op.name == "gather" for op in good.module.get("f").ops)      # folded
     np.testing.assert_array_equal(good.f(np.ones(2, np.float32)), [2.0, 4.0])
+
+
+# ---------------------------------------------------------------------------
+# Concatenation along the last axis: vector loads masked to each part
+
+
+LAST_AXIS_PARTS = [(7, 0, 1), (3, 17, 33, 2), (16, 16), (1,)]
+
+
+@pytest.mark.parametrize("lanes", [1, 4, 8, 16])
+@pytest.mark.parametrize("dtype", [F32, F64, I32, DType.bool, DType.f16], ids=lambda d: d.dsl_name)
+def test_concat_along_the_last_axis_at_every_width(lanes: int, dtype: DType):
+    funcs, want_of = [], {}
+    for k, sizes in enumerate(LAST_AXIS_PARTS):
+        f, b = new_function(f"c{k}", [(f"x{i}", T(dtype, "N", n)) for i, n in enumerate(sizes)])
+        f.outputs = [b.concat(*f.params, axis=-1)]
+        funcs.append(f)
+        want_of[f.name] = sizes
+    native = runtime.compile(Module(funcs), cache=False, passes="", options=CodegenOptions(vector_lanes=lanes))
+    rng = np.random.default_rng(lanes)
+    for f in funcs:
+        for n in (0, 1, 5):
+            args = [draw(T(dtype, n, m), n, rng, None) for m in want_of[f.name]]
+            assert_same(native[f.name](*args), np.concatenate(args, axis=-1), f"{f.name} n={n} lanes={lanes}")
+
+
+def test_concat_along_the_last_axis_is_vectorised_with_masked_loads():
+    f, b = new_function("f", [("a", T(F32, "N", 37)), ("c", T(F32, "N", 100))])
+    f.outputs = [b.concat(b.mul(f.params[0], f.params[0]), b.exp(f.params[1]), axis=1)]
+    text = stage_text(Module([f]), "llvm", CodegenOptions(vector_lanes=8))
+    assert "llvm.masked.load.v8f32" in text

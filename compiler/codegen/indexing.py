@@ -42,6 +42,7 @@ from .kernels import ExprEmitter, KernelContext, Space, emit_elementwise
 from .llvmutil import I64 as LLVM_I64
 from .llvmutil import for_range
 from .loops import (
+    GUARD,
     Apply,
     Buffer,
     Const,
@@ -160,11 +161,14 @@ def as_i64(e: Expr) -> Expr:
 
 
 def clamp(e: Expr, n: Dim, low: bool = True, high: bool = True) -> Expr:
-    """``e`` limited to ``[0, n - 1]`` (only the sides asked for)."""
+    """``e`` limited to ``[0, n - 1]`` (only the sides asked for), as a *guard*: a coordinate
+    clamped only so that a read stays inside its buffer, where a select discards the value
+    (a take's contract, ``loops.Take``).  The min/max carry ``guard=True``, so a vectorised
+    take may leave the lanes it would change unread (a masked load, ``kernels.py``)."""
     if high:
-        e = minimum(e, sub(dim(n), const(1)))
+        e = Apply("minimum", (e, sub(dim(n), const(1))), I64, I64, GUARD)
     if low:
-        e = maximum(e, const(0))
+        e = Apply("maximum", (e, const(0)), I64, I64, GUARD)
     return e
 
 

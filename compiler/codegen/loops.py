@@ -176,6 +176,11 @@ class Take:
 
 Expr = Load | Const | Iota | DimValue | Apply | Acc | Take
 
+# The attrs of a take coordinate's ``minimum``/``maximum`` that only keeps a read inside its
+# buffer where a select discards the value (``indexing.clamp``): a vectorised take may mask
+# the lanes it would change instead (``kernels.Indexer.take``).
+GUARD = (("guard", True),)
+
 
 def children(expr: Expr) -> tuple[Expr, ...]:
     """The subexpressions of ``expr``: an op's arguments, a take's coordinates."""
