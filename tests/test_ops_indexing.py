@@ -229,6 +229,12 @@ def _gather_cases(rng: random.Random) -> list[Case]:
         cases.append(Case(f"scatter_add{k}", [T(dtype, *shape), T(itype, *ishape), T(dtype, *ushape)],
                           lambda b, p, a=axis: b.scatter_add(*p, axis=a),
                           lambda x, i, u, a=axis: _add_at(x, (slice(None),) * (a % x.ndim) + (i,), u), {1: n}))
+        if k % 2 == 0:                        # integers only
+            mtype = I64 if k % 4 == 0 else I32
+            cases.append(Case(f"scatter_min{k}", [T(mtype, *shape), T(itype, *ishape), T(mtype, *ushape)],
+                              lambda b, p, a=axis: b.scatter_min(*p, axis=a),
+                              lambda x, i, u, a=axis: _min_at(x, (slice(None),) * (a % x.ndim) + (i,), u),
+                              {1: n}))
         oshape = tuple(np.broadcast_shapes((s,), (t,))[0] if d != axis % rank else t
                        for d, (s, t) in enumerate(zip(shape, along)))
         cases.append(Case(f"scatter_add_along_axis{k}", [T(dtype, *shape), T(itype, *along), T(dtype, *oshape)],
@@ -240,6 +246,12 @@ def _gather_cases(rng: random.Random) -> list[Case]:
 def _add_at(x: np.ndarray, index: tuple, updates: np.ndarray) -> np.ndarray:
     out = x.copy()
     np.add.at(out, index, updates)
+    return out
+
+
+def _min_at(x: np.ndarray, index: tuple, updates: np.ndarray) -> np.ndarray:
+    out = x.copy()
+    np.minimum.at(out, index, updates)
     return out
 
 
@@ -346,7 +358,7 @@ def test_cases_cover_zero_sized_rank_0_and_unit_axes():
     assert any(0 in s for s in shapes) and any(len(s) == 0 for s in shapes) and any(1 in s for s in shapes)
     covered = {c.name.rstrip("0123456789") for c in CASES}
     ours = {n for n, op in OPS.items() if op.reference.__module__ == "compiler.ops.indexing"}
-    assert len(ours) == 16 and ours <= covered
+    assert len(ours) == 17 and ours <= covered
 
 
 def test_gathers_from_a_symbolic_batch_and_an_empty_one(compiled_gather):

@@ -361,11 +361,12 @@ def lower_take_along_axis(L: Lowering, op: Op) -> None:
     L.define(op.result, reindex(_materialized(L, x), coords, op.result.type.shape))
 
 
-def _scatter(L: Lowering, op: Op, coords: list[Expr]) -> None:
+def _scatter(L: Lowering, op: Op, coords: list[Expr], combine: str = "add") -> None:
     base, _, updates = op.operands
     v = op.result
     out = L.new_buffer(v)
-    L.add_kernel(Scatter(out, L.expr(base), tuple(updates.type.shape), tuple(coords), L.expr(updates)))
+    L.add_kernel(Scatter(out, L.expr(base), tuple(updates.type.shape), tuple(coords), L.expr(updates),
+                         combine))
     L.buffers[v] = out
 
 
@@ -373,6 +374,12 @@ def lower_scatter_add(L: Lowering, op: Op) -> None:
     base, indices, _ = op.operands
     a = op.attrs["axis"] % base.type.rank
     _scatter(L, op, _gather_coords(L, op, base.type.shape, indices, a))
+
+
+def lower_scatter_min(L: Lowering, op: Op) -> None:
+    base, indices, _ = op.operands
+    a = op.attrs["axis"] % base.type.rank
+    _scatter(L, op, _gather_coords(L, op, base.type.shape, indices, a), combine="min")
 
 
 def lower_scatter_add_along_axis(L: Lowering, op: Op) -> None:
@@ -389,6 +396,7 @@ INDEXING_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "gather": lower_gather,
     "take_along_axis": lower_take_along_axis,
     "scatter_add": lower_scatter_add,
+    "scatter_min": lower_scatter_min,
     "scatter_add_along_axis": lower_scatter_add_along_axis,
 }
 
@@ -398,9 +406,13 @@ INDEXING_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
 
 
 def emit_scatter(kc: KernelContext, k: Scatter) -> None:
-    """``out = base`` (vectorised), then ``out[index(i)] += value(i)`` over ``k.shape`` in
+    """``out = base`` (vectorised; nothing when ``base`` is ``out``'s own memory, a scatter
+    in place), then ``out[index(i)] += value(i)`` (or ``min=``) over ``k.shape`` in
     row-major order, scalar, on the calling thread (repeated coordinates add in order)."""
-    emit_elementwise(kc, Elementwise(k.out, tuple(k.out.shape), k.base))
+    in_place = (isinstance(k.base, Load) and k.base.buffer.storage is k.out.storage
+                and k.base.index == identity_index(k.out.rank))
+    if not in_place:
+        emit_elementwise(kc, Elementwise(k.out, tuple(k.out.shape), k.base))
     b = kc.b
     ee = ExprEmitter(kc, Space.plain(k.shape), None)
     strides = kc.strides(k.out)
@@ -411,7 +423,11 @@ def emit_scatter(kc: KernelContext, k: Scatter) -> None:
         for coord, stride in zip(k.index, strides):
             offset = b.add(offset, b.mul(ee.emit(coord, index, 1), stride, flags=["nsw"]), flags=["nsw"])
         ptr = b.gep(kc.pointer(k.out), [offset], inbounds=True)
-        total = e.add(from_memory(b, b.load(ptr), k.out.dtype), ee.emit(k.value, index, 1))
+        old, value = from_memory(b, b.load(ptr), k.out.dtype), ee.emit(k.value, index, 1)
+        if k.combine == "min":
+            total = b.select(b.icmp_signed("<", value, old), value, old)
+        else:
+            total = e.add(old, value)
         b.store(to_memory(b, total), ptr)
 
     def level(axis: int, index: list[ir.Value]) -> None:

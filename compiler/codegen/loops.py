@@ -405,7 +405,8 @@ class TopK:
 @dataclass(eq=False)
 class Scatter:
     """``out = base``, then ``out[index(i)] += value(i)`` for every ``i`` of ``shape``, in
-    row-major order (one thread: repeated coordinates add up in a fixed order).
+    row-major order (one thread: repeated coordinates add up in a fixed order); with
+    ``combine = "min"``, ``out[index(i)] = min(out[index(i)], value(i))`` (integers).
 
     ``base`` is an expression over ``out``'s shape; ``index`` gives one i64 coordinate of
     ``out`` per dim as an expression over ``shape`` (in range at every position, as a
@@ -418,6 +419,7 @@ class Scatter:
     shape: tuple[Dim, ...]
     index: tuple[Expr, ...]
     value: Expr
+    combine: str = "add"
 
     def exprs(self) -> list[Expr]:
         return [self.base, *self.index, self.value]
@@ -640,8 +642,9 @@ def kernel_str(k: Kernel) -> str:
         return f"top_k.{k.result} {_dims(k.shape)} k={k.k}: {k.out.name} = {expr_str(k.expr)}"
     if isinstance(k, Scatter):
         where = ", ".join(expr_str(e) for e in k.index)
-        return (f"scatter_add {_dims(k.shape)}: {k.out.name} = {expr_str(k.base)}; "
-                f"{k.out.name}[{where}] += {expr_str(k.value)}")
+        update = "+=" if k.combine == "add" else f"{k.combine}="
+        return (f"scatter_{k.combine} {_dims(k.shape)}: {k.out.name} = {expr_str(k.base)}; "
+                f"{k.out.name}[{where}] {update} {expr_str(k.value)}")
     if isinstance(k, Pool):
         return pool_str(k)
     if isinstance(k, Conv):

@@ -738,6 +738,34 @@ def _scatter_vjp(read: str) -> Callable:
 scatter_add.def_vjp(_scatter_vjp("gather"))
 
 
+def _scatter_min_rule(base: TensorType, indices: TensorType, updates: TensorType, *, axis: int) -> TensorType:
+    if not base.dtype.is_int or base.dtype.is_storage:
+        raise ShapeError(f"scatter_min takes i32 or i64 tensors, got {base.dsl_str()}")
+    return _scatter_add_rule(base, indices, updates, axis=axis)
+
+
+scatter_min = define(
+    "scatter_min", operands=("base", "indices", "updates"), kind=OTHER, infer=_scatter_min_rule,
+    attrs={"axis": attr("int", 0)}, differentiable=False,
+    doc="""``base`` with each slice of ``updates`` folded in at its index along ``axis`` by
+    ``minimum``: numpy ``out = base.copy(); np.minimum.at(out, (:, .., indices), updates)``;
+    i32 or i64 only (bookkeeping: the first position of each index, as the sparse SGD
+    update finds it).  Shapes and the index rule are ``scatter_add``'s; not differentiable.
+
+    %3 = "dl.scatter_min"(%0, %1, %2) {axis = 0} : (tensor<1000xi64>, tensor<?xi32, "N">, tensor<?xi64, "N">) -> tensor<1000xi64>
+    """)
+
+
+@scatter_min.def_reference
+def _(base, indices, updates, *, axis: int):
+    a = axis % base.ndim
+    check_indices("scatter_min", indices, base.shape[a], a)
+    out = base.copy()
+    np.minimum.at(out, (slice(None),) * a + (indices,), updates)
+    return out
+
+
+
 def _scatter_along_rule(base: TensorType, indices: TensorType, updates: TensorType, *, axis: int) -> TensorType:
     _index_dtype(indices)
     return _scatter_types(base, indices, updates, along_axis_shape(base, indices, axis))
@@ -1060,6 +1088,7 @@ concat.lowers_to("concat")
 gather.lowers_to("gather")
 take_along_axis.lowers_to("take_along_axis")
 scatter_add.lowers_to("scatter_add")
+scatter_min.lowers_to("scatter_min")
 scatter_add_along_axis.lowers_to("scatter_add_along_axis")
 squeeze.lowers_to("view")
 expand_dims.lowers_to("view")
