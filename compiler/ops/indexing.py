@@ -718,13 +718,19 @@ scatter_add = define(
     """)
 
 
-@scatter_add.def_reference
-def _(base, indices, updates, *, axis: int):
-    a = axis % base.ndim
-    check_indices("scatter_add", indices, base.shape[a], a)
-    out = base.copy()
-    np.add.at(out, (slice(None),) * a + (indices,), updates)
-    return out
+def _scatter_reference(name: str, ufunc: np.ufunc) -> Callable:
+    """numpy's ``out = base.copy(); ufunc.at(out, (:, .., indices), updates)``, the index
+    rule checked first."""
+    def reference(base, indices, updates, *, axis: int):
+        a = axis % base.ndim
+        check_indices(name, indices, base.shape[a], a)
+        out = base.copy()
+        ufunc.at(out, (slice(None),) * a + (indices,), updates)
+        return out
+    return reference
+
+
+scatter_add.def_reference(_scatter_reference("scatter_add", np.add))
 
 
 def _scatter_vjp(read: str) -> Callable:
@@ -756,14 +762,7 @@ scatter_min = define(
     """)
 
 
-@scatter_min.def_reference
-def _(base, indices, updates, *, axis: int):
-    a = axis % base.ndim
-    check_indices("scatter_min", indices, base.shape[a], a)
-    out = base.copy()
-    np.minimum.at(out, (slice(None),) * a + (indices,), updates)
-    return out
-
+scatter_min.def_reference(_scatter_reference("scatter_min", np.minimum))
 
 
 def _scatter_along_rule(base: TensorType, indices: TensorType, updates: TensorType, *, axis: int) -> TensorType:
