@@ -209,3 +209,26 @@ def test_a_max_over_a_sliced_dim_refuses_an_empty_one_and_the_signature_round_tr
             call()
     got, _ = native.f(np.arange(9, dtype=np.float32).reshape(3, 3))
     np.testing.assert_array_equal(got, [6, 7, 8])
+
+
+def test_shape_rules_see_computed_dims_whole() -> None:
+    from compiler.diagnostics import DlTypeError
+    from compiler.ir.builder import new_function
+    from compiler.ir.types import DType, TensorType
+
+    f, b = new_function("f", [("x", TensorType(DType.f32, ("N", 3)))])
+    x = f.params[0]
+    head = b.slice(x, start=(1,))                                      # [max(N-1,0), 3]
+    with pytest.raises(DlTypeError, match="the symbolic dims must be the same on both sides"):
+        b.reshape(head, shape=(parse_dim("(N+1)//2"), 3))            # the same static product
+    assert b.reshape(head, shape=(3, parse_dim("max(N-1,0)"))).type.shape == (3, parse_dim("max(N-1,0)"))
+    with pytest.raises(DlTypeError, match=r"symbolic dim min\(N,1\) may be 1 at run time"):
+        b.squeeze(b.slice(x, stop=(1,)))
+
+
+def test_stats_count_the_work_of_a_sliced_dim(tmp_path) -> None:
+    from runtime.cli import main
+
+    path = tmp_path / "s.dl"
+    path.write_text("fn f(x: f32[N, 3]) -> f32[] { return sum(x[1:] * x[0:N-1]) }\n")
+    assert main(["stats", str(path)]) == 0

@@ -499,7 +499,7 @@ def _(b, op, ct):
 
 def _squeeze_axes(x: TensorType, axis: tuple[int, ...] | None) -> tuple[int, ...]:
     if axis is None:
-        symbolic = [d for d in x.shape if isinstance(d, str)]
+        symbolic = [d for d in x.shape if not isinstance(d, int)]
         if symbolic:
             raise ShapeError(f"squeeze without 'axis' of {x.dsl_str()} is ambiguous: symbolic dim "
                              f"{symbolic[0]} may be 1 at run time; give 'axis'")
