@@ -61,6 +61,13 @@ class DimSyntaxError(ValueError):
     """A dim expression that cannot be read or is outside the language (a message)."""
 
 
+# Bounds on the work one dim may cause: the arguments of one max/min after
+# normalization, the nesting of a dim's text, and its length.
+MAX_EXTREMUM_ARGS = 32
+MAX_NESTING = 32
+MAX_TEXT = 1000
+
+
 # ---------------------------------------------------------------------------
 # Constructors (each returns a normal form)
 
@@ -185,6 +192,9 @@ def _extremum(op: str, args: list[Dim]) -> Dim:
             rest.append(a)
     if ints:
         rest.append(pick(ints))
+    if len(rest) > MAX_EXTREMUM_ARGS:
+        raise DimSyntaxError(f"a dim's {op}(..) would have {len(rest)} arguments (at most "
+                             f"{MAX_EXTREMUM_ARGS}); the expression is too complex")
     kept = [a for i, a in enumerate(rest)
             if not any(j != i and _covers(op, b, a) and (j < i or not _covers(op, a, b))
                        for j, b in enumerate(rest))]
@@ -413,6 +423,8 @@ _FUNCTIONS = {"max": maximum, "min": minimum}
 def parse_dim(text: str) -> Dim:
     """Read a dim's text (:func:`format_dim`'s form, spaces allowed) into its normal form.
     Raises :class:`DimSyntaxError` with a message for text outside the language."""
+    if len(text) > MAX_TEXT:
+        raise DimSyntaxError(f"a dim's text may be at most {MAX_TEXT} characters, got {len(text)}")
     tokens: list[str] = []
     pos = 0
     text = text.rstrip()
@@ -436,6 +448,7 @@ class _Reader:
 
     def __init__(self, tokens: list[str], text: str):
         self.tokens, self.text, self.i = tokens, text, 0
+        self.depth = 0
 
     def peek(self) -> str | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -475,10 +488,17 @@ class _Reader:
         return out
 
     def unary(self) -> Dim:
-        if self.peek() == "-":
-            self.take()
-            return scale(self.unary(), -1)
-        return self.atom()
+        """Every nesting (a sign, parentheses, a function's arguments) passes here once."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise DimSyntaxError(f"a dim nests at most {MAX_NESTING} deep, in '{self.text[:40]}...'")
+            if self.peek() == "-":
+                self.take()
+                return scale(self.unary(), -1)
+            return self.atom()
+        finally:
+            self.depth -= 1
 
     def atom(self) -> Dim:
         tok = self.take()

@@ -115,8 +115,11 @@ def resolve_slice(shape: tuple[Dim, ...], start: tuple[Bound, ...] | None,
         if all(isinstance(v, int) or v is None for v in (n, a, z)):
             lo, hi, st = slice(a, z, s).indices(n)        # type: ignore[arg-type]
             spans.append(Span(lo, st, len(range(lo, hi, st))))
-        else:
+            continue
+        try:
             spans.append(_symbolic_span(n, a, z, 1 if s is None else s))
+        except dims.DimSyntaxError as e:
+            raise ShapeError(f"slicing dim {n} (axis {axis}): {e}") from None
     return spans
 
 
