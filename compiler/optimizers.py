@@ -9,7 +9,9 @@ so forward, backward and update compile into one native function.
 The formulas are Keras 3's (``keras/src/optimizers/*.py``), with ``g`` the
 gradient, ``lr`` the learning rate and ``t`` the 1-based step count:
 
-- **sgd**: without momentum ``p -= lr·g``; with momentum
+- **sgd**: without momentum ``p -= lr·g`` -- for a gradient that is a scatter of rows
+  into zeros (an embedding's), only the rows the batch touched, in place (see
+  :func:`sparse_sgd_rows`); with momentum
   ``m = momentum·m − lr·g`` then ``p += m``, or with Nesterov
   ``p += momentum·m − lr·g`` (using the new ``m``).
 - **rmsprop**: ``v = rho·v + (1−rho)·g²``; centered:
@@ -49,9 +51,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .ir import dims
 from .ir.builder import Builder
 from .ir.core import Value
-from .ir.types import DType, TensorType
+from .ir.types import Dim, DType, TensorType
+from .ops.rules import zeros
 
 Hyperparams = dict[str, float | bool]
 
@@ -231,6 +235,74 @@ def _lr_for(b: Builder, lr: Value, param: Value) -> Value:
 # ---------------------------------------------------------------------------
 # SGD
 
+
+def sparse_sgd_rows(b: Builder, p: Value, g: Value, lr: Value) -> Value | None:
+    """``p − lr·g`` touching only the rows of ``p`` the batch read, when ``g`` is
+    ``scatter_add(zeros, ids, ct, axis=0)`` (an embedding table's gradient); None otherwise.
+
+    Bit-identical to the dense update: each distinct id's gradient row is summed in the
+    dense scatter's order (into a table with one row per batch position, at the first
+    position holding that id: ``scatter_min`` of the positions), then the first position
+    adds ``−0.0 − G·lr`` to the parameter row -- ``p + (−0.0 − x)`` is ``p − x`` exactly,
+    signed zeros and a NaN's sign included -- and every other position of that id adds
+    ``−0.0``, which changes nothing; untouched rows keep ``p`` (the dense ``p − lr·0``).
+    The scatter writes the parameter in place, so a step costs the batch's rows, not the
+    table.  Used where the batch's positions can be counted as one dim (at most one
+    symbolic dim in the ids' shape)."""
+    owner = g.owner
+    if owner is None or owner.name != "scatter_add" or owner.attrs["axis"] % g.type.rank != 0:
+        return None
+    base, ids, ct = owner.operands
+    count = _positions(ids.type.shape)
+    if not _is_zeros(base) or count is None:
+        return None
+    rank, rest = ids.type.rank, p.type.shape[1:]
+    flat = _flat_positions(b, ids)
+    first = b.scatter_min(b.broadcast_to(b.constant(2 ** 62, DType.i64), shape=(p.type.shape[0],)),
+                          ids, flat, axis=0)               # each id's first position
+    slot = b.gather(first, ids, axis=0)
+    rows = b.scatter_add(zeros(b, TensorType(g.type.dtype, (count, *rest))), slot, ct, axis=0)
+    step = b.mul(b.gather(rows, flat, axis=0), lr)         # G·lr, at every position of the id
+    is_first = b.eq(slot, flat)
+    if rest:
+        is_first = b.expand_dims(is_first, axis=tuple(range(rank, rank + len(rest))))
+    nothing = b.constant(-0.0, g.type.dtype)
+    return b.scatter_add(p, ids, b.where(is_first, b.sub(nothing, step), nothing), axis=0)
+
+
+def _is_zeros(v: Value) -> bool:
+    """Whether ``v`` is +0.0 everywhere: a scalar constant 0, possibly broadcast."""
+    owner = v.owner
+    if owner is not None and owner.name == "broadcast_to":
+        owner = owner.operands[0].owner
+    if owner is None or owner.name != "constant":
+        return False
+    value = owner.attrs["value"]
+    return getattr(value, "ndim", 0) == 0 and float(value) == 0.0 and math.copysign(1.0, float(value)) > 0
+
+
+def _positions(shape: tuple[Dim, ...]) -> Dim | None:
+    """The number of elements of ``shape`` as one dim, or None (a product of two symbols)."""
+    static = math.prod(d for d in shape if isinstance(d, int))
+    symbolic = [d for d in shape if not isinstance(d, int)]
+    if len(symbolic) > 1:
+        return None
+    return dims.scale(symbolic[0], static) if symbolic else static
+
+
+def _flat_positions(b: Builder, ids: Value) -> Value:
+    """The row-major position of every element of ``ids`` (i64, ``ids``'s shape)."""
+    shape = ids.type.shape
+    flat = b.iota(shape=shape, axis=len(shape) - 1, dtype=DType.i64)
+    stride: Value | None = None
+    for axis in range(len(shape) - 2, -1, -1):
+        size = shape[axis + 1]
+        extent = (b.constant(size, DType.i64) if isinstance(size, int)
+                  else b.dim_size(ids, axis=axis + 1, dtype=DType.i64))
+        stride = extent if stride is None else b.mul(stride, extent)
+        flat = b.add(flat, b.mul(b.iota(shape=shape, axis=axis, dtype=DType.i64), stride))
+    return flat
+
 sgd = OPTIMIZERS["sgd"]
 sgd.slots = lambda hp: ["momentum"] if float(hp["momentum"]) != 0.0 else []
 
@@ -239,6 +311,10 @@ sgd.slots = lambda hp: ["momentum"] if float(hp["momentum"]) != 0.0 else []
 def _sgd_update(b: Builder, hp: Hyperparams, lr: Value, shared: dict[str, Value],
                 p: Value, g: Value, slots: dict[str, Value]) -> tuple[Value, dict[str, Value]]:
     lr = _lr_for(b, lr, p)
+    if float(hp["momentum"]) == 0.0:
+        sparse = sparse_sgd_rows(b, p, g, lr)
+        if sparse is not None:
+            return sparse, {}
     step = b.mul(g, lr)                                         # lr·g
     if float(hp["momentum"]) == 0.0:
         return b.sub(p, step), {}                               # p − lr·g

@@ -145,7 +145,7 @@ Expr = Number | Bool | String | Name | ListExpr | Unary | Binary | Call | Index 
 
 # The spelling of each operator, for diagnostics.
 OPERATOR_TEXT = {
-    "add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@", "pow": "**",
+    "add": "+", "sub": "-", "mul": "*", "div": "/", "floor_div": "//", "matmul": "@", "pow": "**",
     "neg": "-", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
 }
 

@@ -70,6 +70,8 @@ def fold(op: str, lhs: Lit, rhs: Lit, span: Location) -> Lit:
             return _int_in_range(Lit(a * b, span))
         if op == "div":
             return Lit(a / b, span)
+        if op == "floor_div":                   # rounds down, as Python and numpy do
+            return _int_in_range(Lit(a // b, span))
         if op == "pow":
             if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and b >= 64:
                 raise _overflow(span)           # at least 2^64: not worth computing

@@ -20,6 +20,7 @@ import math
 from typing import Any, Protocol
 
 from compiler.diagnostics import DlError, DlTypeError, Location, NameResolutionError, SizeError
+from compiler.ir import dims
 from compiler.ir.builder import Builder
 from compiler.ir.core import Function, Op, Value
 from compiler.ir.types import Dim, DType, TensorType, number_problem
@@ -479,8 +480,8 @@ class _IndexItems:
 
     def __init__(self, body: Body, e: ast.Index, t: TensorType):
         self.rank = t.rank
-        self.start: list[int | None] = [None] * t.rank
-        self.stop: list[int | None] = [None] * t.rank
+        self.start: list[Dim | None] = [None] * t.rank
+        self.stop: list[Dim | None] = [None] * t.rank
         self.step: list[int | None] = [None] * t.rank
         self.dropped: list[int] = []          # axes of the sliced value an int removes
         self.added: list[int] = []            # output positions of the new axes
@@ -506,8 +507,9 @@ class _IndexItems:
                 continue
             dim = t.shape[axis]
             if isinstance(item, ast.Slice):
-                self.start[axis], self.stop[axis], self.step[axis] = (
-                    _bound(body, b, "a slice bound") for b in (item.lo, item.hi, item.step))
+                self.start[axis], self.stop[axis] = (_slice_bound(body, b, "a slice bound")
+                                                     for b in (item.lo, item.hi))
+                self.step[axis] = _bound(body, item.step, "a slice step")
                 if self.step[axis] == 0:
                     raise DlTypeError("slice step cannot be zero", item.step.span)   # type: ignore[union-attr]
                 position += 1
@@ -519,6 +521,10 @@ class _IndexItems:
                     if isinstance(dim, int) and not -dim <= i < dim:
                         raise DlTypeError(f"index {i} is out of range for axis {axis} of {t.dsl_str()} "
                                           f"(size {dim})", item.span)
+                    if not isinstance(dim, int):
+                        raise DlTypeError(f"an integer index into dim {dim} (axis {axis} of {t.dsl_str()}) "
+                                          "is not supported: whether it is in range depends on the call; "
+                                          f"slice it instead (x[{i}:{i + 1}] keeps the axis)", item.span)
                     self.start[axis], self.stop[axis] = i, (i + 1 if i != -1 else None)
                     self.dropped.append(axis)
                 else:
@@ -555,6 +561,52 @@ def _bound(body: Body, expr: ast.Expr | None, what: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise DlTypeError(f"{what} must be a compile-time integer", expr.span)
     return value
+
+
+def _slice_bound(body: Body, expr: ast.Expr | None, what: str) -> Dim | None:
+    """A slice bound: a compile-time integer, or an expression of the signature's dims
+    (``N-1``, ``N//2``, ``2*N``) that the call's sizes decide (None when not written)."""
+    if expr is None or not _mentions_dim(body, expr):
+        return _bound(body, expr, what)
+    return _dim_expr(body, expr)
+
+
+def _is_dim_name(body: Body, e: ast.Expr) -> bool:
+    return isinstance(e, ast.Name) and e.id in body.symbols and body.scope.lookup(e.id) is None
+
+
+def _mentions_dim(body: Body, e: ast.Expr) -> bool:
+    if isinstance(e, ast.Unary):
+        return _mentions_dim(body, e.operand)
+    if isinstance(e, ast.Binary):
+        return _mentions_dim(body, e.lhs) or _mentions_dim(body, e.rhs)
+    return _is_dim_name(body, e)
+
+
+def _dim_expr(body: Body, e: ast.Expr) -> Dim:
+    """``e`` as a dim expression (``compiler/ir/dims.py``): dims, integers, ``+ - * //``."""
+    if _is_dim_name(body, e):
+        return e.id                                  # type: ignore[union-attr]
+    if isinstance(e, ast.Unary) and e.op == "neg":
+        return dims.scale(_dim_expr(body, e.operand), -1)
+    if isinstance(e, ast.Binary) and e.op in ("add", "sub", "mul", "floor_div"):
+        lhs, rhs = _dim_expr(body, e.lhs), _dim_expr(body, e.rhs)
+        if e.op == "add":
+            return dims.add(lhs, rhs)
+        if e.op == "sub":
+            return dims.sub(lhs, rhs)
+        if e.op == "mul":
+            if not (isinstance(lhs, int) or isinstance(rhs, int)):
+                raise DlTypeError("a slice bound can multiply a dim by an integer, not by another dim",
+                                  e.span)
+            return dims.scale(rhs, lhs) if isinstance(lhs, int) else dims.scale(lhs, rhs)  # type: ignore[arg-type]
+        if not isinstance(rhs, int) or rhs < 1:
+            raise DlTypeError("a dim can only be divided (//) by a positive integer", e.rhs.span)
+        return dims.floordiv(lhs, rhs)
+    if _mentions_dim(body, e):
+        raise DlTypeError("a slice bound over dims is built from dims, integers, +, -, * and //",
+                          e.span)
+    return _bound(body, e, "a term of a slice bound")   # type: ignore[return-value]
 
 
 def _signature(op: OpDef) -> str:
@@ -594,10 +646,10 @@ def unify_call(callee: Function, args: list[tuple[Value, Location]]) -> dict[str
 
 
 def substitute_dims(op: Op, binding: dict[str, Dim]) -> dict[str, Any]:
-    """``op``'s attributes with symbols in ``dims`` attributes replaced per ``binding``."""
+    """``op``'s attributes with symbols in ``dims`` and ``bounds`` attributes replaced per ``binding``."""
     opdef = OPS[op.name]
     out = dict(op.attrs)
     for key, spec in opdef.attrs.items():
-        if spec.kind == "dims" and out.get(key) is not None:
-            out[key] = tuple(binding.get(d, d) if isinstance(d, str) else d for d in out[key])
+        if spec.kind in ("dims", "bounds") and out.get(key) is not None:
+            out[key] = tuple(None if d is None else dims.substitute(d, binding) for d in out[key])
     return out

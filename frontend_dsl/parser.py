@@ -34,7 +34,7 @@ _TERMINAL_WORDS = {
 # Tokens that can start an expression; when all are expected, say "an expression".
 _EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "(", "[", "-"}
 # Binary operators (and the postfix "[" and "."); when all are acceptable, say "an operator".
-_OPERATORS = {"+", "-", "*", "/", "@", "**", "==", "!=", "<", "<=", ">", ">=", "[", "."}
+_OPERATORS = {"+", "-", "*", "/", "//", "@", "**", "==", "!=", "<", "<=", ">", ">=", "[", "."}
 
 
 @lru_cache(maxsize=1)
@@ -296,6 +296,7 @@ class ToAst(Transformer_NonRecursive):
     sub = _binary("sub")
     mul = _binary("mul")
     div = _binary("div")
+    floor_div = _binary("floor_div")
     matmul = _binary("matmul")
     pow = _binary("pow")
 

@@ -70,6 +70,7 @@ from compiler.codegen.target import CodegenOptions, Target, host_target
 from compiler.codegen.threads import SET_THREADS_SYMBOL, SHUTDOWN_SYMBOL
 from compiler.diagnostics import DlIndexError, DlRuntimeError, SizeLimitError
 from compiler.ir.core import Module
+from compiler.ir.dims import DimExpr, evaluate
 from compiler.ir.sizes import (
     MAX_BYTES,
     allocating,
@@ -180,7 +181,7 @@ class _Param:
     """One parameter's checks, precomputed."""
 
     __slots__ = ("name", "type", "dtype", "shape", "rank", "inplace", "where", "static", "symbolic",
-                 "static_shape", "scalar_type")
+                 "computed", "static_shape", "scalar_type")
 
     def __init__(self, fn_name: str, name: str, t: TensorType, inplace: bool):
         self.name = name
@@ -192,7 +193,9 @@ class _Param:
         self.where = f"@{fn_name}: argument '{name}'"
         self.static = [(a, d) for a, d in enumerate(t.shape) if isinstance(d, int)]
         self.symbolic = [(a, d) for a, d in enumerate(t.shape) if isinstance(d, str)]
-        self.static_shape = t.shape if not self.symbolic else None
+        # dims computed from symbols (max(N-1,0)): checked once every argument has bound its dims
+        self.computed = [(a, d) for a, d in enumerate(t.shape) if isinstance(d, DimExpr)]
+        self.static_shape = t.shape if t.is_static else None
         self.scalar_type = self.dtype.type if self.rank == 0 else None
 
     def check(self, value: Any, bindings: dict[str, int]) -> np.ndarray:
@@ -201,7 +204,7 @@ class _Param:
         if type(value) is np.ndarray and value.dtype == self.dtype and value.ndim == self.rank:
             shape = value.shape
             ok = shape == self.static_shape
-            if not ok and self.symbolic:
+            if not ok and self.static_shape is None:
                 ok = True
                 for a, d in self.static:
                     if shape[a] != d:
@@ -242,7 +245,7 @@ class _Param:
             raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()} (rank {self.rank}), "
                                      f"got {_actual(value)}")
         for axis, (dim, size) in enumerate(zip(self.shape, value.shape)):
-            if dim == size:
+            if dim == size or isinstance(dim, DimExpr):
                 continue
             if isinstance(dim, int):
                 raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()}, got {_actual(value)}: "
@@ -265,6 +268,15 @@ class _Param:
         if self.inplace and not flags.writeable:
             raise ArgumentValueError(f"{self.where} is updated in place but the array is read-only")
         return value
+
+    def check_computed(self, array: np.ndarray, bindings: dict[str, int]) -> None:
+        """The dims computed from symbols (``max(N-1,0)``) against the argument's shape."""
+        for axis, dim in self.computed:
+            want = evaluate(dim, bindings)
+            if array.shape[axis] != want:
+                raise ArgumentValueError(f"{self.where} expects {self.type.dsl_str()}, got {_actual(array)}: "
+                                         f"dim {axis} is {array.shape[axis]}, not {dim} = {want} "
+                                         f"({', '.join(f'{k}={v}' for k, v in bindings.items())})")
 
 
 class CompiledFunction:
@@ -293,6 +305,7 @@ class CompiledFunction:
         self._outputs = [t for _, t in info.outputs]
         self._out_dtypes = [t.dtype.np for t in self._outputs]
         self._has_inplace = bool(info.inplace)
+        self._computed = [i for i, p in enumerate(self._params) if p.computed]
         self._inplace_params = frozenset(p for _, p in info.inplace)
         self._fresh_outputs = [i for i in range(len(self._outputs)) if i not in self._inplace_out]
         self._slots = ctypes.c_void_p * (len(self._params) + len(self._outputs))
@@ -332,6 +345,8 @@ class CompiledFunction:
         values = args if not kwargs and len(args) == len(self._params) else self._bind(args, kwargs)
         bindings: dict[str, int] = {}
         arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
+        if self._computed:
+            self._check_computed(arrays, bindings)
         pointers = [_data(a) for a in arrays]
         if self._has_inplace:
             self._check_overlap(arrays, pointers)
@@ -383,10 +398,16 @@ class CompiledFunction:
         """Checked arrays, symbol bindings and data pointers for ``values`` (positional)."""
         bindings: dict[str, int] = {}
         arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
+        if self._computed:
+            self._check_computed(arrays, bindings)
         pointers = [_data(a) for a in arrays]
         if self._has_inplace:
             self._check_overlap(arrays, pointers)
         return arrays, bindings, pointers
+
+    def _check_computed(self, arrays: list[np.ndarray], bindings: dict[str, int]) -> None:
+        for i in self._computed:
+            self._params[i].check_computed(arrays[i], bindings)
 
     def _allocate_outputs(self, outs: list[np.ndarray], bindings: dict[str, int]) -> dict[int, int]:
         """Fresh outputs carved from one allocation, each 64-byte aligned; their pointers."""
@@ -546,6 +567,8 @@ class BoundCall:
                     values = list(args)
                     self._accept(values, *fn._prepare_call(values))
                     return
+        if fn._computed:
+            fn._check_computed(arrays, bindings)
         if fn._has_inplace:
             fn._check_overlap(arrays, pointers)
         values = list(self._originals)
@@ -633,7 +656,7 @@ class _CallPlan:
         self.layout: list[tuple[int, tuple[int, ...], np.dtype, int]] = []
         total = 0
         for i in fn._fresh_outputs:
-            shape = tuple(d if isinstance(d, int) else bindings[d] for d in fn._outputs[i].shape)
+            shape = fn._outputs[i].concrete_shape(bindings)
             dtype = fn._out_dtypes[i]
             self.layout.append((i, shape, dtype, total))
             total += -(-math.prod(shape) * dtype.itemsize // ALIGNMENT) * ALIGNMENT

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.diagnostics import DlRuntimeError
+from compiler.ir.dims import Dim
 
 FASHION_MNIST = "fashion-mnist"
 SHIPPED = ("mnist", FASHION_MNIST)
@@ -131,7 +132,7 @@ class TensorSpec:
 
     name: str
     dtype: np.dtype
-    shape: tuple[int | str, ...]
+    shape: tuple[Dim, ...]
 
     def dsl_str(self) -> str:
         from compiler.ir.types import DType

@@ -221,10 +221,12 @@ case("pad_modes", ("pad",), [T(F32, "N", 6)],
 case("gather", ("gather", "take_along_axis"), [T(F32, "N", 10), T(I32, 6), T(I64, "N", 3)],
      lambda b, p: [b.gather(p[0], p[1], axis=1), b.take_along_axis(p[0], p[2], axis=1),
                    b.gather(b.exp(p[0]), b.reshape(p[1], shape=(2, 3)), axis=-1)], ("any", "small", "small"))
-case("scatter", ("scatter_add", "scatter_add_along_axis"), [T(F32, "N", 10), T(I32, 6), T(I64, "N", 3),
-                                                             T(F32, "N", 6), T(F32, "N", 3)],
+case("scatter", ("scatter_add", "scatter_add_along_axis", "scatter_min"),
+     [T(F32, "N", 10), T(I32, 6), T(I64, "N", 3), T(F32, "N", 6), T(F32, "N", 3)],
      lambda b, p: [b.scatter_add(p[0], p[1], p[3], axis=1),
-                   b.scatter_add_along_axis(p[0], p[2], b.exp(p[4]), axis=1)],
+                   b.scatter_add_along_axis(p[0], p[2], b.exp(p[4]), axis=1),
+                   b.scatter_min(b.broadcast_to(b.constant(5, I64), shape=("N", 10)), p[1],
+                                 b.broadcast_to(b.cast(p[1], dtype=I64), shape=("N", 6)), axis=1)],
      ("any", "small", "small", "any", "any"))
 
 # -- pooling (compiler/ops/pool.py; tests/test_ops_pool.py has the thorough ones) ------------------------

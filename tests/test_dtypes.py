@@ -315,16 +315,94 @@ def test_layout_ops_move_storage_dtypes_exactly(dtype):
             assert_same(interpret(f, [x])[0], compiled[name](x), f"{name} n={n}")
 
 
+# -- matmul and reductions on f16 / bf16: computed in f32, rounded once ----------------------
+
+HALF_REDUCTIONS = ("sum(x, axes=[1])", "sum(x, axes=[0])", "mean(x, axes=[0])", "max(x, axes=[1])",
+                   "min(x, axes=[0], keepdims=true)", "prod(x, axes=[1])", "argmax(x, axis=1)",
+                   "argmin(x, axis=0)", "logsumexp(x, axes=[1])", "var(x, axes=[0], ddof=1)",
+                   "std(x, axes=[1])", "norm(x, axes=[1], ord=1)", "sum(x)")
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=lambda d: d.dsl_name)
+def test_half_matmul_and_reductions_agree_natively_and_in_the_interpreter(dtype):
+    name = dtype.dsl_name
+    body = ", ".join(HALF_REDUCTIONS)
+    source = (f"fn red(x: {name}[N, K]) {{ return {body} }}\n"
+              f"fn mm(a: {name}[N, K], b: {name}[K, 5]) {{ return a @ b }}\n")
+    compiled, module = runtime.compile(source, cache=False), compile_source(source, "h.dl")
+    rng = np.random.default_rng(7)
+    for n, k in ((3, 7), (1, 1), (4, 300), (2, 0), (0, 3)):
+        x = _values(rng, dtype, (n, k))
+        if n * k:
+            x[0, 0] = np.nan
+        nonempty = n > 0 and k > 0           # max, min, argmax, argmin refuse an empty axis
+        if nonempty:
+            for g, w, what in zip(compiled["red"](x), interpret(module.get("red"), [x]), HALF_REDUCTIONS):
+                assert_same(w, g, f"{what} at {n}x{k}")
+        # small integers: every f32 sum is exact, so the once-rounded products are bit-identical
+        a = rng.integers(-8, 9, (n, k)).astype(dtype.np)
+        b = rng.integers(-8, 9, (k, 5)).astype(dtype.np)
+        a.flat[:1] = -0.0
+        want = interpret(module.get("mm"), [a, b])[0]
+        assert_same(want, compiled["mm"](a, b), f"matmul at {n}x{k}")
+        assert_same((a.astype(np.float32) @ b.astype(np.float32)).astype(dtype.np), want)
+
+
+def test_half_matmul_and_sums_round_once_as_numpy_does():
+    rng = np.random.default_rng(3)
+    compiled = runtime.compile("fn f(a: f16[N, K], b: f16[K, 3]) { return a @ b, sum(a, axes=[1]), mean(a, axes=[0]) }",
+                               cache=False)
+    a = rng.standard_normal((4, 5000)).astype(np.float16)
+    b = rng.standard_normal((5000, 3)).astype(np.float16)
+    mm, s, m = compiled.f(a, b)
+    per_step = np.zeros((4, 3), np.float16)    # rounding at every step, which numpy does not do
+    for j in range(0, 5000, 50):
+        per_step = (per_step.astype(np.float32) + a[:, j:j + 50].astype(np.float32)
+                    @ b[j:j + 50].astype(np.float32)).astype(np.float16)
+    assert not np.array_equal(per_step, a @ b)
+    # numpy rounds the f32 result once; the order of f32 additions may move one ulp
+    ulp = np.spacing(np.abs(a @ b)).astype(np.float32)
+    assert np.all(np.abs(mm.astype(np.float32) - (a @ b).astype(np.float32)) <= ulp)
+    assert np.all(np.abs(s.astype(np.float32) - np.sum(a, axis=1).astype(np.float32))
+                  <= np.spacing(np.abs(np.sum(a, axis=1))).astype(np.float32))
+    ones = np.full((100000, 2), 0.1, np.float16)        # numpy's strided f16 sum gives 256 here
+    tall = runtime.compile("fn f(x: f16[N, 2]) { return sum(x, axes=[0]), mean(x, axes=[0]) }", cache=False)
+    total, avg = tall.f(ones)
+    assert_same(np.sum(ones.astype(np.float32), axis=0).astype(np.float16), total)
+    assert_same(np.mean(ones, axis=0), avg)
+
+
+def test_half_gradients_through_matmul_and_reductions():
+    compiled = runtime.compile("""
+fn loss(w: f16[3, 2], x: f16[N, 3]) -> f16[] { return mean(x @ w) + max(w) }
+fn dloss = grad(loss, wrt=[w])
+""", cache=False)
+    x = np.arange(12, dtype=np.float16).reshape(4, 3)
+    w = np.array([[1, 2], [3, 4], [5, 6]], np.float16)
+    want = np.repeat(x.astype(np.float32).sum(axis=0)[:, None] / 8, 2, axis=1)
+    want[2, 1] += 1
+    assert_same(want.astype(np.float16), compiled.dloss(w, x))
+
+
 # -- what does not take storage dtypes ------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", STORAGE, ids=lambda d: d.dsl_name)
+@pytest.mark.parametrize("dtype", [I8, U8], ids=lambda d: d.dsl_name)
 def test_ops_without_storage_support_say_cast_first(dtype):
     f, b = new_function("f", [("x", T(dtype, 4, 3)), ("w", T(dtype, 3, 2))])
     with pytest.raises(DlTypeError, match=rf"matmul: does not take {dtype.dsl_name} tensors.*cast\(x, f32\)"):
         b.matmul(*f.params)
     with pytest.raises(DlTypeError, match="sum: does not take"):
         b.sum(f.params[0])
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=lambda d: d.dsl_name)
+def test_half_ops_without_a_widened_form_say_cast_first(dtype):
+    f, b = new_function("f", [("x", T(dtype, 4, 3)), ("i", T(DType.i32, 4))])
+    with pytest.raises(DlTypeError, match=rf"softmax: does not take {dtype.dsl_name} tensors.*cast\(x, f32\)"):
+        b.softmax(f.params[0])
+    with pytest.raises(DlTypeError, match="cumsum: does not take"):
+        b.cumsum(f.params[0], axis=0)
 
 
 # -- the IR text and the .dl language -------------------------------------------------------

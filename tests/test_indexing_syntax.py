@@ -88,7 +88,11 @@ def errors(source: str) -> list[str]:
     ("x[0, i]", "cannot be mixed with integer or None indices"),
     ("x[i, i]", "only one integer-tensor index"),
     ("3[0]", "a number cannot be indexed"),
-    ("y[0]", "slicing symbolic dim N"),
+    ("y[0]", "an integer index into dim N (axis 0 of f32[N]) is not supported"),
+    ("y[N*N:]", "can multiply a dim by an integer, not by another dim"),
+    ("y[:N//0]", "a dim can only be divided (//) by a positive integer"),
+    ("y[:N/2]", "built from dims, integers, +, -, * and //"),
+    ("y[::N]", "a slice step must be a compile-time integer"),
 ])
 def test_index_errors_are_located(expr: str, message: str) -> None:
     found = errors(f"fn f(x: f32[4, 5], i: i32[2], y: f32[N]) {{\n  return {expr}\n}}")

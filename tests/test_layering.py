@@ -19,6 +19,7 @@ FLOORS: list[tuple[str, int, str]] = [
     ("compiler", 0, "base"),                     # the package itself: __version__ only
     ("compiler.diagnostics", 0, "base"),
     ("compiler.ir.types", 1, "ir-data"),
+    ("compiler.ir.dims", 1, "ir-data"),
     ("compiler.ir.core", 1, "ir-data"),
     ("compiler.ir.printer", 1, "ir-data"),
     ("compiler.ir.sizes", 1, "ir-data"),

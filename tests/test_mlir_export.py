@@ -196,6 +196,14 @@ def test_a_variant_a_rule_refuses_names_the_op_and_why() -> None:
         export_mlir(module.get("f"))
 
 
+def test_a_computed_dim_is_refused_by_name(tmp_path: Path) -> None:
+    """A slice of a symbolic dim has a computed dim (``max(N-1,0)``): no upstream form yet."""
+    source = tmp_path / "f.dl"
+    source.write_text("fn f(a: f32[N, 3]) { return a[1:] }\n")
+    with pytest.raises(MlirExportError, match=r"a computed dim \(max\(N-1,0\), from slicing a symbolic dim\)"):
+        export_mlir(compile_file(source).get("f"))
+
+
 def test_the_table_holds_no_composite_op() -> None:
     """Composites are expanded by their decompose rule before the table is consulted."""
     from compiler.ops import OPS

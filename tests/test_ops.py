@@ -120,6 +120,8 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
         "gather": ([n4, T(I32, 2, 2)], [x34, idx], {"axis": 1}),
         "take_along_axis": ([n4, T(I64, "N", 2)], [x34, idx[[0, 1, 0]].astype(np.int64)], {"axis": 1}),
         "scatter_add": ([n4, T(I32, 2, 2), T(F32, "N", 2, 2)], [x34, idx, rand(3, 2, 2)], {"axis": 1}),
+        "scatter_min": ([T(I64, "N", 4), T(I32, 2, 2), T(I64, "N", 2, 2)],
+                        [(x34 * 10).astype(np.int64), idx, (rand(3, 2, 2) * 10).astype(np.int64)], {"axis": 1}),
         "scatter_add_along_axis": ([n4, T(I64, "N", 2), T(F32, "N", 2)],
                                    [x34, idx[[0, 1, 0]].astype(np.int64), rand(3, 2)], {"axis": 1}),
     })

@@ -21,6 +21,7 @@ import pytest
 import runtime
 from compiler.checking.gradcheck import gradcheck
 from compiler.codegen.bufferize import lower_function
+from compiler.codegen.driver import stage_text
 from compiler.codegen.loops import Elementwise, Scatter, Take, print_program, takes
 from compiler.codegen.target import CodegenOptions
 from compiler.diagnostics import DlIndexError, DlTypeError
@@ -228,6 +229,12 @@ def _gather_cases(rng: random.Random) -> list[Case]:
         cases.append(Case(f"scatter_add{k}", [T(dtype, *shape), T(itype, *ishape), T(dtype, *ushape)],
                           lambda b, p, a=axis: b.scatter_add(*p, axis=a),
                           lambda x, i, u, a=axis: _add_at(x, (slice(None),) * (a % x.ndim) + (i,), u), {1: n}))
+        if k % 2 == 0:                        # integers only
+            mtype = I64 if k % 4 == 0 else I32
+            cases.append(Case(f"scatter_min{k}", [T(mtype, *shape), T(itype, *ishape), T(mtype, *ushape)],
+                              lambda b, p, a=axis: b.scatter_min(*p, axis=a),
+                              lambda x, i, u, a=axis: _min_at(x, (slice(None),) * (a % x.ndim) + (i,), u),
+                              {1: n}))
         oshape = tuple(np.broadcast_shapes((s,), (t,))[0] if d != axis % rank else t
                        for d, (s, t) in enumerate(zip(shape, along)))
         cases.append(Case(f"scatter_add_along_axis{k}", [T(dtype, *shape), T(itype, *along), T(dtype, *oshape)],
@@ -239,6 +246,12 @@ def _gather_cases(rng: random.Random) -> list[Case]:
 def _add_at(x: np.ndarray, index: tuple, updates: np.ndarray) -> np.ndarray:
     out = x.copy()
     np.add.at(out, index, updates)
+    return out
+
+
+def _min_at(x: np.ndarray, index: tuple, updates: np.ndarray) -> np.ndarray:
+    out = x.copy()
+    np.minimum.at(out, index, updates)
     return out
 
 
@@ -261,6 +274,15 @@ def _symbolic_cases() -> list[Case]:
         Case("sym_slices", [n4], lambda b, p: (b.slice(p[0], step=(-1, 2)), b.flip(p[0]),
                                                 b.add(b.slice(p[0], start=(None, 1)), b.slice(p[0], stop=(None, -1)))),
              lambda x: [x[::-1, ::2], np.flip(x), x[:, 1:] + x[:, :-1]], {}),
+        Case("sym_bounds", [n4, T(F32, "N", 37)],
+             lambda b, p: (b.slice(p[0], start=(1,)), b.slice(p[0], stop=("N-1",)),
+                           b.slice(p[0], start=("N-3",), step=(2,)), b.slice(p[0], stop=("N//2",), step=(-1,)),
+                           b.slice(p[0], start=(-2,), stop=("2*N",)),
+                           b.slice_update(p[1], b.slice(p[0], stop=("N",), step=(3,)),
+                                          start=("N-1",), step=(-3,))),
+             lambda x, u: [x[1:], x[:len(x) - 1], x[len(x) - 3::2], x[:len(x) // 2:-1], x[-2:2 * len(x)],
+                           _assigned(u, (slice(len(u) - 1, None, -3),), x[:len(x):3])],
+             {}),
         Case("sym_concat", [n4, T(F32, "N", 3)], lambda b, p: b.concat(p[1], p[0], p[1], axis=1),
              lambda x, y: np.concatenate([y, x, y], axis=1), {}),
         Case("sym_gather", [n4, T(I64, 5)], lambda b, p: b.gather(p[0], p[1], axis=0),
@@ -283,7 +305,7 @@ def _all_cases() -> list[Case]:
 
 CASES = _all_cases()
 BY_NAME = {c.name: c for c in CASES}
-BATCHES = (0, 1, 7)
+BATCHES = (0, 1, 2, 7)
 
 
 def inputs(case: Case, n: int, seed: int) -> list[np.ndarray]:
@@ -336,7 +358,7 @@ def test_cases_cover_zero_sized_rank_0_and_unit_axes():
     assert any(0 in s for s in shapes) and any(len(s) == 0 for s in shapes) and any(1 in s for s in shapes)
     covered = {c.name.rstrip("0123456789") for c in CASES}
     ours = {n for n, op in OPS.items() if op.reference.__module__ == "compiler.ops.indexing"}
-    assert len(ours) == 16 and ours <= covered
+    assert len(ours) == 17 and ours <= covered
 
 
 def test_gathers_from_a_symbolic_batch_and_an_empty_one(compiled_gather):
@@ -649,7 +671,9 @@ def test_other_vector_widths_agree(lanes: int):
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda b, x: b.slice(x, start=(1,)), r"slicing symbolic dim N \(axis 0\) needs a static size"),
+    (lambda b, x: b.slice(x, start=("N*N",)), "a product of two symbolic dims is not a dim"),
+    (lambda b, x: b.slice(x, start=("N+",)), "expected a dim in dim 'N\\+'"),
+    (lambda b, x: b.slice(x, step=("N",)), "a slice step must be a compile-time integer"),
     (lambda b, x: b.slice(x, step=(None, 0)), "slice step cannot be zero"),
     (lambda b, x: b.concat(x, x, axis=0), "concatenating along symbolic dim"),
     (lambda b, x: b.pad(x, pad_width=np.array([1, 1])), "padding symbolic dim N"),
@@ -714,3 +738,34 @@ def test_constant_folding_leaves_an_out_of_range_gather_to_run_time():
     good = runtime.compile(module(-1), cache=False)
     assert not any(op.name == "gather" for op in good.module.get("f").ops)      # folded
     np.testing.assert_array_equal(good.f(np.ones(2, np.float32)), [2.0, 4.0])
+
+
+# ---------------------------------------------------------------------------
+# Concatenation along the last axis: vector loads masked to each part
+
+
+LAST_AXIS_PARTS = [(7, 0, 1), (3, 17, 33, 2), (16, 16), (1,)]
+
+
+@pytest.mark.parametrize("lanes", [1, 4, 8, 16])
+@pytest.mark.parametrize("dtype", [F32, F64, I32, DType.bool, DType.f16], ids=lambda d: d.dsl_name)
+def test_concat_along_the_last_axis_at_every_width(lanes: int, dtype: DType):
+    funcs, want_of = [], {}
+    for k, sizes in enumerate(LAST_AXIS_PARTS):
+        f, b = new_function(f"c{k}", [(f"x{i}", T(dtype, "N", n)) for i, n in enumerate(sizes)])
+        f.outputs = [b.concat(*f.params, axis=-1)]
+        funcs.append(f)
+        want_of[f.name] = sizes
+    native = runtime.compile(Module(funcs), cache=False, passes="", options=CodegenOptions(vector_lanes=lanes))
+    rng = np.random.default_rng(lanes)
+    for f in funcs:
+        for n in (0, 1, 5):
+            args = [draw(T(dtype, n, m), n, rng, None) for m in want_of[f.name]]
+            assert_same(native[f.name](*args), np.concatenate(args, axis=-1), f"{f.name} n={n} lanes={lanes}")
+
+
+def test_concat_along_the_last_axis_is_vectorised_with_masked_loads():
+    f, b = new_function("f", [("a", T(F32, "N", 37)), ("c", T(F32, "N", 100))])
+    f.outputs = [b.concat(b.mul(f.params[0], f.params[0]), b.exp(f.params[1]), axis=1)]
+    text = stage_text(Module([f]), "llvm", CodegenOptions(vector_lanes=8))
+    assert "llvm.masked.load.v8f32" in text

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op
+from ..ir.dims import evaluate, free_symbols, parse_dim
 from ..ir.types import Dim
 from ..ops import conv
 from ..ops.base import COMPOSITE, ELEMENTWISE, REDUCTION, get_op
@@ -53,9 +54,10 @@ class Poly:
 
     @staticmethod
     def of(value: int | Dim) -> Poly:
-        """The constant ``value``, or the symbol it names."""
-        if isinstance(value, str):
-            return Poly((((value,), 1),))
+        """The constant ``value``, or the symbol it names (a dim computed from symbols,
+        ``max(N-1,0)``, counts as one symbol named by its text)."""
+        if not isinstance(value, int):
+            return Poly((((str(value),), 1),))
         return Poly._from({(): int(value)})
 
     @staticmethod
@@ -92,7 +94,8 @@ class Poly:
 
     @property
     def symbols(self) -> set[str]:
-        return {s for m, _ in self.terms for s in m}
+        """The symbols the value depends on (those inside a computed dim's text too)."""
+        return {s for m, _ in self.terms for name in m for s in free_symbols(parse_dim(name))}
 
     def evaluate(self, bindings: dict[str, int] | None = None) -> int:
         """The value with every symbol bound (``KeyError`` for an unbound one)."""
@@ -100,7 +103,7 @@ class Poly:
         for m, c in self.terms:
             value = c
             for s in m:
-                value *= (bindings or {})[s]
+                value *= evaluate(parse_dim(s), bindings or {})
             total += value
         return total
 

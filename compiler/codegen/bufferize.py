@@ -110,6 +110,8 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
     opdef = get_op(op.name)
     if opdef is None:
         raise LoweringError(f"unknown op dl.{op.name}", op.loc)
+    if opdef.widens and any(v.type.dtype in _HALF for v in operands):
+        return _emit_widened(b, op, operands)
     if opdef.kind != COMPOSITE and not (opdef.expand is not None and opdef.expand(op)):
         new_op = Builder.make(op.name, operands, dict(op.attrs), op.loc)
         b.func.ops.append(new_op)
@@ -125,6 +127,20 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
     for sop in scratch.ops:
         smap.update(zip(sop.results, _emit_expanded(b, sop, [smap[v] for v in sop.operands])))
     return [smap[v] for v in outs]
+
+
+_HALF = frozenset((DType.f16, DType.bf16))
+
+
+def _emit_widened(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
+    """An op that computes f16/bf16 in f32 (``OpDef.computes_widened``): its half operands
+    cast to f32, the f32 op expanded as any other, each half result rounded back once."""
+    with b.at(op.loc):
+        wide = [b.cast(v, dtype=DType.f32) if v.type.dtype in _HALF else v for v in operands]
+        f32_op = Builder.make(op.name, wide, dict(op.attrs), op.loc)
+        results = _emit_expanded(b, f32_op, wide)
+        return [b.cast(r, dtype=old.type.dtype) if old.type.dtype in _HALF else r
+                for r, old in zip(results, op.results)]
 
 
 # ---------------------------------------------------------------------------
@@ -801,7 +817,7 @@ def _size_class(buf: Buffer) -> tuple[tuple[str, ...], int]:
     for d in buf.shape:
         if isinstance(d, int):
             coeff *= d
-    return tuple(sorted(d for d in buf.shape if isinstance(d, str))), coeff
+    return tuple(sorted(str(d) for d in buf.shape if not isinstance(d, int))), coeff
 
 
 def _writes_over(k: Kernel, operand: Buffer) -> bool:

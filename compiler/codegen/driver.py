@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import llvmlite.binding as llvm
 
 from ..diagnostics import LoweringError
+from ..ir.dims import shape_from_json, shape_to_json
 from ..ir.types import Dim, DType, TensorType
 from .target import CodegenOptions, ensure_llvm, target_machine
 
@@ -163,9 +164,9 @@ class FunctionInfo:
                 "outputs": [{"name": n, **_type_json(t)} for n, t in self.outputs],
                 "symbols": list(self.symbols), "inplace": [list(p) for p in self.inplace],
                 "kernels": list(self.kernels),
-                "sizes": [[what, size, list(shape)] for what, size, shape in self.sizes],
-                "temps": [[size, list(shape)] for size, shape in self.temps],
-                "packing": [[size, list(shape)] for size, shape in self.packing],
+                "sizes": [[what, size, shape_to_json(shape)] for what, size, shape in self.sizes],
+                "temps": [[size, shape_to_json(shape)] for size, shape in self.temps],
+                "packing": [[size, shape_to_json(shape)] for size, shape in self.packing],
                 "nonempty": [c.to_json() for c in self.nonempty], "checks": list(self.checks)}
 
     @staticmethod
@@ -210,14 +211,14 @@ def signature_digest(infos: list[FunctionInfo], library: LibrarySpec | None = No
 
 
 def _type_json(t: TensorType) -> dict[str, Any]:
-    return {"dtype": t.dtype.value, "shape": list(t.shape)}
+    return {"dtype": t.dtype.value, "shape": shape_to_json(t.shape)}
 
 
 def _type_from_json(d: Any, where: str) -> TensorType:
     dtype = _field(d, "dtype", str, where)
     if dtype not in {t.value for t in DType}:
         raise ValueError(f"{where}: field 'dtype' is {dtype!r}, not a dtype")
-    shape = tuple(_item(x, (int, str), f"{where}: field 'shape'") for x in _list(d, "shape", where))
+    shape = _shape(_list(d, "shape", where), f"{where}: field 'shape'")
     if any(isinstance(x, int) and x < 0 for x in shape):
         raise ValueError(f"{where}: field 'shape' has a negative dim: {list(shape)}")
     return TensorType(DType(dtype), shape)
@@ -265,7 +266,15 @@ def _size_entry(entry: list, where: str) -> tuple[int, tuple[Dim, ...]]:
     shape = entry[1]
     if not isinstance(shape, list):
         raise TypeError(f"{where} has a shape of type {type(shape).__name__}, not a list")
-    return size, tuple(_item(x, (int, str), where) for x in shape)
+    return size, _shape(shape, where)
+
+
+def _shape(items: list, where: str) -> tuple[Dim, ...]:
+    """A shape's dims: ints, symbols and dim expressions (``max(N-1,0)``) as text."""
+    try:
+        return shape_from_json(items)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
 
 
 def _pair(p: Any, n_outputs: int, n_params: int, where: str) -> tuple[int, int]:

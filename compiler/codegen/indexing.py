@@ -42,6 +42,7 @@ from .kernels import ExprEmitter, KernelContext, Space, emit_elementwise
 from .llvmutil import I64 as LLVM_I64
 from .llvmutil import for_range
 from .loops import (
+    GUARD,
     Apply,
     Buffer,
     Const,
@@ -160,11 +161,14 @@ def as_i64(e: Expr) -> Expr:
 
 
 def clamp(e: Expr, n: Dim, low: bool = True, high: bool = True) -> Expr:
-    """``e`` limited to ``[0, n - 1]`` (only the sides asked for)."""
+    """``e`` limited to ``[0, n - 1]`` (only the sides asked for), as a *guard*: a coordinate
+    clamped only so that a read stays inside its buffer, where a select discards the value
+    (a take's contract, ``loops.Take``).  The min/max carry ``guard=True``, so a vectorised
+    take may leave the lanes it would change unread (a masked load, ``kernels.py``)."""
     if high:
-        e = minimum(e, sub(dim(n), const(1)))
+        e = Apply("minimum", (e, sub(dim(n), const(1))), I64, I64, GUARD)
     if low:
-        e = maximum(e, const(0))
+        e = Apply("maximum", (e, const(0)), I64, I64, GUARD)
     return e
 
 
@@ -217,7 +221,7 @@ def _materialized(L: Lowering, v: Value) -> Expr:
 
 def span_coordinate(span: Span, size: Dim, i: Expr) -> Expr:
     """The operand coordinate a slice's result coordinate ``i`` reads."""
-    start = const(span.start) if span.start >= 0 else add(dim(size), const(span.start))
+    start = dim(span.start)
     if span.step == -1:
         return sub(start, i)
     return add(start, mul(i, const(span.step)))
@@ -245,17 +249,14 @@ def lower_slice_update(L: Lowering, op: Op) -> None:
     conds: list[Expr] = []
     coords: list[Expr] = []
     for span, size, i in zip(spans, base.type.shape, iotas(base.type.rank)):
-        if not isinstance(span.length, int):           # ':' or '::-1' of a symbolic dim
+        if span.length == size and span.step in (1, -1):      # ':' or '::-1': every coordinate
             coords.append(i if span.is_full else sub(sub(dim(size), const(1)), i))
             continue
-        if span.is_full and span.length == size:
-            coords.append(i)
-            continue
-        offset = sub(i, const(span.start))
+        offset = sub(i, dim(span.start))
         q = floordiv(offset, const(span.step))
         if span.step != 1:
             conds.append(compare("eq", mul(q, const(span.step)), offset))
-        conds += [compare("ge", q, const(0)), compare("lt", q, const(span.length))]
+        conds += [compare("ge", q, const(0)), compare("lt", q, dim(span.length))]
         coords.append(clamp(q, span.length))
     value = reindex(L.expr(update), coords, v.type.shape)
     inside = all_of(conds)
@@ -360,11 +361,12 @@ def lower_take_along_axis(L: Lowering, op: Op) -> None:
     L.define(op.result, reindex(_materialized(L, x), coords, op.result.type.shape))
 
 
-def _scatter(L: Lowering, op: Op, coords: list[Expr]) -> None:
+def _scatter(L: Lowering, op: Op, coords: list[Expr], combine: str = "add") -> None:
     base, _, updates = op.operands
     v = op.result
     out = L.new_buffer(v)
-    L.add_kernel(Scatter(out, L.expr(base), tuple(updates.type.shape), tuple(coords), L.expr(updates)))
+    L.add_kernel(Scatter(out, L.expr(base), tuple(updates.type.shape), tuple(coords), L.expr(updates),
+                         combine))
     L.buffers[v] = out
 
 
@@ -372,6 +374,12 @@ def lower_scatter_add(L: Lowering, op: Op) -> None:
     base, indices, _ = op.operands
     a = op.attrs["axis"] % base.type.rank
     _scatter(L, op, _gather_coords(L, op, base.type.shape, indices, a))
+
+
+def lower_scatter_min(L: Lowering, op: Op) -> None:
+    base, indices, _ = op.operands
+    a = op.attrs["axis"] % base.type.rank
+    _scatter(L, op, _gather_coords(L, op, base.type.shape, indices, a), combine="min")
 
 
 def lower_scatter_add_along_axis(L: Lowering, op: Op) -> None:
@@ -388,6 +396,7 @@ INDEXING_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "gather": lower_gather,
     "take_along_axis": lower_take_along_axis,
     "scatter_add": lower_scatter_add,
+    "scatter_min": lower_scatter_min,
     "scatter_add_along_axis": lower_scatter_add_along_axis,
 }
 
@@ -397,9 +406,13 @@ INDEXING_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
 
 
 def emit_scatter(kc: KernelContext, k: Scatter) -> None:
-    """``out = base`` (vectorised), then ``out[index(i)] += value(i)`` over ``k.shape`` in
+    """``out = base`` (vectorised; nothing when ``base`` is ``out``'s own memory, a scatter
+    in place), then ``out[index(i)] += value(i)`` (or ``min=``) over ``k.shape`` in
     row-major order, scalar, on the calling thread (repeated coordinates add in order)."""
-    emit_elementwise(kc, Elementwise(k.out, tuple(k.out.shape), k.base))
+    in_place = (isinstance(k.base, Load) and k.base.buffer.storage is k.out.storage
+                and k.base.index == identity_index(k.out.rank))
+    if not in_place:
+        emit_elementwise(kc, Elementwise(k.out, tuple(k.out.shape), k.base))
     b = kc.b
     ee = ExprEmitter(kc, Space.plain(k.shape), None)
     strides = kc.strides(k.out)
@@ -410,7 +423,11 @@ def emit_scatter(kc: KernelContext, k: Scatter) -> None:
         for coord, stride in zip(k.index, strides):
             offset = b.add(offset, b.mul(ee.emit(coord, index, 1), stride, flags=["nsw"]), flags=["nsw"])
         ptr = b.gep(kc.pointer(k.out), [offset], inbounds=True)
-        total = e.add(from_memory(b, b.load(ptr), k.out.dtype), ee.emit(k.value, index, 1))
+        old, value = from_memory(b, b.load(ptr), k.out.dtype), ee.emit(k.value, index, 1)
+        if k.combine == "min":
+            total = b.select(b.icmp_signed("<", value, old), value, old)
+        else:
+            total = e.add(old, value)
         b.store(to_memory(b, total), ptr)
 
     def level(axis: int, index: list[ir.Value]) -> None:

@@ -16,8 +16,10 @@ depend on the innermost axis; LLVM hoists it), or -- when the innermost axis
 strides through memory (a transpose) -- the whole kernel runs scalar.
 *Takes* (reads at computed coordinates) are a vector load when the last
 coordinate is the innermost loop index plus or minus an invariant (a slice
-with step 1, a flip: reversed lanes, a gathered row); any other take makes
-the kernel run scalar, as a strided load does.
+with step 1, a flip: reversed lanes, a gathered row), masked to the lanes
+inside the guard clamps around it (a part of a concatenation along the last
+axis, ``loops.GUARD``); any other take makes the kernel run scalar, as a
+strided load does.
 
 *Reductions* keep several vector accumulators: with the innermost axis
 reduced, 4 x W partial results per output element, combined by a shuffle
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
+from ..ir.dims import DimExpr
 from ..ir.types import Dim, DType
 from ..ops.base import get_op
 from . import storage
@@ -47,6 +50,7 @@ from .emitter import Emitter, from_memory, to_memory
 from .llvmutil import I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
 from .loops import (
     EXPENSIVE,
+    GUARD,
     Acc,
     Apply,
     Buffer,
@@ -87,9 +91,40 @@ class KernelContext:
         self.entry = b.block        # cached values are built here, so they dominate every use
         self._ptrs: dict[Buffer, ir.Value] = {}
         self._strides: dict[Buffer, list[ir.Value]] = {}
+        self._dims: dict[DimExpr, ir.Value] = {}
 
     def dim(self, d: Dim) -> ir.Value:
-        return ir.Constant(I64, d) if isinstance(d, int) else self.symbols[d]
+        """A dim's value: a constant, a symbol's argument, or an expression of symbols
+        (``max(N-1,0)``) computed once in the entry block."""
+        if isinstance(d, int):
+            return ir.Constant(I64, d)
+        if isinstance(d, str):
+            return self.symbols[d]
+        if d not in self._dims:
+            args = [self.dim(a) for a in d.args]        # first: each goes to the entry block itself
+            with self.b.goto_block(self.entry):
+                self._dims[d] = self._dim_expr(d, args)
+        return self._dims[d]
+
+    def _dim_expr(self, d: DimExpr, args: list[ir.Value]) -> ir.Value:
+        b = self.b
+        if d.op == "add":
+            out = args[0]
+            for a in args[1:]:
+                out = b.add(out, a)
+            return out
+        if d.op == "mul":
+            return b.mul(args[0], args[1])
+        if d.op == "floordiv":          # rounding down: sdiv truncates, so step back on a remainder < 0
+            q, r = b.sdiv(args[0], args[1]), b.srem(args[0], args[1])
+            return b.sub(q, b.zext(b.icmp_signed("<", r, ir.Constant(I64, 0)), I64))
+        if d.op in ("max", "min"):
+            out = args[0]
+            for a in args[1:]:
+                out = b.select(b.icmp_signed(">" if d.op == "max" else "<", out, a), out, a)
+            return out
+        value, n = args                 # wrap: value + n where value < 0
+        return b.select(b.icmp_signed("<", value, ir.Constant(I64, 0)), b.add(value, n), value)
 
     def product(self, dims) -> ir.Value:
         """The product of ``dims`` (static factors folded)."""
@@ -97,8 +132,8 @@ class KernelContext:
         out: ir.Value = ir.Constant(I64, static)
         for d in dims:
             if not isinstance(d, int):
-                out = self.symbols[d] if (isinstance(out, ir.Constant) and out.constant == 1) \
-                    else self.b.mul(out, self.symbols[d], flags=["nsw"])
+                out = self.dim(d) if (isinstance(out, ir.Constant) and out.constant == 1) \
+                    else self.b.mul(out, self.dim(d), flags=["nsw"])
         return out
 
     def pointer(self, buf: Buffer) -> ir.Value:
@@ -331,23 +366,29 @@ class ExprEmitter:
     def unit_step(self, t: Take) -> int | None:
         """+1 or -1 when ``t`` walks its buffer's last dim one element forward or backward per
         lane of the vector group (the last coordinate is that loop index plus or minus an
-        invariant, every other coordinate invariant), else None."""
+        invariant, every other coordinate invariant), else None.  The last coordinate may be
+        wrapped in guard clamps (``loops.GUARD``) when it walks forward: the lanes outside
+        them are masked (:meth:`_take_vector`)."""
         if self.vec_group is None or t.buffer.rank == 0:
             return None
         *outer, last = t.index
         if not all(self.invariant(c) for c in outer):
             return None
+        last, guards = _unguarded(last)
+        if not all(self.invariant(bound) for _, bound in guards):
+            return None
+        step = None
         if self._is_vec_iota(last):
-            return 1
-        if isinstance(last, Apply) and last.op in ("add", "sub") and len(last.args) == 2:
+            step = 1
+        elif isinstance(last, Apply) and last.op in ("add", "sub") and len(last.args) == 2:
             x, y = last.args
-            if last.op == "add" and self._is_vec_iota(x) and self.invariant(y):
-                return 1
-            if last.op == "add" and self._is_vec_iota(y) and self.invariant(x):
-                return 1
-            if last.op == "sub" and self._is_vec_iota(y) and self.invariant(x):
-                return -1
-        return None
+            if self._is_vec_iota(x) and self.invariant(y):
+                step = 1
+            elif last.op == "add" and self._is_vec_iota(y) and self.invariant(x):
+                step = 1
+            elif last.op == "sub" and self._is_vec_iota(y) and self.invariant(x):
+                step = -1
+        return None if guards and step == -1 else step
 
     def _is_vec_iota(self, e: Expr) -> bool:
         return isinstance(e, Iota) and self.group_of[e.axis] == self.vec_group
@@ -368,6 +409,19 @@ class ExprEmitter:
         """A contiguous take (see :meth:`unit_step`) as one vector load; reversed lanes for
         ``step == -1`` (the load ends at lane 0's element; masked lanes are never touched)."""
         b = self.kc.b
+        last, guards = _unguarded(t.index[-1])
+        if guards:
+            # lane j reads coordinate c + j; the lanes a guard would clamp are masked (their
+            # value is discarded), and no lane outside [lo, hi] is touched
+            c = self.emit(last, index, 1)
+            offset = self._offset(t, [self.emit(x, index, 1) for x in t.index[:-1]] + [c])
+            lanes = b.add(splat(b, c, width), ir.Constant(ir.VectorType(I64, width), list(range(width))))
+            for op, bound in guards:
+                inside = b.icmp_signed("<=" if op == "minimum" else ">=", lanes,
+                                       splat(b, self.emit(bound, index, 1), width))
+                mask = inside if mask is None else b.and_(mask, inside)
+            # no ``inbounds``: lane 0's address may lie outside the buffer (a masked lane)
+            return load_vector(b, b.gep(self.kc.pointer(t.buffer), [offset]), width, mask)
         offset = self._offset(t, [self.emit(c, index, 1) for c in t.index])
         base = self.kc.pointer(t.buffer)
         if step == 1:
@@ -379,6 +433,15 @@ class ExprEmitter:
         start = b.gep(base, [b.sub(offset, ir.Constant(I64, width - 1))])
         v = load_vector(b, start, width, mask)
         return b.shuffle_vector(v, v, reverse)
+
+
+def _unguarded(e: Expr) -> tuple[Expr, list[tuple[str, Expr]]]:
+    """``e`` without its guard clamps (``loops.GUARD``), and the clamps as (op, bound)."""
+    guards: list[tuple[str, Expr]] = []
+    while isinstance(e, Apply) and e.op in ("minimum", "maximum") and e.attrs == GUARD:
+        guards.append((e.op, e.args[1]))
+        e = e.args[0]
+    return e, guards
 
 
 # ---------------------------------------------------------------------------

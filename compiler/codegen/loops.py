@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ir.dims import DimExpr, evaluate
 from ..ir.types import Dim, DType
 from ..ops.conv import ConvShape
 from ..ops.random import PHILOX_OPS
@@ -174,6 +175,11 @@ class Take:
 
 
 Expr = Load | Const | Iota | DimValue | Apply | Acc | Take
+
+# The attrs of a take coordinate's ``minimum``/``maximum`` that only keeps a read inside its
+# buffer where a select discards the value (``indexing.clamp``): a vectorised take may mask
+# the lanes it would change instead (``kernels.Indexer.take``).
+GUARD = (("guard", True),)
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:
@@ -399,7 +405,8 @@ class TopK:
 @dataclass(eq=False)
 class Scatter:
     """``out = base``, then ``out[index(i)] += value(i)`` for every ``i`` of ``shape``, in
-    row-major order (one thread: repeated coordinates add up in a fixed order).
+    row-major order (one thread: repeated coordinates add up in a fixed order); with
+    ``combine = "min"``, ``out[index(i)] = min(out[index(i)], value(i))`` (integers).
 
     ``base`` is an expression over ``out``'s shape; ``index`` gives one i64 coordinate of
     ``out`` per dim as an expression over ``shape`` (in range at every position, as a
@@ -412,6 +419,7 @@ class Scatter:
     shape: tuple[Dim, ...]
     index: tuple[Expr, ...]
     value: Expr
+    combine: str = "add"
 
     def exprs(self) -> list[Expr]:
         return [self.base, *self.index, self.value]
@@ -578,7 +586,7 @@ def nbytes(buf: Buffer, bindings: dict[str, int]) -> int:
     """``buf``'s size in bytes with symbolic dims bound by ``bindings``."""
     size = buf.dtype.itemsize
     for d in buf.shape:
-        size *= d if isinstance(d, int) else bindings[d]
+        size *= evaluate(d, bindings)
     return size
 
 
@@ -593,7 +601,7 @@ def size_checks(prog: Program) -> list[SizeCheck]:
     checks: dict[tuple[int, tuple[Dim, ...]], str] = {}
 
     def add(what: str, dtype: DType, shape: tuple[Dim, ...]) -> None:
-        if any(isinstance(d, str) for d in shape):
+        if not all(isinstance(d, int) for d in shape):
             checks.setdefault((dtype.itemsize, tuple(shape)), what)
 
     for k in prog.kernels:
@@ -630,7 +638,7 @@ def size_formula(buffers: list[Buffer]) -> str:
             if isinstance(d, int):
                 coeff *= d
             else:
-                syms.append(d)
+                syms.append(f"({d})" if isinstance(d, DimExpr) and d.op == "add" else str(d))
         key = tuple(sorted(syms))
         terms[key] = terms.get(key, 0) + coeff
     parts = [("*".join([str(c), *k]) if k else str(c)) if c != 1 or not k else "*".join(k)
@@ -683,8 +691,9 @@ def kernel_str(k: Kernel) -> str:
         return f"top_k.{k.result} {_dims(k.shape)} k={k.k}: {k.out.name} = {expr_str(k.expr)}"
     if isinstance(k, Scatter):
         where = ", ".join(expr_str(e) for e in k.index)
-        return (f"scatter_add {_dims(k.shape)}: {k.out.name} = {expr_str(k.base)}; "
-                f"{k.out.name}[{where}] += {expr_str(k.value)}")
+        update = "+=" if k.combine == "add" else f"{k.combine}="
+        return (f"scatter_{k.combine} {_dims(k.shape)}: {k.out.name} = {expr_str(k.base)}; "
+                f"{k.out.name}[{where}] {update} {expr_str(k.value)}")
     if isinstance(k, Pool):
         return pool_str(k)
     if isinstance(k, Attention):

@@ -382,9 +382,11 @@ def sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 # -- expm1, log1p, sin, cos, erf ------------------------------------------------------
 #
-# These compute in f64 for both dtypes (an f32 operand is widened, the result
-# rounded once at the end), so one algorithm per function serves both and the
-# f32 results are within about half an ULP; the f32 forms use shorter series.
+# sin, cos and erf compute in f64 for both dtypes (an f32 operand is widened, the
+# result rounded once at the end), so one algorithm per function serves both and
+# the f32 results are within about half an ULP; the f32 forms use shorter series.
+# expm1 and log1p compute in the operand's dtype (f32: shorter series, ln2 split
+# for an exact k ln2_hi), within 1 ULP too (tests/test_codegen_vmath_more.py).
 
 
 def _widen(b: ir.IRBuilder, x: ir.Value) -> tuple[ir.Value, bool]:
@@ -416,18 +418,20 @@ def expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
     ``x = n ln2 + r`` (Cody-Waite as in ``exp``), ``p = e^r - 1 = r + r² Q(r)``
     (Taylor, degree 13 for f64 and 8 for f32 operands), then
-    ``2^n p + (2^n - 1)`` by one FMA (exact ``2^n - 1`` for ``|n| <= 53``);
+    ``2^n p + (2^n - 1)`` by one FMA (exact ``2^n - 1`` for ``|n| <= 53``, 24 in f32;
+    beyond, its rounding is below half an ULP of the result);
     from ``n > 56`` on the ``- 1`` is below half an ULP and the result is
     ``(p + 1) 2^n`` scaled in two steps as ``exp`` does; below ``x = -40`` it is
     ``-1``.
     """
-    xd, narrow = _widen(b, x)
+    xd = x
     ty = xd.type
     fmt = _Format(element(ty))
     ity = with_element(ty, fmt.ity)
-    ln2_hi, ln2_lo = fmt.split(_LN2, 32)
+    ln2_hi, ln2_lo = fmt.split(_LN2, 16 if fmt.is_f32 else 32)    # n ln2_hi exact for |n| < 2^8 / 2^21
+    top = fmt.exp_hi if fmt.is_f32 else 710.0
     xc = _select(b, b.fcmp_ordered("<", xd, const(ty, -40.0)), const(ty, -40.0), xd)
-    xc = _select(b, b.fcmp_ordered(">", xc, const(ty, 710.0)), const(ty, 710.0), xc)
+    xc = _select(b, b.fcmp_ordered(">", xc, const(ty, top)), const(ty, top), xc)
     xc = _select(b, b.fcmp_unordered("uno", xd, xd), const(ty, 0.0), xc)
 
     magic = const(ty, 1.5 * 2.0 ** fmt.mant)
@@ -436,7 +440,7 @@ def expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     n_lo = b.fmul(n, const(ty, ln2_lo))
     r = b.fsub(r1, n_lo)
     r_err = b.fsub(b.fsub(r1, r), n_lo)                          # r1 - n ln2_lo = r + r_err
-    coeffs = [fmt.round(c) for c in exp_coefficients(8 if narrow else 13)]
+    coeffs = [fmt.round(c) for c in exp_coefficients(8 if fmt.is_f32 else 13)]
     # e^(r + r_err) - 1 = p + r_err (1 + p) to first order in r_err
     p = _fmuladd(b, b.fmul(r, r), _horner(b, r, coeffs[2:]), _fmuladd(b, r_err, b.fadd(r, const(ty, 1.0)), r))
 
@@ -448,8 +452,7 @@ def expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     big = b.fmul(b.fmul(b.fadd(p, const(ty, 1.0)), _pow2(b, n1, fmt, ty)), _pow2(b, b.sub(ni, n1), fmt, ty))
     res = _select(b, small_n, mid, big)
     res = _select(b, b.icmp_signed("<", ni, const(ity, -56)), const(ty, -1.0), res)
-    res = _select(b, b.fcmp_unordered("uno", xd, xd), xd, _keep_zero(b, xd, res))
-    return _narrow(b, res, narrow)
+    return _select(b, b.fcmp_unordered("uno", xd, xd), xd, _keep_zero(b, xd, res))
 
 
 def log1p(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -461,11 +464,11 @@ def log1p(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     computes it (the atanh series in ``s = f/(2+f)``, 9 terms for f64, 5 for
     f32 operands).
     """
-    xd, narrow = _widen(b, x)
+    xd = x
     ty = xd.type
     fmt = _Format(element(ty))
     ity = with_element(ty, fmt.ity)
-    ln2_hi, ln2_lo = fmt.split(_LN2, 40)
+    ln2_hi, ln2_lo = fmt.split(_LN2, 16 if fmt.is_f32 else 40)    # k ln2_hi exact
 
     u, c = _two_sum(b, const(ty, 1.0), xd)
     bits = b.bitcast(u, ity)
@@ -479,7 +482,7 @@ def log1p(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     f = b.fsub(m, const(ty, 1.0))
     s = b.fdiv(f, b.fadd(const(ty, 2.0), f))
     z = b.fmul(s, s)
-    coeffs = [fmt.round(c) for c in log_coefficients(5 if narrow else 9)]
+    coeffs = [fmt.round(c) for c in log_coefficients(5 if fmt.is_f32 else 9)]
     rpoly = b.fmul(z, _horner(b, z, coeffs))
     hfsq = b.fmul(const(ty, 0.5), b.fmul(f, f))
     ef = b.sitofp(e, ty)
@@ -491,8 +494,7 @@ def log1p(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     res = _select(b, b.fcmp_ordered("==", xd, inf), inf, res)
     res = _select(b, b.fcmp_ordered("==", xd, const(ty, -1.0)), const(ty, -math.inf), res)
     invalid = b.fcmp_unordered("ult", xd, const(ty, -1.0))   # x < -1 or NaN
-    res = _select(b, invalid, const(ty, math.nan), _keep_zero(b, xd, res))
-    return _narrow(b, res, narrow)
+    return _select(b, invalid, const(ty, math.nan), _keep_zero(b, xd, res))
 
 
 # sin and cos: Cody-Waite reduction by pi/2 in f64 up to this |x| (the

@@ -28,6 +28,7 @@ from ..diagnostics import DlError, DlRuntimeError, SizeLimitError
 from ..ops import get_op
 from ..ops.reductions import NonEmptyAxes
 from .core import Function, Module, Op, Value
+from .dims import DimExpr, evaluate, free_symbols
 from .sizes import allocation_error, call_text, extent, type_problem
 from .types import DType, TensorType, number_problem
 
@@ -48,6 +49,8 @@ def interpret(func: Function, args: Args, *,
     env: dict[Value, np.ndarray] = {}
     for param, array in zip(func.params, arrays):
         env[param] = _check_arg(func, param, array, bindings)
+    for param in func.params:               # dims computed from symbols, once all are bound
+        _check_computed_dims(func, param, env[param].shape, bindings)
     with np.errstate(all="ignore"):
         for op in func.ops:
             _run_op(op, env, bindings, call_text(f"@{func.name}", bindings))
@@ -121,6 +124,8 @@ def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int
         raise DlRuntimeError(f"{where} has rank {array.ndim} (shape {list(array.shape)}), "
                              f"expected rank {t.rank} ({t.dsl_str()})")
     for axis, (dim, size) in enumerate(zip(t.shape, array.shape)):
+        if isinstance(dim, DimExpr):
+            continue                        # checked once every symbol is bound
         if isinstance(dim, int):
             if size != dim:
                 raise DlRuntimeError(f"{where} has shape {list(array.shape)}, expected {t.dsl_str()}: "
@@ -132,6 +137,16 @@ def _check_arg(func: Function, param: Value, array: Any, bindings: dict[str, int
                                  f"dim {axis} ({dim}) is {size}, but {dim} = {bindings[dim]} "
                                  "from an earlier argument")
     return array
+
+
+def _check_computed_dims(func: Function, param: Value, shape: tuple[int, ...],
+                         bindings: dict[str, int]) -> None:
+    """Each dim of ``param``'s type that is an expression (``max(N-1,0)``) against the argument."""
+    for axis, (dim, size) in enumerate(zip(param.type.shape, shape)):
+        if isinstance(dim, DimExpr) and evaluate(dim, bindings) != size:
+            raise DlRuntimeError(f"{call_text(f'@{func.name}', bindings)}argument '{param.name}' has "
+                                 f"shape {list(shape)}, expected {param.type.dsl_str()}: dim {axis} is "
+                                 f"{size}, not {dim} = {evaluate(dim, bindings)}")
 
 
 # ---------------------------------------------------------------------------
@@ -178,26 +193,28 @@ def _in_compute_dtype(array: np.ndarray, dtype: DType) -> np.ndarray:
 
 
 def _bind_attr(op: Op, key: str, value: Any, bindings: dict[str, int]) -> Any:
-    """A ``dims`` attribute with its symbols replaced by their bound sizes."""
+    """A ``dims`` or ``bounds`` attribute with its symbolic dims replaced by their values."""
     opdef = get_op(op.name)
     assert opdef is not None        # _run_op has checked the op has a definition
     spec = opdef.attrs.get(key)
-    if spec is None or spec.kind != "dims" or value is None:
+    if spec is None or spec.kind not in ("dims", "bounds") or value is None:
         return value
     out = []
     for d in value:
-        if isinstance(d, str):
-            if d not in bindings:
-                raise DlRuntimeError(f"dl.{op.name}: symbolic dim '{d}' in attribute '{key}' "
+        if d is not None and not isinstance(d, int):
+            unbound = [s for s in free_symbols(d) if s not in bindings]
+            if unbound:
+                raise DlRuntimeError(f"dl.{op.name}: symbolic dim '{unbound[0]}' in attribute '{key}' "
                                      "is not bound by any argument", op.loc)
-            d = bindings[d]
+            d = evaluate(d, bindings)
         out.append(d)
     return tuple(out)
 
 
 def _check_result(op: Op, t: TensorType, array: np.ndarray, bindings: dict[str, int]) -> np.ndarray:
     """The result cast to its dtype, its shape checked against the bound type."""
-    expected = tuple(bindings.get(d, -1) if isinstance(d, str) else d for d in t.shape)
+    expected = tuple(-1 if any(s not in bindings for s in free_symbols(d)) else evaluate(d, bindings)
+                     for d in t.shape)
     if array.shape != expected:
         raise DlRuntimeError(f"dl.{op.name} produced shape {list(array.shape)}, but its type "
                              f"{t.dsl_str()} means {list(expected)}", op.loc)

@@ -49,6 +49,7 @@ from ..diagnostics import UNKNOWN, DlErrors, Location, ParseError, abbreviate, r
 from ..ops import get_op
 from ..ops.base import ShapeError, normalize_attrs
 from .core import Function, Module, Op, Value
+from .dims import DimSyntaxError, parse_dim, split_top_level
 from .printer import DENSE_ELEMENT_TYPES, MODULE_ATTR_PREFIX, OUTPUT_NAME_ATTR
 from .types import Dim, DType, TensorType, shape_problem
 from .verifier import verify_module
@@ -872,7 +873,7 @@ class _Parser:
         if self.accept(","):
             enc_pos = self.pos_after_ws()
             encoding = self.string("the symbol names of the '?' dims, like \"N\"")
-            symbols = encoding.split(",") if encoding else []
+            symbols = split_top_level(encoding) if encoding else []
         if not self.accept(">"):
             self.expected("'>' to close the tensor type")
         n_dynamic = sum(d is None for d in dims)
@@ -882,10 +883,20 @@ class _Parser:
                           "'tensor<?x784xf32, \"N\">'", start, self.pos)
             self.fail(f"the tensor type has {n_dynamic} '?' dim(s) but its encoding names "
                       f"{len(symbols)} symbol(s)", enc_pos, self.pos)
+        named: list[Dim] = []
         for s in symbols:
-            if not _BARE_ID.fullmatch(s):
-                self.fail(f"invalid symbol name '{s}' in the tensor type", enc_pos, self.pos)
-        it = iter(symbols)
+            if _BARE_ID.fullmatch(s):
+                named.append(s)
+                continue
+            try:
+                d = parse_dim(s)
+            except DimSyntaxError as e:
+                self.fail(f"invalid symbol name or dim expression '{s}' in the tensor type: {e}",
+                          enc_pos, self.pos)
+            if isinstance(d, int):
+                self.fail(f"the '?' dim '{s}' is the constant {d}; write it as {d}", enc_pos, self.pos)
+            named.append(d)
+        it = iter(named)
         shape: list[Dim] = [next(it) if d is None else d for d in dims]
         problem = shape_problem(tuple(shape))
         if problem is not None:
@@ -1075,9 +1086,10 @@ class _Parser:
         shape, element, type_pos = self.tensor_type()
         if element not in DENSE_ELEMENT_TYPES:
             self.fail(f"unknown element type '{element}' for a dense literal", type_pos, self.pos)
-        if any(isinstance(d, str) for d in shape):
+        static = [d for d in shape if isinstance(d, int)]
+        if len(static) != len(shape):
             self.fail("a dense literal needs a static shape", type_pos, self.pos)
-        return self.dense_array(body, [int(d) for d in shape], DENSE_ELEMENT_TYPES[element],
+        return self.dense_array(body, static, DENSE_ELEMENT_TYPES[element],
                                 start, element)
 
     def dense_body(self, depth: int) -> Any:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..diagnostics import UNKNOWN, Location
 from .core import Function, Module, Op, Value
+from .dims import DimExpr
 from .types import DType, TensorType
 
 INDENT = "  "
@@ -226,6 +227,8 @@ def format_attr(value: Any) -> str:
         return format_float(float(value))
     if isinstance(value, str):
         return format_string(value)
+    if isinstance(value, DimExpr):          # read back by the attribute's kind (dims, bounds)
+        return format_string(str(value))
     if isinstance(value, DType):
         return str(value)
     if isinstance(value, TensorType):

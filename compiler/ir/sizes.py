@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from ..diagnostics import AllocationError, SizeLimitError
+from .dims import evaluate
 from .types import Dim, TensorType
 
 MAX_BYTES = 1 << 62
@@ -42,13 +43,17 @@ Bindings = Mapping[str, int]
 
 
 def extent(shape: Iterable[Dim], bindings: Bindings | None = None) -> int:
-    """The product of ``shape``'s dims, each 0 (and each symbol ``bindings`` lacks) counted as 1."""
+    """The product of ``shape``'s dims, each 0 (and each dim whose symbols ``bindings`` lacks) counted as 1."""
     n = 1
     for d in shape:
-        if isinstance(d, str):
-            d = (bindings or {}).get(d, 1)
-        n *= max(d, 1)
+        n *= max(_value(d, bindings), 1)
     return n
+
+
+def _value(d: Dim, bindings: Bindings | None) -> int:
+    """``d``'s value, or 1 where a symbol it depends on is not bound."""
+    value = _bound_value(d, bindings)
+    return 1 if value is None else value
 
 
 def power(n: int) -> str:
@@ -68,12 +73,20 @@ def size_problem(itemsize: int, shape: tuple[Dim, ...], bindings: Bindings | Non
     if nbytes <= MAX_BYTES:
         return None
     limit = f"a tensor may span at most {power(MAX_BYTES)} bytes"
-    values = [(bindings or {}).get(d) if isinstance(d, str) else d for d in shape]
+    values = [d if isinstance(d, int) else _bound_value(d, bindings) for d in shape]
     if 0 in values:
         return (f"would span {power(span)} elements along its nonzero dims "
                 f"({power(nbytes)} bytes; {limit})")
     least = " at least" if None in values else ""
     return f"would hold{least} {power(span)} elements ({power(nbytes)} bytes; {limit})"
+
+
+def _bound_value(d: Dim, bindings: Bindings | None) -> int | None:
+    """``d``'s value, or None where a symbol it depends on is not bound."""
+    try:
+        return evaluate(d, bindings or {})
+    except KeyError:
+        return None
 
 
 def type_problem(t: TensorType, bindings: Bindings | None = None) -> str | None:

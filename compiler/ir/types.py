@@ -1,7 +1,9 @@
 """Types of the dl IR: element dtypes and tensor types with static or symbolic dims.
 
-A dim is an ``int`` (static) or a ``str`` (a symbol such as ``"N"``, bound at
-call time).  One compiled function serves every value of a symbol.
+A dim is an ``int`` (static), a ``str`` (a symbol such as ``"N"``, bound at
+call time) or a :class:`~compiler.ir.dims.DimExpr` (an expression of symbols such
+as ``max(N-1,0)``, the length of ``x[1:]``; see ``compiler/ir/dims.py``).  One
+compiled function serves every value of a symbol.
 
 Text form (MLIR's builtin tensor type; symbol names ride in the encoding so the
 text stays parsable by ``mlir-opt``)::
@@ -9,6 +11,7 @@ text stays parsable by ``mlir-opt``)::
     tensor<784x512xf32>          static
     tensor<?x784xf32, "N">       one symbolic dim named N
     tensor<?x?xf32, "N,M">       two, in order
+    tensor<?x?xf32, "N,max(N-1,0)">  a dim computed from N
     tensor<f32>                  a scalar (rank 0)
 
 Storage dtypes (``f16 bf16 i8 u8``, :attr:`DType.is_storage`) hold data in fewer bytes:
@@ -24,11 +27,12 @@ from __future__ import annotations
 import builtins
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-Dim = int | str
+from .dims import Dim, DimExpr, all_free_symbols, evaluate, format_dim
 
 # Inside DType the names ``np`` and ``bool`` are members/properties, so the
 # annotations there spell the numpy dtype and the builtin bool through these.
@@ -185,11 +189,22 @@ class TensorType:
 
     @property
     def symbols(self) -> tuple[str, ...]:
+        """The dims that are plain symbols (what an argument of this type binds)."""
         return tuple(d for d in self.shape if isinstance(d, str))
+
+    @property
+    def free_symbols(self) -> tuple[str, ...]:
+        """Every symbol the dims depend on, plain or inside an expression (``max(N-1,0)``)."""
+        return all_free_symbols(self.shape)
 
     @property
     def is_static(self) -> bool:
         return all(isinstance(d, int) for d in self.shape)
+
+    @property
+    def has_expressions(self) -> bool:
+        """Whether a dim is an expression of symbols (not bound by an argument of this type)."""
+        return any(isinstance(d, DimExpr) for d in self.shape)
 
     def with_shape(self, shape: tuple[Dim, ...]) -> TensorType:
         return TensorType(self.dtype, tuple(shape))
@@ -197,18 +212,19 @@ class TensorType:
     def with_dtype(self, dtype: DType) -> TensorType:
         return TensorType(dtype, self.shape)
 
-    def num_elements(self, bindings: dict[str, int] | None = None) -> int:
+    def num_elements(self, bindings: Mapping[str, int] | None = None) -> int:
         n = 1
-        for d in self.shape:
-            n *= d if isinstance(d, int) else (bindings or {})[d]
+        for d in self.concrete_shape(bindings or {}):
+            n *= d
         return n
 
-    def concrete_shape(self, bindings: dict[str, int]) -> tuple[int, ...]:
-        return tuple(d if isinstance(d, int) else bindings[d] for d in self.shape)
+    def concrete_shape(self, bindings: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(evaluate(d, bindings) for d in self.shape)
 
     def __str__(self) -> str:
-        dims = "".join(f"{'?' if isinstance(d, str) else d}x" for d in self.shape)
-        enc = f', "{",".join(self.symbols)}"' if self.symbols else ""
+        dims = "".join(f"{d}x" if isinstance(d, int) else "?x" for d in self.shape)
+        names = [format_dim(d) for d in self.shape if not isinstance(d, int)]
+        enc = f', "{",".join(names)}"' if names else ""
         return f"tensor<{dims}{self.dtype}{enc}>"
 
     def dsl_str(self) -> str:

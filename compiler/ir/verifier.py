@@ -30,6 +30,7 @@ from ..diagnostics import DlErrors, VerifyError
 from ..ops import get_op
 from ..ops.base import ShapeError, normalize_attrs
 from .core import Function, Module, Op, Value
+from .dims import DimExpr, bounds, free_symbols
 from .printer import value_names
 from .sizes import type_problem as size_problem
 from .types import DType, TensorType, shape_problem
@@ -122,6 +123,10 @@ class _FunctionVerifier:
             if problem:
                 self.func_error(f"parameter {label} has {problem}")
                 self.malformed.add(p)
+            elif unbound := [s for s in p.type.free_symbols if s not in self.symbols]:
+                self.func_error(f"parameter {label} has dim '{unbound[0]}' inside an expression, "
+                                f"which no parameter of @{self.func.name} binds as a plain dim")
+                self.malformed.add(p)
             self.defined.add(p)
 
     # -- ops -------------------------------------------------------------------------
@@ -160,7 +165,7 @@ class _FunctionVerifier:
         # a dim an operand already brought in unbound is reported there, not at every use
         inherited = {s for v in op.operands
                      if isinstance(v, Value) and v in self.malformed and isinstance(v.type, TensorType)
-                     for s in v.type.symbols}
+                     for s in v.type.free_symbols}
         for i, r in enumerate(op.results):
             name = self.describe(r)
             if r.owner is not op or r.index != i:
@@ -174,7 +179,7 @@ class _FunctionVerifier:
                 self.op_error(op, f"result {i} ({name}) has {problem}")
                 self.malformed.add(r)
                 ok = False
-            elif unbound := [s for s in r.type.symbols if s not in self.symbols]:
+            elif unbound := [s for s in r.type.free_symbols if s not in self.symbols]:
                 if not set(unbound) <= inherited:
                     self.op_error(op, f"result {i} ({name}) has dim '{unbound[0]}', which no "
                                       f"parameter of @{self.func.name} binds")
@@ -267,8 +272,11 @@ def type_problem(t: Any) -> str | None:
     if not isinstance(t.dtype, DType):
         return f"an invalid element type {t.dtype!r}"
     for d in t.shape:
-        if isinstance(d, bool) or not isinstance(d, (int, str)):
+        if isinstance(d, bool) or not isinstance(d, (int, str, DimExpr)):
             return f"an invalid dim {d!r} in {t}"
+        if isinstance(d, DimExpr) and bounds(d)[0] < 0:
+            return (f"dim {d} in {t}, which is negative for some sizes of "
+                    f"{', '.join(free_symbols(d))} (clamp it: max({d},0))")
         if isinstance(d, int) and d < 0:
             return f"a negative dim {d} in {t}"
         if isinstance(d, str) and not _SYMBOL.match(d):

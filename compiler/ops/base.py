@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnostics import abbreviate
+from ..ir.dims import DimExpr, DimSyntaxError, parse_dim
 from ..ir.types import Dim, DType, TensorType
 
 ELEMENTWISE = "elementwise"   # result[i] = f(operands[i]) with numpy broadcasting
@@ -45,7 +46,8 @@ STORAGE_DTYPES = frozenset(d for d in DType if d.is_storage)
 def storage_problem(dtype: DType) -> str:
     """Why an op that does not take storage dtype ``dtype`` rejects it, and what to write."""
     return (f"does not take {dtype.dsl_name} tensors ({dtype.dsl_name} is a storage dtype: "
-            "only elementwise, layout and data-movement ops take it); "
+            "only elementwise, layout and data-movement ops take it, and for f16/bf16 matmul "
+            "and the reductions); "
             f"cast to {dtype.compute.dsl_name if dtype.is_float else 'f32'} first, "
             f"e.g. cast(x, {dtype.compute.dsl_name if dtype.is_float else 'f32'})")
 
@@ -101,6 +103,7 @@ class OpDef:
     operand_defaults: dict[str, Any] = field(default_factory=dict)   # the language fills these in
     variants: dict[str, str] = field(default_factory=dict)   # keyword operand -> the op it calls
     storage: frozenset[DType] = frozenset()       # the storage dtypes (f16 bf16 i8 u8) it takes
+    widens: bool = False                          # takes f16/bf16 by computing in f32 (computes_widened)
 
     @property
     def ir_name(self) -> str:
@@ -127,6 +130,15 @@ class OpDef:
     def takes_storage(self, dtypes: frozenset[DType] | None = None) -> None:
         """Declare that the op takes the storage dtypes ``dtypes`` (default: all four)."""
         self.storage = STORAGE_DTYPES if dtypes is None else dtypes
+
+    def computes_widened(self) -> None:
+        """Declare that the op takes f16 and bf16 operands by computing in f32 and rounding
+        each result once, as numpy's float16 ``matmul`` and contiguous ``sum`` do: codegen
+        casts the operands to f32, runs the f32 op (its kernel, or its decomposition) and
+        casts the results back (``compiler/codegen/bufferize.py``); the interpreter widens
+        every storage operand and rounds every result anyway."""
+        self.storage = frozenset((DType.f16, DType.bf16))
+        self.widens = True
 
     # Decorators that attach a rule to this op, keeping it beside the definition.
     def def_reference(self, fn: Callable) -> Callable:
@@ -199,6 +211,21 @@ def get_op(name: str) -> OpDef | None:
 # ---------------------------------------------------------------------------
 # Attribute normalisation (used by the builder and the IR parser)
 
+def _dim_value(v: Any) -> Dim:
+    """An int, a symbol or a dim expression given as an int, a ``DimExpr`` or text (``"N-1"``)."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    if isinstance(v, DimExpr):
+        return v
+    if isinstance(v, str):
+        return parse_dim(v)
+    raise TypeError(v)
+
+
+def _reason(e: Exception) -> str:
+    return f" ({e})" if isinstance(e, DimSyntaxError) else ""
+
+
 def normalize_attrs(op: OpDef, given: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults and check every attribute against the op's schema.
 
@@ -265,14 +292,16 @@ def _coerce(key: str, spec: AttrSpec, value: Any) -> Any:
         raise bad("a list of integers")
     if kind == "bounds":
         items = value if isinstance(value, (tuple, list)) else (value,)
-        if all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in items):
-            return tuple(None if v is None else int(v) for v in items)
-        raise bad("a list of integers or none")
+        try:
+            return tuple(None if v is None else _dim_value(v) for v in items)
+        except (TypeError, DimSyntaxError) as e:
+            raise bad(f"a list of integers, dims (like \"N-1\") or none{_reason(e)}") from None
     if kind == "dims":
-        if isinstance(value, (tuple, list)) and all(
-                (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or isinstance(v, str)
-                for v in value):
-            return tuple(v if isinstance(v, str) else int(v) for v in value)
+        if isinstance(value, (tuple, list)):
+            try:
+                return tuple(_dim_value(v) for v in value)
+            except (TypeError, DimSyntaxError) as e:
+                raise bad(f"a list of dims{_reason(e)}") from None
         raise bad("a list of dims")
     if kind == "dense":
         try:

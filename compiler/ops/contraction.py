@@ -82,3 +82,4 @@ def _(b, op, ct):
 
 
 matmul.lowers_to("matmul")
+matmul.computes_widened()

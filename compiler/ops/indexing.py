@@ -29,6 +29,7 @@ them runs (no read or write outside the operand, ever) and the call raises
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnostics import DlIndexError
+from ..ir import dims
 from ..ir.core import Value
 from ..ir.types import Dim, DType, TensorType
 from .base import (
@@ -70,10 +72,11 @@ def _axis(axis: int, rank: int) -> int:
 @dataclass(frozen=True)
 class Span:
     """One axis of a slice, resolved: the result's coordinate ``i`` reads the operand at
-    ``start + i * step``; a negative ``start`` (symbolic dims only) counts from the end, so
-    ``Span(-1, -1, "N")`` is ``::-1`` over a dim ``N``."""
+    ``start + i * step``, for ``0 <= i < length``.  ``start`` and ``length`` are dims: over a
+    symbolic dim ``N``, ``::-1`` is ``Span("N-1", -1, "N")`` and ``1:`` is
+    ``Span("min(N,1)", 1, "max(N-1,0)")`` (as dim expressions, ``compiler/ir/dims.py``)."""
 
-    start: int
+    start: Dim
     step: int
     length: Dim
 
@@ -82,20 +85,20 @@ class Span:
         """Whether the span reads the whole dim in order (``:``)."""
         return self.start == 0 and self.step == 1
 
-    def stop(self) -> int:
-        """The exclusive end in numpy's terms (static spans only)."""
-        assert isinstance(self.length, int)
-        return self.start + self.length * self.step
+
+Bound = Dim | None
 
 
-def resolve_slice(shape: tuple[Dim, ...], start: tuple[int | None, ...] | None,
-                  stop: tuple[int | None, ...] | None,
+def resolve_slice(shape: tuple[Dim, ...], start: tuple[Bound, ...] | None,
+                  stop: tuple[Bound, ...] | None,
                   step: tuple[int | None, ...] | None) -> list[Span]:
     """numpy's ``x[start:stop:step, ..]`` for every axis of ``shape``, as :class:`Span` s.
 
     The tuples may be shorter than the rank (the missing axes are taken whole, as in
-    numpy); ``None`` entries take numpy's defaults.  Out-of-range bounds clamp, as in
-    numpy.  A symbolic dim can only be taken whole (``:``) or reversed (``::-1``).
+    numpy); ``None`` entries take numpy's defaults.  Bounds are ints or dims (``N-1``);
+    a step is an int.  A negative bound counts from the end and out-of-range bounds clamp,
+    as in numpy -- for a symbolic dim or bound, in the dim expressions of the result, so
+    that they hold for every size the call binds (``x[0:N-1]`` with N = 0 is empty).
     """
     rank = len(shape)
     parts = {"start": start or (), "stop": stop or (), "step": step or ()}
@@ -103,31 +106,59 @@ def resolve_slice(shape: tuple[Dim, ...], start: tuple[int | None, ...] | None,
         if len(values) > rank:
             raise ShapeError(f"'{name}' has {len(values)} entries for an operand of rank {rank}")
     spans = []
-    for axis, dim in enumerate(shape):
+    for axis, n in enumerate(shape):
         a, z, s = (values[axis] if axis < len(values) else None for values in parts.values())
+        if s is not None and not isinstance(s, int):
+            raise ShapeError(f"a slice step must be a compile-time integer, got {s} (axis {axis})")
         if s == 0:
             raise ShapeError(f"slice step cannot be zero (axis {axis})")
-        if isinstance(dim, int):
-            lo, hi, st = slice(a, z, s).indices(dim)
+        if all(isinstance(v, int) or v is None for v in (n, a, z)):
+            lo, hi, st = slice(a, z, s).indices(n)        # type: ignore[arg-type]
             spans.append(Span(lo, st, len(range(lo, hi, st))))
-        elif z is None and s in (None, 1) and a in (None, 0):
-            spans.append(Span(0, 1, dim))
-        elif z is None and s == -1 and a in (None, -1):
-            spans.append(Span(-1, -1, dim))
-        else:
-            raise ShapeError(f"slicing symbolic dim {dim} (axis {axis}) needs a static size; "
-                             "not supported yet (only ':' and '::-1')")
+            continue
+        try:
+            spans.append(_symbolic_span(n, a, z, 1 if s is None else s))
+        except dims.DimSyntaxError as e:
+            raise ShapeError(f"slicing dim {n} (axis {axis}): {e}") from None
     return spans
 
 
+def _symbolic_span(n: Dim, a: Bound, z: Bound, s: int) -> Span:
+    """numpy's ``slice(a, z, s).indices(n)`` and the length, as dim expressions."""
+    if s > 0:
+        low, high = 0, n                               # where bounds clamp to
+        first = 0 if a is None else _clamped_bound(a, n, low, high)
+        end = n if z is None else _clamped_bound(z, n, low, high)
+        length = dims.ceildiv(dims.sub(end, first), s)
+    else:
+        low, high = -1, dims.sub(n, 1)
+        first = high if a is None else _clamped_bound(a, n, low, high)
+        end = -1 if z is None else _clamped_bound(z, n, low, high)
+        length = dims.ceildiv(dims.sub(first, end), -s)
+    return Span(first, s, dims.maximum(length, 0))
+
+
+def _clamped_bound(e: Dim, n: Dim, low: Dim, high: Dim) -> Dim:
+    """A slice bound ``e`` read as numpy does (``e + n`` when negative), clamped to
+    ``[low, high]``.  When no size makes ``e`` negative with ``e + n`` above ``low``,
+    counting from the end cannot change the clamped value and the expression leaves it out
+    (``N-1`` as a stop over ``N`` is ``max(N-1,0)``, not ``wrap(N-1,N)``)."""
+    if not isinstance(low, int) or not dims.never_together((e, -math.inf, -1),
+                                                            (dims.add(e, n), low + 1, math.inf)):
+        e = dims.wrap(e, n)
+    return dims.clamp(e, low, high)
+
+
 def _slice_objects(spans: list[Span], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """numpy slices equal to ``spans`` over a concrete ``shape``."""
+    """numpy slices equal to ``spans`` over a concrete ``shape`` (static spans)."""
     out = []
-    for span, n in zip(spans, shape):
-        start = span.start if span.start >= 0 else n + span.start
-        length = span.length if isinstance(span.length, int) else n
-        stop = start + length * span.step
-        out.append(slice(start, stop if stop >= 0 else None, span.step))
+    for span in spans:
+        assert isinstance(span.start, int) and isinstance(span.length, int)
+        if span.length == 0:                # (a start of -1, before the first element, reads as the last)
+            out.append(slice(0, 0))
+            continue
+        stop = span.start + span.length * span.step
+        out.append(slice(span.start, stop if stop >= 0 else None, span.step))
     return tuple(out)
 
 
@@ -175,9 +206,10 @@ slice_ = define(
     "slice", operands=("x",), kind=LAYOUT, infer=_slice_rule, attrs=dict(_SLICE_ATTRS),
     doc="""numpy basic slicing ``x[start[0]:stop[0]:step[0], ..]``: per axis, ``None`` entries
     (and axes past the end of the lists) take numpy's defaults, negative bounds count from
-    the end, out-of-range bounds clamp, a negative step walks backwards.  A symbolic dim can
-    only be taken whole (``:``) or reversed (``::-1``).  Lowered to reads at computed
-    coordinates fused into the consumer: no copy.
+    the end, out-of-range bounds clamp, a negative step walks backwards.  Over a symbolic dim,
+    or with bounds that are dims (``"N-1"``), the result's dims are expressions of the
+    symbols (``max(N-1,0)``) that keep numpy's rules for every size.  Lowered to reads at
+    computed coordinates fused into the consumer: no copy.
 
     %1 = "dl.slice"(%0) {start = [1, unit], step = [2, unit], stop = [7, unit]} : (tensor<8x?xf32, "N">) -> tensor<3x?xf32, "N">
     """)
@@ -470,7 +502,7 @@ def _(b, op, ct):
 
 def _squeeze_axes(x: TensorType, axis: tuple[int, ...] | None) -> tuple[int, ...]:
     if axis is None:
-        symbolic = [d for d in x.shape if isinstance(d, str)]
+        symbolic = [d for d in x.shape if not isinstance(d, int)]
         if symbolic:
             raise ShapeError(f"squeeze without 'axis' of {x.dsl_str()} is ambiguous: symbolic dim "
                              f"{symbolic[0]} may be 1 at run time; give 'axis'")
@@ -689,13 +721,19 @@ scatter_add = define(
     """)
 
 
-@scatter_add.def_reference
-def _(base, indices, updates, *, axis: int):
-    a = axis % base.ndim
-    check_indices("scatter_add", indices, base.shape[a], a)
-    out = base.copy()
-    np.add.at(out, (slice(None),) * a + (indices,), updates)
-    return out
+def _scatter_reference(name: str, ufunc: np.ufunc) -> Callable:
+    """numpy's ``out = base.copy(); ufunc.at(out, (:, .., indices), updates)``, the index
+    rule checked first."""
+    def reference(base, indices, updates, *, axis: int):
+        a = axis % base.ndim
+        check_indices(name, indices, base.shape[a], a)
+        out = base.copy()
+        ufunc.at(out, (slice(None),) * a + (indices,), updates)
+        return out
+    return reference
+
+
+scatter_add.def_reference(_scatter_reference("scatter_add", np.add))
 
 
 def _scatter_vjp(read: str) -> Callable:
@@ -707,6 +745,27 @@ def _scatter_vjp(read: str) -> Callable:
 
 
 scatter_add.def_vjp(_scatter_vjp("gather"))
+
+
+def _scatter_min_rule(base: TensorType, indices: TensorType, updates: TensorType, *, axis: int) -> TensorType:
+    if not base.dtype.is_int or base.dtype.is_storage:
+        raise ShapeError(f"scatter_min takes i32 or i64 tensors, got {base.dsl_str()}")
+    return _scatter_add_rule(base, indices, updates, axis=axis)
+
+
+scatter_min = define(
+    "scatter_min", operands=("base", "indices", "updates"), kind=OTHER, infer=_scatter_min_rule,
+    attrs={"axis": attr("int", 0)}, differentiable=False,
+    doc="""``base`` with each slice of ``updates`` folded in at its index along ``axis`` by
+    ``minimum``: numpy ``out = base.copy(); np.minimum.at(out, (:, .., indices), updates)``;
+    i32 or i64 only (bookkeeping: the first position of each index, as the sparse SGD
+    update finds it).  Shapes and the index rule are ``scatter_add``'s; not differentiable.
+
+    %3 = "dl.scatter_min"(%0, %1, %2) {axis = 0} : (tensor<1000xi64>, tensor<?xi32, "N">, tensor<?xi64, "N">) -> tensor<1000xi64>
+    """)
+
+
+scatter_min.def_reference(_scatter_reference("scatter_min", np.minimum))
 
 
 def _scatter_along_rule(base: TensorType, indices: TensorType, updates: TensorType, *, axis: int) -> TensorType:
@@ -1031,6 +1090,7 @@ concat.lowers_to("concat")
 gather.lowers_to("gather")
 take_along_axis.lowers_to("take_along_axis")
 scatter_add.lowers_to("scatter_add")
+scatter_min.lowers_to("scatter_min")
 scatter_add_along_axis.lowers_to("scatter_add_along_axis")
 squeeze.lowers_to("view")
 expand_dims.lowers_to("view")

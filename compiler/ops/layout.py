@@ -56,17 +56,18 @@ def _(b, op, ct):
 
 
 def _split(shape: tuple[Dim, ...]) -> tuple[int, Counter]:
-    """The product of the static dims and the multiset of symbolic dims."""
+    """The product of the static dims and the multiset of symbolic dims (symbols and dims
+    computed from them, ``max(N-1,0)``, each as a whole)."""
     static = 1
     for d in shape:
         if isinstance(d, int):
             static *= d
-    return static, Counter(d for d in shape if isinstance(d, str))
+    return static, Counter(d for d in shape if not isinstance(d, int))
 
 
 def _count_str(static: int, symbols: Counter) -> str:
     """An element count such as ``6`` or ``N*6``."""
-    return "*".join([*sorted(symbols.elements()), str(static)]) if symbols else str(static)
+    return "*".join([*sorted(map(str, symbols.elements())), str(static)]) if symbols else str(static)
 
 
 def _reshape_rule(x: TensorType, *, shape: tuple[Dim, ...]) -> TensorType:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnostics import DlRuntimeError, Location
+from ..ir import dims
 from ..ir.core import Op
 from ..ir.types import Dim, DType, TensorType
 from .base import REDUCTION, OpDef, ShapeError, attr, define, normalize_axes
@@ -67,7 +68,7 @@ def _reduction(name: str, doc: str, fn: Callable, infer: Callable = _reduce_rule
         return np.asarray(fn(x, axis=axis, keepdims=keepdims)).astype(x.dtype, copy=False)
 
     op.lowers_to("reduction")
-
+    op.computes_widened()
     return op
 
 
@@ -189,6 +190,7 @@ def _(x, *, axis: int, keepdims: bool):
 
 
 argmax.lowers_to("reduction")
+argmax.computes_widened()
 
 
 # ---------------------------------------------------------------------------
@@ -207,6 +209,13 @@ def _check_static_axes(x: TensorType, axes: tuple[int, ...]) -> None:
         if x.shape[a] == 0:
             raise ShapeError(f"{_empty_axis_message(x, a)}: there is no extremum of no elements "
                              "(numpy raises)")
+
+
+def _value_or_none(d: Dim, bindings: Mapping[str, int]) -> int | None:
+    try:
+        return dims.evaluate(d, bindings)
+    except KeyError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -228,23 +237,23 @@ class NonEmptyAxes:
             return None
         x = op.operands[0].type
         chosen = op.attrs["axes"] if op.name != "argmax" else (op.attrs["axis"],)
-        axes = tuple(a for a in normalize_axes(chosen, x.rank) if isinstance(x.shape[a], str))
+        axes = tuple(a for a in normalize_axes(chosen, x.rank) if not isinstance(x.shape[a], int))
         return NonEmptyAxes(op.name, x, axes) if axes else None
 
     def check(self, bindings: Mapping[str, int], loc: Location | None = None) -> None:
         """Raise :class:`DlRuntimeError` if a reduced dim is 0 under ``bindings``."""
         for a in self.axes:
             dim = self.operand.shape[a]
-            if isinstance(dim, str) and bindings.get(dim) == 0:
+            if not isinstance(dim, int) and _value_or_none(dim, bindings) == 0:
                 raise DlRuntimeError(
                     f"dl.{self.op} {_empty_axis_message(self.operand, a)} ({dim} = 0): the "
                     f"{_OF_NO_ELEMENTS[self.op]} of no elements is undefined (numpy raises)", loc)
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "dtype": self.operand.dtype.value, "shape": list(self.operand.shape),
+        return {"op": self.op, "dtype": self.operand.dtype.value, "shape": dims.shape_to_json(self.operand.shape),
                 "axes": list(self.axes)}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> NonEmptyAxes:
-        operand = TensorType(DType(d["dtype"]), tuple(d["shape"]))
+        operand = TensorType(DType(d["dtype"]), dims.shape_from_json(d["shape"]))
         return NonEmptyAxes(str(d["op"]), operand, tuple(int(a) for a in d["axes"]))

@@ -124,6 +124,7 @@ def _(x, *, axis: int, keepdims: bool):
 
 
 argmin.lowers_to("reduction")
+argmin.computes_widened()
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +160,7 @@ logsumexp = define(
 
     %1 = "dl.logsumexp"(%0) {axes = [1], keepdims = false} : (tensor<?x10xf32, "N">) -> tensor<?xf32, "N">
     """)
+logsumexp.computes_widened()
 
 
 @logsumexp.def_reference
@@ -213,8 +215,10 @@ def variance(x: np.ndarray, axes: tuple[int, ...] | None, keepdims: bool, ddof: 
 
 
 def _stat(name: str, doc: str) -> OpDef:
-    return define(name, operands=("x",), kind=COMPOSITE, infer=_float_reduce_rule,
-                  attrs=dict(_STAT_ATTRS), doc=doc)
+    op = define(name, operands=("x",), kind=COMPOSITE, infer=_float_reduce_rule,
+                attrs=dict(_STAT_ATTRS), doc=doc)
+    op.computes_widened()
+    return op
 
 
 var = _stat("var", """Variance over ``axes`` (default: all): ``sum((x - mean(x))^2) / max(count - ddof,
@@ -313,6 +317,7 @@ norm = define(
 
     %1 = "dl.norm"(%0) {axes = [1], keepdims = false, ord = 2} : (tensor<?x10xf32, "N">) -> tensor<?xf32, "N">
     """)
+norm.computes_widened()
 
 
 @norm.def_reference

@@ -502,8 +502,9 @@ def _broadcast_to(w: MlirWriter, op: Op, x: str) -> list[str]:
 def _constant(w: MlirWriter, op: Op) -> list[str]:
     out = op.results[0].type
     value = np.asarray(op.attrs["value"])
-    if all(isinstance(d, int) for d in out.shape):
-        full = np.broadcast_to(value, tuple(int(d) for d in out.shape))
+    static = [d for d in out.shape if isinstance(d, int)]
+    if len(static) == out.rank:
+        full = np.broadcast_to(value, tuple(static))
         return [w.assign(f"arith.constant {dense_literal(full, out.dtype)} : {_tt(out)}")]
     if value.ndim > 0:
         raise UnsupportedVariant("an array constant of symbolic shape")

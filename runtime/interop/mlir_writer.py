@@ -132,6 +132,8 @@ class MlirWriter:
         one of ``sources`` (the op's operands) that has it."""
         if isinstance(dim, int):
             return self.index(dim)
+        if not isinstance(dim, str):
+            raise UnsupportedVariant(f"a computed dim ({dim}, from slicing a symbolic dim)")
         if dim not in self.dims:
             for name, t in sources:
                 if dim in t.shape:

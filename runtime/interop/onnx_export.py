@@ -83,9 +83,12 @@ class Exporter:
         for d in dims:
             if isinstance(d, int):
                 parts.append(self.const(np.array([d], dtype=np.int64)))
-            else:
+            elif isinstance(d, str):
                 source, axis = self._dim_sources[d]
                 parts += self.node("Shape", [source], start=axis, end=axis + 1)
+            else:
+                raise OnnxExportError(f"dim {d} is computed from symbols; the export takes static "
+                                      "dims and plain symbols only")
         return self.node("Concat", parts, axis=0)[0]
 
     # -- the function ------------------------------------------------------------
@@ -93,7 +96,7 @@ class Exporter:
     def value_info(self, name: str, v: Value) -> Any:
         from onnx import helper
 
-        dims = [d if isinstance(d, int) else d for d in v.type.shape]
+        dims = [d if isinstance(d, int) else str(d) for d in v.type.shape]
         return helper.make_tensor_value_info(name, DL_TO_ONNX[v.type.dtype], dims)
 
     def export_op(self, op: Op, inputs: list[str]) -> list[str]:
