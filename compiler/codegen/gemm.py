@@ -965,28 +965,38 @@ def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lane
                     av = splat(b, from_memory(b, b.load(b.gep(arows[r], [b.mul(p, sa_k)])), dtype), lanes)
                     for v in range(nv):
                         b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
-            # through the epilogue to C: whole vectors unmasked, unrolled (the usual case); the
-            # last block of columns through a stack tile and one masked epilogue in a loop (one
-            # copy of the epilogue instead of R x V); rows past i1 skipped
+            # through the epilogue to C: whole vectors unmasked (the usual case), the last block
+            # of columns masked; rows past i1 skipped.  Plain sums are stored unrolled from the
+            # registers; an epilogue goes through a stack tile and a loop over the rows, one copy
+            # per vector of a row (R x V copies made this function the largest of the MNIST
+            # step's: compile time), and one masked copy in a loop for the last block
             full = b.icmp_signed("<=", b.add(jw, ir.Constant(I64, step)), ncur)
+            count = _min(b, ir.Constant(I64, nr), b.sub(i1, i))
+            if epi is not None:
+                _spill(b, accs, tile)
             with b.if_else(full) as (whole, part):
                 with whole:
-                    for r in range(nr):
-                        live = b.icmp_signed("<", b.add(i, ir.Constant(I64, r)), i1)
-                        with b.if_then(live) if r else _nothing():
-                            crow = b.gep(c, [b.mul(rows[r], n)])
+                    if epi is None:
+                        for r in range(nr):
+                            live = b.icmp_signed("<", b.add(i, ir.Constant(I64, r)), i1)
+                            with b.if_then(live) if r else _nothing():
+                                crow = b.gep(c, [b.mul(rows[r], n)])
+                                for v in range(nv):
+                                    col = b.add(j0, b.add(jw, ir.Constant(I64, v * lanes)))
+                                    store_vector(b, to_memory(b, b.load(accs[r][v])), b.gep(crow, [col]), None)
+                    else:
+                        with for_range(b, 0, count, name="r") as r:
+                            row = b.add(i, r)
+                            crow = b.gep(c, [b.mul(row, n)])
                             for v in range(nv):
                                 col = b.add(j0, b.add(jw, ir.Constant(I64, v * lanes)))
-                                value = b.load(accs[r][v])
-                                if epi is not None:
-                                    value = epi.emit(k.epilogue, [*batch_index, rows[r], col], lanes, None,
-                                                     acc=value)
+                                value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)),
+                                                                  ir.Constant(I64, v))]))
+                                value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, None, acc=value)
                                 store_vector(b, to_memory(b, value), b.gep(crow, [col]), None)
                 with part:
-                    for r in range(nr):
-                        for v in range(nv):
-                            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, r * nv + v)]))
-                    count = _min(b, ir.Constant(I64, nr), b.sub(i1, i))
+                    if epi is None:
+                        _spill(b, accs, tile)
                     vectors = _ceil_div(b, b.sub(ncur, jw), lanes)
                     with for_range(b, 0, count, name="r") as r, for_range(b, 0, vectors, name="v") as v:
                         row = b.add(i, r)
@@ -998,6 +1008,13 @@ def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lane
                             value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, mask, acc=value)
                         store_vector(b, to_memory(b, value), b.gep(c, [b.add(b.mul(row, n), col)]), mask)
     b.ret_void()
+
+
+def _spill(b: ir.IRBuilder, accs: list[list[ir.Value]], tile: ir.Value) -> None:
+    """The shallow path's R x V sums, row by row, into the stack tile."""
+    for r, row in enumerate(accs):
+        for v, slot in enumerate(row):
+            b.store(b.load(slot), b.gep(tile, [ir.Constant(I64, r * len(row) + v)]))
 
 
 @contextlib.contextmanager
