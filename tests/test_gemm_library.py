@@ -9,6 +9,8 @@ disk in a later process, that a module is never linked without it, and that
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,27 @@ def test_timings_must_be_a_bool():
 def test_every_dtype_has_a_driver_name_of_its_own():
     names = {driver_name(d, 16, t) for d in DType for t in (False, True)}
     assert len(names) == 2 * len(DType)
+
+
+def test_kernels_stay_functions_of_their_own_and_the_entry_point_is_not_optimized():
+    # compile time: O3 inlined every kernel into the entry point and optimized it all again
+    # there; the entry point only loads arguments, allocates the workspace and calls kernels
+    from compiler.codegen.driver import stage_text
+    from compiler.codegen.llvm import entry_symbol
+
+    module = matmuls()
+    entry = entry_symbol("mm")
+    emitted = stage_text(module, "llvm")
+    define = next(line for line in emitted.splitlines() if line.startswith("define") and f'@"{entry}"(' in line)
+    assert "optnone" in define and "noinline" in define
+    optimized = stage_text(module, "llvm-opt")
+    kernels = re.findall(rf"^define .*@{entry}\.k\d+\(", optimized.replace('"', ""), re.MULTILINE)
+    assert len(kernels) >= 4                    # each product's kernel, none inlined
+    compiled = runtime.compile(module, cache=False, passes="")
+    for got, want in zip(compiled.mm(*arguments(6)), _reference(arguments(6))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _reference(args: list[np.ndarray]) -> list[np.ndarray]:
+    a, w, v, d, e = args
+    return [np.tanh(a @ w), a @ v.T, d @ e, a @ w]
