@@ -9,13 +9,16 @@ disk in a later process, that a module is never linked without it, and that
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import runtime
 import runtime.library as library
-from compiler.codegen.driver import compile_to_object
-from compiler.codegen.library import LibrarySpec, driver_name
+from compiler.codegen.driver import compile_to_object, lower_module
+from compiler.codegen.library import LibrarySpec, driver_name, shallow_name
+from compiler.codegen.llvm import emit_module
 from compiler.codegen.target import CodegenOptions
 from compiler.diagnostics import DlRuntimeError
 from compiler.ir.builder import new_function
@@ -29,12 +32,13 @@ F32, F64 = DType.f32, DType.f64
 
 def matmuls() -> Module:
     """Products of f32 and f64 in both B layouts, through every path of the driver: narrow,
-    dot, small and packed (M from 1 to 70)."""
+    dot, small, packed and shallow, with an epilogue and without (M from 1 to 70)."""
     f, b = new_function("mm", [("a", TensorType(F32, ("M", 37))), ("w", TensorType(F32, (37, 50))),
                                ("v", TensorType(F32, (9, 37))), ("d", TensorType(F64, ("M", 5))),
                                ("e", TensorType(F64, (5, 21)))])
     a, w, v, d, e = f.params
-    f.outputs = [b.tanh(b.matmul(a, w)), b.matmul(a, b.transpose(v, perm=[1, 0])), b.matmul(d, e)]
+    f.outputs = [b.tanh(b.matmul(a, w)), b.matmul(a, b.transpose(v, perm=[1, 0])), b.matmul(d, e),
+                 b.matmul(a, w)]
     return Module([f])
 
 
@@ -59,6 +63,18 @@ def test_code_linked_with_the_library_computes_what_a_standalone_object_does(tmp
     assert (out / "gemm_library.o").exists()
     for got, want in zip(load_compiled(out).mm(*arguments(5)), whole.mm(*arguments(5))):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_module_declares_the_plain_shallow_function_and_the_library_defines_it():
+    # a shallow product without an epilogue (x @ w, K = 37) calls the library's shallow
+    # function: the module only declares it, the library exports it
+    options = CodegenOptions()
+    text = str(emit_module(lower_module(matmuls(), options), options, library=True))
+    name = shallow_name(F32, options.lanes)
+    assert f'declare void @"{name}.' in text
+    assert f'define internal void @"{name}' not in text
+    spec = runtime.compile(matmuls(), cache=False, passes="").gemm_library[0]
+    assert f"{name}.{spec.version}" in spec.symbols()
 
 
 def test_the_library_comes_from_disk_and_is_built_once(tmp_path, monkeypatch):
@@ -131,3 +147,27 @@ def test_timings_must_be_a_bool():
 def test_every_dtype_has_a_driver_name_of_its_own():
     names = {driver_name(d, 16, t) for d in DType for t in (False, True)}
     assert len(names) == 2 * len(DType)
+
+
+def test_kernels_stay_functions_of_their_own_and_the_entry_point_is_not_optimized():
+    # compile time: O3 inlined every kernel into the entry point and optimized it all again
+    # there; the entry point only loads arguments, allocates the workspace and calls kernels
+    from compiler.codegen.driver import stage_text
+    from compiler.codegen.llvm import entry_symbol
+
+    module = matmuls()
+    entry = entry_symbol("mm")
+    emitted = stage_text(module, "llvm")
+    define = next(line for line in emitted.splitlines() if line.startswith("define") and f'@"{entry}"(' in line)
+    assert "optnone" in define and "noinline" in define
+    optimized = stage_text(module, "llvm-opt")
+    kernels = re.findall(rf"^define .*@{entry}\.k\d+\(", optimized.replace('"', ""), re.MULTILINE)
+    assert len(kernels) >= 4                    # each product's kernel, none inlined
+    compiled = runtime.compile(module, cache=False, passes="")
+    for got, want in zip(compiled.mm(*arguments(6)), _reference(arguments(6))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _reference(args: list[np.ndarray]) -> list[np.ndarray]:
+    a, w, v, d, e = args
+    return [np.tanh(a @ w), a @ v.T, d @ e, a @ w]

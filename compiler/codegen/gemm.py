@@ -71,7 +71,7 @@ from llvmlite import ir
 from ..ir.types import DType
 from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
-from .library import LibrarySpec, driver_name, library_use, symbol_suffix
+from .library import LibrarySpec, driver_name, has_shallow_path, library_use, shallow_name, symbol_suffix
 from .llvmutil import I1, I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
 from .loops import Matmul, loads
 from .sparse_gemm import enable_skip_zeros, skip_zeros_enabled, sparse_function
@@ -904,30 +904,42 @@ def _shallow_function(kc: KernelContext, k: Matmul) -> ir.Function | None:
     split into tasks."""
     b = kc.b
     lanes = max(kc.lanes, 1)
-    if lanes < 4 or (isinstance(k.k, int) and k.k > SHALLOW_K) or (isinstance(k.n, int) and k.n <= lanes):
+    if (not has_shallow_path(lanes) or (isinstance(k.k, int) and k.k > SHALLOW_K)
+            or (isinstance(k.n, int) and k.n <= lanes)):
         return None
-    vty = value_type(k.dtype, lanes)
     if k.epilogue is None:
-        fn, fresh = _shared(b.module, f"dlc.gemm.shallow.{type_suffix(vty)}", ir.VoidType(),
-                            _shallow_type(k.dtype).args)
-        if fresh:
-            _shallow_body(fn, k, None, lanes)
-        return fn
+        return _plain_shallow_function(b.module, k.dtype, lanes)
     fn, fresh = _shared(b.module, f"{b.function.name}.shallow", ir.VoidType(), _shallow_type(k.dtype).args)
     if fresh:
-        _shallow_body(fn, k, (list(kc.storage.items()), list(kc.symbols.items())), lanes)
+        _shallow_body(fn, k.dtype, k, (list(kc.storage.items()), list(kc.symbols.items())), lanes)
     return fn
 
 
-def _shallow_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
+def _plain_shallow_function(module: ir.Module, dtype: DType, lanes: int) -> ir.Function:
+    """The shallow function of kernels without an epilogue, ``dlc.gemm.shallow.<W x T>``: the
+    same for every model, so with the GEMM library (``library.py``) it is one of its exports,
+    declared here, like the drivers."""
+    name = shallow_name(dtype, lanes) + symbol_suffix(module)
+    use = library_use(module)
+    if use is not None:
+        return use.declare(module, name, _shallow_type(dtype), dtype)
+    fn, fresh = _shared(module, name, ir.VoidType(), _shallow_type(dtype).args)
+    if fresh:
+        _shallow_body(fn, dtype, None, None, lanes)
+    return fn
+
+
+def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lanes: int) -> None:
+    """The body of a shallow function (:func:`_shallow_function`): with kernel ``k``'s
+    epilogue (``context``: its buffers and dims), or plain sums where ``k`` is None."""
     ctx, a, sa_i, sa_k, bp, kk, c, n, i0, i1, j0, ncur = fn.args
     for arg in (a, bp, c):
         arg.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    vty = value_type(k.dtype, lanes)
-    e = Emitter(b, lanes, k.dtype)
+    vty = value_type(dtype, lanes)
+    e = Emitter(b, lanes, dtype)
     epi = batch_index = None
-    if context is not None:
+    if k is not None:
         epi, batch_index = _epilogue_emitter(b, k, ctx, context, lanes)
     nr, nv = SHALLOW_R, SHALLOW_V
     step = nv * lanes
@@ -948,33 +960,43 @@ def _shallow_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
             with for_range(b, 0, kk, name="p") as p:
                 brow = b.gep(panel, [b.mul(p, ir.Constant(I64, step))])
                 bvec = [from_memory(b, load_vector(b, b.gep(brow, [ir.Constant(I64, v * lanes)]), lanes, None),
-                                    k.dtype) for v in range(nv)]
+                                    dtype) for v in range(nv)]
                 for r in range(nr):
-                    av = splat(b, from_memory(b, b.load(b.gep(arows[r], [b.mul(p, sa_k)])), k.dtype), lanes)
+                    av = splat(b, from_memory(b, b.load(b.gep(arows[r], [b.mul(p, sa_k)])), dtype), lanes)
                     for v in range(nv):
                         b.store(e.fma(av, bvec[v], b.load(accs[r][v])), accs[r][v])
-            # through the epilogue to C: whole vectors unmasked, unrolled (the usual case); the
-            # last block of columns through a stack tile and one masked epilogue in a loop (one
-            # copy of the epilogue instead of R x V); rows past i1 skipped
+            # through the epilogue to C: whole vectors unmasked (the usual case), the last block
+            # of columns masked; rows past i1 skipped.  Plain sums are stored unrolled from the
+            # registers; an epilogue goes through a stack tile and a loop over the rows, one copy
+            # per vector of a row (R x V copies made this function the largest of the MNIST
+            # step's: compile time), and one masked copy in a loop for the last block
             full = b.icmp_signed("<=", b.add(jw, ir.Constant(I64, step)), ncur)
+            count = _min(b, ir.Constant(I64, nr), b.sub(i1, i))
+            if epi is not None:
+                _spill(b, accs, tile)
             with b.if_else(full) as (whole, part):
                 with whole:
-                    for r in range(nr):
-                        live = b.icmp_signed("<", b.add(i, ir.Constant(I64, r)), i1)
-                        with b.if_then(live) if r else _nothing():
-                            crow = b.gep(c, [b.mul(rows[r], n)])
+                    if epi is None:
+                        for r in range(nr):
+                            live = b.icmp_signed("<", b.add(i, ir.Constant(I64, r)), i1)
+                            with b.if_then(live) if r else _nothing():
+                                crow = b.gep(c, [b.mul(rows[r], n)])
+                                for v in range(nv):
+                                    col = b.add(j0, b.add(jw, ir.Constant(I64, v * lanes)))
+                                    store_vector(b, to_memory(b, b.load(accs[r][v])), b.gep(crow, [col]), None)
+                    else:
+                        with for_range(b, 0, count, name="r") as r:
+                            row = b.add(i, r)
+                            crow = b.gep(c, [b.mul(row, n)])
                             for v in range(nv):
                                 col = b.add(j0, b.add(jw, ir.Constant(I64, v * lanes)))
-                                value = b.load(accs[r][v])
-                                if epi is not None:
-                                    value = epi.emit(k.epilogue, [*batch_index, rows[r], col], lanes, None,
-                                                     acc=value)
+                                value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)),
+                                                                  ir.Constant(I64, v))]))
+                                value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, None, acc=value)
                                 store_vector(b, to_memory(b, value), b.gep(crow, [col]), None)
                 with part:
-                    for r in range(nr):
-                        for v in range(nv):
-                            b.store(b.load(accs[r][v]), b.gep(tile, [ir.Constant(I64, r * nv + v)]))
-                    count = _min(b, ir.Constant(I64, nr), b.sub(i1, i))
+                    if epi is None:
+                        _spill(b, accs, tile)
                     vectors = _ceil_div(b, b.sub(ncur, jw), lanes)
                     with for_range(b, 0, count, name="r") as r, for_range(b, 0, vectors, name="v") as v:
                         row = b.add(i, r)
@@ -986,6 +1008,13 @@ def _shallow_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
                             value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, mask, acc=value)
                         store_vector(b, to_memory(b, value), b.gep(c, [b.add(b.mul(row, n), col)]), mask)
     b.ret_void()
+
+
+def _spill(b: ir.IRBuilder, accs: list[list[ir.Value]], tile: ir.Value) -> None:
+    """The shallow path's R x V sums, row by row, into the stack tile."""
+    for r, row in enumerate(accs):
+        for v, slot in enumerate(row):
+            b.store(b.load(slot), b.gep(tile, [ir.Constant(I64, r * len(row) + v)]))
 
 
 @contextlib.contextmanager
@@ -1379,8 +1408,8 @@ def _load_lanes(b: ir.IRBuilder, ptr: ir.Value, lanes: int) -> ir.Value:
 
 
 def library_module(spec: LibrarySpec, options: CodegenOptions) -> ir.Module:
-    """The LLVM module of the GEMM library ``spec`` (``library.py``): its drivers, each
-    exported as :meth:`LibrarySpec.symbols` names it (``options``: those ``spec`` was made
+    """The LLVM module of the GEMM library ``spec`` (``library.py``): its drivers and plain
+    shallow functions, each exported as :meth:`LibrarySpec.symbols` names it (``options``: those ``spec`` was made
     under)."""
     mod = ir.Module(name="dlc.gemm.library")
     mod.triple = options.target.triple
@@ -1391,6 +1420,8 @@ def library_module(spec: LibrarySpec, options: CodegenOptions) -> ir.Module:
         for trans_b in (False, True):
             fn = _driver_function(mod, DType(d), spec.lanes, trans_b)
             fn.linkage = "external"
+        if has_shallow_path(spec.lanes):
+            _plain_shallow_function(mod, DType(d), spec.lanes).linkage = "external"
     # Writable data of its own: llvmlite's memory manager (runtime/native.py) reserves the
     # memory of an object's sections up front and cannot load an object without any (an
     # assertion aborts the process).

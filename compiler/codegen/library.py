@@ -2,11 +2,13 @@
 every module that calls it.
 
 The GEMM drivers (``dlc.gemm.driver.v16f32`` and everything they call: packing,
-micro-kernels, dot products, the zero-skipping path) are the same for every
+micro-kernels, dot products, the zero-skipping path) and the shallow-K function of
+products without an epilogue (``dlc.gemm.shallow.v16f32``) are the same for every
 model on a machine: they depend on the target, the codegen options and the
 compiler's source, never on the model.  Building them was about half of a
 cold compile of a small model, so a module emitted after :func:`use_library`
-only *declares* the drivers its matmuls call (``gemm._driver_function``) and
+only *declares* the drivers its matmuls call (``gemm._driver_function``; the
+plain shallow function likewise) and
 records their dtypes in a :class:`LibrarySpec`; ``driver.library_object``
 compiles a spec's drivers (``gemm.library_module``) to an object of their
 own, which the runtime caches on disk under :meth:`LibrarySpec.key` and
@@ -108,9 +110,12 @@ class LibrarySpec:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def symbols(self) -> list[str]:
-        """The functions the library exports (a module built against it calls some of them)."""
-        return [driver_name(DType(d), self.lanes, trans_b) + "." + self.version
-                for d in self.dtypes for trans_b in (False, True)]
+        """The functions the library exports (a module built against it calls some of them):
+        the drivers, and the shallow function of products without an epilogue."""
+        names = [driver_name(DType(d), self.lanes, trans_b) for d in self.dtypes for trans_b in (False, True)]
+        if has_shallow_path(self.lanes):
+            names += [shallow_name(DType(d), self.lanes) for d in self.dtypes]
+        return [name + "." + self.version for name in names]
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "dtypes": list(self.dtypes), "lanes": self.lanes, "version": self.version}
@@ -136,11 +141,27 @@ def driver_name(dtype: DType, lanes: int, trans_b: bool) -> str:
     the library's export adds :func:`symbol_suffix`).  A storage dtype computed in a wider
     register type (bf16 in f32) names itself too: two drivers with one name and different
     element types would be one export called through two ABIs."""
+    return _name(f"driver{'T' if trans_b else ''}", dtype, lanes)
+
+
+def shallow_name(dtype: DType, lanes: int) -> str:
+    """The name of the shallow-K function of matmuls without an epilogue
+    (``dlc.gemm.shallow.v16f32``), named as :func:`driver_name` names a driver."""
+    return _name("shallow", dtype, lanes)
+
+
+def has_shallow_path(lanes: int) -> bool:
+    """Whether GEMMs of vectors of ``lanes`` lanes have the shallow-K path (and the library a
+    shallow function per dtype): narrower vectors do not pay for it."""
+    return lanes >= 4
+
+
+def _name(what: str, dtype: DType, lanes: int) -> str:
     from .llvmutil import memory_type, scalar_type, type_suffix, value_type
 
     stored = f".{dtype.value}" if memory_type(dtype) != scalar_type(dtype) else ""
-    return f"dlc.gemm.driver{'T' if trans_b else ''}{stored}.{type_suffix(value_type(dtype, lanes))}"
+    return f"dlc.gemm.{what}{stored}.{type_suffix(value_type(dtype, lanes))}"
 
 
 __all__ = ["LibraryUse", "LibrarySpec", "use_library", "library_use", "symbol_suffix", "library_version",
-           "driver_name"]
+           "driver_name", "shallow_name", "has_shallow_path"]

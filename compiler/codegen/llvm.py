@@ -111,6 +111,11 @@ class _ProgramEmitter:
         fnty = ir.FunctionType(I32, [I8P.as_pointer(), I64.as_pointer()])
         fn = ir.Function(self.mod, fnty, self.symbol)
         fn.attributes.add("nounwind")
+        # compile time: the entry point is glue (argument loads, the workspace, one call per
+        # kernel), left unoptimized (optnone, with the fast instruction selector); its kernels
+        # are noinline (_kernel_body): O3 inlined each into it and optimized it all again there
+        fn.attributes.add("noinline")
+        fn.attributes.add("optnone")
         bufs_arg, dims_arg = fn.args
         bufs_arg.name, dims_arg.name = "buffers", "dims"
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -302,6 +307,7 @@ class _ProgramEmitter:
         fn = ir.Function(self.mod, ir.FunctionType(ir.VoidType(), argtys), name)
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
+        fn.attributes.add("noinline")        # optimized once, as a function of its own (see emit)
         for j, s in enumerate(storages):
             arg = fn.args[j]
             arg.name = short_name(s.name[1:])
