@@ -328,3 +328,91 @@ def test_convolutions_and_pools_export_in_nchw_with_dlcs_numbers() -> None:
     got = ort_run(proto, {"x": xv})
     for g, want in zip(got, interpret(func, [xv, wv])):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+
+
+# -- importing convolutions and pools (NCHW graphs, as PyTorch exports them) -----------------
+
+
+def _image_graph(nodes: list, inits: list, c: int, size: int, out_shape: list) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "img", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="pytorch")
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    return proto
+
+
+CONV_VARIANTS = [
+    dict(pads=[1, 1, 1, 1]),
+    dict(strides=[2, 2], pads=[0, 1, 2, 1]),
+    dict(dilations=[2, 2]),
+    dict(group=3, pads=[1, 1, 1, 1]),                       # depthwise: 3 channels, 3 groups
+    dict(auto_pad="SAME_UPPER", strides=[2, 2]),
+    dict(auto_pad="SAME_LOWER", strides=[2, 2]),
+    dict(auto_pad="VALID"),
+]
+
+
+@pytest.mark.parametrize("attrs", CONV_VARIANTS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()))
+def test_an_imported_conv_gives_onnxruntimes_numbers(attrs: dict) -> None:
+    rng = np.random.default_rng(7)
+    groups = attrs.get("group", 1)
+    w = rng.normal(size=(6, 3 // groups, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "conv.weight"),
+             numpy_helper.from_array(rng.normal(size=6).astype(np.float32), "conv.bias")]
+    proto = _image_graph([helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["y"], kernel_shape=[3, 3],
+                                           name="/conv/Conv", **attrs)], inits, 3, 9, ["N", 6, "h", "w"])
+    graph = import_onnx(proto)
+    x = rng.normal(size=(2, 3, 9, 9)).astype(np.float32)
+    got = interpret(graph.function, [*graph.weights.values(), x])[0]
+    np.testing.assert_allclose(got, ort_run(proto, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
+    ("GlobalAveragePool", {}),
+    ("GlobalMaxPool", {}),
+])
+def test_imported_pools_give_onnxruntimes_numbers(op: str, attrs: dict) -> None:
+    proto = _image_graph([helper.make_node(op, ["x"], ["y"], name=f"/{op}", **attrs)], [], 4, 7,
+                         ["N", 4, "h", "w"])
+    graph = import_onnx(proto)
+    x = np.random.default_rng(8).normal(size=(3, 4, 7, 7)).astype(np.float32)
+    got = interpret(graph.function, [*graph.weights.values(), x])[0]
+    np.testing.assert_allclose(got, ort_run(proto, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_pool_and_conv_variants_dlc_cannot_import_are_named() -> None:
+    nodes = [helper.make_node("MaxPool", ["x"], ["a"], kernel_shape=[2, 2], ceil_mode=1, name="ceil"),
+             helper.make_node("MaxPool", ["x"], ["b"], kernel_shape=[2, 2], dilations=[2, 2], name="dilated"),
+             helper.make_node("Add", ["a", "b"], ["y"], name="sum")]
+    proto = _image_graph(nodes, [], 2, 6, ["N", 2, 3, 3])
+    with pytest.raises(OnnxImportError) as e:
+        import_onnx(proto)
+    assert "ceil_mode=1" in e.value.message and "'ceil'" in e.value.message
+    assert "dilations=[2, 2]" in e.value.message and "'dilated'" in e.value.message
+
+
+def test_an_imported_cnn_runs_natively_and_fine_tunes(tmp_path: Path) -> None:
+    """Conv -> Relu -> MaxPool -> Flatten -> Gemm, as torch.onnx.export writes a small CNN."""
+    rng = np.random.default_rng(9)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32) / 3, "c.weight"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "c.bias"),
+             numpy_helper.from_array(rng.normal(size=(3, 4 * 3 * 3)).astype(np.float32) / 6, "fc.weight"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "fc.bias")]
+    nodes = [helper.make_node("Conv", ["x", "c.weight", "c.bias"], ["c"], pads=[1, 1, 1, 1], name="/c/Conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="/r/Relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="/p/MaxPool"),
+             helper.make_node("Flatten", ["p"], ["f"], axis=1, name="/f/Flatten"),
+             helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["y"], transB=1, name="/fc/Gemm")]
+    proto = _image_graph(nodes, inits, 1, 6, ["N", 3])
+    onnx.save(proto, str(tmp_path / "cnn.onnx"))
+    model = runtime.load_onnx(tmp_path / "cnn.onnx")
+    x = rng.normal(size=(8, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), ort_run(proto, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    before = model.weights
+    model.fit(x, (np.arange(8) % 3).astype(np.int32), epochs=2, batch_size=8, verbose=0)
+    assert all(not np.array_equal(before[k], v) for k, v in model.weights.items())

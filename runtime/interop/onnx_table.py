@@ -783,3 +783,79 @@ def _(ex: Exporter, op: Op, x: str) -> list[str]:
 @exports("flatten", "Flatten")
 def _(ex: Exporter, op: Op, x: str) -> list[str]:
     return ex.node("Flatten", [x], axis=1)
+
+
+def _import_pads(im: Importer, node: Node, x: Any, kernel: list[int], strides: list[int],
+                 dilations: list[int]) -> tuple[int, int, int, int]:
+    """dl's ``(top, bottom, left, right)`` from a 2-d window's ``pads`` / ``auto_pad``."""
+    auto = node.attr("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", ""):
+        top, left, bottom, right = node.attr("pads", [0, 0, 0, 0])
+        return top, bottom, left, right
+    if auto == "VALID":
+        return 0, 0, 0, 0
+    size = im.dims_of(x)[2:4]
+    if not all(isinstance(d, int) for d in size):
+        raise im.unsupported(node, f"auto_pad={auto} on an image of symbolic size")
+    pads: list[int] = []
+    for n, k, s, d in zip(size, kernel, strides, dilations):
+        total = max((-(-int(n) // s) - 1) * s + (k - 1) * d + 1 - int(n), 0)
+        small, large = total // 2, total - total // 2
+        pads += [small, large] if auto == "SAME_UPPER" else [large, small]
+    return pads[0], pads[1], pads[2], pads[3]
+
+
+def _window_2d(im: Importer, node: Node, x: Any, kernel: list[int]) -> None:
+    """Refuse what dl's 2-d windows do not take: other ranks than NCHW images."""
+    if len(im.dims_of(x)) != 4 or len(kernel) != 2:
+        raise im.unsupported(node, f"a {len(kernel)}-d window (dlc imports 2-d NCHW {node.op_type})")
+
+
+def _to_nhwc(im: Importer, x: Any) -> Any:
+    return im.emit("transpose", x, perm=tuple(NCHW_TO_NHWC))[0]
+
+
+def _to_nchw(im: Importer, y: Any) -> list[Any]:
+    return im.emit("transpose", y, perm=tuple(NHWC_TO_NCHW))
+
+
+@imports("Conv", dl="conv2d")
+def _(im: Importer, node: Node, x: Any, w: Any, b: Any = None) -> list[Any]:
+    kernel = list(node.attr("kernel_shape", list(im.dims_of(w)[2:])))
+    _window_2d(im, node, x, kernel)
+    strides, dilations = list(node.attr("strides", [1, 1])), list(node.attr("dilations", [1, 1]))
+    padding = _import_pads(im, node, x, kernel, strides, dilations)
+    hwio = im.emit("transpose", w, perm=(2, 3, 1, 0))[0]          # OIHW -> HWIO
+    y = im.emit("conv2d", _to_nhwc(im, x), hwio, strides=tuple(strides), padding=padding,
+                dilations=tuple(dilations), groups=int(node.attr("group", 1)))[0]
+    if b is not None:
+        y = im.emit("add", y, b)[0]                                # the channel axis is last in NHWC
+    return _to_nchw(im, y)
+
+
+@imports("MaxPool", "AveragePool")
+def _(im: Importer, node: Node, x: Any) -> list[Any]:
+    kernel = list(node.attr("kernel_shape"))
+    _window_2d(im, node, x, kernel)
+    if len(node.outputs) > 1 and node.outputs[1]:
+        raise im.unsupported(node, "its Indices output")
+    if node.attr("ceil_mode", 0):
+        raise im.unsupported(node, "ceil_mode=1 (dl's windows are floor-mode, as Keras's)")
+    dilations = list(node.attr("dilations", [1, 1]))
+    if dilations != [1, 1]:
+        raise im.unsupported(node, f"dilations={dilations} (dl's pooling windows are dense)")
+    strides = list(node.attr("strides", [1, 1]))
+    attrs: dict[str, Any] = {"pool_size": tuple(kernel), "strides": tuple(strides),
+                             "padding": _import_pads(im, node, x, kernel, strides, dilations)}
+    if node.op_type == "AveragePool":
+        attrs["count_include_pad"] = bool(node.attr("count_include_pad", 0))
+    name = "max_pool2d" if node.op_type == "MaxPool" else "avg_pool2d"
+    return _to_nchw(im, im.emit(name, _to_nhwc(im, x), **attrs)[0])
+
+
+@imports("GlobalAveragePool", "GlobalMaxPool")
+def _(im: Importer, node: Node, x: Any) -> list[Any]:
+    if len(im.dims_of(x)) != 4:
+        raise im.unsupported(node, "an input that is not a 2-d NCHW image")
+    return im.emit("mean" if node.op_type == "GlobalAveragePool" else "max", x, axes=(2, 3), keepdims=True)
