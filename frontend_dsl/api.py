@@ -12,6 +12,7 @@ from pathlib import Path
 from compiler.diagnostics import ArgumentTypeError, DlError, register_source
 from compiler.ir.core import Module
 
+from .imports import resolve_uses
 from .lower import lower_program
 from .parser import parse
 
@@ -28,7 +29,7 @@ def compile_source(text: str, file: str = "<string>", *, defer_grads: bool = Fal
     if not isinstance(file, str):
         raise ArgumentTypeError(f"compile_source: argument 'file' must be a str, got {type(file).__name__}")
     register_source(file, text)
-    program = parse(text, file)
+    program = resolve_uses(parse(text, file))
     module = lower_program(program, defer_grads=defer_grads)
     _verify(module)
     return module

@@ -174,6 +174,11 @@ class ModelLowering:
         self.state.layer_counts[layer] = count
         return f"{layer}_{count}"
 
+    def qualify(self, name: str) -> str:
+        """A layer's full name: the model's own layers are named as written (a block's
+        call prefixes its name, see :mod:`frontend_dsl.blocks`)."""
+        return name
+
     def param_named(self, name: str) -> Value | None:
         """The parameter ``name`` (``hidden.kernel``, or a ``param`` statement's), if declared so far."""
         return next((p.value for p in self.state.params if p.name == name), None)
