@@ -26,7 +26,7 @@ function is a block; :func:`expand_block` lowers one call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from compiler.diagnostics import DlError, DlErrors, DlTypeError, Location, NameResolutionError
 from compiler.ir.core import Value
@@ -38,8 +38,29 @@ from .layers import LAYERS
 from .layers.base import ParamHost
 from .scope import Binding, Lit, Poisoned, Scope, collect_errors, raise_all
 
-if TYPE_CHECKING:
-    from .exprs import Body
+
+class Body(Protocol):
+    """The expression lowering (:class:`frontend_dsl.exprs.Body`), as a block's call sees it."""
+
+    params: ParamHost | None
+    scope: Scope
+    expanding: list[str]
+
+    def const(self, expr: ast.Expr) -> Any: ...
+
+    def single(self, e: ast.Expr) -> Value | Lit: ...
+
+    def materialize(self, lit: Lit, dtype: Any) -> Value: ...
+
+    def nested(self, scope: Scope, symbols: set[str], host: ParamHost, dims: dict[str, Dim],
+               block: str) -> Body:
+        """A lowering into the same function for a block's body: its own names and host."""
+        ...
+
+    def let(self, stmt: ast.Let) -> None: ...
+
+    def returns(self, stmt: ast.Return, declared: list[TensorType] | None,
+                fn_name: str) -> tuple[list[Value], list[str | None]]: ...
 
 
 class ScopedHost:
@@ -154,14 +175,10 @@ def expand_block(body: Body, fn: ast.FnDef, c: ast.Call, reason: str) -> Value |
             v = body.materialize(v, want.dtype)
         tensor_args.append((p.name.id, want, v, expr.span))
         scope.names[p.name.id] = Binding(v, p.name.span)
-    from .exprs import unify_types  # exprs imports this module
-
     binding = unify_types(name, [(n, t) for n, t, _, _ in tensor_args], [(v, s) for _, _, v, s in tensor_args])
     symbols = {s for _, t, _, _ in tensor_args for s in t.symbols}
     host = ScopedHost(body.params, body.params.qualify(call_name))
-    inner = type(body)(body.functions, body.b, scope, symbols, params=host)
-    inner.dims = {**binding}
-    inner.expanding = [*body.expanding, name]
+    inner = body.nested(scope, symbols, host, binding, name)
     try:
         return _lower_body(inner, fn, symbols, binding)
     except DlError as e:
@@ -224,3 +241,25 @@ def _lower_body(inner: Body, fn: ast.FnDef, symbols: set[str],
 
 def _substitute(t: TensorType, binding: dict[str, Dim]) -> TensorType:
     return TensorType(t.dtype, tuple(binding.get(d, d) if isinstance(d, str) else d for d in t.shape))
+
+
+def unify_types(fname: str, params: list[tuple[str, TensorType]],
+                args: list[tuple[Value, Location]]) -> dict[str, Dim]:
+    """Check arguments against parameter types; bind the symbolic dims of the parameters."""
+    binding: dict[str, Dim] = {}
+    for (pname, want), (v, span) in zip(params, args):
+        got = v.type
+        message = (f"argument '{pname}' of '{fname}' expects {want.dsl_str()}, "
+                   f"got {got.dsl_str()}")
+        if want.dtype != got.dtype or want.rank != got.rank:
+            raise DlTypeError(message, span)
+        for wd, gd in zip(want.shape, got.shape):
+            if isinstance(wd, int):
+                if wd != gd:
+                    raise DlTypeError(message, span)
+            elif wd in binding and binding[wd] != gd:
+                raise DlTypeError(f"{message}: dim {wd} is {binding[wd]} from an earlier argument "
+                                  f"but {gd} here", span)
+            else:
+                binding[wd] = gd
+    return binding

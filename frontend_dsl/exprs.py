@@ -28,7 +28,7 @@ from compiler.ops.base import COMPOSITE, ELEMENTWISE
 from compiler.passes.autodiff import inline_function
 
 from . import ast
-from .blocks import expand_block
+from .blocks import expand_block, unify_types
 from .constants import INT_RANGE, convert_attr, fits, fold
 from .layers import LAYERS
 from .layers.base import ParamHost
@@ -64,6 +64,14 @@ class Body:
         self.params = params    # the model, inside a model block: layers add parameters to it
         self.dims: dict[str, Dim] = {}      # in a block's call: its symbols -> the call's dims
         self.expanding: list[str] = []      # the blocks being expanded, outermost first
+
+    def nested(self, scope: Scope, symbols: set[str], host: ParamHost, dims: dict[str, Dim],
+               block: str) -> Body:
+        """A lowering into the same function for the body of a call of ``block``."""
+        inner = Body(self.functions, self.b, scope, symbols, params=host)
+        inner.dims = dict(dims)
+        inner.expanding = [*self.expanding, block]
+        return inner
 
     # -- statements --------------------------------------------------------
 
@@ -628,28 +636,6 @@ def _dotted(e: ast.Attribute) -> list[str] | None:
 def unify_call(callee: Function, args: list[tuple[Value, Location]]) -> dict[str, Dim]:
     """Check arguments against the callee's parameter types; bind its symbolic dims."""
     return unify_types(callee.name, [(p.name or "?", p.type) for p in callee.params], args)
-
-
-def unify_types(fname: str, params: list[tuple[str, TensorType]],
-                args: list[tuple[Value, Location]]) -> dict[str, Dim]:
-    """Check arguments against parameter types; bind the symbolic dims of the parameters."""
-    binding: dict[str, Dim] = {}
-    for (pname, want), (v, span) in zip(params, args):
-        got = v.type
-        message = (f"argument '{pname}' of '{fname}' expects {want.dsl_str()}, "
-                   f"got {got.dsl_str()}")
-        if want.dtype != got.dtype or want.rank != got.rank:
-            raise DlTypeError(message, span)
-        for wd, gd in zip(want.shape, got.shape):
-            if isinstance(wd, int):
-                if wd != gd:
-                    raise DlTypeError(message, span)
-            elif wd in binding and binding[wd] != gd:
-                raise DlTypeError(f"{message}: dim {wd} is {binding[wd]} from an earlier argument "
-                                  f"but {gd} here", span)
-            else:
-                binding[wd] = gd
-    return binding
 
 
 def substitute_dims(op: Op, binding: dict[str, Dim]) -> dict[str, Any]:

@@ -16,9 +16,10 @@ duplicate definition, at both places.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from compiler.diagnostics import DlError, NameResolutionError
+from compiler.diagnostics import ArgumentTypeError, DlError, NameResolutionError
 
 from . import ast
 from .parser import parse
@@ -63,7 +64,6 @@ class _Loader:
         return own
 
     def load(self, use: ast.Use, directory: Path, chain: list[str]) -> None:
-        from .api import read_source  # api imports this module
 
         looked = candidates(use.path, directory)
         found = next((p for p in looked if p.is_file()), None)
@@ -93,3 +93,21 @@ def _directory_of(file: str) -> Path:
 
 def _key(file: str) -> str:
     return str(Path(file).resolve()) if file and not file.startswith("<") else file
+
+
+def read_source(path: str | Path) -> str:
+    """The text of a source file, or a :class:`DlError` saying why it cannot be read."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"argument 'path' must be a path (str or os.PathLike), got "
+                                f"{type(path).__name__}")
+    file = Path(path)
+    if not file.exists():
+        raise DlError(f"no such file: {path}")
+    if not file.is_file():
+        raise DlError(f"not a file: {path}")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DlError(f"cannot read {path}: not UTF-8 text") from None
+    except OSError as e:
+        raise DlError(f"cannot read {path}: {e.strerror or e}") from None
