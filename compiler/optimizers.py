@@ -23,6 +23,13 @@ gradient, ``lr`` the learning rate and ``t`` the 1-based step count:
 - **adamw**: first the decoupled decay ``p -= p·weight_decay·lr``, then the
   Adam update of the decayed ``p``.
 
+**Gradient clipping** (Keras's ``clipnorm=`` and ``global_clipnorm=``, accepted by
+every optimizer, off unless given; at most one of them): before the update
+rule, ``clipnorm=c`` scales each parameter's gradient to norm at most ``c``,
+``g·c / max(‖g‖, c)``; ``global_clipnorm=c`` scales all gradients by one
+factor, ``g·c / max(G, c)`` with ``G = sqrt(Σ‖g‖²)`` over every parameter
+(TensorFlow's ``clip_by_global_norm``).  :func:`clip_gradients` emits it.
+
 State tensors are named ``<optimizer>.<slot>.<param>`` (one per parameter and
 slot, the parameter's type, starting at zero), e.g.
 ``rmsprop.velocity.dense_1.kernel``, plus shared state named
@@ -65,15 +72,22 @@ class OptimizerDef:
     slots: Callable[[Hyperparams], list[str]] = lambda hp: []
     shared_slots: dict[str, TensorType] = field(default_factory=dict)
 
+    def accepts(self, key: str) -> bool:
+        """Whether ``key`` (after aliases) is a hyperparameter of this optimizer (its own, or a
+        clipping one, :data:`CLIPPING`)."""
+        key = self.aliases.get(key, key)
+        return key in self.hyperparams or key in CLIPPING
+
     def resolve(self, given: dict[str, float | bool]) -> dict[str, float | bool]:
-        """Hyperparameters with aliases applied and defaults filled.
+        """Hyperparameters with aliases applied and defaults filled (clipping ones only when
+        given: they have no default).
 
         Raises ``KeyError`` naming an unknown hyperparameter.
         """
         out = dict(self.hyperparams)
         for key, value in given.items():
             key = self.aliases.get(key, key)
-            if key not in self.hyperparams:
+            if not self.accepts(key):
                 raise KeyError(key)
             out[key] = value
         return out
@@ -118,7 +132,41 @@ HYPERPARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "beta_2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "epsilon": (lambda v: v >= 0, "a number >= 0"),
     "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "clipnorm": (lambda v: v > 0, "a positive number"),
+    "global_clipnorm": (lambda v: v > 0, "a positive number"),
 }
+
+# Keras's gradient-clipping arguments, taken by every optimizer; at most one is given.
+CLIPPING = ("clipnorm", "global_clipnorm")
+
+
+def clipping_problem(hp: dict[str, float | bool]) -> str | None:
+    """Why the clipping settings in ``hp`` conflict (Keras allows one of them), or None."""
+    given = [k for k in CLIPPING if k in hp]
+    return f"give at most one of {' and '.join(given)}" if len(given) > 1 else None
+
+
+def clip_gradients(b: Builder, hp: Hyperparams, grads: list[Value]) -> list[Value]:
+    """The gradients after the clipping ``hp`` asks for (see the module docstring)."""
+    if "clipnorm" in hp:
+        return [_scale_to(b, g, b.sqrt(b.sum(b.square(g))), float(hp["clipnorm"])) for g in grads]
+    if "global_clipnorm" in hp and grads:
+        first = grads[0]
+        squares = [b.sum(b.square(g)) for g in grads]
+        squares = [s if s.type.dtype == first.type.dtype else b.cast(s, dtype=first.type.dtype) for s in squares]
+        total = squares[0]
+        for s in squares[1:]:
+            total = b.add(total, s)
+        norm = b.sqrt(total)                                     # G = sqrt(sum of |g|^2)
+        return [_scale_to(b, g, norm if norm.type.dtype == g.type.dtype else b.cast(norm, dtype=g.type.dtype),
+                          float(hp["global_clipnorm"])) for g in grads]
+    return grads
+
+
+def _scale_to(b: Builder, g: Value, norm: Value, c: float) -> Value:
+    """g·c / max(norm, c): ``g`` unchanged when ``norm <= c``, else scaled to norm ``c``."""
+    limit = _const(b, c, norm)
+    return b.mul(g, b.div(limit, b.maximum(norm, limit)))
 
 OPTIMIZERS: dict[str, OptimizerDef] = {
     o.name: o for o in [

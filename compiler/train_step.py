@@ -40,7 +40,7 @@ from .diagnostics import DlError, Location
 from .ir.builder import Builder, new_function
 from .ir.core import Function, Module, Op, Value
 from .ir.types import DType, TensorType
-from .optimizers import OPTIMIZERS, OptimizerDef
+from .optimizers import OPTIMIZERS, OptimizerDef, clip_gradients, clipping_problem
 from .passes.cse import attr_key
 
 TRAIN_STEP = "train_step"
@@ -124,6 +124,9 @@ def optimizer_of(info: dict[str, Any], loc: Location | None = None) -> tuple[Opt
         problem = opt.check(key, value)
         if problem is not None:
             raise TrainingError(f"optimizer '{name}': {problem}", loc)
+    problem = clipping_problem(hyperparams)
+    if problem is not None:
+        raise TrainingError(f"optimizer '{name}': {problem}", loc)
     return opt, hyperparams
 
 
@@ -255,6 +258,7 @@ def _apply_optimizer(b: Builder, sig: TrainSignature, args: dict[str, Value], gr
     lr = args[LR_NAME]
     shared = {s.slot: args[s.name] for s in sig.state if s.param is None}
     with b.at(loc):
+        grads = clip_gradients(b, hp, grads)
         new_shared, aux = opt.prepare(b, hp, lr, shared) if opt.prepare else ({}, {})
         new_slots: dict[str, Value] = {}
         new_params = []

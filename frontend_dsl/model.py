@@ -34,7 +34,7 @@ from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module, Op, Value
 from compiler.ir.types import DType, TensorType
 from compiler.metrics import METRICS
-from compiler.optimizers import OPTIMIZERS
+from compiler.optimizers import CLIPPING, OPTIMIZERS, clipping_problem
 
 from . import ast
 from .constants import convert_attr, initializer_spec, named_call, resolve_type
@@ -277,15 +277,15 @@ class ModelLowering:
         given: dict[str, float | bool] = {}
         for kw in kwargs:
             key = opt.aliases.get(kw.name, kw.name)
-            if key not in opt.hyperparams:
-                known = [*opt.hyperparams, *opt.aliases]
+            if not opt.accepts(key):
+                known = [*opt.hyperparams, *opt.aliases, *CLIPPING]
                 raise DlTypeError(f"unknown hyperparameter '{kw.name}' for optimizer '{name}' "
                                   f"(hyperparameters: {', '.join(_hyperparam_names(opt))})", kw.span,
                                   notes=did_you_mean(kw.name, known))
-            kind = "bool" if isinstance(opt.hyperparams[key], bool) else "float"
+            kind = "bool" if isinstance(opt.hyperparams.get(key), bool) else "float"
             given[kw.name] = convert_attr(self.body.const(kw.value), kind,
                                           f"hyperparameter '{kw.name}' of '{name}'", kw.value.span, set())
-            problem = opt.check(kw.name, given[kw.name])
+            problem = opt.check(kw.name, given[kw.name]) or clipping_problem(given)
             if problem is not None:
                 raise DlTypeError(f"optimizer '{name}': {problem}", kw.value.span)
         return {"name": name, **opt.resolve(given)}
@@ -404,7 +404,7 @@ def _default_init(t: TensorType) -> dict[str, Any]:
 
 def _hyperparam_names(opt: Any) -> list[str]:
     inverse = {v: k for k, v in opt.aliases.items()}
-    return [f"{k} ({inverse[k]})" if k in inverse else k for k in opt.hyperparams]
+    return [*(f"{k} ({inverse[k]})" if k in inverse else k for k in opt.hyperparams), *CLIPPING]
 
 
 def _parameters_used(ops: list[Op], value: Value) -> set[Value]:
