@@ -321,6 +321,10 @@ class Body:
             return folded
         opdef = get_op(c.func)          # an op's name or an alias of it (swish)
         if opdef is not None:
+            for kw in c.kwargs:         # softmax(x, mask=m) calls masked_softmax
+                if kw.name in opdef.variants:
+                    opdef = OPS[opdef.variants[kw.name]]
+                    break
             return self.op_call(opdef, c)
         known = [*OPS, *self.functions.names(), *(n for n, d in LAYERS.items() if self.params or d.stateless)]
         raise NameResolutionError(f"unknown function '{c.func}'", c.func_span,
@@ -371,14 +375,17 @@ class Body:
                 raise DlTypeError(f"argument '{key}' of '{op.name}' given twice", kw.span)
             target[key] = kw.value
             spelled[key] = kw.name
-        missing = [n for n in operand_names if n not in tensors] if not op.variadic else []
+        defaults = {n: self.materialize(Lit(op.operand_defaults[n], c.span), None) for n in operand_names
+                    if n not in tensors and n in op.operand_defaults}     # attention's mask: true
+        missing = [n for n in operand_names if n not in tensors and n not in defaults] if not op.variadic else []
         if missing or (op.variadic and not extra):
             got = len(tensors) + len(extra)
             want = len(operand_names)
             raise DlTypeError(f"'{op.name}' takes {want} tensor argument{'s' if want != 1 else ''} "
                               f"({', '.join(operand_names)}), got {got}", c.span,
                               notes=[f"signature: {_signature(op)}"])
-        values = [self.single(tensors[n]) for n in operand_names if n in tensors]
+        values = [defaults[n] if n in defaults else self.single(tensors[n])
+                  for n in operand_names if n in tensors or n in defaults]
         values += [self.single(e) for e in extra]
         operands = self.materialize_all(values)
         attr_values = {k: self.attr(op, k, e, spelled.get(k, k)) for k, e in attrs.items()}

@@ -240,6 +240,14 @@ case("global_pool_flatten", ("global_avg_pool", "global_max_pool", "flatten"), [
      lambda b, p: [b.global_avg_pool(p[0]), b.global_max_pool(p[0], keepdims=True),
                    b.matmul(b.flatten(p[0]), b.constant(np.ones((105, 2), np.float32), F32))])
 
+_QKV = T(F32, "N", 2, 9, 5)
+case("masks", ("tril", "triu", "causal_mask", "masked_softmax"), [T(F32, "N", 6, 7), T(BOOL, "N", 7)],
+     lambda b, p: [b.tril(p[0], k=-1), b.triu(p[0], k=2), b.causal_mask(shape=(6, 7)),
+                   b.masked_softmax(p[0], b.reshape(p[1], shape=("N", 1, 7)))])
+case("attention", ("attention", "attention_grad"), [_QKV, _QKV, _QKV, T(BOOL, "N", 1, 1, 9)],
+     lambda b, p: [b.attention(*p, causal=True), b.attention(p[0], p[1], p[2], b.constant(True, BOOL)),
+                   *b.attention_grad(*p, p[2], p[0], scale=0.5)])
+
 # -- fused chains (one consumer each: one loop nest) ----------------------------------------------------
 
 case("chain_bias_act", (), [T(F32, "N", 50), T(F32, 50)],

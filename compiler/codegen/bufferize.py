@@ -108,7 +108,7 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
     opdef = get_op(op.name)
     if opdef is None:
         raise LoweringError(f"unknown op dl.{op.name}", op.loc)
-    if opdef.kind != COMPOSITE:
+    if opdef.kind != COMPOSITE and not (opdef.expand is not None and opdef.expand(op)):
         new_op = Builder.make(op.name, operands, dict(op.attrs), op.loc)
         b.func.ops.append(new_op)
         return list(new_op.results)
@@ -512,7 +512,7 @@ def has_lowering(name: str) -> bool:
         return True
     if opdef.kind == ELEMENTWISE:
         return opdef.emit is not None
-    return opdef.kind == COMPOSITE and opdef.decompose is not None
+    return (opdef.kind == COMPOSITE or opdef.expand is not None) and opdef.decompose is not None
 
 
 # ---------------------------------------------------------------------------

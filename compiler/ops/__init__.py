@@ -5,6 +5,7 @@ Importing this package fills :data:`OPS`; the modules below are the table.
 
 from . import (  # noqa: F401
                activations,
+               attention,
                contraction,
                conv,
                elementwise,

@@ -97,6 +97,9 @@ class OpDef:
     lower: Callable[..., Any] | None = None       # codegen kernel for non-elementwise ops
     decompose: Callable[..., Any] | None = None   # expansion into simpler dl ops
     canonical: Callable[..., Any] | None = None   # the form Builder.emit builds the op in
+    expand: Callable[..., bool] | None = None     # expand(op): lower this one by its decompose rule
+    operand_defaults: dict[str, Any] = field(default_factory=dict)   # the language fills these in
+    variants: dict[str, str] = field(default_factory=dict)   # keyword operand -> the op it calls
     storage: frozenset[DType] = frozenset()       # the storage dtypes (f16 bf16 i8 u8) it takes
 
     @property
@@ -113,6 +116,13 @@ class OpDef:
             if t.dtype.is_storage and t.dtype not in self.storage:
                 raise ShapeError(storage_problem(t.dtype))
         return results
+
+    def def_expand(self, fn: Callable) -> Callable:
+        """``fn(op) -> bool``: codegen expands ``op`` by its ``decompose`` rule instead of
+        lowering it with its kernel (a case the kernel does not take, such as a symbolic head
+        size for the fused attention kernel)."""
+        self.expand = fn
+        return fn
 
     def takes_storage(self, dtypes: frozenset[DType] | None = None) -> None:
         """Declare that the op takes the storage dtypes ``dtypes`` (default: all four)."""

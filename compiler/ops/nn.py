@@ -61,6 +61,9 @@ log_softmax = define(
     """)
 
 
+softmax.variants["mask"] = "masked_softmax"     # softmax(x, mask=m): ops/attention.py
+
+
 @softmax.def_reference
 def _(x, *, axis: int):
     return stable_softmax(x, axis).astype(x.dtype, copy=False)

@@ -4,7 +4,7 @@ Importing this package fills the table; each module below defines layers
 (see :mod:`.base` for what a definition holds).
 """
 
-from . import conv, dense, dropout, embedding, normalization, pool  # noqa: F401  (each module defines its layers)
+from . import attention, conv, dense, dropout, embedding, normalization, pool  # noqa: F401  (each module defines its layers)
 from .base import ACTIVATION_ALIASES, LAYERS, LayerCall, LayerDef, define_layer
 
 __all__ = ["ACTIVATION_ALIASES", "LAYERS", "LayerCall", "LayerDef", "define_layer"]
