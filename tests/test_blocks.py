@@ -182,7 +182,7 @@ def test_std_transformer_block_twice_makes_two_sets_of_weights_and_sinusoids_are
               ' output p = transformer_block(h, heads=4, dim=16)\n loss mse(p, y)\n optimizer sgd\n}\n')
     module = compile_source(source, "m.dl")
     names = param_names(module)
-    assert len(names) == 2 * 16 and "transformer_block_1.attn.q.kernel" in names
+    assert len(names) == 2 * 16 and "transformer_block_1.attn.query_kernel" in names
     assert "transformer_block_2.mlp.up.kernel" in names
     shapes = {p.name: p.type.dsl_str() for p in module.get("predict").params}
     assert shapes["transformer_block_2.mlp.up.kernel"] == "f32[16, 64]"
