@@ -24,7 +24,8 @@ a directory               IDX files ``train-images*``, ``train-labels*`` and
 ``file.csv``              a header row, numeric columns; ``label_column`` names
                           the target column, every other column is a feature
 a synthetic name          ``linear_regression``, ``xor``, ``student_pass``,
-                          ``student_grade``, ``sigmoid_chain`` (seeded)
+                          ``student_grade``, ``sigmoid_chain``,
+                          ``text_classifier``, ``adder_gpt`` (seeded)
 nothing                   the synthetic set named like the model, else
                           Fashion-MNIST for a model named ``fmnist...`` or
                           ``fashion...`` and MNIST for any other model with a
@@ -525,6 +526,53 @@ def text_classifier(rng: np.random.Generator, spec: DataSpec | None = None) -> D
     return Dataset("text_classifier", x, y, xt, yt,
                    f"topic of {TEXT_LENGTH}-token documents over a {TEXT_VOCAB}-word vocabulary",
                    epochs=3, batch_size=64)
+
+
+ADDER_DIGITS = 3          # n of the n-digit problems when no model says otherwise
+ADDER_TRAIN, ADDER_TEST = 50000, 2000
+
+
+@_synthetic("adder_gpt")
+def adder_gpt(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """n-digit addition as minGPT's adder demo writes it, generated with a seed.
+
+    A problem ``a + b = c`` is the token sequence of a's n digits, b's n
+    digits (most significant first, zero-padded) and c's n + 1 digits
+    *reversed* (least significant first, so each answer digit depends on
+    digits already written); tokens are the digits 0-9.  The input ``x`` is
+    the first 3n tokens, ``[N, 3n]``; the target ``y`` is the answer,
+    ``[N, n + 1]``: the tokens at positions 2n .. 3n of the sequence, which a
+    causal model predicts at positions 2n - 1 .. 3n - 1 of its input.  n is
+    the model input's length / 3 (3 by default).  50000 training and 2000
+    held-out problems, drawn without replacement from all 10^2n pairs (every
+    pair when there are fewer), so no test problem is in the training set.
+    """
+    n = _adder_digits(spec)
+    pairs = 10 ** (2 * n)
+    total = min(pairs, ADDER_TRAIN + ADDER_TEST)
+    test = min(ADDER_TEST, total // 5)
+    chosen = rng.choice(pairs, size=total, replace=False)
+    a, b = chosen // 10 ** n, chosen % 10 ** n
+    tokens = np.concatenate([_digits(a, n), _digits(b, n), _digits(a + b, n + 1)[:, ::-1]], axis=1)
+    x, y = tokens[:, :3 * n].astype(np.int32), tokens[:, 2 * n:].astype(np.int32)
+    return Dataset("adder_gpt", x[test:], y[test:], x[:test], y[:test],
+                   f"{n}-digit addition a + b = c as digit tokens (c reversed)", epochs=20, batch_size=64)
+
+
+def _adder_digits(spec: DataSpec | None) -> int:
+    if spec is None or not spec.inputs:
+        return ADDER_DIGITS
+    length = spec.inputs[0].shape[-1] if len(spec.inputs[0].shape) == 2 else None
+    if not isinstance(length, int) or length % 3 or length < 3:
+        raise DlRuntimeError(f"the adder_gpt data needs an input of [N, 3n] tokens (n digits), got "
+                             f"{spec.inputs[0].dsl_str()}")
+    return length // 3
+
+
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    """Each value's ``width`` decimal digits, most significant first: ``[len(values), width]``."""
+    powers = 10 ** np.arange(width - 1, -1, -1)
+    return (values[:, None] // powers[None, :]) % 10
 
 
 def _feature_width(spec: TensorSpec) -> int:

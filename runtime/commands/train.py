@@ -50,7 +50,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data`` and ``--label-column``, shared by train and evaluate."""
     parser.add_argument("--data", default=None, metavar="NAME|DIR|FILE",
                         help="mnist, fashion-mnist, a synthetic set (linear_regression, xor, student_pass, "
-                             "student_grade, sigmoid_chain, text_classifier), a directory of IDX files, "
+                             "student_grade, sigmoid_chain, text_classifier, adder_gpt), a directory of IDX files, "
                              "a .npz (x, y[, x_test, y_test]) "
                              "or a .csv; default: chosen from the model")
     parser.add_argument("--label-column", default=None, metavar="NAME",
