@@ -25,7 +25,8 @@ a directory               IDX files ``train-images*``, ``train-labels*`` and
                           the target column, every other column is a feature
 a synthetic name          ``linear_regression``, ``xor``, ``student_pass``,
                           ``student_grade``, ``sigmoid_chain``,
-                          ``text_classifier``, ``adder_gpt`` (seeded)
+                          ``text_classifier``, ``adder_gpt``, ``char_gpt``
+                          (seeded; char_gpt is the project's docs/*.md)
 nothing                   the synthetic set named like the model, else
                           Fashion-MNIST for a model named ``fmnist...`` or
                           ``fashion...`` and MNIST for any other model with a
@@ -573,6 +574,44 @@ def _digits(values: np.ndarray, width: int) -> np.ndarray:
     """Each value's ``width`` decimal digits, most significant first: ``[len(values), width]``."""
     powers = 10 ** np.arange(width - 1, -1, -1)
     return (values[:, None] // powers[None, :]) % 10
+
+
+CHAR_WINDOW = 64          # tokens per sample when the model's sequence length is a symbol
+DOCS_DIR = REPO_ROOT / "docs"
+
+
+@_synthetic("char_gpt")
+def char_gpt(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """Character-level language modelling on the project's own documentation.
+
+    The text is ``docs/*.md`` of this checkout, concatenated in name order,
+    as UTF-8 bytes (tokens 0-255).  Samples are windows of T bytes (the model
+    input's length, 64 when it is a symbol) starting every T/2 bytes; ``x``
+    is a window and ``y`` the same window one byte later (the next byte at
+    each position), both ``[N, T]`` int32.  The last 10% of the text is the
+    validation split, so no validation window overlaps a training one.  The
+    training windows are shuffled with the seed.
+    """
+    text = b"\n".join(p.read_bytes() for p in sorted(DOCS_DIR.glob("*.md")))
+    if not text:
+        raise DlRuntimeError(f"the char_gpt data needs the project's docs: no {DOCS_DIR}/*.md")
+    window = CHAR_WINDOW
+    if spec is not None and spec.inputs and len(spec.inputs[0].shape) == 2 \
+            and isinstance(spec.inputs[0].shape[1], int):
+        window = spec.inputs[0].shape[1]
+    tokens = np.frombuffer(text, np.uint8).astype(np.int32)
+    split = int(len(tokens) * 0.9)
+
+    def windows(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.arange(0, len(part) - window - 1, max(window // 2, 1))
+        idx = starts[:, None] + np.arange(window)[None, :]
+        return part[idx], part[idx + 1]
+    x, y = windows(tokens[:split])
+    order = rng.permutation(len(x))
+    xt, yt = windows(tokens[split:])
+    return Dataset("char_gpt", x[order], y[order], xt, yt,
+                   f"next byte of docs/*.md ({len(tokens)} bytes, windows of {window})", epochs=5,
+                   batch_size=32)
 
 
 def _feature_width(spec: TensorSpec) -> int:
