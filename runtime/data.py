@@ -557,7 +557,7 @@ def adder_gpt(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset
     tokens = np.concatenate([_digits(a, n), _digits(b, n), _digits(a + b, n + 1)[:, ::-1]], axis=1)
     x, y = tokens[:, :3 * n].astype(np.int32), tokens[:, 2 * n:].astype(np.int32)
     return Dataset("adder_gpt", x[test:], y[test:], x[:test], y[:test],
-                   f"{n}-digit addition a + b = c as digit tokens (c reversed)", epochs=20, batch_size=64)
+                   f"{n}-digit addition a + b = c as digit tokens (c reversed)", epochs=3, batch_size=64)
 
 
 def _adder_digits(spec: DataSpec | None) -> int:
