@@ -546,7 +546,8 @@ def adder_gpt(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset
     causal model predicts at positions 2n - 1 .. 3n - 1 of its input.  n is
     the model input's length / 3 (3 by default).  50000 training and 2000
     held-out problems, drawn without replacement from all 10^2n pairs (every
-    pair when there are fewer), so no test problem is in the training set.
+    pair when there are fewer, a fifth of them held out), so no test problem
+    is in the training set.
     """
     n = _adder_digits(spec)
     pairs = 10 ** (2 * n)
