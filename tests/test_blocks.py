@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,30 @@ def test_std_sinusoidal_positions_are_vaswani_s() -> None:
     i = np.arange(6)[None, :]
     angle = t / 10000.0 ** ((i // 2 * 2) / 6)
     np.testing.assert_allclose(out, np.where(i % 2 == 0, np.sin(angle), np.cos(angle)), atol=2e-6)
+
+
+def _layer_norm(x, gamma, beta, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * gamma + beta
+
+
+def test_std_transformer_block_is_gpt2_s_pre_norm_block() -> None:
+    source = ('use "std/nn.dl"\nmodel m {\n input x: f32[B, T, 8]\n target y: f32[B, T, 8]\n'
+              ' output p = transformer_block(x, heads=2, dim=8)\n loss mse(p, y)\n optimizer sgd\n}\n')
+    f = compile_source(source, "m.dl").get("predict")
+    rng = np.random.default_rng(5)
+    w = {p.name: rng.standard_normal([int(d) for d in p.type.shape]) * 0.4 for p in f.params[:-1]}
+    x = rng.standard_normal((2, 4, 8))
+    got = interpret(f, [*(v.astype(np.float32) for v in w.values()), x.astype(np.float32)])[0]
+
+    def p(name):
+        return w[f"transformer_block_1.{name}"]
+    h = _layer_norm(x, p("ln1.gamma"), p("ln1.beta"))
+    attn = [p(f"attn.{k}") for k in ("query_kernel", "query_bias", "key_kernel", "key_bias", "value_kernel",
+                                      "value_bias", "output_kernel", "output_bias")]
+    a = x + _numpy_attention(h, *attn, heads=2)
+    h = _layer_norm(a, p("ln2.gamma"), p("ln2.beta"))
+    up = h @ p("mlp.up.kernel") + p("mlp.up.bias")
+    gelu = up / 2 * (1 + np.vectorize(math.erf)(up / np.sqrt(2)))
+    want = a + gelu @ p("mlp.down.kernel") + p("mlp.down.bias")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
