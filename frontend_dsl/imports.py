@@ -69,10 +69,10 @@ class _Loader:
         found = next((p for p in looked if p.is_file()), None)
         if found is None:
             raise NameResolutionError(f"cannot find '{use.path}' (looked in "
-                                      f"{', '.join(str(p) for p in looked)})", use.span)
+                                      f"{', '.join(_shown(str(p)) for p in looked)})", use.span)
         key = _key(str(found))
         if key in chain:
-            cycle = " -> ".join([*chain[chain.index(key):], key])
+            cycle = " -> ".join(_shown(k) for k in [*chain[chain.index(key):], key])
             raise NameResolutionError(f"'use' cycle: {cycle}", use.span)
         if key in self.loaded:
             return
@@ -89,6 +89,15 @@ class _Loader:
 def _directory_of(file: str) -> Path:
     path = Path(file)
     return path.parent if file and not file.startswith("<") else Path.cwd()
+
+
+def _shown(file: str) -> str:
+    """A path as an error shows it: relative to the current directory when inside it."""
+    path = Path(file)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return file
 
 
 def _key(file: str) -> str:
