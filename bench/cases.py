@@ -6,7 +6,8 @@ timed in a worker (compile time, peak memory) are run by :mod:`bench.run`
 through their own subprocesses.
 
 Case ids: ``sgemm-<size>`` / ``sgemm-<mlp shape>``, ``step-<batch>``,
-``epoch``, ``infer-<batch>``, ``vmath-<fn>``, ``compile-cold``,
+``epoch``, ``infer-<batch>``, ``vmath-<fn>``, ``attention-fwd-<BxHxTxD>``,
+``attention-train-<BxHxTxD>``, ``compile-cold``,
 ``compile-warm``, ``memory``.  Groups (``--cases sgemm,step``) select every
 case whose id starts with the group name.
 """
@@ -160,6 +161,35 @@ def _vmath_cases() -> list[Case]:
             for fn in ("exp", "log", "tanh", "sigmoid")]
 
 
+# Causal attention over [B, H, T, D] (issue 22): the op alone, forward and forward + backward.
+ATTENTION_SHAPES = ((8, 4, 256, 32), (1, 8, 1024, 64))
+
+
+def attention_flop(shape: tuple[int, int, int, int], backward: bool) -> float:
+    """Multiply-adds x 2 of causal attention (half the T x T scores): 2 products forward,
+    5 more backward (scores and ``do v^T`` again, ``dv``, ``dk``, ``dq``)."""
+    b, h, t, d = shape
+    products = 2 + (5 if backward else 0)
+    return 2.0 * b * h * t * t * d * products / 2
+
+
+def _attention_cases() -> list[Case]:
+    """Forward (target: at least PyTorch's ``scaled_dot_product_attention``) and forward +
+    backward, each in GFLOP/s of the causal work."""
+    cases = []
+    for shape in ATTENTION_SHAPES:
+        dims = "x".join(str(n) for n in shape)
+        for backward in (False, True):
+            what = "forward + backward" if backward else "forward"
+            targets = {} if backward else _every_thread_count(Target(1.0, TORCH, False))
+            cases.append(Case(f"attention-{'train' if backward else 'fwd'}-{dims}",
+                              f"causal attention {what}, [B, H, T, D] = {list(shape)}", "GFLOP/s",
+                              (DLC, TORCH, TORCH_COMPILE, JAX),
+                              {"shape": shape, "backward": backward, "flop": attention_flop(shape, backward)},
+                              targets, quick=shape == ATTENTION_SHAPES[0]))
+    return cases
+
+
 # Cases run by bench.run itself (subprocesses), not timed in a worker.
 COMPILE_COLD = Case("compile-cold", "dlc compile, cold cache (MLP model)", "s", (DLC,),
                     targets={0: Target(1.0, "absolute", True)}, threads=(0,))
@@ -171,11 +201,11 @@ SPEEDUP = Case("sgemm-1024-speedup", "sgemm 1024, 2-thread speedup", "x", (DLC, 
                targets={0: Target(1.8, "absolute", False)}, threads=(0,))
 
 WORKER_CASES: list[Case] = (_sgemm_cases() + _step_cases() + _infer_cases() + _vmath_cases()
-                            + [_epoch_case()])
+                            + [_epoch_case()] + _attention_cases())
 PROCESS_CASES: list[Case] = [COMPILE_COLD, COMPILE_WARM, MEMORY]
 ALL_CASES: list[Case] = WORKER_CASES + PROCESS_CASES
 BY_ID: dict[str, Case] = {c.id: c for c in ALL_CASES + [SPEEDUP]}
-GROUPS = ("sgemm", "step", "infer", "vmath", "epoch", "compile", "memory")
+GROUPS = ("sgemm", "step", "infer", "vmath", "epoch", "compile", "memory", "attention")
 
 
 class UnknownCase(ValueError):

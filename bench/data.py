@@ -179,3 +179,29 @@ def params_close(got: MlpParams, want: MlpParams, tol: float = 1e-4) -> str | No
         if not err <= tol:
             return f"{name}: max error {err:.2e} after one step"
     return None
+
+
+# ---------------------------------------------------------------------------
+# attention (bench.cases.ATTENTION_SHAPES): causal, scale 1/sqrt(D)
+
+
+def attention_inputs(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """``q, k, v`` and the output weights ``w`` (the loss is ``sum(attention(q, k, v) * w)``),
+    f32 ``[B, H, T, D]`` from a fixed seed."""
+    rng = np.random.default_rng(22)
+    return tuple(rng.standard_normal(shape).astype(np.float32) for _ in range(4))
+
+
+def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, w: np.ndarray
+                        ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """float64 causal attention and the gradients of ``sum(out * w)`` for q, k, v."""
+    q, k, v, w = (a.astype(np.float64) for a in (q, k, v, w))
+    t = q.shape[-2]
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    s = np.where(np.tril(np.ones((t, t), bool)), q @ np.swapaxes(k, -1, -2) * scale, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    out = p @ v
+    dp = w @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - np.sum(dp * p, -1, keepdims=True)) * scale
+    return out, (ds @ k, np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ w)

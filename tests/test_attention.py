@@ -17,12 +17,14 @@ import pytest
 
 import runtime
 from compiler.checking.gradcheck import gradcheck
+from compiler.codegen import threads
+from compiler.codegen.driver import stage_text
 from compiler.diagnostics import DlError, DlTypeError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Function, Module
 from compiler.ir.interpreter import interpret
 from compiler.ir.types import DType, TensorType
-from compiler.ops.attention import attention_np, causal_mask_np
+from compiler.ops.attention import attention_grad_np, attention_np, causal_mask_np
 from compiler.passes.autodiff import grad, inline_function
 from frontend_dsl.api import compile_source
 
@@ -78,6 +80,18 @@ def test_causal_mask_is_aligned_at_the_bottom_right():
     np.testing.assert_array_equal(causal_mask_np(3, 3), np.tril(np.ones((3, 3), bool)))
     np.testing.assert_array_equal(causal_mask_np(1, 4), np.ones((1, 4), bool))
     np.testing.assert_array_equal(causal_mask_np(2, 4), [[1, 1, 1, 0], [1, 1, 1, 1]])
+
+
+def test_sinusoidal_positions_are_the_transformers():
+    f, b = new_function("f", [])
+    f.outputs = [b.sinusoidal_positions(shape=(50, 16))]
+    (pe,) = interpret(f, [])
+    t, i = np.arange(50)[:, None], np.arange(8)[None, :]
+    angle = t / 10000.0 ** (2 * i / 16)
+    np.testing.assert_allclose(pe[:, 0::2], np.sin(angle), atol=2e-6)
+    np.testing.assert_allclose(pe[:, 1::2], np.cos(angle), atol=2e-6)
+    lib = runtime.compile(Module([f]), cache=False, passes="")
+    np.testing.assert_allclose(lib.f(), pe, atol=1e-5)
 
 
 CASES = [
@@ -138,6 +152,158 @@ def test_shape_rule_errors():
         b.attention(f.params[0], f.params[1], f.params[1], b.constant(True, BOOL))
     with pytest.raises(DlTypeError, match="does not broadcast"):
         b.attention(f.params[0], f.params[0], f.params[0], f.params[2])
+
+
+# ---------------------------------------------------------------------------
+# native code: the fused kernels
+
+
+def grad_function(f: Function) -> Function:
+    """``attention_grad`` of ``f``'s attention: ``(q, k, v, mask, o, do) -> dq, dk, dv``."""
+    q, k, v, mask = f.params
+    o_type = f.outputs[0].type
+    g, b = new_function("g", [(p.name, p.type) for p in f.params] + [("o", o_type), ("do", o_type)])
+    g.outputs = list(b.attention_grad(*g.params, **f.ops[-1].attrs))
+    return g
+
+
+def ulps(got: np.ndarray, want: np.ndarray, scale: np.ndarray) -> float:
+    """The largest error of ``got`` against float64 ``want`` in units of f32 epsilon times
+    ``scale`` (the magnitude the result is a weighted sum of)."""
+    if got.size == 0:
+        return 0.0
+    return float(np.max(np.abs(got.astype(np.float64) - want) / (np.finfo(np.float32).eps * scale)))
+
+
+NATIVE_CASES = [
+    *CASES,
+    ((2, 2, 16, 32), (2, 2, 300, 32), 32, (2, 1, 16, 300), {}),            # many key blocks, a 4-d mask
+    ((1, 1, 70, 8), (1, 1, 70, 8), 8, (70, 70), {"causal": True}),         # a dense [T, T] mask
+]
+
+
+@pytest.fixture(scope="module")
+def native_cases():
+    funcs = []
+    for n, (shape_q, shape_k, dv, mask_shape, attrs) in enumerate(NATIVE_CASES):
+        f = attention_function(shape_q, shape_k, dv, mask_shape, **attrs)
+        f.name = f"f{n}"
+        g = grad_function(f)
+        g.name = f"g{n}"
+        funcs += [f, g]
+    return runtime.compile(Module(funcs), cache=False, passes="")
+
+
+@pytest.mark.parametrize("n", range(len(NATIVE_CASES)))
+def test_native_matches_the_reference_and_the_float64_oracle(native_cases, n):
+    shape_q, shape_k, dv, mask_shape, attrs = NATIVE_CASES[n]
+    rng = np.random.default_rng(10 + n)
+    q, k = rng.standard_normal(shape_q).astype(np.float32), rng.standard_normal(shape_k).astype(np.float32)
+    v = rng.standard_normal((*shape_k[:-1], dv)).astype(np.float32)
+    mask = rng.random(mask_shape) < 0.8
+    if mask.ndim >= 2:
+        mask[..., 0, :] = False                         # a fully masked query row
+    out = native_cases[f"f{n}"](q, k, v, mask)
+    (ref,) = interpret(native_cases.module.get(f"f{n}"), [q, k, v, mask])
+    scale = attrs.get("scale", 1 / np.sqrt(shape_q[-1]))
+    allowed = mask & causal_mask_np(shape_q[-2], shape_k[-2]) if attrs.get("causal") else mask
+    exact = oracle(q, k, v, allowed, scale)
+    vmax = max(float(np.abs(v).max(initial=0)), 1.0)
+    assert ulps(out, exact, vmax) <= 16
+    assert ulps(ref, exact, vmax) <= 16
+    assert not np.isnan(out).any()
+    dead = ~np.broadcast_to(allowed, (*shape_q[:-1], shape_k[-2])).any(-1)
+    assert np.all(out[dead] == 0)                      # no key: zeros, not NaN
+    do = rng.standard_normal(out.shape).astype(np.float32)
+    grads = native_cases[f"g{n}"](q, k, v, mask, ref, do)
+    want = attention_grad_np(*(a.astype(np.float64) for a in (q, k, v)), mask, ref.astype(np.float64),
+                             do.astype(np.float64), scale=attrs.get("scale"), causal=attrs.get("causal", False))
+    refs = interpret(native_cases.module.get(f"g{n}"), [q, k, v, mask, ref, do])
+    for got, r, w in zip(grads, refs, want):
+        size = max(float(np.abs(w).max(initial=0)), 1.0)
+        assert ulps(got, w, size) <= 64 and ulps(r, w, size) <= 64
+        assert not np.isnan(got).any()
+
+
+@pytest.mark.parametrize("causal,tq,tk", [(True, 100, 100), (True, 61, 130), (False, 50, 130)])
+def test_unmasked_key_blocks_match_the_oracle(causal, tq, tk):
+    """Without a mask buffer, key blocks below every row's diagonal skip the masking."""
+    f, b = new_function("f", [("q", T(F32, 2, 3, tq, 8)), ("k", T(F32, 2, 3, tk, 8)), ("v", T(F32, 2, 3, tk, 8)),
+                              ("w", T(F32, 2, 3, tq, 8))])
+    out = b.attention(*f.params[:3], b.constant(True, BOOL), causal=causal)
+    f.outputs = [b.sum(b.mul(out, f.params[3])), out]
+    g = grad(Module([f]), "f", ["q", "k", "v"], new_name="g", with_value=True)
+    lib = runtime.compile(Module([g]), cache=False, passes="")
+    rng = np.random.default_rng(12)
+    q, k, v, w = (rng.standard_normal(p.type.shape).astype(np.float32) for p in f.params)
+    _loss, got, *grads = lib.g(q, k, v, w)
+    allowed = causal_mask_np(tq, tk) if causal else np.array(True)
+    assert ulps(got, oracle(q, k, v, allowed, 1 / np.sqrt(8)), 4.0) <= 16
+    want = attention_grad_np(*(a.astype(np.float64) for a in (q, k, v)), np.array(True), got.astype(np.float64),
+                             w.astype(np.float64), scale=None, causal=causal)
+    for got_grad, exact in zip(grads, want):
+        assert ulps(got_grad, exact, max(float(np.abs(exact).max()), 1.0)) <= 64
+
+
+def test_large_logits_natively():
+    rng = np.random.default_rng(3)
+    q = (rng.standard_normal((1, 1, 40, 8)) * 100).astype(np.float32)
+    k = (rng.standard_normal((1, 1, 40, 8)) * 100).astype(np.float32)      # scores around 1e4
+    v = rng.standard_normal((1, 1, 40, 8)).astype(np.float32)
+    f = attention_function((1, 1, 40, 8), (1, 1, 40, 8), 8, (), causal=True)
+    lib = runtime.compile(Module([f]), cache=False, passes="")
+    out = lib.f(q, k, v, np.array(True))
+    (ref,) = interpret(f, [q, k, v, np.array(True)])
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_results_identical_across_thread_counts():
+    f = attention_function(("B", 4, 64, 32), ("B", 4, 64, 32), 32, (), causal=True)
+    g = grad_function(f)
+    lib = runtime.compile(Module([f, g]), cache=False, passes="")
+    rng = np.random.default_rng(8)
+    q, k, v, do = (rng.standard_normal((8, 4, 64, 32)).astype(np.float32) for _ in range(4))
+    mask = np.array(True)
+    results = []
+    for t in (1, 2, 3):
+        threads.set_num_threads(lib._library, t)
+        out = np.array(lib.f(q, k, v, mask), copy=True)
+        results.append([out, *(np.array(r, copy=True) for r in lib.g(q, k, v, mask, out, do))])
+    threads.set_num_threads(lib._library, threads.num_threads())
+    for res in results[1:]:
+        for a, c in zip(res, results[0]):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_the_fused_kernel_stores_no_score_matrix():
+    f = attention_function(("B", 4, "T", 32), ("B", 4, "T", 32), 32, (), causal=True)
+    g = grad_function(f)
+    text = stage_text(Module([f, g]), "loops")
+    assert "attention.forward" in text and "attention.backward" in text
+    assert "T, T]" not in text                         # no [.., T, T] buffer: memory O(T*D)
+
+
+def test_a_gradient_reuses_the_forward_statistics_natively():
+    """In one function the backward kernel reads the forward's row log-sum-exp and its
+    transposed keys; the gradients equal the interpreter's (the unfused composition)."""
+    shape = ("B", 2, "T", 12)
+    f, b = new_function("loss", [("q", T(F32, *shape)), ("k", T(F32, *shape)), ("v", T(F32, *shape)),
+                                 ("w", T(F32, *shape))])
+    out = b.attention(*f.params[:3], b.constant(True, BOOL), causal=True)
+    f.outputs = [b.sum(b.mul(out, f.params[3]))]
+    m = Module([f])
+    g = grad(m, "loss", ["q", "k", "v"], new_name="dloss")
+    loops = [line for line in stage_text(Module([g]), "loops").splitlines() if "attention." in line]
+    forward, backward = loops
+    lse = forward.split(": ")[1].split(" = ")[0].split(", ")[1]        # the forward's second output
+    assert backward.rstrip(")").endswith(lse)
+    assert sum("= %k[i0, i1, i3, i2]" in line for line in stage_text(Module([g]), "loops").splitlines()) == 1
+    lib = runtime.compile(Module([g]), cache=False, passes="")
+    rng = np.random.default_rng(9)
+    args = [rng.standard_normal((3, 2, 21, 12)).astype(np.float32) for _ in range(4)]
+    for got, want in zip(lib.dloss(*args), interpret(g, args)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------

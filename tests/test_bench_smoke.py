@@ -325,3 +325,30 @@ def test_load_is_the_median_background():
     busy = table([r], ("dlc", "numpy")).splitlines()
     assert "| PASS*" in busy[2] and busy[-1].startswith("\\* timed while other processes")
     assert machine_busy_seconds() > 0
+
+
+# -- attention -------------------------------------------------------------------
+
+
+def test_attention_cases_and_their_oracle():
+    ids = [c.id for c in C.select(["attention"], quick=False)]
+    assert ids == ["attention-fwd-8x4x256x32", "attention-train-8x4x256x32",
+                   "attention-fwd-1x8x1024x64", "attention-train-1x8x1024x64"]
+    assert C.BY_ID["attention-fwd-1x8x1024x64"].targets[1].versus == C.TORCH
+    from compiler.ops.attention import attention_grad_np, attention_np
+    q, k, v, w = (a[:1, :2, :9, :5] for a in data.attention_inputs((1, 2, 16, 8)))
+    out, grads = data.reference_attention(q, k, v, w)
+    args = [a.astype(np.float64) for a in (q, k, v)]
+    np.testing.assert_allclose(out, attention_np(*args, np.array(True), scale=None, causal=True), rtol=1e-12)
+    want = attention_grad_np(*args, np.array(True), out, w.astype(np.float64), scale=None, causal=True)
+    for got, exact in zip(grads, want):
+        np.testing.assert_allclose(got, exact, rtol=1e-10, atol=1e-12)
+
+
+def test_the_dlc_attention_adapter_checks_and_runs():
+    from bench.peers import dlc_impl
+    for backward in (False, True):
+        case = C.Case("attention-x", "small", "GFLOP/s", (C.DLC,), {"shape": (1, 2, 24, 8), "backward": backward})
+        run = dlc_impl.build(C.DLC, case)
+        result = run()
+        assert (len(result) == 3) if backward else (result.shape == (1, 2, 24, 8))

@@ -241,8 +241,10 @@ case("global_pool_flatten", ("global_avg_pool", "global_max_pool", "flatten"), [
                    b.matmul(b.flatten(p[0]), b.constant(np.ones((105, 2), np.float32), F32))])
 
 _QKV = T(F32, "N", 2, 9, 5)
-case("masks", ("tril", "triu", "causal_mask", "masked_softmax"), [T(F32, "N", 6, 7), T(BOOL, "N", 7)],
+case("masks", ("tril", "triu", "causal_mask", "masked_softmax", "sinusoidal_positions"),
+     [T(F32, "N", 6, 7), T(BOOL, "N", 7)],
      lambda b, p: [b.tril(p[0], k=-1), b.triu(p[0], k=2), b.causal_mask(shape=(6, 7)),
+                   b.sinusoidal_positions(shape=(37, 6)), b.sinusoidal_positions(shape=(3, 5), dtype=F64),
                    b.masked_softmax(p[0], b.reshape(p[1], shape=("N", 1, 7)))])
 case("attention", ("attention", "attention_grad"), [_QKV, _QKV, _QKV, T(BOOL, "N", 1, 1, 9)],
      lambda b, p: [b.attention(*p, causal=True), b.attention(p[0], p[1], p[2], b.constant(True, BOOL)),

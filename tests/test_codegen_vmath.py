@@ -11,16 +11,21 @@ the vector body and the masked tail both run) against
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
+import llvmlite.binding as llvm
 import numpy as np
 import pytest
+from llvmlite import ir
 
 import runtime
+from compiler.codegen.target import CodegenOptions, host_target, target_machine
 from compiler.codegen.vmath import ULP_BOUNDS, tanh_coefficients
 from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.types import DType, TensorType
+from runtime.native import NativeLibrary
 
 FUNCS = ("exp", "log", "tanh", "sigmoid")
 DTYPES = {"f32": DType.f32, "f64": DType.f64}
@@ -163,3 +168,49 @@ def test_inlined_into_the_loop(name):
     text = stage_text(Module([f]), "llvm-opt")
     assert f"@dlc.vmath.{name}." not in text
     assert "fdiv" in text or "fmul" in text      # the math itself is there
+
+
+def _exp_pair_library(fty: ir.Type, width: int) -> NativeLibrary:
+    """``pair(const T *x, T *out)``: ``out[0:W] = exp(x)``, ``out[W:2W] = exp_nonpositive(x)``."""
+    from compiler.codegen import vmath
+    ptr = fty.as_pointer()
+    vty = ir.VectorType(fty, width)
+    module = ir.Module("pair")
+    module.triple = host_target().triple
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr]), "pair")
+    b = ir.IRBuilder(fn.append_basic_block())
+    src, dst = fn.args
+    x = b.load(b.bitcast(src, vty.as_pointer()), align=4)
+    for k, value in enumerate((vmath.exp(b, x), vmath.exp_nonpositive(b, x))):
+        b.store(value, b.bitcast(b.gep(dst, [ir.Constant(ir.IntType(64), k * width)]), vty.as_pointer()), align=4)
+    b.ret_void()
+    parsed = llvm.parse_assembly(str(module))
+    parsed.verify()
+    return NativeLibrary(target_machine(CodegenOptions()).emit_object(parsed))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_of_nonpositive_arguments_is_exp_where_the_result_is_normal(dtype):
+    """The softmax exp of the fused attention kernels: exp's bits for x in [lowest, 0] (and a
+    little above 0), 0 below the smallest normal result and at -inf, NaN for NaN."""
+    fty = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
+    width = 16
+    lib = _exp_pair_library(fty, width)
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(lib.address("pair"))
+    lowest = float(np.log(np.finfo(dtype).tiny))
+    rng = np.random.default_rng(0)
+    samples = [rng.uniform(lowest + 0.5, 0.5, 4096).astype(dtype),
+               np.array([0.0, -0.0, -1e-30, 1e-7, -0.3465, -87.0, -700.0, -np.inf, np.nan, lowest - 1,
+                         -1e30, 0.25, -5.0, -20.0, -40.5, -80.25], dtype)]
+    for x in samples:
+        for start in range(0, x.size, width):
+            chunk = np.ascontiguousarray(x[start:start + width])
+            if chunk.size < width:
+                continue
+            out = np.empty(2 * width, dtype)
+            fn(chunk.ctypes.data, out.ctypes.data)
+            full, fast = out[:width], out[width:]
+            normal = chunk >= lowest
+            np.testing.assert_array_equal(fast[normal], full[normal])
+            assert np.all(fast[~normal & ~np.isnan(chunk)] == 0)
+            assert np.all(np.isnan(fast[np.isnan(chunk)]))

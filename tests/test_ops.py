@@ -153,6 +153,7 @@ def _samples() -> dict[str, tuple[list[TensorType], list[np.ndarray], dict[str, 
     s["tril"] = ([n4], [x34], {"k": 1})
     s["triu"] = ([T(F32, 2, "N", 4)], [rand(2, 3, 4)], {"k": -1})
     s["causal_mask"] = ([], [], {"shape": (2, 3)})
+    s["sinusoidal_positions"] = ([], [], {"shape": (5, 6), "base": 100.0})
     s["masked_softmax"] = ([n4, T(BOOL, 4)], [x34, np.array([True, False, True, True])], {"axis": -1})
     qkv = T(F32, "N", 2, 5, 4)
     q, k, v = (rand(3, 2, 5, 4) for _ in range(3))

@@ -60,3 +60,16 @@ def check_params(impl: str, got: MlpParams, want: MlpParams) -> None:
     problem = params_close(got, want)
     if problem is not None:
         raise Unavailable(f"wrong result: {impl} {problem}")
+
+
+def check_attention(impl: str, got: object, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                    w: np.ndarray, backward: bool) -> None:
+    """Check an attention output (``backward``: the gradients of q, k, v) against float64."""
+    from ..data import reference_attention
+
+    out, grads = reference_attention(q, k, v, w)
+    if not backward:
+        check_close(f"{impl} attention", np.asarray(got), out, 1.0, 1e-4)
+        return
+    for name, g, want in zip(("dq", "dk", "dv"), got, grads):
+        check_close(f"{impl} {name}", np.asarray(g), want, max(1.0, float(np.abs(want).max())), 1e-4)

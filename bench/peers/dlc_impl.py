@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import data
 from ..cases import MLP_LR, Case
-from . import Unavailable, check_close, check_loss, check_params, check_sgemm, check_vmath
+from . import Unavailable, check_attention, check_close, check_loss, check_params, check_sgemm, check_vmath
 
 MODEL_PATH = Path(__file__).resolve().parent.parent / "mlp_sgd.dl"
 MATMUL_SOURCE = "fn mm(a: f32[M, K], b: f32[K, N]) -> f32[M, N] { return a @ b }\n"
@@ -185,7 +185,27 @@ def _vmath(case: Case) -> Callable[[], object]:
     return lambda: func(x)
 
 
-BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "vmath": _vmath}
+def attention_source(shape: tuple[int, ...]) -> str:
+    """``attn(q, k, v)`` (causal attention) and ``dloss`` (its gradients for
+    ``sum(attn(q, k, v) * w)``) over static ``[B, H, T, D]`` tensors."""
+    t = f"f32[{', '.join(str(n) for n in shape)}]"
+    return (f"fn attn(q: {t}, k: {t}, v: {t}) -> {t} {{ return attention(q, k, v, causal=true) }}\n"
+            f"fn loss(q: {t}, k: {t}, v: {t}, w: {t}) -> f32[] {{\n"
+            f"    return sum(attention(q, k, v, causal=true) * w)\n}}\n"
+            "fn dloss = grad(loss, wrt=[q, k, v])\n")
+
+
+def _attention(case: Case) -> Callable[[], object]:
+    shape, backward = tuple(case.params["shape"]), case.params["backward"]
+    fn = compile_function(attention_source(shape), "dloss" if backward else "attn")
+    q, k, v, w = data.attention_inputs(shape)
+    args = (q, k, v, w) if backward else (q, k, v)
+    check_attention("dlc", _dlc_call("attention", lambda: fn(*args)), q, k, v, w, backward)
+    return lambda: fn(*args)
+
+
+BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "vmath": _vmath,
+            "attention": _attention}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

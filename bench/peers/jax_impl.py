@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import data
 from ..cases import JAX, MLP_LR, Case
-from . import Unavailable, check_close, check_loss, check_params, check_sgemm
+from . import Unavailable, check_attention, check_close, check_loss, check_params, check_sgemm
 
 Params = dict[str, jax.Array]
 
@@ -122,7 +122,28 @@ def _epoch(case: Case) -> Callable[[], object]:
     return epoch
 
 
-BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch}
+def _attention(case: Case) -> Callable[[], object]:
+    """``jax.nn.dot_product_attention(is_causal=True)`` (its layout is ``[B, T, H, D]``: the
+    inputs are transposed once, outside the timing), jitted; the backward is ``jax.grad`` of
+    ``sum(out * w)``."""
+    arrays = data.attention_inputs(tuple(case.params["shape"]))
+    q, k, v, w = (jnp.asarray(a.transpose(0, 2, 1, 3)) for a in arrays)
+
+    def attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+
+    if not case.params["backward"]:
+        fn = jax.jit(attend)
+        got = np.asarray(fn(q, k, v)).transpose(0, 2, 1, 3)
+        check_attention("jax", got, *arrays, False)
+        return lambda: fn(q, k, v).block_until_ready()
+    grads = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v) * w), argnums=(0, 1, 2)))
+    got = [np.asarray(g).transpose(0, 2, 1, 3) for g in grads(q, k, v)]
+    check_attention("jax", got, *arrays, True)
+    return lambda: jax.block_until_ready(grads(q, k, v))
+
+
+BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "attention": _attention}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import data
 from ..cases import MLP_HIDDEN, MLP_IN, MLP_LR, MLP_OUT, TORCH_COMPILE, Case
-from . import Unavailable, check_close, check_loss, check_params, check_sgemm
+from . import Unavailable, check_attention, check_close, check_loss, check_params, check_sgemm
 
 
 def limit_threads(threads: int) -> None:
@@ -119,7 +119,34 @@ def _epoch(impl: str, case: Case) -> Callable[[], object]:
     return epoch
 
 
-BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch}
+def _attention(impl: str, case: Case) -> Callable[[], object]:
+    """``F.scaled_dot_product_attention(is_causal=True)``: under ``no_grad`` for the forward;
+    forward and ``autograd.grad`` of ``sum(out * w)`` for the backward (torch.compile
+    compiles the attention function, AOTAutograd its backward)."""
+    q, k, v, w = (torch.from_numpy(a) for a in data.attention_inputs(tuple(case.params["shape"])))
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    attn = torch.compile(attend) if impl == TORCH_COMPILE else attend
+    if not case.params["backward"]:
+        def forward() -> torch.Tensor:
+            with torch.no_grad():
+                return attn(q, k, v)
+        run: Callable[[], object] = forward
+    else:
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+
+        def train() -> tuple[torch.Tensor, ...]:
+            return torch.autograd.grad((attn(*leaves) * w).sum(), leaves)
+        run = train
+    got = run()
+    check_attention(impl, got.numpy() if isinstance(got, torch.Tensor) else [g.numpy() for g in got],
+                    *(t.numpy() for t in (q, k, v, w)), case.params["backward"])
+    return run
+
+
+BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "attention": _attention}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

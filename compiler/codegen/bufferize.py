@@ -36,6 +36,7 @@ from ..ir.core import Function, Op, Value
 from ..ir.types import DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from ..ops.random import PHILOX_OPS
+from .attention import lower_attention
 from .indexing import INDEXING_FAMILIES
 from .loops import (
     CONST,
@@ -47,6 +48,7 @@ from .loops import (
     VIEW,
     Acc,
     Apply,
+    Attention,
     Buffer,
     Const,
     DimValue,
@@ -500,6 +502,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     **INDEXING_FAMILIES,        # slice, slice_update, concat, gather, ..., scatter_add
     "pool": lower_pool,             # max_pool2d, avg_pool2d and their gradients (pool.py)
     "conv": _lower_conv,
+    "attention": lower_attention,   # attention and its gradient (attention.py)
 }
 
 
@@ -581,7 +584,7 @@ def fuse_epilogues(prog: Program) -> None:
 def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
     """Whether ``k`` reads ``param`` only at the element it writes (a take's read at computed
     coordinates never counts as that element)."""
-    if isinstance(k, (Reduce, Scan, TopK, Pool)):      # an output element depends on many inputs
+    if isinstance(k, (Reduce, Scan, TopK, Pool, Attention)):    # an output element depends on many inputs
         return param not in [b.storage for b in k.reads()]
     if isinstance(k, Scatter):
         # out = base element by element, then the additions: they run over param's memory
@@ -707,6 +710,8 @@ def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
             k.index = tuple(replace_buffer(e, old, new) for e in k.index)
         elif isinstance(k, Pool):
             k.inputs = tuple(new if b is old else b for b in k.inputs)
+        elif isinstance(k, Attention):
+            k.replace(old, new)
         else:
             k.a = new if k.a is old else k.a
             k.b = new if k.b is old else k.b

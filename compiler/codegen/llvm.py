@@ -29,11 +29,12 @@ from llvmlite import ir
 from ..diagnostics import LoweringError
 from ..ir.types import Dim
 from . import conv
+from .attention import emit_attention
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
 from .indexing import emit_scatter
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .llvmutil import I8, I8P, I32, I64, intrinsic, short_name
-from .loops import Buffer, Conv, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
+from .loops import Attention, Buffer, Conv, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
 from .pool import emit_pool
 from .scan import emit_scan
 from .sparse_gemm import enable_skip_zeros
@@ -257,6 +258,8 @@ class _ProgramEmitter:
             emit_scatter(ctx, k)
         elif isinstance(k, Pool):
             emit_pool(ctx, k)
+        elif isinstance(k, Attention):
+            emit_attention(ctx, k)
         elif isinstance(k, Conv):
             conv.emit_conv(ctx, k)
         else:

@@ -444,6 +444,51 @@ class Pool:
         return [self.out]
 
 
+@dataclass(eq=False)
+class Attention:
+    """Fused scaled dot-product attention over ``[*batch, T, D]`` buffers, emitted by
+    ``attention.py``.  ``kind`` ``forward``: ``out = attention(q, k, v, mask)``; ``backward``:
+    ``out = dq`` and ``extra = (dk, dv)`` from ``(q, k, v, mask, o, do)``.  ``kt`` (and ``vt``
+    for the backward) are ``k`` (``v``) with the last two axes swapped, so the scores of
+    ``W`` keys are one vector; ``mask`` is None when every key is allowed (a broadcast bool
+    buffer otherwise).  Operands are read from memory, never fused."""
+
+    out: Buffer
+    kind: str
+    q: Buffer
+    k: Buffer
+    v: Buffer
+    kt: Buffer
+    mask: Buffer | None
+    scale: float
+    causal: bool
+    vt: Buffer | None = None
+    o: Buffer | None = None
+    do: Buffer | None = None
+    extra: tuple[Buffer, ...] = ()
+    lse: Buffer | None = None       # each query row's log-sum-exp: the forward's extra output,
+                                    # read by the backward of the same attention (else recomputed)
+
+    def inputs(self) -> list[Buffer]:
+        lse = self.lse if self.kind == "backward" else None
+        return [b for b in (self.q, self.k, self.v, self.kt, self.mask, self.vt, self.o, self.do, lse)
+                if b is not None]
+
+    def replace(self, old: Buffer, new: Buffer) -> None:
+        """Read or write ``new`` where the kernel reads or writes ``old``."""
+        for name in ("out", "q", "k", "v", "kt", "mask", "vt", "o", "do", "lse"):
+            if getattr(self, name) is old:
+                setattr(self, name, new)
+        self.extra = tuple(new if b is old else b for b in self.extra)
+
+    def reads(self) -> list[Buffer]:
+        return self.inputs()
+
+    def writes(self) -> list[Buffer]:
+        lse = [self.lse] if self.kind == "forward" and self.lse is not None else []
+        return [self.out, *self.extra, *lse]
+
+
 CONV_KINDS = {"conv2d": "forward", "conv2d_backprop_input": "input", "conv2d_backprop_filter": "filter"}
 
 
@@ -473,7 +518,7 @@ def conv_kernel(kind: str, shape: ConvShape, out: Buffer, a: Buffer, b: Buffer) 
 
 
 
-Kernel = Elementwise | Reduce | Matmul | Scan | TopK | Scatter | Pool     # a Conv is a Matmul
+Kernel = Elementwise | Reduce | Matmul | Scan | TopK | Scatter | Pool | Attention   # a Conv is a Matmul
 
 
 @dataclass(eq=False)
@@ -638,6 +683,11 @@ def kernel_str(k: Kernel) -> str:
                 f"{k.out.name}[{where}] += {expr_str(k.value)}")
     if isinstance(k, Pool):
         return pool_str(k)
+    if isinstance(k, Attention):
+        outs = ", ".join(b.name for b in k.writes())
+        args = ", ".join(b.name for b in k.inputs())
+        how = f"scale={k.scale:g}{', causal' if k.causal else ''}"
+        return f"attention.{k.kind} {_dims(k.q.shape)} {how}: {outs} = attention({args})"
     if isinstance(k, Conv):
         return _conv_str(k)
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
@@ -807,7 +857,7 @@ def _touches(e: Expr, bufs: set[Buffer]) -> bool:
 
 
 def _kernel_exprs(k: Kernel) -> list[Expr]:
-    if isinstance(k, Pool):
+    if isinstance(k, (Pool, Attention)):
         return []
     if isinstance(k, Matmul):
         return [k.epilogue] if k.epilogue is not None else []
@@ -858,7 +908,7 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
     def valid(k: Kernel, depth: int = 0) -> bool:
         if k is s_kernel or k is mx:
             return True
-        if isinstance(k, (Scatter, Pool)):  # a pool reads M or S from memory: they must stay
+        if isinstance(k, (Scatter, Pool, Attention)):  # reads M or S from memory: they must stay
             return False
         if isinstance(k, Matmul):
             return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
@@ -874,7 +924,7 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
             return False
         ident = identity_index(len(k.shape))
         for r in readers.get(k.out, []):
-            if isinstance(r, (Matmul, Scatter, Pool)) or tuple(r.shape) != tuple(k.shape):
+            if isinstance(r, (Matmul, Scatter, Pool, Attention)) or tuple(r.shape) != tuple(k.shape):
                 return False
             if any(ld.index != ident for ld in loads(r.expr) if ld.buffer is k.out):
                 return False
@@ -960,7 +1010,7 @@ def fuse_row_softmax(prog: Program) -> int:
         prog.kernels.remove(sk)
         _merge_ops(prog, mx, sk)
         for k in prog.kernels:
-            if not isinstance(k, (Matmul, Scatter, Pool)):    # _softmax_match: none reads S
+            if not isinstance(k, (Matmul, Scatter, Pool, Attention)):    # _softmax_match: none reads S
                 k.expr = _read_log(k.expr, s, log_s)
         seeds.update(mx.writes())
         count += 1

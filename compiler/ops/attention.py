@@ -1,5 +1,5 @@
-"""Masks and attention: ``tril``, ``triu``, ``causal_mask``, ``masked_softmax``, ``attention``
-and its gradient ``attention_grad``.
+"""Masks and attention: ``tril``, ``triu``, ``causal_mask``, ``sinusoidal_positions``,
+``masked_softmax``, ``attention`` and its gradient ``attention_grad``.
 
 ``attention`` is one op whose meaning is the unfused composition (scores, mask, softmax,
 weighted sum: its ``decompose`` rule, which the interpreter's reference follows) and whose
@@ -165,6 +165,51 @@ def _causal_keep(b, shape: tuple[Dim, Dim]) -> Value:
 def _(b, op):
     # causal_mask([Tq, Tk])[i, j] = j <= i + (Tk - Tq)
     return [_causal_keep(b, tuple(op.attrs["shape"]))]
+
+
+# ---------------------------------------------------------------------------
+# sinusoidal_positions
+
+
+def _positions_rule(*, shape: tuple[Dim, ...], base: float, dtype: DType) -> TensorType:
+    if len(shape) != 2 or not isinstance(shape[1], int) or shape[1] < 1:
+        raise ShapeError(f"shape must be [positions, dim] with a static dim >= 1, got {shape_str(tuple(shape))}")
+    if not dtype.is_float:
+        raise ShapeError(f"dtype must be f32 or f64, got {dtype.dsl_name}")
+    if not base > 0:
+        raise ShapeError(f"base must be positive, got {base:g}")
+    return TensorType(dtype, tuple(shape))
+
+
+sinusoidal_positions = define(
+    "sinusoidal_positions", operands=(), kind=COMPOSITE, infer=_positions_rule, differentiable=False,
+    attrs={"shape": required("dims"), "base": attr("float", 10000.0), "dtype": attr("dtype", DType.f32)},
+    doc="""The Transformer's sinusoidal position encoding ``[T, dim]``: column ``c`` of row ``t`` is
+    ``sin(t * f)`` for even ``c`` and ``cos(t * f)`` for odd ``c``, ``f = base^(-(c - c % 2) / dim)``
+    (Vaswani et al. 2017; ``base`` default 10000).  Add it to ``[N, T, dim]`` embeddings.
+
+    %0 = "dl.sinusoidal_positions"() {base = 10000.0, dtype = f32, shape = ["T", 64]} : () -> tensor<?x64xf32, "T">
+    """)
+
+
+@sinusoidal_positions.def_reference
+def _(*, shape, base: float, dtype: DType):
+    t, dim = shape
+    col = np.arange(dim)
+    angle = np.arange(t, dtype=np.float64)[:, None] * np.exp((col - col % 2) * (-math.log(base) / dim))
+    return np.where(col % 2 == 0, np.sin(angle), np.cos(angle)).astype(dtype.np)
+
+
+@sinusoidal_positions.def_decompose
+def _(b, op):
+    # angle = t * exp((c - c % 2) * -log(base) / dim);  even c: sin(angle), odd c: cos(angle)
+    shape, dtype = tuple(op.attrs["shape"]), op.attrs["dtype"]
+    col = b.iota(dtype=DType.i64, shape=shape, axis=1)
+    odd = b.mod(col, b.constant(2, DType.i64))
+    pair = b.cast(b.sub(col, odd), dtype=dtype)
+    rate = b.exp(b.mul(pair, b.constant(-math.log(op.attrs["base"]) / shape[1], dtype)))
+    angle = b.mul(b.iota(dtype=dtype, shape=shape, axis=0), rate)
+    return [b.where(b.eq(odd, b.constant(0, DType.i64)), b.sin(angle), b.cos(angle))]
 
 
 # ---------------------------------------------------------------------------
@@ -413,14 +458,16 @@ def _(b, op, ct):
     return [dq, dk, dv, None]
 
 
-@attention.def_expand
-def _(op):
-    return True
+def _unfused(op: Op) -> bool:
+    """Whether codegen expands ``op`` by its decomposition: the fused kernel takes static
+    head sizes ``D`` and ``Dv`` only."""
+    q, _k, v = op.operands[:3]
+    return not (isinstance(q.type.shape[-1], int) and isinstance(v.type.shape[-1], int))
 
 
-@attention_grad.def_expand
-def _(op):
-    return True
+for _op in (attention, attention_grad):
+    _op.def_expand(_unfused)
+    _op.lowers_to("attention")      # compiler/codegen/attention.py
 
 
 @attention_grad.def_vjp
