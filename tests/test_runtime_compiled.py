@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import runtime
+from compiler.diagnostics import DlError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.interpreter import interpret
@@ -309,7 +310,12 @@ def test_every_example_function_matches_the_interpreter(examples):
         func = examples.module.get(name)
         for n in (1, 7, 128):
             args = make_args(func, n, rng)
-            want = interpret(func, [a.copy() for a in args])
+            try:
+                want = interpret(func, [a.copy() for a in args])
+            except DlError as e:            # char_gpt at T = 128 > its 64 positions: both refuse
+                with pytest.raises(type(e)):
+                    fn(*[a.copy() for a in args])
+                continue
             got = fn(*[a.copy() for a in args])
             got = list(got) if isinstance(got, tuple) else [got]
             for i, (g, w) in enumerate(zip(got, want)):
