@@ -422,3 +422,22 @@ def test_multi_head_attention_layer_errors():
                                                                 f"multi_head_attention(x, {args})")
         with pytest.raises(DlError, match=message):
             compile_source(source, "m.dl")
+
+
+def test_the_layer_reads_its_heads_in_place_and_its_gradients_match():
+    """q, k and v are read where the projections wrote them ([N, T, heads, key_dim]) and the
+    output and gradients written in that layout, so no transposed copy is made but the keys'
+    (and values') for the scores; the gradients equal the interpreter's."""
+    m = compile_source(LAYER_MODEL.format(args='name="att", causal=true', extra=""), "m.dl")
+    loss = m.get("loss")
+    names = [p.name for p in loss.params if p.name.startswith("att.")]
+    g = grad(m, "loss", names, new_name="dloss")
+    text = stage_text(Module([g]), "loops")
+    copies = [line for line in text.splitlines() if "elementwise" in line]
+    assert len(copies) == 2 and all("[i0, i3, i1, i2]" in line for line in copies), text      # kt, vt
+    lib = runtime.compile(Module([g]), cache=False, passes="")
+    rng = np.random.default_rng(13)
+    args = [rng.standard_normal([int(d) if isinstance(d, int) else 3 for d in p.type.shape]).astype(np.float32)
+            for p in loss.params]
+    for got, want in zip(lib.dloss(*args), interpret(g, args)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

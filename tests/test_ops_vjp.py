@@ -160,7 +160,22 @@ def _cases() -> list[Case]:
               Case("global_avg_pool", [image]), Case("global_max_pool", [image], {"keepdims": True}),
               Case("flatten", [image])]
     cases += _conv_cases()
+    cases += _attention_cases()
     return cases
+
+
+def _attention_cases() -> list[Case]:
+    """compiler/ops/attention.py (more in tests/test_attention.py); attention_grad's rule is
+    the VJP of its decomposition: second derivatives of attention."""
+    q, k, v = Arg(("N", 2, 3, 4)), Arg(("N", 2, 5, 4)), Arg(("N", 2, 5, 3))
+    mask, out = Arg((3, 5), "bool", DType.bool), Arg(("N", 2, 3, 3))
+    return [
+        Case("tril", [Arg(("N", 3, 4))], {"k": -1}), Case("triu", [Arg((4, 3))], {"k": 1}),
+        Case("masked_softmax", [Arg(("N", 5)), Arg((5,), "bool", DType.bool)], {"axis": -1}),
+        Case("attention", [q, k, v, mask], {"causal": True}),
+        Case("attention", [q, k, v, Arg((), "bool", DType.bool)], {"scale": 0.7}),
+        Case("attention_grad", [q, k, v, mask, out, out], {"causal": True}),
+    ]
 
 
 def _indexing_cases() -> list[Case]:

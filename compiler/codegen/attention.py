@@ -59,27 +59,30 @@ BLOCKS = {"forward": (6, 3), "backward": (6, 2)}
 
 def lower_attention(L, op: Op) -> None:
     """The ``attention`` kernel family: ``attention`` and ``attention_grad``, one
-    :class:`Attention` kernel each, reading dense operands (plus transposed copies of ``k``,
-    and of ``v`` for the gradient)."""
+    :class:`Attention` kernel each, reading its operands from memory in place (:func:`_view`)
+    plus transposed copies of ``k``, and of ``v`` for the gradient, and writing its results
+    where their users want them (:func:`_output`)."""
     q, k, v, mask = op.operands[:4]
     scale = attention_scale(op.attrs["scale"], q.type.shape[-1])
     causal = op.attrs["causal"]
-    qb, kb, vb = (_dense(L, x) for x in (q, k, v))
+    index: dict[str, tuple[int, ...]] = {}
+    shapes = {"q": q.type.shape, "k": k.type.shape, "v": v.type.shape}
+    qb, kb, vb = (_view(L, x, name, index) for x, name in ((q, "q"), (k, "k"), (v, "v")))
     maskb = None if _all_true(L, mask) else _dense(L, mask)
     if op.name == "attention":
         kt = _swapped(L, k)
-        out = L.new_buffer(op.result)
+        out = _output(L, op.result, "out", index)
         lse = L.temp(q.type.dtype, q.type.shape[:-1]) if _has_gradient(L, op) else None
-        L.add_kernel(Attention(out, "forward", qb, kb, vb, kt, maskb, scale, causal, lse=lse))
-        L.buffers[op.result] = out
+        L.add_kernel(Attention(out, "forward", qb, kb, vb, kt, maskb, scale, causal, lse=lse, index=index,
+                               shapes=shapes))
         return
-    o, do = (_dense(L, x) for x in op.operands[4:6])
+    o, do = (_view(L, x, name, index) for x, name in zip(op.operands[4:6], ("o", "do")))
     forward = _forward_kernel(L, op, o)
     kt = forward.kt if forward is not None else _swapped(L, k)
-    dq, dk, dv = (L.new_buffer(r) for r in op.results)
+    dq, dk, dv = (_output(L, r, name, index) for r, name in zip(op.results, ("dq", "dk", "dv")))
     L.add_kernel(Attention(dq, "backward", qb, kb, vb, kt, maskb, scale, causal, vt=_swapped(L, v),
-                           o=o, do=do, extra=(dk, dv), lse=forward.lse if forward is not None else None))
-    L.buffers.update(zip(op.results, (dq, dk, dv)))
+                           o=o, do=do, extra=(dk, dv), lse=forward.lse if forward is not None else None,
+                           index=index, shapes=shapes))
 
 
 def _has_gradient(L, op: Op) -> bool:
@@ -113,6 +116,46 @@ def _dense(L, x: Value) -> Buffer:
     return L.buffer(x)
 
 
+def _view(L, x: Value, name: str, index: dict[str, tuple[int, ...]]) -> Buffer:
+    """``x``'s buffer, read in place when ``x`` is a permutation of a buffer's axes that keeps
+    the head axis ``D`` last (``transpose(reshape(x @ w), [0, 2, 1, 3])``: the heads of
+    ``multi_head_attention``), its index map going to ``index[name]``; else dense."""
+    rank = x.type.rank
+    expr = L.expr(x)
+    if isinstance(expr, Load) and expr.buffer.rank == rank and expr.index != identity_index(rank) \
+            and sorted(a for a in expr.index if a is not None) == list(range(rank)) \
+            and expr.index[-1] == rank - 1:
+        index[name] = tuple(expr.index)
+        return expr.buffer
+    return _dense(L, x)
+
+
+def _output(L, v: Value, name: str, index: dict[str, tuple[int, ...]]) -> Buffer:
+    """The buffer result ``v`` is written to, and ``v`` defined as a read of it: with the
+    last batch axis and the rows swapped (``[N, T, heads, D]``, ``index[name]``) when every use
+    of ``v`` transposes it so (``multi_head_attention`` joining its heads: the transpose is
+    then a view) or is the gradient kernel (which reads it in place), else dense."""
+    from ..ops.layout import resolve_perm
+
+    rank = v.type.rank
+    swap = (*range(rank - 3), rank - 2, rank - 3, rank - 1)
+    uses = [o for o in L.func.ops if any(u is v for u in o.operands)]
+
+    def joins_heads(o: Op) -> bool:        # or the gradient reading the forward's output
+        if o.name == "attention_grad":
+            return [i for i, u in enumerate(o.operands) if u is v] == [4]
+        return o.name == "transpose" and resolve_perm(o.attrs["perm"], rank) == swap
+
+    if rank >= 3 and not any(out is v for out in L.func.outputs) and uses and all(map(joins_heads, uses)):
+        buf = L.temp(v.type.dtype, tuple(v.type.shape[a] for a in swap))
+        index[name] = swap
+        L.define(v, Load(buf, swap))
+        return buf
+    buf = L.new_buffer(v)
+    L.buffers[v] = buf
+    return buf
+
+
 def _all_true(L, mask: Value) -> bool:
     expr = L.expr(mask)
     return isinstance(expr, Const) and bool(expr.value)
@@ -134,9 +177,9 @@ def _swapped(L, x: Value) -> Buffer:
 
 def emit_attention(kc: KernelContext, k: Attention) -> None:
     """Attention kernel ``k`` (see the module docstring), split into tasks over its heads."""
-    batch = list(k.q.shape[:-2])
-    d, dv = k.q.shape[-1], k.v.shape[-1]
-    iterations = [*batch, k.q.shape[-2], k.k.shape[-2]]
+    batch = list(k.shapes["q"][:-2])
+    d, dv = k.shapes["q"][-1], k.shapes["v"][-1]
+    iterations = [*batch, k.shapes["q"][-2], k.shapes["k"][-2]]
     cost = 2 * (d + dv) * (3 if k.kind == "backward" else 1)
     run_split(kc, iterations, cost, Split(batch, 1) if batch else None,
               lambda kc_, bounds: _Heads(kc_, k).emit(bounds))
@@ -153,9 +196,12 @@ class _Heads:
         self.es = Emitter(self.b, 1, self.dtype)           # scalars
         self.vty = value_type(self.dtype, self.w)
         self.sty = value_type(self.dtype, 1)
-        self.d, self.dv = k.q.shape[-1], k.v.shape[-1]
-        self.tq, self.tk = kc.dim(k.q.shape[-2]), kc.dim(k.k.shape[-2])
+        self.d, self.dv = k.shapes["q"][-1], k.shapes["v"][-1]
+        self.tq, self.tk = kc.dim(k.shapes["q"][-2]), kc.dim(k.shapes["k"][-2])
         self.row_count, self.key_vectors = BLOCKS[k.kind]
+        outputs = {"out": k.out} if k.kind == "forward" else dict(zip(("dq", "dk", "dv"), (k.out, *k.extra)))
+        named = {"q": k.q, "k": k.k, "v": k.v, "o": k.o, "do": k.do, **outputs}
+        self.operands = {name: buf for name, buf in named.items() if buf is not None}
         self.block = self.key_vectors * self.w
         self.offset = self.b.sub(self.tk, self.tq)         # causal: key j <= i + (Tk - Tq)
 
@@ -201,19 +247,43 @@ class _Heads:
 
     def emit(self, bounds: Bounds | None) -> None:
         b, kc = self.b, self.kc
-        lo, hi = bounds if bounds is not None else (self.i64(0), kc.product(self.k.q.shape[:-2]))
+        lo, hi = bounds if bounds is not None else (self.i64(0), kc.product(self.k.shapes["q"][:-2]))
         with for_range(b, lo, hi, name="head") as h:
             self.head = h
             self.mask_base = self.mask_offset(h)
+            self.views = {name: self.view(name, h) for name in self.operands}
             if self.k.kind == "forward":
                 self.forward_head()
             else:
                 self.backward_head()
 
+    def view(self, name: str, h: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """Operand ``name`` at head ``h``: the offset of its row 0 and its row stride.  The
+        buffer holds it in any axis order whose last axis is ``D`` (``Attention.index``): the
+        heads of ``multi_head_attention`` are read where the projection wrote them."""
+        buf, kc = self.operands[name], self.kc
+        rank = len(self.k.shapes["q"])
+        index = self.k.index.get(name, identity_index(rank))
+        buffer_strides = kc.strides(buf)
+        strides = [buffer_strides[index.index(a)] for a in range(rank)]
+        batch = self.k.shapes["q"][:-2]
+        offset: ir.Value = self.i64(0)
+        rest = h
+        for a in reversed(range(len(batch))):
+            dim = kc.dim(batch[a])
+            offset = self.add(offset, self.mul(self.b.srem(rest, dim), strides[a]))
+            rest = self.b.sdiv(rest, dim)
+        return offset, strides[rank - 2]
+
+    def row(self, name: str, i: ir.Value) -> ir.Value:
+        """The offset of row ``i`` of operand ``name`` in the current head."""
+        base, stride = self.views[name]
+        return self.add(base, self.mul(i, stride))
+
     def mask_strides(self) -> list[ir.Value]:
         """Element strides of the mask over ``[*batch, Tq, Tk]`` (0 along broadcast axes)."""
         mask, kc = self.k.mask, self.kc
-        full = (*self.k.q.shape[:-1], self.k.k.shape[-2])
+        full = (*self.k.shapes["q"][:-1], self.k.shapes["k"][-2])
         lead = len(full) - mask.rank
         strides = kc.strides(mask)
         out = []
@@ -228,7 +298,7 @@ class _Heads:
         if self.k.mask is None:
             return None
         b = self.b
-        batch = self.k.q.shape[:-2]
+        batch = self.k.shapes["q"][:-2]
         strides = self.mask_strides()
         self.mask_row_stride, self.mask_key_stride = strides[-2], strides[-1]
         key_stride = self.mask_key_stride
@@ -297,14 +367,16 @@ class _Heads:
 
     # -- scores --------------------------------------------------------------------------
 
-    def scores(self, src_rows: Buffer, width: int, rows, j0: ir.Value, count: ir.Value, tail: bool,
-               t_buf: Buffer, t_base: ir.Value, r_base: ir.Value) -> list[list[ir.Value]]:
-        """``src_rows[row] . t_buf[:, j0 + c*W ..]`` for each row and key vector (``t_buf``
-        the transposed operand of ``width`` rows of ``Tk``): R x V vectors."""
+    def scores(self, src: str, width: int, rows, j0: ir.Value, count: ir.Value, tail: bool,
+               t_buf: Buffer, t_base: ir.Value) -> list[list[ir.Value]]:
+        """``src[row] . t_buf[:, j0 + c*W ..]`` for each row and key vector (``src`` an
+        operand's name, ``t_buf`` the transposed operand of ``width`` rows of ``Tk``): R x V
+        vectors."""
+        src_rows = self.operands[src]
         b = self.b
         acc = self.slots(self.row_count * self.key_vectors, self.vty, 0.0)
         masks = [self.key_lanes(count, c) if tail else None for c in range(self.key_vectors)]
-        row_base = [self.add(r_base, self.mul(i, width)) for i, _ in rows]
+        row_base = [self.row(src, i) for i, _ in rows]
         with for_range(b, 0, width, name="dot") as dd:
             base = self.add(t_base, self.mul(dd, self.tk))
             keys = [self.load(t_buf, self.add(self.add(base, j0), c * self.w), masks[c])
@@ -348,6 +420,20 @@ class _Heads:
         vec = load_vector(b, self.at(self.k.mask, self.add(offset, self.mul(j, self.mask_key_stride))),
                           self.w, lanes)
         return b.icmp_unsigned("!=", vec, const(vec.type, 0))
+
+    def query_scores(self, rows, j0: ir.Value, count: ir.Value, mode: str, kt_base: ir.Value
+                     ) -> list[list[ir.Value]]:
+        """The block's scaled and masked scores ``q . k``."""
+        s = self.scores("q", self.d, rows, j0, count, mode == "tail", self.k.kt, kt_base)
+        return self.masked_scores(s, rows, j0, count, mode)
+
+    def statistics_slots(self) -> tuple[list[ir.Value], list[ir.Value]]:
+        """Each row's running maximum ``m`` and sum ``l`` (see :meth:`online_update`)."""
+        return self.slots(self.row_count, self.sty, -math.inf), self.slots(self.row_count, self.sty, 0.0)
+
+    def reset_statistics(self, m_slots: list[ir.Value], l_slots: list[ir.Value]) -> None:
+        self.set_all(m_slots, -math.inf)
+        self.set_all(l_slots, 0.0)
 
     def masked_scores(self, s: list[list[ir.Value]], rows, j0: ir.Value, count: ir.Value,
                       mode: str) -> list[list[ir.Value]]:
@@ -400,22 +486,18 @@ class _Heads:
     def forward_head(self) -> None:
         b, k = self.b, self.k
         h = self.head
-        q_base, kt_base = self.mul(h, self.mul(self.tq, self.d)), self.mul(h, self.mul(self.tk, self.d))
-        v_base, o_base = self.mul(h, self.mul(self.tk, self.dv)), self.mul(h, self.mul(self.tq, self.dv))
+        kt_base = self.mul(h, self.mul(self.tk, self.d))        # kt is dense
         vecs = self.row_vectors(self.dv)
         acc = self.slots(self.row_count * len(vecs), self.vty, 0.0)
-        m_slots = self.slots(self.row_count, self.sty, -math.inf)
-        l_slots = self.slots(self.row_count, self.sty, 0.0)
+        m_slots, l_slots = self.statistics_slots()
         p_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
         with for_range(b, 0, self.tq, self.row_count, name="qblock") as i0:
             rows = self.rows(i0)
             self.set_all(acc, 0.0)
-            self.set_all(m_slots, -math.inf)
-            self.set_all(l_slots, 0.0)
+            self.reset_statistics(m_slots, l_slots)
 
             def block(j0: ir.Value, count: ir.Value, mode: str) -> None:
-                s = self.scores(k.q, self.d, rows, j0, count, mode == "tail", k.kt, kt_base, q_base)
-                s = self.masked_scores(s, rows, j0, count, mode)
+                s = self.query_scores(rows, j0, count, mode, kt_base)
                 for r in range(self.row_count):
                     p, corr = self.online_update(r, s[r], m_slots[r], l_slots[r])
                     self.spill(p_block, r, p)
@@ -424,8 +506,8 @@ class _Heads:
                         slot = acc[r * len(vecs) + c]
                         b.store(self.ev.mul(b.load(slot), factor), slot)
                 with for_range(b, 0, count, name="key") as jj:
-                    row = self.mul(self.add(j0, jj), self.dv)
-                    values = [self.load(k.v, self.add(self.add(v_base, row), c), mask) for c, mask in vecs]
+                    row = self.row("v", self.add(j0, jj))
+                    values = [self.load(k.v, self.add(row, c), mask) for c, mask in vecs]
                     for r in range(self.row_count):
                         p = splat(b, self.spilled(p_block, r, jj), self.w)
                         for c, value in enumerate(values):
@@ -442,7 +524,7 @@ class _Heads:
                     empty = b.fcmp_ordered("==", total, const(self.sty, 0.0))
                     divisor = splat(b, b.select(empty, const(self.sty, 1.0), total), self.w)
                     zero = splat(b, empty, self.w)
-                    base = self.add(o_base, self.mul(i, self.dv))
+                    base = self.row("out", i)
                     for c, (offset, mask) in enumerate(vecs):
                         value = self.ev.div(b.load(acc[r * len(vecs) + c]), divisor)
                         value = b.select(zero, const(self.vty, 0.0), value)
@@ -465,26 +547,23 @@ class _Heads:
         b, k = self.b, self.k
         dk, dv_out = k.extra
         h = self.head
-        q_base, k_base = self.mul(h, self.mul(self.tq, self.d)), self.mul(h, self.mul(self.tk, self.d))
-        v_base, o_base = self.mul(h, self.mul(self.tk, self.dv)), self.mul(h, self.mul(self.tq, self.dv))
-        self.zero(dk, k_base, self.mul(self.tk, self.d))
-        self.zero(dv_out, v_base, self.mul(self.tk, self.dv))
+        k_base = self.mul(h, self.mul(self.tk, self.d))         # kt and vt are dense
+        v_base = self.mul(h, self.mul(self.tk, self.dv))
+        self.zero_rows("dk", self.d)
+        self.zero_rows("dv", self.dv)
         dvecs, vvecs = self.row_vectors(self.d), self.row_vectors(self.dv)
         dq_acc = self.slots(self.row_count * len(dvecs), self.vty, 0.0)
-        m_slots = self.slots(self.row_count, self.sty, -math.inf)
-        l_slots = self.slots(self.row_count, self.sty, 0.0)
+        m_slots, l_slots = self.statistics_slots()
         p_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
         ds_block = alloca(b, ir.ArrayType(self.sty, self.row_count * self.block))
         with for_range(b, 0, self.tq, self.row_count, name="qblock") as i0:
             rows = self.rows(i0)
             end = self.key_end(rows)
             self.set_all(dq_acc, 0.0)
-            self.set_all(m_slots, -math.inf)
-            self.set_all(l_slots, 0.0)
+            self.reset_statistics(m_slots, l_slots)
 
             def statistics(j0: ir.Value, count: ir.Value, mode: str) -> None:
-                s = self.scores(k.q, self.d, rows, j0, count, mode == "tail", k.kt, k_base, q_base)
-                s = self.masked_scores(s, rows, j0, count, mode)
+                s = self.query_scores(rows, j0, count, mode, k_base)
                 for r in range(self.row_count):
                     self.online_update(r, s[r], m_slots[r], l_slots[r])
 
@@ -495,15 +574,14 @@ class _Heads:
             else:
                 lse = [b.load(self.at(k.lse, self.add(self.mul(h, self.tq), i))) for i, _ in rows]
             for i, _real in rows:
-                base = self.add(o_base, self.mul(i, self.dv))
-                prods = [self.ev.mul(self.load(k.do, self.add(base, c), m), self.load(k.o, self.add(base, c), m))
+                o_row, do_row = self.row("o", i), self.row("do", i)
+                prods = [self.ev.mul(self.load(k.do, self.add(do_row, c), m), self.load(k.o, self.add(o_row, c), m))
                          for c, m in vvecs]
                 delta.append(self.row_sum(prods))
 
             def gradients(j0: ir.Value, count: ir.Value, mode: str) -> None:
-                s = self.scores(k.q, self.d, rows, j0, count, mode == "tail", k.kt, k_base, q_base)
-                s = self.masked_scores(s, rows, j0, count, mode)
-                dp = self.scores(k.do, self.dv, rows, j0, count, mode == "tail", k.vt, v_base, o_base)
+                s = self.query_scores(rows, j0, count, mode, k_base)
+                dp = self.scores("do", self.dv, rows, j0, count, mode == "tail", k.vt, v_base)
                 for r in range(self.row_count):
                     p = [exp_nonpositive(self.b, self.ev.sub(x, splat(b, lse[r], self.w))) for x in s[r]]
                     ds = [self.ev.mul(self.ev.mul(pc, self.ev.sub(dpc, splat(b, delta[r], self.w))), k.scale)
@@ -514,11 +592,11 @@ class _Heads:
                     j = self.add(j0, jj)
                     ps = [splat(b, self.spilled(p_block, r, jj), self.w) for r in range(self.row_count)]
                     dss = [splat(b, self.spilled(ds_block, r, jj), self.w) for r in range(self.row_count)]
-                    self.accumulate_key(dv_out, self.add(v_base, self.mul(j, self.dv)), vvecs, ps,
-                                        k.do, [self.add(o_base, self.mul(i, self.dv)) for i, _ in rows])
-                    self.accumulate_key(dk, self.add(k_base, self.mul(j, self.d)), dvecs, dss,
-                                        k.q, [self.add(q_base, self.mul(i, self.d)) for i, _ in rows])
-                    key_row = self.add(k_base, self.mul(j, self.d))
+                    self.accumulate_key(dv_out, self.row("dv", j), vvecs, ps,
+                                        k.do, [self.row("do", i) for i, _ in rows])
+                    self.accumulate_key(dk, self.row("dk", j), dvecs, dss,
+                                        k.q, [self.row("q", i) for i, _ in rows])
+                    key_row = self.row("k", j)
                     for c, (offset, mask) in enumerate(dvecs):
                         key = self.load(k.k, self.add(key_row, offset), mask)
                         for r in range(self.row_count):
@@ -528,7 +606,7 @@ class _Heads:
             self.key_blocks(rows, end, gradients)
             for r, (i, real) in enumerate(rows):
                 with b.if_then(real):
-                    base = self.add(q_base, self.mul(i, self.d))
+                    base = self.row("dq", i)
                     for c, (offset, mask) in enumerate(dvecs):
                         self.store(b.load(dq_acc[r * len(dvecs) + c]), k.out, self.add(base, offset), mask)
 
@@ -550,15 +628,13 @@ class _Heads:
                 total = self.ev.fma(weights[r], self.load(src, self.add(src_rows[r], offset), mask), total)
             self.store(total, out, ptr, mask)
 
-    def zero(self, buf: Buffer, base: ir.Value, count: ir.Value) -> None:
-        """``buf[base : base + count] = 0``."""
-        b = self.b
-        whole = b.and_(count, self.i64(-self.w))
+    def zero_rows(self, name: str, width: int) -> None:
+        """Rows ``[0, Tk)`` of output ``name`` (``width`` elements each) = 0."""
         zero = const(self.vty, 0.0)
-        with for_range(b, 0, whole, self.w, name="zero") as e:
-            self.store(zero, buf, self.add(base, e), None)
-        with b.if_then(b.icmp_signed("<", whole, count)):
-            self.store(zero, buf, self.add(base, whole), lane_mask(b, self.w, b.sub(count, whole)))
+        with for_range(self.b, 0, self.tk, name="zero") as j:
+            row = self.row(name, j)
+            for offset, mask in self.row_vectors(width):
+                self.store(zero, self.operands[name], self.add(row, offset), mask)
 
 
 __all__ = ["BLOCKS", "emit_attention", "lower_attention"]

@@ -389,7 +389,7 @@ def _lower_reshape(L: Lowering, op: Op) -> None:
     if amap is not None:
         L.define(v, remap(L.expr(x), amap))
         return
-    L.buffers[v] = L.view(L.buffer(x), v.type.shape)
+    L.buffers[v] = L.view(_dense_operand(L, x), v.type.shape)
 
 
 def _lower_reduction(L: Lowering, op: Op) -> None:

@@ -468,6 +468,10 @@ class Attention:
     extra: tuple[Buffer, ...] = ()
     lse: Buffer | None = None       # each query row's log-sum-exp: the forward's extra output,
                                     # read by the backward of the same attention (else recomputed)
+    index: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # operand (q k v o do) -> its buffer's index map (Load.index), a permutation keeping D last;
+    # absent: dense [*batch, T, D]
+    shapes: dict[str, tuple[Dim, ...]] = field(default_factory=dict)     # q, k, v: [*batch, T, D]
 
     def inputs(self) -> list[Buffer]:
         lse = self.lse if self.kind == "backward" else None
@@ -687,7 +691,7 @@ def kernel_str(k: Kernel) -> str:
         outs = ", ".join(b.name for b in k.writes())
         args = ", ".join(b.name for b in k.inputs())
         how = f"scale={k.scale:g}{', causal' if k.causal else ''}"
-        return f"attention.{k.kind} {_dims(k.q.shape)} {how}: {outs} = attention({args})"
+        return f"attention.{k.kind} {_dims(k.shapes['q'])} {how}: {outs} = attention({args})"
     if isinstance(k, Conv):
         return _conv_str(k)
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
