@@ -104,6 +104,20 @@ def sparse_categorical_accuracy(b: Builder, output: Value, target: Value) -> Val
     return _fraction_true(b, b.eq(predicted, labels))
 
 
+def sequence_accuracy(b: Builder, output: Value, target: Value) -> Value:
+    """Exact match: the fraction of samples whose every position is right, ``all(argmax(output,
+    -1) == labels)`` over each sample's positions (labels ``[N, T..]``, scores ``[N, T.., C]``);
+    for teacher-forced sequence models it equals greedy decoding's exact match."""
+    labels = target
+    predicted = b.argmax(output, axis=-1)
+    if labels.type.dtype is not predicted.type.dtype:
+        labels = b.cast(labels, dtype=predicted.type.dtype)
+    hits = b.eq(predicted, labels)
+    if hits.type.rank > 1:
+        hits = b.all(hits, axes=tuple(range(1, hits.type.rank)))
+    return _fraction_true(b, hits)
+
+
 def categorical_accuracy(b: Builder, output: Value, target: Value) -> Value:
     """Fraction of ``argmax(output, -1) == argmax(target, -1)`` for one-hot targets."""
     return _fraction_true(b, b.eq(b.argmax(output, axis=-1), b.argmax(target, axis=-1)))
@@ -218,6 +232,7 @@ METRICS: dict[str, MetricDef] = {
     "sparse_categorical_accuracy": MetricDef(sparse_categorical_accuracy.__doc__ or "",
                                              sparse_categorical_accuracy),
     "categorical_accuracy": MetricDef(categorical_accuracy.__doc__ or "", categorical_accuracy),
+    "sequence_accuracy": MetricDef(sequence_accuracy.__doc__ or "", sequence_accuracy),
     "mae": MetricDef(mae.__doc__ or "", mae),
     "mse": MetricDef(mse.__doc__ or "", mse),
     "precision": MetricDef(precision.__doc__ or "", precision, ("true_positives", "predicted_positives")),

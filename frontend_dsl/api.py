@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from compiler.diagnostics import ArgumentTypeError, DlError, register_source
+from compiler.diagnostics import ArgumentTypeError, register_source
 from compiler.ir.core import Module
 
+from .imports import read_source, resolve_uses
 from .lower import lower_program
 from .parser import parse
 
@@ -28,7 +28,7 @@ def compile_source(text: str, file: str = "<string>", *, defer_grads: bool = Fal
     if not isinstance(file, str):
         raise ArgumentTypeError(f"compile_source: argument 'file' must be a str, got {type(file).__name__}")
     register_source(file, text)
-    program = parse(text, file)
+    program = resolve_uses(parse(text, file))
     module = lower_program(program, defer_grads=defer_grads)
     _verify(module)
     return module
@@ -37,24 +37,6 @@ def compile_source(text: str, file: str = "<string>", *, defer_grads: bool = Fal
 def compile_file(path: str | Path, *, defer_grads: bool = False) -> Module:
     """:func:`compile_source` on a file; a missing or unreadable file is a :class:`DlError`."""
     return compile_source(read_source(path), str(path), defer_grads=defer_grads)
-
-
-def read_source(path: str | Path) -> str:
-    """The text of a source file, or a :class:`DlError` saying why it cannot be read."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise ArgumentTypeError(f"argument 'path' must be a path (str or os.PathLike), got "
-                                f"{type(path).__name__}")
-    file = Path(path)
-    if not file.exists():
-        raise DlError(f"no such file: {path}")
-    if not file.is_file():
-        raise DlError(f"not a file: {path}")
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DlError(f"cannot read {path}: not UTF-8 text") from None
-    except OSError as e:
-        raise DlError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _verify(module: Module) -> None:

@@ -169,11 +169,17 @@ class Return:
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """A function parameter ``name: type``."""
+    """A function parameter ``name: type``, or a compile-time constant ``name: int``
+    (``kind`` is one of :data:`CONST_KINDS`, and ``type`` is None)."""
 
     name: Name
-    type: TypeExpr
+    type: TypeExpr | None
     span: Location
+    kind: str | None = None
+
+
+# The kinds of a compile-time parameter (fn block(x: f32[N, T, D], heads: int)).
+CONST_KINDS = ("int", "float", "bool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +266,15 @@ class ModelDef:
     span: Location
 
 
-Item = FnDef | GradDef | ModelDef
+@dataclass(frozen=True, slots=True)
+class Use:
+    """``use "std/nn.dl"``: the functions of another file."""
+
+    path: str
+    span: Location
+
+
+Item = FnDef | GradDef | ModelDef | Use
 
 
 @dataclass(frozen=True, slots=True)

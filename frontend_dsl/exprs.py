@@ -29,6 +29,7 @@ from compiler.ops.base import COMPOSITE, ELEMENTWISE
 from compiler.passes.autodiff import inline_function
 
 from . import ast
+from .blocks import expand_block, unify_types
 from .constants import INT_RANGE, convert_attr, fits, fold
 from .layers import LAYERS
 from .layers.base import ParamHost
@@ -46,6 +47,11 @@ class FunctionTable(Protocol):
 
     def names(self) -> list[str]: ...
 
+    def block(self, name: str) -> tuple[ast.FnDef, str] | None:
+        """The definition of ``name`` and why it is a block, if it is one (see
+        :mod:`frontend_dsl.blocks`)."""
+        ...
+
 
 class Body:
     """Lowers statements and expressions into one function through its builder."""
@@ -57,6 +63,16 @@ class Body:
         self.scope = scope
         self.symbols = symbols
         self.params = params    # the model, inside a model block: layers add parameters to it
+        self.dims: dict[str, Dim] = {}      # in a block's call: its symbols -> the call's dims
+        self.expanding: list[str] = []      # the blocks being expanded, outermost first
+
+    def nested(self, scope: Scope, symbols: set[str], host: ParamHost, dims: dict[str, Dim],
+               block: str) -> Body:
+        """A lowering into the same function for the body of a call of ``block``."""
+        inner = Body(self.functions, self.b, scope, symbols, params=host)
+        inner.dims = dict(dims)
+        inner.expanding = [*self.expanding, block]
+        return inner
 
     # -- statements --------------------------------------------------------
 
@@ -184,17 +200,19 @@ class Body:
 
     def attribute(self, e: ast.Attribute) -> Value:
         """``layer.param``: a parameter a layer of this model created (``hidden.kernel``)."""
-        if not isinstance(e.value, ast.Name):
+        path = _dotted(e)
+        if path is None:
             raise DlTypeError("only a layer's name has attributes, e.g. hidden.kernel", e.span)
-        full = f"{e.value.id}.{e.name}"
+        full = ".".join(path)
+        head = path[0]
         if self.params is None:
             raise NameResolutionError(f"'{full}': layer parameters exist only inside a model", e.span)
         value = self.params.param_named(full)
         if value is not None:
             return value
-        if self.scope.lookup(e.value.id) is not None:
+        if self.scope.lookup(head) is not None:
             raise NameResolutionError(
-                f"'{e.value.id}' is a value, not a layer: '{full}' names nothing (a layer is named by its "
+                f"'{head}' is a value, not a layer: '{full}' names nothing (a layer is named by its "
                 f"name=\"...\" argument, or dense_1, dense_2, ... in order)", e.span)
         known = self.params.param_names()
         raise NameResolutionError(f"no parameter '{full}' (parameters so far: {', '.join(known) or 'none'})",
@@ -285,6 +303,9 @@ class Body:
     # -- calls -----------------------------------------------------------------
 
     def call(self, c: ast.Call) -> Value | Lit | tuple[Value, ...]:
+        block = self.functions.block(c.func)
+        if block is not None:
+            return expand_block(self, block[0], c, block[1])
         if self.functions.is_function(c.func):
             return self.inline(c)
         layer = LAYERS.get(c.func)
@@ -296,6 +317,9 @@ class Body:
         if c.func in GRAD_TRANSFORMS:
             raise DlTypeError(f"{c.func}(...) defines a function: write 'fn name = {c.func}(f, wrt=[...])' "
                               "at the top level and call it", c.func_span)
+        folded = self.int_fold(c)
+        if folded is not None:
+            return folded
         opdef = get_op(c.func)          # an op's name or an alias of it (swish)
         if opdef is not None:
             for kw in c.kwargs:         # softmax(x, mask=m) calls masked_softmax
@@ -368,12 +392,29 @@ class Body:
         attr_values = {k: self.attr(op, k, e, spelled.get(k, k)) for k, e in attrs.items()}
         return self.emit(op.name, operands, attr_values, c.span)
 
+    def int_fold(self, c: ast.Call) -> Lit | None:
+        """``floor_div(a, b)`` / ``mod(a, b)`` of two compile-time integers, folded; else None."""
+        if c.func not in _INT_FOLDS or len(c.args) != 2 or c.kwargs:
+            return None
+        values = []
+        for arg in c.args:
+            try:
+                values.append(self.const(arg))
+            except DlTypeError:
+                return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return None
+        return Lit(_fold_ints(c, values), c.span)
+
     def attr(self, op: OpDef, key: str, expr: ast.Expr, written: str) -> Any:
         """A compile-time attribute value, converted by the attribute's kind."""
         kind = op.attrs[key].kind
         value = self.const(expr)
         where = f"argument '{written}' of '{op.name}'"
-        return convert_attr(value, kind, where, expr.span, self.symbols)
+        out = convert_attr(value, kind, where, expr.span, self.symbols)
+        if kind == "dims" and self.dims:
+            out = tuple(self.dims.get(d, d) if isinstance(d, str) else d for d in out)
+        return out
 
     def const(self, expr: ast.Expr) -> Any:
         """An expression evaluated at compile time: numbers, bools, strings, lists, bare names."""
@@ -395,6 +436,8 @@ class Body:
             v = self.expr(expr)
             if isinstance(v, Lit):
                 return v.value
+        if isinstance(expr, ast.Call) and expr.func in _INT_FOLDS and len(expr.args) == 2 and not expr.kwargs:
+            return _fold_ints(expr, [self.const(a) for a in expr.args])
         raise DlTypeError("this argument must be a compile-time constant", expr.span)
 
     # -- user functions --------------------------------------------------------
@@ -624,25 +667,34 @@ def _signature(op: OpDef) -> str:
     return f"{op.name}({', '.join(parts)})"
 
 
+# floor_div(a, b) and mod(a, b) of two compile-time integers fold (in shapes: the size of a
+# head is floor_div(dim, heads)); the ops themselves are for tensors.
+_INT_FOLDS = {"floor_div": lambda a, b: a // b, "mod": lambda a, b: a % b}
+
+
+def _fold_ints(c: ast.Call, values: list[Any]) -> int:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise DlTypeError(f"{c.func}(...) is a compile-time constant only of two integers", c.span)
+    if values[1] == 0:
+        raise DlTypeError("division by zero in a constant expression", c.span)
+    return _INT_FOLDS[c.func](*values)
+
+
+def _dotted(e: ast.Attribute) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]``; None if the chain does not start at a name."""
+    parts = [e.name]
+    node: ast.Expr = e.value
+    while isinstance(node, ast.Attribute):
+        parts.append(node.name)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return [node.id, *reversed(parts)]
+
+
 def unify_call(callee: Function, args: list[tuple[Value, Location]]) -> dict[str, Dim]:
     """Check arguments against the callee's parameter types; bind its symbolic dims."""
-    binding: dict[str, Dim] = {}
-    for p, (v, span) in zip(callee.params, args):
-        want, got = p.type, v.type
-        message = (f"argument '{p.name}' of '{callee.name}' expects {want.dsl_str()}, "
-                   f"got {got.dsl_str()}")
-        if want.dtype != got.dtype or want.rank != got.rank:
-            raise DlTypeError(message, span)
-        for wd, gd in zip(want.shape, got.shape):
-            if isinstance(wd, int):
-                if wd != gd:
-                    raise DlTypeError(message, span)
-            elif wd in binding and binding[wd] != gd:
-                raise DlTypeError(f"{message}: dim {wd} is {binding[wd]} from an earlier argument "
-                                  f"but {gd} here", span)
-            else:
-                binding[wd] = gd
-    return binding
+    return unify_types(callee.name, [(p.name or "?", p.type) for p in callee.params], args)
 
 
 def substitute_dims(op: Op, binding: dict[str, Dim]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from compiler.ir.types import TensorType
 from compiler.passes.autodiff import grad
 
 from . import ast
+from .blocks import block_reason
 from .constants import resolve_type
 from .exprs import GRAD_TRANSFORMS, Body
 from .model import MODEL_FUNCTIONS, ModelLowering
@@ -59,10 +60,14 @@ class _Lowerer:
         self.order: dict[str, tuple[int, int]] = {}  # function name -> source position
         self.grad_specs: dict[str, dict[str, Any]] = {}
         self.model: ast.ModelDef | None = None
+        self.blocks: dict[str, str] = {}             # block function -> why it is one
 
     def run(self, *, defer_grads: bool) -> Module:
         self._collect_definitions()
+        self._find_blocks()
         for name in self._callees_first():
+            if name in self.blocks:
+                continue                             # lowered at each call, in the model
             try:
                 self.function(name)
             except Poisoned:
@@ -122,6 +127,27 @@ class _Lowerer:
                         item.name.span, notes=[f"model '{self.model.name.id}' at {self.model.name.span} "
                                                "defines predict, loss and evaluate"]))
                     del self.defs[fname]
+
+    def _find_blocks(self) -> None:
+        """The functions that create parameters when called (:mod:`frontend_dsl.blocks`): those
+        calling layers, taking compile-time parameters, or calling such functions."""
+        changed = True
+        while changed:
+            changed = False
+            for name, item in self.defs.items():
+                if name in self.blocks or not isinstance(item, ast.FnDef):
+                    continue
+                reason = block_reason(item, lambda f: f in self.blocks, self.is_function)
+                if reason is not None:
+                    self.blocks[name] = reason
+                    changed = True
+
+    def block(self, name: str) -> tuple[ast.FnDef, str] | None:
+        if name not in self.blocks:
+            return None
+        item = self.defs[name]
+        assert isinstance(item, ast.FnDef)
+        return item, self.blocks[name]
 
     # -- functions ---------------------------------------------------------
 
@@ -207,6 +233,10 @@ class _Lowerer:
         Raises :class:`Poisoned` if it failed (its errors are already
         collected) and a :class:`NameResolutionError` for a recursive call.
         """
+        if name in self.blocks:
+            raise DlTypeError(f"'{name}' is a block ({self.blocks[name]}): it is expanded at each "
+                              f"call, as {name}(...), inside a model, and is no function of its own",
+                              call_span)
         if name in self.done:
             result = self.done[name]
             if result is None:
@@ -298,6 +328,7 @@ class _Lowerer:
                 continue
             seen[p.name.id] = p.name.span
             try:
+                assert p.type is not None, "a function with a compile-time parameter is a block"
                 out.append((p.name.id, resolve_type(p.type, None)))
             except DlError as e:
                 collect_errors(errors, e)

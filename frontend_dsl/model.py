@@ -178,6 +178,11 @@ class ModelLowering:
         self.state.layer_counts[layer] = count
         return f"{layer}_{count}"
 
+    def qualify(self, name: str) -> str:
+        """A layer's full name: the model's own layers are named as written (a block's
+        call prefixes its name, see :mod:`frontend_dsl.blocks`)."""
+        return name
+
     def param_named(self, name: str) -> Value | None:
         """The parameter ``name`` (``hidden.kernel``, or a ``param`` statement's), if declared so far."""
         return next((p.value for p in self.state.params if p.name == name), None)
@@ -292,7 +297,7 @@ class ModelLowering:
             kind = "bool" if isinstance(opt.default(key), bool) else "float"
             given[kw.name] = convert_attr(self.body.const(kw.value), kind,
                                           f"hyperparameter '{kw.name}' of '{name}'", kw.value.span, set())
-            problem = opt.check(kw.name, given[kw.name])
+            problem = opt.check(kw.name, given[kw.name]) or clipping_problem(given)
             if problem is not None:
                 raise DlTypeError(f"optimizer '{name}': {problem}", kw.value.span)
         resolved = opt.resolve(given)

@@ -230,6 +230,16 @@ class ToAst(Transformer_NonRecursive):
     def param(self, meta, name: Token, type_: ast.TypeExpr):
         return ast.Param(self._name(name), type_, _loc(self.file, meta))
 
+    def const_param(self, meta, name: Token, kind: Token):
+        if str(kind) not in ast.CONST_KINDS:
+            raise DlTypeError(f"unknown parameter kind '{kind}': a parameter is a tensor "
+                              f"(x: f32[N, 3]) or a compile-time {', '.join(ast.CONST_KINDS)}",
+                              _tok_loc(self.file, kind))
+        return ast.Param(self._name(name), None, _loc(self.file, meta), str(kind))
+
+    def use_decl(self, meta, path: Token):
+        return ast.Use(_unescape(str(path)[1:-1], _tok_loc(self.file, path)), _loc(self.file, meta))
+
     def param_list(self, meta, *params):
         return tuple(params)
 

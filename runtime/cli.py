@@ -28,6 +28,7 @@ COMMANDS = [
     "train",
     "evaluate",
     "predict",
+    "generate",
     "compile",
     "cache",
     "opt",

@@ -25,7 +25,9 @@ a directory               IDX files ``train-images*``, ``train-labels*`` and
 ``file.csv``              a header row, numeric columns; ``label_column`` names
                           the target column, every other column is a feature
 a synthetic name          ``linear_regression``, ``xor``, ``student_pass``,
-                          ``student_grade``, ``sigmoid_chain`` (seeded)
+                          ``student_grade``, ``sigmoid_chain``,
+                          ``text_classifier``, ``adder_gpt``, ``char_gpt``
+                          (seeded; char_gpt is the project's docs/*.md)
 nothing                   the synthetic set named like the model, else
                           Fashion-MNIST for a model named ``fmnist...`` or
                           ``fashion...`` and MNIST for any other model with a
@@ -627,6 +629,99 @@ def text_classifier(rng: np.random.Generator, spec: DataSpec | None = None) -> D
     return Dataset("text_classifier", x, y, xt, yt,
                    f"topic of {TEXT_LENGTH}-token documents over a {TEXT_VOCAB}-word vocabulary",
                    epochs=3, batch_size=64)
+
+
+ADDER_DIGITS = 3          # n of the n-digit problems when no model says otherwise
+ADDER_TRAIN, ADDER_TEST = 50000, 2000
+
+
+@_synthetic("adder_gpt")
+def adder_gpt(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """n-digit addition as minGPT's adder demo writes it, generated with a seed.
+
+    A problem ``a + b = c`` is the token sequence of a's n digits, b's n
+    digits (most significant first, zero-padded) and c's n + 1 digits
+    *reversed* (least significant first, so each answer digit depends on
+    digits already written); tokens are the digits 0-9.  The input ``x`` is
+    the first 3n tokens, ``[N, 3n]``; the target ``y`` is the answer,
+    ``[N, n + 1]``: the tokens at positions 2n .. 3n of the sequence, which a
+    causal model predicts at positions 2n - 1 .. 3n - 1 of its input.  n is
+    the model input's length / 3 (3 by default).  50000 training and 2000
+    held-out problems, drawn without replacement from all 10^2n pairs (every
+    pair when there are fewer, a fifth of them held out), so no test problem
+    is in the training set.
+    """
+    n = _adder_digits(spec)
+    pairs = 10 ** (2 * n)
+    total = min(pairs, ADDER_TRAIN + ADDER_TEST)
+    test = min(ADDER_TEST, total // 5)
+    chosen = rng.choice(pairs, size=total, replace=False)
+    a, b = chosen // 10 ** n, chosen % 10 ** n
+    tokens = np.concatenate([_digits(a, n), _digits(b, n), _digits(a + b, n + 1)[:, ::-1]], axis=1)
+    x, y = tokens[:, :3 * n].astype(np.int32), tokens[:, 2 * n:].astype(np.int32)
+    return Dataset("adder_gpt", x[test:], y[test:], x[:test], y[:test],
+                   f"{n}-digit addition a + b = c as digit tokens (c reversed)", epochs=3, batch_size=64)
+
+
+def _adder_digits(spec: DataSpec | None) -> int:
+    if spec is None or not spec.inputs:
+        return ADDER_DIGITS
+    length = spec.inputs[0].shape[-1] if len(spec.inputs[0].shape) == 2 else None
+    if not isinstance(length, int) or length % 3 or length < 3:
+        raise DlRuntimeError(f"the adder_gpt data needs an input of [N, 3n] tokens (n digits), got "
+                             f"{spec.inputs[0].dsl_str()}")
+    return length // 3
+
+
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    """Each value's ``width`` decimal digits, most significant first: ``[len(values), width]``."""
+    powers = 10 ** np.arange(width - 1, -1, -1)
+    return (values[:, None] // powers[None, :]) % 10
+
+
+CHAR_WINDOW = 64          # tokens per sample when the model's sequence length is a symbol
+CHAR_CORPUS = "corpus.txt.gz"
+
+
+def char_corpus() -> bytes:
+    """The char_gpt text: a frozen copy of dlc's docs (``runtime/datasets/char_gpt``, package
+    data, checked against its ``SHA256SUMS``)."""
+    directory = Path(str(resources.files("runtime") / "datasets" / "char_gpt"))
+    verify_checksums(directory, [CHAR_CORPUS])
+    return gzip.decompress((directory / CHAR_CORPUS).read_bytes())
+
+
+@_synthetic("char_gpt")
+def char_gpt(rng: np.random.Generator, spec: DataSpec | None = None) -> Dataset:
+    """Character-level language modelling on the project's own documentation.
+
+    The text is dlc's ``docs/*.md`` at commit 12544a9, concatenated in name
+    order (:func:`char_corpus`, 277,389 bytes), as UTF-8 bytes (tokens
+    0-255).  Samples are windows of T bytes (the model input's length, 64
+    when it is a symbol) starting every T/2 bytes; ``x``
+    is a window and ``y`` the same window one byte later (the next byte at
+    each position), both ``[N, T]`` int32.  The last 10% of the text is the
+    validation split, so no validation window overlaps a training one.  The
+    training windows are shuffled with the seed.
+    """
+    text = char_corpus()
+    window = CHAR_WINDOW
+    if spec is not None and spec.inputs and len(spec.inputs[0].shape) == 2 \
+            and isinstance(spec.inputs[0].shape[1], int):
+        window = spec.inputs[0].shape[1]
+    tokens = np.frombuffer(text, np.uint8).astype(np.int32)
+    split = int(len(tokens) * 0.9)
+
+    def windows(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.arange(0, len(part) - window - 1, max(window // 2, 1))
+        idx = starts[:, None] + np.arange(window)[None, :]
+        return part[idx], part[idx + 1]
+    x, y = windows(tokens[:split])
+    order = rng.permutation(len(x))
+    xt, yt = windows(tokens[split:])
+    return Dataset("char_gpt", x[order], y[order], xt, yt,
+                   f"next byte of dlc's docs ({len(tokens)} bytes, windows of {window})", epochs=5,
+                   batch_size=32)
 
 
 def _feature_width(spec: TensorSpec) -> int:

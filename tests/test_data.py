@@ -202,8 +202,9 @@ def test_synthetic_sets_are_seeded() -> None:
         np.testing.assert_array_equal(a.x_train, b.x_train)
         np.testing.assert_array_equal(a.y_train, b.y_train)
         assert a.has_test
-        # token ids are integers; every other set holds float features
-        assert a.x_train.dtype == (np.int32 if name == "text_classifier" else np.float32)
+        # token ids (text, digits, bytes) are integers; every other set holds float features
+        assert a.x_train.dtype == (np.int32 if name in ("text_classifier", "adder_gpt", "char_gpt")
+                                   else np.float32)
     assert not np.array_equal(D.load_data("student_pass", seed=1).x_train, D.load_data("student_pass", seed=2).x_train)
 
 

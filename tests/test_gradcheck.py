@@ -215,5 +215,8 @@ def test_example_loss_gradient(example):
     report = gradcheck(module, "loss", wrt=params, bindings={"N": 3}, max_elements=24)
     assert report.passed, str(report)
     # Parameters come from their initializers, so no loss is saturated and every
-    # gradient compared is a real one, not a trivially matching zero.
-    assert all(a.max_grad > 1e-6 for a in report.args), str(report)
+    # gradient compared is a real one, not a trivially matching zero -- except an
+    # attention key bias's, which is zero exactly: it adds q . b_k to every score of
+    # a query's row, and softmax does not change when a row is shifted.
+    real = [a for a in report.args if not a.name.endswith("attn.key_bias")]
+    assert all(a.max_grad > 1e-6 for a in real), str(report)

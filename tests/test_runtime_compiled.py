@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import runtime
+from compiler.diagnostics import DlError
 from compiler.ir.builder import new_function
 from compiler.ir.core import Module
 from compiler.ir.interpreter import interpret
@@ -306,12 +308,18 @@ def examples(cache_dir):
 
 def test_every_example_function_matches_the_interpreter(examples):
     assert any(name.endswith("train_step") for name in examples.functions)
-    rng = np.random.default_rng(5)
     for name, fn in examples.functions.items():
         func = examples.module.get(name)
+        # each function's arguments from its own name, so adding an example changes no other's
+        rng = np.random.default_rng([5, zlib.crc32(name.encode())])
         for n in (1, 7, 128):
             args = make_args(func, n, rng)
-            want = interpret(func, [a.copy() for a in args])
+            try:
+                want = interpret(func, [a.copy() for a in args])
+            except DlError as e:            # char_gpt at T = 128 > its 64 positions: both refuse
+                with pytest.raises(type(e)):
+                    fn(*[a.copy() for a in args])
+                continue
             got = fn(*[a.copy() for a in args])
             got = list(got) if isinstance(got, tuple) else [got]
             for i, (g, w) in enumerate(zip(got, want)):

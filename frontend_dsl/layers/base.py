@@ -78,6 +78,8 @@ class ParamHost(Protocol):
 
     def auto_name(self, layer: str) -> str: ...
 
+    def qualify(self, name: str) -> str: ...
+
     def param_named(self, name: str) -> Value | None: ...
 
     def param_names(self) -> list[str]: ...
@@ -150,7 +152,8 @@ class LayerCall:
             raise DlTypeError(f"'{layer.name}' takes {', '.join(layer.required)}, "
                               f"e.g. {layer.usage}", c.span, notes=[f"missing: {', '.join(missing)}"])
         default_name = host.auto_name(layer.name) if host else layer.name   # counted even when named
-        self.name = self.str("name", None) or default_name
+        local_name = self.str("name", None) or default_name
+        self.name = host.qualify(local_name) if host else local_name   # inside a block: block_1.dense_1
 
     # -- arguments -------------------------------------------------------------
 

@@ -67,9 +67,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", default=None, metavar="NAME|DIR|FILE",
                         help="mnist, fashion-mnist, a synthetic set (linear_regression, xor, student_pass, "
-                             "student_grade, sigmoid_chain, text_classifier), a directory of IDX files, "
-                             "a .npz (x, y[, x_test, y_test], or one array per input and target name "
-                             "[, NAME_test]) or a .csv; default: chosen from the model")
+                             "student_grade, sigmoid_chain, text_classifier, adder_gpt, char_gpt), "
+                             "a directory of IDX files, a .npz (x, y[, x_test, y_test], or one array per input "
+                             "and target name [, NAME_test]) or a .csv; default: chosen from the model")
     source.add_argument("--input", action="append", default=None, metavar="NAME=FILE", dest="inputs",
                         help="one .npy file per model input and target (repeat the option): "
                              "the data of a model with several inputs")

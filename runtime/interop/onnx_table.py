@@ -414,6 +414,18 @@ def _(im: Importer, node: Node, x: Any, axes: Any = None) -> list[Any]:
     return im.reshape_or_fold(x, tuple(dims))
 
 
+@exports("iota", "Range")
+def _(ex: Exporter, op: Op) -> list[str]:
+    # iota(shape, axis) = Expand(Reshape(Range(0, shape[axis], 1), [1, .., n, .., 1]), shape)
+    shape, axis = op.attrs["shape"], op.attrs["axis"] % len(op.attrs["shape"])
+    n = ex.node("Reshape", [ex.shape((shape[axis],)), ex.const(np.array([], dtype=np.int64))])[0]
+    one, zero = ex.const(np.array(1, dtype=np.int64)), ex.const(np.array(0, dtype=np.int64))
+    line = ex.node("Range", [zero, n, one])[0]
+    column = tuple(shape[axis] if i == axis else 1 for i in range(len(shape)))
+    spread = ex.node("Expand", [ex.node("Reshape", [line, ex.shape(column)])[0], ex.shape(shape)])[0]
+    return ex.node("Cast", [spread], to=DL_TO_ONNX[op.attrs["dtype"]])
+
+
 @exports("broadcast_to", "Expand")
 def _(ex: Exporter, op: Op, x: str) -> list[str]:
     return ex.node("Expand", [x, ex.shape(op.attrs["shape"])])

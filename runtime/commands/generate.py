@@ -1,0 +1,127 @@
+"""``dlc generate FILE --weights W --prompt TEXT``: sample text from a trained language model.
+
+The model's first input is a token sequence ``i32[N, T]`` (``T`` static or
+a symbol) and its first output the next-token logits at every position,
+``[N, T, V]``.  Tokens are the prompt's UTF-8 bytes (so a character model
+has ``V = 256``; a byte the vocabulary does not hold is an error).  Each new
+token is drawn from ``softmax(logits / temperature)`` at the last position
+(``--temperature 0``: the most likely token), with a generator seeded by
+``--seed``, and appended; the model sees the last ``T`` tokens (a static
+``T``, with the window padded after the text, which a causal model never
+looks at) or the last ``--context`` tokens (a symbolic ``T``).
+
+There is no KV cache yet: each token runs the whole forward pass over the
+window again, O(T²) attention work per token rather than O(T).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from compiler.diagnostics import DlRuntimeError
+
+from ..model import Model, load_model
+from .train import add_model_arguments, model_passes
+
+NAME = "generate"
+HELP = "sample text from a trained language model (tokens are UTF-8 bytes)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dlc generate``."""
+    add_model_arguments(parser)
+    parser.add_argument("--weights", required=True, metavar="PATH", help="a checkpoint written by dlc train --save")
+    parser.add_argument("--prompt", required=True, help="the text to continue (at least one byte)")
+    parser.add_argument("--tokens", type=_count, default=200, help="tokens to generate (default 200)")
+    parser.add_argument("--temperature", type=_temperature, default=1.0,
+                        help="divides the logits before sampling; 0 picks the most likely token (default 1)")
+    parser.add_argument("--context", type=_count, default=None,
+                        help="tokens the model sees, for a model whose sequence length is a symbol "
+                             "(default: its position table's size is unknown, so 64)")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate and print the prompt followed by the new text."""
+    model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
+                       passes=model_passes(args))
+    prompt = list(args.prompt.encode("utf-8"))
+    tokens = generate(model, prompt, args.tokens, args.temperature, seed=args.seed, context=args.context)
+    sys.stdout.write(bytes(tokens).decode("utf-8", errors="replace") + "\n")
+    return 0
+
+
+def generate(model: Model, prompt: list[int], count: int, temperature: float, *, seed: int = 0,
+             context: int | None = None) -> list[int]:
+    """``prompt`` followed by ``count`` tokens sampled from ``model`` (see the module docstring)."""
+    length, vocab = _shape(model)
+    if not prompt:
+        raise DlRuntimeError("the prompt is empty: give at least one token")
+    outside = [t for t in prompt if t >= vocab]
+    if outside:
+        raise DlRuntimeError(f"the prompt holds byte {outside[0]}, outside the model's vocabulary of "
+                             f"{vocab} tokens (tokens are the prompt's UTF-8 bytes)")
+    window = length if length is not None else (context or 64)
+    rng = np.random.default_rng(seed)
+    tokens = list(prompt)
+    for _ in range(count):
+        seen = tokens[-window:]
+        x = np.zeros((1, window if length is not None else len(seen)), np.int32)
+        x[0, :len(seen)] = seen
+        out = model.predict(x)
+        logits = (out[0] if isinstance(out, tuple) else out)[0, len(seen) - 1].astype(np.float64)
+        tokens.append(_pick(logits, temperature, rng))
+    return tokens
+
+
+def _shape(model: Model) -> tuple[int | None, int]:
+    """The model's sequence length (None: a symbol) and vocabulary size, checked."""
+    spec = model.data_spec
+    inp = spec.inputs[0]
+    out = spec.outputs[0] if spec.outputs else None
+    if len(inp.shape) != 2 or not np.issubdtype(inp.dtype, np.integer):
+        raise DlRuntimeError(f"dlc generate needs a model whose first input is tokens [N, T] (integers), "
+                             f"got {inp.name}: {inp.dsl_str()}")
+    if out is None or len(out.shape) != 3 or not isinstance(out.shape[-1], int) \
+            or not np.issubdtype(out.dtype, np.floating):
+        shown = f"{out.name}: {out.dsl_str()}" if out is not None else "none"
+        raise DlRuntimeError(f"dlc generate needs a model whose first output is next-token logits "
+                             f"[N, T, V], got {shown}")
+    if out.shape[1] != inp.shape[1]:
+        raise DlRuntimeError(f"dlc generate needs logits at every input position: output {out.name} is "
+                             f"{out.dsl_str()}, input {inp.name} {inp.dsl_str()}")
+    length = inp.shape[1] if isinstance(inp.shape[1], int) else None
+    return length, int(out.shape[-1])
+
+
+def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """A token: the most likely at temperature 0, else drawn from softmax(logits / temperature)."""
+    if not np.isfinite(logits).all():
+        raise DlRuntimeError("the model's logits are not finite (NaN or inf): check the weights")
+    if temperature == 0:
+        return int(np.argmax(logits))
+    z = logits / temperature
+    p = np.exp(z - z.max())
+    return int(rng.choice(len(p), p=p / p.sum()))
