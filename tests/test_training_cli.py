@@ -246,7 +246,7 @@ def test_train_and_evaluate_take_the_pass_flags(tmp_path: Path, capsys) -> None:
     assert "Model load time report" in err
     # (an earlier test may have compiled xor already: a cache hit has no LLVM stages, so only
     # the stages of both paths are asserted here; tests/test_gemm_library.py times a cold one)
-    assert all(stage in err for stage in ("frontend", "cache lookup", "native load and link", "(unattributed)"))
+    assert all(stage in err for stage in ("frontend", "cache lookup", "model set-up", "(unattributed)"))
     assert main(["evaluate", xor, "--weights", str(tmp_path / "w.npz"), "--passes", "no-such-pass"]) == 1
     assert "no-such-pass" in capsys.readouterr().err
 
