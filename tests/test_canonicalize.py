@@ -439,3 +439,71 @@ def test_random_programs_keep_their_results(steps):
     np.testing.assert_array_equal(got, expected)       # bit-for-bit, signed zeros included
     numbers = ~np.isnan(expected)                        # a NaN's sign bit means nothing
     np.testing.assert_array_equal(np.signbit(got)[numbers], np.signbit(expected)[numbers])
+
+
+# ---------------------------------------------------------------------------
+# A mask of a max-pool gradient moves onto the pooled gradient
+
+
+def _bits_equal(got: np.ndarray, want: np.ndarray) -> bool:
+    """Bit for bit, the sign of zero included (NaN's sign aside)."""
+    nan = np.isnan(want)
+    return (np.array_equal(np.isnan(got), nan) and np.array_equal(got[~nan], want[~nan])
+            and np.array_equal(np.signbit(got[~nan]), np.signbit(want[~nan])))
+
+
+def _with_specials(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Normal values with NaN, ±inf, ±0.0 and ties (1.5) sprinkled in."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    picks = rng.random(shape)
+    for lo, value in ((0.0, np.nan), (0.04, np.inf), (0.08, -np.inf), (0.14, -0.0), (0.2, 0.0), (0.26, 1.5)):
+        x[(picks >= lo) & (picks < lo + 0.06)] = value
+    return x
+
+
+POOL_WINDOWS = [
+    {"pool_size": (2, 2), "strides": (2, 2), "padding": (0, 0, 0, 0)},
+    {"pool_size": (3, 3), "strides": (1, 1), "padding": (1, 1, 1, 1)},      # overlapping windows
+    {"pool_size": (3, 2), "strides": (2, 3), "padding": (1, 0, 2, 1)},      # odd sizes, uneven padding
+    {"pool_size": (2, 2), "strides": (1, 1), "padding": (2, 2, 0, 0)},      # windows wholly in padding
+]
+
+
+@pytest.mark.parametrize("attrs", POOL_WINDOWS)
+def test_mask_of_a_max_pool_gradient_moves_before_the_scatter_exactly(attrs):
+    """``select(y > 0, max_pool2d_grad(y, dy), 0)`` (relu's backward after a max pool's) becomes
+    ``max_pool2d_grad(y, select(max_pool2d(y) > 0, dy, 0))``: bit for bit the same on NaN,
+    ±inf, ±0 and tied maxima, whatever the windows."""
+    h, w = 7, 8
+    probe, b = new_function("probe", [("y", T(2, h, w, 3))])
+    oh, ow = b.max_pool2d(probe.params[0], **attrs).type.shape[1:3]
+    params = [("y", T(2, h, w, 3)), ("dy", T(2, oh, ow, 3))]
+
+    def body(b, p):
+        mask = b.gt(p[0], b.scalar_like(0, p[0]))
+        return b.select(mask, b.max_pool2d_grad(p[0], p[1], **attrs), b.scalar_like(0, p[1]))
+
+    before, after = build(params, body), canonicalized(params, body)
+    assert op_names(after).count("select") == 1 and "max_pool2d" in op_names(after)
+    select = next(op for op in after.ops if op.name == "select")
+    assert select.result.type.shape == (2, oh, ow, 3)                # the mask is on the pooled gradient
+    rng = np.random.default_rng(len(POOL_WINDOWS) + attrs["pool_size"][0])
+    for _ in range(3):
+        args = [_with_specials((2, h, w, 3), rng), _with_specials((2, oh, ow, 3), rng)]
+        assert _bits_equal(interpret(after, args)[0], interpret(before, args)[0])
+
+
+@pytest.mark.parametrize("case", ["negative-zero", "one", "other-tensor", "ge"])
+def test_mask_of_a_max_pool_gradient_stays_when_it_is_not_that_mask(case):
+    """The rewrite needs exactly ``y > 0`` of the pooled tensor and a ``+0.0`` otherwise."""
+    attrs = POOL_WINDOWS[0]
+    params = [("y", T(1, 4, 4, 2)), ("z", T(1, 4, 4, 2)), ("dy", T(1, 2, 2, 2))]
+
+    def body(b, p):
+        y = p[0]
+        tested = p[1] if case == "other-tensor" else y
+        mask = b.emit("ge" if case == "ge" else "gt", tested, b.scalar_like(0, y))
+        other = {"negative-zero": -0.0, "one": 1.0}.get(case, 0.0)
+        return b.select(mask, b.max_pool2d_grad(y, p[2], **attrs), b.scalar_like(other, y))
+
+    assert "max_pool2d" not in op_names(canonicalized(params, body))

@@ -453,6 +453,50 @@ def test_bias_and_activation_fuse_into_the_epilogue(groups):
     np.testing.assert_allclose(lib.layer(*args), interpret(func, args)[0], rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_conv_relu_pool_layer_gradient_keeps_no_image_sized_elementwise_kernel(channels):
+    """A conv -> bias -> relu -> max-pool layer and its gradient: relu's backward mask reads
+    relu's output, so bias + relu stay in the forward conv's epilogue (a one-channel input
+    too: the first conv of the MNIST CNN), and canonicalize moves the mask onto the pooled
+    gradient, into the input-gradient conv's epilogue. No elementwise kernel is left over
+    the conv's image; native code agrees with the interpreter, bit for bit on 1, 2, 3 threads."""
+    import runtime
+    from compiler.codegen import threads
+    from compiler.codegen.bufferize import lower_function
+    from compiler.codegen.loops import Conv, Elementwise
+    from compiler.passes import run_pipeline
+
+    types = [T(F32, "N", 11, 10, channels), T(F32, 3, 3, channels, 24), T(F32, 24), T(F32, 3, 3, 24, 24),
+             T(F32, "N", 4, 4, 24)]
+
+    def body(b, x, w, bias, w2, r):
+        act = b.relu(b.add(b.conv2d(x, w), bias))                                  # [N, 9, 8, 24]
+        pooled = b.max_pool2d(act, pool_size=(2, 2), strides=(2, 2))           # [N, 4, 4, 24]
+        return b.sum(b.mul(b.conv2d(pooled, w2, padding=(1, 1, 1, 1)), r))
+    m = _module("loss", types, body)
+    grad(m, "loss", ["x1", "x2", "x3"], new_name="dloss")
+    m = run_pipeline(m, "canonicalize,cse,dce")
+    prog = lower_function(m.get("dloss"))
+    convs = [k for k in prog.kernels if isinstance(k, Conv)]
+    assert all(k.epilogue is not None for k in convs if k.kind in ("forward", "input")), prog
+    image = ("N", 9, 8, 24)
+    assert not [k for k in prog.kernels if isinstance(k, Elementwise) and tuple(k.shape) == image]
+    lib = runtime.compile(m, cache=False, passes="")
+    rng = np.random.default_rng(channels)
+    args = [rng.standard_normal((5, *t.shape[1:]) if t.shape[0] == "N" else t.shape).astype(np.float32)
+            for t in types]
+    want = interpret(m.get("dloss"), args)
+    results = []
+    for n in (1, 2, 3):
+        threads.set_num_threads(lib._library, n)
+        results.append([np.array(r, copy=True) for r in lib.dloss(*args)])
+    threads.set_num_threads(lib._library, threads.num_threads())
+    for got, expected in zip(results[0], want):                # sums of ~200 terms in another order
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6 * np.abs(expected).max())
+    for other in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
+
+
 def test_strided_input_gradient_places_each_residue_class_and_its_epilogue():
     """A stride-(2, 3) input gradient runs one GEMM per residue class of the input pixels;
     each class's rows are scattered back to their pixels with the epilogue (a bias and a

@@ -50,6 +50,8 @@ CONFIGS = [
     (1, 1, 16, (3, 2), (2, 2), (2, 1, 1, 1)),        # 1x1 image, windows in the padding
     (3, 8, 2, (3, 1), (1, 3), (0, 0, 0, 0)),
     (0, 3, 4, (2, 2), (1, 1), (1, 1, 0, 0)),         # no rows: every window empty
+    (4, 6, 20, (2, 2), (2, 2), (0, 0, 0, 0)),        # windows tile the image: the gradient skips zeroing
+    (7, 6, 3, (3, 2), (3, 3), (0, 0, 0, 0)),         # disjoint windows, elements between them
 ]
 
 

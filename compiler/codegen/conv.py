@@ -80,6 +80,7 @@ POINTER_BYTES = 8
 INDIRECT_KC = 1152       # deepest slice of the indirect kernel (whole taps: 3x3x128 is one)
 FILTER_KC = 192          # deepest slice of the kernel gradient, in pixels (its 8x32 tile's B panel and A
                          # values stay in L1: 0.92-0.96 of PyTorch at 384, 0.96-1.01 at 192)
+PACK_A_UNROLL = 48       # the kernel gradient's packA unrolls at most this many rows (pixel-major)
 UNROLL_TAPS = 25         # at most this many taps: the kernel gradient's table unrolls its tap loop, and
                          # a depthwise kernel runs direct (the indirect gathers always unroll theirs)
 
@@ -988,6 +989,11 @@ def _pack_filter_a_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Funct
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     mr = p.mr
     base = b.gep(x, [b.mul(g, _c(s.cg))])
+    most = _round_up(min(MC, p.rows), mr)          # the most rows one call packs
+    if most <= PACK_A_UNROLL:
+        _pack_filter_a_by_pixel(b, s, base, i0, mc, q0, kcur, ap, mr, most)
+        b.ret_void()
+        return fn
     rows_pad = b.mul(_ceil_div(b, mc, mr), _c(mr))
     with for_range(b, 0, rows_pad, name="r") as r:
         live = b.icmp_signed("<", r, mc)
@@ -1001,6 +1007,27 @@ def _pack_filter_a_function(kc: KernelContext, k: Conv, p: ConvPlan) -> ir.Funct
             b.store(value, b.gep(dst, [b.mul(q, _c(mr))]))
     b.ret_void()
     return fn
+
+
+def _pack_filter_a_by_pixel(b: ir.IRBuilder, s, base: ir.Value, i0: ir.Value, mc: ir.Value, q0: ir.Value,
+                            kcur: ir.Value, ap: ir.Value, mr: int, most: int) -> None:
+    """packA's loops the other way round for few rows (a one-channel image's 9 taps):
+    pixel by pixel, the ``most`` rows unrolled, so the output pixel is found once per
+    pixel rather than once per element, and each row's tap and channel (invariant in
+    the pixel loop) are hoisted out of it. Rows from ``mc`` on are stored as zeros."""
+    ety = ap.type.pointee
+    rows = []
+    for r in range(most):
+        live = b.icmp_signed("<", _c(r), mc)
+        row = b.add(i0, b.select(live, _c(r), _c(0)))
+        rows.append((live, b.udiv(row, _c(s.cg)), b.urem(row, _c(s.cg)), (r // mr) * mr, r % mr))
+    with for_range(b, 0, kcur, name="q") as q:
+        origin = _output_pixel(b, s, b.add(q0, q))
+        for live, tap, c, panel, lane in rows:
+            at, ok = _through_tap(b, s, origin, tap)
+            value = b.load(b.gep(base, [b.add(b.mul(b.select(ok, at, _c(0)), _c(s.c)), c)]))
+            value = b.select(b.and_(ok, live), value, const(ety, 0))
+            b.store(value, b.gep(ap, [b.add(b.mul(kcur, _c(panel)), b.add(b.mul(q, _c(mr)), _c(lane)))]))
 
 
 # ---------------------------------------------------------------------------

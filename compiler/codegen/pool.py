@@ -46,6 +46,7 @@ POOL_KINDS = {"max_pool2d": "max", "avg_pool2d": "avg", "max_pool2d_gather": "ga
               "max_pool2d_grad": "max_grad", "avg_pool2d_grad": "avg_grad"}
 
 COST = 2        # work per window element inside the image and channel (a load and a compare or add)
+UNROLL_WINDOW = 16      # windows of at most this many positions, all inside the image, are unrolled
 
 
 def lower_pool(L, op) -> None:
@@ -83,6 +84,10 @@ class _PoolEmitter:
         self.width = kc.lanes
         self.channels = kc.dim(k.out.shape[3])
         self.vty = value_type(self.dtype, self.width)
+        w = self.w
+        # No padding: every window lies inside the image, whole (its positions are unrolled).
+        self.inside = (w.padding == (0, 0, 0, 0) and w.pool[0] <= w.size[0] and w.pool[1] <= w.size[1]
+                       and w.elements <= UNROLL_WINDOW)
 
     def i64(self, value: int) -> ir.Constant:
         return ir.Constant(I64, value)
@@ -124,6 +129,12 @@ class _PoolEmitter:
         row and column, its offset ``k = kh*pw + kw`` and whether it is the window's first."""
         b = self.b
         (h0, hlo, hhi), (x0, xlo, xhi) = rows, cols
+        if self.inside:                 # lo = 0, hi = the pool size: constant offsets
+            for kh in range(self.w.pool[0]):
+                for kw in range(self.w.pool[1]):
+                    body(b.add(h0, self.i64(kh)), b.add(x0, self.i64(kw)), self.i64(kh * self.w.pool[1] + kw),
+                         ir.Constant(ir.IntType(1), kh == 0 and kw == 0))
+            return
         with for_range(b, hlo, hhi, name="kh") as kh:
             with for_range(b, xlo, xhi, name="kw") as kw:
                 k = b.add(b.mul(kh, self.i64(self.w.pool[1])), kw)
@@ -250,7 +261,20 @@ class _Windows(_PoolEmitter):
 
 
 class _Scatter(_PoolEmitter):
-    """Gradient kernels: ``dx`` of whole images, each window adding its share (see above)."""
+    """Gradient kernels: ``dx`` of whole images, each window adding its share (see above).
+
+    Disjoint windows (no padding, strides at least the pool size: the common 2x2 pool of
+    stride 2) each own their elements, so a window stores ``0.0 + share`` (what the
+    addition to the zeroed element gives, bit for bit) or ``0.0`` instead of loading,
+    adding and storing back; when they also tile the image exactly, no element is left
+    for the zeroing pass, which is skipped."""
+
+    def __init__(self, kc: KernelContext, k: Pool):
+        super().__init__(kc, k)
+        w = self.w
+        self.disjoint = self.inside and all(s >= p for s, p in zip(w.strides, w.pool))
+        self.tiles = self.disjoint and all(s == p and o * p == n for s, p, o, n in
+                                           zip(w.strides, w.pool, w.out, w.size))
 
     def emit(self, bounds: Bounds | None) -> None:
         b, w, k = self.b, self.w, self.k
@@ -260,8 +284,9 @@ class _Scatter(_PoolEmitter):
         with for_range(b, lo, hi, name="n") as n:
             base = b.mul(n, image, flags=["nsw"])
             zero = const(self.vty, 0.0)
-            self.over_channels(lambda e, width, mask: self.store(
-                zero, b.gep(self.kc.pointer(dx), [b.add(base, e)], inbounds=True), width, mask), image)
+            if not self.tiles:
+                self.over_channels(lambda e, width, mask: self.store(
+                    zero, b.gep(self.kc.pointer(dx), [b.add(base, e)], inbounds=True), width, mask), image)
             with for_range(b, 0, w.out[0], name="oh") as oh:
                 rows = self.clip(oh, 0)
                 with for_range(b, 0, w.out[1], name="ow") as ow:
@@ -274,6 +299,10 @@ class _Scatter(_PoolEmitter):
 
         def add(h: ir.Value, x: ir.Value, value: ir.Value, where: ir.Value | None = None) -> None:
             ptr = self.ptr(k.out, n, h, x, c)
+            if self.disjoint:           # the element is still the zeroing's +0.0
+                new = b.fadd(const(value.type, 0.0), value)
+                self.store(new if where is None else b.select(where, new, const(value.type, 0.0)), ptr, width, mask)
+                return
             old = self.load(ptr, width, mask)
             new = b.fadd(old, value)
             self.store(new if where is None else b.select(where, new, old), ptr, width, mask)

@@ -411,8 +411,11 @@ def _(b, op, ct):
 
 @relu.def_vjp
 def _(b, op, ct):
-    x = op.operands[0]                                          # d relu(x) = [x > 0] dx
-    return [b.select(b.gt(x, b.scalar_like(0, x)), ct, b.scalar_like(0, ct))]
+    # d relu(x) = [x > 0] dx, read from the output: relu(x) > 0 exactly when x > 0 (NaN
+    # neither), and the mask from y leaves x used by relu alone, so a producer's epilogue
+    # (a conv's or matmul's bias + relu) fuses instead of x being kept for the backward.
+    y = op.result
+    return [b.select(b.gt(y, b.scalar_like(0, y)), ct, b.scalar_like(0, ct))]
 
 
 @abs_.def_vjp

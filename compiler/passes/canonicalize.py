@@ -29,6 +29,9 @@ probabilities is *built* from the logits by the loss's own ``canonical`` rule
 (``compiler/ops/losses.py``), before anything runs or differentiates it; a
 loss op that reaches this pass in probability form (parsed IR text) keeps it.
 
+``select(y > 0, max_pool2d_grad(y, dy), 0)`` masks the pooled gradient instead
+(exact: see the pattern).
+
 ``argmax(softmax(z)) -> argmax(z)`` along the same axis: softmax is
 increasing, so this drops the softmax an accuracy metric would compute.  The
 only possible difference: two logits closer than float rounding can give
@@ -340,6 +343,34 @@ def reduce_unit_axes(op: Op, rw: Rewriter) -> Replacement:
     if not all(x.type.shape[a] == 1 for a in axes):
         return None
     return rw.b.reshape(x, shape=op.result.type.shape)
+
+
+# ---------------------------------------------------------------------------
+# Pooling
+
+
+@pattern("mask-before-max-pool-grad", "select")
+def mask_before_max_pool_grad(op: Op, rw: Rewriter) -> Replacement:
+    # select(y > 0, max_pool2d_grad(y, dy), 0) -> max_pool2d_grad(y, select(max_pool2d(y) > 0, dy, 0))
+    # The gradient is zero except at each window's first maximum p, where the window's
+    # pooled value is y[p]: masking by the pooled value before the scatter masks exactly
+    # the same additions (a NaN window routes its dy to the NaN, masked both ways; a window
+    # wholly in the padding drops its dy both ways), zeros are +0.0 both ways. It moves a
+    # relu's backward mask from the image onto the 4x smaller pooled gradient, where the
+    # producer's epilogue (a conv's input gradient) applies it; CSE shares max_pool2d(y).
+    cond, grad, zero = op.operands
+    test, pool_grad = defining_op(cond, "gt"), defining_op(grad, "max_pool2d_grad")
+    if test is None or pool_grad is None or not is_splat(test.operands[1], 0.0):
+        return None
+    y, dy = pool_grad.operands
+    value = splat_value(zero)
+    if (test.operands[0] is not y or test.result.type.shape != y.type.shape
+            or value is None or isinstance(value, bool) or value != 0
+            or math.copysign(1.0, value) != 1.0 or zero.type.dtype != grad.type.dtype):
+        return None
+    pooled = rw.b.max_pool2d(y, **pool_grad.attrs)
+    masked = rw.b.select(rw.b.gt(pooled, rw.b.scalar_like(0, pooled)), dy, rw.b.scalar_like(0, dy))
+    return rw.like(rw.b.max_pool2d_grad(y, masked, **pool_grad.attrs), op.result.type)
 
 
 # ---------------------------------------------------------------------------

@@ -136,6 +136,26 @@ func.func @folding(%x: tensor<?x3xf32, "N">) -> (tensor<2xf32>, tensor<?x3xf32, 
   func.return %0, %1, %2, %3, %4 : tensor<2xf32>, tensor<?x3xf32, "N">, tensor<i64>, tensor<?x3xf32, "N">, tensor<?x3xf32, "N">
 }
 
+// select(y > 0, max_pool2d_grad(y, dy), +0.0) -> max_pool2d_grad(y, select(max_pool2d(y) > 0, dy, 0)):
+// relu's backward mask moves onto the pooled gradient.  With -0.0 as the other branch
+// it stays (the scatter's zeros are +0.0).
+// CHECK-LABEL: func.func @mask_before_max_pool_grad
+// CHECK:         %[[P:.*]] = "dl.max_pool2d"(%y) {padding = [0, 0, 0, 0], pool_size = [2, 2], strides = [2, 2]}
+// CHECK:         %[[M:.*]] = "dl.gt"(%[[P]],
+// CHECK:         %[[D:.*]] = "dl.select"(%[[M]], %dy,
+// CHECK:         %[[G:.*]] = "dl.max_pool2d_grad"(%y, %[[D]])
+// CHECK:         %[[S:.*]] = "dl.select"(
+// CHECK-NEXT:    func.return %[[G]], %[[S]]
+func.func @mask_before_max_pool_grad(%y: tensor<?x4x4x2xf32, "N">, %dy: tensor<?x2x2x2xf32, "N">) -> (tensor<?x4x4x2xf32, "N">, tensor<?x4x4x2xf32, "N">) {
+  %z = "dl.constant"() {dtype = f32, shape = [], value = 0.0} : () -> tensor<f32>
+  %nz = "dl.constant"() {dtype = f32, shape = [], value = -0.0} : () -> tensor<f32>
+  %g = "dl.max_pool2d_grad"(%y, %dy) {padding = [0, 0, 0, 0], pool_size = [2, 2], strides = [2, 2]} : (tensor<?x4x4x2xf32, "N">, tensor<?x2x2x2xf32, "N">) -> tensor<?x4x4x2xf32, "N">
+  %m = "dl.gt"(%y, %z) : (tensor<?x4x4x2xf32, "N">, tensor<f32>) -> tensor<?x4x4x2xi1, "N">
+  %0 = "dl.select"(%m, %g, %z) : (tensor<?x4x4x2xi1, "N">, tensor<?x4x4x2xf32, "N">, tensor<f32>) -> tensor<?x4x4x2xf32, "N">
+  %1 = "dl.select"(%m, %g, %nz) : (tensor<?x4x4x2xi1, "N">, tensor<?x4x4x2xf32, "N">, tensor<f32>) -> tensor<?x4x4x2xf32, "N">
+  func.return %0, %1 : tensor<?x4x4x2xf32, "N">, tensor<?x4x4x2xf32, "N">
+}
+
 // dim_size of a symbolic dim is read at run time: it stays.
 // CHECK-LABEL: func.func @symbolic_dim
 // CHECK-NEXT:    "dl.dim_size"(%x) {axis = 0, dtype = i64}
@@ -151,3 +171,4 @@ func.func @symbolic_dim(%x: tensor<?x3xf32, "N">) -> (tensor<i64>) {
 // STATS-DAG:  (S) {{ *}}1 neg-neg
 // STATS-DAG:  (S) {{ *}}2 transpose-transpose
 // STATS-DAG:  (S) {{ *}}1 dim-size-static
+// STATS-DAG:  (S) {{ *}}1 mask-before-max-pool-grad
