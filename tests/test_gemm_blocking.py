@@ -18,10 +18,13 @@ from tests.test_codegen_gemm import matmul_function
 
 
 def test_rule_from_cache_sizes():
-    # 2 MiB L2, 300 MiB L3 (Emerald Rapids): the A block caps at MAX_MC, NC at MAX_NC
-    assert B.blocking_for(B.CacheSizes(48 << 10, 2 << 20, 300 << 20)) == B.Blocking(B.MAX_MC, B.MAX_NC)
-    # 512 KiB L2, 4 MiB L3: 256 KiB / 1536 B = 170 -> 160 rows; 2 MiB / 1536 B = 1365 -> 1344 columns
-    assert B.blocking_for(B.CacheSizes(32 << 10, 512 << 10, 4 << 20)) == B.Blocking(160, 1344)
+    # 2 MiB L2, 300 MiB L3 (Emerald Rapids): 512 KiB / 1536 B = 341 -> 336 rows, NC capped
+    assert B.blocking_for(B.CacheSizes(48 << 10, 2 << 20, 300 << 20)) == B.Blocking(336, B.MAX_NC)
+    # 512 KiB L2, 4 MiB L3: 128 KiB / 1536 B = 85 -> 80 rows; 2 MiB / 1536 B = 1365 -> 1344 columns
+    assert B.blocking_for(B.CacheSizes(32 << 10, 512 << 10, 4 << 20)) == B.Blocking(80, 1344)
+    # a huge L2 caps at MAX_MC, a tiny one stops at MIN_MC
+    assert B.blocking_for(B.CacheSizes(0, 64 << 20, 0)) == B.Blocking(B.MAX_MC, B.DEFAULT.nc)
+    assert B.blocking_for(B.CacheSizes(0, 64 << 10, 0)).mc == B.MIN_MC
     # nothing known: today's constants
     assert B.blocking_for(B.CacheSizes()) == B.DEFAULT
 
