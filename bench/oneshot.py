@@ -10,6 +10,8 @@
     model's first compile finds on a machine where dlc has run before.
 ``python -m bench.oneshot train --impl I --threads N``
     one training epoch on MNIST (batch 128) with implementation ``I``.
+``python -m bench.oneshot cpu``
+    the CPU's name, features and measured FMA peak (``bench/peak.py``).
 ``python -m bench.oneshot peak-rss -- CMD...``
     run ``CMD`` as this process's only child and report its peak RSS:
     ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``.
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("compile")
     sub.add_parser("forget-models")
+    sub.add_parser("cpu")
     train = sub.add_parser("train")
     train.add_argument("--impl", required=True)
     train.add_argument("--threads", type=int, default=1)
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         result = compile_once()
     elif args.what == "forget-models":
         result = forget_models()
+    elif args.what == "cpu":
+        from .peak import cpu_report
+        result = cpu_report()
     elif args.what == "train":
         result = train_once(args.impl, args.threads)
     else:

@@ -91,15 +91,27 @@ def format_figure(value: float) -> str:
     return f"{value:.3f}"
 
 
-def table(results: list[Result], impls: tuple[str, ...] = IMPLS) -> str:
-    """A markdown table of every row, then numbered notes for the n/a reasons."""
+def peak_fraction(result: Result, impl: str, peak_gflops: float | None) -> float | None:
+    """``impl``'s figure of an sgemm row as a fraction of the FMA peak of the cores it ran on
+    (``peak_gflops`` per core, bench/peak.py); None for other rows or without a peak."""
+    if not peak_gflops or result.case.unit != "GFLOP/s" or not result.case.id.startswith("sgemm-"):
+        return None
+    figure = result.figures.get(impl)
+    return None if figure is None else figure / (peak_gflops * max(result.threads, 1))
+
+
+def table(results: list[Result], impls: tuple[str, ...] = IMPLS, peak_gflops: float | None = None,
+          title: str | None = None) -> str:
+    """A markdown table of every row (under ``title``), then numbered notes for the n/a
+    reasons; with ``peak_gflops``, each sgemm figure also as a percentage of the peak."""
     header = ["case", "thr", "unit", *impls, "dlc / ref", "target", "status", "load"]
     rows, notes = [], []
     for r in results:
         cells = [r.case.label, str(r.threads) if r.threads else "-", r.case.unit]
         for impl in impls:
             if impl in r.figures:
-                cells.append(format_figure(r.figures[impl]))
+                fraction = peak_fraction(r, impl, peak_gflops)
+                cells.append(format_figure(r.figures[impl]) + (f" ({fraction:.0%})" if fraction is not None else ""))
             elif impl in r.na:
                 if r.na[impl] not in notes:
                     notes.append(r.na[impl])
@@ -119,8 +131,12 @@ def table(results: list[Result], impls: tuple[str, ...] = IMPLS) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
 
-    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out = [title, ""] if title else []
+    out += [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in rows]
+    if peak_gflops:
+        out += ["", f"(n%): an sgemm figure as a fraction of the measured FMA peak, {peak_gflops:.0f} GFLOP/s "
+                    "per core times the thread count"]
     if any(row[-2].endswith("*") for row in rows):
         out += ["", f"\\* timed while other processes kept {BUSY_LOAD:g} cores or more busy "
                     "(load column): a noisy comparison, run again on a quiet machine"]
@@ -140,8 +156,9 @@ def summary(results: list[Result]) -> dict[str, int]:
     return counts
 
 
-def to_json(result: Result) -> dict[str, Any]:
-    """A row as plain JSON data (with its verdict)."""
+def to_json(result: Result, peak_gflops: float | None = None) -> dict[str, Any]:
+    """A row as plain JSON data (with its verdict, and each sgemm figure's fraction of the
+    FMA peak)."""
     v = verdict(result)
     target = result.case.targets.get(result.threads)
     return {"case": result.case.id, "label": result.case.label, "unit": result.case.unit,
@@ -149,4 +166,6 @@ def to_json(result: Result) -> dict[str, Any]:
             "samples": result.samples, "extras": result.extras,
             "background_cores": result.background, "load": result.load,
             "ratio": v.ratio, "versus": v.versus, "status": v.status,
-            "target": target.describe() if target else None}
+            "target": target.describe() if target else None,
+            "peak_fraction": {impl: f for impl in result.figures
+                              if (f := peak_fraction(result, impl, peak_gflops)) is not None}}

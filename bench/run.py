@@ -39,7 +39,7 @@ from bench.report import Result, summary, table, to_json  # noqa: E402
 from bench.setup_env import VENV_DIR, setup, venv_python  # noqa: E402
 from bench.worker import worker_env  # noqa: E402
 
-DEFAULT_JSON = REPO_ROOT / "bench" / "out" / "results.json"
+OUT = REPO_ROOT / "bench" / "out"   # every run's JSON, named after the CPU it ran on
 
 
 @dataclass(frozen=True)
@@ -404,6 +404,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{len(selected)} cases")
     started = datetime.datetime.now(datetime.UTC)
     info = system_info()
+    cpu = measure_cpu(python, env)
+    peak = (cpu.get("fma_peak") or {}).get("gflops")
+    if peak:
+        log(f"{cpu['name']} ({cpu['llvm_cpu']}): FMA peak {peak:.0f} GFLOP/s per core")
     results: list[Result] = []
     workers: dict[int, Any] = {}
     worker_cases = [c for c in selected if c in C.WORKER_CASES]
@@ -438,11 +442,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": started.isoformat(timespec="seconds"),
         "seconds": (datetime.datetime.now(datetime.UTC) - started).total_seconds(),
         "command": " ".join(["python bench/run.py", *sys.argv[1:]]),
-        "interpreter": python, "system": info, "settings": asdict(settings),
+        "interpreter": python, "system": info, "cpu": cpu, "settings": asdict(settings),
         "threads": list(threads), "implementations": list(impls), "workers": workers,
-        "summary": summary(results), "results": [to_json(r) for r in results],
-        "table": table(results, impls),
+        "summary": summary(results), "results": [to_json(r, peak) for r in results],
+        "table": table(results, impls, peak, cpu_header(cpu)),
     }
+
+
+def measure_cpu(python: str, env: dict[str, str]) -> dict[str, Any]:
+    """The CPU's name, features and measured FMA peak (bench/peak.py, in a process of its own);
+    the name alone (from here) when that fails."""
+    cpu = run_json([python, "-m", "bench.oneshot", "cpu"], env, timeout_s=120)
+    if "name" in cpu:
+        return cpu
+    log(f"the FMA peak probe failed: {cpu.get('reason')}")
+    return {"name": system_info()["cpu"], "llvm_cpu": "?", "simd": [], "features": ""}
+
+
+def cpu_header(cpu: dict[str, Any]) -> str:
+    """The table's first line: the CPU, its SIMD features and the measured peak."""
+    from bench.peak import header
+    return header(cpu)
+
+
+def default_json(report: dict[str, Any]) -> Path:
+    """``bench/out/<cpu>-<date>.json``: one file per run, named after its CPU, so figures from
+    different CPUs are never mixed."""
+    from bench.peak import slug
+    stamp = report["date"].replace(":", "").replace("+0000", "Z")
+    return OUT / f"{slug(report['cpu'])}-{stamp}.json"
 
 
 README = REPO_ROOT / "bench" / "README.md"
@@ -506,8 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--peers", help=f"comma-separated, from {', '.join(PEER_CHOICES)} "
                                         "(default numpy,torch,jax)")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
-                        help=f"where to write the JSON report (default {DEFAULT_JSON.relative_to(REPO_ROOT)})")
+    parser.add_argument("--json", type=Path,
+                        help="where to write the JSON report (default bench/out/<cpu>-<date>.json)")
     parser.add_argument("--reps", type=int, help="repetitions per case (overrides the default)")
     parser.add_argument("--python", help="interpreter for the workers (default: the bench venv's)")
     parser.add_argument("--update-readme", action="store_true",
@@ -530,14 +558,15 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.CalledProcessError as e:
         print(f"error: {' '.join(map(str, e.cmd))} failed with exit code {e.returncode}", file=sys.stderr)
         return 1
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    path = args.json or default_json(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
     if args.update_readme:
         update_readme(report)
     print(report["table"])
     counts = report["summary"]
     print(f"\ntargets: {counts['PASS']} PASS, {counts['MISS']} MISS, {counts['n/a']} n/a; "
-          f"{report['seconds']:.0f} s; JSON in {args.json}")
+          f"{report['seconds']:.0f} s; JSON in {path}")
     return 0
 
 

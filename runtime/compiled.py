@@ -84,6 +84,7 @@ from compiler.ir.sizes import (
 from compiler.ir.types import TensorType, number_problem
 
 from .arguments import ArgumentTypeError, ArgumentValueError, as_path, check_passes
+from .autotune import ensure_tuned
 from .cache import ObjectCache
 from .library import gemm_library, link_gemm_library
 from .native import NativeLibrary
@@ -792,6 +793,7 @@ def _compile(source: str | Path | Module, cache: bool | str | Path | ObjectCache
 
     with timer("target detection"):
         options = options or CodegenOptions()
+        ensure_tuned(options, compile)   # the GEMM blocking: read once per process, tuned once per machine
     store = _cache_of(cache)
     with timer("cache lookup"):
         early = _source_key(source, passes, options) if store is not None else None

@@ -12,6 +12,9 @@ import pytest
 
 _CACHE = tempfile.TemporaryDirectory(prefix="dlc-test-cache-")
 os.environ["DLC_CACHE_DIR"] = _CACHE.name
+# no GEMM autotune at first use (seconds of timing per run): the rule's blocking, as on a
+# machine that disabled it (tests/test_autotune.py turns it on for the mechanism)
+os.environ["DLC_AUTOTUNE"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)

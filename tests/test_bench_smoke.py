@@ -254,6 +254,9 @@ def test_run_end_to_end_with_numpy(tmp_path):
         assert ("dlc" in row["figures"]) != ("dlc" in row["na"])     # a figure or a reason
     assert report["workers"]["1"]["numpy"]["threads"] == 1
     assert "| sgemm 512x512 . 512x512" in report["table"]
+    assert report["table"].startswith(f"CPU: {report['cpu']['name']}")
+    assert report["cpu"]["fma_peak"]["gflops"] > 0 and report["cpu"]["features"]
+    assert set(rows["sgemm-512"]["peak_fraction"]) == set(rows["sgemm-512"]["figures"])
 
 
 def test_unknown_case_is_a_usage_error(capsys):
@@ -324,6 +327,41 @@ def test_a_step_slower_on_two_threads_than_on_one_misses():
     assert verdict(derived["step-128-2t"]).status == "PASS"
     ordered = [(r.case.id, r.threads) for r in order_results(rows + list(derived.values()))]
     assert ordered.index(("step-1-2t", 0)) == ordered.index(("step-1", 2)) + 1
+
+
+def test_sgemm_figures_as_fractions_of_the_fma_peak():
+    from bench.report import to_json
+    one = _row("sgemm-1024", 1, dlc=75.0, numpy=150.0)
+    two = _row("sgemm-1024", 2, dlc=150.0, numpy=100.0)
+    step = _row("step-1", 1, dlc=10.0, numpy=20.0)
+    text = table([one, two, step], ("dlc", "numpy"), peak_gflops=150.0, title="CPU: test")
+    lines = text.splitlines()
+    assert lines[0] == "CPU: test"
+    assert "75.0 (50%)" in lines[4] and "150 (100%)" in lines[4]
+    assert "150 (50%)" in lines[5] and "100 (33%)" in lines[5]     # 2 threads: twice the peak
+    assert "%" not in lines[6]                                     # not an sgemm row
+    assert "measured FMA peak, 150 GFLOP/s" in text
+    assert to_json(two, 150.0)["peak_fraction"] == {"dlc": pytest.approx(0.5), "numpy": pytest.approx(1 / 3)}
+    assert to_json(step, 150.0)["peak_fraction"] == {}
+    assert "%" not in table([one], ("dlc", "numpy"))               # no peak measured: plain figures
+
+
+def test_fma_peak_probe_and_cpu_names():
+    from bench.peak import fma_peak, header, slug
+    from compiler.codegen.target import host_target
+    peak = fma_peak(iterations=1000, repeats=1)
+    assert peak["gflops"] > 0 and peak["vector_bits"] == host_target().vector_bits
+    cpu = {"name": "Intel(R) Xeon(R) Processor", "llvm_cpu": "emeraldrapids", "simd": ["avx512f"],
+           "fma_peak": {"gflops": 240.4, "vector_bits": 512}}
+    assert slug(cpu) == "intel-xeon-processor-emeraldrapids"
+    assert header(cpu) == ("CPU: Intel(R) Xeon(R) Processor (emeraldrapids); avx512f; "
+                           "FMA peak 240 GFLOP/s per core (512-bit, measured)")
+
+
+def test_each_run_is_kept_under_its_cpu_name():
+    from bench.run import OUT, default_json
+    report = {"date": "2026-12-07T06:40:00+00:00", "cpu": {"name": "AMD EPYC 9R45", "llvm_cpu": "znver5"}}
+    assert default_json(report) == OUT / "amd-epyc-9r45-znver5-2026-12-07T064000Z.json"
 
 
 def test_load_is_the_median_background():

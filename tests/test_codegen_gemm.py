@@ -155,8 +155,9 @@ def test_epilogue_with_a_transposed_read_is_not_fused():
     np.testing.assert_allclose(mod.mmt(av, bv, tv), av @ bv + tv.T, rtol=1e-5, atol=1e-5)
 
 
-def _scratch_elements(k, lanes: int, **dims: int) -> int:
-    """gemm.scratch_elements of matmul ``k`` at these dim values, run as native code."""
+def _scratch_elements(k, lanes: int, blocking=None, **dims: int) -> int:
+    """gemm.scratch_elements of matmul ``k`` at these dim values (under ``blocking``, else
+    the default), run as native code."""
     import ctypes
 
     import llvmlite.binding as llvm
@@ -168,6 +169,8 @@ def _scratch_elements(k, lanes: int, **dims: int) -> int:
     from compiler.codegen.target import ensure_llvm
 
     mod = ir.Module("scratch")
+    if blocking is not None:
+        gemm.set_blocking(mod, blocking)
     fn = ir.Function(mod, ir.FunctionType(I64, [I64] * len(dims)), "scratch")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     b.ret(gemm.scratch_elements(KernelContext(b, {}, dict(zip(dims, fn.args)), lanes), k))
@@ -195,7 +198,11 @@ def test_packing_scratch_is_sized_to_the_product():
     assert _scratch_elements(plain, 16, M=128, N=10, K=512) == max(512 * 32, gemm.KC * (32 + 128))
     assert _scratch_elements(plain, 16, M=4, N=40, K=9) == 9 * (64 + 8)
     big = _scratch_elements(plain, 16, M=4096, N=8192, K=4096)
-    assert big == gemm.KC * (gemm.NC + gemm.MC)                                       # capped by the blocks
+    assert big == gemm.KC * (gemm.DEFAULT.nc + gemm.DEFAULT.mc)                       # capped by the blocks
+    # ... by the module's blocking (blocking.py), within the runtime's bound
+    other = gemm.Blocking(64, 1024)
+    assert _scratch_elements(plain, 16, other, M=4096, N=8192, K=4096) == gemm.KC * (1024 + 64)
+    assert gemm.KC * (gemm.MAX_NC + gemm.MAX_MC) <= gemm.KC * gemm.scratch_columns(16)
     # an epilogue reading the output (W -= lr * g) keeps all of K in one slice
     w = Buffer("%w", F32, ("M", "N"), "param")
     update = Matmul(Buffer("%c", F32, ("M", "N"), "output", inplace_of=w), a, bm, False, False,

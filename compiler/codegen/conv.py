@@ -45,15 +45,14 @@ from dataclasses import dataclass, replace
 from llvmlite import ir
 
 from ..ir.types import DType
+from .blocking import DEFAULT
 from .emitter import Emitter, to_memory
 from .gemm import (
     ADD_PREVIOUS,
     ADD_TO_C,
     C_COST,
     EPILOGUE,
-    MC,
     MIN_TASK_WORK,
-    NC,
     TO_C,
     TO_TILE,
     _add_previous,
@@ -76,6 +75,8 @@ from .llvmutil import I8P, I32, I64, const, for_range, intrinsic, memory_type, s
 from .loops import Conv
 from .threads import split
 
+# the convolutions keep the blocking tuned on AMD Zen (only the GEMM's is chosen per CPU)
+MC, NC = DEFAULT.mc, DEFAULT.nc
 POINTER_BYTES = 8
 INDIRECT_KC = 1152       # deepest slice of the indirect kernel (whole taps: 3x3x128 is one)
 FILTER_KC = 192          # deepest slice of the kernel gradient, in pixels (its 8x32 tile's B panel and A

@@ -69,6 +69,7 @@ import contextlib
 from llvmlite import ir
 
 from ..ir.types import DType
+from .blocking import DEFAULT, KC, MAX_MC, MAX_NC, Blocking
 from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .library import LibrarySpec, driver_name, has_shallow_path, library_use, shallow_name, symbol_suffix
@@ -80,9 +81,10 @@ from .target import CodegenOptions
 from .threads import split
 
 PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay for itself)
-KC = 384                 # K slice: a kc x NR panel of B stays in L1/L2
-MC = 128                 # rows of A packed at once (kc x MC in L2)
-NC = 4096                # columns of B packed at once (kc x NC in L2/L3)
+# K slice (a kc x NR panel of B stays in L1/L2): fixed on every CPU, it sets the summation
+# order.  MC (rows of A packed at once, kc x MC in L2) and NC (columns of B packed at once,
+# kc x NC in L3) are chosen per CPU (blocking.py) and read from the module (gemm_blocking);
+# the workspace bound (scratch_columns) holds for the largest.
 DOT_MAX_N = 12           # narrow products (N <= W) at most this wide, rows of A contiguous and
 DOT_MIN_K = 80           # ... at least this deep (or DOT_MIN_K_FEW for at most DOT_FEW_N columns):
 DOT_MIN_K_FEW, DOT_FEW_N = 32, 4  # dot products over k (measured crossovers on Zen 4; >= W - 1 for scratch)
@@ -133,31 +135,43 @@ def scratch_elements(kc: KernelContext, k: Matmul) -> ir.Value:
     mr, nv = tile_shape(lanes)
     nr = nv * lanes
     m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
+    mc, nc = gemm_blocking(b.module).mc, gemm_blocking(b.module).nc
     panel = b.mul(kk, ir.Constant(I64, nr))
     depth = kk if reads_output(k) else _min(b, kk, ir.Constant(I64, KC))
-    rows = _round_up_value(b, _min(b, m, ir.Constant(I64, MC)), mr)
-    blocks = b.mul(depth, b.add(_b_block_columns(b, n, nr), rows))
+    rows = _round_up_value(b, _min(b, m, ir.Constant(I64, mc)), mr)
+    blocks = b.mul(depth, b.add(_b_block_columns(b, n, nr, nc), rows))
     out = _max(b, panel, blocks)
     # the shallow path's B block: K x min(N, NC) in panels of WIDE columns
     wide = SHALLOW_V * lanes
     shallow = b.and_(b.icmp_signed(">=", m, ir.Constant(I64, PACK_MIN_M)),
                      b.icmp_signed("<=", kk, ir.Constant(I64, SHALLOW_K)))
-    wide_block = b.mul(kk, _min(b, _round_up_value(b, n, wide), ir.Constant(I64, _round_up(NC, wide))))
+    wide_block = b.mul(kk, _min(b, _round_up_value(b, n, wide), ir.Constant(I64, _round_up(nc, wide))))
     return b.select(shallow, _max(b, out, wide_block), out)
 
 
 def scratch_columns(lanes: int) -> int:
     """An upper bound of ``scratch_elements / K`` for every M and N: the runtime bounds a
-    call's workspace with it before native code computes the exact size."""
+    call's workspace with it before native code computes the exact size (for every
+    blocking :mod:`blocking` allows, so it needs none)."""
     lanes = max(lanes, 1)
     mr, nv = tile_shape(lanes)
     nr = nv * lanes
-    return max(nr, _round_up(NC, nr) + _round_up(MC, mr), _round_up(NC, SHALLOW_V * lanes))
+    return max(nr, _round_up(MAX_NC, nr) + _round_up(MAX_MC, mr), _round_up(MAX_NC, SHALLOW_V * lanes))
 
 
-def _b_block_columns(b: ir.IRBuilder, n: ir.Value, nr: int) -> ir.Value:
+def set_blocking(module: ir.Module, blocking: Blocking) -> None:
+    """The MC/NC of the GEMMs of ``module`` (``CodegenOptions.gemm_blocking``; set when the
+    module is created: a model's module and its GEMM library must agree)."""
+    module.dlc_blocking = blocking
+
+
+def gemm_blocking(module: ir.Module) -> Blocking:
+    return getattr(module, "dlc_blocking", DEFAULT)
+
+
+def _b_block_columns(b: ir.IRBuilder, n: ir.Value, nr: int, nc: int) -> ir.Value:
     """Columns of a packed B block: ``min(N, NC)`` rounded up to whole panels."""
-    return _min(b, _round_up_value(b, n, nr), ir.Constant(I64, _round_up(NC, nr)))
+    return _min(b, _round_up_value(b, n, nr), ir.Constant(I64, _round_up(nc, nr)))
 
 
 def _round_up_value(b: ir.IRBuilder, x: ir.Value, to: int) -> ir.Value:
@@ -719,8 +733,9 @@ class _Gemm:
         n, kk = self.n, self.kk
         pack = _pack_b_function(b.module, self.dtype, self.lanes, SHALLOW_V, self.trans_b)
         zero = ir.Constant(I64, 0)
-        with for_range(b, 0, n, NC, name="jc") as jc:
-            ncur = _min(b, ir.Constant(I64, NC), b.sub(n, jc))
+        nc = gemm_blocking(b.module).nc
+        with for_range(b, 0, n, nc, name="jc") as jc:
+            ncur = _min(b, ir.Constant(I64, nc), b.sub(n, jc))
             b.call(pack, [self.bmat, n, kk, zero, kk, jc, ncur, self.scratch])
             b.call(fn, [self.ctx, self.a, self.sa_i, self.sa_k, self.scratch, kk, self.c, n, ilo, ihi, jc, ncur])
 
@@ -738,17 +753,18 @@ class _Gemm:
         pack_a = _pack_a_function(b.module, self.dtype, mr)
         pack_b = _pack_b_function(b.module, self.dtype, lanes, nv, self.trans_b)
         micro = _packed_micro_function(b.module, self.dtype, lanes, mr, nv)
+        mc, nc = gemm_blocking(b.module).mc, gemm_blocking(b.module).nc
         bpack = self.scratch
-        apack = b.gep(self.scratch, [b.mul(depth, _b_block_columns(b, self.n, nr))])
-        with for_range(b, jlo, jhi, NC, name="jc") as jc:
-            ncur = _min(b, ir.Constant(I64, NC), b.sub(jhi, jc))
+        apack = b.gep(self.scratch, [b.mul(depth, _b_block_columns(b, self.n, nr, nc))])
+        with for_range(b, jlo, jhi, nc, name="jc") as jc:
+            ncur = _min(b, ir.Constant(I64, nc), b.sub(jhi, jc))
             with for_range(b, 0, kk, depth, name="pc") as pc:
                 kcur = _min(b, depth, b.sub(kk, pc))
                 first = b.icmp_signed("==", pc, ir.Constant(I64, 0))
                 last = b.icmp_signed(">=", b.add(pc, kcur), kk)
                 b.call(pack_b, [self.bmat, self.n, kk, pc, kcur, jc, ncur, bpack])
-                with for_range(b, ilo, ihi, MC, name="ic") as ic:
-                    mcur = _min(b, ir.Constant(I64, MC), b.sub(ihi, ic))
+                with for_range(b, ilo, ihi, mc, name="ic") as ic:
+                    mcur = _min(b, ir.Constant(I64, mc), b.sub(ihi, ic))
                     b.call(pack_a, [self.a, self.sa_i, self.sa_k, ic, mcur, pc, kcur, apack])
 
                     with for_range(b, 0, ncur, nr, name="jr") as jr:
@@ -1414,6 +1430,7 @@ def library_module(spec: LibrarySpec, options: CodegenOptions) -> ir.Module:
     mod = ir.Module(name="dlc.gemm.library")
     mod.triple = options.target.triple
     mod.dlc_symbol_suffix = "." + spec.version
+    set_blocking(mod, options.gemm_blocking)
     enable_skip_zeros(mod, options.skip_zeros)
     enable_half_instructions(mod, "+f16c" in options.target.features.split(","))
     for d in spec.dtypes:

@@ -33,7 +33,7 @@ from ..diagnostics import LoweringError
 from ..ir.types import Dim
 from . import conv
 from .attention import emit_attention
-from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, task_count
+from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, set_blocking, task_count
 from .indexing import emit_scatter
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .library import use_library
@@ -74,6 +74,7 @@ def emit_module(programs: list[Program], options: CodegenOptions, name: str = "d
     mod.triple = options.target.triple
     if library:
         use_library(mod, options)
+    set_blocking(mod, options.gemm_blocking)
     enable_skip_zeros(mod, options.skip_zeros)
     enable_half_instructions(mod, "+f16c" in options.target.features.split(","))
     symbols: dict[str, str] = {}

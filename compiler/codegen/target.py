@@ -22,6 +22,7 @@ import llvmlite
 import llvmlite.binding as llvm
 
 from ..ir.types import DType
+from .blocking import Blocking, host_blocking
 
 _INIT_LOCK = threading.Lock()
 _INITIALIZED = False
@@ -110,7 +111,9 @@ class CodegenOptions:
     lets temporaries share workspace memory (``bufferize.plan_memory``); ``profile``
     makes each entry point count the CPU cycles spent in each of its kernels
     (``CompiledFunction.kernel_profile()``); ``skip_zeros`` lets a GEMM whose A operand is
-    mostly zeros at run time skip them (``sparse_gemm.py``; off: always the dense kernel).
+    mostly zeros at run time skip them (``sparse_gemm.py``; off: always the dense kernel);
+    ``blocking`` fixes the packed GEMM's ``MC``/``NC`` (``None``: this CPU's choice,
+    ``blocking.host_blocking``; it never changes results, only speed).
     """
 
     target: Target = field(default_factory=host_target)
@@ -120,10 +123,16 @@ class CodegenOptions:
     profile: bool = False
     plan_memory: bool = True
     skip_zeros: bool = True
+    blocking: Blocking | None = None
 
     @property
     def lanes(self) -> int:
         return self.vector_lanes or self.target.lanes(DType.f32)
+
+    @property
+    def gemm_blocking(self) -> Blocking:
+        """The packed GEMM's MC/NC: ``blocking``, else the CPU's choice."""
+        return self.blocking or host_blocking(self.target)
 
     def key(self) -> str:
         """A stable text naming everything that determines the object code."""
@@ -132,6 +141,7 @@ class CodegenOptions:
                          f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}",
                          f"plan={self.plan_memory}",
                          f"skip_zeros={self.skip_zeros}",
+                         f"blocking={self.gemm_blocking.key()}",
                          f"llvmlite={llvmlite.__version__}",
                          f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])
 
