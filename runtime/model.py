@@ -969,7 +969,8 @@ class Model:
     # -- description -------------------------------------------------------------
 
     def summary(self, print_fn: Callable[[str], None] | None = None) -> None:
-        """Print (with ``print_fn``, default ``print``) the table of ``str(model)``: parameters and
+        """Print (with ``print_fn``, default ``print``) the table of ``str(model)``: the layers
+        with their output shapes and parameter counts (:meth:`layer_rows`), parameters and
         non-trainable state with shapes and counts, FLOPs per sample, the training step's
         memory, loss, optimizer and metrics.  Returns nothing, as Keras's ``summary``, so a
         notebook shows it once."""
@@ -989,7 +990,8 @@ class Model:
         width = max([len("parameter")] + [len(r[0]) for r in rows + state_rows]) + 2
         swidth = max([len("shape")] + [len(r[1]) for r in rows + state_rows]) + 2
         rule = "-" * (width + swidth + 12)
-        lines = [f'Model "{self.name}"', rule, f"{'parameter':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
+        lines = [f'Model "{self.name}"', *self._layer_lines(),
+                 rule, f"{'parameter':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
         lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in rows]
         total = sum(c for *_, c in rows)
         if state_rows:
@@ -1009,6 +1011,25 @@ class Model:
                   f"metrics: {', '.join(metric_names(self.signature.metrics)) or 'none'}",
                   f"backend: {self.backend.name}"]
         return "\n".join(lines)
+
+    def layer_rows(self) -> list[tuple[str, str, str, int]]:
+        """One row per layer call, in call order, as Keras's ``summary``: name, kind, output type
+        (the batch dim as its symbol, ``f32[N, 128]``) and the count of the parameters and state
+        it created.  ``let``/``output`` expressions that are no layer are not rows; a model
+        compiled before layers were recorded has none."""
+        counts = {n: t.num_elements() for n, t in [*self.signature.params, *self.signature.model_state]}
+        return [(r["name"], r["kind"], r["output"], sum(counts[n] for n in r["tensors"]))
+                for r in self.info.get("layers", [])]
+
+    def _layer_lines(self) -> list[str]:
+        rows = [(f"{name} ({kind})", output, count) for name, kind, output, count in self.layer_rows()]
+        if not rows:
+            return []
+        width = max([len("layer (kind)")] + [len(r[0]) for r in rows]) + 2
+        owidth = max([len("output shape")] + [len(r[1]) for r in rows]) + 2
+        rule = "-" * (width + owidth + 12)
+        return [rule, f"{'layer (kind)':<{width}}{'output shape':<{owidth}}{'parameters':>12}", rule,
+                *(f"{n:<{width}}{o:<{owidth}}{c:>12,}" for n, o, c in rows)]
 
     def _cost_lines(self, batch: int) -> list[str]:
         """FLOPs per sample of ``predict`` and of a training step, and the training step's memory
