@@ -985,18 +985,21 @@ class Model:
         return f"<Model '{self.name}': {count:,} parameters, step {self.step}, backend {self.backend.name}>"
 
     def _summary_text(self, batch: int = SUMMARY_BATCH) -> str:
+        layers = [(f"{name} ({kind})", output, count) for name, kind, output, count in self.layer_rows()]
         rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
         state_rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.model_state]
-        width = max([len("parameter")] + [len(r[0]) for r in rows + state_rows]) + 2
-        swidth = max([len("shape")] + [len(r[1]) for r in rows + state_rows]) + 2
+        sections = [(("layer (kind)", "output shape", "parameters"), layers), (("parameter", "shape", "count"), rows),
+                    (("state (not trained)", "shape", "count"), state_rows)]
+        sections = [(head, body) for head, body in sections if body or head[0] == "parameter"]
+        cells = [r for head, body in sections for r in [head, *body]]   # one column width for all
+        width = max(len(r[0]) for r in cells) + 2
+        swidth = max(len(r[1]) for r in cells) + 2
         rule = "-" * (width + swidth + 12)
-        lines = [f'Model "{self.name}"', *self._layer_lines(),
-                 rule, f"{'parameter':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
-        lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in rows]
+        lines = [f'Model "{self.name}"']
+        for (name, shape, count), body in sections:
+            lines += [rule, f"{name:<{width}}{shape:<{swidth}}{count:>12}", rule]
+            lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in body]
         total = sum(c for *_, c in rows)
-        if state_rows:
-            lines += [rule, f"{'state (not trained)':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
-            lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in state_rows]
         hp = ", ".join(f"{k}={v}" for k, v in self.signature.hyperparams.items())
         loss = self.info.get("loss") or {}
         lines += [rule, f"total parameters: {total:,}"]
@@ -1020,16 +1023,6 @@ class Model:
         counts = {n: t.num_elements() for n, t in [*self.signature.params, *self.signature.model_state]}
         return [(r["name"], r["kind"], r["output"], sum(counts[n] for n in r["tensors"]))
                 for r in self.info.get("layers", [])]
-
-    def _layer_lines(self) -> list[str]:
-        rows = [(f"{name} ({kind})", output, count) for name, kind, output, count in self.layer_rows()]
-        if not rows:
-            return []
-        width = max([len("layer (kind)")] + [len(r[0]) for r in rows]) + 2
-        owidth = max([len("output shape")] + [len(r[1]) for r in rows]) + 2
-        rule = "-" * (width + owidth + 12)
-        return [rule, f"{'layer (kind)':<{width}}{'output shape':<{owidth}}{'parameters':>12}", rule,
-                *(f"{n:<{width}}{o:<{owidth}}{c:>12,}" for n, o, c in rows)]
 
     def _cost_lines(self, batch: int) -> list[str]:
         """FLOPs per sample of ``predict`` and of a training step, and the training step's memory
