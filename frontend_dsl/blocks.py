@@ -107,6 +107,9 @@ class ScopedHost:
     def by_mode(self, training: Value, inference: Value, span: Location) -> Value:
         return self.parent.by_mode(training, inference, span)
 
+    def record_layer(self, name: str, kind: str, output: Value, tensors: list[str]) -> None:
+        self.parent.record_layer(name, kind, output, tensors)      # ``name`` is already qualified
+
 
 def block_reason(fn: ast.FnDef, is_block: Callable[[str], bool], is_function: Callable[[str], bool]) -> str | None:
     """Why ``fn`` is a block (a compile-time parameter, a layer or block it calls), or None."""

@@ -32,7 +32,7 @@ from . import ast
 from .blocks import expand_block, unify_types
 from .constants import INT_RANGE, convert_attr, fits, fold
 from .layers import LAYERS
-from .layers.base import ParamHost
+from .layers.base import LAYER_OPS, ParamHost
 from .scope import POISON, Lit, Poisoned, Scope, Word, collect_errors, did_you_mean, raise_all
 
 GRAD_TRANSFORMS = ("grad", "value_and_grad")
@@ -326,7 +326,10 @@ class Body:
                 if kw.name in opdef.variants:
                     opdef = OPS[opdef.variants[kw.name]]
                     break
-            return self.op_call(opdef, c)
+            result = self.op_call(opdef, c)
+            if self.params is not None and opdef.name in LAYER_OPS and isinstance(result, Value):
+                self.params.record_layer(self.params.auto_name(opdef.name), opdef.name, result, [])
+            return result
         known = [*OPS, *self.functions.names(), *(n for n, d in LAYERS.items() if self.params or d.stateless)]
         raise NameResolutionError(f"unknown function '{c.func}'", c.func_span,
                                   notes=did_you_mean(c.func, known))

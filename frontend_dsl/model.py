@@ -77,6 +77,7 @@ class _ModelState:
     penalties: list[tuple[Value, Location]] = field(default_factory=list)   # regularizers' terms of the loss
     metrics: ast.MetricsDecl | None = None
     layer_counts: dict[str, int] = field(default_factory=dict)   # layer -> calls so far
+    layers: list[dict[str, Any]] = field(default_factory=list)   # each layer call, for summary()
 
 
 class ModelLowering:
@@ -189,6 +190,13 @@ class ModelLowering:
 
     def param_names(self) -> list[str]:
         return [p.name for p in self.state.params]
+
+    def record_layer(self, name: str, kind: str, output: Value, tensors: list[str]) -> None:
+        """A layer call, in call order, for ``attrs["model"]["layers"]`` (``summary()``'s rows):
+        its name, kind (``dense``), output type (``f32[N, 128]``) and the parameters and state
+        it created."""
+        self.state.layers.append({"name": name, "kind": kind, "output": output.type.dsl_str(),
+                                  "tensors": list(tensors)})
 
     def new_param(self, name: ast.Name, t: TensorType, init: dict[str, Any]) -> Value:
         """A new parameter (of a layer) that no name in the model's scope refers to."""
@@ -416,6 +424,8 @@ class ModelLowering:
             "optimizer": s.optimizer[0],
             "metrics": metric_names,
         }
+        if s.layers:
+            module.attrs["model"]["layers"] = s.layers
         if s.lr_schedule is not None:
             module.attrs["model"]["lr_schedule"] = s.lr_schedule
         if s.state:

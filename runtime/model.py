@@ -969,7 +969,8 @@ class Model:
     # -- description -------------------------------------------------------------
 
     def summary(self, print_fn: Callable[[str], None] | None = None) -> None:
-        """Print (with ``print_fn``, default ``print``) the table of ``str(model)``: parameters and
+        """Print (with ``print_fn``, default ``print``) the table of ``str(model)``: the layers
+        with their output shapes and parameter counts (:meth:`layer_rows`), parameters and
         non-trainable state with shapes and counts, FLOPs per sample, the training step's
         memory, loss, optimizer and metrics.  Returns nothing, as Keras's ``summary``, so a
         notebook shows it once."""
@@ -984,17 +985,21 @@ class Model:
         return f"<Model '{self.name}': {count:,} parameters, step {self.step}, backend {self.backend.name}>"
 
     def _summary_text(self, batch: int = SUMMARY_BATCH) -> str:
+        layers = [(f"{name} ({kind})", output, count) for name, kind, output, count in self.layer_rows()]
         rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.params]
         state_rows = [(n, t.dsl_str(), t.num_elements()) for n, t in self.signature.model_state]
-        width = max([len("parameter")] + [len(r[0]) for r in rows + state_rows]) + 2
-        swidth = max([len("shape")] + [len(r[1]) for r in rows + state_rows]) + 2
+        sections = [(("layer (kind)", "output shape", "parameters"), layers), (("parameter", "shape", "count"), rows),
+                    (("state (not trained)", "shape", "count"), state_rows)]
+        sections = [(head, body) for head, body in sections if body or head[0] == "parameter"]
+        cells = [r for head, body in sections for r in [head, *body]]   # one column width for all
+        width = max(len(r[0]) for r in cells) + 2
+        swidth = max(len(r[1]) for r in cells) + 2
         rule = "-" * (width + swidth + 12)
-        lines = [f'Model "{self.name}"', rule, f"{'parameter':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
-        lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in rows]
+        lines = [f'Model "{self.name}"']
+        for (name, shape, count), body in sections:
+            lines += [rule, f"{name:<{width}}{shape:<{swidth}}{count:>12}", rule]
+            lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in body]
         total = sum(c for *_, c in rows)
-        if state_rows:
-            lines += [rule, f"{'state (not trained)':<{width}}{'shape':<{swidth}}{'count':>12}", rule]
-            lines += [f"{n:<{width}}{s:<{swidth}}{c:>12,}" for n, s, c in state_rows]
         hp = ", ".join(f"{k}={v}" for k, v in self.signature.hyperparams.items())
         loss = self.info.get("loss") or {}
         lines += [rule, f"total parameters: {total:,}"]
@@ -1009,6 +1014,15 @@ class Model:
                   f"metrics: {', '.join(metric_names(self.signature.metrics)) or 'none'}",
                   f"backend: {self.backend.name}"]
         return "\n".join(lines)
+
+    def layer_rows(self) -> list[tuple[str, str, str, int]]:
+        """One row per layer call, in call order, as Keras's ``summary``: name, kind, output type
+        (the batch dim as its symbol, ``f32[N, 128]``) and the count of the parameters and state
+        it created.  ``let``/``output`` expressions that are no layer are not rows; a model
+        compiled before layers were recorded has none."""
+        counts = {n: t.num_elements() for n, t in [*self.signature.params, *self.signature.model_state]}
+        return [(r["name"], r["kind"], r["output"], sum(counts[n] for n in r["tensors"]))
+                for r in self.info.get("layers", [])]
 
     def _cost_lines(self, batch: int) -> list[str]:
         """FLOPs per sample of ``predict`` and of a training step, and the training step's memory

@@ -30,6 +30,35 @@ def test_dlc_re_exports_the_runtime() -> None:
     assert ModelCheckpoint is runtime.callbacks.ModelCheckpoint
 
 
+# the documents a user reads for the Python API (docs/codegen.md's dlc.gemm.* are native symbols)
+USER_DOCS = ["README.md", "docs/training.md", "docs/cli.md", "docs/distributed.md", "docs/interop.md"]
+
+
+def documented_dlc_names() -> set[str]:
+    """Every ``dlc.NAME[.NAME...]`` and ``from dlc.X import A, B`` the user documents mention."""
+    import re
+
+    names: set[str] = set()
+    for doc in USER_DOCS:
+        text = (ROOT / doc).read_text(encoding="utf-8") if (ROOT / doc).exists() else ""
+        names |= {m.rstrip(".") for m in re.findall(r"\bdlc\.[A-Za-z_][A-Za-z0-9_.]*", text)}
+        for module, imported in re.findall(r"from (dlc(?:\.\w+)*) import ([\w, ]+)", text):
+            names |= {f"{module}.{n.strip()}" for n in imported.split(",") if n.strip()}
+    return names
+
+
+def test_every_dlc_name_the_docs_use_exists() -> None:
+    names = documented_dlc_names()
+    assert {"dlc.compile", "dlc.load_model", "dlc.data.load_mnist", "dlc.DlError",
+            "dlc.callbacks.EarlyStopping", "dlc.schedules.CosineDecay"} <= names
+    for name in sorted(names):
+        value = dlc
+        for part in name.split(".")[1:]:
+            assert hasattr(value, part), f"the docs use {name}, which import dlc does not expose"
+            value = getattr(value, part)
+    assert all(name in dlc.__all__ for name in ("Distributed", "EXPORT_FORMATS", "NonFiniteLossError"))
+
+
 def test_python_m_dlc_is_the_command_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "dlc", "--version"], cwd=tmp_path, env=env,

@@ -388,6 +388,10 @@ def test_mnist_model_follows_the_contract() -> None:
         "optimizer": {"name": "rmsprop", "learning_rate": 0.001, "rho": 0.9, "momentum": 0.0,
                       "epsilon": 1e-7, "centered": False},
         "metrics": ["accuracy"],
+        "layers": [{"name": "dense_1", "kind": "dense", "output": "f32[N, 512]",
+                    "tensors": ["dense_1.kernel", "dense_1.bias"]},
+                   {"name": "dense_2", "kind": "dense", "output": "f32[N, 10]",
+                    "tensors": ["dense_2.kernel", "dense_2.bias"]}],
     }
     predict, loss, evaluate = module.functions
     assert [p.name for p in predict.params] == [*params, "x"]

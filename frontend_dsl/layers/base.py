@@ -84,6 +84,8 @@ class ParamHost(Protocol):
 
     def param_names(self) -> list[str]: ...
 
+    def record_layer(self, name: str, kind: str, output: Value, tensors: list[str]) -> None: ...
+
 
 @dataclass(eq=False)
 class LayerDef:
@@ -114,10 +116,18 @@ class LayerDef:
     def lower(self, c: ast.Call, exprs: Expressions, host: ParamHost | None) -> Value:
         """Lower one call of this layer inside a model."""
         assert self.build is not None, f"layer {self.name} has no build rule"
-        return self.build(LayerCall(self, c, exprs, host))
+        call = LayerCall(self, c, exprs, host)
+        output = self.build(call)
+        if host is not None:           # summary()'s row: the call's name, kind, output and tensors
+            host.record_layer(call.name, self.name, output, call.created)
+        return output
 
 
 LAYERS: dict[str, LayerDef] = {}
+
+# Ops that Keras models as layers (``Flatten``): a model's ``summary()`` lists their calls in a
+# model as layers too (``flatten_1``), without parameters.
+LAYER_OPS: frozenset[str] = frozenset({"flatten"})
 
 # kernel_regularizer=NAME(...): the factors each takes (l1 of sum(|w|), l2 of sum(w²)), and
 # their default (Keras's L1(0.01), L2(0.01), L1L2(l1=0, l2=0))
@@ -154,6 +164,7 @@ class LayerCall:
         default_name = host.auto_name(layer.name) if host else layer.name   # counted even when named
         local_name = self.str("name", None) or default_name
         self.name = host.qualify(local_name) if host else local_name   # inside a block: block_1.dense_1
+        self.created: list[str] = []     # the parameters and state this call made, in order
 
     # -- arguments -------------------------------------------------------------
 
@@ -262,12 +273,14 @@ class LayerCall:
     def param(self, suffix: str, t: TensorType, init: dict[str, Any]) -> Value:
         """A new model parameter ``<layer name>.<suffix>``."""
         assert self.host is not None, f"layer {self.layer.name} is stateless"
+        self.created.append(f"{self.name}.{suffix}")
         return self.host.new_param(ast.Name(f"{self.name}.{suffix}", self.span), t, init)
 
     def state(self, suffix: str, t: TensorType, init: dict[str, Any]) -> Value:
         """A new non-trainable model state value ``<layer name>.<suffix>`` (batch norm's moving
         mean): read by both modes, updated by the training step (:meth:`update_state`), saved
         in checkpoints, never differentiated or seen by the optimizer."""
+        self.created.append(f"{self.name}.{suffix}")
         return self.host.new_state(ast.Name(f"{self.name}.{suffix}", self.span), t, init)
 
     def update_state(self, state: Value, new: Value) -> None:

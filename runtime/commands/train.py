@@ -341,7 +341,7 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.save_best and args.checkpoint_every is not None:
         raise DlRuntimeError("give --save-best or --checkpoint-every, not both (they write the same --save path)")
     if args.plot:
-        require_matplotlib()
+        plot_format(args.plot)
     for option in ("save", "metrics_out", "plot"):
         path = getattr(args, option)
         if path:
@@ -500,35 +500,57 @@ def _summary(model: Model, report: dict[str, Any], callbacks: list[Callback]) ->
 
 
 def require_matplotlib() -> Any:
-    """``matplotlib.pyplot`` with a non-interactive backend, or a clear error how to install it."""
+    """The ``matplotlib`` module, or a clear error how to install it."""
     try:
         import matplotlib
     except ImportError:
         raise DlRuntimeError("--plot needs matplotlib, which is not installed; install it with "
                              "pip install 'dlc[plot]' (or pip install matplotlib)") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib
 
 
-def plot_history(history: History, path: str | Path, title: str) -> None:
-    """One panel per quantity (loss, each metric), training and validation curves."""
-    plt = require_matplotlib()
+def plot_format(path: str | Path) -> str:
+    """The image format ``--plot PATH`` writes: its suffix (``png`` without one), checked
+    against the formats matplotlib writes, so a wrong suffix is reported before training."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    supported = Figure().canvas.get_supported_filetypes()
+    if suffix and suffix not in supported:
+        raise DlRuntimeError(f"--plot {path}: matplotlib cannot write '.{suffix}' images "
+                             f"(it writes {', '.join('.' + k for k in sorted(supported))})")
+    return suffix or "png"
+
+
+def history_figure(history: History, title: str) -> Any:
+    """A matplotlib ``Figure`` of the learning curves: one axes per quantity (loss, each
+    metric), its training curve and, when validated, its validation curve, over epochs 1, 2, ..."""
+    require_matplotlib()
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
     names = [k for k in history.history if not k.startswith("val_")]
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    fig = Figure(figsize=(5 * max(len(names), 1), 3.5))
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
     epochs = [e + 1 for e in history.epoch]
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes, names):
         ax.plot(epochs, history.history[name], marker="o", label="train")
         if f"val_{name}" in history.history:
             ax.plot(epochs, history.history[f"val_{name}"], marker="o", label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(name)
+        ax.xaxis.get_major_locator().set_params(integer=True)     # epochs are whole numbers
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def plot_history(history: History, path: str | Path, title: str) -> None:
+    """Write :func:`history_figure` to ``path``, in the format of its suffix (:func:`plot_format`)."""
+    fmt = plot_format(path)
+    figure = history_figure(history, title)
+    write_output_file(path, lambda f: figure.savefig(f, format=fmt), "--plot")
 
 
 def _ranks(ranks: int) -> str:
