@@ -205,6 +205,13 @@ def test_the_examples_are_there():
     assert EXPECTED_EXAMPLES <= {p.name for p in EXAMPLES.glob("*.dl")}
 
 
+# Examples whose loss at seed 0 has a relu / max-pool kink within 1e-6 of a checked point: the
+# central difference at that step straddles it. mnist_cnn_bn's first conv kernel (every element
+# moves all of its channel through the batch statistics): max abs error 4.4e-3 at eps 1e-6 and
+# 1.0 at 1e-5, but 1.7e-8 at 1e-7, and 1.2e-8 / 1.7e-9 at eps 1e-6 with seeds 1 and 2.
+KINK_EPS = {"mnist_cnn_bn.dl": 1e-7}
+
+
 @pytest.mark.parametrize("example", sorted(EXPECTED_EXAMPLES | {p.name for p in EXAMPLES.glob("*.dl")}))
 def test_example_loss_gradient(example):
     """The model's loss, differentiated with respect to every parameter."""
@@ -212,7 +219,8 @@ def test_example_loss_gradient(example):
 
     module = compile_file(str(EXAMPLES / example))
     params = [p["name"] for p in module.attrs["model"]["params"]]
-    report = gradcheck(module, "loss", wrt=params, bindings={"N": 3}, max_elements=24)
+    report = gradcheck(module, "loss", wrt=params, bindings={"N": 3}, max_elements=24,
+                       eps=KINK_EPS.get(example, 1e-6))
     assert report.passed, str(report)
     # Parameters come from their initializers, so no loss is saturated and every
     # gradient compared is a real one, not a trivially matching zero -- except an
