@@ -84,18 +84,21 @@ from .pool import lower_pool
 # 1. Composite expansion
 
 
-def expand_composites(func: Function, origin: dict[Op, set[Op]] | None = None) -> Function:
+def expand_composites(func: Function, origin: dict[Op, set[Op]] | None = None,
+                      also: Callable[[Op], bool] | None = None) -> Function:
     """A copy of ``func`` with every composite op replaced by its decomposition.
 
     ``origin``, when given, receives for each op of the copy the set holding
-    the op of ``func`` it comes from.
+    the op of ``func`` it comes from.  ``also`` names further ops to replace by
+    their ``decompose`` rule (a target without a form of their own: the MLIR
+    exporter writes ``attention`` as its unfused composition).
     """
     new, b = new_function(func.name, [(p.name or f"arg{i}", p.type) for i, p in enumerate(func.params)],
                           loc=func.loc)
     vmap: dict[Value, Value] = dict(zip(func.params, new.params))
     for op in func.ops:
         first = len(new.ops)
-        results = _emit_expanded(b, op, [vmap[v] for v in op.operands])
+        results = _emit_expanded(b, op, [vmap[v] for v in op.operands], also)
         vmap.update(zip(op.results, results))
         if origin is not None:
             for emitted in new.ops[first:]:
@@ -106,13 +109,15 @@ def expand_composites(func: Function, origin: dict[Op, set[Op]] | None = None) -
     return new
 
 
-def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
+def _emit_expanded(b: Builder, op: Op, operands: list[Value],
+                   also: Callable[[Op], bool] | None = None) -> list[Value]:
     opdef = get_op(op.name)
     if opdef is None:
         raise LoweringError(f"unknown op dl.{op.name}", op.loc)
     if opdef.widens and any(v.type.dtype in _HALF for v in operands):
-        return _emit_widened(b, op, operands)
-    if opdef.kind != COMPOSITE and not (opdef.expand is not None and opdef.expand(op)):
+        return _emit_widened(b, op, operands, also)
+    if opdef.kind != COMPOSITE and not (opdef.expand is not None and opdef.expand(op)) \
+            and not (also is not None and opdef.decompose is not None and also(op)):
         new_op = Builder.make(op.name, operands, dict(op.attrs), op.loc)
         b.func.ops.append(new_op)
         return list(new_op.results)
@@ -125,20 +130,21 @@ def _emit_expanded(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
         outs = opdef.decompose(sb, stand_in)
     smap: dict[Value, Value] = dict(zip(scratch.params, operands))
     for sop in scratch.ops:
-        smap.update(zip(sop.results, _emit_expanded(b, sop, [smap[v] for v in sop.operands])))
+        smap.update(zip(sop.results, _emit_expanded(b, sop, [smap[v] for v in sop.operands], also)))
     return [smap[v] for v in outs]
 
 
 _HALF = frozenset((DType.f16, DType.bf16))
 
 
-def _emit_widened(b: Builder, op: Op, operands: list[Value]) -> list[Value]:
+def _emit_widened(b: Builder, op: Op, operands: list[Value],
+                  also: Callable[[Op], bool] | None = None) -> list[Value]:
     """An op that computes f16/bf16 in f32 (``OpDef.computes_widened``): its half operands
     cast to f32, the f32 op expanded as any other, each half result rounded back once."""
     with b.at(op.loc):
         wide = [b.cast(v, dtype=DType.f32) if v.type.dtype in _HALF else v for v in operands]
         f32_op = Builder.make(op.name, wide, dict(op.attrs), op.loc)
-        results = _emit_expanded(b, f32_op, wide)
+        results = _emit_expanded(b, f32_op, wide, also)
         return [b.cast(r, dtype=old.type.dtype) if old.type.dtype in _HALF else r
                 for r, old in zip(results, op.results)]
 
