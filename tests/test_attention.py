@@ -441,3 +441,49 @@ def test_the_layer_reads_its_heads_in_place_and_its_gradients_match():
             for p in loss.params]
     for got, want in zip(lib.dloss(*args), interpret(g, args)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# edges: special values, empty sequences, sizes beyond int64
+
+
+def _same(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal within f32 rounding, with NaN where the other has NaN and +-inf alike."""
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    assert np.array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-5, atol=2e-6)
+
+
+def test_special_values_agree_natively_and_in_the_interpreter():
+    """NaN, +-inf and -0.0 in q, k and v: native code computes what the interpreter does
+    (a NaN or inf score makes its row NaN; an inf value poisons the rows that weigh it)."""
+    f = attention_function((1, 2, 6, 4), (1, 2, 6, 4), 4, (), causal=True)
+    lib = runtime.compile(Module([f]), cache=False)
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((1, 2, 6, 4)).astype(np.float32) for _ in range(3))
+    q[0, 0, 1, 0], k[0, 1, 3, 2], v[0, 0, 4, 1] = np.nan, np.inf, -np.inf
+    q[0, 1, 0, :], v[0, 1, 2, :] = -0.0, -0.0
+    mask = np.ones((), bool)
+    want = interpret(f, [q, k, v, mask])[0]
+    got = lib.f(q, k, v, mask)
+    _same(got, want)
+    assert np.isnan(got[0, 0, 1]).all()                   # the NaN query's row
+
+
+@pytest.mark.parametrize("tq,tk", [(0, 5), (3, 0), (0, 0)])
+def test_empty_sequences_agree_natively_and_in_the_interpreter(tq, tk):
+    """No queries: an empty result; no keys: every row is fully masked, so zeros."""
+    f = attention_function((2, tq, 4), (2, tk, 4), 3, ())
+    lib = runtime.compile(Module([f]), cache=False)
+    q, k, v = np.ones((2, tq, 4), np.float32), np.ones((2, tk, 4), np.float32), np.ones((2, tk, 3), np.float32)
+    want = interpret(f, [q, k, v, np.ones((), bool)])[0]
+    got = lib.f(q, k, v, np.ones((), bool))
+    assert got.shape == want.shape == (2, tq, 3)
+    assert np.array_equal(got, want) and np.all(got == 0)
+
+
+def test_a_batch_beyond_int64_is_refused_at_compile_time():
+    """The shared size rule covers attention: [2^60, 4, 8] f32 operands span 2^67 bytes."""
+    with pytest.raises(DlError, match=r"would hold 2\^65 elements \(2\^67 bytes"):
+        attention_function((2**60, 4, 8), (2**60, 4, 8), 8, ())
