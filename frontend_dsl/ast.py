@@ -167,6 +167,41 @@ class Return:
     span: Location
 
 
+def children(node: object) -> list[object]:
+    """The expressions directly inside ``node`` (a statement or an expression), in source
+    order: what a walk over a function body visits next."""
+    if isinstance(node, Call):
+        return [*node.args, *(kw.value for kw in node.kwargs)]
+    if isinstance(node, Let):
+        return [node.value]
+    if isinstance(node, Return):
+        return list(node.values)
+    if isinstance(node, Binary):
+        return [node.lhs, node.rhs]
+    if isinstance(node, (Unary,)):
+        return [node.operand]
+    if isinstance(node, ListExpr):
+        return list(node.items)
+    if isinstance(node, Index):
+        return [node.value, *node.items]
+    if isinstance(node, Slice):
+        return [e for e in (node.lo, node.hi, node.step) if e is not None]
+    if isinstance(node, Attribute):
+        return [node.value]
+    return []
+
+
+def walk(body: tuple[object, ...] | list[object]) -> list[object]:
+    """Every statement and expression of ``body``, depth first (each node before what it holds)."""
+    out: list[object] = []
+    stack = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack += reversed(children(node))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     """A function parameter ``name: type``, or a compile-time constant ``name: int``

@@ -113,32 +113,16 @@ class ScopedHost:
 
 def block_reason(fn: ast.FnDef, is_block: Callable[[str], bool], is_function: Callable[[str], bool]) -> str | None:
     """Why ``fn`` is a block (a compile-time parameter, a layer or block it calls), or None."""
-    stack: list[Any] = list(fn.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Call):
-            if is_function(node.func):
-                if is_block(node.func):
-                    return f"it calls '{node.func}' at {node.func_span}, which creates parameters"
-            else:
-                layer = LAYERS.get(node.func)
-                if layer is not None and not layer.stateless and layer.claims_call(node):
-                    return f"it calls the layer '{node.func}' at {node.func_span}"
-            stack += [*node.args, *(kw.value for kw in node.kwargs)]
-        elif isinstance(node, (ast.Let,)):
-            stack.append(node.value)
-        elif isinstance(node, ast.Return):
-            stack += node.values
-        elif isinstance(node, ast.Binary):
-            stack += [node.lhs, node.rhs]
-        elif isinstance(node, ast.Unary):
-            stack.append(node.operand)
-        elif isinstance(node, ast.ListExpr):
-            stack += node.items
-        elif isinstance(node, ast.Index):
-            stack += [node.value, *(i for i in node.items if not isinstance(i, (ast.Slice, ast.Ellipsis_)))]
-        elif isinstance(node, ast.Attribute):
-            stack.append(node.value)
+    for node in ast.walk(fn.body):
+        if not isinstance(node, ast.Call):
+            continue
+        if is_function(node.func):
+            if is_block(node.func):
+                return f"it calls '{node.func}' at {node.func_span}, which creates parameters"
+        else:
+            layer = LAYERS.get(node.func)
+            if layer is not None and not layer.stateless and layer.claims_call(node):
+                return f"it calls the layer '{node.func}' at {node.func_span}"
     for p in fn.params:
         if p.kind is not None:
             return f"it takes the compile-time parameter '{p.name.id}'"

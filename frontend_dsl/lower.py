@@ -193,32 +193,11 @@ class _Lowerer:
             target = item.transform.args[0] if item.transform.args else None
             return [target.id] if isinstance(target, ast.Name) and target.id in self.defs else []
         out: list[str] = []
-        stack: list[Any] = list(item.body)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, ast.Call):
-                if node.func in self.defs:
-                    out.append(node.func)
-                stack += [*node.args, *(kw.value for kw in node.kwargs)]
-            elif isinstance(node, ast.Name):
-                if node.id in self.defs:
-                    out.append(node.id)
-            elif isinstance(node, ast.Binary):
-                stack += [node.lhs, node.rhs]
-            elif isinstance(node, ast.Unary):
-                stack.append(node.operand)
-            elif isinstance(node, ast.ListExpr):
-                stack += node.items
-            elif isinstance(node, ast.Index):
-                stack += [node.value, *node.items]
-            elif isinstance(node, ast.Slice):
-                stack += [e for e in (node.lo, node.hi, node.step) if e is not None]
-            elif isinstance(node, ast.Attribute):
-                stack.append(node.value)
-            elif isinstance(node, ast.Let):
-                stack.append(node.value)
-            elif isinstance(node, ast.Return):
-                stack += node.values
+        for node in ast.walk(item.body):
+            if isinstance(node, ast.Call) and node.func in self.defs:
+                out.append(node.func)
+            elif isinstance(node, ast.Name) and node.id in self.defs:
+                out.append(node.id)
         return out
 
     def is_function(self, name: str) -> bool:
