@@ -10,6 +10,7 @@ import pytest
 
 from compiler.decode import DecodeError, build_decode
 from compiler.diagnostics import DlRuntimeError
+from compiler.ir import parse_module, print_module
 from compiler.ir.interpreter import interpret
 from frontend_dsl.api import compile_source
 from runtime.cli import main
@@ -215,3 +216,26 @@ def test_dlc_generate_on_char_gpt_with_and_without_the_cache(tmp_path: Path,
     assert cached.err == "" and cached.out.startswith("The ") and len(cached.out.encode()) >= 8
     assert main([*base, "--no-cache"]) == 0
     assert capsys.readouterr().out == cached.out
+
+
+def test_dlc_ir_prints_decode_and_names_the_op_it_cannot_follow(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ir", str(ROOT / "examples" / "char_gpt.dl"), "--fn", "decode"]) == 0
+    text = capsys.readouterr().out
+    assert "func.func @decode(" in text and '%pos: tensor<i32> {dl.name = "pos"}' in text
+    assert 'tensor<?x4x64x32xf32, "N"> {dl.name = "kv.1.value"}' in text and "inplace = [[1, " in text
+    module = parse_module(text, "decode.mlir")
+    assert print_module(module) == text                  # print(parse(print(m))) == print(m)
+    assert main(["ir", str(ROOT / "examples" / "adder_gpt.dl"), "--fn", "decode"]) == 1
+    err = capsys.readouterr().err
+    assert "adder_gpt.dl:20:21: error: cannot run this model with a KV cache: dl.slice slices along the " \
+           "sequence axis" in err
+
+
+def test_a_batch_generates_what_each_sequence_does_alone(model: Model) -> None:
+    prompts = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.int32)
+    greedy = lambda z: np.argmax(z, axis=-1)  # noqa: E731
+    both = DecodeSession(model, batch=2).generate(prompts, 15, greedy)
+    alone = DecodeSession(model)
+    assert both.shape == (2, 19)
+    for row in range(2):
+        assert (alone.generate(prompts[row:row + 1], 15, greedy)[0] == both[row]).all()
