@@ -39,7 +39,6 @@ class DecodeSession:
         self.batch = batch
         self.backend = make_backend(module, backend or model.backend.name, getattr(model.backend, "passes", None))
         self._call: Callable[[list[np.ndarray]], list[np.ndarray]] = self.backend.caller(DECODE)
-        self._params = list(model._tensors[:model._n_model])   # predict's parameters and state
         self._outputs = len(self.signature.outputs)
         self.caches = [np.zeros(self._shape(t.shape), t.dtype.np) for _, t in self.signature.caches]
         self.pos = 0
@@ -73,7 +72,8 @@ class DecodeSession:
             raise DlRuntimeError(f"{count} new tokens at position {self.pos} overflow the cache of "
                                  f"{self.max_len} positions: reset() or generate() re-fills it")
         pos = np.array(self.pos, np.int32)
-        outs = self._call([*self._params, x, pos, *self.caches])
+        weights = self.model._tensors[:self.model._n_model]     # predict's parameters and state, as now
+        outs = self._call([*weights, x, pos, *self.caches])
         self.caches = list(outs[self._outputs:])
         self.pos += count
         return np.array(outs[0])            # native code reuses its output buffer

@@ -239,3 +239,13 @@ def test_a_batch_generates_what_each_sequence_does_alone(model: Model) -> None:
     assert both.shape == (2, 19)
     for row in range(2):
         assert (alone.generate(prompts[row:row + 1], 15, greedy)[0] == both[row]).all()
+
+
+def test_the_session_reads_the_models_weights_as_they_are_now(tmp_path: Path) -> None:
+    model = _model(TINY, "interp", tmp_path)
+    session = DecodeSession(model)
+    weights = model.get_weights()
+    model.set_weights({name: w * 0.5 if name.startswith("head.") else w for name, w in weights.items()})
+    tokens = _tokens((1, 4), seed=9)
+    want = model.predict(tokens)
+    np.testing.assert_allclose(session.feed(tokens), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
