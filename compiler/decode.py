@@ -157,6 +157,7 @@ class _Decoder:
         self.limits: list[int] = []               # sizes of tables indexed by position
         self.caches: list[Value] = []             # the cache parameters, key then value per op
         self.new_caches: list[Value] = []         # their new values, outputs in place over them
+        self.expanding: list[str] = []            # the composites being followed through their pieces
         new = iter(self.func.params)
         for p in predict.params:
             if p is not tokens:
@@ -171,7 +172,8 @@ class _Decoder:
         self.axis[old] = axis
 
     def _fail(self, op: Op, why: str) -> DecodeError:
-        return DecodeError(f"cannot run this model with a KV cache: dl.{op.name} {why}", op.loc)
+        inside = f" (in the decomposition of dl.{self.expanding[-1]})" if self.expanding else ""
+        return DecodeError(f"cannot run this model with a KV cache: dl.{op.name}{inside} {why}", op.loc)
 
     def _has_seq(self, d: Dim) -> bool:
         if isinstance(self.seq, str) and isinstance(d, DimExpr):
@@ -183,14 +185,15 @@ class _Decoder:
 
     def _shape_with_s(self, op: Op, shape: tuple[Dim, ...], at: int | None) -> tuple[Dim, ...]:
         """``shape`` (an attribute) with its sequence dim, at ``at``, replaced by S; any other
-        mention of the sequence length is an error."""
+        mention of a symbolic sequence length is an error (a static one may be another dim of
+        the same size)."""
         out = list(shape)
         for i, d in enumerate(shape):
             if i == at:
                 if d != self.seq:
                     raise self._fail(op, f"has a dim {d} where the sequence axis is")
                 out[i] = self.S
-            elif self._has_seq(d):
+            elif isinstance(self.seq, str) and self._has_seq(d):
                 raise self._fail(op, f"has a shape {shape_str(shape)} that uses the sequence length off the "
                                      "sequence axis")
         return tuple(out)
@@ -251,13 +254,25 @@ class _Decoder:
                                  "ops, reshapes, gathers and the attention op only)")
         rule(self, op)
 
-    def elementwise(self, op: Op) -> None:
-        # broadcasting aligns on the right: operand axis a of rank r is result axis a + (R - r)
+    def _aligned(self, op: Op) -> int:
+        """The result's sequence axis of an op that broadcasts its operands: operand axis a of
+        rank r is result axis a + (R - r) (numpy aligns shapes on the right)."""
         rank = op.results[0].type.rank
         found = {a + rank - v.type.rank for v in op.operands if (a := self.axis[v]) is not None}
         if len(found) != 1:
             raise self._fail(op, "combines values whose sequence axes do not line up")
-        self.emit(op, [self.env[v] for v in op.operands], dict(op.attrs), found.pop())
+        return found.pop()
+
+    def elementwise(self, op: Op) -> None:
+        self.emit(op, [self.env[v] for v in op.operands], dict(op.attrs), self._aligned(op))
+
+    def softmax(self, op: Op) -> None:
+        # softmax, log_softmax, masked_softmax: shaped as elementwise, reading along `axis`
+        # (kept whole rather than expanded, so codegen's softmax kernel still sees them)
+        at = self._aligned(op)
+        if op.attrs["axis"] % op.result.type.rank == at:
+            raise self._fail(op, "normalizes over the sequence axis (mixes positions)")
+        self.emit(op, [self.env[v] for v in op.operands], dict(op.attrs), at)
 
     def reduction(self, op: Op) -> None:
         (x,) = op.operands
@@ -334,8 +349,10 @@ class _Decoder:
         scratch = Function(f"{op.name}.pieces", [])
         with Builder(scratch, op.loc).at(op.loc) as b:
             outs = opdef.decompose(b, op)
+        self.expanding.append(op.name)
         for inner in scratch.ops:
             self.op(inner)
+        self.expanding.pop()
         for old, piece in zip(op.results, outs):
             self._set(old, self.env[piece], self.axis[piece])
             if piece in self.positional:
@@ -486,6 +503,10 @@ _RULES: dict[str, _Rule] = {
     "reshape": _Decoder.reshape, "transpose": _Decoder.transpose, "broadcast_to": _Decoder.broadcast_to,
     "expand_dims": _Decoder.expand_dims, "squeeze": _Decoder.squeeze, "slice": _Decoder.slice,
     "gather": _Decoder.gather, "concat": _Decoder.concat, "dim_size": _Decoder.dim_size,
+    "softmax": _Decoder.softmax, "log_softmax": _Decoder.softmax, "masked_softmax": _Decoder.softmax,
+    # composites that reduce over `axes` (with keepdims) like the reductions
+    "logsumexp": _Decoder.reduction, "var": _Decoder.reduction, "std": _Decoder.reduction,
+    "norm": _Decoder.reduction,
 }
 _KIND_RULES: dict[str, _Rule] = {
     ELEMENTWISE: _Decoder.elementwise, REDUCTION: _Decoder.reduction, COMPOSITE: _Decoder.composite,

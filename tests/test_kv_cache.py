@@ -126,14 +126,20 @@ def test_a_static_sequence_length_and_sinusoidal_positions(tmp_path: Path) -> No
                                                              "position_embedding(x, 8, 32)")
     sinusoidal = TINY.replace(f"x + position_embedding(x, {L}, 32)",
                               "x + sinusoidal_positions(shape=[T, 32])")
+    # T = 16 = the head size = the vocabulary: the sequence axis is told apart by where it is
+    ambiguous = static.replace("i32[N, 8]", "i32[N, 16]").replace("position_embedding(x, 8, 32)",
+                                                                  "position_embedding(x, 16, 32)")
     tokens = _tokens((2, 8), seed=5)
-    for source, max_len in ((static, 8), (sinusoidal, 64)):       # no table: the default context
+    # (source, the caches' length -- sinusoidal: no table, the default context --, predict's width)
+    for source, max_len, width in ((static, 8, 8), (sinusoidal, 64, 8), (ambiguous, 16, 16)):
         model = _model(source, "interp", tmp_path)
         session = DecodeSession(model, batch=2, default_context=64)
         assert session.max_len == max_len
         got = np.concatenate([session.feed(tokens[:, :3]), session.feed(tokens[:, 3:4]),
                               session.feed(tokens[:, 4:])], axis=1)
-        want = model.predict(tokens)
+        padded = np.zeros((2, width), np.int32)        # a static T takes all of it; a causal
+        padded[:, :8] = tokens                          # model never looks at the padding
+        want = model.predict(padded)[:, :8]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
@@ -151,12 +157,13 @@ model unfused {{
 
 @pytest.mark.parametrize(("body", "message"), [
     ("x + causal_self_attention(x, heads=2, dim=16)", r"dl.matmul multiplies two sequences \(a \[T, T\] score"),
-    ("x + flip(x, axis=1)", r"dl.slice slices along the sequence axis"),
+    ("x + flip(x, axis=1)", r"dl.slice \(in the decomposition of dl.flip\) slices along the sequence axis"),
     ("x + iota(f32, [T, T], axis=0) @ x",
      r"dl.iota builds a \[T, T\] tensor over positions x positions"),
     ("x + multi_head_attention(x, 2, 16, causal=false)", "dl.attention is not causal"),
     ("x + mean(x, axes=[1], keepdims=true)", "dl.mean reduces over the sequence axis"),
     ("x + cumsum(x, axis=1)", "dl.cumsum reads across positions"),
+    ("x + softmax(x, axis=1)", "dl.softmax normalizes over the sequence axis"),
 ])
 def test_a_model_that_mixes_positions_is_a_decode_error_at_its_line(body: str, message: str) -> None:
     source = UNFUSED.replace("x + causal_self_attention(x, heads=2, dim=16)", body)
@@ -249,3 +256,22 @@ def test_the_session_reads_the_models_weights_as_they_are_now(tmp_path: Path) ->
     tokens = _tokens((1, 4), seed=9)
     want = model.predict(tokens)
     np.testing.assert_allclose(session.feed(tokens), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("body", [
+    "x + softmax(x, axis=-1) * 2.0",
+    "x + transpose(transpose(x, [1, 0, 2]) * 0.5, [1, 0, 2])",
+    "x + reshape(softmax(reshape(x, [N, T, 4, 4]), axis=-1), [N, T, 16])",
+    "x + concat([x[:, :, 8:], x[:, :, :8]], axis=2)",
+    "x + std(x, axes=[2], keepdims=true) + logsumexp(x, axes=[2], keepdims=true)",
+    "x + sinusoidal_positions(shape=[T, 16]) + expand_dims(squeeze(x[:, :, 0:1], axis=[2]), axis=[2])",
+    "x + multi_head_attention(layer_norm(x), 2, 16) + multi_head_attention(x, 4, 16, name=\"second\")",
+])
+def test_position_wise_ops_are_followed(body: str, tmp_path: Path) -> None:
+    model = _model(UNFUSED.replace("x + causal_self_attention(x, heads=2, dim=16)", body), "interp", tmp_path)
+    session = DecodeSession(model, batch=2, default_context=8)
+    tokens = _tokens((2, 7), seed=3)
+    got = np.concatenate([session.feed(tokens[:, :4]), session.feed(tokens[:, 4:5]), session.feed(tokens[:, 5:])],
+                         axis=1)
+    want = model.predict(tokens)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
