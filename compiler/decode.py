@@ -12,7 +12,9 @@ pass over the whole window.
 prompt's prefill and each next token are the same function), ``L`` the longest context
 (the position table's size, a static ``T``, or what the caller gives), and there is one
 key cache and one value cache per causal ``attention`` op, paired ``inplace`` with their
-new values so native code updates them in their own buffers.
+new values so native code updates them in their own buffers.  The caller keeps
+``0 <= pos`` and ``pos + S <= L`` (``runtime/decode.py``'s session does); ``S = 0`` is an
+index error when the function runs, as is a position past a position table.
 
 The rewrite follows the sequence axis from ``tokens`` through the ops, one rule per kind
 of op (the table in :meth:`_Decoder.op`): position-wise ops (elementwise, reductions and

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compiler.decode import DecodeError, build_decode
-from compiler.diagnostics import DlRuntimeError
+from compiler.diagnostics import DlIndexError, DlRuntimeError
 from compiler.ir import parse_module, print_module
 from compiler.ir.interpreter import interpret
 from frontend_dsl.api import compile_source
@@ -119,6 +119,11 @@ def test_feed_refuses_no_tokens_an_overflow_and_a_wrong_batch(model: Model) -> N
         session.feed(_tokens((2, 1)))
     with pytest.raises(DlRuntimeError, match="at least 1 sequence"):
         DecodeSession(model, batch=0)
+    # the function itself, called with no tokens: an index error, not a read outside the buffers
+    weights = model._tensors[:model._n_model]
+    with pytest.raises(DlIndexError, match=r"gather: an index is out of range \[-S, S\) for axis 2"):
+        session.backend.call("decode", [*weights, np.zeros((1, 0), np.int32), np.array(0, np.int32),
+                                        *session.caches])
 
 
 def test_a_static_sequence_length_and_sinusoidal_positions(tmp_path: Path) -> None:
