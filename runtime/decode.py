@@ -93,7 +93,11 @@ class DecodeSession:
         tokens = np.asarray(prompts, np.int32)
         if tokens.ndim != 2 or tokens.shape[1] == 0:
             raise DlRuntimeError(f"the prompts must be [N, P] tokens with P >= 1, got shape {list(tokens.shape)}")
+        if tokens.shape[0] != self.batch:
+            raise DlRuntimeError(f"the session decodes {self.batch} sequence(s), got {tokens.shape[0]} prompts")
         self.reset()
+        if count == 0:
+            return tokens.copy()
         logits = self.feed(tokens[:, -self.max_len:])[:, -1]
         out = [tokens]
         for i in range(count):

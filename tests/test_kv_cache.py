@@ -106,6 +106,11 @@ def test_a_full_cache_is_refilled_from_the_last_half(model: Model) -> None:
     recent = out[:, 21 - L // 2:21]
     np.testing.assert_allclose(picks[1][0], model.predict(recent)[0, -1], rtol=1e-5, atol=1e-4)
     assert session.pos == L // 2 + 2
+    assert (session.generate(prompt, 0, pick) == prompt).all() and session.pos == 0
+    with pytest.raises(DlRuntimeError, match=r"the prompts must be \[N, P\] tokens with P >= 1"):
+        session.generate(prompt[:, :0], 3, pick)
+    with pytest.raises(DlRuntimeError, match=r"decodes 1 sequence\(s\), got 2 prompts"):
+        session.generate(np.concatenate([prompt, prompt]), 3, pick)
 
 
 def test_feed_refuses_no_tokens_an_overflow_and_a_wrong_batch(model: Model) -> None:
