@@ -21,6 +21,7 @@ here is the internal one, re-exported; the submodules ``dlc.data``,
 from compiler import __version__
 from compiler.diagnostics import ArgumentTypeError, ArgumentValueError, DlError, DlRuntimeError
 from runtime import compile, load_compiled, load_model, load_onnx
+from runtime.decode import DecodeSession
 from runtime.distributed import Distributed
 from runtime.model import EXPORT_FORMATS, History, Model, NonFiniteLossError
 
@@ -28,4 +29,4 @@ from . import callbacks, data, schedules
 
 __all__ = ["__version__", "compile", "load_compiled", "load_model", "load_onnx", "Model", "History",
            "DlError", "DlRuntimeError", "ArgumentTypeError", "ArgumentValueError", "NonFiniteLossError",
-           "Distributed", "EXPORT_FORMATS", "callbacks", "data", "schedules"]
+           "Distributed", "DecodeSession", "EXPORT_FORMATS", "callbacks", "data", "schedules"]

@@ -36,11 +36,13 @@ def tiny(tmp_path: Path) -> tuple[Path, Path]:
 def test_greedy_generation_appends_the_argmax_at_the_last_position(tiny: tuple[Path, Path]) -> None:
     source, weights = tiny
     model = load_model(source, weights=weights, backend="interp")
-    out = generate(model, list(b"ab"), 10, 0.0, context=8)
+    out = generate(model, list(b"ab"), 10, 0.0, context=8, cache=False)
     assert out[:2] == list(b"ab") and len(out) == 12
     for i in range(2, 12):                               # each token: argmax given the last 8 before it
         seen = np.array([out[max(0, i - 8):i]], np.int32)
         assert out[i] == int(np.argmax(model.predict(seen)[0, -1]))
+    cached = generate(model, list(b"ab"), 10, 0.0, context=8)   # the KV cache (tests/test_kv_cache.py)
+    assert cached[:9] == out[:9]                         # the same while the 8 positions last
 
 
 def test_sampling_is_seeded_and_the_cli_prints_prompt_and_text(tiny: tuple[Path, Path],

@@ -32,6 +32,7 @@ FLOORS: list[tuple[str, int, str]] = [
     ("compiler.schedules", 4, "model-parts"),
     ("compiler.checking", 5, "checking"),
     ("compiler.train_step", 5, "training"),
+    ("compiler.decode", 5, "decode"),
     ("compiler.analysis", 6, "analysis"),
     ("compiler.codegen", 6, "codegen"),
     ("frontend_dsl", 6, "frontend"),

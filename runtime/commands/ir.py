@@ -21,14 +21,20 @@ HELP = "print the dl IR of a .dl file or of IR text"
 
 
 def chosen_module(module: Module, args: argparse.Namespace) -> Module:
-    """The module holding just ``--fn``, when given; ``train_step`` is built for a model file
-    (``compiler/train_step.py``), so it can be printed at every stage."""
+    """The module holding just ``--fn``, when given; ``train_step`` (``compiler/train_step.py``)
+    and ``decode`` (``compiler/decode.py``, the KV-cache form of ``predict`` with caches of
+    the position table's size, else 64) are built for a model file, so they can be printed
+    at every stage."""
     if args.fn is None:
         return module
     if args.fn == "train_step":
         from compiler.analysis.stats import with_train_step
 
         module, _ = with_train_step(module)
+    if args.fn == "decode" and "decode" not in module and isinstance(module.attrs.get("model"), dict):
+        from compiler.decode import decode_module
+
+        module, _ = decode_module(module, default_len=64)
     return Module([pick_function(module, args.fn, args.file)])
 
 
