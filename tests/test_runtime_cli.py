@@ -147,7 +147,7 @@ def test_compile_time_passes_lists_every_stage_to_the_written_directory(capsys, 
     expected = {"target detection", "frontend", "training step (autodiff, optimizer)", "IR verifier",
                 "pass manager", "cache lookup", "loop lowering", "LLVM IR build", "LLVM IR text",
                 "LLVM parse and verify", "LLVM optimization", "machine code", "native load and link",
-                "write output (AOT directory, shared library)", "(unattributed)"}
+                "write output (AOT directory, shared library)", "garbage collection", "(unattributed)"}
     expected |= {f"pass {name}" for name in parse_pipeline("default")}
     library = {"GEMM library (cache read)", "GEMM library (compile, once per machine)", "GEMM library (cache write)"}
     # called in-process (not as its own process), so no start-up row
