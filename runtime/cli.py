@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:       # --help, --version, or a usage error (already printed)
         return e.code if isinstance(e.code, int) else 0
+    # the process is this command (not a caller of main): --time-passes counts its start-up
+    args.own_process = argv is None
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

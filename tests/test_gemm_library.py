@@ -132,10 +132,32 @@ def test_timings_cover_every_stage_from_source_to_callable(capsys):
     assert "Compile time report" in report and "LLVM optimization" in report and "(unattributed)" in report
 
 
+# Every stage a cold compile passes through, from the source to a callable (the GEMM
+# library's are the ones of its first use in a process: read, or compiled and written).
+COLD_STAGES = {"target detection", "cache lookup", "frontend", "IR verifier", "pass manager", "loop lowering",
+               "LLVM IR build", "LLVM IR text", "LLVM parse and verify", "LLVM optimization", "machine code",
+               "native load and link", "garbage collection"}
+LIBRARY_STAGES = {"GEMM library (cache read)", "GEMM library (compile, once per machine)",
+                  "GEMM library (cache write)"}
+
+
+def test_timings_name_the_complete_set_of_stages(tmp_path):
+    from compiler.passes.manager import parse_pipeline
+
+    passes = {f"pass {name}" for name in parse_pipeline("default")}
+    uncached = runtime.compile("examples/xor.dl", cache=False).timings.stages
+    assert COLD_STAGES | passes <= set(uncached) <= COLD_STAGES | passes | LIBRARY_STAGES
+    cached = runtime.compile("examples/xor.dl", cache=tmp_path).timings.stages
+    assert COLD_STAGES | passes | {"cache write"} <= set(cached) <= COLD_STAGES | passes | LIBRARY_STAGES | {
+        "cache write"}
+    for stages in (uncached, cached):
+        assert all(seconds >= 0 for seconds in stages.values())
+
+
 def test_a_cache_hit_reports_its_lookup(tmp_path):
     runtime.compile("examples/xor.dl", cache=tmp_path)
     hit = runtime.compile("examples/xor.dl", cache=tmp_path)
-    assert list(hit.timings.stages) == ["target detection", "cache lookup"]
+    assert list(hit.timings.stages) == ["target detection", "cache lookup", "garbage collection"]
     assert sum(hit.timings.stages.values()) <= hit.timings.total
 
 

@@ -174,3 +174,27 @@ def test_a_warm_load_model_imports_neither_lark_nor_the_frontend(cache):
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
     assert "'lark'" in runs[0].stdout                   # the cold load ran the frontend
     assert runs[1].stdout.strip() == "[]"
+
+
+def test_the_compiler_fingerprint_memo_follows_the_files(tmp_path, monkeypatch):
+    import hashlib
+
+    from compiler.codegen.cache import _files_digest
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "a.py"
+    source.write_text("x = 1\n")
+    files = [("a.py", source)]
+    first = _files_digest("test", files)
+    assert first == hashlib.sha256(b"a.py" + b"x = 1\n").hexdigest()
+    memos = list((tmp_path / "cache").glob("fingerprint-*.txt"))
+    assert len(memos) == 1 and memos[0].read_text() == first
+    assert _files_digest("test", files) == first                  # from the memo
+    source.write_text("x = 22\n")                                  # another size: another memo
+    second = _files_digest("test", files)
+    assert second == hashlib.sha256(b"a.py" + b"x = 22\n").hexdigest()
+    for memo in (tmp_path / "cache").glob("fingerprint-*.txt"):    # a damaged memo is recomputed
+        memo.write_text("not a digest")
+    assert _files_digest("test", files) == second
+    monkeypatch.setenv("DLC_CACHE_DIR", str(source))               # a folder that is a file
+    assert _files_digest("test", files) == second

@@ -4,6 +4,7 @@ and ``dlc run`` on native code (``--interp`` for the interpreter)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,60 @@ def test_compile_takes_the_pass_flags(capsys, tmp_path):
     assert "IR Dump After canonicalize" in err
     status, _, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot2"), "--passes", "no-such-pass")
     assert status == 1 and "no-such-pass" in err
+
+
+def _report_rows(err: str) -> dict[str, float]:
+    """The rows of a --time-passes report: stage name -> seconds."""
+    rows = {}
+    for line in err.split("----Name----", 1)[1].strip().splitlines():
+        seconds, _, rest = line.strip().partition(" (")
+        name = rest.split(")", 1)[1].strip()
+        if name == "Total":
+            break
+        rows[name] = float(seconds)
+    return rows
+
+
+def test_compile_time_passes_lists_every_stage_to_the_written_directory(capsys, tmp_path):
+    from compiler.passes.manager import parse_pipeline
+
+    status, _, err = run(capsys, "compile", XOR, "-o", str(tmp_path / "aot"), "--time-passes", "--no-cache",
+                         "--train-step")
+    assert status == 0, err
+    rows = _report_rows(err)
+    expected = {"target detection", "frontend", "training step (autodiff, optimizer)", "IR verifier",
+                "pass manager", "cache lookup", "loop lowering", "LLVM IR build", "LLVM IR text",
+                "LLVM parse and verify", "LLVM optimization", "machine code", "native load and link",
+                "write output (AOT directory, shared library)", "garbage collection", "(unattributed)"}
+    expected |= {f"pass {name}" for name in parse_pipeline("default")}
+    library = {"GEMM library (cache read)", "GEMM library (compile, once per machine)", "GEMM library (cache write)"}
+    # called in-process (not as its own process), so no start-up row
+    assert expected <= set(rows) <= expected | library, set(rows) ^ expected
+    assert all(seconds >= 0 for seconds in rows.values())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the process's start is read from /proc")
+def test_compile_time_passes_counts_the_start_up_of_its_own_process(tmp_path):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "compile", XOR, "-o", str(tmp_path / "aot"),
+                           "--time-passes"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = _report_rows(proc.stderr)
+    assert rows["start-up and imports"] > 0 and all(seconds >= 0 for seconds in rows.values())
+    # the process ends right after the directory is written (no teardown): all of it is there
+    assert "wrote" in proc.stdout and load_compiled(tmp_path / "aot").functions
+
+
+def test_the_process_start_is_read_on_linux():
+    from runtime.commands.compile import since_process_start
+
+    seconds = since_process_start()
+    if sys.platform.startswith("linux"):
+        assert seconds is not None and seconds >= 0
+    else:
+        assert seconds is None or seconds >= 0
 
 
 def test_cache_info_and_clear(capsys, tmp_path):

@@ -73,6 +73,12 @@ class StageTimer:
         """Charge ``seconds`` measured elsewhere to ``stage``."""
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
+    def add_earlier(self, stage: str, seconds: float) -> None:
+        """Charge ``seconds`` spent before the timer was made (a process's start-up and
+        imports) to ``stage``: :attr:`total` starts that much earlier."""
+        self.add(stage, seconds)
+        self._start -= seconds
+
     def add_pipeline(self, report: PipelineReport, seconds: float) -> None:
         """Charge a pass pipeline's run of ``seconds``: each pass, the IR verifier and the
         pass manager's own time, from the run's ``report``."""

@@ -37,7 +37,7 @@ from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scr
 from .indexing import emit_scatter
 from .kernels import KernelContext, emit_elementwise, emit_reduce
 from .library import use_library
-from .llvmutil import I8, I8P, I32, I64, intrinsic, short_name
+from .llvmutil import I8, I8P, I32, I64, has_loop, intrinsic, short_name, unoptimized
 from .loops import Attention, Buffer, Conv, Elementwise, Kernel, Matmul, Pool, Program, Reduce, Scan, Scatter, TopK
 from .pool import emit_pool
 from .scan import emit_scan
@@ -115,8 +115,7 @@ class _ProgramEmitter:
         # compile time: the entry point is glue (argument loads, the workspace, one call per
         # kernel), left unoptimized (optnone, with the fast instruction selector); its kernels
         # are noinline (_kernel_body): O3 inlined each into it and optimized it all again there
-        fn.attributes.add("noinline")
-        fn.attributes.add("optnone")
+        unoptimized(fn)
         bufs_arg, dims_arg = fn.args
         bufs_arg.name, dims_arg.name = "buffers", "dims"
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -295,7 +294,7 @@ class _ProgramEmitter:
         ntasks = (conv.task_count if isinstance(k, Conv) else task_count)(ctx, k, fn.args[-1])
         parallel_call(b, part, list(fn.args[:nfixed]), ntasks)
         b.ret_void()
-        return fn
+        return unoptimized(fn)           # glue: picks the task count, starts the tasks
 
     def _kernel_body(self, name: str, k: Kernel, tasked: bool = False) -> ir.Function:
         prog = self.prog
@@ -348,6 +347,12 @@ class _ProgramEmitter:
         else:
             emit_matmul(ctx, k)
         b.ret_void()
+        # compile time: a kernel function without a loop (one that only starts its tasks on
+        # the pool, a scalar or a small static kernel) runs each instruction once per call
+        # and is left unoptimized; so is a task function without one (llvmutil.unoptimized)
+        for f in (fn, self.mod.globals.get(f"{name}.part")):
+            if isinstance(f, ir.Function) and f.blocks and not has_loop(f):
+                unoptimized(f)
         return fn
 
 

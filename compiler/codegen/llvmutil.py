@@ -166,6 +166,53 @@ def call_overloaded(b: ir.IRBuilder, base: str, args: Sequence[ir.Value],
     return b.call(fn, list(args))
 
 
+def unoptimized(fn: ir.Function) -> ir.Function:
+    """Mark ``fn`` ``optnone`` (and ``noinline``, which LLVM requires with it): the optimizer
+    skips it and instruction selection takes the fast path.
+
+    For glue -- an entry point, a kernel that only starts its tasks, a pool function, a
+    trampoline, a kernel without a loop -- whose every instruction runs at most a few times
+    per call: O3 would save it nanoseconds and costs the compile milliseconds per function.
+    The results are the same bits at every optimization level: dlc's IR carries no
+    fast-math flags (every fused multiply-add is an explicit ``llvm.fma``), so LLVM may not
+    reassociate, contract or approximate floating-point operations at any level."""
+    fn.attributes.add("noinline")
+    fn.attributes.add("optnone")
+    return fn
+
+
+def has_loop(fn: ir.Function) -> bool:
+    """Whether ``fn``'s control-flow graph has a cycle (a back edge from its entry block)."""
+    def successors(block: ir.Block) -> list[ir.Block]:
+        term = block.terminator
+        if term is None:
+            return []
+        targets = [op for op in term.operands if isinstance(op, ir.Block)]
+        if isinstance(term, ir.SwitchInstr):
+            targets += [term.default, *(target for _, target in term.cases)]
+        elif isinstance(term, ir.IndirectBranch):
+            targets += term.destinations
+        return targets
+
+    if not fn.blocks:
+        return False
+    state: dict[int, int] = {}           # id(block) -> 1 on the DFS stack, 2 done
+    stack = [(fn.blocks[0], iter(successors(fn.blocks[0])))]
+    state[id(fn.blocks[0])] = 1
+    while stack:
+        block, rest = stack[-1]
+        nxt = next(rest, None)
+        if nxt is None:
+            state[id(block)] = 2
+            stack.pop()
+        elif state.get(id(nxt)) == 1:
+            return True
+        elif id(nxt) not in state:
+            state[id(nxt)] = 1
+            stack.append((nxt, iter(successors(nxt))))
+    return False
+
+
 class for_range:
     """``with for_range(b, start, stop, step) as i:`` -- a counted loop (``i < stop``).
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 
 from llvmlite import ir
 
-from .llvmutil import I8, I8P, I32, I64, for_range, intrinsic
+from .llvmutil import I8, I8P, I32, I64, for_range, intrinsic, unoptimized
 
 MAX_THREADS = 64
 SPIN_PAUSE = 2000             # rounds of ``pause`` while waiting (~50 us) ...
@@ -114,7 +114,9 @@ class Pool:
         if not external:
             fn.linkage = "internal"
         fn.attributes.add("nounwind")
-        return fn
+        # compile time: the pool's functions wait, claim and hand out tasks -- their loops
+        # spin on atomics and ``pause`` -- and are left unoptimized (llvmutil.unoptimized)
+        return unoptimized(fn)
 
     def _syscall(self) -> ir.Function:
         fnty = ir.FunctionType(I64, [I64], var_arg=True)
@@ -394,6 +396,7 @@ def _trampoline(module: ir.Module, part: ir.Function, nargs: int) -> ir.Function
     fn = ir.Function(module, TASK_TYPE, name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
+    unoptimized(fn)                      # glue: unpacks the arguments, calls the task
     ctx, t = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     words = b.bitcast(ctx, I64.as_pointer())
