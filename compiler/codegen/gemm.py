@@ -97,6 +97,7 @@ MR_AVX512 = 8            # micro-tile rows with AVX-512 (12 and 14 measured slow
 MIN_TASK_WORK = 1 << 18  # work per task at least (task_count; fewer: fewer tasks, down to one)
 C_COST = 4               # work per element of C besides its K multiply-adds
 TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
+BALANCE_MC = True        # the packed path's row blocks of equal size (at most MC)
 PREFETCH_C = True        # the packed micro-kernel prefetches its C tile (when it writes C directly)
 
 
@@ -757,6 +758,15 @@ class _Gemm:
         mc, nc = gemm_blocking(b.module).mc, gemm_blocking(b.module).nc
         bpack = self.scratch
         apack = b.gep(self.scratch, [b.mul(depth, _b_block_columns(b, self.n, nr, nc))])
+        if BALANCE_MC:
+            # rows in blocks of equal size (whole tiles) of at most MC: M = 512 with MC = 160 is 4
+            # blocks of 128, not 160, 160, 160 and 32 (a last block that re-reads every B panel
+            # for a few tiles).  The block size never changes a sum (it only orders the tiles).
+            span = b.sub(ihi, ilo)
+            blocks = _max(b, _ceil_div(b, span, mc), one)
+            mcb = _max(b, _round_up_value(b, b.sdiv(b.add(span, b.sub(blocks, one)), blocks), mr), one)
+        else:
+            mcb = ir.Constant(I64, mc)
         with for_range(b, jlo, jhi, nc, name="jc") as jc:
             ncur = _min(b, ir.Constant(I64, nc), b.sub(jhi, jc))
             with for_range(b, 0, kk, depth, name="pc") as pc:
@@ -764,8 +774,8 @@ class _Gemm:
                 first = b.icmp_signed("==", pc, ir.Constant(I64, 0))
                 last = b.icmp_signed(">=", b.add(pc, kcur), kk)
                 b.call(pack_b, [self.bmat, self.n, kk, pc, kcur, jc, ncur, bpack])
-                with for_range(b, ilo, ihi, mc, name="ic") as ic:
-                    mcur = _min(b, ir.Constant(I64, mc), b.sub(ihi, ic))
+                with for_range(b, ilo, ihi, mcb, name="ic") as ic:
+                    mcur = _min(b, mcb, b.sub(ihi, ic))
                     b.call(pack_a, [self.a, self.sa_i, self.sa_k, ic, mcur, pc, kcur, apack])
 
                     with for_range(b, 0, ncur, nr, name="jr") as jr:
