@@ -4,8 +4,9 @@
 the first compile in a process whose options leave the blocking to the CPU
 calls :func:`ensure_tuned`, which reads the machine's choice from the cache
 folder (``gemm-blocking-<key>.json`` beside the GEMM library, keyed by the CPU
-name, its features and the dlc version) or, the first time, times 2-3
-candidates on one representative product and writes the fastest there.  Then
+name, its features, the dlc version and the code generator's sources) or, the
+first time, times 2-3 candidates on one representative product and writes the
+fastest there.  Then
 it registers the choice (``blocking.choose``) for every later compile.  The
 hot path never tunes: a compiled model's blocking is fixed in its code.
 
@@ -46,10 +47,14 @@ def enabled() -> bool:
 
 
 def choice_path(target: Target, directory: Path | None = None) -> Path:
-    """Where the choice for ``target`` is kept (CPU name + features + dlc version, hashed)."""
+    """Where the choice for ``target`` is kept (CPU name + features + dlc version + the code
+    generator's sources, hashed: a change of the GEMM kernels, which may move the best
+    blocking, tunes again, as it builds a new GEMM library)."""
     from compiler import __version__
+    from compiler.codegen.cache import source_fingerprint
 
-    key = hashlib.sha256("|".join([FORMAT, target.cpu, target.features, __version__]).encode()).hexdigest()
+    parts = [FORMAT, target.cpu, target.features, __version__, source_fingerprint()]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()
     return (directory or default_directory()) / f"gemm-blocking-{key[:16]}.json"
 
 

@@ -75,3 +75,13 @@ def test_explicit_blocking_is_never_tuned(monkeypatch):
     monkeypatch.setattr(autotune, "time_candidates", lambda *a, **k: pytest.fail("tuned"))
     assert autotune.ensure_tuned(CodegenOptions(blocking=B.Blocking(64, 1024)), runtime.compile, shape=TINY) is None
     assert not autotune.choice_path(host_target()).exists()
+
+
+def test_a_change_of_the_gemm_code_tunes_again(monkeypatch):
+    """The choice is kept per version of the code generator's sources (a kernel change may
+    move the best blocking), as the GEMM library is."""
+    from compiler.codegen import cache
+
+    before = autotune.choice_path(host_target())
+    monkeypatch.setattr(cache, "source_fingerprint", lambda: "0" * 64)
+    assert autotune.choice_path(host_target()) != before

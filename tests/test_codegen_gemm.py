@@ -242,3 +242,33 @@ def test_k_slices_direct_and_epilogue_tiles_agree(f32_module, m, n):
     np.testing.assert_array_equal(f32_module.mm_10(at, b), plain)      # A packed from its transpose
     bt = np.ascontiguousarray(b.T)
     np.testing.assert_array_equal(f32_module.mm_01(a, bt), plain)      # B packed from its transpose
+
+
+@pytest.mark.parametrize("m,k,n", [(70, 2 * 384 + 5, 100), (128, 10, 512), (33, 1, 70), (128, 0, 512)])
+def test_inf_and_nan_through_direct_tiles_and_thread_counts(f32_module, m, k, n):
+    # The packed micro-kernel writes whole tiles straight into C (prefetching them first),
+    # adding later K slices to what C holds; the shallow path (K <= 64: the MLP's dh) writes
+    # C from registers too.  An inf in A and a NaN in B reach exactly numpy's elements (inf
+    # times a value of either sign, plus a NaN column), on 1, 2 and 3 threads alike.
+    from compiler.codegen import threads
+
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    if k:
+        a[m // 2, k - 1] = np.inf
+        b[0, n - 3] = np.nan
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = a.astype(np.float64) @ b.astype(np.float64)
+    results = []
+    for t in (1, 2, 3):
+        threads.set_num_threads(f32_module._library, t)
+        results.append(f32_module.mm_00(a, b))
+    threads.set_num_threads(f32_module._library, threads.num_threads())
+    got = results[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4 * np.sqrt(max(k, 1)))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, got)

@@ -77,6 +77,36 @@ def test_the_option_decides_whether_the_path_exists():
     assert CodegenOptions().key() != CodegenOptions(skip_zeros=False).key()
 
 
+@pytest.mark.parametrize("extra", [0, 1])
+def test_the_density_limit_is_decided_on_all_of_a(modules, extra):
+    """The path is chosen from the count of all of A's non-zeros (at most 3/10 of them:
+    skip zeros), even though the count stops early once it is over the limit: a dense
+    first chunk does not decide it, and one non-zero past the limit in A's very last
+    element does.  Which path ran shows in the bits: with K over one slice (800: three
+    of 267) the dense kernel adds the slices' sums, ``1e8 + (4 + 4)``, the skipping one
+    sums every term in one chain, ``(1e8 + 4) + 4`` (each 4 a tie, rounded to even: 1e8)."""
+    on, off = modules
+    m, k, n = 64, 800, 64
+    b = np.zeros((k, n), np.float32)
+    b[0], b[400], b[401] = 1e8, 4, 4
+    a = np.zeros((m, k), np.float32)
+    a[:, [0, 400, 401]] = 1
+    limit = m * k * 3 // 10
+    filler = np.flatnonzero((a == 0).ravel())          # where B's rows are zero: adds exact zeros
+    rows = filler // k
+    first_rows = filler[rows < 8]                       # rows 0..7 dense: the first chunk over 3/10
+    rest = filler[rows >= 8][:limit - 3 * m - len(first_rows)]
+    flat = a.ravel()
+    flat[first_rows] = 0.5
+    flat[rest] = 0.5
+    assert np.count_nonzero(a) == limit and a[-1, -1] == 0
+    a[-1, -1] = 0.5 if extra else 0
+    want = np.float32(1e8) + np.float32(8) if extra else np.float32(1e8)
+    got, dense = on.mm_00(a, b), off.mm_00(a, b)
+    assert (got == want).all()
+    assert (dense == np.float32(1e8) + np.float32(8)).all()
+
+
 def test_zero_times_inf_is_still_nan(modules):
     """A non-finite B sends the product to the dense kernel: 0 * inf = NaN, as numpy says."""
     on, _ = modules

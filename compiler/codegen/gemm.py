@@ -73,7 +73,7 @@ from .blocking import DEFAULT, KC, MAX_MC, MAX_NC, Blocking
 from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .library import LibrarySpec, driver_name, has_shallow_path, library_use, shallow_name, symbol_suffix
-from .llvmutil import I1, I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
+from .llvmutil import I1, I8P, I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
 from .loops import Matmul, loads
 from .sparse_gemm import enable_skip_zeros, skip_zeros_enabled, sparse_function
 from .storage import enable_half_instructions
@@ -97,6 +97,8 @@ MR_AVX512 = 8            # micro-tile rows with AVX-512 (12 and 14 measured slow
 MIN_TASK_WORK = 1 << 18  # work per task at least (task_count; fewer: fewer tasks, down to one)
 C_COST = 4               # work per element of C besides its K multiply-adds
 TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
+BALANCE_MC = True        # the packed path's row blocks of equal size (at most MC)
+PREFETCH_C = True        # the packed micro-kernel prefetches its C tile (when it writes C directly)
 
 
 def tile_shape(lanes: int) -> tuple[int, int]:
@@ -756,6 +758,15 @@ class _Gemm:
         mc, nc = gemm_blocking(b.module).mc, gemm_blocking(b.module).nc
         bpack = self.scratch
         apack = b.gep(self.scratch, [b.mul(depth, _b_block_columns(b, self.n, nr, nc))])
+        if BALANCE_MC:
+            # rows in blocks of equal size (whole tiles) of at most MC: M = 512 with MC = 160 is 4
+            # blocks of 128, not 160, 160, 160 and 32 (a last block that re-reads every B panel
+            # for a few tiles).  The block size never changes a sum (it only orders the tiles).
+            span = b.sub(ihi, ilo)
+            blocks = _max(b, _ceil_div(b, span, mc), one)
+            mcb = _max(b, _round_up_value(b, b.sdiv(b.add(span, b.sub(blocks, one)), blocks), mr), one)
+        else:
+            mcb = ir.Constant(I64, mc)
         with for_range(b, jlo, jhi, nc, name="jc") as jc:
             ncur = _min(b, ir.Constant(I64, nc), b.sub(jhi, jc))
             with for_range(b, 0, kk, depth, name="pc") as pc:
@@ -763,8 +774,8 @@ class _Gemm:
                 first = b.icmp_signed("==", pc, ir.Constant(I64, 0))
                 last = b.icmp_signed(">=", b.add(pc, kcur), kk)
                 b.call(pack_b, [self.bmat, self.n, kk, pc, kcur, jc, ncur, bpack])
-                with for_range(b, ilo, ihi, mc, name="ic") as ic:
-                    mcur = _min(b, ir.Constant(I64, mc), b.sub(ihi, ic))
+                with for_range(b, ilo, ihi, mcb, name="ic") as ic:
+                    mcur = _min(b, mcb, b.sub(ihi, ic))
                     b.call(pack_a, [self.a, self.sa_i, self.sa_k, ic, mcur, pc, kcur, apack])
 
                     with for_range(b, 0, ncur, nr, name="jr") as jr:
@@ -1182,6 +1193,8 @@ def _packed_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: in
         for slot in row:
             b.store(const(vty, 0), slot)
     align = 64 if lanes * dtype.itemsize >= 64 else dtype.itemsize
+    if PREFETCH_C and lanes > 1:
+        _prefetch_tile(b, c, ldc, rows, nr * dtype.itemsize, b.icmp_signed("!=", mode, ir.Constant(I64, TO_TILE)))
     with for_range(b, 0, kk, name="k") as p:
         brow = b.gep(bp, [b.mul(p, ir.Constant(I64, nr))])
         arow = b.gep(ap, [b.mul(p, ir.Constant(I64, rows))])
@@ -1197,6 +1210,20 @@ def _packed_micro_function(module: ir.Module, dtype: DType, lanes: int, rows: in
     _write_accumulators(b, e, accs, tile, c, ldc, mode, lanes)
     b.ret_void()
     return fn
+
+
+def _prefetch_tile(b: ir.IRBuilder, c: ir.Value, ldc: ir.Value, rows: int, row_bytes: int, when: ir.Value) -> None:
+    """Ask for the cache lines of C's ``rows x row_bytes`` block at ``c`` (row stride ``ldc``
+    elements), for writing, when ``when`` holds: the micro-kernel's K loop (hundreds of
+    cycles) hides their latency, so the stores (and, on a later K slice, the loads of the
+    earlier slices' sums) at its end hit the cache."""
+    fetch = intrinsic(b.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
+    with b.if_then(when):
+        for r in range(rows):
+            raw = b.bitcast(b.gep(c, [b.mul(ir.Constant(I64, r), ldc)]), I8P)
+            for line in range(0, row_bytes, 64):    # write, keep in all levels, data
+                b.call(fetch, [b.gep(raw, [ir.Constant(I64, line)]), ir.Constant(I32, 1), ir.Constant(I32, 3),
+                               ir.Constant(I32, 1)])
 
 
 def _write_accumulators(b: ir.IRBuilder, e: Emitter, accs, tile, c, ldc, mode, lanes: int) -> None:
