@@ -277,7 +277,7 @@ def _gpt_cases() -> list[Case]:
     generate = Case("gpt-generate-1", f"char GPT greedy generation, {GENERATE_TOKENS} tokens after "
                     f"{GENERATE_PROMPT}, batch 1", "tokens/s", (DLC, TORCH, JAX),
                     {"prompt": GENERATE_PROMPT, "tokens": GENERATE_TOKENS},
-                    _every_thread_count(Target(1.5, TORCH, False)))
+                    _every_thread_count(Target(1.5, TORCH, False)), quick=False)
     return [step, generate]
 
 
