@@ -140,6 +140,28 @@ def test_table_numbers_reasons_once():
     assert lines[-2:] == ["[1] runtime.compile missing", "[2] jax not importable"]
 
 
+def test_busy_rows_also_show_cpu_time_figures():
+    busy = _row("gpt-step-64", 1, dlc=30000.0, torch=40000.0, jax=35000.0)
+    busy.background = [1.5, 1.4, 1.6]
+    busy.add_cpu_samples("dlc", [12000.0, 11000.0, 13000.0])
+    busy.add_cpu_samples("jax", [17000.0, 18000.0])
+    busy.add_cpu_samples("torch", [22000.0])
+    quiet = _row("gpt-step-64", 2, dlc=9000.0, jax=12000.0)
+    quiet.add_cpu_samples("dlc", [9000.0])
+    quiet.add_cpu_samples("jax", [12000.0])
+    quiet.background = [0.1]
+    from bench.report import cpu_ratio, to_json
+    assert busy.cpu_figures["dlc"] == 12000.0
+    # the verdict's reference is the wall-time fastest peer (jax); the CPU ratio is against it too
+    assert cpu_ratio(busy) == pytest.approx(12000.0 / 17500.0)
+    text = table([busy, quiet], ("dlc", "torch", "jax"))
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert lines == ["- adder GPT train step (AdamW, clipnorm), batch 64 (1 thr, us): dlc 12000, torch 22000, "
+                     "jax 17500; dlc / jax 0.69"]                              # the quiet row has none
+    assert to_json(busy)["cpu_ratio"] == pytest.approx(0.6857, abs=1e-4)
+    assert to_json(_row("step-1", 1, dlc=1.0))["cpu_ratio"] is None
+
+
 # -- worker environments ------------------------------------------------------------
 
 
@@ -220,7 +242,7 @@ def test_worker_protocol_end_to_end():
                                "target_s": 0.001, "warmup_s": 0.0, "warmup_calls": 1}, 60)
         assert prep["ok"] and prep["n"] >= 1 and prep["per_call_s"] > 0
         timed = client.request({"cmd": "time", "impl": "numpy", "case": "sgemm-256"}, 60)
-        assert timed["ok"] and timed["seconds"] > 0 and timed["n"] == prep["n"]
+        assert timed["ok"] and timed["seconds"] > 0 and timed["n"] == prep["n"] and timed["cpu_per_call_s"] >= 0
         assert client.request({"cmd": "release", "impl": "numpy", "case": "sgemm-256"}, 60)["ok"]
         gone = client.request({"cmd": "time", "impl": "numpy", "case": "sgemm-256"}, 60)
         assert not gone["ok"] and "not prepared" in gone["reason"]
