@@ -624,15 +624,17 @@ class _Views:
 
     def __init__(self, prog: Program) -> None:
         self.prog = prog
-        self.count = 0
+        self.made: dict[tuple[Buffer, tuple], Buffer] = {}
 
     def __call__(self, base: Buffer, shape: tuple) -> Buffer:
+        """``base`` seen as ``shape`` (one view per buffer and shape)."""
         if tuple(base.shape) == tuple(shape):
             return base
-        self.count += 1
-        buf = Buffer(f"%flat{self.count}", base.dtype, tuple(shape), VIEW, base=base)
-        self.prog.buffers.append(buf)
-        return buf
+        key = (base, tuple(shape))
+        if key not in self.made:
+            self.made[key] = Buffer(f"%flat{len(self.made) + 1}", base.dtype, tuple(shape), VIEW, base=base)
+            self.prog.buffers.append(self.made[key])
+        return self.made[key]
 
 
 def _flat_epilogue(expr: Expr, batch: tuple, m: Dim, n: Dim, rows: Dim, view: _Views) -> Expr | None:
