@@ -8,7 +8,8 @@ through their own subprocesses.
 Case ids: ``sgemm-<size>`` / ``sgemm-<mlp shape>``, ``step-<batch>``,
 ``epoch``, ``infer-<batch>``, ``vmath-<fn>``, ``conv-<fwd|bwd>-<image size>``,
 ``cnn-step-<batch>``, ``cnn-infer-<batch>``, ``cnn-epoch``, ``mlpbn-step-<batch>``,
-``attention-fwd-<BxHxTxD>``, ``attention-train-<BxHxTxD>``, ``compile-cold``,
+``attention-fwd-<BxHxTxD>``, ``attention-train-<BxHxTxD>``, ``gpt-step-<batch>``,
+``gpt-generate-<batch>``, ``compile-cold``,
 ``compile-warm``, ``memory``.  Groups (``--cases sgemm,step``) select every
 case whose id starts with the group name.
 """
@@ -75,7 +76,7 @@ class Target:
 class Case:
     """One measured quantity.
 
-    ``unit`` is ``GFLOP/s`` or ``Gelem/s`` (higher is better; the worker
+    ``unit`` is ``GFLOP/s``, ``Gelem/s`` or ``tokens/s`` (higher is better; the worker
     measures seconds per call and :func:`figure` converts) or a time unit.
     ``impls`` are the implementations that take part; ``params`` is what the
     workers need to build the runnable (shapes, batch size, function name).
@@ -97,7 +98,7 @@ class Case:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.unit in ("GFLOP/s", "Gelem/s")
+        return self.unit in ("GFLOP/s", "Gelem/s", "tokens/s")
 
     def figure(self, seconds: float) -> float:
         """Convert seconds per call into this case's unit."""
@@ -105,6 +106,8 @@ class Case:
             return self.params["flop"] / seconds / 1e9
         if self.unit == "Gelem/s":
             return self.params["elements"] / seconds / 1e9
+        if self.unit == "tokens/s":
+            return self.params["tokens"] / seconds
         return seconds * TIME_SCALE[self.unit]
 
 
@@ -256,6 +259,28 @@ def _attention_cases() -> list[Case]:
     return cases
 
 
+# The GPTs of issue 22: examples/adder_gpt.dl's training step (2 pre-norm blocks, 4 heads,
+# d = 128, T = 9, loss on positions 5..8, AdamW with global-norm clipping) and greedy
+# generation from examples/char_gpt.dl (vocabulary 256, context 64).
+GPT_HEADS, GPT_DIM = 4, 128
+ADDER_VOCAB, ADDER_T, ADDER_ANSWER = 10, 9, 4
+CHAR_VOCAB, CHAR_CONTEXT = 256, 64
+GENERATE_PROMPT, GENERATE_TOKENS = 8, 56    # 8 + 56 = 64 tokens: the whole context, no sliding
+
+
+def _gpt_cases() -> list[Case]:
+    """The adder GPT's AdamW step (<= 0.8x the fastest peer's time) and greedy generation's
+    tokens per second at batch 1 (>= 1.5x PyTorch eager with a KV cache)."""
+    impls = (DLC, TORCH, TORCH_COMPILE, JAX)
+    step = Case("gpt-step-64", "adder GPT train step (AdamW, clipnorm), batch 64", "us", impls,
+                {"batch": 64}, _every_thread_count(Target(0.8, "fastest peer", True)))
+    generate = Case("gpt-generate-1", f"char GPT greedy generation, {GENERATE_TOKENS} tokens after "
+                    f"{GENERATE_PROMPT}, batch 1", "tokens/s", (DLC, TORCH, JAX),
+                    {"prompt": GENERATE_PROMPT, "tokens": GENERATE_TOKENS},
+                    _every_thread_count(Target(1.5, TORCH, False)), quick=False)
+    return [step, generate]
+
+
 # Cases run by bench.run itself (subprocesses), not timed in a worker.
 COMPILE_COLD = Case("compile-cold", "dlc compile, cold cache (MLP model)", "s", (DLC,),
                     targets={0: Target(1.0, "absolute", True)}, threads=(0,))
@@ -268,7 +293,7 @@ SPEEDUP = Case("sgemm-1024-speedup", "sgemm 1024, 2-thread speedup", "x", (DLC, 
 
 WORKER_CASES: list[Case] = (_sgemm_cases() + _step_cases() + _infer_cases() + _vmath_cases()
                             + [_epoch_case()] + _conv_cases() + _cnn_cases() + _mlpbn_cases()
-                            + _attention_cases())
+                            + _attention_cases() + _gpt_cases())
 
 
 def _thread_scaling(case: Case) -> Case:
@@ -283,7 +308,8 @@ SCALING: dict[str, Case] = {c.id: _thread_scaling(c) for c in WORKER_CASES if c.
 PROCESS_CASES: list[Case] = [COMPILE_COLD, COMPILE_WARM, MEMORY]
 ALL_CASES: list[Case] = WORKER_CASES + PROCESS_CASES
 BY_ID: dict[str, Case] = {c.id: c for c in ALL_CASES + [SPEEDUP, *SCALING.values()]}
-GROUPS = ("sgemm", "step", "infer", "vmath", "epoch", "conv", "cnn", "mlpbn", "attention", "compile", "memory")
+GROUPS = ("sgemm", "step", "infer", "vmath", "epoch", "conv", "cnn", "mlpbn", "attention", "gpt", "compile",
+          "memory")
 
 
 class UnknownCase(ValueError):

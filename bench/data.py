@@ -9,6 +9,7 @@ still be measurable while dlc is broken or half-built.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -322,3 +323,231 @@ def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, w: np.ndarr
     dp = w @ np.swapaxes(v, -1, -2)
     ds = p * (dp - np.sum(dp * p, -1, keepdims=True)) * scale
     return out, (ds @ k, np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ w)
+
+
+# ---------------------------------------------------------------------------
+# the GPTs of issue 22 (examples/adder_gpt.dl, examples/char_gpt.dl): 2 pre-norm blocks,
+# 4 heads, d = 128, gelu MLP 4 x d, layer norms eps 1e-5; parameters named as dlc names them
+
+GptParams = dict[str, np.ndarray]
+GPT_EPSILON = 1e-5
+
+
+def gpt_params(vocab: int, context: int, out: int, seed: int = 0, dim: int = 128,
+               blocks: int = 2) -> GptParams:
+    """Weights under dlc's names (``tok.embeddings``, ``transformer_block_1.attn.query_kernel``,
+    ...): embeddings normal(0.02), Glorot-uniform kernels ``[in, out]``, and -- unlike the
+    initializers' zeros and ones -- small random biases and layer-norm gammas / betas, so that
+    a correctness check sees every parameter."""
+    rng = np.random.default_rng(seed)
+
+    def glorot(fan_in: int, fan_out: int) -> np.ndarray:
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32)
+
+    def small(n: int, center: float = 0.0) -> np.ndarray:
+        return (center + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    p: GptParams = {"tok.embeddings": (0.02 * rng.standard_normal((vocab, dim))).astype(np.float32),
+                    "pos.table.embeddings": (0.02 * rng.standard_normal((context, dim))).astype(np.float32)}
+    for i in range(1, blocks + 1):
+        b = f"transformer_block_{i}."
+        p[b + "ln1.gamma"], p[b + "ln1.beta"] = small(dim, 1.0), small(dim)
+        for which in ("query", "key", "value", "output"):
+            p[f"{b}attn.{which}_kernel"], p[f"{b}attn.{which}_bias"] = glorot(dim, dim), small(dim)
+        p[b + "ln2.gamma"], p[b + "ln2.beta"] = small(dim, 1.0), small(dim)
+        p[b + "mlp.up.kernel"], p[b + "mlp.up.bias"] = glorot(dim, 4 * dim), small(4 * dim)
+        p[b + "mlp.down.kernel"], p[b + "mlp.down.bias"] = glorot(4 * dim, dim), small(dim)
+    p["ln_f.gamma"], p["ln_f.beta"] = small(dim, 1.0), small(dim)
+    p["head.kernel"], p["head.bias"] = glorot(dim, out), small(out)
+    return p
+
+
+def gpt_blocks(p: GptParams) -> int:
+    """How many transformer blocks ``p`` holds."""
+    return sum(1 for name in p if name.endswith(".ln1.gamma"))
+
+
+def adder_batch(size: int, digits: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded addition problems as examples/adder_gpt.dl reads them (runtime/data.py's layout):
+    tokens ``i32[size, 3n]`` (a's digits, b's, c's first n reversed) and the answer
+    ``i32[size, n + 1]`` (c's digits reversed)."""
+    rng = np.random.default_rng(size + 22)
+    a, b = rng.integers(0, 10 ** digits, size), rng.integers(0, 10 ** digits, size)
+
+    def spell(v: np.ndarray, n: int) -> np.ndarray:
+        return np.stack([(v // 10 ** (n - 1 - i)) % 10 for i in range(n)], axis=1)
+
+    seq = np.concatenate([spell(a, digits), spell(b, digits), spell(a + b, digits + 1)[:, ::-1]], axis=1)
+    return seq[:, :3 * digits].astype(np.int32), seq[:, 2 * digits:].astype(np.int32)
+
+
+def _gelu(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact gelu ``u Phi(u)`` and its derivative ``Phi(u) + u phi(u)``, float64."""
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    cdf = 0.5 * (1.0 + erf(u / np.sqrt(2.0)))
+    return u * cdf, cdf + u * np.exp(-0.5 * u * u) / np.sqrt(2.0 * np.pi)
+
+
+def _ln(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, tuple]:
+    mu = x.mean(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + GPT_EPSILON)
+    xhat = (x - mu) * rstd
+    return xhat * gamma + beta, (xhat, rstd, gamma)
+
+
+def _ln_back(dy: np.ndarray, saved: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layer norm's ``(dx, dgamma, dbeta)``."""
+    xhat, rstd, gamma = saved
+    dxhat = dy * gamma
+    dx = rstd * (dxhat - dxhat.mean(-1, keepdims=True) - xhat * (dxhat * xhat).mean(-1, keepdims=True))
+    return dx, (dy * xhat).reshape(-1, xhat.shape[-1]).sum(0), dy.reshape(-1, dy.shape[-1]).sum(0)
+
+
+def _sum_rows(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1, a.shape[-1]).sum(0)
+
+
+def _dense(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``a @ w`` over the last axis of ``a`` as one 2-D product."""
+    return (a.reshape(-1, a.shape[-1]) @ w).reshape(*a.shape[:-1], w.shape[-1])
+
+
+def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sum over rows of a^T b`` for ``[..., I]`` and ``[..., J]``: a kernel's gradient."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+
+def _split_heads(h: np.ndarray, heads: int) -> np.ndarray:
+    """``[N, T, D] -> [N, heads, T, D / heads]``."""
+    n, t, d = h.shape
+    return h.reshape(n, t, heads, d // heads).transpose(0, 2, 1, 3)
+
+
+def gpt_logits(p: GptParams, tokens: np.ndarray, heads: int = 4, saved: list | None = None) -> np.ndarray:
+    """The GPT's logits ``[N, T, out]`` in float64 (``saved``: filled with what the backward needs)."""
+    q64 = {k: v.astype(np.float64) for k, v in p.items()}
+    n, t = tokens.shape
+    x = q64["tok.embeddings"][tokens] + q64["pos.table.embeddings"][:t]
+    causal = np.tril(np.ones((t, t), bool))
+    for i in range(1, gpt_blocks(p) + 1):
+        b = f"transformer_block_{i}."
+        y1, ln1 = _ln(x, q64[b + "ln1.gamma"], q64[b + "ln1.beta"])
+        d = y1.shape[-1]
+        hd = d // heads
+
+        q, k, v = (_split_heads(_dense(y1, q64[f"{b}attn.{w}_kernel"]) + q64[f"{b}attn.{w}_bias"], heads)
+                   for w in ("query", "key", "value"))
+        s = np.where(causal, q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd), -np.inf)
+        prob = np.exp(s - s.max(-1, keepdims=True))
+        prob /= prob.sum(-1, keepdims=True)
+        o = (prob @ v).transpose(0, 2, 1, 3).reshape(n, t, d)
+        a = x + _dense(o, q64[b + "attn.output_kernel"]) + q64[b + "attn.output_bias"]
+        y2, ln2 = _ln(a, q64[b + "ln2.gamma"], q64[b + "ln2.beta"])
+        u = _dense(y2, q64[b + "mlp.up.kernel"]) + q64[b + "mlp.up.bias"]
+        g, dg = _gelu(u)
+        x_next = a + _dense(g, q64[b + "mlp.down.kernel"]) + q64[b + "mlp.down.bias"]
+        if saved is not None:
+            saved.append((y1, ln1, q, k, v, prob, o, y2, ln2, g, dg))
+        x = x_next
+    yf, lnf = _ln(x, q64["ln_f.gamma"], q64["ln_f.beta"])
+    if saved is not None:
+        saved.append((yf, lnf))
+    return _dense(yf, q64["head.kernel"]) + q64["head.bias"]
+
+
+def gpt_loss_and_grads(p: GptParams, tokens: np.ndarray, answer: np.ndarray,
+                       heads: int = 4) -> tuple[float, GptParams]:
+    """Mean softmax cross-entropy of the logits at the last ``answer.shape[1]`` positions
+    (adder_gpt's loss) and its gradient for every parameter, float64, by hand."""
+    saved: list = []
+    logits = gpt_logits(p, tokens, heads, saved)
+    n, t = tokens.shape
+    first = t - answer.shape[1]
+    z = logits[:, first:]
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    count = answer.size
+    rows, cols = np.meshgrid(np.arange(n), np.arange(answer.shape[1]), indexing="ij")
+    loss = float(-logp[rows, cols, answer].sum() / count)
+    dlogits = np.zeros_like(logits)
+    dz = np.exp(logp)
+    dz[rows, cols, answer] -= 1.0
+    dlogits[:, first:] = dz / count
+    q64 = {k: v.astype(np.float64) for k, v in p.items()}
+    grads: GptParams = {}
+    yf, lnf = saved.pop()
+    grads["head.kernel"], grads["head.bias"] = _outer(yf, dlogits), _sum_rows(dlogits)
+    dx, grads["ln_f.gamma"], grads["ln_f.beta"] = _ln_back(_dense(dlogits, q64["head.kernel"].T), lnf)
+    for i in range(gpt_blocks(p), 0, -1):
+        b = f"transformer_block_{i}."
+        y1, ln1, q, k, v, prob, o, y2, ln2, g, dg = saved[i - 1]
+        d = y1.shape[-1]
+        hd = d // heads
+        # mlp: x = a + down(gelu(up(ln2(a))))
+        grads[b + "mlp.down.kernel"], grads[b + "mlp.down.bias"] = _outer(g, dx), _sum_rows(dx)
+        du = _dense(dx, q64[b + "mlp.down.kernel"].T) * dg
+        grads[b + "mlp.up.kernel"], grads[b + "mlp.up.bias"] = _outer(y2, du), _sum_rows(du)
+        da, grads[b + "ln2.gamma"], grads[b + "ln2.beta"] = _ln_back(_dense(du, q64[b + "mlp.up.kernel"].T), ln2)
+        da = da + dx
+        # attention: a = x + out(attn(q, k, v))
+        grads[b + "attn.output_kernel"], grads[b + "attn.output_bias"] = _outer(o, da), _sum_rows(da)
+        do = _dense(da, q64[b + "attn.output_kernel"].T).reshape(n, t, heads, hd).transpose(0, 2, 1, 3)
+        dprob = do @ v.transpose(0, 1, 3, 2)
+        ds = prob * (dprob - (dprob * prob).sum(-1, keepdims=True)) / np.sqrt(hd)
+        dy1 = np.zeros_like(y1)
+        for which, dh in (("query", ds @ k), ("key", ds.transpose(0, 1, 3, 2) @ q),
+                          ("value", prob.transpose(0, 1, 3, 2) @ do)):
+            joined = dh.transpose(0, 2, 1, 3).reshape(n, t, d)
+            grads[f"{b}attn.{which}_kernel"] = _outer(y1, joined)
+            grads[f"{b}attn.{which}_bias"] = _sum_rows(joined)
+            dy1 += _dense(joined, q64[f"{b}attn.{which}_kernel"].T)
+        dln, grads[b + "ln1.gamma"], grads[b + "ln1.beta"] = _ln_back(dy1, ln1)
+        dx = da + dln
+    table = np.zeros(p["tok.embeddings"].shape)
+    np.add.at(table, tokens.reshape(-1), dx.reshape(-1, dx.shape[-1]))
+    grads["tok.embeddings"] = table
+    pos = np.zeros(p["pos.table.embeddings"].shape)
+    pos[:t] = dx.sum(0)
+    grads["pos.table.embeddings"] = pos
+    return loss, {name: grads[name] for name in p}
+
+
+GPT_LR, GPT_WEIGHT_DECAY, GPT_CLIPNORM = 1e-3, 0.01, 1.0
+ADAM_BETAS = (0.9, 0.999)
+
+
+def reference_gpt_step(p: GptParams, tokens: np.ndarray, answer: np.ndarray, epsilon: float,
+                       heads: int = 4) -> tuple[GptParams, float]:
+    """adder_gpt's first training step in float64: gradients clipped to global norm 1, then
+    Keras' AdamW from zero moments (decay ``p - p wd lr`` first, then Adam with epsilon outside
+    the root).  Returns the new weights and the loss before the step."""
+    loss, grads = gpt_loss_and_grads(p, tokens, answer, heads)
+    norm = np.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    scale = GPT_CLIPNORM / max(norm, GPT_CLIPNORM)
+    b1, b2 = ADAM_BETAS
+    alpha = GPT_LR * np.sqrt(1 - b2) / (1 - b1)
+    new = {}
+    for name, w in p.items():
+        g = grads[name] * scale
+        w64 = w.astype(np.float64)
+        w64 = w64 - w64 * GPT_WEIGHT_DECAY * GPT_LR
+        new[name] = w64 - alpha * (g * (1 - b1)) / (np.sqrt(g * g * (1 - b2)) + epsilon)
+    return new, loss
+
+
+def gpt_params_close(got: GptParams, want: GptParams, tol: float = 1e-4) -> str | None:
+    """``None`` if every weight matches ``want`` to ``tol`` (scaled by its magnitude), else which not."""
+    for name, b in want.items():
+        a = np.asarray(got.get(name), np.float64)
+        if a.shape != b.shape:
+            return f"{name}: shape {a.shape}, expected {b.shape}"
+        err = float(np.max(np.abs(a - b))) / max(1.0, float(np.max(np.abs(b))))
+        if not err <= tol:
+            return f"{name}: max error {err:.2e} after one step"
+    return None
+
+
+def char_prompt(length: int = 8) -> list[int]:
+    """The generation case's prompt: the first ``length`` bytes of a fixed text."""
+    return list(b"The dlc compiler lowers a model"[:length])

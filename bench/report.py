@@ -17,7 +17,9 @@ class Result:
     implementation has no figure; ``samples`` keeps each repetition's raw
     figure; ``extras`` holds what else was learnt (first-call times, ...);
     ``background`` is, per measurement, how many cores other processes kept
-    busy meanwhile (a noisy machine shows here, not only in the figures).
+    busy meanwhile (a noisy machine shows here, not only in the figures);
+    ``cpu_figures`` are the same figures from the worker's CPU time per call
+    (all its threads) instead of the wall time.
     """
 
     case: Case
@@ -27,6 +29,8 @@ class Result:
     samples: dict[str, list[float]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     background: list[float] = field(default_factory=list)
+    cpu_figures: dict[str, float] = field(default_factory=dict)
+    cpu_samples: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def load(self) -> float | None:
@@ -37,6 +41,11 @@ class Result:
         """Record repetitions of ``impl`` (in the case's unit) and their median."""
         self.samples[impl] = values
         self.figures[impl] = statistics.median(values)
+
+    def add_cpu_samples(self, impl: str, values: list[float]) -> None:
+        """Record ``impl``'s figures from CPU time per call (the case's unit) and their median."""
+        self.cpu_samples[impl] = values
+        self.cpu_figures[impl] = statistics.median(values)
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,27 @@ def verdict(result: Result) -> Verdict:
 
 
 BUSY_LOAD = 0.5   # a row timed while other work kept this many cores busy is marked
+
+
+def cpu_ratio(result: Result) -> float | None:
+    """dlc's CPU-time figure over the verdict's reference's (None without both)."""
+    versus = verdict(result).versus
+    dlc, ref = result.cpu_figures.get(DLC), result.cpu_figures.get(versus or "")
+    return dlc / ref if dlc and ref else None
+
+
+def cpu_lines(results: list[Result], impls: tuple[str, ...]) -> list[str]:
+    """For each busy row (load >= BUSY_LOAD) with CPU-time figures: those figures and dlc's
+    ratio to the same reference, one line each."""
+    out = []
+    for r in results:
+        if r.load is None or r.load < BUSY_LOAD or DLC not in r.cpu_figures:
+            continue
+        figures = ", ".join(f"{impl} {format_figure(r.cpu_figures[impl])}" for impl in impls if impl in r.cpu_figures)
+        ratio = cpu_ratio(r)
+        tail = f"; dlc / {verdict(r).versus} {ratio:.2f}" if ratio is not None else ""
+        out.append(f"- {r.case.label} ({r.threads or '-'} thr, {r.case.unit}): {figures}{tail}")
+    return out
 
 
 def format_figure(value: float) -> str:
@@ -140,6 +170,11 @@ def table(results: list[Result], impls: tuple[str, ...] = IMPLS, peak_gflops: fl
     if any(row[-2].endswith("*") for row in rows):
         out += ["", f"\\* timed while other processes kept {BUSY_LOAD:g} cores or more busy "
                     "(load column): a noisy comparison, run again on a quiet machine"]
+    busy_cpu = cpu_lines(results, impls)
+    if busy_cpu:
+        out += ["", "The busy rows from CPU time per call instead (the worker's CPU time over its timed calls, "
+                    "all its threads: no time spent waiting for a core, but caches still shared):", ""]
+        out += busy_cpu
     if notes:
         out.append("")
         out += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
@@ -165,6 +200,7 @@ def to_json(result: Result, peak_gflops: float | None = None) -> dict[str, Any]:
             "threads": result.threads or None, "figures": result.figures, "na": result.na,
             "samples": result.samples, "extras": result.extras,
             "background_cores": result.background, "load": result.load,
+            "cpu_figures": result.cpu_figures, "cpu_samples": result.cpu_samples, "cpu_ratio": cpu_ratio(result),
             "ratio": v.ratio, "versus": v.versus, "status": v.status,
             "target": target.describe() if target else None,
             "peak_fraction": {impl: f for impl in result.figures

@@ -144,6 +144,7 @@ def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Se
     ready = prepare_all(session, case, impls, settings, result)
     reps = settings.epoch_reps if case.is_epoch else settings.reps
     seconds: dict[str, list[float]] = {impl: [] for impl in ready}
+    cpu: dict[str, list[float]] = {impl: [] for impl in ready}
     in_vain = 0
     for rep in range(reps):
         for impl in rotated(list(ready), rep):
@@ -159,11 +160,15 @@ def measure(session: Session, case: C.Case, impls: tuple[str, ...], settings: Se
                          max(120.0, 20 * expected), result)
             if reply is not None:
                 seconds[impl].append(reply["seconds"])
+                if reply.get("cpu_per_call_s"):
+                    cpu[impl].append(reply["cpu_per_call_s"])
                 others = machine_busy_seconds() - busy_before - reply["cpu_s"]
                 result.background.append(max(0.0, others) / (time.perf_counter() - start))
     for impl in ready:
         if impl not in result.na and seconds[impl]:
             result.add_samples(impl, [case.figure(s) for s in seconds[impl]])
+            if cpu[impl]:
+                result.add_cpu_samples(impl, [case.figure(s) for s in cpu[impl]])
         _ask(session, impl, {"cmd": "release", "impl": impl, "case": case.id}, 60, result, quiet=True)
     return result
 

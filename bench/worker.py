@@ -13,9 +13,10 @@ print goes to stderr).  Requests:
     calls per measurement so that one lasts about ``T`` seconds.
 ``{"cmd": "time", "impl": I, "case": C}``
     one measurement: an untimed call (short calls only), then ``n`` timed
-    calls; replies with seconds per call and the CPU time this process used
+    calls; replies with seconds per call, the CPU time this process used
     (``cpu_s``, all threads), from which the orchestrator tells how busy the
-    machine was with other work meanwhile.
+    machine was with other work meanwhile, and the CPU time per timed call
+    (``cpu_per_call_s``: a figure that waiting for a core does not inflate).
 ``{"cmd": "release", "impl": I, "case": C}`` and ``{"cmd": "quit"}``.
 
 Failures reply ``{"ok": false, "reason": ...}``; the worker keeps serving.
@@ -173,13 +174,15 @@ class Worker:
         try:
             if per_call < SHORT_CALL_S:
                 run()      # wakes thread pools and caches after the other workers ran
-            start = time.perf_counter()
+            start, cpu_loop = time.perf_counter(), time.process_time()
             for _ in range(n):
                 run()
             seconds = (time.perf_counter() - start) / n
+            cpu_per_call = (time.process_time() - cpu_loop) / n
         finally:
             gc.enable()
-        return {"ok": True, "seconds": seconds, "n": n, "cpu_s": time.process_time() - cpu_start}
+        return {"ok": True, "seconds": seconds, "n": n, "cpu_s": time.process_time() - cpu_start,
+                "cpu_per_call_s": cpu_per_call}
 
 
 def serve(worker: Worker, requests: IO[str], replies: IO[str]) -> None:

@@ -140,6 +140,28 @@ def test_table_numbers_reasons_once():
     assert lines[-2:] == ["[1] runtime.compile missing", "[2] jax not importable"]
 
 
+def test_busy_rows_also_show_cpu_time_figures():
+    busy = _row("gpt-step-64", 1, dlc=30000.0, torch=40000.0, jax=35000.0)
+    busy.background = [1.5, 1.4, 1.6]
+    busy.add_cpu_samples("dlc", [12000.0, 11000.0, 13000.0])
+    busy.add_cpu_samples("jax", [17000.0, 18000.0])
+    busy.add_cpu_samples("torch", [22000.0])
+    quiet = _row("gpt-step-64", 2, dlc=9000.0, jax=12000.0)
+    quiet.add_cpu_samples("dlc", [9000.0])
+    quiet.add_cpu_samples("jax", [12000.0])
+    quiet.background = [0.1]
+    from bench.report import cpu_ratio, to_json
+    assert busy.cpu_figures["dlc"] == 12000.0
+    # the verdict's reference is the wall-time fastest peer (jax); the CPU ratio is against it too
+    assert cpu_ratio(busy) == pytest.approx(12000.0 / 17500.0)
+    text = table([busy, quiet], ("dlc", "torch", "jax"))
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert lines == ["- adder GPT train step (AdamW, clipnorm), batch 64 (1 thr, us): dlc 12000, torch 22000, "
+                     "jax 17500; dlc / jax 0.69"]                              # the quiet row has none
+    assert to_json(busy)["cpu_ratio"] == pytest.approx(0.6857, abs=1e-4)
+    assert to_json(_row("step-1", 1, dlc=1.0))["cpu_ratio"] is None
+
+
 # -- worker environments ------------------------------------------------------------
 
 
@@ -220,7 +242,7 @@ def test_worker_protocol_end_to_end():
                                "target_s": 0.001, "warmup_s": 0.0, "warmup_calls": 1}, 60)
         assert prep["ok"] and prep["n"] >= 1 and prep["per_call_s"] > 0
         timed = client.request({"cmd": "time", "impl": "numpy", "case": "sgemm-256"}, 60)
-        assert timed["ok"] and timed["seconds"] > 0 and timed["n"] == prep["n"]
+        assert timed["ok"] and timed["seconds"] > 0 and timed["n"] == prep["n"] and timed["cpu_per_call_s"] >= 0
         assert client.request({"cmd": "release", "impl": "numpy", "case": "sgemm-256"}, 60)["ok"]
         gone = client.request({"cmd": "time", "impl": "numpy", "case": "sgemm-256"}, 60)
         assert not gone["ok"] and "not prepared" in gone["reason"]
@@ -474,3 +496,91 @@ def test_the_dlc_attention_adapter_checks_and_runs():
         run = dlc_impl.build(C.DLC, case)
         result = run()
         assert (len(result) == 3) if backward else (result.shape == (1, 2, 24, 8))
+
+
+# -- the GPTs (issue 22) ---------------------------------------------------------
+
+
+def test_gpt_group_cases_targets_and_units():
+    assert [c.id for c in C.select(["gpt"], quick=False)] == ["gpt-step-64", "gpt-generate-1"]
+    step, gen = C.BY_ID["gpt-step-64"], C.BY_ID["gpt-generate-1"]
+    assert step.targets[1] == C.Target(0.8, "fastest peer", True) and step.unit == "us"
+    assert gen.targets[1] == C.Target(1.5, C.TORCH, False) and gen.higher_is_better
+    assert C.TORCH_COMPILE not in gen.impls
+    assert gen.figure(0.5) == pytest.approx(2 * C.GENERATE_TOKENS)       # tokens per second
+    assert C.GENERATE_PROMPT + C.GENERATE_TOKENS <= C.CHAR_CONTEXT       # never slides the window
+    from bench.peers import builder_kind
+    assert (builder_kind(step), builder_kind(gen)) == ("gpt-step", "gpt-generate")
+    # a row: dlc 3000 tokens/s against torch's 1500 is 2.0x and passes the 1.5x bound
+    row = _row("gpt-generate-1", 1, dlc=3000.0, torch=1500.0, jax=4000.0)
+    assert verdict(row).ratio == pytest.approx(2.0) and verdict(row).status == "PASS"
+
+
+def test_adder_batch_is_addition_in_the_examples_layout():
+    x, y = data.adder_batch(5)
+    assert x.shape == (5, 9) and y.shape == (5, 4) and x.dtype == y.dtype == np.int32
+    for row, answer in zip(x, y):
+        a, b = int("".join(map(str, row[:3]))), int("".join(map(str, row[3:6])))
+        assert int("".join(map(str, answer[::-1]))) == a + b
+        assert list(row[6:]) == list(answer[:3])                 # teacher forcing: c reversed, shifted
+
+
+def test_gpt_reference_gradients_match_finite_differences():
+    p = {k: v.astype(np.float64) for k, v in data.gpt_params(7, 5, 6, seed=1, dim=8, blocks=2).items()}
+    rng = np.random.default_rng(0)
+    tokens, answer = rng.integers(0, 7, (3, 5)), rng.integers(0, 6, (3, 2))
+    loss, grads = data.gpt_loss_and_grads(p, tokens, answer, heads=2)
+    assert set(grads) == set(p) and np.isfinite(loss)
+    logits = data.gpt_logits(p, tokens, heads=2)
+    assert data.softmax_cross_entropy(logits[:, 3:].reshape(-1, 6), answer.reshape(-1)) == pytest.approx(loss)
+    for name in p:
+        for index in ((0,) * p[name].ndim, tuple(s - 1 for s in p[name].shape)):
+            moved = []
+            for delta in (1e-6, -1e-6):
+                q = {k: v.copy() for k, v in p.items()}
+                q[name][index] += delta
+                moved.append(data.gpt_loss_and_grads(q, tokens, answer, heads=2)[0])
+            assert (moved[0] - moved[1]) / 2e-6 == pytest.approx(grads[name][index], abs=1e-7), name
+
+
+def test_gpt_reference_step_clips_and_decays():
+    p = data.gpt_params(7, 5, 6, seed=1, dim=8, blocks=1)
+    tokens, answer = np.zeros((2, 5), np.int64), np.ones((2, 2), np.int64)
+    new, loss = data.reference_gpt_step(p, tokens, answer, 1e-7, heads=2)
+    _, grads = data.gpt_loss_and_grads(p, tokens, answer, heads=2)
+    # an untouched embedding row has no gradient: only the decay moves it
+    np.testing.assert_allclose(new["tok.embeddings"][3], p["tok.embeddings"][3] * (1 - data.GPT_WEIGHT_DECAY
+                                                                                       * data.GPT_LR))
+    # a large gradient's first Adam step is lr times its sign, after the decay
+    name = "head.kernel"
+    big = np.abs(grads[name]) > 1e-2
+    step = p[name].astype(np.float64) * (1 - data.GPT_WEIGHT_DECAY * data.GPT_LR) - new[name]
+    np.testing.assert_allclose(step[big], data.GPT_LR * np.sign(grads[name][big]), rtol=2e-2)
+    assert big.sum() > 5
+    assert data.gpt_params_close(new, new) is None
+    wrong = dict(new, **{name: new[name] + 1e-3})
+    assert "head.kernel" in data.gpt_params_close(wrong, new)
+
+
+def test_greedy_check_accepts_the_reference_and_rejects_a_wrong_token():
+    from bench.peers import check_greedy
+    p = data.gpt_params(11, 8, 11, seed=2, dim=8, blocks=1)
+    prompt, tokens = [1, 2], [1, 2]
+    for _ in range(4):                                  # float64 greedy, four heads over 8 features
+        tokens.append(int(data.gpt_logits(p, np.array([tokens]))[0, -1].argmax()))
+    check_greedy("x", tokens, prompt, 4, p)
+    wrong = tokens[:-1] + [(tokens[-1] + 1) % 11]
+    with pytest.raises(Unavailable, match="token 5"):
+        check_greedy("x", wrong, prompt, 4, p)
+    with pytest.raises(Unavailable, match="expected the prompt"):
+        check_greedy("x", tokens[1:], prompt, 4, p)
+
+
+def test_the_dlc_gpt_adapters_check_and_run():
+    """examples/adder_gpt.dl's native step matches the float64 step (loss and every weight); the
+    char GPT's generation through the runtime's generate() is float64-greedy."""
+    from bench.peers import dlc_impl
+    step = dlc_impl.build(C.DLC, C.Case("gpt-step-2", "", "us", (C.DLC,), {"batch": 2}))
+    assert np.isfinite(float(step()))
+    gen = dlc_impl.build(C.DLC, C.Case("gpt-generate-1", "", "tokens/s", (C.DLC,), {"prompt": 3, "tokens": 2}))
+    assert len(gen()) == 5

@@ -3,6 +3,8 @@ epilogues, in-place updates, batches, and targets narrower than the host."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -272,3 +274,63 @@ def test_inf_and_nan_through_direct_tiles_and_thread_counts(f32_module, m, k, n)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4 * np.sqrt(max(k, 1)))
     for other in results[1:]:
         np.testing.assert_array_equal(other, got)
+
+
+# -- batched matmuls that are one GEMM (bufferize.flatten_batched_matmuls) ---------------------
+
+
+def _dense_over_sequence(n: object, t: object) -> Module:
+    """``y = gelu(x @ w + bias) * s`` over ``x [n, t, 6]`` (an epilogue with a load of the output's
+    shape and one along j) and the kernel gradient ``sum over n of x^T @ g``."""
+    f, b = new_function("fwd", [("x", TensorType(F32, (n, t, 6))), ("w", TensorType(F32, (6, 5))),
+                                ("bias", TensorType(F32, (5,))), ("s", TensorType(F32, (n, t, 5)))])
+    x, w, bias, s = f.params
+    f.outputs = [b.mul(b.gelu(b.add(b.matmul(x, w), bias)), s)]
+    g, bg = new_function("dw", [("x", TensorType(F32, (n, t, 6))), ("g", TensorType(F32, (n, t, 5)))])
+    x, gy = g.params
+    g.outputs = [bg.sum(bg.matmul(bg.transpose(x, perm=(0, 2, 1)), gy), axes=(0,))]
+    return Module([f, g])
+
+
+def test_a_dense_layer_over_a_sequence_is_one_gemm():
+    from compiler.codegen.driver import lower_module
+    from compiler.codegen.loops import Matmul, Reduce
+
+    fwd, dw = lower_module(_dense_over_sequence("N", 3))
+    (mm,) = [k for k in fwd.kernels if isinstance(k, Matmul)]
+    assert mm.batch == () and str(mm.m) == "3*N" and mm.epilogue is not None and len(fwd.kernels) == 1
+    (mm,) = dw.kernels                     # the sum over the batch is the GEMM's own K
+    assert isinstance(mm, Matmul) and mm.trans_a and str(mm.k) == "3*N" and not any(
+        isinstance(k, Reduce) for k in dw.kernels)
+    # two symbolic dims: N*T is no dim, the matmul stays batched (and right)
+    fwd2, dw2 = lower_module(_dense_over_sequence("N", "T"))
+    assert [k.batch for k in fwd2.kernels if isinstance(k, Matmul)] == [("N",)]
+    for module in (_dense_over_sequence("N", 3), _dense_over_sequence("N", "T")):
+        mod = runtime.compile(module, cache=False, passes="")
+        rng = np.random.default_rng(8)
+        for n in (0, 1, 4):
+            x, s, gy = (rng.standard_normal((n, 3, c)).astype(np.float32) for c in (6, 5, 5))
+            w, bias = rng.standard_normal((6, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+            h = x.astype(np.float64) @ w + bias
+            erf = np.vectorize(math.erf, otypes=[np.float64])
+            want = 0.5 * h * (1 + erf(h / np.sqrt(2))) * s
+            np.testing.assert_allclose(mod.fwd(x, w, bias, s), want.reshape(n, 3, 5), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(mod.dw(x, gy), np.einsum("ntk,ntj->kj", x, gy), rtol=1e-5, atol=1e-5)
+
+
+def test_a_batched_epilogue_reading_rows_stays_batched():
+    """An epilogue reading a per-row value ``r[n, t]`` is not a load the flat GEMM can make: the
+    matmul keeps its batch, and the result is right."""
+    from compiler.codegen.driver import lower_module
+    from compiler.codegen.loops import Matmul
+
+    f, b = new_function("rows", [("x", TensorType(F32, ("N", 3, 6))), ("w", TensorType(F32, (6, 5))),
+                                 ("r", TensorType(F32, ("N", 3, 1)))])
+    x, w, r = f.params
+    f.outputs = [b.mul(b.matmul(x, w), r)]
+    (prog,) = lower_module(Module([f]))
+    assert [k.batch for k in prog.kernels if isinstance(k, Matmul)] == [("N",)]
+    mod = runtime.compile(Module([f]), cache=False, passes="")
+    rng = np.random.default_rng(9)
+    xv, wv, rv = (rng.standard_normal(s).astype(np.float32) for s in ((4, 3, 6), (6, 5), (4, 3, 1)))
+    np.testing.assert_allclose(mod.rows(xv, wv, rv), (xv @ wv) * rv, rtol=1e-5, atol=1e-5)

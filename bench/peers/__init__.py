@@ -64,10 +64,11 @@ def check_params(impl: str, got: MlpParams, want: MlpParams) -> None:
 
 
 def builder_kind(case: Case) -> str:
-    """Which builder serves ``case``: ``cnn-step`` / ``cnn-infer`` / ``cnn-epoch`` / ``mlpbn-step``
-    for the model cases of those groups, else the id's first word (``sgemm``, ``conv``, ...)."""
+    """Which builder serves ``case``: ``cnn-step`` / ``cnn-infer`` / ``cnn-epoch`` / ``mlpbn-step`` /
+    ``gpt-step`` / ``gpt-generate`` for the model cases of those groups, else the id's first word
+    (``sgemm``, ``conv``, ...)."""
     head = case.id.split("-")
-    return "-".join(head[:2]) if head[0] in ("cnn", "mlpbn") else head[0]
+    return "-".join(head[:2]) if head[0] in ("cnn", "mlpbn", "gpt") else head[0]
 
 
 def check_logits(got: np.ndarray, want: np.ndarray) -> None:
@@ -105,3 +106,34 @@ def check_attention(impl: str, got: object, q: np.ndarray, k: np.ndarray, v: np.
         return
     for name, g, want in zip(("dq", "dk", "dv"), got, grads):
         check_close(f"{impl} {name}", np.asarray(g), want, max(1.0, float(np.abs(want).max())), 1e-4)
+
+
+def check_gpt_step(impl: str, loss: float, params: dict[str, np.ndarray], want_loss: float,
+                   want: dict[str, np.ndarray]) -> None:
+    """Check the adder GPT's first step: the loss before it (relative 1e-4) and every weight after
+    it (``data.reference_gpt_step``, 1e-4 of the weight's magnitude)."""
+    from ..data import gpt_params_close
+
+    check_loss(impl, loss, want_loss)
+    problem = gpt_params_close(params, want)
+    if problem is not None:
+        raise Unavailable(f"wrong result: {impl} {problem}")
+
+
+def check_greedy(impl: str, tokens: list[int], prompt: list[int], count: int,
+                 params: dict[str, np.ndarray]) -> None:
+    """Check a greedy continuation: ``prompt`` then ``count`` tokens, each of which is the most
+    likely next token under the float64 model (``data.gpt_logits`` of the whole sequence,
+    teacher-forced), to 1e-4 of the logits' magnitude -- a near tie may go either way in f32."""
+    from ..data import gpt_logits
+
+    tokens = [int(t) for t in tokens]
+    if len(tokens) != len(prompt) + count or tokens[:len(prompt)] != list(prompt):
+        raise Unavailable(f"wrong result: {impl} returned {len(tokens)} tokens starting "
+                          f"{tokens[:len(prompt)]}, expected the prompt {list(prompt)} and {count} more")
+    logits = gpt_logits(params, np.array([tokens[:-1]]))[0]
+    for i in range(len(prompt), len(tokens)):
+        row = logits[i - 1]
+        if row[tokens[i]] < row.max() - 1e-4 * max(1.0, float(np.abs(row).max())):
+            raise Unavailable(f"wrong result: {impl} token {i} is {tokens[i]}, float64 greedy picks "
+                              f"{int(row.argmax())} (logit {row.max():.6f} vs {row[tokens[i]]:.6f})")

@@ -21,7 +21,16 @@ from typing import Any
 import numpy as np
 
 from .. import data
-from ..cases import CNN_IMAGE, MLP_LR, Case
+from ..cases import (
+    ADAM_EPSILON,
+    ADDER_T,
+    ADDER_VOCAB,
+    CHAR_CONTEXT,
+    CHAR_VOCAB,
+    CNN_IMAGE,
+    MLP_LR,
+    Case,
+)
 from . import (
     Unavailable,
     builder_kind,
@@ -30,6 +39,8 @@ from . import (
     check_conv_forward,
     check_conv_grads,
     check_finite_loss,
+    check_gpt_step,
+    check_greedy,
     check_logits,
     check_loss,
     check_params,
@@ -40,6 +51,8 @@ from . import (
 MODEL_PATH = Path(__file__).resolve().parent.parent / "mlp_sgd.dl"
 CNN_PATH = MODEL_PATH.parent / "cnn_adam.dl"
 MLPBN_PATH = MODEL_PATH.parent.parent / "examples" / "fmnist_mlp_dropout_bn.dl"
+ADDER_GPT_PATH = MODEL_PATH.parent.parent / "examples" / "adder_gpt.dl"
+CHAR_GPT_PATH = MODEL_PATH.parent.parent / "examples" / "char_gpt.dl"
 MATMUL_SOURCE = "fn mm(a: f32[M, K], b: f32[K, N]) -> f32[M, N] { return a @ b }\n"
 
 
@@ -303,10 +316,54 @@ def _attention(case: Case) -> Callable[[], object]:
     return lambda: fn(*args)
 
 
+def _load_gpt(path: Path, backend: str, params: dict[str, np.ndarray]) -> Any:
+    """A GPT example with the bench's weights, which carry dlc's parameter names."""
+    rt = runtime_module("load_model")
+    if backend == "native":
+        runtime_module("compile")
+    model = _dlc_call("load_model", lambda: rt.load_model(path, seed=0, backend=backend))
+    if set(model.weights) != set(params):
+        raise Unavailable(f"{path.name}'s parameters are not the bench's: "
+                          f"{sorted(set(model.weights) ^ set(params))[:3]}")
+    _dlc_call("set_weights", lambda: model.set_weights(params))
+    return model
+
+
+def _gpt_step(case: Case, backend: str = "native") -> Callable[[], object]:
+    """examples/adder_gpt.dl's training step (``Model.fit``'s loop body), checked against the
+    float64 first step: loss and every weight."""
+    x, y = data.adder_batch(case.params["batch"])
+    params = data.gpt_params(ADDER_VOCAB, ADDER_T, ADDER_VOCAB)
+    model = _load_gpt(ADDER_GPT_PATH, backend, params)
+    step = DlcModelStep(model)
+    want, loss = data.reference_gpt_step(params, x, y, ADAM_EPSILON)
+    got = float(_dlc_call("train_step", lambda: step(x, y)))
+    check_gpt_step("dlc", got, model.weights, loss, want)
+    return lambda: step(x, y)
+
+
+def _gpt_generate(case: Case, backend: str = "native") -> Callable[[], object]:
+    """examples/char_gpt.dl through the runtime's public generation function
+    (``runtime.commands.generate.generate``, what ``dlc generate`` runs), greedy."""
+    params = data.gpt_params(CHAR_VOCAB, CHAR_CONTEXT, CHAR_VOCAB)
+    model = _load_gpt(CHAR_GPT_PATH, backend, params)
+    try:
+        from runtime.commands.generate import generate
+    except Exception as e:
+        raise Unavailable(f"runtime.commands.generate not importable: {type(e).__name__}: {e}") from None
+    prompt, count = data.char_prompt(case.params["prompt"]), case.params["tokens"]
+
+    def run() -> list[int]:
+        return generate(model, prompt, count, 0.0, seed=0)
+
+    check_greedy("dlc", _dlc_call("generate", run), prompt, count, params)
+    return run
+
+
 BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "vmath": _vmath,
             "conv": _conv, "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
             "mlpbn-step": _mlpbn_step,
-            "attention": _attention}
+            "attention": _attention, "gpt-step": _gpt_step, "gpt-generate": _gpt_generate}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

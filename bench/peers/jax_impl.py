@@ -16,10 +16,15 @@ import numpy as np
 from .. import data
 from ..cases import (
     ADAM_EPSILON,
+    ADDER_T,
+    ADDER_VOCAB,
     BN_EPSILON,
     BN_MOMENTUM,
+    CHAR_CONTEXT,
+    CHAR_VOCAB,
     CNN_IMAGE,
     CNN_LR,
+    GPT_HEADS,
     JAX,
     MLP_LR,
     MLPBN_DROPOUT,
@@ -34,6 +39,8 @@ from . import (
     check_conv_forward,
     check_conv_grads,
     check_finite_loss,
+    check_gpt_step,
+    check_greedy,
     check_logits,
     check_loss,
     check_params,
@@ -335,10 +342,125 @@ def _attention(case: Case) -> Callable[[], object]:
     return lambda: jax.block_until_ready(grads(q, k, v))
 
 
+# -- the GPTs of issue 22 -----------------------------------------------------------------------
+
+
+def _layer_norm(x: jax.Array, gamma: jax.Array, beta: jax.Array) -> jax.Array:
+    mean = jnp.mean(x, -1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + data.GPT_EPSILON) * gamma + beta
+
+
+def _gpt_block(p: Params, b: str, x: jax.Array, attend: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+               ) -> jax.Array:
+    """One pre-norm block; ``attend`` maps q, k, v ``[B, T, H, hd]`` to the attended values."""
+    n, t, d = x.shape
+    y = _layer_norm(x, p[b + "ln1.gamma"], p[b + "ln1.beta"])
+    q, k, v = ((y @ p[f"{b}attn.{w}_kernel"] + p[f"{b}attn.{w}_bias"]).reshape(n, t, GPT_HEADS, d // GPT_HEADS)
+               for w in ("query", "key", "value"))
+    x = x + attend(q, k, v).reshape(n, t, d) @ p[b + "attn.output_kernel"] + p[b + "attn.output_bias"]
+    y = _layer_norm(x, p[b + "ln2.gamma"], p[b + "ln2.beta"])
+    h = jax.nn.gelu(y @ p[b + "mlp.up.kernel"] + p[b + "mlp.up.bias"], approximate=False)
+    return x + h @ p[b + "mlp.down.kernel"] + p[b + "mlp.down.bias"]
+
+
+def _gpt_head(p: Params, x: jax.Array) -> jax.Array:
+    return _layer_norm(x, p["ln_f.gamma"], p["ln_f.beta"]) @ p["head.kernel"] + p["head.bias"]
+
+
+def _causal(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+
+
+def gpt_logits(p: Params, tokens: jax.Array) -> jax.Array:
+    """The GPT's logits ``[N, T, V]`` (causal attention over the whole sequence)."""
+    x = p["tok.embeddings"][tokens] + p["pos.table.embeddings"][:tokens.shape[1]]
+    for i in range(1, sum(1 for name in p if name.endswith(".ln1.gamma")) + 1):
+        x = _gpt_block(p, f"transformer_block_{i}.", x, _causal)
+    return _gpt_head(p, x)
+
+
+def _gpt_loss(p: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+    return cross_entropy(gpt_logits(p, x)[:, x.shape[1] - y.shape[1]:].reshape(-1, ADDER_VOCAB), y.reshape(-1))
+
+
+@partial(jax.jit, donate_argnums=(0, 1))
+def gpt_train_step(params: Params, opt: dict, x: jax.Array, y: jax.Array) -> tuple[Params, dict, jax.Array]:
+    """Keras' AdamW with global-norm clipping (dlc's): gradients scaled by ``c / max(norm, c)``,
+    weights decayed ``p - p wd lr`` before the Adam update."""
+    loss, grads = jax.value_and_grad(_gpt_loss)(params, x, y)
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    scale = data.GPT_CLIPNORM / jnp.maximum(norm, data.GPT_CLIPNORM)
+    grads = jax.tree.map(lambda g: g * scale, grads)
+    decayed = jax.tree.map(lambda w: w - w * data.GPT_WEIGHT_DECAY * data.GPT_LR, params)
+    b1, b2 = data.ADAM_BETAS
+    t = opt["t"] + 1
+    alpha = data.GPT_LR * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    m = jax.tree.map(lambda m_, g: m_ + (g - m_) * (1 - b1), opt["m"], grads)
+    v = jax.tree.map(lambda v_, g: v_ + (g * g - v_) * (1 - b2), opt["v"], grads)
+    new = jax.tree.map(lambda w, m_, v_: w - alpha * m_ / (jnp.sqrt(v_) + ADAM_EPSILON), decayed, m, v)
+    return new, {"m": m, "v": v, "t": t}, loss
+
+
+def _gpt_step(case: Case) -> Callable[[], object]:
+    x, y = data.adder_batch(case.params["batch"])
+    params = data.gpt_params(ADDER_VOCAB, ADDER_T, ADDER_VOCAB)
+    held = {"params": {k: jnp.asarray(v) for k, v in params.items()}}
+    held["opt"] = adam_init(held["params"])
+    jx, jy = jnp.asarray(x), jnp.asarray(y)
+
+    def step() -> jax.Array:
+        held["params"], held["opt"], loss = gpt_train_step(held["params"], held["opt"], jx, jy)
+        return loss.block_until_ready()
+
+    want, loss = data.reference_gpt_step(params, x, y, ADAM_EPSILON)
+    got = float(step())
+    check_gpt_step(JAX, got, {k: np.asarray(v) for k, v in held["params"].items()}, loss, want)
+    return step
+
+
+@partial(jax.jit, donate_argnums=(1,))
+def gpt_decode(p: Params, cache: jax.Array, token: jax.Array, pos: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One token through the GPT with a fixed-size KV cache ``[blocks, 2, context, H, hd]``:
+    writes this position's keys and values, attends over positions ``<= pos``; returns the
+    cache and the next token's logits ``[V]``."""
+    context = cache.shape[2]
+    visible = (jnp.arange(context) <= pos)[None, None, None, :]      # [B, H, T, S]
+    x = (p["tok.embeddings"][token] + p["pos.table.embeddings"][pos])[None, None, :]
+    for i in range(cache.shape[0]):
+        def attend(q: jax.Array, k: jax.Array, v: jax.Array, i: int = i) -> jax.Array:
+            nonlocal cache
+            cache = jax.lax.dynamic_update_slice(cache, jnp.stack([k[0], v[0]])[None], (i, 0, pos, 0, 0))
+            return jax.nn.dot_product_attention(q, cache[i, 0][None], cache[i, 1][None], mask=visible)
+        x = _gpt_block(p, f"transformer_block_{i + 1}.", x, attend)
+    return cache, _gpt_head(p, x)[0, 0]
+
+
+def jax_generate(p: Params, prompt: list[int], count: int) -> list[int]:
+    """Greedy decoding, one jitted step per position (the prompt's too: they fill the cache)."""
+    blocks = sum(1 for name in p if name.endswith(".ln1.gamma"))
+    context, dim = p["pos.table.embeddings"].shape
+    cache = jnp.zeros((blocks, 2, context, GPT_HEADS, dim // GPT_HEADS))
+    tokens = list(prompt)
+    for pos in range(len(prompt) + count - 1):
+        cache, logits = gpt_decode(p, cache, jnp.int32(tokens[pos]), jnp.int32(pos))
+        if pos >= len(prompt) - 1:
+            tokens.append(int(jnp.argmax(logits)))
+    return tokens
+
+
+def _gpt_generate(case: Case) -> Callable[[], object]:
+    params = data.gpt_params(CHAR_VOCAB, CHAR_CONTEXT, CHAR_VOCAB)
+    jp = {k: jnp.asarray(v) for k, v in params.items()}
+    prompt, count = data.char_prompt(case.params["prompt"]), case.params["tokens"]
+    check_greedy(JAX, jax_generate(jp, prompt, count), prompt, count, params)
+    return lambda: jax_generate(jp, prompt, count)
+
+
 BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "conv": _conv,
             "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
             "mlpbn-step": _mlpbn_step,
-            "attention": _attention}
+            "attention": _attention, "gpt-step": _gpt_step, "gpt-generate": _gpt_generate}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

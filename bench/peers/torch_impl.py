@@ -20,12 +20,17 @@ from torch import nn
 from .. import data
 from ..cases import (
     ADAM_EPSILON,
+    ADDER_T,
+    ADDER_VOCAB,
     BN_EPSILON,
     BN_MOMENTUM,
+    CHAR_CONTEXT,
+    CHAR_VOCAB,
     CNN_FILTERS,
     CNN_HIDDEN,
     CNN_IMAGE,
     CNN_LR,
+    GPT_HEADS,
     MLP_HIDDEN,
     MLP_IN,
     MLP_LR,
@@ -43,6 +48,8 @@ from . import (
     check_conv_forward,
     check_conv_grads,
     check_finite_loss,
+    check_gpt_step,
+    check_greedy,
     check_logits,
     check_loss,
     check_params,
@@ -308,10 +315,142 @@ def _attention(impl: str, case: Case) -> Callable[[], object]:
     return run
 
 
+# -- the GPTs of issue 22 -----------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block as minGPT writes it: one ``[d, 3d]`` projection for q, k and
+    v, ``scaled_dot_product_attention``, exact gelu MLP.  With ``cache`` (a list, per block, of
+    ``(k, v)`` so far, ``[B, H, S, hd]``) it attends over the cached keys and values too and
+    appends the new ones: the standard KV cache of generation."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=data.GPT_EPSILON), nn.LayerNorm(dim, eps=data.GPT_EPSILON)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.up, self.down = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (h.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+                   for h in self.qkv(self.ln1(x)).split(d, dim=2))
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            cache[:] = [k, v]
+        # a single new query sees every cached key; a whole sequence (training, or the prompt
+        # with an empty cache) is causal
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+        x = x + self.out(o.transpose(1, 2).reshape(b, t, d))
+        return x + self.down(F.gelu(self.up(self.ln2(x))))
+
+
+class TorchGpt(nn.Module):
+    """Token and position embeddings, the blocks, a final layer norm and the head, with the
+    bench's weights (dlc's names and ``[in, out]`` kernels, transposed into ``nn.Linear``)."""
+
+    def __init__(self, p: data.GptParams, heads: int = GPT_HEADS) -> None:
+        super().__init__()
+        vocab, dim = p["tok.embeddings"].shape
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.zeros(p["pos.table.embeddings"].shape))
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(data.gpt_blocks(p)))
+        self.ln_f = nn.LayerNorm(dim, eps=data.GPT_EPSILON)
+        self.head = nn.Linear(dim, p["head.kernel"].shape[1])
+        for name, value in self.as_dlc().items():
+            with torch.no_grad():
+                value.copy_(torch.from_numpy(p[name]))
+
+    def as_dlc(self) -> dict[str, torch.Tensor]:
+        """Views of the parameters in dlc's names and layouts (kernels ``[in, out]``)."""
+        views = {"tok.embeddings": self.tok.weight, "pos.table.embeddings": self.pos,
+                 "ln_f.gamma": self.ln_f.weight, "ln_f.beta": self.ln_f.bias,
+                 "head.kernel": self.head.weight.T, "head.bias": self.head.bias}
+        for i, blk in enumerate(self.blocks, 1):
+            b, dim = f"transformer_block_{i}.", blk.out.weight.shape[0]
+            views.update({b + "ln1.gamma": blk.ln1.weight, b + "ln1.beta": blk.ln1.bias,
+                          b + "ln2.gamma": blk.ln2.weight, b + "ln2.beta": blk.ln2.bias,
+                          b + "attn.output_kernel": blk.out.weight.T, b + "attn.output_bias": blk.out.bias,
+                          b + "mlp.up.kernel": blk.up.weight.T, b + "mlp.up.bias": blk.up.bias,
+                          b + "mlp.down.kernel": blk.down.weight.T, b + "mlp.down.bias": blk.down.bias})
+            for j, which in enumerate(("query", "key", "value")):
+                rows = slice(j * dim, (j + 1) * dim)
+                views[f"{b}attn.{which}_kernel"] = blk.qkv.weight[rows].T
+                views[f"{b}attn.{which}_bias"] = blk.qkv.bias[rows]
+        return views
+
+    def forward(self, idx: torch.Tensor, caches: list[list] | None = None, start: int = 0) -> torch.Tensor:
+        x = self.tok(idx) + self.pos[start:start + idx.shape[1]]
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, caches[i] if caches is not None else None)
+        return self.head(self.ln_f(x))
+
+
+class GptTrainer:
+    """adder_gpt's step: cross-entropy on the answer positions, ``clip_grad_norm_(1.0)``,
+    ``optim.AdamW(lr 1e-3, weight_decay 0.01)``.  PyTorch's Adam adds epsilon to
+    ``sqrt(v / (1 - beta_2^t))``, Keras' to ``sqrt(v)``: epsilon is Keras' 1e-7 divided by
+    ``sqrt(1 - beta_2)``, which makes the first step -- the one checked -- Keras' exactly (later
+    steps differ in that epsilon only; the work per step is the same)."""
+
+    def __init__(self, p: data.GptParams, compiled: bool) -> None:
+        self.module = TorchGpt(p)
+        self.forward = torch.compile(self.module) if compiled else self.module
+        self.opt = torch.optim.AdamW(self.module.parameters(), lr=data.GPT_LR, betas=data.ADAM_BETAS,
+                                     weight_decay=data.GPT_WEIGHT_DECAY,
+                                     eps=ADAM_EPSILON / float(np.sqrt(1 - data.ADAM_BETAS[1])))
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.forward(x)[:, x.shape[1] - y.shape[1]:]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), data.GPT_CLIPNORM)
+        self.opt.step()
+        return loss
+
+
+def _gpt_step(impl: str, case: Case) -> Callable[[], object]:
+    x, y = data.adder_batch(case.params["batch"])
+    params = data.gpt_params(ADDER_VOCAB, ADDER_T, ADDER_VOCAB)
+    trainer = GptTrainer(params, impl == TORCH_COMPILE)
+    tx, ty = _labels(x), _labels(y)
+    want, loss = data.reference_gpt_step(params, x, y, ADAM_EPSILON)
+    got = trainer.step(tx, ty).item()
+    check_gpt_step(impl, got, {k: v.detach().numpy() for k, v in trainer.module.as_dlc().items()}, loss, want)
+    return lambda: trainer.step(tx, ty)
+
+
+def gpt_generate(model: TorchGpt, prompt: list[int], count: int) -> list[int]:
+    """Greedy decoding with a KV cache: the prompt in one forward pass, then one token at a time."""
+    caches: list[list] = [[] for _ in model.blocks]
+    tokens = list(prompt)
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt]), caches)
+        for _ in range(count):
+            token = int(logits[0, -1].argmax())
+            tokens.append(token)
+            if len(tokens) == len(prompt) + count:
+                break
+            logits = model(torch.tensor([[token]]), caches, start=len(tokens) - 1)
+    return tokens
+
+
+def _gpt_generate(impl: str, case: Case) -> Callable[[], object]:
+    if impl == TORCH_COMPILE:
+        raise Unavailable("not measured: the issue compares generation with PyTorch eager")
+    params = data.gpt_params(CHAR_VOCAB, CHAR_CONTEXT, CHAR_VOCAB)
+    model = TorchGpt(params).eval()
+    prompt, count = data.char_prompt(case.params["prompt"]), case.params["tokens"]
+    check_greedy(impl, gpt_generate(model, prompt, count), prompt, count, params)
+    return lambda: gpt_generate(model, prompt, count)
+
+
 BUILDERS = {"sgemm": _sgemm, "step": _step, "infer": _infer, "epoch": _epoch, "conv": _conv,
             "cnn-step": _cnn_step, "cnn-infer": _cnn_infer, "cnn-epoch": _cnn_epoch,
             "mlpbn-step": _mlpbn_step,
-            "attention": _attention}
+            "attention": _attention, "gpt-step": _gpt_step, "gpt-generate": _gpt_generate}
 
 
 def build(impl: str, case: Case) -> Callable[[], object]:

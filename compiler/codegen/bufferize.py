@@ -16,6 +16,9 @@ The steps, in order (:func:`lower_function`):
    inlined into every consumer.
 3. **Matmul epilogues**: an elementwise kernel that is the only reader of a
    matmul's result, at the same shape, becomes that matmul's epilogue.
+   **Batched matmuls that are one GEMM** become one: ``x [B.., M, K] @ w [K, N]``
+   (a dense layer over a sequence, and its input gradient) is ``[B..M, K] @ [K, N]``,
+   and ``sum over B.. of x^T @ g`` (its kernel gradient) is ``[B..K, M]^T @ [B..K, N]``.
 4. **In-place outputs** (``Function.attrs["inplace"]``): the kernel writing
    such an output writes straight into its parameter's memory when that is
    safe -- it reads the parameter only element-for-element and every other
@@ -31,9 +34,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..diagnostics import LoweringError
+from ..ir import dims
 from ..ir.builder import Builder, new_function
 from ..ir.core import Function, Op, Value
-from ..ir.types import DType, TensorType
+from ..ir.types import Dim, DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from ..ops.random import PHILOX_OPS
 from .attention import lower_attention
@@ -319,6 +323,7 @@ class Lowering:
         if self.fuse:
             fuse_row_softmax(prog)
             fuse_epilogues(prog)
+        flatten_batched_matmuls(prog)
         apply_inplace(prog, self.func)
         _drop_unused(prog)
         return prog
@@ -597,6 +602,115 @@ def fuse_epilogues(prog: Program) -> None:
             prog.kernels[prog.kernels.index(ew)] = mm
             producers[ew.out.root] = mm
             break
+
+
+def _flat_dim(dims_: tuple, m: Dim) -> Dim | None:
+    """``prod(dims_) * m`` as one dim, or None when that is a product of two symbols."""
+    total = m
+    for d in dims_:
+        if isinstance(d, int) and isinstance(total, int):
+            total = d * total
+        elif isinstance(d, int):
+            total = dims.scale(total, d)
+        elif isinstance(total, int):
+            total = dims.scale(d, total)
+        else:
+            return None
+    return total
+
+
+class _Views:
+    """New view buffers of a program (a reshape without a copy), named apart from its own."""
+
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+        self.made: dict[tuple[Buffer, tuple], Buffer] = {}
+
+    def __call__(self, base: Buffer, shape: tuple) -> Buffer:
+        """``base`` seen as ``shape`` (one view per buffer and shape)."""
+        if tuple(base.shape) == tuple(shape):
+            return base
+        key = (base, tuple(shape))
+        if key not in self.made:
+            self.made[key] = Buffer(f"%flat{len(self.made) + 1}", base.dtype, tuple(shape), VIEW, base=base)
+            self.prog.buffers.append(self.made[key])
+        return self.made[key]
+
+
+def _flat_epilogue(expr: Expr, batch: tuple, m: Dim, n: Dim, rows: Dim, view: _Views) -> Expr | None:
+    """A ``[*batch, m, n]`` epilogue over the flat ``[rows, n]`` loop, or None: loads at the
+    output's own element become loads of a ``[rows, n]`` view, loads along ``j`` only stay."""
+    nb = len(batch)
+    full, ident = (*batch, m, n), identity_index(nb + 2)
+    if any(isinstance(e, Iota) and e.axis <= nb for e in walk(expr)) or has_take(expr):
+        return None
+    ok = True
+
+    def flat(ld: Load) -> Expr:
+        nonlocal ok
+        if ld.index == ident and tuple(ld.buffer.shape) == full:
+            return Load(view(ld.buffer, (rows, n)), (0, 1))
+        if all(a is None or a == nb + 1 for a in ld.index):
+            return Load(ld.buffer, tuple(None if a is None else 1 for a in ld.index))
+        ok = False
+        return ld
+
+    out = replace_loads(expr, flat)
+    return out if ok else None
+
+
+def flatten_batched_matmuls(prog: Program) -> None:
+    """Turn batched matmuls that are one GEMM into that GEMM (M or K times the batch larger):
+
+    - ``a [*B, M, K] @ b [K, N]`` with ``b`` broadcast over every batch axis and ``a`` dense
+      (not transposed) is ``a [B*M, K] @ b`` into the output seen as ``[B*M, N]``;
+    - ``sum over *B of a^T @ b`` for ``a [*B, K, M]``, ``b [*B, K, N]`` (a matmul whose
+      result only that reduction reads: a kernel's gradient through a dense layer over a
+      sequence) is ``a [B*K, M]^T @ b [B*K, N]`` written straight into the sum's output.
+
+    Both are the same sums in another order; the GEMM then sees one large operand instead
+    of B small ones (``[N, 9, 128] @ [128, 512]`` is 64 GEMMs of 9 rows at batch 64)."""
+    view = _Views(prog)
+    producers = _producers(prog)
+    readers = _readers(prog)
+    for k in list(prog.kernels):
+        if isinstance(k, Matmul) and k.batch and all(b is None for b in k.b_batch) and not k.trans_a \
+                and k.a_batch == identity_index(len(k.batch)) \
+                and tuple(k.a.shape) == (*k.batch, k.m, k.k) \
+                and tuple(k.out.shape) == (*k.batch, k.m, k.n):
+            rows = _flat_dim(k.batch, k.m)
+            if rows is None:
+                continue
+            epilogue = None
+            if k.epilogue is not None:
+                epilogue = _flat_epilogue(k.epilogue, k.batch, k.m, k.n, rows, view)
+                if epilogue is None:
+                    continue
+            k.a, k.out, k.m = view(k.a, (rows, k.k)), view(k.out, (rows, k.n)), rows
+            k.b = view(k.b, (k.k, k.n) if not k.trans_b else (k.n, k.k))
+            k.batch, k.a_batch, k.b_batch, k.epilogue = (), (), (), epilogue
+        elif isinstance(k, Reduce) and k.kind == "sum" and isinstance(k.expr, Load) and not k.extra:
+            t = k.expr.buffer
+            mm = producers.get(t)
+            nb = len(k.axes)
+            if not (isinstance(mm, Matmul) and mm.out is t and t.role == TEMP and mm.epilogue is None
+                    and readers.get(t) == [k] and k.expr.index == identity_index(t.rank)
+                    and nb == len(mm.batch) and k.axes == identity_index(nb)
+                    and mm.trans_a and not mm.trans_b
+                    and mm.a_batch == mm.b_batch == identity_index(nb)
+                    and tuple(mm.a.shape) == (*mm.batch, mm.k, mm.m)
+                    and tuple(mm.b.shape) == (*mm.batch, mm.k, mm.n)
+                    and mm.out.dtype is k.out.dtype):
+                continue
+            depth = _flat_dim(mm.batch, mm.k)
+            if depth is None:
+                continue
+            gemm = Matmul(view(k.out, (mm.m, mm.n)), view(mm.a, (depth, mm.m)), view(mm.b, (depth, mm.n)),
+                          True, False, mm.m, mm.n, depth)
+            prog.kernels[prog.kernels.index(k)] = gemm
+            prog.kernels.remove(mm)
+            prog.kernel_ops[gemm] = list(dict.fromkeys(prog.kernel_ops.pop(mm, []) + prog.kernel_ops.pop(k, [])))
+            producers[k.out.root] = gemm
 
 
 # ---------------------------------------------------------------------------
