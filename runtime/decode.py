@@ -13,6 +13,8 @@ function's ``inplace`` pairs); the interpreter returns new arrays, which the ses
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -22,9 +24,27 @@ from compiler.diagnostics import DlRuntimeError
 
 from .model import Model, make_backend
 
+_SESSIONS: weakref.WeakKeyDictionary[Model, dict[tuple, DecodeSession]] = weakref.WeakKeyDictionary()
+
 
 class DecodeSession:
-    """A model's ``decode`` compiled once (on the model's backend), its caches and position."""
+    """A model's ``decode`` compiled once (on the model's backend), its caches and position.
+
+    :meth:`of` keeps one session per model and context, so that repeated generation
+    (``dlc generate``'s function called in a loop, a server) derives and loads ``decode`` once;
+    a session holds its caches and position, so each thread gets its own."""
+
+    @classmethod
+    def of(cls, model: Model, *, context: int | None = None,
+           default_context: int | None = None) -> DecodeSession:
+        """The batch-1 session of ``model`` for this context, made at the first call (the
+        session reads the model's weights at each call, so training in between is seen)."""
+        sessions = _SESSIONS.setdefault(model, {})
+        key = (context, default_context, model.backend.name, threading.get_ident())
+        session = sessions.get(key)
+        if session is None:
+            session = sessions[key] = cls(model, context=context, default_context=default_context)
+        return session
 
     def __init__(self, model: Model, *, context: int | None = None, default_context: int | None = None,
                  batch: int = 1, backend: str | None = None):

@@ -285,3 +285,22 @@ def test_position_wise_ops_are_followed(body: str, tmp_path: Path) -> None:
                          axis=1)
     want = model.predict(tokens)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_generate_keeps_one_session_per_model_and_thread(model: Model) -> None:
+    """Repeated generation derives and loads ``decode`` once (DecodeSession.of), and the
+    shared session gives what a fresh one gives; another thread gets its own."""
+    import threading
+
+    from runtime.commands.generate import generate
+    from runtime.decode import DecodeSession
+
+    first = generate(model, [1, 2, 3], 12, 0.0)
+    session = DecodeSession.of(model, default_context=64)
+    assert generate(model, [1, 2, 3], 12, 0.0) == first
+    assert DecodeSession.of(model, default_context=64) is session
+    others: list[DecodeSession] = []
+    t = threading.Thread(target=lambda: others.append(DecodeSession.of(model, default_context=64)))
+    t.start()
+    t.join()
+    assert others[0] is not session

@@ -109,8 +109,8 @@ def generate(model: Model, prompt: list[int], count: int, temperature: float, *,
     rng = np.random.default_rng(seed)
     if cache:
         try:
-            session = DecodeSession(model, context=context if length is None else None,
-                                    default_context=DEFAULT_CONTEXT)
+            session = DecodeSession.of(model, context=context if length is None else None,
+                                       default_context=DEFAULT_CONTEXT)
         except DecodeError as e:
             if note is not None:
                 note(f"generating without a KV cache: {_one_line(e)}")
