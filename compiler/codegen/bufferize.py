@@ -319,6 +319,7 @@ class Lowering:
         if self.fuse:
             fuse_row_softmax(prog)
             fuse_epilogues(prog)
+            fuse_sibling_outputs(prog)
         apply_inplace(prog, self.func)
         _drop_unused(prog)
         return prog
@@ -573,7 +574,7 @@ def fuse_epilogues(prog: Program) -> None:
     producers = _producers(prog)
     readers = _readers(prog)
     for ew in list(prog.kernels):
-        if not isinstance(ew, Elementwise):
+        if not isinstance(ew, Elementwise) or ew.extra:
             continue
         for ld in loads(ew.expr):
             mm = producers.get(ld.buffer)
@@ -599,6 +600,64 @@ def fuse_epilogues(prog: Program) -> None:
             break
 
 
+def fuse_sibling_outputs(prog: Program) -> None:
+    """Fold an elementwise kernel whose result is a function output read by just one
+    elementwise kernel of the same shape, element for element, into that reader: one loop
+    computes and stores both (a multi-output kernel, ``Elementwise.extra``), the reader
+    taking the value from the producer's expression instead of loading it back.
+
+    Adam's update is the case: ``m' = m + (g - m) (1 - b1)`` and ``v' = ...`` are outputs
+    (written over ``m`` and ``v`` in place) and ``w' = w - lr m' / (sqrt(v') + eps)``
+    reads them: three passes over the parameter-sized arrays become one, which reads
+    ``g m v w`` once and writes ``m' v' w'`` (7 streams instead of 10).  The values are
+    the same operations on the same operands, so results do not change.  Runs before
+    :func:`apply_inplace`, while every buffer is written by one kernel only, so moving a
+    producer down to its reader cannot read anything a kernel in between wrote.
+    """
+    producers = _producers(prog)
+    readers = _readers(prog)
+    viewed = {b.base.root for b in prog.buffers if b.base is not None}
+    for ew in list(prog.kernels):
+        if not isinstance(ew, Elementwise):
+            continue
+        while True:
+            src = _sibling_producer(ew, producers, readers, viewed)
+            if src is None:
+                break
+            x = src.out
+            merged = replace_loads(ew.expr, lambda ld, x=x, e=src.expr: e if ld.buffer is x else ld)
+            ew.expr = merged
+            ew.extra = (*ew.extra, (x, src.expr))
+            prog.kernels.remove(src)
+            ops = prog.kernel_ops.pop(src, []) + prog.kernel_ops.get(ew, [])
+            prog.kernel_ops[ew] = list(dict.fromkeys(ops))
+            producers[x] = ew
+            for buf in buffers_read(src.expr):
+                readers[buf.root] = list(dict.fromkeys(ew if r is src else r for r in readers[buf.root]))
+            readers.pop(x, None)
+
+
+def _sibling_producer(ew: Elementwise, producers: dict[Buffer, Kernel], readers: dict[Buffer, list[Kernel]],
+                      viewed: set[Buffer]) -> Elementwise | None:
+    """The kernel :func:`fuse_sibling_outputs` may fold into ``ew`` next, if any."""
+    shape = tuple(ew.shape)
+    ident = identity_index(len(shape))
+    for ld in loads(ew.expr):
+        x = ld.buffer
+        src = producers.get(x)
+        if not (isinstance(src, Elementwise) and src is not ew and not src.extra and src.out is x
+                and x.role == OUTPUT and x.base is None and x not in viewed
+                and readers.get(x) == [ew] and tuple(src.shape) == shape == tuple(x.shape)
+                and not has_take(src.expr) and not any(t.buffer is x for t in takes(ew.expr))
+                and all(other.index == ident for other in loads(ew.expr) if other.buffer is x)):
+            continue
+        grown = replace_loads(ew.expr, lambda other, x=x, e=src.expr: e if other.buffer is x else other)
+        if expr_size(grown, MAX_EXPR_NODES) > MAX_EXPR_NODES:
+            continue
+        return src
+    return None
+
+
 # ---------------------------------------------------------------------------
 # 4. In-place outputs and scheduling
 
@@ -618,6 +677,8 @@ def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
             return False
         expr = k.epilogue
         shape = (*k.batch, k.m, k.n)
+    elif isinstance(k, Elementwise) and k.extra:
+        return all(_reads_identity_only(Elementwise(buf, k.shape, e), param) for buf, e in k.outputs())
     else:
         expr, shape = k.expr, k.shape
     if expr is None:
@@ -684,7 +745,7 @@ def apply_inplace(prog: Program, func: Function) -> None:
             raise LoweringError(f"@{func.name}: inplace output {out_index} ({out.type_str()}) does not "
                                 f"match parameter '{param_name}' ({param.type_str()})", func.loc)
         out.inplace_of = param
-        writer = next(k for k in prog.kernels if k.out.root is out)
+        writer = next(k for k in prog.kernels if any(w.root is out for w in k.writes()))
         others = [k for k in prog.kernels if k is not writer
                   and any(b.root is param for b in k.reads())]
         trial = edges + [(r, writer) for r in others]
@@ -725,6 +786,8 @@ def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
     for k in prog.kernels:
         if k.out is old:
             k.out = new
+        if isinstance(k, Elementwise) and k.extra:
+            k.extra = tuple((new if buf is old else buf, replace_buffer(e, old, new)) for buf, e in k.extra)
         if isinstance(k, (Elementwise, Reduce, Scan, TopK)):
             k.expr = replace_buffer(k.expr, old, new)
         elif isinstance(k, Scatter):
@@ -829,7 +892,7 @@ def _size_class(buf: Buffer) -> tuple[tuple[str, ...], int]:
 def _writes_over(k: Kernel, operand: Buffer) -> bool:
     """Whether elementwise kernel ``k`` may store its result over ``operand``'s memory:
     it reads that memory only at the element it writes, at the same dtype and shape."""
-    if not isinstance(k, Elementwise) or k.out.base is not None or k.out.role != TEMP:
+    if not isinstance(k, Elementwise) or k.extra or k.out.base is not None or k.out.role != TEMP:
         return False
     if operand.dtype != k.out.dtype or tuple(operand.shape) != tuple(k.out.shape):
         return False

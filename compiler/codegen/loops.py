@@ -290,17 +290,29 @@ def identity_index(rank: int) -> tuple[int, ...]:
 
 @dataclass(eq=False)
 class Elementwise:
-    """``out[i] = expr(i)`` for every index ``i`` of ``shape`` (``out`` has ``shape``)."""
+    """``out[i] = expr(i)`` for every index ``i`` of ``shape`` (``out`` has ``shape``).
+
+    ``extra`` holds more outputs of the same shape computed in the same loop,
+    ``buf[i] = e(i)`` for each ``(buf, e)`` (a *multi-output* kernel, made by
+    ``bufferize.fuse_sibling_outputs``: an optimizer's moments and weights in one
+    pass).  Every expression reads memory as it was before the kernel: an
+    element's values are all computed before any of them is stored.
+    """
 
     out: Buffer
     shape: tuple[Dim, ...]
     expr: Expr
+    extra: tuple[tuple[Buffer, Expr], ...] = ()
+
+    def outputs(self) -> list[tuple[Buffer, Expr]]:
+        """Every (output, expression) pair, the extra ones first."""
+        return [*self.extra, (self.out, self.expr)]
 
     def reads(self) -> list[Buffer]:
-        return buffers_read(self.expr)
+        return [b for _, e in self.outputs() for b in buffers_read(e)]
 
     def writes(self) -> list[Buffer]:
-        return [self.out]
+        return [buf for buf, _ in self.outputs()]
 
 
 @dataclass(eq=False)
@@ -613,7 +625,8 @@ def size_checks(prog: Program) -> list[SizeCheck]:
         if isinstance(k, Reduce):
             add(f"the operand of {of}", k.expr.dtype, k.shape)
         elif isinstance(k, Elementwise):
-            add(f"the result of {of}", k.out.dtype, k.shape)
+            for buf, _ in k.outputs():
+                add(f"the result of {of}", buf.dtype, k.shape)
         add(f"the result of {of}", k.out.dtype, k.out.shape)
     return [(what, itemsize, shape) for (itemsize, shape), what in checks.items()]
 
@@ -679,7 +692,8 @@ def kernel_str(k: Kernel) -> str:
     """One kernel as a line (or two, for a matmul with an epilogue)."""
     if isinstance(k, Elementwise):
         idx = ", ".join(f"i{a}" for a in range(len(k.shape)))
-        return f"elementwise {_dims(k.shape)}: {k.out.name}[{idx}] = {expr_str(k.expr)}"
+        return f"elementwise {_dims(k.shape)}: " + "; ".join(
+            f"{buf.name}[{idx}] = {expr_str(e)}" for buf, e in k.outputs())
     if isinstance(k, Reduce):
         axes = ", ".join(f"i{a}" for a in k.axes)
         outs = ", ".join(b.name for b in k.writes())
@@ -810,7 +824,7 @@ def _inlinable_producers(prog: Program) -> dict[Buffer, Elementwise]:
     """Temporaries written whole by an elementwise kernel of their own shape (no views)."""
     viewed = {b.base for b in prog.buffers if b.base is not None}
     return {k.out: k for k in prog.kernels
-            if isinstance(k, Elementwise) and k.out.role == TEMP and k.out.base is None
+            if isinstance(k, Elementwise) and not k.extra and k.out.role == TEMP and k.out.base is None
             and k.out not in viewed and tuple(k.shape) == tuple(k.out.shape)}
 
 
