@@ -14,8 +14,9 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   scratch buffer first (from the call's workspace).
 * **A** is read in place in either layout (``trans_a`` swaps its strides):
   A is the broadcast operand, one scalar per row and k.
-* **One row** (batch 1): blocks of 256 columns (16 vectors) read each row
-  of B contiguously, one pass over B instead of one per panel.
+* **One row** (batch 1): blocks of 256 columns (16 vectors), then one of 128,
+  read each row of B contiguously, one pass over B instead of one per panel;
+  a transposed B with whole-vector rows: dot products over its rows in place.
 * **Tails**: the M % MR rows after the last full tile run the micro-kernels
   of 8, 4, 2 and 1 rows that the bits of the count select (at most four
   passes over the B panel, five shared variants instead of MR); columns
@@ -595,6 +596,8 @@ class _Gemm:
         start = jlo
         if not self.trans_b:
             start = self.single_row(jlo, jhi)
+        elif self.dtype == DType.f32 and lanes >= 8:
+            start = self.single_row_dot(jlo, jhi)
         with for_range(b, start, jhi, nr, name="j0") as j0:
             width = b.sub(n, j0)
             if self.trans_b:
@@ -639,6 +642,43 @@ class _Gemm:
         with for_range(b, jlo, blocks_end, wide, name="jw") as j0:
             b.call(micro, [self.a, self.sa_i, self.sa_k, b.gep(self.bmat, [j0]), self.n, self.kk, self.tile])
             self.store(ir.Constant(I64, 0), j0, ir.Constant(I64, 1), nv=wide_nv)
+        # then one block of half the width when that much is left (N = 128: the CNN's dense
+        # layer at batch 1, which the panel loop read as two strided passes over B)
+        half_nv = wide_nv // 2
+        half = half_nv * self.lanes
+        more = b.and_(b.icmp_signed("==", self.m, ir.Constant(I64, 1)),
+                      b.icmp_signed(">=", b.sub(jhi, blocks_end), ir.Constant(I64, half)))
+        with b.if_then(more):
+            b.call(_micro_function(b.module, self.dtype, self.lanes, 1, half_nv),
+                   [self.a, self.sa_i, self.sa_k, b.gep(self.bmat, [blocks_end]), self.n, self.kk, self.tile])
+            self.store(ir.Constant(I64, 0), blocks_end, ir.Constant(I64, 1), nv=half_nv)
+        return b.select(more, b.add(blocks_end, ir.Constant(I64, half)), blocks_end)
+
+    def single_row_dot(self, jlo: ir.Value, jhi: ir.Value) -> ir.Value:
+        """One row of A (batch 1, A contiguous in k) against a transposed B (``[N, K]``) whose
+        rows are whole vectors (``K`` a multiple of W): each C element a dot product of A
+        with a row of B read in place, vectorised over k (``dlc.gemm.dot1x8``, 8 rows of B
+        at a time), W columns per store.  The panel loop would pack all of B first (the
+        batch-1 step's ``dz @ W^T`` over the CNN's 1600x128 dense kernel: a full extra read
+        and write of it).  Returns the first column of ``[jlo, jhi)`` the panel loop still
+        has to do (``jlo`` unless this applies)."""
+        b = self.b
+        lanes = self.lanes
+        kk = self.kk
+        one = ir.Constant(I64, 1)
+        ok = b.and_(b.and_(b.icmp_signed("==", self.m, one), b.icmp_signed("==", self.sa_k, one)),
+                    b.and_(b.icmp_signed(">=", kk, ir.Constant(I64, lanes)),
+                           b.icmp_signed("==", b.srem(kk, ir.Constant(I64, lanes)), ir.Constant(I64, 0))))
+        span = b.sub(jhi, jlo)
+        blocks_end = b.select(ok, b.add(jlo, b.mul(b.sdiv(span, ir.Constant(I64, lanes)), ir.Constant(I64, lanes))),
+                              jlo)
+        micro = _dot_function(b.module, self.dtype, lanes, 1, 8)
+        tile = b.bitcast(self.tile, self.a.type)
+        with for_range(b, jlo, blocks_end, lanes, name="jd") as j0:
+            for c0 in range(0, lanes, 8):
+                rows = b.gep(self.bmat, [b.mul(b.add(j0, ir.Constant(I64, c0)), kk)])
+                b.call(micro, [self.a, rows, kk, kk, ir.Constant(I64, lanes), b.gep(tile, [ir.Constant(I64, c0)])])
+            self.store(ir.Constant(I64, 0), j0, one, nv=1)
         return blocks_end
 
     def dot(self, ilo: ir.Value, ihi: ir.Value, block: int) -> None:
