@@ -110,3 +110,41 @@ def test_large_fused_kernel_is_bit_identical_on_1_2_3_threads(compiled) -> None:
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+MATMUL_SOURCE = """
+fn adam_mm(x: f32[N, A], d: f32[N, B], m: f32[A, B], v: f32[A, B], w: f32[A, B]) -> (f32[A, B], f32[A, B], f32[A, B]) {
+    let g = transpose(x) @ d
+    let m2 = m + (g - m) * 0.1
+    let v2 = v + (g * g - v) * 0.001
+    return m2, v2, w - m2 * 0.01 / (sqrt(v2) + 0.0000001)
+}
+"""
+
+
+def test_multi_output_kernel_becomes_the_matmul_epilogue() -> None:
+    text = stage_text(compile_source(MATMUL_SOURCE), "loops")
+    assert "elementwise" not in text.split("@adam_mm")[1]
+    assert text.count("      also: ") == 2 and "epilogue: sub(%w[i0, i1]" in text
+
+
+@pytest.mark.parametrize("n,a,b", [(0, 3, 5), (1, 1, 1), (1, 37, 129), (5, 16, 64), (33, 40, 17), (3, 1600, 128)])
+def test_matmul_with_extra_outputs_matches_unfused_and_interpreter(n, a, b) -> None:
+    fused = runtime.compile(MATMUL_SOURCE, cache=False)
+    unfused = runtime.compile(MATMUL_SOURCE, cache=False, options=CodegenOptions(fuse=False))
+    rng = np.random.default_rng(n + a + b)
+    x = rng.normal(size=(n, a)).astype(np.float32)
+    d = rng.normal(size=(n, b)).astype(np.float32)
+    m, v, w = (rng.normal(size=(a, b)).astype(np.float32) for _ in range(3))
+    v = np.abs(v)
+    if n:
+        d[0, ::3] = np.nan
+        x[-1, ::5] = np.inf
+    got = fused["adam_mm"](x, d, m, v, w)
+    want = unfused["adam_mm"](x, d, m, v, w)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = interpret(compile_source(MATMUL_SOURCE).get("adam_mm"), [x, d, m, v, w])
+    for g, u, r in zip(got, want, ref):
+        assert g.shape == (a, b)
+        assert np.array_equal(g.view(np.uint32), u.view(np.uint32))
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)

@@ -16,6 +16,11 @@ The steps, in order (:func:`lower_function`):
    inlined into every consumer.
 3. **Matmul epilogues**: an elementwise kernel that is the only reader of a
    matmul's result, at the same shape, becomes that matmul's epilogue.
+   Then **multi-output kernels** (:func:`fuse_sibling_outputs`): a function
+   output read by one later elementwise kernel of its shape, element for
+   element, is computed in that kernel's loop (Adam's moments and weights in
+   one pass), and such a kernel reading a plain matmul's result becomes its
+   epilogue too (``Matmul.extra``).
 4. **In-place outputs** (``Function.attrs["inplace"]``): the kernel writing
    such an output writes straight into its parameter's memory when that is
    safe -- it reads the parameter only element-for-element and every other
@@ -320,6 +325,7 @@ class Lowering:
             fuse_row_softmax(prog)
             fuse_epilogues(prog)
             fuse_sibling_outputs(prog)
+            fuse_epilogues(prog)            # a multi-output kernel into the matmul it reads
         apply_inplace(prog, self.func)
         _drop_unused(prog)
         return prog
@@ -574,29 +580,42 @@ def fuse_epilogues(prog: Program) -> None:
     producers = _producers(prog)
     readers = _readers(prog)
     for ew in list(prog.kernels):
-        if not isinstance(ew, Elementwise) or ew.extra:
+        if not isinstance(ew, Elementwise):
             continue
+        exprs = [e for _, e in ew.outputs()]
         for ld in loads(ew.expr):
             mm = producers.get(ld.buffer)
             if not (isinstance(mm, Matmul) and mm.epilogue is None and mm.out is ld.buffer
                     and ld.buffer.role == TEMP and readers.get(ld.buffer) == [ew]
-                    and len([x for x in loads(ew.expr) if x.buffer is ld.buffer]) == 1
-                    and ld.index == identity_index(ld.buffer.rank)
+                    # a multi-output kernel (fuse_sibling_outputs) reads the sum in each of its
+                    # expressions: a plain matmul's store writes them all.  Not a convolution's:
+                    # its kernel gradient with an in-place epilogue accumulates in a region of
+                    # its own first, which cost more than the separate pass over the (small)
+                    # kernel saved (CNN step, b32 / b128: 1.6 / 2.6 % slower, b1 no faster)
+                    and (len([x for x in loads(ew.expr) if x.buffer is ld.buffer]) == 1
+                         if not ew.extra else type(mm) is Matmul)
+                    and all(x.index == identity_index(ld.buffer.rank)
+                            for e in exprs for x in loads(e) if x.buffer is ld.buffer)
                     and tuple(ew.shape) == tuple(ld.buffer.shape)
-                    and ew.out.dtype is not DType.bool
-                    # the GEMM stores its own dtype: an epilogue that casts stays a kernel of its own
-                    and ew.out.dtype is ld.buffer.dtype
-                    and not any(isinstance(e, Apply) and e.op == "cast" for e in walk(ew.expr))
-                    and not has_take(ew.expr)           # epilogues emit loads only
-                    and _contiguous_along_last_axis(ew.expr, len(ew.shape))):
+                    and all(buf.dtype is not DType.bool
+                            # the GEMM stores its own dtype: an epilogue that casts stays a kernel of its own
+                            and buf.dtype is ld.buffer.dtype for buf, _ in ew.outputs())
+                    and not any(isinstance(e, Apply) and e.op == "cast" for x in exprs for e in walk(x))
+                    and not any(has_take(e) for e in exprs)           # epilogues emit loads only
+                    and all(_contiguous_along_last_axis(e, len(ew.shape)) for e in exprs)):
                 continue
-            mm.epilogue = replace_loads(ew.expr, lambda x, t=ld.buffer: Acc(x.dtype) if x.buffer is t else x)
+
+            def acc(e: Expr, t: Buffer = ld.buffer) -> Expr:
+                return replace_loads(e, lambda one: Acc(one.dtype) if one.buffer is t else one)
+            mm.epilogue = acc(ew.expr)
+            mm.extra = tuple((buf, acc(e)) for buf, e in ew.extra)
             mm.out = ew.out
             merged = prog.kernel_ops.get(mm, []) + prog.kernel_ops.pop(ew, [])
             prog.kernel_ops[mm] = list(dict.fromkeys(merged))
             prog.kernels.remove(mm)
             prog.kernels[prog.kernels.index(ew)] = mm
-            producers[ew.out.root] = mm
+            for buf in ew.writes():
+                producers[buf.root] = mm
             break
 
 
@@ -675,6 +694,10 @@ def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
     elif isinstance(k, Matmul):
         if param in (k.a.storage, k.b.storage):
             return False
+        if k.extra:
+            shape = (*k.batch, k.m, k.n)
+            return all(_reads_identity_only(Elementwise(buf, shape, e), param)
+                       for buf, e in [*k.extra, (k.out, k.epilogue)] if e is not None)
         expr = k.epilogue
         shape = (*k.batch, k.m, k.n)
     elif isinstance(k, Elementwise) and k.extra:
@@ -802,6 +825,7 @@ def _retarget(prog: Program, old: Buffer, new: Buffer) -> None:
             k.b = new if k.b is old else k.b
             if k.epilogue is not None:
                 k.epilogue = replace_buffer(k.epilogue, old, new)
+            k.extra = tuple((new if buf is old else buf, replace_buffer(e, old, new)) for buf, e in k.extra)
 
 
 def _drop_unused(prog: Program) -> None:

@@ -75,7 +75,7 @@ from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .library import LibrarySpec, driver_name, has_shallow_path, library_use, shallow_name, symbol_suffix
 from .llvmutil import I1, I8P, I64, const, for_range, memory_type, splat, type_suffix, value_type
-from .loops import Matmul, loads
+from .loops import Load, Matmul, loads
 from .sparse_gemm import enable_skip_zeros, skip_zeros_enabled, sparse_function
 from .storage import enable_half_instructions
 from .target import CodegenOptions
@@ -122,7 +122,26 @@ def panel_width(lanes: int) -> int:
 
 def reads_output(k: Matmul) -> bool:
     """Whether the epilogue reads the memory the kernel writes (an in-place update)."""
-    return k.epilogue is not None and any(ld.buffer.storage is k.out.storage for ld in loads(k.epilogue))
+    return any(ld.buffer.storage is k.out.storage for e in k.epilogues() for ld in loads(e))
+
+
+def _apply_epilogue(b: ir.IRBuilder, epi: ExprEmitter, k: Matmul, index: list[ir.Value], lanes: int,
+                    mask: ir.Value | None, value: ir.Value, live: ir.Value | None = None) -> ir.Value:
+    """The epilogue's value at ``index`` from the sum ``value``.  The kernel's extra outputs
+    (``Matmul.extra``: an optimizer's moments next to its weights) are computed from the same
+    sum first and stored at ``index`` (masked; a scalar only where ``live``), before C is."""
+    if not k.extra:
+        return epi.emit(k.epilogue, index, lanes, mask, acc=value)
+    values = [epi.emit(e, index, lanes, mask, acc=value) for _, e in k.extra]
+    done = epi.emit(k.epilogue, index, lanes, mask, acc=value)
+    for (buf, _), v in zip(k.extra, values):
+        ptr = epi.address(Load(buf, tuple(range(len(index)))), index)
+        if lanes > 1:
+            store_vector(b, to_memory(b, v, buf.dtype), ptr, mask)
+        else:
+            with b.if_then(live) if live is not None else contextlib.nullcontext():
+                b.store(to_memory(b, v, buf.dtype), ptr)
+    return done
 
 
 def scratch_elements(kc: KernelContext, k: Matmul) -> ir.Value:
@@ -895,7 +914,8 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
                 if epi is not None:
                     pre = b.block
                     with b.if_then(apply):
-                        done = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
+                        live = b.icmp_signed(">", left, ir.Constant(I64, 0))
+                        done = _apply_epilogue(b, epi, k, [*batch_index, i, col], lanes, mask, value, live)
                         body = b.block
                     merged = b.phi(value.type)
                     merged.add_incoming(value, pre)
@@ -1048,7 +1068,7 @@ def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lane
                                 col = b.add(j0, b.add(jw, ir.Constant(I64, v * lanes)))
                                 value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)),
                                                                   ir.Constant(I64, v))]))
-                                value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, None, acc=value)
+                                value = _apply_epilogue(b, epi, k, [*batch_index, row, col], lanes, None, value)
                                 store_vector(b, to_memory(b, value), b.gep(crow, [col]), None)
                 with part:
                     if epi is None:
@@ -1061,7 +1081,7 @@ def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lane
                         mask = lane_mask(b, lanes, _clamp(b, b.sub(ncur, off), lanes))
                         value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)), v)]))
                         if epi is not None:
-                            value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, mask, acc=value)
+                            value = _apply_epilogue(b, epi, k, [*batch_index, row, col], lanes, mask, value)
                         store_vector(b, to_memory(b, value), b.gep(c, [b.add(b.mul(row, n), col)]), mask)
     b.ret_void()
 

@@ -309,7 +309,7 @@ class Elementwise:
         return [*self.extra, (self.out, self.expr)]
 
     def reads(self) -> list[Buffer]:
-        return [b for _, e in self.outputs() for b in buffers_read(e)]
+        return list(dict.fromkeys(b for _, e in self.outputs() for b in buffers_read(e)))
 
     def writes(self) -> list[Buffer]:
         return [buf for buf, _ in self.outputs()]
@@ -362,17 +362,23 @@ class Matmul:
     a_batch: tuple[int | None, ...] = ()
     b_batch: tuple[int | None, ...] = ()
     epilogue: Expr | None = None
+    extra: tuple[tuple[Buffer, Expr], ...] = ()
 
     @property
     def dtype(self) -> DType:
         return self.out.dtype
 
+    def epilogues(self) -> list[Expr]:
+        """The epilogue and the expressions of ``extra``: more outputs of C's shape that
+        the store computes from the same sum (``Acc``), stored before C (a plain matmul
+        only; ``bufferize.fuse_epilogues``)."""
+        return ([] if self.epilogue is None else [self.epilogue]) + [e for _, e in self.extra]
+
     def reads(self) -> list[Buffer]:
-        extra = buffers_read(self.epilogue) if self.epilogue is not None else []
-        return [self.a, self.b, *extra]
+        return [self.a, self.b, *dict.fromkeys(b for e in self.epilogues() for b in buffers_read(e))]
 
     def writes(self) -> list[Buffer]:
-        return [self.out]
+        return [self.out, *(buf for buf, _ in self.extra)]
 
 
 @dataclass(eq=False)
@@ -627,6 +633,9 @@ def size_checks(prog: Program) -> list[SizeCheck]:
         elif isinstance(k, Elementwise):
             for buf, _ in k.outputs():
                 add(f"the result of {of}", buf.dtype, k.shape)
+        elif isinstance(k, Matmul):
+            for buf, _ in k.extra:
+                add(f"the result of {of}", buf.dtype, buf.shape)
         add(f"the result of {of}", k.out.dtype, k.out.shape)
     return [(what, itemsize, shape) for (itemsize, shape), what in checks.items()]
 
@@ -721,6 +730,8 @@ def kernel_str(k: Kernel) -> str:
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
     text = f"matmul {batch}[M={k.m}, N={k.n}, K={k.k}]: {k.out.name} = {a} @ {b}"
+    for buf, e in k.extra:
+        text += f"\n      also: {buf.name} = {expr_str(e)}"
     if k.epilogue is not None:
         text += f"\n      epilogue: {expr_str(k.epilogue)}"
     return text
@@ -887,9 +898,11 @@ def _kernel_exprs(k: Kernel) -> list[Expr]:
     if isinstance(k, (Pool, Attention)):
         return []
     if isinstance(k, Matmul):
-        return [k.epilogue] if k.epilogue is not None else []
+        return k.epilogues()
     if isinstance(k, Scatter):
         return k.exprs()
+    if isinstance(k, Elementwise):
+        return [e for _, e in k.outputs()]
     return [k.expr]
 
 
@@ -938,7 +951,7 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
         if isinstance(k, (Scatter, Pool, Attention)):  # reads M or S from memory: they must stay
             return False
         if isinstance(k, Matmul):
-            return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
+            return not any(_touches(e, watched) for e in k.epilogues()) and \
                 k.a not in watched and k.b not in watched
         e = _expand(k.expr, k.shape, producers)
         if e is None:
