@@ -334,3 +334,54 @@ def test_a_batched_epilogue_reading_rows_stays_batched():
     rng = np.random.default_rng(9)
     xv, wv, rv = (rng.standard_normal(s).astype(np.float32) for s in ((4, 3, 6), (6, 5), (4, 3, 1)))
     np.testing.assert_allclose(mod.rows(xv, wv, rv), (xv @ wv) * rv, rtol=1e-5, atol=1e-5)
+
+
+# One row of A against a transposed B whose rows are whole vectors (K a multiple of W: 8 and 16
+# lanes): dot products over B's rows in place (``_Gemm.single_row_dot``); other K take the panels.
+ONE_ROW_BT = [(1, 128, 1600), (1, 16, 17), (1, 32, 33), (1, 144, 47), (1, 48, 64), (1, 130, 50), (1, 8, 100),
+              (1, 0, 40)]
+
+
+def test_one_row_against_transposed_b(f32_module):
+    rng = np.random.default_rng(4)
+    for ta in (False, True):
+        fn = f32_module[f"mm_{int(ta)}1"]
+        for m, k, n in ONE_ROW_BT:
+            a, b, want = operands(rng, m, k, n, ta, True, np.float32)
+            got = fn(a, b)
+            assert got.shape == (m, n)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(max(k, 1)), err_msg=str((m, k, n)))
+
+
+def test_one_row_against_transposed_b_nonfinite_and_epilogue():
+    f = matmul_function("bt_epilogue", F32, False, True)
+    bld_f, bld = new_function("bt_relu", [("a", TensorType(F32, ("M", "K"))), ("b", TensorType(F32, ("N", "K"))),
+                                          ("bias", TensorType(F32, ("N",)))])
+    a, b, bias = bld_f.params
+    bld_f.outputs = [bld.relu(bld.add(bld.matmul(a, bld.transpose(b, perm=(1, 0))), bias))]
+    mod = runtime.compile(Module([f, bld_f]), cache=False, passes="")
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((1, 64)).astype(np.float32)
+    b = rng.standard_normal((70, 64)).astype(np.float32)
+    b[3, 5], b[20, 63], b[40, 0] = np.inf, np.nan, -np.inf      # rows 3, 20, 40 only
+    bias = rng.standard_normal(70).astype(np.float32)
+    want = a.astype(np.float64) @ b.T.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        got = mod.bt_epilogue(a, b)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(mod.bt_relu(a, b, bias), np.maximum(want + bias, 0), rtol=1e-4, atol=1e-4)
+    assert np.isnan(got[0, 20]) and np.isfinite(np.delete(got[0], [3, 20, 40])).all()
+
+
+def test_one_row_against_transposed_b_bit_identical_on_1_2_3_threads(f32_module):
+    from compiler.codegen import threads
+
+    rng = np.random.default_rng(6)
+    a, b, _ = operands(rng, 1, 128, 1600, False, True, np.float32)
+    fn = f32_module["mm_01"]
+    results = []
+    for t in (1, 2, 3):
+        threads.set_num_threads(f32_module._library, t)
+        results.append(np.array(fn(a, b), copy=True))
+    threads.set_num_threads(f32_module._library, threads.num_threads())
+    assert all(np.array_equal(results[0].view(np.uint32), r.view(np.uint32)) for r in results[1:])

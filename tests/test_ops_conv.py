@@ -379,6 +379,11 @@ PATHS = [
     ("multiplier", (2, 6, 5, 4), (3, 3, 1, 12), {"padding": (1, 1, 1, 1), "groups": 4}, F32),
     ("many_taps", (2, 9, 9, 8), (7, 7, 8, 16), {"padding": (3, 3, 2, 4)}, F32),      # the kernel gradient's tap loop
     ("many_taps_depthwise", (2, 8, 8, 4), (6, 5, 1, 4), {"padding": (2, 3, 2, 2), "groups": 4}, F32),
+    # one input channel: the forward runs directly, each source value broadcast over the outputs
+    ("one_channel", (3, 11, 9, 1), (3, 3, 1, 37), {"strides": (2, 1), "padding": (1, 1, 0, 2), "dilations": (1, 2)},
+     F32),
+    ("one_channel_f64", (2, 5, 6, 1), (5, 5, 1, 8), {"padding": (2, 2, 2, 2)}, F64),
+    ("one_channel_1x1_image", (2, 1, 1, 1), (1, 1, 1, 20), {}, F32),
 ]
 
 
@@ -430,6 +435,31 @@ def test_paths_are_the_ones_named():
         assert not plan_of(kind, *PATHS[8][1:4]).depthwise          # 3 outputs per channel: a GEMM per group
         assert not plan_of(kind, *PATHS[10][1:4]).depthwise         # 30 taps: a GEMM per group
     assert plan_of("filter", *PATHS[9][1:4]).taps > UNROLL_TAPS
+    for case in PATHS[11:14]:
+        assert plan_of("forward", *case[1:4]).broadcast                  # one channel: direct
+        assert not plan_of("input", *case[1:4]).depthwise and not plan_of("filter", *case[1:4]).depthwise
+    assert not plan_of("forward", *PATHS[3][1:4]).broadcast
+
+
+def test_one_channel_forward_with_nan_inf_and_epilogue():
+    """The direct one-channel forward: NaN and inf inputs reach exactly the outputs whose
+    windows hold them; bias + relu run in its store."""
+    import runtime
+    from frontend_dsl import compile_source
+
+    src = ("fn f(x: f32[N, 7, 6, 1], w: f32[3, 3, 1, 20], b: f32[20]) -> f32[N, 7, 6, 20] {\n"
+           "    return relu(conv2d(x, w, padding=[1, 1, 1, 1]) + b)\n}\n")
+    lib = runtime.compile(src, cache=False)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 7, 6, 1)).astype(np.float32)
+    x[0, 3, 2, 0], x[1, 0, 0, 0] = np.nan, np.inf
+    w = rng.standard_normal((3, 3, 1, 20)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    got = lib.f(x, w, b)
+    (want,) = interpret(compile_source(src).get("f"), [x, w, b])
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    assert np.isnan(got[0, 2:5, 1:4]).all() and not np.isnan(np.delete(got[0].reshape(42, 20), [13, 14, 15, 19, 20,
+                                                                                             21, 25, 26, 27], 0)).any()
 
 
 @pytest.mark.parametrize("groups", [1, 5])
@@ -548,6 +578,8 @@ def test_results_are_identical_across_thread_counts():
     d = conv_shape(1, (20, 19, 48), (3, 3, 1, 48), strides=(1, 1), padding=(1, 1, 1, 1), dilations=(1, 1), groups=48)
     funcs = _conv_functions("t", s, {"padding": (1, 1, 1, 1)})
     funcs += _conv_functions("d", d, {"padding": (1, 1, 1, 1), "groups": 48})
+    o = conv_shape(1, (20, 19, 1), (3, 3, 1, 48), strides=(1, 1), padding=(1, 1, 1, 1), dilations=(1, 1), groups=1)
+    funcs += _conv_functions("o", o, {"padding": (1, 1, 1, 1)})
     lib = runtime.compile(Module(funcs), cache=False, passes="")
     rng = np.random.default_rng(8)
     x = rng.standard_normal((6, 20, 19, 16)).astype(np.float32)
@@ -559,7 +591,7 @@ def test_results_are_identical_across_thread_counts():
         xd = np.concatenate([x, x, x], axis=3)
         wd = w[:, :, :1, :]
         results.append((lib.t_fwd(x, w), lib.t_inp(dy, w), lib.t_flt(x, dy),
-                        lib.d_fwd(xd, wd), lib.d_inp(dy, wd), lib.d_flt(xd, dy)))
+                        lib.d_fwd(xd, wd), lib.d_inp(dy, wd), lib.d_flt(xd, dy), lib.o_fwd(x[..., :1], wd)))
     threads.set_num_threads(lib._library, threads.num_threads())
     for other in results[1:]:
         for a, b in zip(results[0], other):

@@ -136,7 +136,9 @@ class ConvPlan:
     forward / input: the :class:`SubGrid` s, each tap of ``tap_depth`` channels from a
     source image of ``src_channels``.  filter: ``taps`` (KH KW), ``rows`` of C (KH KW Cg);
     ``accumulate``: the slices' sums go to a per-task region before the epilogue sees them.
-    ``depthwise``: no GEMM (one channel per group, ``cols`` the channels): :class:`_Depthwise`."""
+    ``depthwise``: no GEMM (one channel per group, ``cols`` the channels): :class:`_Depthwise`;
+    ``broadcast``: the same direct path for a forward convolution of a one-channel image
+    (``cols`` the output channels, each source value broadcast over them)."""
 
     kind: str
     lanes: int
@@ -150,6 +152,7 @@ class ConvPlan:
     rows: int = 0
     accumulate: bool = False
     depthwise: bool = False
+    broadcast: bool = False
     subgrids: tuple[SubGrid, ...] = ()
 
     @property
@@ -186,6 +189,14 @@ def plan(k: Conv, lanes: int) -> ConvPlan:
         # depthwise (one input and one output channel per group): direct, over channel vectors
         return ConvPlan(k.kind, lanes, mr, nv, cols=s.c, ldc=s.c, taps=s.kh * s.kw, tap_depth=1,
                         src_channels=s.c, depthwise=True)
+    if (k.kind == "forward" and s.c == 1 and s.groups == 1 and s.kh * s.kw <= UNROLL_TAPS and lanes >= 4
+            and k.dtype in (DType.f32, DType.f64)):
+        # one input channel (a grayscale image: the MNIST CNN's first layer): a GEMM of depth
+        # KH KW only, whose indirection table and stores cost as much as its multiply-adds;
+        # directly, the taps' kernel vectors stay in registers and each source value is
+        # broadcast over the output channels
+        return ConvPlan(k.kind, lanes, mr, nv, cols=s.oc, ldc=s.oc, taps=s.kh * s.kw, tap_depth=1,
+                        src_channels=1, depthwise=True, broadcast=True)
     if k.kind == "filter":
         rows = s.kh * s.kw * s.cg
         return ConvPlan("filter", lanes, mr, nv, cols=s.ocg, ldc=s.oc, taps=s.kh * s.kw, tap_depth=s.cg,
@@ -530,7 +541,7 @@ def _depthwise_split(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Value,
     """(blocks a task may own, multiply-adds): output rows (n, y) for ``forward`` and
     ``input``, channel vectors for ``filter``."""
     b, s = kc.b, k.shape
-    macs = b.mul(kc.dim(s.n), _c(s.oh * s.ow * s.c * p.taps))
+    macs = b.mul(kc.dim(s.n), _c(s.oh * s.ow * p.cols * p.taps))
     if p.kind == "filter":
         return _c(-(-s.c // p.lanes)), macs
     return b.mul(kc.dim(s.n), _c(s.oh if p.kind == "forward" else s.h)), macs
@@ -586,6 +597,8 @@ class _Depthwise:
         """The channel vector ``c0..`` of source pixel ``pixel``, or zeros (read from the zero
         row) when ``ok`` is false."""
         b = self.b
+        if self.p.broadcast:       # one source channel: its value over every output channel
+            return splat(b, b.load(b.select(ok, b.gep(src, [pixel]), zeros)), self.p.lanes)
         ptr = b.select(ok, b.gep(src, [b.add(b.mul(pixel, _c(self.p.cols)), c0)]), b.gep(zeros, [c0]))
         return load_vector(b, ptr, self.p.lanes, mask)
 

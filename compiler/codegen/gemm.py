@@ -14,8 +14,9 @@ Design (first version: correct and reasonably fast; see docs/codegen.md):
   scratch buffer first (from the call's workspace).
 * **A** is read in place in either layout (``trans_a`` swaps its strides):
   A is the broadcast operand, one scalar per row and k.
-* **One row** (batch 1): blocks of 256 columns (16 vectors) read each row
-  of B contiguously, one pass over B instead of one per panel.
+* **One row** (batch 1): blocks of 256 columns (16 vectors), then one of 128,
+  read each row of B contiguously, one pass over B instead of one per panel;
+  a transposed B with whole-vector rows: dot products over its rows in place.
 * **Tails**: the M % MR rows after the last full tile run the micro-kernels
   of 8, 4, 2 and 1 rows that the bits of the count select (at most four
   passes over the B panel, five shared variants instead of MR); columns
@@ -74,7 +75,7 @@ from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
 from .library import LibrarySpec, driver_name, has_shallow_path, library_use, shallow_name, symbol_suffix
 from .llvmutil import I1, I8P, I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
-from .loops import Matmul, loads
+from .loops import Load, Matmul, loads
 from .sparse_gemm import enable_skip_zeros, skip_zeros_enabled, sparse_function
 from .storage import enable_half_instructions
 from .target import CodegenOptions
@@ -123,7 +124,26 @@ def panel_width(lanes: int) -> int:
 
 def reads_output(k: Matmul) -> bool:
     """Whether the epilogue reads the memory the kernel writes (an in-place update)."""
-    return k.epilogue is not None and any(ld.buffer.storage is k.out.storage for ld in loads(k.epilogue))
+    return any(ld.buffer.storage is k.out.storage for e in k.epilogues() for ld in loads(e))
+
+
+def _apply_epilogue(b: ir.IRBuilder, epi: ExprEmitter, k: Matmul, index: list[ir.Value], lanes: int,
+                    mask: ir.Value | None, value: ir.Value, live: ir.Value | None = None) -> ir.Value:
+    """The epilogue's value at ``index`` from the sum ``value``.  The kernel's extra outputs
+    (``Matmul.extra``: an optimizer's moments next to its weights) are computed from the same
+    sum first and stored at ``index`` (masked; a scalar only where ``live``), before C is."""
+    if not k.extra:
+        return epi.emit(k.epilogue, index, lanes, mask, acc=value)
+    values = [epi.emit(e, index, lanes, mask, acc=value) for _, e in k.extra]
+    done = epi.emit(k.epilogue, index, lanes, mask, acc=value)
+    for (buf, _), v in zip(k.extra, values):
+        ptr = epi.address(Load(buf, tuple(range(len(index)))), index)
+        if lanes > 1:
+            store_vector(b, to_memory(b, v, buf.dtype), ptr, mask)
+        else:
+            with b.if_then(live) if live is not None else contextlib.nullcontext():
+                b.store(to_memory(b, v, buf.dtype), ptr)
+    return done
 
 
 def scratch_elements(kc: KernelContext, k: Matmul) -> ir.Value:
@@ -597,6 +617,8 @@ class _Gemm:
         start = jlo
         if not self.trans_b:
             start = self.single_row(jlo, jhi)
+        elif self.dtype == DType.f32 and lanes >= 8:
+            start = self.single_row_dot(jlo, jhi)
         with for_range(b, start, jhi, nr, name="j0") as j0:
             width = b.sub(n, j0)
             if self.trans_b:
@@ -641,6 +663,43 @@ class _Gemm:
         with for_range(b, jlo, blocks_end, wide, name="jw") as j0:
             b.call(micro, [self.a, self.sa_i, self.sa_k, b.gep(self.bmat, [j0]), self.n, self.kk, self.tile])
             self.store(ir.Constant(I64, 0), j0, ir.Constant(I64, 1), nv=wide_nv)
+        # then one block of half the width when that much is left (N = 128: the CNN's dense
+        # layer at batch 1, which the panel loop read as two strided passes over B)
+        half_nv = wide_nv // 2
+        half = half_nv * self.lanes
+        more = b.and_(b.icmp_signed("==", self.m, ir.Constant(I64, 1)),
+                      b.icmp_signed(">=", b.sub(jhi, blocks_end), ir.Constant(I64, half)))
+        with b.if_then(more):
+            b.call(_micro_function(b.module, self.dtype, self.lanes, 1, half_nv),
+                   [self.a, self.sa_i, self.sa_k, b.gep(self.bmat, [blocks_end]), self.n, self.kk, self.tile])
+            self.store(ir.Constant(I64, 0), blocks_end, ir.Constant(I64, 1), nv=half_nv)
+        return b.select(more, b.add(blocks_end, ir.Constant(I64, half)), blocks_end)
+
+    def single_row_dot(self, jlo: ir.Value, jhi: ir.Value) -> ir.Value:
+        """One row of A (batch 1, A contiguous in k) against a transposed B (``[N, K]``) whose
+        rows are whole vectors (``K`` a multiple of W): each C element a dot product of A
+        with a row of B read in place, vectorised over k (``dlc.gemm.dot1x8``, 8 rows of B
+        at a time), W columns per store.  The panel loop would pack all of B first (the
+        batch-1 step's ``dz @ W^T`` over the CNN's 1600x128 dense kernel: a full extra read
+        and write of it).  Returns the first column of ``[jlo, jhi)`` the panel loop still
+        has to do (``jlo`` unless this applies)."""
+        b = self.b
+        lanes = self.lanes
+        kk = self.kk
+        one = ir.Constant(I64, 1)
+        ok = b.and_(b.and_(b.icmp_signed("==", self.m, one), b.icmp_signed("==", self.sa_k, one)),
+                    b.and_(b.icmp_signed(">=", kk, ir.Constant(I64, lanes)),
+                           b.icmp_signed("==", b.srem(kk, ir.Constant(I64, lanes)), ir.Constant(I64, 0))))
+        span = b.sub(jhi, jlo)
+        blocks_end = b.select(ok, b.add(jlo, b.mul(b.sdiv(span, ir.Constant(I64, lanes)), ir.Constant(I64, lanes))),
+                              jlo)
+        micro = _dot_function(b.module, self.dtype, lanes, 1, 8)
+        tile = b.bitcast(self.tile, self.a.type)
+        with for_range(b, jlo, blocks_end, lanes, name="jd") as j0:
+            for c0 in range(0, lanes, 8):
+                rows = b.gep(self.bmat, [b.mul(b.add(j0, ir.Constant(I64, c0)), kk)])
+                b.call(micro, [self.a, rows, kk, kk, ir.Constant(I64, lanes), b.gep(tile, [ir.Constant(I64, c0)])])
+            self.store(ir.Constant(I64, 0), j0, one, nv=1)
         return blocks_end
 
     def dot(self, ilo: ir.Value, ihi: ir.Value, block: int) -> None:
@@ -866,7 +925,8 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
                 if epi is not None:
                     pre = b.block
                     with b.if_then(apply):
-                        done = epi.emit(k.epilogue, [*batch_index, i, col], lanes, mask, acc=value)
+                        live = b.icmp_signed(">", left, ir.Constant(I64, 0))
+                        done = _apply_epilogue(b, epi, k, [*batch_index, i, col], lanes, mask, value, live)
                         body = b.block
                     merged = b.phi(value.type)
                     merged.add_incoming(value, pre)
@@ -1019,7 +1079,7 @@ def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lane
                                 col = b.add(j0, b.add(jw, ir.Constant(I64, v * lanes)))
                                 value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)),
                                                                   ir.Constant(I64, v))]))
-                                value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, None, acc=value)
+                                value = _apply_epilogue(b, epi, k, [*batch_index, row, col], lanes, None, value)
                                 store_vector(b, to_memory(b, value), b.gep(crow, [col]), None)
                 with part:
                     if epi is None:
@@ -1032,7 +1092,7 @@ def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lane
                         mask = lane_mask(b, lanes, _clamp(b, b.sub(ncur, off), lanes))
                         value = b.load(b.gep(tile, [b.add(b.mul(r, ir.Constant(I64, nv)), v)]))
                         if epi is not None:
-                            value = epi.emit(k.epilogue, [*batch_index, row, col], lanes, mask, acc=value)
+                            value = _apply_epilogue(b, epi, k, [*batch_index, row, col], lanes, mask, value)
                         store_vector(b, to_memory(b, value), b.gep(c, [b.add(b.mul(row, n), col)]), mask)
     b.ret_void()
 

@@ -554,36 +554,42 @@ def _part_function(kc: KernelContext, extra: tuple[ir.Type, ...] = ()
 
 
 def emit_elementwise(kc: KernelContext, k: Elementwise) -> None:
-    """``out[i] = expr(i)`` over ``k.shape``, vectorised along the innermost axis; a large
+    """``out[i] = expr(i)`` over ``k.shape`` (and ``k.extra``'s outputs: every value of an
+    element computed before any is stored), vectorised along the innermost axis; a large
     one split into tasks over its outermost loop (a flat loop: in FLAT_GRAIN chunks)."""
     b = kc.b
-    out_load = Load(k.out, tuple(range(len(k.shape))))
-    space = collapse(k.shape, [k.expr, out_load])
+    outs = k.outputs()
+    out_loads = [Load(buf, tuple(range(len(k.shape)))) for buf, _ in outs]
+    space = collapse(k.shape, [e for _, e in outs] + out_loads)
     if not space.groups:
         ee = ExprEmitter(kc, space, None)
-        value = ee.emit(k.expr, [], 1)
-        b.store(to_memory(b, value, k.out.dtype), kc.pointer(k.out))
+        values = [ee.emit(e, [], 1) for _, e in outs]
+        for (buf, _), value in zip(outs, values):
+            b.store(to_memory(b, value, buf.dtype), kc.pointer(buf))
         return
     split = Split(space.dims[0], FLAT_GRAIN if len(space.groups) == 1 else 1)
-    run_split(kc, list(k.shape), element_cost(k.expr), split,
-              lambda c, bounds: _elementwise_nest(c, k, space, out_load, bounds))
+    cost = sum(element_cost(e) for _, e in outs) - len(outs) + 1
+    run_split(kc, list(k.shape), cost, split,
+              lambda c, bounds: _elementwise_nest(c, k, space, out_loads, bounds))
 
 
-def _elementwise_nest(kc: KernelContext, k: Elementwise, space: Space, out_load: Load,
+def _elementwise_nest(kc: KernelContext, k: Elementwise, space: Space, out_loads: list[Load],
                       bounds: Bounds | None) -> None:
     b = kc.b
     vec = len(space.groups) - 1
     ee = ExprEmitter(kc, space, vec)
-    width = kc.lanes if ee.vectorizable([k.expr]) and kc.lanes > 1 else 1
+    outs = k.outputs()
+    width = kc.lanes if ee.vectorizable([e for _, e in outs]) and kc.lanes > 1 else 1
     extents = [kc.product(d) for d in space.dims]
 
     def body(index: list[ir.Value], w: int, mask: ir.Value | None) -> None:
-        value = ee.emit(k.expr, index, w, mask)
-        ptr = ee.address(out_load, index)
-        if w == 1:
-            b.store(to_memory(b, value, k.out.dtype), ptr)
-        else:
-            store_vector(b, to_memory(b, value, k.out.dtype), ptr, mask)
+        values = [ee.emit(e, index, w, mask) for _, e in outs]
+        for (buf, _), value, out_load in zip(outs, values, out_loads):
+            ptr = ee.address(out_load, index)
+            if w == 1:
+                b.store(to_memory(b, value, buf.dtype), ptr)
+            else:
+                store_vector(b, to_memory(b, value, buf.dtype), ptr, mask)
 
     _nest(kc, extents, vec, width, body, bounds)
 

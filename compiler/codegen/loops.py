@@ -290,17 +290,29 @@ def identity_index(rank: int) -> tuple[int, ...]:
 
 @dataclass(eq=False)
 class Elementwise:
-    """``out[i] = expr(i)`` for every index ``i`` of ``shape`` (``out`` has ``shape``)."""
+    """``out[i] = expr(i)`` for every index ``i`` of ``shape`` (``out`` has ``shape``).
+
+    ``extra`` holds more outputs of the same shape computed in the same loop,
+    ``buf[i] = e(i)`` for each ``(buf, e)`` (a *multi-output* kernel, made by
+    ``bufferize.fuse_sibling_outputs``: an optimizer's moments and weights in one
+    pass).  Every expression reads memory as it was before the kernel: an
+    element's values are all computed before any of them is stored.
+    """
 
     out: Buffer
     shape: tuple[Dim, ...]
     expr: Expr
+    extra: tuple[tuple[Buffer, Expr], ...] = ()
+
+    def outputs(self) -> list[tuple[Buffer, Expr]]:
+        """Every (output, expression) pair, the extra ones first."""
+        return [*self.extra, (self.out, self.expr)]
 
     def reads(self) -> list[Buffer]:
-        return buffers_read(self.expr)
+        return list(dict.fromkeys(b for _, e in self.outputs() for b in buffers_read(e)))
 
     def writes(self) -> list[Buffer]:
-        return [self.out]
+        return [buf for buf, _ in self.outputs()]
 
 
 @dataclass(eq=False)
@@ -350,17 +362,23 @@ class Matmul:
     a_batch: tuple[int | None, ...] = ()
     b_batch: tuple[int | None, ...] = ()
     epilogue: Expr | None = None
+    extra: tuple[tuple[Buffer, Expr], ...] = ()
 
     @property
     def dtype(self) -> DType:
         return self.out.dtype
 
+    def epilogues(self) -> list[Expr]:
+        """The epilogue and the expressions of ``extra``: more outputs of C's shape that
+        the store computes from the same sum (``Acc``), stored before C (a plain matmul
+        only; ``bufferize.fuse_epilogues``)."""
+        return ([] if self.epilogue is None else [self.epilogue]) + [e for _, e in self.extra]
+
     def reads(self) -> list[Buffer]:
-        extra = buffers_read(self.epilogue) if self.epilogue is not None else []
-        return [self.a, self.b, *extra]
+        return [self.a, self.b, *dict.fromkeys(b for e in self.epilogues() for b in buffers_read(e))]
 
     def writes(self) -> list[Buffer]:
-        return [self.out]
+        return [self.out, *(buf for buf, _ in self.extra)]
 
 
 @dataclass(eq=False)
@@ -613,7 +631,11 @@ def size_checks(prog: Program) -> list[SizeCheck]:
         if isinstance(k, Reduce):
             add(f"the operand of {of}", k.expr.dtype, k.shape)
         elif isinstance(k, Elementwise):
-            add(f"the result of {of}", k.out.dtype, k.shape)
+            for buf, _ in k.outputs():
+                add(f"the result of {of}", buf.dtype, k.shape)
+        elif isinstance(k, Matmul):
+            for buf, _ in k.extra:
+                add(f"the result of {of}", buf.dtype, buf.shape)
         add(f"the result of {of}", k.out.dtype, k.out.shape)
     return [(what, itemsize, shape) for (itemsize, shape), what in checks.items()]
 
@@ -679,7 +701,8 @@ def kernel_str(k: Kernel) -> str:
     """One kernel as a line (or two, for a matmul with an epilogue)."""
     if isinstance(k, Elementwise):
         idx = ", ".join(f"i{a}" for a in range(len(k.shape)))
-        return f"elementwise {_dims(k.shape)}: {k.out.name}[{idx}] = {expr_str(k.expr)}"
+        return f"elementwise {_dims(k.shape)}: " + "; ".join(
+            f"{buf.name}[{idx}] = {expr_str(e)}" for buf, e in k.outputs())
     if isinstance(k, Reduce):
         axes = ", ".join(f"i{a}" for a in k.axes)
         outs = ", ".join(b.name for b in k.writes())
@@ -707,6 +730,8 @@ def kernel_str(k: Kernel) -> str:
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
     text = f"matmul {batch}[M={k.m}, N={k.n}, K={k.k}]: {k.out.name} = {a} @ {b}"
+    for buf, e in k.extra:
+        text += f"\n      also: {buf.name} = {expr_str(e)}"
     if k.epilogue is not None:
         text += f"\n      epilogue: {expr_str(k.epilogue)}"
     return text
@@ -810,7 +835,7 @@ def _inlinable_producers(prog: Program) -> dict[Buffer, Elementwise]:
     """Temporaries written whole by an elementwise kernel of their own shape (no views)."""
     viewed = {b.base for b in prog.buffers if b.base is not None}
     return {k.out: k for k in prog.kernels
-            if isinstance(k, Elementwise) and k.out.role == TEMP and k.out.base is None
+            if isinstance(k, Elementwise) and not k.extra and k.out.role == TEMP and k.out.base is None
             and k.out not in viewed and tuple(k.shape) == tuple(k.out.shape)}
 
 
@@ -873,9 +898,11 @@ def _kernel_exprs(k: Kernel) -> list[Expr]:
     if isinstance(k, (Pool, Attention)):
         return []
     if isinstance(k, Matmul):
-        return [k.epilogue] if k.epilogue is not None else []
+        return k.epilogues()
     if isinstance(k, Scatter):
         return k.exprs()
+    if isinstance(k, Elementwise):
+        return [e for _, e in k.outputs()]
     return [k.expr]
 
 
@@ -924,7 +951,7 @@ def _all_uses_ok(prog: Program, mx: Reduce, s_kernel: Reduce, row: Expr, m_load:
         if isinstance(k, (Scatter, Pool, Attention)):  # reads M or S from memory: they must stay
             return False
         if isinstance(k, Matmul):
-            return not (_touches(k.epilogue, watched) if k.epilogue is not None else False) and \
+            return not any(_touches(e, watched) for e in k.epilogues()) and \
                 k.a not in watched and k.b not in watched
         e = _expand(k.expr, k.shape, producers)
         if e is None:
