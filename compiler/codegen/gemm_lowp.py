@@ -1,0 +1,425 @@
+"""Low-precision GEMMs: ``matmul_lowp``'s kernel forms on AVX-512 VNNI and AVX-512 BF16.
+
+Two products have a kernel of their own (``compiler/ops/contraction.py``,
+``lowp_kernel_form``), used where the target has the instruction (:func:`native`):
+
+- **int8**: ``u8``/``i8`` operands, i32 sums, by ``vpdpbusd`` (4 unsigned x signed
+  byte products summed into each i32 lane, not saturating). The instruction takes an
+  unsigned A and a signed B, so other operands are shifted by 128 as they are packed,
+  ``A' = A + alpha``, ``B' = B + beta`` (``alpha = 128`` for an i8 A, ``beta = -128``
+  for a u8 B, else 0), and the shift is taken back out exactly:
+  ``A B = A' B' - alpha colsum(B) - beta rowsum(A) - alpha beta K`` (every term modulo
+  2^32, so the result is numpy's wrapping int32 ``matmul`` bit for bit, whatever the
+  order of the sums).
+- **bf16**: f32 operands with ``precision="bf16"``: each operand rounded to bf16 (to
+  nearest even, in integer arithmetic as ``storage.py``; a subnormal bf16 made 0, which
+  the instruction would do anyway) as it is packed, the products summed in f32 by
+  ``vdpbf16ps`` (2 bf16 pairs per f32 lane).
+
+Both are the same GEMM with ``G`` = 4 or 2 elements of K in each 32-bit word: B is
+packed in panels of ``NR = 32`` columns, ``[word g][column]`` (one zmm per 16 columns
+and word), A in panels of ``MR = 8`` rows, ``[row][word g]``; the micro-kernel keeps an
+8 x 2-vector tile in registers and per word broadcasts one A word per row. Loops: tasks
+split the columns (whole panels); per task ``jc`` (``NC`` columns), K slices of ``KCG``
+words (the first slice stores its sums, later ones add), ``ic`` (``MC`` rows), then the
+panels. No epilogue is fused into these kernels (``bufferize.fuse_epilogues``).
+
+Elsewhere (no VNNI / BF16, or vectors narrower than 16 lanes) the op is its
+decomposition: the operands widened (and rounded), the i32/f32 GEMM (``gemm.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from llvmlite import ir
+
+from ..ir.types import DType
+from .kernels import KernelContext, alloca, lane_mask
+from .llvmutil import F32, I8, I32, I64, const, intrinsic, splat, type_suffix
+from .loops import Matmul
+from .storage import _float_to_bfloat_bits
+from .target import CodegenOptions
+
+LANES = 16           # zmm lanes of i32 / f32
+MR = 8               # rows of the micro-tile
+NV = 2               # vectors of the micro-tile
+NR = NV * LANES      # columns of a B panel
+MC = 128             # rows of an A block
+NC = 1024            # columns of a B block
+KCG = 256            # words of K per slice (1024 int8 or 512 bf16 elements)
+MIN_TASK_WORK = 1 << 18
+
+FEATURE = {"default": "+avx512vnni", "bf16": "+avx512bf16"}
+
+
+@dataclass(eq=False)
+class LowpMatmul(Matmul):
+    """``matmul_lowp`` in a kernel form (module docstring): ``precision`` ``default`` (i8/u8
+    operands, i32 result) or ``bf16`` (f32 operands and result)."""
+
+    precision: str = "default"
+
+    @property
+    def group(self) -> int:
+        """Elements of K per 32-bit word."""
+        return 4 if self.precision == "default" else 2
+
+
+def lowp_kernel(mm: Matmul, precision: str) -> LowpMatmul:
+    """The :class:`LowpMatmul` of a lowered ``matmul_lowp`` (the fields of ``mm``)."""
+    return LowpMatmul(**{f.name: getattr(mm, f.name) for f in fields(Matmul)}, precision=precision)
+
+
+def native(op: Any, options: CodegenOptions | None) -> bool:
+    """Whether ``matmul_lowp`` op ``op`` (a kernel form) runs on its kernel under ``options``
+    (default: the host): 16-lane vectors and the instruction on the target."""
+    options = options or CodegenOptions()
+    features = set(options.target.features.split(","))
+    return options.lanes == LANES and "+avx512f" in features and FEATURE[op.attrs["precision"]] in features
+
+
+# -- sizes ------------------------------------------------------------------------------------
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _max(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _ceil_div(b: ir.IRBuilder, x: ir.Value, d: int) -> ir.Value:
+    return b.sdiv(b.add(x, _c(d - 1)), _c(d))
+
+
+def _round_up(b: ir.IRBuilder, x: ir.Value, to: int) -> ir.Value:
+    return b.mul(_ceil_div(b, x, to), _c(to))
+
+
+def _regions(kc: KernelContext, k: LowpMatmul) -> list[ir.Value]:
+    """Bytes (multiples of 64) of one task's B block, A block, column and row corrections."""
+    b = kc.b
+    kg = _min(b, _ceil_div(b, kc.dim(k.k), k.group), _c(KCG))
+    ncap = _round_up(b, _min(b, kc.dim(k.n), _c(NC)), NR)
+    mcap = _round_up(b, _min(b, kc.dim(k.m), _c(MC)), MR)
+    sizes = [b.mul(b.mul(kg, ncap), _c(4)), b.mul(b.mul(kg, mcap), _c(4)), b.mul(ncap, _c(4)), b.mul(mcap, _c(4))]
+    return [_round_up(b, s, 64) for s in sizes]
+
+
+def scratch_bytes(kc: KernelContext, k: LowpMatmul) -> ir.Value:
+    """Bytes of one task's packing region (a multiple of 64), from the dims."""
+    b = kc.b
+    total: ir.Value = _c(0)
+    for s in _regions(kc, k):
+        total = b.add(total, s)
+    return total
+
+
+def scratch_bound(k: LowpMatmul) -> list[tuple[int, tuple]]:
+    """A bound of :func:`scratch_bytes` for every M and N, as workspace regions per task
+    (``llvm.workspace_regions``): 4 K (NC + MC) bytes of blocks and the corrections."""
+    return [(4, (k.k, NC + MC)), (1, (4 * (NC + MC) + 4 * 64,))]
+
+
+def task_count(kc: KernelContext, k: LowpMatmul, threads: ir.Value, most: ir.Value) -> ir.Value:
+    """Tasks for ``k``: at most ``most`` (``threads`` x tasks per thread), one per panel of
+    columns at most, fewer for small products."""
+    b = kc.b
+    m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
+    work = b.mul(b.mul(b.mul(m, n), b.add(_ceil_div(b, kk, k.group), _c(4))), kc.product(k.batch))
+    out = _min(b, _min(b, most, _ceil_div(b, n, NR)), b.sdiv(work, _c(MIN_TASK_WORK)))
+    return _max(b, out, _c(1))
+
+
+# -- the kernel -------------------------------------------------------------------------------
+
+
+def emit_lowp_matmul(kc: KernelContext, k: LowpMatmul) -> None:
+    """Code for one :class:`LowpMatmul` kernel (one task's share when ``kc.task`` is set)."""
+    _Gemm(kc, k).emit()
+
+
+class _Gemm:
+    def __init__(self, kc: KernelContext, k: LowpMatmul):
+        self.kc, self.k, self.b = kc, k, kc.b
+        self.g = k.group
+        self.int8 = k.precision == "default"
+        self.vty = ir.VectorType(I32 if self.int8 else F32, LANES)
+        self.wty = ir.VectorType(I32, LANES)
+        # the shifts of the int8 operands (module docstring)
+        self.alpha = 128 if self.int8 and k.a.dtype is DType.i8 else 0
+        self.beta = -128 if self.int8 and k.b.dtype is DType.u8 else 0
+
+    def emit(self) -> None:
+        kc, k, b = self.kc, self.k, self.b
+        regions = _regions(kc, k)
+        base = kc.scratch
+        ptrs = []
+        off: ir.Value = _c(0)
+        for size in regions:
+            ptrs.append(b.bitcast(b.gep(base, [off]), I32.as_pointer()))
+            off = b.add(off, size)
+        self.bp, self.ap, self.colcorr, self.rowcorr = ptrs
+        self.accs = [[alloca(b, self.vty) for _ in range(NV)] for _ in range(MR)]
+        batch_index: list[ir.Value] = []
+
+        def over_batch(level: int) -> None:
+            if level == len(k.batch):
+                self.gemm(batch_index)
+                return
+            with for_range_(b, _c(0), kc.dim(k.batch[level]), f"batch{level}") as i:
+                batch_index.append(i)
+                over_batch(level + 1)
+                batch_index.pop()
+
+        over_batch(0)
+
+    def _offset(self, buf, bmap, batch_index) -> ir.Value:
+        b = self.b
+        strides = self.kc.strides(buf)
+        offset: ir.Value = _c(0)
+        for d, axis in enumerate(bmap):
+            if axis is not None:
+                offset = b.add(offset, b.mul(batch_index[axis], strides[d]))
+        return offset
+
+    def gemm(self, batch_index: list[ir.Value]) -> None:
+        kc, k, b = self.kc, self.k, self.b
+        m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
+        self.m, self.n, self.kk = m, n, kk
+        self.a = b.gep(kc.pointer(k.a), [self._offset(k.a, k.a_batch, batch_index)])
+        self.bm = b.gep(kc.pointer(k.b), [self._offset(k.b, k.b_batch, batch_index)])
+        self.c = b.gep(kc.pointer(k.out), [self._offset(k.out, range(len(k.batch)), batch_index)])
+        self.sa_i, self.sa_k = (_c(1), m) if k.trans_a else (kk, _c(1))
+        self.sb_k, self.sb_j = (_c(1), kk) if k.trans_b else (n, _c(1))
+        t, nt = kc.task if kc.task is not None else (_c(0), _c(1))
+        panels = _ceil_div(b, n, NR)
+        j_lo = b.mul(b.sdiv(b.mul(t, panels), nt), _c(NR))
+        j_hi = _min(b, b.mul(b.sdiv(b.mul(b.add(t, _c(1)), panels), nt), _c(NR)), n)
+        kg_all = _ceil_div(b, kk, self.g)
+        nblk = _max(b, _ceil_div(b, kg_all, KCG), _c(1))
+        with for_range_(b, j_lo, j_hi, "jc", _c(NC)) as jc:
+            ncur = _min(b, _c(NC), b.sub(j_hi, jc))
+            with for_range_(b, _c(0), nblk, "slice") as blk:
+                g0 = b.mul(blk, _c(KCG))
+                kg = _min(b, _c(KCG), b.sub(kg_all, g0))
+                k0 = b.mul(g0, _c(self.g))
+                kcur = _min(b, b.mul(kg, _c(self.g)), b.sub(kk, k0))
+                first = b.icmp_signed("==", blk, _c(0))
+                self.pack_b(jc, ncur, k0, kcur, kg)
+                with for_range_(b, _c(0), m, "ic", _c(MC)) as ic:
+                    mcur = _min(b, _c(MC), b.sub(m, ic))
+                    self.pack_a(ic, mcur, k0, kcur, kg)
+                    with for_range_(b, _c(0), ncur, "jr", _c(NR)) as jr:
+                        with for_range_(b, _c(0), mcur, "ir", _c(MR)) as ir_:
+                            self.tile(ic, ir_, mcur, jc, jr, ncur, kg, first)
+
+    # -- packing ------------------------------------------------------------------------------
+
+    def _run(self, ptr: ir.Value, stride: ir.Value, valid: ir.Value, count: int) -> ir.Value:
+        """``count`` elements ``ptr[0], ptr[stride], ..`` (the first ``valid``; the rest 0),
+        in registers: bytes as i32 (sign- or zero-extended), floats as f32."""
+        b = self.b
+        elem = ptr.type.pointee
+        vty = ir.VectorType(elem, count)
+        mask = lane_mask(b, count, _max(b, _min(b, valid, _c(count)), _c(0)))
+        if isinstance(stride, ir.Constant) and stride.constant == 1:
+            vptr = b.bitcast(ptr, vty.as_pointer())
+            fn = intrinsic(b.module, f"llvm.masked.load.{type_suffix(vty)}.p0", vty,
+                           [vptr.type, I32, mask.type, vty])
+            return b.call(fn, [vptr, ir.Constant(I32, 1), mask, const(vty, 0)])
+        index = b.mul(b.sext(ir.Constant(ir.VectorType(I32, count), list(range(count))),
+                             ir.VectorType(I64, count)), splat(b, stride, count))
+        pty = ir.VectorType(elem.as_pointer(), count)
+        size = 1 if elem == I8 else 4
+        addrs = b.add(splat(b, b.ptrtoint(ptr, I64), count), b.mul(index, const(index.type, size)))
+        ptrs = b.inttoptr(addrs, pty)
+        fn = intrinsic(b.module, f"llvm.masked.gather.{type_suffix(vty)}.v{count}p0", vty,
+                       [pty, I32, mask.type, vty])
+        return b.call(fn, [ptrs, ir.Constant(I32, 1), mask, const(vty, 0)])
+
+    def _words(self, elems: list[ir.Value], dtype: DType, shift: int,
+               live: list[ir.Value] | None = None) -> tuple[ir.Value, ir.Value | None]:
+        """Words of ``G`` elements each (element ``q`` of each word from ``elems[q]``, shifted
+        by ``shift``; 0 where ``live[q]`` is false), and for int8 the sum of the elements'
+        original values (per lane; masked-off elements are 0)."""
+        b = self.b
+        width = elems[0].type.count
+        wty = ir.VectorType(I32, width)
+        word = None
+        total = None
+        for q, e in enumerate(elems):
+            if self.int8:
+                signed = dtype is DType.i8
+                wide = b.sext(e, wty) if signed else b.zext(e, wty)
+                total = wide if total is None else b.add(total, wide)
+                part = b.zext(b.trunc(b.add(wide, const(wty, shift)), ir.VectorType(I8, width)), wty)
+                part = b.shl(part, const(wty, 8 * q))
+                if live is not None:
+                    part = b.select(live[q], part, const(wty, 0))
+            else:
+                bits = _float_to_bfloat_bits(b, e)          # round to nearest even, NaN quiet
+                tiny = b.icmp_unsigned("==", b.and_(bits, const(bits.type, 0x7F80)), const(bits.type, 0))
+                bits = b.select(tiny, const(bits.type, 0), bits)   # zero and subnormals: 0
+                part = b.shl(b.zext(bits, wty), const(wty, 16 * q))
+            word = part if word is None else b.or_(word, part)
+        assert word is not None
+        return word, total
+
+    def pack_b(self, jc: ir.Value, ncur: ir.Value, k0: ir.Value, kcur: ir.Value, kg: ir.Value) -> None:
+        """B's ``kcur x ncur`` block at ``(k0, jc)`` into panels ``[g][32 columns]`` of words
+        (zeros past the block), and each column's correction (int8 with an i8 A)."""
+        b, k = self.b, self.k
+        npan = _ceil_div(b, ncur, NR)
+        correct = self.alpha != 0
+        if correct:
+            with for_range_(b, _c(0), b.mul(npan, _c(NR)), "cz", _c(LANES)) as j:
+                b.store(const(self.wty, 0), self._vptr(self.colcorr, j))
+        with for_range_(b, _c(0), kg, "pg") as g:
+            with for_range_(b, _c(0), npan, "pj") as jp:
+                j = b.mul(jp, _c(NR))
+                left = b.sub(ncur, j)
+                elems, live = [], []
+                for q in range(self.g):
+                    kq = b.add(b.mul(g, _c(self.g)), _c(q))
+                    live.append(b.icmp_signed("<", kq, kcur))
+                    valid = b.select(live[-1], left, _c(0))
+                    # the row clamped into the block, so a masked-off address is still B's
+                    row = _min(b, b.add(k0, kq), b.sub(b.add(k0, kcur), _c(1)))
+                    row = _max(b, row, _c(0))
+                    ptr = b.gep(self.bm, [b.add(b.mul(row, self.sb_k), b.mul(b.add(jc, j), self.sb_j))])
+                    elems.append(self._run(ptr, self.sb_j, valid, NR))
+                # B's rows past the slice are 0 after the shift too: A's padding meets only them
+                word, total = self._words(elems, k.b.dtype, self.beta, live)
+                dst = b.gep(self.bp, [b.mul(b.add(b.mul(jp, kg), g), _c(NR))])
+                b.store(word, b.bitcast(dst, ir.VectorType(I32, NR).as_pointer()), align=64)
+                if correct:
+                    assert total is not None
+                    cptr = b.bitcast(b.gep(self.colcorr, [j]), ir.VectorType(I32, NR).as_pointer())
+                    b.store(b.add(b.load(cptr, align=64), total), cptr, align=64)
+        if correct:
+            # colcorr = -alpha colsum(B) - alpha beta kcur  (module docstring)
+            with for_range_(b, _c(0), b.mul(npan, _c(NR)), "cc", _c(LANES)) as j:
+                ptr = self._vptr(self.colcorr, j)
+                konst = b.mul(b.trunc(kcur, I32), ir.Constant(I32, -self.alpha * self.beta))
+                v = b.add(b.mul(b.load(ptr, align=64), const(self.wty, -self.alpha)), splat(b, konst, LANES))
+                b.store(v, ptr, align=64)
+
+    def pack_a(self, ic: ir.Value, mcur: ir.Value, k0: ir.Value, kcur: ir.Value, kg: ir.Value) -> None:
+        """A's ``mcur x kcur`` block at ``(ic, k0)`` into panels of 8 rows ``[row][g]`` of
+        words (rows past the block repeat its last row: computed, never stored), and each
+        row's correction (int8 with a u8 B)."""
+        b, k = self.b, self.k
+        rows = _round_up(b, mcur, MR)
+        chunk = LANES * self.g              # elements per 16 words
+        correct = self.beta != 0
+        with for_range_(b, _c(0), rows, "ar") as r:
+            i = b.add(ic, _min(b, r, b.sub(mcur, _c(1))))
+            src = b.gep(self.a, [b.add(b.mul(i, self.sa_i), b.mul(k0, self.sa_k))])
+            dst = b.gep(self.ap, [b.mul(r, kg)])
+            acc = alloca(b, self.wty)
+            b.store(const(self.wty, 0), acc)
+            with for_range_(b, _c(0), kg, "ag", _c(LANES)) as w:
+                kq = b.mul(w, _c(self.g))
+                ptr = b.gep(src, [b.mul(kq, self.sa_k)])
+                run = self._run(ptr, self.sa_k, b.sub(kcur, kq), chunk)
+                # deinterleave the run into G vectors: element q of word j is run[G j + q]
+                elems = [b.shuffle_vector(run, run, ir.Constant(ir.VectorType(I32, LANES),
+                                                                [self.g * j + q for j in range(LANES)]))
+                         for q in range(self.g)]
+                word, total = self._words(elems, k.a.dtype, self.alpha)
+                mask = lane_mask(b, LANES, b.sub(kg, w))
+                vptr = b.bitcast(b.gep(dst, [w]), self.wty.as_pointer())
+                fn = intrinsic(b.module, f"llvm.masked.store.{type_suffix(self.wty)}.p0", ir.VoidType(),
+                               [self.wty, vptr.type, I32, mask.type])
+                b.call(fn, [word, vptr, ir.Constant(I32, 4), mask])
+                if correct:
+                    assert total is not None
+                    b.store(b.add(b.load(acc), total), acc)
+            if correct:
+                fn = intrinsic(b.module, f"llvm.vector.reduce.add.{type_suffix(self.wty)}", I32, [self.wty])
+                s = b.call(fn, [b.load(acc)])
+                b.store(b.mul(s, ir.Constant(I32, -self.beta)), b.gep(self.rowcorr, [r]))
+
+    def _vptr(self, base: ir.Value, j: ir.Value) -> ir.Value:
+        return self.b.bitcast(self.b.gep(base, [j]), self.wty.as_pointer())
+
+    # -- the micro-kernel and the tile's store -----------------------------------------------
+
+    def _dot(self, acc: ir.Value, a: ir.Value, bv: ir.Value) -> ir.Value:
+        b = self.b
+        if self.int8:
+            fn = intrinsic(b.module, "llvm.x86.avx512.vpdpbusd.512", self.wty, [self.wty] * 3)
+        else:
+            fn = intrinsic(b.module, "llvm.x86.avx512bf16.dpbf16ps.512", self.vty, [self.vty, self.wty, self.wty])
+        return b.call(fn, [acc, a, bv])
+
+    def tile(self, ic, ir_, mcur, jc, jr, ncur, kg, first) -> None:
+        b = self.b
+        for row in self.accs:
+            for slot in row:
+                b.store(const(self.vty, 0), slot)
+        apan = b.gep(self.ap, [b.mul(ir_, kg)])
+        bpan = b.gep(self.bp, [b.mul(jr, kg)])          # panel jr / NR starts at jr * kg words
+        with for_range_(b, _c(0), kg, "g") as g:
+            bvs = [b.load(self._vptr(bpan, b.add(b.mul(g, _c(NR)), _c(LANES * v))), align=64) for v in range(NV)]
+            for r in range(MR):
+                word = b.load(b.gep(apan, [b.add(b.mul(_c(r), kg), g)]))
+                a = splat(b, word, LANES)
+                for v in range(NV):
+                    slot = self.accs[r][v]
+                    b.store(self._dot(b.load(slot), a, bvs[v]), slot)
+        rows = b.sub(mcur, ir_)
+        cols = b.sub(ncur, jr)
+        corr = []
+        if self.alpha != 0:
+            corr = [b.load(self._vptr(self.colcorr, b.add(jr, _c(LANES * v))), align=64) for v in range(NV)]
+        masks = [lane_mask(b, LANES, b.sub(cols, _c(LANES * v))) for v in range(NV)]
+        fn_load = intrinsic(b.module, f"llvm.masked.load.{type_suffix(self.vty)}.p0", self.vty,
+                            [self.vty.as_pointer(), I32, masks[0].type, self.vty])
+        fn_store = intrinsic(b.module, f"llvm.masked.store.{type_suffix(self.vty)}.p0", ir.VoidType(),
+                             [self.vty, self.vty.as_pointer(), I32, masks[0].type])
+        for r in range(MR):
+            live = b.icmp_signed("<", _c(r), rows)
+            with b.if_then(live):
+                i = b.add(b.add(ic, ir_), _c(r))
+                rowc = None
+                if self.beta != 0:
+                    rowc = splat(b, b.load(b.gep(self.rowcorr, [b.add(ir_, _c(r))])), LANES)
+                for v in range(NV):
+                    val = b.load(self.accs[r][v])
+                    if corr:
+                        val = b.add(val, corr[v])
+                    if rowc is not None:
+                        val = b.add(val, rowc)
+                    ptr = b.gep(self.c, [b.add(b.mul(i, self.n), b.add(b.add(jc, jr), _c(LANES * v)))])
+                    vptr = b.bitcast(ptr, self.vty.as_pointer())
+                    old = b.call(fn_load, [vptr, ir.Constant(I32, 4), masks[v], const(self.vty, 0)])
+                    summed = b.add(old, val) if self.int8 else b.fadd(old, val)
+                    b.call(fn_store, [b.select(first, val, summed), vptr, ir.Constant(I32, 4), masks[v]])
+
+
+class for_range_:
+    """``for_range`` with a step given as a value (``llvmutil.for_range`` with a name first)."""
+
+    def __init__(self, b: ir.IRBuilder, start: ir.Value, stop: ir.Value, name: str, step: ir.Value | None = None):
+        from .llvmutil import for_range
+
+        self.inner = for_range(b, start, stop, step if step is not None else 1, name=name)
+
+    def __enter__(self) -> ir.Value:
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self.inner.__exit__(*exc)
+
+
+__all__ = ["LowpMatmul", "lowp_kernel", "native", "scratch_bytes", "scratch_bound", "task_count",
+           "emit_lowp_matmul"]
