@@ -17,9 +17,10 @@ Two products have a kernel of their own (``compiler/ops/contraction.py``,
   ``vdpbf16ps`` (2 bf16 pairs per f32 lane).
 
 Both are the same GEMM with ``G`` = 4 or 2 elements of K in each 32-bit word: B is
-packed in panels of ``NR = 32`` columns, ``[word g][column]`` (one zmm per 16 columns
-and word), A in panels of ``MR = 8`` rows, ``[row][word g]``; the micro-kernel keeps an
-8 x 2-vector tile in registers and per word broadcasts one A word per row. Loops: tasks
+packed in panels of ``NR = 64`` columns, ``[word g][column]`` (one zmm per 16 columns
+and word), A in panels of ``MR = 6`` rows, ``[row][word g]``; the micro-kernel keeps a
+6 x 4-vector tile in registers and per word loads 4 B vectors and broadcasts one A word
+per row (24 ``vpdpbusd`` / ``vdpbf16ps``). Loops: tasks
 split the columns (whole panels); per task ``jc`` (``NC`` columns), K slices of ``KCG``
 words (the first slice stores its sums, later ones add), ``ic`` (``MC`` rows), then the
 panels. No epilogue is fused into these kernels (``bufferize.fuse_epilogues``).
@@ -43,12 +44,14 @@ from .storage import _float_to_bfloat_bits
 from .target import CodegenOptions
 
 LANES = 16           # zmm lanes of i32 / f32
-MR = 8               # rows of the micro-tile
-NV = 2               # vectors of the micro-tile
+# Measured on Zen 5 (1024^3, one thread, CPU time; docs/codegen.md): 6 x 4 vectors (24
+# accumulators) beat 8 x 2, 12 x 2, 8 x 3 and 4 x 4 by 5-30%; one slice for K = 1024 beat two
+MR = 6               # rows of the micro-tile
+NV = 4               # vectors of the micro-tile
 NR = NV * LANES      # columns of a B panel
-MC = 128             # rows of an A block
-NC = 1024            # columns of a B block
-KCG = 256            # words of K per slice (1024 int8 or 512 bf16 elements)
+MC = 120             # rows of an A block (a multiple of MR)
+NC = 1024            # columns of a B block (a multiple of NR)
+KCG = 512            # words of K per slice (2048 int8 or 1024 bf16 elements)
 MIN_TASK_WORK = 1 << 18
 
 FEATURE = {"default": "+avx512vnni", "bf16": "+avx512bf16"}
