@@ -221,8 +221,13 @@ class _Gemm:
                     mcur = _min(b, _c(MC), b.sub(m, ic))
                     self.pack_a(ic, mcur, k0, kcur, kg)
                     with for_range_(b, _c(0), ncur, "jr", _c(NR)) as jr:
-                        with for_range_(b, _c(0), mcur, "ir", _c(MR)) as ir_:
-                            self.tile(ic, ir_, mcur, jc, jr, ncur, kg, first)
+                        # whole 6-row tiles, then the rows left one at a time (a 1-row
+                        # tile: a batch-1 product does not compute 5 rows it throws away)
+                        whole = b.mul(b.sdiv(mcur, _c(MR)), _c(MR))
+                        with for_range_(b, _c(0), whole, "ir", _c(MR)) as ir_:
+                            self.tile(ic, ir_, mcur, jc, jr, ncur, kg, first, MR)
+                        with for_range_(b, whole, mcur, "ir1") as ir_:
+                            self.tile(ic, ir_, mcur, jc, jr, ncur, kg, first, 1)
 
     # -- packing ------------------------------------------------------------------------------
 
@@ -248,38 +253,26 @@ class _Gemm:
                        [pty, I32, mask.type, vty])
         return b.call(fn, [ptrs, ir.Constant(I32, 1), mask, const(vty, 0)])
 
-    def _words(self, elems: list[ir.Value], dtype: DType, shift: int,
-               live: list[ir.Value] | None = None) -> tuple[ir.Value, ir.Value | None]:
-        """Words of ``G`` elements each (element ``q`` of each word from ``elems[q]``, shifted
-        by ``shift``; 0 where ``live[q]`` is false), and for int8 the sum of the elements'
-        original values (per lane; masked-off elements are 0)."""
+    def _bf16_words(self, elems: list[ir.Value]) -> ir.Value:
+        """Words of 2 bf16 each, element ``q`` of each word (the low half first) from
+        ``elems[q]`` (f32) rounded to nearest even in integer arithmetic (NaN quietened), a
+        bf16 subnormal made 0 (what ``vdpbf16ps`` would make of it)."""
         b = self.b
-        width = elems[0].type.count
-        wty = ir.VectorType(I32, width)
+        wty = ir.VectorType(I32, elems[0].type.count)
         word = None
-        total = None
         for q, e in enumerate(elems):
-            if self.int8:
-                signed = dtype is DType.i8
-                wide = b.sext(e, wty) if signed else b.zext(e, wty)
-                total = wide if total is None else b.add(total, wide)
-                part = b.zext(b.trunc(b.add(wide, const(wty, shift)), ir.VectorType(I8, width)), wty)
-                part = b.shl(part, const(wty, 8 * q))
-                if live is not None:
-                    part = b.select(live[q], part, const(wty, 0))
-            else:
-                bits = _float_to_bfloat_bits(b, e)          # round to nearest even, NaN quiet
-                tiny = b.icmp_unsigned("==", b.and_(bits, const(bits.type, 0x7F80)), const(bits.type, 0))
-                bits = b.select(tiny, const(bits.type, 0), bits)   # zero and subnormals: 0
-                part = b.shl(b.zext(bits, wty), const(wty, 16 * q))
+            bits = _float_to_bfloat_bits(b, e)
+            tiny = b.icmp_unsigned("==", b.and_(bits, const(bits.type, 0x7F80)), const(bits.type, 0))
+            bits = b.select(tiny, const(bits.type, 0), bits)
+            part = b.shl(b.zext(bits, wty), const(wty, 16 * q))
             word = part if word is None else b.or_(word, part)
         assert word is not None
-        return word, total
+        return word
 
     def pack_b(self, jc: ir.Value, ncur: ir.Value, k0: ir.Value, kcur: ir.Value, kg: ir.Value) -> None:
-        """B's ``kcur x ncur`` block at ``(k0, jc)`` into panels ``[g][32 columns]`` of words
+        """B's ``kcur x ncur`` block at ``(k0, jc)`` into panels ``[g][64 columns]`` of words
         (zeros past the block), and each column's correction (int8 with an i8 A)."""
-        b, k = self.b, self.k
+        b = self.b
         npan = _ceil_div(b, ncur, NR)
         correct = self.alpha != 0
         if correct:
@@ -299,26 +292,46 @@ class _Gemm:
                     row = _max(b, row, _c(0))
                     ptr = b.gep(self.bm, [b.add(b.mul(row, self.sb_k), b.mul(b.add(jc, j), self.sb_j))])
                     elems.append(self._run(ptr, self.sb_j, valid, NR))
-                # B's rows past the slice are 0 after the shift too: A's padding meets only them
-                word, total = self._words(elems, k.b.dtype, self.beta, live)
                 dst = b.gep(self.bp, [b.mul(b.add(b.mul(jp, kg), g), _c(NR))])
-                b.store(word, b.bitcast(dst, ir.VectorType(I32, NR).as_pointer()), align=64)
-                if correct:
-                    assert total is not None
-                    cptr = b.bitcast(b.gep(self.colcorr, [j]), ir.VectorType(I32, NR).as_pointer())
-                    b.store(b.add(b.load(cptr, align=64), total), cptr, align=64)
+                if self.int8:
+                    self._int8_words(elems, live, dst, j, correct)
+                else:
+                    word = self._bf16_words(elems)
+                    b.store(word, b.bitcast(dst, ir.VectorType(I32, NR).as_pointer()), align=64)
         if correct:
-            # colcorr = -alpha colsum(B) - alpha beta kcur  (module docstring)
+            # colcorr = -alpha colsum(B) - alpha beta kcur = -alpha colsum(B')  (module docstring)
             with for_range_(b, _c(0), b.mul(npan, _c(NR)), "cc", _c(LANES)) as j:
                 ptr = self._vptr(self.colcorr, j)
-                konst = b.mul(b.trunc(kcur, I32), ir.Constant(I32, -self.alpha * self.beta))
-                v = b.add(b.mul(b.load(ptr, align=64), const(self.wty, -self.alpha)), splat(b, konst, LANES))
-                b.store(v, ptr, align=64)
+                b.store(b.mul(b.load(ptr, align=64), const(self.wty, -self.alpha)), ptr, align=64)
+
+    def _int8_words(self, elems: list[ir.Value], live: list[ir.Value], dst: ir.Value, j: ir.Value,
+                    correct: bool) -> None:
+        """B's 4 rows of a panel (bytes) stored as words at ``dst``, and the column sums."""
+        b = self.b
+        # int8: the 4 rows' bytes shifted (B' = B + beta), B's rows past the slice 0
+        # (so A's padding meets only zeros), then interleaved byte by byte into words
+        bty = ir.VectorType(I8, NR)
+        shifted = [b.select(live[q], b.xor(e, const(bty, 0x80)) if self.beta else e, const(bty, 0))
+                   for q, e in enumerate(elems)]
+        pairs = [b.shuffle_vector(shifted[2 * h], shifted[2 * h + 1],
+                                  ir.Constant(ir.VectorType(I32, 2 * NR), list(range(2 * NR))))
+                 for h in range(2)]
+        order = [q * NR + c for c in range(NR) for q in range(4)]      # word c: 4 rows' byte c
+        words = b.bitcast(b.shuffle_vector(pairs[0], pairs[1], ir.Constant(ir.VectorType(I32, 4 * NR), order)),
+                          ir.VectorType(I32, NR))
+        b.store(words, b.bitcast(dst, ir.VectorType(I32, NR).as_pointer()), align=64)
+        if correct:
+            # colsum(B') of each column, 4 bytes at a time by vpdpbusd with ones
+            for v in range(NV):
+                part = b.shuffle_vector(words, words, ir.Constant(ir.VectorType(I32, LANES),
+                                                                  list(range(LANES * v, LANES * (v + 1)))))
+                cptr = self._vptr(self.colcorr, b.add(j, _c(LANES * v)))
+                b.store(self._dot(b.load(cptr, align=64), const(self.wty, 0x01010101), part), cptr, align=64)
 
     def pack_a(self, ic: ir.Value, mcur: ir.Value, k0: ir.Value, kcur: ir.Value, kg: ir.Value) -> None:
-        """A's ``mcur x kcur`` block at ``(ic, k0)`` into panels of 8 rows ``[row][g]`` of
-        words (rows past the block repeat its last row: computed, never stored), and each
-        row's correction (int8 with a u8 B)."""
+        """A's ``mcur x kcur`` block at ``(ic, k0)`` as rows of words ``[row][g]`` (rounded up
+        to whole 6-row panels: rows past the block repeat its last row, computed and never
+        stored), and each row's correction (int8 with a u8 B)."""
         b, k = self.b, self.k
         rows = _round_up(b, mcur, MR)
         chunk = LANES * self.g              # elements per 16 words
@@ -333,11 +346,23 @@ class _Gemm:
                 kq = b.mul(w, _c(self.g))
                 ptr = b.gep(src, [b.mul(kq, self.sa_k)])
                 run = self._run(ptr, self.sa_k, b.sub(kcur, kq), chunk)
-                # deinterleave the run into G vectors: element q of word j is run[G j + q]
-                elems = [b.shuffle_vector(run, run, ir.Constant(ir.VectorType(I32, LANES),
-                                                                [self.g * j + q for j in range(LANES)]))
-                         for q in range(self.g)]
-                word, total = self._words(elems, k.a.dtype, self.alpha)
+                total = None
+                if self.int8:
+                    # 4 consecutive bytes are a word; A' = A + alpha (its padding meets B's zeros)
+                    word = b.bitcast(b.xor(run, const(run.type, 0x80)) if self.alpha else run, self.wty)
+                    if correct:
+                        # rowsum(A) of the unshifted bytes (padding 0), 4 at a time by vpdpbusd
+                        orig = b.bitcast(run, self.wty)
+                        ones = const(self.wty, 0x01010101)
+                        signed = k.a.dtype is DType.i8
+                        total = self._dot(const(self.wty, 0), ones, orig) if signed else \
+                            self._dot(const(self.wty, 0), orig, ones)
+                else:
+                    # deinterleave the run into G vectors: element q of word j is run[G j + q]
+                    elems = [b.shuffle_vector(run, run, ir.Constant(ir.VectorType(I32, LANES),
+                                                                    [self.g * j + q for j in range(LANES)]))
+                             for q in range(self.g)]
+                    word = self._bf16_words(elems)
                 mask = lane_mask(b, LANES, b.sub(kg, w))
                 vptr = b.bitcast(b.gep(dst, [w]), self.wty.as_pointer())
                 fn = intrinsic(b.module, f"llvm.masked.store.{type_suffix(self.wty)}.p0", ir.VoidType(),
@@ -364,16 +389,18 @@ class _Gemm:
             fn = intrinsic(b.module, "llvm.x86.avx512bf16.dpbf16ps.512", self.vty, [self.vty, self.wty, self.wty])
         return b.call(fn, [acc, a, bv])
 
-    def tile(self, ic, ir_, mcur, jc, jr, ncur, kg, first) -> None:
+    def tile(self, ic, ir_, mcur, jc, jr, ncur, kg, first, mr: int) -> None:
+        """The ``mr x NV``-vector tile at rows ``ir_`` and panel ``jr`` of the blocks: its
+        products over the slice's ``kg`` words, stored (first slice) or added into C."""
         b = self.b
-        for row in self.accs:
+        for row in self.accs[:mr]:
             for slot in row:
                 b.store(const(self.vty, 0), slot)
         apan = b.gep(self.ap, [b.mul(ir_, kg)])
         bpan = b.gep(self.bp, [b.mul(jr, kg)])          # panel jr / NR starts at jr * kg words
         with for_range_(b, _c(0), kg, "g") as g:
             bvs = [b.load(self._vptr(bpan, b.add(b.mul(g, _c(NR)), _c(LANES * v))), align=64) for v in range(NV)]
-            for r in range(MR):
+            for r in range(mr):
                 word = b.load(b.gep(apan, [b.add(b.mul(_c(r), kg), g)]))
                 a = splat(b, word, LANES)
                 for v in range(NV):
@@ -389,7 +416,7 @@ class _Gemm:
                             [self.vty.as_pointer(), I32, masks[0].type, self.vty])
         fn_store = intrinsic(b.module, f"llvm.masked.store.{type_suffix(self.vty)}.p0", ir.VoidType(),
                              [self.vty, self.vty.as_pointer(), I32, masks[0].type])
-        for r in range(MR):
+        for r in range(mr):
             live = b.icmp_signed("<", _c(r), rows)
             with b.if_then(live):
                 i = b.add(b.add(ic, ir_), _c(r))
