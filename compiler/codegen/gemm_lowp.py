@@ -31,7 +31,7 @@ decomposition: the operands widened (and rounded), the i32/f32 GEMM (``gemm.py``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from llvmlite import ir
@@ -39,7 +39,7 @@ from llvmlite import ir
 from ..ir.types import DType
 from .kernels import KernelContext, alloca, lane_mask
 from .llvmutil import F32, I8, I32, I64, const, intrinsic, splat, type_suffix
-from .loops import Matmul
+from .loops import LowpMatmul, Matmul
 from .storage import _float_to_bfloat_bits
 from .target import CodegenOptions
 
@@ -55,19 +55,6 @@ KCG = 512            # words of K per slice (2048 int8 or 1024 bf16 elements)
 MIN_TASK_WORK = 1 << 18
 
 FEATURE = {"default": "+avx512vnni", "bf16": "+avx512bf16"}
-
-
-@dataclass(eq=False)
-class LowpMatmul(Matmul):
-    """``matmul_lowp`` in a kernel form (module docstring): ``precision`` ``default`` (i8/u8
-    operands, i32 result) or ``bf16`` (f32 operands and result)."""
-
-    precision: str = "default"
-
-    @property
-    def group(self) -> int:
-        """Elements of K per 32-bit word."""
-        return 4 if self.precision == "default" else 2
 
 
 def lowp_kernel(mm: Matmul, precision: str) -> LowpMatmul:
