@@ -59,6 +59,7 @@ fn ht(a: f32[K, M], b: f32[N, K]) -> f32[M, N] { return matmul(transpose(a), tra
 fn hb(a: f32[B, M, K], b: f32[B, K, N]) -> f32[B, M, N] { return matmul(a, b, precision="bf16") }
 fn hh(a: bf16[M, K], b: bf16[K, N]) -> bf16[M, N] { return matmul(a, b, precision="bf16") }
 fn hw(a: bf16[M, K], b: f32[K, N]) -> f32[M, N] { return matmul(a, b, dtype=f32) }
+fn hm(a: bf16[M, K], b: f32[K, N]) -> f32[M, N] { return matmul(a, b, precision="bf16") }
 fn loss(x: f32[M, K], w: f32[K, N]) -> f32[] { return sum(matmul(x, w, precision="bf16")) }
 fn dloss = grad(loss, wrt=[w])
 """
@@ -270,6 +271,24 @@ def test_bf16_transposed_batched_and_storage_operands(bf_mod, bf_ir):
     # mixed float operands, f32 result, default precision: the widened f32 product
     bw = RNG.standard_normal((50, 4)).astype(np.float32)
     np.testing.assert_allclose(mod["hw"](ab, bw), ab.astype(np.float32) @ bw, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_operands_packed_as_they_are(bf_mod, bf_ir):
+    # a bf16 operand is the kernel's own form (no f32 copy): exact for K <= 2, its subnormals 0
+    for m, k, n in [(3, 1, 5), (9, 2, 70), (13, 77, 40), (130, 1100, 65), (0, 3, 2), (2, 0, 3)]:
+        a = RNG.standard_normal((m, k)).astype(ml_dtypes.bfloat16)
+        b = RNG.standard_normal((k, n)).astype(np.float32)
+        if a.size:
+            a.flat[0] = ml_dtypes.bfloat16(1e-39)            # a bf16 subnormal: counts as 0
+        got = bf_mod[1]["hm"](a, b)
+        want = interpret(bf_ir.get("hm"), [a, b])[0]
+        assert got.dtype == want.dtype == np.float32 and got.shape == (m, n)
+        ra = bf16_operand(a.astype(np.float32)).astype(np.float64)
+        rb = bf16_operand(b).astype(np.float64)
+        assert ra.size == 0 or ra.flat[0] == 0.0
+        if k <= 2:
+            np.testing.assert_array_equal(got, want)
+        assert (np.abs(got - want) <= (k + 2) * 2.0 ** -23 * (np.abs(ra) @ np.abs(rb))).all()
 
 
 def test_bf16_gradient(bf_mod, bf_ir):

@@ -11,10 +11,11 @@ Two products have a kernel of their own (``compiler/ops/contraction.py``,
   ``A B = A' B' - alpha colsum(B) - beta rowsum(A) - alpha beta K`` (every term modulo
   2^32, so the result is numpy's wrapping int32 ``matmul`` bit for bit, whatever the
   order of the sums).
-- **bf16**: f32 operands with ``precision="bf16"``: each operand rounded to bf16 (to
-  nearest even, in integer arithmetic as ``storage.py``; a subnormal bf16 made 0, which
-  the instruction would do anyway) as it is packed, the products summed in f32 by
-  ``vdpbf16ps`` (2 bf16 pairs per f32 lane).
+- **bf16**: f32 or bf16 operands, f32 result, ``precision="bf16"``: each f32 operand
+  rounded to bf16 (to nearest even, in integer arithmetic as ``storage.py``) as it is
+  packed, a bf16 operand taken as it is, a subnormal bf16 made 0 (which the instruction
+  would do anyway), the products summed in f32 by ``vdpbf16ps`` (2 bf16 pairs per f32
+  lane).
 
 Both are the same GEMM with ``G`` = 4 or 2 elements of K in each 32-bit word: B is
 packed in panels of ``NR = 64`` columns, ``[word g][column]`` (one zmm per 16 columns
@@ -38,7 +39,7 @@ from llvmlite import ir
 
 from ..ir.types import DType
 from .kernels import KernelContext, alloca, lane_mask
-from .llvmutil import F32, I8, I32, I64, const, intrinsic, splat, type_suffix
+from .llvmutil import F32, I8, I16, I32, I64, const, intrinsic, splat, type_suffix
 from .loops import LowpMatmul, Matmul
 from .storage import _float_to_bfloat_bits
 from .target import CodegenOptions
@@ -233,7 +234,7 @@ class _Gemm:
         index = b.mul(b.sext(ir.Constant(ir.VectorType(I32, count), list(range(count))),
                              ir.VectorType(I64, count)), splat(b, stride, count))
         pty = ir.VectorType(elem.as_pointer(), count)
-        size = 1 if elem == I8 else 4
+        size = {I8: 1, I16: 2}.get(elem, 4)
         addrs = b.add(splat(b, b.ptrtoint(ptr, I64), count), b.mul(index, const(index.type, size)))
         ptrs = b.inttoptr(addrs, pty)
         fn = intrinsic(b.module, f"llvm.masked.gather.{type_suffix(vty)}.v{count}p0", vty,
@@ -242,13 +243,14 @@ class _Gemm:
 
     def _bf16_words(self, elems: list[ir.Value]) -> ir.Value:
         """Words of 2 bf16 each, element ``q`` of each word (the low half first) from
-        ``elems[q]`` (f32) rounded to nearest even in integer arithmetic (NaN quietened), a
-        bf16 subnormal made 0 (what ``vdpbf16ps`` would make of it)."""
+        ``elems[q]``: f32 rounded to nearest even in integer arithmetic (NaN quietened), or
+        the bits of a bf16 operand as they are; a bf16 subnormal made 0 (what ``vdpbf16ps``
+        would make of it)."""
         b = self.b
         wty = ir.VectorType(I32, elems[0].type.count)
         word = None
         for q, e in enumerate(elems):
-            bits = _float_to_bfloat_bits(b, e)
+            bits = e if e.type.element == I16 else _float_to_bfloat_bits(b, e)    # bf16 operand: as is
             tiny = b.icmp_unsigned("==", b.and_(bits, const(bits.type, 0x7F80)), const(bits.type, 0))
             bits = b.select(tiny, const(bits.type, 0), bits)
             part = b.shl(b.zext(bits, wty), const(wty, 16 * q))

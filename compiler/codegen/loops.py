@@ -524,7 +524,7 @@ class Conv(Matmul):
 @dataclass(eq=False)
 class LowpMatmul(Matmul):
     """``matmul_lowp`` in a kernel form (``gemm_lowp.py``): ``precision`` ``default`` (u8/i8
-    operands, i32 result, by ``vpdpbusd``) or ``bf16`` (f32 operands and result, by
+    operands, i32 result, by ``vpdpbusd``) or ``bf16`` (f32/bf16 operands, f32 result, by
     ``vdpbf16ps``).  It takes no epilogue."""
 
     precision: str = "default"

@@ -168,15 +168,18 @@ def _(lhs, rhs, dtype=None, precision="default"):
     return np.matmul(a, b)
 
 
+_BF16_KERNEL = (DType.f32, DType.bf16)        # operands the bf16 kernel packs itself
+
+
 def lowp_kernel_form(op) -> bool:
     """Whether native code has a kernel of its own for ``op`` (``gemm_lowp.py``): i8/u8
-    operands with i32 sums, or f32 operands and result with ``precision="bf16"``.  Every
-    other ``matmul_lowp`` is its decomposition (widening casts around one of these or
-    around ``matmul``)."""
+    operands with i32 sums, or f32/bf16 operands and an f32 result with
+    ``precision="bf16"``.  Every other ``matmul_lowp`` is its decomposition (widening
+    casts around one of these or around ``matmul``)."""
     lhs, rhs = (v.type.dtype for v in op.operands)
     out = op.result.type.dtype
     if op.attrs["precision"] == "bf16":
-        return lhs is rhs is out is DType.f32
+        return lhs in _BF16_KERNEL and rhs in _BF16_KERNEL and out is DType.f32
     return lhs in (DType.i8, DType.u8) and rhs in (DType.i8, DType.u8)
 
 
@@ -204,8 +207,9 @@ def _(b, op):
         r = b.matmul(*wide)
     elif lowp_kernel_form(op):
         r = b.matmul(*(_bf16_rounded(b, v) for v in wide))
-    else:
-        r = b.matmul_lowp(*wide, precision="bf16")
+    else:                   # the kernel form: f32 or bf16 operands, an f32 result
+        packed = [v if v.type.dtype in _BF16_KERNEL else w for v, w in zip((lhs, rhs), wide)]
+        r = b.matmul_lowp(*packed, dtype=DType.f32, precision="bf16")
     return [r if out is DType.f32 else b.cast(r, dtype=out)]
 
 
