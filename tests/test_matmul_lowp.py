@@ -361,3 +361,54 @@ def test_errors(call, message):
     with pytest.raises(DlError) as info:
         compile_source(src, "e.dl")
     assert message in str(info.value)
+
+
+# -- ONNX MatMulInteger -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("za, zb", [(None, None), (128, None), (None, -5), (7, -5), (255, "per-column"),
+                                    ("per-row", 3)])
+def test_onnx_matmul_integer_imports_with_onnxruntimes_numbers(za, zb):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.ir.core import Module
+    from runtime.interop.onnx_import import import_onnx
+
+    m, k, n = 6, 70, 9
+    w = ints("i8", (k, n))
+    inits = [numpy_helper.from_array(w, "w")]
+    inputs = ["x", "w", "", ""]
+    if za is not None:
+        value = ints("u8", (m,)) if za == "per-row" else np.array(za, np.uint8)
+        inits.append(numpy_helper.from_array(value, "za"))
+        inputs[2] = "za"
+    if zb is not None:
+        value = ints("i8", (n,)) if zb == "per-column" else np.array(zb, np.int8)
+        inits.append(numpy_helper.from_array(value, "zb"))
+        inputs[3] = "zb"
+    while inputs[-1] == "":
+        inputs.pop()
+    graph = helper.make_graph([helper.make_node("MatMulInteger", inputs, ["y"])], "q",
+                              [helper.make_tensor_value_info("x", TensorProto.UINT8, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    x = ints("u8", (m, k))
+    zero_a = np.zeros((m, 1), np.int64) if za is None else numpy_helper.to_array(inits[1]).astype(np.int64)
+    zero_a = zero_a.reshape(-1, 1) if zero_a.ndim == 1 else zero_a
+    zero_b = np.int64(0) if zb is None else numpy_helper.to_array(inits[-1]).astype(np.int64)
+    want = ((x.astype(np.int64) - zero_a) @ (w.astype(np.int64) - zero_b)).astype(np.int32)
+    if za != "per-row":         # onnxruntime takes one zero point for A only
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(session.run(None, {"x": x})[0], want)
+    imported = import_onnx(proto)
+    assert "matmul_lowp" in [op.name for op in imported.function.ops]
+    weights = list(imported.weights.values())
+    np.testing.assert_array_equal(interpret(imported.function, [*weights, x])[0], want)
+    module = Module()
+    module.functions.append(imported.function)
+    native = runtime.compile(module, cache=False)
+    np.testing.assert_array_equal(native[imported.function.name](*weights, x), want)
