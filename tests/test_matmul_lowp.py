@@ -316,6 +316,18 @@ def test_the_host_uses_vnni_and_bf16_instructions():
     assert _count(asm, "vpdpbusd") >= 16 and _count(asm, "vdpbf16ps") >= 16
 
 
+def test_default_precision_never_uses_them():
+    # opt-in: a @ b, matmul(a, b) and f32/bf16 products without precision= stay f32 FMAs
+    src = """
+    fn f(a: f32[M, K], b: f32[K, N]) -> f32[M, N] { return a @ b }
+    fn g(a: bf16[M, K], b: bf16[K, N]) -> bf16[M, N] { return matmul(a, b) }
+    fn h(a: bf16[M, K], b: f32[K, N]) -> f32[M, N] { return matmul(a, b, dtype=f32) }
+    fn i(a: i32[M, K], b: i32[K, N]) -> i32[M, N] { return a @ b }
+    """
+    asm = stage_text(compile_source(src, "d.dl"), "asm")
+    assert _count(asm, "vpdpbusd") == 0 and _count(asm, "vdpbf16ps") == 0
+
+
 @pytest.mark.parametrize("target", ["x86-64-v4", "generic"])
 def test_without_the_instructions_the_widening_path(target):
     options = CodegenOptions(target=Target.generic() if target == "generic" else named_target(target))
