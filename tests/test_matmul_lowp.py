@@ -120,17 +120,20 @@ def test_int8_extremes(int_mod, int_ir, name, va, vb):
 
 
 def test_int8_sums_wrap_modulo_2_to_32(int_mod, int_ir):
-    # 255 * 127 * K passes 2**31 at K = 66314 and 2**32 at K = 132628: the sums wrap as numpy's
-    # int32 matmul does (sums in i32 modulo 2**32; vpdpbusd does not saturate)
-    for k in (66313, 66314, 140000):
+    # 255 * 127 * K passes 2**31 - 1 at K = 66312 and 2**32 at K = 132623: the sums wrap as
+    # numpy's int32 matmul does (sums in i32 modulo 2**32; vpdpbusd does not saturate)
+    for k in (66311, 66312, 140000):
         a = np.full((2, k), 255, np.uint8)
         a[1, ::3] = 0
         b = np.full((k, 3), 127, np.int8)
         b[::5, 2] = -128
         check_int(int_mod[1], int_ir, "uxi", a, b)
         exact = a.astype(np.int64) @ b.astype(np.int64)
-        if k > 66313:
-            assert (exact[0, :2] > 2**31 - 1).all()      # these really wrapped
+        assert (exact[0, :2] > 2**31 - 1).all() == (k > 66311)      # these really wrapped
+    for k in (65793, 65794):        # 255 * -128 * K passes -2**31 at K = 65794
+        a, b = np.full((1, k), 255, np.uint8), np.full((k, 2), -128, np.int8)
+        check_int(int_mod[1], int_ir, "uxi", a, b)
+        assert (255 * -128 * k < -2**31) == (k == 65794)
     a8 = np.full((1, 140000), -128, np.int8)
     check_int(int_mod[1], int_ir, "ixi", a8, np.full((140000, 1), -128, np.int8))   # 2**14 * 140000
 

@@ -39,7 +39,7 @@ from llvmlite import ir
 
 from ..ir.types import DType
 from .kernels import KernelContext, alloca, lane_mask
-from .llvmutil import F32, I8, I16, I32, I64, const, intrinsic, splat, type_suffix
+from .llvmutil import F32, I8, I16, I32, I64, const, for_range, intrinsic, splat, type_suffix
 from .loops import LowpMatmul, Matmul
 from .storage import _float_to_bfloat_bits
 from .target import CodegenOptions
@@ -165,7 +165,7 @@ class _Gemm:
             if level == len(k.batch):
                 self.gemm(batch_index)
                 return
-            with for_range_(b, _c(0), kc.dim(k.batch[level]), f"batch{level}") as i:
+            with for_range(b, _c(0), kc.dim(k.batch[level]), 1, name=f"batch{level}") as i:
                 batch_index.append(i)
                 over_batch(level + 1)
                 batch_index.pop()
@@ -196,25 +196,25 @@ class _Gemm:
         j_hi = _min(b, b.mul(b.sdiv(b.mul(b.add(t, _c(1)), panels), nt), _c(NR)), n)
         kg_all = _ceil_div(b, kk, self.g)
         nblk = _max(b, _ceil_div(b, kg_all, KCG), _c(1))
-        with for_range_(b, j_lo, j_hi, "jc", _c(NC)) as jc:
+        with for_range(b, j_lo, j_hi, _c(NC), name="jc") as jc:
             ncur = _min(b, _c(NC), b.sub(j_hi, jc))
-            with for_range_(b, _c(0), nblk, "slice") as blk:
+            with for_range(b, _c(0), nblk, 1, name="slice") as blk:
                 g0 = b.mul(blk, _c(KCG))
                 kg = _min(b, _c(KCG), b.sub(kg_all, g0))
                 k0 = b.mul(g0, _c(self.g))
                 kcur = _min(b, b.mul(kg, _c(self.g)), b.sub(kk, k0))
                 first = b.icmp_signed("==", blk, _c(0))
                 self.pack_b(jc, ncur, k0, kcur, kg)
-                with for_range_(b, _c(0), m, "ic", _c(MC)) as ic:
+                with for_range(b, _c(0), m, _c(MC), name="ic") as ic:
                     mcur = _min(b, _c(MC), b.sub(m, ic))
                     self.pack_a(ic, mcur, k0, kcur, kg)
-                    with for_range_(b, _c(0), ncur, "jr", _c(NR)) as jr:
+                    with for_range(b, _c(0), ncur, _c(NR), name="jr") as jr:
                         # whole 6-row tiles, then the rows left one at a time (a 1-row
                         # tile: a batch-1 product does not compute 5 rows it throws away)
                         whole = b.mul(b.sdiv(mcur, _c(MR)), _c(MR))
-                        with for_range_(b, _c(0), whole, "ir", _c(MR)) as ir_:
+                        with for_range(b, _c(0), whole, _c(MR), name="ir") as ir_:
                             self.tile(ic, ir_, mcur, jc, jr, ncur, kg, first, MR)
-                        with for_range_(b, whole, mcur, "ir1") as ir_:
+                        with for_range(b, whole, mcur, 1, name="ir1") as ir_:
                             self.tile(ic, ir_, mcur, jc, jr, ncur, kg, first, 1)
 
     # -- packing ------------------------------------------------------------------------------
@@ -265,10 +265,10 @@ class _Gemm:
         npan = _ceil_div(b, ncur, NR)
         correct = self.alpha != 0
         if correct:
-            with for_range_(b, _c(0), b.mul(npan, _c(NR)), "cz", _c(LANES)) as j:
+            with for_range(b, _c(0), b.mul(npan, _c(NR)), _c(LANES), name="cz") as j:
                 b.store(const(self.wty, 0), self._vptr(self.colcorr, j))
-        with for_range_(b, _c(0), kg, "pg") as g:
-            with for_range_(b, _c(0), npan, "pj") as jp:
+        with for_range(b, _c(0), kg, 1, name="pg") as g:
+            with for_range(b, _c(0), npan, 1, name="pj") as jp:
                 j = b.mul(jp, _c(NR))
                 left = b.sub(ncur, j)
                 elems, live = [], []
@@ -289,7 +289,7 @@ class _Gemm:
                     b.store(word, b.bitcast(dst, ir.VectorType(I32, NR).as_pointer()), align=64)
         if correct:
             # colcorr = -alpha colsum(B) - alpha beta kcur = -alpha colsum(B')  (module docstring)
-            with for_range_(b, _c(0), b.mul(npan, _c(NR)), "cc", _c(LANES)) as j:
+            with for_range(b, _c(0), b.mul(npan, _c(NR)), _c(LANES), name="cc") as j:
                 ptr = self._vptr(self.colcorr, j)
                 b.store(b.mul(b.load(ptr, align=64), const(self.wty, -self.alpha)), ptr, align=64)
 
@@ -325,13 +325,13 @@ class _Gemm:
         rows = _round_up(b, mcur, MR)
         chunk = LANES * self.g              # elements per 16 words
         correct = self.beta != 0
-        with for_range_(b, _c(0), rows, "ar") as r:
+        with for_range(b, _c(0), rows, 1, name="ar") as r:
             i = b.add(ic, _min(b, r, b.sub(mcur, _c(1))))
             src = b.gep(self.a, [b.add(b.mul(i, self.sa_i), b.mul(k0, self.sa_k))])
             dst = b.gep(self.ap, [b.mul(r, kg)])
             acc = alloca(b, self.wty)
             b.store(const(self.wty, 0), acc)
-            with for_range_(b, _c(0), kg, "ag", _c(LANES)) as w:
+            with for_range(b, _c(0), kg, _c(LANES), name="ag") as w:
                 kq = b.mul(w, _c(self.g))
                 ptr = b.gep(src, [b.mul(kq, self.sa_k)])
                 run = self._run(ptr, self.sa_k, b.sub(kcur, kq), chunk)
@@ -387,7 +387,7 @@ class _Gemm:
                 b.store(const(self.vty, 0), slot)
         apan = b.gep(self.ap, [b.mul(ir_, kg)])
         bpan = b.gep(self.bp, [b.mul(jr, kg)])          # panel jr / NR starts at jr * kg words
-        with for_range_(b, _c(0), kg, "g") as g:
+        with for_range(b, _c(0), kg, 1, name="g") as g:
             bvs = [b.load(self._vptr(bpan, b.add(b.mul(g, _c(NR)), _c(LANES * v))), align=64) for v in range(NV)]
             for r in range(mr):
                 word = b.load(b.gep(apan, [b.add(b.mul(_c(r), kg), g)]))
@@ -423,21 +423,6 @@ class _Gemm:
                     old = b.call(fn_load, [vptr, ir.Constant(I32, 4), masks[v], const(self.vty, 0)])
                     summed = b.add(old, val) if self.int8 else b.fadd(old, val)
                     b.call(fn_store, [b.select(first, val, summed), vptr, ir.Constant(I32, 4), masks[v]])
-
-
-class for_range_:
-    """``for_range`` with a step given as a value (``llvmutil.for_range`` with a name first)."""
-
-    def __init__(self, b: ir.IRBuilder, start: ir.Value, stop: ir.Value, name: str, step: ir.Value | None = None):
-        from .llvmutil import for_range
-
-        self.inner = for_range(b, start, stop, step if step is not None else 1, name=name)
-
-    def __enter__(self) -> ir.Value:
-        return self.inner.__enter__()
-
-    def __exit__(self, *exc) -> None:
-        self.inner.__exit__(*exc)
 
 
 __all__ = ["LowpMatmul", "lowp_kernel", "native", "scratch_bytes", "scratch_bound", "task_count",
