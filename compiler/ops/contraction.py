@@ -162,10 +162,12 @@ def _(lhs, rhs, dtype=None, precision="default"):
     if np.asarray(lhs).dtype.kind in "iu":
         wide = np.matmul(np.asarray(lhs, np.int64), np.asarray(rhs, np.int64))
         return wide.astype(np.int32)            # modulo 2**32, as numpy's int32 matmul
-    a, b = np.asarray(lhs, np.float32), np.asarray(rhs, np.float32)
     if precision == "bf16":
-        a, b = bf16_operand(a), bf16_operand(b)
-    return np.matmul(a, b)
+        return np.matmul(bf16_operand(lhs), bf16_operand(rhs))
+    # the interpreter passes f32 (storage operands widened to f32): f32 sums; an f64 caller
+    # (finite differences) gets f64 sums, rounded to the result dtype by the interpreter
+    wide = np.result_type(np.asarray(lhs).dtype, np.asarray(rhs).dtype, np.float32)
+    return np.matmul(np.asarray(lhs, wide), np.asarray(rhs, wide))
 
 
 _BF16_KERNEL = (DType.f32, DType.bf16)        # operands the bf16 kernel packs itself
