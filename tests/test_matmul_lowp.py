@@ -360,7 +360,7 @@ def test_dsl_spelling_and_ir_round_trip():
 
 
 @pytest.mark.parametrize("call, message", [
-    ("matmul(a8, b8)", "does not take u8 operands alone: write matmul(a, b, dtype=i32)"),
+    ("matmul(a8, b8)", "does not take u8 tensors alone: write matmul(a, b, dtype=i32)"),
     ("a8 @ b8", "does not take u8"),
     ("matmul(a8, b8, dtype=f32)", "integer operands sum in i32"),
     ("matmul(a8, b8, dtype=i64)", "integer operands sum in i32"),

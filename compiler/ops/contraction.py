@@ -15,8 +15,8 @@ from .rules import unbroadcast
 def _matmul_rule(lhs: TensorType, rhs: TensorType) -> TensorType:
     for x in (lhs, rhs):
         if x.dtype in (DType.i8, DType.u8):
-            raise ShapeError(f"does not take {x.dtype.dsl_name} operands alone: write matmul(a, b, dtype=i32) "
-                             "for products summed in i32 (matmul_lowp), or cast to f32 first")
+            raise ShapeError(f"does not take {x.dtype.dsl_name} tensors alone: write matmul(a, b, dtype=i32) "
+                             "for products summed in i32 (matmul_lowp), or cast to f32 first, e.g. cast(x, f32)")
     t = same_dtype([lhs, rhs])
     if t.dtype is DType.bool:
         raise ShapeError("expects numeric operands, got bool")
