@@ -165,6 +165,10 @@ case("matmul_batched", ("matmul",), [T(F32, 3, "N", 4), T(F32, 4, 6), T(F64, 2, 
      lambda b, p: [b.matmul(p[0], p[1]), b.matmul(p[2], p[3])])
 case("matmul_int", ("matmul",), [T(I32, "N", 7), T(I32, 7, 18)], lambda b, p: [b.matmul(p[0], p[1])],
      ("small", "small"))
+case("matmul_lowp", ("matmul_lowp",),
+     [T(DType.u8, "N", 37), T(DType.i8, 37, 70), T(DType.i8, 2, 5, "N"), T(F32, "N", 2), T(F32, 2, 19)],
+     lambda b, p: [b.matmul_lowp(p[0], p[1], dtype=I32), b.matmul_lowp(p[2], p[0], dtype=I32),
+                   b.matmul_lowp(p[3], p[4], precision="bf16")])      # K = 2: bf16 sums exact
 
 # -- convolutions (more in tests/test_ops_conv.py) ---------------------------------------------------
 

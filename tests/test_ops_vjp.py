@@ -111,6 +111,11 @@ def _cases() -> list[Case]:
                      ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4,)),
                      (("N", 4), (4, 2))]:
         cases.append(Case("matmul", [Arg(lhs), Arg(rhs)]))
+    # matmul_lowp takes f32 (not f64) operands: its reference sums in the arrays' own float
+    # type (f64 here, f32 in the interpreter), so differences stay exact; precision="bf16"'s
+    # gradient treats the rounding as the identity (piecewise constant: differences see 0)
+    for lhs, rhs in [((3, 4), (4, 5)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (4, 5))]:
+        cases.append(Case("matmul_lowp", [Arg(lhs, dtype=DType.f32), Arg(rhs, dtype=DType.f32)]))
     for name in ("sum", "mean", "max", "min"):
         for shape, axes, keep in [((3, 4), None, False), ((3, 4), (0,), False),
                                   ((3, 4), (1,), True), ((2, 3, 4), (0, 2), False),
@@ -281,7 +286,11 @@ def test_vjp_matches_finite_differences(case: Case):
     arrays = [sample(a, rng) for a in case.args]
     cts = [rng.standard_normal(t.concrete_shape(SYMBOLS)) if t.dtype.is_float
            else np.zeros(t.concrete_shape(SYMBOLS), t.dtype.np) for t in out_types]
+    # f32 operands (matmul_lowp's) are drawn as f32; the differences run in f64 on the same values
+    arrays = [x.astype(np.float32) if a.dtype is DType.f32 else x for a, x in zip(case.args, arrays)]
+    cts = [c.astype(np.float32) if t.dtype is DType.f32 else c for t, c in zip(out_types, cts)]
     analytic = iter(interpret(func, [*arrays, *cts]))
+    arrays = [x.astype(np.float64) if x.dtype == np.float32 else x for x in arrays]
     checked = 0
     for i, (arg, flows) in enumerate(zip(case.args, has_ct)):
         if not arg.dtype.is_float or arg.domain == "bool":

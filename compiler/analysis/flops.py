@@ -2,7 +2,7 @@
 
 The cost model, per op (``n`` = elements of the result, symbols kept):
 
-- ``matmul`` ``[.., M, K] @ [.., K, N]``: ``2 * batch * M * N * K`` (one
+- ``matmul`` and ``matmul_lowp`` ``[.., M, K] @ [.., K, N]``: ``2 * batch * M * N * K`` (one
   multiply and one add per term);
 - ``conv2d`` and its two gradients: ``2 * N * OH * OW * OC * KH * KW * C / groups``
   each (every one of them forms the same products);
@@ -139,7 +139,7 @@ def op_cost(op: Op) -> Cost:
     """The cost of one op under the model in the module docstring."""
     opdef = get_op(op.name)
     assert opdef is not None, f"unknown op dl.{op.name}"
-    if op.name == "matmul":
+    if op.name in ("matmul", "matmul_lowp"):      # (integer multiply-adds count as flops too)
         k = op.operands[0].type.shape[-1]
         return Cost(flops=Poly.product(op.result.type.shape) * Poly.of(k) * 2)
     if op.name in CONV_OPS:

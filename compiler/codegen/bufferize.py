@@ -47,6 +47,8 @@ from ..ir.types import Dim, DType, TensorType
 from ..ops.base import COMPOSITE, ELEMENTWISE, get_op, normalize_axes
 from ..ops.random import PHILOX_OPS
 from .attention import lower_attention
+from .gemm_lowp import LowpMatmul, lowp_kernel
+from .gemm_lowp import native as native_lowp
 from .indexing import INDEXING_FAMILIES
 from .loops import (
     CONST,
@@ -89,6 +91,7 @@ from .loops import (
     walk,
 )
 from .pool import lower_pool
+from .target import CodegenOptions
 
 # ---------------------------------------------------------------------------
 # 1. Composite expansion
@@ -477,9 +480,12 @@ def _lower_matmul(L: Lowering, op: Op) -> None:
     full = (*batch, m, n)
     out = L.new_buffer(v)
     target = out if tuple(out.shape) == full else L.view(out, full)
-    L.add_kernel(Matmul(target, a, b, ta, tb, m, n, k, tuple(batch),
-                        tuple(broadcast_map(a.shape[:-2], batch)),
-                        tuple(broadcast_map(b.shape[:-2], batch))))
+    kernel = Matmul(target, a, b, ta, tb, m, n, k, tuple(batch),
+                    tuple(broadcast_map(a.shape[:-2], batch)),
+                    tuple(broadcast_map(b.shape[:-2], batch)))
+    if op.name == "matmul_lowp":         # a kernel form of its own (gemm_lowp.py)
+        kernel = lowp_kernel(kernel, op.attrs["precision"])
+    L.add_kernel(kernel)
     L.buffers[v] = out
 
 
@@ -532,6 +538,7 @@ KERNEL_FAMILIES: dict[str, Callable[[Lowering, Op], None]] = {
     "view": _lower_reshape,
     "reduction": _lower_reduction,
     "matmul": _lower_matmul,
+    "matmul_lowp": _lower_matmul,
     "scan": _lower_scan,
     "top_k": _lower_top_k,
     **INDEXING_FAMILIES,        # slice, slice_update, concat, gather, ..., scatter_add
@@ -591,7 +598,8 @@ def fuse_epilogues(prog: Program) -> None:
         exprs = [e for _, e in ew.outputs()]
         for ld in loads(ew.expr):
             mm = producers.get(ld.buffer)
-            if not (isinstance(mm, Matmul) and mm.epilogue is None and mm.out is ld.buffer
+            if not (isinstance(mm, Matmul) and not isinstance(mm, LowpMatmul)
+                    and mm.epilogue is None and mm.out is ld.buffer
                     and ld.buffer.role == TEMP and readers.get(ld.buffer) == [ew]
                     # a multi-output kernel (fuse_sibling_outputs) reads the sum in each of its
                     # expressions: a plain matmul's store writes them all.  Not a convolution's:
@@ -695,7 +703,8 @@ def flatten_batched_matmuls(prog: Program) -> None:
     producers = _producers(prog)
     readers = _readers(prog)
     for k in list(prog.kernels):
-        if isinstance(k, Matmul) and k.batch and not k.extra and all(b is None for b in k.b_batch) \
+        if isinstance(k, Matmul) and not isinstance(k, LowpMatmul) and k.batch and not k.extra \
+                and all(b is None for b in k.b_batch) \
                 and not k.trans_a \
                 and k.a_batch == identity_index(len(k.batch)) \
                 and tuple(k.a.shape) == (*k.batch, k.m, k.k) \
@@ -715,8 +724,8 @@ def flatten_batched_matmuls(prog: Program) -> None:
             t = k.expr.buffer
             mm = producers.get(t)
             nb = len(k.axes)
-            if not (isinstance(mm, Matmul) and mm.out is t and t.role == TEMP and mm.epilogue is None
-                    and not mm.extra
+            if not (isinstance(mm, Matmul) and not isinstance(mm, LowpMatmul) and mm.out is t
+                    and t.role == TEMP and mm.epilogue is None and not mm.extra
                     and readers.get(t) == [k] and k.expr.index == identity_index(t.rank)
                     and nb == len(mm.batch) and k.axes == identity_index(nb)
                     and mm.trans_a and not mm.trans_b
@@ -956,8 +965,12 @@ def _drop_unused(prog: Program) -> None:
     prog.buffers = [b for b in prog.buffers if b in needed]
 
 
-def lower_function(func: Function, fuse: bool = True, plan: bool = True) -> Program:
+def lower_function(func: Function, fuse: bool = True, plan: bool = True,
+                   options: CodegenOptions | None = None) -> Program:
     """Lower one dl function to loop IR (see the module docstring).
+
+    ``options`` (default: the host's) decides which ``matmul_lowp`` kernel forms have
+    their instructions (``gemm_lowp.native``); the others are their decomposition.
 
     ``prog.kernel_ops`` names, per kernel, the ops of ``func`` it computes
     (:func:`fusion_groups` turns it around); ``plan`` shares the workspace
@@ -966,7 +979,8 @@ def lower_function(func: Function, fuse: bool = True, plan: bool = True) -> Prog
     from ..passes.cse import cse_function, op_key
 
     origin: dict[Op, set[Op]] = {}
-    primitives = expand_composites(func, origin)
+    primitives = expand_composites(
+        func, origin, also=lambda op: op.name == "matmul_lowp" and not native_lowp(op, options))
     before = list(primitives.ops)
     cse_function(primitives)        # decompositions repeat work (a loss and its gradient's softmax)
     if len(primitives.ops) != len(before):

@@ -296,7 +296,7 @@ def lower_module(module: Module, options: CodegenOptions | None = None) -> list[
     from .bufferize import lower_function
 
     options = options or CodegenOptions()
-    return [lower_function(f, fuse=options.fuse, plan=options.plan_memory) for f in module.functions]
+    return [lower_function(f, fuse=options.fuse, plan=options.plan_memory, options=options) for f in module.functions]
 
 
 def memory_report(programs: list[Program], bindings: dict[str, int]) -> str:

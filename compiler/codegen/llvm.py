@@ -31,7 +31,7 @@ from llvmlite import ir
 
 from ..diagnostics import LoweringError
 from ..ir.types import Dim
-from . import conv
+from . import conv, gemm_lowp
 from .attention import emit_attention
 from .gemm import TASKS_PER_THREAD, emit_matmul, max_tasks, scratch_columns, scratch_elements, set_blocking, task_count
 from .indexing import emit_scatter
@@ -291,7 +291,10 @@ class _ProgramEmitter:
         nsym = len(self.prog.symbols)
         dims = fn.args[nfixed - 1 - nsym:nfixed - 1]
         ctx = KernelContext(b, {}, dict(zip(self.prog.symbols, dims)), self.lanes)
-        ntasks = (conv.task_count if isinstance(k, Conv) else task_count)(ctx, k, fn.args[-1])
+        if isinstance(k, gemm_lowp.LowpMatmul):
+            ntasks = gemm_lowp.task_count(ctx, k, fn.args[-1], max_tasks(b, fn.args[-1]))
+        else:
+            ntasks = (conv.task_count if isinstance(k, Conv) else task_count)(ctx, k, fn.args[-1])
         parallel_call(b, part, list(fn.args[:nfixed]), ntasks)
         b.ret_void()
         return unoptimized(fn)           # glue: picks the task count, starts the tasks
@@ -344,6 +347,8 @@ class _ProgramEmitter:
             emit_attention(ctx, k)
         elif isinstance(k, Conv):
             conv.emit_conv(ctx, k)
+        elif isinstance(k, gemm_lowp.LowpMatmul):
+            gemm_lowp.emit_lowp_matmul(ctx, k)
         else:
             emit_matmul(ctx, k)
         b.ret_void()
@@ -365,7 +370,9 @@ def workspace_regions(prog: Program, lanes: int) -> tuple[list[Region], list[Reg
     temps = [(t.dtype.itemsize, tuple(t.shape)) for t in prog.temps]
     packing = [(1, (conv.scratch_bytes(k, lanes), MAX_THREADS * TASKS_PER_THREAD)) if isinstance(k, Conv) else
                (k.dtype.itemsize, (k.k, scratch_columns(lanes) + ALIGN, MAX_THREADS * TASKS_PER_THREAD))
-               for k in prog.kernels if isinstance(k, Matmul)]
+               for k in prog.kernels if isinstance(k, Matmul) and not isinstance(k, gemm_lowp.LowpMatmul)]
+    packing += [(size, (*shape, MAX_THREADS * TASKS_PER_THREAD)) for k in prog.kernels
+                if isinstance(k, gemm_lowp.LowpMatmul) for size, shape in gemm_lowp.scratch_bound(k)]
     return temps, packing
 
 
@@ -373,6 +380,8 @@ def _scratch_bytes(b: ir.IRBuilder, ctx: KernelContext, k: Matmul, lanes: int) -
     """Bytes of one task's packing region of matmul ``k`` (a multiple of ALIGN)."""
     if isinstance(k, Conv):
         return ir.Constant(I64, conv.scratch_bytes(k, lanes))
+    if isinstance(k, gemm_lowp.LowpMatmul):
+        return gemm_lowp.scratch_bytes(ctx, k)
     return _align_up(b, b.mul(scratch_elements(ctx, k), ir.Constant(I64, k.dtype.itemsize)))
 
 

@@ -539,6 +539,20 @@ class Conv(Matmul):
     shape: ConvShape | None = None
 
 
+@dataclass(eq=False)
+class LowpMatmul(Matmul):
+    """``matmul_lowp`` in a kernel form (``gemm_lowp.py``): ``precision`` ``default`` (u8/i8
+    operands, i32 result, by ``vpdpbusd``) or ``bf16`` (f32/bf16 operands, f32 result, by
+    ``vdpbf16ps``).  It takes no epilogue."""
+
+    precision: str = "default"
+
+    @property
+    def group(self) -> int:
+        """Elements of K per 32-bit word."""
+        return 4 if self.precision == "default" else 2
+
+
 def conv_kernel(kind: str, shape: ConvShape, out: Buffer, a: Buffer, b: Buffer) -> Conv:
     """The :class:`Conv` kernel computing ``out`` from ``a`` and ``b``."""
     s = shape
@@ -729,7 +743,8 @@ def kernel_str(k: Kernel) -> str:
     a = f"{k.a.name}{'^T' if k.trans_a else ''}"
     b = f"{k.b.name}{'^T' if k.trans_b else ''}"
     batch = f"batch {_dims(k.batch)} " if k.batch else ""
-    text = f"matmul {batch}[M={k.m}, N={k.n}, K={k.k}]: {k.out.name} = {a} @ {b}"
+    what = f"matmul_lowp.{'int8' if k.precision == 'default' else 'bf16'}" if isinstance(k, LowpMatmul) else "matmul"
+    text = f"{what} {batch}[M={k.m}, N={k.n}, K={k.k}]: {k.out.name} = {a} @ {b}"
     for buf, e in k.extra:
         text += f"\n      also: {buf.name} = {expr_str(e)}"
     if k.epilogue is not None:

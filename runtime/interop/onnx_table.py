@@ -459,6 +459,38 @@ def _(im: Importer, node: Node, x: Any, ratio: Any = None, training_mode: Any = 
 # Contraction
 
 
+@imports("MatMulInteger", dl="matmul_lowp")
+def _(im: Importer, node: Node, a: Any, b: Any, a_zero: Any = None, b_zero: Any = None) -> list[Any]:
+    # (A - za)(B - zb) = A B - rowsum(A) zb - za colsum(B) + K za zb, every term in i32
+    # (modulo 2^32, as the product): A B stays one int8 product (AVX-512 VNNI where the CPU has it)
+    if len(im.dims_of(a)) < 2 or len(im.dims_of(b)) < 2:
+        raise im.unsupported(node, "a rank-1 operand")
+    # as values first: emit would give a constant operand the other's dtype (u8 and i8 mix here)
+    y = im.emit("matmul_lowp", im.value(a), im.value(b), dtype=DType.i32)[0]
+    k = im.dims_of(a)[-1]
+    if not isinstance(k, int):
+        raise im.unsupported(node, "a symbolic contraction dim")
+
+    def wide(x: Any) -> Any:
+        return im.emit("cast", x, dtype=DType.i32)[0]
+
+    za = zb = None
+    if a_zero is not None:
+        za = wide(a_zero)
+        if len(im.dims_of(a_zero)) == 1:         # one per row of A: a column
+            za = im.emit("expand_dims", za, axis=1)[0]
+        cols = im.emit("sum", wide(b), axes=(len(im.dims_of(b)) - 2,), keepdims=True)[0]
+        y = im.emit("sub", y, im.emit("mul", za, cols)[0])[0]
+    if b_zero is not None:
+        zb = wide(b_zero)                         # a scalar, or one per column of B
+        rows = im.emit("sum", wide(a), axes=(len(im.dims_of(a)) - 1,), keepdims=True)[0]
+        y = im.emit("sub", y, im.emit("mul", rows, zb)[0])[0]
+    if za is not None and zb is not None:
+        both = im.emit("mul", im.emit("mul", za, zb)[0], im.scalar(k, DType.i32))[0]
+        y = im.emit("add", y, both)[0]
+    return [y]
+
+
 @imports("Gemm")
 def _(im: Importer, node: Node, a: Any, b: Any, c: Any = None) -> list[Any]:
     # alpha A' B' + beta C, with A' = A^T under transA (B' likewise)
