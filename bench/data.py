@@ -173,12 +173,20 @@ def reference_step(p: MlpParams, x: np.ndarray, y: np.ndarray,
 def params_close(got: MlpParams, want: MlpParams, tol: float = 1e-4) -> str | None:
     """``None`` if every weight matches to ``tol`` (scaled by its magnitude), else why not."""
     for name in ("w1", "b1", "w2", "b2"):
-        a, b = np.asarray(getattr(got, name), np.float64), getattr(want, name)
-        if a.shape != b.shape:
-            return f"{name}: shape {a.shape}, expected {b.shape}"
-        err = float(np.max(np.abs(a - b))) / max(1.0, float(np.max(np.abs(b))))
-        if not err <= tol:
-            return f"{name}: max error {err:.2e} after one step"
+        why = weight_mismatch(name, getattr(got, name), getattr(want, name), tol)
+        if why is not None:
+            return why
+    return None
+
+
+def weight_mismatch(name: str, got: np.ndarray, want: np.ndarray, tol: float) -> str | None:
+    """``None`` if ``got`` matches ``want`` to ``tol`` (scaled by its magnitude), else why not."""
+    a = np.asarray(got, np.float64)
+    if a.shape != want.shape:
+        return f"{name}: shape {a.shape}, expected {want.shape}"
+    err = float(np.max(np.abs(a - want), initial=0.0)) / max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    if not err <= tol:
+        return f"{name}: max error {err:.2e} after one step"
     return None
 
 
@@ -539,12 +547,9 @@ def reference_gpt_step(p: GptParams, tokens: np.ndarray, answer: np.ndarray, eps
 def gpt_params_close(got: GptParams, want: GptParams, tol: float = 1e-4) -> str | None:
     """``None`` if every weight matches ``want`` to ``tol`` (scaled by its magnitude), else which not."""
     for name, b in want.items():
-        a = np.asarray(got.get(name), np.float64)
-        if a.shape != b.shape:
-            return f"{name}: shape {a.shape}, expected {b.shape}"
-        err = float(np.max(np.abs(a - b))) / max(1.0, float(np.max(np.abs(b))))
-        if not err <= tol:
-            return f"{name}: max error {err:.2e} after one step"
+        why = weight_mismatch(name, got.get(name), b, tol)
+        if why is not None:
+            return why
     return None
 
 
