@@ -33,6 +33,10 @@ naming the argument with the expected and actual type.  The policy:
 Memory the machine cannot give (outputs, temporaries, argument copies) is an
 ``AllocationError`` (a ``MemoryError``) saying how many GiB were asked.
 
+A call whose arguments are all exact, C-contiguous, aligned arrays with a tuple of
+shapes that passed before takes a fast path that does not repeat the checks of shapes
+(docs/runtime.md, "The cost of a checked call"); anything else, the generic path.
+
 Outputs are fresh arrays, 64-byte aligned.  Native code is re-entrant: one
 compiled function may be called from several threads at once (ctypes
 releases the GIL during the call).
@@ -397,16 +401,17 @@ class CompiledFunction:
         fast = self._fast
         if fast is None or kwargs or len(args) != len(fast):
             return self._call_checked(args, kwargs)
-        ndarray = np.ndarray
+        ndarray, field = np.ndarray, _c_void_p_at
+        shapes: list[tuple[int, ...]] = []
+        pointers: list[int] = []
         for v, (dtype, mask) in zip(args, fast):
             if type(v) is not ndarray or v.dtype is not dtype or v.flags.num & mask != mask:
                 return self._call_checked(args, kwargs)
-        shapes = tuple([v.shape for v in args])
-        plan = self._shape_plans.get(shapes)
+            shapes.append(v.shape)
+            pointers.append(field(id(v) + _DATA_OFFSET).value or 0)
+        plan = self._shape_plans.get(tuple(shapes))
         if plan is None:
-            return self._call_checked(args, kwargs, shapes)
-        field = _c_void_p_at
-        pointers = [field(id(v) + _DATA_OFFSET).value or 0 for v in args]
+            return self._call_checked(args, kwargs, tuple(shapes))
         if self._has_inplace:
             self._check_overlap(list(args), pointers)
         return self._run(args, pointers, plan)
@@ -434,21 +439,35 @@ class CompiledFunction:
     def _run(self, arrays: list[np.ndarray] | tuple, pointers: list[int],
              plan: _CallPlan) -> np.ndarray | tuple[np.ndarray, ...]:
         """Native code on checked arrays (their data pointers given) with fresh outputs."""
-        outs, out_pointers = plan.allocate()
-        for o, p in plan.inplace:
-            outs[o] = arrays[p]
-            out_pointers[o] = pointers[p]
+        single = plan.single
+        result: np.ndarray | tuple[np.ndarray, ...]
+        if single is not None:                  # the usual case, inline: one fresh output
+            try:
+                raw = _empty(single[2], _BYTE)
+            except MemoryError:                 # within the machine's memory (checked), yet refused
+                raise allocation_error(f"{plan.where}the outputs", plan.total) from None
+            base = _data(raw)
+            start = -base % ALIGNMENT
+            result = _ndarray(single[0], single[1], raw, start)
+            pointers = pointers + [base + start]
+        else:
+            outs, out_pointers = plan.allocate()
+            for o, p in plan.inplace:
+                outs[o] = arrays[p]
+                out_pointers[o] = pointers[p]
+            pointers = pointers + out_pointers
+            result = outs[0] if len(outs) == 1 else tuple(outs)
         free = self._free_slots
         try:
             slots = free.pop()                  # atomic: no two calls share a buffer array
         except IndexError:
             slots = self._slots()
-        slots[:] = pointers + out_pointers
+        slots[:] = pointers
         status = self._raw_entry(slots, plan.dims)
         free.append(slots)
         if status != 0:
             raise plan.workspace_error(status) if status == 1 else native_error(self.info, status)
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return result
 
     def _plan(self, bindings: dict[str, int]) -> _CallPlan:
         """The output layout and dims array for these dim values (built once per set of values)."""
@@ -727,7 +746,7 @@ class _CallPlan:
     memory; else a :class:`SizeLimitError` or an ``AllocationError`` before native
     code runs."""
 
-    __slots__ = ("dims", "inplace", "layout", "total", "n_outputs", "where", "temp_bytes")
+    __slots__ = ("dims", "inplace", "layout", "total", "n_outputs", "where", "temp_bytes", "single")
 
     def __init__(self, fn: CompiledFunction, bindings: dict[str, int]):
         info = fn.info
@@ -752,6 +771,10 @@ class _CallPlan:
             total += -(-math.prod(shape) * dtype.itemsize // ALIGNMENT) * ALIGNMENT
         self.total = total
         check_allocation(f"{self.where}the outputs", total)
+        # (shape, dtype, bytes to allocate) of the one output of a function with no other
+        self.single: tuple[tuple[int, ...], np.dtype, int] | None = None
+        if self.n_outputs == 1 and len(self.layout) == 1:
+            self.single = (self.layout[0][1], self.layout[0][2], total + ALIGNMENT)
 
     def allocate(self) -> tuple[list[Any], list[int]]:
         """Fresh (uninitialised) outputs and their data pointers; in-place slots are None/0."""
