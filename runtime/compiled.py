@@ -33,6 +33,10 @@ naming the argument with the expected and actual type.  The policy:
 Memory the machine cannot give (outputs, temporaries, argument copies) is an
 ``AllocationError`` (a ``MemoryError``) saying how many GiB were asked.
 
+A call whose arguments are all exact, C-contiguous, aligned arrays with a tuple of
+shapes that passed before takes a fast path that does not repeat the checks of shapes
+(docs/runtime.md, "The cost of a checked call"); anything else, the generic path.
+
 Outputs are fresh arrays, 64-byte aligned.  Native code is re-entrant: one
 compiled function may be called from several threads at once (ctypes
 releases the GIL during the call).
@@ -157,6 +161,33 @@ def _data_field_reader() -> Any:
 
 
 _read_data = _data_field_reader()
+
+
+def _flag_masks() -> tuple[int, int] | None:
+    """The bits of ``ndarray.flags.num`` that mean (C-contiguous and aligned, writeable):
+    numpy's C API values (``NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED``,
+    ``NPY_ARRAY_WRITEABLE``), confirmed on probe arrays when this module loads; None on
+    any mismatch (then every call takes the generic path)."""
+    c_aligned, writeable = 0x0001 | 0x0100, 0x0400
+    base = np.zeros((4, 4), np.float32)
+    readonly = base[1:]
+    readonly.flags.writeable = False
+    misaligned = np.zeros(17, np.uint8)[1:].view(np.float32)
+    try:
+        for probe in (base, readonly, base[:, ::2], base.T, misaligned, np.zeros(0), np.float32(1.0)):
+            flags = np.asarray(probe).flags
+            if ((flags.num & c_aligned) == c_aligned) != (flags.c_contiguous and flags.aligned) \
+                    or bool(flags.num & writeable) != flags.writeable:
+                return None
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return c_aligned, writeable
+
+
+_FLAG_MASKS = _flag_masks()
+_c_void_p_at = ctypes.c_void_p.from_address
+_empty, _ndarray, _BYTE = np.empty, np.ndarray, np.dtype(np.uint8)
+_DATA_OFFSET = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)   # see _data_field_reader
 
 
 def _data(a: np.ndarray) -> int:
@@ -315,6 +346,17 @@ class CompiledFunction:
         self._dims = ctypes.c_int64 * max(len(info.symbols), 1)
         self._local = threading.local()          # call_unchecked's BoundCall, per thread
         self._plans: dict[tuple[int, ...], _CallPlan] = {}   # per tuple of dim values
+        # The fast path of __call__ (see there): per parameter the exact dtype object and the
+        # flag bits its array must have; None where the array layout could not be confirmed.
+        self._fast: tuple[tuple[np.dtype, int], ...] | None = None
+        if _FLAG_MASKS is not None and _read_data is not None:
+            c_aligned, writeable = _FLAG_MASKS
+            self._fast = tuple((p.dtype, c_aligned | (writeable if p.inplace else 0)) for p in self._params)
+        self._shape_plans: dict[tuple[tuple[int, ...], ...], _CallPlan] = {}   # per tuple of shapes
+        self._free_slots: list[Any] = []         # buffer arrays not in use by a call (any thread)
+        # the entry point without argument conversion: it is only ever given ctypes arrays
+        self._raw_entry = ctypes.CFUNCTYPE(ctypes.c_int32)(self.entry_address)
+        self._raw_entry.argtypes = None                # type: ignore[assignment]  # ctypes allows None
 
     @property
     def name(self) -> str:
@@ -344,7 +386,41 @@ class CompiledFunction:
         return f"<CompiledFunction {self.signature}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        """Check the arguments, run native code, return the output(s)."""
+        """Check the arguments, run native code, return the output(s).
+
+        The fast path takes positional arguments that are all plain ``np.ndarray``s of
+        exactly the parameters' dtype objects, C-contiguous and aligned (and writeable
+        where updated in place), whose tuple of shapes has passed the full check before
+        (``_shape_plans``): every check that depends on shapes alone -- rank, static
+        dims, symbolic dims agreeing, computed dims, non-empty reductions, size limits
+        -- gave the same answer then and is not repeated; in-place arguments are still
+        checked for shared memory.  Anything else (keywords, lists, numbers, numpy
+        scalars, subclasses, other dtypes, strided or read-only arrays, new shapes) takes
+        the generic path, :meth:`_call_checked`, which raises every error.
+        """
+        fast = self._fast
+        if fast is None or kwargs or len(args) != len(fast):
+            return self._call_checked(args, kwargs)
+        ndarray, field = np.ndarray, _c_void_p_at
+        shapes: list[tuple[int, ...]] = []
+        pointers: list[int] = []
+        for v, (dtype, mask) in zip(args, fast):
+            if type(v) is not ndarray or v.dtype is not dtype or v.flags.num & mask != mask:
+                return self._call_checked(args, kwargs)
+            shapes.append(v.shape)
+            pointers.append(field(id(v) + _DATA_OFFSET).value or 0)
+        plan = self._shape_plans.get(tuple(shapes))
+        if plan is None:
+            return self._call_checked(args, kwargs, tuple(shapes))
+        if self._has_inplace:
+            self._check_overlap(list(args), pointers)
+        return self._run(args, pointers, plan)
+
+    def _call_checked(self, args: tuple, kwargs: dict[str, Any],
+                      shapes: tuple[tuple[int, ...], ...] | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The generic path: every check of every argument (converting what may be
+        converted), then native code.  ``shapes``: the arguments' shapes when they are
+        exact arrays the fast path takes, remembered once they pass."""
         values = args if not kwargs and len(args) == len(self._params) else self._bind(args, kwargs)
         bindings: dict[str, int] = {}
         arrays = [p.check(v, bindings) for p, v in zip(self._params, values)]
@@ -354,14 +430,44 @@ class CompiledFunction:
         if self._has_inplace:
             self._check_overlap(arrays, pointers)
         plan = self._plan(bindings)
-        outs, out_pointers = plan.allocate()
-        for o, p in plan.inplace:
-            outs[o] = arrays[p]
-            out_pointers[o] = pointers[p]
-        status = self._entry(self._slots(*pointers, *out_pointers), plan.dims)
+        if shapes is not None:
+            if len(self._shape_plans) >= _MAX_PLANS:
+                self._shape_plans.clear()
+            self._shape_plans[shapes] = plan
+        return self._run(arrays, pointers, plan)
+
+    def _run(self, arrays: list[np.ndarray] | tuple, pointers: list[int],
+             plan: _CallPlan) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Native code on checked arrays (their data pointers given) with fresh outputs."""
+        single = plan.single
+        result: np.ndarray | tuple[np.ndarray, ...]
+        if single is not None:                  # the usual case, inline: one fresh output
+            try:
+                raw = _empty(single[2], _BYTE)
+            except MemoryError:                 # within the machine's memory (checked), yet refused
+                raise allocation_error(f"{plan.where}the outputs", plan.total) from None
+            base = _data(raw)
+            start = -base % ALIGNMENT
+            result = _ndarray(single[0], single[1], raw, start)
+            pointers = pointers + [base + start]
+        else:
+            outs, out_pointers = plan.allocate()
+            for o, p in plan.inplace:
+                outs[o] = arrays[p]
+                out_pointers[o] = pointers[p]
+            pointers = pointers + out_pointers
+            result = outs[0] if len(outs) == 1 else tuple(outs)
+        free = self._free_slots
+        try:
+            slots = free.pop()                  # atomic: no two calls share a buffer array
+        except IndexError:
+            slots = self._slots()
+        slots[:] = pointers
+        status = self._raw_entry(slots, plan.dims)
+        free.append(slots)
         if status != 0:
             raise plan.workspace_error(status) if status == 1 else native_error(self.info, status)
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return result
 
     def _plan(self, bindings: dict[str, int]) -> _CallPlan:
         """The output layout and dims array for these dim values (built once per set of values)."""
@@ -640,7 +746,7 @@ class _CallPlan:
     memory; else a :class:`SizeLimitError` or an ``AllocationError`` before native
     code runs."""
 
-    __slots__ = ("dims", "inplace", "layout", "total", "n_outputs", "where", "temp_bytes")
+    __slots__ = ("dims", "inplace", "layout", "total", "n_outputs", "where", "temp_bytes", "single")
 
     def __init__(self, fn: CompiledFunction, bindings: dict[str, int]):
         info = fn.info
@@ -665,6 +771,10 @@ class _CallPlan:
             total += -(-math.prod(shape) * dtype.itemsize // ALIGNMENT) * ALIGNMENT
         self.total = total
         check_allocation(f"{self.where}the outputs", total)
+        # (shape, dtype, bytes to allocate) of the one output of a function with no other
+        self.single: tuple[tuple[int, ...], np.dtype, int] | None = None
+        if self.n_outputs == 1 and len(self.layout) == 1:
+            self.single = (self.layout[0][1], self.layout[0][2], total + ALIGNMENT)
 
     def allocate(self) -> tuple[list[Any], list[int]]:
         """Fresh (uninitialised) outputs and their data pointers; in-place slots are None/0."""
@@ -672,14 +782,15 @@ class _CallPlan:
         pointers = [0] * self.n_outputs
         if self.layout:
             try:
-                raw = np.empty(self.total + ALIGNMENT, dtype=np.uint8)
+                raw = _empty(self.total + ALIGNMENT, _BYTE)
             except MemoryError:                 # within the machine's memory (checked), yet refused
                 raise allocation_error(f"{self.where}the outputs", self.total) from None
             base = _data(raw)
-            start = (-base) % ALIGNMENT
+            start = -base % ALIGNMENT
+            base += start
             for i, shape, dtype, offset in self.layout:
-                outs[i] = np.ndarray(shape, dtype, raw, start + offset)
-                pointers[i] = base + start + offset
+                outs[i] = _ndarray(shape, dtype, raw, start + offset)
+                pointers[i] = base + offset
         return outs, pointers
 
     def workspace_error(self, status: int) -> DlRuntimeError:
