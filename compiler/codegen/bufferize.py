@@ -334,6 +334,8 @@ class Lowering:
             fuse_epilogues(prog)
             fuse_sibling_outputs(prog)
             fuse_epilogues(prog)            # a multi-output kernel into the matmul it reads
+            if FUSE_POOLS:
+                fuse_pools(prog)
         flatten_batched_matmuls(prog)
         apply_inplace(prog, self.func)
         _drop_unused(prog)
@@ -633,6 +635,40 @@ def fuse_epilogues(prog: Program) -> None:
             break
 
 
+FUSE_POOLS = True     # off: every pool its own kernel (tests and benchmarks compare the two)
+
+
+def fuse_pools(prog: Program) -> None:
+    """Fold a 2x2, stride-2 max pool into the forward convolution whose temp result (its
+    bias and activation already fused) it alone reads, when the convolution runs on the
+    direct path (``conv.pool_fusable``): the convolution pools each pair of output rows as
+    it computes them and writes only the pooled image; the full-resolution one is never
+    stored (docs/codegen.md, "Convolution").  Not when another kernel reads the result (a
+    training step's pool gradient): writing it and pooling it while in L1 measured no
+    faster than the separate pool."""
+    from .conv import pool_fusable
+    from .loops import Conv
+
+    producers = _producers(prog)
+    readers = _readers(prog)
+    for pool in list(prog.kernels):
+        if not isinstance(pool, Pool) or pool.kind != "max":
+            continue
+        x = pool.inputs[0]
+        k = producers.get(x.root)
+        if not (isinstance(k, Conv) and k.pooled is None and not k.extra and k.out is x
+                and x.role == TEMP and x.base is None and readers.get(x) == [pool]
+                and pool.out.role in (TEMP, OUTPUT) and pool.out.base is None and pool.out.dtype is x.dtype
+                and x not in prog.checks and pool.out not in prog.checks
+                and pool_fusable(k, pool.window)):
+            continue
+        k.pooled = pool.out
+        merged = prog.kernel_ops.get(k, []) + prog.kernel_ops.pop(pool, [])
+        prog.kernel_ops[k] = list(dict.fromkeys(merged))
+        prog.kernels.remove(pool)
+        producers[pool.out.root] = k
+
+
 def _flat_dim(dims_: tuple, m: Dim) -> Dim | None:
     """``prod(dims_) * m`` as one dim, or None when that is a product of two symbols."""
     total = m
@@ -810,8 +846,8 @@ def _sibling_producer(ew: Elementwise, producers: dict[Buffer, Kernel], readers:
 def _reads_identity_only(k: Kernel, param: Buffer) -> bool:
     """Whether ``k`` reads ``param`` only at the element it writes (a take's read at computed
     coordinates never counts as that element)."""
-    if isinstance(k, (Reduce, Scan, TopK, Pool, Attention)):    # an output element depends on many inputs
-        return param not in [b.storage for b in k.reads()]
+    if isinstance(k, (Reduce, Scan, TopK, Pool, Attention)) or getattr(k, "pooled", None) is not None:
+        return param not in [b.storage for b in k.reads()]      # an output element depends on many inputs
     if isinstance(k, Scatter):
         # out = base element by element, then the additions: they run over param's memory
         if any(b.storage is param for e in (*k.index, k.value) for b in buffers_read(e)):
@@ -1123,4 +1159,5 @@ def _depth(buf: Buffer) -> int:
 
 
 __all__ = ["lower_function", "expand_composites", "Lowering", "KERNEL_FAMILIES", "has_lowering",
-           "fuse_epilogues", "apply_inplace", "fusion_groups", "kernel_clusters", "liveness", "plan_memory"]
+           "fuse_epilogues", "fuse_pools", "apply_inplace", "fusion_groups", "kernel_clusters", "liveness",
+           "plan_memory"]

@@ -183,7 +183,8 @@ class ConvPlan:
 def plan(k: Conv, lanes: int) -> ConvPlan:
     """The plan of ``k`` for ``lanes``-wide vectors."""
     s = k.shape
-    lanes = max(lanes, 1)
+    # a fused pool runs on the direct path only (pool_fusable), at least 4 lanes wide
+    lanes = max(lanes, 1 if k.pooled is None else 4)
     mr, nv = tile_shape(lanes)
     if s.cg == 1 and s.ocg == 1 and s.kh * s.kw <= UNROLL_TAPS and lanes >= 4:
         # depthwise (one input and one output channel per group): direct, over channel vectors
@@ -207,6 +208,23 @@ def plan(k: Conv, lanes: int) -> ConvPlan:
     limit = taps * depth if reads_output(k) else INDIRECT_KC   # an epilogue reading C: one slice
     grids = tuple(_sliced(g, depth, limit) for g in _subgrids(k.kind, s))
     return ConvPlan(k.kind, lanes, mr, nv, cols, ldc, taps, depth, src_channels, subgrids=grids)
+
+
+POOL_SCRATCH_BYTES = 16384   # at most this much stack for a fused pool's two rows of tiles
+
+
+def pool_fusable(k: Conv, window) -> bool:
+    """Whether max pool ``window`` over ``k``'s result can be computed by ``k`` itself: a
+    forward convolution on the direct path (depthwise, or one input channel) and a 2x2,
+    stride-2 pool without padding, so a tile of ``DEPTHWISE_PIXELS`` (even) output pixels
+    of two consecutive rows holds whole windows, and the two rows' tiles fit the stack."""
+    s = k.shape
+    return (k.kind == "forward" and k.dtype in (DType.f32, DType.f64) and s.kh * s.kw <= UNROLL_TAPS
+            and ((s.cg == 1 and s.ocg == 1) or (s.c == 1 and s.groups == 1))
+            and tuple(window.pool) == (2, 2) and tuple(window.strides) == (2, 2)
+            and tuple(window.padding) == (0, 0, 0, 0) and tuple(window.size) == (s.oh, s.ow)
+            and tuple(window.out) == (s.oh // 2, s.ow // 2) and s.oh >= 2 and s.ow >= 2
+            and 2 * DEPTHWISE_PIXELS * s.oc * k.dtype.itemsize <= POOL_SCRATCH_BYTES)
 
 
 def _subgrids(kind: str, s) -> list[SubGrid]:
@@ -544,6 +562,8 @@ def _depthwise_split(kc: KernelContext, k: Conv, p: ConvPlan) -> tuple[ir.Value,
     macs = b.mul(kc.dim(s.n), _c(s.oh * s.ow * p.cols * p.taps))
     if p.kind == "filter":
         return _c(-(-s.c // p.lanes)), macs
+    if k.pooled is not None:         # rows of the pooled image, each from two output rows
+        return b.mul(kc.dim(s.n), _c(s.oh // 2)), macs
     return b.mul(kc.dim(s.n), _c(s.oh if p.kind == "forward" else s.h)), macs
 
 
@@ -605,15 +625,22 @@ class _Depthwise:
     def rows(self) -> None:
         b, p, s, k = self.b, self.p, self.s, self.k
         forward = p.kind == "forward"
+        pooled = k.pooled is not None
         out_h, out_w = (s.oh, s.ow) if forward else (s.h, s.w)
-        src, w, out = self.kc.pointer(k.a), self.kc.pointer(k.b), self.kc.pointer(k.out)
+        src, w = self.kc.pointer(k.a), self.kc.pointer(k.b)
+        out = self.kc.pointer(k.pooled if pooled else k.out)
         zeros = _zero_row(b.module, k.dtype, p.cols)
         (sh, sw), (dh, dw) = s.strides, s.dilations
         top, left = s.padding[0], s.padding[2]
         src_h, src_w = (s.h, s.w) if forward else (s.oh, s.ow)
-        with for_range(b, self.lo, self.hi, name="row") as row:
-            n, y = b.udiv(row, _c(out_h)), b.urem(row, _c(out_h))
-            # per kernel row i: the first pixel of the source row it reads, whether that exists
+        ety = memory_type(k.dtype)
+        if pooled:
+            # the two output rows' tiles, stored (epilogue applied) at pixel stride ldc
+            span = DEPTHWISE_PIXELS * p.ldc
+            scratch = b.bitcast(alloca(b, ir.ArrayType(ety, 2 * span)), ety.as_pointer())
+
+        def source_rows(n: ir.Value, y: ir.Value) -> list[tuple[ir.Value, ir.Value]]:
+            """Per kernel row i: the first pixel of the source row it reads, whether that exists."""
             srows = []
             for i in range(s.kh):
                 if forward:
@@ -622,37 +649,88 @@ class _Depthwise:
                 else:
                     sy, oky = _strided(b, b.sub(b.add(y, _c(top)), _c(i * dh)), sh, src_h)
                 srows.append((b.mul(b.add(b.mul(n, _c(src_h)), sy), _c(src_w)), oky))
+            return srows
 
-            def sums(xs: list[ir.Value], c0: ir.Value, mask: ir.Value | None, wv: list[ir.Value]) -> list[ir.Value]:
-                """The output vectors of pixels ``xs`` of the row: independent FMA chains."""
-                accs = [const(self.vty, 0)] * len(xs)
-                for j in range(s.kw):
-                    cols = []
-                    for x in xs:
-                        if forward:
-                            sx = b.sub(b.mul(x, _c(sw)), _c(left - j * dw))
-                            cols.append((sx, b.icmp_unsigned("<", sx, _c(src_w))))
-                        else:
-                            cols.append(_strided(b, b.sub(b.add(x, _c(left)), _c(j * dw)), sw, src_w))
-                    for i in range(s.kh):
-                        first, oky = srows[i]
-                        for u, (sx, okx) in enumerate(cols):
-                            v = self.source(src, zeros, b.add(first, sx), b.and_(oky, okx), c0, mask)
-                            accs[u] = self.e.fma(v, wv[i * s.kw + j], accs[u])
-                return accs
+        def sums(srows, xs: list[ir.Value], c0: ir.Value, mask: ir.Value | None,
+                 wv: list[ir.Value]) -> list[ir.Value]:
+            """The output vectors of pixels ``xs`` of the row: independent FMA chains."""
+            accs = [const(self.vty, 0)] * len(xs)
+            for j in range(s.kw):
+                cols = []
+                for x in xs:
+                    if forward:
+                        sx = b.sub(b.mul(x, _c(sw)), _c(left - j * dw))
+                        cols.append((sx, b.icmp_unsigned("<", sx, _c(src_w))))
+                    else:
+                        cols.append(_strided(b, b.sub(b.add(x, _c(left)), _c(j * dw)), sw, src_w))
+                for i in range(s.kh):
+                    first, oky = srows[i]
+                    for u, (sx, okx) in enumerate(cols):
+                        v = self.source(src, zeros, b.add(first, sx), b.and_(oky, okx), c0, mask)
+                        accs[u] = self.e.fma(v, wv[i * s.kw + j], accs[u])
+            return accs
 
-            def body(c0: ir.Value, mask: ir.Value | None) -> None:
-                wv = [load_vector(b, b.gep(w, [b.add(_c(t * p.cols), c0)]), p.lanes, mask) for t in range(p.taps)]
-                with for_range(b, 0, out_w, DEPTHWISE_PIXELS, name="x0") as x0:
-                    count = _min(b, _c(DEPTHWISE_PIXELS), b.sub(_c(out_w), x0))
-                    grouped = b.mul(b.udiv(count, _c(DEPTHWISE_GROUP)), _c(DEPTHWISE_GROUP))
-                    for lo, hi, step in ((_c(0), grouped, DEPTHWISE_GROUP), (grouped, count, 1)):
-                        with for_range(b, lo, hi, step, name="px") as r:
-                            xs = [b.add(b.add(x0, r), _c(u)) for u in range(step)]
-                            for u, acc in enumerate(sums(xs, c0, mask, wv)):
-                                b.store(acc, b.gep(self.tile, [b.add(r, _c(u))]))
-                    b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), out, b.add(b.mul(row, _c(out_w)), x0),
-                                        c0, count, _c(1), _c(EPILOGUE), _c(0)])
+        def tile(srows, x0: ir.Value, count: ir.Value, c0: ir.Value, mask: ir.Value | None,
+                 wv: list[ir.Value]) -> None:
+            """Pixels ``x0 .. x0 + count`` of the row into the tile."""
+            grouped = b.mul(b.udiv(count, _c(DEPTHWISE_GROUP)), _c(DEPTHWISE_GROUP))
+            for lo, hi, step in ((_c(0), grouped, DEPTHWISE_GROUP), (grouped, count, 1)):
+                with for_range(b, lo, hi, step, name="px") as r:
+                    xs = [b.add(b.add(x0, r), _c(u)) for u in range(step)]
+                    for u, acc in enumerate(sums(srows, xs, c0, mask, wv)):
+                        b.store(acc, b.gep(self.tile, [b.add(r, _c(u))]))
+
+        with for_range(b, self.lo, self.hi, name="row") as row:
+            if not pooled:
+                n, y = b.udiv(row, _c(out_h)), b.urem(row, _c(out_h))
+                srows = source_rows(n, y)
+
+                def body(c0: ir.Value, mask: ir.Value | None) -> None:
+                    wv = [load_vector(b, b.gep(w, [b.add(_c(t * p.cols), c0)]), p.lanes, mask)
+                          for t in range(p.taps)]
+                    with for_range(b, 0, out_w, DEPTHWISE_PIXELS, name="x0") as x0:
+                        count = _min(b, _c(DEPTHWISE_PIXELS), b.sub(_c(out_w), x0))
+                        tile(srows, x0, count, c0, mask, wv)
+                        b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), out,
+                                            b.add(b.mul(row, _c(out_w)), x0), c0, count, _c(1), _c(EPILOGUE), _c(0)])
+            else:
+                pool_h, pool_w = out_h // 2, out_w // 2
+                n, py = b.udiv(row, _c(pool_h)), b.urem(row, _c(pool_h))
+                ys = [b.add(b.mul(py, _c(2)), _c(d)) for d in range(2)]
+                both = [source_rows(n, y) for y in ys]
+
+                def body(c0: ir.Value, mask: ir.Value | None) -> None:
+                    wv = [load_vector(b, b.gep(w, [b.add(_c(t * p.cols), c0)]), p.lanes, mask)
+                          for t in range(p.taps)]
+                    # only the columns the pool reads (an odd last column is dropped)
+                    with for_range(b, 0, 2 * pool_w, DEPTHWISE_PIXELS, name="x0") as x0:
+                        count = _min(b, _c(DEPTHWISE_PIXELS), b.sub(_c(2 * pool_w), x0))
+                        starts = [b.gep(scratch, [_c(d * span)]) for d in range(2)]
+                        for d in range(2):
+                            tile(both[d], x0, count, c0, mask, wv)
+                            i0 = b.add(b.mul(b.add(b.mul(n, _c(out_h)), ys[d]), _c(out_w)), x0)
+                            # the store puts pixel i0 + r at scratch + d span + r ldc
+                            base = b.gep(scratch, [b.sub(_c(d * span), b.mul(i0, _c(p.ldc)))])
+                            b.call(self.store, [self.ctx, b.bitcast(self.tile, I8P), base, i0, c0, count, _c(1),
+                                                _c(EPILOGUE), _c(0)])
+                        # each window's maximum, as the pool kernel finds it (count is even)
+                        with for_range(b, 0, b.udiv(count, _c(2)), name="pw") as q:
+                            def pick(best: ir.Value, v: ir.Value) -> ir.Value:
+                                """``v`` if it beats ``best`` (pool.py's ``beats``): the first NaN,
+                                else the first maximum."""
+                                beats = b.and_(b.fcmp_unordered(">", v, best), b.fcmp_ordered("ord", best, best))
+                                return b.select(beats, v, best)
+
+                            vs = [load_vector(b, b.gep(starts[d], [b.add(b.mul(b.add(b.mul(q, _c(2)), _c(e)),
+                                                                                  _c(p.ldc)), c0)]), p.lanes, mask)
+                                  for d in range(2) for e in range(2)]
+                            # the pool kernel's scan from -inf in window order, as a tree: the
+                            # first position always wins against -inf (or is -inf), and picking
+                            # within each half, then between the halves, gives the same first NaN
+                            # or first maximum, bit for bit
+                            best = pick(pick(vs[0], vs[1]), pick(vs[2], vs[3]))
+                            pixel = b.add(b.mul(row, _c(pool_w)), b.add(b.udiv(x0, _c(2)), q))
+                            store_vector(b, best, b.gep(out, [b.add(b.mul(pixel, _c(p.ldc)), c0)]), mask)
 
             self.channel_blocks(_c(0), _c(-(-p.cols // p.lanes)), body)
 

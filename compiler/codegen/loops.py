@@ -455,7 +455,8 @@ class Pool:
     emitted by ``pool.py``.  ``kind``: ``max avg gather`` compute each output window from
     ``inputs`` ``(x,)``, ``(x,)``, ``(x, g)``; ``max_grad avg_grad`` compute the input-shaped
     gradient from ``(x, dy)``, ``(dy,)``.  Its operands are read from memory (windows read
-    many elements each), never fused."""
+    many elements each), never fused into; a 2x2, stride-2 max pool may be fused into the
+    direct convolution that produces its operand (``Conv.pooled``)."""
 
     out: Buffer
     kind: str
@@ -537,6 +538,15 @@ class Conv(Matmul):
 
     kind: str = "forward"
     shape: ConvShape | None = None
+    # a 2x2, stride-2 max pool fused into a forward convolution (``bufferize.fuse_pools``):
+    # the pooled result, written instead of ``out`` (which then only gives the epilogue its
+    # index space; nothing is stored there)
+    pooled: Buffer | None = None
+
+    def writes(self) -> list[Buffer]:
+        if self.pooled is not None:
+            return [self.pooled, *(buf for buf, _ in self.extra)]
+        return super().writes()
 
 
 @dataclass(eq=False)
@@ -773,6 +783,8 @@ def _conv_str(k: Conv) -> str:
     text = f"{name} [{geo}]: {k.out.name} = {op}({k.a.name}, {k.b.name})"
     if k.epilogue is not None:
         text += f"\n      epilogue: {expr_str(k.epilogue)}"
+    if k.pooled is not None:
+        text += f"\n      max_pool 2x2 strides 2x2: {k.pooled.name} (of the epilogue's result, which is not stored)"
     return text
 
 
