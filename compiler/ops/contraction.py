@@ -76,20 +76,27 @@ def _swap_last(b, x: Value) -> Value:
     return b.transpose(x, perm=(*range(rank - 2), rank - 1, rank - 2))
 
 
-@matmul.def_vjp
-def _(b, op, ct):
-    # C = A @ B:  dA = dC @ B^T,  dB = A^T @ dC  (summed over broadcast batch axes)
+def _product_grads(b, op, ct, product, grad_type) -> list[Value]:
+    """``[dA, dB]`` of ``C = A @ B`` with numpy matmul's shapes: ``dA = dC @ B^T``,
+    ``dB = A^T @ dC`` by ``product(x, y)``, summed over broadcast batch axes and shaped as
+    the operands (a rank-1 operand's added axis dropped); ``grad_type(t)`` is the type a
+    gradient is summed in for an operand's type ``t``."""
     lhs, rhs = op.operands
     a, m = _as_matrix(b, lhs, 0), _as_matrix(b, rhs, 1)
     full = _matmul_shape(a.type, m.type)
     g = ct if ct.type.shape == full else b.reshape(ct, shape=full)
-    da = unbroadcast(b, b.matmul(g, _swap_last(b, m)), a.type)
-    dm = unbroadcast(b, b.matmul(_swap_last(b, a), g), m.type)
+    da = unbroadcast(b, product(g, _swap_last(b, m)), grad_type(a.type))
+    dm = unbroadcast(b, product(_swap_last(b, a), g), grad_type(m.type))
     if da.type.shape != lhs.type.shape:
         da = b.reshape(da, shape=lhs.type.shape)
     if dm.type.shape != rhs.type.shape:
         dm = b.reshape(dm, shape=rhs.type.shape)
     return [da, dm]
+
+
+@matmul.def_vjp
+def _(b, op, ct):
+    return _product_grads(b, op, ct, b.matmul, lambda t: t)
 
 
 matmul.lowers_to("matmul")
@@ -219,23 +226,13 @@ def _(b, op):
 def _(b, op, ct):
     # as matmul's, the products in the same precision, each gradient in its operand's dtype;
     # integer operands pass none
-    lhs, rhs = op.operands
     if op.result.type.dtype.is_int:
         return [None, None]
     p = op.attrs["precision"]
-    a, m = _as_matrix(b, lhs, 0), _as_matrix(b, rhs, 1)
-    full = _matmul_shape(a.type, m.type)
-    g = ct if ct.type.shape == full else b.reshape(ct, shape=full)
-    da = b.matmul_lowp(g, _swap_last(b, m), dtype=DType.f32, precision=p)
-    dm = b.matmul_lowp(_swap_last(b, a), g, dtype=DType.f32, precision=p)
-    da = unbroadcast(b, da, TensorType(DType.f32, a.type.shape))
-    dm = unbroadcast(b, dm, TensorType(DType.f32, m.type.shape))
-    if da.type.shape != lhs.type.shape:
-        da = b.reshape(da, shape=lhs.type.shape)
-    if dm.type.shape != rhs.type.shape:
-        dm = b.reshape(dm, shape=rhs.type.shape)
+    grads = _product_grads(b, op, ct, lambda x, y: b.matmul_lowp(x, y, dtype=DType.f32, precision=p),
+                           lambda t: TensorType(DType.f32, t.shape))
     return [v if v.type.dtype is t.type.dtype else b.cast(v, dtype=t.type.dtype)
-            for v, t in ((da, lhs), (dm, rhs))]
+            for v, t in zip(grads, op.operands)]
 
 
 matmul_lowp.lowers_to("matmul_lowp")
