@@ -26,7 +26,7 @@ import runtime
 from compiler.codegen import gemm_lowp, threads
 from compiler.codegen.driver import stage_text
 from compiler.codegen.target import CodegenOptions, Target, host_target, named_target
-from compiler.diagnostics import DlError
+from compiler.diagnostics import DlError, SizeLimitError
 from compiler.ir.interpreter import interpret
 from compiler.ir.parser import parse_module
 from compiler.ir.printer import print_module
@@ -161,6 +161,26 @@ def test_int8_with_an_i32_operand_widens(int_mod, int_ir):
     check_int(int_mod[1], int_ir, "mixed", a, b)
 
 
+def _refused_as_too_large(mod, ir, fn: str, da, db) -> None:
+    """Zero-byte operands whose product would hold 2^64 elements: a SizeLimitError from the
+    call's checks (before native code runs) and from the interpreter."""
+    a, b = np.zeros((2 ** 40, 0), da), np.zeros((0, 2 ** 24), db)
+    for run in (lambda: getattr(mod, fn)(a, b), lambda: interpret(ir.get(fn), [a, b])):
+        with pytest.raises(SizeLimitError, match=r"with M=1099511627776, K=0, N=16777216, the result "
+                                                 r"of dl.matmul_lowp at .* would hold 2\^64 elements"):
+            run()
+
+
+def test_int8_products_too_large_are_refused(int_mod, int_ir):
+    _refused_as_too_large(int_mod[1], int_ir, "uxi", np.uint8, np.int8)
+
+
+def test_rank_0_operands_are_an_error():
+    for call in ("matmul(s, b, dtype=i32)", 'matmul(x, x, precision="bf16")'):
+        with pytest.raises(DlError, match="rank >= 1"):
+            compile_source(f"fn f(s: u8[], b: i8[3, 4], x: f32[]) {{ return {call} }}", "r.dl")
+
+
 def test_int8_threads_agree(int_ir):
     mod = runtime.compile(INT_SRC, cache=False)
     a, b = ints("u8", (70, 300)), ints("i8", (300, 200))
@@ -224,6 +244,10 @@ def test_bf16_short_sums_are_exact(bf_mod, bf_ir):
         got = bf_mod[1]["h"](a, b)
         np.testing.assert_array_equal(got, interpret(bf_ir.get("h"), [a, b])[0])
         np.testing.assert_array_equal(got, bf16_operand(a) @ bf16_operand(b))
+
+
+def test_bf16_products_too_large_are_refused(bf_mod, bf_ir):
+    _refused_as_too_large(bf_mod[1], bf_ir, "h", np.float32, np.float32)
 
 
 def test_bf16_rounds_to_nearest_even(bf_mod):
