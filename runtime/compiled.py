@@ -134,6 +134,9 @@ def _data_slowly(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
+_DATA_OFFSET = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)   # ob_refcnt, ob_type
+
+
 def _data_field_reader() -> Any:
     """A fast reader of an array's data pointer, or None where it cannot be trusted.
 
@@ -144,7 +147,7 @@ def _data_field_reader() -> Any:
     layout is confirmed on probe arrays (owning, offset views, read-only)
     when this module loads; on any mismatch calls use :func:`_data_slowly`.
     """
-    offset = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)   # ob_refcnt, ob_type
+    offset = _DATA_OFFSET
     field = ctypes.c_void_p.from_address
     owner = np.arange(64, dtype=np.float32)
     probes: list[np.ndarray | np.generic] = [owner, owner[3:], owner[1::2], owner.reshape(8, 8)[2:, 1:],
@@ -187,7 +190,6 @@ def _flag_masks() -> tuple[int, int] | None:
 _FLAG_MASKS = _flag_masks()
 _c_void_p_at = ctypes.c_void_p.from_address
 _empty, _ndarray, _BYTE = np.empty, np.ndarray, np.dtype(np.uint8)
-_DATA_OFFSET = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)   # see _data_field_reader
 
 
 def _data(a: np.ndarray) -> int:
