@@ -97,6 +97,8 @@ SHALLOW_R, SHALLOW_V = 4, 4  # rows and vectors of C per step of the shallow pat
 MR_AVX512 = 8            # micro-tile rows with AVX-512 (12 and 14 measured slower, docs/codegen.md)
 MIN_TASK_WORK = 1 << 18  # work per task at least (task_count; fewer: fewer tasks, down to one)
 C_COST = 4               # work per element of C besides its K multiply-adds
+B_COST = 4               # work per element of B read once from memory (few rows of A: a batch-1
+                         # product streams B from L3 at ~8 floats a cycle, 4x its multiply-adds)
 TASKS_PER_THREAD = 1     # tasks per thread of a big product (more: a descheduled thread holds less)
 BALANCE_MC = True        # the packed path's row blocks of equal size (at most MC)
 PREFETCH_C = True        # the packed micro-kernel prefetches its C tile (when it writes C directly)
@@ -213,8 +215,12 @@ def task_count(kc: KernelContext, k: Matmul, threads: ir.Value) -> ir.Value:
     mr, nv = tile_shape(lanes)
     m, n, kk = kc.dim(k.m), kc.dim(k.n), kc.dim(k.k)
     # multiply-adds, plus C_COST per element of C (writing C and the epilogue's reads are the
-    # work of a shallow product: the batch-1 outer product x^T @ dh is 1 multiply-add each)
-    work = b.mul(b.mul(b.mul(m, n), b.add(kk, ir.Constant(I64, C_COST))), kc.product(k.batch))
+    # work of a shallow product: the batch-1 outer product x^T @ dh is 1 multiply-add each),
+    # plus B_COST per element of B (reading B is the work of a batch-1 product x @ W: 19 us
+    # for the MNIST MLP's 784 x 512 W on one Zen 5 core, 9 us on two)
+    per_batch = b.add(b.mul(b.mul(m, n), b.add(kk, ir.Constant(I64, C_COST))),
+                      b.mul(b.mul(n, kk), ir.Constant(I64, B_COST)))
+    work = b.mul(per_batch, kc.product(k.batch))
     blocks_n = _ceil_div(b, n, nv * lanes)
     blocks_m = _ceil_div(b, m, mr)
     small = b.icmp_signed("<", m, ir.Constant(I64, PACK_MIN_M))
@@ -408,8 +414,16 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
                             b.icmp_unsigned("!=", b.ptrtoint(shallow_fn, I64), ir.Constant(I64, 0))))
     packed = b.and_(packed, b.not_(shallow))
     with b.if_then(shallow):
+        # by columns when every task gets at least a panel of them: the tasks of the
+        # weight-gradient update (x^T @ dh, K = batch) then own the same columns of W as
+        # those of the forward product x @ W (split by columns too), so with a thread per
+        # task each core keeps its part of W in its own cache from one kernel to the next
+        panel = SHALLOW_V * lanes
+        by_cols = b.icmp_signed(">=", n, b.mul(ntasks, ir.Constant(I64, panel)))
+        jlo, jhi = split(b, n, t, ntasks, panel)
         ilo, ihi = split(b, m, t, ntasks, mr)
-        g.shallow(ilo, ihi, shallow_fn)
+        g.shallow(b.select(by_cols, zero, ilo), b.select(by_cols, m, ihi),
+                  b.select(by_cols, jlo, zero), b.select(by_cols, jhi, n), shallow_fn)
     with b.if_else(packed) as (then, otherwise):
         with then:
             by_cols = b.icmp_signed(">=", n, m)
@@ -785,18 +799,18 @@ class _Gemm:
                                    b.gep(self.tile, [b.mul(v, ir.Constant(I64, lanes))])])
             self.store(i0, ir.Constant(I64, 0), _min(b, left, ir.Constant(I64, width)), nv=1)
 
-    def shallow(self, ilo: ir.Value, ihi: ir.Value, fn: ir.Value) -> None:
-        """C[ilo:ihi, :] for a shallow K (``K <= SHALLOW_K``): little arithmetic per element of
-        C, so C (and what the epilogue reads) should stream.  B's ``K x NC`` block is packed
-        once (both layouts) into panels of ``SHALLOW_V`` vectors, then the kernel's shallow
-        function computes C row by row, left to right (see :func:`_shallow_function`)."""
+    def shallow(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value, fn: ir.Value) -> None:
+        """C[ilo:ihi, jlo:jhi] for a shallow K (``K <= SHALLOW_K``): little arithmetic per
+        element of C, so C (and what the epilogue reads) should stream.  B's ``K x NC`` block
+        is packed once (both layouts) into panels of ``SHALLOW_V`` vectors, then the kernel's
+        shallow function computes C row by row, left to right (see :func:`_shallow_function`)."""
         b = self.b
         n, kk = self.n, self.kk
         pack = _pack_b_function(b.module, self.dtype, self.lanes, SHALLOW_V, self.trans_b)
         zero = ir.Constant(I64, 0)
         nc = gemm_blocking(b.module).nc
-        with for_range(b, 0, n, nc, name="jc") as jc:
-            ncur = _min(b, ir.Constant(I64, nc), b.sub(n, jc))
+        with for_range(b, jlo, jhi, nc, name="jc") as jc:
+            ncur = _min(b, ir.Constant(I64, nc), b.sub(jhi, jc))
             b.call(pack, [self.bmat, n, kk, zero, kk, jc, ncur, self.scratch])
             b.call(fn, [self.ctx, self.a, self.sa_i, self.sa_k, self.scratch, kk, self.c, n, ilo, ihi, jc, ncur])
 

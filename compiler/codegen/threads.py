@@ -11,9 +11,12 @@ library carries its own):
   most ``MAX_THREADS - 1`` of them, and never more than a call asks for (its
   tasks, less one) or ``dlc_set_num_threads`` allows, less one (a call may
   have more tasks than threads).
-  Tasks are claimed dynamically (one compare-and-swap on a word holding the
-  job generation and the count of unclaimed tasks), the caller included: when a worker is
-  descheduled (a busy machine) the caller simply does its task too.
+  Task 0 is the caller's, always (a kernel's first share of its data stays in the
+  calling core's cache for the next kernel that splits the same way); the others
+  are claimed dynamically (one compare-and-swap on a word holding the job
+  generation and the count of unclaimed tasks), the caller included once its own
+  is done: when a worker is descheduled (a busy machine) the caller simply does
+  its task too.
 * **Parking**: a worker waits for the next job by spinning ``SPIN_PAUSE``
   rounds of ``pause`` on the job generation counter (tens of microseconds:
   the next parallel kernel of a step is usually that close), then a few
@@ -217,7 +220,7 @@ class Pool:
         b.position_at_end(body)
         got = b.cmpxchg(self.claim, word, b.sub(word, ir.Constant(I64, 1)), "acq_rel", "monotonic")
         with b.if_then(b.extract_value(got, 1)):
-            index = b.sub(b.load(self.ntasks), unclaimed)          # tasks go out in order 0, 1, ..
+            index = b.sub(b.load(self.ntasks), unclaimed)          # tasks go out in order 1, 2, ..
             b.call(b.load(self.task), [b.load(self.ctx), index])
             remaining = b.atomic_rmw("sub", self.pending, ir.Constant(I32, 1), "acq_rel")
             if wake:
@@ -291,13 +294,18 @@ class Pool:
         b.store(task, self.task)
         b.store(ctx, self.ctx)
         b.store(ntasks, self.ntasks)
-        self._store(b, b.trunc(ntasks, I32), self.pending, "seq_cst")
+        # tasks 1 .. ntasks-1 go out to be claimed; task 0 is the caller's own, always, so a
+        # kernel's first share stays in the calling core's cache from one kernel to the next
+        # (and with two threads the worker's share in the worker's)
+        rest = b.sub(ntasks, one)
+        self._store(b, b.trunc(rest, I32), self.pending, "seq_cst")
         gen = b.add(b.load(self.gen), ir.Constant(I32, 1))
-        self._store(b, b.or_(b.shl(b.zext(gen, I64), ir.Constant(I64, 32)), ntasks), self.claim, "seq_cst")
+        self._store(b, b.or_(b.shl(b.zext(gen, I64), ir.Constant(I64, 32)), rest), self.claim, "seq_cst")
         self._store(b, gen, self.gen, "seq_cst")
         asleep = self._load(b, self.sleepers, "seq_cst")
         with b.if_then(b.icmp_unsigned("!=", asleep, ir.Constant(I32, 0))):
             self._futex(b, self.gen, FUTEX_WAKE_PRIVATE, ir.Constant(I32, 2 ** 31 - 1))
+        b.call(task, [ctx, ir.Constant(I64, 0)])
         self._claim_tasks(b, gen, wake=False)      # with no worker awake, the caller does it all
         self._wait_zero(b, self.pending)
         self._store(b, ir.Constant(I32, 0), self.lock)
