@@ -1002,7 +1002,7 @@ def check_options(options: Any, argument: str) -> None:
     if not isinstance(options.target, Target):
         raise ArgumentTypeError(f"{argument}: field 'target' must be a Target, "
                                 f"got {type(options.target).__name__}")
-    for name in ("fuse", "profile", "plan_memory", "skip_zeros"):
+    for name in ("fuse", "profile", "plan_memory", "skip_zeros", "flush_denormals"):
         if not isinstance(getattr(options, name), bool):
             raise ArgumentTypeError(f"{argument}: field '{name}' must be a bool, "
                                     f"got {getattr(options, name)!r}")

@@ -22,7 +22,7 @@ import numpy as np
 from compiler.decode import DECODE, decode_module
 from compiler.diagnostics import DlRuntimeError
 
-from .model import Model, make_backend
+from .model import Model
 
 _SESSIONS: weakref.WeakKeyDictionary[Model, dict[tuple, DecodeSession]] = weakref.WeakKeyDictionary()
 
@@ -57,7 +57,7 @@ class DecodeSession:
         self.model = model
         self.max_len = self.signature.max_len
         self.batch = batch
-        self.backend = make_backend(module, backend or model.backend.name, getattr(model.backend, "passes", None))
+        self.backend = model.backend_for(module, backend)
         self._call: Callable[[list[np.ndarray]], list[np.ndarray]] = self.backend.caller(DECODE)
         self._outputs = len(self.signature.outputs)
         self.caches = [np.zeros(self._shape(t.shape), t.dtype.np) for _, t in self.signature.caches]

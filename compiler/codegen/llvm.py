@@ -44,7 +44,7 @@ from .scan import emit_scan
 from .sparse_gemm import enable_skip_zeros
 from .storage import enable_half_instructions
 from .target import CodegenOptions
-from .threads import MAX_THREADS, parallel_call, pool
+from .threads import MAX_THREADS, MXCSR_FLUSH, fp_control, parallel_call, pool, set_fp_control
 from .topk import emit_top_k
 
 ALIGN = 64
@@ -108,9 +108,27 @@ class _ProgramEmitter:
         self.symbol = entry_symbol(prog.name)
 
     def emit(self) -> ir.Function:
-        prog = self.prog
         fnty = ir.FunctionType(I32, [I8P.as_pointer(), I64.as_pointer()])
+        if not (self.options.flush_denormals and pool(self.mod).x86):
+            return self._emit_body(ir.Function(self.mod, fnty, self.symbol))
+        # flush_denormals: the entry point sets flush-to-zero and denormals-are-zero for the
+        # call (workers take the caller's mode with each task: threads.py) and restores the
+        # caller's MXCSR on every way out
+        body = self._emit_body(ir.Function(self.mod, fnty, self.symbol + ".body"))
+        body.linkage = "internal"
         fn = ir.Function(self.mod, fnty, self.symbol)
+        fn.attributes.add("nounwind")
+        unoptimized(fn)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        saved = fp_control(b)
+        set_fp_control(b, b.or_(saved, ir.Constant(I32, MXCSR_FLUSH)))
+        status = b.call(body, list(fn.args))
+        set_fp_control(b, saved)
+        b.ret(status)
+        return fn
+
+    def _emit_body(self, fn: ir.Function) -> ir.Function:
+        prog = self.prog
         fn.attributes.add("nounwind")
         # compile time: the entry point is glue (argument loads, the workspace, one call per
         # kernel), left unoptimized (optnone, with the fast instruction selector); its kernels

@@ -113,7 +113,11 @@ class CodegenOptions:
     (``CompiledFunction.kernel_profile()``); ``skip_zeros`` lets a GEMM whose A operand is
     mostly zeros at run time skip them (``sparse_gemm.py``; off: always the dense kernel);
     ``blocking`` fixes the packed GEMM's ``MC``/``NC`` (``None``: this CPU's choice,
-    ``blocking.host_blocking``; it never changes results, only speed).
+    ``blocking.host_blocking``; it never changes results, only speed);
+    ``flush_denormals`` runs each call with the CPU flushing denormal (subnormal) results
+    and inputs to zero (x86 MXCSR FTZ and DAZ, set on entry and restored on return, on the
+    pool's workers too), as JAX and TensorFlow do on CPUs: arithmetic on values below
+    ~1.2e-38 (f32) is no longer slowed by microcode assists, and such values become +-0.
     """
 
     target: Target = field(default_factory=host_target)
@@ -124,6 +128,7 @@ class CodegenOptions:
     plan_memory: bool = True
     skip_zeros: bool = True
     blocking: Blocking | None = None
+    flush_denormals: bool = False
 
     @property
     def lanes(self) -> int:
@@ -141,6 +146,7 @@ class CodegenOptions:
                          f"fuse={self.fuse}", f"lanes={self.lanes}", f"profile={self.profile}",
                          f"plan={self.plan_memory}",
                          f"skip_zeros={self.skip_zeros}",
+                         f"flush_denormals={self.flush_denormals}",
                          f"blocking={self.gemm_blocking.key()}",
                          f"llvmlite={llvmlite.__version__}",
                          f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])

@@ -96,6 +96,7 @@ class Pool:
         self.ctx = g("ctx", I8P, None)
         self.ntasks = g("ntasks", I64, 0)
         self.claim = g("claim", I64, 0)             # generation << 32 | tasks not yet claimed
+        self.fp_control = g("fp_control", I32, 0x1F80)  # the caller's MXCSR, for the job's tasks
         tids_ty = ir.ArrayType(I64, MAX_THREADS)
         self.tids = g("tids", tids_ty, None)
         self.worker = self._worker()
@@ -221,6 +222,10 @@ class Pool:
         got = b.cmpxchg(self.claim, word, b.sub(word, ir.Constant(I64, 1)), "acq_rel", "monotonic")
         with b.if_then(b.extract_value(got, 1)):
             index = b.sub(b.load(self.ntasks), unclaimed)          # tasks go out in order 1, 2, ..
+            if wake and self.x86:
+                # a worker runs the task in the caller's floating-point mode (flushing
+                # denormals or not: CodegenOptions.flush_denormals)
+                set_fp_control(b, b.load(self.fp_control))
             b.call(b.load(self.task), [b.load(self.ctx), index])
             remaining = b.atomic_rmw("sub", self.pending, ir.Constant(I32, 1), "acq_rel")
             if wake:
@@ -299,6 +304,8 @@ class Pool:
         # (and with two threads the worker's share in the worker's)
         rest = b.sub(ntasks, one)
         self._store(b, b.trunc(rest, I32), self.pending, "seq_cst")
+        if self.x86:
+            b.store(fp_control(b), self.fp_control)
         gen = b.add(b.load(self.gen), ir.Constant(I32, 1))
         self._store(b, b.or_(b.shl(b.zext(gen, I64), ir.Constant(I64, 32)), rest), self.claim, "seq_cst")
         self._store(b, gen, self.gen, "seq_cst")
@@ -370,6 +377,25 @@ class Pool:
 _POOLS: weakref.WeakKeyDictionary[ir.Module, Pool] = weakref.WeakKeyDictionary()
 
 
+MXCSR_FLUSH = 0x8040          # MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6)
+
+
+def fp_control(b: ir.IRBuilder) -> ir.Value:
+    """The calling thread's MXCSR (x86: SSE/AVX rounding, exception masks, denormal modes)."""
+    with b.goto_entry_block():            # (never an alloca in a loop: the stack would grow)
+        slot = b.alloca(I32)
+    b.call(intrinsic(b.module, "llvm.x86.sse.stmxcsr", ir.VoidType(), [I8P]), [b.bitcast(slot, I8P)])
+    return b.load(slot)
+
+
+def set_fp_control(b: ir.IRBuilder, value: ir.Value) -> None:
+    """Load ``value`` into the calling thread's MXCSR."""
+    with b.goto_entry_block():
+        slot = b.alloca(I32)
+    b.store(value, slot)
+    b.call(intrinsic(b.module, "llvm.x86.sse.ldmxcsr", ir.VoidType(), [I8P]), [b.bitcast(slot, I8P)])
+
+
 def pool(module: ir.Module) -> Pool:
     """The module's pool, emitted on first use."""
     p = _POOLS.get(module)
@@ -431,7 +457,8 @@ def split(b: ir.IRBuilder, total: ir.Value, t: ir.Value, ntasks: ir.Value, grain
     return lo, hi
 
 
-__all__ = ["MAX_THREADS", "num_threads", "pool", "parallel_call", "split", "Pool",
+__all__ = ["MAX_THREADS", "MXCSR_FLUSH", "num_threads", "pool", "parallel_call", "split", "Pool",
+           "fp_control", "set_fp_control",
            "SET_THREADS_SYMBOL", "SHUTDOWN_SYMBOL", "set_num_threads", "start_threads"]
 
 

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_out:
         check_output(args.metrics_out, "--metrics-out")
     model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
-                       passes=model_passes(args))
+                       passes=model_passes(args),
+                       flush_denormals=args.flush_denormals)
     data = command_data(args, model.data_spec)
     if data.x_test is not None and data.y_test is not None:     # data.has_test
         split, x, y = "test", data.x_test, data.y_test

@@ -85,7 +85,8 @@ def _temperature(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     """Generate and print the prompt followed by the new text."""
     model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
-                       passes=model_passes(args))
+                       passes=model_passes(args),
+                       flush_denormals=args.flush_denormals)
     prompt = list(args.prompt.encode("utf-8"))
     tokens = generate(model, prompt, args.tokens, args.temperature, seed=args.seed, context=args.context,
                       cache=args.cache, note=lambda text: sys.stderr.write(f"note: {text}\n"))

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output, "--output")
     model = load_model(args.file, seed=args.seed, backend=args.backend, weights=args.weights,
-                       passes=model_passes(args))
+                       passes=model_passes(args),
+                       flush_denormals=args.flush_denormals)
     x = read_input(Path(args.input))
     outputs = model.predict(x, batch_size=args.batch_size)
     named = dict(zip([s.name for s in model.data_spec.outputs],

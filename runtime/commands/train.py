@@ -84,6 +84,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="native code (default when available) or the reference interpreter")
     parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the initial weights, shuffling and synthetic data (default 0)")
+    parser.add_argument("--no-flush-denormals", dest="flush_denormals", action="store_false",
+                        help="keep IEEE gradual underflow in native code (default: denormal floats "
+                             "flush to zero, as in JAX and TensorFlow)")
     add_pass_arguments(parser, default=DEFAULT_PIPELINE)
 
 
@@ -185,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     before = sum(timer.stages.values())
     model = Model(module, seed=args.seed, backend=args.backend, source=name,
-                  passes=model_passes(args, timer if args.time_passes else None))
+                  passes=model_passes(args, timer if args.time_passes else None),
+                  flush_denormals=args.flush_denormals)
     _charge_model_setup(timer, model, time.perf_counter() - start, sum(timer.stages.values()) - before)
     if args.time_passes:
         sys.stderr.write(timer.report("Model load time report"))
