@@ -285,10 +285,12 @@ def measure_compile(python: str, env: dict[str, str], settings: Settings) -> lis
     """dlc's ``load_model`` of the bench MLP in fresh processes: cold (every cache entry
     but the GEMM library's, which is built once per machine, removed), then warm.  The
     first use on a fresh machine (an empty cache: the library compiles too) is kept in
-    the cold row's extras as ``first_use_s``."""
-    cold, warm = Result(C.COMPILE_COLD, 0), Result(C.COMPILE_WARM, 0)
+    the cold row's extras as ``first_use_s``.  The import row: each of those processes'
+    import of dlc's runtime and compiler (``import_s``)."""
+    cold, warm, imports = Result(C.COMPILE_COLD, 0), Result(C.COMPILE_WARM, 0), Result(C.COMPILE_IMPORT, 0)
     samples: dict[str, list[float]] = {"cold": [], "warm": []}
     extras: dict[str, list[dict]] = {"cold": [], "warm": []}
+    import_s: list[float] = []
     for _ in range(settings.compile_reps):
         with tempfile.TemporaryDirectory(prefix="dlc-bench-cache-") as cache:
             run_env = {**env, "DLC_CACHE_DIR": cache}
@@ -303,11 +305,16 @@ def measure_compile(python: str, env: dict[str, str], settings: Settings) -> lis
                     continue
                 samples[kind].append(reply["seconds"])
                 extras[kind].append({k: v for k, v in reply.items() if k != "ok"})
+                import_s.append(reply["import_s"])
     for result, kind in ((cold, "cold"), (warm, "warm")):
         if samples[kind] and C.DLC not in result.na:
             result.add_samples(C.DLC, [result.case.figure(s) for s in samples[kind]])
             result.extras[C.DLC] = extras[kind]
-    return [cold, warm]
+    if import_s:
+        imports.add_samples(C.DLC, [imports.case.figure(s) for s in import_s])
+    else:
+        imports.na[C.DLC] = cold.na.get(C.DLC, "no compile process succeeded")
+    return [cold, warm, imports]
 
 
 def measure_memory(python: str, impls: tuple[str, ...], threads: int,
@@ -432,7 +439,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results.append(extra)
     results += slowdowns(results)
     base = worker_env("dlc", max(threads), env)
-    if C.COMPILE_COLD in selected or C.COMPILE_WARM in selected:
+    if C.COMPILE_COLD in selected or C.COMPILE_WARM in selected or C.COMPILE_IMPORT in selected:
         for result in measure_compile(python, base, settings):
             if result.case in selected:
                 log(describe_result(result))

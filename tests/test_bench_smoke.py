@@ -42,7 +42,7 @@ def test_select_groups_ids_and_quick_subset():
     assert [c.id for c in sgemm] == ["sgemm-256", "sgemm-512", "sgemm-1024", "sgemm-2048",
                                      "sgemm-fwd1", "sgemm-fwd2", "sgemm-dw1", "sgemm-dw2", "sgemm-dh"]
     assert [c.id for c in C.select(["step-32", "compile"], quick=False)] == \
-        ["step-32", "compile-cold", "compile-warm"]
+        ["step-32", "compile-cold", "compile-warm", "compile-import"]
     with pytest.raises(C.UnknownCase, match="'sgem'"):
         C.select(["sgem"], quick=False)
 
@@ -56,8 +56,9 @@ def test_every_issue_target_is_declared():
     assert targets[("step-1", 1)].bound == 0.5 and targets[("step-128", 2)].bound == 0.75
     assert targets[("infer-1", 2)].bound == 0.5 and targets[("infer-128", 1)].bound == 0.8
     assert targets[("epoch", 1)].bound == 0.75
-    assert targets[("compile-cold", 0)] == C.Target(1.0, "absolute", True)
-    assert targets[("compile-warm", 0)] == C.Target(50.0, "absolute", True)
+    assert targets[("compile-cold", 0)] == C.Target(0.3, "absolute", True)
+    assert targets[("compile-warm", 0)] == C.Target(20.0, "absolute", True)
+    assert targets[("compile-import", 0)] == C.Target(150.0, "absolute", True)
     assert targets[("sgemm-1024-speedup", 0)] == C.Target(1.8, "absolute", False)
     assert all(targets[(f"vmath-{f}", 1)].versus == C.NUMPY for f in ("exp", "log", "tanh", "sigmoid"))
 
@@ -112,9 +113,11 @@ def test_verdict_against_numpy_throughput_and_absolute():
     assert v.versus == "numpy" and v.ratio == pytest.approx(0.95) and v.status == "PASS"
     r.figures["dlc"] = 170.0
     assert verdict(r).status == "MISS"
-    cold = Result(C.COMPILE_COLD, 0, figures={"dlc": 0.8})
+    cold = Result(C.COMPILE_COLD, 0, figures={"dlc": 0.29})
     assert verdict(cold).status == "PASS"
-    assert verdict(Result(C.COMPILE_WARM, 0, figures={"dlc": 51.0})).status == "MISS"
+    cold.figures["dlc"] = 0.31
+    assert verdict(cold).status == "MISS"
+    assert verdict(Result(C.COMPILE_WARM, 0, figures={"dlc": 21.0})).status == "MISS"
 
 
 def test_verdict_without_dlc_or_peers_or_target():
