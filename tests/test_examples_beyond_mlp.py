@@ -76,12 +76,11 @@ def test_mnist_cnn_bn_same_seed_gives_bit_identical_weights_at_one_and_two_threa
     mnist = load_data("mnist")
     x = (mnist.x_train[:384] * 255).round().astype(np.uint8).reshape(-1, 28, 28, 1)
     y = mnist.y_train[:384]
-    from compiler.codegen import threads
     from runtime.model import load_model
 
     def train_three_steps(seed: int, num_threads: int) -> dict[str, np.ndarray]:
         model = load_model(EXAMPLES / "mnist_cnn_bn.dl", seed=seed, backend="native")
-        threads.set_num_threads(model.backend.compiled._library, num_threads)
+        model.backend.compiled.set_num_threads(num_threads)
         model.fit(x, y, epochs=1, batch_size=128, verbose=0)
         assert model.step == 3
         optimizer = {f"optimizer/{name}": v for name, v in model.optimizer_state.items()}

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from compiler.checking.gradcheck import gradcheck
-from compiler.codegen import threads
 from compiler.diagnostics import DlError, DlErrors, DlRuntimeError
 from compiler.ir.interpreter import interpret
 from compiler.train_step import build_train_step, train_signature
@@ -475,7 +474,7 @@ def test_same_seed_gives_bit_identical_weights_at_one_and_two_threads():
     results = []
     for t in (1, 2, 1):
         model = load_model(compile_source(WIDE, "m.dl"), seed=11, backend="native")
-        threads.set_num_threads(model.backend.compiled._library, t)
+        model.backend.compiled.set_num_threads(t)
         model.fit(x, y, epochs=2, batch_size=256, verbose=0)
         results.append({**model.weights, **model.model_state})
     for other in results[1:]:
