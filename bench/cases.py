@@ -301,14 +301,15 @@ WORKER_CASES: list[Case] = (_sgemm_cases() + _step_cases() + _infer_cases() + _v
 
 
 def _thread_scaling(case: Case) -> Case:
-    """dlc's time on 2 threads over its time on 1 for a step case: 2 threads must never
-    be slower than 1, at any batch size (the issue's "never a slowdown")."""
+    """dlc's time on 2 threads over its time on 1 for a training-step or inference case: 2
+    threads must never be slower than 1, at any batch size (issue 19's "never a slowdown")."""
     return Case(f"{case.id}-2t", f"{case.label}: 2 threads / 1 thread", "x", (DLC,),
                 targets={0: Target(1.0, "absolute", True)}, threads=(0,))
 
 
 # Rows derived from two thread counts of a worker case, not timed themselves.
-SCALING: dict[str, Case] = {c.id: _thread_scaling(c) for c in WORKER_CASES if c.id.startswith("step-")}
+SCALING: dict[str, Case] = {c.id: _thread_scaling(c) for c in WORKER_CASES
+                            if c.id.startswith(("step-", "infer-", "cnn-step-", "cnn-infer-"))}
 PROCESS_CASES: list[Case] = [COMPILE_COLD, COMPILE_WARM, COMPILE_IMPORT, MEMORY]
 ALL_CASES: list[Case] = WORKER_CASES + PROCESS_CASES
 BY_ID: dict[str, Case] = {c.id: c for c in ALL_CASES + [SPEEDUP, *SCALING.values()]}

@@ -368,8 +368,8 @@ def speedup(results: list[Result]) -> Result | None:
 
 
 def slowdowns(results: list[Result]) -> list[Result]:
-    """For each step case measured at 1 and 2 threads: dlc's 2-thread time over its
-    1-thread time (the target: at most 1, never slower on 2 threads)."""
+    """For each training-step and inference case measured at 1 and 2 threads: dlc's
+    2-thread time over its 1-thread time (the target: at most 1, never slower on 2 threads)."""
     rows = []
     for case_id, scaling in C.SCALING.items():
         by_threads = {r.threads: r for r in results if r.case.id == case_id}

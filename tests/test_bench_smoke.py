@@ -354,6 +354,17 @@ def test_a_step_slower_on_two_threads_than_on_one_misses():
     assert ordered.index(("step-1-2t", 0)) == ordered.index(("step-1", 2)) + 1
 
 
+def test_inference_slower_on_two_threads_than_on_one_misses():
+    """(MLP inference at batch 1 took 24.6 us on 2 threads against 22.1 on 1, Zen 5, with no
+    row to say so.)"""
+    from bench.run import slowdowns
+    rows = [_row("infer-1", 1, dlc=22.1), _row("infer-1", 2, dlc=24.6),
+            _row("cnn-infer-128", 1, dlc=3148.0), _row("cnn-infer-128", 2, dlc=1662.0),
+            _row("cnn-step-1", 1, dlc=155.0), _row("cnn-step-1", 2, dlc=172.0)]
+    derived = {r.case.id: verdict(r).status for r in slowdowns(rows)}
+    assert derived == {"infer-1-2t": "MISS", "cnn-infer-128-2t": "PASS", "cnn-step-1-2t": "MISS"}
+
+
 def test_sgemm_figures_as_fractions_of_the_fma_peak():
     from bench.report import to_json
     one = _row("sgemm-1024", 1, dlc=75.0, numpy=150.0)
