@@ -12,7 +12,7 @@ from test_codegen_gemm import F32, layouts_module
 from test_codegen_threads import with_threads
 
 import runtime
-from compiler.codegen import threads
+from compiler.codegen import gemm, threads
 from compiler.codegen.target import CodegenOptions
 from runtime.model import load_model
 
@@ -86,7 +86,7 @@ def test_the_density_limit_is_decided_on_all_of_a(modules, extra):
     of 267) the dense kernel adds the slices' sums, ``1e8 + (4 + 4)``, the skipping one
     sums every term in one chain, ``(1e8 + 4) + 4`` (each 4 a tie, rounded to even: 1e8)."""
     on, off = modules
-    m, k, n = 64, 800, 64
+    m, k, n = gemm.PACK_B_MIN_M + 8, 800, 64     # rows enough for the packed (K-sliced) dense path
     b = np.zeros((k, n), np.float32)
     b[0], b[400], b[401] = 1e8, 4, 4
     a = np.zeros((m, k), np.float32)

@@ -82,6 +82,9 @@ from .target import CodegenOptions
 from .threads import split
 
 PACK_MIN_M = 16          # fewer rows: B is read in place (packing would not pay for itself)
+PACK_B_MIN_M = 72        # ... and for the dense (not shallow) path, fewer than this: reading B
+                         # in place beat packing it by 12-22% at M = 32-64 (784x512, 1600x128,
+                         # 512x512; 1 and 2 threads, Zen 5); at M = 80 and up, packing won
 # K slice (a kc x NR panel of B stays in L1/L2): fixed on every CPU, it sets the summation
 # order.  MC (rows of A packed at once, kc x MC in L2) and NC (columns of B packed at once,
 # kc x NC in L3) are chosen per CPU (blocking.py) and read from the module (gemm_blocking);
@@ -223,7 +226,11 @@ def task_count(kc: KernelContext, k: Matmul, threads: ir.Value) -> ir.Value:
     work = b.mul(per_batch, kc.product(k.batch))
     blocks_n = _ceil_div(b, n, nv * lanes)
     blocks_m = _ceil_div(b, m, mr)
-    small = b.icmp_signed("<", m, ir.Constant(I64, PACK_MIN_M))
+    # the small path splits by columns only: fewer than PACK_MIN_M rows, or fewer than
+    # PACK_B_MIN_M and too deep for the shallow path
+    small = b.or_(b.icmp_signed("<", m, ir.Constant(I64, PACK_MIN_M)),
+                  b.and_(b.icmp_signed("<", m, ir.Constant(I64, PACK_B_MIN_M)),
+                         b.icmp_signed(">", kk, ir.Constant(I64, SHALLOW_K))))
     blocks = b.select(small, blocks_n, _max(b, blocks_n, blocks_m))
     by_work = b.sdiv(work, ir.Constant(I64, MIN_TASK_WORK))
     out = _min(b, _min(b, max_tasks(b, threads), blocks), by_work)
@@ -412,7 +419,7 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
     shallow = b.and_(b.and_(packed, b.icmp_signed("<=", kk, ir.Constant(I64, SHALLOW_K))),
                      b.and_(b.icmp_signed(">=", n, ir.Constant(I64, SHALLOW_V * lanes)),
                             b.icmp_unsigned("!=", b.ptrtoint(shallow_fn, I64), ir.Constant(I64, 0))))
-    packed = b.and_(packed, b.not_(shallow))
+    packed = b.and_(b.and_(packed, b.not_(shallow)), b.icmp_signed(">=", m, ir.Constant(I64, PACK_B_MIN_M)))
     with b.if_then(shallow):
         # by rows.  (Split by columns, to match the forward product x @ W's split of W, the
         # tasks of the MNIST CNN's 1600 x 128 Adam update write the two halves of every row
