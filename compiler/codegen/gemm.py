@@ -427,7 +427,7 @@ def _driver_function(module: ir.Module, dtype: DType, lanes: int, trans_b: bool)
         # not 64-byte aligned -- and the CNN's batch-1 step on two threads measured 143-690
         # us against 104-130 by rows; the MLP's step gained nothing.)
         ilo, ihi = split(b, m, t, ntasks, mr)
-        g.shallow(ilo, ihi, zero, n, shallow_fn)
+        g.shallow(ilo, ihi, shallow_fn)
     with b.if_else(packed) as (then, otherwise):
         with then:
             by_cols = b.icmp_signed(">=", n, m)
@@ -803,18 +803,18 @@ class _Gemm:
                                    b.gep(self.tile, [b.mul(v, ir.Constant(I64, lanes))])])
             self.store(i0, ir.Constant(I64, 0), _min(b, left, ir.Constant(I64, width)), nv=1)
 
-    def shallow(self, ilo: ir.Value, ihi: ir.Value, jlo: ir.Value, jhi: ir.Value, fn: ir.Value) -> None:
-        """C[ilo:ihi, jlo:jhi] for a shallow K (``K <= SHALLOW_K``): little arithmetic per
-        element of C, so C (and what the epilogue reads) should stream.  B's ``K x NC`` block
-        is packed once (both layouts) into panels of ``SHALLOW_V`` vectors, then the kernel's
-        shallow function computes C row by row, left to right (see :func:`_shallow_function`)."""
+    def shallow(self, ilo: ir.Value, ihi: ir.Value, fn: ir.Value) -> None:
+        """C[ilo:ihi, :] for a shallow K (``K <= SHALLOW_K``): little arithmetic per element of
+        C, so C (and what the epilogue reads) should stream.  B's ``K x NC`` block is packed
+        once (both layouts) into panels of ``SHALLOW_V`` vectors, then the kernel's shallow
+        function computes C row by row, left to right (see :func:`_shallow_function`)."""
         b = self.b
         n, kk = self.n, self.kk
         pack = _pack_b_function(b.module, self.dtype, self.lanes, SHALLOW_V, self.trans_b)
         zero = ir.Constant(I64, 0)
         nc = gemm_blocking(b.module).nc
-        with for_range(b, jlo, jhi, nc, name="jc") as jc:
-            ncur = _min(b, ir.Constant(I64, nc), b.sub(jhi, jc))
+        with for_range(b, 0, n, nc, name="jc") as jc:
+            ncur = _min(b, ir.Constant(I64, nc), b.sub(n, jc))
             b.call(pack, [self.bmat, n, kk, zero, kk, jc, ncur, self.scratch])
             b.call(fn, [self.ctx, self.a, self.sa_i, self.sa_k, self.scratch, kk, self.c, n, ilo, ihi, jc, ncur])
 
