@@ -103,7 +103,7 @@ def _mxcsr_setter():
 
 
 def test_workers_follow_the_callers_mode_not_the_one_they_started_in(ieee):
-    """Workers started under one MXCSR take the caller's current one with each task (a thread
+    """Workers started under one MXCSR take the caller's current one with each job (a thread
     can change its mode between calls: a library built with -ffast-math sets FTZ/DAZ when
     loaded), so every task of a call computes alike, whatever the thread count."""
     set_mxcsr, engine = _mxcsr_setter()

@@ -112,7 +112,7 @@ class _ProgramEmitter:
         if not (self.options.flush_denormals and pool(self.mod).x86):
             return self._emit_body(ir.Function(self.mod, fnty, self.symbol))
         # flush_denormals: the entry point sets flush-to-zero and denormals-are-zero for the
-        # call (workers take the caller's mode with each task: threads.py) and restores the
+        # call (workers take the caller's mode with each job: threads.py) and restores the
         # caller's MXCSR on every way out
         body = self._emit_body(ir.Function(self.mod, fnty, self.symbol + ".body"))
         body.linkage = "internal"

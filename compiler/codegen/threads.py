@@ -193,6 +193,11 @@ class Pool:
         stopped = b.icmp_unsigned("!=", self._load(b, self.stop), ir.Constant(I32, 0))
         with b.if_then(stopped):
             b.ret(ir.Constant(I8P, None))
+        if self.x86:
+            # the job's tasks run in the caller's floating-point mode (flushing denormals or
+            # not: CodegenOptions.flush_denormals), stored before the generation was published;
+            # a newer job cannot overwrite it before this one's tasks are all done
+            set_fp_control(b, b.load(self.fp_control))
         self._claim_tasks(b, gen, wake=True)
         seen.add_incoming(gen, b.block)
         b.branch(loop)
@@ -222,10 +227,6 @@ class Pool:
         got = b.cmpxchg(self.claim, word, b.sub(word, ir.Constant(I64, 1)), "acq_rel", "monotonic")
         with b.if_then(b.extract_value(got, 1)):
             index = b.sub(b.load(self.ntasks), unclaimed)          # tasks go out in order 1, 2, ..
-            if wake and self.x86:
-                # a worker runs the task in the caller's floating-point mode (flushing
-                # denormals or not: CodegenOptions.flush_denormals)
-                set_fp_control(b, b.load(self.fp_control))
             b.call(b.load(self.task), [b.load(self.ctx), index])
             remaining = b.atomic_rmw("sub", self.pending, ir.Constant(I32, 1), "acq_rel")
             if wake:
