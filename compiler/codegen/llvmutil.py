@@ -95,8 +95,46 @@ def const(ty: ir.Type, value: Any) -> ir.Constant:
     else:
         value = float(value)
     if isinstance(ty, ir.VectorType):
-        return ir.Constant(ty, [value] * ty.count)
+        if isinstance(value, ir.Constant):
+            return ir.Constant(ty, [value] * ty.count)
+        return _splat_constant(ty, value)
     return value if isinstance(value, ir.Constant) else ir.Constant(ty, value)
+
+
+class _ZeroVector(ir.Constant):
+    """A vector of zeros (integer, or float +0.0), written ``zeroinitializer``."""
+
+    def _get_reference(self) -> str:
+        return "zeroinitializer"
+
+
+# Vector constants, one object per type and value: llvmlite formats a constant's text once
+# per object, and a kernel uses the same few splats (zeros, the lane indices, undef and a
+# shuffle mask for every broadcast) hundreds of times.  Formatting each anew was ~25% of
+# printing the MNIST step's LLVM IR (its 16-lane constants were 80 KB of 310 KB of text).
+_VECTORS: dict[tuple, ir.Constant] = {}
+
+
+def _splat_constant(ty: ir.VectorType, value: int | float) -> ir.Constant:
+    # (0.0 and -0.0 are equal keys to a dict: the sign is part of the key)
+    key = (ty, type(value), value, str(value))
+    c = _VECTORS.get(key)
+    if c is None:
+        zero = value == 0 and (isinstance(value, int) or str(value) == "0.0")
+        c = (_ZeroVector if zero else ir.Constant)(ty, [value] * ty.count)
+        if len(_VECTORS) >= 4096:        # a long process compiling many models: start over
+            _VECTORS.clear()
+        _VECTORS[key] = c
+    return c
+
+
+def undef(ty: ir.Type) -> ir.Constant:
+    """``undef`` of type ``ty`` (one object per type, see ``_VECTORS``)."""
+    key = (ty, "undef")
+    c = _VECTORS.get(key)
+    if c is None:
+        c = _VECTORS[key] = ir.Constant(ty, ir.Undefined)
+    return c
 
 
 def _exact_nan(elem: ir.Type, value: np.floating) -> ir.Constant:
@@ -117,8 +155,8 @@ def splat(b: ir.IRBuilder, value: ir.Value, width: int) -> ir.Value:
     if isinstance(value, ir.Constant) and not isinstance(value.type, ir.VectorType):
         return ir.Constant(ir.VectorType(value.type, width), [value.constant] * width)
     vty = ir.VectorType(value.type, width)
-    one = b.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(I32, 0))
-    return b.shuffle_vector(one, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, width), [0] * width))
+    one = b.insert_element(undef(vty), value, ir.Constant(I32, 0))
+    return b.shuffle_vector(one, undef(vty), const(ir.VectorType(I32, width), 0))
 
 
 def constant_value(v: ir.Value) -> Any | None:
