@@ -1,7 +1,8 @@
 """One-shot measurements that need a process of their own.
 
-``python -m bench.oneshot compile``
-    time ``load_model`` of the bench MLP in a fresh process (the cache
+``python -m bench.oneshot compile [--model xor]``
+    time ``load_model`` of the bench MLP (or of ``examples/xor.dl``) and its first
+    training step in a fresh process (the cache
     directory comes from DLC_CACHE_DIR, set by the caller: empty for a cold
     compile, filled for a warm one).
 ``python -m bench.oneshot forget-models``
@@ -30,14 +31,16 @@ import time
 from typing import Any
 
 
-def compile_once() -> dict[str, Any]:
-    """``load_model`` timing (see :func:`bench.peers.dlc_impl.time_load_model`)."""
+def compile_once(model: str = "mlp") -> dict[str, Any]:
+    """``load_model`` timing of the bench MLP or of XOR (see
+    :func:`bench.peers.dlc_impl.time_load_model` and ``time_load_xor``)."""
     start = time.perf_counter()
     from .peers import Unavailable, dlc_impl
     try:
         dlc_impl.runtime_module("compile", "load_model")
         imported = time.perf_counter()
-        result: dict[str, Any] = dlc_impl.time_load_model()
+        timed = dlc_impl.time_load_xor if model == "xor" else dlc_impl.time_load_model
+        result: dict[str, Any] = timed()
     except Unavailable as e:
         return {"ok": False, "reason": str(e)}
     result["import_s"] = imported - start
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.oneshot``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("compile")
+    compile_cmd = sub.add_parser("compile")
+    compile_cmd.add_argument("--model", choices=("mlp", "xor"), default="mlp")
     sub.add_parser("forget-models")
     sub.add_parser("cpu")
     train = sub.add_parser("train")
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     rss.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.what == "compile":
-        result = compile_once()
+        result = compile_once(args.model)
     elif args.what == "forget-models":
         result = forget_models()
     elif args.what == "cpu":

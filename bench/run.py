@@ -299,29 +299,35 @@ def measure_compile(python: str, env: dict[str, str], settings: Settings) -> lis
     bytecode compiled first: :func:`byte_compile`): cold (every cache entry
     but the GEMM library's, which is built once per machine, removed), then warm.  The
     first use on a fresh machine (an empty cache: the library compiles too) is kept in
-    the cold row's extras as ``first_use_s``.  The import row: each of those processes'
-    import of dlc's runtime and compiler (``import_s``)."""
+    the cold row's extras as ``first_use_s``.  XOR's row: cold as the MLP's, in the same
+    cache after the MLP's warm run.  The import row: each of those processes' import of
+    dlc's runtime and compiler (``import_s``)."""
     byte_compile(python)
     cold, warm, imports = Result(C.COMPILE_COLD, 0), Result(C.COMPILE_WARM, 0), Result(C.COMPILE_IMPORT, 0)
-    samples: dict[str, list[float]] = {"cold": [], "warm": []}
-    extras: dict[str, list[dict]] = {"cold": [], "warm": []}
+    xor = Result(C.COMPILE_XOR, 0)
+    rows = {"cold": cold, "warm": warm, "xor": xor}
+    samples: dict[str, list[float]] = {kind: [] for kind in rows}
+    extras: dict[str, list[dict]] = {kind: [] for kind in rows}
     import_s: list[float] = []
+    compile_cmd = [python, "-m", "bench.oneshot", "compile"]
     for _ in range(settings.compile_reps):
         with tempfile.TemporaryDirectory(prefix="dlc-bench-cache-") as cache:
             run_env = {**env, "DLC_CACHE_DIR": cache}
-            first = run_json([python, "-m", "bench.oneshot", "compile"], run_env)
+            first = run_json(compile_cmd, run_env)
             run_json([python, "-m", "bench.oneshot", "forget-models"], run_env)
-            for kind in ("cold", "warm"):
-                reply = run_json([python, "-m", "bench.oneshot", "compile"], run_env)
+            for kind in ("cold", "warm", "xor"):
+                if kind == "xor":
+                    run_json([python, "-m", "bench.oneshot", "forget-models"], run_env)
+                reply = run_json(compile_cmd + (["--model", "xor"] if kind == "xor" else []), run_env)
                 if kind == "cold" and first.get("ok"):
                     reply["first_use_s"] = first["seconds"]
                 if not reply.get("ok"):
-                    (cold if kind == "cold" else warm).na[C.DLC] = reply.get("reason", "failed")
+                    rows[kind].na[C.DLC] = reply.get("reason", "failed")
                     continue
                 samples[kind].append(reply["seconds"])
                 extras[kind].append({k: v for k, v in reply.items() if k != "ok"})
                 import_s.append(reply["import_s"])
-    for result, kind in ((cold, "cold"), (warm, "warm")):
+    for kind, result in rows.items():
         if samples[kind] and C.DLC not in result.na:
             result.add_samples(C.DLC, [result.case.figure(s) for s in samples[kind]])
             result.extras[C.DLC] = extras[kind]
@@ -329,7 +335,7 @@ def measure_compile(python: str, env: dict[str, str], settings: Settings) -> lis
         imports.add_samples(C.DLC, [imports.case.figure(s) for s in import_s])
     else:
         imports.na[C.DLC] = cold.na.get(C.DLC, "no compile process succeeded")
-    return [cold, warm, imports]
+    return [cold, xor, warm, imports]
 
 
 def measure_memory(python: str, impls: tuple[str, ...], threads: int,
@@ -454,7 +460,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results.append(extra)
     results += slowdowns(results)
     base = worker_env("dlc", max(threads), env)
-    if C.COMPILE_COLD in selected or C.COMPILE_WARM in selected or C.COMPILE_IMPORT in selected:
+    if any(c in selected for c in (C.COMPILE_COLD, C.COMPILE_XOR, C.COMPILE_WARM, C.COMPILE_IMPORT)):
         for result in measure_compile(python, base, settings):
             if result.case in selected:
                 log(describe_result(result))

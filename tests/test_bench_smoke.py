@@ -42,7 +42,7 @@ def test_select_groups_ids_and_quick_subset():
     assert [c.id for c in sgemm] == ["sgemm-256", "sgemm-512", "sgemm-1024", "sgemm-2048",
                                      "sgemm-fwd1", "sgemm-fwd2", "sgemm-dw1", "sgemm-dw2", "sgemm-dh"]
     assert [c.id for c in C.select(["step-32", "compile"], quick=False)] == \
-        ["step-32", "compile-cold", "compile-warm", "compile-import"]
+        ["step-32", "compile-cold", "compile-xor", "compile-warm", "compile-import"]
     with pytest.raises(C.UnknownCase, match="'sgem'"):
         C.select(["sgem"], quick=False)
 
@@ -57,6 +57,7 @@ def test_every_issue_target_is_declared():
     assert targets[("infer-1", 2)].bound == 0.5 and targets[("infer-128", 1)].bound == 0.8
     assert targets[("epoch", 1)].bound == 0.75
     assert targets[("compile-cold", 0)] == C.Target(0.3, "absolute", True)
+    assert targets[("compile-xor", 0)] == C.Target(0.15, "absolute", True)
     assert targets[("compile-warm", 0)] == C.Target(20.0, "absolute", True)
     assert targets[("compile-import", 0)] == C.Target(150.0, "absolute", True)
     assert targets[("sgemm-1024-speedup", 0)] == C.Target(1.8, "absolute", False)

@@ -371,6 +371,25 @@ def build(impl: str, case: Case) -> Callable[[], object]:
     return BUILDERS[builder_kind(case)](case)
 
 
+XOR_PATH = Path(__file__).resolve().parents[2] / "examples" / "xor.dl"
+
+
+def time_load_xor() -> dict[str, float]:
+    """Seconds for ``load_model`` of ``examples/xor.dl`` (9 parameters, Adam) and its first
+    training step on the four XOR points: what compile costs where the model is tiny."""
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    y = np.array([[0], [1], [1], [0]], np.float32)
+    rt = runtime_module("load_model")
+    runtime_module("compile")
+    start = time.perf_counter()
+    model = _dlc_call("load_model", lambda: rt.load_model(XOR_PATH, seed=0))
+    loss = float(DlcModelStep(model)(x, y))
+    seconds = time.perf_counter() - start
+    if not np.isfinite(loss):
+        raise Unavailable(f"xor.dl's first training step gave loss {loss}")
+    return {"seconds": seconds, "backend_compile_s": float(model.backend.compile_seconds)}
+
+
 def time_load_model() -> dict[str, float]:
     """Seconds for ``load_model`` of the bench MLP and its first training step at batch 128
     (parse, lower, autodiff, the step's codegen or cache hit -- functions compile at first
