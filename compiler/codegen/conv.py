@@ -1194,7 +1194,7 @@ def _store_body(fn: ir.Function, k: Conv, p: ConvPlan, buffers, symbols, sub: Su
             value = b.load(b.gep(tile, [b.add(b.mul(r, nv), v)]))
             ptr = b.gep(crow, [col])
             mask = lane_mask(b, lanes, left) if lanes > 1 else None
-            value = _add_previous(b, k, value, ptr, mask, left, lanes, add_prev)
+            value = _add_previous(b, k.dtype, value, ptr, mask, left, lanes, add_prev)
             if epi is not None:
                 pre = b.block
                 with b.if_then(apply):

@@ -66,7 +66,6 @@ dtype, computed from the dims), :func:`task_count` and :func:`max_tasks`.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 
 from llvmlite import ir
 
@@ -74,7 +73,15 @@ from ..ir.types import DType
 from .blocking import DEFAULT, KC, MAX_MC, MAX_NC, Blocking
 from .emitter import Emitter, from_memory, to_memory
 from .kernels import ExprEmitter, KernelContext, Space, alloca, lane_mask, load_vector, store_vector
-from .library import LibrarySpec, driver_name, has_shallow_path, library_use, shallow_name, symbol_suffix
+from .library import (
+    LibrarySpec,
+    driver_name,
+    has_shallow_path,
+    library_use,
+    shallow_name,
+    store_name,
+    symbol_suffix,
+)
 from .llvmutil import I1, I8P, I32, I64, const, for_range, intrinsic, memory_type, splat, type_suffix, value_type
 from .loops import Load, Matmul, loads
 from .sparse_gemm import enable_skip_zeros, skip_zeros_enabled, sparse_function
@@ -892,32 +899,37 @@ def _store_function(kc: KernelContext, k: Matmul) -> tuple[ir.Function, list[ir.
     b = kc.b
     lanes = max(kc.lanes, 1)
     if k.epilogue is None:
-        return _plain_store_function(b.module, k, lanes), []
+        return _plain_store_function(b.module, k.dtype, lanes), []
     name = f"{b.function.name}.store"
     fn, fresh = _shared(b.module, name, ir.VoidType(), _store_type(k.dtype).args)
     buffers = list(kc.storage.items())
     symbols = list(kc.symbols.items())
     if fresh:
-        _store_body(fn, k, (buffers, symbols), lanes)
+        _store_body(fn, k.dtype, k, (buffers, symbols), lanes)
     words = [b.ptrtoint(v, I64) for _, v in buffers] + [v if v.type == I64 else b.sext(v, I64)
                                                          for _, v in symbols]
     return fn, words
 
 
-def _plain_store_function(module: ir.Module, k: Matmul, lanes: int) -> ir.Function:
-    """The store function of kernels without an epilogue: one per dtype and width, shared."""
-    fn, fresh = _shared(module, f"dlc.gemm.store.{type_suffix(value_type(k.dtype, lanes))}",
-                        ir.VoidType(), _store_type(k.dtype).args)
+def _plain_store_function(module: ir.Module, dtype: DType, lanes: int) -> ir.Function:
+    """The store function of kernels without an epilogue, ``dlc.gemm.store.<W x T>``: the same
+    for every model, so with the GEMM library (``library.py``) one of its exports, declared
+    here, like the drivers."""
+    name = store_name(dtype, lanes) + symbol_suffix(module)
+    use = library_use(module)
+    if use is not None:
+        return use.declare(module, name, _store_type(dtype), dtype)
+    fn, fresh = _shared(module, name, ir.VoidType(), _store_type(dtype).args)
     if fresh:
-        _store_body(fn, replace(k, epilogue=None, extra=()), None, lanes)
+        _store_body(fn, dtype, None, None, lanes)
     return fn
 
 
-def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
+def _store_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lanes: int) -> None:
     """Body of a store function: for each row and vector of the tile, C's previous
     contents added (``ADD_PREVIOUS``), the epilogue applied (``EPILOGUE``), stored masked
-    to the columns below N.  ``context``: (buffers, symbols) of the kernel, in the order
-    of its context words, or None (no epilogue).
+    to the columns below N.  ``k``: the kernel and ``context`` its (buffers, symbols), in
+    the order of its context words; both None for the plain store (no epilogue).
 
     A kernel's store function holds one copy of its epilogue.  Tiles that are not final
     (no ``EPILOGUE``: a K slice's partial sum) go to the module's plain store function;
@@ -928,22 +940,22 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
     ctx, tile_raw, c, n, i0, j0, rows, nv, flags = fn.args
     c.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    vty = value_type(k.dtype, lanes)
+    vty = value_type(dtype, lanes)
     tile = b.bitcast(tile_raw, vty.as_pointer())
     add_prev = b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I64, ADD_PREVIOUS)), ir.Constant(I64, 0))
     # An epilogue reading C (W -= lr * g in place) loads a row right after the previous row's
     # masked store: when rows are narrower than a vector the two overlap (a 40-byte row of 10
     # floats) and the load waits for the store to retire (~30 cycles a row on Zen 4).  Such
     # kernels compute the whole tile first (into the tile) and store it after, when N < W.
-    two_pass = lanes > 1 and reads_output(k)
+    two_pass = lanes > 1 and k is not None and reads_output(k)
     epi = batch_index = None
-    if context is not None:
+    if k is not None:
         apply = b.icmp_unsigned("!=", b.and_(flags, ir.Constant(I64, EPILOGUE)), ir.Constant(I64, 0))
         with b.if_then(b.not_(apply), likely=False):
-            b.call(_plain_store_function(b.module, k, lanes), list(fn.args))
+            b.call(_plain_store_function(b.module, dtype, lanes), list(fn.args))
             b.ret_void()
         with b.if_then(add_prev):
-            _add_previous_into_tile(b, k, tile, c, n, i0, j0, rows, nv, lanes)
+            _add_previous_into_tile(b, dtype, tile, c, n, i0, j0, rows, nv, lanes)
         add_prev = None
         epi, batch_index = _epilogue_emitter(b, k, ctx, context, lanes)
 
@@ -959,7 +971,7 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
                 ptr = b.gep(crow, [col])
                 mask = lane_mask(b, lanes, left) if lanes > 1 else None
                 if add_prev is not None:
-                    value = _add_previous(b, k, value, ptr, mask, left, lanes, add_prev)
+                    value = _add_previous(b, dtype, value, ptr, mask, left, lanes, add_prev)
                 if epi is not None:
                     live = b.icmp_signed(">", left, ir.Constant(I64, 0))
                     value = _apply_epilogue(b, epi, k, [*batch_index, i, col], lanes, mask, value, live)
@@ -992,7 +1004,7 @@ def _store_body(fn: ir.Function, k: Matmul, context, lanes: int) -> None:
     b.ret_void()
 
 
-def _add_previous_into_tile(b: ir.IRBuilder, k: Matmul, tile, c, n, i0, j0, rows, nv, lanes: int) -> None:
+def _add_previous_into_tile(b: ir.IRBuilder, dtype: DType, tile, c, n, i0, j0, rows, nv, lanes: int) -> None:
     """``tile += C`` over the tile's rows and vectors (C read masked to the columns below N):
     the sum of all K slices, before a final tile's epilogue."""
     with for_range(b, 0, rows, name="r") as r:
@@ -1002,7 +1014,7 @@ def _add_previous_into_tile(b: ir.IRBuilder, k: Matmul, tile, c, n, i0, j0, rows
             left = _clamp(b, b.sub(n, col), lanes)
             slot = b.gep(tile, [b.add(b.mul(r, nv), v)])
             mask = lane_mask(b, lanes, left) if lanes > 1 else None
-            b.store(_add_previous(b, k, b.load(slot), b.gep(crow, [col]), mask, left, lanes,
+            b.store(_add_previous(b, dtype, b.load(slot), b.gep(crow, [col]), mask, left, lanes,
                                   ir.Constant(ir.IntType(1), 1)), slot)
 
 
@@ -1155,14 +1167,14 @@ def _nothing():
     yield
 
 
-def _add_previous(b: ir.IRBuilder, k: Matmul, value, ptr, mask, left, lanes: int, add_prev) -> ir.Value:
+def _add_previous(b: ir.IRBuilder, dtype: DType, value, ptr, mask, left, lanes: int, add_prev) -> ir.Value:
     """``value + C`` when ``add_prev`` holds (C read only then), else ``value``."""
     if lanes == 1:                      # a column past N is neither read nor written
         add_prev = b.and_(add_prev, b.icmp_signed(">", left, ir.Constant(I64, 0)))
     pre = b.block
     with b.if_then(add_prev):
         old = load_vector(b, ptr, lanes, mask) if lanes > 1 else b.load(ptr)
-        summed = Emitter(b, lanes, k.dtype).add(value, from_memory(b, old, k.dtype))
+        summed = Emitter(b, lanes, dtype).add(value, from_memory(b, old, dtype))
         body = b.block
     merged = b.phi(value.type)
     merged.add_incoming(value, pre)
@@ -1558,8 +1570,8 @@ def _load_lanes(b: ir.IRBuilder, ptr: ir.Value, lanes: int) -> ir.Value:
 
 def library_module(spec: LibrarySpec, options: CodegenOptions) -> ir.Module:
     """The LLVM module of the GEMM library ``spec`` (``library.py``): its drivers and plain
-    shallow functions, each exported as :meth:`LibrarySpec.symbols` names it (``options``: those ``spec`` was made
-    under)."""
+    store and shallow functions, each exported as :meth:`LibrarySpec.symbols` names it
+    (``options``: those ``spec`` was made under)."""
     mod = ir.Module(name="dlc.gemm.library")
     mod.triple = options.target.triple
     mod.dlc_symbol_suffix = "." + spec.version
@@ -1572,6 +1584,7 @@ def library_module(spec: LibrarySpec, options: CodegenOptions) -> ir.Module:
             fn.linkage = "external"
         if has_shallow_path(spec.lanes):
             _plain_shallow_function(mod, DType(d), spec.lanes).linkage = "external"
+        _plain_store_function(mod, DType(d), spec.lanes).linkage = "external"
     # Writable data of its own: llvmlite's memory manager (runtime/native.py) reserves the
     # memory of an object's sections up front and cannot load an object without any (an
     # assertion aborts the process).

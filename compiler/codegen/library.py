@@ -2,13 +2,14 @@
 every module that calls it.
 
 The GEMM drivers (``dlc.gemm.driver.v16f32`` and everything they call: packing,
-micro-kernels, dot products, the zero-skipping path) and the shallow-K function of
-products without an epilogue (``dlc.gemm.shallow.v16f32``) are the same for every
+micro-kernels, dot products, the zero-skipping path) and the store and shallow-K
+functions of products without an epilogue (``dlc.gemm.store.v16f32``,
+``dlc.gemm.shallow.v16f32``) are the same for every
 model on a machine: they depend on the target, the codegen options and the
 compiler's source, never on the model.  Building them was about half of a
 cold compile of a small model, so a module emitted after :func:`use_library`
 only *declares* the drivers its matmuls call (``gemm._driver_function``; the
-plain shallow function likewise) and
+plain store and shallow functions likewise) and
 records their dtypes in a :class:`LibrarySpec`; ``driver.library_object``
 compiles a spec's drivers (``gemm.library_module``) to an object of their
 own, which the runtime caches on disk under :meth:`LibrarySpec.key` and
@@ -111,8 +112,9 @@ class LibrarySpec:
 
     def symbols(self) -> list[str]:
         """The functions the library exports (a module built against it calls some of them):
-        the drivers, and the shallow function of products without an epilogue."""
+        the drivers, and the store and shallow functions of products without an epilogue."""
         names = [driver_name(DType(d), self.lanes, trans_b) for d in self.dtypes for trans_b in (False, True)]
+        names += [store_name(DType(d), self.lanes) for d in self.dtypes]
         if has_shallow_path(self.lanes):
             names += [shallow_name(DType(d), self.lanes) for d in self.dtypes]
         return [name + "." + self.version for name in names]
@@ -142,6 +144,12 @@ def driver_name(dtype: DType, lanes: int, trans_b: bool) -> str:
     register type (bf16 in f32) names itself too: two drivers with one name and different
     element types would be one export called through two ABIs."""
     return _name(f"driver{'T' if trans_b else ''}", dtype, lanes)
+
+
+def store_name(dtype: DType, lanes: int) -> str:
+    """The name of the store function of matmuls without an epilogue
+    (``dlc.gemm.store.v16f32``), named as :func:`driver_name` names a driver."""
+    return _name("store", dtype, lanes)
 
 
 def shallow_name(dtype: DType, lanes: int) -> str:
