@@ -66,6 +66,7 @@ dtype, computed from the dims), :func:`task_count` and :func:`max_tasks`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from llvmlite import ir
 
@@ -912,16 +913,23 @@ def _store_function(kc: KernelContext, k: Matmul) -> tuple[ir.Function, list[ir.
 
 
 def _plain_store_function(module: ir.Module, dtype: DType, lanes: int) -> ir.Function:
-    """The store function of kernels without an epilogue, ``dlc.gemm.store.<W x T>``: the same
-    for every model, so with the GEMM library (``library.py``) one of its exports, declared
-    here, like the drivers."""
-    name = store_name(dtype, lanes) + symbol_suffix(module)
+    """The store function of kernels without an epilogue, ``dlc.gemm.store.<W x T>``."""
+    return _model_independent(module, store_name(dtype, lanes), _store_type(dtype), dtype,
+                              lambda fn: _store_body(fn, dtype, None, None, lanes))
+
+
+def _model_independent(module: ir.Module, name: str, fnty: ir.FunctionType, dtype: DType,
+                       body: Callable[[ir.Function], None]) -> ir.Function:
+    """A GEMM function that is the same for every model (a plain store or shallow function):
+    with the GEMM library (``library.py``) one of its exports, declared here like the
+    drivers; else defined in the module by ``body``, once."""
+    name += symbol_suffix(module)
     use = library_use(module)
     if use is not None:
-        return use.declare(module, name, _store_type(dtype), dtype)
-    fn, fresh = _shared(module, name, ir.VoidType(), _store_type(dtype).args)
+        return use.declare(module, name, fnty, dtype)
+    fn, fresh = _shared(module, name, fnty.return_type, fnty.args)
     if fresh:
-        _store_body(fn, dtype, None, None, lanes)
+        body(fn)
     return fn
 
 
@@ -1061,17 +1069,9 @@ def _shallow_function(kc: KernelContext, k: Matmul) -> ir.Function | None:
 
 
 def _plain_shallow_function(module: ir.Module, dtype: DType, lanes: int) -> ir.Function:
-    """The shallow function of kernels without an epilogue, ``dlc.gemm.shallow.<W x T>``: the
-    same for every model, so with the GEMM library (``library.py``) it is one of its exports,
-    declared here, like the drivers."""
-    name = shallow_name(dtype, lanes) + symbol_suffix(module)
-    use = library_use(module)
-    if use is not None:
-        return use.declare(module, name, _shallow_type(dtype), dtype)
-    fn, fresh = _shared(module, name, ir.VoidType(), _shallow_type(dtype).args)
-    if fresh:
-        _shallow_body(fn, dtype, None, None, lanes)
-    return fn
+    """The shallow function of kernels without an epilogue, ``dlc.gemm.shallow.<W x T>``."""
+    return _model_independent(module, shallow_name(dtype, lanes), _shallow_type(dtype), dtype,
+                              lambda fn: _shallow_body(fn, dtype, None, None, lanes))
 
 
 def _shallow_body(fn: ir.Function, dtype: DType, k: Matmul | None, context, lanes: int) -> None:
