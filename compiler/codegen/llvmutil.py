@@ -116,8 +116,8 @@ _VECTORS: dict[tuple, ir.Constant] = {}
 
 
 def _splat_constant(ty: ir.VectorType, value: int | float) -> ir.Constant:
-    # (0.0 and -0.0 are equal keys to a dict: the sign is part of the key)
-    key = (ty, type(value), value, str(value))
+    # (by the value's text: 0.0 and -0.0 are equal numbers, and equal keys to a dict)
+    key = (ty, repr(value))
     c = _VECTORS.get(key)
     if c is None:
         zero = value == 0 and (isinstance(value, int) or str(value) == "0.0")
