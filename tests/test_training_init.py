@@ -47,6 +47,35 @@ def test_truncated_normals_keep_the_intended_variance(name: str, target_std: flo
     assert abs(w.mean()) < 0.1 * target_std
 
 
+def _whole_truncated_normal(rng: np.random.Generator, n: int, std: float) -> np.ndarray:
+    """The truncated normal drawn as one array, rescanned whole each round (the definition)."""
+    out = rng.standard_normal(n)
+    while (far := np.flatnonzero(np.abs(out) > 2.0)).size:
+        out[far] = rng.standard_normal(far.size)
+    return 0.0 + std * out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_draws_in_pieces_equal_one_whole_draw(dtype) -> None:
+    """Initializers draw big arrays piece by piece (no float64 copy of the whole): the
+    values, their rounding and the generator's state after are those of one draw."""
+    shape = (3, 70_001)                           # several pieces, the last one partial
+    n = math.prod(shape)
+    got, want = np.random.default_rng(5), np.random.default_rng(5)
+    u = initialize({"name": "uniform", "low": -0.3, "high": 0.7}, shape, dtype, got)
+    assert u.dtype == dtype and u.flags.c_contiguous
+    assert np.array_equal(u, want.uniform(-0.3, 0.7, shape).astype(dtype))
+    g = initialize("glorot_uniform", shape, dtype, got)
+    limit = math.sqrt(6 / (3 + 70_001))
+    assert np.array_equal(g, want.uniform(-limit, limit, shape).astype(dtype))
+    z = initialize({"name": "normal", "mean": 1.0, "std": 2.0}, shape, dtype, got)
+    assert np.array_equal(z, want.normal(1.0, 2.0, shape).astype(dtype))
+    t = initialize("he_normal", shape, dtype, got)
+    std = math.sqrt(2 / 3) / TRUNCATED_NORMAL_STD
+    assert np.array_equal(t, _whole_truncated_normal(want, n, std).reshape(shape).astype(dtype))
+    assert got.random() == want.random()
+
+
 def test_plain_distributions_and_constants() -> None:
     n = draw({"name": "normal", "mean": 1.0, "std": 0.5}, (200, 200))
     assert n.mean() == pytest.approx(1.0, abs=0.01) and n.std() == pytest.approx(0.5, rel=0.02)
