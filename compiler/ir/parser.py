@@ -58,6 +58,23 @@ MAX_ERRORS = 100
 MAX_NESTING = 64
 MAX_DENSE_ELEMENTS = 1 << 28   # a splat may not ask for more elements than this
 
+
+class _Lazy:
+    """A regex compiled at its first use: the patterns only error reporting and recovery
+    need cost a warm ``load_model`` (which parses cached IR text) nothing."""
+
+    __slots__ = ("pattern", "_regex")
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        self._regex: re.Pattern[str] | None = None
+
+    def match(self, text: str, *span: int) -> re.Match[str] | None:
+        if self._regex is None:
+            self._regex = re.compile(self.pattern)
+        return self._regex.match(text, *span)
+
+
 _WS = re.compile(r"(?:\s+|//[^\n]*)*")
 _BARE_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*")
 _SUFFIX_ID = re.compile(r"(?:[0-9]+|[A-Za-z_$.\-][A-Za-z0-9_$.\-]*)")
@@ -69,9 +86,10 @@ _INT_TYPE = re.compile(r"(s|u)?i([1-9][0-9]*)")
 _NUMBER_TYPE = re.compile(r"(?:f16|bf16|f32|f64|i[0-9]+|si[0-9]+|ui[0-9]+|index)(?![A-Za-z0-9_$.])")
 _DIM = re.compile(r"(\?|[0-9]+)x")
 _ELEMENT = re.compile(r"[a-z][a-z0-9]*")
-_TOKEN = re.compile(r'%[A-Za-z0-9_$.\-]+|@[A-Za-z0-9_$.\-]+|"(?:[^"\\\n]|\\.)*"?|[A-Za-z_][A-Za-z0-9_$.]*'
-                    r"|-?[0-9][A-Za-z0-9_.]*|->|\S")
-_STATEMENT_START = re.compile(r'%|"|(?:func\.return|return|func\.func)(?![A-Za-z0-9_$.])|}')
+# only for errors and recovery:
+_TOKEN = _Lazy(r'%[A-Za-z0-9_$.\-]+|@[A-Za-z0-9_$.\-]+|"(?:[^"\\\n]|\\.)*"?|[A-Za-z_][A-Za-z0-9_$.]*'
+               r"|-?[0-9][A-Za-z0-9_.]*|->|\S")
+_STATEMENT_START = _Lazy(r'%|"|(?:func\.return|return|func\.func)(?![A-Za-z0-9_$.])|}')
 _ESCAPES = {'"': b'"', "\\": b"\\", "n": b"\n", "t": b"\t"}
 _WORD_END = r"(?![A-Za-z0-9_$.])"
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$.") - {""}
@@ -310,7 +328,7 @@ class _Parser:
         except UnicodeDecodeError:
             self.fail("string is not valid UTF-8", start, self.pos)
 
-    def recover_to(self, regex: re.Pattern[str]) -> None:
+    def recover_to(self, regex: _Lazy) -> None:
         """Skip to the next line-leading token (at or after here) that matches ``regex``."""
         line = self._line_of(self.pos)
         for start in self.line_starts[line - 1:]:
@@ -1199,9 +1217,9 @@ class _Parser:
         return np.frombuffer(data, dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 
-_FUNC_START = re.compile(r"func\.func" + _WORD_END)
+_FUNC_START = _Lazy(r"func\.func" + _WORD_END)
 # The code of one line up to a `//` comment (strings may hold '/').
-_CODE = re.compile(r'(?:[^"/\n]|"(?:[^"\\\n]|\\.)*"?|/(?!/))*')
+_CODE = _Lazy(r'(?:[^"/\n]|"(?:[^"\\\n]|\\.)*"?|/(?!/))*')
 
 
 def _flatten(body: Any, out: list[_Element]) -> None:
