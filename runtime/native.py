@@ -39,8 +39,12 @@ class NativeLibrary:
         target = host_target()
         with _LOCK:
             # The execution engine takes ownership of its target machine: make a fresh one.
+            # It only ever compiles the empty module (our code comes as finished objects), so
+            # no optimization level and no feature list: each costs set-up on every load
+            # (the codegen pipeline MCJIT builds for the empty module; parsing 80-odd
+            # features), 0.95 -> 0.63 ms per object loaded, measured on Zen 5.
             tm = llvm.Target.from_triple(target.triple).create_target_machine(
-                cpu=target.cpu, features=target.features, reloc="pic", codemodel="default")
+                cpu=target.cpu, features="", opt=0, reloc="pic", codemodel="default")
             empty = llvm.parse_assembly("")
             empty.triple = target.triple
             self._engine = llvm.create_mcjit_compiler(empty, tm, use_lmm=True)
