@@ -28,7 +28,7 @@ import llvmlite.binding as llvm
 from ..diagnostics import LoweringError
 from ..ir.dims import shape_from_json, shape_to_json
 from ..ir.types import Dim, DType, TensorType
-from .target import CodegenOptions, ensure_llvm, target_machine
+from .target import CodegenOptions, ensure_llvm, new_target_machine, target_machine
 
 if TYPE_CHECKING:
     from llvmlite import ir
@@ -328,7 +328,8 @@ def llvm_module(module: Module, options: CodegenOptions | None = None) -> ir.Mod
     return emit_module(lower_module(module, options), options)
 
 
-def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None = None) -> llvm.ModuleRef:
+def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None = None,
+             parallel: bool = True) -> llvm.ModuleRef:
     """Parse and verify ``mod``, merge identical functions, then run LLVM's O3 pipeline
     (loop and SLP vectorizers on, loop unroller off).
 
@@ -345,33 +346,117 @@ def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None =
     instructions with it, 11k without) and with it the time of the later
     passes and of instruction selection, for no speed difference we could
     measure (docs/codegen.md, "Compile time").
+
+    With ``parallel`` and more than one thread (``threads.num_threads``), a module with
+    enough kernels is cut into parts (``split.py``) optimized at once on threads of their
+    own, then linked back into one module.
     """
     timer = timer or StageTimer()
     ensure_llvm()
+    threads = _compile_threads() if parallel and options.opt_level >= 1 else 1
+    if threads > 1:
+        from .split import split_text
+
+        with timer("LLVM IR text"):
+            split = split_text(mod, threads)
+        if split is not None:
+            return _optimize_parts(split.texts, options, timer)
     with timer("LLVM IR text"):
         text = str(mod)
     with _LLVM_LOCK:
         with timer("LLVM parse and verify"):
-            ref = llvm.parse_assembly(text)
-            try:
-                ref.verify()
-            except RuntimeError as e:      # a codegen bug, never a user error
-                raise LoweringError(f"internal error: generated LLVM IR does not verify: {e}") from None
-        tm = target_machine(options)
-        ref.triple = options.target.triple
-        ref.data_layout = str(tm.target_data)
-        pto = llvm.create_pipeline_tuning_options(speed_level=min(options.opt_level, 3))
-        pto.loop_vectorization = options.opt_level >= 2
-        pto.slp_vectorization = options.opt_level >= 2
-        pto.loop_unrolling = False
-        pb = llvm.create_pass_builder(tm, pto)
+            ref = _parse(text, options)
+        pb, merge, o3 = _pipeline(options, target_machine(options))
         with timer("LLVM optimization"):
-            if options.opt_level >= 1:
-                merge = llvm.create_new_module_pass_manager()
-                merge.add_merge_functions_pass()
+            if merge is not None:
                 merge.run(ref, pb)
-            pb.getModulePassManager().run(ref, pb)
+            o3.run(ref, pb)
     return ref
+
+
+def _parse(text: str, options: CodegenOptions, context: Any = None) -> llvm.ModuleRef:
+    """``text`` parsed (into ``context``, default LLVM's global one) and verified, for the target."""
+    ref = llvm.parse_assembly(text, context=context)
+    try:
+        ref.verify()
+    except RuntimeError as e:      # a codegen bug, never a user error
+        raise LoweringError(f"internal error: generated LLVM IR does not verify: {e}") from None
+    ref.triple = options.target.triple
+    ref.data_layout = str(target_machine(options).target_data)
+    return ref
+
+
+def _pipeline(options: CodegenOptions, tm: llvm.TargetMachine) -> tuple[Any, Any, Any]:
+    """(pass builder, MergeFunctions pass manager or None below O1, O3 pass manager) on ``tm``."""
+    pto = llvm.create_pipeline_tuning_options(speed_level=min(options.opt_level, 3))
+    pto.loop_vectorization = options.opt_level >= 2
+    pto.slp_vectorization = options.opt_level >= 2
+    pto.loop_unrolling = False
+    pb = llvm.create_pass_builder(tm, pto)
+    merge = None
+    if options.opt_level >= 1:
+        merge = llvm.create_new_module_pass_manager()
+        merge.add_merge_functions_pass()
+    return pb, merge, pb.getModulePassManager()
+
+
+def _compile_threads() -> int:
+    """Threads a compile may optimize on: the runtime's thread count (``DLC_NUM_THREADS``,
+    else the CPUs this process may use), 1 where llvmlite's calls cannot run unlocked."""
+    from .threads import num_threads
+
+    return num_threads() if _unlocked_run() is not None else 1
+
+
+def _unlocked_run() -> Any:
+    """llvmlite's ``LLVMPY_RunNewModulePassManager`` without the lock its wrapper takes around
+    every call into LLVM (one process-wide lock: no two threads could optimize at once), or
+    None where this llvmlite does not expose it.  Each thread passes its own module, pass
+    builder and target machine in a context of its own, which LLVM allows; ctypes lets the
+    GIL go for the call."""
+    raw = getattr(getattr(llvm, "ffi", None), "lib", None)
+    fn = getattr(getattr(raw, "_lib", None), "LLVMPY_RunNewModulePassManager", None)
+    return fn if fn is not None and getattr(fn, "argtypes", None) else None
+
+
+def _optimize_parts(texts: list[str], options: CodegenOptions, timer: StageTimer) -> llvm.ModuleRef:
+    """Each text a module of its own (own LLVM context, target machine and pass builder),
+    merged and optimized at once on a thread per part (part 0 on this one), then linked
+    into part 0's module."""
+    run = _unlocked_run()
+    jobs = []
+    with _LLVM_LOCK:
+        with timer("LLVM parse and verify"):
+            for text in texts:
+                context = llvm.create_context()
+                ref = _parse(text, options, context)
+                tm = new_target_machine(options)         # not shared between threads
+                jobs.append((context, ref, tm, *_pipeline(options, tm)))
+        errors: list[BaseException] = []
+
+        def work(job: tuple[Any, ...]) -> None:
+            _, ref, _, pb, merge, o3 = job
+            try:
+                if merge is not None:
+                    run(merge, ref, pb)
+                run(o3, ref, pb)
+            except BaseException as e:                  # re-raised on the calling thread
+                errors.append(e)
+
+        with timer("LLVM optimization"):
+            workers = [threading.Thread(target=work, args=(job,), name="dlc-llvm") for job in jobs[1:]]
+            for w in workers:
+                w.start()
+            work(jobs[0])
+            for w in workers:
+                w.join()
+        if errors:
+            raise errors[0]
+        with timer("LLVM link"):
+            context, main = jobs[0][0], jobs[0][1]
+            for job in jobs[1:]:
+                main.link_in(llvm.parse_bitcode(job[1].as_bitcode(), context=context))
+    return main
 
 
 def object_code(ref: llvm.ModuleRef, options: CodegenOptions, timer: StageTimer | None = None) -> bytes:
@@ -468,7 +553,7 @@ def stage_text(module: Module, stage: str, options: CodegenOptions | None = None
     mod = llvm_module(module, options)
     if stage == "llvm":
         return str(mod)
-    ref = optimize(mod, options)
+    ref = optimize(mod, options, parallel=False)     # the whole module at once: one text
     if stage == "llvm-opt":
         return str(ref)
     if stage == "asm":

@@ -152,12 +152,20 @@ class CodegenOptions:
                          f"llvm={'.'.join(map(str, llvm.llvm_version_info))}"])
 
 
-@functools.cache
-def _target_machine(target: Target, opt_level: int) -> llvm.TargetMachine:
+def new_target_machine(options: CodegenOptions) -> llvm.TargetMachine:
+    """A fresh LLVM target machine for ``options`` (one thread's own: they are not
+    thread-safe)."""
+    return _new_target_machine(options.target, options.opt_level)
+
+
+def _new_target_machine(target: Target, opt_level: int) -> llvm.TargetMachine:
     ensure_llvm()
     tgt = llvm.Target.from_triple(target.triple)
     return tgt.create_target_machine(cpu=target.cpu, features=target.features,
                                      opt=min(opt_level, 3), reloc="pic", codemodel="default")
+
+
+_target_machine = functools.cache(_new_target_machine)
 
 
 def target_machine(options: CodegenOptions) -> llvm.TargetMachine:
