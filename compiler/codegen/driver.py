@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..passes.manager import PipelineReport
     from .library import LibrarySpec
     from .loops import Program
+    from .split import Parts
 
 # The lowering and LLVM emission modules (bufferize, loops, llvm, gemm ...) are imported by
 # the functions that use them: loading cached object code needs only FunctionInfo, and a
@@ -47,6 +48,9 @@ STAGES = ("loops", "llvm", "llvm-opt", "asm")
 
 # LLVM's target machines and pass builders are not safe to share between threads.
 _LLVM_LOCK = threading.Lock()
+# Part 0's share of the kernels is smaller by this fraction of them: the time the calling
+# thread spends printing and parsing it while the other parts are already being optimized.
+HEAD_START = 0.07
 
 
 class StageTimer:
@@ -355,12 +359,13 @@ def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None =
     ensure_llvm()
     threads = _compile_threads() if parallel and options.opt_level >= 1 else 1
     if threads > 1:
-        from .split import split_text
+        from .split import split
 
-        with timer("LLVM IR text"):
-            split = split_text(mod, threads)
-        if split is not None:
-            return _optimize_parts(split.texts, options, timer)
+        parts = split(mod, threads, head_start=HEAD_START)
+        if parts is not None:
+            ref = _optimize_parts(parts, options, timer)
+            if ref is not None:
+                return ref
     with timer("LLVM IR text"):
         text = str(mod)
     with _LLVM_LOCK:
@@ -419,43 +424,54 @@ def _unlocked_run() -> Any:
     return fn if fn is not None and getattr(fn, "argtypes", None) else None
 
 
-def _optimize_parts(texts: list[str], options: CodegenOptions, timer: StageTimer) -> llvm.ModuleRef:
-    """Each text a module of its own (own LLVM context, target machine and pass builder),
-    merged and optimized at once on a thread per part (part 0 on this one), then linked
-    into part 0's module."""
+def _optimize_parts(parts: Parts, options: CodegenOptions, timer: StageTimer) -> llvm.ModuleRef | None:
+    """Each part a module of its own (own LLVM context, target machine and pass builder),
+    merged and optimized on a thread of its own, then linked into part 0's module.  The
+    last part is printed, parsed and started first; this thread prints and parses part 0
+    while the others are optimized, then optimizes it.  None when part 0 needs what no
+    part exports (``split.Parts``): optimize the whole module instead."""
     run = _unlocked_run()
-    jobs = []
+    errors: list[BaseException] = []
+
+    def work(job: tuple[Any, ...]) -> None:
+        _, ref, _, pb, merge, o3 = job
+        try:
+            if merge is not None:
+                run(merge, ref, pb)
+            run(o3, ref, pb)
+        except BaseException as e:                      # re-raised on the calling thread
+            errors.append(e)
+
+    jobs: dict[int, tuple[Any, ...]] = {}
+    workers: list[threading.Thread] = []
     with _LLVM_LOCK:
-        with timer("LLVM parse and verify"):
-            for text in texts:
-                context = llvm.create_context()
-                ref = _parse(text, options, context)
-                tm = new_target_machine(options)         # not shared between threads
-                jobs.append((context, ref, tm, *_pipeline(options, tm)))
-        errors: list[BaseException] = []
-
-        def work(job: tuple[Any, ...]) -> None:
-            _, ref, _, pb, merge, o3 = job
-            try:
-                if merge is not None:
-                    run(merge, ref, pb)
-                run(o3, ref, pb)
-            except BaseException as e:                  # re-raised on the calling thread
-                errors.append(e)
-
-        with timer("LLVM optimization"):
-            workers = [threading.Thread(target=work, args=(job,), name="dlc-llvm") for job in jobs[1:]]
-            for w in workers:
-                w.start()
-            work(jobs[0])
-            for w in workers:
+        try:
+            for p in reversed(range(len(parts))):
+                with timer("LLVM IR text"):
+                    text = parts.text(p)
+                if text is None:
+                    return None
+                with timer("LLVM parse and verify"):
+                    context = llvm.create_context()
+                    ref = _parse(text, options, context)
+                    tm = new_target_machine(options)     # not shared between threads
+                    jobs[p] = (context, ref, tm, *_pipeline(options, tm))
+                if p:
+                    workers.append(threading.Thread(target=work, args=(jobs[p],), name="dlc-llvm"))
+                    workers[-1].start()
+            with timer("LLVM optimization"):
+                work(jobs[0])
+                for w in workers:
+                    w.join()
+        finally:
+            for w in workers:                           # (an early way out waits for them too)
                 w.join()
         if errors:
             raise errors[0]
         with timer("LLVM link"):
             context, main = jobs[0][0], jobs[0][1]
-            for job in jobs[1:]:
-                main.link_in(llvm.parse_bitcode(job[1].as_bitcode(), context=context))
+            for p in range(1, len(parts)):
+                main.link_in(llvm.parse_bitcode(jobs[p][1].as_bitcode(), context=context))
     return main
 
 

@@ -3,11 +3,11 @@
 LLVM's O3 pipeline is most of a cold compile (the MNIST training step: ~120 of
 ~190 ms of LLVM time on Zen 5), and it optimizes one function after another on
 one core.  Kernels are ``noinline`` functions of their own (``llvm.py``), so
-nothing O3 does crosses from one kernel group into another: :func:`split_text`
+nothing O3 does crosses from one kernel group into another: :func:`split`
 deals the kernel groups into parts of about equal size, each a module of its
-own (its text), which ``driver.optimize`` parses into an LLVM context of its
-own and optimizes on a thread of its own, then links back into one module
-for instruction selection (one object, as before).
+own (:meth:`Parts.text`), which ``driver.optimize`` parses into an LLVM context
+of its own and optimizes on a thread of its own, then links back into one
+module for instruction selection (one object, as before).
 
 A part holds:
 
@@ -18,9 +18,10 @@ A part holds:
 * a private copy of each internal function the part calls that is not a
   kernel (the thread pool's ``dlc.pool.run``, vector math): the same code,
   optimized where it is used, as in the whole module;
-* declarations of what it uses from other parts.  Globals, and kernels called
-  from another part, become ``hidden`` (external, yet local to the one linked
-  module) so the parts can name them; an internal *constant* is copied instead.
+* declarations of what it uses from other parts.  Globals used by other
+  parts, and the kernels' entry functions (``<entry>.k<i>``) of every part but
+  0, become ``hidden`` (external, yet local to the one linked module) so the
+  parts can name them; an internal *constant* is copied instead.
 
 Nothing is reordered inside a function and dlc's IR carries no fast-math
 flags, so the code computes exactly what the whole module's does.
@@ -29,21 +30,12 @@ flags, so the code computes exactly what the whole module's does.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from llvmlite import ir
 
 _KERNEL = re.compile(r"(dlc_[0-9A-Za-z_]+\.k[0-9]+)(?:\.|$)")   # names from llvm._ProgramEmitter
 _REFERENCE = re.compile(r'@("(?:[^"\\]|\\.)*"|[-a-zA-Z$._][-a-zA-Z$._0-9]*)')
 MIN_PART_WEIGHT = 400    # instructions a part must have to be worth a thread of its own
-
-
-@dataclass(frozen=True)
-class Split:
-    """The parts' texts and, for the timer's report, their optimized instruction counts."""
-
-    texts: list[str]
-    weights: list[int]
 
 
 def kernel_group(name: str) -> str | None:
@@ -63,15 +55,89 @@ def _name_of(token: str) -> str:
     return token[1:-1] if token.startswith('"') else token
 
 
-def split_text(mod: ir.Module, parts: int) -> Split | None:
-    """``mod`` as the texts of up to ``parts`` modules to optimize apart and link (part 0
-    first), or None when it is not worth cutting: fewer than two parts would get at least
-    ``MIN_PART_WEIGHT`` instructions of kernels."""
-    functions = [g for g in mod.globals.values() if isinstance(g, ir.Function)]
-    defined = [f for f in functions if f.blocks]
+class Parts:
+    """``mod``'s functions dealt into parts: :func:`split` decides who owns what from the
+    functions' sizes alone; :meth:`text` prints a part when it is asked for, the last
+    parts first, so the caller can start optimizing them while it prints part 0.
+
+    A part other than 0 always exports its kernels' entry functions (``<entry>.k<i>``, what
+    part 0's entry points call) and declares the globals it uses; part 0, printed last,
+    defines the globals (the ones other parts used made hidden) and must find everything
+    it takes from another part among those exports, else :meth:`text` says None (then
+    optimize the whole module instead)."""
+
+    def __init__(self, mod: ir.Module, owner: dict[str, int], weights: list[int]):
+        self.mod = mod
+        self.owner = owner
+        self.weights = weights
+        self._by_name = {g.name: g for g in mod.globals.values()}
+        self._text: dict[str, str] = {}
+        self._uses: dict[str, set[str]] = {}
+        self._globals_used: set[str] = set()       # by parts printed so far (other than 0)
+        header = [f'; ModuleID = "{mod.name}.part"', f'target triple = "{mod.triple}"',
+                  f'target datalayout = "{mod.data_layout}"', ""]
+        self._header = header + [t.get_declaration() for t in mod.get_identified_types().values()]
+        self._metadata = mod._get_metadata_lines()
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def _function(self, name: str) -> str:
+        text = self._text.get(name)
+        if text is None:
+            text = self._text[name] = str(self._by_name[name])
+            self._uses[name] = {_name_of(t) for t in _REFERENCE.findall(text)}
+        return text
+
+    def text(self, p: int) -> str | None:
+        """Part ``p``'s module text (None for part 0 when it needs what no part exports)."""
+        owned = [name for name, q in self.owner.items() if q == p]
+        body, todo = set(owned), list(owned)
+        wanted: set[str] = set()
+        exports = {name for name in owned if p != 0 and kernel_group(name) == name}
+        while todo:
+            name = todo.pop()
+            self._function(name)
+            for used in self._uses[name]:
+                g = self._by_name.get(used)
+                if used in body or g is None:
+                    continue
+                wanted.add(used)
+                if isinstance(g, ir.Function):
+                    group = kernel_group(used)
+                    if not g.blocks or (group is None and g.linkage != "internal"):
+                        continue                         # external: declared, linked by name
+                    if group is None:
+                        body.add(used)                   # a private copy of a helper
+                        todo.append(used)
+                    elif group != used or self.owner[used] == 0:
+                        return None                      # no part exports what this one needs
+                elif isinstance(g, ir.GlobalVariable) and p != 0:
+                    if g.global_constant and g.linkage in ("internal", "private"):
+                        body.add(used)                   # a private copy of a constant
+                    else:
+                        self._globals_used.add(used)     # one variable for all parts: part 0's
+        lines = list(self._header)
+        for g in self.mod.globals.values():
+            name = g.name
+            if isinstance(g, ir.GlobalVariable) and (p == 0 or name in body):
+                lines.append(_exported_text(g) if p == 0 and name in self._globals_used else str(g))
+            elif isinstance(g, ir.Function) and name in body:
+                lines.append(_exported_text(g) if name in exports else self._function(name))
+            elif name in wanted:
+                lines.append(_declaration(g))
+        return "\n".join(lines + self._metadata) + "\n"
+
+
+def split(mod: ir.Module, parts: int, head_start: float = 0.0) -> Parts | None:
+    """``mod``'s kernel groups dealt into up to ``parts`` parts of about equal size (the
+    heaviest first, each into the lightest part; part 0 starts with everything that is not
+    a kernel, and with ``head_start`` times the kernels' total: the work its caller does
+    before optimizing it), or None when fewer than two parts would get ``MIN_PART_WEIGHT``
+    instructions."""
     groups: dict[str, list[ir.Function]] = {}
     rest: list[ir.Function] = []
-    for fn in defined:
+    for fn in (g for g in mod.globals.values() if isinstance(g, ir.Function) and g.blocks):
         group = kernel_group(fn.name)
         (groups.setdefault(group, []) if group is not None else rest).append(fn)
     weights = {g: sum(_weight(f) for f in fns) for g, fns in groups.items()}
@@ -79,65 +145,14 @@ def split_text(mod: ir.Module, parts: int) -> Split | None:
     parts = max(1, min(parts, len(groups), total // MIN_PART_WEIGHT))
     if parts < 2:
         return None
-    # the heaviest group first, each into the lightest part (part 0 starts with the rest)
-    load = [sum(_weight(f) for f in rest)] + [0] * (parts - 1)
+    load = [sum(_weight(f) for f in rest) + int(head_start * total)] + [0] * (parts - 1)
     owner: dict[str, int] = {f.name: 0 for f in rest}
     for group in sorted(groups, key=lambda g: (-weights[g], g)):
         p = min(range(parts), key=lambda q: (load[q], q))
         load[p] += weights[group]
         for fn in groups[group]:
             owner[fn.name] = p
-    text = {f.name: str(f) for f in defined}
-    uses = {name: {_name_of(t) for t in _REFERENCE.findall(body)} for name, body in text.items()}
-    by_name = {g.name: g for g in mod.globals.values()}
-
-    # what each part defines: its own functions and copies of the internal non-kernel
-    # functions they reach; what it takes from another part (declared there, exported here)
-    owned: list[list[str]] = [[] for _ in range(parts)]
-    for fn in defined:
-        owned[owner[fn.name]].append(fn.name)
-    exported: set[str] = set()
-    bodies: list[set[str]] = []
-    for p in range(parts):
-        mine, todo = set(owned[p]), list(owned[p])
-        while todo:
-            for name in uses[todo.pop()]:
-                g = by_name.get(name)
-                if name in mine or g is None:
-                    continue
-                if isinstance(g, ir.Function):
-                    if not g.blocks:
-                        continue                         # an external declaration already
-                    if owner[name] != p and (kernel_group(name) is not None or g.linkage != "internal"):
-                        exported.add(name)               # another part's kernel, or an entry point
-                        continue
-                    mine.add(name)                       # a private copy of a helper
-                    todo.append(name)
-                elif isinstance(g, ir.GlobalVariable):
-                    if p != 0 and not (g.global_constant and g.linkage in ("internal", "private")):
-                        exported.add(name)               # one variable for all parts: part 0's
-                    elif p != 0:
-                        mine.add(name)                   # a private copy of a constant
-        bodies.append(mine)
-
-    header = [f'; ModuleID = "{mod.name}.part"', f'target triple = "{mod.triple}"',
-              f'target datalayout = "{mod.data_layout}"', ""]
-    header += [t.get_declaration() for t in mod.get_identified_types().values()]
-    metadata = mod._get_metadata_lines()
-    texts = []
-    for p in range(parts):
-        lines = list(header)
-        wanted = set().union(*(uses[name] for name in bodies[p] if name in uses))
-        for g in mod.globals.values():
-            name = g.name
-            if isinstance(g, ir.GlobalVariable) and (p == 0 or name in bodies[p]):
-                lines.append(_exported_text(g) if p == 0 and name in exported else str(g))
-            elif isinstance(g, ir.Function) and name in bodies[p]:
-                lines.append(_exported_text(g) if name in exported else text[name])
-            elif name in wanted:
-                lines.append(_declaration(g))
-        texts.append("\n".join(lines + metadata) + "\n")
-    return Split(texts, load)
+    return Parts(mod, owner, load)
 
 
 def _exported_text(g: ir.GlobalValue) -> str:
