@@ -972,9 +972,9 @@ class Model:
 
     def predict(self, x: Any, *, batch_size: int = 256) -> np.ndarray | tuple[np.ndarray, ...]:
         """The model's outputs for ``x`` (one array, or a tuple for several outputs)."""
-        _check_positive(batch_size=batch_size)
-        if type(x) is np.ndarray and self._ready_input(x, batch_size):
+        if type(x) is np.ndarray and type(batch_size) is int and self._ready_input(x, batch_size):
             return self.backend.predict([*self._tensors[:self._n_model], x])
+        _check_positive(batch_size=batch_size)
         xs = prepare_inputs(x, self.data_spec, "prediction input")
         n = len(xs[0])
         params = self._tensors[:self._n_model]
@@ -991,10 +991,10 @@ class Model:
         one batch: the input's dtype and per-sample shape, C-contiguous, finite.  Anything
         else (including a failing check) takes the full path, which converts or reports it."""
         dtype, rank, sample = self._single_input
-        if not (x.dtype == dtype and x.ndim == rank and 0 < len(x) <= batch_size
+        if not ((x.dtype is dtype or x.dtype == dtype) and x.ndim == rank and 0 < len(x) <= batch_size
                 and x.shape[1:] == sample and x.flags.c_contiguous):
             return False
-        return x.dtype.kind != "f" or all_finite(x)
+        return dtype.kind != "f" or all_finite(x)
 
     # -- persistence -------------------------------------------------------------
 

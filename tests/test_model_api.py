@@ -245,6 +245,11 @@ def test_bad_arguments(data) -> None:
     model = clf()
     with pytest.raises(DlRuntimeError, match="batch_size must be a positive integer, got 0"):
         model.fit(x, y, batch_size=0, verbose=0)
+    ready = np.ascontiguousarray(x[:3], dtype=np.float32)      # what predict's fast path takes
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(DlRuntimeError, match=f"batch_size must be a positive integer, got {bad}"):
+            model.predict(ready, batch_size=bad)
+    assert model.predict(ready, batch_size=np.int64(2)).shape[0] == 3
     with pytest.raises(DlRuntimeError, match="epochs must be a positive integer"):
         model.fit(x, y, epochs=-1, verbose=0)
     with pytest.raises(DlRuntimeError, match="validation input 'x': expected shape"):
