@@ -385,3 +385,37 @@ def test_one_row_against_transposed_b_bit_identical_on_1_2_3_threads(f32_module)
         results.append(np.array(fn(a, b), copy=True))
     threads.set_num_threads(f32_module._library, threads.num_threads())
     assert all(np.array_equal(results[0].view(np.uint32), r.view(np.uint32)) for r in results[1:])
+
+
+def _same_bits_but_nan_payloads(x: np.ndarray, y: np.ndarray) -> bool:
+    """Equal bit for bit (so -0 is not +0), a NaN equal to any NaN: which NaN an operation
+    returns depends on its operands' order in the machine instruction, which compilers
+    choose freely."""
+    nan = np.isnan(x)
+    return bool(np.array_equal(nan, np.isnan(y))
+                and np.array_equal(np.where(nan, 0, x).view(np.uint32), np.where(nan, 0, y).view(np.uint32)))
+
+
+# One row of A against a narrow row-major B (a classifier's 10 outputs at batch 1): B read in
+# place (``_dot_row_function``), in the order the packed dot kernel sums a row of a batch.
+@pytest.mark.parametrize("k", [80, 100, 512, 37, 33])
+def test_one_row_narrow_product_gives_the_bits_of_its_row_in_a_batch(f32_module, k):
+    fn = f32_module["mm_00"]
+    rng = np.random.default_rng(k)
+    for n in (1, 3, 4, 5, 10, 12):
+        for case in ("plain", "signed zeros", "non-finite"):
+            a = rng.standard_normal((3, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            if case == "signed zeros":            # every product -0: sums of -0 stay -0, or
+                a[0] = -0.0                        # become +0 where the dot kernel adds 0 * 0
+                b[:, 0] = np.abs(b[:, 0])
+            elif case == "non-finite":
+                a[0, 5], b[7, n - 1], b[9, 0] = np.inf, np.nan, -np.inf
+            with np.errstate(invalid="ignore"):
+                batch = fn(a, b)
+                one = fn(np.ascontiguousarray(a[:1]), b)
+                want = a[:1].astype(np.float64) @ b.astype(np.float64)
+            assert _same_bits_but_nan_payloads(one, batch[:1]), (k, n, case)
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(one[finite], want[finite], rtol=1e-4, atol=1e-4 * np.sqrt(k))
+            assert np.array_equal(np.isnan(one), np.isnan(want)), (k, n, case)

@@ -565,6 +565,59 @@ def _dot_function(module: ir.Module, dtype: DType, lanes: int, rows: int, cols: 
     return fn
 
 
+def _dot_row_function(module: ir.Module, dtype: DType, lanes: int) -> ir.Function:
+    """``out[j] = sum_p a[p] * B[p, j]`` for one contiguous row ``a`` and a row-major ``B`` of
+    ``n <= W`` columns read in place: :func:`_dot_function`'s sums for one row, in its order.
+    Lane ``l`` of its accumulator sums the terms ``p = l (mod W)`` in increasing ``p``; here
+    accumulator ``l`` (a vector over the columns) does, one broadcast of ``a[p]`` times one
+    masked row of B each, then the same butterfly adds the ``W`` accumulators
+    (:func:`_sum_lanes_tree`: lanes ``l`` and ``l + W/2``, then ``l + W/4``, ...).  Past K
+    the dot kernel adds ``0 * 0`` (masked A, zero padding): ``+0`` here too (``-0 + +0``).
+    So a batch-1 product gives the bits its row gives in a bigger batch (a test checks).
+
+    Signature: ``(T* a, T* b, i64 n, i64 k, T* out)``; ``out`` gets a whole vector."""
+    ety = memory_type(dtype)
+    vty = value_type(dtype, lanes)
+    name = f"dlc.gemm.dotrow.{type_suffix(vty)}"
+    fn, fresh = _shared(module, name, ir.VoidType(), [ety.as_pointer(), ety.as_pointer(), I64, I64, ety.as_pointer()])
+    if not fresh:
+        return fn
+    a, bmat, n, kk, out = fn.args
+    for arg in (bmat, out):
+        arg.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    e = Emitter(b, lanes, dtype)
+    columns = lane_mask(b, lanes, n)
+    accs = [alloca(b, vty) for _ in range(lanes)]
+    for slot in accs:
+        b.store(const(vty, 0), slot)
+
+    def term(p: ir.Value, slot: ir.Value) -> None:
+        av = splat(b, from_memory(b, b.load(b.gep(a, [p])), dtype), lanes)
+        bv = load_vector(b, b.gep(bmat, [b.mul(p, n)]), lanes, columns)
+        b.store(e.fma(av, bv, b.load(slot)), slot)
+
+    whole = b.mul(b.sdiv(kk, ir.Constant(I64, lanes)), ir.Constant(I64, lanes))
+    with for_range(b, 0, whole, lanes, name="p") as p0:
+        for lane, slot in enumerate(accs):
+            term(b.add(p0, ir.Constant(I64, lane)), slot)
+    with b.if_then(b.icmp_signed("<", whole, kk)):
+        for lane, slot in enumerate(accs):
+            p = b.add(whole, ir.Constant(I64, lane))
+            with b.if_else(b.icmp_signed("<", p, kk)) as (live, past):
+                with live:
+                    term(p, slot)
+                with past:
+                    b.store(b.fadd(b.load(slot), const(vty, 0)), slot)
+    vecs = [b.load(slot) for slot in accs]
+    while len(vecs) > 1:
+        half = len(vecs) // 2
+        vecs = [b.fadd(vecs[i], vecs[i + half]) for i in range(half)]
+    store_vector(b, vecs[0], out, None)
+    b.ret_void()
+    return fn
+
+
 def _sum_lanes_tree(b: ir.IRBuilder, vecs: list[ir.Value], lanes: int) -> ir.Value:
     """A vector of ``len(vecs)`` lanes (a power of two, at most ``lanes``): lane ``c`` the sum
     of the lanes of ``vecs[c]``, always added in the same order.  Pairs are merged so that
@@ -736,7 +789,23 @@ class _Gemm:
         B is packed transposed (``Bt[j, p]``, rows of ``round_up(K, W)``, zero-padded); the
         micro-kernels take 2 rows by 8, 4, 2 or 1 columns (the bits of N; 8 at a time up to
         N), reduce each row's vectors across lanes by one shuffle tree and write the sums
-        into the tile, which goes to the store function ``block`` rows at a time."""
+        into the tile, which goes to the store function ``block`` rows at a time.  One row
+        of A against a row-major B (batch 1) reads B in place instead, in the same order
+        (:func:`_dot_row_function`): packing would read and write all of B for K x N
+        multiply-adds."""
+        b = self.b
+        if not self.trans_b:
+            with b.if_else(b.icmp_signed("==", self.m, ir.Constant(I64, 1))) as (one_row, rows):
+                with one_row:
+                    b.call(_dot_row_function(b.module, self.dtype, self.lanes),
+                           [self.a, self.bmat, self.n, self.kk, b.bitcast(self.tile, self.a.type)])
+                    self.store(ilo, ir.Constant(I64, 0), ir.Constant(I64, 1), nv=1)
+                with rows:
+                    self._dot_packed(ilo, ihi, block)
+        else:
+            self._dot_packed(ilo, ihi, block)
+
+    def _dot_packed(self, ilo: ir.Value, ihi: ir.Value, block: int) -> None:
         b = self.b
         lanes = self.lanes
         n, kk = self.n, self.kk
