@@ -35,6 +35,7 @@ from llvmlite import ir
 
 _KERNEL = re.compile(r"(dlc_[0-9A-Za-z_]+\.k[0-9]+)(?:\.|$)")   # names from llvm._ProgramEmitter
 _REFERENCE = re.compile(r'@("(?:[^"\\]|\\.)*"|[-a-zA-Z$._][-a-zA-Z$._0-9]*)')
+_LOCAL = re.compile(r"^(define |@\S+ = )(?:internal|private) ")      # as llvmlite prints them
 MIN_PART_WEIGHT = 400    # instructions a part must have to be worth a thread of its own
 
 
@@ -121,9 +122,10 @@ class Parts:
         for g in self.mod.globals.values():
             name = g.name
             if isinstance(g, ir.GlobalVariable) and (p == 0 or name in body):
-                lines.append(_exported_text(g) if p == 0 and name in self._globals_used else str(g))
+                lines.append(_hidden(str(g)) if p == 0 and name in self._globals_used else str(g))
             elif isinstance(g, ir.Function) and name in body:
-                lines.append(_exported_text(g) if name in exports else self._function(name))
+                text = self._function(name)
+                lines.append(_hidden(text) if name in exports else text)
             elif name in wanted:
                 lines.append(_declaration(g))
         return "\n".join(lines + self._metadata) + "\n"
@@ -155,19 +157,10 @@ def split(mod: ir.Module, parts: int, head_start: float = 0.0) -> Parts | None:
     return Parts(mod, owner, load)
 
 
-def _exported_text(g: ir.GlobalValue) -> str:
-    """``g``'s definition, an internal one made hidden external so other parts may name it."""
-    if g.linkage not in ("internal", "private"):
-        return str(g)
-    linkage = g.linkage
-    g.linkage = ""
-    try:
-        text = str(g)
-    finally:
-        g.linkage = linkage
-    if isinstance(g, ir.Function):
-        return text.replace("define ", "define hidden ", 1)
-    return text.replace(" = ", " = hidden ", 1)
+def _hidden(text: str) -> str:
+    """A definition's text (a function's, or a global's) with internal or private linkage
+    made hidden external, so other parts may name it; other linkages as they are."""
+    return _LOCAL.sub(r"\1hidden ", text, count=1)
 
 
 def _declaration(g: ir.GlobalValue) -> str:
