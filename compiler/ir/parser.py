@@ -58,23 +58,6 @@ MAX_ERRORS = 100
 MAX_NESTING = 64
 MAX_DENSE_ELEMENTS = 1 << 28   # a splat may not ask for more elements than this
 
-
-class _Lazy:
-    """A regex compiled at its first use: the patterns only error reporting and recovery
-    need cost a warm ``load_model`` (which parses cached IR text) nothing."""
-
-    __slots__ = ("pattern", "_regex")
-
-    def __init__(self, pattern: str):
-        self.pattern = pattern
-        self._regex: re.Pattern[str] | None = None
-
-    def match(self, text: str, *span: int) -> re.Match[str] | None:
-        if self._regex is None:
-            self._regex = re.compile(self.pattern)
-        return self._regex.match(text, *span)
-
-
 _WS = re.compile(r"(?:\s+|//[^\n]*)*")
 _BARE_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*")
 _SUFFIX_ID = re.compile(r"(?:[0-9]+|[A-Za-z_$.\-][A-Za-z0-9_$.\-]*)")
@@ -86,10 +69,11 @@ _INT_TYPE = re.compile(r"(s|u)?i([1-9][0-9]*)")
 _NUMBER_TYPE = re.compile(r"(?:f16|bf16|f32|f64|i[0-9]+|si[0-9]+|ui[0-9]+|index)(?![A-Za-z0-9_$.])")
 _DIM = re.compile(r"(\?|[0-9]+)x")
 _ELEMENT = re.compile(r"[a-z][a-z0-9]*")
-# only for errors and recovery:
-_TOKEN = _Lazy(r'%[A-Za-z0-9_$.\-]+|@[A-Za-z0-9_$.\-]+|"(?:[^"\\\n]|\\.)*"?|[A-Za-z_][A-Za-z0-9_$.]*'
-               r"|-?[0-9][A-Za-z0-9_.]*|->|\S")
-_STATEMENT_START = _Lazy(r'%|"|(?:func\.return|return|func\.func)(?![A-Za-z0-9_$.])|}')
+# Only errors and recovery use these: kept as text, compiled (and cached by ``re``) at first
+# use, so a warm ``load_model``, which parses cached IR text, never compiles them.
+_TOKEN = (r'%[A-Za-z0-9_$.\-]+|@[A-Za-z0-9_$.\-]+|"(?:[^"\\\n]|\\.)*"?|[A-Za-z_][A-Za-z0-9_$.]*'
+          r"|-?[0-9][A-Za-z0-9_.]*|->|\S")
+_STATEMENT_START = r'%|"|(?:func\.return|return|func\.func)(?![A-Za-z0-9_$.])|}'
 _ESCAPES = {'"': b'"', "\\": b"\\", "n": b"\n", "t": b"\t"}
 _WORD_END = r"(?![A-Za-z0-9_$.])"
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$.") - {""}
@@ -186,7 +170,7 @@ class _Parser:
             self.skip_ws()
             start = self.pos
             if end is None:
-                m = _TOKEN.match(self.text, start)
+                m = re.compile(_TOKEN).match(self.text, start)
                 end = m.end() if m else start
         self.record(message, start, end, notes)
         raise _Fail()
@@ -215,7 +199,7 @@ class _Parser:
         limit = pos
         while line >= 1:
             start = self.line_starts[line - 1]
-            m = _CODE.match(self.text, start, limit)
+            m = re.compile(_CODE).match(self.text, start, limit)
             assert m is not None        # _CODE matches the empty string
             code = m.group()
             stripped = code.rstrip()
@@ -227,7 +211,7 @@ class _Parser:
 
     def found(self) -> str:
         self.skip_ws()
-        m = _TOKEN.match(self.text, self.pos)
+        m = re.compile(_TOKEN).match(self.text, self.pos)
         if m is None:
             return "end of input"
         token = m.group()
@@ -328,8 +312,9 @@ class _Parser:
         except UnicodeDecodeError:
             self.fail("string is not valid UTF-8", start, self.pos)
 
-    def recover_to(self, regex: _Lazy) -> None:
-        """Skip to the next line-leading token (at or after here) that matches ``regex``."""
+    def recover_to(self, pattern: str) -> None:
+        """Skip to the next line-leading token (at or after here) that matches ``pattern``."""
+        regex = re.compile(pattern)
         line = self._line_of(self.pos)
         for start in self.line_starts[line - 1:]:
             ws = _WS.match(self.text, start)
@@ -1217,9 +1202,9 @@ class _Parser:
         return np.frombuffer(data, dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 
-_FUNC_START = _Lazy(r"func\.func" + _WORD_END)
+_FUNC_START = r"func\.func" + _WORD_END
 # The code of one line up to a `//` comment (strings may hold '/').
-_CODE = _Lazy(r'(?:[^"/\n]|"(?:[^"\\\n]|\\.)*"?|/(?!/))*')
+_CODE = r'(?:[^"/\n]|"(?:[^"\\\n]|\\.)*"?|/(?!/))*'
 
 
 def _flatten(body: Any, out: list[_Element]) -> None:
