@@ -98,15 +98,19 @@ def _fill(out: np.ndarray, draw: Callable[[np.ndarray], object]) -> np.ndarray:
     return out
 
 
-def _uniform_into(rng: np.random.Generator, out: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``rng.uniform(low, high)`` values: ``low + (high - low) * u`` as numpy computes them."""
-    scale = high - low
-
+def _scaled(sample: Callable[..., object], scale: float, offset: float) -> Callable[[np.ndarray], None]:
+    """A ``draw`` for :func:`_fill`: ``offset + scale * x`` for ``x`` from ``sample(out=...)``,
+    as numpy's ``uniform`` (``low + (high - low) * u``) and ``normal`` (``mean + std * z``)
+    compute their values."""
     def draw(part: np.ndarray) -> None:
-        rng.random(out=part)
+        sample(out=part)
         part *= scale
-        part += low
-    return _fill(out, draw)
+        part += offset
+    return draw
+
+
+def _uniform_into(rng: np.random.Generator, out: np.ndarray, low: float, high: float) -> np.ndarray:
+    return _fill(out, _scaled(rng.random, high - low, low))
 
 
 def truncated_normal(rng: np.random.Generator, out: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -160,11 +164,7 @@ def _normal(rng: np.random.Generator, out: np.ndarray, mean: float, std: float) 
     if std == 0:
         return _constant(rng, out, mean)
 
-    def draw(part: np.ndarray) -> None:         # numpy's normal: mean + std * z
-        rng.standard_normal(out=part)
-        part *= std
-        part += mean
-    return _fill(out, draw)
+    return _fill(out, _scaled(rng.standard_normal, std, mean))
 
 
 @_define("uniform", {"low": -0.05, "high": 0.05},
