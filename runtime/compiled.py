@@ -48,6 +48,7 @@ import contextlib
 import ctypes
 import gc
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -96,7 +97,7 @@ from .library import gemm_library, link_gemm_library
 from .native import NativeLibrary
 
 ALIGNMENT = 64
-AOT_FORMAT = "dlc-aot-2"
+AOT_FORMAT = "dlc-aot-3"
 LIBRARY_OBJECT = "gemm_library.o"       # an AOT directory's GEMM library (compiler/codegen/library.py)
 ENTRY_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 
@@ -817,11 +818,11 @@ def signature_text(info: FunctionInfo) -> str:
 class CompiledModule:
     """Native code for a module's functions: ``mod.fn(...)``, ``mod["fn"]``, ``mod.functions``."""
 
-    def __init__(self, library: NativeLibrary, infos: list[FunctionInfo], object_code: bytes,
+    def __init__(self, library: NativeLibrary, infos: list[FunctionInfo], objects: list[bytes],
                  target: Target, module: Module | None = None, cache_path: Path | None = None,
                  gemm: tuple[LibrarySpec, bytes] | None = None):
         self._library = library
-        self.object_code = object_code
+        self.objects = objects                  # the ELF objects loaded (one per part compiled)
         self.gemm_library = gemm                # (spec, object code) the object is linked with
         self.timings = StageTimer()             # set by compile(): where its time went
         self.target = target
@@ -943,37 +944,56 @@ def _compile(source: str | Path | Module, cache: bool | str | Path | ObjectCache
         with timer("cache lookup"):
             loaded = _load_entry(store, key, options) if store is not None else None
         if loaded is not None:
-            library, infos, obj, gemm = loaded
+            library, infos, objects, gemm = loaded
         else:
-            obj, infos, spec = compile_module(module, options, timer=timer)
+            objects, infos, spec = compile_module(module, options, timer=timer)
             gemm = (spec, gemm_library(spec, options, timer)) if spec is not None else None
             library = None
             if store is not None:
                 with timer("cache write"):
-                    store.store(key, obj, _header(infos, options.target, spec))
+                    store.store(key, b"".join(objects), _header(infos, options.target, spec, objects))
         if store is not None and early is not None:
             with timer("cache write"):
                 store.store_alias(early[0], key)
     if library is None:
         with timer("native load and link"):
-            library = _native(obj, gemm)
-    return CompiledModule(library, infos, obj, options.target, module,
+            library = _native(objects, gemm)
+    return CompiledModule(library, infos, objects, options.target, module,
                           store.path(key) if store is not None else None, gemm)
 
 
-def _header(infos: list[FunctionInfo], target: Target, spec: LibrarySpec | None) -> dict[str, Any]:
-    """A cache entry's header: the signatures, the target and the GEMM library linked in."""
+def _header(infos: list[FunctionInfo], target: Target, spec: LibrarySpec | None,
+            objects: list[bytes]) -> dict[str, Any]:
+    """A cache entry's header: the signatures, the target, the GEMM library linked in, and
+    for code compiled in parts the size of each object (the entry holds them one after
+    another)."""
     header: dict[str, Any] = {"functions": [i.to_json() for i in infos], "target": _target_json(target)}
     if spec is not None:
         header["library"] = spec.to_json()
+    if len(objects) > 1:
+        header["objects"] = [len(o) for o in objects]
     return header
 
 
-def _native(obj: bytes, gemm: tuple[LibrarySpec, bytes] | None) -> NativeLibrary:
-    """``obj`` loaded, linked with its GEMM library if it calls one."""
+def _objects_of(header: dict[str, Any], code: bytes) -> list[bytes]:
+    """A cache entry's objects: ``code`` cut at the sizes its header lists (the whole of it
+    without a list); a ValueError when the sizes are not positive integers adding up to it."""
+    sizes = header.get("objects")
+    if sizes is None:
+        return [code]
+    if not (isinstance(sizes, list) and sizes and all(type(n) is int and n > 0 for n in sizes)
+            and sum(sizes) == len(code)):
+        raise ValueError(f"field 'objects' must list positive sizes that add up to the entry's "
+                         f"{len(code)} bytes, got {sizes!r:.80}")
+    ends = list(itertools.accumulate(sizes))
+    return [code[end - n:end] for n, end in zip(sizes, ends)]
+
+
+def _native(objects: list[bytes], gemm: tuple[LibrarySpec, bytes] | None) -> NativeLibrary:
+    """``objects`` loaded together, linked with their GEMM library if they call one."""
     if gemm is not None:
         link_gemm_library(*gemm)
-    return NativeLibrary(obj)
+    return NativeLibrary(objects)
 
 
 def _check_compile_arguments(source: Any, cache: Any, passes: Any, options: Any, timings: Any) -> None:
@@ -1054,16 +1074,16 @@ def _load_by_source(store: ObjectCache, key: str, origin: Any, options: CodegenO
     loaded = _load_entry(store, object_key, options)
     if loaded is None:
         return None
-    library, infos, obj, gemm = loaded
-    compiled = CompiledModule(library, infos, obj, options.target, None, store.path(object_key), gemm)
+    library, infos, objects, gemm = loaded
+    compiled = CompiledModule(library, infos, objects, options.target, None, store.path(object_key), gemm)
     compiled._origin, compiled._passes = origin, passes
     return compiled
 
 
 def _load_entry(store: ObjectCache, key: str, options: CodegenOptions
-                ) -> tuple[NativeLibrary, list[FunctionInfo], bytes, tuple[LibrarySpec, bytes] | None] | None:
-    """The object stored under ``key``, loaded (linked with the GEMM library it calls), with
-    its signatures and that library; or None on a miss.
+                ) -> tuple[NativeLibrary, list[FunctionInfo], list[bytes], tuple[LibrarySpec, bytes] | None] | None:
+    """The objects stored under ``key``, loaded (linked with the GEMM library they call),
+    with their signatures and that library; or None on a miss.
 
     An entry whose signatures do not read, whose object does not load, or whose
     object was compiled for other signatures (:func:`signature_problem`) is
@@ -1076,8 +1096,9 @@ def _load_entry(store: ObjectCache, key: str, options: CodegenOptions
     try:
         infos = _infos_of(entry.header.get("functions"))
         spec = LibrarySpec.from_json(entry.header["library"]) if "library" in entry.header else None
+        objects = _objects_of(entry.header, entry.object_code)
         gemm = (spec, gemm_library(spec, options)) if spec is not None else None
-        library = _native(entry.object_code, gemm)
+        library = _native(objects, gemm)
     except (TypeError, ValueError, DlRuntimeError) as e:
         store.discard(key, str(e))
         return None
@@ -1085,7 +1106,7 @@ def _load_entry(store: ObjectCache, key: str, options: CodegenOptions
     if problem is not None:
         store.discard(key, problem)
         return None
-    return library, infos, entry.object_code, gemm
+    return library, infos, objects, gemm
 
 
 def _infos_of(functions: Any) -> list[FunctionInfo]:
@@ -1177,32 +1198,34 @@ def _target_json(t: Target) -> dict[str, str]:
 
 def save_compiled(compiled: CompiledModule, directory: str | Path) -> Path:
     """See :meth:`CompiledModule.save`."""
-    return write_compiled(directory, compiled.object_code, [f.info for f in compiled.functions.values()],
+    return write_compiled(directory, compiled.objects, [f.info for f in compiled.functions.values()],
                           compiled.target, compiled.gemm_library)
 
 
 def compile_for_target(module: Module, options: CodegenOptions, timer: StageTimer | None = None
-                       ) -> tuple[bytes, list[FunctionInfo], tuple[LibrarySpec, bytes] | None]:
+                       ) -> tuple[list[bytes], list[FunctionInfo], tuple[LibrarySpec, bytes] | None]:
     """Object code of ``module`` (its passes already run) for ``options.target``, with its
     GEMM library, never loaded here: code for another CPU may not run on this one.
     :func:`write_compiled` writes it as an AOT directory."""
-    obj, infos, spec = compile_module(module, options, timer=timer)
-    return obj, infos, ((spec, gemm_library(spec, options, timer)) if spec is not None else None)
+    objects, infos, spec = compile_module(module, options, timer=timer)
+    return objects, infos, ((spec, gemm_library(spec, options, timer)) if spec is not None else None)
 
 
-def write_compiled(directory: str | Path, obj: bytes, infos: list[FunctionInfo], target: Target,
-                   gemm: tuple[LibrarySpec, bytes] | None) -> Path:
-    """An AOT directory (see :meth:`CompiledModule.save`) of object code ``obj`` for ``target``."""
+def write_compiled(directory: str | Path, module_objects: list[bytes], infos: list[FunctionInfo],
+                   target: Target, gemm: tuple[LibrarySpec, bytes] | None) -> Path:
+    """An AOT directory (see :meth:`CompiledModule.save`) of ``module_objects`` for
+    ``target``: ``module.o``, and ``module.<i>.o`` for each further part."""
     out = as_path(directory, "save: argument 'directory'")
     out.mkdir(parents=True, exist_ok=True)
-    obj_path = out / "module.o"
-    obj_path.write_bytes(obj)
+    files = [{"object": "module.o" if i == 0 else f"module.{i}.o", "sha256": hashlib.sha256(obj).hexdigest()}
+             for i, obj in enumerate(module_objects)]
+    for fields, obj in zip(files, module_objects):
+        (out / fields["object"]).write_bytes(obj)
     manifest: dict[str, Any] = {
         "format": AOT_FORMAT, "dlc_version": __version__, "target": _target_json(target),
-        "object": obj_path.name, "sha256": hashlib.sha256(obj).hexdigest(),
-        "functions": [i.to_json() for i in infos],
+        **files[0], "parts": files[1:], "functions": [i.to_json() for i in infos],
     }
-    objects = [str(obj_path)]
+    objects = [str(out / f["object"]) for f in files]
     if gemm is not None:
         spec, code = gemm
         lib_path = out / LIBRARY_OBJECT
@@ -1213,7 +1236,10 @@ def write_compiled(directory: str | Path, obj: bytes, infos: list[FunctionInfo],
     cc = shutil.which("cc")
     if cc is not None:
         (out / "dlc_module.h").write_text(c_header(infos))
-        result = subprocess.run([cc, "-shared", "-o", str(out / "libdlc_module.so"), *objects, "-lm"],
+        # -Bsymbolic: the parts' references to each other's symbols bind inside the library,
+        # never to a same-named symbol of another dlc library in the process
+        result = subprocess.run([cc, "-shared", "-Wl,-Bsymbolic", "-o", str(out / "libdlc_module.so"),
+                                 *objects, "-lm"],
                                 capture_output=True, text=True)
         if result.returncode == 0:
             manifest["shared_library"] = "libdlc_module.so"
@@ -1265,7 +1291,11 @@ def load_compiled(directory: str | Path) -> CompiledModule:
         raise DlRuntimeError(f"{where}: not a JSON object")
     if manifest.get("format") != AOT_FORMAT:
         raise DlRuntimeError(f"{folder}: unknown format {manifest.get('format')!r}, expected {AOT_FORMAT}")
-    obj = _read_object(folder, manifest, where)
+    parts = manifest.get("parts", [])
+    if not (isinstance(parts, list) and all(isinstance(p, dict) for p in parts)):
+        raise DlRuntimeError(f"{where}: field 'parts' must be a list of objects naming an object file each")
+    objects = [_read_object(folder, manifest, where)]
+    objects += [_read_object(folder, p, f"{where}: field 'parts'") for p in parts]
     gemm = None
     if "library" in manifest:
         try:
@@ -1282,11 +1312,11 @@ def load_compiled(directory: str | Path) -> CompiledModule:
         infos = _infos_of(manifest.get("functions"))
     except (TypeError, ValueError) as e:
         raise DlRuntimeError(f"{where}: {e}") from None
-    library = _native(obj, gemm)
+    library = _native(objects, gemm)
     problem = signature_problem(library, infos, gemm[0] if gemm is not None else None)
     if problem is not None:
         raise DlRuntimeError(f"{folder}: {problem}; recompile it (dlc compile)")
-    return CompiledModule(library, infos, obj, target, gemm=gemm)
+    return CompiledModule(library, infos, objects, target, gemm=gemm)
 
 
 def _read_object(folder: Path, fields: dict[str, Any], where: str | Path) -> bytes:

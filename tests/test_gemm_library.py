@@ -54,7 +54,7 @@ def test_code_linked_with_the_library_computes_what_a_standalone_object_does(tmp
     assert split.gemm_library is not None and split.gemm_library[0].dtypes == ("f32", "f64")
     options = CodegenOptions()
     obj, infos = compile_to_object(split.module, options)
-    whole = CompiledModule(NativeLibrary(obj), infos, obj, options.target)
+    whole = CompiledModule(NativeLibrary(obj), infos, [obj], options.target)
     for m in (1, 3, 16, 70):
         for got, want in zip(split.mm(*arguments(m)), whole.mm(*arguments(m))):
             np.testing.assert_array_equal(got, want)          # bit for bit

@@ -69,7 +69,7 @@ _FRAGMENTED_LOAD = textwrap.dedent("""
         top -= PAGE + GAP
         reserve(GAP, top)
 
-    compiled = CompiledModule(NativeLibrary(obj), infos, obj, options.target)
+    compiled = CompiledModule(NativeLibrary(obj), infos, [obj], options.target)
     x = np.linspace(-1, 1, 37, dtype=np.float32)
     np.testing.assert_allclose(compiled.f(x), np.exp(x) * 0.5 + 1.25, rtol=1e-6)
     print("loaded and ran")
@@ -218,7 +218,7 @@ def test_an_object_reframed_under_another_modules_signatures_is_refused(tmp_path
     key = twice.cache_path.name.removesuffix(".dlco")
     header = store.load(key).header
     # a well-formed, checksummed entry: _TWICE's signatures, _PLUS_ONE's object
-    store.store(key, plus_one.object_code, {k: header[k] for k in ("functions", "target")})
+    store.store(key, b"".join(plus_one.objects), {k: header[k] for k in ("functions", "target")})
     with pytest.warns(CacheWarning, match="discarding.*not compiled for the function signatures"):
         again = runtime.compile(_TWICE, cache=tmp_path)
     np.testing.assert_array_equal(again.f(_x()), _x() * 2)
@@ -440,3 +440,45 @@ def test_idx_labels_must_be_integers(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0.5, 1.5, 2.5], np.float32))
     with pytest.raises(DlRuntimeError, match="labels must be integers"):
         load_idx_dir(tmp_path)
+
+
+def _llvm_object(text: str) -> bytes:
+    import llvmlite.binding as llvm
+
+    from compiler.codegen.target import CodegenOptions, ensure_llvm, target_machine
+
+    ensure_llvm()
+    ref = llvm.parse_assembly(text)
+    return target_machine(CodegenOptions()).emit_object(ref)
+
+
+_CALLS_G = ("declare i64 @dlc_test_g(i64) nonlazybind\n"
+            "define i64 @dlc_test_f(i64 %x) {\n  %y = call i64 @dlc_test_g(i64 %x)\n  ret i64 %y\n}\n")
+_DEFINES_G = "define i64 @dlc_test_g(i64 %x) {\n  %y = add i64 %x, 1\n  ret i64 %y\n}\n"
+
+
+def test_objects_load_only_when_every_symbol_they_use_is_defined_once():
+    # MCJIT links a symbol it cannot find as address 0 (a call there is a segfault) and
+    # aborts the process on a symbol defined twice: both are refused before it links
+    import ctypes
+
+    from compiler.diagnostics import DlRuntimeError
+    from runtime.native import NativeLibrary, elf_symbols
+
+    calls, defines = _llvm_object(_CALLS_G), _llvm_object(_DEFINES_G)
+    assert elf_symbols(calls) == ({"dlc_test_f"}, {"dlc_test_g"}, set())
+    library = NativeLibrary([calls, defines])                     # each finds the other's symbols
+    f = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(library.address("dlc_test_f"))
+    assert f(41) == 42
+    with pytest.raises(DlRuntimeError, match="'dlc_test_g', defined nowhere"):
+        NativeLibrary(calls)
+    with pytest.raises(DlRuntimeError, match="'dlc_test_g' is defined in two"):
+        NativeLibrary([calls, defines, defines])
+    # a call through a stub, whose GOT entry MCJIT's loader reserves no memory for
+    through_stub = _llvm_object(_CALLS_G.replace(" nonlazybind", ""))
+    assert elf_symbols(through_stub)[2] == {"dlc_test_g"}
+    with pytest.raises(DlRuntimeError, match="'dlc_test_g' through a call stub"):
+        NativeLibrary([through_stub, defines])
+    for junk in (b"", b"\x7fELF\x02\x01" + bytes(100), calls[:200], b"\x7fELF\x01\x01" + calls[6:]):
+        with pytest.raises(DlRuntimeError, match="not an ELF64 object"):
+            NativeLibrary(junk)

@@ -7,19 +7,22 @@ Every stage can be looked at (``dlc ir FILE --stage loops|llvm|llvm-opt|asm``)::
     ref      = optimize(ir_mod, options)            # verified, then O3 without unrolling
     obj      = object_code(ref, options)            # ELF bytes
 
-:func:`compile_to_object` does all of it and returns the object code and the
-:class:`FunctionInfo` of each entry point (what the runtime needs to call it,
-also written to an AOT manifest).
+:func:`compile_module` does all of it and returns the object code (a large module
+cut into parts compiled on threads of their own: one object per part,
+:func:`machine_code`) and the :class:`FunctionInfo` of each entry point (what the
+runtime needs to call it, also written to an AOT manifest);
+:func:`compile_to_object` makes one object that stands alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -332,10 +335,10 @@ def llvm_module(module: Module, options: CodegenOptions | None = None) -> ir.Mod
     return emit_module(lower_module(module, options), options)
 
 
-def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None = None,
-             parallel: bool = True) -> llvm.ModuleRef:
+def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None = None) -> llvm.ModuleRef:
     """Parse and verify ``mod``, merge identical functions, then run LLVM's O3 pipeline
-    (loop and SLP vectorizers on, loop unroller off).
+    (loop and SLP vectorizers on, loop unroller off): the whole module at once
+    (:func:`machine_code` cuts a large one into parts first).
 
     Merging first matters for compile time: the functions of one model share
     kernels (``predict``, ``loss``, ``evaluate`` and the training step all
@@ -350,22 +353,10 @@ def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None =
     instructions with it, 11k without) and with it the time of the later
     passes and of instruction selection, for no speed difference we could
     measure (docs/codegen.md, "Compile time").
-
-    With ``parallel`` and more than one thread (``threads.num_threads``), a module with
-    enough kernels is cut into parts (``split.py``) optimized at once on threads of their
-    own, then linked back into one module.
     """
     timer = timer or StageTimer()
     ensure_llvm()
-    threads = _compile_threads() if parallel and options.opt_level >= 1 else 1
-    if threads > 1:
-        from .split import split
-
-        parts = split(mod, threads, head_start=HEAD_START)
-        if parts is not None:
-            ref = _optimize_parts(parts, options, timer)
-            if ref is not None:
-                return ref
+    calls_through_got(mod)
     with timer("LLVM IR text"):
         text = str(mod)
     with _LLVM_LOCK:
@@ -377,6 +368,50 @@ def optimize(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None =
                 merge.run(ref, pb)
             o3.run(ref, pb)
     return ref
+
+
+def machine_code(mod: ir.Module, options: CodegenOptions, timer: StageTimer | None = None,
+                 parallel: bool = True) -> list[bytes]:
+    """Object code for ``mod``: one ELF object (:func:`optimize`, then :func:`object_code`),
+    or, with ``parallel`` and more than one thread (``threads.num_threads``), for a module
+    with enough kernels, one object per part (``split.py``), each optimized and compiled on
+    a thread of its own.  The objects of one module are loaded together (one engine:
+    ``runtime/native.py``), where they find each other's symbols."""
+    timer = timer or StageTimer()
+    calls_through_got(mod)
+    threads = _compile_threads() if parallel and options.opt_level >= 1 else 1
+    if threads > 1:
+        from .split import split
+
+        ensure_llvm()
+        parts = split(mod, threads, head_start=HEAD_START)
+        if parts is not None:
+            objects = _compile_parts(parts, options, timer)
+            if objects is not None:
+                return objects
+    return [object_code(optimize(mod, options, timer), options, timer)]
+
+
+def calls_through_got(mod: ir.Module) -> None:
+    """Every function ``mod`` declares (the C library's, the GEMM library's) called through
+    a GOT entry (``nonlazybind``; the ``RtLibUseGOT`` flag for the calls LLVM makes itself,
+    ``memset`` and the like), never through a call stub: ``clang -fno-plt``.  Idempotent.
+
+    MCJIT's loader reserves an object's memory before it links it and counts the GOT
+    entries of GOT relocations, but not the one each call stub takes: an object with no
+    data of its own that called out through a stub would be linked into memory that was
+    never reserved, and llvmlite aborts the process there ("All memory must be
+    pre-allocated").  A part of a module compiled in parts (``split.py``) can be such an
+    object.  A call through the GOT costs what a call through a stub does."""
+    from llvmlite import ir as llir
+
+    for fn in mod.functions:
+        if not fn.blocks and not fn.name.startswith("llvm."):
+            fn.attributes.add("nonlazybind")
+    flag = [llir.Constant(llir.IntType(32), 7), "RtLibUseGOT", llir.Constant(llir.IntType(32), 1)]
+    flags = mod.add_named_metadata("llvm.module.flags")
+    if not any('"RtLibUseGOT"' in str(op) for op in flags.operands):
+        mod.add_named_metadata("llvm.module.flags", flag)
 
 
 def _parse(text: str, options: CodegenOptions, context: Any = None) -> llvm.ModuleRef:
@@ -406,45 +441,84 @@ def _pipeline(options: CodegenOptions, tm: llvm.TargetMachine) -> tuple[Any, Any
 
 
 def _compile_threads() -> int:
-    """Threads a compile may optimize on: the runtime's thread count (``DLC_NUM_THREADS``,
-    else the CPUs this process may use), 1 where llvmlite's calls cannot run unlocked."""
+    """Threads a compile may optimize and compile on: the runtime's thread count
+    (``DLC_NUM_THREADS``, else the CPUs this process may use), 1 where llvmlite's calls
+    cannot run unlocked."""
     from .threads import num_threads
 
-    return num_threads() if _unlocked_run() is not None else 1
+    return num_threads() if _unlocked_run() is not None and _unlocked_emit() is not None else 1
 
 
-def _unlocked_run() -> Any:
-    """llvmlite's ``LLVMPY_RunNewModulePassManager`` without the lock its wrapper takes around
-    every call into LLVM (one process-wide lock: no two threads could optimize at once), or
-    None where this llvmlite does not expose it.  Each thread passes its own module, pass
-    builder and target machine in a context of its own, which LLVM allows; ctypes lets the
-    GIL go for the call."""
+def _raw(name: str) -> Any:
+    """llvmlite's C function ``name`` without the lock its Python wrapper takes around every
+    call into LLVM (one process-wide lock: no two threads could work at once), or None
+    where this llvmlite does not expose it with its argument types.  Each thread passes its
+    own module, pass builder and target machine in a context of its own, which LLVM
+    allows; ctypes lets the GIL go for the call."""
     raw = getattr(getattr(llvm, "ffi", None), "lib", None)
-    fn = getattr(getattr(raw, "_lib", None), "LLVMPY_RunNewModulePassManager", None)
+    fn = getattr(getattr(raw, "_lib", None), name, None)
     return fn if fn is not None and getattr(fn, "argtypes", None) else None
 
 
-def _optimize_parts(parts: Parts, options: CodegenOptions, timer: StageTimer) -> llvm.ModuleRef | None:
-    """Each part a module of its own (own LLVM context, target machine and pass builder),
-    merged and optimized on a thread of its own, then linked into part 0's module.  The
-    last part is printed, parsed and started first; this thread prints and parses part 0
-    while the others are optimized, then optimizes it.  None when part 0 needs what no
-    part exports (``split.Parts``): optimize the whole module instead."""
-    run = _unlocked_run()
-    errors: list[BaseException] = []
+def _unlocked_run() -> Any:
+    """``LLVMPY_RunNewModulePassManager(pass manager, module, pass builder)``, unlocked."""
+    return _raw("LLVMPY_RunNewModulePassManager")
 
-    def work(job: tuple[Any, ...]) -> None:
-        _, ref, _, pb, merge, o3 = job
+
+def _unlocked_emit() -> Callable[[Any, Any], bytes] | None:
+    """``emit(target machine, module)``: the module's ELF object, as
+    ``TargetMachine.emit_object`` makes it, without llvmlite's lock; None where llvmlite
+    lacks one of the calls."""
+    names = ("LLVMPY_TargetMachineEmitToMemory", "LLVMPY_GetBufferStart", "LLVMPY_GetBufferSize",
+             "LLVMPY_DisposeMemoryBuffer")
+    fns = [_raw(n) for n in names]
+    if any(f is None for f in fns):
+        return None
+    to_memory, start, size, dispose = fns
+
+    def emit(tm: Any, ref: Any) -> bytes:
+        error = ctypes.c_char_p()
+        buffer = to_memory(tm, ref, 1, ctypes.byref(error))
+        if not buffer:
+            message = (error.value or b"").decode(errors="replace")
+            llvm.ffi.lib.LLVMPY_DisposeString(error)         # (the rare way: through the lock)
+            raise LoweringError(f"internal error: LLVM could not emit object code: {message}")
         try:
-            if merge is not None:
-                run(merge, ref, pb)
-            run(o3, ref, pb)
+            return ctypes.string_at(start(buffer), size(buffer))
+        finally:
+            dispose(buffer)
+
+    return emit
+
+
+def _compile_parts(parts: Parts, options: CodegenOptions, timer: StageTimer) -> list[bytes] | None:
+    """Each part a module of its own (own LLVM context, target machine and pass builder),
+    merged, optimized and compiled to an object on a thread of its own.  The last part is
+    printed, parsed and started first; this thread prints and parses part 0 while the
+    others work, then does part 0.  None when part 0 needs what no part exports
+    (``split.Parts``): compile the whole module instead."""
+    run, emit = _unlocked_run(), _unlocked_emit()
+    if run is None or emit is None:
+        return None
+    errors: list[BaseException] = []
+    objects: list[bytes] = [b""] * len(parts)
+
+    def optimize_part(job: tuple[Any, ...]) -> None:
+        _, ref, _, pb, merge, o3 = job
+        if merge is not None:
+            run(merge, ref, pb)
+        run(o3, ref, pb)
+
+    def work(p: int, job: tuple[Any, ...]) -> None:
+        try:
+            optimize_part(job)
+            objects[p] = emit(job[2], job[1])
         except BaseException as e:                      # re-raised on the calling thread
             errors.append(e)
 
     jobs: dict[int, tuple[Any, ...]] = {}
     workers: list[threading.Thread] = []
-    with _LLVM_LOCK:
+    with _LLVM_LOCK, _backend_settings():
         try:
             for p in reversed(range(len(parts))):
                 with timer("LLVM IR text"):
@@ -457,22 +531,20 @@ def _optimize_parts(parts: Parts, options: CodegenOptions, timer: StageTimer) ->
                     tm = new_target_machine(options)     # not shared between threads
                     jobs[p] = (context, ref, tm, *_pipeline(options, tm))
                 if p:
-                    workers.append(threading.Thread(target=work, args=(jobs[p],), name="dlc-llvm"))
+                    workers.append(threading.Thread(target=work, args=(p, jobs[p]), name="dlc-llvm"))
                     workers[-1].start()
             with timer("LLVM optimization"):
-                work(jobs[0])
+                optimize_part(jobs[0])
+            with timer("machine code"):
+                objects[0] = emit(jobs[0][2], jobs[0][1])
                 for w in workers:
                     w.join()
         finally:
             for w in workers:                           # (an early way out waits for them too)
                 w.join()
-        if errors:
-            raise errors[0]
-        with timer("LLVM link"):
-            context, main = jobs[0][0], jobs[0][1]
-            for p in range(1, len(parts)):
-                main.link_in(llvm.parse_bitcode(jobs[p][1].as_bitcode(), context=context))
-    return main
+    if errors:
+        raise errors[0]
+    return objects
 
 
 def object_code(ref: llvm.ModuleRef, options: CodegenOptions, timer: StageTimer | None = None) -> bytes:
@@ -509,15 +581,16 @@ def compile_to_object(module: Module, options: CodegenOptions | None = None
                       ) -> tuple[bytes, list[FunctionInfo]]:
     """Object code for every function of ``module`` (GEMM drivers included: the object
     stands alone), and each entry point's facts."""
-    obj, infos, _ = compile_module(module, options, library=False)
-    return obj, infos
+    objects, infos, _ = compile_module(module, options, library=False, parallel=False)
+    return objects[0], infos
 
 
 def compile_module(module: Module, options: CodegenOptions | None = None, *, library: bool = True,
-                   timer: StageTimer | None = None
-                   ) -> tuple[bytes, list[FunctionInfo], LibrarySpec | None]:
-    """Object code for every function of ``module``, each entry point's facts, and the
-    GEMM library the object calls (None: it calls none).
+                   timer: StageTimer | None = None, parallel: bool = True
+                   ) -> tuple[list[bytes], list[FunctionInfo], LibrarySpec | None]:
+    """Object code for every function of ``module`` (one object, or with ``parallel`` one
+    per part: :func:`machine_code`), each entry point's facts, and the GEMM library the
+    objects call (None: they call none).
 
     With ``library`` (the runtime's way) the GEMM drivers are left out of the
     object, which must be linked with :func:`~compiler.codegen.library.library_object`
@@ -537,8 +610,7 @@ def compile_module(module: Module, options: CodegenOptions | None = None, *, lib
         use = library_use(mod)
         spec = use.spec() if use is not None else None
         _embed_signatures(mod, infos, spec)
-    ref = optimize(mod, options, timer)
-    return object_code(ref, options, timer), infos, spec
+    return machine_code(mod, options, timer, parallel), infos, spec
 
 
 def library_object(spec: LibrarySpec, options: CodegenOptions) -> bytes:
@@ -569,7 +641,7 @@ def stage_text(module: Module, stage: str, options: CodegenOptions | None = None
     mod = llvm_module(module, options)
     if stage == "llvm":
         return str(mod)
-    ref = optimize(mod, options, parallel=False)     # the whole module at once: one text
+    ref = optimize(mod, options)     # the whole module at once: one text
     if stage == "llvm-opt":
         return str(ref)
     if stage == "asm":

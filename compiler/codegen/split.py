@@ -1,13 +1,14 @@
-"""A module's kernels cut into parts that LLVM optimizes in parallel, then linked back.
+"""A module's kernels cut into parts that LLVM optimizes and compiles in parallel.
 
-LLVM's O3 pipeline is most of a cold compile (the MNIST training step: ~120 of
-~190 ms of LLVM time on Zen 5), and it optimizes one function after another on
-one core.  Kernels are ``noinline`` functions of their own (``llvm.py``), so
-nothing O3 does crosses from one kernel group into another: :func:`split`
-deals the kernel groups into parts of about equal size, each a module of its
-own (:meth:`Parts.text`), which ``driver.optimize`` parses into an LLVM context
-of its own and optimizes on a thread of its own, then links back into one
-module for instruction selection (one object, as before).
+LLVM is most of a cold compile (the MNIST training step: ~120 ms of O3 and
+~70 ms of instruction selection and the rest of the backend, Zen 5), and it
+works on one function after another on one core.  Kernels are ``noinline``
+functions of their own (``llvm.py``), so nothing LLVM does crosses from one
+kernel group into another: :func:`split` deals the kernel groups into parts of
+about equal size, each a module of its own (:meth:`Parts.text`), which
+``driver.machine_code`` parses into an LLVM context of its own, optimizes and
+compiles to an object on a thread of its own.  The runtime loads a module's
+objects into one engine (``runtime/native.py``), which links them.
 
 A part holds:
 
@@ -20,8 +21,12 @@ A part holds:
   optimized where it is used, as in the whole module;
 * declarations of what it uses from other parts.  Globals used by other
   parts, and the kernels' entry functions (``<entry>.k<i>``) of every part but
-  0, become ``hidden`` (external, yet local to the one linked module) so the
-  parts can name them; an internal *constant* is copied instead.
+  0, become external (``dso_local`` where defined) so the parts can name them;
+  an internal *constant* is copied instead.  Not ``hidden``: LLVM reaches a
+  hidden symbol with a 32-bit PC-relative offset, and the objects of one
+  module may be loaded more than 2 GiB apart; a default-visibility
+  declaration is reached through a GOT entry or call stub that the loader
+  makes in the object that uses it.
 
 Nothing is reordered inside a function and dlc's IR carries no fast-math
 flags, so the code computes exactly what the whole module's does.
@@ -63,7 +68,7 @@ class Parts:
 
     A part other than 0 always exports its kernels' entry functions (``<entry>.k<i>``, what
     part 0's entry points call) and declares the globals it uses; part 0, printed last,
-    defines the globals (the ones other parts used made hidden) and must find everything
+    defines the globals (the ones other parts use made external) and must find everything
     it takes from another part among those exports, else :meth:`text` says None (then
     optimize the whole module instead)."""
 
@@ -122,10 +127,10 @@ class Parts:
         for g in self.mod.globals.values():
             name = g.name
             if isinstance(g, ir.GlobalVariable) and (p == 0 or name in body):
-                lines.append(_hidden(str(g)) if p == 0 and name in self._globals_used else str(g))
+                lines.append(_exported(str(g)) if p == 0 and name in self._globals_used else str(g))
             elif isinstance(g, ir.Function) and name in body:
                 text = self._function(name)
-                lines.append(_hidden(text) if name in exports else text)
+                lines.append(_exported(text) if name in exports else text)
             elif name in wanted:
                 lines.append(_declaration(g))
         return "\n".join(lines + self._metadata) + "\n"
@@ -157,22 +162,22 @@ def split(mod: ir.Module, parts: int, head_start: float = 0.0) -> Parts | None:
     return Parts(mod, owner, load)
 
 
-def _hidden(text: str) -> str:
+def _exported(text: str) -> str:
     """A definition's text (a function's, or a global's) with internal or private linkage
-    made hidden external, so other parts may name it; other linkages as they are."""
-    return _LOCAL.sub(r"\1hidden ", text, count=1)
+    made external, so other parts may name it (``dso_local``: its own part reaches it
+    directly); other linkages as they are."""
+    return _LOCAL.sub(r"\1dso_local ", text, count=1)
 
 
 def _declaration(g: ir.GlobalValue) -> str:
     """A declaration of ``g`` for a part that uses it and does not define it."""
     ref = g.get_reference()
-    hidden = " hidden" if g.linkage in ("internal", "private") else ""
     if isinstance(g, ir.GlobalVariable):
         kind = "constant" if g.global_constant else "global"
-        return f"{ref} = external{hidden} {kind} {g.value_type}"
+        return f"{ref} = external {kind} {g.value_type}"
     fn = g
     if not fn.blocks:
         return str(fn).rstrip("\n")         # an external function: its declaration as written
     cconv = f" {fn.calling_convention}" if fn.calling_convention else ""
     args = ", ".join(str(t) for t in fn.ftype.args) + (", ..." if fn.ftype.var_arg else "")
-    return f"declare{hidden}{cconv} {fn.ftype.return_type} {ref}({args})"
+    return f"declare{cconv} {fn.ftype.return_type} {ref}({args}) nonlazybind"     # driver.calls_through_got

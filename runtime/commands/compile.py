@@ -71,17 +71,20 @@ def run(args: argparse.Namespace) -> int:
         infos = [fn.info for fn in compiled.functions.values()]
         with timer("write output (AOT directory, shared library)"):
             out = compiled.save(args.output)
+        count = len(compiled.objects)
     else:                                  # another CPU's code: compiled, never loaded here
-        obj, infos, gemm = compile_for_target(module, CodegenOptions(target=target), timer)
+        objects, infos, gemm = compile_for_target(module, CodegenOptions(target=target), timer)
         with timer("write output (AOT directory, shared library)"):
-            out = write_compiled(args.output, obj, infos, target, gemm)
+            out = write_compiled(args.output, objects, infos, target, gemm)
+        count = len(objects)
     timer.finish()
     if args.time_passes:
         sys.stderr.write(timer.report())
     for info in infos:
         print(f"  {info.symbol}: {signature_text(info)}")
     extra = " (+ shared library and C header)" if (out / "libdlc_module.so").exists() else ""
-    print(f"wrote {out}/manifest.json and module.o{extra}")
+    written = ", ".join(["module.o", *(f"module.{i}.o" for i in range(1, count))])
+    print(f"wrote {out}/manifest.json and {written}{extra}")
     if getattr(args, "own_process", False):
         _exit_now()
     return 0
