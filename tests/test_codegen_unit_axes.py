@@ -1,0 +1,89 @@
+"""Elementwise kernels drop their loop axes of static extent 1 (kernels._without_unit_axes).
+
+``x[N, 1] + bias[1]`` reads ``bias`` along the unit axis only, which kept the axes
+from collapsing: the kernel ran one masked lane per row.  Without the unit axes it
+is the flat loop of ``x[N] + b[]``: every element must come out with the bits the
+flat kernel gives it, and as the interpreter says, non-finite values included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler.codegen.driver import lower_module
+from compiler.codegen.loops import Elementwise
+from compiler.ir.interpreter import interpret
+from compiler.passes import run_pipeline
+from frontend_dsl.api import compile_source
+
+SOURCE = """
+fn col(x: f32[N, 1], b: f32[1]) -> f32[N, 1] { return sigmoid(x + b) * 2.0 - b }
+fn flat(x: f32[N], b: f32[]) -> f32[N] { return sigmoid(x + b) * 2.0 - b }
+fn mid(x: f32[N, 1, 3], b: f32[1, 3]) -> f32[N, 1, 3] { return exp(x - b) }
+fn flat3(x: f32[N, 3], b: f32[3]) -> f32[N, 3] { return exp(x - b) }
+fn ones(x: f32[1, 1], y: f32[1]) -> f32[1, 1] { return x * y + 1.0 }
+fn row(x: f32[1, N], b: f32[1, 1]) -> (f32[1, N], f32[1, N]) { return x / b, x * b }
+"""
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return runtime.compile(SOURCE, cache=False)
+
+
+def _column(n: int) -> np.ndarray:
+    rng = np.random.default_rng(n)
+    x = rng.normal(0, 4, n).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, 88.5, -104.0], np.float32)
+    x[:min(n, len(special))] = special[:n]
+    return x
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 16, 17, 129, 5000])
+def test_a_column_plus_a_bias_computes_the_flat_kernels_bits(compiled, n):
+    x = _column(n)
+    for bias in (0.75, np.nan, -np.inf):
+        got = compiled.col(x.reshape(n, 1), np.array([bias], np.float32))
+        want = compiled.flat(x, np.array(bias, np.float32))
+        assert got.shape == (n, 1)
+        np.testing.assert_array_equal(got.reshape(n).view(np.uint32), want.view(np.uint32))
+    x3 = np.stack([x, -x, x * 0.5], axis=1)
+    b3 = np.array([0.5, np.inf, -2.0], np.float32)
+    got3 = compiled.mid(x3.reshape(n, 1, 3), b3.reshape(1, 3))
+    want3 = compiled.flat3(x3, b3)
+    np.testing.assert_array_equal(got3.reshape(n, 3).view(np.uint32), want3.view(np.uint32))
+
+
+def test_unit_kernels_match_the_interpreter(compiled):
+    module = run_pipeline(compile_source(SOURCE, "<unit>"), "default")
+    cases = {
+        "ones": [np.array([[3.5]], np.float32), np.array([-2.0], np.float32)],
+        "row": [_column(37).reshape(1, 37), np.array([[-0.25]], np.float32)],
+        "col": [_column(9).reshape(9, 1), np.array([1.5], np.float32)],
+    }
+    for name, args in cases.items():
+        want = interpret(module.get(name), args)
+        got = compiled[name](*args)
+        got = got if isinstance(got, tuple) else (got,)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=2e-6, atol=0, equal_nan=True)
+
+
+def test_the_loop_ir_keeps_the_shape_the_kernel_writes():
+    # the axes go at emission only: the loop IR (and its printing) still says [N, 1]
+    module = run_pipeline(compile_source(SOURCE, "<unit>"), "default")
+    (program,) = [p for p in lower_module(module) if p.name == "col"]
+    (kernel,) = [k for k in program.kernels if isinstance(k, Elementwise)]
+    assert kernel.shape == ("N", 1)
+
+
+def test_a_column_kernel_is_a_vector_loop_not_one_lane_per_row():
+    from compiler.codegen.driver import stage_text
+    from compiler.ir.core import Module
+
+    module = run_pipeline(compile_source(SOURCE, "<unit>"), "default")
+    text = stage_text(Module([module.get("col")]), "llvm-opt")
+    assert "<16 x float>" in text or "<8 x float>" in text       # vectorized ...
+    assert "i1 true, i1 false" not in text                       # ... with no one-lane mask
