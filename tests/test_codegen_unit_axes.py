@@ -1,4 +1,5 @@
-"""Elementwise kernels drop their loop axes of static extent 1 (kernels._without_unit_axes).
+"""Elementwise and reduction kernels drop their loop axes of static extent 1
+(kernels._without_unit_axes, _reduce_without_unit_axes).
 
 ``x[N, 1] + bias[1]`` reads ``bias`` along the unit axis only, which kept the axes
 from collapsing: the kernel ran one masked lane per row.  Without the unit axes it
@@ -25,6 +26,15 @@ fn mid(x: f32[N, 1, 3], b: f32[1, 3]) -> f32[N, 1, 3] { return exp(x - b) }
 fn flat3(x: f32[N, 3], b: f32[3]) -> f32[N, 3] { return exp(x - b) }
 fn ones(x: f32[1, 1], y: f32[1]) -> f32[1, 1] { return x * y + 1.0 }
 fn row(x: f32[1, N], b: f32[1, 1]) -> (f32[1, N], f32[1, N]) { return x / b, x * b }
+fn colsum(x: f32[N, 1], b: f32[1]) -> (f32[], f32[1], f32[], f32[1, 1]) {
+    let d = x - b
+    return mean(d), sum(d, axes=[0]), max(d), sum(d * d, axes=[0, 1], keepdims=true)
+}
+fn flatsum(x: f32[N], b: f32[]) -> (f32[], f32[], f32[], f32[]) {
+    let d = x - b
+    return mean(d), sum(d, axes=[0]), max(d), sum(d * d, axes=[0])
+}
+fn rowsum(x: f32[1, N]) -> (f32[1], f32[]) { return sum(x, axes=[1]), min(x) }
 """
 
 
@@ -87,3 +97,28 @@ def test_a_column_kernel_is_a_vector_loop_not_one_lane_per_row():
     text = stage_text(Module([module.get("col")]), "llvm-opt")
     assert "<16 x float>" in text or "<8 x float>" in text       # vectorized ...
     assert "i1 true, i1 false" not in text                       # ... with no one-lane mask
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 129, 5000, 70000])
+def test_a_reduction_over_a_column_is_the_flat_reduction(compiled, n):
+    x = np.random.default_rng(n).normal(0, 4, n).astype(np.float32)
+    for b in (0.75, -3.0):
+        got = compiled.colsum(x.reshape(n, 1), np.array([b], np.float32))
+        want = compiled.flatsum(x, np.array(b, np.float32))
+        assert [g.shape for g in got] == [(), (1,), (), (1, 1)]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g.reshape(()).view(np.uint32), w.view(np.uint32))
+        d = x.astype(np.float64) - np.float32(b)
+        np.testing.assert_allclose(got[0], d.mean(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got[3].reshape(()), (d * d).sum(), rtol=1e-5)
+    nan = x.copy()
+    nan[n // 2] = np.nan
+    assert all(np.isnan(g).all() for g in compiled.colsum(nan.reshape(n, 1), np.array([0.0], np.float32)))
+
+
+def test_a_reduction_over_a_row_matches_the_interpreter(compiled):
+    module = run_pipeline(compile_source(SOURCE, "<unit>"), "default")
+    for n in (1, 31):
+        x = np.random.default_rng(n).normal(0, 1, (1, n)).astype(np.float32)
+        for g, w in zip(compiled.rowsum(x), interpret(module.get("rowsum"), [x])):
+            np.testing.assert_allclose(g, w, rtol=2e-6)
