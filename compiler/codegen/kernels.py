@@ -597,9 +597,11 @@ def _without_unit_axes(k: Elementwise) -> tuple[Elementwise, tuple[int | None, .
 def _reduce_without_unit_axes(k: Reduce) -> Reduce:
     """A sum/mean/max/min/prod/any/all kernel without its loop axes of static extent 1
     (as :func:`_without_unit_axes`; the output's layout is the same), unless it reduces
-    only such axes.  A mean over ``[N, 1]`` of ``x[i0, i1] - bias[i1]`` becomes the flat
-    chunked reduction of ``[N]`` instead of one masked lane per row: a sum in another
-    order (a pairwise-like one, not a running one), the same on any thread count."""
+    only such axes.  For a kernel that runs as one serial nest (``emit_reduce``): a mean
+    over ``[N, 1]`` of ``x[i0, i1] - bias[i1]`` ran one masked lane per row, and runs as
+    the vector loop of a mean over ``[N]`` -- still serial, so no task function is
+    added (a full reduction's chunked one cost the XOR step's cold compile ~20 ms), and
+    below two tasks' work the same sums as the ``[N]`` kernel."""
     axis_map = _unit_axis_map(k.shape)
     if axis_map is None or all(axis_map[a] is None for a in k.axes):
         return k
@@ -727,10 +729,17 @@ def emit_reduce(kc: KernelContext, k: Reduce) -> None:
         run_split(kc, list(k.shape), cost + 2 * EXPENSIVE_COST, split,
                   lambda c, bounds: _emit_softmax_stats(c, k, across, bounds))
     else:
-        k = _reduce_without_unit_axes(k)
         space = collapse(k.shape, [k.expr], k.axes)
         how = _reduction_split(space, k.axes)
-        if how is None and len(space.groups) == 1:
+        if len(space.groups) > 1:
+            # loops that did not collapse; without the unit axes they may (one reduced loop
+            # left runs as the serial nest it was, only vectorized)
+            flat = _reduce_without_unit_axes(k)
+            if flat is not k:
+                k = flat
+                space = collapse(k.shape, [k.expr], k.axes)
+                how = _reduction_split(space, k.axes)
+        elif how is None and space.groups:
             _full_reduction(kc, k, space, cost)
             return
         group, split = how if how is not None else (None, None)
@@ -763,6 +772,12 @@ def _full_reduction(kc: KernelContext, k: Reduce, space: Space, cost: int) -> No
     each chunk's result goes to its own slot, tasks taking whole chunks, and the slots
     are combined in chunk order on the calling thread -- the same sums on any number of
     threads (and a shorter rounding chain than one running sum).
+
+    Both are one function, ``k<i>.part(.., slots, chunks, t, ntasks)``: the serial loop
+    is its one chunk, called directly (the same loop, so the same sums, as a loop of its
+    own would give).  A loop of its own beside the part was a second copy of the
+    reduction in every kernel of symbolic size, a loss's mean over the batch among them:
+    compile time for nothing.
     """
     b = kc.b
     n = kc.product(space.dims[0])
@@ -772,39 +787,41 @@ def _full_reduction(kc: KernelContext, k: Reduce, space: Space, cost: int) -> No
         return
     slots_ty = ir.ArrayType(value_type(k.out.dtype, 1), FULL_CHUNKS)
     slots = alloca(b, slots_ty)
-    part, pkc = _part_function(kc, (slots_ty.as_pointer(),))
+    part, pkc = _part_function(kc, (slots_ty.as_pointer(), I64))
     pb = pkc.b
-    t, ntasks = part.args[-2], part.args[-1]
+    slots_arg, chunks_arg, t, ntasks = part.args[-4:]
+    chunks_arg.name = "chunks"
     pkc.task = (t, ntasks)
-    chunks = ir.Constant(I64, FULL_CHUNKS)
-    first, last = split_range(pb, chunks, t, ntasks, 1)
+    first, last = split_range(pb, chunks_arg, t, ntasks, 1)
     with for_range(pb, first, last, name="chunk") as c:
-        lo, hi = split_range(pb, pkc.product(space.dims[0]), c, chunks, FLAT_GRAIN)
-        slot = pb.gep(part.args[-3], [ir.Constant(I64, 0), c], inbounds=True)
+        lo, hi = split_range(pb, pkc.product(space.dims[0]), c, chunks_arg, FLAT_GRAIN)
+        slot = pb.gep(slots_arg, [ir.Constant(I64, 0), c], inbounds=True)
         _Reduction(pkc, k, space, {0: (lo, hi)}, result=slot).emit()
     pb.ret_void()
 
-    def chunked() -> None:
-        _launch(b, part, [*b.function.args, slots], b.mul(n, ir.Constant(I64, cost)), chunks)
-        e = Emitter(b, 1, k.out.dtype)
-        # in chunk order, as a loop (unrolled, the 63 combines were a third of the kernel's IR)
-        acc = alloca(b, slots_ty.element)
-        b.store(b.load(b.gep(slots, [ir.Constant(I64, 0), ir.Constant(I64, 0)])), acc)
-        with for_range(b, 1, FULL_CHUNKS, name="chunk") as c:
-            b.store(_combine(e, k.kind, b.load(acc), b.load(b.gep(slots, [ir.Constant(I64, 0), c]))), acc)
-        total = b.load(acc)
-        if k.kind == "mean":
-            total = e.div(total, e.cast(n, k.out.dtype))
-        b.store(to_memory(b, total), kc.pointer(k.out))
-
+    full = ir.Constant(I64, FULL_CHUNKS)
     if isinstance(n, ir.Constant):
-        chunked()
-        return
-    with b.if_else(b.icmp_signed("<", n, ir.Constant(I64, least))) as (small, large):
-        with small:
-            _Reduction(kc, k, space, {}).emit()
-        with large:
-            chunked()
+        chunks: ir.Value = full
+        _launch(b, part, [*b.function.args, slots, full], b.mul(n, ir.Constant(I64, cost)), full)
+    else:
+        small = b.icmp_signed("<", n, ir.Constant(I64, least))
+        chunks = b.select(small, ir.Constant(I64, 1), full)
+        with b.if_else(small) as (serial, chunked):
+            with serial:
+                one = ir.Constant(I64, 1)
+                b.call(part, [*b.function.args, slots, one, ir.Constant(I64, 0), one])
+            with chunked:
+                _launch(b, part, [*b.function.args, slots, full], b.mul(n, ir.Constant(I64, cost)), full)
+    e = Emitter(b, 1, k.out.dtype)
+    # in chunk order, as a loop (unrolled, the 63 combines were a third of the kernel's IR)
+    acc = alloca(b, slots_ty.element)
+    b.store(b.load(b.gep(slots, [ir.Constant(I64, 0), ir.Constant(I64, 0)])), acc)
+    with for_range(b, 1, chunks, name="chunk") as c:
+        b.store(_combine(e, k.kind, b.load(acc), b.load(b.gep(slots, [ir.Constant(I64, 0), c]))), acc)
+    total = b.load(acc)
+    if k.kind == "mean":
+        total = e.div(total, e.cast(n, k.out.dtype))
+    b.store(to_memory(b, total), kc.pointer(k.out))
 
 
 class _Reduction:
