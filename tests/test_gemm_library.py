@@ -138,8 +138,7 @@ COLD_STAGES = {"target detection", "cache lookup", "frontend", "IR verifier", "p
                "LLVM IR build", "LLVM IR text", "LLVM parse and verify", "LLVM optimization", "machine code",
                "native load and link", "garbage collection"}
 LIBRARY_STAGES = {"GEMM library (cache read)", "GEMM library (compile, once per machine)",
-                  "GEMM library (cache write)",
-                  "LLVM link"}      # (with 2+ threads the kernels are optimized in parts, then linked)
+                  "GEMM library (cache write)"}
 
 
 def test_timings_name_the_complete_set_of_stages(tmp_path):
