@@ -35,6 +35,11 @@ fn flatsum(x: f32[N], b: f32[]) -> (f32[], f32[], f32[], f32[]) {
     return mean(d), sum(d, axes=[0]), max(d), sum(d * d, axes=[0])
 }
 fn rowsum(x: f32[1, N]) -> (f32[1], f32[]) { return sum(x, axes=[1]), min(x) }
+fn colmean(x: f32[N, 1], b: f32[1]) -> (f32[], f32[N], f32[]) {
+    return mean(x - b), sum(x - b, axes=[1]), max(x - b)
+}
+fn flatmean(x: f32[N], b: f32[]) -> (f32[], f32[]) { return mean(x - b), max(x - b) }
+fn colsum0(x: f32[N, 1], b: f32[1]) -> (f32[], f32[]) { return mean(x - b), sum(x - b) }
 """
 
 
@@ -135,3 +140,30 @@ def test_a_reduction_over_a_column_adds_no_task_function():
     text = stage_text(Module([module.get("colsum")]), "llvm")
     assert ".part" not in text
     assert "i1 true, i1 false" not in stage_text(Module([module.get("colsum")]), "llvm-opt")
+
+
+def test_column_edges_zero_rows_and_a_sum_over_the_unit_axis_only(compiled):
+    from compiler.diagnostics import DlRuntimeError
+
+    b1, b0 = np.array([0.5], np.float32), np.array(0.5, np.float32)
+    # zero rows: the max has no element to take (refused before native code runs, as for
+    # the flat kernel); the mean is 0/0 and the sum 0
+    empty = np.zeros((0, 1), np.float32)
+    with pytest.raises(DlRuntimeError, match=r"f32\[N, 1\], which is empty"):
+        compiled.colmean(empty, b1)
+    with pytest.raises(DlRuntimeError, match=r"f32\[N\], which is empty"):
+        compiled.flatmean(empty.reshape(0), b0)
+    mean0, sum0 = compiled.colsum0(empty, b1)
+    assert np.isnan(mean0) and sum0 == 0 and not np.signbit(sum0)
+    got = compiled.col(empty, b1)
+    assert got.shape == (0, 1)
+    # a sum over the unit axis alone keeps it (nothing longer to reduce): x - b per row
+    x = _column(40)
+    mean, rows, top = compiled.colmean(x.reshape(40, 1), b1)
+    np.testing.assert_array_equal(rows.view(np.uint32), (x - np.float32(0.5)).view(np.uint32))
+    want_mean, want_top = compiled.flatmean(x, b0)
+    assert np.isnan(mean) and np.isnan(want_mean) and np.isnan(top) and np.isnan(want_top)
+    finite = np.nan_to_num(x, nan=1.0, posinf=2.0, neginf=-2.0)
+    mean, _, top = compiled.colmean(finite.reshape(40, 1), b1)
+    want_mean, want_top = compiled.flatmean(finite, b0)
+    assert mean.view(np.uint32) == want_mean.view(np.uint32) and top == want_top

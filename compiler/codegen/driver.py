@@ -378,12 +378,12 @@ def machine_code(mod: ir.Module, options: CodegenOptions, timer: StageTimer | No
     a thread of its own.  The objects of one module are loaded together (one engine:
     ``runtime/native.py``), where they find each other's symbols."""
     timer = timer or StageTimer()
-    calls_through_got(mod)
     threads = _compile_threads() if parallel and options.opt_level >= 1 else 1
     if threads > 1:
         from .split import split
 
         ensure_llvm()
+        calls_through_got(mod)                      # (optimize does it for the whole module)
         parts = split(mod, threads, head_start=HEAD_START)
         if parts is not None:
             objects = _compile_parts(parts, options, timer)

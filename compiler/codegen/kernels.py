@@ -800,18 +800,23 @@ def _full_reduction(kc: KernelContext, k: Reduce, space: Space, cost: int) -> No
     pb.ret_void()
 
     full = ir.Constant(I64, FULL_CHUNKS)
+    args = [*b.function.args, slots]
+
+    def chunked() -> None:
+        _launch(b, part, [*args, full], b.mul(n, ir.Constant(I64, cost)), full)
+
     if isinstance(n, ir.Constant):
         chunks: ir.Value = full
-        _launch(b, part, [*b.function.args, slots, full], b.mul(n, ir.Constant(I64, cost)), full)
+        chunked()
     else:
         small = b.icmp_signed("<", n, ir.Constant(I64, least))
         chunks = b.select(small, ir.Constant(I64, 1), full)
-        with b.if_else(small) as (serial, chunked):
+        with b.if_else(small) as (serial, large):
             with serial:
                 one = ir.Constant(I64, 1)
-                b.call(part, [*b.function.args, slots, one, ir.Constant(I64, 0), one])
-            with chunked:
-                _launch(b, part, [*b.function.args, slots, full], b.mul(n, ir.Constant(I64, cost)), full)
+                b.call(part, [*args, one, ir.Constant(I64, 0), one])
+            with large:
+                chunked()
     e = Emitter(b, 1, k.out.dtype)
     # in chunk order, as a loop (unrolled, the 63 combines were a third of the kernel's IR)
     acc = alloca(b, slots_ty.element)
